@@ -1,0 +1,115 @@
+import type { ConfigTree } from '../define.ts';
+
+/** Keys every long-running program shares. Each call returns fresh objects. */
+export function datacenterKeys() {
+  return {
+    datacenter: {
+      doc: 'Datacenter name; part of every NATS subject and SPIFFE ID.',
+      format: String,
+      default: 'dc1',
+    },
+  } satisfies ConfigTree;
+}
+
+export function logKeys() {
+  return {
+    log: {
+      level: {
+        doc: 'Minimum log level.',
+        format: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'],
+        default: 'info',
+      },
+    },
+  } satisfies ConfigTree;
+}
+
+export function natsKeys() {
+  return {
+    nats: {
+      servers: {
+        doc: 'NATS server URLs (comma-separated in the environment).',
+        format: Array,
+        default: ['nats://127.0.0.1:4222'],
+      },
+      credsFile: {
+        doc: 'Path of a NATS credentials (.creds) file; empty for none.',
+        format: String,
+        default: '',
+      },
+      token: {
+        doc: 'NATS authentication token; empty for none.',
+        format: String,
+        default: '',
+        sensitive: true,
+      },
+      tlsCaFile: {
+        doc: 'CA bundle that verifies the NATS server; empty to use plain TCP.',
+        format: String,
+        default: '',
+      },
+      tlsCertFile: {
+        doc: 'Client certificate for NATS mTLS; empty for none.',
+        format: String,
+        default: '',
+      },
+      tlsKeyFile: { doc: 'Client key for NATS mTLS; empty for none.', format: String, default: '' },
+      requestTimeoutMs: {
+        doc: 'Timeout of one NATS request, in milliseconds.',
+        format: 'nat',
+        default: 5000,
+      },
+    },
+  } satisfies ConfigTree;
+}
+
+export function consulKeys() {
+  return {
+    consul: {
+      address: {
+        doc: 'Base URL of the Consul HTTP API (the local Consul agent).',
+        format: String,
+        default: 'http://127.0.0.1:8500',
+      },
+      token: {
+        doc: 'Consul ACL token; empty for none.',
+        format: String,
+        default: '',
+        sensitive: true,
+      },
+      caFile: {
+        doc: 'CA bundle that verifies Consul over HTTPS; empty for the system store.',
+        format: String,
+        default: '',
+      },
+    },
+  } satisfies ConfigTree;
+}
+
+export function tracingKeys() {
+  return {
+    tracing: {
+      endpoint: {
+        doc: 'OTLP/HTTP traces endpoint (Jaeger all-in-one listens on 4318); empty disables export.',
+        format: String,
+        default: 'http://127.0.0.1:4318/v1/traces',
+      },
+      sampleRatio: {
+        doc: 'Share of new traces sampled (parent-based: an incoming sampled flag wins).',
+        format: Number,
+        default: 1,
+      },
+      headers: {
+        doc: 'Extra HTTP headers for the exporter as k=v pairs separated by commas.',
+        format: String,
+        default: '',
+        sensitive: true,
+      },
+      timeoutMs: { doc: 'Export request timeout in milliseconds.', format: 'nat', default: 10000 },
+      maxQueueSize: {
+        doc: 'Spans held for export at most; beyond this they are dropped and counted.',
+        format: 'nat',
+        default: 2048,
+      },
+    },
+  } satisfies ConfigTree;
+}

@@ -1,0 +1,45 @@
+import { defineSchema } from '../define.ts';
+import { consulKeys, datacenterKeys, logKeys, natsKeys, tracingKeys } from './common.ts';
+
+export const controlSchema = defineSchema(
+  'control',
+  'The mesh authority: CA signer, intentions, node tokens.',
+  {
+    ...datacenterKeys(),
+    ...natsKeys(),
+    ...consulKeys(),
+    ...logKeys(),
+    ...tracingKeys(),
+    kvPrefix: {
+      doc: 'Consul KV prefix that holds the CA, intentions and token secret.',
+      format: String,
+      default: 'remora/',
+    },
+    leafTtlHours: {
+      doc: 'Lifetime of issued leaf certificates, in hours.',
+      format: 'nat',
+      default: 72,
+    },
+    rootTtlDays: {
+      doc: 'Lifetime of a newly created root CA, in days.',
+      format: 'nat',
+      default: 3650,
+    },
+    operatorToken: {
+      doc: 'Operator token required by intentions.upsert/delete and tokens.create; empty refuses those requests.',
+      format: String,
+      default: '',
+      sensitive: true,
+    },
+    defaultPolicy: {
+      doc: 'Intention policy when no intention matches: allow or deny. Used only when KV holds no policy yet.',
+      format: ['allow', 'deny'],
+      default: 'deny',
+    },
+    auditMode: {
+      doc: 'When true, denials are logged and counted but not enforced.',
+      format: Boolean,
+      default: false,
+    },
+  },
+);

@@ -1,0 +1,3 @@
+export { createClock, type Clock } from './clock.ts';
+export { backoffDelay, type BackoffOptions } from './backoff.ts';
+export { waitFor } from './wait.ts';
