@@ -1,5 +1,16 @@
 import type { ErrorSpec } from './catalog/types.ts';
 import { CORE_ERRORS } from './catalog/core.ts';
+import { IDENTITY_ERRORS } from './catalog/identity.ts';
+import { CONSUL_ERRORS } from './catalog/consul.ts';
+import { DEVCONSUL_ERRORS } from './catalog/devconsul.ts';
+import { CONTROL_ERRORS } from './catalog/control.ts';
+import { NATS_ERRORS } from './catalog/nats.ts';
+import { INTENTIONS_ERRORS } from './catalog/intentions.ts';
+import { AGENT_ERRORS } from './catalog/agent.ts';
+import { PROXY_ERRORS } from './catalog/proxy.ts';
+import { TELEMETRY_ERRORS } from './catalog/telemetry.ts';
+import { DEV_ERRORS } from './catalog/dev.ts';
+import { ENV_ERRORS } from './catalog/env.ts';
 
 export type { ErrorSpec } from './catalog/types.ts';
 
@@ -10,6 +21,17 @@ export type { ErrorSpec } from './catalog/types.ts';
  */
 export const ERRORS = {
   ...CORE_ERRORS,
+  ...IDENTITY_ERRORS,
+  ...CONSUL_ERRORS,
+  ...DEVCONSUL_ERRORS,
+  ...CONTROL_ERRORS,
+  ...NATS_ERRORS,
+  ...INTENTIONS_ERRORS,
+  ...AGENT_ERRORS,
+  ...PROXY_ERRORS,
+  ...TELEMETRY_ERRORS,
+  ...DEV_ERRORS,
+  ...ENV_ERRORS,
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERRORS;

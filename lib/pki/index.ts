@@ -1,0 +1,310 @@
+// The only module that imports node-forge. Keys are made with node:crypto (RSA 2048); forge
+// builds CSRs and certificates; signatures are computed natively (node:crypto) for speed.
+import {
+  X509Certificate,
+  createHash,
+  createPrivateKey,
+  generateKeyPairSync,
+  randomBytes,
+  sign,
+} from 'node:crypto';
+import forge from 'node-forge';
+import { RemoraError } from '../errors/index.ts';
+import { trustDomainUri, urisFromSubjectAltName } from '../identity/index.ts';
+
+export const WORKLOAD_KEY_BITS = 2048;
+/** Leaf `notBefore` is backdated this much to absorb clock skew between hosts. */
+export const LEAF_BACKDATE_MS = 60_000;
+export const DEFAULT_LEAF_TTL_MS = 72 * 3600_000;
+
+export interface KeyPair {
+  /** PKCS#8 PEM. Never leaves the host that generated it. */
+  keyPem: string;
+  /** SPKI PEM. */
+  publicKeyPem: string;
+}
+
+export interface RootCa {
+  /** Stable ID of the root: SHA-256 fingerprint of its DER, lowercase hex. */
+  id: string;
+  certPem: string;
+  keyPem: string;
+  notBefore: Date;
+  notAfter: Date;
+}
+
+export interface IssuedLeaf {
+  certPem: string;
+  /** Serial number as lowercase hex. */
+  serial: string;
+  notBefore: Date;
+  notAfter: Date;
+}
+
+export interface CsrInfo {
+  uris: string[];
+  dnsNames: string[];
+  ipAddresses: string[];
+  otherSanCount: number;
+  keyType: 'rsa' | 'unknown';
+  keyBits: number;
+  publicKeyPem: string;
+}
+
+export interface CertInfo {
+  serial: string;
+  subject: string;
+  issuer: string;
+  notBefore: Date;
+  notAfter: Date;
+  uris: string[];
+  isCa: boolean;
+  /** SHA-256 of the DER, lowercase hex (the root ID for CA certificates). */
+  fingerprint: string;
+}
+
+/** A fresh RSA 2048 key pair from node:crypto. */
+export function generateKeyPair(): KeyPair {
+  const { privateKey, publicKey } = generateKeyPairSync('rsa', {
+    modulusLength: WORKLOAD_KEY_BITS,
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+  });
+  return { keyPem: privateKey, publicKeyPem: publicKey };
+}
+
+function positiveSerial(): string {
+  // 16 random bytes with the top bit cleared: positive and unique
+  const b = randomBytes(16);
+  b[0] = (b[0]! & 0x7f) | 0x01;
+  return b.toString('hex');
+}
+
+function forgePublicKey(publicKeyPem: string): forge.pki.PublicKey {
+  try {
+    return forge.pki.publicKeyFromPem(publicKeyPem);
+  } catch (err) {
+    throw new RemoraError(
+      'REMORA_E_PKI_CERT_INVALID',
+      `unsupported public key: ${(err as Error).message}`,
+      {},
+      { cause: err },
+    );
+  }
+}
+
+/** Signs a forge certificate's TBS with a PEM private key using node:crypto. */
+function signNatively(cert: forge.pki.Certificate, signerKeyPem: string): void {
+  const oid = forge.pki.oids.sha256WithRSAEncryption!;
+  cert.siginfo.algorithmOid = oid;
+  cert.signatureOid = oid;
+  // getTBSCertificate exists at runtime but is missing from @types/node-forge
+  const tbs = (
+    forge.pki as unknown as { getTBSCertificate(c: forge.pki.Certificate): forge.asn1.Asn1 }
+  ).getTBSCertificate(cert);
+  const der = Buffer.from(forge.asn1.toDer(tbs).getBytes(), 'binary');
+  const signature = sign('sha256', der, createPrivateKey(signerKeyPem));
+  (cert as unknown as { tbsCertificate: forge.asn1.Asn1 }).tbsCertificate = tbs;
+  cert.signature = signature.toString('binary');
+}
+
+function sha256Hex(der: Buffer): string {
+  return createHash('sha256').update(der).digest('hex');
+}
+
+/** A new self-signed root for a trust domain; the key is generated here and stays with the caller. */
+export function createRootCa(options: {
+  trustDomain: string;
+  ttlMs: number;
+  now: number;
+  commonName?: string;
+}): RootCa {
+  const keys = generateKeyPair();
+  const cert = forge.pki.createCertificate();
+  cert.publicKey = forgePublicKey(keys.publicKeyPem);
+  cert.serialNumber = positiveSerial();
+  const notBefore = new Date(options.now - LEAF_BACKDATE_MS);
+  const notAfter = new Date(options.now + options.ttlMs);
+  cert.validity.notBefore = notBefore;
+  cert.validity.notAfter = notAfter;
+  const attrs = [
+    {
+      name: 'commonName',
+      value: options.commonName ?? `Remora CA ${cert.serialNumber.slice(0, 8)}`,
+    },
+    { name: 'organizationName', value: 'Remora' },
+  ];
+  cert.setSubject(attrs);
+  cert.setIssuer(attrs);
+  cert.setExtensions([
+    { name: 'basicConstraints', cA: true, critical: true },
+    { name: 'keyUsage', keyCertSign: true, cRLSign: true, digitalSignature: true, critical: true },
+    { name: 'subjectAltName', altNames: [{ type: 6, value: trustDomainUri(options.trustDomain) }] },
+    { name: 'subjectKeyIdentifier' },
+  ]);
+  signNatively(cert, keys.keyPem);
+  const certPem = forge.pki.certificateToPem(cert);
+  return {
+    id: inspectCert(certPem).fingerprint,
+    certPem,
+    keyPem: keys.keyPem,
+    notBefore,
+    notAfter,
+  };
+}
+
+/** A CSR carrying exactly one URI SAN (the SPIFFE ID), signed with the workload key. */
+export function createCsr(options: {
+  keyPem: string;
+  publicKeyPem: string;
+  spiffeId: string;
+}): string {
+  const csr = forge.pki.createCertificationRequest();
+  csr.publicKey = forgePublicKey(options.publicKeyPem);
+  csr.setSubject([]);
+  csr.setAttributes([
+    {
+      name: 'extensionRequest',
+      extensions: [{ name: 'subjectAltName', altNames: [{ type: 6, value: options.spiffeId }] }],
+    },
+  ]);
+  // CSR self-signature: forge needs its own key object; the key never leaves this process
+  const pk = forge.pki.privateKeyFromPem(
+    createPrivateKey(options.keyPem).export({ type: 'pkcs1', format: 'pem' }).toString(),
+  );
+  csr.sign(pk, forge.md.sha256.create());
+  return forge.pki.certificationRequestToPem(csr);
+}
+
+interface ForgeAltName {
+  type: number;
+  value?: string;
+  ip?: string;
+}
+
+/** Parses a CSR and verifies its self-signature; throws REMORA_E_PKI_CSR_INVALID otherwise. */
+export function inspectCsr(csrPem: string): CsrInfo {
+  let csr: forge.pki.CertificateSigningRequest;
+  try {
+    csr = forge.pki.certificationRequestFromPem(csrPem);
+  } catch (err) {
+    throw new RemoraError(
+      'REMORA_E_PKI_CSR_INVALID',
+      `CSR cannot be parsed: ${(err as Error).message}`,
+      {},
+      { cause: err },
+    );
+  }
+  let verified: boolean;
+  try {
+    verified = csr.verify();
+  } catch {
+    verified = false;
+  }
+  if (!verified)
+    throw new RemoraError('REMORA_E_PKI_CSR_INVALID', 'CSR signature does not verify', {});
+  const ext = (
+    csr.getAttribute({ name: 'extensionRequest' }) as {
+      extensions?: Array<{ name?: string; altNames?: ForgeAltName[] }>;
+    } | null
+  )?.extensions;
+  const altNames = ext?.find((e) => e.name === 'subjectAltName')?.altNames ?? [];
+  const pub = csr.publicKey as forge.pki.rsa.PublicKey | null;
+  const isRsa = pub !== null && typeof (pub as { n?: unknown }).n === 'object';
+  return {
+    uris: altNames.filter((a) => a.type === 6).map((a) => a.value ?? ''),
+    dnsNames: altNames.filter((a) => a.type === 2).map((a) => a.value ?? ''),
+    ipAddresses: altNames.filter((a) => a.type === 7).map((a) => a.ip ?? a.value ?? ''),
+    otherSanCount: altNames.filter((a) => ![2, 6, 7].includes(a.type)).length,
+    keyType: isRsa ? 'rsa' : 'unknown',
+    keyBits: isRsa ? pub.n.bitLength() : 0,
+    publicKeyPem: pub ? forge.pki.publicKeyToPem(pub) : '',
+  };
+}
+
+/**
+ * Issues a workload leaf for a CSR whose SAN has already been authorized: one URI SAN (the
+ * SPIFFE ID), serverAuth + clientAuth, notBefore = now − 1 min.
+ */
+export function issueLeaf(options: {
+  ca: Pick<RootCa, 'certPem' | 'keyPem'>;
+  csrPem: string;
+  spiffeId: string;
+  ttlMs: number;
+  now: number;
+}): IssuedLeaf {
+  const info = inspectCsr(options.csrPem);
+  const caCert = forge.pki.certificateFromPem(options.ca.certPem);
+  const cert = forge.pki.createCertificate();
+  cert.publicKey = forgePublicKey(info.publicKeyPem);
+  cert.serialNumber = positiveSerial();
+  const notBefore = new Date(options.now - LEAF_BACKDATE_MS);
+  const caNotAfter = caCert.validity.notAfter.getTime();
+  const notAfter = new Date(Math.min(options.now + options.ttlMs, caNotAfter));
+  cert.validity.notBefore = notBefore;
+  cert.validity.notAfter = notAfter;
+  cert.setSubject([]);
+  cert.setIssuer(caCert.subject.attributes);
+  cert.setExtensions([
+    { name: 'basicConstraints', cA: false, critical: true },
+    { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
+    { name: 'extKeyUsage', serverAuth: true, clientAuth: true },
+    { name: 'subjectAltName', critical: true, altNames: [{ type: 6, value: options.spiffeId }] },
+    { name: 'subjectKeyIdentifier' },
+    {
+      name: 'authorityKeyIdentifier',
+      keyIdentifier: caCert.generateSubjectKeyIdentifier().getBytes(),
+    },
+  ]);
+  signNatively(cert, options.ca.keyPem);
+  return {
+    certPem: forge.pki.certificateToPem(cert),
+    serial: cert.serialNumber,
+    notBefore,
+    notAfter,
+  };
+}
+
+/** Facts about a PEM certificate, read with node:crypto. */
+export function inspectCert(certPem: string): CertInfo {
+  let x: X509Certificate;
+  try {
+    x = new X509Certificate(certPem);
+  } catch (err) {
+    throw new RemoraError(
+      'REMORA_E_PKI_CERT_INVALID',
+      `certificate cannot be parsed: ${(err as Error).message}`,
+      {},
+      { cause: err },
+    );
+  }
+  return {
+    serial: x.serialNumber.toLowerCase(),
+    subject: x.subject || '',
+    issuer: x.issuer,
+    notBefore: new Date(x.validFrom),
+    notAfter: new Date(x.validTo),
+    uris: urisFromSubjectAltName(x.subjectAltName),
+    isCa: x.ca,
+    fingerprint: sha256Hex(x.raw),
+  };
+}
+
+/** True when `leafPem` was signed by one of `rootPems` and is valid at `now`. */
+export function verifyLeaf(leafPem: string, rootPems: readonly string[], now: number): boolean {
+  const leaf = new X509Certificate(leafPem);
+  if (now < Date.parse(leaf.validFrom) || now > Date.parse(leaf.validTo)) return false;
+  return rootPems.some((pem) => {
+    const root = new X509Certificate(pem);
+    return leaf.checkIssued(root) && leaf.verify(root.publicKey);
+  });
+}
+
+/** Splits a PEM bundle into its certificates. */
+export function splitPemBundle(bundle: string): string[] {
+  return (
+    bundle
+      .match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)
+      ?.map((p) => `${p}\n`) ?? []
+  );
+}

@@ -1,0 +1,87 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+
+export interface NatsServerHandle {
+  url: string;
+  port: number;
+  pid: number;
+  /** Stops the server (SIGTERM, then SIGKILL after 2 s) and waits for it to exit. */
+  stop(): Promise<void>;
+  /** Starts it again on the same port (for outage tests). */
+  restart(): Promise<void>;
+}
+
+/** A free loopback TCP port (bound then released). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.unref();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const addr = s.address();
+      s.close(() => resolve(typeof addr === 'object' && addr ? addr.port : 0));
+    });
+  });
+}
+
+function launch(port: number, extraArgs: string[]): Promise<ChildProcess> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('nats-server', ['-a', '127.0.0.1', '-p', String(port), ...extraArgs], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let log = '';
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`nats-server did not start on port ${port}:\n${log}`));
+    }, 10_000);
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(
+        new Error(
+          `cannot run nats-server (install with: apt-get install -y nats-server): ${err.message}`,
+        ),
+      );
+    });
+    child.stderr?.on('data', (d: Buffer) => {
+      log += d.toString();
+      if (log.includes('Server is ready')) {
+        clearTimeout(timer);
+        resolve(child);
+      }
+    });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`nats-server exited with ${code}:\n${log}`));
+    });
+  });
+}
+
+function stopChild(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    const t = setTimeout(() => child.kill('SIGKILL'), 2000);
+    child.once('exit', () => {
+      clearTimeout(t);
+      resolve();
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+/** Starts a real nats-server on a free loopback port. Call stop() in teardown. */
+export async function startNatsServer(extraArgs: string[] = []): Promise<NatsServerHandle> {
+  const port = await freePort();
+  let child = await launch(port, extraArgs);
+  const handle: NatsServerHandle = {
+    url: `nats://127.0.0.1:${port}`,
+    port,
+    pid: child.pid!,
+    stop: () => stopChild(child),
+    restart: async () => {
+      await stopChild(child);
+      child = await launch(port, extraArgs);
+      handle.pid = child.pid!;
+    },
+  };
+  return handle;
+}
