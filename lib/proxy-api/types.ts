@@ -1,0 +1,129 @@
+// The agent ↔ proxy contract (DESIGN §6). The agent streams snapshots over its Unix socket as
+// newline-delimited JSON frames; the proxy applies each atomically and answers with acks and
+// readiness. A static file with a `ProxySnapshot` serves the same purpose for debugging.
+import type { IntentionsSnapshot } from '../intentions/types.ts';
+
+export const PROXY_API_VERSION = 1;
+
+export type Protocol = 'tcp' | 'http' | 'http2' | 'grpc';
+export type LoadBalancerPolicy = 'round_robin' | 'least_request' | 'peak_ewma';
+
+export interface InstanceIdentity {
+  /** Consul service ID of the instance, e.g. `api-1`. */
+  id: string;
+  service: string;
+  datacenter: string;
+  node: string;
+  trustDomain: string;
+  /** This instance's SPIFFE ID (the URI SAN of `tls.certPem`). */
+  spiffeId: string;
+}
+
+export interface InboundConfig {
+  /** Public mTLS listener: the sidecar's port in Consul. */
+  bindAddress: string;
+  bindPort: number;
+  /** The local application the proxy forwards to. */
+  localAppAddress: string;
+  localAppPort: number;
+  protocol: Protocol;
+}
+
+export interface Endpoint {
+  /** Consul service ID of the destination instance (its sidecar's `Proxy.DestinationServiceID`). */
+  id: string;
+  /** Address and port of the destination's sidecar (mTLS listener). */
+  address: string;
+  port: number;
+  weight: number;
+  node: string;
+}
+
+export interface ResilienceConfig {
+  connectTimeoutMs: number;
+  requestTimeoutMs: number;
+  idleTimeoutMs: number;
+  /** Retries per request at most (attempts = 1 + maxRetries). */
+  maxRetries: number;
+  /** Retries may add at most this share of the request rate (plus `retryBudgetMinPerSec`). */
+  retryBudgetRatio: number;
+  retryBudgetMinPerSec: number;
+  /** Request bodies up to this size are buffered so they can be replayed on retry. */
+  maxBufferedBodyBytes: number;
+  outlier: {
+    consecutiveFailures: number;
+    baseEjectionMs: number;
+    maxEjectionPercent: number;
+  };
+  circuitBreaker: {
+    maxConnections: number;
+    maxPendingRequests: number;
+    maxRequests: number;
+  };
+}
+
+export interface UpstreamConfig {
+  /** Destination service name. */
+  destinationName: string;
+  /** The SPIFFE ID the destination must present. */
+  destinationSpiffeId: string;
+  localBindAddress: string;
+  localBindPort: number;
+  protocol: Protocol;
+  loadBalancer: LoadBalancerPolicy;
+  resilience: ResilienceConfig;
+  /** Healthy endpoints from `health/connect/<destination>?passing`; last known ones when Consul is down. */
+  endpoints: Endpoint[];
+}
+
+export interface TlsMaterial {
+  certPem: string;
+  /** The instance's private key; only the agent and this proxy ever hold it. */
+  keyPem: string;
+  /** Every trusted root (several during a rotation). */
+  rootsPem: string[];
+}
+
+export interface TracingConfig {
+  /** OTLP/HTTP traces URL; empty disables export. */
+  endpoint: string;
+  sampleRatio: number;
+  headers: Record<string, string>;
+}
+
+export interface ProxySnapshot {
+  /** Increases with every change the agent sends. */
+  version: number;
+  instance: InstanceIdentity;
+  inbound: InboundConfig;
+  upstreams: UpstreamConfig[];
+  tls: TlsMaterial;
+  intentions: IntentionsSnapshot;
+  tracing: TracingConfig;
+}
+
+// --- frames on the socket -----------------------------------------------------------------
+
+/** agent → proxy */
+export type AgentFrame =
+  | { v: 1; type: 'snapshot'; snapshot: ProxySnapshot }
+  | { v: 1; type: 'drain'; deadlineMs: number }
+  | { v: 1; type: 'ping' };
+
+/** proxy → agent */
+export type ProxyFrame =
+  | {
+      v: 1;
+      type: 'hello';
+      instance: string;
+      pid: number;
+      adminPort: number;
+      appliedVersion: number | null;
+    }
+  | { v: 1; type: 'ack'; version: number; ok: true }
+  | { v: 1; type: 'ack'; version: number; ok: false; error: { code: string; message: string } }
+  | { v: 1; type: 'status'; ready: boolean; appliedVersion: number | null; reason?: string }
+  | { v: 1; type: 'pong' };
+
+/** Upper bound of one frame; larger frames are refused. */
+export const MAX_FRAME_BYTES = 16 * 1024 * 1024;
