@@ -1,4 +1,123 @@
 import type { ErrorSpec } from './types.ts';
 
 /** Error codes of the proxy area. Append only; never rename or reuse a code. */
-export const PROXY_ERRORS = {} as const satisfies Record<string, ErrorSpec>;
+export const PROXY_ERRORS = {
+  REMORA_E_PROXY_FRAME_TOO_LARGE: {
+    meaning:
+      'A frame on the agent↔proxy socket exceeded the maximum frame size; the connection was closed.',
+    remedy:
+      'Check which side sent the oversized frame (the log names the size); a snapshot that large usually means a runaway endpoint or intention list.',
+  },
+  REMORA_E_PROXY_FRAME_INVALID: {
+    meaning:
+      'A frame on the agent↔proxy socket is not valid JSON or not a known frame type of protocol version 1.',
+    remedy:
+      'Run the agent and the proxy from the same Remora version; the log names the field that failed.',
+  },
+  REMORA_E_PROXY_SNAPSHOT_INVALID: {
+    meaning:
+      'A config snapshot failed validation; it was refused and the last good snapshot keeps serving.',
+    remedy:
+      'Fix the named field in the snapshot source (agent state or the --static-config file) and send it again.',
+  },
+  REMORA_E_PROXY_AGENT_UNREACHABLE: {
+    meaning:
+      "The proxy cannot reach its agent's Unix socket; it keeps serving the last good snapshot and reconnects with backoff.",
+    remedy: 'Start or restart `remora agent` on this host, and check the socket path and its mode.',
+  },
+  REMORA_E_PROXY_LISTEN_FAILED: {
+    meaning: 'A proxy listener could not bind its address and port.',
+    remedy:
+      'Free the port (another process holds it) or change the sidecar port / local_bind_port in the service definition.',
+  },
+  REMORA_E_PROXY_NOT_READY: {
+    meaning: 'The proxy has no applied snapshot yet (no certificate, no listeners).',
+    remedy: 'Wait for the agent to send a snapshot; `remora status` shows whether the agent runs.',
+    status: 503,
+  },
+  REMORA_E_PROXY_INTENTION_DENIED: {
+    meaning: 'An intention denies this source service calling this destination service.',
+    remedy:
+      'Allow the call with `remora intention create <source> <destination>` if it is wanted; `remora explain <source> <destination>` shows the deciding rule.',
+    status: 403,
+  },
+  REMORA_E_PROXY_NO_ENDPOINTS: {
+    meaning: 'The upstream has no healthy endpoint (none known, or all ejected).',
+    remedy:
+      'Check the destination instances and their health checks in Consul (`remora status`); the proxy retries once endpoints reappear.',
+    status: 503,
+  },
+  REMORA_E_PROXY_CONNECT_FAILED: {
+    meaning: 'The proxy could not open a connection to the upstream endpoint or local application.',
+    remedy:
+      'Check that the destination (or local app) listens on the address named in the message and that no firewall drops the connection.',
+    status: 502,
+  },
+  REMORA_E_PROXY_CONNECT_TIMEOUT: {
+    meaning: 'Opening a connection to the upstream endpoint took longer than connectTimeoutMs.',
+    remedy: 'Check network reachability of the endpoint, or raise connectTimeoutMs.',
+    status: 504,
+  },
+  REMORA_E_PROXY_REQUEST_TIMEOUT: {
+    meaning: 'The upstream did not answer within requestTimeoutMs.',
+    remedy: 'Look at the destination service latency, or raise requestTimeoutMs for this upstream.',
+    status: 504,
+  },
+  REMORA_E_PROXY_UPSTREAM_RESET: {
+    meaning: 'The upstream connection closed or reset before a complete response.',
+    remedy:
+      'Check the destination service logs for crashes or restarts; idempotent requests were retried where the budget allowed.',
+    status: 502,
+  },
+  REMORA_E_PROXY_UPSTREAM_IDENTITY: {
+    meaning:
+      'The upstream presented a certificate for another identity than the destination service, or an untrusted one.',
+    remedy:
+      'Check that the endpoint address in Consul really belongs to the destination service and that both sides trust the same roots.',
+    status: 502,
+  },
+  REMORA_E_PROXY_OVERLOADED: {
+    meaning:
+      'A circuit breaker is open: too many connections, pending or active requests to this upstream.',
+    remedy:
+      'Reduce the call rate or raise the circuit breaker limits (maxConnections, maxPendingRequests, maxRequests) for this upstream.',
+    status: 503,
+  },
+  REMORA_E_PROXY_BAD_REQUEST: {
+    meaning:
+      'The HTTP request is malformed or ambiguous (for example conflicting Content-Length and Transfer-Encoding) and was refused.',
+    remedy: 'Fix the client: send one valid Content-Length or chunked encoding, no obs-fold.',
+    status: 400,
+  },
+  REMORA_E_PROXY_HEADERS_TOO_LARGE: {
+    meaning: 'The request head exceeded the header size or count limit.',
+    remedy: 'Send fewer or smaller headers (cookies are the usual cause).',
+    status: 431,
+  },
+  REMORA_E_PROXY_HEADER_TIMEOUT: {
+    meaning: 'The client did not send a complete request head in time.',
+    remedy: 'Check the client; slow or stalled clients are cut off to protect the proxy.',
+    status: 408,
+  },
+  REMORA_E_PROXY_BODY_TOO_LARGE: {
+    meaning: 'A request body was larger than the proxy accepts for this route.',
+    remedy: 'Send a smaller body.',
+    status: 413,
+  },
+  REMORA_E_PROXY_DRAINING: {
+    meaning: 'The proxy is draining before shutdown and accepts no new requests.',
+    remedy: 'Retry; the caller will be routed to another instance.',
+    status: 503,
+  },
+  REMORA_E_PROXY_APP_UNAVAILABLE: {
+    meaning: 'The local application did not accept the connection or answer the request.',
+    remedy: 'Check that the application runs and listens on the address in the message.',
+    status: 502,
+  },
+  REMORA_E_PROXY_BUDGET_EXHAUSTED: {
+    meaning: 'A request failed and the retry budget of its upstream allowed no further retry.',
+    remedy:
+      'The upstream is failing broadly; look at its health. Raise retryBudgetRatio only if retries are cheap.',
+    status: 503,
+  },
+} as const satisfies Record<string, ErrorSpec>;

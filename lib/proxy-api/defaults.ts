@@ -1,0 +1,30 @@
+import type { LoadBalancerPolicy, Protocol, ResilienceConfig } from './types.ts';
+
+/** Resilience settings an agent puts in a snapshot when the service definition sets none. */
+export const DEFAULT_RESILIENCE: ResilienceConfig = Object.freeze({
+  connectTimeoutMs: 5_000,
+  requestTimeoutMs: 15_000,
+  idleTimeoutMs: 60_000,
+  maxRetries: 2,
+  retryBudgetRatio: 0.2,
+  retryBudgetMinPerSec: 10,
+  maxBufferedBodyBytes: 64 * 1024,
+  outlier: Object.freeze({
+    consecutiveFailures: 5,
+    baseEjectionMs: 30_000,
+    maxEjectionPercent: 50,
+  }),
+  circuitBreaker: Object.freeze({
+    maxConnections: 1024,
+    maxPendingRequests: 1024,
+    maxRequests: 1024,
+  }),
+});
+
+/** Consul's default protocol for a service without `protocol` config. */
+export const DEFAULT_PROTOCOL: Protocol = 'tcp';
+
+/** The balancer used when the definition names none: peak-EWMA for HTTP-family, round robin for TCP. */
+export function defaultLoadBalancer(protocol: Protocol): LoadBalancerPolicy {
+  return protocol === 'tcp' ? 'round_robin' : 'peak_ewma';
+}

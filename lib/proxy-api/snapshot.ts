@@ -1,0 +1,390 @@
+// Strict decoder of a ProxySnapshot: every field is checked (types, ranges, unknown keys, PEM
+// material parses, the key matches the certificate, the certificate carries the instance's SPIFFE
+// ID) so that a proxy can refuse a bad snapshot as a whole and keep serving the last good one.
+import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { RemoraError } from '../errors/index.ts';
+import { parseSpiffeId, urisFromSubjectAltName } from '../identity/index.ts';
+import type {
+  HeaderMatch,
+  HttpMatch,
+  Intention,
+  IntentionPermission,
+  IntentionsSnapshot,
+} from '../intentions/types.ts';
+import type {
+  Endpoint,
+  InboundConfig,
+  InstanceIdentity,
+  LoadBalancerPolicy,
+  Protocol,
+  ProxySnapshot,
+  ResilienceConfig,
+  TlsMaterial,
+  TracingConfig,
+  UpstreamConfig,
+} from './types.ts';
+
+export const PROTOCOLS: readonly Protocol[] = ['tcp', 'http', 'http2', 'grpc'];
+export const LOAD_BALANCER_POLICIES: readonly LoadBalancerPolicy[] = [
+  'round_robin',
+  'least_request',
+  'peak_ewma',
+];
+
+type Obj = Record<string, unknown>;
+
+function fail(path: string, message: string, value?: unknown): never {
+  const shown = value === undefined ? '' : `, got ${JSON.stringify(value)?.slice(0, 80)}`;
+  throw new RemoraError(
+    'REMORA_E_PROXY_SNAPSHOT_INVALID',
+    `snapshot field \`${path}\` ${message}${shown}; the snapshot was refused and the last good one keeps serving`,
+    { field: path },
+  );
+}
+
+function obj(v: unknown, path: string, allowed: readonly string[]): Obj {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) fail(path, 'must be an object', v);
+  for (const k of Object.keys(v)) {
+    if (!allowed.includes(k)) fail(`${path}.${k}`, 'is not a known field');
+  }
+  return v as Obj;
+}
+
+function str(o: Obj, key: string, path: string, opts: { empty?: boolean } = {}): string {
+  const v = o[key];
+  if (typeof v !== 'string') fail(`${path}.${key}`, 'must be a string', v);
+  if (!opts.empty && v === '') fail(`${path}.${key}`, 'must not be empty');
+  return v;
+}
+
+function optStr(o: Obj, key: string, path: string): string | undefined {
+  return o[key] === undefined ? undefined : str(o, key, path, { empty: true });
+}
+
+function num(
+  o: Obj,
+  key: string,
+  path: string,
+  range: { min?: number; max?: number; int?: boolean } = {},
+): number {
+  const v = o[key];
+  if (typeof v !== 'number' || !Number.isFinite(v)) fail(`${path}.${key}`, 'must be a number', v);
+  if (range.int && !Number.isSafeInteger(v)) fail(`${path}.${key}`, 'must be an integer', v);
+  if (range.min !== undefined && v < range.min) fail(`${path}.${key}`, `must be ≥ ${range.min}`, v);
+  if (range.max !== undefined && v > range.max) fail(`${path}.${key}`, `must be ≤ ${range.max}`, v);
+  return v;
+}
+
+function bool(o: Obj, key: string, path: string): boolean {
+  const v = o[key];
+  if (typeof v !== 'boolean') fail(`${path}.${key}`, 'must be a boolean', v);
+  return v;
+}
+
+function oneOf<T extends string>(o: Obj, key: string, path: string, values: readonly T[]): T {
+  const v = o[key];
+  if (typeof v !== 'string' || !(values as readonly string[]).includes(v))
+    fail(`${path}.${key}`, `must be one of ${values.join(', ')}`, v);
+  return v as T;
+}
+
+function arr(o: Obj, key: string, path: string): unknown[] {
+  const v = o[key];
+  if (!Array.isArray(v)) fail(`${path}.${key}`, 'must be an array', v);
+  return v;
+}
+
+const port = { min: 0, max: 65535, int: true };
+const nat = { min: 0, int: true };
+
+function spiffe(o: Obj, key: string, path: string): string {
+  const v = str(o, key, path);
+  try {
+    parseSpiffeId(v);
+  } catch {
+    fail(`${path}.${key}`, 'must be a workload SPIFFE ID', v);
+  }
+  return v;
+}
+
+function decodeInstance(v: unknown): InstanceIdentity {
+  const p = 'instance';
+  const o = obj(v, p, ['id', 'service', 'datacenter', 'node', 'trustDomain', 'spiffeId']);
+  const inst: InstanceIdentity = {
+    id: str(o, 'id', p),
+    service: str(o, 'service', p),
+    datacenter: str(o, 'datacenter', p),
+    node: str(o, 'node', p),
+    trustDomain: str(o, 'trustDomain', p),
+    spiffeId: spiffe(o, 'spiffeId', p),
+  };
+  const id = parseSpiffeId(inst.spiffeId);
+  if (id.service !== inst.service || id.trustDomain !== inst.trustDomain)
+    fail(
+      `${p}.spiffeId`,
+      `must name service ${inst.service} in trust domain ${inst.trustDomain}`,
+      inst.spiffeId,
+    );
+  return inst;
+}
+
+function decodeInbound(v: unknown): InboundConfig {
+  const p = 'inbound';
+  const o = obj(v, p, ['bindAddress', 'bindPort', 'localAppAddress', 'localAppPort', 'protocol']);
+  return {
+    bindAddress: str(o, 'bindAddress', p),
+    bindPort: num(o, 'bindPort', p, port),
+    localAppAddress: str(o, 'localAppAddress', p),
+    localAppPort: num(o, 'localAppPort', p, { ...port, min: 1 }),
+    protocol: oneOf(o, 'protocol', p, PROTOCOLS),
+  };
+}
+
+function decodeResilience(v: unknown, p: string): ResilienceConfig {
+  const o = obj(v, p, [
+    'connectTimeoutMs',
+    'requestTimeoutMs',
+    'idleTimeoutMs',
+    'maxRetries',
+    'retryBudgetRatio',
+    'retryBudgetMinPerSec',
+    'maxBufferedBodyBytes',
+    'outlier',
+    'circuitBreaker',
+  ]);
+  const ol = obj(o.outlier, `${p}.outlier`, [
+    'consecutiveFailures',
+    'baseEjectionMs',
+    'maxEjectionPercent',
+  ]);
+  const cb = obj(o.circuitBreaker, `${p}.circuitBreaker`, [
+    'maxConnections',
+    'maxPendingRequests',
+    'maxRequests',
+  ]);
+  return {
+    connectTimeoutMs: num(o, 'connectTimeoutMs', p, { min: 1, int: true }),
+    requestTimeoutMs: num(o, 'requestTimeoutMs', p, nat),
+    idleTimeoutMs: num(o, 'idleTimeoutMs', p, nat),
+    maxRetries: num(o, 'maxRetries', p, { min: 0, max: 10, int: true }),
+    retryBudgetRatio: num(o, 'retryBudgetRatio', p, { min: 0, max: 1 }),
+    retryBudgetMinPerSec: num(o, 'retryBudgetMinPerSec', p, { min: 0 }),
+    maxBufferedBodyBytes: num(o, 'maxBufferedBodyBytes', p, nat),
+    outlier: {
+      consecutiveFailures: num(ol, 'consecutiveFailures', `${p}.outlier`, { min: 1, int: true }),
+      baseEjectionMs: num(ol, 'baseEjectionMs', `${p}.outlier`, nat),
+      maxEjectionPercent: num(ol, 'maxEjectionPercent', `${p}.outlier`, { min: 0, max: 100 }),
+    },
+    circuitBreaker: {
+      maxConnections: num(cb, 'maxConnections', `${p}.circuitBreaker`, { min: 1, int: true }),
+      maxPendingRequests: num(cb, 'maxPendingRequests', `${p}.circuitBreaker`, nat),
+      maxRequests: num(cb, 'maxRequests', `${p}.circuitBreaker`, { min: 1, int: true }),
+    },
+  };
+}
+
+function decodeEndpoint(v: unknown, p: string): Endpoint {
+  const o = obj(v, p, ['id', 'address', 'port', 'weight', 'node']);
+  return {
+    id: str(o, 'id', p),
+    address: str(o, 'address', p),
+    port: num(o, 'port', p, { ...port, min: 1 }),
+    weight: num(o, 'weight', p, { min: 1, max: 1_000_000, int: true }),
+    node: str(o, 'node', p, { empty: true }),
+  };
+}
+
+function decodeUpstream(v: unknown, p: string): UpstreamConfig {
+  const o = obj(v, p, [
+    'destinationName',
+    'destinationSpiffeId',
+    'localBindAddress',
+    'localBindPort',
+    'protocol',
+    'loadBalancer',
+    'resilience',
+    'endpoints',
+  ]);
+  return {
+    destinationName: str(o, 'destinationName', p),
+    destinationSpiffeId: spiffe(o, 'destinationSpiffeId', p),
+    localBindAddress: str(o, 'localBindAddress', p),
+    localBindPort: num(o, 'localBindPort', p, port),
+    protocol: oneOf(o, 'protocol', p, PROTOCOLS),
+    loadBalancer: oneOf(o, 'loadBalancer', p, LOAD_BALANCER_POLICIES),
+    resilience: decodeResilience(o.resilience, `${p}.resilience`),
+    endpoints: arr(o, 'endpoints', p).map((e, i) => decodeEndpoint(e, `${p}.endpoints[${i}]`)),
+  };
+}
+
+function parseCert(pem: string, path: string): X509Certificate {
+  try {
+    return new X509Certificate(pem);
+  } catch (err) {
+    fail(path, `is not a PEM certificate (${(err as Error).message})`);
+  }
+}
+
+function decodeTls(v: unknown, instance: InstanceIdentity): TlsMaterial {
+  const p = 'tls';
+  const o = obj(v, p, ['certPem', 'keyPem', 'rootsPem']);
+  const certPem = str(o, 'certPem', p);
+  const keyPem = str(o, 'keyPem', p);
+  const rootsPem = arr(o, 'rootsPem', p).map((r, i) => {
+    if (typeof r !== 'string' || r === '') fail(`${p}.rootsPem[${i}]`, 'must be a PEM string');
+    if (!parseCert(r, `${p}.rootsPem[${i}]`).ca)
+      fail(`${p}.rootsPem[${i}]`, 'must be a CA certificate');
+    return r;
+  });
+  if (rootsPem.length === 0) fail(`${p}.rootsPem`, 'must hold at least one root');
+  const cert = parseCert(certPem, `${p}.certPem`);
+  let key;
+  try {
+    key = createPrivateKey(keyPem);
+  } catch {
+    fail(`${p}.keyPem`, 'is not a PEM private key'); // never echo the key
+  }
+  if (!cert.checkPrivateKey(key)) fail(`${p}.keyPem`, 'does not match tls.certPem');
+  const uris = urisFromSubjectAltName(cert.subjectAltName);
+  if (!uris.includes(instance.spiffeId))
+    fail(`${p}.certPem`, `must carry the URI SAN ${instance.spiffeId}`, uris);
+  return { certPem, keyPem, rootsPem };
+}
+
+function decodeHeaderMatch(v: unknown, p: string): HeaderMatch {
+  const o = obj(v, p, ['name', 'present', 'exact', 'prefix', 'suffix', 'regex', 'invert']);
+  const h: HeaderMatch = { name: str(o, 'name', p) };
+  if (o.present !== undefined) h.present = bool(o, 'present', p);
+  for (const k of ['exact', 'prefix', 'suffix', 'regex'] as const) {
+    const s = optStr(o, k, p);
+    if (s !== undefined) h[k] = s;
+  }
+  if (h.regex !== undefined) checkRegex(h.regex, `${p}.regex`);
+  if (o.invert !== undefined) h.invert = bool(o, 'invert', p);
+  return h;
+}
+
+function checkRegex(source: string, path: string): void {
+  try {
+    new RegExp(source);
+  } catch {
+    fail(path, 'is not a valid regular expression', source);
+  }
+}
+
+function decodeHttpMatch(v: unknown, p: string): HttpMatch {
+  const o = obj(v, p, ['pathExact', 'pathPrefix', 'pathRegex', 'methods', 'header']);
+  const m: HttpMatch = {};
+  for (const k of ['pathExact', 'pathPrefix', 'pathRegex'] as const) {
+    const s = optStr(o, k, p);
+    if (s !== undefined) m[k] = s;
+  }
+  if (m.pathRegex !== undefined) checkRegex(m.pathRegex, `${p}.pathRegex`);
+  if (o.methods !== undefined) {
+    m.methods = arr(o, 'methods', p).map((x, i) => {
+      if (typeof x !== 'string' || !/^[A-Z]+$/.test(x))
+        fail(`${p}.methods[${i}]`, 'must be an upper-case HTTP method', x);
+      return x;
+    });
+  }
+  if (o.header !== undefined)
+    m.header = arr(o, 'header', p).map((h, i) => decodeHeaderMatch(h, `${p}.header[${i}]`));
+  return m;
+}
+
+function decodeIntention(v: unknown, p: string): Intention {
+  const o = obj(v, p, [
+    'source',
+    'destination',
+    'action',
+    'permissions',
+    'description',
+    'precedence',
+    'createdAt',
+    'updatedAt',
+  ]);
+  const it: Intention = { source: str(o, 'source', p), destination: str(o, 'destination', p) };
+  if (o.action !== undefined) it.action = oneOf(o, 'action', p, ['allow', 'deny'] as const);
+  if (o.permissions !== undefined) {
+    it.permissions = arr(o, 'permissions', p).map((x, i): IntentionPermission => {
+      const pp = `${p}.permissions[${i}]`;
+      const po = obj(x, pp, ['action', 'http']);
+      return {
+        action: oneOf(po, 'action', pp, ['allow', 'deny'] as const),
+        http: decodeHttpMatch(po.http, `${pp}.http`),
+      };
+    });
+  }
+  if ((it.action === undefined) === (it.permissions === undefined))
+    fail(p, 'must have exactly one of `action` and `permissions`');
+  for (const k of ['description', 'createdAt', 'updatedAt'] as const) {
+    const s = optStr(o, k, p);
+    if (s !== undefined) it[k] = s;
+  }
+  if (o.precedence !== undefined) it.precedence = num(o, 'precedence', p, nat);
+  return it;
+}
+
+function decodeIntentions(v: unknown): IntentionsSnapshot {
+  const p = 'intentions';
+  const o = obj(v, p, ['revision', 'defaultPolicy', 'auditMode', 'intentions']);
+  return {
+    revision: num(o, 'revision', p, nat),
+    defaultPolicy: oneOf(o, 'defaultPolicy', p, ['allow', 'deny'] as const),
+    auditMode: bool(o, 'auditMode', p),
+    intentions: arr(o, 'intentions', p).map((x, i) => decodeIntention(x, `${p}.intentions[${i}]`)),
+  };
+}
+
+function decodeTracing(v: unknown): TracingConfig {
+  const p = 'tracing';
+  const o = obj(v, p, ['endpoint', 'sampleRatio', 'headers']);
+  const h = o.headers;
+  if (typeof h !== 'object' || h === null || Array.isArray(h))
+    fail(`${p}.headers`, 'must be an object of strings');
+  const headers: Record<string, string> = {};
+  for (const [k, val] of Object.entries(h)) {
+    if (typeof val !== 'string') fail(`${p}.headers.${k}`, 'must be a string');
+    headers[k] = val;
+  }
+  return {
+    endpoint: str(o, 'endpoint', p, { empty: true }),
+    sampleRatio: num(o, 'sampleRatio', p, { min: 0, max: 1 }),
+    headers,
+  };
+}
+
+/**
+ * Validates an untrusted value as a ProxySnapshot, returning a fresh object holding only the
+ * known fields. Throws REMORA_E_PROXY_SNAPSHOT_INVALID naming the first bad field.
+ */
+export function decodeProxySnapshot(value: unknown): ProxySnapshot {
+  const o = obj(value, 'snapshot', [
+    'version',
+    'instance',
+    'inbound',
+    'upstreams',
+    'tls',
+    'intentions',
+    'tracing',
+  ]);
+  const version = num(o, 'version', 'snapshot', nat);
+  const instance = decodeInstance(o.instance);
+  const inbound = decodeInbound(o.inbound);
+  const upstreams = arr(o, 'upstreams', 'snapshot').map((u, i) =>
+    decodeUpstream(u, `upstreams[${i}]`),
+  );
+  const seen = new Map<string, string>();
+  for (const [i, u] of upstreams.entries()) {
+    if (u.localBindPort === 0) continue;
+    const key = `${u.localBindAddress}:${u.localBindPort}`;
+    const other = seen.get(key);
+    if (other !== undefined)
+      fail(`upstreams[${i}].localBindPort`, `is already used by upstream ${other}`, key);
+    seen.set(key, u.destinationName);
+  }
+  const tls = decodeTls(o.tls, instance);
+  const intentions = decodeIntentions(o.intentions);
+  const tracing = decodeTracing(o.tracing);
+  return { version, instance, inbound, upstreams, tls, intentions, tracing };
+}
