@@ -1,0 +1,27 @@
+export type {
+  DefaultPolicy,
+  HeaderMatch,
+  HttpMatch,
+  Intention,
+  IntentionAction,
+  IntentionPermission,
+  IntentionsSnapshot,
+} from './types.ts';
+export {
+  PAIR_CACHE_LIMIT,
+  evaluateIntentions,
+  precedenceOf,
+  sortIntentions,
+  withPrecedence,
+  type EvaluationInput,
+  type IntentionDecision,
+  type RequestFacts,
+} from './evaluate.ts';
+export {
+  MAX_INTENTIONS,
+  MAX_PERMISSIONS,
+  compileFullMatch,
+  isIntentionName,
+  validateIntention,
+  validateSnapshot,
+} from './validate.ts';
