@@ -61,6 +61,7 @@ export {
   rotateCa,
   subscribeIntentionsChanged,
   subscribeRootsChanged,
+  upsertIntention,
   type RequestOptions,
   type SubscribeOptions,
 } from './client.ts';

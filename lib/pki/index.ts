@@ -176,6 +176,35 @@ export function createCsr(options: {
   return forge.pki.certificationRequestToPem(csr);
 }
 
+/**
+ * A CSR with arbitrary SANs (URIs and DNS names). Workloads use `createCsr`; this exists for
+ * tools and for tests that check the signer refuses anything but exactly one SPIFFE ID.
+ */
+export function createCsrWithSans(options: {
+  keyPem: string;
+  publicKeyPem: string;
+  uris?: readonly string[];
+  dnsNames?: readonly string[];
+  commonName?: string;
+}): string {
+  const csr = forge.pki.createCertificationRequest();
+  csr.publicKey = forgePublicKey(options.publicKeyPem);
+  csr.setSubject(options.commonName ? [{ name: 'commonName', value: options.commonName }] : []);
+  const altNames = [
+    ...(options.uris ?? []).map((value) => ({ type: 6, value })),
+    ...(options.dnsNames ?? []).map((value) => ({ type: 2, value })),
+  ];
+  if (altNames.length > 0)
+    csr.setAttributes([
+      { name: 'extensionRequest', extensions: [{ name: 'subjectAltName', altNames }] },
+    ]);
+  const pk = forge.pki.privateKeyFromPem(
+    createPrivateKey(options.keyPem).export({ type: 'pkcs1', format: 'pem' }).toString(),
+  );
+  csr.sign(pk, forge.md.sha256.create());
+  return forge.pki.certificationRequestToPem(csr);
+}
+
 interface ForgeAltName {
   type: number;
   value?: string;

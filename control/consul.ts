@@ -1,0 +1,42 @@
+// What control needs from Consul: KV with check-and-set and catalog reads. lib/consul's client
+// satisfies this shape; unit tests pass a small in-memory fake.
+import { RemoraError, hasCode } from '../lib/errors/index.ts';
+
+export interface KvEntry {
+  value: string;
+  modifyIndex: number;
+}
+
+export interface ControlKv {
+  get(key: string): Promise<KvEntry | undefined>;
+  /** With `cas: 0` the write succeeds only if the key does not exist. False when CAS lost. */
+  put(key: string, value: string, options?: { cas?: number }): Promise<boolean>;
+}
+
+/** One entry of `GET /v1/catalog/service/<name>` (Consul's field names). */
+export interface CatalogServiceEntry {
+  Node: string;
+  ServiceID: string;
+  ServiceName: string;
+  ServiceMeta?: Record<string, string> | null;
+}
+
+export interface ControlCatalog {
+  service(name: string): Promise<CatalogServiceEntry[]>;
+}
+
+export interface ControlConsul {
+  kv: ControlKv;
+  catalog: ControlCatalog;
+}
+
+/** Maps a Consul failure to REMORA_E_CONTROL_CONSUL_UNAVAILABLE (coded control errors pass). */
+export function consulUnavailable(err: unknown, what: string): RemoraError {
+  if (hasCode(err) && err.code.startsWith('REMORA_E_CONTROL_')) return err;
+  return new RemoraError(
+    'REMORA_E_CONTROL_CONSUL_UNAVAILABLE',
+    `cannot ${what}: ${(err as Error)?.message ?? String(err)}; check consul.address and that Consul is up, then retry`,
+    { operation: what },
+    { cause: err },
+  );
+}

@@ -1,0 +1,556 @@
+// The mesh authority: CA signer, roots, intentions and node tokens served over NATS in the queue
+// group `remora-control`. All state lives in Consul KV; replicas are stateless and agree through
+// check-and-set writes.
+import { SpanKind, SpanStatusCode, type Context, type Tracer } from '@opentelemetry/api';
+import { RemoraError, toRemoraError } from '../lib/errors/index.ts';
+import { formatSpiffeId } from '../lib/identity/index.ts';
+import type { IntentionsSnapshot } from '../lib/intentions/index.ts';
+import { logError, type Logger } from '../lib/log/index.ts';
+import {
+  CONTROL_QUEUE_GROUP,
+  decodeCaRotateRequestV1,
+  decodeEmptyRequestV1,
+  decodeIntentionDeleteRequestV1,
+  decodeIntentionUpsertRequestV1,
+  decodeSignRequestV1,
+  decodeTokenCreateRequestV1,
+  encodeErrorReply,
+  encodeMessage,
+  subjects,
+  subscribeIntentionsChanged,
+  traceContextFromHeaders,
+  type ControlSubjects,
+  type IntentionsSnapshotV1,
+  type MsgHdrs,
+  type NatsConnection,
+  type RootsV1,
+  type SignRequestV1,
+  type SignResponseV1,
+  type Subscription,
+  type TokenCreateResponseV1,
+} from '../lib/nats/index.ts';
+import { inspectCsr, issueLeaf } from '../lib/pki/index.ts';
+import { backoffDelay, type Clock } from '../lib/util/index.ts';
+import {
+  activeRoot,
+  createCaState,
+  decodeCaState,
+  rootsMessage,
+  rotateCaState,
+  type CaState,
+} from './ca-state.ts';
+import { consulUnavailable, type ControlConsul } from './consul.ts';
+import {
+  decodeIntentionsDoc,
+  deleteFromDoc,
+  emptyIntentionsDoc,
+  upsertInDoc,
+} from './intentions-store.ts';
+import { loadOrCreateDoc, readDoc, updateDoc } from './kv-state.ts';
+import { createControlMetrics, startMetricsServer, type ControlMetrics } from './metrics.ts';
+import {
+  createNodeToken,
+  createTokenSecretDoc,
+  decodeTokenSecretDoc,
+  operatorTokenMatches,
+  serviceMatchesGlobs,
+  verifyNodeToken,
+} from './tokens.ts';
+
+export const MIN_RSA_BITS = 2048;
+export const MAX_RSA_BITS = 4096;
+export const DEFAULT_REFRESH_INTERVAL_MS = 30_000;
+/** Consul Meta key naming the node an instance runs on. */
+export const NODE_META_KEY = 'remora-node';
+
+/** The keys of the control config this module reads (the loaded convict object satisfies it). */
+export interface ControlConfig {
+  datacenter: string;
+  kvPrefix: string;
+  leafTtlHours: number;
+  rootTtlDays: number;
+  operatorToken: string;
+  defaultPolicy: 'allow' | 'deny';
+  auditMode: boolean;
+  refreshIntervalMs?: number;
+  metricsPort?: number;
+}
+
+export interface ControlTracing {
+  tracer: Tracer;
+  extract(headers: Record<string, string>): Context;
+}
+
+export interface CreateControlOptions {
+  config: ControlConfig;
+  nats: NatsConnection;
+  consul: ControlConsul;
+  clock: Clock;
+  logger: Logger;
+  /** Spans per request, parented on the caller's trace context from NATS headers. */
+  tracing?: ControlTracing;
+  /** For backoff jitter; Math.random in production. */
+  random?: () => number;
+}
+
+export interface Control {
+  /** Loads or creates the CA, token secret and intentions, then serves. Retries Consul until ready. */
+  start(): Promise<void>;
+  /** Stops serving (in-flight requests finish), stops timers and the metrics listener. */
+  stop(): Promise<void>;
+  readonly metrics: ControlMetrics;
+  /** Port of the metrics listener once started (undefined when disabled). */
+  readonly metricsPort: number | undefined;
+  /** Current public roots (after start). */
+  roots(): RootsV1;
+}
+
+interface Loaded {
+  ca: CaState;
+  secret: Buffer;
+  intentions: IntentionsSnapshot;
+}
+
+type Handler = (data: Uint8Array, headers: MsgHdrs | undefined) => Promise<object> | object;
+
+export function createControl(options: CreateControlOptions): Control {
+  const { config, nats: nc, consul, clock, logger } = options;
+  const random = options.random ?? Math.random;
+  const s: ControlSubjects = subjects(config.datacenter);
+  const prefix = config.kvPrefix.endsWith('/') ? config.kvPrefix : `${config.kvPrefix}/`;
+  const keys = {
+    ca: `${prefix}ca`,
+    secret: `${prefix}token-secret`,
+    intentions: `${prefix}intentions`,
+  } as const;
+  const leafTtlMs = config.leafTtlHours * 3600_000;
+  const rootTtlMs = config.rootTtlDays * 86400_000;
+  const refreshIntervalMs = config.refreshIntervalMs ?? DEFAULT_REFRESH_INTERVAL_MS;
+  const metrics = createControlMetrics();
+  const subs: Subscription[] = [];
+  const inflight = new Set<Promise<void>>();
+  let state: Loaded | undefined;
+  let stopped = false;
+  let refreshTimer: NodeJS.Timeout | undefined;
+  let metricsServer: { port: number; close(): Promise<void> } | undefined;
+
+  function loaded(): Loaded {
+    if (!state)
+      throw new RemoraError(
+        'REMORA_E_CONTROL_NOT_READY',
+        'control is still loading its CA and state from Consul; retry in a moment',
+      );
+    return state;
+  }
+
+  function requireOperator(given: string, what: string): void {
+    if (!operatorTokenMatches(config.operatorToken, given))
+      throw new RemoraError(
+        'REMORA_E_CONTROL_OPERATOR_UNAUTHORIZED',
+        config.operatorToken
+          ? `${what} refused: wrong operator token; set REMORA_CLI_OPERATOR_TOKEN to control's operatorToken`
+          : `${what} refused: control has no operatorToken configured; set REMORA_CONTROL_OPERATOR_TOKEN`,
+        { request: what },
+      );
+  }
+
+  // ------------------------------------------------------------ loading
+
+  async function loadAll(): Promise<Loaded> {
+    const now = clock.now();
+    const secretDoc = await loadOrCreateDoc(
+      consul.kv,
+      keys.secret,
+      decodeTokenSecretDoc,
+      createTokenSecretDoc,
+    );
+    if (secretDoc.created)
+      logger.info({ key: keys.secret }, 'created node-token secret in Consul KV');
+    const ca = await loadOrCreateDoc(consul.kv, keys.ca, decodeCaState, () =>
+      createCaState(now, rootTtlMs),
+    );
+    if (ca.created)
+      logger.info(
+        { key: keys.ca, trustDomain: ca.value.trustDomain, rootId: ca.value.activeRootId },
+        'created a new CA in Consul KV',
+      );
+    else
+      logger.info(
+        { trustDomain: ca.value.trustDomain, rootId: ca.value.activeRootId },
+        'loaded CA from Consul KV',
+      );
+    const intentions = await loadOrCreateDoc(consul.kv, keys.intentions, decodeIntentionsDoc, () =>
+      emptyIntentionsDoc(config.defaultPolicy, config.auditMode),
+    );
+    return {
+      ca: ca.value,
+      secret: Buffer.from(secretDoc.value.secret, 'base64'),
+      intentions: intentions.value,
+    };
+  }
+
+  async function reloadCa(): Promise<void> {
+    const doc = await readDoc(consul.kv, keys.ca, decodeCaState);
+    if (doc && state && doc.value.activeRootId !== state.ca.activeRootId) {
+      logger.info(
+        { rootId: doc.value.activeRootId },
+        'CA changed in Consul KV; using the new active root',
+      );
+    }
+    if (doc && state) state.ca = doc.value;
+  }
+
+  async function reloadIntentions(): Promise<IntentionsSnapshot> {
+    const doc = await readDoc(consul.kv, keys.intentions, decodeIntentionsDoc);
+    const st = loaded();
+    if (doc && doc.value.revision >= st.intentions.revision) st.intentions = doc.value;
+    return st.intentions;
+  }
+
+  // ------------------------------------------------------------ handlers
+
+  async function checkCatalog(service: string, node: string): Promise<void> {
+    let entries;
+    try {
+      entries = await consul.catalog.service(service);
+    } catch (err) {
+      throw consulUnavailable(err, `list instances of ${service} in the Consul catalog`);
+    }
+    if (!entries.some((e) => e.ServiceMeta?.[NODE_META_KEY] === node))
+      throw new RemoraError(
+        'REMORA_E_CONTROL_SERVICE_NOT_ON_NODE',
+        `Consul lists no instance of ${service} with Meta ${NODE_META_KEY}=${node}; register it on that node with the agent, then retry`,
+        { service, node, instances: entries.length },
+      );
+  }
+
+  function checkCsr(req: SignRequestV1, spiffeId: string) {
+    const info = inspectCsr(req.csr);
+    const sans = [...info.uris, ...info.dnsNames, ...info.ipAddresses];
+    if (info.otherSanCount > 0 || sans.length !== 1 || info.uris[0] !== spiffeId)
+      throw new RemoraError(
+        'REMORA_E_CONTROL_CSR_SAN_MISMATCH',
+        `CSR for ${req.service} must hold exactly one SAN, ${spiffeId}; it holds ${sans.length + info.otherSanCount} (${sans.slice(0, 4).join(', ') || 'none'})`,
+        { service: req.service, expected: spiffeId, sans: sans.slice(0, 8) },
+      );
+    if (info.keyType !== 'rsa' || info.keyBits < MIN_RSA_BITS || info.keyBits > MAX_RSA_BITS)
+      throw new RemoraError(
+        'REMORA_E_CONTROL_CSR_WEAK_KEY',
+        `CSR key is ${info.keyType === 'rsa' ? `RSA ${info.keyBits}` : 'not RSA'}; use an RSA key of ${MIN_RSA_BITS} to ${MAX_RSA_BITS} bits`,
+        { keyType: info.keyType, keyBits: info.keyBits },
+      );
+    return info;
+  }
+
+  async function handleSign(data: Uint8Array): Promise<SignResponseV1> {
+    const req = decodeSignRequestV1(data);
+    const st = loaded();
+    const now = clock.now();
+    const claims = verifyNodeToken(st.secret, req.token, req.node, now);
+    if (!serviceMatchesGlobs(req.service, claims.services))
+      throw new RemoraError(
+        'REMORA_E_CONTROL_SERVICE_NOT_ALLOWED',
+        `node token of ${req.node} allows ${claims.services.join(', ')}, not ${req.service}; create a token that covers it: remora token create ${req.node} ${[...claims.services, req.service].join(' ')}`,
+        { node: req.node, service: req.service, globs: claims.services },
+      );
+    const spiffeId = formatSpiffeId({
+      trustDomain: st.ca.trustDomain,
+      datacenter: config.datacenter,
+      service: req.service,
+    });
+    checkCsr(req, spiffeId);
+    await checkCatalog(req.service, req.node);
+    const root = activeRoot(st.ca);
+    const leaf = issueLeaf({
+      ca: root,
+      csrPem: req.csr,
+      spiffeId,
+      ttlMs: leafTtlMs,
+      now: clock.now(),
+    });
+    metrics.issued.inc({ service: req.service });
+    logger.info(
+      {
+        node: req.node,
+        service: req.service,
+        serviceId: req.serviceId,
+        serial: leaf.serial,
+        rootId: root.id,
+        notAfter: leaf.notAfter.toISOString(),
+      },
+      'issued workload certificate',
+    );
+    return {
+      v: 1,
+      cert: leaf.certPem,
+      chain: [root.certPem],
+      serial: leaf.serial,
+      notBefore: leaf.notBefore.toISOString(),
+      notAfter: leaf.notAfter.toISOString(),
+      spiffeId,
+    };
+  }
+
+  function handleRoots(data: Uint8Array): RootsV1 {
+    decodeEmptyRequestV1(data, 'ca.roots request');
+    return rootsMessage(loaded().ca, clock.now());
+  }
+
+  async function handleRotate(data: Uint8Array): Promise<RootsV1> {
+    const req = decodeCaRotateRequestV1(data);
+    requireOperator(req.operatorToken, 'ca.rotate');
+    const st = loaded();
+    const next = await updateDoc(consul.kv, keys.ca, decodeCaState, (current) => {
+      if (!current)
+        throw new RemoraError(
+          'REMORA_E_CONTROL_STATE_CORRUPT',
+          `Consul KV key ${keys.ca} disappeared; restart control to recreate it`,
+          { key: keys.ca },
+        );
+      return rotateCaState(current, {
+        now: clock.now(),
+        rootTtlMs,
+        leafTtlMs,
+        marginMs: 2 * refreshIntervalMs,
+      });
+    });
+    st.ca = next;
+    metrics.caRotations.inc();
+    const roots = rootsMessage(next, clock.now());
+    logger.info(
+      { rootId: next.activeRootId, trusted: roots.roots.map((r) => r.id) },
+      'rotated the CA; publishing roots.changed',
+    );
+    nc.publish(s.caRootsChanged, encodeMessage(roots));
+    return roots;
+  }
+
+  async function handleIntentionsGet(data: Uint8Array): Promise<IntentionsSnapshotV1> {
+    decodeEmptyRequestV1(data, 'intentions.get request');
+    let snap: IntentionsSnapshot;
+    try {
+      snap = await reloadIntentions();
+    } catch (err) {
+      // Consul down: serve the last known snapshot rather than nothing
+      logError(logger, err, 'serving cached intentions', 'warn');
+      snap = loaded().intentions;
+    }
+    return { v: 1, ...snap };
+  }
+
+  function publishIntentions(doc: IntentionsSnapshot): void {
+    const st = loaded();
+    if (doc.revision >= st.intentions.revision) st.intentions = doc;
+    nc.publish(s.intentionsChanged, encodeMessage({ v: 1, ...doc }));
+  }
+
+  async function handleUpsert(data: Uint8Array) {
+    const req = decodeIntentionUpsertRequestV1(data);
+    requireOperator(req.operatorToken, 'intentions.upsert');
+    const doc = await updateDoc(consul.kv, keys.intentions, decodeIntentionsDoc, (current) =>
+      upsertInDoc(
+        current ?? emptyIntentionsDoc(config.defaultPolicy, config.auditMode),
+        req.intention,
+        clock.now(),
+      ),
+    );
+    publishIntentions(doc);
+    const saved = doc.intentions.find(
+      (i) => i.source === req.intention.source && i.destination === req.intention.destination,
+    )!;
+    logger.info(
+      {
+        source: saved.source,
+        destination: saved.destination,
+        action: saved.action ?? 'l7',
+        revision: doc.revision,
+      },
+      'intention saved',
+    );
+    return { v: 1, revision: doc.revision, intention: saved };
+  }
+
+  async function handleDelete(data: Uint8Array) {
+    const req = decodeIntentionDeleteRequestV1(data);
+    requireOperator(req.operatorToken, 'intentions.delete');
+    const doc = await updateDoc(consul.kv, keys.intentions, decodeIntentionsDoc, (current) =>
+      deleteFromDoc(current ?? emptyIntentionsDoc(config.defaultPolicy, config.auditMode), req),
+    );
+    publishIntentions(doc);
+    logger.info(
+      { source: req.source, destination: req.destination, revision: doc.revision },
+      'intention deleted',
+    );
+    return { v: 1, revision: doc.revision };
+  }
+
+  function handleTokenCreate(data: Uint8Array): TokenCreateResponseV1 {
+    const req = decodeTokenCreateRequestV1(data);
+    requireOperator(req.operatorToken, 'tokens.create');
+    const now = clock.now();
+    const expiresAt = req.ttlSeconds ? now + req.ttlSeconds * 1000 : null;
+    const token = createNodeToken(loaded().secret, {
+      node: req.node,
+      services: req.services,
+      expiresAt,
+      issuedAt: now,
+    });
+    logger.info({ node: req.node, services: req.services, expiresAt }, 'node token created');
+    return {
+      v: 1,
+      token,
+      node: req.node,
+      services: req.services,
+      expiresAt: expiresAt === null ? null : new Date(expiresAt).toISOString(),
+    };
+  }
+
+  // ------------------------------------------------------------ serving
+
+  function serve(name: string, subject: string, handler: Handler): void {
+    const sub = nc.subscribe(subject, {
+      queue: CONTROL_QUEUE_GROUP,
+      callback: (err, msg) => {
+        if (err) {
+          logError(logger, err, `subscription ${subject} failed`, 'warn');
+          return;
+        }
+        const started = process.hrtime.bigint();
+        const span = options.tracing?.tracer.startSpan(
+          `remora.control ${name}`,
+          {
+            kind: SpanKind.SERVER,
+            attributes: { 'messaging.system': 'nats', 'messaging.destination.name': subject },
+          },
+          options.tracing.extract(traceContextFromHeaders(msg.headers)),
+        );
+        const done = (async () => {
+          try {
+            const body = await handler(msg.data, msg.headers);
+            msg.respond(encodeMessage(body));
+            metrics.requests.inc({ subject: name, result: 'ok' });
+          } catch (e) {
+            const re = toRemoraError(e);
+            metrics.requests.inc({ subject: name, result: 'error' });
+            metrics.refusals.inc({ subject: name, code: re.code });
+            span?.setStatus({ code: SpanStatusCode.ERROR, message: re.code });
+            span?.setAttribute('remora.error.code', re.code);
+            logError(
+              logger,
+              re,
+              `${name} refused`,
+              re.code === 'REMORA_E_INTERNAL' ? 'error' : 'warn',
+            );
+            msg.respond(encodeErrorReply(re));
+          } finally {
+            metrics.duration.observe(
+              { subject: name },
+              Number(process.hrtime.bigint() - started) / 1e9,
+            );
+            span?.end();
+          }
+        })();
+        inflight.add(done);
+        void done.finally(() => inflight.delete(done));
+      },
+    });
+    subs.push(sub);
+  }
+
+  function scheduleRefresh(): void {
+    if (stopped) return;
+    refreshTimer = clock.setTimeout(() => {
+      void (async () => {
+        try {
+          await reloadCa();
+          await reloadIntentions();
+        } catch (err) {
+          logError(
+            logger,
+            err,
+            'periodic reload from Consul failed; serving the last known state',
+            'warn',
+          );
+        }
+        scheduleRefresh();
+      })();
+    }, refreshIntervalMs);
+  }
+
+  return {
+    metrics,
+    get metricsPort() {
+      return metricsServer?.port;
+    },
+    roots: () => rootsMessage(loaded().ca, clock.now()),
+    async start() {
+      for (let attempt = 0; !state; attempt += 1) {
+        if (stopped) return;
+        try {
+          state = await loadAll();
+        } catch (err) {
+          const delay = backoffDelay(attempt, { baseMs: 200, maxMs: 10_000, random });
+          logError(
+            logger,
+            err,
+            `cannot load control state from Consul; retrying in ${delay} ms`,
+            'warn',
+          );
+          await new Promise<void>((resolve) => clock.setTimeout(resolve, delay));
+        }
+      }
+      if (stopped) return;
+      serve('ca.sign', s.caSign, handleSign);
+      serve('ca.roots', s.caRoots, handleRoots);
+      serve('ca.rotate', s.caRotate, handleRotate);
+      serve('intentions.get', s.intentionsGet, handleIntentionsGet);
+      serve('intentions.upsert', s.intentionsUpsert, handleUpsert);
+      serve('intentions.delete', s.intentionsDelete, handleDelete);
+      serve('tokens.create', s.tokensCreate, handleTokenCreate);
+      // every replica reloads the CA when any replica rotates it (not a queue subscription)
+      subs.push(
+        nc.subscribe(s.caRootsChanged, {
+          callback: () => {
+            reloadCa().catch((err: unknown) =>
+              logError(logger, err, 'reloading the CA after roots.changed failed', 'warn'),
+            );
+          },
+        }),
+      );
+      // and keeps its intentions cache current for when Consul is unreachable
+      subs.push(
+        subscribeIntentionsChanged(
+          nc,
+          config.datacenter,
+          (snap) => {
+            const { v: _v, ...doc } = snap;
+            if (state && doc.revision > state.intentions.revision) state.intentions = doc;
+          },
+          { logger },
+        ),
+      );
+      await nc.flush();
+      if (config.metricsPort !== undefined && config.metricsPort > 0)
+        metricsServer = await startMetricsServer(metrics.registry, config.metricsPort);
+      scheduleRefresh();
+      logger.info(
+        {
+          datacenter: config.datacenter,
+          queue: CONTROL_QUEUE_GROUP,
+          trustDomain: state.ca.trustDomain,
+          metricsPort: metricsServer?.port,
+        },
+        'control plane serving',
+      );
+    },
+    async stop() {
+      stopped = true;
+      if (refreshTimer) clock.clearTimeout(refreshTimer);
+      await Promise.allSettled(subs.map((sub) => sub.drain()));
+      subs.length = 0;
+      await Promise.allSettled([...inflight]);
+      await metricsServer?.close();
+      metricsServer = undefined;
+    },
+  };
+}
