@@ -46,5 +46,50 @@ export const agentSchema = defineSchema(
       format: 'nat',
       default: 60000,
     },
+    adminPort: {
+      doc: "Port of the agent's status endpoint on 127.0.0.1 (read by `remora status`); 0 picks a free one.",
+      format: 'port',
+      default: 18999,
+    },
+    proxyCommand: {
+      doc: "Path of the `remora` entry script that proxies are started from; empty means this installation's bin/remora.js.",
+      format: String,
+      default: '',
+    },
+    proxyBindAddress: {
+      doc: "Address each proxy's public mTLS listener binds to.",
+      format: String,
+      default: '0.0.0.0',
+    },
+    advertiseAddress: {
+      doc: "Address registered for sidecars in Consul (what other hosts dial); empty means Consul's node address.",
+      format: String,
+      default: '',
+    },
+    sidecarPortMin: {
+      doc: 'First port of the range sidecars take when their definition names no port (Consul uses 21000–21255).',
+      format: 'port',
+      default: 21000,
+    },
+    sidecarPortMax: {
+      doc: 'Last port of the automatic sidecar port range.',
+      format: 'port',
+      default: 21255,
+    },
+    checkTtlMs: {
+      doc: "TTL of each sidecar's readiness check in Consul; the agent refreshes it every third of this, in milliseconds.",
+      format: 'nat',
+      default: 30000,
+    },
+    adoptTimeoutMs: {
+      doc: 'How long a starting agent waits for running proxies (from pid files) to reconnect before replacing them, in milliseconds.',
+      format: 'nat',
+      default: 5000,
+    },
+    keepProxies: {
+      doc: 'On stop, leave registrations and proxies running for the next agent to adopt (upgrade restart) instead of draining them.',
+      format: Boolean,
+      default: false,
+    },
   },
 );

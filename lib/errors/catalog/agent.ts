@@ -1,4 +1,77 @@
 import type { ErrorSpec } from './types.ts';
 
 /** Error codes of the agent area. Append only; never rename or reuse a code. */
-export const AGENT_ERRORS = {} as const satisfies Record<string, ErrorSpec>;
+export const AGENT_ERRORS = {
+  REMORA_E_AGENT_DEFINITION_UNREADABLE: {
+    meaning:
+      'A service definition file cannot be read or is not valid JSON; its services are skipped.',
+    remedy:
+      'Fix the file named in the message (permissions, JSON syntax); the agent reloads it on its own when it changes, or on SIGHUP. Services it defined before keep running.',
+  },
+  REMORA_E_AGENT_DEFINITION_INVALID: {
+    meaning:
+      'A service definition names a field with a missing, wrong-typed or out-of-range value; that service is skipped.',
+    remedy:
+      'Fix the field named in the message (see docs/agent.md for the accepted format); other services in the directory are not affected.',
+  },
+  REMORA_E_AGENT_DEFINITION_DUPLICATE: {
+    meaning:
+      'Two definitions use the same service instance ID (or the same local port); the later one is skipped.',
+    remedy:
+      'Give each instance a unique `id` and each upstream a unique `local_bind_port` on the host.',
+  },
+  REMORA_E_AGENT_DATA_DIR: {
+    meaning:
+      'The agent cannot create or write its data directory (keys, certificates, socket, pid files).',
+    remedy:
+      'Create the directory named in the message, owned by the agent user with mode 0700, or point `dataDir` elsewhere.',
+  },
+  REMORA_E_AGENT_ALREADY_RUNNING: {
+    meaning: 'Another agent already serves the Unix socket in this data directory.',
+    remedy: 'Stop the other agent first, or give this one its own `dataDir`.',
+  },
+  REMORA_E_AGENT_SIGN_FAILED: {
+    meaning:
+      'A certificate request for a service instance failed (NATS or control unreachable, or refused); the agent retries with backoff and the current certificate stays in use until it expires.',
+    remedy:
+      'Check that NATS and `remora control` are reachable and that the node token allows the service (`remora token create --node <node> --services <glob>`).',
+  },
+  REMORA_E_AGENT_CERT_EXPIRED: {
+    meaning:
+      "An instance's certificate expired before it could be renewed; its proxy cannot make or accept mTLS connections.",
+    remedy: 'Restore the path to `remora control` over NATS; the agent renews as soon as it can.',
+  },
+  REMORA_E_AGENT_CONTROL_UNAVAILABLE: {
+    meaning:
+      'The trust bundle or the intentions cannot be fetched from control over NATS; the agent keeps the last known ones and retries.',
+    remedy: 'Check the NATS servers in `nats.servers` and that `remora control` is running.',
+  },
+  REMORA_E_AGENT_CONSUL_UNAVAILABLE: {
+    meaning:
+      'The local Consul agent refused or did not answer a registration, deregistration or check update; the agent retries with backoff.',
+    remedy:
+      'Check that Consul answers at `consul.address` and that the ACL token may register services.',
+  },
+  REMORA_E_AGENT_PROXY_SPAWN_FAILED: {
+    meaning:
+      'The agent could not start a `remora proxy` process for an instance; it retries with backoff.',
+    remedy: 'Check `proxyCommand` and the proxy log under `<dataDir>/instances/<id>/proxy.log`.',
+  },
+  REMORA_E_AGENT_PROXY_EXITED: {
+    meaning: 'A proxy process exited or stopped answering; the agent restarts it with backoff.',
+    remedy: 'Read the proxy log under `<dataDir>/instances/<id>/proxy.log` for the reason.',
+  },
+  REMORA_E_AGENT_PROXY_REJECTED: {
+    meaning: 'A proxy refused a config snapshot and keeps serving its previous one.',
+    remedy: "The message carries the proxy's reason; fix the definition it points to.",
+  },
+  REMORA_E_AGENT_ADMIN_UNREACHABLE: {
+    meaning: "`remora status` cannot reach the agent's loopback admin endpoint.",
+    remedy:
+      'Check that `remora agent` runs on this host and that `agentAdmin` (or `--agent-admin`) matches its `adminPort`.',
+  },
+  REMORA_E_AGENT_DRAIN_TIMEOUT: {
+    meaning: 'A proxy did not finish draining within `drainTimeoutMs`; it was stopped anyway.',
+    remedy: 'Raise `drainTimeoutMs` if requests legitimately take longer.',
+  },
+} as const satisfies Record<string, ErrorSpec>;

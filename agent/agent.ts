@@ -1,0 +1,750 @@
+// The host agent (DESIGN §1, §5, §6): service definitions in → Consul registrations, workload
+// certificates, intentions, upstream endpoints and one supervised proxy per instance out.
+// Everything external comes in through options so the agent can be embedded (`remora dev`)
+// and tested with fakes.
+import { rm } from 'node:fs/promises';
+import { formatSpiffeId } from '../lib/identity/index.ts';
+import { RemoraError, toRemoraError } from '../lib/errors/index.ts';
+import { logError, type Logger } from '../lib/log/index.ts';
+import { backoffDelay, type Clock } from '../lib/util/index.ts';
+import type { IntentionsSnapshot } from '../lib/intentions/types.ts';
+import type { ProxySnapshot, TracingConfig } from '../lib/proxy-api/index.ts';
+import { createConfigDir, type ConfigDir } from './config-dir.ts';
+import {
+  NODE_META_KEY,
+  sameDefinition,
+  type DecodeResult,
+  type ServiceDefinition,
+} from './definitions.ts';
+import { dataPaths, ensureDir, writeFileAtomic, type DataPaths } from './files.ts';
+import { createIdentityManager, type IdentityManager, type IdentityStatus } from './identity.ts';
+import {
+  createIntentionsMirror,
+  createRootsMirror,
+  type Mirror,
+  type MirrorStatus,
+} from './control-state.ts';
+import { createDiscovery, type Discovery, type UpstreamStatus } from './discovery.ts';
+import {
+  createSupervisor,
+  type ProcessOps,
+  type ProxyStatus,
+  type Supervisor,
+} from './supervisor.ts';
+import type { CheckStatus, ConsulPort, ControlPort, TrustBundle } from './ports.ts';
+
+export interface AgentSettings {
+  datacenter: string;
+  node: string;
+  configDir: string;
+  dataDir: string;
+  /** First admin port for proxies; 0 lets each proxy pick a free one. */
+  adminPortBase: number;
+  drainTimeoutMs: number;
+  intentionsRefreshMs: number;
+  proxyBindAddress: string;
+  /** Registered sidecar address; empty for Consul's node address. */
+  advertiseAddress: string;
+  sidecarPortMin: number;
+  sidecarPortMax: number;
+  checkTtlMs: number;
+  adoptTimeoutMs: number;
+  tracing: TracingConfig;
+  /** Debounce of config-directory events; 0 disables watching (SIGHUP / reload() still work). */
+  watchDebounceMs: number;
+}
+
+export interface AgentOptions {
+  settings: AgentSettings;
+  consul: ConsulPort;
+  control: ControlPort;
+  processes: ProcessOps;
+  clock: Clock;
+  random: () => number;
+  logger: Logger;
+}
+
+export interface InstanceStatus {
+  id: string;
+  service: string;
+  file: string;
+  sidecarPort: number | null;
+  registered: boolean;
+  registrationError: { code: string; message: string; at: string } | null;
+  proxy: ProxyStatus | null;
+  certificate: IdentityStatus | null;
+  upstreams: {
+    destination: string;
+    localBindPort: number;
+    protocol: string;
+    endpoints: number;
+    synced: boolean;
+  }[];
+}
+
+export interface AgentStatus {
+  node: string;
+  datacenter: string;
+  startedAt: string;
+  waitingFor: string[];
+  trustBundle: MirrorStatus;
+  intentions: MirrorStatus & { revision: number | null };
+  instances: InstanceStatus[];
+  upstreams: UpstreamStatus[];
+  problems: { code: string; message: string; file: unknown; field: unknown }[];
+}
+
+export interface StopOptions {
+  /** Leave registrations and proxies running for the next agent (upgrade restart). */
+  keepProxies?: boolean;
+}
+
+export interface Agent {
+  start(): Promise<void>;
+  /** Re-reads the definition directory (SIGHUP). */
+  reload(): Promise<void>;
+  stop(options?: StopOptions): Promise<void>;
+  status(): AgentStatus;
+  readonly paths: DataPaths;
+}
+
+interface Instance {
+  def: ServiceDefinition;
+  sidecarPort: number | null;
+  registered: boolean;
+  registering: boolean;
+  regAttempt: number;
+  regTimer: NodeJS.Timeout | null;
+  registrationError: InstanceStatus['registrationError'];
+  stopping: boolean;
+}
+
+/** Consul ID of an instance's sidecar (Consul's own naming). */
+export function sidecarId(instanceId: string): string {
+  return `${instanceId}-sidecar-proxy`;
+}
+
+/** ID of the TTL check that tells Consul whether the instance's proxy is ready. */
+export function readinessCheckId(instanceId: string): string {
+  return `remora-ready:${sidecarId(instanceId)}`;
+}
+
+/** The Consul registration body (snake_case JSON) for an instance and its sidecar. */
+export function registrationFor(
+  def: ServiceDefinition,
+  o: {
+    node: string;
+    sidecarPort: number | null;
+    advertiseAddress: string;
+    checkTtlMs: number;
+    ready: boolean;
+  },
+): Record<string, unknown> {
+  const meta = { ...def.meta, [NODE_META_KEY]: o.node };
+  const body: Record<string, unknown> = {
+    id: def.id,
+    name: def.name,
+    port: def.port,
+    tags: def.tags,
+    meta,
+  };
+  if (def.address) body.address = def.address;
+  if (def.checks.length > 0) body.checks = def.checks;
+  if (def.sidecar && o.sidecarPort !== null) {
+    const sc = def.sidecar;
+    const sidecar: Record<string, unknown> = {
+      id: sidecarId(def.id),
+      name: `${def.name}-sidecar-proxy`,
+      port: o.sidecarPort,
+      meta: { [NODE_META_KEY]: o.node },
+      checks: [
+        {
+          check_id: readinessCheckId(def.id),
+          name: 'Remora proxy ready',
+          ttl: `${Math.max(1, Math.round(o.checkTtlMs / 1000))}s`,
+          status: o.ready ? 'passing' : 'critical',
+        },
+      ],
+      proxy: {
+        destination_service_name: def.name,
+        destination_service_id: def.id,
+        local_service_address: sc.localServiceAddress,
+        local_service_port: sc.localServicePort,
+        config: { protocol: sc.protocol },
+        upstreams: sc.upstreams.map((u) => ({
+          destination_type: 'service',
+          destination_name: u.destinationName,
+          local_bind_address: u.localBindAddress,
+          local_bind_port: u.localBindPort,
+          config: { protocol: u.protocol },
+        })),
+      },
+    };
+    const address = sc.address ?? (o.advertiseAddress || null);
+    if (address) sidecar.address = address;
+    body.connect = { sidecar_service: sidecar };
+  }
+  return body;
+}
+
+export function createAgent(o: AgentOptions): Agent {
+  const { settings: s, consul, control, clock, logger } = o;
+  const paths = dataPaths(s.dataDir);
+  const instances = new Map<string, Instance>();
+  const unsubscribe: (() => void)[] = [];
+  let problems: RemoraError[] = [];
+  let ttlTimer: NodeJS.Timeout | null = null;
+  let waitTimer: NodeJS.Timeout | null = null;
+  let lastWaiting = '';
+  let started = false;
+  let stopped = false;
+  let firstLoad = true;
+  const startedAt = new Date(clock.now()).toISOString();
+  let applying: Promise<void> = Promise.resolve();
+
+  const roots: Mirror<TrustBundle> = createRootsMirror({
+    clock,
+    random: o.random,
+    logger,
+    fetch: () => control.roots(),
+    cachePath: paths.cache('trust-bundle'),
+    refreshMs: s.intentionsRefreshMs,
+    onChange(next, rotated) {
+      logger.info(
+        {
+          trustDomain: next.trustDomain,
+          activeRootId: next.activeRootId,
+          roots: next.roots.length,
+          rotated,
+        },
+        'trust bundle updated',
+      );
+      identity.trustBundleKnown();
+      if (rotated) identity.renewAll('root rotation');
+      pushAll();
+    },
+  });
+
+  const intentions: Mirror<IntentionsSnapshot> = createIntentionsMirror({
+    clock,
+    random: o.random,
+    logger,
+    fetch: () => control.intentions(),
+    cachePath: paths.cache('intentions'),
+    refreshMs: s.intentionsRefreshMs,
+    onChange(next) {
+      logger.info(
+        { revision: next.revision, intentions: next.intentions.length },
+        'intentions updated',
+      );
+      pushAll();
+    },
+  });
+
+  const identity: IdentityManager = createIdentityManager({
+    paths,
+    datacenter: s.datacenter,
+    sign: (req) => control.sign(req),
+    trustDomain: () => roots.current()?.trustDomain ?? null,
+    clock,
+    random: o.random,
+    logger,
+    onChange: (id) => supervisor.push(id),
+  });
+
+  const discovery: Discovery = createDiscovery({
+    consul,
+    paths,
+    clock,
+    logger,
+    onChange(service) {
+      for (const inst of instances.values()) {
+        if (inst.def.sidecar?.upstreams.some((u) => u.destinationName === service))
+          supervisor.push(inst.def.id);
+      }
+    },
+  });
+
+  const supervisor: Supervisor = createSupervisor({
+    paths,
+    ops: o.processes,
+    clock,
+    random: o.random,
+    logger,
+    adoptTimeoutMs: s.adoptTimeoutMs,
+    adminPortBase: s.adminPortBase,
+    snapshotFor,
+    onReadyChange(id, ready, reason) {
+      logger.info(
+        { instance: id, ready, reason },
+        `proxy for ${id} is ${ready ? 'ready' : `not ready (${reason})`}`,
+      );
+      const inst = instances.get(id);
+      if (inst && !inst.stopping) void updateCheck(inst, ready ? 'passing' : 'critical', reason);
+    },
+  });
+
+  const configDir: ConfigDir = createConfigDir({
+    dir: s.configDir,
+    debounceMs: s.watchDebounceMs,
+    onLoad: (result) => {
+      applying = applying
+        .then(() => apply(result))
+        .catch((err: unknown) => logError(logger, err, 'applying definitions failed'));
+    },
+  });
+
+  function snapshotFor(id: string): Omit<ProxySnapshot, 'version'> | null {
+    const inst = instances.get(id);
+    const sc = inst?.def.sidecar;
+    const bundle = roots.current();
+    const cert = identity.get(id);
+    const policy = intentions.current();
+    if (!inst || !sc || inst.sidecarPort === null || !bundle || !cert || !policy) return null;
+    return {
+      instance: {
+        id,
+        service: inst.def.name,
+        datacenter: s.datacenter,
+        node: s.node,
+        trustDomain: bundle.trustDomain,
+        spiffeId: cert.spiffeId,
+      },
+      inbound: {
+        bindAddress: s.proxyBindAddress,
+        bindPort: inst.sidecarPort,
+        localAppAddress: sc.localServiceAddress,
+        localAppPort: sc.localServicePort,
+        protocol: sc.protocol,
+      },
+      upstreams: sc.upstreams.map((u) => ({
+        destinationName: u.destinationName,
+        destinationSpiffeId: formatSpiffeId({
+          trustDomain: bundle.trustDomain,
+          datacenter: s.datacenter,
+          service: u.destinationName,
+        }),
+        localBindAddress: u.localBindAddress,
+        localBindPort: u.localBindPort,
+        protocol: u.protocol,
+        loadBalancer: u.loadBalancer,
+        resilience: u.resilience,
+        endpoints: discovery.endpoints(u.destinationName),
+      })),
+      tls: { certPem: cert.certPem, keyPem: cert.keyPem, rootsPem: bundle.roots.map((r) => r.pem) },
+      intentions: policy,
+      tracing: s.tracing,
+    };
+  }
+
+  function pushAll(): void {
+    for (const id of instances.keys()) supervisor.push(id);
+  }
+
+  function stamp(e: RemoraError): { code: string; message: string; at: string } {
+    return { code: e.code, message: e.message, at: new Date(clock.now()).toISOString() };
+  }
+
+  function proxyReady(id: string): boolean {
+    return supervisor.status(id)?.ready ?? false;
+  }
+
+  async function register(inst: Instance): Promise<void> {
+    if (stopped || inst.stopping || inst.registering) return;
+    inst.registering = true;
+    if (inst.regTimer) clock.clearTimeout(inst.regTimer);
+    inst.regTimer = null;
+    try {
+      const ready = inst.def.sidecar ? proxyReady(inst.def.id) : true;
+      await consul.registerService(
+        registrationFor(inst.def, {
+          node: s.node,
+          sidecarPort: inst.sidecarPort,
+          advertiseAddress: s.advertiseAddress,
+          checkTtlMs: s.checkTtlMs,
+          ready,
+        }),
+      );
+      if (inst.stopping) return;
+      if (inst.def.sidecar) {
+        await consul.updateTtl(
+          readinessCheckId(inst.def.id),
+          ready ? 'passing' : 'critical',
+          ready ? 'proxy ready' : 'proxy not ready',
+        );
+      }
+      if (!inst.registered || inst.regAttempt > 0) {
+        logger.info(
+          { instance: inst.def.id, sidecarPort: inst.sidecarPort },
+          `registered ${inst.def.id} in Consul`,
+        );
+      }
+      inst.registered = true;
+      inst.regAttempt = 0;
+      inst.registrationError = null;
+    } catch (err) {
+      inst.registered = false;
+      const e = new RemoraError(
+        'REMORA_E_AGENT_CONSUL_UNAVAILABLE',
+        `cannot register ${inst.def.id} with Consul: ${toRemoraError(err).message}; retrying`,
+        { instance: inst.def.id },
+        { cause: err },
+      );
+      inst.registrationError = stamp(e);
+      if (inst.regAttempt % 10 === 0) logError(logger, e, undefined, 'warn');
+      const delay = backoffDelay(inst.regAttempt, { baseMs: 250, maxMs: 10_000, random: o.random });
+      inst.regAttempt += 1;
+      if (!stopped && !inst.stopping) {
+        inst.regTimer = clock.setTimeout(() => {
+          inst.regTimer = null;
+          void register(inst);
+        }, delay);
+      }
+    } finally {
+      inst.registering = false;
+    }
+  }
+
+  async function updateCheck(inst: Instance, status: CheckStatus, output: string): Promise<void> {
+    if (!inst.def.sidecar) return;
+    if (!inst.registered) return void register(inst);
+    try {
+      await consul.updateTtl(readinessCheckId(inst.def.id), status, output);
+    } catch (err) {
+      // Consul restarted or lost the registration: register again (idempotent)
+      inst.registered = false;
+      inst.registrationError = stamp(toRemoraError(err));
+      void register(inst);
+    }
+  }
+
+  function refreshChecks(): void {
+    for (const inst of instances.values()) {
+      if (inst.stopping) continue;
+      if (!inst.registered) {
+        if (!inst.registering && !inst.regTimer) void register(inst);
+        continue;
+      }
+      const ready = proxyReady(inst.def.id);
+      void updateCheck(
+        inst,
+        ready ? 'passing' : 'critical',
+        ready ? 'proxy ready' : 'proxy not ready',
+      );
+    }
+    if (!stopped)
+      ttlTimer = clock.setTimeout(refreshChecks, Math.max(250, Math.floor(s.checkTtlMs / 3)));
+  }
+
+  function allocateSidecarPort(def: ServiceDefinition): number | null {
+    if (!def.sidecar) return null;
+    if (def.sidecar.port !== null) return def.sidecar.port;
+    const used = new Set([...instances.values()].map((i) => i.sidecarPort));
+    for (const inst of instances.values())
+      if (inst.def.sidecar?.port) used.add(inst.def.sidecar.port);
+    for (let p = s.sidecarPortMin; p <= s.sidecarPortMax; p++) if (!used.has(p)) return p;
+    return null;
+  }
+
+  async function startInstance(
+    def: ServiceDefinition,
+    previousPort: number | null = null,
+  ): Promise<void> {
+    const inst: Instance = {
+      def,
+      sidecarPort: previousPort ?? allocateSidecarPort(def),
+      registered: false,
+      registering: false,
+      regAttempt: 0,
+      regTimer: null,
+      registrationError: null,
+      stopping: false,
+    };
+    instances.set(def.id, inst);
+    logger.info(
+      { instance: def.id, service: def.name, file: def.source.file },
+      `instance ${def.id} defined`,
+    );
+    if (def.sidecar) {
+      if (inst.sidecarPort === null) {
+        problems.push(
+          new RemoraError(
+            'REMORA_E_AGENT_DEFINITION_INVALID',
+            `service definition ${def.source.file}: no free sidecar port left in ${s.sidecarPortMin}–${s.sidecarPortMax} for ${def.id}; set connect.sidecar_service.port`,
+            {
+              file: def.source.file,
+              field: 'connect.sidecar_service.port',
+              reason: 'no free port',
+            },
+          ),
+        );
+      }
+      for (const u of def.sidecar.upstreams) discovery.acquire(u.destinationName, def.id);
+      void identity
+        .add({ id: def.id, service: def.name })
+        .catch((err: unknown) => logError(logger, err));
+      await supervisor.ensure(def.id);
+      const st = supervisor.status(def.id);
+      if (st?.adopted) {
+        // a proxy that outlived the previous agent: register once it says it is ready, so the
+        // re-registration does not flip a serving instance to critical
+        void waitUntil(() => proxyReady(def.id) || inst.stopping || stopped, s.adoptTimeoutMs).then(
+          () => register(inst),
+        );
+        return;
+      }
+    }
+    void register(inst);
+  }
+
+  async function waitUntil(check: () => boolean, timeoutMs: number): Promise<void> {
+    const deadline = clock.now() + timeoutMs;
+    while (!check() && clock.now() < deadline) {
+      await new Promise<void>((resolve) => clock.setTimeout(resolve, 25));
+    }
+  }
+
+  /** Fail readiness → deregister → drain (bounded) → stop the proxy. */
+  async function stopInstance(id: string, why: string): Promise<void> {
+    const inst = instances.get(id);
+    if (!inst) return;
+    inst.stopping = true;
+    if (inst.regTimer) clock.clearTimeout(inst.regTimer);
+    logger.info({ instance: id, why }, `stopping ${id}: failing readiness`);
+    if (inst.def.sidecar) {
+      await consul
+        .updateTtl(readinessCheckId(id), 'critical', `stopping: ${why}`)
+        .catch((err: unknown) =>
+          logError(logger, err, `cannot fail the readiness check of ${id}`, 'warn'),
+        );
+    }
+    await consul
+      .deregisterService(id)
+      .then(() =>
+        logger.info({ instance: id, step: 'deregistered' }, `deregistered ${id} from Consul`),
+      )
+      .catch((err: unknown) =>
+        logError(
+          logger,
+          new RemoraError(
+            'REMORA_E_AGENT_CONSUL_UNAVAILABLE',
+            `cannot deregister ${id}: ${toRemoraError(err).message}`,
+            { instance: id },
+          ),
+          undefined,
+          'warn',
+        ),
+      );
+    if (inst.def.sidecar) {
+      logger.info(
+        { instance: id, step: 'draining', deadlineMs: s.drainTimeoutMs },
+        `draining the proxy of ${id}`,
+      );
+      const drained = await supervisor.drain(id, s.drainTimeoutMs);
+      if (!drained) {
+        logError(
+          logger,
+          new RemoraError(
+            'REMORA_E_AGENT_DRAIN_TIMEOUT',
+            `proxy of ${id} did not finish draining within ${s.drainTimeoutMs} ms; stopping it`,
+            { instance: id },
+          ),
+          undefined,
+          'warn',
+        );
+      }
+      await supervisor.stop(id);
+      logger.info({ instance: id, step: 'stopped' }, `proxy of ${id} stopped`);
+      for (const u of inst.def.sidecar.upstreams) discovery.release(u.destinationName, id);
+      identity.remove(id);
+    }
+    instances.delete(id);
+  }
+
+  async function apply(result: DecodeResult): Promise<void> {
+    if (stopped) return;
+    problems = [...result.problems];
+    for (const p of result.problems) logError(logger, p, undefined, 'warn');
+    const next = new Map(result.services.map((d) => [d.id, d]));
+    const removals: Promise<void>[] = [];
+    for (const [id, inst] of instances) {
+      const d = next.get(id);
+      if (!d) removals.push(stopInstance(id, 'definition removed'));
+      else if (d.name !== inst.def.name || !!d.sidecar !== !!inst.def.sidecar) {
+        removals.push(
+          stopInstance(id, 'definition changed service name').then(() => startInstance(d)),
+        );
+        next.delete(id);
+      }
+    }
+    await Promise.all(removals);
+    for (const [id, d] of next) {
+      const inst = instances.get(id);
+      if (!inst) {
+        await startInstance(d);
+      } else if (!sameDefinition(inst.def, d)) {
+        // same identity: re-register and send the proxy a new snapshot, keep the process
+        const old = inst.def;
+        inst.def = d;
+        if (d.sidecar?.port !== old.sidecar?.port) inst.sidecarPort = allocateSidecarPort(d);
+        for (const u of d.sidecar?.upstreams ?? []) discovery.acquire(u.destinationName, id);
+        for (const u of old.sidecar?.upstreams ?? []) {
+          if (!d.sidecar?.upstreams.some((x) => x.destinationName === u.destinationName))
+            discovery.release(u.destinationName, id);
+        }
+        logger.info(
+          { instance: id },
+          `definition of ${id} changed; updating registration and proxy config`,
+        );
+        inst.registered = false;
+        void register(inst);
+        supervisor.push(id);
+      } else {
+        inst.def = d; // source position may have moved
+      }
+    }
+    if (firstLoad) {
+      firstLoad = false;
+      // proxies left running for instances no definition asks for any more
+      for (const id of await supervisor.strays(new Set(instances.keys()))) {
+        logger.info(
+          { instance: id },
+          `proxy for ${id} has no definition any more; deregistering and stopping it`,
+        );
+        await consul.deregisterService(id).catch(() => undefined);
+        await supervisor.ensure(id);
+        await supervisor.drain(id, s.drainTimeoutMs);
+        await supervisor.stop(id);
+        await rm(paths.instanceDir(id), { recursive: true, force: true });
+      }
+    }
+  }
+
+  function waitingFor(): string[] {
+    const out: string[] = [];
+    const rs = roots.status();
+    const is = intentions.status();
+    if (!rs.live)
+      out.push(
+        rs.known ? 'control (trust bundle; using the cached one)' : 'control: the trust bundle',
+      );
+    if (!is.live)
+      out.push(
+        is.known ? 'control (intentions; using the cached ones)' : 'control: the intentions',
+      );
+    const unregistered = [...instances.values()]
+      .filter((i) => !i.registered && !i.stopping)
+      .map((i) => i.def.id);
+    if (unregistered.length > 0) out.push(`Consul: registration of ${unregistered.join(', ')}`);
+    const noCert = [...instances.values()]
+      .filter((i) => i.def.sidecar && !identity.get(i.def.id))
+      .map((i) => i.def.id);
+    if (noCert.length > 0) out.push(`control: certificates for ${noCert.join(', ')}`);
+    const unsynced = discovery
+      .status()
+      .filter((u) => !u.synced)
+      .map((u) => u.service);
+    if (unsynced.length > 0) out.push(`Consul: endpoints of ${unsynced.join(', ')}`);
+    return out;
+  }
+
+  function reportWaiting(): void {
+    const w = waitingFor();
+    const key = w.join('; ');
+    if (key !== lastWaiting) {
+      if (w.length > 0) logger.warn({ waitingFor: w }, `waiting for ${key}`);
+      else if (lastWaiting) logger.info('all dependencies reachable; converged');
+      lastWaiting = key;
+    }
+    if (!stopped) waitTimer = clock.setTimeout(reportWaiting, 2000);
+  }
+
+  return {
+    paths,
+    async start() {
+      if (started) return;
+      started = true;
+      await ensureDir(s.dataDir);
+      await supervisor.listen();
+      await writeFileAtomic(paths.agentPid, `${process.pid}\n`, 0o644);
+      unsubscribe.push(control.onRootsChanged((b) => roots.offer(b)));
+      unsubscribe.push(control.onIntentionsChanged((snap) => intentions.offer(snap)));
+      await Promise.all([roots.start(), intentions.start()]);
+      await configDir.load();
+      await applying;
+      if (s.watchDebounceMs > 0) configDir.watch();
+      refreshChecks();
+      reportWaiting();
+      logger.info({ instances: instances.size, configDir: s.configDir }, 'agent started');
+    },
+    async reload() {
+      await configDir.load();
+      await applying;
+    },
+    async stop(options = {}) {
+      if (stopped) return;
+      configDir.close();
+      await applying;
+      stopped = true;
+      if (ttlTimer) clock.clearTimeout(ttlTimer);
+      if (waitTimer) clock.clearTimeout(waitTimer);
+      for (const inst of instances.values()) if (inst.regTimer) clock.clearTimeout(inst.regTimer);
+      for (const u of unsubscribe) u();
+      roots.stop();
+      intentions.stop();
+      identity.stop();
+      if (options.keepProxies) {
+        logger.info(
+          'stopping the agent; proxies and registrations stay for the next agent to adopt',
+        );
+        for (const id of instances.keys()) supervisor.release(id);
+      } else {
+        await Promise.all([...instances.keys()].map((id) => stopInstance(id, 'agent stopping')));
+      }
+      discovery.stop();
+      await supervisor.close();
+      await rm(paths.agentPid, { force: true });
+      logger.info('agent stopped');
+    },
+    status() {
+      const bundle = intentions.current();
+      return {
+        node: s.node,
+        datacenter: s.datacenter,
+        startedAt,
+        waitingFor: waitingFor(),
+        trustBundle: roots.status(),
+        intentions: { ...intentions.status(), revision: bundle?.revision ?? null },
+        instances: [...instances.values()]
+          .map((inst) => ({
+            id: inst.def.id,
+            service: inst.def.name,
+            file: inst.def.source.file,
+            sidecarPort: inst.sidecarPort,
+            registered: inst.registered,
+            registrationError: inst.registrationError,
+            proxy: supervisor.status(inst.def.id),
+            certificate: identity.status(inst.def.id),
+            upstreams: (inst.def.sidecar?.upstreams ?? []).map((u) => {
+              const st = discovery.status().find((x) => x.service === u.destinationName);
+              return {
+                destination: u.destinationName,
+                localBindPort: u.localBindPort,
+                protocol: u.protocol,
+                endpoints: st?.endpoints ?? 0,
+                synced: st?.synced ?? false,
+              };
+            }),
+          }))
+          .sort((a, b) => (a.id < b.id ? -1 : 1)),
+        upstreams: discovery.status(),
+        problems: problems.map((p) => ({
+          code: p.code,
+          message: p.message,
+          file: p.details.file,
+          field: p.details.field,
+        })),
+      };
+    },
+  };
+}

@@ -1,0 +1,531 @@
+// Service definitions in Consul's JSON format (DESIGN §5): `{"service": {...}}` or
+// `{"services": [...]}`, keys in snake_case or PascalCase. The decoder never throws: each bad
+// service becomes a coded error naming the file, the field and the reason, and the good
+// services of the same file are kept.
+import { isValidName } from '../lib/identity/index.ts';
+import { RemoraError } from '../lib/errors/index.ts';
+import {
+  DEFAULT_PROTOCOL,
+  DEFAULT_RESILIENCE,
+  defaultLoadBalancer,
+  type LoadBalancerPolicy,
+  type Protocol,
+  type ResilienceConfig,
+} from '../lib/proxy-api/index.ts';
+
+export interface UpstreamDefinition {
+  destinationName: string;
+  localBindAddress: string;
+  localBindPort: number;
+  protocol: Protocol;
+  loadBalancer: LoadBalancerPolicy;
+  resilience: ResilienceConfig;
+}
+
+export interface SidecarDefinition {
+  /** Public mTLS port of the proxy, as registered in Consul; null lets the agent pick one. */
+  port: number | null;
+  /** Address registered for the sidecar; null means Consul's node address. */
+  address: string | null;
+  localServiceAddress: string;
+  localServicePort: number;
+  protocol: Protocol;
+  upstreams: UpstreamDefinition[];
+}
+
+export interface ServiceDefinition {
+  /** Consul service ID of the instance (defaults to the name). */
+  id: string;
+  name: string;
+  address: string | null;
+  port: number;
+  tags: string[];
+  meta: Record<string, string>;
+  /** Consul check definitions for the application, passed through unchanged. */
+  checks: Record<string, unknown>[];
+  /** null when the service has no `connect.sidecar_service`: registered, but no proxy. */
+  sidecar: SidecarDefinition | null;
+  /** Where it came from, for messages. */
+  source: { file: string; index: number };
+}
+
+export interface DecodeResult {
+  services: ServiceDefinition[];
+  problems: RemoraError[];
+}
+
+export const PROTOCOLS = ['tcp', 'http', 'http2', 'grpc'] as const satisfies readonly Protocol[];
+export const LOAD_BALANCERS = [
+  'round_robin',
+  'least_request',
+  'peak_ewma',
+] as const satisfies readonly LoadBalancerPolicy[];
+
+/** Meta key every registration carries (DESIGN §5). */
+export const NODE_META_KEY = 'remora-node';
+
+type Json = unknown;
+type Obj = Record<string, Json>;
+
+/** Thrown inside the decoder only; turned into a RemoraError for the service. */
+class FieldError extends Error {
+  readonly field: string;
+  constructor(field: string, reason: string) {
+    super(reason);
+    this.field = field;
+  }
+}
+
+function isObj(v: Json): v is Obj {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Consul's two spellings meet here: `destination_name` and `DestinationName` → `destinationname`. */
+function norm(key: string): string {
+  return key.replaceAll('_', '').toLowerCase();
+}
+
+/** A view of an object whose keys are matched in either spelling; remembers the user's spelling for messages. */
+class Fields {
+  readonly path: string;
+  readonly #byNorm = new Map<string, { key: string; value: Json }>();
+
+  constructor(obj: Obj, path: string) {
+    this.path = path;
+    for (const [key, value] of Object.entries(obj)) {
+      const n = norm(key);
+      if (this.#byNorm.has(n)) {
+        throw new FieldError(
+          this.at(key),
+          `is given twice (as ${JSON.stringify(this.#byNorm.get(n)!.key)} and ${JSON.stringify(key)})`,
+        );
+      }
+      this.#byNorm.set(n, { key, value });
+    }
+  }
+
+  at(key: string): string {
+    return this.path ? `${this.path}.${key}` : key;
+  }
+
+  /** The field path as the user wrote it, or the snake_case name when absent. */
+  fieldPath(name: string): string {
+    return this.at(this.#byNorm.get(norm(name))?.key ?? name);
+  }
+
+  raw(name: string): Json {
+    return this.#byNorm.get(norm(name))?.value;
+  }
+
+  has(name: string): boolean {
+    const v = this.raw(name);
+    return v !== undefined && v !== null;
+  }
+
+  string(name: string, required: true): string;
+  string(name: string, required?: false): string | undefined;
+  string(name: string, required = false): string | undefined {
+    const v = this.raw(name);
+    if (v === undefined || v === null) {
+      if (required) throw new FieldError(this.fieldPath(name), 'is required');
+      return undefined;
+    }
+    if (typeof v !== 'string') {
+      throw new FieldError(this.fieldPath(name), `must be a string, got ${describe(v)}`);
+    }
+    return v;
+  }
+
+  int(name: string, min: number, max: number, required: true): number;
+  int(name: string, min: number, max: number, required?: false): number | undefined;
+  int(name: string, min: number, max: number, required = false): number | undefined {
+    const v = this.raw(name);
+    if (v === undefined || v === null) {
+      if (required) throw new FieldError(this.fieldPath(name), 'is required');
+      return undefined;
+    }
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+      throw new FieldError(
+        this.fieldPath(name),
+        `must be an integer from ${min} to ${max}, got ${describe(v)}`,
+      );
+    }
+    return v;
+  }
+
+  number(name: string, min: number, max: number): number | undefined {
+    const v = this.raw(name);
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max) {
+      throw new FieldError(
+        this.fieldPath(name),
+        `must be a number from ${min} to ${max}, got ${describe(v)}`,
+      );
+    }
+    return v;
+  }
+
+  object(name: string): Fields | undefined {
+    const v = this.raw(name);
+    if (v === undefined || v === null) return undefined;
+    if (!isObj(v))
+      throw new FieldError(this.fieldPath(name), `must be an object, got ${describe(v)}`);
+    return new Fields(v, this.fieldPath(name));
+  }
+
+  array(name: string): Json[] | undefined {
+    const v = this.raw(name);
+    if (v === undefined || v === null) return undefined;
+    if (!Array.isArray(v))
+      throw new FieldError(this.fieldPath(name), `must be an array, got ${describe(v)}`);
+    return v as Json[];
+  }
+
+  oneOf<T extends string>(name: string, allowed: readonly T[]): T | undefined {
+    const v = this.string(name);
+    if (v === undefined) return undefined;
+    const lower = v.toLowerCase();
+    const found = allowed.find((a) => a === lower);
+    if (!found) {
+      throw new FieldError(
+        this.fieldPath(name),
+        `must be one of ${allowed.join(', ')}, got ${JSON.stringify(v)}`,
+      );
+    }
+    return found;
+  }
+}
+
+function describe(v: Json): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  if (typeof v === 'object') return 'an object';
+  const s = JSON.stringify(v);
+  return `${typeof v} ${s && s.length > 40 ? `${s.slice(0, 40)}…` : s}`;
+}
+
+function name(f: Fields, key: string, required: true): string;
+function name(f: Fields, key: string, required: false): string | undefined;
+function name(f: Fields, key: string, required: boolean): string | undefined {
+  const v = required ? f.string(key, true) : f.string(key);
+  if (v !== undefined && !isValidName(v)) {
+    throw new FieldError(
+      f.fieldPath(key),
+      `must be 1–63 letters, digits, "-" or "_" starting with a letter or digit, got ${JSON.stringify(v)}`,
+    );
+  }
+  return v;
+}
+
+function address(f: Fields, key: string): string | undefined {
+  const v = f.string(key);
+  if (v !== undefined && (v.length === 0 || v.length > 253 || /\s/.test(v))) {
+    throw new FieldError(
+      f.fieldPath(key),
+      `must be a host name or IP address, got ${JSON.stringify(v)}`,
+    );
+  }
+  return v;
+}
+
+function stringMap(f: Fields, key: string): Record<string, string> {
+  const obj = f.raw(key);
+  if (obj === undefined || obj === null) return {};
+  if (!isObj(obj))
+    throw new FieldError(f.fieldPath(key), `must be an object of strings, got ${describe(obj)}`);
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(obj)) {
+    if (typeof v !== 'string') {
+      throw new FieldError(`${f.fieldPath(key)}.${k}`, `must be a string, got ${describe(v)}`);
+    }
+    out[k] = v;
+  }
+  return out;
+}
+
+function resilience(cfg: Fields | undefined): ResilienceConfig {
+  const d = DEFAULT_RESILIENCE;
+  if (!cfg) return structuredClone(d);
+  const limits = cfg.object('limits');
+  const phc = cfg.object('passive_health_check');
+  const budget = cfg.object('retry_budget');
+  return {
+    connectTimeoutMs: cfg.int('connect_timeout_ms', 1, 600_000) ?? d.connectTimeoutMs,
+    requestTimeoutMs: cfg.int('request_timeout_ms', 1, 3_600_000) ?? d.requestTimeoutMs,
+    idleTimeoutMs: cfg.int('idle_timeout_ms', 1, 86_400_000) ?? d.idleTimeoutMs,
+    maxRetries: cfg.int('max_retries', 0, 10) ?? d.maxRetries,
+    retryBudgetRatio: budget?.number('ratio', 0, 1) ?? d.retryBudgetRatio,
+    retryBudgetMinPerSec: budget?.int('min_per_sec', 0, 1_000_000) ?? d.retryBudgetMinPerSec,
+    maxBufferedBodyBytes:
+      cfg.int('max_buffered_body_bytes', 0, 64 * 1024 * 1024) ?? d.maxBufferedBodyBytes,
+    outlier: {
+      consecutiveFailures: phc?.int('max_failures', 1, 1_000_000) ?? d.outlier.consecutiveFailures,
+      baseEjectionMs: phc?.int('base_ejection_time_ms', 1, 3_600_000) ?? d.outlier.baseEjectionMs,
+      maxEjectionPercent: phc?.int('max_ejection_percent', 0, 100) ?? d.outlier.maxEjectionPercent,
+    },
+    circuitBreaker: {
+      maxConnections:
+        limits?.int('max_connections', 1, 1_000_000) ?? d.circuitBreaker.maxConnections,
+      maxPendingRequests:
+        limits?.int('max_pending_requests', 1, 1_000_000) ?? d.circuitBreaker.maxPendingRequests,
+      maxRequests:
+        limits?.int('max_concurrent_requests', 1, 1_000_000) ?? d.circuitBreaker.maxRequests,
+    },
+  };
+}
+
+function decodeUpstream(raw: Json, path: string): UpstreamDefinition {
+  if (!isObj(raw)) throw new FieldError(path, `must be an object, got ${describe(raw)}`);
+  const u = new Fields(raw, path);
+  const type = u.string('destination_type');
+  if (type !== undefined && type !== 'service') {
+    throw new FieldError(
+      u.fieldPath('destination_type'),
+      `only "service" is supported, got ${JSON.stringify(type)}`,
+    );
+  }
+  const cfg = u.object('config');
+  const protocol = cfg?.oneOf('protocol', PROTOCOLS) ?? DEFAULT_PROTOCOL;
+  return {
+    destinationName: name(u, 'destination_name', true),
+    localBindAddress: address(u, 'local_bind_address') ?? '127.0.0.1',
+    localBindPort: u.int('local_bind_port', 1, 65535, true),
+    protocol,
+    loadBalancer: cfg?.oneOf('load_balancer', LOAD_BALANCERS) ?? defaultLoadBalancer(protocol),
+    resilience: resilience(cfg),
+  };
+}
+
+function decodeSidecar(
+  sc: Fields,
+  servicePort: number | undefined,
+  servicePath: string,
+): SidecarDefinition {
+  const proxy = sc.object('proxy');
+  const cfg = proxy?.object('config');
+  const localServicePort = proxy?.int('local_service_port', 1, 65535) ?? servicePort;
+  if (localServicePort === undefined) {
+    throw new FieldError(
+      `${servicePath}.port`,
+      'is required for a service with connect.sidecar_service (the proxy forwards to it)',
+    );
+  }
+  const upstreams = (proxy?.array('upstreams') ?? []).map((u, i) =>
+    decodeUpstream(u, `${proxy!.fieldPath('upstreams')}[${i}]`),
+  );
+  const seen = new Map<number, number>();
+  upstreams.forEach((u, i) => {
+    const prev = seen.get(u.localBindPort);
+    if (prev !== undefined) {
+      throw new FieldError(
+        `${proxy!.fieldPath('upstreams')}[${i}].local_bind_port`,
+        `${u.localBindPort} is already used by upstreams[${prev}]`,
+      );
+    }
+    seen.set(u.localBindPort, i);
+  });
+  return {
+    port: sc.int('port', 1, 65535) ?? null,
+    address: address(sc, 'address') ?? null,
+    localServiceAddress: address(proxy ?? sc, 'local_service_address') ?? '127.0.0.1',
+    localServicePort,
+    protocol: cfg?.oneOf('protocol', PROTOCOLS) ?? DEFAULT_PROTOCOL,
+    upstreams,
+  };
+}
+
+function decodeChecks(f: Fields): Record<string, unknown>[] {
+  const out: Record<string, unknown>[] = [];
+  const one = f.raw('check');
+  if (one !== undefined && one !== null) {
+    if (!isObj(one))
+      throw new FieldError(f.fieldPath('check'), `must be an object, got ${describe(one)}`);
+    out.push(one);
+  }
+  (f.array('checks') ?? []).forEach((c, i) => {
+    if (!isObj(c))
+      throw new FieldError(
+        `${f.fieldPath('checks')}[${i}]`,
+        `must be an object, got ${describe(c)}`,
+      );
+    out.push(c);
+  });
+  return out;
+}
+
+function decodeService(raw: Json, path: string, file: string, index: number): ServiceDefinition {
+  if (!isObj(raw)) throw new FieldError(path, `must be an object, got ${describe(raw)}`);
+  const f = new Fields(raw, path);
+  const serviceName = name(f, 'name', true);
+  const id = f.string('id') ?? serviceName;
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(id)) {
+    throw new FieldError(
+      f.fieldPath('id'),
+      `must be 1–128 letters, digits, ".", "-" or "_" starting with a letter or digit, got ${JSON.stringify(id)}`,
+    );
+  }
+  const port = f.int('port', 1, 65535);
+  const tags = f.array('tags') ?? [];
+  tags.forEach((t, i) => {
+    if (typeof t !== 'string')
+      throw new FieldError(`${f.fieldPath('tags')}[${i}]`, `must be a string, got ${describe(t)}`);
+  });
+  const connect = f.object('connect');
+  if (connect?.has('native') && connect.raw('native') === true) {
+    throw new FieldError(
+      connect.fieldPath('native'),
+      'Connect-native services are not supported; use sidecar_service',
+    );
+  }
+  const sc = connect?.object('sidecar_service');
+  const meta = stringMap(f, 'meta');
+  return {
+    id,
+    name: serviceName,
+    address: address(f, 'address') ?? null,
+    port: port ?? 0,
+    tags: tags as string[],
+    meta,
+    checks: decodeChecks(f),
+    sidecar: sc ? decodeSidecar(sc, port, path) : null,
+    source: { file, index },
+  };
+}
+
+function problem(
+  file: string,
+  field: string,
+  reason: string,
+  extra: Record<string, unknown> = {},
+): RemoraError {
+  return new RemoraError(
+    'REMORA_E_AGENT_DEFINITION_INVALID',
+    `service definition ${file}: field ${field} ${reason}; the service is skipped, the others are not affected`,
+    { file, field, reason, ...extra },
+  );
+}
+
+/** Decodes one file's text. Never throws. */
+export function decodeDefinitionFile(text: string, file: string): DecodeResult {
+  let doc: Json;
+  try {
+    doc = JSON.parse(text);
+  } catch (err) {
+    return {
+      services: [],
+      problems: [
+        new RemoraError(
+          'REMORA_E_AGENT_DEFINITION_UNREADABLE',
+          `service definition ${file} is not valid JSON (${(err as Error).message}); its services are skipped`,
+          { file, field: '', reason: (err as Error).message },
+        ),
+      ],
+    };
+  }
+  if (!isObj(doc)) {
+    return {
+      services: [],
+      problems: [
+        problem(
+          file,
+          '(top level)',
+          `must be an object with "service" or "services", got ${describe(doc)}`,
+        ),
+      ],
+    };
+  }
+  let top: Fields;
+  try {
+    top = new Fields(doc, '');
+  } catch (err) {
+    const e = err as FieldError;
+    return { services: [], problems: [problem(file, e.field, e.message)] };
+  }
+  const entries: { raw: Json; path: string }[] = [];
+  if (top.has('service')) entries.push({ raw: top.raw('service'), path: top.fieldPath('service') });
+  const many = top.raw('services');
+  if (many !== undefined && many !== null) {
+    if (!Array.isArray(many)) {
+      return {
+        services: [],
+        problems: [
+          problem(file, top.fieldPath('services'), `must be an array, got ${describe(many)}`),
+        ],
+      };
+    }
+    many.forEach((raw, i) => entries.push({ raw, path: `${top.fieldPath('services')}[${i}]` }));
+  }
+  if (entries.length === 0) {
+    return {
+      services: [],
+      problems: [problem(file, '(top level)', 'has neither "service" nor "services"')],
+    };
+  }
+  const services: ServiceDefinition[] = [];
+  const problems: RemoraError[] = [];
+  entries.forEach(({ raw, path }, index) => {
+    try {
+      services.push(decodeService(raw, path, file, index));
+    } catch (err) {
+      if (!(err instanceof FieldError)) throw err;
+      problems.push(problem(file, err.field, err.message, { index }));
+    }
+  });
+  return { services, problems };
+}
+
+/**
+ * Merges the services of several files (in file-name order): an instance ID or an upstream
+ * local port used twice keeps its first definition and reports the later one.
+ */
+export function mergeDefinitions(results: readonly DecodeResult[]): DecodeResult {
+  const services: ServiceDefinition[] = [];
+  const problems: RemoraError[] = [];
+  const ids = new Map<string, ServiceDefinition>();
+  const ports = new Map<string, ServiceDefinition>();
+  for (const r of results) {
+    problems.push(...r.problems);
+    for (const s of r.services) {
+      const prev = ids.get(s.id);
+      if (prev) {
+        problems.push(
+          new RemoraError(
+            'REMORA_E_AGENT_DEFINITION_DUPLICATE',
+            `service definition ${s.source.file}: instance ID ${JSON.stringify(s.id)} is already defined in ${prev.source.file}; this one is skipped`,
+            {
+              file: s.source.file,
+              field: 'id',
+              reason: 'duplicate',
+              value: s.id,
+              other: prev.source.file,
+            },
+          ),
+        );
+        continue;
+      }
+      const clash = (s.sidecar?.upstreams ?? [])
+        .map((u) => `${u.localBindAddress}:${u.localBindPort}`)
+        .find((k) => ports.has(k));
+      if (clash) {
+        problems.push(
+          new RemoraError(
+            'REMORA_E_AGENT_DEFINITION_DUPLICATE',
+            `service definition ${s.source.file}: upstream listener ${clash} of ${s.id} is already used by ${ports.get(clash)!.id}; this one is skipped`,
+            { file: s.source.file, field: 'local_bind_port', reason: 'duplicate', value: clash },
+          ),
+        );
+        continue;
+      }
+      ids.set(s.id, s);
+      for (const u of s.sidecar?.upstreams ?? [])
+        ports.set(`${u.localBindAddress}:${u.localBindPort}`, s);
+      services.push(s);
+    }
+  }
+  return { services, problems };
+}
+
+/** True when two definitions would register and configure the same thing (source aside). */
+export function sameDefinition(a: ServiceDefinition, b: ServiceDefinition): boolean {
+  return JSON.stringify({ ...a, source: null }) === JSON.stringify({ ...b, source: null });
+}

@@ -1,0 +1,150 @@
+// Upstream discovery: one Consul watch per upstream service on the host, shared by every
+// instance that calls it. Consul being unreachable never empties an endpoint set; the last
+// known set is also cached on disk so a restarted agent starts from it.
+import type { Endpoint } from '../lib/proxy-api/index.ts';
+import { RemoraError, toRemoraError } from '../lib/errors/index.ts';
+import { logError, type Logger } from '../lib/log/index.ts';
+import type { Clock } from '../lib/util/index.ts';
+import { readJsonOrNull, writeFileAtomic, type DataPaths } from './files.ts';
+import type { ConnectEntry, ConsulPort } from './ports.ts';
+
+export interface UpstreamStatus {
+  service: string;
+  endpoints: number;
+  /** True once Consul answered in this run. */
+  synced: boolean;
+  users: string[];
+  lastError: { code: string; message: string; at: string } | null;
+}
+
+export interface Discovery {
+  acquire(service: string, user: string): void;
+  release(service: string, user: string): void;
+  endpoints(service: string): Endpoint[];
+  status(): UpstreamStatus[];
+  stop(): void;
+}
+
+/** Maps Consul's healthy connect entries to proxy endpoints, sorted for stable snapshots. */
+export function endpointsFromEntries(entries: readonly ConnectEntry[]): Endpoint[] {
+  return entries
+    .map((e) => ({
+      id: e.Service.Proxy?.DestinationServiceID ?? e.Service.ID,
+      address: e.Service.Address || e.Node.Address,
+      port: e.Service.Port,
+      weight: e.Service.Weights?.Passing ?? 1,
+      node: e.Node.Node,
+    }))
+    .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : a.port - b.port));
+}
+
+interface Watch {
+  service: string;
+  users: Set<string>;
+  endpoints: Endpoint[];
+  synced: boolean;
+  lastError: UpstreamStatus['lastError'];
+  errors: number;
+  handle: { stop(): void } | null;
+}
+
+export function createDiscovery(o: {
+  consul: ConsulPort;
+  paths: DataPaths;
+  clock: Clock;
+  logger: Logger;
+  onChange(service: string): void;
+}): Discovery {
+  const watches = new Map<string, Watch>();
+  let stopped = false;
+
+  function start(w: Watch): void {
+    void readJsonOrNull<Endpoint[]>(o.paths.cache(`endpoints-${w.service}`)).then((cached) => {
+      if (cached && Array.isArray(cached) && !w.synced && watches.get(w.service) === w) {
+        w.endpoints = cached;
+        o.onChange(w.service);
+      }
+    });
+    w.handle = o.consul.watchConnect(w.service, {
+      onChange(entries) {
+        if (stopped || watches.get(w.service) !== w) return;
+        const next = endpointsFromEntries(entries);
+        const changed = !w.synced || JSON.stringify(next) !== JSON.stringify(w.endpoints);
+        if (w.errors > 0)
+          o.logger.info({ upstream: w.service }, `Consul answers again for ${w.service}`);
+        w.synced = true;
+        w.errors = 0;
+        w.lastError = null;
+        if (!changed) return;
+        w.endpoints = next;
+        writeFileAtomic(o.paths.cache(`endpoints-${w.service}`), JSON.stringify(next), 0o600).catch(
+          (err: unknown) => logError(o.logger, err, 'cannot cache endpoints', 'warn'),
+        );
+        o.logger.info(
+          { upstream: w.service, endpoints: next.length },
+          `endpoints of ${w.service} changed`,
+        );
+        o.onChange(w.service);
+      },
+      onError(err) {
+        if (stopped) return;
+        const e = new RemoraError(
+          'REMORA_E_AGENT_CONSUL_UNAVAILABLE',
+          `cannot watch the healthy endpoints of ${w.service}: ${toRemoraError(err).message}; keeping the ${w.endpoints.length} last known`,
+          { upstream: w.service },
+          { cause: err },
+        );
+        w.lastError = {
+          code: e.code,
+          message: e.message,
+          at: new Date(o.clock.now()).toISOString(),
+        };
+        if (w.errors % 20 === 0) logError(o.logger, e, undefined, 'warn');
+        w.errors += 1;
+      },
+    });
+  }
+
+  return {
+    acquire(service, user) {
+      let w = watches.get(service);
+      if (!w) {
+        w = {
+          service,
+          users: new Set(),
+          endpoints: [],
+          synced: false,
+          lastError: null,
+          errors: 0,
+          handle: null,
+        };
+        watches.set(service, w);
+        start(w);
+      }
+      w.users.add(user);
+    },
+    release(service, user) {
+      const w = watches.get(service);
+      if (!w) return;
+      w.users.delete(user);
+      if (w.users.size === 0) {
+        w.handle?.stop();
+        watches.delete(service);
+      }
+    },
+    endpoints: (service) => watches.get(service)?.endpoints ?? [],
+    status: () =>
+      [...watches.values()].map((w) => ({
+        service: w.service,
+        endpoints: w.endpoints.length,
+        synced: w.synced,
+        users: [...w.users].sort(),
+        lastError: w.lastError,
+      })),
+    stop() {
+      stopped = true;
+      for (const w of watches.values()) w.handle?.stop();
+      watches.clear();
+    },
+  };
+}

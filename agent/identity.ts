@@ -1,0 +1,312 @@
+// Workload identities: one RSA key per instance, generated here and written 0600, never sent
+// anywhere; a CSR goes to control (`ca.sign`) with the node token. Renewal happens at a random
+// point between 60 % and 90 % of the lifetime and right after a root rotation; failures retry
+// with backoff and the current certificate stays in use until it expires.
+import { X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
+import { createCsr, generateKeyPair, inspectCert, type KeyPair } from '../lib/pki/index.ts';
+import { formatSpiffeId } from '../lib/identity/index.ts';
+import { RemoraError, toRemoraError } from '../lib/errors/index.ts';
+import { logError, type Logger } from '../lib/log/index.ts';
+import type { Clock } from '../lib/util/index.ts';
+import { readFileOrNull, writeFileAtomic, type DataPaths } from './files.ts';
+import { renewalTime, signRetryDelay } from './renewal.ts';
+import type { SignedCert } from './ports.ts';
+
+export interface WorkloadCert {
+  keyPem: string;
+  certPem: string;
+  spiffeId: string;
+  notBefore: number;
+  notAfter: number;
+}
+
+export interface IdentityStatus {
+  spiffeId: string | null;
+  notAfter: string | null;
+  renewAt: string | null;
+  expired: boolean;
+  lastError: { code: string; message: string; at: string } | null;
+}
+
+export interface IdentityManagerOptions {
+  paths: DataPaths;
+  datacenter: string;
+  /** Sends the CSR to control; rejects while NATS or control are down. */
+  sign(req: { service: string; serviceId: string; csr: string }): Promise<SignedCert>;
+  /** The trust domain once the roots are known; null before. */
+  trustDomain(): string | null;
+  clock: Clock;
+  random: () => number;
+  logger: Logger;
+  /** Called whenever an instance's certificate changes. */
+  onChange(instanceId: string): void;
+  generateKey?: () => KeyPair;
+}
+
+interface Managed {
+  id: string;
+  service: string;
+  key: KeyPair | null;
+  cert: WorkloadCert | null;
+  renewAt: number | null;
+  timer: NodeJS.Timeout | null;
+  attempt: number;
+  inFlight: boolean;
+  again: boolean;
+  removed: boolean;
+  lastError: IdentityStatus['lastError'];
+}
+
+export interface IdentityManager {
+  /** Starts managing an instance: loads its key and certificate from disk or obtains them. */
+  add(instance: { id: string; service: string }): Promise<void>;
+  remove(id: string): void;
+  get(id: string): WorkloadCert | null;
+  status(id: string): IdentityStatus | null;
+  /** Renews every certificate now (after a root rotation). */
+  renewAll(reason: string): void;
+  /** The trust bundle became known: request what was waiting for it, replace certificates of another trust domain. */
+  trustBundleKnown(): void;
+  stop(): void;
+}
+
+function publicKeyOf(keyPem: string): KeyPair {
+  // the public key is derived so a key file holds only the private key
+  return { keyPem, publicKeyPem: '' };
+}
+
+export function createIdentityManager(options: IdentityManagerOptions): IdentityManager {
+  const { paths, clock, logger } = options;
+  const managed = new Map<string, Managed>();
+  const generateKey = options.generateKey ?? generateKeyPair;
+  let stopped = false;
+
+  function schedule(m: Managed, at: number): void {
+    if (m.timer) clock.clearTimeout(m.timer);
+    m.renewAt = at;
+    // timers cap at ~24.8 days; re-evaluate at least daily
+    const delay = Math.min(Math.max(0, at - clock.now()), 86_400_000);
+    m.timer = clock.setTimeout(() => {
+      m.timer = null;
+      if (clock.now() >= at) void request(m, 'renewal due');
+      else schedule(m, at);
+    }, delay);
+  }
+
+  function expectedSpiffeId(m: Managed): string | null {
+    const td = options.trustDomain();
+    return td
+      ? formatSpiffeId({ trustDomain: td, datacenter: options.datacenter, service: m.service })
+      : null;
+  }
+
+  async function loadKey(m: Managed): Promise<KeyPair> {
+    if (m.key?.publicKeyPem) return m.key;
+    const existing = await readFileOrNull(paths.key(m.id));
+    if (existing) {
+      try {
+        const pub = createPublicKey(createPrivateKey(existing)).export({
+          type: 'spki',
+          format: 'pem',
+        });
+        m.key = { keyPem: existing, publicKeyPem: pub.toString() };
+        return m.key;
+      } catch {
+        logger.warn(
+          { instance: m.id },
+          `key file ${paths.key(m.id)} is unreadable; generating a new key`,
+        );
+      }
+    }
+    const key = generateKey();
+    await writeFileAtomic(paths.key(m.id), key.keyPem, 0o600);
+    m.key = key;
+    return key;
+  }
+
+  async function loadCert(m: Managed): Promise<void> {
+    const pem = await readFileOrNull(paths.cert(m.id));
+    const keyPem = await readFileOrNull(paths.key(m.id));
+    if (!pem || !keyPem) return;
+    try {
+      const info = inspectCert(pem);
+      const spiffeId = info.uris[0] ?? '';
+      const now = clock.now();
+      if (info.notAfter.getTime() <= now) return;
+      if (!new X509Certificate(pem).checkPrivateKey(createPrivateKey(keyPem))) return;
+      m.key = publicKeyOf(keyPem);
+      m.cert = {
+        keyPem,
+        certPem: pem,
+        spiffeId,
+        notBefore: info.notBefore.getTime(),
+        notAfter: info.notAfter.getTime(),
+      };
+    } catch {
+      // a damaged certificate file is simply replaced
+    }
+  }
+
+  async function request(m: Managed, reason: string): Promise<void> {
+    if (stopped || m.removed) return;
+    if (m.inFlight) {
+      m.again = true;
+      return;
+    }
+    m.inFlight = true;
+    try {
+      const spiffeId = expectedSpiffeId(m);
+      if (!spiffeId) {
+        throw new RemoraError(
+          'REMORA_E_AGENT_CONTROL_UNAVAILABLE',
+          `waiting for the trust bundle from control before requesting a certificate for ${m.id}`,
+          { instance: m.id },
+        );
+      }
+      const key = await loadKey(m);
+      const csr = createCsr({ keyPem: key.keyPem, publicKeyPem: key.publicKeyPem, spiffeId });
+      logger.info({ instance: m.id, reason }, `requesting a certificate for ${m.id} (${spiffeId})`);
+      const signed = await options.sign({ service: m.service, serviceId: m.id, csr });
+      if (m.removed || stopped) return;
+      const info = inspectCert(signed.cert);
+      if (!info.uris.includes(spiffeId)) {
+        throw new RemoraError(
+          'REMORA_E_AGENT_SIGN_FAILED',
+          `control returned a certificate for ${info.uris.join(',') || 'no SPIFFE ID'} instead of ${spiffeId}`,
+          { instance: m.id },
+        );
+      }
+      const certPem = [signed.cert, ...(signed.chain ?? [])].join('\n').replace(/\n+/g, '\n');
+      await writeFileAtomic(paths.cert(m.id), certPem, 0o644);
+      m.cert = {
+        keyPem: key.keyPem,
+        certPem,
+        spiffeId,
+        notBefore: info.notBefore.getTime(),
+        notAfter: info.notAfter.getTime(),
+      };
+      m.attempt = 0;
+      m.lastError = null;
+      const at = renewalTime(m.cert.notBefore, m.cert.notAfter, options.random());
+      schedule(m, at);
+      logger.info(
+        {
+          instance: m.id,
+          serial: info.serial,
+          notAfter: info.notAfter.toISOString(),
+          renewAt: new Date(at).toISOString(),
+        },
+        `certificate for ${m.id} issued`,
+      );
+      options.onChange(m.id);
+    } catch (err) {
+      const e = hasAgentCode(err)
+        ? toRemoraError(err)
+        : new RemoraError(
+            'REMORA_E_AGENT_SIGN_FAILED',
+            `certificate request for ${m.id} failed: ${toRemoraError(err).message}; retrying, the current certificate stays in use until it expires`,
+            { instance: m.id, cause: toRemoraError(err).code },
+            { cause: err },
+          );
+      m.lastError = { code: e.code, message: e.message, at: new Date(clock.now()).toISOString() };
+      const delay = signRetryDelay(m.attempt, options.random);
+      m.attempt += 1;
+      logError(logger, e, undefined, 'warn');
+      if (m.cert && m.cert.notAfter <= clock.now()) {
+        logError(
+          logger,
+          new RemoraError(
+            'REMORA_E_AGENT_CERT_EXPIRED',
+            `certificate of ${m.id} expired at ${new Date(m.cert.notAfter).toISOString()}`,
+            { instance: m.id },
+          ),
+        );
+      }
+      if (!stopped && !m.removed) schedule(m, clock.now() + delay);
+    } finally {
+      m.inFlight = false;
+      if (m.again && !stopped && !m.removed) {
+        m.again = false;
+        void request(m, 'requested again while in flight');
+      }
+    }
+  }
+
+  function hasAgentCode(err: unknown): boolean {
+    const code = (err as { code?: unknown } | null)?.code;
+    return (
+      code === 'REMORA_E_AGENT_CONTROL_UNAVAILABLE' ||
+      code === 'REMORA_E_AGENT_SIGN_FAILED' ||
+      code === 'REMORA_E_AGENT_DATA_DIR'
+    );
+  }
+
+  return {
+    async add({ id, service }) {
+      if (managed.has(id)) return;
+      const m: Managed = {
+        id,
+        service,
+        key: null,
+        cert: null,
+        renewAt: null,
+        timer: null,
+        attempt: 0,
+        inFlight: false,
+        again: false,
+        removed: false,
+        lastError: null,
+      };
+      managed.set(id, m);
+      await loadCert(m);
+      const td = options.trustDomain();
+      if (m.cert && (td === null || m.cert.spiffeId === expectedSpiffeId(m))) {
+        // a certificate from before a restart stays in use; renew on the usual schedule
+        schedule(m, renewalTime(m.cert.notBefore, m.cert.notAfter, options.random()));
+        options.onChange(id);
+        if (td === null) return;
+      } else {
+        await request(m, 'new instance');
+      }
+    },
+    remove(id) {
+      const m = managed.get(id);
+      if (!m) return;
+      m.removed = true;
+      if (m.timer) clock.clearTimeout(m.timer);
+      managed.delete(id);
+    },
+    get(id) {
+      return managed.get(id)?.cert ?? null;
+    },
+    status(id) {
+      const m = managed.get(id);
+      if (!m) return null;
+      return {
+        spiffeId: m.cert?.spiffeId ?? null,
+        notAfter: m.cert ? new Date(m.cert.notAfter).toISOString() : null,
+        renewAt: m.renewAt === null ? null : new Date(m.renewAt).toISOString(),
+        expired: m.cert ? m.cert.notAfter <= clock.now() : false,
+        lastError: m.lastError,
+      };
+    },
+    renewAll(reason) {
+      for (const m of managed.values()) {
+        m.attempt = 0;
+        void request(m, reason);
+      }
+    },
+    trustBundleKnown() {
+      for (const m of managed.values()) {
+        if (!m.cert || m.cert.spiffeId !== expectedSpiffeId(m)) {
+          m.attempt = 0;
+          void request(m, 'trust bundle known');
+        }
+      }
+    },
+    stop() {
+      stopped = true;
+      for (const m of managed.values()) if (m.timer) clock.clearTimeout(m.timer);
+    },
+  };
+}

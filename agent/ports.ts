@@ -1,0 +1,55 @@
+// What the agent needs from the outside world, as narrow interfaces. `wiring.ts` implements
+// them over lib/nats and lib/consul; unit tests pass fakes.
+import type { IntentionsSnapshot } from '../lib/intentions/types.ts';
+
+export interface TrustBundle {
+  trustDomain: string;
+  activeRootId: string;
+  roots: { id: string; pem: string; notAfter: string }[];
+}
+
+export interface SignedCert {
+  cert: string;
+  chain: string[];
+  serial: string;
+  notBefore: string;
+  notAfter: string;
+  spiffeId: string;
+}
+
+/** The control plane over NATS (DESIGN §4). Every call may reject while NATS or control is down. */
+export interface ControlPort {
+  sign(req: { service: string; serviceId: string; csr: string }): Promise<SignedCert>;
+  roots(): Promise<TrustBundle>;
+  intentions(): Promise<IntentionsSnapshot>;
+  onRootsChanged(fn: (bundle: TrustBundle) => void): () => void;
+  onIntentionsChanged(fn: (snapshot: IntentionsSnapshot) => void): () => void;
+  close(): Promise<void>;
+}
+
+/** One entry of `GET /v1/health/connect/<service>?passing`, the fields the agent reads. */
+export interface ConnectEntry {
+  Node: { Node: string; Address: string };
+  Service: {
+    ID: string;
+    Service: string;
+    Address: string;
+    Port: number;
+    Weights?: { Passing: number; Warning: number };
+    Proxy?: { DestinationServiceID?: string; DestinationServiceName?: string };
+  };
+}
+
+export type CheckStatus = 'passing' | 'warning' | 'critical';
+
+/** The host's Consul agent (DESIGN §5). Every call may reject while Consul is down. */
+export interface ConsulPort {
+  registerService(definition: Record<string, unknown>): Promise<void>;
+  deregisterService(id: string): Promise<void>;
+  updateTtl(checkId: string, status: CheckStatus, output: string): Promise<void>;
+  /** A blocking-query watch; onChange gets every new healthy set, onError every failure. */
+  watchConnect(
+    service: string,
+    handlers: { onChange(entries: ConnectEntry[]): void; onError(err: unknown): void },
+  ): { stop(): void };
+}

@@ -1,0 +1,621 @@
+// One `remora proxy` per service instance. The supervisor serves the agent's Unix socket (0600),
+// streams each proxy its config snapshot, tracks readiness, restarts crashed proxies with
+// backoff, and re-adopts proxies that outlived a previous agent (pid file + the proxy
+// reconnecting) instead of starting duplicates.
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { chmod, readdir, rm } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import {
+  attachFrameChannel,
+  decodeProxyFrame,
+  type AgentFrame,
+  type FrameChannel,
+  type ProxyFrame,
+  type ProxySnapshot,
+} from '../lib/proxy-api/index.ts';
+import { RemoraError } from '../lib/errors/index.ts';
+import { logError, type Logger } from '../lib/log/index.ts';
+import { backoffDelay, type Clock } from '../lib/util/index.ts';
+import { ensureDir, readJsonOrNull, writeFileAtomic, type DataPaths } from './files.ts';
+import type { SpawnProxy } from './spawn.ts';
+
+export const RESTART_BASE_MS = 100;
+export const RESTART_MAX_MS = 10_000;
+/** A proxy that stayed up this long starts its restart backoff from scratch. */
+export const RESTART_RESET_AFTER_MS = 30_000;
+export const HELLO_TIMEOUT_MS = 5_000;
+const LIVENESS_POLL_MS = 500;
+
+export interface ProcessOps {
+  spawn: SpawnProxy;
+  isAlive(pid: number): boolean;
+  /** True when pid still runs this instance's proxy (guards pid reuse). */
+  isProxy(pid: number, instance: string): boolean;
+  signal(pid: number, signal: NodeJS.Signals): void;
+}
+
+interface PidFile {
+  pid: number;
+  instance: string;
+  adminPort: number;
+  startedAt: string;
+}
+
+interface SentRecord {
+  version: number;
+  hash: string;
+}
+
+export type ProxyState = 'starting' | 'adopting' | 'running' | 'backoff' | 'stopping' | 'stopped';
+
+export interface ProxyStatus {
+  instance: string;
+  state: ProxyState;
+  pid: number | null;
+  adminPort: number | null;
+  connected: boolean;
+  ready: boolean;
+  readyReason: string | null;
+  appliedVersion: number | null;
+  restarts: number;
+  adopted: boolean;
+  lastExit: { code: number | null; signal: string | null; at: string } | null;
+  lastError: { code: string; message: string; at: string } | null;
+}
+
+interface Proc {
+  instance: string;
+  state: ProxyState;
+  pid: number | null;
+  adminPort: number;
+  ownChild: boolean;
+  channel: FrameChannel<AgentFrame> | null;
+  ready: boolean;
+  readyReason: string | null;
+  readySince: number | null;
+  appliedVersion: number | null;
+  sent: SentRecord | null;
+  pendingHash: { version: number; hash: string } | null;
+  attempt: number;
+  restarts: number;
+  adopted: boolean;
+  timer: NodeJS.Timeout | null;
+  lastExit: ProxyStatus['lastExit'];
+  lastError: ProxyStatus['lastError'];
+  exitWaiters: (() => void)[];
+}
+
+export interface SupervisorOptions {
+  paths: DataPaths;
+  ops: ProcessOps;
+  clock: Clock;
+  random: () => number;
+  logger: Logger;
+  /** How long an adopted proxy (alive per its pid file) may take to reconnect. */
+  adoptTimeoutMs: number;
+  /** First admin port to try for a new proxy; 0 lets each proxy pick a free one. */
+  adminPortBase: number;
+  /** The snapshot for an instance now, or null while something is missing (cert, roots…). */
+  snapshotFor(instance: string): Omit<ProxySnapshot, 'version'> | null;
+  onReadyChange(instance: string, ready: boolean, reason: string): void;
+}
+
+export interface Supervisor {
+  listen(): Promise<void>;
+  /** Adopts the instance's running proxy, or starts one. */
+  ensure(instance: string): Promise<void>;
+  /** Sends the current snapshot when it differs from what the proxy has. */
+  push(instance: string): void;
+  /** Asks a proxy to drain; resolves when it exited or the deadline passed. */
+  drain(instance: string, deadlineMs: number): Promise<boolean>;
+  /** Stops the proxy (SIGTERM, then SIGKILL) and forgets it. */
+  stop(instance: string): Promise<void>;
+  /** Forgets the proxy but leaves it running (agent upgrade). */
+  release(instance: string): void;
+  /** Pid files of proxies no definition asks for. */
+  strays(known: ReadonlySet<string>): Promise<string[]>;
+  status(instance: string): ProxyStatus | null;
+  instances(): string[];
+  close(): Promise<void>;
+}
+
+function hashSnapshot(s: Omit<ProxySnapshot, 'version'>): string {
+  return createHash('sha256').update(JSON.stringify(s)).digest('hex');
+}
+
+async function canBind(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
+export function createSupervisor(o: SupervisorOptions): Supervisor {
+  const { paths, ops, clock, logger } = o;
+  const procs = new Map<string, Proc>();
+  /** Connections whose hello named an instance the supervisor does not manage (yet). */
+  const waiting = new Map<string, { channel: FrameChannel<AgentFrame>; hello: HelloFrame }>();
+  let server: Server | null = null;
+  const sockets = new Set<Socket>();
+  let poll: NodeJS.Timeout | null = null;
+  let closed = false;
+
+  type HelloFrame = Extract<ProxyFrame, { type: 'hello' }>;
+
+  function stamp(code: string, message: string): { code: string; message: string; at: string } {
+    return { code, message, at: new Date(clock.now()).toISOString() };
+  }
+
+  async function writePid(p: Proc): Promise<void> {
+    if (p.pid === null) return;
+    const body: PidFile = {
+      pid: p.pid,
+      instance: p.instance,
+      adminPort: p.adminPort,
+      startedAt: new Date(clock.now()).toISOString(),
+    };
+    await writeFileAtomic(paths.proxyPid(p.instance), JSON.stringify(body), 0o600);
+  }
+
+  async function pickAdminPort(p: Proc): Promise<number> {
+    if (o.adminPortBase === 0) return 0;
+    const used = new Set([...procs.values()].filter((q) => q !== p).map((q) => q.adminPort));
+    for (let port = o.adminPortBase; port < Math.min(65536, o.adminPortBase + 1000); port++) {
+      if (!used.has(port) && (await canBind(port))) return port;
+    }
+    return 0;
+  }
+
+  function setReady(p: Proc, ready: boolean, reason: string): void {
+    const was = p.ready;
+    p.ready = ready;
+    p.readyReason = ready ? null : reason;
+    if (ready && !was) p.readySince = clock.now();
+    if (!ready) p.readySince = null;
+    if (was !== ready) o.onReadyChange(p.instance, ready, reason);
+  }
+
+  async function spawnNow(p: Proc): Promise<void> {
+    if (closed || p.state === 'stopping' || p.state === 'stopped') return;
+    p.state = 'starting';
+    p.adopted = false;
+    p.appliedVersion = null;
+    try {
+      await ensureDir(paths.instanceDir(p.instance));
+      if (p.adminPort === 0 || !(await canBind(p.adminPort))) p.adminPort = await pickAdminPort(p);
+      const child = ops.spawn({
+        instance: p.instance,
+        socketPath: paths.socket,
+        adminPort: p.adminPort,
+        logFile: paths.proxyLog(p.instance),
+      });
+      p.pid = child.pid;
+      p.ownChild = true;
+      await writePid(p);
+      logger.info(
+        { instance: p.instance, pid: p.pid, adminPort: p.adminPort },
+        `started proxy for ${p.instance}`,
+      );
+      const pid = child.pid;
+      child.onExit((code, signal) => {
+        if (p.pid === pid) exited(p, code, signal);
+      });
+      armHelloTimer(p, HELLO_TIMEOUT_MS);
+    } catch (err) {
+      const e = new RemoraError(
+        'REMORA_E_AGENT_PROXY_SPAWN_FAILED',
+        `cannot start the proxy for ${p.instance}: ${(err as Error).message}; retrying`,
+        { instance: p.instance },
+        { cause: err },
+      );
+      p.lastError = stamp(e.code, e.message);
+      logError(logger, e);
+      scheduleRestart(p);
+    }
+  }
+
+  function armHelloTimer(p: Proc, ms: number): void {
+    if (p.timer) clock.clearTimeout(p.timer);
+    p.timer = clock.setTimeout(() => {
+      p.timer = null;
+      if (p.channel || p.state === 'stopping' || p.state === 'stopped') return;
+      const e = new RemoraError(
+        'REMORA_E_AGENT_PROXY_EXITED',
+        `proxy for ${p.instance} (pid ${p.pid}) did not connect to ${paths.socket} within ${ms} ms; replacing it`,
+        { instance: p.instance, pid: p.pid },
+      );
+      p.lastError = stamp(e.code, e.message);
+      logError(logger, e, undefined, 'warn');
+      void replace(p);
+    }, ms);
+  }
+
+  async function replace(p: Proc): Promise<void> {
+    const pid = p.pid;
+    if (pid !== null && ops.isProxy(pid, p.instance)) {
+      await killAndWait(pid, 2000);
+    }
+    if (p.pid === pid) exited(p, null, 'replaced');
+  }
+
+  async function killAndWait(pid: number, graceMs: number): Promise<void> {
+    ops.signal(pid, 'SIGTERM');
+    const deadline = Date.now() + graceMs;
+    while (ops.isAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+    if (ops.isAlive(pid)) ops.signal(pid, 'SIGKILL');
+    const hard = Date.now() + 2000;
+    while (ops.isAlive(pid) && Date.now() < hard) await new Promise((r) => setTimeout(r, 25));
+  }
+
+  function exited(p: Proc, code: number | null, signal: string | null): void {
+    if (p.pid === null) return;
+    p.lastExit = { code, signal, at: new Date(clock.now()).toISOString() };
+    p.pid = null;
+    p.channel?.close();
+    p.channel = null;
+    setReady(p, false, 'proxy exited');
+    for (const w of p.exitWaiters.splice(0)) w();
+    if (p.state === 'stopping' || p.state === 'stopped' || closed) return;
+    const e = new RemoraError(
+      'REMORA_E_AGENT_PROXY_EXITED',
+      `proxy for ${p.instance} exited (code ${code}, signal ${signal}); restarting`,
+      { instance: p.instance, code, signal },
+    );
+    p.lastError = stamp(e.code, e.message);
+    logError(logger, e, undefined, 'warn');
+    scheduleRestart(p);
+  }
+
+  function scheduleRestart(p: Proc): void {
+    if (closed || p.state === 'stopping' || p.state === 'stopped') return;
+    if (p.readySince !== null && clock.now() - p.readySince > RESTART_RESET_AFTER_MS) p.attempt = 0;
+    const delay = backoffDelay(p.attempt, {
+      baseMs: RESTART_BASE_MS,
+      maxMs: RESTART_MAX_MS,
+      random: o.random,
+    });
+    p.attempt += 1;
+    p.state = 'backoff';
+    if (p.timer) clock.clearTimeout(p.timer);
+    p.timer = clock.setTimeout(() => {
+      p.timer = null;
+      p.restarts += 1;
+      void spawnNow(p);
+    }, delay);
+  }
+
+  function send(p: Proc): void {
+    if (!p.channel) return;
+    const body = o.snapshotFor(p.instance);
+    if (!body) return;
+    const hash = hashSnapshot(body);
+    if (p.sent && p.sent.hash === hash && p.appliedVersion === p.sent.version) return;
+    if (p.pendingHash?.hash === hash) return;
+    const version =
+      Math.max(p.sent?.version ?? 0, p.appliedVersion ?? 0, p.pendingHash?.version ?? 0) + 1;
+    p.pendingHash = { version, hash };
+    p.channel.send({ v: 1, type: 'snapshot', snapshot: { version, ...body } });
+    logger.debug({ instance: p.instance, version }, 'snapshot sent');
+  }
+
+  function onFrame(p: Proc, f: ProxyFrame): void {
+    switch (f.type) {
+      case 'ack':
+        if (f.ok) {
+          p.appliedVersion = Math.max(p.appliedVersion ?? 0, f.version);
+          if (p.pendingHash?.version === f.version) {
+            p.sent = { version: f.version, hash: p.pendingHash.hash };
+            p.pendingHash = null;
+            writeFileAtomic(
+              `${paths.instanceDir(p.instance)}/snapshot.json`,
+              JSON.stringify(p.sent),
+              0o600,
+            ).catch(() => undefined);
+            send(p); // something may have changed while this one was in flight
+          }
+        } else {
+          const e = new RemoraError(
+            'REMORA_E_AGENT_PROXY_REJECTED',
+            `proxy for ${p.instance} refused snapshot ${f.version}: ${f.error.code}: ${f.error.message}`,
+            { instance: p.instance, version: f.version, proxyCode: f.error.code },
+          );
+          p.lastError = stamp(e.code, e.message);
+          if (p.pendingHash?.version === f.version) {
+            // remember it as sent so an unchanged snapshot is not sent again in a loop
+            p.sent = { version: f.version, hash: p.pendingHash.hash };
+            p.appliedVersion = Math.max(p.appliedVersion ?? 0, f.version);
+            p.pendingHash = null;
+          }
+          logError(logger, e);
+        }
+        return;
+      case 'status':
+        if (f.appliedVersion !== null)
+          p.appliedVersion = Math.max(p.appliedVersion ?? 0, f.appliedVersion);
+        setReady(p, f.ready, f.reason ?? (f.ready ? 'ready' : 'not ready'));
+        return;
+      case 'hello':
+      case 'pong':
+        return;
+    }
+  }
+
+  function bind(p: Proc, channel: FrameChannel<AgentFrame>, hello: HelloFrame): void {
+    if (p.channel && p.channel !== channel) p.channel.close();
+    if (p.timer) {
+      clock.clearTimeout(p.timer);
+      p.timer = null;
+    }
+    if (p.pid !== null && p.pid !== hello.pid && ops.isProxy(p.pid, p.instance)) {
+      // two proxies for one instance: keep the one we know, stop the newcomer
+      logger.warn(
+        { instance: p.instance, pid: hello.pid },
+        'a second proxy connected for the same instance; stopping it',
+      );
+      ops.signal(hello.pid, 'SIGTERM');
+      channel.close();
+      return;
+    }
+    if (p.pid === null || p.pid !== hello.pid) {
+      p.pid = hello.pid;
+      p.ownChild = false;
+    }
+    p.channel = channel;
+    p.adminPort = hello.adminPort;
+    p.appliedVersion = hello.appliedVersion;
+    p.pendingHash = null;
+    p.state = 'running';
+    void writePid(p);
+    logger.info(
+      {
+        instance: p.instance,
+        pid: p.pid,
+        adminPort: p.adminPort,
+        appliedVersion: hello.appliedVersion,
+        adopted: p.adopted,
+      },
+      `proxy for ${p.instance} connected`,
+    );
+    send(p);
+  }
+
+  function onConnection(socket: Socket): void {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    let proc: Proc | null = null;
+    let instance: string | null = null;
+    const helloTimer = setTimeout(() => {
+      if (instance === null) socket.destroy();
+    }, HELLO_TIMEOUT_MS);
+    const channel: FrameChannel<AgentFrame> = attachFrameChannel<ProxyFrame, AgentFrame>(socket, {
+      decode: decodeProxyFrame,
+      onFrame(f) {
+        if (instance === null) {
+          if (f.type !== 'hello') return;
+          clearTimeout(helloTimer);
+          instance = f.instance;
+          const p = procs.get(f.instance);
+          if (p && p.state !== 'stopping' && p.state !== 'stopped') {
+            proc = p;
+            bind(p, channel, f);
+          } else {
+            waiting.get(f.instance)?.channel.close();
+            waiting.set(f.instance, { channel, hello: f });
+          }
+          return;
+        }
+        const p = proc ?? procs.get(instance);
+        if (p && p.channel === channel) onFrame(p, f);
+        else {
+          const w = waiting.get(instance);
+          if (w?.channel === channel && f.type === 'status' && f.appliedVersion !== null) {
+            w.hello = { ...w.hello, appliedVersion: f.appliedVersion };
+          }
+        }
+      },
+      onInvalid(err) {
+        logError(logger, err, 'invalid frame from a proxy', 'warn');
+      },
+      onClose() {
+        clearTimeout(helloTimer);
+        if (instance === null) return;
+        const w = waiting.get(instance);
+        if (w?.channel === channel) waiting.delete(instance);
+        const p = procs.get(instance);
+        if (!p || p.channel !== channel) return;
+        p.channel = null;
+        p.pendingHash = null;
+        setReady(p, false, 'proxy disconnected');
+        if (p.state === 'stopping' || p.state === 'stopped' || closed) return;
+        if (p.pid !== null && !ops.isAlive(p.pid)) {
+          exited(p, null, null);
+        } else {
+          // alive but disconnected: it should reconnect; replace it if it does not
+          armHelloTimer(p, o.adoptTimeoutMs);
+        }
+      },
+    });
+  }
+
+  function livenessPoll(): void {
+    for (const p of procs.values()) {
+      if (p.pid === null || p.ownChild) continue;
+      if (p.state === 'stopping' || p.state === 'stopped') continue;
+      if (!ops.isAlive(p.pid)) exited(p, null, null);
+    }
+    if (!closed) poll = clock.setTimeout(livenessPoll, LIVENESS_POLL_MS);
+  }
+
+  async function listen(): Promise<void> {
+    await ensureDir(paths.root);
+    // another agent on this data directory?
+    const inUse = await new Promise<boolean>((resolve) => {
+      const c = connect(paths.socket);
+      c.once('connect', () => {
+        c.destroy();
+        resolve(true);
+      });
+      c.once('error', () => resolve(false));
+    });
+    if (inUse) {
+      throw new RemoraError(
+        'REMORA_E_AGENT_ALREADY_RUNNING',
+        `another agent serves ${paths.socket}; stop it first or give this agent its own dataDir`,
+        { socket: paths.socket },
+      );
+    }
+    await rm(paths.socket, { force: true });
+    server = createServer(onConnection);
+    await new Promise<void>((resolve, reject) => {
+      server!.once('error', reject);
+      server!.listen(paths.socket, () => resolve());
+    });
+    await chmod(paths.socket, 0o600);
+    poll = clock.setTimeout(livenessPoll, LIVENESS_POLL_MS);
+  }
+
+  function newProc(instance: string): Proc {
+    return {
+      instance,
+      state: 'starting',
+      pid: null,
+      adminPort: o.adminPortBase === 0 ? 0 : 0,
+      ownChild: false,
+      channel: null,
+      ready: false,
+      readyReason: 'starting',
+      readySince: null,
+      appliedVersion: null,
+      sent: null,
+      pendingHash: null,
+      attempt: 0,
+      restarts: 0,
+      adopted: false,
+      timer: null,
+      lastExit: null,
+      lastError: null,
+      exitWaiters: [],
+    };
+  }
+
+  return {
+    listen,
+    async ensure(instance) {
+      if (procs.has(instance)) return;
+      const p = newProc(instance);
+      procs.set(instance, p);
+      const pidFile = await readJsonOrNull<PidFile>(paths.proxyPid(instance));
+      p.sent = await readJsonOrNull<SentRecord>(`${paths.instanceDir(instance)}/snapshot.json`);
+      if (pidFile) p.adminPort = pidFile.adminPort;
+      const w = waiting.get(instance);
+      if (w) {
+        waiting.delete(instance);
+        p.adopted = true;
+        bind(p, w.channel, w.hello);
+        return;
+      }
+      if (pidFile && ops.isProxy(pidFile.pid, instance)) {
+        p.pid = pidFile.pid;
+        p.ownChild = false;
+        p.adopted = true;
+        p.state = 'adopting';
+        logger.info(
+          { instance, pid: p.pid },
+          `waiting for the running proxy of ${instance} to reconnect`,
+        );
+        armHelloTimer(p, o.adoptTimeoutMs);
+        return;
+      }
+      await spawnNow(p);
+    },
+    push(instance) {
+      const p = procs.get(instance);
+      if (p) send(p);
+    },
+    async drain(instance, deadlineMs) {
+      const p = procs.get(instance);
+      if (!p || p.pid === null) return true;
+      p.state = 'stopping';
+      if (p.timer) clock.clearTimeout(p.timer);
+      const pid = p.pid;
+      const gone = new Promise<void>((resolve) => p.exitWaiters.push(resolve));
+      if (!p.channel?.send({ v: 1, type: 'drain', deadlineMs })) return false;
+      const deadline = Date.now() + deadlineMs + 1000;
+      let done = false;
+      void gone.then(() => (done = true));
+      while (!done && ops.isAlive(pid) && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      return done || !ops.isAlive(pid);
+    },
+    async stop(instance) {
+      const p = procs.get(instance);
+      if (!p) return;
+      p.state = 'stopping';
+      if (p.timer) clock.clearTimeout(p.timer);
+      const pid = p.pid;
+      if (pid !== null && ops.isProxy(pid, instance)) await killAndWait(pid, 3000);
+      p.channel?.close();
+      p.channel = null;
+      p.state = 'stopped';
+      if (p.ready) setReady(p, false, 'stopped');
+      procs.delete(instance);
+      await rm(paths.proxyPid(instance), { force: true });
+      await rm(`${paths.instanceDir(instance)}/snapshot.json`, { force: true });
+    },
+    release(instance) {
+      const p = procs.get(instance);
+      if (!p) return;
+      p.state = 'stopped';
+      if (p.timer) clock.clearTimeout(p.timer);
+      p.channel?.close();
+      procs.delete(instance);
+    },
+    async strays(known) {
+      let dirs: string[];
+      try {
+        dirs = await readdir(`${paths.root}/instances`);
+      } catch {
+        return [];
+      }
+      const out: string[] = [];
+      for (const id of dirs) {
+        if (known.has(id)) continue;
+        const pf = await readJsonOrNull<PidFile>(paths.proxyPid(id));
+        if (pf && ops.isProxy(pf.pid, id)) out.push(id);
+      }
+      return out;
+    },
+    status(instance) {
+      const p = procs.get(instance);
+      if (!p) return null;
+      return {
+        instance,
+        state: p.state,
+        pid: p.pid,
+        adminPort: p.adminPort || null,
+        connected: p.channel !== null,
+        ready: p.ready,
+        readyReason: p.readyReason,
+        appliedVersion: p.appliedVersion,
+        restarts: p.restarts,
+        adopted: p.adopted,
+        lastExit: p.lastExit,
+        lastError: p.lastError,
+      };
+    },
+    instances: () => [...procs.keys()],
+    async close() {
+      closed = true;
+      if (poll) clock.clearTimeout(poll);
+      for (const p of procs.values()) if (p.timer) clock.clearTimeout(p.timer);
+      for (const w of waiting.values()) w.channel.close();
+      waiting.clear();
+      for (const p of procs.values()) p.channel?.close();
+      for (const s of sockets) s.destroy();
+      if (server) await new Promise<void>((resolve) => server!.close(() => resolve()));
+      await rm(paths.socket, { force: true });
+    },
+  };
+}

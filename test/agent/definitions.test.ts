@@ -1,0 +1,243 @@
+import t from 'tap';
+import fc from 'fast-check';
+import { decodeDefinitionFile, mergeDefinitions } from '../../agent/definitions.ts';
+import { DEFAULT_RESILIENCE } from '../../lib/proxy-api/index.ts';
+
+const snake = {
+  service: {
+    name: 'web',
+    id: 'web-1',
+    port: 8080,
+    tags: ['v1'],
+    meta: { team: 'a' },
+    connect: {
+      sidecar_service: {
+        port: 21000,
+        proxy: {
+          config: { protocol: 'http' },
+          upstreams: [
+            {
+              destination_name: 'api',
+              local_bind_port: 9191,
+              config: { protocol: 'http', load_balancer: 'least_request', connect_timeout_ms: 250 },
+            },
+          ],
+        },
+      },
+    },
+  },
+};
+
+const pascal = {
+  Service: {
+    Name: 'web',
+    ID: 'web-1',
+    Port: 8080,
+    Tags: ['v1'],
+    Meta: { team: 'a' },
+    Connect: {
+      SidecarService: {
+        Port: 21000,
+        Proxy: {
+          Config: { protocol: 'http' },
+          Upstreams: [
+            {
+              DestinationName: 'api',
+              LocalBindPort: 9191,
+              Config: { protocol: 'http', load_balancer: 'least_request', connect_timeout_ms: 250 },
+            },
+          ],
+        },
+      },
+    },
+  },
+};
+
+t.test('snake_case and PascalCase definitions decode to the same service', async (t) => {
+  const a = decodeDefinitionFile(JSON.stringify(snake), 'a.json');
+  const b = decodeDefinitionFile(JSON.stringify(pascal), 'a.json');
+  t.same(a.problems, []);
+  t.same(b.problems, []);
+  t.same(a.services, b.services);
+  const s = a.services[0]!;
+  t.equal(s.id, 'web-1');
+  t.equal(s.sidecar?.port, 21000);
+  t.equal(s.sidecar?.protocol, 'http');
+  t.equal(s.sidecar?.localServicePort, 8080);
+  t.equal(s.sidecar?.localServiceAddress, '127.0.0.1');
+  const u = s.sidecar!.upstreams[0]!;
+  t.equal(u.destinationName, 'api');
+  t.equal(u.localBindAddress, '127.0.0.1');
+  t.equal(u.loadBalancer, 'least_request');
+  t.equal(u.resilience.connectTimeoutMs, 250);
+  t.equal(u.resilience.requestTimeoutMs, DEFAULT_RESILIENCE.requestTimeoutMs);
+});
+
+t.test('the ID defaults to the name and the protocol to tcp, as in Consul', async (t) => {
+  const r = decodeDefinitionFile(
+    JSON.stringify({ service: { name: 'echo', port: 7000, connect: { sidecar_service: {} } } }),
+    'e.json',
+  );
+  t.same(r.problems, []);
+  t.equal(r.services[0]!.id, 'echo');
+  t.equal(r.services[0]!.sidecar!.protocol, 'tcp');
+  t.equal(r.services[0]!.sidecar!.port, null);
+});
+
+t.test(
+  'a bad service is reported with file, field and reason while its neighbours load',
+  async (t) => {
+    const r = decodeDefinitionFile(
+      JSON.stringify({
+        services: [
+          { name: 'a', port: 1 },
+          {
+            name: 'b',
+            port: 2,
+            connect: {
+              sidecar_service: {
+                proxy: { upstreams: [{ destination_name: 'x', local_bind_port: 70000 }] },
+              },
+            },
+          },
+          { name: 'c', port: 3 },
+        ],
+      }),
+      '/etc/d/x.json',
+    );
+    t.same(
+      r.services.map((s) => s.id),
+      ['a', 'c'],
+    );
+    t.equal(r.problems.length, 1);
+    const p = r.problems[0]!;
+    t.equal(p.code, 'REMORA_E_AGENT_DEFINITION_INVALID');
+    t.equal(p.details.file, '/etc/d/x.json');
+    t.equal(
+      p.details.field,
+      'services[1].connect.sidecar_service.proxy.upstreams[0].local_bind_port',
+    );
+    t.match(p.message, /70000/);
+  },
+);
+
+t.test('invalid JSON is reported as unreadable with the parser reason', async (t) => {
+  const r = decodeDefinitionFile('{"service": ', 'bad.json');
+  t.same(r.services, []);
+  t.equal(r.problems[0]!.code, 'REMORA_E_AGENT_DEFINITION_UNREADABLE');
+  t.match(r.problems[0]!.message, /bad\.json/);
+});
+
+t.test('a key given in both spellings is refused rather than guessed', async (t) => {
+  const r = decodeDefinitionFile(JSON.stringify({ service: { name: 'a', Name: 'b' } }), 'f.json');
+  t.equal(r.services.length, 0);
+  t.match(r.problems[0]!.details.field, /Name/);
+});
+
+t.test('a sidecar without a port to forward to is refused', async (t) => {
+  const r = decodeDefinitionFile(
+    JSON.stringify({ service: { name: 'a', connect: { sidecar_service: {} } } }),
+    'f.json',
+  );
+  t.equal(r.problems[0]!.details.field, 'service.port');
+});
+
+t.test('duplicate instance IDs across files keep the first and report the second', async (t) => {
+  const one = decodeDefinitionFile(JSON.stringify({ service: { name: 'a', port: 1 } }), '1.json');
+  const two = decodeDefinitionFile(JSON.stringify({ service: { name: 'a', port: 2 } }), '2.json');
+  const m = mergeDefinitions([one, two]);
+  t.equal(m.services.length, 1);
+  t.equal(m.services[0]!.port, 1);
+  t.equal(m.problems[0]!.code, 'REMORA_E_AGENT_DEFINITION_DUPLICATE');
+  t.equal(m.problems[0]!.details.file, '2.json');
+});
+
+// --- properties -----------------------------------------------------------------------------
+
+const nameArb = fc.stringMatching(/^[a-z][a-z0-9-]{0,20}$/);
+const portArb = fc.integer({ min: 1, max: 65535 });
+const upstreamArb = fc.record({
+  destination_name: nameArb,
+  local_bind_port: portArb,
+  config: fc.record({ protocol: fc.constantFrom('tcp', 'http', 'http2', 'grpc') }),
+});
+const serviceArb = fc.record({
+  name: nameArb,
+  port: portArb,
+  tags: fc.array(fc.string(), { maxLength: 3 }),
+  connect: fc.record({
+    sidecar_service: fc.record({
+      port: portArb,
+      proxy: fc.record({
+        config: fc.record({ protocol: fc.constantFrom('tcp', 'http') }),
+        upstreams: fc.uniqueArray(upstreamArb, {
+          maxLength: 4,
+          selector: (u) => u.local_bind_port,
+        }),
+      }),
+    }),
+  }),
+});
+
+function toPascal(v: unknown, opaque = false): unknown {
+  if (Array.isArray(v)) return v.map((x) => toPascal(x, opaque));
+  if (typeof v !== 'object' || v === null) return v;
+  return Object.fromEntries(
+    Object.entries(v).map(([k, x]) => {
+      if (opaque) return [k, x];
+      const pk =
+        k === 'id' ? 'ID' : k.replace(/(^|_)([a-z])/g, (_m, _u, c: string) => c.toUpperCase());
+      // proxy.config and meta are opaque maps in Consul: their keys stay as written
+      return [pk, toPascal(x, k === 'config' || k === 'meta')];
+    }),
+  );
+}
+
+t.test('property: any valid definition decodes the same in snake_case and PascalCase', async () => {
+  fc.assert(
+    fc.property(serviceArb, (svc) => {
+      const a = decodeDefinitionFile(JSON.stringify({ service: svc }), 'p.json');
+      const b = decodeDefinitionFile(JSON.stringify(toPascal({ service: svc })), 'p.json');
+      return (
+        a.problems.length === 0 &&
+        b.problems.length === 0 &&
+        JSON.stringify(a.services) === JSON.stringify(b.services) &&
+        a.services[0]!.sidecar!.upstreams.length ===
+          svc.connect.sidecar_service.proxy.upstreams.length
+      );
+    }),
+    { numRuns: 200 },
+  );
+});
+
+t.test('property: the decoder never throws and every problem names file and field', async () => {
+  fc.assert(
+    fc.property(fc.jsonValue(), (doc) => {
+      const r = decodeDefinitionFile(JSON.stringify(doc), 'q.json');
+      return r.problems.every(
+        (p) => p.details.file === 'q.json' && typeof p.details.field === 'string',
+      );
+    }),
+    { numRuns: 300 },
+  );
+  fc.assert(
+    fc.property(
+      serviceArb,
+      fc.constantFrom('port', 'name', 'tags', 'connect'),
+      fc.oneof(fc.string(), fc.integer({ min: 70000 }), fc.constant(-1), fc.boolean()),
+      (svc, key, bad) => {
+        const broken = { ...svc, [key]: bad };
+        const r = decodeDefinitionFile(
+          JSON.stringify({ services: [broken, { name: 'ok', port: 1 }] }),
+          'm.json',
+        );
+        // the healthy neighbour always loads; a bad value either decodes or names its field
+        return (
+          r.services.some((s) => s.id === 'ok') &&
+          r.problems.every((p) => String(p.details.field).startsWith('services[0]'))
+        );
+      },
+    ),
+    { numRuns: 300 },
+  );
+});

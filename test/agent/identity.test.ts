@@ -1,0 +1,142 @@
+import t from 'tap';
+import { mkdtemp, rm, stat, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createIdentityManager } from '../../agent/identity.ts';
+import { dataPaths } from '../../agent/files.ts';
+import { createSilentLogger } from '../../lib/log/index.ts';
+import { inspectCert } from '../../lib/pki/index.ts';
+import { createFakeCa, createFakeClock, settle } from './fakes.ts';
+import { waitFor } from '../../lib/util/index.ts';
+
+async function setup(t: { teardown(fn: () => unknown): void }, opts: { failFirst?: number } = {}) {
+  const dir = await mkdtemp(join(tmpdir(), 'remora-id-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const clock = createFakeClock();
+  const ca = createFakeCa(clock.now());
+  let failures = opts.failFirst ?? 0;
+  const calls: { at: number; csr: string }[] = [];
+  const changes: string[] = [];
+  let trustDomain: string | null = ca.bundle.trustDomain;
+  const make = () =>
+    createIdentityManager({
+      paths: dataPaths(dir),
+      datacenter: 'dc1',
+      async sign(req) {
+        calls.push({ at: clock.now(), csr: req.csr });
+        if (failures > 0) {
+          failures -= 1;
+          throw new Error('no responders');
+        }
+        return ca.sign(req.csr, clock.now(), 10 * 3600_000);
+      },
+      trustDomain: () => trustDomain,
+      clock,
+      random: () => 0.5,
+      logger: createSilentLogger(),
+      onChange: (id) => changes.push(id),
+    });
+  return {
+    dir,
+    clock,
+    ca,
+    calls,
+    changes,
+    make,
+    setTrustDomain: (v: string | null) => (trustDomain = v),
+  };
+}
+
+t.test('a new instance gets a key written 0600 and a certificate for its SPIFFE ID', async (t) => {
+  const s = await setup(t);
+  const im = s.make();
+  await im.add({ id: 'api-1', service: 'api' });
+  const cert = im.get('api-1');
+  t.ok(cert);
+  t.equal(cert!.spiffeId, `spiffe://${s.ca.bundle.trustDomain}/ns/default/dc/dc1/svc/api`);
+  const mode = (await stat(join(s.dir, 'instances/api-1/key.pem'))).mode & 0o777;
+  t.equal(mode, 0o600);
+  t.same(inspectCert(await readFile(join(s.dir, 'instances/api-1/cert.pem'), 'utf8')).uris, [
+    cert!.spiffeId,
+  ]);
+  t.same(s.changes, ['api-1']);
+  im.stop();
+});
+
+t.test('renewal is scheduled at 75 % of the lifetime when random is 0.5', async (t) => {
+  const s = await setup(t);
+  const im = s.make();
+  await im.add({ id: 'api-1', service: 'api' });
+  const c = im.get('api-1')!;
+  const expected = c.notBefore + Math.floor((c.notAfter - c.notBefore) * 0.75);
+  t.equal(im.status('api-1')!.renewAt, new Date(expected).toISOString());
+  s.clock.advance(expected - s.clock.now() - 1);
+  await settle();
+  t.equal(s.calls.length, 1, 'not renewed before its time');
+  s.clock.advance(1);
+  await waitFor('the renewal', () => s.calls.length === 2);
+  t.equal(s.calls.length, 2, 'renewed at its time');
+  im.stop();
+});
+
+t.test('failed requests retry with backoff and keep the current certificate', async (t) => {
+  const s = await setup(t, { failFirst: 3 });
+  const im = s.make();
+  await im.add({ id: 'web-1', service: 'web' });
+  t.equal(im.get('web-1'), null);
+  t.equal(im.status('web-1')!.lastError?.code, 'REMORA_E_AGENT_SIGN_FAILED');
+  for (let i = 0; i < 3; i++) {
+    const n = s.calls.length;
+    s.clock.advance(60_000);
+    await waitFor('a retry', () => s.calls.length > n);
+  }
+  await waitFor('the certificate', () => im.get('web-1'));
+  t.ok(im.get('web-1'), 'certificate obtained once control answers');
+  t.equal(im.status('web-1')!.lastError, null);
+  t.ok(s.calls.length >= 4);
+  im.stop();
+});
+
+t.test('a restarted agent reuses the certificate and key on disk', async (t) => {
+  const s = await setup(t);
+  const first = s.make();
+  await first.add({ id: 'api-1', service: 'api' });
+  const before = first.get('api-1')!;
+  first.stop();
+  const second = s.make();
+  await second.add({ id: 'api-1', service: 'api' });
+  t.equal(s.calls.length, 1, 'no new request');
+  t.equal(second.get('api-1')!.certPem, before.certPem);
+  t.equal(second.get('api-1')!.keyPem, before.keyPem);
+  second.stop();
+});
+
+t.test('a root rotation renews every certificate at once', async (t) => {
+  const s = await setup(t);
+  const im = s.make();
+  await im.add({ id: 'a', service: 'a' });
+  await im.add({ id: 'b', service: 'b' });
+  t.equal(s.calls.length, 2);
+  im.renewAll('root rotation');
+  await waitFor('two renewals', () => s.calls.length === 4);
+  t.equal(s.calls.length, 4);
+  im.stop();
+});
+
+t.test(
+  'an instance waits for the trust bundle before asking, and asks when it is known',
+  async (t) => {
+    const s = await setup(t);
+    s.setTrustDomain(null);
+    const im = s.make();
+    await im.add({ id: 'a', service: 'a' });
+    t.equal(s.calls.length, 0);
+    t.equal(im.status('a')!.lastError?.code, 'REMORA_E_AGENT_CONTROL_UNAVAILABLE');
+    s.setTrustDomain(s.ca.bundle.trustDomain);
+    im.trustBundleKnown();
+    await waitFor('the certificate', () => im.get('a'));
+    t.equal(s.calls.length, 1);
+    t.ok(im.get('a'));
+    im.stop();
+  },
+);
