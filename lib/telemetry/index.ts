@@ -1,11 +1,13 @@
 export {
   createTracing,
   enableAsyncContext,
+  tracingOptionsFromConfig,
   DEFAULT_EXPORT_DELAY_MS,
   DEFAULT_EXPORT_TIMEOUT_MS,
   DEFAULT_MAX_QUEUE_SIZE,
   type CreateTracingOptions,
   type Tracing,
+  type TracingConfig,
   type TracingComponent,
 } from './tracing.ts';
 export type { ExportStats } from './export-guard.ts';

@@ -21,6 +21,7 @@ import { RemoraError, toRemoraError } from '../errors/index.ts';
 import { createSilentLogger, logError, type Logger } from '../log/index.ts';
 import { RESOURCE_ATTR } from './attributes.ts';
 import { createExportGuard, type ExportStats } from './export-guard.ts';
+import { parseOtlpHeaders } from './headers.ts';
 import { extractContext, injectContext, type HeaderCarrier } from './propagation.ts';
 
 export const DEFAULT_EXPORT_TIMEOUT_MS = 10_000;
@@ -274,5 +275,33 @@ export function createTracing(opts: CreateTracingOptions): Tracing {
       );
       return shutdownPromise;
     },
+  };
+}
+
+/** The `tracing` section every program's config has (lib/config/schemas/common.ts). */
+export interface TracingConfig {
+  endpoint: string;
+  sampleRatio: number;
+  headers: string;
+  timeoutMs: number;
+  maxQueueSize: number;
+}
+
+/**
+ * createTracing options from a program's `tracing` config section: parses the `k=v,…` headers
+ * and fails with a coded error on a bad value.
+ */
+export function tracingOptionsFromConfig(
+  config: TracingConfig,
+): Pick<
+  CreateTracingOptions,
+  'endpoint' | 'headers' | 'sampleRatio' | 'timeoutMs' | 'maxQueueSize'
+> {
+  return {
+    endpoint: config.endpoint,
+    headers: parseOtlpHeaders(config.headers),
+    sampleRatio: config.sampleRatio,
+    timeoutMs: config.timeoutMs,
+    maxQueueSize: config.maxQueueSize,
   };
 }

@@ -2,9 +2,11 @@ import t from 'tap';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
-import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
+import { ROOT_CONTEXT, SpanKind, SpanStatusCode, context, trace } from '@opentelemetry/api';
 import {
   createTracing,
+  enableAsyncContext,
+  tracingOptionsFromConfig,
   httpResponseAttributes,
   httpServerAttributes,
   httpSpanName,
@@ -344,3 +346,46 @@ t.test('exporter headers reach the collector', async (t) => {
   t.same(seen, ['Bearer t0k']);
   t.equal(tracing.stats().exported, 1);
 });
+
+t.test("a program's tracing config section becomes createTracing options", async (t) => {
+  const opts = tracingOptionsFromConfig({
+    endpoint: 'http://127.0.0.1:4318/v1/traces',
+    sampleRatio: 0.25,
+    headers: 'x-tenant=a',
+    timeoutMs: 5000,
+    maxQueueSize: 100,
+  });
+  t.same(opts, {
+    endpoint: 'http://127.0.0.1:4318/v1/traces',
+    headers: { 'x-tenant': 'a' },
+    sampleRatio: 0.25,
+    timeoutMs: 5000,
+    maxQueueSize: 100,
+  });
+});
+
+t.test(
+  'with async context enabled, spans started inside a callback find their parent',
+  async (t) => {
+    const rx = await startOtlpReceiver();
+    t.teardown(() => rx.close());
+    enableAsyncContext();
+    const tracing = createTracing({ ...base(rx.endpoint), component: 'agent' });
+    t.teardown(() => tracing.shutdown());
+    await tracing.tracer.startActiveSpan('issue certificate', async (parent) => {
+      await new Promise((resolve) => setImmediate(resolve));
+      const headers: Record<string, string> = {};
+      tracing.inject(context.active(), headers);
+      tracing.tracer.startSpan('sign request').end();
+      parent.end();
+      t.match(
+        headers.traceparent,
+        new RegExp(`^00-${parent.spanContext().traceId}-${parent.spanContext().spanId}-01$`),
+      );
+    });
+    const [child] = await rx.waitForSpans({ name: 'sign request' });
+    const [parent] = await rx.waitForSpans({ name: 'issue certificate' });
+    t.equal(child?.parentSpanId, parent?.spanId);
+    t.equal(parent?.resource['remora.component'], 'agent');
+  },
+);
