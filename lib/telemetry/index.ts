@@ -7,7 +7,7 @@ export {
   DEFAULT_MAX_QUEUE_SIZE,
   type CreateTracingOptions,
   type Tracing,
-  type TracingConfig,
+  type TracingConfigSection,
   type TracingComponent,
 } from './tracing.ts';
 export type { ExportStats } from './export-guard.ts';

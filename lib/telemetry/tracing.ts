@@ -279,7 +279,7 @@ export function createTracing(opts: CreateTracingOptions): Tracing {
 }
 
 /** The `tracing` section every program's config has (lib/config/schemas/common.ts). */
-export interface TracingConfig {
+export interface TracingConfigSection {
   endpoint: string;
   sampleRatio: number;
   headers: string;
@@ -292,7 +292,7 @@ export interface TracingConfig {
  * and fails with a coded error on a bad value.
  */
 export function tracingOptionsFromConfig(
-  config: TracingConfig,
+  config: TracingConfigSection,
 ): Pick<
   CreateTracingOptions,
   'endpoint' | 'headers' | 'sampleRatio' | 'timeoutMs' | 'maxQueueSize'
