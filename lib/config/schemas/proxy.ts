@@ -29,5 +29,32 @@ export const proxySchema = defineSchema(
       },
       port: { doc: 'Admin listener port (0 picks a free one).', format: 'port', default: 0 },
     },
+    http: {
+      maxHeadBytes: {
+        doc: 'Largest HTTP/1.1 request head (request line and headers) in bytes; larger is answered 431.',
+        format: 'nat',
+        default: 16384,
+      },
+      maxHeaderCount: {
+        doc: 'Most header fields in one HTTP/1.1 request; more is answered 431.',
+        format: 'nat',
+        default: 100,
+      },
+      headerTimeoutMs: {
+        doc: 'A started request head must be complete within this many milliseconds, else 408.',
+        format: 'nat',
+        default: 10000,
+      },
+      clientIdleTimeoutMs: {
+        doc: 'Idle keep-alive client connections on the proxy listeners close after this many milliseconds.',
+        format: 'nat',
+        default: 120000,
+      },
+    },
+    drainTimeoutMs: {
+      doc: 'On SIGTERM, how long in-flight requests may finish before the remaining connections are closed.',
+      format: 'nat',
+      default: 20000,
+    },
   },
 );

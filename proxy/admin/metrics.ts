@@ -1,0 +1,162 @@
+// Prometheus metrics of one proxy (its own registry). Names start with `remora_proxy_`,
+// latencies are histograms in seconds, and every label takes a bounded set of values
+// (directions, upstream names from the snapshot, status classes, fixed reasons).
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export type Direction = 'inbound' | 'outbound';
+
+const LATENCY_BUCKETS = [
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+];
+
+function statusClass(status: number): string {
+  if (status < 200) return '1xx';
+  if (status < 300) return '2xx';
+  if (status < 400) return '3xx';
+  if (status < 500) return '4xx';
+  return '5xx';
+}
+
+export interface RequestMeter {
+  /** Records one finished request (status of the answer, duration in ms). */
+  observe(status: number, ms: number): void;
+}
+
+export function createProxyMetrics(o: { defaultMetrics?: boolean } = {}) {
+  const registry = new Registry();
+  if (o.defaultMetrics !== false)
+    collectDefaultMetrics({ register: registry, prefix: 'remora_proxy_process_' });
+  const requests = new Counter({
+    name: 'remora_proxy_requests_total',
+    help: 'HTTP requests answered, by direction, peer service (upstream for outbound, local service for inbound) and status class.',
+    labelNames: ['direction', 'service', 'code'] as const,
+    registers: [registry],
+  });
+  const latency = new Histogram({
+    name: 'remora_proxy_request_duration_seconds',
+    help: 'Time from request head received to response head sent, in seconds.',
+    labelNames: ['direction', 'service'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  });
+  const connections = new Gauge({
+    name: 'remora_proxy_active_connections',
+    help: 'Client connections open on the proxy listeners.',
+    labelNames: ['direction', 'service'] as const,
+    registers: [registry],
+  });
+  const connectionsTotal = new Counter({
+    name: 'remora_proxy_connections_total',
+    help: 'Client connections accepted on the proxy listeners.',
+    labelNames: ['direction', 'service'] as const,
+    registers: [registry],
+  });
+  const handshakeFailures = new Counter({
+    name: 'remora_proxy_tls_handshake_failures_total',
+    help: 'Inbound mTLS handshakes refused, by reason (no_client_cert, expired, not_yet_valid, unknown_ca, bad_identity, protocol, other).',
+    labelNames: ['direction', 'reason'] as const,
+    registers: [registry],
+  });
+  const denials = new Counter({
+    name: 'remora_proxy_intention_denials_total',
+    help: 'Calls denied by intentions, by layer (l4 connection, l7 request) and whether enforced (false in audit mode).',
+    labelNames: ['layer', 'enforced'] as const,
+    registers: [registry],
+  });
+  const refused = new Counter({
+    name: 'remora_proxy_http_refused_total',
+    help: 'HTTP requests refused by the parser (malformed, smuggling attempts, oversized heads, slow heads).',
+    labelNames: ['direction', 'reason'] as const,
+    registers: [registry],
+  });
+  const retries = new Counter({
+    name: 'remora_proxy_retries_total',
+    help: 'Retried attempts, by upstream and reason (connect, reset, timeout, status_5xx).',
+    labelNames: ['upstream', 'reason'] as const,
+    registers: [registry],
+  });
+  const budgetExhausted = new Counter({
+    name: 'remora_proxy_retry_budget_exhausted_total',
+    help: 'Failed requests not retried because the retry budget was used up.',
+    labelNames: ['upstream'] as const,
+    registers: [registry],
+  });
+  const ejections = new Counter({
+    name: 'remora_proxy_outlier_ejections_total',
+    help: 'Endpoints ejected by passive outlier detection.',
+    labelNames: ['upstream'] as const,
+    registers: [registry],
+  });
+  const overflows = new Counter({
+    name: 'remora_proxy_circuit_breaker_overflows_total',
+    help: 'Requests refused by a circuit breaker, by upstream and limit (connections, pending, requests).',
+    labelNames: ['upstream', 'limit'] as const,
+    registers: [registry],
+  });
+  const certExpiry = new Gauge({
+    name: 'remora_proxy_certificate_expiry_timestamp_seconds',
+    help: 'notAfter of the certificate in use (kind=leaf) and of each trusted root (kind=root), as a Unix time in seconds.',
+    labelNames: ['kind', 'index'] as const,
+    registers: [registry],
+  });
+  const snapshotVersion = new Gauge({
+    name: 'remora_proxy_snapshot_version',
+    help: 'Version of the applied config snapshot.',
+    registers: [registry],
+  });
+  const snapshotsRejected = new Counter({
+    name: 'remora_proxy_snapshots_rejected_total',
+    help: 'Config snapshots refused (invalid, or listeners could not bind); the last good one kept serving.',
+    registers: [registry],
+  });
+  const endpointsGauge = new Gauge({
+    name: 'remora_proxy_upstream_endpoints',
+    help: 'Endpoints known per upstream, by state (active, ejected).',
+    labelNames: ['upstream', 'state'] as const,
+    registers: [registry],
+  });
+
+  const meters = new Map<string, RequestMeter>();
+
+  return {
+    registry,
+    handshakeFailures,
+    denials,
+    refused,
+    retries,
+    budgetExhausted,
+    ejections,
+    overflows,
+    certExpiry,
+    snapshotVersion,
+    snapshotsRejected,
+    endpointsGauge,
+    connections,
+    connectionsTotal,
+    /** A cached per-(direction, service) meter: label lookups happen once, not per request. */
+    meter(direction: Direction, service: string): RequestMeter {
+      const key = `${direction}\0${service}`;
+      let m = meters.get(key);
+      if (m === undefined) {
+        const h = latency.labels(direction, service);
+        const byClass = new Map<string, Counter.Internal>();
+        m = {
+          observe(status, ms) {
+            h.observe(ms / 1000);
+            const c = statusClass(status);
+            let ctr = byClass.get(c);
+            if (ctr === undefined) {
+              ctr = requests.labels(direction, service, c);
+              byClass.set(c, ctr);
+            }
+            ctr.inc();
+          },
+        };
+        meters.set(key, m);
+      }
+      return m;
+    },
+  };
+}
+
+export type ProxyMetrics = ReturnType<typeof createProxyMetrics>;

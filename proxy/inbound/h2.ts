@@ -1,0 +1,98 @@
+// Inbound HTTP/2 and gRPC over an accepted mTLS socket: per-stream L7 intentions, then each
+// stream is forwarded to the local app over one h2c session.
+import http2, { type ClientHttp2Session, type IncomingHttpHeaders } from 'node:http2';
+import type { TLSSocket } from 'node:tls';
+import { evaluateIntentions } from '../../lib/intentions/index.ts';
+import { RemoraError } from '../../lib/errors/index.ts';
+import type { ProxyEnv } from '../env.ts';
+import type { RequestContext } from '../stages/types.ts';
+import { denialError } from '../stages/intentions.ts';
+import { CLIENT_CERT_HEADER } from '../stages/headers.ts';
+import { forwardH2Stream, respondH2Error } from '../http/h2-forward.ts';
+import { performance } from 'node:perf_hooks';
+
+const appSessions = new WeakMap<ProxyEnv, { key: string; session: ClientHttp2Session }>();
+
+function appSession(env: ProxyEnv): ClientHttp2Session {
+  const ib = env.active().snapshot.inbound;
+  const key = `${ib.localAppAddress}:${ib.localAppPort}`;
+  const cur = appSessions.get(env);
+  if (cur && cur.key === key && !cur.session.closed && !cur.session.destroyed) return cur.session;
+  const session = http2.connect(`http://${key}`);
+  session.on('error', () => {});
+  session.unref();
+  appSessions.set(env, { key, session });
+  return session;
+}
+
+function headersRecordH2(h: IncomingHttpHeaders): Record<string, string | string[]> {
+  const r: Record<string, string | string[]> = {};
+  for (const [k, v] of Object.entries(h)) if (v !== undefined && !k.startsWith(':')) r[k] = v;
+  return r;
+}
+
+export function serveInboundH2(
+  socket: TLSSocket,
+  env: ProxyEnv,
+  o: {
+    newContext: () => RequestContext;
+    onDenied: (layer: 'l4' | 'l7', enforced: boolean) => void;
+  },
+): { drain(): void } {
+  const server = http2.createServer();
+  let session: http2.ServerHttp2Session | null = null;
+  server.on('session', (s) => {
+    session = s;
+    s.on('error', () => {});
+  });
+  server.on('stream', (stream, headers) => {
+    stream.on('error', () => {});
+    const ctx = o.newContext();
+    const grpc = String(headers['content-type'] ?? '').startsWith('application/grpc');
+    const start = performance.now();
+    const meter = env.metrics.meter('inbound', ctx.destination);
+    let d = ctx.l4!;
+    let layer: 'l4' | 'l7' = 'l4';
+    if (d.needsRequest) {
+      layer = 'l7';
+      d = evaluateIntentions(env.active().snapshot.intentions, {
+        source: ctx.source,
+        destination: ctx.destination,
+        request: {
+          method: String(headers[':method']),
+          path: String(headers[':path']),
+          headers: headersRecordH2(headers),
+        },
+      });
+    }
+    if (!d.allowed) {
+      o.onDenied(layer, d.enforced);
+      if (d.enforced) {
+        respondH2Error(stream, denialError(ctx.source, ctx.destination, d), grpc);
+        meter.observe(403, performance.now() - start);
+        return;
+      }
+    }
+    const self = env.active().snapshot.instance.spiffeId;
+    delete headers[CLIENT_CERT_HEADER];
+    forwardH2Stream(stream, headers, appSession(env), {
+      [CLIENT_CERT_HEADER]: `By=${self};URI=${ctx.peerSpiffeId}`,
+    }).then(
+      (status) => meter.observe(status, performance.now() - start),
+      (err: unknown) => {
+        const e = new RemoraError(
+          'REMORA_E_PROXY_APP_UNAVAILABLE',
+          `local app did not answer: ${(err as Error).message}`,
+        );
+        respondH2Error(stream, e, grpc);
+        meter.observe(502, performance.now() - start);
+      },
+    );
+  });
+  server.emit('connection', socket);
+  return {
+    drain() {
+      session?.close();
+    },
+  };
+}

@@ -1,0 +1,211 @@
+// Inbound: mTLS from peer sidecars → the local app. Stack, top to bottom:
+//   TLS handshake (client certificate required, verified against the trust bundle)
+//   → peer SPIFFE ID → L4 intention decision per connection
+//   → tcp: splice to the app | http: strict HTTP/1.1 server → stages below → pooled app connections
+//                              | http2/grpc: see h2.ts
+import type { TLSSocket } from 'node:tls';
+import { evaluateIntentions } from '../../lib/intentions/index.ts';
+import { RemoraError, toRemoraError } from '../../lib/errors/index.ts';
+import { logError } from '../../lib/log/index.ts';
+import type { ProxyEnv } from '../env.ts';
+import { verifyPeer } from '../tls/identity.ts';
+import { dialTcp } from '../tls/dial.ts';
+import { serveH1, spliceSockets, type H1ServerConnection } from '../http/h1-server.ts';
+import { H1Pool } from '../http/h1-client.ts';
+import {
+  composeStages,
+  type ConnectionDecision,
+  type Handler,
+  type RequestContext,
+  type Stage,
+} from '../stages/types.ts';
+import { createErrorResponderStage } from '../stages/responder.ts';
+import { createMetricsStage } from '../stages/metrics.ts';
+import { createIntentionsStage } from '../stages/intentions.ts';
+import { createPeerIdentityStage } from '../stages/headers.ts';
+import { serveInboundH2 } from './h2.ts';
+
+export interface Inbound {
+  /** A TLS connection finished its handshake on the sidecar port. */
+  handleConnection(socket: TLSSocket): void;
+  /** Called after a new snapshot was applied. */
+  update(): void;
+  drain(): void;
+  readonly connections: number;
+  close(): void;
+}
+
+const APP_POOL_IDLE_MS = 30_000;
+
+export function createInbound(env: ProxyEnv): Inbound {
+  const conns = new Set<{ drain(): void; socket: TLSSocket }>();
+  let appKey = '';
+  let appPool: H1Pool | null = null;
+  const service = () => env.active().snapshot.instance.service;
+
+  function currentAppPool(): H1Pool {
+    const ib = env.active().snapshot.inbound;
+    const key = `${ib.localAppAddress}:${ib.localAppPort}`;
+    if (appPool === null || key !== appKey) {
+      appPool?.close();
+      appKey = key;
+      const target = `local app ${key}`;
+      appPool = new H1Pool({
+        target,
+        limits: env.limits,
+        idleTimeoutMs: APP_POOL_IDLE_MS,
+        dial: () =>
+          dialTcp(ib.localAppAddress, ib.localAppPort, 5000, target).catch((err: unknown) => {
+            const e = toRemoraError(err);
+            throw new RemoraError('REMORA_E_PROXY_APP_UNAVAILABLE', e.message, e.details, {
+              cause: err,
+            });
+          }),
+      });
+    }
+    return appPool;
+  }
+
+  const forwardToApp: Handler = async (req) => {
+    const pool = currentAppPool();
+    try {
+      return await pool.request(req, 0);
+    } catch (err) {
+      const e = toRemoraError(err);
+      if (e.code === 'REMORA_E_PROXY_UPSTREAM_RESET')
+        throw new RemoraError('REMORA_E_PROXY_APP_UNAVAILABLE', e.message, e.details, {
+          cause: err,
+        });
+      throw e;
+    }
+  };
+
+  const tracing = env.tracingStage('server', 'inbound');
+  const stages: Stage[] = [
+    createErrorResponderStage({
+      onError: (e) => {
+        if (e.code !== 'REMORA_E_PROXY_INTENTION_DENIED')
+          logError(env.logger, e, 'inbound request failed', 'warn');
+      },
+    }),
+    createMetricsStage(() => env.metrics.meter('inbound', service())),
+    ...(tracing ? [tracing] : []),
+    createIntentionsStage({
+      intentions: () => env.active().snapshot.intentions,
+      onDenied: (layer, enforced) => env.metrics.denials.labels(layer, String(enforced)).inc(),
+    }),
+    createPeerIdentityStage(() => env.active().snapshot.instance.spiffeId),
+  ];
+  const handler = composeStages(stages, forwardToApp);
+
+  function track(socket: TLSSocket, c: { drain(): void }): void {
+    const entry = { drain: () => c.drain(), socket };
+    conns.add(entry);
+    const g = env.metrics.connections.labels('inbound', service());
+    g.inc();
+    env.metrics.connectionsTotal.labels('inbound', service()).inc();
+    socket.once('close', () => {
+      conns.delete(entry);
+      g.dec();
+    });
+  }
+
+  function handleConnection(socket: TLSSocket): void {
+    socket.on('error', () => socket.destroy());
+    const { snapshot } = env.active();
+    const peer = verifyPeer(socket, snapshot.instance.trustDomain);
+    if (!peer.ok) {
+      env.metrics.handshakeFailures.labels('inbound', peer.reason).inc();
+      env.logger.debug({ reason: peer.reason }, peer.message);
+      socket.destroy();
+      return;
+    }
+    const destination = snapshot.instance.service;
+    const d = evaluateIntentions(snapshot.intentions, { source: peer.service, destination });
+    const l4: ConnectionDecision = {
+      allowed: d.allowed,
+      enforced: d.enforced,
+      reason: d.reason,
+      needsRequest: d.needsRequest,
+    };
+    const protocol = snapshot.inbound.protocol;
+    if (protocol === 'tcp') {
+      if (!l4.allowed) {
+        env.metrics.denials.labels('l4', String(l4.enforced)).inc();
+        if (l4.enforced) {
+          env.logger.info(
+            { source: peer.service, destination, reason: l4.reason },
+            'connection denied by intention',
+          );
+          socket.destroy();
+          return;
+        }
+      }
+      socket.pause();
+      const ib = snapshot.inbound;
+      track(socket, { drain: () => {} });
+      dialTcp(
+        ib.localAppAddress,
+        ib.localAppPort,
+        5000,
+        `local app ${ib.localAppAddress}:${ib.localAppPort}`,
+      ).then(
+        (app) => {
+          if (socket.destroyed) return app.destroy();
+          spliceSockets(socket, app);
+        },
+        (err: unknown) => {
+          logError(env.logger, err, 'inbound TCP: local app unreachable', 'warn');
+          socket.destroy();
+        },
+      );
+      return;
+    }
+    const newContext = (): RequestContext => ({
+      direction: 'inbound',
+      peerSpiffeId: peer.spiffeId,
+      source: peer.service,
+      destination,
+      startMs: 0,
+      retries: 0,
+      endpointId: null,
+      aborted: false,
+      trace: null,
+      l4,
+    });
+    if (protocol === 'http2' || protocol === 'grpc' || socket.alpnProtocol === 'h2') {
+      const c = serveInboundH2(socket, env, {
+        newContext,
+        onDenied: (layer, enforced) => env.metrics.denials.labels(layer, String(enforced)).inc(),
+      });
+      track(socket, c);
+      return;
+    }
+    const c: H1ServerConnection = serveH1(socket, {
+      handler,
+      limits: env.limits,
+      headerTimeoutMs: env.limits.headerTimeoutMs,
+      idleTimeoutMs: env.limits.clientIdleTimeoutMs,
+      newContext,
+      onRefused: (_status, reason) => env.metrics.refused.labels('inbound', reason).inc(),
+    });
+    track(socket, c);
+  }
+
+  return {
+    handleConnection,
+    update() {
+      currentAppPool();
+    },
+    drain() {
+      for (const c of conns) c.drain();
+    },
+    get connections() {
+      return conns.size;
+    },
+    close() {
+      appPool?.close();
+      for (const c of conns) c.socket.destroy();
+    },
+  };
+}

@@ -1,0 +1,184 @@
+// One upstream's endpoints and everything shared by its requests: balancer, outlier state,
+// retry budget, circuit-breaker counters, keep-alive connection pools and HTTP/2 sessions.
+import http2, { type ClientHttp2Session } from 'node:http2';
+import type { Socket } from 'node:net';
+import { RemoraError } from '../../lib/errors/index.ts';
+import type { UpstreamConfig } from '../../lib/proxy-api/index.ts';
+import type { ProxyEnv } from '../env.ts';
+import { reconcileEndpoints, type EndpointState } from '../balance/endpoints.ts';
+import { createPicker, type Picker } from '../balance/pickers.ts';
+import { eligibleEndpoints, recordFailure, recordSuccess } from '../balance/outlier.ts';
+import { H1Pool } from '../http/h1-client.ts';
+import { dialTls } from '../tls/dial.ts';
+import { ConnectionLimiter } from '../stages/limits.ts';
+import { RetryBudget } from '../stages/retry.ts';
+
+export class Cluster {
+  readonly name: string;
+  config: UpstreamConfig;
+  endpoints: EndpointState[] = [];
+  picker: Picker;
+  readonly budget: RetryBudget;
+  readonly limiter: ConnectionLimiter;
+  readonly counter = { active: 0 };
+  readonly sessions = new Map<string, Buffer>();
+  #pools = new Map<string, H1Pool>();
+  #h2 = new Map<string, ClientHttp2Session>();
+  #env: ProxyEnv;
+
+  constructor(env: ProxyEnv, config: UpstreamConfig) {
+    this.#env = env;
+    this.name = config.destinationName;
+    this.config = config;
+    this.picker = createPicker(config.loadBalancer, env.random);
+    this.budget = new RetryBudget(
+      config.resilience.retryBudgetRatio,
+      config.resilience.retryBudgetMinPerSec,
+    );
+    this.limiter = new ConnectionLimiter(this.name, config.resilience.circuitBreaker, (what) =>
+      env.metrics.overflows.labels(this.name, what).inc(),
+    );
+    this.update(config);
+  }
+
+  update(config: UpstreamConfig): void {
+    if (config.loadBalancer !== this.config.loadBalancer)
+      this.picker = createPicker(config.loadBalancer, this.#env.random);
+    this.config = config;
+    this.budget.ratio = config.resilience.retryBudgetRatio;
+    this.budget.minPerSec = config.resilience.retryBudgetMinPerSec;
+    this.limiter.limits = config.resilience.circuitBreaker;
+    this.endpoints = reconcileEndpoints(this.endpoints, config.endpoints);
+    const live = new Set(this.endpoints.map((e) => e.id));
+    for (const [id, pool] of this.#pools) {
+      if (!live.has(id)) {
+        pool.close();
+        this.#pools.delete(id);
+      }
+    }
+    for (const [id, s] of this.#h2) {
+      if (!live.has(id)) {
+        s.close();
+        this.#h2.delete(id);
+      }
+    }
+  }
+
+  /** The TLS material changed: new handshakes use it; open connections continue untouched. */
+  tlsChanged(): void {
+    this.sessions.clear();
+  }
+
+  /** Picks an endpoint among the non-ejected ones; throws REMORA_E_PROXY_NO_ENDPOINTS. */
+  pick(now: number, exclude?: EndpointState): EndpointState {
+    let eps = eligibleEndpoints(this.endpoints, now);
+    if (exclude !== undefined && eps.length > 1) eps = eps.filter((e) => e !== exclude);
+    const ep = eps.length > 0 ? this.picker(eps, now) : undefined;
+    if (ep === undefined)
+      throw new RemoraError(
+        'REMORA_E_PROXY_NO_ENDPOINTS',
+        `upstream ${this.name} has no healthy endpoint; check its instances with \`remora status\``,
+        { upstream: this.name },
+      );
+    return ep;
+  }
+
+  /** Records an attempt's outcome for outlier detection. */
+  outcome(ep: EndpointState, ok: boolean, now: number): void {
+    if (ok) {
+      recordSuccess(ep);
+      return;
+    }
+    if (recordFailure(ep, this.endpoints, this.config.resilience.outlier, now)) {
+      this.#env.metrics.ejections.labels(this.name).inc();
+      this.#env.logger.warn(
+        { upstream: this.name, endpoint: ep.id, until: new Date(ep.ejectedUntil).toISOString() },
+        'endpoint ejected after consecutive failures',
+      );
+      this.#h2.get(ep.id)?.close();
+      this.#h2.delete(ep.id);
+    }
+  }
+
+  dial(ep: EndpointState, alpn?: string[]): Promise<Socket> {
+    return dialTls({
+      host: ep.address,
+      port: ep.port,
+      context: this.#env.active().tls.clientContext,
+      expectedSpiffeId: this.config.destinationSpiffeId,
+      timeoutMs: this.config.resilience.connectTimeoutMs,
+      target: `${this.name} endpoint ${ep.id} (${ep.address}:${ep.port})`,
+      sessions: this.sessions,
+      ...(alpn ? { alpn } : {}),
+    });
+  }
+
+  pool(ep: EndpointState): H1Pool {
+    let p = this.#pools.get(ep.id);
+    if (p === undefined || p.closed) {
+      p = new H1Pool({
+        target: `${this.name} endpoint ${ep.id} (${ep.address}:${ep.port})`,
+        limits: this.#env.limits,
+        idleTimeoutMs: this.config.resilience.idleTimeoutMs || 60_000,
+        limiter: this.limiter,
+        pendingTimeoutMs: this.config.resilience.connectTimeoutMs,
+        dial: () => this.dial(ep, ['http/1.1']),
+      });
+      this.#pools.set(ep.id, p);
+    }
+    return p;
+  }
+
+  /** A multiplexed HTTP/2 session to an endpoint (created on first use). */
+  async h2Session(ep: EndpointState): Promise<ClientHttp2Session> {
+    const cur = this.#h2.get(ep.id);
+    if (cur && !cur.closed && !cur.destroyed) return cur;
+    const socket = await this.dial(ep, ['h2']);
+    const again = this.#h2.get(ep.id);
+    if (again && !again.closed && !again.destroyed) {
+      socket.destroy();
+      return again;
+    }
+    const session = http2.connect(`https://${ep.address}:${ep.port}`, {
+      createConnection: () => socket,
+    });
+    session.on('error', () => {});
+    session.on('close', () => {
+      if (this.#h2.get(ep.id) === session) this.#h2.delete(ep.id);
+    });
+    this.#h2.set(ep.id, session);
+    return session;
+  }
+
+  snapshot() {
+    const now = this.#env.clock.now();
+    return {
+      name: this.name,
+      protocol: this.config.protocol,
+      loadBalancer: this.config.loadBalancer,
+      activeRequests: this.counter.active,
+      openConnections: this.limiter.open,
+      pendingRequests: this.limiter.pending,
+      endpoints: this.endpoints.map((e) => ({
+        id: e.id,
+        address: `${e.address}:${e.port}`,
+        weight: e.weight,
+        node: e.node,
+        state: e.ejectedUntil > now ? 'ejected' : e.probing ? 'probing' : 'active',
+        ejectedUntil: e.ejectedUntil > now ? new Date(e.ejectedUntil).toISOString() : null,
+        ejections: e.ejections,
+        active: e.active,
+        ewmaMs: Math.round(e.ewmaMs * 1000) / 1000,
+        successes: e.successes,
+        failures: e.failures,
+      })),
+    };
+  }
+
+  close(): void {
+    for (const p of this.#pools.values()) p.close();
+    this.#pools.clear();
+    for (const s of this.#h2.values()) s.close();
+    this.#h2.clear();
+  }
+}

@@ -1,0 +1,274 @@
+// Outbound: the local app → 127.0.0.1:<localBindPort> → mTLS to a chosen endpoint of the
+// destination, accepting only the destination's SPIFFE ID. HTTP stack, top to bottom:
+//   strict HTTP/1.1 server → error responder → metrics → tracing (CLIENT span)
+//   → circuit breaker (active requests) → retry (budget, idempotency, buffered bodies)
+//   → balance (P2C / round robin over non-ejected endpoints) → pooled keep-alive mTLS connection
+// TCP: per-connection balancing, connect retries, splice. HTTP/2 and gRPC: h2c in, h2 over mTLS out.
+import http2, { type Http2Server } from 'node:http2';
+import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { RemoraError, toRemoraError } from '../../lib/errors/index.ts';
+import { logError } from '../../lib/log/index.ts';
+import type { UpstreamConfig } from '../../lib/proxy-api/index.ts';
+import type { ProxyEnv } from '../env.ts';
+import { observeLatency, type EndpointState } from '../balance/endpoints.ts';
+import { serveH1, spliceSockets } from '../http/h1-server.ts';
+import { forwardH2Stream, respondH2Error } from '../http/h2-forward.ts';
+import { composeStages, type Handler, type RequestContext, type Stage } from '../stages/types.ts';
+import { createErrorResponderStage } from '../stages/responder.ts';
+import { createMetricsStage } from '../stages/metrics.ts';
+import { createActiveRequestsStage } from '../stages/limits.ts';
+import { createRetryStage } from '../stages/retry.ts';
+import { Cluster } from './cluster.ts';
+
+export interface Upstream {
+  readonly cluster: Cluster;
+  handleConnection(socket: Socket): void;
+  update(config: UpstreamConfig): void;
+  drain(): void;
+  readonly connections: number;
+  close(): void;
+}
+
+const NOT_COUNTED_AGAINST_ENDPOINT = new Set([
+  'REMORA_E_PROXY_OVERLOADED',
+  'REMORA_E_PROXY_NO_ENDPOINTS',
+]);
+
+export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream {
+  const cluster = new Cluster(env, initial);
+  const name = initial.destinationName;
+  const conns = new Set<{ drain(): void; socket: Socket }>();
+  const res = () => cluster.config.resilience;
+
+  // terminal: one attempt on one endpoint
+  const forward: Handler = async (req) => {
+    const now = env.clock.now();
+    const ep = cluster.pick(now);
+    req.ctx.endpointId = ep.id;
+    ep.active++;
+    const t0 = performance.now();
+    let response;
+    try {
+      response = await cluster.pool(ep).request(req, res().requestTimeoutMs);
+    } catch (err) {
+      ep.active--;
+      const e = toRemoraError(err);
+      if (!NOT_COUNTED_AGAINST_ENDPOINT.has(e.code)) cluster.outcome(ep, false, env.clock.now());
+      throw e;
+    }
+    ep.active--;
+    observeLatency(ep, performance.now() - t0, now);
+    cluster.outcome(ep, response.status < 500, now);
+    return response;
+  };
+
+  const tracing = env.tracingStage('client', name);
+  const stages: Stage[] = [
+    createErrorResponderStage({
+      onError: (e) => logError(env.logger, e, `outbound request to ${name} failed`, 'warn'),
+    }),
+    createMetricsStage(() => env.metrics.meter('outbound', name)),
+    ...(tracing ? [tracing] : []),
+    createActiveRequestsStage({
+      upstream: name,
+      limits: () => res().circuitBreaker,
+      counter: cluster.counter,
+      onOverflow: (what) => env.metrics.overflows.labels(name, what).inc(),
+    }),
+    createRetryStage({
+      clock: env.clock,
+      budget: cluster.budget,
+      maxRetries: () => res().maxRetries,
+      maxBufferedBodyBytes: () => res().maxBufferedBodyBytes,
+      onRetry: (reason) => env.metrics.retries.labels(name, reason).inc(),
+      onBudgetExhausted: () => env.metrics.budgetExhausted.labels(name).inc(),
+    }),
+  ];
+  const handler = composeStages(stages, forward);
+  const self = () => env.active().snapshot.instance;
+
+  const newContext = (): RequestContext => ({
+    direction: 'outbound',
+    peerSpiffeId: null,
+    source: self().service,
+    destination: name,
+    startMs: 0,
+    retries: 0,
+    endpointId: null,
+    aborted: false,
+    trace: null,
+    l4: null,
+  });
+
+  function track(socket: Socket, drain: () => void): void {
+    const entry = { drain, socket };
+    conns.add(entry);
+    const g = env.metrics.connections.labels('outbound', name);
+    g.inc();
+    env.metrics.connectionsTotal.labels('outbound', name).inc();
+    socket.once('close', () => {
+      conns.delete(entry);
+      g.dec();
+    });
+  }
+
+  // --- TCP ----------------------------------------------------------------------------------
+  async function connectTcp(): Promise<Socket> {
+    let last: RemoraError | null = null;
+    let prev: EndpointState | undefined;
+    for (let attempt = 0; attempt <= res().maxRetries; attempt++) {
+      const now = env.clock.now();
+      const ep = cluster.pick(now, prev);
+      prev = ep;
+      if (!cluster.limiter.tryOpen()) {
+        env.metrics.overflows.labels(name, 'connections').inc();
+        throw new RemoraError(
+          'REMORA_E_PROXY_OVERLOADED',
+          `circuit breaker for ${name} is open: connections at the limit of ${res().circuitBreaker.maxConnections}`,
+          { upstream: name },
+        );
+      }
+      try {
+        const s = await cluster.dial(ep);
+        cluster.outcome(ep, true, now);
+        ep.active++;
+        s.once('close', () => {
+          ep.active--;
+          cluster.limiter.release(true);
+        });
+        return s;
+      } catch (err) {
+        cluster.limiter.release(true);
+        last = toRemoraError(err);
+        cluster.outcome(ep, false, env.clock.now());
+        if (attempt < res().maxRetries) {
+          if (!cluster.budget.tryRetry(env.clock.now())) break;
+          env.metrics.retries.labels(name, 'connect').inc();
+        }
+      }
+    }
+    throw (
+      last ?? new RemoraError('REMORA_E_PROXY_NO_ENDPOINTS', `upstream ${name} has no endpoint`)
+    );
+  }
+
+  function handleTcp(socket: Socket): void {
+    socket.pause();
+    track(socket, () => {});
+    cluster.budget.recordRequest(env.clock.now());
+    connectTcp().then(
+      (up) => {
+        if (socket.destroyed) return up.destroy();
+        spliceSockets(socket, up);
+      },
+      (err: unknown) => {
+        logError(env.logger, err, `outbound TCP to ${name} failed`, 'warn');
+        socket.destroy();
+      },
+    );
+  }
+
+  // --- HTTP/2 and gRPC ----------------------------------------------------------------------
+  let h2server: Http2Server | null = null;
+  function h2(): Http2Server {
+    if (h2server) return h2server;
+    const server = http2.createServer();
+    server.on('session', (s) => s.on('error', () => {}));
+    server.on('stream', (stream, headers) => {
+      stream.on('error', () => {});
+      const grpc = String(headers['content-type'] ?? '').startsWith('application/grpc');
+      const start = performance.now();
+      const meter = env.metrics.meter('outbound', name);
+      void (async () => {
+        let prev: EndpointState | undefined;
+        for (let attempt = 0; ; attempt++) {
+          const now = env.clock.now();
+          let ep: EndpointState;
+          try {
+            ep = cluster.pick(now, prev);
+          } catch (err) {
+            respondH2Error(stream, toRemoraError(err), grpc);
+            meter.observe(503, performance.now() - start);
+            return;
+          }
+          prev = ep;
+          let session;
+          try {
+            session = await cluster.h2Session(ep);
+          } catch (err) {
+            cluster.outcome(ep, false, env.clock.now());
+            if (attempt < res().maxRetries && cluster.budget.tryRetry(env.clock.now())) {
+              env.metrics.retries.labels(name, 'connect').inc();
+              continue;
+            }
+            respondH2Error(stream, toRemoraError(err), grpc);
+            meter.observe(502, performance.now() - start);
+            return;
+          }
+          ep.active++;
+          try {
+            const status = await forwardH2Stream(stream, headers, session);
+            cluster.outcome(ep, status < 500, now);
+            observeLatency(ep, performance.now() - start, now);
+            meter.observe(status, performance.now() - start);
+          } catch (err) {
+            cluster.outcome(ep, false, env.clock.now());
+            respondH2Error(
+              stream,
+              new RemoraError(
+                'REMORA_E_PROXY_UPSTREAM_RESET',
+                `${name} endpoint ${ep.id} reset the stream: ${(err as Error).message}`,
+              ),
+              grpc,
+            );
+            meter.observe(502, performance.now() - start);
+          } finally {
+            ep.active--;
+          }
+          return;
+        }
+      })();
+    });
+    h2server = server;
+    return server;
+  }
+
+  function handleConnection(socket: Socket): void {
+    socket.on('error', () => socket.destroy());
+    const protocol = cluster.config.protocol;
+    if (protocol === 'tcp') return handleTcp(socket);
+    if (protocol === 'http2' || protocol === 'grpc') {
+      track(socket, () => {});
+      h2().emit('connection', socket);
+      return;
+    }
+    const c = serveH1(socket, {
+      handler,
+      limits: env.limits,
+      headerTimeoutMs: env.limits.headerTimeoutMs,
+      idleTimeoutMs: env.limits.clientIdleTimeoutMs,
+      newContext,
+      onRefused: (_s, reason) => env.metrics.refused.labels('outbound', reason).inc(),
+    });
+    track(socket, () => c.drain());
+  }
+
+  return {
+    cluster,
+    handleConnection,
+    update(config) {
+      cluster.update(config);
+    },
+    drain() {
+      for (const c of conns) c.drain();
+    },
+    get connections() {
+      return conns.size;
+    },
+    close() {
+      cluster.close();
+      for (const c of conns) c.socket.destroy();
+    },
+  };
+}

@@ -1,0 +1,357 @@
+// The proxy process core: owns the listeners and applies config snapshots atomically. A
+// snapshot is fully validated and every new listener bound before anything switches; a
+// refused snapshot leaves the last good one serving. Certificates and roots are replaced for
+// new handshakes only (server.setSecureContext / a new client SecureContext), so open
+// connections continue.
+import net, { type AddressInfo, type Server } from 'node:net';
+import tls from 'node:tls';
+import { X509Certificate } from 'node:crypto';
+import { RemoraError, toRemoraError } from '../lib/errors/index.ts';
+import type { Logger } from '../lib/log/index.ts';
+import { createClock, type Clock } from '../lib/util/index.ts';
+import type { ProxySnapshot } from '../lib/proxy-api/index.ts';
+import { createProxyMetrics, type ProxyMetrics } from './admin/metrics.ts';
+import { DEFAULT_HTTP_LIMITS, type ActiveConfig, type HttpLimits, type ProxyEnv } from './env.ts';
+import { buildTlsContexts, sameTlsMaterial } from './tls/identity.ts';
+import { createInbound, type Inbound } from './inbound/index.ts';
+import { createUpstream, type Upstream } from './outbound/index.ts';
+import type { Stage } from './stages/types.ts';
+
+export interface ProxyStatus {
+  ready: boolean;
+  appliedVersion: number | null;
+  reason?: string;
+  draining: boolean;
+}
+
+export interface CreateProxyOptions {
+  logger: Logger;
+  clock?: Clock;
+  random?: () => number;
+  limits?: Partial<HttpLimits>;
+  metrics?: ProxyMetrics;
+  /** Tracing seam; return null for no span stage (the default). */
+  tracingStage?: (
+    kind: 'server' | 'client',
+    peer: string,
+    active: () => ActiveConfig,
+  ) => Stage | null;
+}
+
+export interface Proxy {
+  apply(snapshot: ProxySnapshot): Promise<void>;
+  status(): ProxyStatus;
+  readonly snapshot: ProxySnapshot | null;
+  readonly metrics: ProxyMetrics;
+  /** Bound addresses (useful with port 0). */
+  addresses(): { inbound: AddressInfo | null; upstreams: Record<string, AddressInfo> };
+  clusters(): unknown[];
+  certs(): unknown;
+  /** Stops accepting, lets in-flight exchanges finish up to `deadlineMs`, then closes the rest. */
+  drain(deadlineMs: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+interface Listener<T> {
+  key: string;
+  server: Server;
+  part: T;
+}
+
+function listen(server: Server, host: string, port: number, what: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException) => {
+      reject(
+        new RemoraError(
+          'REMORA_E_PROXY_LISTEN_FAILED',
+          `cannot listen on ${host}:${port} for ${what}: ${err.code ?? err.message}`,
+          {
+            host,
+            port,
+            what,
+          },
+        ),
+      );
+    };
+    server.once('error', onError);
+    server.listen({ host, port, backlog: 1024 }, () => {
+      server.off('error', onError);
+      server.on('error', () => {});
+      resolve();
+    });
+  });
+}
+
+function closeServer(s: Server): void {
+  s.close();
+}
+
+export function createProxy(o: CreateProxyOptions): Proxy {
+  const logger = o.logger;
+  const clock = o.clock ?? createClock();
+  const metrics = o.metrics ?? createProxyMetrics();
+  let active: ActiveConfig | null = null;
+  let draining = false;
+  let inboundListener: Listener<null> | null = null;
+  let inbound: Inbound | null = null;
+  const upstreams = new Map<string, Listener<Upstream>>();
+
+  const env: ProxyEnv = {
+    logger,
+    clock,
+    random: o.random ?? Math.random,
+    metrics,
+    limits: { ...DEFAULT_HTTP_LIMITS, ...o.limits },
+    active: () => {
+      if (active === null)
+        throw new RemoraError('REMORA_E_PROXY_NOT_READY', 'no snapshot applied yet');
+      return active;
+    },
+    tracingStage: (kind, peer) => o.tracingStage?.(kind, peer, () => env.active()) ?? null,
+  };
+
+  function inboundServer(): Server {
+    const opts = active!.tls.serverOptions;
+    const server = tls.createServer({
+      ...opts,
+      requestCert: true,
+      rejectUnauthorized: false, // verified per connection in inbound (counted by reason)
+      ALPNProtocols: ['h2', 'http/1.1'],
+      handshakeTimeout: 10_000,
+    });
+    server.on('secureConnection', (s) => inbound!.handleConnection(s));
+    server.on('tlsClientError', (err: NodeJS.ErrnoException) => {
+      metrics.handshakeFailures.labels('inbound', 'protocol').inc();
+      logger.debug({ err: err.code ?? err.message }, 'inbound TLS handshake failed');
+    });
+    return server;
+  }
+
+  function setCertMetrics(snapshot: ProxySnapshot): void {
+    metrics.certExpiry.reset();
+    metrics.certExpiry
+      .labels('leaf', '0')
+      .set(Date.parse(new X509Certificate(snapshot.tls.certPem).validTo) / 1000);
+    snapshot.tls.rootsPem.forEach((r, i) =>
+      metrics.certExpiry
+        .labels('root', String(i))
+        .set(Date.parse(new X509Certificate(r).validTo) / 1000),
+    );
+    metrics.snapshotVersion.set(snapshot.version);
+  }
+
+  async function apply(snapshot: ProxySnapshot): Promise<void> {
+    try {
+      await applyInner(snapshot);
+    } catch (err) {
+      metrics.snapshotsRejected.inc();
+      throw toRemoraError(err);
+    }
+  }
+
+  async function applyInner(snapshot: ProxySnapshot): Promise<void> {
+    if (draining)
+      throw new RemoraError(
+        'REMORA_E_PROXY_DRAINING',
+        `snapshot ${snapshot.version} refused: the proxy is draining`,
+      );
+    const now = clock.now();
+    const leaf = new X509Certificate(snapshot.tls.certPem);
+    if (Date.parse(leaf.validTo) <= now || Date.parse(leaf.validFrom) > now + 5 * 60_000)
+      throw new RemoraError(
+        'REMORA_E_PROXY_SNAPSHOT_INVALID',
+        `snapshot field \`tls.certPem\` is not valid now (valid ${leaf.validFrom} – ${leaf.validTo}); the snapshot was refused and the last good one keeps serving`,
+        { field: 'tls.certPem' },
+      );
+    const prev = active;
+    const tlsChanged = prev === null || !sameTlsMaterial(prev.snapshot.tls, snapshot.tls);
+    const tlsContexts = tlsChanged ? buildTlsContexts(snapshot.tls) : prev.tls;
+    const next: ActiveConfig = { snapshot, tls: tlsContexts };
+
+    // 1. bind every new listener first; nothing switches unless all bind
+    const created: Array<Listener<unknown>> = [];
+    const ib = snapshot.inbound;
+    const ibKey = `${ib.bindAddress}:${ib.bindPort}`;
+    let newInbound: Listener<null> | null = null;
+    const sameInbound =
+      inboundListener !== null &&
+      (inboundListener.key === ibKey ||
+        (ib.bindPort === 0 && inboundListener.key.startsWith(`${ib.bindAddress}:`)));
+    const wantUp = new Map(snapshot.upstreams.map((u) => [u.destinationName, u]));
+    const newUps: Array<Listener<Upstream>> = [];
+    const savedActive = active;
+    try {
+      active = next; // listeners created below read TLS options from here
+      if (!sameInbound) {
+        const server = inboundServer();
+        await listen(server, ib.bindAddress, ib.bindPort, `inbound ${snapshot.instance.service}`);
+        newInbound = { key: ibKey, server, part: null };
+        created.push(newInbound);
+      }
+      for (const u of snapshot.upstreams) {
+        const key = `${u.localBindAddress}:${u.localBindPort}`;
+        const cur = upstreams.get(u.destinationName);
+        if (
+          cur &&
+          (cur.key === key ||
+            (u.localBindPort === 0 && cur.key.startsWith(`${u.localBindAddress}:`)))
+        )
+          continue;
+        const server = net.createServer({ noDelay: true });
+        const part = createUpstream(env, u);
+        server.on('connection', (s) => part.handleConnection(s));
+        await listen(server, u.localBindAddress, u.localBindPort, `upstream ${u.destinationName}`);
+        const l = { key, server, part };
+        newUps.push(l);
+        created.push(l);
+      }
+    } catch (err) {
+      active = savedActive;
+      for (const l of created) closeServer(l.server);
+      for (const l of newUps) l.part.close();
+      throw err;
+    }
+
+    // 2. switch
+    if (inbound === null) inbound = createInbound(env);
+    inbound.update();
+    if (newInbound !== null) {
+      if (inboundListener) closeServer(inboundListener.server);
+      inboundListener = newInbound;
+    } else if (tlsChanged && inboundListener !== null) {
+      (inboundListener.server as tls.Server).setSecureContext(tlsContexts.serverOptions);
+    }
+    for (const [name, l] of upstreams) {
+      const want = wantUp.get(name);
+      const replaced = newUps.find((n) => n.part.cluster.name === name);
+      if (want === undefined || replaced) {
+        closeServer(l.server);
+        l.part.drain();
+        upstreams.delete(name);
+      } else {
+        l.part.update(want);
+        if (tlsChanged) l.part.cluster.tlsChanged();
+      }
+    }
+    for (const l of newUps) upstreams.set(l.part.cluster.name, l);
+    for (const l of upstreams.values()) {
+      const eps = l.part.cluster.endpoints;
+      const ejected = eps.filter((e) => e.ejectedUntil > now).length;
+      metrics.endpointsGauge.labels(l.part.cluster.name, 'active').set(eps.length - ejected);
+      metrics.endpointsGauge.labels(l.part.cluster.name, 'ejected').set(ejected);
+    }
+    setCertMetrics(snapshot);
+    logger.info(
+      {
+        version: snapshot.version,
+        upstreams: snapshot.upstreams.length,
+        tlsChanged,
+        inboundPort: (inboundListener!.server.address() as AddressInfo).port,
+      },
+      'snapshot applied',
+    );
+  }
+
+  function status(): ProxyStatus {
+    if (active === null)
+      return { ready: false, appliedVersion: null, reason: 'no snapshot applied yet', draining };
+    if (draining)
+      return {
+        ready: false,
+        appliedVersion: active.snapshot.version,
+        reason: 'draining',
+        draining,
+      };
+    if (active.tls.certNotAfter.getTime() <= clock.now())
+      return {
+        ready: false,
+        appliedVersion: active.snapshot.version,
+        reason: 'certificate expired',
+        draining,
+      };
+    if (inboundListener === null || !inboundListener.server.listening)
+      return {
+        ready: false,
+        appliedVersion: active.snapshot.version,
+        reason: 'inbound listener not bound',
+        draining,
+      };
+    return { ready: true, appliedVersion: active.snapshot.version, draining };
+  }
+
+  function openConnections(): number {
+    let n = inbound?.connections ?? 0;
+    for (const l of upstreams.values()) n += l.part.connections;
+    return n;
+  }
+
+  async function drain(deadlineMs: number): Promise<void> {
+    if (!draining) {
+      draining = true;
+      logger.info({ deadlineMs, open: openConnections() }, 'draining');
+      if (inboundListener) closeServer(inboundListener.server);
+      for (const l of upstreams.values()) closeServer(l.server);
+    }
+    const until = clock.now() + deadlineMs;
+    for (;;) {
+      inbound?.drain();
+      for (const l of upstreams.values()) l.part.drain();
+      if (openConnections() === 0 || clock.now() >= until) break;
+      await new Promise((r) => setTimeout(r, Math.min(50, Math.max(1, until - clock.now()))));
+    }
+    const left = openConnections();
+    if (left > 0)
+      logger.warn({ open: left }, 'drain deadline reached; closing the remaining connections');
+  }
+
+  async function close(): Promise<void> {
+    draining = true;
+    if (inboundListener) closeServer(inboundListener.server);
+    for (const l of upstreams.values()) {
+      closeServer(l.server);
+      l.part.close();
+    }
+    upstreams.clear();
+    inbound?.close();
+    await Promise.resolve();
+  }
+
+  return {
+    apply,
+    status,
+    get snapshot() {
+      return active?.snapshot ?? null;
+    },
+    metrics,
+    addresses() {
+      const ups: Record<string, AddressInfo> = {};
+      for (const [name, l] of upstreams) ups[name] = l.server.address() as AddressInfo;
+      return {
+        inbound: (inboundListener?.server.address() as AddressInfo | null) ?? null,
+        upstreams: ups,
+      };
+    },
+    clusters() {
+      return [...upstreams.values()].map((l) => l.part.cluster.snapshot());
+    },
+    certs() {
+      if (active === null) return null;
+      const leaf = new X509Certificate(active.snapshot.tls.certPem);
+      const info = (x: X509Certificate) => ({
+        subjectAltName: x.subjectAltName ?? '',
+        serialNumber: x.serialNumber,
+        validFrom: new Date(x.validFrom).toISOString(),
+        validTo: new Date(x.validTo).toISOString(),
+        fingerprint256: x.fingerprint256,
+        issuer: x.issuer,
+      });
+      return {
+        spiffeId: active.snapshot.instance.spiffeId,
+        leaf: info(leaf),
+        roots: active.snapshot.tls.rootsPem.map((r) => info(new X509Certificate(r))),
+      };
+    },
+    drain,
+    close,
+  };
+}

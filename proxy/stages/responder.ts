@@ -1,0 +1,55 @@
+// The one place that maps a coded error to what the caller sees: status from the catalog,
+// `x-remora-error: <code>` and a readable reason (linkerd's ServerRescue / l5d-proxy-error).
+import { describeError, toRemoraError, type RemoraError } from '../../lib/errors/index.ts';
+import type { ProxyResponse, Stage } from './types.ts';
+
+export const ERROR_HEADER = 'x-remora-error';
+
+const REASONS: Record<number, string> = {
+  400: 'Bad Request',
+  403: 'Forbidden',
+  408: 'Request Timeout',
+  413: 'Content Too Large',
+  417: 'Expectation Failed',
+  431: 'Request Header Fields Too Large',
+  500: 'Internal Server Error',
+  501: 'Not Implemented',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+  505: 'HTTP Version Not Supported',
+};
+
+export function reasonPhrase(status: number): string {
+  return REASONS[status] ?? 'Unknown';
+}
+
+/** The answer for a coded error (status from the catalog, 502 when the code has none). */
+export function errorResponse(err: RemoraError, status?: number): ProxyResponse {
+  const s = status ?? describeError(err.code).status ?? 502;
+  const body = Buffer.from(`${err.code}: ${err.message}\n`, 'utf8');
+  return {
+    status: s,
+    reason: reasonPhrase(s),
+    headers: [ERROR_HEADER, err.code, 'content-type', 'text/plain; charset=utf-8'],
+    body,
+    bodyLength: body.length,
+    errorCode: err.code,
+  };
+}
+
+/** Turns any rejection below it into an error response; `onError` sees each (for logs). */
+export function createErrorResponderStage(options: {
+  onError?: (err: RemoraError) => void;
+}): Stage {
+  return (next) => async (req) => {
+    try {
+      return await next(req);
+    } catch (e) {
+      const err = toRemoraError(e);
+      options.onError?.(err);
+      if (req.body !== null && !Buffer.isBuffer(req.body) && !req.body.ended) req.body.cancel(err);
+      return errorResponse(err);
+    }
+  };
+}

@@ -1,0 +1,92 @@
+// Opening upstream connections: plain TCP to the local app, mTLS to a peer sidecar with the
+// instance certificate, the destination's SPIFFE ID check and TLS session resumption.
+import net, { type Socket } from 'node:net';
+import tls, { type SecureContext, type TLSSocket } from 'node:tls';
+import { RemoraError } from '../../lib/errors/index.ts';
+import { classifyDialError, expectSpiffeId } from './identity.ts';
+
+export function dialTcp(
+  host: string,
+  port: number,
+  timeoutMs: number,
+  target: string,
+): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host, port, noDelay: true });
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(
+        new RemoraError(
+          'REMORA_E_PROXY_CONNECT_TIMEOUT',
+          `connecting to ${target} took longer than ${timeoutMs} ms`,
+          { target },
+        ),
+      );
+    }, timeoutMs);
+    s.once('connect', () => {
+      clearTimeout(timer);
+      s.removeAllListeners('error');
+      s.on('error', noop);
+      resolve(s);
+    });
+    s.once('error', (err) => {
+      clearTimeout(timer);
+      reject(classifyDialError(err, target));
+    });
+  });
+}
+
+export interface TlsDialOptions {
+  host: string;
+  port: number;
+  context: SecureContext;
+  expectedSpiffeId: string;
+  timeoutMs: number;
+  target: string;
+  alpn?: string[];
+  /** Resumption cache keyed by endpoint; cleared when the material changes. */
+  sessions?: Map<string, Buffer>;
+}
+
+export function dialTls(o: TlsDialOptions): Promise<TLSSocket> {
+  return new Promise((resolve, reject) => {
+    const key = `${o.host}:${o.port}`;
+    const session = o.sessions?.get(key);
+    const s = tls.connect({
+      host: o.host,
+      port: o.port,
+      secureContext: o.context,
+      checkServerIdentity: expectSpiffeId(o.expectedSpiffeId),
+      rejectUnauthorized: true,
+      ...(o.alpn ? { ALPNProtocols: o.alpn } : {}),
+      ...(session ? { session } : {}),
+    });
+    if (o.sessions) {
+      const sessions = o.sessions;
+      s.on('session', (sess: Buffer) => sessions.set(key, sess));
+    }
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(
+        new RemoraError(
+          'REMORA_E_PROXY_CONNECT_TIMEOUT',
+          `connecting to ${o.target} took longer than ${o.timeoutMs} ms`,
+          { target: o.target },
+        ),
+      );
+    }, o.timeoutMs);
+    s.once('secureConnect', () => {
+      clearTimeout(timer);
+      s.removeAllListeners('error');
+      s.on('error', noop);
+      resolve(s);
+    });
+    s.once('error', (err) => {
+      clearTimeout(timer);
+      o.sessions?.delete(key);
+      reject(classifyDialError(err, o.target));
+    });
+  });
+}
+
+function noop(): void {}

@@ -1,0 +1,174 @@
+// A two-sidecar mesh in one process for integration tests: real mTLS, real sockets on port 0.
+//   client → web's outbound listener → mTLS → api's inbound listener → api app (node:http)
+import http from 'node:http';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import { createSilentLogger } from '../../../lib/log/index.ts';
+import type { ProxySnapshot, UpstreamConfig } from '../../../lib/proxy-api/index.ts';
+import { createProxy, type Proxy } from '../../../proxy/proxy.ts';
+import {
+  createMeshCerts,
+  makeSnapshot,
+  makeUpstream,
+  type MeshCerts,
+  type MeshLeaf,
+} from '../../helpers/mesh-certs.ts';
+
+export interface App {
+  server: http.Server;
+  port: number;
+  hits: number;
+  close(): Promise<void>;
+}
+
+/** An echo app: answers JSON with what it received (method, url, selected headers, body). */
+export async function startEchoApp(name = 'api', handler?: http.RequestListener): Promise<App> {
+  const app: App = { server: http.createServer(), port: 0, hits: 0, close: async () => {} };
+  app.server.on('request', (req, res) => {
+    app.hits++;
+    if (handler) return handler(req, res);
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = JSON.stringify({
+        app: name,
+        method: req.method,
+        url: req.url,
+        xfcc: req.headers['x-forwarded-client-cert'] ?? null,
+        body: Buffer.concat(chunks).toString(),
+        trailers: req.trailers,
+      });
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(body);
+    });
+  });
+  app.server.listen(0, '127.0.0.1');
+  await once(app.server, 'listening');
+  app.port = (app.server.address() as AddressInfo).port;
+  app.close = () =>
+    new Promise((r) => {
+      app.server.closeAllConnections();
+      app.server.close(() => r());
+    });
+  return app;
+}
+
+export interface Sidecar {
+  proxy: Proxy;
+  leaf: MeshLeaf;
+  snapshot: ProxySnapshot;
+  inboundPort: number;
+  apply(s: ProxySnapshot): Promise<void>;
+}
+
+export async function startSidecar(
+  mesh: MeshCerts,
+  service: string,
+  o: {
+    appPort?: number;
+    protocol?: ProxySnapshot['inbound']['protocol'];
+    upstreams?: UpstreamConfig[];
+    intentions?: Partial<ProxySnapshot['intentions']>;
+    leaf?: MeshLeaf;
+  } = {},
+): Promise<Sidecar> {
+  const leaf = o.leaf ?? mesh.leaf(service);
+  const proxy = createProxy({ logger: createSilentLogger() });
+  const snapshot = makeSnapshot(mesh, leaf, {
+    ...(o.appPort !== undefined ? { appPort: o.appPort } : {}),
+    ...(o.protocol ? { protocol: o.protocol } : {}),
+    ...(o.upstreams ? { upstreams: o.upstreams } : {}),
+    ...(o.intentions ? { intentions: o.intentions } : {}),
+  });
+  await proxy.apply(snapshot);
+  const sc: Sidecar = {
+    proxy,
+    leaf,
+    snapshot,
+    inboundPort: proxy.addresses().inbound!.port,
+    async apply(s) {
+      await proxy.apply(s);
+      sc.snapshot = s;
+    },
+  };
+  return sc;
+}
+
+export interface TwoSidecars {
+  mesh: MeshCerts;
+  app: App;
+  api: Sidecar;
+  web: Sidecar;
+  /** web's outbound listener for api */
+  port: number;
+  url(path: string): string;
+  close(): Promise<void>;
+}
+
+export async function startTwoSidecars(
+  o: {
+    mesh?: MeshCerts;
+    protocol?: ProxySnapshot['inbound']['protocol'];
+    intentions?: Partial<ProxySnapshot['intentions']>;
+    app?: App;
+    upstream?: Partial<UpstreamConfig>;
+  } = {},
+): Promise<TwoSidecars> {
+  const mesh = o.mesh ?? createMeshCerts();
+  const protocol = o.protocol ?? 'http';
+  const app = o.app ?? (await startEchoApp());
+  const api = await startSidecar(mesh, 'api', {
+    appPort: app.port,
+    protocol,
+    ...(o.intentions ? { intentions: o.intentions } : {}),
+  });
+  const web = await startSidecar(mesh, 'web', {
+    upstreams: [makeUpstream(mesh, 'api', [api.inboundPort], { protocol, ...o.upstream })],
+  });
+  const port = web.proxy.addresses().upstreams.api!.port;
+  return {
+    mesh,
+    app,
+    api,
+    web,
+    port,
+    url: (p) => `http://127.0.0.1:${port}${p}`,
+    async close() {
+      await web.proxy.close();
+      await api.proxy.close();
+      await app.close();
+    },
+  };
+}
+
+/** One HTTP/1.1 request with node:http (a fresh connection unless an agent is given). */
+export function request(
+  url: string,
+  o: {
+    method?: string;
+    headers?: Record<string, string>;
+    body?: string | Buffer;
+    agent?: http.Agent;
+  } = {},
+): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      url,
+      { method: o.method ?? 'GET', headers: o.headers, agent: o.agent ?? false },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode!,
+            headers: res.headers,
+            body: Buffer.concat(chunks).toString(),
+          }),
+        );
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(o.body);
+  });
+}
