@@ -174,6 +174,7 @@ t.test('shows recent traces of a service as a waterfall with a Jaeger link', asy
   t.teardown(() => jaeger.close());
   const r = await runRemora(['traces', 'web', '--limit', '3', '--lookback', '15m'], {
     env: { REMORA_CLI_JAEGER_URL: jaeger.url },
+    timeoutMs: 45_000,
   });
   t.equal(r.code, 0, r.stderr);
   const q = jaeger.seen[0];
@@ -207,7 +208,9 @@ t.test('--jaeger-url overrides the config and --json prints the traces', async (
 
 t.test('Jaeger down: a coded error with the URL and how to start it', async (t) => {
   const port = await freePort();
-  const r = await runRemora(['traces', 'web', '--jaeger-url', `http://127.0.0.1:${port}`]);
+  const r = await runRemora(['traces', 'web', '--jaeger-url', `http://127.0.0.1:${port}`], {
+    timeoutMs: 45_000,
+  });
   t.equal(r.code, 1);
   t.match(r.stderr, 'REMORA_E_TELEMETRY_JAEGER_UNREACHABLE');
   t.match(r.stderr, `cannot reach Jaeger at http://127.0.0.1:${port} (ECONNREFUSED)`);

@@ -284,7 +284,8 @@ t.test(
     const rx = await startOtlpReceiver();
     t.teardown(() => rx.close());
     rx.mode = 'hang';
-    const tracing = createTracing({ ...base(rx.endpoint), maxQueueSize: 10, timeoutMs: 400 });
+    // a long export timeout: nothing held is released while the requests below run
+    const tracing = createTracing({ ...base(rx.endpoint), maxQueueSize: 10, timeoutMs: 5000 });
     const app = await startTracedServer(tracing);
     t.teardown(() => app.close());
 
@@ -295,6 +296,7 @@ t.test(
     }
     await waitFor('an export request at the collector', () => rx.requests > 0);
     t.ok(tracing.stats().dropped >= 20, `dropped ${tracing.stats().dropped} of 30`);
+    await rx.close(); // the collector goes away: held exports fail at once
     await tracing.shutdown();
     const s = tracing.stats();
     t.equal(s.exported, 0);
