@@ -1,6 +1,24 @@
+import { hostname } from 'node:os';
 import type { Command } from 'commander';
-import { controlSchema } from '../../lib/config/index.ts';
-import { loadProgramConfig, notBuilt, type CliContext } from '../context.ts';
+import { cliSchema, controlSchema, type ConfigOf } from '../../lib/config/index.ts';
+import { RemoraError } from '../../lib/errors/index.ts';
+import { createLogger, type Logger } from '../../lib/log/index.ts';
+import { connectNats, type NatsConnection } from '../../lib/nats/index.ts';
+import { createClock } from '../../lib/util/index.ts';
+import { loadProgramConfig, type CliContext } from '../context.ts';
+
+type NatsKeys = ConfigOf<typeof controlSchema.tree>['nats'];
+
+function natsOptions(nats: NatsKeys, name: string, logger: Logger) {
+  return {
+    servers: nats.servers,
+    ...(nats.token ? { token: nats.token } : {}),
+    ...(nats.credsFile ? { credsFile: nats.credsFile } : {}),
+    tls: { caFile: nats.tlsCaFile, certFile: nats.tlsCertFile, keyFile: nats.tlsKeyFile },
+    name,
+    logger,
+  };
+}
 
 export function registerControl(program: Command, ctx: CliContext): void {
   program
@@ -10,8 +28,109 @@ export function registerControl(program: Command, ctx: CliContext): void {
     )
     .option('-c, --config <file>', 'JSON config file (see docs/config.md, section remora control)')
     .option('--log-level <level>', 'minimum log level')
-    .action((opts: { config?: string; logLevel?: string }) => {
-      loadProgramConfig(controlSchema, ctx, opts.config, { 'log.level': opts.logLevel });
-      notBuilt('control', 4);
+    .option('--metrics-port <port>', 'Prometheus /metrics port on 127.0.0.1 (0: off)')
+    .action(async (opts: { config?: string; logLevel?: string; metricsPort?: string }) => {
+      // heavy modules load only when this command runs, keeping every other `remora` fast
+      const [{ createControl }, { createConsulClient }, { createTracing, parseOtlpHeaders }] =
+        await Promise.all([
+          import('../../control/index.ts'),
+          import('../../lib/consul/index.ts'),
+          import('../../lib/telemetry/index.ts'),
+        ]);
+      const config = loadProgramConfig(controlSchema, ctx, opts.config, {
+        'log.level': opts.logLevel,
+        metricsPort: opts.metricsPort === undefined ? undefined : Number(opts.metricsPort),
+      });
+      const logger = createLogger({
+        component: 'control',
+        level: config.log.level,
+        base: { datacenter: config.datacenter, pid: process.pid },
+      });
+      const tracing = createTracing({
+        serviceName: 'remora-control',
+        instanceId: `${hostname()}:${process.pid}`,
+        component: 'control',
+        endpoint: config.tracing.endpoint,
+        headers: parseOtlpHeaders(config.tracing.headers),
+        sampleRatio: config.tracing.sampleRatio,
+        timeoutMs: config.tracing.timeoutMs,
+        maxQueueSize: config.tracing.maxQueueSize,
+        logger,
+      });
+      const nc = await connectNats(
+        natsOptions(config.nats, `remora-control@${hostname()}`, logger),
+      );
+      const consul = createConsulClient({
+        address: config.consul.address,
+        ...(config.consul.token ? { token: config.consul.token } : {}),
+        ...(config.consul.caFile ? { caFile: config.consul.caFile } : {}),
+        logger,
+      });
+      const control = createControl({
+        // the schema restricts defaultPolicy to allow|deny
+        config: { ...config, defaultPolicy: config.defaultPolicy as 'allow' | 'deny' },
+        nats: nc,
+        consul,
+        clock: createClock(),
+        logger,
+        tracing: { tracer: tracing.tracer, extract: (h) => tracing.extract(h) },
+      });
+      const stopped = new Promise<void>((resolve) => {
+        if (ctx.stopSignal.aborted) resolve();
+        ctx.stopSignal.addEventListener('abort', () => resolve(), { once: true });
+      });
+      await Promise.race([control.start(), stopped]);
+      await stopped;
+      logger.info('stopping: finishing in-flight requests');
+      await control.stop();
+      await nc.drain().catch(() => undefined);
+      consul.close();
+      await tracing.shutdown();
+      logger.info('control plane stopped');
     });
+}
+
+/** What the operator subcommands (intention, token, ca) share: CLI config and a NATS connection. */
+export interface OperatorSession {
+  config: ConfigOf<typeof cliSchema.tree>;
+  nc: NatsConnection;
+  /** The operator token, or a coded error telling how to set it. */
+  operatorToken(): string;
+}
+
+export function addOperatorOptions(cmd: Command): Command {
+  return cmd.option(
+    '-c, --config <file>',
+    'JSON config file (see docs/config.md, section remora cli)',
+  );
+}
+
+/** Loads the CLI config, connects to NATS, runs `fn`, closes the connection. */
+export async function withOperatorSession<T>(
+  ctx: CliContext,
+  opts: { config?: string },
+  fn: (s: OperatorSession) => Promise<T>,
+): Promise<T> {
+  const config = loadProgramConfig(cliSchema, ctx, opts.config);
+  const logger = createLogger({ component: 'cli', level: 'error' });
+  const nc = await connectNats({
+    ...natsOptions(config.nats, 'remora-cli', logger),
+    timeoutMs: 3000,
+  });
+  try {
+    return await fn({
+      config,
+      nc,
+      operatorToken() {
+        if (!config.operatorToken)
+          throw new RemoraError(
+            'REMORA_E_CONTROL_OPERATOR_UNAUTHORIZED',
+            'no operator token configured for the CLI; set REMORA_CLI_OPERATOR_TOKEN (or operatorToken in --config) to the value control uses',
+          );
+        return config.operatorToken;
+      },
+    });
+  } finally {
+    await nc.close();
+  }
 }

@@ -41,5 +41,15 @@ export const controlSchema = defineSchema(
       format: Boolean,
       default: false,
     },
+    refreshIntervalMs: {
+      doc: 'How often each replica re-reads the CA and intentions from Consul KV, in milliseconds (also bounds how long a rotated-out root may still sign).',
+      format: 'nat',
+      default: 30000,
+    },
+    metricsPort: {
+      doc: 'Port of the Prometheus /metrics listener on 127.0.0.1; 0 disables it.',
+      format: 'port',
+      default: 0,
+    },
   },
 );
