@@ -48,18 +48,24 @@ interface JaegerEnvelope {
 
 export const DEFAULT_JAEGER_TIMEOUT_MS = 10_000;
 
-export interface QueryJaegerOptions {
+/** Where Jaeger's query service is, and how to reach it. */
+export interface JaegerConnection {
   /** Base URL of Jaeger's query service, e.g. http://127.0.0.1:16686. */
   jaegerUrl: string;
+  timeoutMs?: number;
+  /** The fetch to use (global fetch by default). */
+  fetch?: typeof fetch;
+}
+
+export interface QueryJaegerOptions extends JaegerConnection {
   service: string;
   limit: number;
   /** How far back to look, in milliseconds. */
   lookbackMs: number;
   /** "Now", in milliseconds since the epoch. */
   now: number;
-  timeoutMs?: number;
-  /** The fetch to use (global fetch by default). */
-  fetch?: typeof fetch;
+  /** Only traces with a span tagged error=true. */
+  errorsOnly?: boolean;
 }
 
 function baseUrl(jaegerUrl: string): string {
@@ -80,7 +86,7 @@ export function parseLookback(s: string): number | undefined {
   return n > 0 ? n * unit : undefined;
 }
 
-async function getJson(url: string, options: QueryJaegerOptions): Promise<JaegerEnvelope> {
+async function getJson(url: string, options: JaegerConnection): Promise<JaegerEnvelope> {
   const doFetch = options.fetch ?? fetch;
   const timeoutMs = options.timeoutMs ?? DEFAULT_JAEGER_TIMEOUT_MS;
   const base = baseUrl(options.jaegerUrl);
@@ -200,19 +206,37 @@ export async function queryJaegerTraces(options: QueryJaegerOptions): Promise<Ja
     end: String(endUs),
     lookback: `${Math.round(options.lookbackMs / 1000)}s`,
   });
+  if (options.errorsOnly) q.set('tags', JSON.stringify({ error: 'true' }));
   const url = `${base}/api/traces?${q.toString()}`;
   const envelope = await getJson(url, options);
   const traces = decodeJaegerTraces(envelope.data, url, base);
   return traces.sort((a, b) => traceStart(b) - traceStart(a));
 }
 
+/** One trace by ID (`GET /api/traces/<id>`); Jaeger answers 404 when it does not have it. */
+export async function queryJaegerTrace(
+  options: JaegerConnection,
+  traceId: string,
+): Promise<JaegerTrace> {
+  const base = baseUrl(options.jaegerUrl);
+  const url = `${base}/api/traces/${encodeURIComponent(traceId)}`;
+  const envelope = await getJson(url, options);
+  const [trace] = decodeJaegerTraces(envelope.data, url, base);
+  if (!trace) {
+    throw new RemoraError(
+      'REMORA_E_TELEMETRY_JAEGER_QUERY_FAILED',
+      `Jaeger at ${base} has no trace ${traceId}; it may not be exported yet or may have expired`,
+      { jaegerUrl: base, url, traceId },
+    );
+  }
+  return trace;
+}
+
 /** Service names Jaeger has seen (`GET /api/services`). */
-export async function queryJaegerServices(
-  options: Omit<QueryJaegerOptions, 'service' | 'limit' | 'lookbackMs' | 'now'>,
-): Promise<string[]> {
+export async function queryJaegerServices(options: JaegerConnection): Promise<string[]> {
   const base = baseUrl(options.jaegerUrl);
   const url = `${base}/api/services`;
-  const envelope = await getJson(url, { ...options, service: '', limit: 0, lookbackMs: 0, now: 0 });
+  const envelope = await getJson(url, options);
   if (envelope.data === null) return [];
   if (!Array.isArray(envelope.data) || envelope.data.some((s) => typeof s !== 'string')) {
     badShape(url, base, '"data" is not a list of service names');

@@ -285,3 +285,56 @@ t.test('bad --limit and --lookback are usage errors', async (t) => {
   const b = await runInProcess(['traces', 'web', '--lookback', 'yesterday']);
   t.match(codeAndMessage(b.error), 'REMORA_E_USAGE: --lookback yesterday is not a duration');
 });
+
+t.test('--id shows one trace; an unknown ID gets Jaeger\'s "trace not found"', async (t) => {
+  const jaeger = await startFakeJaeger((_req, url) => {
+    if (url.pathname === `/api/traces/${TRACE_ID}`) {
+      const all = jaegerTraces(Date.now() * 1000);
+      return ok({ ...all, data: all.data.slice(0, 1) });
+    }
+    return {
+      status: 404,
+      body: JSON.stringify({
+        data: null,
+        total: 0,
+        limit: 0,
+        offset: 0,
+        errors: [{ code: 404, msg: 'trace not found' }],
+      }),
+    };
+  });
+  t.teardown(() => jaeger.close());
+  const r = await runInProcess([
+    'traces',
+    '--id',
+    TRACE_ID.toUpperCase(),
+    '--jaeger-url',
+    jaeger.url,
+  ]);
+  t.equal(r.error, undefined);
+  t.match(r.stdout, `trace ${TRACE_ID}  web: GET /orders`);
+  t.match(r.stdout, `${jaeger.url}/trace/${TRACE_ID}`);
+
+  const missing = 'f'.repeat(32);
+  const r2 = await runInProcess(['traces', '--id', missing, '--jaeger-url', jaeger.url]);
+  t.equal(
+    codeAndMessage(r2.error),
+    `REMORA_E_TELEMETRY_JAEGER_QUERY_FAILED: Jaeger at ${jaeger.url} refused the query (HTTP 404: trace not found)`,
+  );
+  const r3 = await runInProcess(['traces', '--id', 'xyz']);
+  t.match(codeAndMessage(r3.error), 'REMORA_E_USAGE: --id xyz is not a trace ID');
+  const r4 = await runInProcess(['traces']);
+  t.match(codeAndMessage(r4.error), 'REMORA_E_USAGE: name a service');
+});
+
+t.test('--errors asks Jaeger only for traces with a failed span', async (t) => {
+  const jaeger = await startFakeJaeger(() =>
+    ok({ data: [], total: 0, limit: 0, offset: 0, errors: null }),
+  );
+  t.teardown(() => jaeger.close());
+  const r = await runInProcess(['traces', 'web', '--errors', '--jaeger-url', jaeger.url]);
+  t.equal(r.error, undefined);
+  const q = jaeger.seen.find((u) => u.pathname === '/api/traces');
+  t.equal(q?.searchParams.get('tags'), '{"error":"true"}');
+  t.match(r.stdout, 'no failed traces of web');
+});
