@@ -1,11 +1,13 @@
 // A two-sidecar mesh in one process for integration tests: real mTLS, real sockets on port 0.
 //   client → web's outbound listener → mTLS → api's inbound listener → api app (node:http)
 import http from 'node:http';
+import net from 'node:net';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { createSilentLogger } from '../../../lib/log/index.ts';
 import type { ProxySnapshot, UpstreamConfig } from '../../../lib/proxy-api/index.ts';
 import { createProxy, type Proxy } from '../../../proxy/proxy.ts';
+import type { HttpLimits } from '../../../proxy/env.ts';
 import {
   createMeshCerts,
   makeSnapshot,
@@ -42,13 +44,18 @@ export async function startEchoApp(name = 'api', handler?: http.RequestListener)
       res.end(body);
     });
   });
+  const sockets = new Set<net.Socket>();
+  app.server.on('connection', (sock: net.Socket) => {
+    sockets.add(sock);
+    sock.on('close', () => sockets.delete(sock));
+  });
   app.server.listen(0, '127.0.0.1');
   await once(app.server, 'listening');
   app.port = (app.server.address() as AddressInfo).port;
   app.close = () =>
     new Promise((r) => {
-      app.server.closeAllConnections();
       app.server.close(() => r());
+      for (const sock of sockets) sock.destroy();
     });
   return app;
 }
@@ -70,10 +77,14 @@ export async function startSidecar(
     upstreams?: UpstreamConfig[];
     intentions?: Partial<ProxySnapshot['intentions']>;
     leaf?: MeshLeaf;
+    limits?: Partial<HttpLimits>;
   } = {},
 ): Promise<Sidecar> {
   const leaf = o.leaf ?? mesh.leaf(service);
-  const proxy = createProxy({ logger: createSilentLogger() });
+  const proxy = createProxy({
+    logger: createSilentLogger(),
+    ...(o.limits ? { limits: o.limits } : {}),
+  });
   const snapshot = makeSnapshot(mesh, leaf, {
     ...(o.appPort !== undefined ? { appPort: o.appPort } : {}),
     ...(o.protocol ? { protocol: o.protocol } : {}),
@@ -112,17 +123,21 @@ export async function startTwoSidecars(
     intentions?: Partial<ProxySnapshot['intentions']>;
     app?: App;
     upstream?: Partial<UpstreamConfig>;
+    limits?: Partial<HttpLimits>;
   } = {},
 ): Promise<TwoSidecars> {
   const mesh = o.mesh ?? createMeshCerts();
   const protocol = o.protocol ?? 'http';
   const app = o.app ?? (await startEchoApp());
+  const limits = o.limits ? { limits: o.limits } : {};
   const api = await startSidecar(mesh, 'api', {
     appPort: app.port,
     protocol,
+    ...limits,
     ...(o.intentions ? { intentions: o.intentions } : {}),
   });
   const web = await startSidecar(mesh, 'web', {
+    ...limits,
     upstreams: [makeUpstream(mesh, 'api', [api.inboundPort], { protocol, ...o.upstream })],
   });
   const port = web.proxy.addresses().upstreams.api!.port;
@@ -170,5 +185,22 @@ export function request(
     );
     req.on('error', reject);
     req.end(o.body);
+  });
+}
+
+/** Sends raw bytes on a fresh TCP connection and collects everything until the peer closes. */
+export function rawExchange(
+  port: number,
+  bytes: string | Buffer,
+  o: { endAfterWrite?: boolean } = {},
+): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1');
+    let out = '';
+    s.on('data', (c: Buffer) => (out += c.toString('latin1')));
+    s.on('error', reject);
+    s.on('close', () => resolve(out));
+    s.write(bytes);
+    if (o.endAfterWrite) s.end();
   });
 }
