@@ -42,7 +42,7 @@ function launch(port: number, env: Record<string, string>): Promise<ChildProcess
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
       reject(new Error(`remora devconsul did not start on port ${port}:\n${out}${err}`));
-    }, 15_000);
+    }, 60_000);
     child.stdout?.on('data', (d: Buffer) => {
       out += d.toString();
       if (/listening on http:\/\/\S+/.test(out)) {
