@@ -29,7 +29,7 @@ import {
   type Subscription,
   type TokenCreateResponseV1,
 } from '../lib/nats/index.ts';
-import { inspectCsr, issueLeaf } from '../lib/pki/index.ts';
+import { issueLeaf, parseCsr } from '../lib/pki/index.ts';
 import { backoffDelay, type Clock } from '../lib/util/index.ts';
 import {
   activeRoot,
@@ -225,7 +225,8 @@ export function createControl(options: CreateControlOptions): Control {
   }
 
   function checkCsr(req: SignRequestV1, spiffeId: string) {
-    const info = inspectCsr(req.csr);
+    const parsed = parseCsr(req.csr);
+    const info = parsed.info;
     const sans = [...info.uris, ...info.dnsNames, ...info.ipAddresses];
     if (info.otherSanCount > 0 || sans.length !== 1 || info.uris[0] !== spiffeId)
       throw new RemoraError(
@@ -239,7 +240,7 @@ export function createControl(options: CreateControlOptions): Control {
         `CSR key is ${info.keyType === 'rsa' ? `RSA ${info.keyBits}` : 'not RSA'}; use an RSA key of ${MIN_RSA_BITS} to ${MAX_RSA_BITS} bits`,
         { keyType: info.keyType, keyBits: info.keyBits },
       );
-    return info;
+    return parsed;
   }
 
   async function handleSign(data: Uint8Array): Promise<SignResponseV1> {
@@ -258,12 +259,12 @@ export function createControl(options: CreateControlOptions): Control {
       datacenter: config.datacenter,
       service: req.service,
     });
-    checkCsr(req, spiffeId);
+    const csr = checkCsr(req, spiffeId);
     await checkCatalog(req.service, req.node);
     const root = activeRoot(st.ca);
     const leaf = issueLeaf({
       ca: root,
-      csrPem: req.csr,
+      csr,
       spiffeId,
       ttlMs: leafTtlMs,
       now: clock.now(),

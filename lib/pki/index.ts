@@ -4,9 +4,12 @@ import {
   X509Certificate,
   createHash,
   createPrivateKey,
+  createPublicKey,
   generateKeyPairSync,
   randomBytes,
   sign,
+  verify,
+  type KeyObject,
 } from 'node:crypto';
 import forge from 'node-forge';
 import { RemoraError } from '../errors/index.ts';
@@ -94,7 +97,7 @@ function forgePublicKey(publicKeyPem: string): forge.pki.PublicKey {
 }
 
 /** Signs a forge certificate's TBS with a PEM private key using node:crypto. */
-function signNatively(cert: forge.pki.Certificate, signerKeyPem: string): void {
+function signNatively(cert: forge.pki.Certificate, signerKey: string | KeyObject): void {
   const oid = forge.pki.oids.sha256WithRSAEncryption!;
   cert.siginfo.algorithmOid = oid;
   cert.signatureOid = oid;
@@ -103,7 +106,11 @@ function signNatively(cert: forge.pki.Certificate, signerKeyPem: string): void {
     forge.pki as unknown as { getTBSCertificate(c: forge.pki.Certificate): forge.asn1.Asn1 }
   ).getTBSCertificate(cert);
   const der = Buffer.from(forge.asn1.toDer(tbs).getBytes(), 'binary');
-  const signature = sign('sha256', der, createPrivateKey(signerKeyPem));
+  const signature = sign(
+    'sha256',
+    der,
+    typeof signerKey === 'string' ? createPrivateKey(signerKey) : signerKey,
+  );
   (cert as unknown as { tbsCertificate: forge.asn1.Asn1 }).tbsCertificate = tbs;
   cert.signature = signature.toString('binary');
 }
@@ -211,81 +218,155 @@ interface ForgeAltName {
   ip?: string;
 }
 
-/** Parses a CSR and verifies its self-signature; throws REMORA_E_PKI_CSR_INVALID otherwise. */
-export function inspectCsr(csrPem: string): CsrInfo {
+/** A CSR parsed and verified once, reusable for `issueLeaf` (see `parseCsr`). */
+export interface ParsedCsr {
+  info: CsrInfo;
+  /** Opaque handle for issueLeaf; do not rely on its shape. */
+  readonly publicKey: unknown;
+}
+
+const SIGNATURE_HASHES: Record<string, string> = {
+  sha256WithRSAEncryption: 'sha256',
+  sha384WithRSAEncryption: 'sha384',
+  sha512WithRSAEncryption: 'sha512',
+  sha1WithRSAEncryption: 'sha1',
+};
+
+function csrInvalid(message: string, cause?: unknown): RemoraError {
+  return new RemoraError(
+    'REMORA_E_PKI_CSR_INVALID',
+    message,
+    {},
+    cause === undefined ? undefined : { cause },
+  );
+}
+
+/**
+ * Parses a CSR and verifies its self-signature natively (node:crypto); throws
+ * REMORA_E_PKI_CSR_INVALID otherwise. The result can be passed to `issueLeaf` as `csr` so the
+ * signer parses each CSR once.
+ */
+export function parseCsr(csrPem: string): ParsedCsr {
   let csr: forge.pki.CertificateSigningRequest;
   try {
     csr = forge.pki.certificationRequestFromPem(csrPem);
   } catch (err) {
-    throw new RemoraError(
-      'REMORA_E_PKI_CSR_INVALID',
-      `CSR cannot be parsed: ${(err as Error).message}`,
-      {},
-      { cause: err },
-    );
+    throw csrInvalid(`CSR cannot be parsed: ${(err as Error).message}`, err);
   }
+  const pub = csr.publicKey as forge.pki.rsa.PublicKey | null;
+  const raw = csr as unknown as {
+    certificationRequestInfo?: forge.asn1.Asn1;
+    signature?: string;
+    signatureOid?: string;
+  };
+  const hash = SIGNATURE_HASHES[forge.pki.oids[raw.signatureOid ?? ''] ?? ''];
+  const cri = raw.certificationRequestInfo;
+  if (!pub || !hash || !cri || typeof raw.signature !== 'string')
+    throw csrInvalid('CSR signature does not verify (unsupported algorithm or missing parts)');
+  let spki: KeyObject;
   let verified: boolean;
   try {
-    verified = csr.verify();
-  } catch {
-    verified = false;
+    const criDer = Buffer.from(forge.asn1.toDer(cri).getBytes(), 'binary');
+    const spkiAsn1 = (cri.value as forge.asn1.Asn1[])[2]!;
+    spki = createPublicKey({
+      key: Buffer.from(forge.asn1.toDer(spkiAsn1).getBytes(), 'binary'),
+      format: 'der',
+      type: 'spki',
+    });
+    verified = verify(hash, criDer, spki, Buffer.from(raw.signature, 'binary'));
+  } catch (err) {
+    throw csrInvalid(`CSR signature does not verify: ${(err as Error).message}`, err);
   }
-  if (!verified)
-    throw new RemoraError('REMORA_E_PKI_CSR_INVALID', 'CSR signature does not verify', {});
+  if (!verified) throw csrInvalid('CSR signature does not verify');
   const ext = (
     csr.getAttribute({ name: 'extensionRequest' }) as {
       extensions?: Array<{ name?: string; altNames?: ForgeAltName[] }>;
     } | null
   )?.extensions;
   const altNames = ext?.find((e) => e.name === 'subjectAltName')?.altNames ?? [];
-  const pub = csr.publicKey as forge.pki.rsa.PublicKey | null;
-  const isRsa = pub !== null && typeof (pub as { n?: unknown }).n === 'object';
+  const isRsa = spki.asymmetricKeyType === 'rsa';
   return {
-    uris: altNames.filter((a) => a.type === 6).map((a) => a.value ?? ''),
-    dnsNames: altNames.filter((a) => a.type === 2).map((a) => a.value ?? ''),
-    ipAddresses: altNames.filter((a) => a.type === 7).map((a) => a.ip ?? a.value ?? ''),
-    otherSanCount: altNames.filter((a) => ![2, 6, 7].includes(a.type)).length,
-    keyType: isRsa ? 'rsa' : 'unknown',
-    keyBits: isRsa ? pub.n.bitLength() : 0,
-    publicKeyPem: pub ? forge.pki.publicKeyToPem(pub) : '',
+    info: {
+      uris: altNames.filter((a) => a.type === 6).map((a) => a.value ?? ''),
+      dnsNames: altNames.filter((a) => a.type === 2).map((a) => a.value ?? ''),
+      ipAddresses: altNames.filter((a) => a.type === 7).map((a) => a.ip ?? a.value ?? ''),
+      otherSanCount: altNames.filter((a) => ![2, 6, 7].includes(a.type)).length,
+      keyType: isRsa ? 'rsa' : 'unknown',
+      keyBits: isRsa ? (spki.asymmetricKeyDetails?.modulusLength ?? 0) : 0,
+      publicKeyPem: spki.export({ type: 'spki', format: 'pem' }).toString(),
+    },
+    publicKey: pub,
   };
+}
+
+/** Parses a CSR and verifies its self-signature; throws REMORA_E_PKI_CSR_INVALID otherwise. */
+export function inspectCsr(csrPem: string): CsrInfo {
+  return parseCsr(csrPem).info;
+}
+
+interface CaMaterial {
+  keyPem: string;
+  subject: forge.pki.CertificateField[];
+  keyIdentifier: string;
+  notAfter: number;
+  key: KeyObject;
+}
+
+/** Parsed CA certificates and keys, by certificate PEM (a handful at most: active + retired). */
+const caMaterials = new Map<string, CaMaterial>();
+const CA_CACHE_LIMIT = 16;
+
+function caMaterial(ca: Pick<RootCa, 'certPem' | 'keyPem'>): CaMaterial {
+  const hit = caMaterials.get(ca.certPem);
+  if (hit && hit.keyPem === ca.keyPem) return hit;
+  const caCert = forge.pki.certificateFromPem(ca.certPem);
+  const m: CaMaterial = {
+    keyPem: ca.keyPem,
+    subject: caCert.subject.attributes,
+    keyIdentifier: caCert.generateSubjectKeyIdentifier().getBytes(),
+    notAfter: caCert.validity.notAfter.getTime(),
+    key: createPrivateKey(ca.keyPem),
+  };
+  if (caMaterials.size >= CA_CACHE_LIMIT) caMaterials.clear();
+  caMaterials.set(ca.certPem, m);
+  return m;
 }
 
 /**
  * Issues a workload leaf for a CSR whose SAN has already been authorized: one URI SAN (the
- * SPIFFE ID), serverAuth + clientAuth, notBefore = now − 1 min.
+ * SPIFFE ID), serverAuth + clientAuth, notBefore = now − 1 min. Give `csr` (from `parseCsr`) to
+ * skip parsing the CSR again; otherwise `csrPem` is parsed and verified here.
  */
 export function issueLeaf(options: {
   ca: Pick<RootCa, 'certPem' | 'keyPem'>;
-  csrPem: string;
+  csrPem?: string;
+  csr?: ParsedCsr;
   spiffeId: string;
   ttlMs: number;
   now: number;
 }): IssuedLeaf {
-  const info = inspectCsr(options.csrPem);
-  const caCert = forge.pki.certificateFromPem(options.ca.certPem);
+  const parsed =
+    options.csr ?? (options.csrPem !== undefined ? parseCsr(options.csrPem) : undefined);
+  if (!parsed) throw csrInvalid('issueLeaf needs csrPem or csr');
+  const ca = caMaterial(options.ca);
   const cert = forge.pki.createCertificate();
-  cert.publicKey = forgePublicKey(info.publicKeyPem);
+  cert.publicKey = parsed.publicKey as forge.pki.PublicKey;
   cert.serialNumber = positiveSerial();
   const notBefore = new Date(options.now - LEAF_BACKDATE_MS);
-  const caNotAfter = caCert.validity.notAfter.getTime();
-  const notAfter = new Date(Math.min(options.now + options.ttlMs, caNotAfter));
+  const notAfter = new Date(Math.min(options.now + options.ttlMs, ca.notAfter));
   cert.validity.notBefore = notBefore;
   cert.validity.notAfter = notAfter;
   cert.setSubject([]);
-  cert.setIssuer(caCert.subject.attributes);
+  cert.setIssuer(ca.subject);
   cert.setExtensions([
     { name: 'basicConstraints', cA: false, critical: true },
     { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
     { name: 'extKeyUsage', serverAuth: true, clientAuth: true },
     { name: 'subjectAltName', critical: true, altNames: [{ type: 6, value: options.spiffeId }] },
     { name: 'subjectKeyIdentifier' },
-    {
-      name: 'authorityKeyIdentifier',
-      keyIdentifier: caCert.generateSubjectKeyIdentifier().getBytes(),
-    },
+    { name: 'authorityKeyIdentifier', keyIdentifier: ca.keyIdentifier },
   ]);
-  signNatively(cert, options.ca.keyPem);
+  signNatively(cert, ca.key);
   return {
     certPem: forge.pki.certificateToPem(cert),
     serial: cert.serialNumber,
