@@ -107,7 +107,7 @@ async function startAndWait(
   let gone = false;
   void s.exited.then(() => (gone = true));
   for (const port of ports) {
-    if (!(await waitListening(port, 15_000, () => gone))) {
+    if (!(await waitListening(port, 60_000, () => gone))) {
       await ctx.registry.stop(s, 1000);
       throw new Error(`${name} is not listening on 127.0.0.1:${port}: ${logTail(s)}`);
     }
@@ -379,7 +379,7 @@ async function startRemora(ctx: PathContext, protocol: Protocol): Promise<ReadyP
       throw err;
     }
     for (const transport of transports) {
-      const p = await probe(ports.clientUpstreamPort, transport);
+      const p = await probe(ports.clientUpstreamPort, transport, 10_000);
       if (p.status === 200 && p.bytes === BODY.length) {
         const checks = [
           `GET through the pair (${transport === 'h2c' ? 'cleartext HTTP/2' : 'HTTP/1.1'} in, app ${appPort === ctx.app.h2cPort ? 'h2c' : 'HTTP/1.1'}): ${describeProbe(p)}`,

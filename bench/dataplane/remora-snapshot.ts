@@ -3,6 +3,7 @@
 // intentions snapshot that allows web → api and denies everything else.
 import type { IntentionsSnapshot } from '../../lib/intentions/types.ts';
 import type { Protocol, ProxySnapshot, ResilienceConfig } from '../../lib/proxy-api/types.ts';
+import { DEFAULT_RESILIENCE, defaultLoadBalancer } from '../../lib/proxy-api/index.ts';
 import type { BenchPki, Leaf } from '../lib/certs.ts';
 
 export const BENCH_INTENTIONS: IntentionsSnapshot = {
@@ -12,18 +13,8 @@ export const BENCH_INTENTIONS: IntentionsSnapshot = {
   intentions: [{ source: 'web', destination: 'api', action: 'allow' }],
 };
 
-/** Defaults a user would run with (the agent's defaults for an upstream). */
-export const BENCH_RESILIENCE: ResilienceConfig = {
-  connectTimeoutMs: 5000,
-  requestTimeoutMs: 15_000,
-  idleTimeoutMs: 60_000,
-  maxRetries: 2,
-  retryBudgetRatio: 0.2,
-  retryBudgetMinPerSec: 10,
-  maxBufferedBodyBytes: 64 * 1024,
-  outlier: { consecutiveFailures: 5, baseEjectionMs: 30_000, maxEjectionPercent: 50 },
-  circuitBreaker: { maxConnections: 1024, maxPendingRequests: 1024, maxRequests: 1024 },
-};
+/** What the agent puts in a snapshot when the service definition sets nothing. */
+export const BENCH_RESILIENCE: ResilienceConfig = DEFAULT_RESILIENCE;
 
 export interface PairPorts {
   /** web's outbound listener (what the load generator hits). */
@@ -73,7 +64,7 @@ export function buildPairSnapshots(
         localBindAddress: '127.0.0.1',
         localBindPort: ports.clientUpstreamPort,
         protocol,
-        loadBalancer: protocol === 'tcp' ? 'round_robin' : 'peak_ewma',
+        loadBalancer: defaultLoadBalancer(protocol),
         resilience: BENCH_RESILIENCE,
         endpoints: [
           {

@@ -79,14 +79,14 @@ export function dataplaneHeadline(r: DataplaneResult, conns: number): DataplaneH
 
 function runTable(runs: RunRecord[]): string[] {
   const out = [
-    '| rep | seq | path | kind | requests | req/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | errors | CPU µs/req client / server / app | RSS peak MB client / server | SUT core busy (path) | loadgen core busy (tool) | foreign pp SUT / loadgen | attempts | quiet wait s |',
-    '|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|---|---:|---:|',
+    '| rep | seq | path | kind | requests | req/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | errors | generator send lag p99 µs | CPU µs/req client / server / app | RSS peak MB client / server | SUT core busy (path) | loadgen core busy (tool) | foreign pp SUT / loadgen | attempts | quiet wait s |',
+    '|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|---|---:|---:|',
   ];
   for (const x of runs) {
     const c = (k: RoleName): string =>
       x.cpuUsPerReq[k] === undefined ? '–' : x.cpuUsPerReq[k].toFixed(1);
     out.push(
-      `| ${x.rep} | ${x.seq} | ${x.path} | ${x.kind === 'throughput' ? 'c32 closed' : 'open loop'} | ${x.load.requests} | ${fmt(x.load.rps)} | ${x.load.p50Us} | ${x.load.p90Us} | ${x.load.p99Us} | ${x.load.p999Us} | ${x.load.maxUs} | ${x.load.errors} | ${c('client')} / ${c('server')} / ${c('app')} | ${mb(x.rssPeakKb.client ?? 0)} / ${mb(x.rssPeakKb.server ?? 0)} | ${x.sutBusyPct}% (${x.sutPathPct}%) | ${x.loadgenBusyPct}% (${x.loadgenToolPct}%) | ${x.foreignSutPp} / ${x.foreignLoadgenPp} | ${x.attempts} | ${x.quietWaitS} |`,
+      `| ${x.rep} | ${x.seq} | ${x.path} | ${x.kind === 'throughput' ? 'c32 closed' : 'open loop'} | ${x.load.requests} | ${fmt(x.load.rps)} | ${x.load.p50Us} | ${x.load.p90Us} | ${x.load.p99Us} | ${x.load.p999Us} | ${x.load.maxUs} | ${x.load.errors} | ${x.load.sendLagP99Us >= 0 ? x.load.sendLagP99Us : '–'} | ${c('client')} / ${c('server')} / ${c('app')} | ${mb(x.rssPeakKb.client ?? 0)} / ${mb(x.rssPeakKb.server ?? 0)} | ${x.sutBusyPct}% (${x.sutPathPct}%) | ${x.loadgenBusyPct}% (${x.loadgenToolPct}%) | ${x.foreignSutPp} / ${x.foreignLoadgenPp} | ${x.attempts} | ${x.quietWaitS} |`,
     );
   }
   return out;
@@ -192,6 +192,15 @@ export function dataplaneSection(r: DataplaneResult, conns: number, foreignMax: 
       `Runs that started without the box becoming quiet: ${waited}.`,
     '',
   );
+  const late = r.runs.filter((x) => x.kind === 'latency' && x.load.sendLagP99Us > 1000);
+  if (late.length) {
+    out.push(
+      `**The open-loop generator itself fell behind in ${late.length} of ${r.runs.filter((x) => x.kind === 'latency').length} latency runs** ` +
+        '(p99 of its own send lag > 1 ms, column "generator send lag" below): the loadgen core was not free, so those latencies ' +
+        "include the generator's queueing and are not the path's.",
+      '',
+    );
+  }
 
   out.push('### Checks before loading', '');
   for (const p of r.ready) for (const c of p.checks) out.push(`- ${p.label}: ${c}`);

@@ -5,15 +5,29 @@ import { request as httpsRequest } from 'node:https';
 import { createConnection, createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+async function canBind(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const s = createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      s.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
-    });
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
   });
+}
+
+// Ports the bench hands to its processes come from below the kernel's ephemeral range
+// (32768–60999 here), so that no outgoing connection or port-0 listener of another process
+// can take one between our check and the process binding it.
+const PORT_FLOOR = 12_000;
+const PORT_CEIL = 32_000;
+let nextPort = PORT_FLOOR + Math.floor(Math.random() * 8_000);
+
+/** A port free on 127.0.0.1 now, below the ephemeral range, never handed out twice per run. */
+export async function freePort(): Promise<number> {
+  for (let tries = 0; tries < PORT_CEIL - PORT_FLOOR; tries++) {
+    const port = nextPort++;
+    if (nextPort >= PORT_CEIL) nextPort = PORT_FLOOR;
+    if (await canBind(port)) return port;
+  }
+  throw new Error(`no free port on 127.0.0.1 between ${PORT_FLOOR} and ${PORT_CEIL}`);
 }
 
 export async function isListening(port: number): Promise<boolean> {

@@ -24,6 +24,7 @@ export interface Started {
   /** PIDs counted for CPU and RSS (nginx: master + workers). */
   pids: number[];
   logFile: string;
+  where: Placement;
   exited: Promise<number | null>;
 }
 
@@ -107,7 +108,15 @@ export function createProcessRegistry(options: { logDir: string; pinning: Pinnin
       child.once('exit', (code) => resolve(code));
       child.once('error', () => resolve(-1));
     });
-    const s: Started = { name, pid: child.pid, child, pids: [child.pid], logFile, exited };
+    const s: Started = {
+      name,
+      pid: child.pid,
+      child,
+      pids: [child.pid],
+      logFile,
+      where: opts.where ?? 'sut',
+      exited,
+    };
     started.push(s);
     return s;
   }
@@ -149,7 +158,12 @@ export function createProcessRegistry(options: { logDir: string; pinning: Pinnin
     for (const t of tracked) if (isOurs(t)) signal(t.pid, 'SIGKILL');
   }
 
-  return { start, adoptChildren, adopt, stop, stopAll, killAllSync, started };
+  /** PIDs of every started process placed on a core (for foreign-load accounting). */
+  function pidsOn(where: Placement): number[] {
+    return started.filter((s) => s.where === where).flatMap((s) => s.pids);
+  }
+
+  return { start, adoptChildren, adopt, stop, stopAll, killAllSync, started, pidsOn };
 }
 
 export type ProcessRegistry = ReturnType<typeof createProcessRegistry>;
