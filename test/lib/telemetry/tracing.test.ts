@@ -391,3 +391,53 @@ t.test(
     t.equal(parent?.resource['remora.component'], 'agent');
   },
 );
+
+t.test('a call across two services is one trace with SERVER → CLIENT → SERVER links', async (t) => {
+  const rx = await startOtlpReceiver();
+  t.teardown(() => rx.close());
+  const web = createTracing({ ...base(rx.endpoint), serviceName: 'web', instanceId: 'web-1' });
+  const api = createTracing({ ...base(rx.endpoint), serviceName: 'api', instanceId: 'api-1' });
+  t.teardown(() => Promise.all([web.shutdown(), api.shutdown()]));
+  const apiServer = await startTracedServer(api);
+  t.teardown(() => apiServer.close());
+
+  const webServer = http.createServer((req, res) => {
+    const parent = web.extract(req.headers);
+    const server = web.tracer.startSpan('GET', { kind: SpanKind.SERVER }, parent);
+    const inServer = trace.setSpan(parent, server);
+    const client = web.tracer.startSpan(
+      'GET',
+      { kind: SpanKind.CLIENT, attributes: { [REMORA_ATTR.upstream]: 'api' } },
+      inServer,
+    );
+    const headers: Record<string, string> = {};
+    web.inject(trace.setSpan(inServer, client), headers);
+    void fetch(`${apiServer.url}/orders`, { headers }).then(async (r) => {
+      client.setAttributes(httpResponseAttributes(r.status));
+      await r.text();
+      client.end();
+      res.writeHead(200).end('ok');
+      server.end();
+    });
+  });
+  await new Promise<void>((resolve) => webServer.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => {
+    webServer.closeAllConnections();
+    return new Promise<void>((resolve) => webServer.close(() => resolve()));
+  });
+
+  const res = await fetch(`http://127.0.0.1:${(webServer.address() as AddressInfo).port}/`);
+  t.equal(res.status, 200);
+  const [apiSpan] = await rx.waitForSpans({ service: 'api' });
+  const webSpans = await rx.waitForSpans({ service: 'web', count: 2 });
+  const webServerSpan = webSpans.find((s) => s.kind === 'SERVER');
+  const webClientSpan = webSpans.find((s) => s.kind === 'CLIENT');
+  t.ok(apiSpan && webServerSpan && webClientSpan);
+  t.equal(webClientSpan?.traceId, webServerSpan?.traceId);
+  t.equal(apiSpan?.traceId, webServerSpan?.traceId, 'both services are in one trace');
+  t.equal(webServerSpan?.parentSpanId, undefined);
+  t.equal(webClientSpan?.parentSpanId, webServerSpan?.spanId);
+  t.equal(apiSpan?.parentSpanId, webClientSpan?.spanId);
+  t.equal(apiSpan?.resource['service.instance.id'], 'api-1');
+  t.equal(webClientSpan?.attributes['http.response.status_code'], 200);
+});
