@@ -628,12 +628,7 @@ export class Catalog {
 
   /** Handles PUT /v1/agent/service/deregister/:id. */
   deregisterService(id: string): void {
-    if (!this.services.has(id)) {
-      throw new HttpError(
-        404,
-        `Unknown service ID ${JSON.stringify(id)}. Ensure that the service ID is passed, not the service name.`,
-      );
-    }
+    if (!this.services.has(id)) throw unknownService(id);
     this.write((idx) => this.removeServiceLocked(id, idx));
   }
 
@@ -657,7 +652,7 @@ export class Catalog {
   /** Handles PUT /v1/agent/service/maintenance/:id. */
   setMaintenance(id: string, enable: boolean, reason: string): void {
     const svc = this.services.get(id);
-    if (!svc) throw new HttpError(404, `No service registered with ID ${JSON.stringify(id)}`);
+    if (!svc) throw unknownService(id);
     const cid = `${SERVICE_MAINT_PREFIX}${id}`;
     if (enable) {
       if (this.checks.has(cid)) return;
@@ -734,11 +729,7 @@ export class Catalog {
   /** Handles PUT /v1/agent/check/deregister/:id. */
   deregisterCheck(id: string): void {
     const st = this.checks.get(id);
-    if (!st)
-      throw new HttpError(
-        404,
-        `Unknown check ID ${JSON.stringify(id)}. Ensure that the check ID is passed, not the check name.`,
-      );
+    if (!st) throw unknownCheck(id);
     this.write((idx) => {
       this.dropCheck(id);
       const svc = this.services.get(st.rec.ServiceID);
@@ -756,8 +747,11 @@ export class Catalog {
   /** Handles PUT /v1/agent/check/{pass,warn,fail,update}/:id. */
   updateTtl(id: string, status: HealthStatus, output: string): void {
     const st = this.checks.get(id);
-    if (!st || st.rec.Type !== 'ttl') {
-      throw new HttpError(404, `CheckID ${JSON.stringify(id)} does not have associated TTL`);
+    // vetCheckUpdateWithAuthorizer answers 404 for an unknown ID; updateTTLCheck's plain error
+    // for a check that is not a TTL check becomes a 500.
+    if (!st) throw unknownCheck(id);
+    if (st.rec.Type !== 'ttl') {
+      throw new HttpError(500, `CheckID ${JSON.stringify(id)} does not have associated TTL`);
     }
     const capped = capOutput(output, st.def.OutputMaxSize || DEFAULT_OUTPUT_MAX_SIZE);
     st.lastOutput = capped;
@@ -1147,6 +1141,22 @@ function proxyFrom(p: Record<string, unknown> | undefined): WireProxy {
     });
   }
   return out;
+}
+
+/** agent.vetServiceUpdateWithAuthorizer's answer for an unknown service. */
+function unknownService(id: string): HttpError {
+  return new HttpError(
+    404,
+    `Unknown service ID ${JSON.stringify(id)}. Ensure that the service ID is passed, not the service name.`,
+  );
+}
+
+/** agent.vetCheckUpdateWithAuthorizer's answer for an unknown check. */
+function unknownCheck(id: string): HttpError {
+  return new HttpError(
+    404,
+    `Unknown check ID ${JSON.stringify(id)}. Ensure that the check ID is passed, not the check name.`,
+  );
 }
 
 function validateUpstream(u: WireUpstream): string | undefined {

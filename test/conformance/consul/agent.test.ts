@@ -233,6 +233,7 @@ t.test(`maintenance mode adds a critical check and removes it again ${SERVICE_DO
   t.notOk((await api('GET', '/v1/agent/checks')).json<Json>()[`_service_maintenance:${name}`]);
   const unknown = await api('PUT', `/v1/agent/service/maintenance/${p}-nobody?enable=true`);
   t.equal(unknown.status, 404);
+  t.match(unknown.text, /^Unknown service ID/);
 });
 
 t.test(`a TTL check starts critical and follows pass, warn and fail ${CHECK_DOC}`, async (t) => {
@@ -267,10 +268,23 @@ t.test(`a check's initial status can be given ${CHECK_DOC}`, async (t) => {
   t.equal((await api('GET', '/v1/agent/checks')).json<Json>()[`${name}-c`].Status, 'passing');
 });
 
-t.test(`updating a check that is not a TTL check is refused ${CHECK_DOC}`, async (t) => {
-  const r = await api('PUT', `/v1/agent/check/pass/${p}-nocheck`);
-  t.ok(r.status >= 400 && r.status < 500, `status ${r.status}`);
-  t.match(r.text, `${p}-nocheck`);
+t.test(`TTL updates: an unknown check is 404, a non-TTL check is 500 ${CHECK_DOC}`, async (t) => {
+  const unknown = await api('PUT', `/v1/agent/check/pass/${p}-nocheck`);
+  t.equal(unknown.status, 404);
+  t.equal(
+    unknown.text,
+    `Unknown check ID "${p}-nocheck". Ensure that the check ID is passed, not the check name.`,
+  );
+  const name = `${p}-notttl`;
+  await api('PUT', '/v1/agent/service/register', {
+    Name: name,
+    Port: 14,
+    Check: { CheckID: `${name}-tcp`, TCP: '127.0.0.1:1', Interval: '30s' },
+  });
+  t.teardown(() => cleanup(name));
+  const notTtl = await api('PUT', `/v1/agent/check/pass/${name}-tcp`);
+  t.equal(notTtl.status, 500);
+  t.equal(notTtl.text, `CheckID "${name}-tcp" does not have associated TTL`);
 });
 
 t.test(`a TTL check that is not refreshed expires to critical ${CHECK_DOC}`, async (t) => {
