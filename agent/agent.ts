@@ -159,10 +159,10 @@ export function registrationFor(
       meta: { [NODE_META_KEY]: o.node },
       checks: [
         {
-          check_id: readinessCheckId(def.id),
-          name: 'Remora proxy ready',
-          ttl: `${Math.max(1, Math.round(o.checkTtlMs / 1000))}s`,
-          status: o.ready ? 'passing' : 'critical',
+          CheckID: readinessCheckId(def.id),
+          Name: 'Remora proxy ready',
+          TTL: `${Math.max(1, Math.round(o.checkTtlMs / 1000))}s`,
+          Status: o.ready ? 'passing' : 'critical',
         },
       ],
       proxy: {
@@ -382,6 +382,7 @@ export function createAgent(o: AgentOptions): Agent {
       inst.registered = true;
       inst.regAttempt = 0;
       inst.registrationError = null;
+      if (inst.def.sidecar) identity.requestIfMissing(inst.def.id);
     } catch (err) {
       inst.registered = false;
       const e = new RemoraError(

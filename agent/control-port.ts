@@ -12,7 +12,22 @@ import {
 } from '../lib/nats/index.ts';
 import type { Tracing } from '../lib/telemetry/index.ts';
 import type { Logger } from '../lib/log/index.ts';
-import type { ControlPort } from './ports.ts';
+import type { IntentionsSnapshot } from '../lib/intentions/types.ts';
+import type { ControlPort, TrustBundle } from './ports.ts';
+
+/** The wire message without its version field: what the agent keeps and hands to proxies. */
+function policyOf(s: IntentionsSnapshot): IntentionsSnapshot {
+  return {
+    revision: s.revision,
+    defaultPolicy: s.defaultPolicy,
+    auditMode: s.auditMode,
+    intentions: s.intentions,
+  };
+}
+
+function bundleOf(r: TrustBundle): TrustBundle {
+  return { trustDomain: r.trustDomain, activeRootId: r.activeRootId, roots: r.roots };
+}
 
 export function createNatsControlPort(o: {
   nc: NatsConnection;
@@ -57,14 +72,16 @@ export function createNatsControlPort(o: {
         span.end();
       }
     },
-    roots: () => requestRoots(nc, dc, opts),
-    intentions: () => requestIntentions(nc, dc, opts),
+    roots: async () => bundleOf(await requestRoots(nc, dc, opts)),
+    intentions: async () => policyOf(await requestIntentions(nc, dc, opts)),
     onRootsChanged(fn) {
-      const sub = subscribeRootsChanged(nc, dc, (r) => fn(r), { logger: o.logger });
+      const sub = subscribeRootsChanged(nc, dc, (r) => fn(bundleOf(r)), { logger: o.logger });
       return () => sub.unsubscribe();
     },
     onIntentionsChanged(fn) {
-      const sub = subscribeIntentionsChanged(nc, dc, (s) => fn(s), { logger: o.logger });
+      const sub = subscribeIntentionsChanged(nc, dc, (s) => fn(policyOf(s)), {
+        logger: o.logger,
+      });
       return () => sub.unsubscribe();
     },
     async close() {

@@ -103,7 +103,8 @@ function createMirror<T>(o: MirrorOptions<T>): Mirror<T> {
     async start() {
       const cached = await readJsonOrNull<T>(o.cachePath);
       if (cached && !stopped) set(cached, false);
-      await refresh();
+      // the first fetch runs in the background: a slow or absent control never blocks start
+      void refresh();
     },
     current: () => value,
     offer(next) {

@@ -65,6 +65,8 @@ export interface IdentityManager {
   status(id: string): IdentityStatus | null;
   /** Renews every certificate now (after a root rotation). */
   renewAll(reason: string): void;
+  /** Asks now for an instance that has no certificate yet (e.g. right after registration). */
+  requestIfMissing(id: string): void;
   /** The trust bundle became known: request what was waiting for it, replace certificates of another trust domain. */
   trustBundleKnown(): void;
   stop(): void;
@@ -88,7 +90,7 @@ export function createIdentityManager(options: IdentityManagerOptions): Identity
     const delay = Math.min(Math.max(0, at - clock.now()), 86_400_000);
     m.timer = clock.setTimeout(() => {
       m.timer = null;
-      if (clock.now() >= at) void request(m, 'renewal due');
+      if (clock.now() >= at) void request(m, m.cert ? 'renewal due' : 'retry');
       else schedule(m, at);
     }, delay);
   }
@@ -296,9 +298,16 @@ export function createIdentityManager(options: IdentityManagerOptions): Identity
         void request(m, reason);
       }
     },
+    requestIfMissing(id) {
+      const m = managed.get(id);
+      if (m && !m.cert && !m.inFlight) {
+        m.attempt = 0;
+        void request(m, 'instance registered');
+      }
+    },
     trustBundleKnown() {
       for (const m of managed.values()) {
-        if (!m.cert || m.cert.spiffeId !== expectedSpiffeId(m)) {
+        if (!m.inFlight && (!m.cert || m.cert.spiffeId !== expectedSpiffeId(m))) {
           m.attempt = 0;
           void request(m, 'trust bundle known');
         }

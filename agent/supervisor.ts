@@ -23,7 +23,7 @@ export const RESTART_BASE_MS = 100;
 export const RESTART_MAX_MS = 10_000;
 /** A proxy that stayed up this long starts its restart backoff from scratch. */
 export const RESTART_RESET_AFTER_MS = 30_000;
-export const HELLO_TIMEOUT_MS = 5_000;
+export const HELLO_TIMEOUT_MS = 20_000;
 const LIVENESS_POLL_MS = 500;
 
 export interface ProcessOps {

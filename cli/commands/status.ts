@@ -1,11 +1,114 @@
 import type { Command } from 'commander';
-import { notBuilt, type CliContext } from '../context.ts';
+import { cliSchema } from '../../lib/config/index.ts';
+import { RemoraError } from '../../lib/errors/index.ts';
+import type { AgentStatus } from '../../agent/index.ts';
+import { loadProgramConfig, print, type CliContext } from '../context.ts';
 
-export function registerStatus(program: Command, _ctx: CliContext): void {
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
+
+function until(iso: string | null, now: number): string {
+  if (!iso) return '-';
+  const ms = Date.parse(iso) - now;
+  if (ms <= 0) return `${iso} (EXPIRED)`;
+  const h = Math.floor(ms / 3600_000);
+  const m = Math.floor((ms % 3600_000) / 60_000);
+  return `${iso} (in ${h}h${String(m).padStart(2, '0')}m)`;
+}
+
+/** The human view of an agent's status. */
+export function renderStatus(s: AgentStatus, now: number): string {
+  const out: string[] = [];
+  out.push(`node ${s.node} · datacenter ${s.datacenter} · agent up since ${s.startedAt}`);
+  out.push(
+    s.waitingFor.length ? `waiting for: ${s.waitingFor.join('; ')}` : 'all dependencies reachable',
+  );
+  out.push(
+    `trust bundle: ${s.trustBundle.known ? 'known' : 'unknown'} · intentions: revision ${s.intentions.revision ?? '-'}`,
+  );
+  out.push('');
+  const rows = [
+    [
+      'INSTANCE',
+      'SERVICE',
+      'SIDECAR',
+      'REGISTERED',
+      'PROXY PID',
+      'READY',
+      'RESTARTS',
+      'CERT EXPIRES',
+    ],
+  ];
+  for (const i of s.instances) {
+    rows.push([
+      i.id,
+      i.service,
+      i.sidecarPort === null ? '-' : String(i.sidecarPort),
+      i.registered ? 'yes' : 'no',
+      i.proxy?.pid == null ? '-' : String(i.proxy.pid),
+      i.proxy ? (i.proxy.ready ? 'yes' : `no (${i.proxy.readyReason ?? i.proxy.state})`) : '-',
+      i.proxy ? String(i.proxy.restarts) : '-',
+      until(i.certificate?.notAfter ?? null, now),
+    ]);
+  }
+  out.push(rows.length > 1 ? table(rows) : 'no service instances defined');
+  const ups = [['UPSTREAM', 'ENDPOINTS', 'SYNCED', 'USED BY']];
+  for (const u of s.upstreams)
+    ups.push([u.service, String(u.endpoints), u.synced ? 'yes' : 'no', u.users.join(',')]);
+  if (ups.length > 1) out.push('', table(ups));
+  const errors: string[] = [];
+  for (const i of s.instances) {
+    for (const e of [i.registrationError, i.proxy?.lastError, i.certificate?.lastError]) {
+      if (e) errors.push(`${e.at} ${i.id}: ${e.code}: ${e.message}`);
+    }
+  }
+  for (const p of s.problems) errors.push(`${p.code}: ${p.message}`);
+  for (const m of [s.trustBundle, s.intentions]) {
+    if (m.lastError) errors.push(`${m.lastError.at} ${m.lastError.code}: ${m.lastError.message}`);
+  }
+  for (const u of s.upstreams) {
+    if (u.lastError)
+      errors.push(`${u.lastError.at} ${u.service}: ${u.lastError.code}: ${u.lastError.message}`);
+  }
+  if (errors.length) out.push('', 'last errors:', ...errors.map((e) => `  ${e}`));
+  return out.join('\n');
+}
+
+export function registerStatus(program: Command, ctx: CliContext): void {
   program
     .command('status')
     .description(
       "this host's instances, their proxies, certificate expiry, upstream endpoints, last errors",
     )
-    .action(() => notBuilt('status', 5));
+    .option('-c, --config <file>', 'JSON config file (see docs/config.md, section remora cli)')
+    .option('--agent-admin <url>', "URL of the agent's admin endpoint, e.g. http://127.0.0.1:18999")
+    .option('--json', 'print the raw status JSON')
+    .action(async (opts: { config?: string; agentAdmin?: string; json?: boolean }) => {
+      const config = loadProgramConfig(cliSchema, ctx, opts.config, {
+        agentAdmin: opts.agentAdmin,
+      });
+      const url = `${config.agentAdmin.replace(/\/+$/, '')}/status`;
+      let status: AgentStatus;
+      try {
+        const res = await fetch(url, { signal: AbortSignal.timeout(5000) });
+        if (!res.ok) throw new Error(`HTTP ${res.status}`);
+        status = (await res.json()) as AgentStatus;
+      } catch (err) {
+        throw new RemoraError(
+          'REMORA_E_AGENT_ADMIN_UNREACHABLE',
+          `cannot read the agent status at ${url}: ${(err as Error).message}; is \`remora agent\` running here, and does --agent-admin match its adminPort?`,
+          { url },
+        );
+      }
+      print(ctx, opts.json ? JSON.stringify(status, null, 2) : renderStatus(status, Date.now()));
+    });
 }
