@@ -31,6 +31,10 @@ interface ComposeFile {
 
 const composeDir = join(repoRoot, 'compose');
 const reason = await toolMissing('docker-compose', 'docker-compose');
+// One run serves both the validity check and the shape checks (`config` validates as `-q` does).
+const resolved = reason
+  ? undefined
+  : runTool('docker-compose', ['-f', 'compose/compose.yaml', 'config']);
 
 const argv = (s: ComposeService): string[] =>
   Array.isArray(s.command) ? s.command : (s.command ?? '').split(/\s+/).filter(Boolean);
@@ -55,7 +59,7 @@ t.test(
   'docker-compose config accepts compose/compose.yaml',
   { skip: reason ?? false },
   async (t) => {
-    const r = await runTool('docker-compose', ['-f', 'compose/compose.yaml', 'config', '-q']);
+    const r = await resolved!;
     t.equal(r.code, 0, r.stderr);
     t.equal(r.stderr.trim(), '', 'no warning either');
   },
@@ -74,7 +78,7 @@ t.test(
   'the resolved environment has the documented shape',
   { skip: reason ?? false },
   async (t) => {
-    const r = await runTool('docker-compose', ['-f', 'compose/compose.yaml', 'config']);
+    const r = await resolved!;
     t.equal(r.code, 0, r.stderr);
     const c = parse(r.stdout) as ComposeFile;
     const services = c.services;
