@@ -12,6 +12,7 @@ export {
 } from './tracing.ts';
 export type { ExportStats } from './export-guard.ts';
 export { parseOtlpHeaders } from './headers.ts';
+export { registerTracingMetrics } from './metrics.ts';
 export {
   extractB3,
   extractContext,
