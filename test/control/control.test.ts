@@ -435,3 +435,37 @@ t.test(
     );
   },
 );
+
+t.test('a request carrying W3C trace context gets a control span in the same trace', async (t) => {
+  const { InMemorySpanExporter, SimpleSpanProcessor, TracerProvider } =
+    await import('@opentelemetry/sdk-trace');
+  const { extractContext } = await import('../../lib/telemetry/index.ts');
+  const { headersWithTraceContext } = await import('../../lib/nats/index.ts');
+  const exporter = new InMemorySpanExporter();
+  const provider = new TracerProvider({ spanProcessors: [new SimpleSpanProcessor({ exporter })] });
+  const consul = createFakeConsul();
+  const c = await connectNats({ servers: nats.url, name: 'traced', logger });
+  const control = createControl({
+    config,
+    nats: c,
+    consul,
+    clock: fakeClock(),
+    logger,
+    tracing: { tracer: provider.getTracer('test'), extract: (h) => extractContext(h) },
+  });
+  await control.start();
+  t.teardown(async () => {
+    await control.stop();
+    await c.close();
+  });
+  const traceId = '0af7651916cd43dd8448eb211c80319c';
+  const parentId = 'b7ad6b7169203331';
+  await requestRoots(nc, 'dc1', {
+    headers: headersWithTraceContext({ traceparent: `00-${traceId}-${parentId}-01` }),
+  });
+  await waitFor('the control span', () => exporter.getFinishedSpans().length > 0);
+  const span = exporter.getFinishedSpans()[0]!;
+  t.equal(span.name, 'remora.control ca.roots');
+  t.equal(span.spanContext().traceId, traceId);
+  t.equal(span.parentSpanContext?.spanId, parentId);
+});
