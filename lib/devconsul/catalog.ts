@@ -165,11 +165,116 @@ function statusRank(s: string): number {
   return s === 'critical' ? 2 : s === 'warning' ? 1 : 0;
 }
 
+function addTo(m: Map<string, Set<string>>, k: string, v: string): void {
+  let set = m.get(k);
+  if (!set) m.set(k, (set = new Set()));
+  set.add(v);
+}
+
+function removeFrom(m: Map<string, Set<string>>, k: string, v: string): void {
+  const set = m.get(k);
+  if (!set) return;
+  set.delete(v);
+  if (set.size === 0) m.delete(k);
+}
+
+/** Services by ID, with secondary indexes by name and by Connect destination. */
+class ServiceTable {
+  private readonly rows = new Map<string, ServiceRecord>();
+  readonly byName = new Map<string, Set<string>>();
+  readonly byDest = new Map<string, Set<string>>();
+
+  get(id: string): ServiceRecord | undefined {
+    return this.rows.get(id);
+  }
+  has(id: string): boolean {
+    return this.rows.has(id);
+  }
+  values(): IterableIterator<ServiceRecord> {
+    return this.rows.values();
+  }
+  set(id: string, svc: ServiceRecord): void {
+    this.delete(id);
+    this.rows.set(id, svc);
+    addTo(this.byName, svc.Service, id);
+    const dest = connectDestination(svc);
+    if (dest) addTo(this.byDest, dest, id);
+  }
+  delete(id: string): void {
+    const prev = this.rows.get(id);
+    if (!prev) return;
+    this.rows.delete(id);
+    removeFrom(this.byName, prev.Service, id);
+    const dest = connectDestination(prev);
+    if (dest) removeFrom(this.byDest, dest, id);
+  }
+  pick(ids: Set<string> | undefined): ServiceRecord[] {
+    const out: ServiceRecord[] = [];
+    for (const id of [...(ids ?? [])].sort()) {
+      const s = this.rows.get(id);
+      if (s) out.push(s);
+    }
+    return out;
+  }
+}
+
+/** The destination a service serves Connect traffic for: its proxy's, or its own if native. */
+function connectDestination(s: ServiceRecord): string | undefined {
+  if (s.Kind === 'connect-proxy' && s.Proxy.DestinationServiceName)
+    return s.Proxy.DestinationServiceName;
+  if (s.Connect.Native) return s.Service;
+  return undefined;
+}
+
+/** Checks by ID, with secondary indexes by service and by alias target. */
+class CheckTable {
+  private readonly rows = new Map<string, CheckState>();
+  readonly bySvc = new Map<string, Set<string>>();
+  readonly aliasByTarget = new Map<string, Set<string>>();
+
+  get(id: string): CheckState | undefined {
+    return this.rows.get(id);
+  }
+  has(id: string): boolean {
+    return this.rows.has(id);
+  }
+  values(): IterableIterator<CheckState> {
+    return this.rows.values();
+  }
+  get size(): number {
+    return this.rows.size;
+  }
+  set(id: string, st: CheckState): void {
+    this.delete(id);
+    this.rows.set(id, st);
+    addTo(this.bySvc, st.rec.ServiceID, id);
+    if (st.def.AliasService) addTo(this.aliasByTarget, st.def.AliasService, id);
+  }
+  delete(id: string): void {
+    const prev = this.rows.get(id);
+    if (!prev) return;
+    this.rows.delete(id);
+    removeFrom(this.bySvc, prev.rec.ServiceID, id);
+    if (prev.def.AliasService) removeFrom(this.aliasByTarget, prev.def.AliasService, id);
+  }
+  ofService(serviceId: string): CheckState[] {
+    const out: CheckState[] = [];
+    for (const id of this.bySvc.get(serviceId) ?? []) {
+      const st = this.rows.get(id);
+      if (st) out.push(st);
+    }
+    return out;
+  }
+}
+
 export class Catalog {
   readonly node: NodeRecord;
   index = 0;
-  private readonly services = new Map<string, ServiceRecord>();
-  private readonly checks = new Map<string, CheckState>();
+  private readonly services = new ServiceTable();
+  private readonly checks = new CheckTable();
+  /** Services touched and alias checks added by the current write, for alias updates. */
+  private readonly dirty = new Set<string>();
+  private readonly pendingAlias = new Set<string>();
   private readonly nodeChecks: CheckRecord[];
   private readonly serviceIndex = new Map<string, number>();
   private readonly connectIndex = new Map<string, number>();
@@ -279,6 +384,7 @@ export class Catalog {
   }
 
   private touchService(svc: ServiceRecord, idx: number): void {
+    this.dirty.add(svc.ID);
     this.catalogIndex = idx;
     this.serviceIndex.set(svc.Service, idx);
     if (svc.Kind === 'connect-proxy' && svc.Proxy.DestinationServiceName) {
@@ -555,8 +661,9 @@ export class Catalog {
     });
     // Existing checks of the service keep their place unless replace-existing-checks asks
     // otherwise; their tags follow the service.
-    for (const [id, st] of [...this.checks]) {
-      if (st.rec.ServiceID !== svc.ID || newIds.has(id)) continue;
+    for (const st of this.checks.ofService(svc.ID)) {
+      const id = st.rec.CheckID;
+      if (newIds.has(id)) continue;
       if (replaceExistingChecks && !id.startsWith(SERVICE_MAINT_PREFIX)) {
         this.dropCheck(id);
       } else {
@@ -623,6 +730,7 @@ export class Catalog {
         : {}),
     };
     this.checks.set(ct.CheckID, st);
+    if (st.def.AliasService) this.pendingAlias.add(ct.CheckID);
     this.startCheck(st);
   }
 
@@ -638,11 +746,9 @@ export class Catalog {
     this.services.delete(id);
     this.servicesTableIndex = idx;
     this.touchService(svc, idx);
-    for (const [cid, st] of [...this.checks]) {
-      if (st.rec.ServiceID === id) {
-        this.stopCheck(st);
-        this.checks.delete(cid);
-      }
+    for (const st of this.checks.ofService(id)) {
+      this.stopCheck(st);
+      this.checks.delete(st.rec.CheckID);
     }
     // A sidecar registered through this service's definition goes with it.
     const sidecar = this.services.get(`${id}${SIDECAR_SUFFIX}`);
@@ -857,12 +963,22 @@ export class Catalog {
     });
   }
 
-  /** Alias checks mirror the worst status of the aliased service's checks. */
+  /**
+   * Alias checks mirror the worst status of the aliased service's checks (and the node's).
+   * Only alias checks added in this write or aiming at a service it touched are evaluated.
+   */
   private updateAliases(idx: number): void {
-    for (let round = 0; round < 3; round++) {
-      let changed = false;
-      for (const st of this.checks.values()) {
-        if (st.rec.Type !== 'alias' || !st.def.AliasService) continue;
+    for (let round = 0; round < 4; round++) {
+      const candidates = new Set(this.pendingAlias);
+      this.pendingAlias.clear();
+      for (const target of this.dirty) {
+        for (const id of this.checks.aliasByTarget.get(target) ?? []) candidates.add(id);
+      }
+      this.dirty.clear();
+      if (candidates.size === 0) return;
+      for (const id of candidates) {
+        const st = this.checks.get(id);
+        if (!st || !st.def.AliasService) continue;
         const target = st.def.AliasService;
         let status: HealthStatus;
         let output: string;
@@ -870,12 +986,7 @@ export class Catalog {
           status = 'critical';
           output = 'Service not found';
         } else {
-          const relevant = [
-            ...this.nodeChecks,
-            ...[...this.checks.values()]
-              .filter((c) => c.rec.ServiceID === target)
-              .map((c) => c.rec),
-          ];
+          const relevant = [...this.nodeChecks, ...this.checks.ofService(target).map((c) => c.rec)];
           status = 'passing';
           output = 'All checks passing.';
           if (relevant.length === this.nodeChecks.length) output = 'No checks found.';
@@ -886,22 +997,20 @@ export class Catalog {
             }
           }
         }
-        if (st.rec.Status !== status || st.rec.Output !== output) {
-          const statusChanged = st.rec.Status !== status;
+        if (st.rec.Status !== status) {
           st.rec.Status = status;
           st.rec.Output = output;
-          if (statusChanged) {
-            st.rec.ModifyIndex = idx;
-            if (status === 'critical') st.criticalSince = this.o.clock.now();
-            else delete st.criticalSince;
-            const svc = this.services.get(st.rec.ServiceID);
-            if (svc) this.touchService(svc, idx);
-            changed = true;
-          }
+          st.rec.ModifyIndex = idx;
+          if (status === 'critical') st.criticalSince = this.o.clock.now();
+          else delete st.criticalSince;
+          const svc = this.services.get(st.rec.ServiceID);
+          if (svc) this.touchService(svc, idx);
+        } else {
+          st.rec.Output = output;
         }
       }
-      if (!changed) return;
     }
+    this.dirty.clear();
   }
 
   /** deregister_critical_service_after: the reaper runs every reapIntervalMs. */
@@ -938,34 +1047,31 @@ export class Catalog {
 
   checksOf(svc: ServiceRecord): CheckRecord[] {
     const out = [...this.nodeChecks];
-    for (const c of this.checks.values()) if (c.rec.ServiceID === svc.ID) out.push(c.rec);
+    for (const c of this.checks.ofService(svc.ID)) out.push(c.rec);
     return out;
   }
 
   /** Index of a service's health/catalog view (maxIndexForService). */
   serviceViewIndex(name: string): number {
-    const exists = this.catalogServices().some((s) => s.Service === name);
+    const exists = name === 'consul' || this.services.byName.has(name);
     if (exists) return this.serviceIndex.get(name) ?? this.catalogIndex;
     return this.catalogIndex;
   }
 
   connectViewIndex(name: string): number {
-    const exists = this.connectInstances(name).length > 0;
+    const exists = this.services.byDest.has(name);
     if (exists) return this.connectIndex.get(name) ?? this.catalogIndex;
     return this.catalogIndex;
   }
 
   instances(name: string): ServiceRecord[] {
-    return this.catalogServices().filter((s) => s.Service === name);
+    const own = this.services.pick(this.services.byName.get(name));
+    return name === 'consul' ? [this.consulService, ...own] : own;
   }
 
   /** Connect-capable instances for a destination: its proxies and Connect-native instances. */
   connectInstances(name: string): ServiceRecord[] {
-    return this.catalogServices().filter(
-      (s) =>
-        (s.Kind === 'connect-proxy' && s.Proxy.DestinationServiceName === name) ||
-        (s.Connect.Native === true && s.Service === name),
-    );
+    return this.services.pick(this.services.byDest.get(name));
   }
 
   servicesTable(): { index: number; services: Record<string, string[]> } {
