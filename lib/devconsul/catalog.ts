@@ -1085,6 +1085,11 @@ export class Catalog {
     return { index: this.servicesTableIndex, services: sorted };
   }
 
+  /** Index of the checks table: any catalog write that can change a check. */
+  checksIndex(): number {
+    return this.catalogIndex;
+  }
+
   nodeChecksList(): CheckRecord[] {
     return this.nodeChecks;
   }

@@ -571,6 +571,26 @@ export function createHandler(o: HandlerOptions) {
       handler: (ctx) => healthEntries(ctx, true),
     },
     {
+      path: '/v1/health/state/',
+      prefix: true,
+      methods: ['GET'],
+      handler: (ctx) => {
+        const state = ctx.rest;
+        if (state === '') throw new HttpError(400, 'Missing check state');
+        if (!['any', 'passing', 'warning', 'critical'].includes(state))
+          throw new HttpError(400, 'Invalid check state');
+        return indexed(
+          ctx,
+          () => catalog.checksIndex(),
+          () => ({
+            json: [...catalog.nodeChecksList(), ...catalog.agentChecks()]
+              .filter((c) => state === 'any' || c.Status === state)
+              .map(checkOut),
+          }),
+        );
+      },
+    },
+    {
       path: '/v1/health/checks/',
       prefix: true,
       methods: ['GET'],
@@ -698,9 +718,12 @@ export function createHandler(o: HandlerOptions) {
     res.setHeader('Vary', 'Accept-Encoding');
     const status = reply.status ?? 200;
     if (reply.raw) {
+      // kvs_endpoint.go: raw values are never sniffed or rendered (XSS hardening).
       res.writeHead(status, {
-        'Content-Type': 'text/plain; charset=utf-8',
+        'Content-Type': 'text/plain',
         'Content-Length': reply.raw.length,
+        'X-Content-Type-Options': 'nosniff',
+        'Content-Security-Policy': 'sandbox',
       });
       res.end(reply.raw);
     } else if (reply.text !== undefined) {

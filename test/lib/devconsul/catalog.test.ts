@@ -210,3 +210,45 @@ t.test('a datacenter other than ours is answered like Consul without a path to i
   t.equal(r.text, 'No path to datacenter');
   t.equal((await call(dc.url, 'GET', '/v1/health/service/x?dc=east')).status, 200);
 });
+
+t.test('hash-based blocking on one agent service wakes when the service changes', async (t) => {
+  const dc = await startTestConsul(t);
+  await call(dc.url, 'PUT', '/v1/agent/service/register', { name: 'h', port: 1 });
+  const first = await fetch(`${dc.url}/v1/agent/service/h`);
+  const hash = first.headers.get('x-consul-contenthash') ?? '';
+  await first.text();
+  const blocked = fetch(`${dc.url}/v1/agent/service/h?hash=${hash}&wait=30s`).then((r) => r.json());
+  await call(dc.url, 'PUT', '/v1/agent/service/register', { name: 'h', port: 2 });
+  const after = (await blocked) as Json;
+  t.equal(after.Port, 2);
+  t.not(after.ContentHash, hash);
+});
+
+t.test('health/state lists checks in a state, the node check included', async (t) => {
+  const dc = await startTestConsul(t);
+  await call(dc.url, 'PUT', '/v1/agent/service/register', {
+    name: 's',
+    check: { CheckID: 's-ttl', ttl: '30s' },
+  });
+  const critical = (
+    await call(dc.url, 'GET', '/v1/health/state/critical')
+  ).json() as unknown as Json[];
+  t.same(
+    critical.map((c) => c.CheckID),
+    ['s-ttl'],
+  );
+  const any = (await call(dc.url, 'GET', '/v1/health/state/any')).json() as unknown as Json[];
+  t.ok(any.some((c) => c.CheckID === 'serfHealth'));
+  const bad = await call(dc.url, 'GET', '/v1/health/state/sideways');
+  t.equal(bad.status, 400);
+  t.equal(bad.text, 'Invalid check state');
+});
+
+t.test('raw KV values are served as inert text', async (t) => {
+  const dc = await startTestConsul(t);
+  await call(dc.url, 'PUT', '/v1/kv/page', '<script>x</script>');
+  const r = await fetch(`${dc.url}/v1/kv/page?raw`);
+  t.equal(await r.text(), '<script>x</script>');
+  t.equal(r.headers.get('content-type'), 'text/plain');
+  t.equal(r.headers.get('x-content-type-options'), 'nosniff');
+});
