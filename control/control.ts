@@ -12,6 +12,7 @@ import {
   decodeEmptyRequestV1,
   decodeIntentionDeleteRequestV1,
   decodeIntentionUpsertRequestV1,
+  decodeIntentionsPolicyRequestV1,
   decodeSignRequestV1,
   decodeTokenCreateRequestV1,
   encodeErrorReply,
@@ -385,6 +386,26 @@ export function createControl(options: CreateControlOptions): Control {
     return { v: 1, revision: doc.revision };
   }
 
+  async function handlePolicy(data: Uint8Array): Promise<IntentionsSnapshotV1> {
+    const req = decodeIntentionsPolicyRequestV1(data);
+    requireOperator(req.operatorToken, 'intentions.policy');
+    const doc = await updateDoc(consul.kv, keys.intentions, decodeIntentionsDoc, (current) => {
+      const base = current ?? emptyIntentionsDoc(config.defaultPolicy, config.auditMode);
+      return {
+        ...base,
+        revision: base.revision + 1,
+        defaultPolicy: req.defaultPolicy ?? base.defaultPolicy,
+        auditMode: req.auditMode ?? base.auditMode,
+      };
+    });
+    publishIntentions(doc);
+    logger.info(
+      { defaultPolicy: doc.defaultPolicy, auditMode: doc.auditMode, revision: doc.revision },
+      'intentions policy changed',
+    );
+    return { v: 1, ...doc };
+  }
+
   function handleTokenCreate(data: Uint8Array): TokenCreateResponseV1 {
     const req = decodeTokenCreateRequestV1(data);
     requireOperator(req.operatorToken, 'tokens.create');
@@ -507,6 +528,7 @@ export function createControl(options: CreateControlOptions): Control {
       serve('intentions.get', s.intentionsGet, handleIntentionsGet);
       serve('intentions.upsert', s.intentionsUpsert, handleUpsert);
       serve('intentions.delete', s.intentionsDelete, handleDelete);
+      serve('intentions.policy', s.intentionsPolicy, handlePolicy);
       serve('tokens.create', s.tokensCreate, handleTokenCreate);
       // every replica reloads the CA when any replica rotates it (not a queue subscription)
       subs.push(

@@ -6,7 +6,12 @@ import {
   validateIntention,
   type Intention,
 } from '../../lib/intentions/index.ts';
-import { deleteIntention, requestIntentions, upsertIntention } from '../../lib/nats/index.ts';
+import {
+  deleteIntention,
+  requestIntentions,
+  setIntentionsPolicy,
+  upsertIntention,
+} from '../../lib/nats/index.ts';
 import { CliExit, print, type CliContext } from '../context.ts';
 import { addOperatorOptions, withOperatorSession } from './control.ts';
 
@@ -133,6 +138,39 @@ export function registerIntention(program: Command, ctx: CliContext): void {
       print(
         ctx,
         `default policy: ${snap.defaultPolicy}${snap.auditMode ? ' (audit mode: denials logged, not enforced)' : ''}; revision ${snap.revision}`,
+      );
+    });
+  });
+  addOperatorOptions(
+    cmd
+      .command('policy')
+      .description('show or change the default policy (no intention matches) and audit mode')
+      .option('--default <policy>', 'allow or deny')
+      .option('--audit <mode>', 'on: log and count denials without enforcing them; off: enforce'),
+  ).action(async (opts: { default?: string; audit?: string; config?: string }) => {
+    if (opts.default !== undefined && opts.default !== 'allow' && opts.default !== 'deny')
+      throw new RemoraError(
+        'REMORA_E_USAGE',
+        `--default must be allow or deny, got ${JSON.stringify(opts.default)}`,
+      );
+    if (opts.audit !== undefined && opts.audit !== 'on' && opts.audit !== 'off')
+      throw new RemoraError(
+        'REMORA_E_USAGE',
+        `--audit must be on or off, got ${JSON.stringify(opts.audit)}`,
+      );
+    await withOperatorSession(ctx, opts, async (s) => {
+      const snap =
+        opts.default === undefined && opts.audit === undefined
+          ? await requestIntentions(s.nc, s.config.datacenter)
+          : await setIntentionsPolicy(s.nc, s.config.datacenter, s.operatorToken(), {
+              ...(opts.default !== undefined
+                ? { defaultPolicy: opts.default as 'allow' | 'deny' }
+                : {}),
+              ...(opts.audit !== undefined ? { auditMode: opts.audit === 'on' } : {}),
+            });
+      print(
+        ctx,
+        `default policy: ${snap.defaultPolicy}; audit mode: ${snap.auditMode ? 'on (denials logged, not enforced)' : 'off'}; revision ${snap.revision}`,
       );
     });
   });

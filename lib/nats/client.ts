@@ -137,6 +137,23 @@ export function deleteIntention(
   );
 }
 
+/** Changes the default policy and/or audit mode; resolves to the new snapshot. */
+export function setIntentionsPolicy(
+  nc: NatsConnection,
+  dc: string,
+  operatorToken: string,
+  change: { defaultPolicy?: 'allow' | 'deny'; auditMode?: boolean },
+  options: RequestOptions = {},
+): Promise<IntentionsSnapshotV1> {
+  return requestJson(
+    nc,
+    subjects(dc).intentionsPolicy,
+    { v: 1, operatorToken, ...change },
+    decodeIntentionsSnapshotV1,
+    options,
+  );
+}
+
 export function createToken(
   nc: NatsConnection,
   dc: string,

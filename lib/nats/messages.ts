@@ -128,6 +128,14 @@ export interface TokenCreateResponseV1 {
   expiresAt: string | null;
 }
 
+/** `intentions.policy`: change the default policy and/or audit mode; reply is the snapshot. */
+export interface IntentionsPolicyRequestV1 {
+  v: 1;
+  operatorToken: string;
+  defaultPolicy?: 'allow' | 'deny';
+  auditMode?: boolean;
+}
+
 export interface CaRotateRequestV1 {
   v: 1;
   operatorToken: string;
@@ -221,6 +229,30 @@ export function decodeTokenCreateRequestV1(data: Data): TokenCreateRequestV1 {
   };
   if (o.ttlSeconds !== undefined)
     r.ttlSeconds = readNumber(o, 'ttlSeconds', w, { integer: true, min: 0, max: 10 * 365 * 86400 });
+  return r;
+}
+
+export function decodeIntentionsPolicyRequestV1(data: Data): IntentionsPolicyRequestV1 {
+  const w = 'intentions.policy request';
+  const o = request(data, w, ['v', 'operatorToken', 'defaultPolicy', 'auditMode']);
+  const r: IntentionsPolicyRequestV1 = {
+    v: 1,
+    operatorToken: readString(o, 'operatorToken', w, { minLength: 0, maxLength: MAX_TOKEN_LENGTH }),
+  };
+  if (o.defaultPolicy !== undefined) {
+    if (o.defaultPolicy !== 'allow' && o.defaultPolicy !== 'deny')
+      throw invalid(w, 'field "defaultPolicy" must be "allow" or "deny"', {
+        field: 'defaultPolicy',
+      });
+    r.defaultPolicy = o.defaultPolicy;
+  }
+  if (o.auditMode !== undefined) {
+    if (typeof o.auditMode !== 'boolean')
+      throw invalid(w, 'field "auditMode" must be a boolean', { field: 'auditMode' });
+    r.auditMode = o.auditMode;
+  }
+  if (r.defaultPolicy === undefined && r.auditMode === undefined)
+    throw invalid(w, 'give "defaultPolicy", "auditMode" or both');
   return r;
 }
 

@@ -14,6 +14,7 @@ export interface ControlSubjects {
   intentionsChanged: string;
   intentionsUpsert: string;
   intentionsDelete: string;
+  intentionsPolicy: string;
   tokensCreate: string;
 }
 
@@ -40,6 +41,7 @@ export function subjects(dc: string): ControlSubjects {
     intentionsChanged: `${p}.intentions.changed`,
     intentionsUpsert: `${p}.intentions.upsert`,
     intentionsDelete: `${p}.intentions.delete`,
+    intentionsPolicy: `${p}.intentions.policy`,
     tokensCreate: `${p}.tokens.create`,
   });
   cache.set(dc, s);

@@ -11,6 +11,7 @@ import {
   requestRoots,
   requestSign,
   rotateCa,
+  setIntentionsPolicy,
   subjects,
   subscribeIntentionsChanged,
   subscribeRootsChanged,
@@ -356,10 +357,28 @@ t.test(
     );
     const stored = JSON.parse(consul.data.get('remora/intentions')!.value);
     t.equal(stored.revision, 4);
-    await waitFor('the delete publication', () => seen.includes(4));
+    const policy = await setIntentionsPolicy(nc, 'dc1', OP, {
+      defaultPolicy: 'allow',
+      auditMode: true,
+    });
+    t.same(
+      {
+        revision: policy.revision,
+        defaultPolicy: policy.defaultPolicy,
+        auditMode: policy.auditMode,
+        n: policy.intentions.length,
+      },
+      { revision: 5, defaultPolicy: 'allow', auditMode: true, n: 1 },
+      'default policy and audit mode change with a new revision, intentions kept',
+    );
+    t.equal(
+      await codeOf(setIntentionsPolicy(nc, 'dc1', 'nope', { auditMode: false })),
+      'REMORA_E_CONTROL_OPERATOR_UNAUTHORIZED',
+    );
+    await waitFor('the policy publication', () => seen.includes(5));
     consul.down = true;
     const cached = await requestIntentions(nc, 'dc1');
-    t.equal(cached.revision, 4, 'Consul down: the last known snapshot is served');
+    t.equal(cached.revision, 5, 'Consul down: the last known snapshot is served');
     consul.down = false;
   },
 );

@@ -3,6 +3,7 @@ import fc from 'fast-check';
 import { hasCode, RemoraError } from '../../../lib/errors/index.ts';
 import {
   decodeCaRotateRequestV1,
+  decodeIntentionsPolicyRequestV1,
   decodeEmptyRequestV1,
   decodeIntentionDeleteRequestV1,
   decodeIntentionUpsertRequestV1,
@@ -36,6 +37,7 @@ function codeOf(fn: () => unknown): string | undefined {
 }
 
 const DECODERS = [
+  decodeIntentionsPolicyRequestV1,
   decodeSignRequestV1,
   (d: Uint8Array) => decodeEmptyRequestV1(d),
   decodeIntentionUpsertRequestV1,

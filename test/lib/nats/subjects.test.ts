@@ -17,6 +17,7 @@ t.test('subjects follow remora.v1.<dc>.… for every contract row', async (t) =>
     intentionsChanged: 'remora.v1.dc1.intentions.changed',
     intentionsUpsert: 'remora.v1.dc1.intentions.upsert',
     intentionsDelete: 'remora.v1.dc1.intentions.delete',
+    intentionsPolicy: 'remora.v1.dc1.intentions.policy',
     tokensCreate: 'remora.v1.dc1.tokens.create',
   });
   t.equal(CONTROL_QUEUE_GROUP, 'remora-control');
