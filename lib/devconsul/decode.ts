@@ -204,6 +204,13 @@ export const serviceDefinitionSpec: StructSpec = {
     TaggedAddresses: { map: serviceAddress },
     Meta: { map: 'string' },
     Port: 'int',
+    Ports: {
+      array: {
+        goName: 'ServicePort',
+        strict: true,
+        fields: { Name: 'string', Port: 'int', Default: 'bool' },
+      },
+    },
     SocketPath: 'string',
     Check: checkType,
     Checks: { array: checkType },
