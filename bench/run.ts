@@ -206,6 +206,31 @@ function renderReport(r: {
     '',
   );
   lines.push(...r.sections);
+  lines.push(
+    '## Method',
+    '',
+    '- **One run, same pinning.** Every path is started before the first measurement and measured in the same run, ' +
+      'repeats in alternating order (forward, reverse, …); the tables give medians over the repeats and the spread ' +
+      '((max − min) / median). Each path is pre-warmed once and warmed up before every throughput run (not recorded).',
+    '- **Throughput** is closed loop: wrk with one thread and N keep-alive connections; for a path that must be driven over ' +
+      "cleartext HTTP/2 (the `http2` pair: its outbound listener and the app speak h2c), the bench's generator in closed-loop " +
+      "mode, one stream in flight per connection (wrk has no HTTP/2). That row's ratio therefore mixes two load tools; its CPU " +
+      'µs per request does not.',
+    '- **Latency** is open loop (Debian ships no wrk2): `bench/loadgen/open-loop.ts`, its own process pinned to the loadgen ' +
+      'core, sends at a fixed rate on N keep-alive connections and times each request from its *intended* send time, so a ' +
+      'stall shows up as latency instead of lowering the offered load (no coordinated omission). It reports its own send lag; ' +
+      'runs where it fell behind are flagged. Its overhead is in the direct baseline and cancels in the "added" columns.',
+    '- **CPU µs per request** = (utime + stime of the process, all threads, from `/proc/<pid>/stat`) / requests completed, ' +
+      'over the measured run; nginx counts master + worker. **RSS** = VmRSS from `/proc/<pid>/status`, sampled every 0.25 s.',
+    '- **Shared box.** Before each run the bench waits (bounded, QUIET_MAX_WAIT) for all-CPU busy ≤ QUIET_PCT; after it, ' +
+      '"foreign pp" = user CPU on each core not accounted for by the bench\'s own processes there. A run above FOREIGN_MAX is ' +
+      're-measured (RETRIES, bounded by TIME_BUDGET); the report says how many recorded runs are still disturbed. Bench ' +
+      'processes run at nice NICE.',
+    '- **Bounded and local.** Every load run has a duration and a hard timeout; every wait has a deadline; all traffic is on ' +
+      '127.0.0.1; every process the bench starts is recorded with its PID and start time and stopped by PID on exit, error, ' +
+      "SIGINT or SIGTERM. Ports come from below the kernel's ephemeral range.",
+    '',
+  );
   lines.push('## Setup', '');
   lines.push(`- Machine: ${r.facts.cpu}; kernel ${r.facts.kernel}; ${r.facts.os}; loopback only.`);
   lines.push('- Versions:');

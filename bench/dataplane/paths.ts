@@ -401,6 +401,12 @@ async function startRemora(ctx: PathContext, protocol: Protocol): Promise<ReadyP
       failures.push(
         `app port ${appPort === ctx.app.h2cPort ? 'h2c' : 'HTTP/1.1'}, ${transport} in: ${describeProbe(p)}`,
       );
+      if (p.status === 200) {
+        // the pair answered but the answer is broken: report that rather than trying other setups
+        await ctx.registry.stop(client.started);
+        await ctx.registry.stop(server.started);
+        throw new Error(`the ${protocol} pair answered incorrectly: ${failures.join('; ')}`);
+      }
     }
     await ctx.registry.stop(client.started);
     await ctx.registry.stop(server.started);

@@ -72,17 +72,23 @@ export async function probe(
   if (transport === 'h2c') {
     return new Promise((resolve) => {
       const session = h2connect(`http://127.0.0.1:${port}`);
+      let status = 0;
+      let bytes = 0;
       const t = setTimeout(() => {
         session.destroy();
-        resolve({ status: 0, bytes: 0, error: 'timeout' });
+        resolve({
+          status,
+          bytes,
+          error: status
+            ? `HTTP ${status} and ${bytes} body bytes arrived but the stream never ended (no END_STREAM within ${timeoutMs} ms)`
+            : 'timeout',
+        });
       }, timeoutMs);
       session.on('error', (err: Error) => {
         clearTimeout(t);
         resolve({ status: 0, bytes: 0, error: err.message });
       });
       const req = session.request({ ':path': '/' });
-      let status = 0;
-      let bytes = 0;
       req.on('response', (h) => (status = Number(h[':status'])));
       req.on('data', (d: Buffer) => (bytes += d.length));
       req.on('end', () => {
@@ -155,6 +161,7 @@ export async function probeMtls(options: {
 
 export function describeProbe(p: Probe): string {
   if (!p.error) return `HTTP ${p.status}, ${p.bytes} body bytes`;
+  if (p.status) return p.error;
   // OpenSSL errors carry a long prefix: keep the reason ("tlsv13 alert certificate required")
   const first = p.error.split('\n')[0]!.trim();
   const reason = /:([^:]*alert[^:]*|[^:]*certificate[^:]*):/.exec(first)?.[1] ?? first;
