@@ -33,7 +33,7 @@ export const KNOBS = {
   SIGN_SECONDS: { default: '3', doc: 'seconds of the certificate-signing throughput run' },
   CONSUL_SERVICES: { default: '1000', doc: 'services (× 3 instances) in the catalog scenario' },
   CONSUL_BUDGET: {
-    default: '45',
+    default: '30',
     doc: 'seconds of catalog registration after which it is measured at the size reached',
   },
   SCALE_PROXIES: { default: '50', doc: 'proxies on one host in the scale scenario' },
