@@ -118,6 +118,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
       rejectUnauthorized: false, // verified per connection in inbound (counted by reason)
       ALPNProtocols: ['h2', 'http/1.1'],
       handshakeTimeout: 10_000,
+      noDelay: true,
     });
     server.on('secureConnection', (s) => inbound!.handleConnection(s));
     server.on('tlsClientError', (err: NodeJS.ErrnoException) => {

@@ -58,6 +58,7 @@ export function dialTls(o: TlsDialOptions): Promise<TLSSocket> {
       secureContext: o.context,
       checkServerIdentity: expectSpiffeId(o.expectedSpiffeId),
       rejectUnauthorized: true,
+      ...({ noDelay: true } as object),
       ...(o.alpn ? { ALPNProtocols: o.alpn } : {}),
       ...(session ? { session } : {}),
     });
