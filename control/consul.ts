@@ -30,12 +30,15 @@ export interface ControlConsul {
   catalog: ControlCatalog;
 }
 
-const CONTROL_CODE_PREFIX = ['REMORA', 'E', 'CONTROL', ''].join('_');
-
 /** Maps a Consul failure to REMORA_E_CONTROL_CONSUL_UNAVAILABLE (coded control errors pass). */
 export function consulUnavailable(err: unknown, what: string): RemoraError {
   // control's own coded errors (conflicts, corrupt state) pass through unchanged
-  if (hasCode(err) && err.code.startsWith(CONTROL_CODE_PREFIX)) return err;
+  if (
+    hasCode(err, 'REMORA_E_CONTROL_CONSUL_UNAVAILABLE') ||
+    hasCode(err, 'REMORA_E_CONTROL_KV_CONFLICT') ||
+    hasCode(err, 'REMORA_E_CONTROL_STATE_CORRUPT')
+  )
+    return err;
   return new RemoraError(
     'REMORA_E_CONTROL_CONSUL_UNAVAILABLE',
     `cannot ${what}: ${(err as Error)?.message ?? String(err)}; check consul.address and that Consul is up, then retry`,
