@@ -379,11 +379,13 @@ export function createConsulClient(opts: ConsulClientOptions): ConsulClient {
       },
       async deregisterService(id) {
         await call(`/v1/agent/service/deregister/${id}`, () =>
-          pkg.agent.service.deregister({ id }),
+          pkg.agent.service.deregister({ id, timeout: timeoutMs }),
         );
       },
       async services() {
-        const out = obj(await call('/v1/agent/services', () => pkg.agent.service.list()));
+        const out = obj(
+          await call('/v1/agent/services', () => pkg.agent.service.list({ timeout: timeoutMs })),
+        );
         return Object.fromEntries(Object.entries(out).map(([k, v]) => [k, normalizeService(v)]));
       },
       async service(id) {
@@ -394,11 +396,17 @@ export function createConsulClient(opts: ConsulClientOptions): ConsulClient {
         return normalizeService(parseJson(`/v1/${path}`, r.body));
       },
       async checks() {
-        const out = obj(await call('/v1/agent/checks', () => pkg.agent.check.list()));
+        const out = obj(
+          await call('/v1/agent/checks', () => pkg.agent.check.list({ timeout: timeoutMs })),
+        );
         return Object.fromEntries(Object.entries(out).map(([k, v]) => [k, normalizeCheck(v)]));
       },
       async updateTtl(checkId, status, output) {
-        const o = { id: checkId, ...(output !== undefined ? { note: output } : {}) };
+        const o = {
+          id: checkId,
+          timeout: timeoutMs,
+          ...(output !== undefined ? { note: output } : {}),
+        };
         const path = `/v1/agent/check/${status}/${checkId}`;
         if (status === 'passing') await call(path, () => pkg.agent.check.pass(o));
         else if (status === 'warning') await call(path, () => pkg.agent.check.warn(o));
@@ -406,11 +414,16 @@ export function createConsulClient(opts: ConsulClientOptions): ConsulClient {
       },
       async maintenance(serviceId, enable, reason) {
         await call(`/v1/agent/service/maintenance/${serviceId}`, () =>
-          pkg.agent.service.maintenance({ id: serviceId, enable, ...(reason ? { reason } : {}) }),
+          pkg.agent.service.maintenance({
+            id: serviceId,
+            enable,
+            timeout: timeoutMs,
+            ...(reason ? { reason } : {}),
+          }),
         );
       },
       async self() {
-        const out = obj(await call('/v1/agent/self', () => pkg.agent.self()));
+        const out = obj(await call('/v1/agent/self', () => pkg.agent.self({ timeout: timeoutMs })));
         const cfg = obj(out.Config);
         return {
           ...out,
@@ -424,12 +437,17 @@ export function createConsulClient(opts: ConsulClientOptions): ConsulClient {
     },
     kv: {
       async get(key) {
-        const out = await call(`/v1/kv/${key}`, () => pkg.kv.get({ key }));
+        const out = await call(`/v1/kv/${key}`, () => pkg.kv.get({ key, timeout: timeoutMs }));
         return out === undefined ? undefined : kvPair(out);
       },
       async put(key, value, o = {}) {
         const out = await call(`/v1/kv/${key}`, () =>
-          pkg.kv.set({ key, value, ...(o.cas !== undefined ? { cas: o.cas } : {}) }),
+          pkg.kv.set({
+            key,
+            value,
+            timeout: timeoutMs,
+            ...(o.cas !== undefined ? { cas: o.cas } : {}),
+          }),
         );
         return out === true;
       },
@@ -437,6 +455,7 @@ export function createConsulClient(opts: ConsulClientOptions): ConsulClient {
         const out = await call(`/v1/kv/${key}`, () =>
           pkg.kv.del({
             key,
+            timeout: timeoutMs,
             ...(o.cas !== undefined ? { cas: o.cas } : {}),
             ...(o.recurse ? { recurse: true } : {}),
           }),
@@ -445,7 +464,7 @@ export function createConsulClient(opts: ConsulClientOptions): ConsulClient {
       },
       async list(prefix) {
         const out = await call(`/v1/kv/${prefix}?recurse`, () =>
-          pkg.kv.get({ key: prefix, recurse: true }),
+          pkg.kv.get({ key: prefix, recurse: true, timeout: timeoutMs }),
         );
         return Array.isArray(out) ? out.map(kvPair) : [];
       },
@@ -456,14 +475,18 @@ export function createConsulClient(opts: ConsulClientOptions): ConsulClient {
     },
     catalog: {
       async services() {
-        const out = obj(await call('/v1/catalog/services', () => pkg.catalog.service.list()));
+        const out = obj(
+          await call('/v1/catalog/services', () =>
+            pkg.catalog.service.list({ timeout: timeoutMs }),
+          ),
+        );
         return Object.fromEntries(
           Object.entries(out).map(([k, v]) => [k, Array.isArray(v) ? (v as string[]) : []]),
         );
       },
       async service(name) {
         const out = await call(`/v1/catalog/service/${name}`, () =>
-          pkg.catalog.service.nodes({ service: name }),
+          pkg.catalog.service.nodes({ service: name, timeout: timeoutMs }),
         );
         return (Array.isArray(out) ? out : []).map((raw) => {
           const s = obj(raw);
@@ -477,7 +500,9 @@ export function createConsulClient(opts: ConsulClientOptions): ConsulClient {
     },
     status: {
       async leader() {
-        return String(await call('/v1/status/leader', () => pkg.status.leader()));
+        return String(
+          await call('/v1/status/leader', () => pkg.status.leader({ timeout: timeoutMs })),
+        );
       },
     },
     close() {

@@ -1,4 +1,5 @@
 import t from 'tap';
+import { createServer, type Socket } from 'node:net';
 import { createConsulClient } from '../../../lib/consul/index.ts';
 import { hasCode } from '../../../lib/errors/index.ts';
 import { startTestConsul } from '../../helpers/devconsul.ts';
@@ -135,4 +136,25 @@ t.test('errors carry stable codes: refused requests and an unreachable Consul', 
       code: 'REMORA_E_CONSUL_CONFIG',
     },
   );
+});
+
+t.test('a Consul that accepts but never answers times out as unreachable', async (t) => {
+  const sockets = new Set<Socket>();
+  const silent = createServer((s) => sockets.add(s));
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => {
+    for (const s of sockets) s.destroy();
+    silent.close();
+  });
+  const port = (silent.address() as { port: number }).port;
+  const c = createConsulClient({ address: `http://127.0.0.1:${port}`, timeoutMs: 200 });
+  t.teardown(() => c.close());
+  await t.rejects(c.agent.services(), { code: 'REMORA_E_CONSUL_UNREACHABLE' }, 'npm consul path');
+  await t.rejects(
+    c.agent.registerService({ name: 'x' }),
+    { code: 'REMORA_E_CONSUL_UNREACHABLE' },
+    'got path',
+  );
+  await t.rejects(c.health.connect('x'), { code: 'REMORA_E_CONSUL_UNREACHABLE' });
+  await t.rejects(c.kv.put('k', 'v', { cas: 0 }), { code: 'REMORA_E_CONSUL_UNREACHABLE' });
 });
