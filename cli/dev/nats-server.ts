@@ -62,19 +62,21 @@ export async function startNatsChild(options: {
       fail(`did not become ready in ${options.readyTimeoutMs ?? 10_000} ms`);
     }, options.readyTimeoutMs ?? 10_000);
     child.once('error', (err) => fail(`could not start: ${err.message}`));
-    child.once('exit', (code) =>
-      fail(`exited with code ${code}: ${log.trim().split('\n').pop() ?? ''}`),
-    );
-    child.stderr?.on('data', (d: Buffer) => {
+    const onEarlyExit = (code: number | null): void =>
+      fail(`exited with code ${code}: ${log.trim().split('\n').pop() ?? ''}`);
+    child.once('exit', onEarlyExit);
+    const onLog = (d: Buffer): void => {
       log += d.toString();
       if (log.includes('Server is ready')) {
         clearTimeout(timer);
-        child.removeAllListeners('exit');
+        child.off('exit', onEarlyExit);
+        child.stderr?.off('data', onLog);
+        child.stderr?.resume(); // keep draining its log so it never blocks on a full pipe
         resolve();
       }
-    });
+    };
+    child.stderr?.on('data', onLog);
   });
-  child.stderr?.resume();
   options.logger.info({ pid: child.pid, port: options.port }, 'nats-server ready');
   return {
     url: `nats://127.0.0.1:${options.port}`,

@@ -1,0 +1,148 @@
+// `remora dev` started as a user starts it: the printed URL works, the demo balances across both
+// api instances, an intention deny turns the call into a 403 naming the intention, killing an api
+// instance keeps web answering, and Ctrl-C leaves nothing running.
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { REMORA_BIN, runRemora } from '../../helpers/cli.ts';
+import { waitFor } from '../../../lib/util/index.ts';
+
+interface WebAnswer {
+  apiStatus: number;
+  apiError: string | null;
+  api: { instance?: string; peer?: string | null } | string | null;
+  peer: string | null;
+}
+
+async function call(url: string): Promise<{ status: number; body: WebAnswer }> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(8000) });
+  return { status: res.status, body: (await res.json()) as WebAnswer };
+}
+
+/** PIDs of live processes whose command line mentions `needle`. */
+function processesMentioning(needle: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const cmd = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
+      if (cmd.includes(needle)) pids.push(Number(entry));
+    } catch {
+      /* exited meanwhile */
+    }
+  }
+  return pids;
+}
+
+// a whole mesh of real processes starts here; on a loaded 2-core box that takes a while
+t.setTimeout(240_000);
+
+t.test('remora dev brings up the demo mesh and stops cleanly', async (t) => {
+  const dev = spawn(
+    process.execPath,
+    [REMORA_BIN, 'dev', '--otlp-endpoint', '', '--keep-work-dir'],
+    {
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  let out = '';
+  let err = '';
+  dev.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  dev.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number | null>((resolve) => dev.on('exit', (code) => resolve(code)));
+  t.teardown(async () => {
+    // SIGINT lets remora dev stop its parts in order; SIGKILL only if it hangs
+    if (dev.exitCode !== null) return;
+    dev.kill('SIGINT');
+    const timer = setTimeout(() => dev.kill('SIGKILL'), 30_000);
+    await exited;
+    clearTimeout(timer);
+  });
+
+  const ready = await waitFor(
+    'the remora dev ready line',
+    () => /^remora dev ready: call (\S+)/m.exec(out),
+    120_000,
+  ).catch((e: Error) => {
+    throw new Error(`${e.message}\nstdout:\n${out}\nstderr:\n${err.slice(-3000)}`);
+  });
+  const url = ready[1]!;
+  const workDir = /^Logs: (\S+)\/logs$/m.exec(out)?.[1];
+  t.ok(workDir, 'the ready output says where the logs are');
+  const natsEnv =
+    /^\s+(REMORA_CLI_NATS_SERVERS=\S+) (REMORA_CLI_OPERATOR_TOKEN=\S+) npx remora intention create --deny/m.exec(
+      out,
+    );
+  t.ok(natsEnv, 'the ready output shows how to deny a call');
+  const cliEnv = Object.fromEntries(
+    [natsEnv![1]!, natsEnv![2]!].map((kv) => kv.split(/=(.*)/s).slice(0, 2)),
+  );
+
+  t.test(
+    'the printed URL answers through both proxies, balanced across both api instances',
+    async (t) => {
+      const seen = new Set<string>();
+      for (let i = 0; i < 8; i++) {
+        const { status, body } = await call(url);
+        t.equal(status, 200);
+        t.equal(body.apiStatus, 200);
+        if (typeof body.api === 'object' && body.api?.instance) seen.add(body.api.instance);
+      }
+      t.same([...seen].sort(), ['api-1', 'api-2']);
+      const echo = await fetch(`${url}echo?msg=hello`).then((r) => r.json());
+      t.match(echo, { echo: { echoed: 'hello' } }, 'the tcp upstream echoes');
+    },
+  );
+
+  t.test('denying web → api turns the call into a 403 naming the intention', async (t) => {
+    const r = await runRemora(['intention', 'create', '--deny', 'web', 'api'], { env: cliEnv });
+    t.equal(r.code, 0, r.stderr);
+    const denied = await waitFor(
+      'the deny to be enforced',
+      async () => {
+        const c = await call(url);
+        return c.body.apiStatus === 403 ? c : undefined;
+      },
+      30_000,
+    );
+    t.equal(denied.status, 403, 'web passes the refusal on');
+    t.match(denied.body.apiError, /^REMORA_E_/);
+    t.match(
+      JSON.stringify(denied.body),
+      /web.*api.*deny|deny.*web.*api/i,
+      'the reason names the intention',
+    );
+    const back = await runRemora(['intention', 'create', 'web', 'api'], { env: cliEnv });
+    t.equal(back.code, 0, back.stderr);
+    await waitFor(
+      'the allow to be enforced again',
+      async () => (await call(url)).body.apiStatus === 200,
+      30_000,
+    );
+  });
+
+  t.test('killing an api instance keeps web answering', async (t) => {
+    const api1 = processesMentioning('examples/apps/api.js').filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/environ`, 'utf8').includes('INSTANCE_ID=api-1');
+      } catch {
+        return false;
+      }
+    });
+    t.equal(api1.length, 1, 'found the api-1 app');
+    process.kill(api1[0]!, 'SIGKILL');
+    for (let i = 0; i < 10; i++) {
+      const { status, body } = await call(url);
+      t.equal(status, 200, `call ${i} still answered`);
+      t.match(body.api, { instance: 'api-2' });
+    }
+  });
+
+  t.test('Ctrl-C stops everything it started', async (t) => {
+    dev.kill('SIGINT');
+    t.equal(await exited, 0, 'remora dev exits 0');
+    t.match(out, /remora dev stopped/);
+    t.same(processesMentioning(workDir!), [], 'no process of this dev mesh is left');
+  });
+});
