@@ -135,13 +135,17 @@ export function createSupervisor(o: SupervisorOptions): Supervisor {
   const { paths, ops, clock, logger } = o;
   const procs = new Map<string, Proc>();
   /** Connections whose hello named an instance the supervisor does not manage (yet). */
-  const waiting = new Map<string, { channel: FrameChannel<AgentFrame>; hello: HelloFrame }>();
+  const waiting = new Map<
+    string,
+    { channel: FrameChannel<AgentFrame>; hello: HelloFrame; status: StatusFrame | null }
+  >();
   let server: Server | null = null;
   const sockets = new Set<Socket>();
   let poll: NodeJS.Timeout | null = null;
   let closed = false;
 
   type HelloFrame = Extract<ProxyFrame, { type: 'hello' }>;
+  type StatusFrame = Extract<ProxyFrame, { type: 'status' }>;
 
   function stamp(code: string, message: string): { code: string; message: string; at: string } {
     return { code, message, at: new Date(clock.now()).toISOString() };
@@ -401,7 +405,7 @@ export function createSupervisor(o: SupervisorOptions): Supervisor {
             bind(p, channel, f);
           } else {
             waiting.get(f.instance)?.channel.close();
-            waiting.set(f.instance, { channel, hello: f });
+            waiting.set(f.instance, { channel, hello: f, status: null });
           }
           return;
         }
@@ -409,8 +413,11 @@ export function createSupervisor(o: SupervisorOptions): Supervisor {
         if (p && p.channel === channel) onFrame(p, f);
         else {
           const w = waiting.get(instance);
-          if (w?.channel === channel && f.type === 'status' && f.appliedVersion !== null) {
-            w.hello = { ...w.hello, appliedVersion: f.appliedVersion };
+          if (w?.channel === channel && f.type === 'status') {
+            // remembered until the instance is defined, then replayed
+            w.status = f;
+            if (f.appliedVersion !== null)
+              w.hello = { ...w.hello, appliedVersion: f.appliedVersion };
           }
         }
       },
@@ -513,6 +520,7 @@ export function createSupervisor(o: SupervisorOptions): Supervisor {
         waiting.delete(instance);
         p.adopted = true;
         bind(p, w.channel, w.hello);
+        if (w.status) onFrame(p, w.status);
         return;
       }
       if (pidFile && ops.isProxy(pidFile.pid, instance)) {

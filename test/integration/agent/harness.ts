@@ -212,7 +212,13 @@ export async function startMesh(t: { teardown(fn: () => unknown): void }): Promi
   await mkdir(configDir, { recursive: true });
   const procs: Proc[] = [];
   const nats = await startNatsServer();
-  const consul = await startDevConsulProcess();
+  let consul: DevConsulProcess;
+  try {
+    consul = await startDevConsulProcess();
+  } catch (err) {
+    await nats.stop();
+    throw err;
+  }
   const control = startProc([REMORA_BIN, 'control', '--log-level', 'warn'], {
     REMORA_CONTROL_NATS_SERVERS: nats.url,
     REMORA_CONTROL_CONSUL_ADDRESS: consul.url,

@@ -1,0 +1,74 @@
+import t from 'tap';
+import { isProcessAlive } from '../../../agent/spawn.ts';
+import {
+  apiDefinition,
+  callWeb,
+  startMesh,
+  waitFor,
+  webDefinition,
+  webReachesApi,
+} from './harness.ts';
+
+t.test(
+  'an agent restart under light load fails no request and starts no duplicate proxy',
+  async (t) => {
+    const mesh = await startMesh(t);
+    await mesh.writeDefinition('web.json', webDefinition(mesh.ports));
+    await mesh.writeDefinition('api.json', apiDefinition(mesh.ports, 1));
+    const first = mesh.startAgent({}, ['--keep-proxies']);
+    await waitFor('web to reach api', () => webReachesApi(mesh), 90_000, 100);
+    const pidsBefore = await mesh.proxyPids();
+    t.same(Object.keys(pidsBefore).sort(), ['api-1', 'web-1']);
+
+    // light load: one request at a time, bounded in count and time
+    let stop = false;
+    let ok = 0;
+    const failures: string[] = [];
+    const deadline = Date.now() + 120_000;
+    const load = (async () => {
+      for (let i = 0; i < 20_000 && !stop && Date.now() < deadline; i++) {
+        try {
+          const r = await callWeb(mesh);
+          if (r.status === 200) ok += 1;
+          else failures.push(`HTTP ${r.status}: ${r.body.slice(0, 200)}`);
+        } catch (err) {
+          failures.push((err as Error).message);
+        }
+      }
+    })();
+
+    await waitFor('some requests before the restart', () => ok >= 20, 30_000);
+    t.equal(await first.stop('SIGTERM'), 0, 'the first agent exits cleanly');
+    t.match(first.output(), /proxies and registrations stay for the next agent/);
+    for (const [id, pid] of Object.entries(pidsBefore))
+      t.ok(isProcessAlive(pid), `proxy of ${id} outlives the agent`);
+    const during = ok;
+    await waitFor('requests while no agent runs', () => ok >= during + 20, 30_000);
+
+    const second = mesh.startAgent({}, ['--keep-proxies']);
+    t.teardown(() => second.stop());
+    const status = await waitFor(
+      'the new agent to adopt both proxies',
+      async () => {
+        const s = await mesh.status().catch(() => null);
+        return s &&
+          s.instances.length === 2 &&
+          s.instances.every((i) => i.proxy?.adopted && i.proxy.ready && i.registered)
+          ? s
+          : null;
+      },
+      60_000,
+      100,
+    );
+    const after = ok;
+    await waitFor('requests after the adoption', () => ok >= after + 20, 30_000);
+    stop = true;
+    await load;
+
+    t.same(failures, [], 'no request failed');
+    t.ok(ok > 60, `${ok} requests succeeded`);
+    t.same(await mesh.proxyPids(), pidsBefore, 'the same proxy processes serve, none was started');
+    for (const i of status.instances) t.equal(i.proxy?.restarts, 0, `${i.id}: no restart`);
+    t.equal((await mesh.healthy('api')).length, 1, 'api-1 stays healthy in Consul');
+  },
+);
