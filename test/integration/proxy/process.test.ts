@@ -28,7 +28,7 @@ function startProxy(args: string[]): { child: ChildProcess; stderr: () => string
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
   return { child, stderr: () => err };
 }
 
