@@ -1074,6 +1074,11 @@ export class Catalog {
     return this.services.pick(this.services.byDest.get(name));
   }
 
+  /** Index of /v1/catalog/services: moves on service registration and removal only. */
+  servicesIndex(): number {
+    return this.servicesTableIndex;
+  }
+
   servicesTable(): { index: number; services: Record<string, string[]> } {
     const out: Record<string, string[]> = {};
     for (const s of this.catalogServices()) {

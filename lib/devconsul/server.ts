@@ -616,7 +616,7 @@ export function createHandler(o: HandlerOptions) {
       handler: (ctx) =>
         indexed(
           ctx,
-          () => catalog.servicesTable().index,
+          () => catalog.servicesIndex(),
           () => ({ json: catalog.servicesTable().services }),
         ),
     },
