@@ -429,6 +429,18 @@ export function createControl(options: CreateControlOptions): Control {
 
   // ------------------------------------------------------------ serving
 
+  /** Sends a reply; a connection closing under us is logged, never thrown into the handler. */
+  function reply(
+    msg: { respond(data: Uint8Array): boolean; subject: string },
+    data: Uint8Array,
+  ): void {
+    try {
+      msg.respond(data);
+    } catch (err) {
+      logError(logger, err, `cannot reply on ${msg.subject}`, 'warn');
+    }
+  }
+
   function serve(name: string, subject: string, handler: Handler): void {
     const sub = nc.subscribe(subject, {
       queue: CONTROL_QUEUE_GROUP,
@@ -449,7 +461,7 @@ export function createControl(options: CreateControlOptions): Control {
         const done = (async () => {
           try {
             const body = await handler(msg.data, msg.headers);
-            msg.respond(encodeMessage(body));
+            reply(msg, encodeMessage(body));
             metrics.requests.inc({ subject: name, result: 'ok' });
           } catch (e) {
             const re = toRemoraError(e);
@@ -463,7 +475,7 @@ export function createControl(options: CreateControlOptions): Control {
               `${name} refused`,
               re.code === 'REMORA_E_INTERNAL' ? 'error' : 'warn',
             );
-            msg.respond(encodeErrorReply(re));
+            reply(msg, encodeErrorReply(re));
           } finally {
             metrics.duration.observe(
               { subject: name },
@@ -473,7 +485,13 @@ export function createControl(options: CreateControlOptions): Control {
           }
         })();
         inflight.add(done);
-        void done.finally(() => inflight.delete(done));
+        void done.then(
+          () => inflight.delete(done),
+          (err: unknown) => {
+            inflight.delete(done);
+            logError(logger, err, `${name} handler failed`);
+          },
+        );
       },
     });
     subs.push(sub);
