@@ -184,6 +184,18 @@ function renderReport(r: {
       'Regenerate with `npm run bench` as root on a quiet box; knobs: `npm run bench -- --help`.',
     '',
   );
+  const fmax = num(r.knobs, 'FOREIGN_MAX');
+  const disturbed = r.dp
+    ? r.dp.runs.filter((x) => x.foreignSutPp > fmax || x.foreignLoadgenPp > fmax).length
+    : 0;
+  if (!smoke && r.dp && disturbed * 4 > r.dp.runs.length) {
+    lines.push(
+      `> **DISTURBED RUN — not a clean measurement.** ${disturbed} of ${r.dp.runs.length} recorded data-plane runs had more ` +
+        `than ${fmax} pp of foreign CPU on a core (other jobs on this box; see "Run-to-run spread"). Regenerate on a quiet box ` +
+        'before quoting these numbers.',
+      '',
+    );
+  }
   if (smoke) {
     lines.push(
       '> **SMOKE RUN — not a measurement.** This report came from a shortened run (durations or repeats below the ' +

@@ -380,7 +380,7 @@ async function startRemora(ctx: PathContext, protocol: Protocol): Promise<ReadyP
     }
     for (const transport of transports) {
       const p = await probe(ports.clientUpstreamPort, transport, 10_000);
-      if (p.status === 200 && p.bytes === BODY.length) {
+      if (!p.error && p.status === 200 && p.bytes === BODY.length) {
         const checks = [
           `GET through the pair (${transport === 'h2c' ? 'cleartext HTTP/2' : 'HTTP/1.1'} in, app ${appPort === ctx.app.h2cPort ? 'h2c' : 'HTTP/1.1'}): ${describeProbe(p)}`,
         ];

@@ -62,6 +62,12 @@ export function dataplaneHeadline(r: DataplaneResult, conns: number): DataplaneH
       if (sk) lines.push(`**${sk.label}**: not measured — ${sk.reason.split('\n')[0]}`);
       continue;
     }
+    if (!(s.rps > 0)) {
+      lines.push(
+        `**${s.path.label}**: **failed under load** — no request completed in its throughput runs (${s.errors} errors or timeouts); see the per-run data`,
+      );
+      continue;
+    }
     const base = sums.get(s.path.baseline);
     const hapBase = sums.get('direct');
     const addP99 = base ? s.lat.p99 - base.lat.p99 : Number.NaN;

@@ -172,7 +172,9 @@ export async function runDataplane(
     .filter((p) => !p.id.startsWith('direct'))
     .map((p) =>
       median(runs.filter((r) => r.path === p.id && r.kind === 'throughput').map((r) => r.load.rps)),
-    );
+    )
+    // a pair that failed under load (no answers) says nothing about the knee of the others
+    .filter((v) => v > 0);
   let rate = o.rate;
   let rateRule = `fixed by RATE=${o.rate}`;
   if (rate <= 0) {

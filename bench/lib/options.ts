@@ -27,7 +27,7 @@ export const KNOBS = {
   FOREIGN_MAX: { default: '8', doc: 'a run is disturbed above this many pp of foreign user CPU' },
   RETRIES: { default: '1', doc: 're-measures of a disturbed run' },
   TIME_BUDGET: {
-    default: '240',
+    default: '200',
     doc: 'seconds of data-plane measuring after which no waits/retries happen',
   },
   SIGN_SECONDS: { default: '3', doc: 'seconds of the certificate-signing throughput run' },
