@@ -223,6 +223,8 @@ export interface ParsedCsr {
   info: CsrInfo;
   /** Opaque handle for issueLeaf; do not rely on its shape. */
   readonly publicKey: unknown;
+  /** SHA-1 of the RSAPublicKey DER (the leaf's subjectKeyIdentifier), binary string. */
+  readonly keyId?: string;
 }
 
 const SIGNATURE_HASHES: Record<string, string> = {
@@ -296,6 +298,12 @@ export function parseCsr(csrPem: string): ParsedCsr {
       publicKeyPem: spki.export({ type: 'spki', format: 'pem' }).toString(),
     },
     publicKey: pub,
+    keyId: isRsa
+      ? createHash('sha1')
+          .update(spki.export({ type: 'pkcs1', format: 'der' }))
+          .digest()
+          .toString('binary')
+      : undefined,
   };
 }
 
@@ -306,6 +314,8 @@ export function inspectCsr(csrPem: string): CsrInfo {
 
 interface CaMaterial {
   keyPem: string;
+  /** The leaf extensions that are the same for every leaf of this CA, already encoded. */
+  fixedExtensions: unknown[];
   subject: forge.pki.CertificateField[];
   keyIdentifier: string;
   notAfter: number;
@@ -320,10 +330,19 @@ function caMaterial(ca: Pick<RootCa, 'certPem' | 'keyPem'>): CaMaterial {
   const hit = caMaterials.get(ca.certPem);
   if (hit && hit.keyPem === ca.keyPem) return hit;
   const caCert = forge.pki.certificateFromPem(ca.certPem);
+  const keyIdentifier = caCert.generateSubjectKeyIdentifier().getBytes();
+  const probe = forge.pki.createCertificate();
+  probe.setExtensions([
+    { name: 'basicConstraints', cA: false, critical: true },
+    { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
+    { name: 'extKeyUsage', serverAuth: true, clientAuth: true },
+    { name: 'authorityKeyIdentifier', keyIdentifier },
+  ]);
   const m: CaMaterial = {
+    fixedExtensions: probe.extensions as unknown[],
     keyPem: ca.keyPem,
     subject: caCert.subject.attributes,
-    keyIdentifier: caCert.generateSubjectKeyIdentifier().getBytes(),
+    keyIdentifier,
     notAfter: caCert.validity.notAfter.getTime(),
     key: createPrivateKey(ca.keyPem),
   };
@@ -358,13 +377,26 @@ export function issueLeaf(options: {
   cert.validity.notAfter = notAfter;
   cert.setSubject([]);
   cert.setIssuer(ca.subject);
+  const [basic, usage, extUsage, aki] = ca.fixedExtensions;
   cert.setExtensions([
-    { name: 'basicConstraints', cA: false, critical: true },
-    { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
-    { name: 'extKeyUsage', serverAuth: true, clientAuth: true },
+    basic,
+    usage,
+    extUsage,
     { name: 'subjectAltName', critical: true, altNames: [{ type: 6, value: options.spiffeId }] },
-    { name: 'subjectKeyIdentifier' },
-    { name: 'authorityKeyIdentifier', keyIdentifier: ca.keyIdentifier },
+    parsed.keyId === undefined
+      ? { name: 'subjectKeyIdentifier' }
+      : {
+          name: 'subjectKeyIdentifier',
+          id: forge.pki.oids.subjectKeyIdentifier,
+          subjectKeyIdentifier: forge.util.bytesToHex(parsed.keyId),
+          value: forge.asn1.create(
+            forge.asn1.Class.UNIVERSAL,
+            forge.asn1.Type.OCTETSTRING,
+            false,
+            parsed.keyId,
+          ),
+        },
+    aki,
   ]);
   signNatively(cert, ca.key);
   return {
