@@ -283,3 +283,28 @@ t.test(`an unknown /v1 path is 404 ${doc('api-docs/index.mdx')}`, async (t) => {
   const r = await api('GET', '/v1/no/such/endpoint');
   t.equal(r.status, 404);
 });
+
+t.test(
+  `consistency modes are reported and ?stale with ?consistent is refused ${doc('api-docs/features/consistency.mdx')}`,
+  async (t) => {
+    const dflt = await api('GET', '/v1/catalog/services');
+    t.equal(dflt.headers.get('x-consul-effective-consistency'), 'leader');
+    const stale = await api('GET', '/v1/catalog/services?stale');
+    t.equal(stale.headers.get('x-consul-effective-consistency'), 'stale');
+    const both = await api('GET', '/v1/catalog/services?stale&consistent');
+    t.equal(both.status, 400);
+    t.equal(both.text, 'Cannot specify ?stale with ?consistent, conflicting semantics.');
+  },
+);
+
+t.test(`an unknown datacenter has no path ${doc('api-docs/api-structure.mdx')}`, async (t) => {
+  const r = await api('GET', `/v1/health/service/x?dc=${p}-nowhere`);
+  t.equal(r.status, 500);
+  t.match(r.text, /No path to datacenter/);
+});
+
+t.test(`health/service without a name is 400 ${HEALTH_DOC}`, async (t) => {
+  const r = await api('GET', '/v1/health/service/');
+  t.equal(r.status, 400);
+  t.equal(r.text, 'Missing service name');
+});
