@@ -117,6 +117,8 @@ interface Instance {
   regTimer: NodeJS.Timeout | null;
   registrationError: InstanceStatus['registrationError'];
   stopping: boolean;
+  /** True while an adopted proxy has not said it is ready yet: registering now would flip it to critical. */
+  holdRegistration: boolean;
 }
 
 /** Consul ID of an instance's sidecar (Consul's own naming). */
@@ -408,7 +410,7 @@ export function createAgent(o: AgentOptions): Agent {
 
   async function updateCheck(inst: Instance, status: CheckStatus, output: string): Promise<void> {
     if (!inst.def.sidecar) return;
-    if (!inst.registered) return void register(inst);
+    if (!inst.registered) return inst.holdRegistration ? undefined : void register(inst);
     try {
       await consul.updateTtl(readinessCheckId(inst.def.id), status, output);
     } catch (err) {
@@ -423,7 +425,7 @@ export function createAgent(o: AgentOptions): Agent {
     for (const inst of instances.values()) {
       if (inst.stopping) continue;
       if (!inst.registered) {
-        if (!inst.registering && !inst.regTimer) void register(inst);
+        if (!inst.registering && !inst.regTimer && !inst.holdRegistration) void register(inst);
         continue;
       }
       const ready = proxyReady(inst.def.id);
@@ -460,6 +462,7 @@ export function createAgent(o: AgentOptions): Agent {
       regTimer: null,
       registrationError: null,
       stopping: false,
+      holdRegistration: false,
     };
     instances.set(def.id, inst);
     logger.info(
@@ -489,8 +492,12 @@ export function createAgent(o: AgentOptions): Agent {
       if (st?.adopted) {
         // a proxy that outlived the previous agent: register once it says it is ready, so the
         // re-registration does not flip a serving instance to critical
+        inst.holdRegistration = true;
         void waitUntil(() => proxyReady(def.id) || inst.stopping || stopped, s.adoptTimeoutMs).then(
-          () => register(inst),
+          () => {
+            inst.holdRegistration = false;
+            return register(inst);
+          },
         );
         return;
       }

@@ -240,7 +240,7 @@ export function createSupervisor(o: SupervisorOptions): Supervisor {
     if (pid !== null && ops.isProxy(pid, p.instance)) {
       await killAndWait(pid, 2000);
     }
-    if (p.pid === pid) exited(p, null, 'replaced');
+    if (p.pid === pid) exited(p, null, null);
   }
 
   async function killAndWait(pid: number, graceMs: number): Promise<void> {

@@ -82,9 +82,9 @@ export const agentSchema = defineSchema(
       default: 30000,
     },
     adoptTimeoutMs: {
-      doc: 'How long a starting agent waits for running proxies (from pid files) to reconnect before replacing them, in milliseconds.',
+      doc: "How long a starting agent waits for running proxies (from pid files) to reconnect before replacing them, in milliseconds; longer than the proxies' reconnect backoff (10 s).",
       format: 'nat',
-      default: 5000,
+      default: 15000,
     },
     keepProxies: {
       doc: 'On stop, leave registrations and proxies running for the next agent to adopt (upgrade restart) instead of draining them.',

@@ -364,11 +364,12 @@ export async function startMesh(t: { teardown(fn: () => unknown): void }): Promi
     async () => {
       const r = await runRemora(['token', 'create', 'node-a', '*'], {
         env: { REMORA_CLI_NATS_SERVERS: nats.url, REMORA_CLI_OPERATOR_TOKEN: OPERATOR_TOKEN },
+        timeoutMs: 60_000,
       });
       if (r.code === 0 && r.stdout.trim()) mesh.token = r.stdout.trim();
       return mesh.token;
     },
-    20_000,
+    90_000,
     250,
   );
 
