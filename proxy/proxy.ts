@@ -15,7 +15,7 @@ import { DEFAULT_HTTP_LIMITS, type ActiveConfig, type HttpLimits, type ProxyEnv 
 import { buildTlsContexts, sameTlsMaterial } from './tls/identity.ts';
 import { createInbound, type Inbound } from './inbound/index.ts';
 import { createUpstream, type Upstream } from './outbound/index.ts';
-import type { Stage } from './stages/types.ts';
+import { createTracingSeam } from './tracing-seam.ts';
 
 export interface ProxyStatus {
   ready: boolean;
@@ -30,12 +30,8 @@ export interface CreateProxyOptions {
   random?: () => number;
   limits?: Partial<HttpLimits>;
   metrics?: ProxyMetrics;
-  /** Tracing seam; return null for no span stage (the default). */
-  tracingStage?: (
-    kind: 'server' | 'client',
-    peer: string,
-    active: () => ActiveConfig,
-  ) => Stage | null;
+  /** Set false to build the stacks without the tracing seam at all. */
+  tracing?: boolean;
 }
 
 export interface Proxy {
@@ -95,6 +91,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
   let inboundListener: Listener<null> | null = null;
   let inbound: Inbound | null = null;
   const upstreams = new Map<string, Listener<Upstream>>();
+  const seam = createTracingSeam(logger);
 
   const env: ProxyEnv = {
     logger,
@@ -107,7 +104,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
         throw new RemoraError('REMORA_E_PROXY_NOT_READY', 'no snapshot applied yet');
       return active;
     },
-    tracingStage: (kind, peer) => o.tracingStage?.(kind, peer, () => env.active()) ?? null,
+    tracingStage: (kind, peer) => (o.tracing === false ? null : seam.stage(kind, peer)),
   };
 
   function inboundServer(): Server {
@@ -242,6 +239,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
       metrics.endpointsGauge.labels(l.part.cluster.name, 'ejected').set(ejected);
     }
     setCertMetrics(snapshot);
+    await seam.configure(snapshot.tracing, snapshot.instance);
     logger.info(
       {
         version: snapshot.version,
@@ -314,7 +312,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
     }
     upstreams.clear();
     inbound?.close();
-    await Promise.resolve();
+    await seam.shutdown();
   }
 
   return {

@@ -69,7 +69,6 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
       onError: (e) => logError(env.logger, e, `outbound request to ${name} failed`, 'warn'),
     }),
     createMetricsStage(() => env.metrics.meter('outbound', name)),
-    ...(tracing ? [tracing] : []),
     createActiveRequestsStage({
       upstream: name,
       limits: () => res().circuitBreaker,
@@ -84,6 +83,8 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
       onRetry: (reason) => env.metrics.retries.labels(name, reason).inc(),
       onBudgetExhausted: () => env.metrics.budgetExhausted.labels(name).inc(),
     }),
+    // below retry: one CLIENT span per attempt
+    ...(tracing ? [tracing] : []),
   ];
   const handler = composeStages(stages, forward);
   const self = () => env.active().snapshot.instance;
