@@ -2,6 +2,7 @@
 // response parsing, streaming bodies with backpressure, and a LIFO pool of keep-alive
 // connections per destination (the hottest connection is reused first, cold ones time out).
 import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { RemoraError } from '../../lib/errors/index.ts';
 import { BodyDecoder, BodyStream, encodeChunk, encodeLastChunk, type BodyMode } from './body.ts';
 import {
@@ -49,7 +50,12 @@ export class H1ClientConnection {
   #requestDone = false;
   #responseDone = false;
   #keepAlive = true;
+  /** One timer per connection, re-armed with refresh() per request (no allocation per request). */
   #timer: NodeJS.Timeout | null = null;
+  #timerMs = 0;
+  #waitingHead = false;
+  /** When the connection went idle (for the pool's sweeper). */
+  idleSince = 0;
 
   constructor(
     socket: Socket,
@@ -66,15 +72,11 @@ export class H1ClientConnection {
     socket.on('error', () => this.#onGone());
     socket.on('close', () => this.#onGone());
     socket.on('end', () => this.#onEnd());
-    socket.on('timeout', () => {
-      if (!this.busy) socket.destroy();
-    });
   }
 
   /** Sends a request; resolves with the response head (body streaming or buffered). */
   request(req: ProxyRequest, timeoutMs: number): Promise<ProxyResponse> {
     this.busy = true;
-    this.socket.setTimeout(0);
     this.#req = req;
     this.#buf = null;
     this.#decoder = null;
@@ -87,20 +89,30 @@ export class H1ClientConnection {
       this.#resolve = resolve;
       this.#reject = reject;
       if (timeoutMs > 0) {
-        this.#timer = setTimeout(() => {
-          this.#timer = null;
-          this.#fail(
-            upstreamError(
-              'REMORA_E_PROXY_REQUEST_TIMEOUT',
-              `${this.target} sent no response within ${timeoutMs} ms`,
-              this.#facts(),
-            ),
-          );
-          this.socket.destroy();
-        }, timeoutMs);
+        this.#waitingHead = true;
+        if (this.#timer === null || this.#timerMs !== timeoutMs) {
+          if (this.#timer !== null) clearTimeout(this.#timer);
+          this.#timerMs = timeoutMs;
+          this.#timer = setTimeout(() => this.#onTimer(), timeoutMs);
+          this.#timer.unref();
+        } else {
+          this.#timer.refresh();
+        }
       }
       this.#writeRequest(req);
     });
+  }
+
+  #onTimer(): void {
+    if (!this.#waitingHead || !this.busy) return;
+    this.#fail(
+      upstreamError(
+        'REMORA_E_PROXY_REQUEST_TIMEOUT',
+        `${this.target} sent no response within ${this.#timerMs} ms`,
+        this.#facts(),
+      ),
+    );
+    this.socket.destroy();
   }
 
   #facts() {
@@ -324,6 +336,7 @@ export class H1ClientConnection {
       this.socket.destroy();
       return;
     }
+    this.idleSince = performance.now();
     this.#onRelease(this);
   }
 
@@ -353,6 +366,7 @@ export class H1ClientConnection {
     if (this.dead && !this.busy) return;
     this.dead = true;
     this.#clearTimer();
+    if (this.#timer !== null) clearTimeout(this.#timer);
     if (this.#reject !== null) {
       this.#fail(
         upstreamError(
@@ -383,10 +397,7 @@ export class H1ClientConnection {
   }
 
   #clearTimer(): void {
-    if (this.#timer !== null) {
-      clearTimeout(this.#timer);
-      this.#timer = null;
-    }
+    this.#waitingHead = false;
   }
 }
 
@@ -412,8 +423,25 @@ export class H1Pool {
   open = 0;
   closed = false;
 
+  #sweeper: NodeJS.Timeout | null = null;
+
   constructor(o: PoolOptions) {
     this.o = o;
+  }
+
+  /** Closes connections idle longer than idleTimeoutMs; runs while there are idle ones. */
+  #sweep(): void {
+    const cutoff = performance.now() - this.o.idleTimeoutMs;
+    const keep: H1ClientConnection[] = [];
+    for (const c of this.#idle) {
+      if (c.idleSince < cutoff || c.dead) c.socket.destroy();
+      else keep.push(c);
+    }
+    this.#idle = keep;
+    if (keep.length === 0 && this.#sweeper !== null) {
+      clearInterval(this.#sweeper);
+      this.#sweeper = null;
+    }
   }
 
   get idleCount(): number {
@@ -450,8 +478,11 @@ export class H1Pool {
       c.socket.destroy();
       return;
     }
-    c.socket.setTimeout(this.o.idleTimeoutMs);
     this.#idle.push(c);
+    if (this.#sweeper === null) {
+      this.#sweeper = setInterval(() => this.#sweep(), Math.max(100, this.o.idleTimeoutMs / 2));
+      this.#sweeper.unref();
+    }
     this.o.limiter?.release(false);
   }
 
@@ -490,6 +521,8 @@ export class H1Pool {
   /** Closes idle connections; busy ones finish and then close. */
   close(): void {
     this.closed = true;
+    if (this.#sweeper !== null) clearInterval(this.#sweeper);
+    this.#sweeper = null;
     for (const c of this.#idle) c.socket.destroy();
     this.#idle = [];
   }
