@@ -1,7 +1,8 @@
 // The demo application of the compose and Vagrant environments and of the lab test: a plain
 // HTTP service that knows nothing about the mesh. It answers with its service and instance name
 // and, when UPSTREAM_URL is set, with the answer of its upstream, which it calls through the
-// local proxy listener (e.g. http://127.0.0.1:9091/). The W3C trace context of the incoming
+// local proxy listener (e.g. http://127.0.0.1:9091/), and with the caller's SPIFFE ID as its
+// proxy reports it (`peer`). The W3C trace context of the incoming
 // request is forwarded, so one trace covers web -> proxy -> proxy -> api.
 //
 //   SERVICE=api INSTANCE=api-1 PORT=9090 node compose/apps/demo-http.js
@@ -22,6 +23,17 @@ const TRACE_HEADERS = [
   'x-b3-spanid',
   'x-b3-sampled',
 ];
+
+/**
+ * The caller's identity as the local proxy vouches for it: the `URI=` element of the
+ * x-forwarded-client-cert header the inbound proxy sets (Envoy's format), or null when the
+ * request did not come through the mesh.
+ */
+function peerOf(req) {
+  const xfcc = req.headers['x-forwarded-client-cert'];
+  const m = typeof xfcc === 'string' ? /(?:^|;)URI=([^;,]+)/.exec(xfcc) : null;
+  return m ? m[1] : (req.headers['x-remora-peer-id'] ?? null);
+}
 
 function callUpstream(incoming) {
   return new Promise((resolve) => {
@@ -57,7 +69,7 @@ const server = createServer((req, res) => {
     return;
   }
   void (async () => {
-    const answer = { service, instance, host: hostname(), path: req.url };
+    const answer = { service, instance, host: hostname(), path: req.url, peer: peerOf(req) };
     let status = 200;
     if (upstreamUrl) {
       answer.upstream = await callUpstream(req);

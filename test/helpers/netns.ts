@@ -41,7 +41,7 @@ export interface LabHost {
   run(
     command: string,
     args: string[],
-    options?: { timeoutMs?: number; input?: string },
+    options?: { timeoutMs?: number; input?: string; env?: Record<string, string> },
   ): Promise<RunResult>;
   /** Runs a Node.js ES module script (given as source) inside the host and collects its output. */
   node(
@@ -312,7 +312,9 @@ export async function createLab(options: CreateLabOptions): Promise<Lab> {
         async run(command, args, runOptions = {}) {
           const child = spawn('ip', ['netns', 'exec', ns, command, ...args], {
             stdio: [runOptions.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+            env: { ...process.env, ...runOptions.env },
           });
+          child.stdin?.on('error', () => undefined);
           if (runOptions.input !== undefined) child.stdin?.end(runOptions.input);
           return collect(child, runOptions.timeoutMs ?? 15_000, `${command} on ${spec.name}`);
         },
@@ -322,6 +324,8 @@ export async function createLab(options: CreateLabOptions): Promise<Lab> {
             ['netns', 'exec', ns, process.execPath, '--input-type=module', '-'],
             { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...nodeOptions.env } },
           );
+          // a child that dies before reading its script must not crash the test with EPIPE
+          child.stdin?.on('error', () => undefined);
           child.stdin?.end(source);
           return collect(child, nodeOptions.timeoutMs ?? 15_000, `node script on ${spec.name}`);
         },
