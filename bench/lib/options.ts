@@ -37,6 +37,10 @@ export const KNOBS = {
     doc: 'seconds of catalog registration after which it is measured at the size reached',
   },
   SCALE_PROXIES: { default: '50', doc: 'proxies on one host in the scale scenario' },
+  SCALE_BUDGET: {
+    default: '90',
+    doc: 'seconds for the scale proxies to come up; late ones are left out',
+  },
   OUT: { default: 'docs/benchmarks.md', doc: 'where the report goes' },
   KEEP_TMP: { default: '0', doc: 'keep the run directory (configs, logs, certificates)' },
 } as const;
