@@ -38,7 +38,7 @@ function exitCodeFor(err: unknown): number {
 }
 
 try {
-  await createProgram(ctx).parseAsync(process.argv);
+  await (await createProgram(ctx, process.argv)).parseAsync(process.argv);
 } catch (err) {
   if (err instanceof CliExit) {
     process.exitCode = err.exitCode;

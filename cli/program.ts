@@ -1,19 +1,33 @@
 import { Command } from 'commander';
 import type { CliContext } from './context.ts';
-import { registerDev } from './commands/dev.ts';
-import { registerDevconsul } from './commands/devconsul.ts';
-import { registerControl } from './commands/control.ts';
-import { registerAgent } from './commands/agent.ts';
-import { registerProxy } from './commands/proxy.ts';
-import { registerIntention } from './commands/intention.ts';
-import { registerToken } from './commands/token.ts';
-import { registerCa } from './commands/ca.ts';
-import { registerStatus } from './commands/status.ts';
-import { registerExplain } from './commands/explain.ts';
-import { registerTraces } from './commands/traces.ts';
 
-/** The `remora` command tree. Each subcommand lives in its own file under commands/. */
-export function createProgram(ctx: CliContext): Command {
+type Register = (program: Command, ctx: CliContext) => void;
+
+/**
+ * Every subcommand, loaded on demand: a `remora proxy` process loads only the proxy's modules,
+ * which keeps each proxy's memory down (one runs per service instance).
+ */
+const COMMANDS: Record<string, () => Promise<Register>> = {
+  dev: async () => (await import('./commands/dev.ts')).registerDev,
+  devconsul: async () => (await import('./commands/devconsul.ts')).registerDevconsul,
+  control: async () => (await import('./commands/control.ts')).registerControl,
+  agent: async () => (await import('./commands/agent.ts')).registerAgent,
+  proxy: async () => (await import('./commands/proxy.ts')).registerProxy,
+  intention: async () => (await import('./commands/intention.ts')).registerIntention,
+  token: async () => (await import('./commands/token.ts')).registerToken,
+  ca: async () => (await import('./commands/ca.ts')).registerCa,
+  status: async () => (await import('./commands/status.ts')).registerStatus,
+  explain: async () => (await import('./commands/explain.ts')).registerExplain,
+  traces: async () => (await import('./commands/traces.ts')).registerTraces,
+};
+
+export const SUBCOMMANDS = Object.keys(COMMANDS);
+
+/**
+ * The `remora` command tree. When `argv` names a subcommand only that one is loaded; otherwise
+ * (help, version, a typo) all are, so help lists every subcommand.
+ */
+export async function createProgram(ctx: CliContext, argv: readonly string[]): Promise<Command> {
   const program = new Command('remora')
     .description(
       'Remora: a sidecar service mesh for VMs and containers (mTLS, intentions, balancing, tracing)',
@@ -25,20 +39,9 @@ export function createProgram(ctx: CliContext): Command {
       writeErr: (s) => ctx.stderr.write(s),
     })
     .exitOverride();
-  for (const register of [
-    registerDev,
-    registerDevconsul,
-    registerControl,
-    registerAgent,
-    registerProxy,
-    registerIntention,
-    registerToken,
-    registerCa,
-    registerStatus,
-    registerExplain,
-    registerTraces,
-  ]) {
-    register(program, ctx);
-  }
+  const wanted = argv[2];
+  const names = wanted !== undefined && Object.hasOwn(COMMANDS, wanted) ? [wanted] : SUBCOMMANDS;
+  const registers = await Promise.all(names.map((name) => COMMANDS[name]!()));
+  for (const register of registers) register(program, ctx);
   return program;
 }

@@ -28,7 +28,8 @@ async function runInProcess(args: string[], env: Record<string, string> = {}) {
   };
   let error: unknown;
   try {
-    await createProgram(ctx).parseAsync(['node', 'remora', ...args]);
+    const argv = ['node', 'remora', ...args];
+    await (await createProgram(ctx, argv)).parseAsync(argv);
   } catch (err) {
     error = err;
   }

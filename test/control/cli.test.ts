@@ -70,7 +70,8 @@ async function remora(args: string[], env: Record<string, string> = {}) {
   let exit = 0;
   let code: string | undefined;
   try {
-    await createProgram(ctx).parseAsync(['node', 'remora', ...args]);
+    const argv = ['node', 'remora', ...args];
+    await (await createProgram(ctx, argv)).parseAsync(argv);
   } catch (err) {
     if (err instanceof CliExit) exit = err.exitCode;
     else if (hasCode(err)) {
