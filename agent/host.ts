@@ -217,7 +217,7 @@ export function createHostAgent(o: HostAgentOptions): HostAgent {
         logError(
           logger,
           new RemoraError(
-            'REMORA_E_AGENT_ADMIN_UNREACHABLE',
+            'REMORA_E_AGENT_ADMIN_PORT_IN_USE',
             `cannot serve the status endpoint on 127.0.0.1:${c.adminPort}: ${(err as Error).message}; set adminPort to a free port`,
             { port: c.adminPort },
           ),

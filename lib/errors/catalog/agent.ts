@@ -74,4 +74,10 @@ export const AGENT_ERRORS = {
     meaning: 'A proxy did not finish draining within `drainTimeoutMs`; it was stopped anyway.',
     remedy: 'Raise `drainTimeoutMs` if requests legitimately take longer.',
   },
+  REMORA_E_AGENT_ADMIN_PORT_IN_USE: {
+    meaning:
+      'The agent cannot listen on its loopback status port; it runs on without a status endpoint.',
+    remedy:
+      'Set `adminPort` to a free port (0 picks one) and point `remora status --agent-admin` at it.',
+  },
 } as const satisfies Record<string, ErrorSpec>;
