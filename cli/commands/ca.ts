@@ -22,7 +22,7 @@ export function registerCa(program: Command, ctx: CliContext): void {
       .option('--json', 'print the roots reply as JSON'),
   ).action(async (opts: { pem?: boolean; json?: boolean; config?: string }) => {
     await withOperatorSession(ctx, opts, async (s) => {
-      const roots = await requestRoots(s.nc, s.config.datacenter);
+      const roots = await requestRoots(s.nc, s.config.datacenter, s.req);
       if (opts.json) print(ctx, JSON.stringify(roots, null, 2));
       else if (opts.pem) ctx.stdout.write(roots.roots.map((r) => r.pem.trimEnd() + '\n').join(''));
       else printRoots(ctx, roots);
@@ -36,7 +36,9 @@ export function registerCa(program: Command, ctx: CliContext): void {
       ),
   ).action(async (opts: { config?: string }) => {
     await withOperatorSession(ctx, opts, async (s) => {
-      const roots = await rotateCa(s.nc, s.config.datacenter, s.operatorToken());
+      const roots = await rotateCa(s.nc, s.config.datacenter, s.operatorToken(), {
+        timeoutMs: Math.max(30_000, s.req.timeoutMs),
+      });
       print(
         ctx,
         `rotated: new active root ${roots.activeRootId}; agents renew on ca.roots.changed`,

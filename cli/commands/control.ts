@@ -96,6 +96,8 @@ export interface OperatorSession {
   nc: NatsConnection;
   /** The operator token, or a coded error telling how to set it. */
   operatorToken(): string;
+  /** Request options from the config (`nats.requestTimeoutMs`). */
+  req: { timeoutMs: number };
 }
 
 export function addOperatorOptions(cmd: Command): Command {
@@ -121,6 +123,7 @@ export async function withOperatorSession<T>(
     return await fn({
       config,
       nc,
+      req: { timeoutMs: config.nats.requestTimeoutMs },
       operatorToken() {
         if (!config.operatorToken)
           throw new RemoraError(

@@ -85,7 +85,13 @@ export function registerIntention(program: Command, ctx: CliContext): void {
       if (opts.description !== undefined) raw.description = opts.description;
       const intention = validateIntention(raw, 'intention');
       await withOperatorSession(ctx, opts, async (s) => {
-        const r = await upsertIntention(s.nc, s.config.datacenter, s.operatorToken(), intention);
+        const r = await upsertIntention(
+          s.nc,
+          s.config.datacenter,
+          s.operatorToken(),
+          intention,
+          s.req,
+        );
         print(
           ctx,
           `Created: ${r.intention.source} => ${r.intention.destination} (${describeAction(r.intention)}, precedence ${r.intention.precedence}); revision ${r.revision}`,
@@ -99,10 +105,13 @@ export function registerIntention(program: Command, ctx: CliContext): void {
       .description('delete the intention between source and destination'),
   ).action(async (source: string, destination: string, opts: { config?: string }) => {
     await withOperatorSession(ctx, opts, async (s) => {
-      const r = await deleteIntention(s.nc, s.config.datacenter, s.operatorToken(), {
-        source,
-        destination,
-      });
+      const r = await deleteIntention(
+        s.nc,
+        s.config.datacenter,
+        s.operatorToken(),
+        { source, destination },
+        s.req,
+      );
       print(ctx, `Deleted: ${source} => ${destination}; revision ${r.revision}`);
     });
   });
@@ -113,7 +122,7 @@ export function registerIntention(program: Command, ctx: CliContext): void {
       .option('--json', 'print the snapshot as JSON'),
   ).action(async (opts: { json?: boolean; config?: string }) => {
     await withOperatorSession(ctx, opts, async (s) => {
-      const snap = await requestIntentions(s.nc, s.config.datacenter);
+      const snap = await requestIntentions(s.nc, s.config.datacenter, s.req);
       if (opts.json) {
         print(ctx, JSON.stringify(snap, null, 2));
         return;
@@ -161,13 +170,19 @@ export function registerIntention(program: Command, ctx: CliContext): void {
     await withOperatorSession(ctx, opts, async (s) => {
       const snap =
         opts.default === undefined && opts.audit === undefined
-          ? await requestIntentions(s.nc, s.config.datacenter)
-          : await setIntentionsPolicy(s.nc, s.config.datacenter, s.operatorToken(), {
-              ...(opts.default !== undefined
-                ? { defaultPolicy: opts.default as 'allow' | 'deny' }
-                : {}),
-              ...(opts.audit !== undefined ? { auditMode: opts.audit === 'on' } : {}),
-            });
+          ? await requestIntentions(s.nc, s.config.datacenter, s.req)
+          : await setIntentionsPolicy(
+              s.nc,
+              s.config.datacenter,
+              s.operatorToken(),
+              {
+                ...(opts.default !== undefined
+                  ? { defaultPolicy: opts.default as 'allow' | 'deny' }
+                  : {}),
+                ...(opts.audit !== undefined ? { auditMode: opts.audit === 'on' } : {}),
+              },
+              s.req,
+            );
       print(
         ctx,
         `default policy: ${snap.defaultPolicy}; audit mode: ${snap.auditMode ? 'on (denials logged, not enforced)' : 'off'}; revision ${snap.revision}`,
@@ -190,7 +205,7 @@ export function registerIntention(program: Command, ctx: CliContext): void {
       opts: { method?: string; path?: string; header?: string[]; config?: string },
     ) => {
       await withOperatorSession(ctx, opts, async (s) => {
-        const snap = await requestIntentions(s.nc, s.config.datacenter);
+        const snap = await requestIntentions(s.nc, s.config.datacenter, s.req);
         const request =
           opts.method !== undefined || opts.path !== undefined
             ? {

@@ -38,11 +38,17 @@ export function registerToken(program: Command, ctx: CliContext): void {
       ttlSeconds = Math.round(hours * 3600);
     }
     await withOperatorSession(ctx, opts, async (s) => {
-      const r = await createToken(s.nc, s.config.datacenter, s.operatorToken(), {
-        node,
-        services: globs,
-        ...(ttlSeconds !== undefined ? { ttlSeconds } : {}),
-      });
+      const r = await createToken(
+        s.nc,
+        s.config.datacenter,
+        s.operatorToken(),
+        {
+          node,
+          services: globs,
+          ...(ttlSeconds !== undefined ? { ttlSeconds } : {}),
+        },
+        s.req,
+      );
       print(ctx, r.token);
       ctx.stderr.write(
         `node token for ${r.node}, services ${r.services.join(' ')}, ${r.expiresAt ? `expires ${r.expiresAt}` : 'no expiry'}; put it in the agent config (nodeToken)\n`,
