@@ -15,6 +15,7 @@ import { dataplaneHeadline, dataplaneSection } from './dataplane/report.ts';
 import { runControl } from './control/run-control.ts';
 import { runConsul } from './consul/run-consul.ts';
 import { runScale } from './scale/run-scale.ts';
+import { runRouting } from './routing/run-routing.ts';
 import type { ScenarioReport } from './lib/scenario.ts';
 
 const started = Date.now();
@@ -136,6 +137,7 @@ async function main(): Promise<void> {
   const extra: ScenarioReport[] = [];
   const ctx = { registry, pinning, runDir, pki, knobs, log };
   if (scenarios.includes('control')) extra.push(await runControl(ctx));
+  if (scenarios.includes('routing')) extra.push(await runRouting(ctx));
   if (scenarios.includes('consul')) extra.push(await runConsul(ctx));
   if (scenarios.includes('scale')) extra.push(await runScale(ctx));
   for (const s of extra) {

@@ -77,7 +77,11 @@ export interface ReadyPath {
 export type PathOutcome =
   { ok: true; path: ReadyPath } | { ok: false; id: PathId; label: string; reason: string };
 
-function render(ctx: PathContext, template: string, vars: Record<string, string | number>): string {
+export function render(
+  ctx: PathContext,
+  template: string,
+  vars: Record<string, string | number>,
+): string {
   let text = readFileSync(join(CONF_DIR, template), 'utf8');
   for (const [k, v] of Object.entries(vars)) text = text.replaceAll(`{{${k}}}`, String(v));
   const left = /\{\{([A-Z0-9_]+)\}\}/.exec(text);
@@ -95,7 +99,7 @@ function logTail(s: Started, n = 12): string {
   }
 }
 
-async function startAndWait(
+export async function startAndWait(
   ctx: PathContext,
   name: string,
   cmd: string,

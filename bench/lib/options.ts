@@ -3,7 +3,7 @@
 
 export const KNOBS = {
   SCENARIOS: {
-    default: 'dataplane,control,consul,scale',
+    default: 'dataplane,control,routing,consul,scale',
     doc: 'scenarios to run, comma-separated',
   },
   PATHS: {
