@@ -77,7 +77,7 @@ while [ "$stopping" -eq 0 ]; do
   # `wait -n` returns when one program exits, or early when a trapped signal arrives.
   wait -n -p exited
   [ "$stopping" -eq 1 ] && break
-  [ -z "$exited" ] && continue
+  [ -z "${exited:-}" ] && continue
   for name in "${PROGRAMS[@]}"; do
     if [ "${PID[$name]:-}" = "$exited" ]; then
       # a program that ran for a minute is healthy again: start over with a short delay
