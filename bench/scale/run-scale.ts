@@ -263,10 +263,10 @@ export async function runScale(ctx: ScenarioContext): Promise<ScenarioReport> {
   out.section.push(
     'Not measured yet:',
     '',
-    "- **Agent memory and CPU at 1,000 services × 3**, and **convergence through the whole chain** (catalog health change → agent's " +
-      'watch → snapshot → proxies routing accordingly), **intention change → enforcement at the proxy**, and **time for a new ' +
-      'instance to receive traffic**: these need `remora agent` driven end to end (catalog + NATS + control + agent + proxies) by ' +
-      'the bench; the pieces are measured separately above (catalog wake-up, control publication, agent-socket convergence). ',
+    '- **Agent memory and CPU at 1,000 services × 3**, and the **whole chain through `remora agent`** (catalog health change → ' +
+      "the agent's watch → snapshot → proxies routing; intention change → the agent → enforcement at the proxy): the bench " +
+      'does not run `remora agent` yet. The pieces are measured separately: catalog blocking wake-up, control publication of ' +
+      'intentions, snapshot → traffic (routing), and agent-socket convergence of many proxies (above).',
     "- Proxy cost against upstream count (100 → 1,000 upstream services in one snapshot): not measured; the catalog's growth " +
       'from 100 to N services is in the catalog table.',
     '',
