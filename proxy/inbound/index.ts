@@ -6,7 +6,6 @@
 import type { TLSSocket } from 'node:tls';
 import { evaluateIntentions } from '../../lib/intentions/index.ts';
 import { RemoraError, toRemoraError } from '../../lib/errors/index.ts';
-import { logError } from '../../lib/log/index.ts';
 import type { ProxyEnv } from '../env.ts';
 import { verifyPeer } from '../tls/identity.ts';
 import { dialTcp } from '../tls/dial.ts';
@@ -24,6 +23,7 @@ import { createMetricsStage } from '../stages/metrics.ts';
 import { createIntentionsStage } from '../stages/intentions.ts';
 import { createPeerIdentityStage } from '../stages/headers.ts';
 import { serveInboundH2 } from './h2.ts';
+import { createLimitedErrorLog } from '../log-limit.ts';
 
 export interface Inbound {
   /** A TLS connection finished its handshake on the sidecar port. */
@@ -81,11 +81,11 @@ export function createInbound(env: ProxyEnv): Inbound {
   };
 
   const tracing = env.tracingStage('server', 'inbound');
+  const logLimited = createLimitedErrorLog(env.logger);
   const stages: Stage[] = [
     createErrorResponderStage({
       onError: (e) => {
-        if (e.code !== 'REMORA_E_PROXY_INTENTION_DENIED')
-          logError(env.logger, e, 'inbound request failed', 'warn');
+        if (e.code !== 'REMORA_E_PROXY_INTENTION_DENIED') logLimited(e, 'inbound request failed');
       },
     }),
     createMetricsStage(() => env.metrics.meter('inbound', service())),
@@ -155,7 +155,7 @@ export function createInbound(env: ProxyEnv): Inbound {
           spliceSockets(socket, app);
         },
         (err: unknown) => {
-          logError(env.logger, err, 'inbound TCP: local app unreachable', 'warn');
+          logLimited(toRemoraError(err), 'inbound TCP: local app unreachable');
           socket.destroy();
         },
       );

@@ -8,7 +8,6 @@ import http2, { type Http2Server } from 'node:http2';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { RemoraError, toRemoraError } from '../../lib/errors/index.ts';
-import { logError } from '../../lib/log/index.ts';
 import type { UpstreamConfig } from '../../lib/proxy-api/index.ts';
 import type { ProxyEnv } from '../env.ts';
 import { observeLatency, type EndpointState } from '../balance/endpoints.ts';
@@ -20,6 +19,7 @@ import { createMetricsStage } from '../stages/metrics.ts';
 import { createActiveRequestsStage } from '../stages/limits.ts';
 import { createRetryStage } from '../stages/retry.ts';
 import { Cluster } from './cluster.ts';
+import { createLimitedErrorLog } from '../log-limit.ts';
 
 export interface Upstream {
   readonly cluster: Cluster;
@@ -64,9 +64,10 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
   };
 
   const tracing = env.tracingStage('client', name);
+  const logLimited = createLimitedErrorLog(env.logger);
   const stages: Stage[] = [
     createErrorResponderStage({
-      onError: (e) => logError(env.logger, e, `outbound request to ${name} failed`, 'warn'),
+      onError: (e) => logLimited(e, `outbound request to ${name} failed`),
     }),
     createMetricsStage(() => env.metrics.meter('outbound', name)),
     createActiveRequestsStage({
@@ -164,7 +165,7 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
         spliceSockets(socket, up);
       },
       (err: unknown) => {
-        logError(env.logger, err, `outbound TCP to ${name} failed`, 'warn');
+        logLimited(toRemoraError(err), `outbound TCP to ${name} failed`);
         socket.destroy();
       },
     );

@@ -28,6 +28,8 @@ export interface MeshCerts {
   leaf(service: string, options?: { ttlMs?: number; now?: number; ca?: RootCa }): MeshLeaf;
   /** A second, unrelated CA for the same trust domain (a "foreign" CA). */
   otherCa(): RootCa;
+  /** One leaf per service, made on first use and reused (RSA key generation is slow). */
+  cachedLeaf(service: string): MeshLeaf;
 }
 
 export function createMeshCerts(options: { datacenter?: string; now?: number } = {}): MeshCerts {
@@ -36,7 +38,8 @@ export function createMeshCerts(options: { datacenter?: string; now?: number } =
   const trustDomain = createTrustDomain();
   const ca = createRootCa({ trustDomain, ttlMs: 365 * 86400_000, now });
   const spiffeIdFor = (service: string) => formatSpiffeId({ trustDomain, datacenter, service });
-  return {
+  const cache = new Map<string, MeshLeaf>();
+  const mesh: MeshCerts = {
     trustDomain,
     datacenter,
     ca,
@@ -61,7 +64,16 @@ export function createMeshCerts(options: { datacenter?: string; now?: number } =
       };
     },
     otherCa: () => createRootCa({ trustDomain, ttlMs: 365 * 86400_000, now }),
+    cachedLeaf(service) {
+      let l = cache.get(service);
+      if (l === undefined) {
+        l = mesh.leaf(service);
+        cache.set(service, l);
+      }
+      return l;
+    },
   };
+  return mesh;
 }
 
 /** A valid snapshot for `leaf`'s service; override any part. */

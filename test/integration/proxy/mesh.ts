@@ -80,7 +80,7 @@ export async function startSidecar(
     limits?: Partial<HttpLimits>;
   } = {},
 ): Promise<Sidecar> {
-  const leaf = o.leaf ?? mesh.leaf(service);
+  const leaf = o.leaf ?? mesh.cachedLeaf(service);
   const proxy = createProxy({
     logger: createSilentLogger(),
     ...(o.limits ? { limits: o.limits } : {}),
@@ -105,6 +105,9 @@ export async function startSidecar(
   return sc;
 }
 
+/** One CA and one leaf per service for every test in a file (each file is its own process). */
+let sharedMesh: MeshCerts | null = null;
+
 export interface TwoSidecars {
   mesh: MeshCerts;
   app: App;
@@ -126,7 +129,7 @@ export async function startTwoSidecars(
     limits?: Partial<HttpLimits>;
   } = {},
 ): Promise<TwoSidecars> {
-  const mesh = o.mesh ?? createMeshCerts();
+  const mesh = o.mesh ?? (sharedMesh ??= createMeshCerts());
   const protocol = o.protocol ?? 'http';
   const app = o.app ?? (await startEchoApp());
   const limits = o.limits ? { limits: o.limits } : {};

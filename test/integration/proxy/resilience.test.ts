@@ -70,10 +70,10 @@ t.test('an endpoint killed under load is absorbed by retries and ejected', async
     await app2.close();
   });
   const url = `http://127.0.0.1:${web.proxy.addresses().upstreams.api!.port}/`;
-  const statuses = await load(url, 600, 8, async () => {
+  const statuses = await load(url, 300, 8, async () => {
     await api2.proxy.close(); // the endpoint dies: listener gone, open connections reset
   });
-  t.same(statuses, { '200': 600 }, 'every request succeeded');
+  t.same(statuses, { '200': 300 }, 'every request succeeded');
   const text = await web.proxy.metrics.registry.metrics();
   t.match(
     text,
@@ -89,7 +89,7 @@ t.test('an endpoint killed under load is absorbed by retries and ejected', async
     endpoints: Array<{ id: string; state: string }>;
   }>;
   t.equal(clusters[0]!.endpoints.find((e) => e.id === 'api-2')!.state, 'ejected');
-  t.ok(app1.hits > 300 && app2.hits > 0, 'load was spread before the failure');
+  t.ok(app1.hits > 150 && app2.hits > 0, 'load was spread before the failure');
 });
 
 t.test(
@@ -103,7 +103,7 @@ t.test(
       )?.[1];
     const newApiLeaf = m.mesh.leaf('api');
     const newWebLeaf = m.mesh.leaf('web');
-    const statuses = await load(m.url('/'), 600, 8, async () => {
+    const statuses = await load(m.url('/'), 300, 8, async () => {
       const before = await connsBefore();
       await m.api.apply({
         ...m.api.snapshot,
@@ -121,7 +121,7 @@ t.test(
         'no new inbound connection was needed right after rotation',
       );
     });
-    t.same(statuses, { '200': 600 }, 'no request failed');
+    t.same(statuses, { '200': 300 }, 'no request failed');
     const peerSerial = await new Promise<string>((resolve, reject) => {
       const s = tls.connect(
         {
