@@ -204,7 +204,10 @@ export interface Mesh {
 }
 
 /** Starts NATS, devconsul, control and the demo apps; the agent is started by the test. */
-export async function startMesh(t: { teardown(fn: () => unknown): void }): Promise<Mesh> {
+export async function startMesh(
+  t: { teardown(fn: () => unknown): void },
+  opts: { tracingEndpoint?: string } = {},
+): Promise<Mesh> {
   const base = await mkdtemp(join(tmpdir(), 'remora-agent-it-'));
   const configDir = join(base, 'services.d');
   const dataDir = join(base, 'data');
@@ -224,7 +227,7 @@ export async function startMesh(t: { teardown(fn: () => unknown): void }): Promi
     REMORA_CONTROL_CONSUL_ADDRESS: consul.url,
     REMORA_CONTROL_OPERATOR_TOKEN: OPERATOR_TOKEN,
     REMORA_CONTROL_DEFAULT_POLICY: 'allow',
-    REMORA_CONTROL_TRACING_ENDPOINT: '',
+    REMORA_CONTROL_TRACING_ENDPOINT: opts.tracingEndpoint ?? '',
   });
   procs.push(control);
   const adminPort = await freePort();
@@ -274,7 +277,7 @@ export async function startMesh(t: { teardown(fn: () => unknown): void }): Promi
         REMORA_AGENT_ADMIN_PORT_BASE: '0',
         REMORA_AGENT_ADVERTISE_ADDRESS: '127.0.0.1',
         REMORA_AGENT_PROXY_BIND_ADDRESS: '127.0.0.1',
-        REMORA_AGENT_TRACING_ENDPOINT: '',
+        REMORA_AGENT_TRACING_ENDPOINT: opts.tracingEndpoint ?? '',
         REMORA_AGENT_DRAIN_TIMEOUT_MS: '3000',
         REMORA_AGENT_CHECK_TTL_MS: '30000',
         REMORA_AGENT_LOG_LEVEL: 'info',

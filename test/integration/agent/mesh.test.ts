@@ -10,9 +10,12 @@ import {
   type WebAnswer,
 } from './harness.ts';
 import { runRemora } from '../../helpers/cli.ts';
+import { startOtlpReceiver } from '../../helpers/otlp-receiver.ts';
 
 t.test('two services are registered and reachable through their proxies', async (t) => {
-  const mesh = await startMesh(t);
+  const rx = await startOtlpReceiver();
+  t.teardown(() => rx.close());
+  const mesh = await startMesh(t, { tracingEndpoint: rx.endpoint });
   await mesh.writeDefinition('web.json', webDefinition(mesh.ports));
   await mesh.writeDefinition('api-1.json', apiDefinition(mesh.ports, 1));
   await mesh.writeDefinition('echo.json', echoDefinition(mesh.ports));
@@ -49,6 +52,18 @@ t.test('two services are registered and reachable through their proxies', async 
   t.equal(entry.Service.Kind, 'connect-proxy');
   t.equal(entry.Service.Meta['remora-node'], 'node-a');
   t.equal(entry.Service.Proxy.DestinationServiceID, 'api-1');
+
+  const [sign] = await rx.waitForSpans({
+    service: 'remora-agent',
+    name: 'ca.sign web',
+    timeoutMs: 30_000,
+  });
+  t.equal(sign!.kind, 'CLIENT', 'the agent traces its certificate request');
+  t.equal(sign!.attributes['remora.instance'], 'web-1');
+  const controlSide = await rx
+    .waitForSpans({ traceId: sign!.traceId, service: 'remora-control', timeoutMs: 30_000 })
+    .catch(() => []);
+  t.ok(controlSide.length > 0, 'control continues the same trace (context in NATS headers)');
 
   const echo = await callWeb(mesh, '/echo?msg=hello-tcp');
   t.equal(
