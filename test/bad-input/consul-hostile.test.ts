@@ -76,7 +76,7 @@ t.test('non-JSON and error answers are refused with a code', async (t) => {
   handler = (_req, res) => res.writeHead(500).end('rpc error: No cluster leader');
   t.equal(await codeOf(client.health.connect('api')), 'REMORA_E_CONSUL_REQUEST_FAILED', '500');
   t.equal(await codeOf(client.kv.get('remora/ca')), 'REMORA_E_CONSUL_REQUEST_FAILED', '500 for kv');
-  handler = (req, res) => req.socket.destroy();
+  handler = (req) => req.socket.destroy();
   t.equal(
     await codeOf(client.health.connect('api')),
     'REMORA_E_CONSUL_UNREACHABLE',
