@@ -475,7 +475,16 @@ export function createSupervisor(o: SupervisorOptions): Supervisor {
     await rm(paths.socket, { force: true });
     server = createServer(onConnection);
     await new Promise<void>((resolve, reject) => {
-      server!.once('error', reject);
+      server!.once('error', (err) =>
+        reject(
+          new RemoraError(
+            'REMORA_E_AGENT_DATA_DIR',
+            `cannot listen on the agent socket ${paths.socket} (${err.message}); Unix socket paths must stay under 108 bytes and the directory writable — choose a shorter dataDir`,
+            { socket: paths.socket },
+            { cause: err },
+          ),
+        ),
+      );
       server!.listen(paths.socket, () => resolve());
     });
     await chmod(paths.socket, 0o600);
