@@ -59,7 +59,10 @@ if (reason) {
     const lab: Lab = await createLab({
       hosts: [{ name: 'server' }, { name: 'vm1' }, { name: 'vm2' }, { name: 'ctr1' }],
     });
-    t.teardown(() => lab.destroy());
+    t.teardown(() => {
+      stopping = true;
+      return lab.destroy();
+    });
     const { server, vm1, vm2, ctr1 } = lab.hosts;
     const procs: Proc[] = [];
     const spans: Array<{
@@ -70,27 +73,46 @@ if (reason) {
       instance?: string;
     }> = [];
 
+    let stopping = false;
+    /**
+     * Starts a program on a host. With `restart`, a program that exits with an error is started
+     * again after a second (at most 3 times), as systemd's Restart=on-failure or a container
+     * restart policy would: on a loaded machine a first NATS connection can time out.
+     */
     const start = (
       host: LabHost,
       name: string,
       args: string[],
       env: Record<string, string> = {},
+      restart = false,
     ): Proc => {
-      const child = host.spawn(args[0]!, args.slice(1), {
-        env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', ...env },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
       let out = '';
       const keep = (d: Buffer) => {
         out = (out + d.toString()).slice(-20_000); // a tail for diagnostics; always drained
       };
-      child.stdout?.on('data', keep);
-      child.stderr?.on('data', keep);
+      let restarts = 0;
+      const launch = (): ChildProcess => {
+        const c = host.spawn(args[0]!, args.slice(1), {
+          env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', ...env },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        c.stdout?.on('data', keep);
+        c.stderr?.on('data', keep);
+        c.once('exit', (code) => {
+          if (!restart || stopping || code === 0 || code === null || restarts >= 3) return;
+          restarts++;
+          out += `\n[lab] ${name} exited with ${code}; restart ${restarts} of 3\n`;
+          setTimeout(() => {
+            if (!stopping) p.child = launch();
+          }, 1000);
+        });
+        return c;
+      };
       const p: Proc = {
         name: `${name}@${host.name}`,
-        child,
+        child: launch(),
         output: () => out,
-        exited: () => child.exitCode !== null || child.signalCode !== null,
+        exited: () => p.child.exitCode !== null || p.child.signalCode !== null,
       };
       procs.push(p);
       return p;
@@ -185,9 +207,8 @@ if (reason) {
       server!,
       'control',
       [NODE, REMORA, 'control', '--config', join(work, 'control.json'), '--log-level', 'warn'],
-      {
-        REMORA_CONTROL_OPERATOR_TOKEN: operatorToken,
-      },
+      { REMORA_CONTROL_OPERATOR_TOKEN: operatorToken },
+      true,
     );
 
     // --- the instances: web on vm1, api on vm2 and ctr1, and report (never allowed) on ctr1 ------
@@ -209,7 +230,7 @@ if (reason) {
           const r = await remoraCli('token', 'create', host.name, ...names);
           return r.code === 0 && r.stdout.trim() ? r.stdout.trim() : undefined;
         },
-        45_000,
+        90_000,
       );
       tokens.set(host.name, token);
     }
@@ -275,6 +296,7 @@ if (reason) {
         'agent',
         [NODE, REMORA, 'agent', '--config', join(dir, 'agent.json'), '--log-level', 'info'],
         { REMORA_AGENT_NODE_TOKEN: tokens.get(host.name)! },
+        true,
       );
     }
 
