@@ -7,7 +7,6 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { createConsulClient, normalizeEntry, normalizeService } from '../../lib/consul/index.ts';
-import { hasCode } from '../../lib/errors/index.ts';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 let handler: Handler = (_req, res) => res.end('[]');
@@ -34,8 +33,9 @@ async function codeOf(p: Promise<unknown>): Promise<string> {
     await p;
     return 'resolved';
   } catch (err) {
-    return hasCode(err, (err as { code?: string }).code ?? '')
-      ? (err as { code: string }).code
+    const code = (err as { code?: unknown }).code;
+    return typeof code === 'string' && code.startsWith('REMORA_E_')
+      ? code
       : `uncoded: ${(err as Error).message}`;
   }
 }
