@@ -1,21 +1,13 @@
 // Prometheus metrics of one proxy (its own registry). Names start with `remora_proxy_`,
 // latencies are histograms in seconds, and every label takes a bounded set of values
 // (directions, upstream names from the snapshot, status classes, fixed reasons).
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
 
 export type Direction = 'inbound' | 'outbound';
 
 const LATENCY_BUCKETS = [
   0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 ];
-
-function statusClass(status: number): string {
-  if (status < 200) return '1xx';
-  if (status < 300) return '2xx';
-  if (status < 400) return '3xx';
-  if (status < 500) return '4xx';
-  return '5xx';
-}
 
 export interface RequestMeter {
   /** Records one finished request (status of the answer, duration in ms). */
@@ -26,19 +18,78 @@ export function createProxyMetrics(o: { defaultMetrics?: boolean } = {}) {
   const registry = new Registry();
   if (o.defaultMetrics !== false)
     collectDefaultMetrics({ register: registry, prefix: 'remora_proxy_process_' });
-  const requests = new Counter({
-    name: 'remora_proxy_requests_total',
-    help: 'HTTP requests answered, by direction, peer service (upstream for outbound, local service for inbound) and status class.',
-    labelNames: ['direction', 'service', 'code'] as const,
-    registers: [registry],
-  });
-  const latency = new Histogram({
-    name: 'remora_proxy_request_duration_seconds',
-    help: 'Time from request head received to response head sent, in seconds.',
-    labelNames: ['direction', 'service'] as const,
-    buckets: LATENCY_BUCKETS,
-    registers: [registry],
-  });
+  // Request counts and latencies are on the hot path: plain arrays per (direction, service),
+  // rendered for Prometheus at scrape time (prom-client's labelled observe() cost ~35 µs per
+  // request per proxy in a profile).
+  const series: Array<{
+    direction: string;
+    service: string;
+    buckets: Float64Array;
+    sum: number;
+    count: number;
+    byClass: number[];
+  }> = [];
+  const CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'];
+  const requestsName = 'remora_proxy_requests_total';
+  const requestsHelp =
+    'HTTP requests answered, by direction, peer service (upstream for outbound, local service for inbound) and status class.';
+  registry.registerMetric({
+    name: requestsName,
+    help: requestsHelp,
+    type: 'counter',
+    get: () => ({
+      name: requestsName,
+      help: requestsHelp,
+      type: 'counter',
+      aggregator: 'sum',
+      values: series.flatMap((x) =>
+        x.byClass.flatMap((v, i) =>
+          v > 0
+            ? [
+                {
+                  labels: { direction: x.direction, service: x.service, code: CLASSES[i]! },
+                  value: v,
+                },
+              ]
+            : [],
+        ),
+      ),
+    }),
+  } as unknown as Metric);
+  const latencyName = 'remora_proxy_request_duration_seconds';
+  const latencyHelp = 'Time from request head received to response head sent, in seconds.';
+  registry.registerMetric({
+    name: latencyName,
+    help: latencyHelp,
+    type: 'histogram',
+    get: () => ({
+      name: latencyName,
+      help: latencyHelp,
+      type: 'histogram',
+      aggregator: 'sum',
+      values: series.flatMap((x) => {
+        const labels = { direction: x.direction, service: x.service };
+        let acc = 0;
+        const out: Array<{
+          metricName: string;
+          labels: Record<string, string | number>;
+          value: number;
+        }> = [];
+        LATENCY_BUCKETS.forEach((le, i) => {
+          acc += x.buckets[i]!;
+          out.push({ metricName: `${latencyName}_bucket`, labels: { ...labels, le }, value: acc });
+        });
+        out.push({
+          metricName: `${latencyName}_bucket`,
+          labels: { ...labels, le: '+Inf' },
+          value: x.count,
+        });
+        out.push({ metricName: `${latencyName}_sum`, labels, value: x.sum });
+        out.push({ metricName: `${latencyName}_count`, labels, value: x.count });
+        return out;
+      }),
+    }),
+  } as unknown as Metric);
   const connections = new Gauge({
     name: 'remora_proxy_active_connections',
     help: 'Client connections open on the proxy listeners.',
@@ -138,18 +189,28 @@ export function createProxyMetrics(o: { defaultMetrics?: boolean } = {}) {
       const key = `${direction}\0${service}`;
       let m = meters.get(key);
       if (m === undefined) {
-        const h = latency.labels(direction, service);
-        const byClass = new Map<string, Counter.Internal>();
+        const x = {
+          direction,
+          service,
+          buckets: new Float64Array(LATENCY_BUCKETS.length),
+          sum: 0,
+          count: 0,
+          byClass: [0, 0, 0, 0, 0],
+        };
+        series.push(x);
         m = {
           observe(status, ms) {
-            h.observe(ms / 1000);
-            const c = statusClass(status);
-            let ctr = byClass.get(c);
-            if (ctr === undefined) {
-              ctr = requests.labels(direction, service, c);
-              byClass.set(c, ctr);
+            const sec = ms / 1000;
+            x.sum += sec;
+            x.count++;
+            for (let i = 0; i < LATENCY_BUCKETS.length; i++) {
+              if (sec <= LATENCY_BUCKETS[i]!) {
+                x.buckets[i]!++;
+                break;
+              }
             }
-            ctr.inc();
+            const c = status < 200 ? 0 : status < 300 ? 1 : status < 400 ? 2 : status < 500 ? 3 : 4;
+            x.byClass[c]!++;
           },
         };
         meters.set(key, m);
