@@ -117,6 +117,7 @@ export async function runScale(ctx: ScenarioContext): Promise<ScenarioReport> {
         acks: new Map(),
       });
     }
+    const refusals: string[] = [];
     const byInstance = new Map(members.map((m) => [`${m.service}-1`, m]));
     const socketPath = join(ctx.runDir, 'agent.sock');
     server = createServer((socket: Socket) => {
@@ -133,6 +134,8 @@ export async function runScale(ctx: ScenarioContext): Promise<ScenarioReport> {
           } else if (f.type === 'ack' && member) {
             if (!member.acks.has(f.version))
               member.acks.set(f.version, f.ok ? performance.now() : -1);
+            if (!f.ok)
+              refusals.push(`${member.service} v${f.version}: ${f.error.code} ${f.error.message}`);
           }
         },
       });
@@ -235,6 +238,12 @@ export async function runScale(ctx: ScenarioContext): Promise<ScenarioReport> {
       '',
       `${describeForeign(foreign)}.`,
       '',
+      ...(refusals.length
+        ? [
+            `Refused snapshots (${refusals.length}): ${refusals.slice(0, 3).join('; ')}${refusals.length > 3 ? '; …' : ''}`,
+            '',
+          ]
+        : []),
     );
     out.headline.push(
       `${members.length} proxies on one host: idle RSS median ${median(idleRss).toFixed(0)} MB per proxy (${total.toFixed(0)} MB total), idle CPU ${idleCpuPct.toFixed(1)}% of a core in all; ` +
