@@ -2,16 +2,24 @@
 // refuses a misspelt setting, so the gate has teeth), the provisioning installs pinned versions
 // from files that exist, and its install helper is idempotent.
 import t from 'tap';
-import { cpSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { listFiles, repoRoot, runTool, toolMissing } from './tools.ts';
 
 const vagrantDir = join(repoRoot, 'vagrant');
 const reason = await toolMissing('vagrant', 'vagrant');
+// Vagrant's machine-state folder goes to a temporary directory, not into the repository.
+const dotfiles = mkdtempSync(join(tmpdir(), 'remora-vagrant-'));
+t.teardown(() => rmSync(dotfiles, { recursive: true, force: true }));
 const validate = (cwd: string) =>
   runTool('vagrant', ['validate', '-p'], {
     cwd,
-    env: { VAGRANT_CHECKPOINT_DISABLE: '1', VAGRANT_VAGRANTFILE: 'Vagrantfile' },
+    env: {
+      VAGRANT_CHECKPOINT_DISABLE: '1',
+      VAGRANT_VAGRANTFILE: 'Vagrantfile',
+      VAGRANT_DOTFILE_PATH: dotfiles,
+    },
     timeoutMs: 120_000,
   });
 
