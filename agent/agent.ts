@@ -303,6 +303,8 @@ export function createAgent(o: AgentOptions): Agent {
     const cert = identity.get(id);
     const policy = intentions.current();
     if (!inst || !sc || inst.sidecarPort === null || !bundle || !cert || !policy) return null;
+    // an upstream whose endpoints are not known yet would reach the proxy as an empty set
+    if (!sc.upstreams.every((u) => discovery.settled(u.destinationName))) return null;
     return {
       instance: {
         id,

@@ -5,7 +5,8 @@ import type { Endpoint } from '../lib/proxy-api/index.ts';
 import { RemoraError, toRemoraError } from '../lib/errors/index.ts';
 import { logError, type Logger } from '../lib/log/index.ts';
 import type { Clock } from '../lib/util/index.ts';
-import { readJsonOrNull, writeFileAtomic, type DataPaths } from './files.ts';
+import { readFileSync } from 'node:fs';
+import { writeFileAtomic, type DataPaths } from './files.ts';
 import type { ConnectEntry, ConsulPort } from './ports.ts';
 
 export interface UpstreamStatus {
@@ -21,6 +22,8 @@ export interface Discovery {
   acquire(service: string, user: string): void;
   release(service: string, user: string): void;
   endpoints(service: string): Endpoint[];
+  /** True once the set is known: from the cache, from Consul, or Consul answered with an error. */
+  settled(service: string): boolean;
   status(): UpstreamStatus[];
   stop(): void;
 }
@@ -43,6 +46,7 @@ interface Watch {
   users: Set<string>;
   endpoints: Endpoint[];
   synced: boolean;
+  settled: boolean;
   lastError: UpstreamStatus['lastError'];
   errors: number;
   handle: { stop(): void } | null;
@@ -59,12 +63,18 @@ export function createDiscovery(o: {
   let stopped = false;
 
   function start(w: Watch): void {
-    void readJsonOrNull<Endpoint[]>(o.paths.cache(`endpoints-${w.service}`)).then((cached) => {
-      if (cached && Array.isArray(cached) && !w.synced && watches.get(w.service) === w) {
-        w.endpoints = cached;
-        o.onChange(w.service);
+    // read synchronously so that no snapshot is ever built from an unknown (empty) set
+    try {
+      const cached = JSON.parse(
+        readFileSync(o.paths.cache(`endpoints-${w.service}`), 'utf8'),
+      ) as unknown;
+      if (Array.isArray(cached)) {
+        w.endpoints = cached as Endpoint[];
+        w.settled = true;
       }
-    });
+    } catch {
+      // no cache yet
+    }
     w.handle = o.consul.watchConnect(w.service, {
       onChange(entries) {
         if (stopped || watches.get(w.service) !== w) return;
@@ -73,6 +83,7 @@ export function createDiscovery(o: {
         if (w.errors > 0)
           o.logger.info({ upstream: w.service }, `Consul answers again for ${w.service}`);
         w.synced = true;
+        w.settled = true;
         w.errors = 0;
         w.lastError = null;
         if (!changed) return;
@@ -101,6 +112,11 @@ export function createDiscovery(o: {
         };
         if (w.errors % 20 === 0) logError(o.logger, e, undefined, 'warn');
         w.errors += 1;
+        if (!w.settled) {
+          // Consul is unreachable and nothing is cached: proceed with what is known (nothing)
+          w.settled = true;
+          o.onChange(w.service);
+        }
       },
     });
   }
@@ -133,6 +149,7 @@ export function createDiscovery(o: {
       }
     },
     endpoints: (service) => watches.get(service)?.endpoints ?? [],
+    settled: (service) => watches.get(service)?.settled ?? false,
     status: () =>
       [...watches.values()].map((w) => ({
         service: w.service,

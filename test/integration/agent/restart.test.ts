@@ -15,7 +15,10 @@ t.test(
     const mesh = await startMesh(t);
     await mesh.writeDefinition('web.json', webDefinition(mesh.ports));
     await mesh.writeDefinition('api.json', apiDefinition(mesh.ports, 1));
-    const first = mesh.startAgent({}, ['--keep-proxies']);
+    // the readiness TTL must outlast the window without an agent; on a loaded 2-core CI box an
+    // agent takes several seconds to boot, so give it a wide margin
+    const env = { REMORA_AGENT_CHECK_TTL_MS: '120000' };
+    const first = mesh.startAgent(env, ['--keep-proxies']);
     await waitFor('web to reach api', () => webReachesApi(mesh), 90_000, 100);
     const pidsBefore = await mesh.proxyPids();
     t.same(Object.keys(pidsBefore).sort(), ['api-1', 'web-1']);
@@ -45,7 +48,7 @@ t.test(
     const during = ok;
     await waitFor('requests while no agent runs', () => ok >= during + 20, 30_000);
 
-    const second = mesh.startAgent({}, ['--keep-proxies']);
+    const second = mesh.startAgent(env, ['--keep-proxies']);
     t.teardown(() => second.stop());
     const status = await waitFor(
       'the new agent to adopt both proxies',
