@@ -57,9 +57,12 @@ export function registerControl(program: Command, ctx: CliContext): void {
         maxQueueSize: config.tracing.maxQueueSize,
         logger,
       });
-      const nc = await connectNats(
-        natsOptions(config.nats, `remora-control@${hostname()}`, logger),
-      );
+      // a service keeps trying until NATS is there (systemd and compose may start us first)
+      logger.info({ servers: config.nats.servers }, 'connecting to NATS');
+      const nc = await connectNats({
+        ...natsOptions(config.nats, `remora-control@${hostname()}`, logger),
+        waitOnFirstConnect: true,
+      });
       const consul = createConsulClient({
         address: config.consul.address,
         ...(config.consul.token ? { token: config.consul.token } : {}),

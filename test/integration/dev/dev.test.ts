@@ -19,6 +19,16 @@ async function call(url: string): Promise<{ status: number; body: WebAnswer }> {
   return { status: res.status, body: (await res.json()) as WebAnswer };
 }
 
+/** The parent PID of a live process (undefined once it has exited). */
+function parentOf(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  } catch {
+    return undefined;
+  }
+}
+
 /** PIDs of live processes whose command line mentions `needle`. */
 function processesMentioning(needle: string): number[] {
   const pids: number[] = [];
@@ -123,7 +133,9 @@ t.test('remora dev brings up the demo mesh and stops cleanly', async (t) => {
   });
 
   t.test('killing an api instance keeps web answering', async (t) => {
+    // other tests may run demo apps at the same time: only this mesh's children count
     const api1 = processesMentioning('examples/apps/api.js').filter((pid) => {
+      if (parentOf(pid) !== dev.pid) return false;
       try {
         return readFileSync(`/proc/${pid}/environ`, 'utf8').includes('INSTANCE_ID=api-1');
       } catch {
