@@ -6,13 +6,13 @@ import { waitFor } from '../../lib/util/index.ts';
 import { freePort } from '../helpers/nats.ts';
 import { runRemora } from '../helpers/cli.ts';
 import { REMORA_BIN, startProc, httpGet } from '../integration/agent/harness.ts';
-import { OUTAGE_MS, startLoad } from './load.ts';
+import { LONG, OUTAGE_MS, startLoad } from './load.ts';
 import { checkScenario, startFaultMesh } from './setup.ts';
 
 // the operator token the agent harness gives its control replica
 const OPERATOR_TOKEN = 'test-operator-token-0123456789abcdef';
 
-t.setTimeout(300_000);
+t.setTimeout(LONG ? 900_000 : 300_000);
 const fm = await startFaultMesh(t);
 const { mesh } = fm;
 const cliEnv = {

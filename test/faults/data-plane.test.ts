@@ -2,10 +2,10 @@
 // an endpoint killed, a proxy killed (its agent restarts it), the agent restarted.
 import t from 'tap';
 import { waitFor } from '../../lib/util/index.ts';
-import { OUTAGE_MS, startLoad } from './load.ts';
+import { LONG, OUTAGE_MS, startLoad } from './load.ts';
 import { checkScenario, startFaultMesh } from './setup.ts';
 
-t.setTimeout(300_000);
+t.setTimeout(LONG ? 900_000 : 300_000);
 const fm = await startFaultMesh(t, ['--keep-proxies']);
 const { mesh, recorders } = fm;
 

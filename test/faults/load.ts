@@ -8,11 +8,11 @@ import { startProc, type Proc } from '../integration/agent/harness.ts';
 
 const RECORDER = new URL('./recorder-app.ts', import.meta.url).pathname;
 
+/** REMORA_FAULTS_LONG=1: the long variants (30 s outages). */
+export const LONG = process.env.REMORA_FAULTS_LONG === '1';
+
 /** Outage length of every scenario; REMORA_FAULTS_LONG=1 makes it 30 s as the issue asks. */
-export const OUTAGE_MS =
-  process.env.REMORA_FAULTS_LONG === '1'
-    ? 30_000
-    : Number(process.env.REMORA_FAULTS_OUTAGE_MS ?? 3000);
+export const OUTAGE_MS = LONG ? 30_000 : Number(process.env.REMORA_FAULTS_OUTAGE_MS ?? 3000);
 
 export interface Recorder {
   readonly instance: string;
