@@ -133,6 +133,7 @@ export function createDiscovery(o: {
           lastError: null,
           errors: 0,
           handle: null,
+          settled: false,
         };
         watches.set(service, w);
         start(w);

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Demo `web` app: for each request it calls `api` through its local proxy listener and answers
-// with which api instance answered, the identity api's proxy saw (web's), and the identity its
-// own proxy passed in `x-remora-peer-id`. GET /echo?msg=hi sends a line through the TCP `echo`
+// with which api instance answered and the identities each side's proxy verified (`api.peer`:
+// web's identity as api's proxy saw it; `api.self`: api's identity, which web's proxy checked).
+// A refusal from the mesh (403, 5xx with `x-remora-error`) is passed on with its status. GET /echo?msg=hi sends a line through the TCP `echo`
 // upstream. Dependency-free.
 //   PORT=8080 API_URL=http://127.0.0.1:9191 ECHO_ADDR=127.0.0.1:9292 node examples/apps/web.js
 import { createServer, request } from 'node:http';
@@ -54,7 +55,8 @@ function callEcho(msg) {
 
 const server = createServer(async (req, res) => {
   const url = new URL(req.url ?? '/', 'http://web');
-  const peer = req.headers['x-remora-peer-id'] ?? null;
+  const xfcc = req.headers['x-forwarded-client-cert'];
+  const peer = typeof xfcc === 'string' ? (/(?:^|;)URI=([^;,]+)/.exec(xfcc)?.[1] ?? null) : null;
   let out;
   if (url.pathname === '/echo') {
     out = { service: 'web', instance, echo: await callEcho(url.searchParams.get('msg') ?? 'ping') };
@@ -72,7 +74,9 @@ const server = createServer(async (req, res) => {
       apiError: api.error,
     };
   }
-  const status = out.apiStatus && out.apiStatus >= 500 ? 502 : 200;
+  // pass refusals on (403 from an intention, 429/503 from a breaker…); other failures are 502
+  const status =
+    !out.apiStatus || out.apiStatus < 400 ? 200 : out.apiStatus < 500 ? out.apiStatus : 502;
   res.writeHead(status, { 'content-type': 'application/json' }).end(`${JSON.stringify(out)}\n`);
 });
 server.listen(port, process.env.HOST ?? '127.0.0.1', () => {

@@ -4,7 +4,7 @@
 //   → tcp: splice to the app | http: strict HTTP/1.1 server → stages below → pooled app connections
 //                              | http2/grpc: see h2.ts
 import type { TLSSocket } from 'node:tls';
-import { evaluateIntentions } from '../../lib/intentions/index.ts';
+import { evaluateIntentions, type IntentionsSnapshot } from '../../lib/intentions/index.ts';
 import { RemoraError, toRemoraError } from '../../lib/errors/index.ts';
 import type { ProxyEnv } from '../env.ts';
 import { verifyPeer } from '../tls/identity.ts';
@@ -121,12 +121,26 @@ export function createInbound(env: ProxyEnv): Inbound {
       return;
     }
     const destination = snapshot.instance.service;
-    const d = evaluateIntentions(snapshot.intentions, { source: peer.service, destination });
-    const l4: ConnectionDecision = {
-      allowed: d.allowed,
-      enforced: d.enforced,
-      reason: d.reason,
-      needsRequest: d.needsRequest,
+    const decide = (intentions: IntentionsSnapshot): ConnectionDecision => {
+      const d = evaluateIntentions(intentions, { source: peer.service, destination });
+      return {
+        allowed: d.allowed,
+        enforced: d.enforced,
+        reason: d.reason,
+        needsRequest: d.needsRequest,
+      };
+    };
+    let decidedOn = snapshot.intentions;
+    let l4 = decide(decidedOn);
+    // Keep-alive connections outlive intention changes: every request on an HTTP connection
+    // uses the decision for the intentions in force now (re-evaluated only when they changed).
+    const currentL4 = (): ConnectionDecision => {
+      const now = env.active().snapshot.intentions;
+      if (now !== decidedOn) {
+        decidedOn = now;
+        l4 = decide(now);
+      }
+      return l4;
     };
     const protocol = snapshot.inbound.protocol;
     if (protocol === 'tcp') {
@@ -171,7 +185,7 @@ export function createInbound(env: ProxyEnv): Inbound {
       endpointId: null,
       aborted: false,
       trace: null,
-      l4,
+      l4: currentL4(),
     });
     if (protocol === 'http2' || protocol === 'grpc' || socket.alpnProtocol === 'h2') {
       const c = serveInboundH2(socket, env, {

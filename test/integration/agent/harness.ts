@@ -71,7 +71,7 @@ export interface WebAnswer {
   service: 'web';
   instance: string;
   peer: string | null;
-  api: { service: string; instance: string; peer: string | null } | null;
+  api: { service: string; instance: string; peer: string | null; self: string | null } | null;
   apiStatus?: number;
   apiError?: string | null;
   echo?: { echoed?: string; error?: string };

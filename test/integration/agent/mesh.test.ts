@@ -36,15 +36,8 @@ t.test('two services are registered and reachable through their proxies', async 
   const api = first.api!;
   t.equal(api.service, 'api');
   t.equal(api.instance, 'api-1');
-  if (api.peer !== null) {
-    t.match(
-      api.peer,
-      /^spiffe:\/\/[^/]+\/ns\/default\/dc\/dc1\/svc\/web$/,
-      "api saw web's identity",
-    );
-  } else {
-    t.comment('the proxy does not pass x-remora-peer-id to the app yet');
-  }
+  t.match(api.peer, /^spiffe:\/\/[^/]+\/ns\/default\/dc\/dc1\/svc\/web$/, "api saw web's identity");
+  t.match(api.self, /^spiffe:\/\/[^/]+\/ns\/default\/dc\/dc1\/svc\/api$/, 'its own identity');
 
   const apiEntries = await mesh.healthy('api');
   t.equal(apiEntries.length, 1, 'api-1 sidecar is healthy in Consul');
