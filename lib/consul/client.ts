@@ -308,6 +308,35 @@ export function createConsulClient(opts: ConsulClientOptions): ConsulClient {
     return Math.min(n * unit, 10 * 60_000);
   }
 
+  /**
+   * A health answer as Consul documents it: a JSON array of entries and a numeric
+   * X-Consul-Index. Anything else is a coded error — never an empty endpoint set, which a
+   * caller would take for "no healthy instances".
+   */
+  function healthResult(
+    path: string,
+    body: unknown,
+    indexHeader: string | string[] | undefined,
+  ): { entries: ServiceEntry[]; index: number } {
+    if (!Array.isArray(body)) {
+      throw new RemoraError(
+        'REMORA_E_CONSUL_BAD_RESPONSE',
+        `Consul at ${address} answered ${path} with ${body === null ? 'null' : typeof body} instead of a JSON array of entries`,
+        { address, path },
+      );
+    }
+    const text = Array.isArray(indexHeader) ? indexHeader[0] : indexHeader;
+    const index = text === undefined ? 0 : Number(text);
+    if (!Number.isSafeInteger(index) || index < 0) {
+      throw new RemoraError(
+        'REMORA_E_CONSUL_BAD_RESPONSE',
+        `Consul at ${address} answered ${path} with X-Consul-Index ${JSON.stringify(text)}, not a non-negative integer`,
+        { address, path, index: text },
+      );
+    }
+    return { entries: body.map(normalizeEntry), index };
+  }
+
   async function healthQuery(
     kind: 'service' | 'connect',
     service: string,
@@ -334,10 +363,7 @@ export function createConsulClient(opts: ConsulClientOptions): ConsulClient {
           }),
         )) as [{ headers: Record<string, string> }, unknown];
         const [res, body] = out;
-        return {
-          entries: (Array.isArray(body) ? body : []).map(normalizeEntry),
-          index: Number(res.headers['x-consul-index'] ?? 0),
-        };
+        return healthResult(`/v1/${path}`, body, res.headers['x-consul-index']);
       } finally {
         o.signal?.removeEventListener('abort', onAbort);
       }
@@ -353,11 +379,11 @@ export function createConsulClient(opts: ConsulClientOptions): ConsulClient {
       ...(o.signal ? { signal: o.signal } : {}),
     });
     if (r.status !== 200) throw requestFailed(`/v1/${path}`, r.status, r.body);
-    const body = parseJson(`/v1/${path}`, r.body);
-    return {
-      entries: (Array.isArray(body) ? body : []).map(normalizeEntry),
-      index: Number(r.headers['x-consul-index'] ?? 0),
-    };
+    return healthResult(
+      `/v1/${path}`,
+      parseJson(`/v1/${path}`, r.body),
+      r.headers['x-consul-index'],
+    );
   }
 
   function kvPair(v: unknown): KvPair {
