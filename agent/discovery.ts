@@ -41,10 +41,21 @@ export function endpointsFromEntries(entries: readonly ConnectEntry[]): Endpoint
     .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : a.port - b.port));
 }
 
+/**
+ * How long an endpoint set survives a Consul that answers again after an outage but lists none
+ * of them: a restarted Consul agent re-syncs its registrations (and the agents on other hosts
+ * re-register) within seconds, and routing to the last known endpoints meanwhile beats
+ * refusing every call. A non-empty answer ends the wait at once.
+ */
+export const EMPTY_AFTER_OUTAGE_GRACE_MS = 15_000;
+
 interface Watch {
   service: string;
   users: Set<string>;
   endpoints: Endpoint[];
+  /** Until when an empty answer right after an outage is held back (0: not holding). */
+  graceUntil: number;
+  graceTimer: NodeJS.Timeout | null;
   synced: boolean;
   settled: boolean;
   lastError: UpstreamStatus['lastError'];
@@ -61,6 +72,20 @@ export function createDiscovery(o: {
 }): Discovery {
   const watches = new Map<string, Watch>();
   let stopped = false;
+
+  /** Takes `next` as the endpoint set (`force`: even when equal, for Consul's first answer). */
+  function apply(w: Watch, next: Endpoint[], force: boolean): void {
+    if (!force && JSON.stringify(next) === JSON.stringify(w.endpoints)) return;
+    w.endpoints = next;
+    writeFileAtomic(o.paths.cache(`endpoints-${w.service}`), JSON.stringify(next), 0o600).catch(
+      (err: unknown) => logError(o.logger, err, 'cannot cache endpoints', 'warn'),
+    );
+    o.logger.info(
+      { upstream: w.service, endpoints: next.length },
+      `endpoints of ${w.service} changed`,
+    );
+    o.onChange(w.service);
+  }
 
   function start(w: Watch): void {
     // read synchronously so that no snapshot is ever built from an unknown (empty) set
@@ -79,23 +104,39 @@ export function createDiscovery(o: {
       onChange(entries) {
         if (stopped || watches.get(w.service) !== w) return;
         const next = endpointsFromEntries(entries);
-        const changed = !w.synced || JSON.stringify(next) !== JSON.stringify(w.endpoints);
-        if (w.errors > 0)
+        const firstAnswer = !w.synced;
+        const recovering = w.errors > 0;
+        if (recovering)
           o.logger.info({ upstream: w.service }, `Consul answers again for ${w.service}`);
         w.synced = true;
         w.settled = true;
         w.errors = 0;
         w.lastError = null;
-        if (!changed) return;
-        w.endpoints = next;
-        writeFileAtomic(o.paths.cache(`endpoints-${w.service}`), JSON.stringify(next), 0o600).catch(
-          (err: unknown) => logError(o.logger, err, 'cannot cache endpoints', 'warn'),
-        );
-        o.logger.info(
-          { upstream: w.service, endpoints: next.length },
-          `endpoints of ${w.service} changed`,
-        );
-        o.onChange(w.service);
+        if (recovering && next.length === 0 && w.endpoints.length > 0) {
+          w.graceUntil = o.clock.now() + EMPTY_AFTER_OUTAGE_GRACE_MS;
+          o.logger.warn(
+            { upstream: w.service, kept: w.endpoints.length },
+            `Consul answers again but lists no healthy ${w.service}; keeping the ${w.endpoints.length} last known endpoints for up to ${EMPTY_AFTER_OUTAGE_GRACE_MS} ms while registrations re-sync`,
+          );
+        }
+        const holding = next.length === 0 && w.endpoints.length > 0 && o.clock.now() < w.graceUntil;
+        if (holding) {
+          // apply the empty set only if Consul still says so when the grace ends
+          w.graceTimer ??= o.clock.setTimeout(() => {
+            w.graceTimer = null;
+            if (!stopped && watches.get(w.service) === w && w.graceUntil !== 0) {
+              w.graceUntil = 0;
+              apply(w, next, false);
+            }
+          }, w.graceUntil - o.clock.now());
+          return;
+        }
+        w.graceUntil = 0;
+        if (w.graceTimer) {
+          o.clock.clearTimeout(w.graceTimer);
+          w.graceTimer = null;
+        }
+        apply(w, next, firstAnswer);
       },
       onError(err) {
         if (stopped) return;
@@ -134,6 +175,8 @@ export function createDiscovery(o: {
           errors: 0,
           handle: null,
           settled: false,
+          graceUntil: 0,
+          graceTimer: null,
         };
         watches.set(service, w);
         start(w);
@@ -146,6 +189,7 @@ export function createDiscovery(o: {
       w.users.delete(user);
       if (w.users.size === 0) {
         w.handle?.stop();
+        if (w.graceTimer) o.clock.clearTimeout(w.graceTimer);
         watches.delete(service);
       }
     },
@@ -161,7 +205,10 @@ export function createDiscovery(o: {
       })),
     stop() {
       stopped = true;
-      for (const w of watches.values()) w.handle?.stop();
+      for (const w of watches.values()) {
+        w.handle?.stop();
+        if (w.graceTimer) o.clock.clearTimeout(w.graceTimer);
+      }
       watches.clear();
     },
   };
