@@ -1,0 +1,113 @@
+import t from 'tap';
+import type { Test } from 'tap';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { createDiscovery, EMPTY_AFTER_OUTAGE_GRACE_MS } from '../../agent/discovery.ts';
+import { dataPaths } from '../../agent/files.ts';
+import type { ConnectEntry, ConsulPort } from '../../agent/ports.ts';
+import { createSilentLogger } from '../../lib/log/index.ts';
+import type { Clock } from '../../lib/util/index.ts';
+
+function entry(id: string, port: number): ConnectEntry {
+  return {
+    Node: { Node: 'n1', Address: '10.0.0.1' },
+    Service: {
+      ID: `${id}-sidecar-proxy`,
+      Port: port,
+      Address: '',
+      Proxy: { DestinationServiceID: id },
+    },
+  } as unknown as ConnectEntry;
+}
+
+/** A fake clock whose timers run when the test advances time. */
+function fakeClock(): Clock & { advance(ms: number): void } {
+  let now = 1_000_000;
+  const timers = new Map<NodeJS.Timeout, { at: number; fn: () => void }>();
+  let next = 1;
+  return {
+    now: () => now,
+    setTimeout(fn, ms) {
+      const h = next++ as unknown as NodeJS.Timeout;
+      timers.set(h, { at: now + ms, fn });
+      return h;
+    },
+    clearTimeout: (h) => void timers.delete(h),
+    advance(ms) {
+      now += ms;
+      for (const [h, tm] of [...timers]) {
+        if (tm.at <= now) {
+          timers.delete(h);
+          tm.fn();
+        }
+      }
+    },
+  };
+}
+
+function setup(t: Test) {
+  const dir = t.testdir({});
+  mkdirSync(join(dir, 'cache'), { recursive: true });
+  let handlers: Parameters<ConsulPort['watchConnect']>[1] | undefined;
+  const consul = {
+    watchConnect: (_s: string, h: Parameters<ConsulPort['watchConnect']>[1]) => {
+      handlers = h;
+      return { stop() {} };
+    },
+  } as unknown as ConsulPort;
+  const clock = fakeClock();
+  const changes: number[] = [];
+  const d = createDiscovery({
+    consul,
+    paths: dataPaths(dir),
+    clock,
+    logger: createSilentLogger(),
+    onChange: () => changes.push(d.endpoints('api').length),
+  });
+  d.acquire('api', 'web-1');
+  t.teardown(() => d.stop());
+  return { d, clock, changes, consul: () => handlers! };
+}
+
+t.test(
+  'an empty answer right after a Consul outage keeps the last endpoints for the grace period',
+  async (t) => {
+    const { d, clock, changes, consul } = setup(t);
+    consul().onChange([entry('api-1', 21001), entry('api-2', 21002)]);
+    t.equal(d.endpoints('api').length, 2);
+    consul().onError(new Error('connection refused'));
+    consul().onChange([]);
+    t.equal(d.endpoints('api').length, 2, 'still the last known two');
+    clock.advance(EMPTY_AFTER_OUTAGE_GRACE_MS - 1);
+    t.equal(d.endpoints('api').length, 2, 'held until the grace ends');
+    clock.advance(1);
+    t.equal(d.endpoints('api').length, 0, 'Consul still says none: applied');
+    t.same(changes, [2, 0]);
+  },
+);
+
+t.test('a non-empty answer during the grace is applied at once and ends it', async (t) => {
+  const { d, clock, changes, consul } = setup(t);
+  consul().onChange([entry('api-1', 21001), entry('api-2', 21002)]);
+  consul().onError(new Error('reset'));
+  consul().onChange([]);
+  consul().onChange([entry('api-2', 21002)]);
+  t.same(
+    d.endpoints('api').map((e) => e.id),
+    ['api-2'],
+  );
+  clock.advance(EMPTY_AFTER_OUTAGE_GRACE_MS * 2);
+  t.same(
+    d.endpoints('api').map((e) => e.id),
+    ['api-2'],
+    'the stale timer does not empty it',
+  );
+  t.same(changes, [2, 1]);
+});
+
+t.test('without an outage, an empty answer is applied immediately', async (t) => {
+  const { d, consul } = setup(t);
+  consul().onChange([entry('api-1', 21001)]);
+  consul().onChange([]);
+  t.equal(d.endpoints('api').length, 0);
+});
