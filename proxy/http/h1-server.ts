@@ -58,6 +58,8 @@ export function serveH1(socket: Socket, o: H1ServerOptions): H1ServerConnection 
   let current: RequestHead | null = null;
   let reqCtx: RequestContext | null = null;
   let headerTimer: NodeJS.Timeout | null = null;
+  let bodyTimer: NodeJS.Timeout | null = null;
+  let bodyPaused = false; // the request body's consumer holds the client back
 
   const timer = setTimeout(onIdle, o.idleTimeoutMs);
   timer.unref();
@@ -98,6 +100,38 @@ export function serveH1(socket: Socket, o: H1ServerOptions): H1ServerConnection 
     });
   }
 
+  /**
+   * Slow-body defence: while a request body is being read and we are not holding the socket
+   * back ourselves (backpressure), each gap between body bytes may last `idleTimeoutMs`.
+   */
+  function armBodyTimer(): void {
+    stopBodyTimer();
+    if (state !== ST_BODY || bodyPaused) return;
+    bodyTimer = setTimeout(onBodyTimeout, o.idleTimeoutMs);
+    bodyTimer.unref();
+  }
+
+  function stopBodyTimer(): void {
+    if (bodyTimer !== null) {
+      clearTimeout(bodyTimer);
+      bodyTimer = null;
+    }
+  }
+
+  function onBodyTimeout(): void {
+    bodyTimer = null;
+    if (state !== ST_BODY || reqBody === null) return;
+    o.onRefused(408, 'body_timeout');
+    reqBody.fail(
+      new RemoraError(
+        'REMORA_E_PROXY_BODY_TIMEOUT',
+        `the client sent no request body bytes for ${o.idleTimeoutMs} ms`,
+        { reason: 'body_timeout' },
+      ),
+    );
+    close();
+  }
+
   function stopHeaderTimer(): void {
     if (headerTimer !== null) {
       clearTimeout(headerTimer);
@@ -111,6 +145,7 @@ export function serveH1(socket: Socket, o: H1ServerOptions): H1ServerConnection 
     state = ST_CLOSED;
     clearTimeout(timer);
     stopHeaderTimer();
+    stopBodyTimer();
     if (reqCtx) reqCtx.aborted = true;
     if (wasBody && reqBody && !reqBody.ended)
       reqBody.fail(
@@ -224,8 +259,16 @@ export function serveH1(socket: Socket, o: H1ServerOptions): H1ServerConnection 
       const stream = new BodyStream();
       reqBody = stream;
       req.body = stream;
-      stream.onPause = () => socket.pause();
-      stream.onResume = () => socket.resume();
+      stream.onPause = () => {
+        bodyPaused = true; // we hold the client back: its silence is ours
+        stopBodyTimer();
+        socket.pause();
+      };
+      stream.onResume = () => {
+        bodyPaused = false;
+        socket.resume();
+        armBodyTimer();
+      };
       stream.onCancel = () => {
         // the handler gave up on the body: we cannot find the next request boundary reliably
         closeAfter = true;
@@ -233,6 +276,7 @@ export function serveH1(socket: Socket, o: H1ServerOptions): H1ServerConnection 
       if (head.expectContinue) stream.onAttach = () => socket.write(CONTINUE);
       state = ST_BODY;
       if (remaining.length > 0) feedBody(remaining, 0);
+      else armBodyTimer();
     } else {
       state = ST_WAIT;
       if (remaining.length > 0) buf = remaining;
@@ -257,12 +301,15 @@ export function serveH1(socket: Socket, o: H1ServerOptions): H1ServerConnection 
       if (!responding) refuse(n);
       return;
     }
-    if (d.done) {
-      decoder = null;
-      state = state === ST_CLOSED ? ST_CLOSED : ST_WAIT;
-      const rest = chunk.subarray(start + n);
-      if (rest.length > 0) buf = rest;
+    if (!d.done) {
+      armBodyTimer();
+      return;
     }
+    stopBodyTimer();
+    decoder = null;
+    state = state === ST_CLOSED ? ST_CLOSED : ST_WAIT;
+    const rest = chunk.subarray(start + n);
+    if (rest.length > 0) buf = rest;
   }
 
   function respond(req: ProxyRequest, res: ProxyResponse): void {

@@ -94,6 +94,12 @@ export const PROXY_ERRORS = {
     remedy: 'Send fewer or smaller headers (cookies are the usual cause).',
     status: 431,
   },
+  REMORA_E_PROXY_BODY_TIMEOUT: {
+    meaning: 'The client stopped sending its request body for longer than the client idle timeout.',
+    remedy:
+      'Check the client or the network between it and the proxy; slow or stalled uploads are cut off to protect the proxy (`clientIdleTimeoutMs`).',
+    status: 408,
+  },
   REMORA_E_PROXY_HEADER_TIMEOUT: {
     meaning: 'The client did not send a complete request head in time.',
     remedy: 'Check the client; slow or stalled clients are cut off to protect the proxy.',
