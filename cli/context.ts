@@ -5,7 +5,6 @@ import {
   type ConfigTree,
   type ProgramSchema,
 } from '../lib/config/index.ts';
-import { RemoraError } from '../lib/errors/index.ts';
 
 /** What a subcommand may touch of the outside world; only cli/main.ts builds the real one. */
 export interface CliContext {
@@ -45,13 +44,4 @@ export function loadProgramConfig<T extends ConfigTree>(
 ): ConfigOf<T> {
   const overrides = Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined));
   return loadConfig(schema, { env: ctx.env, ...(file ? { file } : {}), overrides });
-}
-
-/** For subcommands whose work has not been built yet: say so plainly, exit non-zero. */
-export function notBuilt(what: string, issue: number): never {
-  throw new RemoraError(
-    'REMORA_E_NOT_IMPLEMENTED',
-    `\`remora ${what}\` is not built yet (tracked in issue #${issue}); nothing was done`,
-    { command: what, issue },
-  );
 }

@@ -320,24 +320,13 @@ async function startRemoraProxy(
     '--log-level',
     'warn',
   ];
-  try {
-    const started = await startAndWait(ctx, name, process.execPath, args, ports, {
-      cwd: REPO_ROOT,
-    });
-    return {
-      started,
-      command: `node bin/remora.js proxy --static-config $RUN/${name}.json --admin <port> --log-level warn`,
-    };
-  } catch (err) {
-    const text = (err as Error).message;
-    if (text.includes('REMORA_E_NOT_IMPLEMENTED') || text.includes('is not built yet')) {
-      throw new Error(
-        '`remora proxy` is not built yet (issue 6): `--static-config` exits with REMORA_E_NOT_IMPLEMENTED',
-        { cause: err },
-      );
-    }
-    throw err;
-  }
+  const started = await startAndWait(ctx, name, process.execPath, args, ports, {
+    cwd: REPO_ROOT,
+  });
+  return {
+    started,
+    command: `node bin/remora.js proxy --static-config $RUN/${name}.json --admin <port> --log-level warn`,
+  };
 }
 
 async function startRemora(ctx: PathContext, protocol: Protocol): Promise<ReadyPath> {
