@@ -12,7 +12,7 @@ import {
   responseHasNoBody,
   type HeadLimits,
 } from './h1-parse.ts';
-import type { ProxyRequest, ProxyResponse } from '../stages/types.ts';
+import { isIdempotent, type ProxyRequest, type ProxyResponse } from '../stages/types.ts';
 import type { ConnectionLimiter } from '../stages/limits.ts';
 
 const SMALL_BODY = 16 * 1024;
@@ -488,7 +488,9 @@ export class H1Pool {
 
   /**
    * Sends `req` on a pooled connection. A reused connection that the server closed before
-   * answering is replaced by a fresh one once when the body can be replayed.
+   * answering is replaced by a fresh one once — for idempotent methods only, with a replayable
+   * body: the peer may have read the request before it went away (an app or proxy that crashed
+   * mid-request looks exactly like a stale keep-alive connection), so a POST is never re-sent.
    */
   async request(req: ProxyRequest, timeoutMs: number): Promise<ProxyResponse> {
     const c = await this.acquire();
@@ -503,7 +505,8 @@ export class H1Pool {
         e.code === 'REMORA_E_PROXY_UPSTREAM_RESET' &&
         d.reused &&
         !d.responseStarted &&
-        replayable
+        replayable &&
+        isIdempotent(req.method)
       ) {
         const fresh = await this.acquireFresh();
         return fresh.request(req, timeoutMs);
