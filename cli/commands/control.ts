@@ -1,10 +1,10 @@
 import { hostname } from 'node:os';
 import type { Command } from 'commander';
 import { cliSchema, controlSchema, type ConfigOf } from '../../lib/config/index.ts';
-import { RemoraError } from '../../lib/errors/index.ts';
-import { createLogger, type Logger } from '../../lib/log/index.ts';
+import { RemoraError, toRemoraError } from '../../lib/errors/index.ts';
+import { createLogger, logError, type Logger } from '../../lib/log/index.ts';
 import { connectNats, type NatsConnection } from '../../lib/nats/index.ts';
-import { createClock } from '../../lib/util/index.ts';
+import { backoffDelay, createClock } from '../../lib/util/index.ts';
 import { loadProgramConfig, type CliContext } from '../context.ts';
 
 type NatsKeys = ConfigOf<typeof controlSchema.tree>['nats'];
@@ -57,12 +57,16 @@ export function registerControl(program: Command, ctx: CliContext): void {
         maxQueueSize: config.tracing.maxQueueSize,
         logger,
       });
-      // a service keeps trying until NATS is there (systemd and compose may start us first)
-      logger.info({ servers: config.nats.servers }, 'connecting to NATS');
-      const nc = await connectNats({
-        ...natsOptions(config.nats, `remora-control@${hostname()}`, logger),
-        waitOnFirstConnect: true,
-      });
+      const nc = await connectUntilStopped(
+        natsOptions(config.nats, `remora-control@${hostname()}`, logger),
+        ctx.stopSignal,
+        logger,
+      );
+      if (nc === null) {
+        await tracing.shutdown();
+        logger.info('stopped before NATS answered; nothing to clean up');
+        return;
+      }
       const consul = createConsulClient({
         address: config.consul.address,
         ...(config.consul.token ? { token: config.consul.token } : {}),
@@ -91,6 +95,39 @@ export function registerControl(program: Command, ctx: CliContext): void {
       await tracing.shutdown();
       logger.info('control plane stopped');
     });
+}
+
+/**
+ * A service keeps trying until NATS is there (systemd and compose may start us first), with
+ * jittered backoff, and a stop signal ends the wait at once (resolves null). An unreadable
+ * credentials file is a configuration error and fails at once.
+ */
+async function connectUntilStopped(
+  options: ReturnType<typeof natsOptions>,
+  stop: AbortSignal,
+  logger: Logger,
+): Promise<NatsConnection | null> {
+  logger.info({ servers: options.servers }, 'connecting to NATS');
+  for (let attempt = 0; !stop.aborted; attempt++) {
+    try {
+      return await connectNats({ ...options, timeoutMs: 3000 });
+    } catch (err) {
+      const e = toRemoraError(err);
+      if ((e.details as { file?: string } | undefined)?.file !== undefined) throw e;
+      const delay = backoffDelay(attempt, { baseMs: 500, maxMs: 10_000, random: Math.random });
+      logError(logger, e, `NATS not reachable yet; trying again in ${delay} ms`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, delay);
+        stop.addEventListener('abort', done, { once: true });
+        function done(): void {
+          clearTimeout(timer);
+          stop.removeEventListener('abort', done);
+          resolve();
+        }
+      });
+    }
+  }
+  return null;
 }
 
 /** What the operator subcommands (intention, token, ca) share: CLI config and a NATS connection. */
