@@ -44,7 +44,7 @@ function startControl(): { child: ChildProcess; log: () => string } {
   });
   children.push(child);
   let log = '';
-  child.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (log += d.toString()));
   return { child, log: () => log };
 }
 
