@@ -410,6 +410,16 @@ t.test('the control plane end to end', async (t) => {
       const denied = await run(['intention', 'check', 'billing', 'api']);
       t.equal(denied.code, 2, 'check exits 2 when denied');
       t.match(denied.stdout, 'Denied: intention "*" → api deny (precedence 8)');
+      const explained = await run(['explain', 'billing', 'api']);
+      t.equal(explained.code, 2, 'explain exits 2 when the call would be refused');
+      t.match(explained.stdout, 'billing → api: DENIED');
+      t.match(explained.stdout, 'decided by: intention "*" → api deny (precedence 8)');
+      t.match(explained.stdout, /\* → api: deny \(precedence 8\)\n\s+\* → \*: deny/);
+      t.match(explained.stdout, 'to allow: remora intention create billing api');
+      const allowed = await run(['explain', 'web', 'api', '--method', 'POST', '--path', '/x']);
+      t.equal(allowed.code, 0, allowed.stderr);
+      t.match(allowed.stdout, 'web → api: allowed');
+      t.match(allowed.stdout, 'decided by: intention "web" → api allow (precedence 9)');
       await deleteIntention(nc, 'dc1', OP, { source: '*', destination: 'api' });
       const after = await requestIntentions(nc, 'dc1');
       t.equal(
