@@ -91,6 +91,18 @@ t.test('two services are registered and reachable through their proxies', async 
     t.ok(agent.child.exitCode === null, 'the agent was not restarted');
   });
 
+  t.test('SIGHUP (systemctl reload) re-reads the definitions and disturbs nothing', async (t) => {
+    const pidsBefore = await mesh.proxyPids();
+    const logged = (): number => agent.output().split('SIGHUP: reloading').length - 1;
+    const before = logged();
+    process.kill(agent.pid, 'SIGHUP');
+    await waitFor('the agent to log the reload', () => logged() > before || null, 20_000);
+    const r = await webReachesApi(mesh);
+    t.ok(r?.api, 'web still reaches api');
+    t.same(await mesh.proxyPids(), pidsBefore, 'every proxy kept running');
+    t.ok(agent.child.exitCode === null, 'the agent is still running');
+  });
+
   t.test('a broken file is reported while the others keep working', async (t) => {
     await mesh.writeDefinition('broken.json', '{"service": {"name": "bad", "port": "eighty"}}');
     const status = await waitFor(
