@@ -6,7 +6,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
-import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpAgent, type ClientRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import Consul from 'consul';
 import got, { type Got } from 'got';
@@ -23,6 +23,12 @@ import type {
 } from './types.ts';
 
 export const DEFAULT_CONSUL_TIMEOUT_MS = 10_000;
+/**
+ * The most a client reads of one Consul answer (64 MiB: a health or catalog answer for tens of
+ * thousands of instances). A larger answer is refused with REMORA_E_CONSUL_RESPONSE_TOO_LARGE
+ * instead of being buffered, whatever Consul (or whatever answers at its address) sends.
+ */
+export const DEFAULT_CONSUL_MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 
 export interface ConsulClientOptions {
   /** Base URL of the Consul HTTP API, e.g. http://127.0.0.1:8500. */
@@ -33,6 +39,11 @@ export interface ConsulClientOptions {
   logger?: Logger;
   /** Deadline of a non-blocking request; blocking ones add their wait to it. */
   timeoutMs?: number;
+  /**
+   * Bytes read of one answer at most (head and body as they arrive on the socket); a larger one
+   * is refused. Default DEFAULT_CONSUL_MAX_RESPONSE_BYTES.
+   */
+  maxResponseBytes?: number;
 }
 
 export interface BlockingOptions {
@@ -167,6 +178,69 @@ export function normalizeEntry(raw: unknown): ServiceEntry {
   };
 }
 
+function formatBytes(n: number): string {
+  return n >= 1024 * 1024 && n % (1024 * 1024) === 0 ? `${n / (1024 * 1024)} MiB` : `${n} bytes`;
+}
+
+/**
+ * Makes every request through `agent` stop reading its answer once more than `limit` bytes have
+ * arrived (or a Content-Length above it is announced): the request is destroyed with a coded
+ * error, which both transports (the npm package and got) pass on as the request's failure. The
+ * count is taken on the socket, so it never changes how the transports consume the body.
+ */
+function boundResponses(agent: HttpAgent, limit: number, address: string): void {
+  const a = agent as HttpAgent & { addRequest(req: ClientRequest, options: object): void };
+  const addRequest = a.addRequest.bind(a);
+  a.addRequest = (req, options) => {
+    req.once('response', (res: IncomingMessage) => {
+      const path = `${req.method} ${req.path.split('?')[0]}`;
+      const refuse = (seen: number, announced: boolean): void => {
+        const err = new RemoraError(
+          'REMORA_E_CONSUL_RESPONSE_TOO_LARGE',
+          `Consul at ${address} answered ${path} with ${announced ? `a body of ${formatBytes(seen)}` : `more than ${formatBytes(limit)}`}, over the limit of ${formatBytes(limit)}; refused without reading the rest. If the catalog really is that large, raise the Consul client's maxResponseBytes; otherwise check what answers at consul.address`,
+          { address, path, limitBytes: limit, ...(announced ? { contentLength: seen } : {}) },
+        );
+        // the npm package prefixes the messages of errors passing through it; keep ours
+        originalMessages.set(err, err.message);
+        req.destroy(err);
+      };
+      const declared = Number(res.headers['content-length']);
+      if (Number.isFinite(declared) && declared > limit) return refuse(declared, true);
+      const socket = res.socket;
+      let seen = 0;
+      const onData = (chunk: Buffer): void => {
+        seen += chunk.length;
+        if (seen > limit) {
+          done();
+          refuse(seen, false);
+        }
+      };
+      const done = (): void => {
+        socket.off('data', onData);
+      };
+      socket.on('data', onData);
+      res.once('end', done);
+      res.once('close', done);
+    });
+    addRequest(req, options);
+  };
+}
+
+const originalMessages = new WeakMap<RemoraError, string>();
+
+/** The coded error a transport failure carries in its cause chain, if any. */
+function codedCause(err: unknown): RemoraError | undefined {
+  for (let e = err, depth = 0; e && depth < 5; depth++) {
+    if (e instanceof RemoraError) {
+      const message = originalMessages.get(e);
+      if (message !== undefined) e.message = message;
+      return e;
+    }
+    e = (e as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
 export function createConsulClient(opts: ConsulClientOptions): ConsulClient {
   const logger = opts.logger ?? createSilentLogger();
   const timeoutMs = opts.timeoutMs ?? DEFAULT_CONSUL_TIMEOUT_MS;
@@ -199,6 +273,15 @@ export function createConsulClient(opts: ConsulClientOptions): ConsulClient {
   const agent = secure
     ? new HttpsAgent({ keepAlive: true, ...(ca ? { ca } : {}) })
     : new HttpAgent({ keepAlive: true });
+  const maxResponseBytes = opts.maxResponseBytes ?? DEFAULT_CONSUL_MAX_RESPONSE_BYTES;
+  if (!Number.isSafeInteger(maxResponseBytes) || maxResponseBytes < 1024) {
+    throw new RemoraError(
+      'REMORA_E_CONSUL_CONFIG',
+      `Consul client maxResponseBytes ${String(maxResponseBytes)} is not an integer of at least 1024; leave it unset for ${formatBytes(DEFAULT_CONSUL_MAX_RESPONSE_BYTES)}`,
+      { maxResponseBytes },
+    );
+  }
+  boundResponses(agent, maxResponseBytes, address);
   const port = Number(base.port || (secure ? 443 : 80));
   const pkg = new Consul({
     host: base.hostname.replace(/^\[|\]$/g, ''),
@@ -213,12 +296,15 @@ export function createConsulClient(opts: ConsulClientOptions): ConsulClient {
     agent: secure ? { https: agent as HttpsAgent } : { http: agent },
     ...(ca ? { https: { certificateAuthority: ca } } : {}),
     retry: { limit: 0 },
+    // no Accept-Encoding: the size bound counts what arrives, so it must be what is parsed
+    decompress: false,
     throwHttpErrors: false,
     timeout: { request: timeoutMs },
   });
 
   function fail(path: string, err: unknown): RemoraError {
-    if (err instanceof RemoraError) return err;
+    const coded = codedCause(err);
+    if (coded) return coded;
     const e = err as PapiError & { response?: { statusCode?: number; body?: unknown } };
     const status = e.response?.statusCode;
     if (e.isResponse && status !== undefined) {

@@ -3,6 +3,7 @@ export {
   normalizeEntry,
   normalizeService,
   DEFAULT_CONSUL_TIMEOUT_MS,
+  DEFAULT_CONSUL_MAX_RESPONSE_BYTES,
   type ConsulClient,
   type ConsulClientOptions,
   type BlockingOptions,

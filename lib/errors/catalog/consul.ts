@@ -24,4 +24,10 @@ export const CONSUL_ERRORS = {
     remedy:
       'Fix consul.address (e.g. http://127.0.0.1:8500) or consul.caFile (a readable PEM bundle).',
   },
+  REMORA_E_CONSUL_RESPONSE_TOO_LARGE: {
+    meaning:
+      'Consul (or whatever answers at consul.address) sent an answer larger than the client reads (64 MiB by default); it was refused without buffering the rest.',
+    remedy:
+      'Check what answers at consul.address. If the catalog really is that large, raise the Consul client option maxResponseBytes; a watch keeps its last known endpoints and retries with backoff meanwhile.',
+  },
 } as const satisfies Record<string, ErrorSpec>;
