@@ -25,7 +25,7 @@ const NONBLOCKING_REQUESTS = 500;
 
 const ms = (v: number): string => (Number.isFinite(v) ? v.toFixed(v < 10 ? 2 : 1) : '–');
 
-function definition(svc: number, inst: number): object {
+export function definition(svc: number, inst: number): object {
   const id = `svc-${svc}-${inst}`;
   return {
     ID: id,
@@ -44,7 +44,7 @@ function definition(svc: number, inst: number): object {
 }
 
 /** Registers services [from, to) (all instances of a service before the next); stops at the deadline. */
-async function registerRange(
+export async function registerRange(
   consul: ConsulHttp,
   from: number,
   to: number,
