@@ -19,20 +19,33 @@ import { nkeys } from 'nats';
 export const ROLES = ['control', 'agent', 'operator'];
 
 /**
+ * The reply-inbox prefix of each role: the programs use it by default (lib/nats/connect.ts
+ * INBOX_PREFIXES; agents add their node name: `_INBOX_agent.<node>`), and each role may subscribe
+ * only to its own, so no role reads the replies to another role's requests.
+ */
+export const INBOX_PREFIXES = {
+  control: '_INBOX_control',
+  agent: '_INBOX_agent',
+  operator: '_INBOX_operator',
+};
+
+/**
  * The subject permissions of each role for datacenter `dc` (DESIGN §4). Responses to requests are
- * allowed with `allow_responses`; requesters subscribe to their reply inboxes (`_INBOX.>`).
+ * allowed with `allow_responses`; requesters subscribe only to their role's reply inboxes.
  */
 export function natsPermissions(dc) {
   const p = `remora.v1.${dc}`;
   return {
     control: {
       publish: { allow: [`${p}.ca.roots.changed`, `${p}.intentions.changed`] },
-      subscribe: { allow: [`${p}.>`] },
+      subscribe: { allow: [`${p}.>`, `${INBOX_PREFIXES.control}.>`] },
       allow_responses: true,
     },
     agent: {
       publish: { allow: [`${p}.ca.sign`, `${p}.ca.roots`, `${p}.intentions.get`] },
-      subscribe: { allow: [`${p}.ca.roots.changed`, `${p}.intentions.changed`, '_INBOX.>'] },
+      subscribe: {
+        allow: [`${p}.ca.roots.changed`, `${p}.intentions.changed`, `${INBOX_PREFIXES.agent}.>`],
+      },
     },
     operator: {
       publish: {
@@ -45,7 +58,9 @@ export function natsPermissions(dc) {
           `${p}.ca.rotate`,
         ],
       },
-      subscribe: { allow: [`${p}.ca.roots.changed`, `${p}.intentions.changed`, '_INBOX.>'] },
+      subscribe: {
+        allow: [`${p}.ca.roots.changed`, `${p}.intentions.changed`, `${INBOX_PREFIXES.operator}.>`],
+      },
     },
   };
 }

@@ -9,6 +9,35 @@ export interface NatsTlsOptions {
   keyFile?: string;
 }
 
+/**
+ * The reply-inbox prefix of each role. The NATS permissions that compose and Vagrant generate
+ * (compose/gen-secrets.js) let each role subscribe only to its own prefix, so no role can read
+ * the replies to another role's requests (e.g. an agent the operator's tokens.create reply).
+ */
+export const INBOX_PREFIXES = {
+  control: '_INBOX_control',
+  agent: '_INBOX_agent',
+  operator: '_INBOX_operator',
+} as const;
+
+const INBOX_PREFIX = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/;
+
+/**
+ * The inbox prefix a connection uses by default, from its name: `remora-control@…` →
+ * `_INBOX_control`, `remora-agent@<node>` → `_INBOX_agent.<node>`, `remora-cli` →
+ * `_INBOX_operator`; any other name keeps nats.js's `_INBOX`.
+ */
+export function defaultInboxPrefix(name: string): string {
+  const m = /^remora-(control|agent|cli|operator)(?:@(.*))?$/.exec(name);
+  if (!m) return '_INBOX';
+  if (m[1] === 'control') return INBOX_PREFIXES.control;
+  if (m[1] === 'agent') {
+    const node = (m[2] ?? '').replace(/[^A-Za-z0-9_-]/g, '_');
+    return node ? `${INBOX_PREFIXES.agent}.${node}` : INBOX_PREFIXES.agent;
+  }
+  return INBOX_PREFIXES.operator;
+}
+
 export interface ConnectNatsOptions {
   servers: string | string[];
   token?: string;
@@ -24,6 +53,12 @@ export interface ConnectNatsOptions {
   reconnectTimeWaitMs?: number;
   /** Deadline of one connection attempt. Default 5000 ms. */
   timeoutMs?: number;
+  /**
+   * Prefix of the reply inboxes of this connection's requests (dot-separated tokens of letters,
+   * digits, `_` and `-`). Empty or absent: defaultInboxPrefix(name), the role's prefix that the
+   * generated NATS permissions allow.
+   */
+  inboxPrefix?: string;
 }
 
 /**
@@ -33,9 +68,18 @@ export interface ConnectNatsOptions {
  */
 export async function connectNats(options: ConnectNatsOptions): Promise<NatsConnection> {
   const servers = Array.isArray(options.servers) ? options.servers : [options.servers];
+  const inboxPrefix = options.inboxPrefix || defaultInboxPrefix(options.name);
+  if (!INBOX_PREFIX.test(inboxPrefix)) {
+    throw new RemoraError(
+      'REMORA_E_NATS_INBOX_PREFIX_INVALID',
+      `NATS inbox prefix ${JSON.stringify(inboxPrefix)} is not dot-separated tokens of letters, digits, _ and -; use e.g. ${INBOX_PREFIXES.agent} or leave nats.inboxPrefix empty for the role's default`,
+      { inboxPrefix },
+    );
+  }
   const opts: ConnectionOptions = {
     servers,
     name: options.name,
+    inboxPrefix,
     reconnect: true,
     maxReconnectAttempts: -1,
     reconnectTimeWait: options.reconnectTimeWaitMs ?? 1000,

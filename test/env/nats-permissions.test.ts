@@ -10,7 +10,7 @@ import { startNatsServer } from '../helpers/nats.ts';
 import { waitFor } from '../../lib/util/index.ts';
 import { repoRoot, runTool, toolMissing } from './tools.ts';
 // @ts-expect-error -- a plain JavaScript module (compose/ is not part of the TypeScript project)
-import { natsPermissions, writeMeshSecrets } from '../../compose/gen-secrets.js';
+import { INBOX_PREFIXES, natsPermissions, writeMeshSecrets } from '../../compose/gen-secrets.js';
 
 const DC = 'dc1';
 const p = `remora.v1.${DC}`;
@@ -60,6 +60,8 @@ t.test('each role may use exactly its subjects', { skip: reason ?? false }, asyn
       servers: server.url,
       authenticator: credsAuthenticator(readFileSync(join(dir, `${role}.creds`))),
       name: `test-${role}`,
+      // each role may subscribe only to its own reply inboxes
+      inboxPrefix: (INBOX_PREFIXES as Record<string, string>)[role],
     });
     conns.push(nc);
     return nc;

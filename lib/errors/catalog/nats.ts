@@ -33,4 +33,10 @@ export const NATS_ERRORS = {
       'The remote side answered with an error whose code this program does not know (a newer peer).',
     remedy: 'Read the message in the reply; align the Remora versions of control and clients.',
   },
+  REMORA_E_NATS_INBOX_PREFIX_INVALID: {
+    meaning:
+      'The reply-inbox prefix of a NATS connection is not dot-separated tokens of letters, digits, `_` and `-` (wildcards and spaces are not allowed).',
+    remedy:
+      'Leave nats.inboxPrefix empty to use the role prefix the generated permissions allow (`_INBOX_control`, `_INBOX_agent.<node>`, `_INBOX_operator`), or set one the NATS server lets this user subscribe to.',
+  },
 } as const satisfies Record<string, ErrorSpec>;
