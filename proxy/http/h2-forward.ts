@@ -1,7 +1,9 @@
 // HTTP/2 (and gRPC) forwarding between node:http2 streams: headers, body streaming both ways
-// with backpressure (pipe), and trailers relayed end to end.
+// with backpressure (pipe), trailers relayed end to end in both directions, and the request body
+// kept (up to a bound) so that a refused or reset attempt can be replayed on a new stream.
 import http2, {
   type ClientHttp2Session,
+  type ClientHttp2Stream,
   type IncomingHttpHeaders,
   type OutgoingHttpHeaders,
   type ServerHttp2Stream,
@@ -9,6 +11,14 @@ import http2, {
 import type { RemoraError } from '../../lib/errors/index.ts';
 import { describeError } from '../../lib/errors/index.ts';
 import { ERROR_HEADER } from '../stages/responder.ts';
+
+const {
+  NGHTTP2_CANCEL,
+  NGHTTP2_INTERNAL_ERROR,
+  NGHTTP2_NO_ERROR,
+  NGHTTP2_REFUSED_STREAM,
+  NGHTTP2_FLAG_END_STREAM,
+} = http2.constants;
 
 const HOP = new Set([
   'connection',
@@ -22,11 +32,17 @@ const HOP = new Set([
 
 function copyHeaders(h: IncomingHttpHeaders, drop: Set<string>): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
-  for (const [k, v] of Object.entries(h)) {
+  for (const k in h) {
+    const v = h[k];
     if (v === undefined || drop.has(k)) continue;
     out[k] = v;
   }
   return out;
+}
+
+/** True when a HEADERS frame carried END_STREAM (`flags` of the 'stream'/'response' events). */
+export function endsStream(flags: number | undefined): boolean {
+  return flags !== undefined && (flags & NGHTTP2_FLAG_END_STREAM) !== 0;
 }
 
 /** Answers a stream with a coded error (gRPC callers also get grpc-status 14/7 and a message). */
@@ -35,7 +51,7 @@ export function respondH2Error(stream: ServerHttp2Stream, err: RemoraError, grpc
   const status = describeError(err.code).status ?? 502;
   const msg = `${err.code}: ${err.message}`;
   if (stream.headersSent) {
-    stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+    stream.close(NGHTTP2_INTERNAL_ERROR);
     return;
   }
   if (grpc) {
@@ -60,56 +76,222 @@ export function respondH2Error(stream: ServerHttp2Stream, err: RemoraError, grpc
 }
 
 /**
- * Sends `headers` + the body of `stream` to `session` and relays the answer back. `extra`
- * headers are added to the upstream request. Resolves with the upstream status when the
- * response head arrived; rejects when the upstream stream failed before that.
+ * The request side of one downstream stream, shared by every attempt: whether it has a body,
+ * the body chunks seen so far while they fit in `maxBuffered` bytes (so an attempt can be
+ * replayed), the request trailers, and whether the body has ended. The body flows (with
+ * backpressure) into the upstream stream attached last; nothing is read before the first one.
+ */
+export class H2RequestBody {
+  readonly stream: ServerHttp2Stream;
+  /** END_STREAM came with the request headers: no body, no trailers. */
+  readonly empty: boolean;
+  /** Body chunks so far; null once more than maxBuffered bytes went by (not replayable). */
+  chunks: Buffer[] | null;
+  bytes = 0;
+  trailers: OutgoingHttpHeaders | null = null;
+  ended: boolean;
+  readonly #max: number;
+  #target: ClientHttp2Stream | null = null;
+  #listening = false;
+
+  constructor(stream: ServerHttp2Stream, empty: boolean, maxBuffered: number) {
+    this.stream = stream;
+    this.empty = empty;
+    this.ended = empty;
+    this.#max = maxBuffered;
+    this.chunks = maxBuffered > 0 ? [] : null;
+    if (!empty) {
+      stream.pause();
+      stream.on('trailers', (t: IncomingHttpHeaders) => {
+        this.trailers = copyHeaders(t, HOP);
+      });
+    }
+  }
+
+  /** Whether a new attempt can send the whole body again. */
+  get replayable(): boolean {
+    return this.empty || this.chunks !== null;
+  }
+
+  #onDrain = (): void => {
+    this.stream.resume();
+  };
+
+  #onData = (c: Buffer): void => {
+    if (this.chunks !== null) {
+      this.bytes += c.length;
+      if (this.bytes > this.#max) this.chunks = null;
+      else this.chunks.push(c);
+    }
+    const t = this.#target;
+    if (t === null) {
+      this.stream.pause();
+      return;
+    }
+    if (!t.write(c)) {
+      this.stream.pause();
+      t.once('drain', this.#onDrain);
+    }
+  };
+
+  #onEnd = (): void => {
+    this.ended = true;
+    this.#target?.end();
+  };
+
+  /** Sends the body (what was kept, then the rest as it comes) to `up`. */
+  attach(up: ClientHttp2Stream): void {
+    if (this.empty) return;
+    this.#target = up;
+    up.on('wantTrailers', () => up.sendTrailers(this.trailers ?? {}));
+    if (this.chunks !== null) for (const c of this.chunks) up.write(c);
+    if (this.ended) {
+      up.end();
+      return;
+    }
+    if (!this.#listening) {
+      this.#listening = true;
+      this.stream.on('data', this.#onData);
+      this.stream.once('end', this.#onEnd);
+    }
+    this.stream.resume();
+  }
+
+  /** Stops feeding `up` (a failed attempt). */
+  detach(up: ClientHttp2Stream): void {
+    if (this.#target !== up) return;
+    this.#target = null;
+    up.off('drain', this.#onDrain);
+    if (!this.ended) this.stream.pause();
+  }
+}
+
+/** Why an attempt failed before its answer was relayed (see `H2AttemptError`). */
+export type H2FailureKind = 'refused' | 'reset' | 'status_5xx';
+
+export class H2AttemptError extends Error {
+  readonly kind: H2FailureKind;
+  readonly rstCode: number;
+  readonly status: number;
+  constructor(kind: H2FailureKind, message: string, rstCode = 0, status = 0) {
+    super(message);
+    this.kind = kind;
+    this.rstCode = rstCode;
+    this.status = status;
+  }
+}
+
+export interface ForwardH2Options {
+  /** Extra request headers for the upstream. */
+  extra?: OutgoingHttpHeaders;
+  /**
+   * Asked when the upstream answers 5xx: true means "do not relay this answer, I will retry";
+   * the attempt then rejects with an `H2AttemptError` of kind `status_5xx`.
+   */
+  retry5xx?: (status: number) => boolean;
+}
+
+/**
+ * Sends the request of `body.stream` to `session` (a new upstream stream) and relays the
+ * answer back: headers, body, trailers. Resolves with the upstream status once the response
+ * head is relayed; rejects with an `H2AttemptError` when the upstream stream failed before
+ * that (nothing was sent to the client, so the caller may answer or retry).
  */
 export function forwardH2Stream(
-  stream: ServerHttp2Stream,
+  body: H2RequestBody,
   headers: IncomingHttpHeaders,
   session: ClientHttp2Session,
-  extra: OutgoingHttpHeaders = {},
+  o: ForwardH2Options = {},
 ): Promise<number> {
   return new Promise((resolve, reject) => {
-    const reqHeaders = { ...copyHeaders(headers, HOP), ...extra };
-    const up = session.request(reqHeaders);
-    let responded = false;
-    stream.pipe(up);
-    stream.on('close', () => {
-      if (!up.closed) up.close(http2.constants.NGHTTP2_CANCEL);
-    });
-    up.on('response', (h) => {
-      responded = true;
+    const stream = body.stream;
+    const reqHeaders = copyHeaders(headers, HOP);
+    if (o.extra) Object.assign(reqHeaders, o.extra);
+    let up: ClientHttp2Stream;
+    try {
+      up = body.empty
+        ? session.request(reqHeaders, { endStream: true })
+        : session.request(reqHeaders, { waitForTrailers: true });
+    } catch (err) {
+      reject(new H2AttemptError('refused', `could not open a stream: ${(err as Error).message}`));
+      return;
+    }
+    let settled = false;
+    let relayed = false;
+    const onDownClose = (): void => {
+      if (!up.closed) up.close(NGHTTP2_CANCEL);
+    };
+    stream.on('close', onDownClose);
+    const detach = (): void => {
+      stream.off('close', onDownClose);
+      body.detach(up);
+    };
+    body.attach(up);
+    const fail = (e: H2AttemptError): void => {
+      if (settled) return;
+      settled = true;
+      detach();
+      if (!up.closed) up.close(NGHTTP2_CANCEL);
+      reject(e);
+    };
+    up.on('response', (h: IncomingHttpHeaders, flags: number) => {
       const status = Number(h[':status'] ?? 502);
+      if (status >= 500 && o.retry5xx?.(status)) {
+        fail(new H2AttemptError('status_5xx', `upstream answered ${status}`, 0, status));
+        return;
+      }
+      settled = true;
+      relayed = true;
+      if (stream.destroyed || stream.closed) {
+        up.close(NGHTTP2_CANCEL);
+        resolve(status);
+        return;
+      }
+      const head = copyHeaders(h, HOP);
+      if (endsStream(flags)) {
+        // a trailers-only answer (gRPC errors): one HEADERS frame with END_STREAM
+        stream.respond(head, { endStream: true });
+        resolve(status);
+        return;
+      }
       let trailers: OutgoingHttpHeaders | null = null;
       up.on('trailers', (t: IncomingHttpHeaders) => {
         trailers = copyHeaders(t, HOP);
       });
-      if (stream.destroyed || stream.closed) {
-        up.close(http2.constants.NGHTTP2_CANCEL);
-        resolve(status);
-        return;
-      }
-      stream.respond(copyHeaders(h, HOP), { waitForTrailers: true });
-      stream.on('wantTrailers', () => {
-        if (trailers !== null && Object.keys(trailers).length > 0) stream.sendTrailers(trailers);
-        else stream.close();
-      });
+      stream.respond(head, { waitForTrailers: true });
+      // empty trailers make node send an empty DATA frame with END_STREAM
+      stream.on('wantTrailers', () => stream.sendTrailers(trailers ?? {}));
       up.pipe(stream);
       resolve(status);
     });
-    up.on('error', (err) => {
-      if (!responded) reject(err instanceof Error ? err : new Error(String(err)));
-      else if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+    up.on('error', (err: Error) => {
+      if (!settled) {
+        const refused = up.rstCode === NGHTTP2_REFUSED_STREAM;
+        fail(
+          new H2AttemptError(
+            refused ? 'refused' : 'reset',
+            `upstream stream failed: ${err.message}`,
+            up.rstCode ?? 0,
+          ),
+        );
+      } else if (relayed && !stream.destroyed && !stream.writableEnded)
+        stream.close(NGHTTP2_INTERNAL_ERROR);
     });
     up.on('close', () => {
-      if (!responded) reject(new Error(`upstream stream closed with code ${up.rstCode}`));
-      else if (
-        !stream.destroyed &&
-        !stream.writableEnded &&
-        up.rstCode !== http2.constants.NGHTTP2_NO_ERROR
-      )
-        stream.close(up.rstCode);
+      if (!settled) {
+        const code = up.rstCode ?? 0;
+        fail(
+          new H2AttemptError(
+            code === NGHTTP2_REFUSED_STREAM ? 'refused' : 'reset',
+            `upstream stream closed with code ${code} before answering`,
+            code,
+          ),
+        );
+        return;
+      }
+      if (!relayed || stream.destroyed || stream.writableEnded || up.readableEnded) return;
+      // the upstream stream ended without END_STREAM: pass the reset on
+      stream.close(up.rstCode && up.rstCode !== NGHTTP2_NO_ERROR ? up.rstCode : NGHTTP2_CANCEL);
     });
   });
 }

@@ -8,7 +8,13 @@ import type { ProxyEnv } from '../env.ts';
 import type { RequestContext } from '../stages/types.ts';
 import { denialError } from '../stages/intentions.ts';
 import { CLIENT_CERT_HEADER } from '../stages/headers.ts';
-import { forwardH2Stream, respondH2Error } from '../http/h2-forward.ts';
+import {
+  endsStream,
+  forwardH2Stream,
+  H2AttemptError,
+  H2RequestBody,
+  respondH2Error,
+} from '../http/h2-forward.ts';
 import { performance } from 'node:perf_hooks';
 
 const appSessions = new WeakMap<ProxyEnv, { key: string; session: ClientHttp2Session }>();
@@ -45,7 +51,7 @@ export function serveInboundH2(
     session = s;
     s.on('error', () => {});
   });
-  server.on('stream', (stream, headers) => {
+  server.on('stream', (stream, headers, flags) => {
     stream.on('error', () => {});
     const ctx = o.newContext();
     const grpc = String(headers['content-type'] ?? '').startsWith('application/grpc');
@@ -75,11 +81,18 @@ export function serveInboundH2(
     }
     const self = env.active().snapshot.instance.spiffeId;
     delete headers[CLIENT_CERT_HEADER];
-    forwardH2Stream(stream, headers, appSession(env), {
-      [CLIENT_CERT_HEADER]: `By=${self};URI=${ctx.peerSpiffeId}`,
+    const body = new H2RequestBody(stream, endsStream(flags), 0);
+    forwardH2Stream(body, headers, appSession(env), {
+      extra: { [CLIENT_CERT_HEADER]: `By=${self};URI=${ctx.peerSpiffeId}` },
     }).then(
       (status) => meter.observe(status, performance.now() - start),
       (err: unknown) => {
+        if (err instanceof H2AttemptError && err.kind === 'refused') {
+          // the app did not process it: say so, so that the caller's sidecar may retry
+          if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+          meter.observe(503, performance.now() - start);
+          return;
+        }
         const e = new RemoraError(
           'REMORA_E_PROXY_APP_UNAVAILABLE',
           `local app did not answer: ${(err as Error).message}`,

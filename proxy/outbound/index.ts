@@ -12,7 +12,14 @@ import type { UpstreamConfig } from '../../lib/proxy-api/index.ts';
 import type { ProxyEnv } from '../env.ts';
 import { observeLatency, type EndpointState } from '../balance/endpoints.ts';
 import { serveH1, spliceSockets } from '../http/h1-server.ts';
-import { forwardH2Stream, respondH2Error } from '../http/h2-forward.ts';
+import {
+  endsStream,
+  forwardH2Stream,
+  H2AttemptError,
+  H2RequestBody,
+  respondH2Error,
+} from '../http/h2-forward.ts';
+import { isIdempotent } from '../stages/types.ts';
 import { composeStages, type Handler, type RequestContext, type Stage } from '../stages/types.ts';
 import { createErrorResponderStage } from '../stages/responder.ts';
 import { createMetricsStage } from '../stages/metrics.ts';
@@ -177,14 +184,22 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
     if (h2server) return h2server;
     const server = http2.createServer();
     server.on('session', (s) => s.on('error', () => {}));
-    server.on('stream', (stream, headers) => {
+    server.on('stream', (stream, headers, flags) => {
       stream.on('error', () => {});
       const grpc = String(headers['content-type'] ?? '').startsWith('application/grpc');
       const start = performance.now();
       const meter = env.metrics.meter('outbound', name);
+      const idempotent = isIdempotent(String(headers[':method']));
+      const body = new H2RequestBody(stream, endsStream(flags), res().maxBufferedBodyBytes);
+      cluster.budget.recordRequest(env.clock.now());
       void (async () => {
         let prev: EndpointState | undefined;
         for (let attempt = 0; ; attempt++) {
+          const canRetry = (): boolean =>
+            attempt < res().maxRetries &&
+            body.replayable &&
+            !stream.destroyed &&
+            cluster.budget.tryRetry(env.clock.now());
           const now = env.clock.now();
           let ep: EndpointState;
           try {
@@ -200,7 +215,7 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
             session = await cluster.h2Session(ep);
           } catch (err) {
             cluster.outcome(ep, false, env.clock.now());
-            if (attempt < res().maxRetries && cluster.budget.tryRetry(env.clock.now())) {
+            if (canRetry()) {
               env.metrics.retries.labels(name, 'connect').inc();
               continue;
             }
@@ -208,26 +223,45 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
             meter.observe(502, performance.now() - start);
             return;
           }
+          if (stream.destroyed) return;
           ep.active++;
+          let failure: H2AttemptError | null = null;
           try {
-            const status = await forwardH2Stream(stream, headers, session);
+            const status = await forwardH2Stream(body, headers, session, {
+              retry5xx: () => idempotent && canRetry(),
+            });
             cluster.outcome(ep, status < 500, now);
             observeLatency(ep, performance.now() - start, now);
             meter.observe(status, performance.now() - start);
           } catch (err) {
-            cluster.outcome(ep, false, env.clock.now());
-            respondH2Error(
-              stream,
-              new RemoraError(
-                'REMORA_E_PROXY_UPSTREAM_RESET',
-                `${name} endpoint ${ep.id} reset the stream: ${(err as Error).message}`,
-              ),
-              grpc,
-            );
-            meter.observe(502, performance.now() - start);
+            failure =
+              err instanceof H2AttemptError
+                ? err
+                : new H2AttemptError('reset', (err as Error).message);
           } finally {
             ep.active--;
           }
+          if (failure === null) return;
+          // a refused stream was not processed (REFUSED_STREAM, or above a GOAWAY's last
+          // stream id): safe to replay for any method; other resets only for idempotent ones
+          if (failure.kind !== 'refused') cluster.outcome(ep, false, env.clock.now());
+          if (failure.kind === 'status_5xx') {
+            env.metrics.retries.labels(name, 'status_5xx').inc();
+            continue;
+          }
+          if ((failure.kind === 'refused' || idempotent) && canRetry()) {
+            env.metrics.retries.labels(name, 'reset').inc();
+            continue;
+          }
+          respondH2Error(
+            stream,
+            new RemoraError(
+              'REMORA_E_PROXY_UPSTREAM_RESET',
+              `${name} endpoint ${ep.id} reset the stream: ${failure.message}`,
+            ),
+            grpc,
+          );
+          meter.observe(502, performance.now() - start);
           return;
         }
       })();
