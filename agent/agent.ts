@@ -32,6 +32,19 @@ import {
   type Supervisor,
 } from './supervisor.ts';
 import type { CheckStatus, ConsulPort, ControlPort, TrustBundle } from './ports.ts';
+import {
+  createExecFileRunner,
+  createPortAllocator,
+  createTransparentManager,
+  type RedirectTarget,
+  type TransparentManager,
+  type TransparentPlan,
+  type TransparentStatus,
+} from './transparent/index.ts';
+
+/** Default range of the transparent listeners' ports on 127.0.0.1 (docs/transparent.md). */
+export const DEFAULT_TRANSPARENT_PORT_MIN = 15001;
+export const DEFAULT_TRANSPARENT_PORT_MAX = 15999;
 
 export interface AgentSettings {
   datacenter: string;
@@ -52,6 +65,11 @@ export interface AgentSettings {
   tracing: TracingConfig;
   /** Debounce of config-directory events; 0 disables watching (SIGHUP / reload() still work). */
   watchDebounceMs: number;
+  /** Range of the transparent listeners' ports (docs/transparent.md). */
+  transparentPortMin?: number;
+  transparentPortMax?: number;
+  /** User whose connections the interception rules let pass (the proxies'); default: the agent's. */
+  transparentProxyUid?: number;
 }
 
 export interface AgentOptions {
@@ -62,6 +80,8 @@ export interface AgentOptions {
   clock: Clock;
   random: () => number;
   logger: Logger;
+  /** Installs the iptables rules of transparent instances; default: iptables through execFile. */
+  transparent?: TransparentManager;
 }
 
 export interface InstanceStatus {
@@ -80,6 +100,8 @@ export interface InstanceStatus {
     endpoints: number;
     synced: boolean;
   }[];
+  /** Transparent interception state; null for an instance that does not ask for it. */
+  transparent: TransparentStatus | null;
 }
 
 export interface AgentStatus {
@@ -119,6 +141,8 @@ interface Instance {
   stopping: boolean;
   /** True while an adopted proxy has not said it is ready yet: registering now would flip it to critical. */
   holdRegistration: boolean;
+  /** Transparent rules are installed once the proxy was ready (so nothing is steered to no listener). */
+  transparentArmed: boolean;
 }
 
 /** Consul ID of an instance's sidecar (Consul's own naming). */
@@ -203,6 +227,19 @@ export function createAgent(o: AgentOptions): Agent {
   let firstLoad = true;
   const startedAt = new Date(clock.now()).toISOString();
   let applying: Promise<void> = Promise.resolve();
+  const transparentPorts = createPortAllocator(
+    s.transparentPortMin ?? DEFAULT_TRANSPARENT_PORT_MIN,
+    s.transparentPortMax ?? DEFAULT_TRANSPARENT_PORT_MAX,
+  );
+  const transparent: TransparentManager =
+    o.transparent ??
+    createTransparentManager({
+      runner: createExecFileRunner(),
+      node: s.node,
+      logger,
+      clock,
+      markerPath: `${s.dataDir}/transparent-rules`,
+    });
 
   const roots: Mirror<TrustBundle> = createRootsMirror({
     clock,
@@ -261,8 +298,10 @@ export function createAgent(o: AgentOptions): Agent {
     logger,
     onChange(service) {
       for (const inst of instances.values()) {
-        if (inst.def.sidecar?.upstreams.some((u) => u.destinationName === service))
+        if (inst.def.sidecar?.upstreams.some((u) => u.destinationName === service)) {
           supervisor.push(inst.def.id);
+          syncTransparent(inst);
+        }
       }
     },
   });
@@ -283,6 +322,10 @@ export function createAgent(o: AgentOptions): Agent {
       );
       const inst = instances.get(id);
       if (inst && !inst.stopping) void updateCheck(inst, ready ? 'passing' : 'critical', reason);
+      if (inst && ready && !inst.transparentArmed) {
+        inst.transparentArmed = true;
+        syncTransparent(inst);
+      }
     },
   });
 
@@ -329,7 +372,7 @@ export function createAgent(o: AgentOptions): Agent {
           service: u.destinationName,
         }),
         localBindAddress: u.localBindAddress,
-        localBindPort: u.localBindPort,
+        localBindPort: upstreamPort(inst, u.destinationName, u.localBindPort),
         protocol: u.protocol,
         loadBalancer: u.loadBalancer,
         resilience: u.resilience,
@@ -338,7 +381,67 @@ export function createAgent(o: AgentOptions): Agent {
       tls: { certPem: cert.certPem, keyPem: cert.keyPem, rootsPem: bundle.roots.map((r) => r.pem) },
       intentions: policy,
       tracing: s.tracing,
+      ...transparentSnapshot(inst),
     };
+  }
+
+  // --- transparent interception (docs/transparent.md) ---------------------------------------
+  /** Ports no transparent listener may take: explicit upstream listeners and sidecar ports. */
+  function reservedPorts(): Set<number> {
+    const out = new Set<number>();
+    for (const i of instances.values()) {
+      if (i.sidecarPort !== null) out.add(i.sidecarPort);
+      for (const u of i.def.sidecar?.upstreams ?? []) if (u.localBindPort) out.add(u.localBindPort);
+    }
+    return out;
+  }
+
+  /** The upstream's listener port: its `local_bind_port`, or one the agent allocates. */
+  function upstreamPort(inst: Instance, destination: string, given: number): number {
+    if (given !== 0) return given;
+    return transparentPorts.get(`${inst.def.id}/upstream/${destination}`, reservedPorts()) ?? 0;
+  }
+
+  /** Port of the instance's Host-routing HTTP listener, or null when it needs none. */
+  function httpListenerPort(inst: Instance): number | null {
+    const sc = inst.def.sidecar;
+    if (!sc?.transparent || !sc.upstreams.some((u) => u.protocol === 'http')) return null;
+    return transparentPorts.get(`${inst.def.id}/http`, reservedPorts());
+  }
+
+  function transparentSnapshot(inst: Instance): Pick<ProxySnapshot, 'transparent'> {
+    const port = httpListenerPort(inst);
+    return port === null
+      ? {}
+      : { transparent: { httpBindAddress: '127.0.0.1', httpBindPort: port } };
+  }
+
+  function transparentPlan(inst: Instance): TransparentPlan | null {
+    const sc = inst.def.sidecar;
+    if (!sc?.transparent || inst.sidecarPort === null) return null;
+    const httpPort = httpListenerPort(inst);
+    const targets: RedirectTarget[] = [];
+    for (const u of sc.upstreams) {
+      const toPort =
+        u.protocol === 'http' ? httpPort : upstreamPort(inst, u.destinationName, u.localBindPort);
+      if (!toPort) continue;
+      for (const t of discovery.targets(u.destinationName))
+        targets.push({ service: u.destinationName, address: t.address, port: t.port, toPort });
+    }
+    return {
+      instanceId: inst.def.id,
+      appPort: inst.def.port,
+      sidecarPort: inst.sidecarPort,
+      proxyUid: s.transparentProxyUid ?? process.getuid?.() ?? 0,
+      targets,
+    };
+  }
+
+  /** Installs or updates an instance's rules once its proxy has been ready. */
+  function syncTransparent(inst: Instance): void {
+    if (stopped || inst.stopping || !inst.transparentArmed) return;
+    const plan = transparentPlan(inst);
+    if (plan) void transparent.apply(plan);
   }
 
   function pushAll(): void {
@@ -465,6 +568,7 @@ export function createAgent(o: AgentOptions): Agent {
       registrationError: null,
       stopping: false,
       holdRegistration: false,
+      transparentArmed: false,
     };
     instances.set(def.id, inst);
     logger.info(
@@ -565,6 +669,8 @@ export function createAgent(o: AgentOptions): Agent {
       }
       await supervisor.stop(id);
       logger.info({ instance: id, step: 'stopped' }, `proxy of ${id} stopped`);
+      if (inst.def.sidecar.transparent) await transparent.remove(id);
+      transparentPorts.release(`${id}/`);
       for (const u of inst.def.sidecar.upstreams) discovery.release(u.destinationName, id);
       identity.remove(id);
     }
@@ -609,12 +715,18 @@ export function createAgent(o: AgentOptions): Agent {
         inst.registered = false;
         void register(inst);
         supervisor.push(id);
+        if (old.sidecar?.transparent && !d.sidecar?.transparent) void transparent.remove(id);
+        else syncTransparent(inst);
       } else {
         inst.def = d; // source position may have moved
       }
     }
     if (firstLoad) {
       firstLoad = false;
+      // chains left by an earlier run for instances that are no longer transparent
+      void transparent.reconcile(
+        [...instances.values()].filter((i) => i.def.sidecar?.transparent).map((i) => i.def.id),
+      );
       // proxies left running for instances no definition asks for any more
       for (const id of await supervisor.strays(new Set(instances.keys()))) {
         logger.info(
@@ -712,6 +824,7 @@ export function createAgent(o: AgentOptions): Agent {
         await Promise.all([...instances.keys()].map((id) => stopInstance(id, 'agent stopping')));
       }
       discovery.stop();
+      await transparent.idle();
       await supervisor.close();
       await rm(paths.agentPid, { force: true });
       logger.info('agent stopped');
@@ -745,6 +858,14 @@ export function createAgent(o: AgentOptions): Agent {
                 synced: st?.synced ?? false,
               };
             }),
+            transparent: inst.def.sidecar?.transparent
+              ? (transparent.status(inst.def.id) ?? {
+                  active: false,
+                  chains: [],
+                  redirects: 0,
+                  lastError: null,
+                })
+              : null,
           }))
           .sort((a, b) => (a.id < b.id ? -1 : 1)),
         upstreams: discovery.status(),

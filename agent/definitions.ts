@@ -16,6 +16,7 @@ import {
 export interface UpstreamDefinition {
   destinationName: string;
   localBindAddress: string;
+  /** 0 when a transparent instance leaves it out: the agent allocates one (docs/transparent.md). */
   localBindPort: number;
   protocol: Protocol;
   loadBalancer: LoadBalancerPolicy;
@@ -31,6 +32,8 @@ export interface SidecarDefinition {
   localServicePort: number;
   protocol: Protocol;
   upstreams: UpstreamDefinition[];
+  /** Transparent interception (`transparent: true` or Consul's `proxy.mode = "transparent"`). */
+  transparent: boolean;
 }
 
 export interface ServiceDefinition {
@@ -274,7 +277,7 @@ function resilience(cfg: Fields | undefined): ResilienceConfig {
   };
 }
 
-function decodeUpstream(raw: Json, path: string): UpstreamDefinition {
+function decodeUpstream(raw: Json, path: string, transparent: boolean): UpstreamDefinition {
   if (!isObj(raw)) throw new FieldError(path, `must be an object, got ${describe(raw)}`);
   const u = new Fields(raw, path);
   const type = u.string('destination_type');
@@ -289,20 +292,36 @@ function decodeUpstream(raw: Json, path: string): UpstreamDefinition {
   return {
     destinationName: name(u, 'destination_name', true),
     localBindAddress: address(u, 'local_bind_address') ?? '127.0.0.1',
-    localBindPort: u.int('local_bind_port', 1, 65535, true),
+    localBindPort: transparent
+      ? (u.int('local_bind_port', 1, 65535) ?? 0)
+      : u.int('local_bind_port', 1, 65535, true),
     protocol,
     loadBalancer: cfg?.oneOf('load_balancer', LOAD_BALANCERS) ?? defaultLoadBalancer(protocol),
     resilience: resilience(cfg),
   };
 }
 
+/** Consul's `proxy.mode` values; "" and "direct" mean no interception. */
+const PROXY_MODES = ['', 'direct', 'transparent'] as const;
+
 function decodeSidecar(
   sc: Fields,
   servicePort: number | undefined,
   servicePath: string,
+  serviceTransparent: { value: boolean; field: string } | undefined,
 ): SidecarDefinition {
   const proxy = sc.object('proxy');
   const cfg = proxy?.object('config');
+  const mode = proxy?.oneOf('mode', PROXY_MODES);
+  if (serviceTransparent && mode !== undefined && mode !== '') {
+    if (serviceTransparent.value !== (mode === 'transparent')) {
+      throw new FieldError(
+        serviceTransparent.field,
+        `is ${serviceTransparent.value} but ${proxy!.fieldPath('mode')} is ${JSON.stringify(mode)}; give one of them`,
+      );
+    }
+  }
+  const transparent = serviceTransparent?.value ?? mode === 'transparent';
   const localServicePort = proxy?.int('local_service_port', 1, 65535) ?? servicePort;
   if (localServicePort === undefined) {
     throw new FieldError(
@@ -311,10 +330,11 @@ function decodeSidecar(
     );
   }
   const upstreams = (proxy?.array('upstreams') ?? []).map((u, i) =>
-    decodeUpstream(u, `${proxy!.fieldPath('upstreams')}[${i}]`),
+    decodeUpstream(u, `${proxy!.fieldPath('upstreams')}[${i}]`, transparent),
   );
   const seen = new Map<number, number>();
   upstreams.forEach((u, i) => {
+    if (u.localBindPort === 0) return;
     const prev = seen.get(u.localBindPort);
     if (prev !== undefined) {
       throw new FieldError(
@@ -331,6 +351,7 @@ function decodeSidecar(
     localServicePort,
     protocol: cfg?.oneOf('protocol', PROTOCOLS) ?? DEFAULT_PROTOCOL,
     upstreams,
+    transparent,
   };
 }
 
@@ -379,6 +400,23 @@ function decodeService(raw: Json, path: string, file: string, index: number): Se
   }
   const sc = connect?.object('sidecar_service');
   const meta = stringMap(f, 'meta');
+  const transparentRaw = f.raw('transparent');
+  if (transparentRaw !== undefined && transparentRaw !== null) {
+    if (typeof transparentRaw !== 'boolean')
+      throw new FieldError(
+        f.fieldPath('transparent'),
+        `must be true or false, got ${describe(transparentRaw)}`,
+      );
+    if (transparentRaw && !sc)
+      throw new FieldError(
+        f.fieldPath('transparent'),
+        'needs connect.sidecar_service (the proxy is what the traffic is steered to)',
+      );
+  }
+  const serviceTransparent =
+    typeof transparentRaw === 'boolean'
+      ? { value: transparentRaw, field: f.fieldPath('transparent') }
+      : undefined;
   return {
     id,
     name: serviceName,
@@ -387,7 +425,7 @@ function decodeService(raw: Json, path: string, file: string, index: number): Se
     tags: tags as string[],
     meta,
     checks: decodeChecks(f),
-    sidecar: sc ? decodeSidecar(sc, port, path) : null,
+    sidecar: sc ? decodeSidecar(sc, port, path, serviceTransparent) : null,
     source: { file, index },
   };
 }
@@ -504,6 +542,7 @@ export function mergeDefinitions(results: readonly DecodeResult[]): DecodeResult
         continue;
       }
       const clash = (s.sidecar?.upstreams ?? [])
+        .filter((u) => u.localBindPort !== 0)
         .map((u) => `${u.localBindAddress}:${u.localBindPort}`)
         .find((k) => ports.has(k));
       if (clash) {
@@ -517,7 +556,7 @@ export function mergeDefinitions(results: readonly DecodeResult[]): DecodeResult
         continue;
       }
       ids.set(s.id, s);
-      for (const u of s.sidecar?.upstreams ?? [])
+      for (const u of (s.sidecar?.upstreams ?? []).filter((x) => x.localBindPort !== 0))
         ports.set(`${u.localBindAddress}:${u.localBindPort}`, s);
       services.push(s);
     }

@@ -8,6 +8,7 @@ import type { Clock } from '../lib/util/index.ts';
 import { readFileSync } from 'node:fs';
 import { writeFileAtomic, type DataPaths } from './files.ts';
 import type { ConnectEntry, ConsulPort } from './ports.ts';
+import { targetsFromEntries, type ServiceTarget } from './transparent/targets.ts';
 
 export interface UpstreamStatus {
   service: string;
@@ -24,6 +25,8 @@ export interface Discovery {
   endpoints(service: string): Endpoint[];
   /** True once the set is known: from the cache, from Consul, or Consul answered with an error. */
   settled(service: string): boolean;
+  /** The addresses clients dial for the service (transparent mode); known once Consul answered. */
+  targets(service: string): ServiceTarget[];
   status(): UpstreamStatus[];
   stop(): void;
 }
@@ -53,6 +56,7 @@ interface Watch {
   service: string;
   users: Set<string>;
   endpoints: Endpoint[];
+  targets: ServiceTarget[];
   /** Until when an empty answer right after an outage is held back (0: not holding). */
   graceUntil: number;
   graceTimer: NodeJS.Timeout | null;
@@ -104,6 +108,7 @@ export function createDiscovery(o: {
       onChange(entries) {
         if (stopped || watches.get(w.service) !== w) return;
         const next = endpointsFromEntries(entries);
+        const targets = targetsFromEntries(entries);
         const firstAnswer = !w.synced;
         const recovering = w.errors > 0;
         if (recovering)
@@ -126,6 +131,7 @@ export function createDiscovery(o: {
             w.graceTimer = null;
             if (!stopped && watches.get(w.service) === w && w.graceUntil !== 0) {
               w.graceUntil = 0;
+              w.targets = targets;
               apply(w, next, false);
             }
           }, w.graceUntil - o.clock.now());
@@ -136,7 +142,9 @@ export function createDiscovery(o: {
           o.clock.clearTimeout(w.graceTimer);
           w.graceTimer = null;
         }
-        apply(w, next, firstAnswer);
+        const targetsChanged = JSON.stringify(targets) !== JSON.stringify(w.targets);
+        w.targets = targets;
+        apply(w, next, firstAnswer || targetsChanged);
       },
       onError(err) {
         if (stopped) return;
@@ -170,6 +178,7 @@ export function createDiscovery(o: {
           service,
           users: new Set(),
           endpoints: [],
+          targets: [],
           synced: false,
           lastError: null,
           errors: 0,
@@ -195,6 +204,7 @@ export function createDiscovery(o: {
     },
     endpoints: (service) => watches.get(service)?.endpoints ?? [],
     settled: (service) => watches.get(service)?.settled ?? false,
+    targets: (service) => watches.get(service)?.targets ?? [],
     status: () =>
       [...watches.values()].map((w) => ({
         service: w.service,

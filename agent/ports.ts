@@ -36,7 +36,12 @@ export interface ConnectEntry {
     Address: string;
     Port: number;
     Weights?: { Passing: number; Warning: number };
-    Proxy?: { DestinationServiceID?: string; DestinationServiceName?: string };
+    Proxy?: {
+      DestinationServiceID?: string;
+      DestinationServiceName?: string;
+      /** Where the sidecar forwards; transparent mode intercepts calls to this port. */
+      LocalServicePort?: number;
+    };
   };
 }
 

@@ -16,6 +16,7 @@ import { buildTlsContexts, sameTlsMaterial } from './tls/identity.ts';
 import { createInbound, type Inbound } from './inbound/index.ts';
 import { createUpstream, type Upstream } from './outbound/index.ts';
 import { createTracingSeam } from './tracing-seam.ts';
+import { createTransparentSlot } from './outbound/transparent.ts';
 
 export interface ProxyStatus {
   ready: boolean;
@@ -106,6 +107,11 @@ export function createProxy(o: CreateProxyOptions): Proxy {
     },
     tracingStage: (kind, peer) => (o.tracing === false ? null : seam.stage(kind, peer)),
   };
+  const transparent = createTransparentSlot(env, (name) => {
+    for (const [n, l] of upstreams)
+      if (n.toLowerCase() === name && l.part.cluster.config.protocol === 'http') return l.part;
+    return undefined;
+  });
 
   function inboundServer(): Server {
     const opts = active!.tls.serverOptions;
@@ -178,6 +184,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
     const wantUp = new Map(snapshot.upstreams.map((u) => [u.destinationName, u]));
     const newUps: Array<Listener<Upstream>> = [];
     const savedActive = active;
+    let transparentSwitch: { commit(): void } | undefined;
     try {
       active = next; // listeners created below read TLS options from here
       if (!sameInbound) {
@@ -203,6 +210,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
         newUps.push(l);
         created.push(l);
       }
+      transparentSwitch = await transparent.prepare(snapshot, listen);
     } catch (err) {
       active = savedActive;
       for (const l of created) closeServer(l.server);
@@ -232,6 +240,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
       }
     }
     for (const l of newUps) upstreams.set(l.part.cluster.name, l);
+    transparentSwitch?.commit();
     for (const l of upstreams.values()) {
       const eps = l.part.cluster.endpoints;
       const ejected = eps.filter((e) => e.ejectedUntil > now).length;
@@ -279,7 +288,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
   }
 
   function openConnections(): number {
-    let n = inbound?.connections ?? 0;
+    let n = (inbound?.connections ?? 0) + transparent.connections;
     for (const l of upstreams.values()) n += l.part.connections;
     return n;
   }
@@ -290,6 +299,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
       logger.info({ deadlineMs, open: openConnections() }, 'draining');
       if (inboundListener) closeServer(inboundListener.server);
       for (const l of upstreams.values()) closeServer(l.server);
+      transparent.drain();
     }
     const until = clock.now() + deadlineMs;
     for (;;) {
@@ -311,6 +321,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
       l.part.close();
     }
     upstreams.clear();
+    transparent.close();
     inbound?.close();
     await seam.shutdown();
   }

@@ -67,7 +67,12 @@ export function renderStatus(s: AgentStatus, now: number): string {
   if (ups.length > 1) out.push('', table(ups));
   const errors: string[] = [];
   for (const i of s.instances) {
-    for (const e of [i.registrationError, i.proxy?.lastError, i.certificate?.lastError]) {
+    for (const e of [
+      i.registrationError,
+      i.proxy?.lastError,
+      i.certificate?.lastError,
+      i.transparent?.lastError,
+    ]) {
       if (e) errors.push(`${e.at} ${i.id}: ${e.code}: ${e.message}`);
     }
   }

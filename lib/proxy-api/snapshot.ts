@@ -21,6 +21,7 @@ import type {
   ResilienceConfig,
   TlsMaterial,
   TracingConfig,
+  TransparentConfig,
   UpstreamConfig,
 } from './types.ts';
 
@@ -367,6 +368,7 @@ export function decodeProxySnapshot(value: unknown): ProxySnapshot {
     'tls',
     'intentions',
     'tracing',
+    'transparent',
   ]);
   const version = num(o, 'version', 'snapshot', nat);
   const instance = decodeInstance(o.instance);
@@ -386,5 +388,19 @@ export function decodeProxySnapshot(value: unknown): ProxySnapshot {
   const tls = decodeTls(o.tls, instance);
   const intentions = decodeIntentions(o.intentions);
   const tracing = decodeTracing(o.tracing);
-  return { version, instance, inbound, upstreams, tls, intentions, tracing };
+  if (o.transparent === undefined)
+    return { version, instance, inbound, upstreams, tls, intentions, tracing };
+  const transparent = decodeTransparent(o.transparent);
+  const tkey = `${transparent.httpBindAddress}:${transparent.httpBindPort}`;
+  if (transparent.httpBindPort !== 0 && seen.has(tkey))
+    fail('transparent.httpBindPort', `is already used by upstream ${seen.get(tkey)}`, tkey);
+  return { version, instance, inbound, upstreams, tls, intentions, tracing, transparent };
+}
+
+function decodeTransparent(v: unknown): TransparentConfig {
+  const o = obj(v, 'transparent', ['httpBindAddress', 'httpBindPort']);
+  return {
+    httpBindAddress: str(o, 'httpBindAddress', 'transparent'),
+    httpBindPort: num(o, 'httpBindPort', 'transparent', port),
+  };
 }

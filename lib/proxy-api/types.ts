@@ -91,6 +91,15 @@ export interface TracingConfig {
   headers: Record<string, string>;
 }
 
+/**
+ * Transparent interception (docs/transparent.md), optional and sent only to instances that use
+ * it: the Host-routing listener that intercepted plain HTTP calls to mesh services land on.
+ */
+export interface TransparentConfig {
+  httpBindAddress: string;
+  httpBindPort: number;
+}
+
 export interface ProxySnapshot {
   /** Increases with every change the agent sends. */
   version: number;
@@ -100,6 +109,8 @@ export interface ProxySnapshot {
   tls: TlsMaterial;
   intentions: IntentionsSnapshot;
   tracing: TracingConfig;
+  /** Absent unless the instance is transparent (older proxies refuse unknown fields). */
+  transparent?: TransparentConfig;
 }
 
 // --- frames on the socket -----------------------------------------------------------------

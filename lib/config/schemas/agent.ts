@@ -86,6 +86,21 @@ export const agentSchema = defineSchema(
       format: 'nat',
       default: 15000,
     },
+    transparentPortMin: {
+      doc: 'First 127.0.0.1 port of the range the agent allocates to transparent listeners (Host-routing HTTP, and upstreams without local_bind_port); see docs/transparent.md.',
+      format: 'port',
+      default: 15001,
+    },
+    transparentPortMax: {
+      doc: 'Last port of the transparent listener range.',
+      format: 'port',
+      default: 15999,
+    },
+    transparentProxyUid: {
+      doc: "User ID whose connections the transparent interception rules let pass untouched (the proxies'); -1 means the agent's own user, which the proxies inherit. Applications must run as another user.",
+      format: 'int',
+      default: -1,
+    },
     keepProxies: {
       doc: 'On stop, leave registrations and proxies running for the next agent to adopt (upgrade restart) instead of draining them.',
       format: Boolean,

@@ -80,4 +80,22 @@ export const AGENT_ERRORS = {
     remedy:
       'Set `adminPort` to a free port (0 picks one) and point `remora status --agent-admin` at it.',
   },
+  REMORA_E_AGENT_TRANSPARENT_PRIVILEGE: {
+    meaning:
+      'The agent may not change the firewall rules that transparent interception needs (no CAP_NET_ADMIN); the instance keeps running with its explicit upstream listeners only.',
+    remedy:
+      'Grant the agent CAP_NET_ADMIN: the systemd drop-in systemd/remora-agent.service.d/transparent.conf, or `cap_add: [NET_ADMIN]` in compose; or remove `transparent` from the definition (docs/transparent.md).',
+  },
+  REMORA_E_AGENT_TRANSPARENT_UNAVAILABLE: {
+    meaning:
+      'The `iptables` command is not installed, so transparent interception cannot be set up; the instance keeps running with its explicit upstream listeners only.',
+    remedy:
+      'Install iptables (`apt-get install -y iptables`; 1.8 with the nf_tables backend works) or remove `transparent` from the definition.',
+  },
+  REMORA_E_AGENT_TRANSPARENT_RULES: {
+    meaning:
+      'iptables refused the interception rules of a transparent instance for a reason other than privilege; the instance keeps running with its explicit upstream listeners only.',
+    remedy:
+      'Read the iptables message in the error, compare with `iptables -t nat -S` (chains REMORA-…) and docs/transparent.md; the agent retries on the next change.',
+  },
 } as const satisfies Record<string, ErrorSpec>;

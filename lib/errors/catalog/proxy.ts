@@ -126,4 +126,11 @@ export const PROXY_ERRORS = {
       'The upstream is failing broadly; look at its health. Raise retryBudgetRatio only if retries are cheap.',
     status: 503,
   },
+  REMORA_E_PROXY_TRANSPARENT_UNKNOWN_HOST: {
+    meaning:
+      "An intercepted plain-HTTP call named a Host that is none of the instance's HTTP upstreams (service, service:port or service.service.consul), so the proxy cannot tell where it should go.",
+    remedy:
+      'Call the service by its Consul name (http://api:8080/ or http://api.service.consul/), or add the service to the upstreams of the calling instance.',
+    status: 421,
+  },
 } as const satisfies Record<string, ErrorSpec>;

@@ -1,0 +1,413 @@
+// Transparent interception on the agent side, without root: the rules an instance gets, the chain
+// names, the start-up clean-up of stale chains, the owner exclusion, the coded errors when
+// iptables is missing or not allowed, and the definition fields that turn it on.
+import t from 'tap';
+import { mkdtempSync, existsSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  chainRules,
+  chainsFor,
+  createPortAllocator,
+  createTransparentManager,
+  installScript,
+  parseNatListing,
+  removeScript,
+  staleChains,
+  targetsFromEntries,
+  type CommandRunner,
+  type TransparentPlan,
+} from '../../agent/transparent/index.ts';
+import { decodeDefinitionFile, mergeDefinitions } from '../../agent/definitions.ts';
+import { createSilentLogger } from '../../lib/log/index.ts';
+import { createClock } from '../../lib/util/index.ts';
+
+const plan: TransparentPlan = {
+  instanceId: 'web-1',
+  appPort: 8080,
+  sidecarPort: 21000,
+  proxyUid: 998,
+  targets: [
+    { service: 'echo', address: '10.0.0.13', port: 7000, toPort: 15002 },
+    { service: 'api', address: '10.0.0.12', port: 8080, toPort: 15001 },
+    { service: 'api', address: '10.0.0.12', port: 8080, toPort: 15001 },
+    { service: 'api', address: 'api.example', port: 8080, toPort: 15001 },
+  ],
+};
+
+t.test('chain names are REMORA-<node>-<instance>, at most 28 characters, per node', async (t) => {
+  const a = chainsFor('vm1', 'web-1');
+  t.match(a.inbound, /^REMORA-[0-9a-f]{4}-[0-9a-f]{8}-IN$/);
+  t.match(a.outbound, /^REMORA-[0-9a-f]{4}-[0-9a-f]{8}-OUT$/);
+  const long = chainsFor('n'.repeat(200), 'x'.repeat(128));
+  t.ok(long.outbound.length <= 28, `${long.outbound} fits iptables' 28 characters`);
+  t.same(chainsFor('vm1', 'web-1'), a, 'stable across runs');
+  t.not(chainsFor('vm2', 'web-1').inbound, a.inbound, 'another node gets other chains');
+  t.not(chainsFor('vm1', 'web-2').inbound, a.inbound, 'another instance gets other chains');
+  t.equal(a.inbound.slice(0, 12), chainsFor('vm1', 'zzz').inbound.slice(0, 12), 'node tag shared');
+});
+
+t.test('an instance gets an inbound redirect and owner-guarded outbound redirects', async (t) => {
+  const r = chainRules(plan);
+  t.same(r.inbound, [
+    [
+      '-p',
+      'tcp',
+      '--dport',
+      '8080',
+      '-m',
+      'comment',
+      '--comment',
+      '"remora web-1 inbound"',
+      '-j',
+      'REDIRECT',
+      '--to-ports',
+      '21000',
+    ],
+  ]);
+  t.same(
+    r.outbound,
+    [
+      [
+        '-m',
+        'owner',
+        '--uid-owner',
+        '998',
+        '-m',
+        'comment',
+        '--comment',
+        '"remora: the proxies own traffic"',
+        '-j',
+        'RETURN',
+      ],
+      [
+        '-d',
+        '10.0.0.12/32',
+        '-p',
+        'tcp',
+        '--dport',
+        '8080',
+        '-m',
+        'comment',
+        '--comment',
+        '"remora web-1 to api"',
+        '-j',
+        'REDIRECT',
+        '--to-ports',
+        '15001',
+      ],
+      [
+        '-d',
+        '10.0.0.13/32',
+        '-p',
+        'tcp',
+        '--dport',
+        '7000',
+        '-m',
+        'comment',
+        '--comment',
+        '"remora web-1 to echo"',
+        '-j',
+        'REDIRECT',
+        '--to-ports',
+        '15002',
+      ],
+    ],
+    'the owner RETURN comes first; duplicates and host names are left out',
+  );
+});
+
+t.test('the install script flushes both chains and adds each jump only once', async (t) => {
+  const c = chainsFor('vm1', 'web-1');
+  const fresh = installScript('vm1', plan, parseNatListing(''));
+  const lines = fresh.split('\n');
+  t.equal(lines[0], '*nat');
+  t.equal(lines[1], `:${c.inbound} - [0:0]`);
+  t.equal(lines[2], `:${c.outbound} - [0:0]`);
+  t.ok(lines.includes(`-A PREROUTING -p tcp -j ${c.inbound}`));
+  t.ok(lines.includes(`-A OUTPUT -p tcp -j ${c.outbound}`));
+  t.equal(lines.at(-2), 'COMMIT');
+  const listing = parseNatListing(
+    [
+      '-P OUTPUT ACCEPT',
+      `-N ${c.inbound}`,
+      `-N ${c.outbound}`,
+      `-A PREROUTING -p tcp -j ${c.inbound}`,
+      `-A OUTPUT -p tcp -j ${c.outbound}`,
+      `-A ${c.outbound} -m owner --uid-owner 998 -j RETURN`,
+    ].join('\n'),
+  );
+  const again = installScript('vm1', plan, listing);
+  t.notOk(again.includes('-A PREROUTING'), 'no second PREROUTING jump');
+  t.notOk(again.includes('-A OUTPUT'), 'no second OUTPUT jump');
+});
+
+t.test('stale chains of this node are removed with their jumps; others stay', async (t) => {
+  const keep = chainsFor('vm1', 'web-1');
+  const gone = chainsFor('vm1', 'old-1');
+  const other = chainsFor('vm2', 'old-1');
+  const listing = parseNatListing(
+    [
+      `-N ${keep.inbound}`,
+      `-N ${keep.outbound}`,
+      `-N ${gone.inbound}`,
+      `-N ${gone.outbound}`,
+      `-N ${other.outbound}`,
+      '-N DOCKER_OUTPUT',
+      `-A PREROUTING -p tcp -j ${gone.inbound}`,
+      `-A OUTPUT -p tcp -j ${gone.outbound}`,
+      `-A OUTPUT -p tcp -j ${other.outbound}`,
+      `-A OUTPUT -p tcp -j ${keep.outbound}`,
+    ].join('\n'),
+  );
+  const stale = staleChains('vm1', listing, ['web-1']);
+  t.same(stale, [gone.inbound, gone.outbound].sort());
+  t.same(removeScript(stale, listing)!.split('\n'), [
+    '*nat',
+    `-D PREROUTING -p tcp -j ${gone.inbound}`,
+    `-D OUTPUT -p tcp -j ${gone.outbound}`,
+    ...stale.map((c) => `-F ${c}`),
+    ...stale.map((c) => `-X ${c}`),
+    'COMMIT',
+    '',
+  ]);
+  t.equal(removeScript([chainsFor('vm1', 'none').inbound], listing), null, 'nothing to remove');
+});
+
+/** A fake iptables: keeps the listing as text, records every call, can be told to fail. */
+function fakeIptables(o: { fail?: { code: number; stderr: string } | 'ENOENT' } = {}) {
+  const calls: { command: string; args: string[]; input?: string }[] = [];
+  let listing = '-P PREROUTING ACCEPT\n-P OUTPUT ACCEPT\n';
+  const runner: CommandRunner = async (command, args, input) => {
+    calls.push({ command, args, ...(input !== undefined ? { input } : {}) });
+    if (o.fail === 'ENOENT')
+      throw Object.assign(new Error(`spawn ${command} ENOENT`), { code: 'ENOENT' });
+    if (o.fail) return { code: o.fail.code, stdout: '', stderr: o.fail.stderr };
+    if (command === 'iptables') return { code: 0, stdout: listing, stderr: '' };
+    // apply the restore input to the text listing (enough for these tests)
+    for (const line of (input ?? '').split('\n')) {
+      const decl = /^:(\S+) /.exec(line);
+      if (decl) {
+        if (!listing.includes(`-N ${decl[1]}\n`)) listing += `-N ${decl[1]}\n`;
+        listing = listing
+          .split('\n')
+          .filter((l) => !l.startsWith(`-A ${decl[1]} `))
+          .join('\n');
+      } else if (line.startsWith('-A ')) listing += `${line}\n`;
+      else if (line.startsWith('-D ')) listing = listing.replace(`-A ${line.slice(3)}\n`, '');
+      else if (line.startsWith('-F '))
+        listing = listing
+          .split('\n')
+          .filter((l) => !l.startsWith(`-A ${line.slice(3)} `))
+          .join('\n');
+      else if (line.startsWith('-X ')) listing = listing.replace(`-N ${line.slice(3)}\n`, '');
+    }
+    return { code: 0, stdout: '', stderr: '' };
+  };
+  return { runner, calls, listing: () => listing };
+}
+
+t.test(
+  'the manager installs, skips unchanged plans, and removes an instance’s rules',
+  async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'remora-tp-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const marker = join(dir, 'transparent-rules');
+    const ipt = fakeIptables();
+    const m = createTransparentManager({
+      runner: ipt.runner,
+      node: 'vm1',
+      logger: createSilentLogger(),
+      clock: createClock(),
+      markerPath: marker,
+    });
+    await m.apply(plan);
+    const c = chainsFor('vm1', 'web-1');
+    t.match(m.status('web-1'), { active: true, chains: [c.inbound, c.outbound], redirects: 3 });
+    t.same(
+      ipt.calls.map((x) => [x.command, ...x.args].join(' ')),
+      ['iptables -w 5 -t nat -S', 'iptables-restore -w 5 --noflush'],
+      'one listing and one atomic restore, never a shell',
+    );
+    t.ok(existsSync(marker), 'the marker records that rules may be installed');
+    await m.apply(plan);
+    t.equal(ipt.calls.length, 2, 'an unchanged plan runs nothing');
+    await m.apply({ ...plan, targets: plan.targets.slice(0, 1) });
+    t.equal(ipt.calls.length, 4, 'a changed plan rebuilds the chains');
+    t.equal(ipt.listing().match(/-j REMORA-/g)?.length, 2, 'still one jump per chain');
+    await m.remove('web-1');
+    t.notMatch(ipt.listing(), /REMORA/, 'no REMORA chain or jump is left');
+    t.equal(m.status('web-1'), null);
+    t.notOk(existsSync(marker), 'the marker goes with the last chains');
+  },
+);
+
+t.test('start-up clean-up removes stale chains, and never runs iptables needlessly', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'remora-tp-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const marker = join(dir, 'transparent-rules');
+  const ipt = fakeIptables();
+  const mk = () =>
+    createTransparentManager({
+      runner: ipt.runner,
+      node: 'vm1',
+      logger: createSilentLogger(),
+      clock: createClock(),
+      markerPath: marker,
+    });
+  await mk().reconcile([]);
+  t.equal(ipt.calls.length, 0, 'no transparent instance and no marker: no iptables call');
+  const first = mk();
+  await first.apply(plan);
+  await first.apply({ ...plan, instanceId: 'old-1' });
+  // a new agent whose definitions no longer hold old-1 (nor anything transparent)
+  const second = mk();
+  await second.reconcile(['web-1']);
+  t.match(ipt.listing(), chainsFor('vm1', 'web-1').outbound, 'the kept instance’s chains stay');
+  t.notMatch(ipt.listing(), chainsFor('vm1', 'old-1').outbound, 'stale chains are gone');
+  await second.reconcile([]);
+  t.notMatch(ipt.listing(), /REMORA/, 'with nothing transparent left, every chain goes');
+  t.notOk(existsSync(marker));
+});
+
+t.test('without the privilege the instance gets a coded error naming the way out', async (t) => {
+  const ipt = fakeIptables({
+    fail: {
+      code: 4,
+      stderr:
+        'iptables v1.8.9 (nf_tables): Could not fetch rule set generation id: Permission denied (you must be root)\n',
+    },
+  });
+  const m = createTransparentManager({
+    runner: ipt.runner,
+    node: 'vm1',
+    logger: createSilentLogger(),
+    clock: createClock(),
+  });
+  await m.apply(plan);
+  const st = m.status('web-1')!;
+  t.equal(st.active, false);
+  t.equal(st.lastError?.code, 'REMORA_E_AGENT_TRANSPARENT_PRIVILEGE');
+  t.match(st.lastError?.message, /web-1/, 'names the instance');
+  t.match(st.lastError?.message, /iptables -w 5 -t nat -S/, 'names the failed command');
+  t.match(st.lastError?.message, /CAP_NET_ADMIN/);
+  t.match(st.lastError?.message, /transparent\.conf/, 'names the systemd drop-in');
+  t.match(st.lastError?.message, /cap_add: \[NET_ADMIN\]/, 'names the compose setting');
+  t.match(st.lastError?.message, /explicit upstream listeners/, 'says what keeps working');
+  await m.apply(plan);
+  t.equal(ipt.calls.length, 2, 'a failed plan is tried again on the next change');
+
+  const missing = createTransparentManager({
+    runner: fakeIptables({ fail: 'ENOENT' }).runner,
+    node: 'vm1',
+    logger: createSilentLogger(),
+    clock: createClock(),
+  });
+  await missing.apply(plan);
+  t.equal(missing.status('web-1')?.lastError?.code, 'REMORA_E_AGENT_TRANSPARENT_UNAVAILABLE');
+
+  const refused = createTransparentManager({
+    runner: fakeIptables({ fail: { code: 2, stderr: 'iptables-restore: line 4 failed\n' } }).runner,
+    node: 'vm1',
+    logger: createSilentLogger(),
+    clock: createClock(),
+  });
+  await refused.apply(plan);
+  t.equal(refused.status('web-1')?.lastError?.code, 'REMORA_E_AGENT_TRANSPARENT_RULES');
+});
+
+t.test('targets are the addresses clients dial: sidecar address, forwarded port', async (t) => {
+  const entry = (svcAddr: string, nodeAddr: string, port?: number) => ({
+    Node: { Node: 'n', Address: nodeAddr },
+    Service: {
+      ID: 'api-1-sidecar-proxy',
+      Service: 'api-sidecar-proxy',
+      Address: svcAddr,
+      Port: 21000,
+      Proxy: { DestinationServiceID: 'api-1', ...(port ? { LocalServicePort: port } : {}) },
+    },
+  });
+  t.same(
+    targetsFromEntries([
+      entry('10.0.0.12', '10.0.0.2', 8080),
+      entry('', '10.0.0.13', 8080),
+      entry('127.0.0.1', '127.0.0.1', 8080),
+      entry('10.0.0.14', '10.0.0.2'),
+    ]),
+    [
+      { address: '10.0.0.12', port: 8080 },
+      { address: '10.0.0.13', port: 8080 },
+    ],
+    'node address when the sidecar has none; loopback and port-less entries left out',
+  );
+});
+
+t.test('the port allocator keeps a key’s port and skips reserved ones', async (t) => {
+  const p = createPortAllocator(15001, 15003);
+  t.equal(p.get('web-1/http', new Set([15001])), 15002);
+  t.equal(p.get('web-1/http'), 15002, 'stable');
+  t.equal(p.get('web-1/upstream/echo'), 15001);
+  t.equal(p.get('web-2/http'), 15003);
+  t.equal(p.get('web-3/http'), null, 'range exhausted');
+  p.release('web-1/');
+  t.equal(p.get('web-3/http'), 15001);
+});
+
+t.test('definitions turn transparent mode on in either spelling', async (t) => {
+  const def = (service: Record<string, unknown>) =>
+    decodeDefinitionFile(JSON.stringify({ service }), 'x.json');
+  const withProxy = (proxy: Record<string, unknown>, extra: Record<string, unknown> = {}) =>
+    def({ name: 'web', port: 8080, connect: { sidecar_service: { proxy } }, ...extra });
+
+  const remora = withProxy(
+    { upstreams: [{ destination_name: 'api', config: { protocol: 'http' } }] },
+    { transparent: true },
+  );
+  t.same(remora.problems, []);
+  t.equal(remora.services[0]!.sidecar!.transparent, true);
+  t.equal(remora.services[0]!.sidecar!.upstreams[0]!.localBindPort, 0, 'port left to the agent');
+
+  const consul = withProxy({ mode: 'transparent', upstreams: [{ DestinationName: 'api' }] });
+  t.equal(consul.services[0]!.sidecar!.transparent, true, 'Consul’s proxy.mode spelling');
+  t.equal(withProxy({ Mode: 'direct' }).services[0]!.sidecar!.transparent, false);
+  t.equal(withProxy({}).services[0]!.sidecar!.transparent, false, 'off by default');
+
+  const noPort = withProxy({ upstreams: [{ destination_name: 'api' }] });
+  t.match(
+    noPort.problems[0]?.message,
+    /local_bind_port is required/,
+    'explicit mode still needs it',
+  );
+
+  const clash = withProxy({ mode: 'transparent' }, { transparent: false });
+  t.match(
+    clash.problems[0]?.message,
+    /field service.transparent is false but .*mode is "transparent"/,
+  );
+  const bad = withProxy({}, { transparent: 'yes' });
+  t.match(bad.problems[0]?.message, /field service.transparent must be true or false/);
+  const badMode = withProxy({ mode: 'magic' });
+  t.match(badMode.problems[0]?.message, /mode must be one of , direct, transparent/);
+  const noSidecar = def({ name: 'web', port: 8080, transparent: true });
+  t.match(noSidecar.problems[0]?.message, /service.transparent needs connect.sidecar_service/);
+  t.equal(noSidecar.problems[0]?.code, 'REMORA_E_AGENT_DEFINITION_INVALID');
+
+  const two = mergeDefinitions([
+    withProxy({ mode: 'transparent', upstreams: [{ destination_name: 'api' }] }),
+    decodeDefinitionFile(
+      JSON.stringify({
+        service: {
+          name: 'rep',
+          port: 8081,
+          connect: {
+            sidecar_service: {
+              proxy: { mode: 'transparent', upstreams: [{ destination_name: 'api' }] },
+            },
+          },
+        },
+      }),
+      'y.json',
+    ),
+  ]);
+  t.equal(two.services.length, 2, 'allocated upstream ports never clash at definition time');
+});

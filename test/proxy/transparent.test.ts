@@ -1,0 +1,135 @@
+// The proxy's transparent HTTP listener: Host parsing, and routing of intercepted plain-HTTP
+// calls to the matching upstream over real mTLS (two proxies in this process, real sockets).
+import t from 'tap';
+import net from 'node:net';
+import { hostOfHead, serviceFromHost } from '../../proxy/outbound/transparent.ts';
+import { decodeProxySnapshot, type ProxySnapshot } from '../../lib/proxy-api/index.ts';
+import { freePort } from '../helpers/nats.ts';
+import { makeUpstream } from '../helpers/mesh-certs.ts';
+import { startEchoApp, startSidecar } from '../integration/proxy/mesh.ts';
+import { createMeshCerts } from '../helpers/mesh-certs.ts';
+
+t.test('a Host names a service with or without port and .service.consul', async (t) => {
+  const cases: Array<[string, string | null]> = [
+    ['api', 'api'],
+    ['api:8080', 'api'],
+    ['API:80', 'api'],
+    ['api.service.consul', 'api'],
+    ['api.service.consul:8080', 'api'],
+    ['api.service.dc1.consul', 'api'],
+    ['api.service.consul.', 'api'],
+    ['my_api-2', 'my_api-2'],
+    ['10.0.0.12:8080', null],
+    ['api.example.com', null],
+    ['[::1]:8080', null],
+    ['api:port', null],
+    ['', null],
+  ];
+  for (const [host, want] of cases) t.equal(serviceFromHost(host), want, JSON.stringify(host));
+  t.equal(hostOfHead('GET / HTTP/1.1\r\nX-A: b\r\nHost:  api:8080 \r\n'), 'api:8080');
+  t.equal(hostOfHead('GET / HTTP/1.1\r\nx-host: api\r\n'), null);
+});
+
+t.test('the snapshot field is optional, checked, and must not reuse a port', async (t) => {
+  const mesh = createMeshCerts();
+  const api = await startSidecar(mesh, 'web');
+  t.teardown(() => api.proxy.close());
+  const base = api.snapshot;
+  t.notOk('transparent' in decodeProxySnapshot(base), 'absent stays absent');
+  const ok = { ...base, transparent: { httpBindAddress: '127.0.0.1', httpBindPort: 15001 } };
+  t.same(decodeProxySnapshot(ok).transparent, ok.transparent);
+  t.throws(
+    () => decodeProxySnapshot({ ...base, transparent: { httpBindAddress: '127.0.0.1' } }),
+    /transparent\.httpBindPort/,
+  );
+  const clash = {
+    ...base,
+    upstreams: [makeUpstream(mesh, 'api', [1], { localBindPort: 15001 })],
+    transparent: { httpBindAddress: '127.0.0.1', httpBindPort: 15001 },
+  };
+  t.throws(() => decodeProxySnapshot(clash), /already used by upstream api/);
+});
+
+/** One raw HTTP/1.1 exchange (keep-alive requests in order), as an unmodified client sends it. */
+function exchange(port: number, requests: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1', () => s.write(requests.join('')));
+    let out = '';
+    s.on('data', (d: Buffer) => (out += d.toString()));
+    s.on('error', reject);
+    s.on('close', () => resolve(out));
+    s.setTimeout(5000, () => s.destroy(new Error(`no answer: ${out}`)));
+  });
+}
+
+t.test('intercepted HTTP calls are routed by Host over mTLS to the upstream', async (t) => {
+  const mesh = createMeshCerts();
+  const apiApp = await startEchoApp('api');
+  const otherApp = await startEchoApp('other');
+  t.teardown(() => Promise.all([apiApp.close(), otherApp.close()]));
+  const api = await startSidecar(mesh, 'api', { appPort: apiApp.port });
+  const other = await startSidecar(mesh, 'other', { appPort: otherApp.port });
+  const web = await startSidecar(mesh, 'web', {
+    upstreams: [
+      makeUpstream(mesh, 'api', [api.inboundPort]),
+      makeUpstream(mesh, 'other', [other.inboundPort]),
+      makeUpstream(mesh, 'echo', [1], { protocol: 'tcp' }),
+    ],
+  });
+  t.teardown(async () => {
+    await web.proxy.close();
+    await api.proxy.close();
+    await other.proxy.close();
+  });
+  const port = await freePort();
+  const next: ProxySnapshot = {
+    ...web.snapshot,
+    version: 2,
+    transparent: { httpBindAddress: '127.0.0.1', httpBindPort: port },
+  };
+  await web.apply(next);
+
+  // the JSON body, whether framed by length or in chunks
+  const body = (raw: string) =>
+    JSON.parse(raw.slice(raw.indexOf('{'), raw.lastIndexOf('}') + 1)) as {
+      app: string;
+      xfcc: string | null;
+    };
+  for (const host of ['api', 'api:8080', 'api.service.consul', 'API.service.dc1.consul:80']) {
+    const raw = await exchange(port, [
+      `GET /x HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`,
+    ]);
+    t.match(raw, /^HTTP\/1\.1 200 /, `Host ${host} is answered`);
+    t.equal(body(raw).app, 'api', `Host ${host} reaches api`);
+    t.match(body(raw).xfcc, new RegExp(`URI=${mesh.spiffeIdFor('web')}`), 'over mTLS as web');
+  }
+  const o = await exchange(port, ['GET / HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n']);
+  t.equal(body(o).app, 'other', 'another Host reaches another upstream');
+
+  const two = await exchange(port, [
+    'GET /1 HTTP/1.1\r\nHost: api:8080\r\n\r\n',
+    'GET /2 HTTP/1.1\r\nHost: api:8080\r\nConnection: close\r\n\r\n',
+  ]);
+  t.equal(two.match(/HTTP\/1\.1 200 /g)?.length, 2, 'keep-alive requests on one connection');
+
+  for (const host of ['nosuch', 'echo', '10.0.0.12:8080']) {
+    const raw = await exchange(port, [`GET / HTTP/1.1\r\nHost: ${host}\r\n\r\n`]);
+    t.match(raw, /^HTTP\/1\.1 421 /, `Host ${host} is refused`);
+    t.match(raw, /x-remora-error: REMORA_E_PROXY_TRANSPARENT_UNKNOWN_HOST/);
+    t.match(raw, /known: api, other/, 'the refusal lists the HTTP upstreams');
+  }
+  const metrics = await web.proxy.metrics.registry.metrics();
+  t.match(metrics, /transparent_unknown_host"} 3/, 'refusals are counted');
+
+  // a snapshot without the field closes the listener
+  await web.apply({ ...web.snapshot, version: 3, transparent: undefined });
+  const closed = await new Promise<string>((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    s.on('connect', () => {
+      s.destroy();
+      resolve('open');
+    });
+    s.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
+  });
+  t.equal(closed, 'ECONNREFUSED', 'the listener is gone with the field');
+});
