@@ -16,6 +16,7 @@ import { runControl } from './control/run-control.ts';
 import { runConsul } from './consul/run-consul.ts';
 import { runScale } from './scale/run-scale.ts';
 import { runRouting } from './routing/run-routing.ts';
+import { runAgentScenario } from './agent/run-agent.ts';
 import type { ScenarioReport } from './lib/scenario.ts';
 
 const started = Date.now();
@@ -140,6 +141,7 @@ async function main(): Promise<void> {
   if (scenarios.includes('routing')) extra.push(await runRouting(ctx));
   if (scenarios.includes('consul')) extra.push(await runConsul(ctx));
   if (scenarios.includes('scale')) extra.push(await runScale(ctx));
+  if (scenarios.includes('agent')) extra.push(await runAgentScenario(ctx));
   for (const s of extra) {
     headline.push(...s.headline);
     sections.push(...s.section);

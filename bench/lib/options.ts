@@ -3,7 +3,7 @@
 
 export const KNOBS = {
   SCENARIOS: {
-    default: 'dataplane,control,routing,consul,scale',
+    default: 'dataplane,control,routing,consul,scale,agent',
     doc: 'scenarios to run, comma-separated',
   },
   PATHS: {
@@ -40,6 +40,11 @@ export const KNOBS = {
   SCALE_BUDGET: {
     default: '90',
     doc: 'seconds for the scale proxies to come up; late ones are left out',
+  },
+  AGENT_PROXIES: { default: '50', doc: 'local services (one proxy each) of the agent scenario' },
+  AGENT_BUDGET: {
+    default: '120',
+    doc: "seconds for the agent scenario's proxies to be registered and ready",
   },
   OUT: { default: 'docs/benchmarks.md', doc: 'where the report goes' },
   KEEP_TMP: { default: '0', doc: 'keep the run directory (configs, logs, certificates)' },
