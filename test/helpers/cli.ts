@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { reapOnExit } from './reaper.ts';
 
 export const REMORA_BIN = new URL('../../bin/remora.js', import.meta.url).pathname;
 
@@ -19,6 +20,7 @@ export function runRemora(
       cwd: options.cwd,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    reapOnExit(child);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

@@ -6,6 +6,7 @@ import {
 } from '../../lib/devconsul/index.ts';
 import { REMORA_BIN } from './cli.ts';
 import { freePort } from './nats.ts';
+import { reapOnExit } from './reaper.ts';
 
 /**
  * Starts the embedded catalog in this process on a free loopback port and registers its
@@ -37,6 +38,7 @@ function launch(port: number, env: Record<string, string>): Promise<ChildProcess
       [REMORA_BIN, 'devconsul', '--listen', `127.0.0.1:${port}`, '--log-level', 'warn'],
       { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
     );
+    reapOnExit(child);
     let out = '';
     let err = '';
     const timer = setTimeout(() => {

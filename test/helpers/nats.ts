@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
+import { reapOnExit } from './reaper.ts';
 
 export interface NatsServerHandle {
   url: string;
@@ -29,6 +30,7 @@ function launch(port: number, extraArgs: string[]): Promise<ChildProcess> {
     const child = spawn('nats-server', ['-a', '127.0.0.1', '-p', String(port), ...extraArgs], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
+    reapOnExit(child);
     let log = '';
     const timer = setTimeout(() => {
       child.kill('SIGKILL');

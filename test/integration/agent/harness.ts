@@ -9,6 +9,7 @@ import { request } from 'node:http';
 import { startNatsServer, freePort, type NatsServerHandle } from '../../helpers/nats.ts';
 import { startDevConsulProcess, type DevConsulProcess } from '../../helpers/devconsul.ts';
 import { REMORA_BIN, runRemora } from '../../helpers/cli.ts';
+import { reapOnExit, reapProxiesOnExit } from '../../helpers/reaper.ts';
 import { waitFor } from '../../../lib/util/index.ts';
 import type { AgentStatus } from '../../../agent/index.ts';
 
@@ -37,6 +38,8 @@ function startProc(
       stdio: ['ignore', 'pipe', 'pipe'],
     },
   );
+  // killed with the test process even when tap ends it before the teardowns ran
+  reapOnExit(child);
   let out = '';
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
@@ -214,6 +217,8 @@ export async function startMesh(
   await rm(configDir, { recursive: true, force: true });
   await mkdir(configDir, { recursive: true });
   const procs: Proc[] = [];
+  // the agents' proxies run detached; they go with the test process too
+  reapProxiesOnExit(dataDir);
   const nats = await startNatsServer();
   let consul: DevConsulProcess;
   try {
