@@ -125,6 +125,7 @@ export function createHostAgent(o: HostAgentOptions): HostAgent {
         timeoutMs: 2000,
         ...(c.nats.token ? { token: c.nats.token } : {}),
         ...(c.nats.credsFile ? { credsFile: c.nats.credsFile } : {}),
+        ...(c.nats.inboxPrefix ? { inboxPrefix: c.nats.inboxPrefix } : {}),
         tls: { caFile: c.nats.tlsCaFile, certFile: c.nats.tlsCertFile, keyFile: c.nats.tlsKeyFile },
       }).then(
         (nc) => {

@@ -15,6 +15,7 @@ function natsOptions(nats: NatsKeys, name: string, logger: Logger) {
     ...(nats.token ? { token: nats.token } : {}),
     ...(nats.credsFile ? { credsFile: nats.credsFile } : {}),
     tls: { caFile: nats.tlsCaFile, certFile: nats.tlsCertFile, keyFile: nats.tlsKeyFile },
+    ...(nats.inboxPrefix ? { inboxPrefix: nats.inboxPrefix } : {}),
     name,
     logger,
   };

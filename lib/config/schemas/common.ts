@@ -53,6 +53,11 @@ export function natsKeys() {
         default: '',
       },
       tlsKeyFile: { doc: 'Client key for NATS mTLS; empty for none.', format: String, default: '' },
+      inboxPrefix: {
+        doc: "Prefix of this program's reply inboxes; empty for its role's prefix, the only one the NATS permissions from compose/gen-secrets.js let it subscribe to (_INBOX_control, _INBOX_agent.<node>, _INBOX_operator for the CLI).",
+        format: String,
+        default: '',
+      },
       requestTimeoutMs: {
         doc: 'Timeout of one NATS request, in milliseconds.',
         format: 'nat',
