@@ -52,6 +52,7 @@ export function createConsulPort(o: {
   address: string;
   token: string;
   caFile: string;
+  maxResponseBytes?: number;
   logger: Logger;
   random: () => number;
 }): ConsulPort & { close(): void } {
@@ -59,6 +60,7 @@ export function createConsulPort(o: {
     address: o.address,
     ...(o.token ? { token: o.token } : {}),
     ...(o.caFile ? { caFile: o.caFile } : {}),
+    ...(o.maxResponseBytes ? { maxResponseBytes: o.maxResponseBytes } : {}),
     logger: o.logger,
   });
   return {
@@ -82,11 +84,17 @@ export function createHostAgent(o: HostAgentOptions): HostAgent {
   const { config: c, logger } = o;
   const clock = o.clock ?? createClock();
   const random = o.random ?? Math.random;
-  const consulCfg = c.consul as { address: string; token?: string; caFile?: string };
+  const consulCfg = c.consul as {
+    address: string;
+    token?: string;
+    caFile?: string;
+    maxResponseBytes?: number;
+  };
   const consul = createConsulPort({
     address: consulCfg.address,
     token: consulCfg.token ?? '',
     caFile: consulCfg.caFile ?? '',
+    ...(consulCfg.maxResponseBytes ? { maxResponseBytes: consulCfg.maxResponseBytes } : {}),
     logger: logger.child({ part: 'consul' }),
     random,
   });

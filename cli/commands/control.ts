@@ -72,6 +72,9 @@ export function registerControl(program: Command, ctx: CliContext): void {
         address: config.consul.address,
         ...(config.consul.token ? { token: config.consul.token } : {}),
         ...(config.consul.caFile ? { caFile: config.consul.caFile } : {}),
+        ...(config.consul.maxResponseBytes
+          ? { maxResponseBytes: config.consul.maxResponseBytes }
+          : {}),
         logger,
       });
       const control = createControl({

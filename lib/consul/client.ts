@@ -197,7 +197,7 @@ function boundResponses(agent: HttpAgent, limit: number, address: string): void 
       const refuse = (seen: number, announced: boolean): void => {
         const err = new RemoraError(
           'REMORA_E_CONSUL_RESPONSE_TOO_LARGE',
-          `Consul at ${address} answered ${path} with ${announced ? `a body of ${formatBytes(seen)}` : `more than ${formatBytes(limit)}`}, over the limit of ${formatBytes(limit)}; refused without reading the rest. If the catalog really is that large, raise the Consul client's maxResponseBytes; otherwise check what answers at consul.address`,
+          `Consul at ${address} answered ${path} with ${announced ? `a body of ${formatBytes(seen)}` : `more than ${formatBytes(limit)}`}, over the limit of ${formatBytes(limit)}; refused without reading the rest. If the catalog really is that large, raise consul.maxResponseBytes; otherwise check what answers at consul.address`,
           { address, path, limitBytes: limit, ...(announced ? { contentLength: seen } : {}) },
         );
         // the npm package prefixes the messages of errors passing through it; keep ours
@@ -277,7 +277,7 @@ export function createConsulClient(opts: ConsulClientOptions): ConsulClient {
   if (!Number.isSafeInteger(maxResponseBytes) || maxResponseBytes < 1024) {
     throw new RemoraError(
       'REMORA_E_CONSUL_CONFIG',
-      `Consul client maxResponseBytes ${String(maxResponseBytes)} is not an integer of at least 1024; leave it unset for ${formatBytes(DEFAULT_CONSUL_MAX_RESPONSE_BYTES)}`,
+      `consul.maxResponseBytes ${String(maxResponseBytes)} is not an integer of at least 1024; set at least 1024, or leave it unset for ${formatBytes(DEFAULT_CONSUL_MAX_RESPONSE_BYTES)}`,
       { maxResponseBytes },
     );
   }

@@ -86,6 +86,11 @@ export function consulKeys() {
         format: String,
         default: '',
       },
+      maxResponseBytes: {
+        doc: 'Bytes read of one Consul answer at most (at least 1024); a larger answer is refused with REMORA_E_CONSUL_RESPONSE_TOO_LARGE instead of being buffered.',
+        format: 'nat',
+        default: 64 * 1024 * 1024,
+      },
     },
   } satisfies ConfigTree;
 }

@@ -28,6 +28,6 @@ export const CONSUL_ERRORS = {
     meaning:
       'Consul (or whatever answers at consul.address) sent an answer larger than the client reads (64 MiB by default); it was refused without buffering the rest.',
     remedy:
-      'Check what answers at consul.address. If the catalog really is that large, raise the Consul client option maxResponseBytes; a watch keeps its last known endpoints and retries with backoff meanwhile.',
+      'Check what answers at consul.address. If the catalog really is that large, raise consul.maxResponseBytes (REMORA_AGENT_CONSUL_MAX_RESPONSE_BYTES, REMORA_CONTROL_CONSUL_MAX_RESPONSE_BYTES); a watch keeps its last known endpoints and retries with backoff meanwhile.',
   },
 } as const satisfies Record<string, ErrorSpec>;
