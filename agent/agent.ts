@@ -402,6 +402,22 @@ export function createAgent(o: AgentOptions): Agent {
     return transparentPorts.get(`${inst.def.id}/upstream/${destination}`, reservedPorts()) ?? 0;
   }
 
+  /** The definition with the allocated upstream ports filled in (Consul wants a nonzero port). */
+  function withUpstreamPorts(inst: Instance): ServiceDefinition {
+    const sc = inst.def.sidecar;
+    if (!sc?.upstreams.some((u) => u.localBindPort === 0)) return inst.def;
+    return {
+      ...inst.def,
+      sidecar: {
+        ...sc,
+        upstreams: sc.upstreams.map((u) => ({
+          ...u,
+          localBindPort: upstreamPort(inst, u.destinationName, u.localBindPort),
+        })),
+      },
+    };
+  }
+
   /** Port of the instance's Host-routing HTTP listener, or null when it needs none. */
   function httpListenerPort(inst: Instance): number | null {
     const sc = inst.def.sidecar;
@@ -464,7 +480,7 @@ export function createAgent(o: AgentOptions): Agent {
     try {
       const ready = inst.def.sidecar ? proxyReady(inst.def.id) : true;
       await consul.registerService(
-        registrationFor(inst.def, {
+        registrationFor(withUpstreamPorts(inst), {
           node: s.node,
           sidecarPort: inst.sidecarPort,
           advertiseAddress: s.advertiseAddress,

@@ -1,0 +1,466 @@
+// Transparent interception in the lab (docs/transparent.md): three "hosts" (network namespaces on
+// one bridge) run the real programs, and the agents install real iptables rules inside their own
+// namespaces.
+//
+//   server:  the embedded catalog, nats-server (per-role credentials), remora control
+//   apihost: agent with api-1 (http, port 8080) and echo-1 (tcp, port 7000), both transparent,
+//            their apps listening on every address (so only the rules keep plain callers out)
+//   client:  agent with web-1 (transparent, Consul's `proxy.mode` spelling) whose upstreams api and
+//            echo have no local_bind_port; no app of its own is needed
+//
+// On the client host, UNMODIFIED clients run as user `nobody`: curl calls http://api:8080/ (the
+// name resolves through /etc/netns/<ns>/hosts, which `ip netns exec` bind-mounts over /etc/hosts)
+// and a plain node net.connect script talks to echo's address 10.x.x.x:7000. Both are carried by
+// web-1's proxy over mTLS; intentions are enforced; the chains are gone once the agents stop.
+import t from 'tap';
+import type { ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { waitFor } from '../../lib/util/index.ts';
+import { createLab, labUnsupportedReason, type Lab, type LabHost } from '../helpers/netns.ts';
+// @ts-expect-error -- a plain JavaScript module (compose/ is not part of the TypeScript project)
+import { writeMeshSecrets } from '../../compose/gen-secrets.js';
+
+const root = new URL('../../', import.meta.url).pathname;
+const REMORA = join(root, 'bin/remora.js');
+const NODE = process.execPath;
+const DC = 'dc1';
+/** The unprivileged user the applications run as (the agent and proxies run as root here). */
+const AS_NOBODY = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'];
+
+function missing(command: string, args: string[], hint: string): Promise<string | null> {
+  return new Promise((resolve) =>
+    execFile(command, args, (err) => resolve(err ? `${command} is not installed (${hint})` : null)),
+  );
+}
+
+const reason =
+  (await labUnsupportedReason()) ??
+  (await missing('nats-server', ['--version'], 'apt-get install -y nats-server')) ??
+  (await missing('iptables', ['--version'], 'apt-get install -y iptables')) ??
+  (await missing('curl', ['--version'], 'apt-get install -y curl')) ??
+  (await missing('setpriv', ['--version'], 'apt-get install -y util-linux'));
+
+interface Proc {
+  name: string;
+  child: ChildProcess;
+  output(): string;
+  exited(): boolean;
+}
+
+if (reason) {
+  t.plan(0, `lab skipped: ${reason}`);
+} else {
+  t.setTimeout(120_000);
+  t.test('transparent interception across three hosts', async (t) => {
+    // short: the agents' Unix socket paths must stay under 108 bytes
+    const work = mkdtempSync('/tmp/rtp-');
+    const lab: Lab = await createLab({
+      hosts: [{ name: 'server' }, { name: 'apihost' }, { name: 'client' }],
+    });
+    const { server, apihost, client } = lab.hosts;
+    const netnsEtc = `/etc/netns/${client!.ns}`;
+    let stopping = false;
+    t.teardown(async () => {
+      stopping = true;
+      await lab.destroy();
+      rmSync(netnsEtc, { recursive: true, force: true });
+      rmSync(work, { recursive: true, force: true });
+    });
+    const procs: Proc[] = [];
+
+    const start = (
+      host: LabHost,
+      name: string,
+      args: string[],
+      env: Record<string, string> = {},
+      restart = false,
+    ): Proc => {
+      let out = '';
+      const keep = (d: Buffer) => {
+        out = (out + d.toString()).slice(-30_000);
+      };
+      let restarts = 0;
+      const launch = (): ChildProcess => {
+        const c = host.spawn(args[0]!, args.slice(1), {
+          env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', ...env },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        c.stdout?.on('data', keep);
+        c.stderr?.on('data', keep);
+        c.once('exit', (code) => {
+          if (!restart || stopping || code === 0 || code === null || restarts >= 3) return;
+          restarts++;
+          out += `\n[lab] ${name} exited with ${code}; restart ${restarts} of 3\n`;
+          setTimeout(() => {
+            if (!stopping) p.child = launch();
+          }, 1000);
+        });
+        return c;
+      };
+      const p: Proc = {
+        name: `${name}@${host.name}`,
+        child: launch(),
+        output: () => out,
+        exited: () => p.child.exitCode !== null || p.child.signalCode !== null,
+      };
+      procs.push(p);
+      return p;
+    };
+    const diagnostics = () =>
+      procs
+        .map(
+          (p) =>
+            `--- ${p.name}${p.exited() ? ` (exited ${p.child.exitCode})` : ''}\n${p.output().slice(process.env.REMORA_LAB_LOG ? -30_000 : -2500)}`,
+        )
+        .join('\n');
+    const until = async <T>(
+      what: string,
+      check: () => Promise<T | undefined | false>,
+      ms: number,
+    ): Promise<T> => {
+      try {
+        return (await waitFor(what, check, ms, 250)) as T;
+      } catch (err) {
+        if (process.env.REMORA_LAB_LOG) writeFileSync(process.env.REMORA_LAB_LOG, diagnostics());
+        throw new Error(`${(err as Error).message}\n${diagnostics()}`, { cause: err });
+      }
+    };
+
+    // --- secrets, the server host ----------------------------------------------------------------
+    const secrets = join(work, 'secrets');
+    writeMeshSecrets(secrets, { datacenter: DC });
+    const operatorToken = readFileSync(join(secrets, 'operator-token'), 'utf8').trim();
+    const s = server!.ip;
+    writeFileSync(join(secrets, 'nats.conf'), `listen: 0.0.0.0:4222\ninclude ./nats-auth.conf\n`);
+    const common = {
+      datacenter: DC,
+      consul: { address: `http://${s}:8500` },
+      tracing: { endpoint: '' },
+    };
+    writeFileSync(
+      join(work, 'control.json'),
+      JSON.stringify({
+        ...common,
+        nats: { servers: [`nats://${s}:4222`], credsFile: join(secrets, 'control.creds') },
+        defaultPolicy: 'deny',
+      }),
+    );
+    const cliEnv = {
+      REMORA_CLI_NATS_SERVERS: `nats://${s}:4222`,
+      REMORA_CLI_NATS_CREDS_FILE: join(secrets, 'operator.creds'),
+      REMORA_CLI_OPERATOR_TOKEN: operatorToken,
+    };
+    const remoraCli = (...args: string[]) =>
+      server!.run(NODE, [REMORA, ...args], { env: cliEnv, timeoutMs: 20_000 });
+
+    const nats = start(server!, 'nats-server', ['nats-server', '-c', join(secrets, 'nats.conf')]);
+    start(server!, 'devconsul', [
+      NODE,
+      REMORA,
+      'devconsul',
+      '--listen',
+      `${s}:8500`,
+      '--log-level',
+      'warn',
+    ]);
+    await until(
+      'nats-server and the catalog to listen',
+      async () =>
+        nats.output().includes('Server is ready') &&
+        (
+          await server!.node(
+            `const r = await fetch('http://${s}:8500/v1/status/leader'); process.stdout.write(String(r.status));`,
+          )
+        ).stdout === '200',
+      20_000,
+    );
+    start(
+      server!,
+      'control',
+      [NODE, REMORA, 'control', '--config', join(work, 'control.json'), '--log-level', 'warn'],
+      { REMORA_CONTROL_OPERATOR_TOKEN: operatorToken },
+      true,
+    );
+
+    // --- definitions and agents ------------------------------------------------------------------
+    const services: Record<string, unknown[]> = {
+      apihost: [
+        {
+          id: 'api-1',
+          name: 'api',
+          port: 8080,
+          transparent: true,
+          connect: { sidecar_service: { port: 21000, proxy: { config: { protocol: 'http' } } } },
+        },
+        {
+          id: 'echo-1',
+          name: 'echo',
+          port: 7000,
+          transparent: true,
+          connect: { sidecar_service: { port: 21001 } },
+        },
+      ],
+      client: [
+        {
+          id: 'web-1',
+          name: 'web',
+          port: 8090,
+          connect: {
+            sidecar_service: {
+              port: 21000,
+              proxy: {
+                mode: 'transparent',
+                config: { protocol: 'http' },
+                upstreams: [
+                  {
+                    destination_name: 'api',
+                    config: { protocol: 'http', connect_timeout_ms: 1000 },
+                  },
+                  { destination_name: 'echo', config: { protocol: 'tcp' } },
+                ],
+              },
+            },
+          },
+        },
+      ],
+    };
+    const tokenFor = async (host: LabHost, names: string[]) =>
+      until(
+        `control to issue a node token for ${host.name}`,
+        async () => {
+          const r = await remoraCli('token', 'create', host.name, ...names);
+          return r.code === 0 && r.stdout.trim() ? r.stdout.trim() : undefined;
+        },
+        40_000,
+      );
+    const agents = new Map<string, Proc>();
+    const adminPorts = { apihost: 18991, client: 18992 };
+    for (const host of [apihost!, client!]) {
+      const dir = join(work, host.name);
+      mkdirSync(join(dir, 'services.d'), { recursive: true });
+      writeFileSync(
+        join(dir, 'services.d', 'services.json'),
+        JSON.stringify({ services: services[host.name] }),
+      );
+      writeFileSync(
+        join(dir, 'agent.json'),
+        JSON.stringify({
+          ...common,
+          node: host.name,
+          nats: { servers: [`nats://${s}:4222`], credsFile: join(secrets, 'agent.creds') },
+          configDir: join(dir, 'services.d'),
+          dataDir: join(dir, 'data'),
+          advertiseAddress: host.ip,
+          checkTtlMs: 3000,
+          adminPort: adminPorts[host.name as keyof typeof adminPorts],
+        }),
+      );
+      const names = (services[host.name] as { name: string }[]).map((x) => x.name);
+      const token = await tokenFor(host, names);
+      agents.set(
+        host.name,
+        start(
+          host,
+          'agent',
+          [NODE, REMORA, 'agent', '--config', join(dir, 'agent.json'), '--log-level', 'info'],
+          { REMORA_AGENT_NODE_TOKEN: token },
+          true,
+        ),
+      );
+    }
+    start(apihost!, 'api-app', [NODE, join(root, 'compose/apps/demo-http.js')], {
+      SERVICE: 'api',
+      INSTANCE: 'api-1',
+      PORT: '8080',
+      LISTEN_HOST: '0.0.0.0',
+    });
+    start(apihost!, 'echo-app', [NODE, join(root, 'examples/apps/echo.js')], {
+      PORT: '7000',
+      HOST: '0.0.0.0',
+    });
+    for (const [src, dst] of [
+      ['web', 'api'],
+      ['web', 'echo'],
+    ] as const) {
+      const r = await remoraCli('intention', 'create', src, dst);
+      t.equal(r.code, 0, `the operator allows ${src} → ${dst}: ${r.stderr}`);
+    }
+
+    // the client host resolves the service names the way Consul DNS would answer them
+    mkdirSync(netnsEtc, { recursive: true });
+    writeFileSync(
+      join(netnsEtc, 'hosts'),
+      `127.0.0.1 localhost\n${apihost!.ip} api api.service.consul echo echo.service.consul\n`,
+    );
+
+    /** curl as `nobody` on the client host: status, x-remora-error and the JSON body. */
+    const curl = async (url: string) => {
+      const r = await client!.run(
+        AS_NOBODY[0]!,
+        [...AS_NOBODY.slice(1), 'curl', '-sS', '-m', '5', '-i', '-w', '\n%{http_code}', url],
+        { timeoutMs: 10_000 },
+      );
+      const lines = r.stdout.trimEnd().split('\n');
+      const status = Number(lines.pop());
+      const text = lines.join('\n');
+      const split = text.indexOf('\r\n\r\n');
+      const head = split < 0 ? '' : text.slice(0, split);
+      let body: { instance?: string; peer?: string | null } = {};
+      try {
+        body = JSON.parse(split < 0 ? text : text.slice(split + 4)) as typeof body;
+      } catch {
+        /* an error page */
+      }
+      const error = /x-remora-error: (\S+)/i.exec(head)?.[1] ?? null;
+      return { status, body, error, raw: `${r.stdout}\n${r.stderr}` };
+    };
+    /** A plain TCP client (node net.connect) as `nobody` on the client host: the echo it got. */
+    const tcpEcho = async (address: string, port: number) => {
+      const r = await client!.run(
+        AS_NOBODY[0]!,
+        [
+          ...AS_NOBODY.slice(1),
+          NODE,
+          '-e',
+          `const s = require('node:net').connect(${port}, '${address}', () => s.write('hello mesh'));
+           let got = '';
+           s.setTimeout(4000, () => s.destroy());
+           s.on('data', (d) => { got += d; if (got.length >= 10) s.destroy(); });
+           s.on('error', (e) => { got = 'error: ' + e.code; });
+           s.on('close', () => process.stdout.write(got || 'closed'));`,
+        ],
+        { timeoutMs: 10_000 },
+      );
+      return r.stdout;
+    };
+    const status = async (host: LabHost) => {
+      const r = await host.node(
+        `const r = await fetch('http://127.0.0.1:${adminPorts[host.name as keyof typeof adminPorts]}/status'); process.stdout.write(await r.text());`,
+      );
+      return JSON.parse(r.stdout) as {
+        instances: {
+          id: string;
+          proxy: { adminPort: number | null; ready: boolean } | null;
+          transparent: { active: boolean; chains: string[]; redirects: number } | null;
+        }[];
+      };
+    };
+    const natRules = async (host: LabHost) =>
+      (await host.run('iptables', ['-t', 'nat', '-S'])).stdout;
+
+    await until(
+      'an unmodified client as nobody on the client host to reach api through the mesh',
+      async () => (await curl('http://api:8080/')).status === 200,
+      45_000,
+    );
+
+    t.test('an unmodified HTTP client calling http://api:8080/ is carried over mTLS', async (t) => {
+      for (const url of ['http://api:8080/', 'http://api.service.consul:8080/x']) {
+        const r = await curl(url);
+        t.equal(r.status, 200, `${url} answered`);
+        t.equal(r.body.instance, 'api-1');
+        t.match(
+          r.body.peer,
+          new RegExp(`^spiffe://[^/]+/ns/default/dc/${DC}/svc/web$`),
+          `api's proxy vouches for web's identity (x-forwarded-client-cert) on ${url}`,
+        );
+      }
+      const st = await status(client!);
+      const web = st.instances.find((i) => i.id === 'web-1')!;
+      t.match(web.transparent, { active: true }, 'remora status shows the rules installed');
+      t.equal(web.transparent!.chains.length, 2);
+      const rules = await natRules(client!);
+      for (const c of web.transparent!.chains) t.match(rules, `-N ${c}`, `${c} exists`);
+      t.match(rules, `-d ${apihost!.ip}/32 -p tcp -m tcp --dport 8080`, 'api’s address redirected');
+      t.match(rules, /--uid-owner 0 .*-j RETURN/, 'the proxies’ own user is excluded');
+    });
+
+    t.test('a raw TCP client calling echo’s address is carried over mTLS', async (t) => {
+      await until(
+        'echo endpoints to reach the client host',
+        async () => (await tcpEcho(apihost!.ip, 7000)) === 'hello mesh',
+        20_000,
+      );
+      t.equal(await tcpEcho(apihost!.ip, 7000), 'hello mesh', 'the bytes come back');
+      const web = (await status(client!)).instances.find((i) => i.id === 'web-1')!;
+      const metrics = await client!.node(
+        `const r = await fetch('http://127.0.0.1:${web.proxy!.adminPort}/metrics'); process.stdout.write(await r.text());`,
+      );
+      t.match(
+        metrics.stdout,
+        /remora_proxy_connections_total\{direction="outbound",service="echo"\} [1-9]/,
+        'web’s proxy carried the connection to echo',
+      );
+    });
+
+    t.test('plain callers that bypass the mesh reach no app', async (t) => {
+      // root is the proxies' user here, so its calls are not intercepted: a direct plain call
+      const direct = await client!.run(
+        'curl',
+        ['-sS', '-m', '5', '-o', '/dev/null', '-w', '%{http_code}', `http://${apihost!.ip}:8080/`],
+        { timeoutMs: 10_000 },
+      );
+      t.not(
+        direct.stdout,
+        '200',
+        `plain HTTP to api’s port lands on the mTLS listener (${direct.stdout} ${direct.stderr.trim()})`,
+      );
+      const apiRules = await natRules(apihost!);
+      t.match(apiRules, /--dport 8080 .*-j REDIRECT --to-ports 21000/, 'api’s inbound redirect');
+      t.match(apiRules, /--dport 7000 .*-j REDIRECT --to-ports 21001/, 'echo’s inbound redirect');
+    });
+
+    t.test('traffic to destinations outside the mesh passes untouched', async (t) => {
+      const r = await curl(`http://${s}:8500/v1/status/leader`);
+      t.equal(r.status, 200, 'the catalog on the server host answers the app directly');
+      const unknown = await curl(`http://${s}:8500/`);
+      t.equal(unknown.error, null, 'no proxy error: the call never reached a proxy');
+    });
+
+    t.test('intentions are enforced on intercepted calls', async (t) => {
+      for (const dst of ['api', 'echo']) {
+        const r = await remoraCli('intention', 'create', '--deny', 'web', dst);
+        t.equal(r.code, 0, r.stderr);
+      }
+      const denied = await until(
+        'the deny to reach api’s proxy',
+        async () => {
+          const r = await curl('http://api:8080/');
+          return r.status === 403 ? r : undefined;
+        },
+        20_000,
+      );
+      t.equal(denied.error, 'REMORA_E_PROXY_INTENTION_DENIED', '403 with x-remora-error');
+      await until(
+        'the deny to reach echo’s proxy',
+        async () => (await tcpEcho(apihost!.ip, 7000)) !== 'hello mesh',
+        20_000,
+      );
+      t.not(await tcpEcho(apihost!.ip, 7000), 'hello mesh', 'the TCP connection is refused');
+    });
+
+    t.test('after the agents stop, no REMORA chain is left in any namespace', async (t) => {
+      for (const [name, agent] of agents) {
+        const exited = new Promise<void>((resolve) => agent.child.once('exit', () => resolve()));
+        stopping = true;
+        agent.child.kill('SIGTERM');
+        await Promise.race([
+          exited,
+          new Promise((_, reject) =>
+            setTimeout(() => reject(new Error(`agent on ${name} did not stop`)), 20_000),
+          ),
+        ]);
+      }
+      for (const host of [apihost!, client!]) {
+        const rules = await natRules(host);
+        t.notMatch(
+          rules,
+          /REMORA/,
+          `${host.name}: ${rules.split('\n').length} nat lines, none REMORA`,
+        );
+      }
+    });
+  });
+}
