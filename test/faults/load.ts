@@ -201,7 +201,7 @@ export interface FaultSummary {
 export async function summarize(
   scenario: string,
   outcomes: Outcome[],
-  recorders: Recorder[],
+  recorders: Array<Pick<Recorder, 'lines'>>,
   comment: (line: string) => void,
 ): Promise<FaultSummary> {
   const deliveries = new Map<string, number>();
