@@ -1,6 +1,7 @@
 // The admin listener (127.0.0.1 only): /ready, /live, /metrics, /config (secrets redacted),
 // /clusters, /certs. node:http is fine here: it is not on the data path.
-import http, { type Server } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { loadHttp } from '../lazy.ts';
 import type { AddressInfo } from 'node:net';
 import { RemoraError } from '../../lib/errors/index.ts';
 import type { ProxySnapshot } from '../../lib/proxy-api/index.ts';
@@ -37,11 +38,11 @@ export async function startAdminServer(o: {
       { key: 'admin.host', value: o.host },
     );
   const { proxy } = o;
-  const json = (res: http.ServerResponse, status: number, body: unknown) => {
+  const json = (res: ServerResponse, status: number, body: unknown) => {
     res.writeHead(status, { 'content-type': 'application/json' });
     res.end(`${JSON.stringify(body, null, 2)}\n`);
   };
-  const server: Server = http.createServer((req, res) => {
+  const server: Server = loadHttp().createServer((req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET' }).end();

@@ -1,24 +1,25 @@
 // HTTP/2 (and gRPC) forwarding between node:http2 streams: headers, body streaming both ways
 // with backpressure (pipe), trailers relayed end to end in both directions, and the request body
 // kept (up to a bound) so that a refused or reset attempt can be replayed on a new stream.
-import http2, {
-  type ClientHttp2Session,
-  type ClientHttp2Stream,
-  type IncomingHttpHeaders,
-  type OutgoingHttpHeaders,
-  type ServerHttp2Stream,
+import type {
+  ClientHttp2Session,
+  ClientHttp2Stream,
+  IncomingHttpHeaders,
+  OutgoingHttpHeaders,
+  ServerHttp2Stream,
 } from 'node:http2';
 import type { RemoraError } from '../../lib/errors/index.ts';
 import { describeError } from '../../lib/errors/index.ts';
 import { ERROR_HEADER } from '../stages/responder.ts';
+import { H2 } from '../lazy.ts';
 
 const {
-  NGHTTP2_CANCEL,
-  NGHTTP2_INTERNAL_ERROR,
-  NGHTTP2_NO_ERROR,
-  NGHTTP2_REFUSED_STREAM,
-  NGHTTP2_FLAG_END_STREAM,
-} = http2.constants;
+  CANCEL: NGHTTP2_CANCEL,
+  INTERNAL_ERROR: NGHTTP2_INTERNAL_ERROR,
+  NO_ERROR: NGHTTP2_NO_ERROR,
+  REFUSED_STREAM: NGHTTP2_REFUSED_STREAM,
+  FLAG_END_STREAM: NGHTTP2_FLAG_END_STREAM,
+} = H2;
 
 const HOP = new Set([
   'connection',

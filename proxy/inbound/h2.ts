@@ -1,6 +1,7 @@
 // Inbound HTTP/2 and gRPC over an accepted mTLS socket: per-stream L7 intentions, then each
 // stream is forwarded to the local app over one h2c session.
-import http2, { type ClientHttp2Session, type IncomingHttpHeaders } from 'node:http2';
+import type { ClientHttp2Session, IncomingHttpHeaders, ServerHttp2Session } from 'node:http2';
+import { H2, loadHttp2 } from '../lazy.ts';
 import type { TLSSocket } from 'node:tls';
 import { evaluateIntentions } from '../../lib/intentions/index.ts';
 import { RemoraError } from '../../lib/errors/index.ts';
@@ -24,7 +25,7 @@ function appSession(env: ProxyEnv): ClientHttp2Session {
   const key = `${ib.localAppAddress}:${ib.localAppPort}`;
   const cur = appSessions.get(env);
   if (cur && cur.key === key && !cur.session.closed && !cur.session.destroyed) return cur.session;
-  const session = http2.connect(`http://${key}`);
+  const session = loadHttp2().connect(`http://${key}`);
   session.on('error', () => {});
   session.unref();
   appSessions.set(env, { key, session });
@@ -45,8 +46,8 @@ export function serveInboundH2(
     onDenied: (layer: 'l4' | 'l7', enforced: boolean) => void;
   },
 ): { drain(): void } {
-  const server = http2.createServer();
-  let session: http2.ServerHttp2Session | null = null;
+  const server = loadHttp2().createServer();
+  let session: ServerHttp2Session | null = null;
   server.on('session', (s) => {
     session = s;
     s.on('error', () => {});
@@ -89,7 +90,7 @@ export function serveInboundH2(
       (err: unknown) => {
         if (err instanceof H2AttemptError && err.kind === 'refused') {
           // the app did not process it: say so, so that the caller's sidecar may retry
-          if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+          if (!stream.destroyed) stream.close(H2.REFUSED_STREAM);
           meter.observe(503, performance.now() - start);
           return;
         }

@@ -1,6 +1,7 @@
 // One upstream's endpoints and everything shared by its requests: balancer, outlier state,
 // retry budget, circuit-breaker counters, keep-alive connection pools and HTTP/2 sessions.
-import http2, { type ClientHttp2Session } from 'node:http2';
+import type { ClientHttp2Session } from 'node:http2';
+import { loadHttp2 } from '../lazy.ts';
 import type { Socket } from 'node:net';
 import { RemoraError } from '../../lib/errors/index.ts';
 import type { UpstreamConfig } from '../../lib/proxy-api/index.ts';
@@ -139,7 +140,7 @@ export class Cluster {
       socket.destroy();
       return again;
     }
-    const session = http2.connect(`https://${ep.address}:${ep.port}`, {
+    const session = loadHttp2().connect(`https://${ep.address}:${ep.port}`, {
       createConnection: () => socket,
     });
     session.on('error', () => {});

@@ -4,7 +4,8 @@
 //   → circuit breaker (active requests) → retry (budget, idempotency, buffered bodies)
 //   → balance (P2C / round robin over non-ejected endpoints) → pooled keep-alive mTLS connection
 // TCP: per-connection balancing, connect retries, splice. HTTP/2 and gRPC: h2c in, h2 over mTLS out.
-import http2, { type Http2Server } from 'node:http2';
+import type { Http2Server } from 'node:http2';
+import { loadHttp2 } from '../lazy.ts';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { RemoraError, toRemoraError } from '../../lib/errors/index.ts';
@@ -182,7 +183,7 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
   let h2server: Http2Server | null = null;
   function h2(): Http2Server {
     if (h2server) return h2server;
-    const server = http2.createServer();
+    const server = loadHttp2().createServer();
     server.on('session', (s) => s.on('error', () => {}));
     server.on('stream', (stream, headers, flags) => {
       stream.on('error', () => {});
