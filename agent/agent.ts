@@ -418,28 +418,34 @@ export function createAgent(o: AgentOptions): Agent {
     };
   }
 
-  /** Port of the instance's Host-routing HTTP listener, or null when it needs none. */
-  function httpListenerPort(inst: Instance): number | null {
-    const sc = inst.def.sidecar;
-    if (!sc?.transparent || !sc.upstreams.some((u) => u.protocol === 'http')) return null;
-    return transparentPorts.get(`${inst.def.id}/http`, reservedPorts());
+  /** Port of the Host-routing listener of a transparent instance's HTTP upstream. */
+  function httpListenerPort(inst: Instance, destination: string): number | null {
+    return transparentPorts.get(`${inst.def.id}/http/${destination}`, reservedPorts());
   }
 
   function transparentSnapshot(inst: Instance): Pick<ProxySnapshot, 'transparent'> {
-    const port = httpListenerPort(inst);
-    return port === null
-      ? {}
-      : { transparent: { httpBindAddress: '127.0.0.1', httpBindPort: port } };
+    const sc = inst.def.sidecar;
+    if (!sc?.transparent) return {};
+    const http = sc.upstreams
+      .filter((u) => u.protocol === 'http')
+      .flatMap((u) => {
+        const port = httpListenerPort(inst, u.destinationName);
+        return port === null
+          ? []
+          : [{ bindAddress: '127.0.0.1', bindPort: port, upstream: u.destinationName }];
+      });
+    return http.length === 0 ? {} : { transparent: { http } };
   }
 
   function transparentPlan(inst: Instance): TransparentPlan | null {
     const sc = inst.def.sidecar;
     if (!sc?.transparent || inst.sidecarPort === null) return null;
-    const httpPort = httpListenerPort(inst);
     const targets: RedirectTarget[] = [];
     for (const u of sc.upstreams) {
       const toPort =
-        u.protocol === 'http' ? httpPort : upstreamPort(inst, u.destinationName, u.localBindPort);
+        u.protocol === 'http'
+          ? httpListenerPort(inst, u.destinationName)
+          : upstreamPort(inst, u.destinationName, u.localBindPort);
       if (!toPort) continue;
       for (const t of discovery.targets(u.destinationName))
         targets.push({ service: u.destinationName, address: t.address, port: t.port, toPort });

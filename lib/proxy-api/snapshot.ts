@@ -382,8 +382,8 @@ export function decodeProxySnapshot(value: unknown): ProxySnapshot {
     const key = `${u.localBindAddress}:${u.localBindPort}`;
     const other = seen.get(key);
     if (other !== undefined)
-      fail(`upstreams[${i}].localBindPort`, `is already used by upstream ${other}`, key);
-    seen.set(key, u.destinationName);
+      fail(`upstreams[${i}].localBindPort`, `is already used by ${other}`, key);
+    seen.set(key, `upstream ${u.destinationName}`);
   }
   const tls = decodeTls(o.tls, instance);
   const intentions = decodeIntentions(o.intentions);
@@ -391,16 +391,27 @@ export function decodeProxySnapshot(value: unknown): ProxySnapshot {
   if (o.transparent === undefined)
     return { version, instance, inbound, upstreams, tls, intentions, tracing };
   const transparent = decodeTransparent(o.transparent);
-  const tkey = `${transparent.httpBindAddress}:${transparent.httpBindPort}`;
-  if (transparent.httpBindPort !== 0 && seen.has(tkey))
-    fail('transparent.httpBindPort', `is already used by upstream ${seen.get(tkey)}`, tkey);
+  for (const [i, l] of transparent.http.entries()) {
+    const key = `${l.bindAddress}:${l.bindPort}`;
+    const other = seen.get(key);
+    if (l.bindPort !== 0 && other !== undefined)
+      fail(`transparent.http[${i}].bindPort`, `is already used by ${other}`, key);
+    seen.set(key, `the transparent listener of ${l.upstream}`);
+  }
   return { version, instance, inbound, upstreams, tls, intentions, tracing, transparent };
 }
 
 function decodeTransparent(v: unknown): TransparentConfig {
-  const o = obj(v, 'transparent', ['httpBindAddress', 'httpBindPort']);
+  const o = obj(v, 'transparent', ['http']);
   return {
-    httpBindAddress: str(o, 'httpBindAddress', 'transparent'),
-    httpBindPort: num(o, 'httpBindPort', 'transparent', port),
+    http: arr(o, 'http', 'transparent').map((l, i) => {
+      const path = `transparent.http[${i}]`;
+      const x = obj(l, path, ['bindAddress', 'bindPort', 'upstream']);
+      return {
+        bindAddress: str(x, 'bindAddress', path),
+        bindPort: num(x, 'bindPort', path, port),
+        upstream: str(x, 'upstream', path),
+      };
+    }),
   };
 }

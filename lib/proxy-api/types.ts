@@ -93,11 +93,18 @@ export interface TracingConfig {
 
 /**
  * Transparent interception (docs/transparent.md), optional and sent only to instances that use
- * it: the Host-routing listener that intercepted plain HTTP calls to mesh services land on.
+ * it: one Host-routing listener per HTTP upstream, where the agent's rules send plain HTTP calls
+ * to that upstream's addresses. A Host naming another HTTP upstream goes there; any other Host
+ * (an IP address, a container name) goes to `upstream`, the service the destination belongs to.
  */
+export interface TransparentHttpListener {
+  bindAddress: string;
+  bindPort: number;
+  upstream: string;
+}
+
 export interface TransparentConfig {
-  httpBindAddress: string;
-  httpBindPort: number;
+  http: TransparentHttpListener[];
 }
 
 export interface ProxySnapshot {

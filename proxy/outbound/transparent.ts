@@ -1,12 +1,14 @@
-// The transparent HTTP listener (docs/transparent.md): plain HTTP calls that the agent's iptables
-// rules redirected here (an app calling http://api:8080/) are routed by their `Host` to the
-// matching HTTP upstream, whose own outbound stack then carries them over mTLS. `api`,
-// `api:8080`, `api.service.consul` and `api.service.<dc>.consul` (any port) all name `api`.
+// Transparent HTTP listeners (docs/transparent.md): plain HTTP calls that the agent's iptables
+// rules redirected here (an app calling http://api:8080/) are handed to an HTTP upstream, whose
+// own outbound stack then carries them over mTLS. There is one listener per HTTP upstream: the
+// rules send the addresses of that upstream's instances to it, so the listener knows the original
+// destination's service. A `Host` naming another HTTP upstream goes to that one (`api`,
+// `api:8080`, `api.service.consul` and `api.service.<dc>.consul`, any port, all name `api`);
+// any other Host (an IP address, a container name) goes to the listener's own upstream.
 //
 // The Host of the first request picks the upstream for the whole connection: HTTP clients keep
-// one connection per origin, and every origin the rules send here is one mesh service. The
-// connection is then handed to that upstream's listener code unchanged (same stack, metrics and
-// traces as its explicit 127.0.0.1:<local_bind_port> listener).
+// one connection per origin. The connection is then handed to that upstream's listener code
+// unchanged (same stack, metrics and traces as its explicit 127.0.0.1:<local_bind_port> listener).
 import net, { type AddressInfo, type Server, type Socket } from 'node:net';
 import type { ProxySnapshot } from '../../lib/proxy-api/index.ts';
 import type { ProxyEnv } from '../env.ts';
@@ -45,16 +47,17 @@ export interface TransparentHttp {
   readonly connections: number;
   /** Closes connections still waiting for their first request head. */
   drain(): void;
-  close(): void;
 }
 
 /**
- * `upstreams(name)` returns the current HTTP upstream of that (case-insensitive) name, or
- * undefined; it is read per connection, so snapshot changes apply to new connections.
+ * `upstreams(name)` returns the current HTTP upstream of that (lower-cased) name, or undefined;
+ * it is read per connection, so snapshot changes apply to new connections. `fallback` is the
+ * upstream for a Host that names none (the original destination's service).
  */
 export function createTransparentHttp(
   env: ProxyEnv,
   upstreams: (name: string) => Upstream | undefined,
+  fallback: () => string | null,
 ): TransparentHttp {
   const waiting = new Set<Socket>();
 
@@ -69,6 +72,14 @@ export function createTransparentHttp(
     socket.end(
       `HTTP/1.1 421 Misdirected Request\r\nx-remora-error: ${UNKNOWN_HOST}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${b.length}\r\nconnection: close\r\n\r\n${body}`,
     );
+  }
+
+  function route(host: string | null): Upstream | undefined {
+    const name = host === null ? null : serviceFromHost(host);
+    const named = name === null ? undefined : upstreams(name);
+    if (named) return named;
+    const d = fallback();
+    return d === null ? undefined : upstreams(d.toLowerCase());
   }
 
   function handleConnection(socket: Socket): void {
@@ -96,8 +107,7 @@ export function createTransparentHttp(
       done();
       socket.pause();
       const host = hostOfHead(buf.subarray(0, end + 2).toString('latin1'));
-      const name = host === null ? null : serviceFromHost(host);
-      const up = name === null ? undefined : upstreams(name);
+      const up = route(host);
       if (!up) return refuse(socket, host);
       socket.unshift(buf);
       up.handleConnection(socket);
@@ -114,65 +124,96 @@ export function createTransparentHttp(
     drain() {
       for (const s of waiting) s.destroy();
     },
-    close() {
-      for (const s of waiting) s.destroy();
-    },
   };
 }
 
 type ListenFn = (server: Server, host: string, port: number, what: string) => Promise<void>;
 
-/** Holds the transparent listener across snapshots; proxy.ts calls it at its apply steps. */
+/** Holds the transparent listeners across snapshots; proxy.ts calls it at its apply steps. */
 export interface TransparentSlot {
   /**
-   * Binds the listener `snapshot.transparent` asks for when it changed (throws when it cannot);
-   * `commit` switches to it (or closes the old one when the snapshot has none).
+   * Binds the listeners `snapshot.transparent` asks for that are not bound yet (throws when one
+   * cannot be, closing those it bound); `commit` switches to the new set and closes the rest.
    */
   prepare(snapshot: ProxySnapshot, listen: ListenFn): Promise<{ commit(): void }>;
   /** Stops accepting and closes connections still waiting for their first head. */
   drain(): void;
   close(): void;
   readonly connections: number;
-  address(): AddressInfo | null;
+  /** Bound addresses by upstream. */
+  addresses(): Record<string, AddressInfo>;
+}
+
+interface Bound {
+  key: string;
+  upstream: string;
+  server: Server;
+  part: TransparentHttp;
 }
 
 export function createTransparentSlot(
   env: ProxyEnv,
   upstreams: (name: string) => Upstream | undefined,
 ): TransparentSlot {
-  const part = createTransparentHttp(env, upstreams);
-  let current: { key: string; server: Server } | null = null;
+  let current = new Map<string, Bound>();
+  const all = () => [...current.values()];
   return {
     async prepare(snapshot, listen) {
-      const t = snapshot.transparent;
-      const key = t ? `${t.httpBindAddress}:${t.httpBindPort}` : null;
-      if (key === (current?.key ?? null)) return { commit() {} };
-      let next: { key: string; server: Server } | null = null;
-      if (t && key !== null) {
-        const server = net.createServer({ noDelay: true });
-        server.on('connection', (s) => part.handleConnection(s));
-        await listen(server, t.httpBindAddress, t.httpBindPort, 'transparent HTTP');
-        next = { key, server };
+      const wanted = snapshot.transparent?.http ?? [];
+      const next = new Map<string, Bound>();
+      const created: Bound[] = [];
+      try {
+        for (const l of wanted) {
+          const key = `${l.bindAddress}:${l.bindPort}:${l.upstream}`;
+          const have = current.get(key);
+          if (have) {
+            next.set(key, have);
+            continue;
+          }
+          const upstream = l.upstream;
+          const part = createTransparentHttp(env, upstreams, () => upstream);
+          const server = net.createServer({ noDelay: true });
+          server.on('connection', (s) => part.handleConnection(s));
+          await listen(server, l.bindAddress, l.bindPort, `transparent HTTP for ${upstream}`);
+          const b = { key, upstream, server, part };
+          created.push(b);
+          next.set(key, b);
+        }
+      } catch (err) {
+        for (const b of created) b.server.close();
+        throw err;
       }
       return {
         commit() {
-          current?.server.close();
+          for (const [key, b] of current) {
+            if (next.has(key)) continue;
+            b.server.close();
+            b.part.drain();
+          }
           current = next;
         },
       };
     },
     drain() {
-      current?.server.close();
-      part.drain();
+      for (const b of all()) {
+        b.server.close();
+        b.part.drain();
+      }
     },
     close() {
-      current?.server.close();
-      current = null;
-      part.close();
+      for (const b of all()) {
+        b.server.close();
+        b.part.drain();
+      }
+      current = new Map();
     },
     get connections() {
-      return part.connections;
+      return all().reduce((n, b) => n + b.part.connections, 0);
     },
-    address: () => (current?.server.address() as AddressInfo | null) ?? null,
+    addresses() {
+      const out: Record<string, AddressInfo> = {};
+      for (const b of all()) out[b.upstream] = b.server.address() as AddressInfo;
+      return out;
+    },
   };
 }

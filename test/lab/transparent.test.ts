@@ -57,9 +57,9 @@ if (reason) {
     // short: the agents' Unix socket paths must stay under 108 bytes
     const work = mkdtempSync('/tmp/rtp-');
     const lab: Lab = await createLab({
-      hosts: [{ name: 'server' }, { name: 'apihost' }, { name: 'client' }],
+      hosts: [{ name: 'server' }, { name: 'apihost' }, { name: 'client' }, { name: 'nopriv' }],
     });
-    const { server, apihost, client } = lab.hosts;
+    const { server, apihost, client, nopriv } = lab.hosts;
     const netnsEtc = `/etc/netns/${client!.ns}`;
     let stopping = false;
     t.teardown(async () => {
@@ -225,6 +225,25 @@ if (reason) {
           },
         },
       ],
+      // the same kind of instance, but its agent runs without CAP_NET_ADMIN (bounding set)
+      nopriv: [
+        {
+          id: 'web-2',
+          name: 'web',
+          port: 8090,
+          transparent: true,
+          connect: {
+            sidecar_service: {
+              port: 21000,
+              proxy: {
+                upstreams: [
+                  { destination_name: 'api', local_bind_port: 9191, config: { protocol: 'http' } },
+                ],
+              },
+            },
+          },
+        },
+      ],
     };
     const tokenFor = async (host: LabHost, names: string[]) =>
       until(
@@ -236,8 +255,11 @@ if (reason) {
         40_000,
       );
     const agents = new Map<string, Proc>();
-    const adminPorts = { apihost: 18991, client: 18992 };
-    for (const host of [apihost!, client!]) {
+    const adminPorts = { apihost: 18991, client: 18992, nopriv: 18993 };
+    const t0 = Date.now();
+    const phase = (what: string) => t.comment(`${what} after ${Date.now() - t0} ms`);
+    // the hosts' tokens and agents in parallel: each token is one CLI round trip to control
+    const startAgent = async (host: LabHost) => {
       const dir = join(work, host.name);
       mkdirSync(join(dir, 'services.d'), { recursive: true });
       writeFileSync(
@@ -264,12 +286,25 @@ if (reason) {
         start(
           host,
           'agent',
-          [NODE, REMORA, 'agent', '--config', join(dir, 'agent.json'), '--log-level', 'info'],
+          [
+            ...(host === nopriv
+              ? ['setpriv', '--bounding-set', '-net_admin', '--inh-caps', '-net_admin']
+              : []),
+            NODE,
+            REMORA,
+            'agent',
+            '--config',
+            join(dir, 'agent.json'),
+            '--log-level',
+            'info',
+          ],
           { REMORA_AGENT_NODE_TOKEN: token },
           true,
         ),
       );
-    }
+    };
+    await Promise.all([apihost!, client!, nopriv!].map(startAgent));
+    phase('agents started');
     start(apihost!, 'api-app', [NODE, join(root, 'compose/apps/demo-http.js')], {
       SERVICE: 'api',
       INSTANCE: 'api-1',
@@ -280,13 +315,12 @@ if (reason) {
       PORT: '7000',
       HOST: '0.0.0.0',
     });
-    for (const [src, dst] of [
-      ['web', 'api'],
-      ['web', 'echo'],
-    ] as const) {
-      const r = await remoraCli('intention', 'create', src, dst);
-      t.equal(r.code, 0, `the operator allows ${src} → ${dst}: ${r.stderr}`);
-    }
+    await Promise.all(
+      ['api', 'echo'].map(async (dst) => {
+        const r = await remoraCli('intention', 'create', 'web', dst);
+        t.equal(r.code, 0, `the operator allows web → ${dst}: ${r.stderr}`);
+      }),
+    );
 
     // the client host resolves the service names the way Consul DNS would answer them
     mkdirSync(netnsEtc, { recursive: true });
@@ -296,8 +330,8 @@ if (reason) {
     );
 
     /** curl as `nobody` on the client host: status, x-remora-error and the JSON body. */
-    const curl = async (url: string) => {
-      const r = await client!.run(
+    const curl = async (url: string, on: LabHost = client!) => {
+      const r = await on.run(
         AS_NOBODY[0]!,
         [...AS_NOBODY.slice(1), 'curl', '-sS', '-m', '5', '-i', '-w', '\n%{http_code}', url],
         { timeoutMs: 10_000 },
@@ -343,18 +377,31 @@ if (reason) {
         instances: {
           id: string;
           proxy: { adminPort: number | null; ready: boolean } | null;
-          transparent: { active: boolean; chains: string[]; redirects: number } | null;
+          transparent: {
+            active: boolean;
+            chains: string[];
+            redirects: number;
+            lastError: { code: string; message: string } | null;
+          } | null;
         }[];
       };
     };
     const natRules = async (host: LabHost) =>
       (await host.run('iptables', ['-t', 'nat', '-S'])).stdout;
 
+    const active = async (host: LabHost, ids: string[]) => {
+      const st = await status(host).catch(() => null);
+      return ids.every((id) => st?.instances.find((i) => i.id === id)?.transparent?.active);
+    };
     await until(
-      'an unmodified client as nobody on the client host to reach api through the mesh',
-      async () => (await curl('http://api:8080/')).status === 200,
+      'the rules on both hosts, and an unmodified client as nobody reaching api through the mesh',
+      async () =>
+        (await active(apihost!, ['api-1', 'echo-1'])) &&
+        (await active(client!, ['web-1'])) &&
+        /\/svc\/web$/.test((await curl('http://api:8080/')).body.peer ?? ''),
       45_000,
     );
+    phase('the first intercepted call answered');
 
     t.test('an unmodified HTTP client calling http://api:8080/ is carried over mTLS', async (t) => {
       for (const url of ['http://api:8080/', 'http://api.service.consul:8080/x']) {
@@ -375,7 +422,48 @@ if (reason) {
       for (const c of web.transparent!.chains) t.match(rules, `-N ${c}`, `${c} exists`);
       t.match(rules, `-d ${apihost!.ip}/32 -p tcp -m tcp --dport 8080`, 'api’s address redirected');
       t.match(rules, /--uid-owner 0 .*-j RETURN/, 'the proxies’ own user is excluded');
+      const byIp = await curl(`http://${apihost!.ip}:8080/`);
+      t.equal(byIp.status, 200, 'a call to api’s IP address (no service name in Host) is carried');
+      t.match(byIp.body.peer, /\/svc\/web$/, 'as web, over mTLS');
     });
+
+    t.test(
+      'an agent without CAP_NET_ADMIN reports it; explicit upstreams keep working',
+      async (t) => {
+        const web2 = await until(
+          'the agent on nopriv to report the missing privilege',
+          async () => {
+            const w = (await status(nopriv!)).instances.find((i) => i.id === 'web-2');
+            return w?.transparent?.lastError ? w : undefined;
+          },
+          20_000,
+        );
+        t.equal(web2.transparent!.active, false);
+        t.equal(web2.transparent!.lastError!.code, 'REMORA_E_AGENT_TRANSPARENT_PRIVILEGE');
+        t.match(web2.transparent!.lastError!.message, /web-2.*iptables.*CAP_NET_ADMIN/s);
+        const cli = await nopriv!.run(NODE, [
+          REMORA,
+          'status',
+          '--agent-admin',
+          `http://127.0.0.1:${adminPorts.nopriv}`,
+        ]);
+        t.match(
+          cli.stdout,
+          /web-2: REMORA_E_AGENT_TRANSPARENT_PRIVILEGE/,
+          '`remora status` shows it',
+        );
+        const explicit = await until(
+          'the explicit upstream listener of web-2 to carry a call',
+          async () => {
+            const r = await curl('http://127.0.0.1:9191/', nopriv);
+            return r.status === 200 ? r : undefined;
+          },
+          20_000,
+        );
+        t.match(explicit.body.peer, /\/svc\/web$/, 'explicit mode still carries calls over mTLS');
+        t.notMatch(await natRules(nopriv!), /REMORA/, 'and no rule was installed');
+      },
+    );
 
     t.test('a raw TCP client calling echo’s address is carried over mTLS', async (t) => {
       await until(
@@ -420,10 +508,12 @@ if (reason) {
     });
 
     t.test('intentions are enforced on intercepted calls', async (t) => {
-      for (const dst of ['api', 'echo']) {
-        const r = await remoraCli('intention', 'create', '--deny', 'web', dst);
-        t.equal(r.code, 0, r.stderr);
-      }
+      await Promise.all(
+        ['api', 'echo'].map(async (dst) => {
+          const r = await remoraCli('intention', 'create', '--deny', 'web', dst);
+          t.equal(r.code, 0, r.stderr);
+        }),
+      );
       const denied = await until(
         'the deny to reach api’s proxy',
         async () => {
@@ -453,7 +543,7 @@ if (reason) {
           ),
         ]);
       }
-      for (const host of [apihost!, client!]) {
+      for (const host of [apihost!, client!, nopriv!]) {
         const rules = await natRules(host);
         t.notMatch(
           rules,

@@ -36,18 +36,25 @@ t.test('the snapshot field is optional, checked, and must not reuse a port', asy
   t.teardown(() => api.proxy.close());
   const base = api.snapshot;
   t.notOk('transparent' in decodeProxySnapshot(base), 'absent stays absent');
-  const ok = { ...base, transparent: { httpBindAddress: '127.0.0.1', httpBindPort: 15001 } };
+  const listener = { bindAddress: '127.0.0.1', bindPort: 15001, upstream: 'api' };
+  const ok = { ...base, transparent: { http: [listener] } };
   t.same(decodeProxySnapshot(ok).transparent, ok.transparent);
   t.throws(
-    () => decodeProxySnapshot({ ...base, transparent: { httpBindAddress: '127.0.0.1' } }),
-    /transparent\.httpBindPort/,
+    () =>
+      decodeProxySnapshot({
+        ...base,
+        transparent: { http: [{ bindAddress: '127.0.0.1', upstream: 'api' }] },
+      }),
+    /transparent\.http\[0\]\.bindPort/,
   );
   const clash = {
     ...base,
     upstreams: [makeUpstream(mesh, 'api', [1], { localBindPort: 15001 })],
-    transparent: { httpBindAddress: '127.0.0.1', httpBindPort: 15001 },
+    transparent: { http: [listener] },
   };
   t.throws(() => decodeProxySnapshot(clash), /already used by upstream api/);
+  const twice = { ...base, transparent: { http: [listener, { ...listener, upstream: 'b' }] } };
+  t.throws(() => decodeProxySnapshot(twice), /already used by the transparent listener of api/);
 });
 
 /** One raw HTTP/1.1 exchange (keep-alive requests in order), as an unmodified client sends it. */
@@ -62,7 +69,7 @@ function exchange(port: number, requests: string[]): Promise<string> {
   });
 }
 
-t.test('intercepted HTTP calls are routed by Host over mTLS to the upstream', async (t) => {
+t.test('intercepted HTTP calls go to the Host’s upstream, else the destination’s', async (t) => {
   const mesh = createMeshCerts();
   const apiApp = await startEchoApp('api');
   const otherApp = await startEchoApp('other');
@@ -82,10 +89,17 @@ t.test('intercepted HTTP calls are routed by Host over mTLS to the upstream', as
     await other.proxy.close();
   });
   const port = await freePort();
+  const echoPort = await freePort();
   const next: ProxySnapshot = {
     ...web.snapshot,
     version: 2,
-    transparent: { httpBindAddress: '127.0.0.1', httpBindPort: port },
+    transparent: {
+      http: [
+        { bindAddress: '127.0.0.1', bindPort: port, upstream: 'api' },
+        // a listener whose upstream is not an HTTP one: only Host names can route from it
+        { bindAddress: '127.0.0.1', bindPort: echoPort, upstream: 'echo' },
+      ],
+    },
   };
   await web.apply(next);
 
@@ -104,7 +118,13 @@ t.test('intercepted HTTP calls are routed by Host over mTLS to the upstream', as
     t.match(body(raw).xfcc, new RegExp(`URI=${mesh.spiffeIdFor('web')}`), 'over mTLS as web');
   }
   const o = await exchange(port, ['GET / HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n']);
-  t.equal(body(o).app, 'other', 'another Host reaches another upstream');
+  t.equal(body(o).app, 'other', 'a Host naming another HTTP upstream reaches that one');
+  for (const host of ['10.0.0.12:8080', 'api-1-pod:9090', 'nosuch']) {
+    const raw = await exchange(port, [
+      `GET / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`,
+    ]);
+    t.equal(body(raw).app, 'api', `Host ${host} goes to the destination's service (api)`);
+  }
 
   const two = await exchange(port, [
     'GET /1 HTTP/1.1\r\nHost: api:8080\r\n\r\n',
@@ -112,8 +132,12 @@ t.test('intercepted HTTP calls are routed by Host over mTLS to the upstream', as
   ]);
   t.equal(two.match(/HTTP\/1\.1 200 /g)?.length, 2, 'keep-alive requests on one connection');
 
+  const viaEcho = await exchange(echoPort, [
+    'GET / HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n',
+  ]);
+  t.equal(body(viaEcho).app, 'api', 'a Host naming an HTTP upstream routes from any listener');
   for (const host of ['nosuch', 'echo', '10.0.0.12:8080']) {
-    const raw = await exchange(port, [`GET / HTTP/1.1\r\nHost: ${host}\r\n\r\n`]);
+    const raw = await exchange(echoPort, [`GET / HTTP/1.1\r\nHost: ${host}\r\n\r\n`]);
     t.match(raw, /^HTTP\/1\.1 421 /, `Host ${host} is refused`);
     t.match(raw, /x-remora-error: REMORA_E_PROXY_TRANSPARENT_UNKNOWN_HOST/);
     t.match(raw, /known: api, other/, 'the refusal lists the HTTP upstreams');
@@ -121,7 +145,7 @@ t.test('intercepted HTTP calls are routed by Host over mTLS to the upstream', as
   const metrics = await web.proxy.metrics.registry.metrics();
   t.match(metrics, /transparent_unknown_host"} 3/, 'refusals are counted');
 
-  // a snapshot without the field closes the listener
+  // a snapshot without the field closes the listeners
   await web.apply({ ...web.snapshot, version: 3, transparent: undefined });
   const closed = await new Promise<string>((resolve) => {
     const s = net.connect(port, '127.0.0.1');
@@ -131,5 +155,5 @@ t.test('intercepted HTTP calls are routed by Host over mTLS to the upstream', as
     });
     s.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
   });
-  t.equal(closed, 'ECONNREFUSED', 'the listener is gone with the field');
+  t.equal(closed, 'ECONNREFUSED', 'the listeners are gone with the field');
 });
