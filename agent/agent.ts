@@ -452,7 +452,8 @@ export function createAgent(o: AgentOptions): Agent {
     }
     return {
       instanceId: inst.def.id,
-      appPort: inst.def.port,
+      // an excluded app port keeps taking plain traffic (e.g. a port published to the outside)
+      appPort: sc.excludeInboundPorts.includes(inst.def.port) ? 0 : inst.def.port,
       sidecarPort: inst.sidecarPort,
       proxyUid: s.transparentProxyUid ?? process.getuid?.() ?? 0,
       targets,

@@ -34,6 +34,8 @@ export interface SidecarDefinition {
   upstreams: UpstreamDefinition[];
   /** Transparent interception (`transparent: true` or Consul's `proxy.mode = "transparent"`). */
   transparent: boolean;
+  /** Ports whose inbound traffic is not redirected (`proxy.config.exclude_inbound_ports`). */
+  excludeInboundPorts: number[];
 }
 
 export interface ServiceDefinition {
@@ -322,6 +324,14 @@ function decodeSidecar(
     }
   }
   const transparent = serviceTransparent?.value ?? mode === 'transparent';
+  const excludeInboundPorts = (cfg?.array('exclude_inbound_ports') ?? []).map((p, i) => {
+    if (typeof p !== 'number' || !Number.isInteger(p) || p < 1 || p > 65535)
+      throw new FieldError(
+        `${cfg!.fieldPath('exclude_inbound_ports')}[${i}]`,
+        `must be a port from 1 to 65535, got ${describe(p)}`,
+      );
+    return p;
+  });
   const localServicePort = proxy?.int('local_service_port', 1, 65535) ?? servicePort;
   if (localServicePort === undefined) {
     throw new FieldError(
@@ -352,6 +362,7 @@ function decodeSidecar(
     protocol: cfg?.oneOf('protocol', PROTOCOLS) ?? DEFAULT_PROTOCOL,
     upstreams,
     transparent,
+    excludeInboundPorts,
   };
 }
 

@@ -42,7 +42,7 @@ export interface RedirectTarget {
 
 export interface TransparentPlan {
   instanceId: string;
-  /** The app's port: plain callers of it are sent to the sidecar's mTLS listener. */
+  /** The app's port: plain callers of it are sent to the sidecar's mTLS listener (0: none). */
   appPort: number;
   sidecarPort: number;
   /** Connections of this user (the proxies) pass untouched: the loop guard. */

@@ -115,6 +115,7 @@ t.test('an instance gets an inbound redirect and owner-guarded outbound redirect
     ],
     'the owner RETURN comes first; duplicates and host names are left out',
   );
+  t.same(chainRules({ ...plan, appPort: 0 }).inbound, [], 'an excluded app port: no inbound rule');
 });
 
 t.test('the install script flushes both chains and adds each jump only once', async (t) => {
@@ -371,6 +372,11 @@ t.test('definitions turn transparent mode on in either spelling', async (t) => {
   t.equal(consul.services[0]!.sidecar!.transparent, true, 'Consul’s proxy.mode spelling');
   t.equal(withProxy({ Mode: 'direct' }).services[0]!.sidecar!.transparent, false);
   t.equal(withProxy({}).services[0]!.sidecar!.transparent, false, 'off by default');
+
+  const excluded = withProxy({ mode: 'transparent', config: { exclude_inbound_ports: [8080] } });
+  t.same(excluded.services[0]!.sidecar!.excludeInboundPorts, [8080], 'exclude_inbound_ports');
+  const badExclude = withProxy({ config: { exclude_inbound_ports: [0] } });
+  t.match(badExclude.problems[0]?.message, /exclude_inbound_ports\[0\] must be a port/);
 
   const noPort = withProxy({ upstreams: [{ destination_name: 'api' }] });
   t.match(
