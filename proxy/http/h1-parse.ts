@@ -94,6 +94,10 @@ interface Fields {
   expect: string | null;
 }
 
+function isOws(c: number): boolean {
+  return c === 0x20 || c === 0x09;
+}
+
 /** Parses header lines [1, lines.length) of a head; shared by requests, responses and trailers. */
 function parseFields(
   lines: string[],
@@ -143,10 +147,14 @@ function parseFields(
         'bad_header_name',
         `invalid header name ${JSON.stringify(name.slice(0, 40))} (whitespace before the colon or a non-token character)`,
       );
-    let value = line.slice(colon + 1);
+    // optional whitespace around the value (SP / HTAB) is not part of it
+    let vs = colon + 1;
+    let ve = line.length;
+    while (vs < ve && isOws(line.charCodeAt(vs))) vs++;
+    while (ve > vs && isOws(line.charCodeAt(ve - 1))) ve--;
+    const value = line.slice(vs, ve);
     if (!FIELD_VALUE.test(value))
       return err(bad, 'bad_header_value', `header ${name} holds a control character`);
-    value = value.replace(/^[ \t]+|[ \t]+$/g, '');
     const len = name.length;
     // fast first-char dispatch for the few headers that matter to framing
     const lc = len >= 4 && len <= 17 ? name.toLowerCase() : '';
