@@ -738,6 +738,16 @@ export function createAgent(o: AgentOptions): Agent {
         inst.registered = false;
         void register(inst);
         supervisor.push(id);
+        // ports of upstreams that are gone go back to the range
+        transparentPorts.retain(
+          `${id}/`,
+          new Set(
+            (d.sidecar?.upstreams ?? []).flatMap((u) => [
+              `${id}/upstream/${u.destinationName}`,
+              `${id}/http/${u.destinationName}`,
+            ]),
+          ),
+        );
         if (old.sidecar?.transparent && !d.sidecar?.transparent) void transparent.remove(id);
         else syncTransparent(inst);
       } else {

@@ -1,0 +1,224 @@
+// The agent's wiring of transparent mode, with fakes (no root, no iptables): allocated listener
+// ports in the registration and the snapshot, rules planned from the discovery watch once the
+// proxy is ready, rebuilt when endpoints change, removed in the ordered stop.
+import t from 'tap';
+import { connect, type Socket } from 'node:net';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createAgent } from '../../agent/agent.ts';
+import type { ConnectEntry, ConsulPort, ControlPort } from '../../agent/ports.ts';
+import type { ProcessOps } from '../../agent/supervisor.ts';
+import type { TransparentManager, TransparentPlan } from '../../agent/transparent/index.ts';
+import { createSilentLogger } from '../../lib/log/index.ts';
+import { createClock, waitFor } from '../../lib/util/index.ts';
+import {
+  attachFrameChannel,
+  type AgentFrame,
+  type ProxyFrame,
+  type ProxySnapshot,
+} from '../../lib/proxy-api/index.ts';
+import { createFakeCa } from './fakes.ts';
+
+const entry = (id: string, address: string, port: number): ConnectEntry => ({
+  Node: { Node: 'n2', Address: address },
+  Service: {
+    ID: `${id}-sidecar-proxy`,
+    Service: 'x-sidecar-proxy',
+    Address: address,
+    Port: 21000,
+    Proxy: { DestinationServiceID: id, LocalServicePort: port },
+  },
+});
+
+t.test('a transparent instance gets ports, a snapshot field and rules that follow', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'remora-tpa-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const configDir = join(dir, 'services.d');
+  await mkdir(configDir);
+  await writeFile(
+    join(configDir, 'web.json'),
+    JSON.stringify({
+      service: {
+        name: 'web',
+        id: 'web-1',
+        port: 8080,
+        connect: {
+          sidecar_service: {
+            port: 21000,
+            proxy: {
+              mode: 'transparent',
+              upstreams: [
+                { destination_name: 'api', config: { protocol: 'http' } },
+                { destination_name: 'echo', local_bind_port: 9300 },
+              ],
+            },
+          },
+        },
+      },
+    }),
+  );
+  const registrations: Record<string, unknown>[] = [];
+  const watchers = new Map<string, (e: ConnectEntry[]) => void>();
+  const consul: ConsulPort = {
+    registerService: async (def) => void registrations.push(def),
+    deregisterService: async () => undefined,
+    updateTtl: async () => undefined,
+    watchConnect(service, h) {
+      watchers.set(service, (e) => h.onChange(e));
+      return { stop: () => watchers.delete(service) };
+    },
+  };
+  const clock = createClock();
+  const ca = createFakeCa(clock.now());
+  const control: ControlPort = {
+    sign: async (req) => ca.sign(req.csr, clock.now()),
+    roots: async () => ca.bundle,
+    intentions: async () => ({
+      revision: 1,
+      defaultPolicy: 'allow',
+      auditMode: false,
+      intentions: [],
+    }),
+    onRootsChanged: () => () => undefined,
+    onIntentionsChanged: () => () => undefined,
+    close: async () => undefined,
+  };
+  const snapshots: ProxySnapshot[] = [];
+  const alive = new Set<number>();
+  const socks: Socket[] = [];
+  t.teardown(() => socks.forEach((s) => s.destroy()));
+  const processes: ProcessOps = {
+    spawn(req) {
+      const pid = 61_000;
+      alive.add(pid);
+      setImmediate(() => {
+        const sock = connect(req.socketPath);
+        socks.push(sock);
+        const ch = attachFrameChannel<AgentFrame, ProxyFrame>(sock, {
+          decode: (v) => v as AgentFrame,
+          onFrame(f) {
+            if (f.type === 'snapshot') {
+              snapshots.push(f.snapshot);
+              ch.send({ v: 1, type: 'ack', version: f.snapshot.version, ok: true });
+              ch.send({ v: 1, type: 'status', ready: true, appliedVersion: f.snapshot.version });
+            } else if (f.type === 'drain') {
+              alive.delete(pid);
+              sock.destroy();
+            }
+          },
+        });
+        sock.on('connect', () =>
+          ch.send({
+            v: 1,
+            type: 'hello',
+            instance: req.instance,
+            pid,
+            adminPort: 1,
+            appliedVersion: null,
+          }),
+        );
+      });
+      return { pid, onExit: () => undefined };
+    },
+    isAlive: (pid) => alive.has(pid),
+    isProxy: (pid) => alive.has(pid),
+    signal: (pid) => void alive.delete(pid),
+  };
+  const calls: string[] = [];
+  const plans: TransparentPlan[] = [];
+  const manager: TransparentManager = {
+    apply: async (plan) => {
+      calls.push(`apply ${plan.instanceId}`);
+      plans.push(plan);
+    },
+    remove: async (id) => void calls.push(`remove ${id}`),
+    reconcile: async (keep) => void calls.push(`reconcile ${[...keep].join(',')}`),
+    status: () => ({ active: true, chains: ['A', 'B'], redirects: 3, lastError: null }),
+    idle: async () => undefined,
+  };
+  const agent = createAgent({
+    settings: {
+      datacenter: 'dc1',
+      node: 'n1',
+      configDir,
+      dataDir: join(dir, 'data'),
+      adminPortBase: 0,
+      drainTimeoutMs: 200,
+      intentionsRefreshMs: 60_000,
+      proxyBindAddress: '127.0.0.1',
+      advertiseAddress: '',
+      sidecarPortMin: 21000,
+      sidecarPortMax: 21255,
+      checkTtlMs: 30_000,
+      adoptTimeoutMs: 2000,
+      tracing: { endpoint: '', sampleRatio: 1, headers: {} },
+      watchDebounceMs: 0,
+      transparentPortMin: 15001,
+      transparentPortMax: 15010,
+      transparentProxyUid: 998,
+    },
+    consul,
+    control,
+    processes,
+    clock,
+    random: () => 0.5,
+    logger: createSilentLogger(),
+    transparent: manager,
+  });
+  t.teardown(() => agent.stop());
+  await agent.start();
+  t.same(calls[0], 'reconcile web-1', 'start-up clean-up keeps the defined transparent instance');
+  await waitFor('both watches', () => watchers.size === 2);
+  watchers.get('api')!([entry('api-1', '10.0.0.12', 8080), entry('api-2', '10.0.0.13', 8080)]);
+  watchers.get('echo')!([entry('echo-1', '10.0.0.14', 7000)]);
+  await waitFor('the rules planned once the proxy is ready', () => plans.length > 0);
+
+  const reg = registrations.at(-1) as {
+    connect: { sidecar_service: { proxy: { upstreams: { local_bind_port: number }[] } } };
+  };
+  t.same(
+    reg.connect.sidecar_service.proxy.upstreams.map((u) => u.local_bind_port),
+    [15001, 9300],
+    'Consul gets the allocated port for the upstream without one',
+  );
+  const snap = snapshots.at(-1)!;
+  t.same(
+    snap.upstreams.map((u) => u.localBindPort),
+    [15001, 9300],
+  );
+  t.same(snap.transparent, {
+    http: [{ bindAddress: '127.0.0.1', bindPort: 15002, upstream: 'api' }],
+  });
+  t.same(
+    plans.at(-1),
+    {
+      instanceId: 'web-1',
+      appPort: 8080,
+      sidecarPort: 21000,
+      proxyUid: 998,
+      targets: [
+        { service: 'api', address: '10.0.0.12', port: 8080, toPort: 15002 },
+        { service: 'api', address: '10.0.0.13', port: 8080, toPort: 15002 },
+        { service: 'echo', address: '10.0.0.14', port: 7000, toPort: 9300 },
+      ],
+    },
+    'HTTP destinations go to the Host-routing listener, TCP ones to the upstream listener',
+  );
+  t.match(agent.status().instances[0]!.transparent, { active: true });
+
+  const before = plans.length;
+  watchers.get('api')!([entry('api-1', '10.0.0.12', 8080)]);
+  await waitFor('the rules rebuilt after an endpoint left', () => plans.length > before);
+  t.same(
+    plans
+      .at(-1)!
+      .targets.filter((x) => x.service === 'api')
+      .map((x) => x.address),
+    ['10.0.0.12'],
+  );
+
+  calls.length = 0;
+  await agent.stop();
+  t.same(calls, ['remove web-1'], 'the ordered stop removes the rules');
+});
