@@ -54,6 +54,8 @@ if (reason) {
 } else {
   t.setTimeout(120_000);
   t.test('transparent interception across three hosts', async (t) => {
+    const t0 = Date.now();
+    const phase = (what: string) => t.comment(`${what} after ${Date.now() - t0} ms`);
     // short: the agents' Unix socket paths must stay under 108 bytes
     const work = mkdtempSync('/tmp/rtp-');
     const lab: Lab = await createLab({
@@ -176,6 +178,7 @@ if (reason) {
         ).stdout === '200',
       20_000,
     );
+    phase('the catalog and NATS ready');
     start(
       server!,
       'control',
@@ -256,8 +259,6 @@ if (reason) {
       );
     const agents = new Map<string, Proc>();
     const adminPorts = { apihost: 18991, client: 18992, nopriv: 18993 };
-    const t0 = Date.now();
-    const phase = (what: string) => t.comment(`${what} after ${Date.now() - t0} ms`);
     // the hosts' tokens and agents in parallel: each token is one CLI round trip to control
     const startAgent = async (host: LabHost) => {
       const dir = join(work, host.name);
@@ -532,17 +533,21 @@ if (reason) {
     });
 
     t.test('after the agents stop, no REMORA chain is left in any namespace', async (t) => {
-      for (const [name, agent] of agents) {
-        const exited = new Promise<void>((resolve) => agent.child.once('exit', () => resolve()));
-        stopping = true;
-        agent.child.kill('SIGTERM');
-        await Promise.race([
-          exited,
-          new Promise((_, reject) =>
-            setTimeout(() => reject(new Error(`agent on ${name} did not stop`)), 20_000),
-          ),
-        ]);
-      }
+      // all at once: each agent stops its own instances in order (the rules go last)
+      stopping = true;
+      await Promise.all(
+        [...agents].map(async ([name, agent]) => {
+          const exited = new Promise<void>((resolve) => agent.child.once('exit', () => resolve()));
+          agent.child.kill('SIGTERM');
+          let timer: NodeJS.Timeout | undefined;
+          await Promise.race([
+            exited,
+            new Promise((_, reject) => {
+              timer = setTimeout(() => reject(new Error(`agent on ${name} did not stop`)), 20_000);
+            }),
+          ]).finally(() => clearTimeout(timer));
+        }),
+      );
       for (const host of [apihost!, client!, nopriv!]) {
         const rules = await natRules(host);
         t.notMatch(
