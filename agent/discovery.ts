@@ -45,8 +45,8 @@ export function endpointsFromEntries(entries: readonly ConnectEntry[]): Endpoint
 }
 
 /**
- * How long an endpoint set survives a Consul that answers again after an outage but lists none
- * of them: a restarted Consul agent re-syncs its registrations (and the agents on other hosts
+ * How long an endpoint set survives a Consul that answers again after an outage (or answers a
+ * restarted agent for the first time, the set coming from its cache) but lists none of them: a restarted Consul agent re-syncs its registrations (and the agents on other hosts
  * re-register) within seconds, and routing to the last known endpoints meanwhile beats
  * refusing every call. A non-empty answer ends the wait at once.
  */
@@ -62,6 +62,8 @@ interface Watch {
   graceTimer: NodeJS.Timeout | null;
   synced: boolean;
   settled: boolean;
+  /** The set came from the endpoint cache of a previous agent (cleared by Consul's first answer). */
+  fromCache: boolean;
   lastError: UpstreamStatus['lastError'];
   errors: number;
   handle: { stop(): void } | null;
@@ -100,6 +102,7 @@ export function createDiscovery(o: {
       if (Array.isArray(cached)) {
         w.endpoints = cached as Endpoint[];
         w.settled = true;
+        w.fromCache = cached.length > 0;
       }
     } catch {
       // no cache yet
@@ -111,17 +114,22 @@ export function createDiscovery(o: {
         const targets = targetsFromEntries(entries);
         const firstAnswer = !w.synced;
         const recovering = w.errors > 0;
+        // an agent restarted after its TTL checks expired: Consul lists the instances it (and
+        // agents on other hosts) is about to re-register as critical for a moment — the same
+        // re-sync as after an outage, so the cached set gets the same grace
+        const afterRestart = firstAnswer && w.fromCache;
+        w.fromCache = false;
         if (recovering)
           o.logger.info({ upstream: w.service }, `Consul answers again for ${w.service}`);
         w.synced = true;
         w.settled = true;
         w.errors = 0;
         w.lastError = null;
-        if (recovering && next.length === 0 && w.endpoints.length > 0) {
+        if ((recovering || afterRestart) && next.length === 0 && w.endpoints.length > 0) {
           w.graceUntil = o.clock.now() + EMPTY_AFTER_OUTAGE_GRACE_MS;
           o.logger.warn(
             { upstream: w.service, kept: w.endpoints.length },
-            `Consul answers again but lists no healthy ${w.service}; keeping the ${w.endpoints.length} last known endpoints for up to ${EMPTY_AFTER_OUTAGE_GRACE_MS} ms while registrations re-sync`,
+            `${recovering ? 'Consul answers again' : 'first answer since the agent started'} but lists no healthy ${w.service}; keeping the ${w.endpoints.length} last known endpoints for up to ${EMPTY_AFTER_OUTAGE_GRACE_MS} ms while registrations re-sync`,
           );
         }
         const holding = next.length === 0 && w.endpoints.length > 0 && o.clock.now() < w.graceUntil;
@@ -184,6 +192,7 @@ export function createDiscovery(o: {
           errors: 0,
           handle: null,
           settled: false,
+          fromCache: false,
           graceUntil: 0,
           graceTimer: null,
         };

@@ -1,8 +1,12 @@
 import t from 'tap';
 import type { Test } from 'tap';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createDiscovery, EMPTY_AFTER_OUTAGE_GRACE_MS } from '../../agent/discovery.ts';
+import {
+  createDiscovery,
+  endpointsFromEntries,
+  EMPTY_AFTER_OUTAGE_GRACE_MS,
+} from '../../agent/discovery.ts';
 import { dataPaths } from '../../agent/files.ts';
 import type { ConnectEntry, ConsulPort } from '../../agent/ports.ts';
 import { createSilentLogger } from '../../lib/log/index.ts';
@@ -45,9 +49,14 @@ function fakeClock(): Clock & { advance(ms: number): void } {
   };
 }
 
-function setup(t: Test) {
+function setup(t: Test, cached?: ConnectEntry[]) {
   const dir = t.testdir({});
   mkdirSync(join(dir, 'cache'), { recursive: true });
+  if (cached)
+    writeFileSync(
+      dataPaths(dir).cache('endpoints-api'),
+      JSON.stringify(endpointsFromEntries(cached)),
+    );
   let handlers: Parameters<ConsulPort['watchConnect']>[1] | undefined;
   const consul = {
     watchConnect: (_s: string, h: Parameters<ConsulPort['watchConnect']>[1]) => {
@@ -111,3 +120,33 @@ t.test('without an outage, an empty answer is applied immediately', async (t) =>
   consul().onChange([]);
   t.equal(d.endpoints('api').length, 0);
 });
+
+t.test(
+  "a restarted agent's first empty answer keeps the cached endpoints for the grace period",
+  async (t) => {
+    const { d, clock, changes, consul } = setup(t, [entry('api-1', 21001), entry('api-2', 21002)]);
+    t.equal(d.endpoints('api').length, 2, 'the cached set is known before Consul answers');
+    consul().onChange([]);
+    t.equal(d.endpoints('api').length, 2, 'held: the TTL checks are being re-registered');
+    consul().onChange([entry('api-1', 21001)]);
+    t.same(
+      d.endpoints('api').map((e) => e.id),
+      ['api-1'],
+      'the re-registered instance is applied at once',
+    );
+    consul().onChange([]);
+    t.equal(d.endpoints('api').length, 0, 'later empty answers apply at once');
+    clock.advance(EMPTY_AFTER_OUTAGE_GRACE_MS * 2);
+    t.same(changes, [1, 0]);
+  },
+);
+
+t.test(
+  'a restarted agent whose Consul still lists none applies it when the grace ends',
+  async (t) => {
+    const { d, clock, consul } = setup(t, [entry('api-1', 21001)]);
+    consul().onChange([]);
+    clock.advance(EMPTY_AFTER_OUTAGE_GRACE_MS);
+    t.equal(d.endpoints('api').length, 0);
+  },
+);
