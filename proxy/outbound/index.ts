@@ -49,10 +49,15 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
   const conns = new Set<{ drain(): void; socket: Socket }>();
   const res = () => cluster.config.resilience;
 
-  // terminal: one attempt on one endpoint
+  // terminal: one attempt on one endpoint; a retry goes to another endpoint than the attempt
+  // before it when there is one (other requests move a round robin on meanwhile)
   const forward: Handler = async (req) => {
     const now = env.clock.now();
-    const ep = cluster.pick(now);
+    const prevId = req.ctx.retries > 0 ? req.ctx.endpointId : null;
+    const ep = cluster.pick(
+      now,
+      prevId === null ? undefined : cluster.endpoints.find((e) => e.id === prevId),
+    );
     req.ctx.endpointId = ep.id;
     ep.active++;
     const t0 = performance.now();

@@ -78,12 +78,15 @@ export async function startSidecar(
     intentions?: Partial<ProxySnapshot['intentions']>;
     leaf?: MeshLeaf;
     limits?: Partial<HttpLimits>;
+    /** The balancers' randomness (P2C picks), for deterministic choices. */
+    random?: () => number;
   } = {},
 ): Promise<Sidecar> {
   const leaf = o.leaf ?? mesh.cachedLeaf(service);
   const proxy = createProxy({
     logger: createSilentLogger(),
     ...(o.limits ? { limits: o.limits } : {}),
+    ...(o.random ? { random: o.random } : {}),
   });
   const snapshot = makeSnapshot(mesh, leaf, {
     ...(o.appPort !== undefined ? { appPort: o.appPort } : {}),

@@ -1,5 +1,6 @@
 import t from 'tap';
 import http from 'node:http';
+import net from 'node:net';
 import tls from 'node:tls';
 import { X509Certificate } from 'node:crypto';
 import { waitFor } from '../../../lib/util/index.ts';
@@ -151,6 +152,42 @@ t.test(
     t.equal(m.api.proxy.status().appliedVersion, 2);
   },
 );
+
+t.test('a retry goes to another endpoint than the attempt that failed', async (t) => {
+  const mesh = createMeshCerts();
+  const app = await startEchoApp('api-2');
+  const live = await startSidecar(mesh, 'api', { appPort: app.port });
+  const deadPort = await new Promise<number>((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port)); // nothing listens there any more: connections are refused
+    });
+  });
+  // random() = 0: both P2C draws favour the first endpoint, the dead one, every time
+  const web = await startSidecar(mesh, 'web', {
+    random: () => 0,
+    upstreams: [
+      makeUpstream(mesh, 'api', [deadPort, live.inboundPort], {
+        loadBalancer: 'least_request',
+        resilience: {
+          ...structuredClone(DEFAULT_RESILIENCE),
+          maxRetries: 1,
+          outlier: { consecutiveFailures: 1000, baseEjectionMs: 30_000, maxEjectionPercent: 50 },
+        },
+      }),
+    ],
+  });
+  t.teardown(async () => {
+    await web.proxy.close();
+    await live.proxy.close();
+    await app.close();
+  });
+  const url = `http://127.0.0.1:${web.proxy.addresses().upstreams.api!.port}/`;
+  for (let i = 0; i < 5; i++) {
+    const r = await request(url);
+    t.equal(r.status, 200, `request ${i + 1}: the retry reached the live endpoint`);
+  }
+});
 
 t.test('circuit breakers answer overflow with a coded 503', async (t) => {
   let release: () => void = () => {};
