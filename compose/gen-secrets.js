@@ -52,6 +52,7 @@ export function natsPermissions(dc) {
         allow: [
           `${p}.intentions.upsert`,
           `${p}.intentions.delete`,
+          `${p}.intentions.policy`,
           `${p}.intentions.get`,
           `${p}.tokens.create`,
           `${p}.ca.roots`,

@@ -23,6 +23,7 @@ const ALL = [
   'intentions.changed',
   'intentions.upsert',
   'intentions.delete',
+  'intentions.policy',
   'tokens.create',
 ].map((s) => `${p}.${s}`);
 
@@ -118,6 +119,7 @@ t.test('each role may use exactly its subjects', { skip: reason ?? false }, asyn
       `${p}.ca.rotate`,
       `${p}.intentions.delete`,
       `${p}.intentions.get`,
+      `${p}.intentions.policy`,
       `${p}.intentions.upsert`,
       `${p}.tokens.create`,
     ]);
