@@ -69,6 +69,8 @@ export interface ControlConfig {
   datacenter: string;
   kvPrefix: string;
   leafTtlHours: number;
+  /** Overrides leafTtlHours when set and non-zero (short-lived test meshes). */
+  leafTtlSeconds?: number;
   rootTtlDays: number;
   operatorToken: string;
   defaultPolicy: 'allow' | 'deny';
@@ -124,7 +126,9 @@ export function createControl(options: CreateControlOptions): Control {
     secret: `${prefix}token-secret`,
     intentions: `${prefix}intentions`,
   } as const;
-  const leafTtlMs = config.leafTtlHours * 3600_000;
+  const leafTtlMs = config.leafTtlSeconds
+    ? config.leafTtlSeconds * 1000
+    : config.leafTtlHours * 3600_000;
   const rootTtlMs = config.rootTtlDays * 86400_000;
   const refreshIntervalMs = config.refreshIntervalMs ?? DEFAULT_REFRESH_INTERVAL_MS;
   const metrics = createControlMetrics();

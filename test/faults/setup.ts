@@ -46,8 +46,9 @@ export async function startFaultMesh(
   t: Tap,
   agentArgs: string[] = [],
   agentEnv: Record<string, string> = {},
+  controlEnv: Record<string, string> = {},
 ): Promise<FaultMesh> {
-  const mesh = await startMesh(t);
+  const mesh = await startMesh(t, { controlEnv });
   const recorders: [Recorder, Recorder] = [
     await startRecorder('api-1', await freePort()),
     await startRecorder('api-2', await freePort()),

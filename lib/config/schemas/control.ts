@@ -20,6 +20,14 @@ export const controlSchema = defineSchema(
       format: 'nat',
       default: 72,
     },
+    leafTtlSeconds: {
+      doc: 'Lifetime of issued leaf certificates in seconds, for short-lived test and demo meshes; 0 uses leafTtlHours. At least 60: agents renew at 60–90 % of a lifetime that includes the 1-minute backdating of notBefore, so a shorter one would renew continuously.',
+      format: function seconds(v: unknown): void {
+        if (typeof v !== 'number' || !Number.isInteger(v) || (v !== 0 && v < 60))
+          throw new Error('must be 0 (use leafTtlHours) or a whole number of seconds ≥ 60');
+      },
+      default: 0,
+    },
     rootTtlDays: {
       doc: 'Lifetime of a newly created root CA, in days.',
       format: 'nat',

@@ -209,7 +209,7 @@ export interface Mesh {
 /** Starts NATS, devconsul, control and the demo apps; the agent is started by the test. */
 export async function startMesh(
   t: { teardown(fn: () => unknown): void },
-  opts: { tracingEndpoint?: string } = {},
+  opts: { tracingEndpoint?: string; controlEnv?: Record<string, string> } = {},
 ): Promise<Mesh> {
   const base = await mkdtemp(join(tmpdir(), 'remora-agent-it-'));
   const configDir = join(base, 'services.d');
@@ -233,6 +233,7 @@ export async function startMesh(
     REMORA_CONTROL_OPERATOR_TOKEN: OPERATOR_TOKEN,
     REMORA_CONTROL_DEFAULT_POLICY: 'allow',
     REMORA_CONTROL_TRACING_ENDPOINT: opts.tracingEndpoint ?? '',
+    ...opts.controlEnv,
   });
   procs.push(control);
   const adminPort = await freePort();
