@@ -144,6 +144,20 @@ t.test('every key of every program has a doc, a format and a default', async (t)
   t.equal(controlSchema.program, 'control');
 });
 
+t.test('control refuses a leaf lifetime too short to renew before it expires', async (t) => {
+  const load = (v: string) => () =>
+    loadConfig(controlSchema, { env: { REMORA_CONTROL_LEAF_TTL_SECONDS: v } });
+  t.same(problemsOf(load('30')), [
+    {
+      key: 'leafTtlSeconds',
+      value: 30,
+      reason: 'must be 0 (use leafTtlHours) or a whole number of seconds ≥ 60',
+    },
+  ]);
+  t.equal(load('60')().leafTtlSeconds, 60);
+  t.equal(load('0')().leafTtlSeconds, 0);
+});
+
 t.test('docs/config.md is generated from the schemas and current', async (t) => {
   const onDisk = readFileSync(join(root, 'docs/config.md'), 'utf8');
   const fresh = renderConfigDoc(ALL_SCHEMAS);
