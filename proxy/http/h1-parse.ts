@@ -328,7 +328,11 @@ export function parseRequestHead(
     headers: f.headers,
     host: f.host ?? '',
     expectContinue,
-    ...framing,
+    contentLength: framing.contentLength,
+    chunked: framing.chunked,
+    keepAlive: framing.keepAlive,
+    connectionTokens: framing.connectionTokens,
+    upgrade: framing.upgrade,
   };
 }
 
@@ -362,7 +366,17 @@ export function parseResponseHead(
   const framing = applyFraming(f, versionMinor, 'response');
   if ('status' in framing)
     return { ...framing, code: 'REMORA_E_PROXY_UPSTREAM_RESET', status: 502 };
-  return { status: Number(m[2]), reason: m[3] ?? '', versionMinor, headers: f.headers, ...framing };
+  return {
+    status: Number(m[2]),
+    reason: m[3] ?? '',
+    versionMinor,
+    headers: f.headers,
+    contentLength: framing.contentLength,
+    chunked: framing.chunked,
+    keepAlive: framing.keepAlive,
+    connectionTokens: framing.connectionTokens,
+    upgrade: framing.upgrade,
+  };
 }
 
 /** Parses trailer lines (after the last chunk): same field rules, no framing headers. */

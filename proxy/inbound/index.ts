@@ -20,6 +20,7 @@ import {
 } from '../stages/types.ts';
 import { createErrorResponderStage } from '../stages/responder.ts';
 import { createMetricsStage } from '../stages/metrics.ts';
+import type { RequestMeter } from '../admin/metrics.ts';
 import { createIntentionsStage } from '../stages/intentions.ts';
 import { createPeerIdentityStage } from '../stages/headers.ts';
 import { serveInboundH2 } from './h2.ts';
@@ -80,6 +81,17 @@ export function createInbound(env: ProxyEnv): Inbound {
     }
   };
 
+  // the meter of the local service, looked up again only when the service name changes
+  let meterService = '';
+  let meter: RequestMeter | null = null;
+  const inboundMeter = (): RequestMeter => {
+    const s = service();
+    if (meter === null || s !== meterService) {
+      meterService = s;
+      meter = env.metrics.meter('inbound', s);
+    }
+    return meter;
+  };
   const tracing = env.tracingStage('server', 'inbound');
   const logLimited = createLimitedErrorLog(env.logger);
   const stages: Stage[] = [
@@ -88,7 +100,7 @@ export function createInbound(env: ProxyEnv): Inbound {
         if (e.code !== 'REMORA_E_PROXY_INTENTION_DENIED') logLimited(e, 'inbound request failed');
       },
     }),
-    createMetricsStage(() => env.metrics.meter('inbound', service())),
+    createMetricsStage(inboundMeter),
     ...(tracing ? [tracing] : []),
     createIntentionsStage({
       intentions: () => env.active().snapshot.intentions,

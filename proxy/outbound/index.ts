@@ -76,13 +76,14 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
     return response;
   };
 
+  const outboundMeter = env.metrics.meter('outbound', name);
   const tracing = env.tracingStage('client', name);
   const logLimited = createLimitedErrorLog(env.logger);
   const stages: Stage[] = [
     createErrorResponderStage({
       onError: (e) => logLimited(e, `outbound request to ${name} failed`),
     }),
-    createMetricsStage(() => env.metrics.meter('outbound', name)),
+    createMetricsStage(() => outboundMeter),
     createActiveRequestsStage({
       upstream: name,
       limits: () => res().circuitBreaker,
@@ -194,7 +195,7 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
       stream.on('error', () => {});
       const grpc = String(headers['content-type'] ?? '').startsWith('application/grpc');
       const start = performance.now();
-      const meter = env.metrics.meter('outbound', name);
+      const meter = outboundMeter;
       const idempotent = isIdempotent(String(headers[':method']));
       const body = new H2RequestBody(stream, endsStream(flags), res().maxBufferedBodyBytes);
       cluster.budget.recordRequest(env.clock.now());

@@ -8,6 +8,19 @@ export const CLIENT_CERT_HEADER = 'x-forwarded-client-cert';
  * local app can trust it.
  */
 export function createPeerIdentityStage(self: () => string): Stage {
+  // the value is the same for every request of a peer: built again only when an ID changes
+  let lastSelf = '';
+  let lastPeer = '';
+  let lastValue = '';
+  const value = (peer: string): string => {
+    const me = self();
+    if (me !== lastSelf || peer !== lastPeer) {
+      lastSelf = me;
+      lastPeer = peer;
+      lastValue = `By=${me};URI=${peer}`;
+    }
+    return lastValue;
+  };
   return (next) => (req) => {
     const h = req.headers;
     for (let i = 0; i < h.length; i += 2) {
@@ -19,8 +32,7 @@ export function createPeerIdentityStage(self: () => string): Stage {
         i -= 2;
       }
     }
-    if (req.ctx.peerSpiffeId !== null)
-      h.push(CLIENT_CERT_HEADER, `By=${self()};URI=${req.ctx.peerSpiffeId}`);
+    if (req.ctx.peerSpiffeId !== null) h.push(CLIENT_CERT_HEADER, value(req.ctx.peerSpiffeId));
     return next(req);
   };
 }
