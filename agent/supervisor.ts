@@ -180,6 +180,10 @@ export function createSupervisor(o: SupervisorOptions): Supervisor {
     if (was !== ready) o.onReadyChange(p.instance, ready, reason);
   }
 
+  function cancelled(p: Proc): boolean {
+    return closed || p.state === 'stopping' || p.state === 'stopped';
+  }
+
   async function spawnNow(p: Proc): Promise<void> {
     if (closed || p.state === 'stopping' || p.state === 'stopped') return;
     p.state = 'starting';
@@ -188,6 +192,8 @@ export function createSupervisor(o: SupervisorOptions): Supervisor {
     try {
       await ensureDir(paths.instanceDir(p.instance));
       if (p.adminPort === 0 || !(await canBind(p.adminPort))) p.adminPort = await pickAdminPort(p);
+      // stopped (or the supervisor closed) while preparing: starting now would leave an orphan
+      if (cancelled(p)) return;
       const child = ops.spawn({
         instance: p.instance,
         socketPath: paths.socket,

@@ -7,7 +7,7 @@ import { createSupervisor, type ProcessOps } from '../../agent/supervisor.ts';
 import { dataPaths } from '../../agent/files.ts';
 import type { SpawnProxyRequest } from '../../agent/spawn.ts';
 import { createSilentLogger } from '../../lib/log/index.ts';
-import { createClock, waitFor } from '../../lib/util/index.ts';
+import { createClock, waitFor, type Clock } from '../../lib/util/index.ts';
 import {
   attachFrameChannel,
   type AgentFrame,
@@ -98,11 +98,11 @@ async function setup(t: { teardown(fn: () => unknown): void }) {
     },
   };
   const ready: [string, boolean][] = [];
-  const make = () =>
+  const make = (clock: Clock = createClock()) =>
     createSupervisor({
       paths,
       ops,
-      clock: createClock(),
+      clock,
       random: () => 0.5,
       logger: createSilentLogger(),
       adoptTimeoutMs: 2000,
@@ -205,4 +205,33 @@ t.test('drain asks the proxy and stop ends it', async (t) => {
   await sup.stop('api-1');
   t.equal(sup.status('api-1'), null);
   t.equal(s.spawned.length, 1, 'a stopped proxy is not restarted');
+});
+
+t.test('a proxy stopped while its restart is being prepared is not started', async (t) => {
+  const s = await setup(t);
+  // restart timers fire only when the test says so
+  const timers: Array<() => void> = [];
+  const real = createClock();
+  const clock: Clock = {
+    now: () => real.now(),
+    setTimeout: (fn) => {
+      timers.push(fn);
+      return timers.length as unknown as NodeJS.Timeout;
+    },
+    clearTimeout: () => undefined,
+  };
+  const sup = s.make(clock);
+  await sup.listen();
+  t.teardown(() => sup.close());
+  await sup.ensure('api-1');
+  await waitFor('connected', () => sup.status('api-1')?.connected);
+  s.crash(sup.status('api-1')!.pid!);
+  t.equal(sup.status('api-1')!.state, 'backoff');
+  // the restart timer fires (spawning begins, awaiting its directory), and the instance is
+  // stopped in the same tick — as when an agent stops right after a proxy died
+  timers.at(-1)!();
+  await sup.stop('api-1');
+  await new Promise((r) => setTimeout(r, 200));
+  t.equal(s.spawned.length, 1, 'no second proxy was started');
+  t.equal(sup.status('api-1'), null, 'the instance is gone');
 });
