@@ -241,6 +241,7 @@ export async function runAgentScenario(ctx: ScenarioContext): Promise<ScenarioRe
   const nProxies = num(ctx.knobs, 'AGENT_PROXIES');
   const budgetS = num(ctx.knobs, 'AGENT_BUDGET');
   let nc: NatsConnection | undefined;
+  let agent: Started | undefined;
   try {
     ctx.log('agent: starting nats-server, the catalog, control and the app');
     const nats = await startNatsServer(ctx);
@@ -297,7 +298,7 @@ export async function runAgentScenario(ctx: ScenarioContext): Promise<ScenarioRe
     };
     const t0 = performance.now();
     ctx.log(`agent: starting remora agent with ${nProxies} services`);
-    const agent = ctx.registry.start(
+    agent = ctx.registry.start(
       'remora-agent',
       process.execPath,
       [join(REPO_ROOT, 'bin/remora.js'), 'agent'],
@@ -331,9 +332,10 @@ export async function runAgentScenario(ctx: ScenarioContext): Promise<ScenarioRe
     ctx.log(`agent: ${nProxies} proxies ready in ${upS.toFixed(1)} s`);
 
     const sizes: SizeFigures[] = [];
+    const running = agent;
     const measure = async (services: number): Promise<void> => {
       const meter = startForeignMeter(ctx.pinning, () => ctx.registry.pidsOn('sut'));
-      const idleFigures = await idle(ctx, agent, proxies, services);
+      const idleFigures = await idle(ctx, running, proxies, services);
       const health = await healthChange(consul, proxies);
       sizes.push({ ...idleFigures, health, foreign: meter() });
     };
@@ -420,6 +422,9 @@ export async function runAgentScenario(ctx: ScenarioContext): Promise<ScenarioRe
     out.headline.push(`Agent chain: not measured — ${m}`);
   } finally {
     await nc?.close().catch(() => undefined);
+    // the agent first: its ordered stop ends its proxies (signalling them first would have it
+    // restart them)
+    if (agent) await ctx.registry.stop(agent, 30_000);
   }
   return out;
 }
