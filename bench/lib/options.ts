@@ -3,8 +3,8 @@
 
 export const KNOBS = {
   SCENARIOS: {
-    default: 'dataplane,control,routing,consul,scale,agent',
-    doc: 'scenarios to run, comma-separated',
+    default: 'dataplane,control,routing,consul,agent',
+    doc: 'scenarios to run, comma-separated (also: scale — 50 proxies fed by the bench instead of an agent)',
   },
   PATHS: {
     default: 'direct,haproxy,nginx,remora-http,remora-tcp,remora-http2',
