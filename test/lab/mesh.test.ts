@@ -11,7 +11,8 @@
 // host's link goes down, and traces from every host reaching the one receiver.
 import t from 'tap';
 import type { ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { waitFor } from '../../lib/util/index.ts';
 import { createLab, labUnsupportedReason, type Lab, type LabHost } from '../helpers/netns.ts';
@@ -55,7 +56,9 @@ if (reason) {
 } else {
   t.setTimeout(300_000);
   t.test('a four-host mesh on one bridge', async (t) => {
-    const work = t.testdir({});
+    // a short path: Unix socket paths under it must stay below 108 bytes wherever the repo is
+    const work = mkdtempSync(join(tmpdir(), 'rlab-'));
+    t.teardown(() => rmSync(work, { recursive: true, force: true }));
     const lab: Lab = await createLab({
       hosts: [{ name: 'server' }, { name: 'vm1' }, { name: 'vm2' }, { name: 'ctr1' }],
     });
