@@ -70,10 +70,16 @@ export class Cluster {
     this.sessions.clear();
   }
 
-  /** Picks an endpoint among the non-ejected ones; throws REMORA_E_PROXY_NO_ENDPOINTS. */
-  pick(now: number, exclude?: EndpointState): EndpointState {
+  /**
+   * Picks an endpoint among the non-ejected ones, avoiding `exclude` (the endpoints a request
+   * already tried) while another one is left; throws REMORA_E_PROXY_NO_ENDPOINTS.
+   */
+  pick(now: number, exclude?: EndpointState | ReadonlySet<EndpointState>): EndpointState {
     let eps = eligibleEndpoints(this.endpoints, now);
-    if (exclude !== undefined && eps.length > 1) eps = eps.filter((e) => e !== exclude);
+    if (exclude !== undefined && eps.length > 1) {
+      const rest = eps.filter((e) => (exclude instanceof Set ? !exclude.has(e) : e !== exclude));
+      if (rest.length > 0) eps = rest;
+    }
     const ep = eps.length > 0 ? this.picker(eps, now) : undefined;
     if (ep === undefined)
       throw new RemoraError(

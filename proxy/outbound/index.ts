@@ -49,15 +49,15 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
   const conns = new Set<{ drain(): void; socket: Socket }>();
   const res = () => cluster.config.resilience;
 
-  // terminal: one attempt on one endpoint; a retry goes to another endpoint than the attempt
-  // before it when there is one (other requests move a round robin on meanwhile)
+  // terminal: one attempt on one endpoint; a retry goes to an endpoint the request has not tried
+  // while there is one (other requests move a round robin on meanwhile)
+  const tried = new WeakMap<object, Set<EndpointState>>();
   const forward: Handler = async (req) => {
     const now = env.clock.now();
-    const prevId = req.ctx.retries > 0 ? req.ctx.endpointId : null;
-    const ep = cluster.pick(
-      now,
-      prevId === null ? undefined : cluster.endpoints.find((e) => e.id === prevId),
-    );
+    let seen = tried.get(req.ctx);
+    const ep = cluster.pick(now, seen);
+    if (seen === undefined) tried.set(req.ctx, (seen = new Set()));
+    seen.add(ep);
     req.ctx.endpointId = ep.id;
     ep.active++;
     const t0 = performance.now();
@@ -132,11 +132,11 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
   // --- TCP ----------------------------------------------------------------------------------
   async function connectTcp(): Promise<Socket> {
     let last: RemoraError | null = null;
-    let prev: EndpointState | undefined;
+    const triedEps = new Set<EndpointState>();
     for (let attempt = 0; attempt <= res().maxRetries; attempt++) {
       const now = env.clock.now();
-      const ep = cluster.pick(now, prev);
-      prev = ep;
+      const ep = cluster.pick(now, triedEps);
+      triedEps.add(ep);
       if (!cluster.limiter.tryOpen()) {
         env.metrics.overflows.labels(name, 'connections').inc();
         throw new RemoraError(
@@ -200,7 +200,7 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
       const body = new H2RequestBody(stream, endsStream(flags), res().maxBufferedBodyBytes);
       cluster.budget.recordRequest(env.clock.now());
       void (async () => {
-        let prev: EndpointState | undefined;
+        const triedEps = new Set<EndpointState>();
         for (let attempt = 0; ; attempt++) {
           const canRetry = (): boolean =>
             attempt < res().maxRetries &&
@@ -210,13 +210,13 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
           const now = env.clock.now();
           let ep: EndpointState;
           try {
-            ep = cluster.pick(now, prev);
+            ep = cluster.pick(now, triedEps);
           } catch (err) {
             respondH2Error(stream, toRemoraError(err), grpc);
             meter.observe(503, performance.now() - start);
             return;
           }
-          prev = ep;
+          triedEps.add(ep);
           let session;
           try {
             session = await cluster.h2Session(ep);
