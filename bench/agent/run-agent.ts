@@ -397,7 +397,7 @@ export async function runAgentScenario(ctx: ScenarioContext): Promise<ScenarioRe
       `- New \`svc-0\` instance registered → every proxy applied the new endpoint set: ${describeConv(added)} ms.`,
       `- Intention change (deny bench-web → local-0) → enforced at local-0's proxy (first 403 to an mTLS probe with bench-web's ` +
         `certificate every 5 ms, each a fresh handshake; before the change it answered HTTP ${before.status}): **${ms(enforcedMs)} ms** ` +
-        `(the last allowed probe ended at ${ms(lastAllowedMs)} ms); ` +
+        `(${lastAllowedMs > 0 ? `the last allowed probe ended at ${ms(lastAllowedMs)} ms` : 'the first probe after the change was already refused; the figure is one handshake'}); ` +
         `→ every proxy applied the new intentions: ${describeConv(denied)} ms.`,
       `- ${describeForeign(sizes[sizes.length - 1]!.foreign)} (largest size).`,
       '',

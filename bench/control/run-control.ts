@@ -248,7 +248,7 @@ async function issuanceOverNats(ctx: ScenarioContext, out: ScenarioReport): Prom
     out.section.push(
       `- Intention change → \`intentions.changed\` received (30 upserts, one at a time, from the upsert request to the subscriber ` +
         `seeing that revision): p50 ${ms(percentileSorted(prop, 50))} ms, p99 ${ms(percentileSorted(prop, 99))} ms. ` +
-        'This is the control-plane half of "intention change → enforcement"; the agent → proxy half is not measured yet (see below).',
+        'This is the control-plane half of "intention change → enforcement"; the agent scenario ("Agent on one host") measures the whole chain.',
     );
     out.headline.push(
       `Intention change → published to subscribers: p50 ${ms(percentileSorted(prop, 50))} ms, p99 ${ms(percentileSorted(prop, 99))} ms`,

@@ -234,7 +234,7 @@ export async function runRouting(ctx: ScenarioContext): Promise<ScenarioReport> 
         `removed instance. Failed requests during the rounds: ${failures}. ${describeForeign(foreign)}.`,
       '',
       'End to end, "health change in the catalog → proxies routing accordingly" ≈ catalog blocking wake-up (catalog table) + ' +
-        "the agent's reaction (not measured yet: needs `remora agent` in the bench) + the figure above.",
+        'the agent\'s reaction + the figure above; the agent scenario ("Agent on one host") measures the whole chain through a real `remora agent`.',
       '',
     );
     out.headline.push(

@@ -270,12 +270,10 @@ export async function runScale(ctx: ScenarioContext): Promise<ScenarioReport> {
     server?.close();
   }
   out.section.push(
-    'Not measured yet:',
+    'Not measured here:',
     '',
-    '- **Agent memory and CPU at 1,000 services × 3**, and the **whole chain through `remora agent`** (catalog health change → ' +
-      "the agent's watch → snapshot → proxies routing; intention change → the agent → enforcement at the proxy): the bench " +
-      'does not run `remora agent` yet. The pieces are measured separately: catalog blocking wake-up, control publication of ' +
-      'intentions, snapshot → traffic (routing), and agent-socket convergence of many proxies (above).',
+    '- The agent: the agent scenario ("Agent on one host") runs 50 proxies under a real `remora agent` against a 100 → 1,000 ' +
+      'service catalog.',
     "- Proxy cost against upstream count (100 → 1,000 upstream services in one snapshot): not measured; the catalog's growth " +
       'from 100 to N services is in the catalog table.',
     '',
