@@ -28,7 +28,7 @@ import { createSilentLogger } from '../../lib/log/index.ts';
 import { num } from '../lib/options.ts';
 import { freePort, probeMtls } from '../lib/net.ts';
 import { waitJsonLine } from '../lib/child.ts';
-import { clockTicksPerSecond, readCpuTicks, readRssKb } from '../lib/proc-stats.ts';
+import { clockTicksPerSecond, readCpuTicks, readPssKb, readRssKb } from '../lib/proc-stats.ts';
 import { percentileSorted } from '../lib/stats.ts';
 import { describeForeign, startForeignMeter, type ForeignShare } from '../lib/foreign.ts';
 import type { Started } from '../lib/procs.ts';
@@ -66,6 +66,8 @@ interface SizeFigures {
   agentIdleCpuPct: number;
   proxyRssMedianKb: number;
   proxyRssTotalKb: number;
+  /** What all proxies cost the host together (shared pages counted once). */
+  proxyPssTotalKb: number;
   proxiesIdleCpuPct: number;
   health: Convergence;
   foreign: ForeignShare;
@@ -178,6 +180,7 @@ async function idle(
     agentIdleCpuPct: ((readCpuTicks(agent.pids).total - a0) / hz / (IDLE_WINDOW_MS / 1000)) * 100,
     proxyRssMedianKb: percentileSorted(rss, 50),
     proxyRssTotalKb: rss.reduce((s, x) => s + x, 0),
+    proxyPssTotalKb: readPssKb(pids),
     proxiesIdleCpuPct: ((readCpuTicks(pids).total - p0) / hz / (IDLE_WINDOW_MS / 1000)) * 100,
   };
 }
@@ -382,14 +385,16 @@ export async function runAgentScenario(ctx: ScenarioContext): Promise<ScenarioRe
         'the embedded catalog and one control replica. The catalog holds the given number of services × 3 instances, registered ' +
         `as other hosts' agents register them. All ${nProxies} proxies registered and ready **${upS.toFixed(1)} s** after the agent started ` +
         '(certificate per instance over NATS, proxy processes spawned and configured). Change times are from the change ' +
-        "(catalog write or `intentions.upsert`) to each proxy's own `snapshot applied` log line (pino ms timestamps), p50 / p99 / last.",
+        "(catalog write or `intentions.upsert`) to each proxy's own `snapshot applied` log line (pino ms timestamps), p50 / p99 / last. " +
+        'RSS counts the pages the proxies share (the node binary, libraries) once per proxy; the PSS sum (`/proc/<pid>/smaps_rollup`) ' +
+        'divides them among the processes that map them, so it is what the proxies cost the host together.',
       '',
-      '| catalog services × 3 | agent RSS (MB) | agent idle CPU | proxy RSS median / all (MB) | proxies idle CPU (all) | health change → every proxy applied (ms) | foreign pp SUT / loadgen |',
-      '|---|---:|---:|---:|---:|---:|---:|',
+      '| catalog services × 3 | agent RSS (MB) | agent idle CPU | proxy RSS median / sum (MB) | proxies PSS sum (MB) | proxies idle CPU (all) | health change → every proxy applied (ms) | foreign pp SUT / loadgen |',
+      '|---|---:|---:|---:|---:|---:|---:|---:|',
     );
     for (const s of sizes)
       out.section.push(
-        `| ${s.services} | ${mb(s.agentRssKb)} | ${s.agentIdleCpuPct.toFixed(1)}% | ${mb(s.proxyRssMedianKb)} / ${mb(s.proxyRssTotalKb)} | ` +
+        `| ${s.services} | ${mb(s.agentRssKb)} | ${s.agentIdleCpuPct.toFixed(1)}% | ${mb(s.proxyRssMedianKb)} / ${mb(s.proxyRssTotalKb)} | ${mb(s.proxyPssTotalKb)} | ` +
           `${s.proxiesIdleCpuPct.toFixed(1)}% | ${describeConv(s.health)} | ${s.foreign.sutPp} / ${s.foreign.loadgenPp} |`,
       );
     out.section.push(
@@ -406,7 +411,8 @@ export async function runAgentScenario(ctx: ScenarioContext): Promise<ScenarioRe
     out.headline.push(
       `Agent with ${nProxies} proxies, catalog ${big.services} services × 3: health change → all proxies routing p99 ` +
         `**${ms(percentileSorted(big.health.applied, 99))} ms**; intention change → enforced **${ms(enforcedMs)} ms**; ` +
-        `agent RSS ${mb(big.agentRssKb)} MB (${mb(sizes[0]!.agentRssKb)} MB at 100 services)`,
+        `agent RSS ${mb(big.agentRssKb)} MB (${mb(sizes[0]!.agentRssKb)} MB at 100 services); the ${nProxies} proxies cost the host ` +
+        `${mb(big.proxyPssTotalKb)} MB together (PSS; ${mb(big.proxyPssTotalKb / nProxies)} MB each, RSS ${mb(big.proxyRssMedianKb)} MB each)`,
     );
     out.commands.push(
       'Agent scenario:',

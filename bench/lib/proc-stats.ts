@@ -54,6 +54,24 @@ export function readReapedChildTicks(): CpuTicks {
   return { total: u + s, user: u };
 }
 
+/**
+ * PSS in kB summed over a PID list (`/proc/<pid>/smaps_rollup`): shared pages (the node binary,
+ * shared libraries) divided among the processes that map them, so the sum over many proxies is
+ * what they cost the host together, where a sum of RSS counts shared pages once per process.
+ */
+export function readPssKb(pids: readonly number[]): number {
+  let sum = 0;
+  for (const pid of pids) {
+    try {
+      const m = /^Pss:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+      if (m) sum += Number(m[1]);
+    } catch {
+      // exited
+    }
+  }
+  return sum;
+}
+
 /** VmRSS in kB summed over a PID list. */
 export function readRssKb(pids: readonly number[]): number {
   let sum = 0;
