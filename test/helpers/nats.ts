@@ -12,17 +12,35 @@ export interface NatsServerHandle {
   restart(): Promise<void>;
 }
 
-/** A free loopback TCP port (bound then released). */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/**
+ * Ports for tests come from below the kernel's ephemeral range (32768–60999 here), which
+ * outgoing connections draw their source ports from: a port taken from that range and released
+ * can be grabbed by any connect() on the box before the test's server binds it, and a busy
+ * parallel suite makes thousands of connections. 22000–32000 also stays clear of the agent's
+ * default sidecar range (21000–21255). Each test process starts at its own offset so that
+ * parallel files rarely probe the same ports.
+ */
+const PORT_FLOOR = 22_000;
+const PORT_CEIL = 32_000;
+let nextPort = PORT_FLOOR + ((process.pid * 7919) % (PORT_CEIL - PORT_FLOOR));
+
+function canBind(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const s = createServer();
     s.unref();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const addr = s.address();
-      s.close(() => resolve(typeof addr === 'object' && addr ? addr.port : 0));
-    });
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
   });
+}
+
+/** A free loopback TCP port (bound then released), below the ephemeral range. */
+export async function freePort(): Promise<number> {
+  for (let tries = 0; tries < PORT_CEIL - PORT_FLOOR; tries++) {
+    const port = nextPort++;
+    if (nextPort >= PORT_CEIL) nextPort = PORT_FLOOR;
+    if (await canBind(port)) return port;
+  }
+  throw new Error(`no free port on 127.0.0.1 between ${PORT_FLOOR} and ${PORT_CEIL}`);
 }
 
 function launch(port: number, extraArgs: string[]): Promise<ChildProcess> {
