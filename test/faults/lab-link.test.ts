@@ -6,11 +6,10 @@
 // api-2. Under load, vm2's link goes down for the outage and comes back; the counter then joins
 // what the client saw with what both apps received, as for every FAULT line.
 import t from 'tap';
-import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { waitFor } from '../../lib/util/index.ts';
+import { createLabProcs, type LabProc } from '../helpers/lab-procs.ts';
 import { createLab, labUnsupportedReason, type Lab, type LabHost } from '../helpers/netns.ts';
 // @ts-expect-error -- a plain JavaScript module (compose/ is not part of the TypeScript project)
 import { writeMeshSecrets } from '../../compose/gen-secrets.js';
@@ -35,12 +34,6 @@ async function natsMissing(): Promise<string | null> {
 
 const reason = (await labUnsupportedReason()) ?? (await natsMissing());
 
-interface Proc {
-  name: string;
-  child: ChildProcess;
-  output(): string;
-}
-
 if (reason) {
   t.plan(0, `lab skipped: ${reason}`);
 } else {
@@ -52,9 +45,12 @@ if (reason) {
     const lab: Lab = await createLab({
       hosts: [{ name: 'server' }, { name: 'vm1' }, { name: 'vm2' }, { name: 'ctr1' }],
     });
-    let stopping = false;
+    // recorders' RECV lines are counted, so all of their output is kept
+    const { procs, start, until, stopRestarts } = createLabProcs({
+      keepAllOutput: (name) => name.startsWith('recorder'),
+    });
     t.teardown(() => {
-      stopping = true;
+      stopRestarts();
       return lab.destroy();
     });
     const host = (name: string): LabHost => {
@@ -68,54 +64,6 @@ if (reason) {
       LabHost,
       LabHost,
     ];
-    const procs: Proc[] = [];
-    const start = (
-      host: LabHost,
-      name: string,
-      args: string[],
-      env: Record<string, string> = {},
-      restart = false,
-    ): Proc => {
-      let out = '';
-      let restarts = 0;
-      const launch = (): ChildProcess => {
-        const c = host.spawn(args[0]!, args.slice(1), {
-          env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', ...env },
-          stdio: ['ignore', 'pipe', 'pipe'],
-        });
-        // recorders' RECV lines are counted, so keep all of their output
-        const keep = (d: Buffer): void => {
-          out += d.toString();
-          if (!name.startsWith('recorder')) out = out.slice(-20_000);
-        };
-        c.stdout?.on('data', keep);
-        c.stderr?.on('data', keep);
-        c.once('exit', (code) => {
-          if (!restart || stopping || code === 0 || code === null || restarts >= 3) return;
-          restarts++;
-          setTimeout(() => {
-            if (!stopping) p.child = launch();
-          }, 1000);
-        });
-        return c;
-      };
-      const p: Proc = { name: `${name}@${host.name}`, child: launch(), output: () => out };
-      procs.push(p);
-      return p;
-    };
-    const until = async <T>(
-      what: string,
-      check: () => Promise<T | undefined | false> | T | undefined | false,
-      ms: number,
-    ): Promise<T> => {
-      try {
-        return (await waitFor(what, check, ms, 250)) as T;
-      } catch (err) {
-        const diag = procs.map((p) => `--- ${p.name}\n${p.output().slice(-1500)}`).join('\n');
-        throw new Error(`${(err as Error).message}\n${diag}`, { cause: err });
-      }
-    };
-
     // --- the server host: NATS with the generated users, the catalog, control -------------------
     const secrets = join(work, 'secrets');
     writeMeshSecrets(secrets, { datacenter: DC });
@@ -256,7 +204,7 @@ if (reason) {
     t.equal(allow.code, 0, `the operator allows web → api: ${allow.stderr}`);
 
     const recorders = procs.filter((p) => p.name.startsWith('recorder'));
-    const recorderLines = (p: Proc): string[] =>
+    const recorderLines = (p: LabProc): string[] =>
       p
         .output()
         .split('\n')

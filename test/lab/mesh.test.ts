@@ -10,11 +10,11 @@
 // refused), discovery and balancing across hosts, intention denial across hosts, failover when a
 // host's link goes down, and traces from every host reaching the one receiver.
 import t from 'tap';
-import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { waitFor } from '../../lib/util/index.ts';
+import { createLabProcs } from '../helpers/lab-procs.ts';
 import { createLab, labUnsupportedReason, type Lab, type LabHost } from '../helpers/netns.ts';
 // @ts-expect-error -- a plain JavaScript module (compose/ is not part of the TypeScript project)
 import { writeMeshSecrets } from '../../compose/gen-secrets.js';
@@ -23,13 +23,6 @@ const root = new URL('../../', import.meta.url).pathname;
 const REMORA = join(root, 'bin/remora.js');
 const NODE = process.execPath;
 const DC = 'dc1';
-
-interface Proc {
-  name: string;
-  child: ChildProcess;
-  output(): string;
-  exited(): boolean;
-}
 
 interface Call {
   status?: number;
@@ -63,11 +56,11 @@ if (reason) {
       hosts: [{ name: 'server' }, { name: 'vm1' }, { name: 'vm2' }, { name: 'ctr1' }],
     });
     t.teardown(() => {
-      stopping = true;
+      stopRestarts();
       return lab.destroy();
     });
     const { server, vm1, vm2, ctr1 } = lab.hosts;
-    const procs: Proc[] = [];
+    const { start, until, stopRestarts } = createLabProcs();
     const spans: Array<{
       traceId: string;
       name: string;
@@ -75,69 +68,6 @@ if (reason) {
       service?: string;
       instance?: string;
     }> = [];
-
-    let stopping = false;
-    /**
-     * Starts a program on a host. With `restart`, a program that exits with an error is started
-     * again after a second (at most 3 times), as systemd's Restart=on-failure or a container
-     * restart policy would: on a loaded machine a first NATS connection can time out.
-     */
-    const start = (
-      host: LabHost,
-      name: string,
-      args: string[],
-      env: Record<string, string> = {},
-      restart = false,
-    ): Proc => {
-      let out = '';
-      const keep = (d: Buffer) => {
-        out = (out + d.toString()).slice(-20_000); // a tail for diagnostics; always drained
-      };
-      let restarts = 0;
-      const launch = (): ChildProcess => {
-        const c = host.spawn(args[0]!, args.slice(1), {
-          env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', ...env },
-          stdio: ['ignore', 'pipe', 'pipe'],
-        });
-        c.stdout?.on('data', keep);
-        c.stderr?.on('data', keep);
-        c.once('exit', (code) => {
-          if (!restart || stopping || code === 0 || code === null || restarts >= 3) return;
-          restarts++;
-          out += `\n[lab] ${name} exited with ${code}; restart ${restarts} of 3\n`;
-          setTimeout(() => {
-            if (!stopping) p.child = launch();
-          }, 1000);
-        });
-        return c;
-      };
-      const p: Proc = {
-        name: `${name}@${host.name}`,
-        child: launch(),
-        output: () => out,
-        exited: () => p.child.exitCode !== null || p.child.signalCode !== null,
-      };
-      procs.push(p);
-      return p;
-    };
-    const diagnostics = () =>
-      procs
-        .map(
-          (p) =>
-            `--- ${p.name}${p.exited() ? ` (exited ${p.child.exitCode})` : ''}\n${p.output().slice(-1500)}`,
-        )
-        .join('\n');
-    const until = async <T>(
-      what: string,
-      check: () => Promise<T | undefined | false>,
-      ms: number,
-    ): Promise<T> => {
-      try {
-        return (await waitFor(what, check, ms, 250)) as T;
-      } catch (err) {
-        throw new Error(`${(err as Error).message}\n${diagnostics()}`, { cause: err });
-      }
-    };
 
     // --- secrets and configuration files ---------------------------------------------------------
     const secrets = join(work, 'secrets');

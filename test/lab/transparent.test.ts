@@ -13,11 +13,10 @@
 // and a plain node net.connect script talks to echo's address 10.x.x.x:7000. Both are carried by
 // web-1's proxy over mTLS; intentions are enforced; the chains are gone once the agents stop.
 import t from 'tap';
-import type { ChildProcess } from 'node:child_process';
 import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { waitFor } from '../../lib/util/index.ts';
+import { createLabProcs, type LabProc } from '../helpers/lab-procs.ts';
 import { createLab, labUnsupportedReason, type Lab, type LabHost } from '../helpers/netns.ts';
 // @ts-expect-error -- a plain JavaScript module (compose/ is not part of the TypeScript project)
 import { writeMeshSecrets } from '../../compose/gen-secrets.js';
@@ -42,13 +41,6 @@ const reason =
   (await missing('curl', ['--version'], 'apt-get install -y curl')) ??
   (await missing('setpriv', ['--version'], 'apt-get install -y util-linux'));
 
-interface Proc {
-  name: string;
-  child: ChildProcess;
-  output(): string;
-  exited(): boolean;
-}
-
 if (reason) {
   t.plan(0, `lab skipped: ${reason}`);
 } else {
@@ -63,73 +55,15 @@ if (reason) {
     });
     const { server, apihost, client, nopriv } = lab.hosts;
     const netnsEtc = `/etc/netns/${client!.ns}`;
-    let stopping = false;
+    const { start, until, stopRestarts } = createLabProcs({
+      diagnosticsTail: process.env.REMORA_LAB_LOG ? 30_000 : 2500,
+    });
     t.teardown(async () => {
-      stopping = true;
+      stopRestarts();
       await lab.destroy();
       rmSync(netnsEtc, { recursive: true, force: true });
       rmSync(work, { recursive: true, force: true });
     });
-    const procs: Proc[] = [];
-
-    const start = (
-      host: LabHost,
-      name: string,
-      args: string[],
-      env: Record<string, string> = {},
-      restart = false,
-    ): Proc => {
-      let out = '';
-      const keep = (d: Buffer) => {
-        out = (out + d.toString()).slice(-30_000);
-      };
-      let restarts = 0;
-      const launch = (): ChildProcess => {
-        const c = host.spawn(args[0]!, args.slice(1), {
-          env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', ...env },
-          stdio: ['ignore', 'pipe', 'pipe'],
-        });
-        c.stdout?.on('data', keep);
-        c.stderr?.on('data', keep);
-        c.once('exit', (code) => {
-          if (!restart || stopping || code === 0 || code === null || restarts >= 3) return;
-          restarts++;
-          out += `\n[lab] ${name} exited with ${code}; restart ${restarts} of 3\n`;
-          setTimeout(() => {
-            if (!stopping) p.child = launch();
-          }, 1000);
-        });
-        return c;
-      };
-      const p: Proc = {
-        name: `${name}@${host.name}`,
-        child: launch(),
-        output: () => out,
-        exited: () => p.child.exitCode !== null || p.child.signalCode !== null,
-      };
-      procs.push(p);
-      return p;
-    };
-    const diagnostics = () =>
-      procs
-        .map(
-          (p) =>
-            `--- ${p.name}${p.exited() ? ` (exited ${p.child.exitCode})` : ''}\n${p.output().slice(process.env.REMORA_LAB_LOG ? -30_000 : -2500)}`,
-        )
-        .join('\n');
-    const until = async <T>(
-      what: string,
-      check: () => Promise<T | undefined | false>,
-      ms: number,
-    ): Promise<T> => {
-      try {
-        return (await waitFor(what, check, ms, 250)) as T;
-      } catch (err) {
-        if (process.env.REMORA_LAB_LOG) writeFileSync(process.env.REMORA_LAB_LOG, diagnostics());
-        throw new Error(`${(err as Error).message}\n${diagnostics()}`, { cause: err });
-      }
-    };
-
     // --- secrets, the server host ----------------------------------------------------------------
     const secrets = join(work, 'secrets');
     writeMeshSecrets(secrets, { datacenter: DC });
@@ -257,7 +191,7 @@ if (reason) {
         },
         40_000,
       );
-    const agents = new Map<string, Proc>();
+    const agents = new Map<string, LabProc>();
     const adminPorts = { apihost: 18991, client: 18992, nopriv: 18993 };
     // the hosts' tokens and agents in parallel: each token is one CLI round trip to control
     const startAgent = async (host: LabHost) => {
@@ -534,7 +468,7 @@ if (reason) {
 
     t.test('after the agents stop, no REMORA chain is left in any namespace', async (t) => {
       // all at once: each agent stops its own instances in order (the rules go last)
-      stopping = true;
+      stopRestarts();
       await Promise.all(
         [...agents].map(async ([name, agent]) => {
           const exited = new Promise<void>((resolve) => agent.child.once('exit', () => resolve()));
