@@ -50,14 +50,21 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
   const res = () => cluster.config.resilience;
 
   // terminal: one attempt on one endpoint; a retry goes to an endpoint the request has not tried
-  // while there is one (other requests move a round robin on meanwhile)
+  // while there is one (other requests move a round robin on meanwhile). The set of tried
+  // endpoints exists only once a request is retried: a first attempt allocates nothing.
   const tried = new WeakMap<object, Set<EndpointState>>();
   const forward: Handler = async (req) => {
     const now = env.clock.now();
-    let seen = tried.get(req.ctx);
+    let seen: Set<EndpointState> | undefined;
+    if (req.ctx.retries > 0) {
+      seen = tried.get(req.ctx);
+      if (seen === undefined) {
+        seen = new Set(cluster.endpoints.filter((e) => e.id === req.ctx.endpointId));
+        tried.set(req.ctx, seen);
+      }
+    }
     const ep = cluster.pick(now, seen);
-    if (seen === undefined) tried.set(req.ctx, (seen = new Set()));
-    seen.add(ep);
+    seen?.add(ep);
     req.ctx.endpointId = ep.id;
     ep.active++;
     const t0 = performance.now();

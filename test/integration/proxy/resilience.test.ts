@@ -153,25 +153,29 @@ t.test(
   },
 );
 
-t.test('a retry goes to another endpoint than the attempt that failed', async (t) => {
+t.test('retries go to endpoints the request has not tried yet', async (t) => {
   const mesh = createMeshCerts();
-  const app = await startEchoApp('api-2');
+  const app = await startEchoApp('api-3');
   const live = await startSidecar(mesh, 'api', { appPort: app.port });
-  const deadPort = await new Promise<number>((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port)); // nothing listens there any more: connections are refused
+  const closedPort = () =>
+    new Promise<number>((resolve) => {
+      const s = net.createServer().listen(0, '127.0.0.1', () => {
+        const port = (s.address() as net.AddressInfo).port;
+        s.close(() => resolve(port)); // nothing listens there any more: connections are refused
+      });
     });
-  });
-  // random() = 0: both P2C draws favour the first endpoint, the dead one, every time
+  const dead1 = await closedPort();
+  const dead2 = await closedPort();
+  // random() = 0: both P2C draws favour the first eligible endpoint every time, so only the
+  // exclusion of every tried endpoint gets the third attempt to the live one
   const web = await startSidecar(mesh, 'web', {
     random: () => 0,
     upstreams: [
-      makeUpstream(mesh, 'api', [deadPort, live.inboundPort], {
+      makeUpstream(mesh, 'api', [dead1, dead2, live.inboundPort], {
         loadBalancer: 'least_request',
         resilience: {
           ...structuredClone(DEFAULT_RESILIENCE),
-          maxRetries: 1,
+          maxRetries: 2,
           outlier: { consecutiveFailures: 1000, baseEjectionMs: 30_000, maxEjectionPercent: 50 },
         },
       }),
@@ -185,7 +189,7 @@ t.test('a retry goes to another endpoint than the attempt that failed', async (t
   const url = `http://127.0.0.1:${web.proxy.addresses().upstreams.api!.port}/`;
   for (let i = 0; i < 5; i++) {
     const r = await request(url);
-    t.equal(r.status, 200, `request ${i + 1}: the retry reached the live endpoint`);
+    t.equal(r.status, 200, `request ${i + 1}: the third attempt reached the live endpoint`);
   }
 });
 
