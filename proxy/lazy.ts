@@ -1,9 +1,7 @@
-// Built-in modules loaded on first use, through require rather than an ESM import:
-//   - node:http2 costs about 10 MB of resident memory, and most proxies never speak HTTP/2;
-//   - an ESM `import` of node:http builds a module facade that reads every export, which loads
-//     node's bundled undici and zlib (about 13 MB more); require() does not.
+// node:http2 is loaded on first use, through require rather than an ESM import: it costs about
+// 10 MB of resident memory, and most proxies never speak HTTP/2. (The proxy does not load
+// node:http at all: its admin API is served by proxy/http/h1-server.ts.)
 import { createRequire } from 'node:module';
-import type * as Http from 'node:http';
 import type * as Http2 from 'node:http2';
 
 const require = createRequire(import.meta.url);
@@ -11,10 +9,6 @@ let http2Module: typeof Http2 | null = null;
 
 export function loadHttp2(): typeof Http2 {
   return (http2Module ??= require('node:http2') as typeof Http2);
-}
-
-export function loadHttp(): typeof Http {
-  return require('node:http') as typeof Http;
 }
 
 /** HTTP/2 codes and flags (RFC 9113 §7 and §6.1), without loading node:http2. */

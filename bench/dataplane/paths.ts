@@ -25,6 +25,7 @@ import {
 import type { ProcessRegistry, Started } from '../lib/procs.ts';
 import type { RoleName } from '../lib/measure.ts';
 import { buildPairSnapshots } from './remora-snapshot.ts';
+import { PROXY_NODE_OPTIONS } from '../../agent/spawn.ts';
 
 export const CONF_DIR = fileURLToPath(new URL('../conf/', import.meta.url));
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -311,6 +312,7 @@ async function startRemoraProxy(
 ): Promise<{ started: Started; command: string }> {
   const admin = await freePort();
   const args = [
+    ...PROXY_NODE_OPTIONS,
     REMORA_BIN,
     'proxy',
     '--static-config',
@@ -325,7 +327,7 @@ async function startRemoraProxy(
   });
   return {
     started,
-    command: `node bin/remora.js proxy --static-config $RUN/${name}.json --admin <port> --log-level warn`,
+    command: `node ${PROXY_NODE_OPTIONS.join(' ')} bin/remora.js proxy --static-config $RUN/${name}.json --admin <port> --log-level warn`,
   };
 }
 

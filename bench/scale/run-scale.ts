@@ -16,6 +16,7 @@ import {
   type ProxyFrame,
   type ProxySnapshot,
 } from '../../lib/proxy-api/index.ts';
+import { PROXY_NODE_OPTIONS } from '../../agent/spawn.ts';
 import { issueRemoraLeaf, type Leaf } from '../lib/certs.ts';
 import { describeForeign, startForeignMeter } from '../lib/foreign.ts';
 import { freePort } from '../lib/net.ts';
@@ -157,6 +158,7 @@ export async function runScale(ctx: ScenarioContext): Promise<ScenarioReport> {
           `scale-${m.service}`,
           process.execPath,
           [
+            ...PROXY_NODE_OPTIONS,
             join(REPO_ROOT, 'bin', 'remora.js'),
             'proxy',
             '--instance',

@@ -1,10 +1,12 @@
 // The admin listener (127.0.0.1 only): /ready, /live, /metrics, /config (secrets redacted),
-// /clusters, /certs. node:http is fine here: it is not on the data path.
-import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import { loadHttp } from '../lazy.ts';
-import type { AddressInfo } from 'node:net';
+// /clusters, /certs. It is served by the proxy's own HTTP/1.1 server (h1-server.ts) on a plain
+// net listener: loading node:http only for this would cost every proxy about 10 MB of memory.
+import net, { type AddressInfo, type Socket } from 'node:net';
 import { RemoraError } from '../../lib/errors/index.ts';
 import type { ProxySnapshot } from '../../lib/proxy-api/index.ts';
+import { DEFAULT_HEAD_LIMITS } from '../http/h1-parse.ts';
+import { serveH1 } from '../http/h1-server.ts';
+import type { ProxyRequest, ProxyResponse, RequestContext } from '../stages/types.ts';
 import type { Proxy } from '../proxy.ts';
 
 const REDACTED = '[redacted]';
@@ -26,6 +28,33 @@ export interface AdminServer {
   close(): Promise<void>;
 }
 
+function answer(status: number, contentType: string | null, text: string): ProxyResponse {
+  const body = Buffer.from(text, 'utf8');
+  return {
+    status,
+    reason: '',
+    headers: contentType === null ? [] : ['content-type', contentType],
+    body,
+    bodyLength: body.length,
+  };
+}
+
+const json = (status: number, value: unknown): ProxyResponse =>
+  answer(status, 'application/json', `${JSON.stringify(value, null, 2)}\n`);
+
+const ADMIN_CONTEXT: RequestContext = {
+  direction: 'inbound',
+  peerSpiffeId: null,
+  source: 'admin',
+  destination: 'admin',
+  startMs: 0,
+  retries: 0,
+  endpointId: null,
+  aborted: false,
+  trace: null,
+  l4: null,
+};
+
 export async function startAdminServer(o: {
   host: string;
   port: number;
@@ -38,56 +67,62 @@ export async function startAdminServer(o: {
       { key: 'admin.host', value: o.host },
     );
   const { proxy } = o;
-  const json = (res: ServerResponse, status: number, body: unknown) => {
-    res.writeHead(status, { 'content-type': 'application/json' });
-    res.end(`${JSON.stringify(body, null, 2)}\n`);
-  };
-  const server: Server = loadHttp().createServer((req: IncomingMessage, res: ServerResponse) => {
-    const path = (req.url ?? '/').split('?')[0];
+
+  async function handle(req: ProxyRequest): Promise<ProxyResponse> {
     if (req.method !== 'GET' && req.method !== 'HEAD') {
-      res.writeHead(405, { allow: 'GET' }).end();
-      return;
+      const res = answer(405, null, '');
+      res.headers.push('allow', 'GET');
+      return res;
     }
-    switch (path) {
+    const q = req.target.indexOf('?');
+    switch (q === -1 ? req.target : req.target.slice(0, q)) {
       case '/live':
-        res.writeHead(200, { 'content-type': 'text/plain' }).end('live\n');
-        return;
+        return answer(200, 'text/plain', 'live\n');
       case '/ready': {
         const s = proxy.status();
-        res
-          .writeHead(s.ready ? 200 : 503, { 'content-type': 'text/plain' })
-          .end(s.ready ? 'ready\n' : `not ready: ${s.reason}\n`);
-        return;
+        return s.ready
+          ? answer(200, 'text/plain', 'ready\n')
+          : answer(503, 'text/plain', `not ready: ${s.reason}\n`);
       }
       case '/metrics':
-        proxy.metrics.registry.metrics().then(
-          (text) => {
-            res.writeHead(200, { 'content-type': proxy.metrics.registry.contentType });
-            res.end(text);
-          },
-          () => res.writeHead(500).end(),
-        );
-        return;
+        try {
+          const text = await proxy.metrics.registry.metrics();
+          return answer(200, proxy.metrics.registry.contentType, text);
+        } catch {
+          return answer(500, null, '');
+        }
       case '/config': {
         const s = proxy.snapshot;
-        json(
-          res,
+        return json(
           s ? 200 : 503,
           s ? { status: proxy.status(), snapshot: redactSnapshot(s) } : { status: proxy.status() },
         );
-        return;
       }
       case '/clusters':
-        json(res, 200, proxy.clusters());
-        return;
+        return json(200, proxy.clusters());
       case '/certs':
-        json(res, proxy.snapshot ? 200 : 503, proxy.certs());
-        return;
+        return json(proxy.snapshot ? 200 : 503, proxy.certs());
       default:
-        res
-          .writeHead(404, { 'content-type': 'text/plain' })
-          .end('not found: try /ready /live /metrics /config /clusters /certs\n');
+        return answer(
+          404,
+          'text/plain',
+          'not found: try /ready /live /metrics /config /clusters /certs\n',
+        );
     }
+  }
+
+  const sockets = new Set<Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    serveH1(socket, {
+      handler: handle,
+      limits: DEFAULT_HEAD_LIMITS,
+      headerTimeoutMs: 10_000,
+      idleTimeoutMs: 30_000,
+      newContext: () => ({ ...ADMIN_CONTEXT }),
+      onRefused: () => {},
+    });
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) =>
@@ -105,7 +140,7 @@ export async function startAdminServer(o: {
     port: (server.address() as AddressInfo).port,
     close: () =>
       new Promise((resolve) => {
-        server.closeAllConnections();
+        for (const s of sockets) s.destroy();
         server.close(() => resolve());
       }),
   };

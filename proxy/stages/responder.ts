@@ -6,8 +6,11 @@ import type { ProxyResponse, Stage } from './types.ts';
 export const ERROR_HEADER = 'x-remora-error';
 
 const REASONS: Record<number, string> = {
+  200: 'OK',
   400: 'Bad Request',
   403: 'Forbidden',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
   408: 'Request Timeout',
   413: 'Content Too Large',
   417: 'Expectation Failed',

@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PROXY_NODE_OPTIONS } from '../../agent/spawn.ts';
 import { createRootCa, createCsr, generateKeyPair, issueLeaf } from '../../lib/pki/index.ts';
 import { createTrustDomain, formatSpiffeId } from '../../lib/identity/index.ts';
 import {
@@ -165,7 +166,7 @@ writeFileSync(
     ]),
   ),
 );
-const nodeArgs = (process.env.PROBE_NODE_ARGS ?? '').split(' ').filter(Boolean);
+const nodeArgs = process.env.PROBE_NODE_ARGS?.split(' ').filter(Boolean) ?? PROXY_NODE_OPTIONS;
 for (const name of ['api', 'web']) {
   const c = spawn(
     process.execPath,
