@@ -207,7 +207,17 @@ export function createHostAgent(o: HostAgentOptions): HostAgent {
     processes: {
       spawn:
         o.spawnProxy ??
-        createProcessSpawner({ remoraBin: c.proxyCommand || DEFAULT_REMORA_BIN, env: o.env }),
+        createProcessSpawner({
+          remoraBin: c.proxyCommand || DEFAULT_REMORA_BIN,
+          env: o.env,
+          onWarning: (message) =>
+            logError(
+              logger,
+              new RemoraError('REMORA_E_AGENT_CAPABILITY_INHERITED', message),
+              undefined,
+              'warn',
+            ),
+        }),
       isAlive: isProcessAlive,
       isProxy: isProxyProcess,
       signal: signalProcess,

@@ -1,7 +1,8 @@
 // Starting and signalling proxy processes. Proxies are spawned detached, in their own process
 // group, with output appended to a log file, so that they outlive an agent restart.
 import { spawn } from 'node:child_process';
-import { openSync, closeSync, readFileSync } from 'node:fs';
+import { accessSync, constants, openSync, closeSync, readFileSync } from 'node:fs';
+import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export interface SpawnedProxy {
@@ -43,26 +44,118 @@ export function proxyArgs(req: SpawnProxyRequest): string[] {
   ];
 }
 
-export function createProcessSpawner(o: {
+/** Capability sets of a process (bit masks from /proc/<pid>/status). */
+export interface CapabilitySets {
+  inheritable: bigint;
+  effective: bigint;
+  bounding: bigint;
+  ambient: bigint;
+}
+
+const CAP_SETPCAP = 8n;
+const CAP_NET_ADMIN = 12n;
+const has = (set: bigint, cap: bigint): boolean => ((set >> cap) & 1n) === 1n;
+
+/** Parses the Cap* lines of /proc/<pid>/status; null where they are missing (not Linux). */
+export function parseCapabilities(status: string): CapabilitySets | null {
+  const get = (name: string): bigint | null => {
+    const m = new RegExp(`^${name}:\\s*([0-9a-f]+)$`, 'm').exec(status);
+    return m ? BigInt(`0x${m[1]}`) : null;
+  };
+  const inheritable = get('CapInh');
+  const effective = get('CapEff');
+  const bounding = get('CapBnd');
+  const ambient = get('CapAmb');
+  if (inheritable === null || effective === null || bounding === null || ambient === null)
+    return null;
+  return { inheritable, effective, bounding, ambient };
+}
+
+/**
+ * How to start a proxy without the agent's CAP_NET_ADMIN. The agent holds it only to install
+ * transparent-interception rules: the systemd drop-in grants it as an ambient capability, which
+ * every child would inherit, and root (in a container) holds it anyway. A proxy never needs it.
+ * Returns the `setpriv` options that clear the ambient and inheritable sets and, when this
+ * process may (CAP_SETPCAP, as root), remove CAP_NET_ADMIN from the bounding set; [] when there
+ * is nothing to drop.
+ */
+export function capabilityDropArgs(caps: CapabilitySets | null): string[] {
+  if (caps === null) return [];
+  const canBound = has(caps.bounding, CAP_NET_ADMIN) && has(caps.effective, CAP_SETPCAP);
+  const held =
+    has(caps.effective, CAP_NET_ADMIN) ||
+    has(caps.ambient, CAP_NET_ADMIN) ||
+    has(caps.inheritable, CAP_NET_ADMIN);
+  if (!held && !canBound) return [];
+  const args = ['--inh-caps=-all', '--ambient-caps=-all'];
+  if (canBound) args.push('--bounding-set=-net_admin');
+  return args;
+}
+
+/** The first executable `name` on PATH, or null. */
+export function findExecutable(name: string, path = process.env.PATH ?? ''): string | null {
+  for (const dir of path.split(delimiter)) {
+    if (dir === '') continue;
+    const candidate = join(dir, name);
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // not in this directory
+    }
+  }
+  return null;
+}
+
+export interface SpawnerOptions {
   remoraBin: string;
   env: Record<string, string | undefined>;
-}): SpawnProxy {
+  /** This process's capabilities (default: read from /proc/self/status). */
+  capabilities?: CapabilitySets | null;
+  /** Path of `setpriv` (util-linux); default: looked up on PATH. */
+  setpriv?: string | null;
+  /** Told once when proxies would keep CAP_NET_ADMIN because `setpriv` is missing. */
+  onWarning?: (message: string) => void;
+}
+
+function ownCapabilities(): CapabilitySets | null {
+  try {
+    return parseCapabilities(readFileSync('/proc/self/status', 'utf8'));
+  } catch {
+    return null;
+  }
+}
+
+export function createProcessSpawner(o: SpawnerOptions): SpawnProxy {
+  const drop = capabilityDropArgs(
+    o.capabilities === undefined ? ownCapabilities() : o.capabilities,
+  );
+  let setpriv: string | null = null;
+  if (drop.length > 0) {
+    setpriv = o.setpriv === undefined ? findExecutable('setpriv') : o.setpriv;
+    if (setpriv === null)
+      o.onWarning?.(
+        'this agent holds CAP_NET_ADMIN and `setpriv` (util-linux) is not on PATH, so its proxies inherit the capability: install util-linux to start them without it',
+      );
+  }
   return (req) => {
+    const nodeArgs = [...PROXY_NODE_OPTIONS, o.remoraBin, ...proxyArgs(req)];
+    // setpriv changes its own capability sets, then executes node in place (same pid)
+    const [cmd, args] =
+      setpriv === null
+        ? [process.execPath, nodeArgs]
+        : [setpriv, [...drop, '--', process.execPath, ...nodeArgs]];
     const fd = openSync(req.logFile, 'a', 0o600);
     try {
-      const child = spawn(
-        process.execPath,
-        [...PROXY_NODE_OPTIONS, o.remoraBin, ...proxyArgs(req)],
-        {
-          detached: true,
-          stdio: ['ignore', fd, fd],
-          env: o.env,
-        },
-      );
+      const child = spawn(cmd, args, {
+        detached: true,
+        stdio: ['ignore', fd, fd],
+        env: o.env,
+      });
       child.unref();
       const pid = child.pid;
       if (pid === undefined) {
-        throw new Error(`spawn of ${process.execPath} ${o.remoraBin} proxy failed`);
+        throw new Error(`spawn of ${cmd} ${o.remoraBin} proxy failed`);
       }
       return {
         pid,

@@ -98,4 +98,10 @@ export const AGENT_ERRORS = {
     remedy:
       'Read the iptables message in the error, compare with `iptables -t nat -S` (chains REMORA-…) and docs/transparent.md; the agent retries on the next change.',
   },
+  REMORA_E_AGENT_CAPABILITY_INHERITED: {
+    meaning:
+      'The agent holds CAP_NET_ADMIN (for transparent interception) but cannot start its proxies without it, because `setpriv` is not installed: every proxy inherits the capability.',
+    remedy:
+      'Install util-linux, which provides `setpriv` (`apt-get install -y util-linux`), and restart the agent; or remove the CAP_NET_ADMIN grant if no instance uses `transparent`.',
+  },
 } as const satisfies Record<string, ErrorSpec>;
