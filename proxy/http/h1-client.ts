@@ -50,9 +50,14 @@ export class H1ClientConnection {
   #requestDone = false;
   #responseDone = false;
   #keepAlive = true;
-  /** One timer per connection, re-armed with refresh() per request (no allocation per request). */
+  /**
+   * One response timer per connection, not re-armed per request: a request records when it was
+   * sent, and the timer, when it fires, fails the request that is late or waits the rest.
+   */
   #timer: NodeJS.Timeout | null = null;
   #timerMs = 0;
+  #timerArmed = false;
+  #sentAt = 0;
   #waitingHead = false;
   /** When the connection went idle (for the pool's sweeper). */
   idleSince = 0;
@@ -90,21 +95,29 @@ export class H1ClientConnection {
       this.#reject = reject;
       if (timeoutMs > 0) {
         this.#waitingHead = true;
-        if (this.#timer === null || this.#timerMs !== timeoutMs) {
-          if (this.#timer !== null) clearTimeout(this.#timer);
-          this.#timerMs = timeoutMs;
-          this.#timer = setTimeout(() => this.#onTimer(), timeoutMs);
-          this.#timer.unref();
-        } else {
-          this.#timer.refresh();
-        }
+        this.#sentAt = performance.now();
+        if (!this.#timerArmed || this.#timerMs !== timeoutMs) this.#armTimer(timeoutMs, timeoutMs);
       }
       this.#writeRequest(req);
     });
   }
 
+  #armTimer(timeoutMs: number, delayMs: number): void {
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timerMs = timeoutMs;
+    this.#timerArmed = true;
+    this.#timer = setTimeout(() => this.#onTimer(), delayMs);
+    this.#timer.unref();
+  }
+
   #onTimer(): void {
+    this.#timerArmed = false;
     if (!this.#waitingHead || !this.busy) return;
+    const left = this.#timerMs - (performance.now() - this.#sentAt);
+    if (left > 1) {
+      this.#armTimer(this.#timerMs, left);
+      return;
+    }
     this.#fail(
       upstreamError(
         'REMORA_E_PROXY_REQUEST_TIMEOUT',
@@ -280,7 +293,8 @@ export class H1ClientConnection {
         return;
       }
       if (mode === 'length' && rest.length >= head.contentLength) {
-        res.body = Buffer.from(rest.subarray(0, head.contentLength));
+        // a view, not a copy: socket reads hand over fresh buffers that nothing else writes to
+        res.body = rest.subarray(0, head.contentLength);
         if (rest.length > head.contentLength) this.#keepAlive = false;
         this.#responseDone = true;
         resolve(res);
@@ -448,13 +462,20 @@ export class H1Pool {
     return this.#idle.length;
   }
 
+  /** The most recently used live idle connection, or null. */
+  #takeIdle(): H1ClientConnection | null {
+    while (this.#idle.length > 0) {
+      const c = this.#idle.pop()!;
+      if (!c.dead && !c.socket.destroyed && c.socket.writable) return c;
+    }
+    return null;
+  }
+
   async acquire(): Promise<H1ClientConnection> {
     const limiter = this.o.limiter;
     for (;;) {
-      while (this.#idle.length > 0) {
-        const c = this.#idle.pop()!;
-        if (!c.dead && !c.socket.destroyed && c.socket.writable) return c;
-      }
+      const idle = this.#takeIdle();
+      if (idle !== null) return idle;
       if (limiter === undefined || limiter.tryOpen()) break;
       await limiter.wait(this.o.pendingTimeoutMs ?? 5000);
     }
@@ -492,12 +513,17 @@ export class H1Pool {
    * body: the peer may have read the request before it went away (an app or proxy that crashed
    * mid-request looks exactly like a stale keep-alive connection), so a POST is never re-sent.
    */
-  async request(req: ProxyRequest, timeoutMs: number): Promise<ProxyResponse> {
-    const c = await this.acquire();
+  request(req: ProxyRequest, timeoutMs: number): Promise<ProxyResponse> {
+    // the common case, a warm idle connection, without the asynchronous acquire
+    const idle = this.#takeIdle();
+    return idle !== null
+      ? this.#send(idle, req, timeoutMs)
+      : this.acquire().then((c) => this.#send(c, req, timeoutMs));
+  }
+
+  #send(c: H1ClientConnection, req: ProxyRequest, timeoutMs: number): Promise<ProxyResponse> {
     if (req.upgrade !== null) c.dead = true; // an upgraded connection never returns
-    try {
-      return await c.request(req, timeoutMs);
-    } catch (err) {
+    return c.request(req, timeoutMs).catch((err: unknown) => {
       const e = err as RemoraError;
       const d = e.details as { reused?: boolean; responseStarted?: boolean };
       const replayable = req.body === null || Buffer.isBuffer(req.body);
@@ -508,11 +534,10 @@ export class H1Pool {
         replayable &&
         isIdempotent(req.method)
       ) {
-        const fresh = await this.acquireFresh();
-        return fresh.request(req, timeoutMs);
+        return this.acquireFresh().then((fresh) => fresh.request(req, timeoutMs));
       }
       throw e;
-    }
+    });
   }
 
   async acquireFresh(): Promise<H1ClientConnection> {

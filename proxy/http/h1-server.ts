@@ -3,6 +3,7 @@
 // answered in order, Expect: 100-continue, Upgrade (WebSocket) splicing, header and idle
 // timeouts. Each request goes to `handler`; its response is framed and written here.
 import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import { RemoraError } from '../../lib/errors/index.ts';
 import { BodyDecoder, BodyStream, encodeChunk, encodeLastChunk, type BodyMode } from './body.ts';
@@ -61,7 +62,10 @@ export function serveH1(socket: Socket, o: H1ServerOptions): H1ServerConnection 
   let bodyTimer: NodeJS.Timeout | null = null;
   let bodyPaused = false; // the request body's consumer holds the client back
 
-  const timer = setTimeout(onIdle, o.idleTimeoutMs);
+  // One idle timer per connection, not re-armed per request: a request only records when the
+  // connection went idle, and the timer, when it fires, closes the connection or waits the rest.
+  let idleSince = performance.now();
+  let timer = setTimeout(onIdle, o.idleTimeoutMs);
   timer.unref();
 
   socket.setNoDelay(true);
@@ -84,7 +88,17 @@ export function serveH1(socket: Socket, o: H1ServerOptions): H1ServerConnection 
   socket.on('close', () => close());
 
   function onIdle(): void {
-    if (state !== ST_HEAD || responding || (buf !== null && buf.length > 0)) return;
+    if (state === ST_CLOSED || state === ST_UPGRADED) return;
+    if (state !== ST_HEAD || responding || (buf !== null && buf.length > 0)) {
+      timer.refresh(); // busy: look again a full period later
+      return;
+    }
+    const left = o.idleTimeoutMs - (performance.now() - idleSince);
+    if (left > 1) {
+      timer = setTimeout(onIdle, left);
+      timer.unref();
+      return;
+    }
     socket.end();
     close();
   }
@@ -397,7 +411,7 @@ export function serveH1(socket: Socket, o: H1ServerOptions): H1ServerConnection 
     if (state === ST_CLOSED) return;
     if (state === ST_BODY) return; // cannot happen with keep; guarded above
     state = ST_HEAD;
-    timer.refresh();
+    idleSince = performance.now();
     if (socket.isPaused()) socket.resume();
     if (buf !== null && buf.length > 0) processHeads();
   }

@@ -125,3 +125,38 @@ t.test('a POST reset on a reused connection fails and is never sent again', asyn
     'the POST reached the server exactly once',
   );
 });
+
+/** Answers the first request on every connection at once; later ones never (a hung upstream). */
+async function hangingServer(): Promise<{ server: Server; port: number }> {
+  const server = createServer((s: Socket) => {
+    let n = 0;
+    s.on('error', () => {});
+    s.on('data', (d: Buffer) => {
+      if (d.includes('\r\n\r\n') && n++ === 0)
+        s.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return { server, port: (server.address() as { port: number }).port };
+}
+
+t.test('the response timeout counts from each request, also on a reused connection', async (t) => {
+  const { server, port } = await hangingServer();
+  t.teardown(() => server.close());
+  const p = await pool(port);
+  t.teardown(() => p.close());
+  const timeoutMs = 400;
+  const first = await p.request(req('GET', 'a'), timeoutMs);
+  t.equal(first.status, 200);
+  await new Promise((ok) => setTimeout(ok, 250)); // the connection's timer is already running
+  const sent = performance.now();
+  const err = (await p.request(req('GET', 'b'), timeoutMs).catch((e: unknown) => e)) as RemoraError;
+  const waited = performance.now() - sent;
+  t.equal(err.code, 'REMORA_E_PROXY_REQUEST_TIMEOUT');
+  t.ok(
+    waited >= timeoutMs - 20,
+    `timed out after ${Math.round(waited)} ms, not before ${timeoutMs}`,
+  );
+  t.ok(waited < timeoutMs + 1000, `and not much later (${Math.round(waited)} ms)`);
+});
