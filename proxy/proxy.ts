@@ -14,6 +14,7 @@ import { createProxyMetrics, type ProxyMetrics } from './admin/metrics.ts';
 import { DEFAULT_HTTP_LIMITS, type ActiveConfig, type HttpLimits, type ProxyEnv } from './env.ts';
 import { buildTlsContexts, sameTlsMaterial } from './tls/identity.ts';
 import { createInbound, type Inbound } from './inbound/index.ts';
+import { MUX_ALPN } from './http/mux-server.ts';
 import { createUpstream, type Upstream } from './outbound/index.ts';
 import { createTracingSeam } from './tracing-seam.ts';
 import { createTransparentSlot } from './outbound/transparent.ts';
@@ -119,7 +120,14 @@ export function createProxy(o: CreateProxyOptions): Proxy {
       ...opts,
       requestCert: true,
       rejectUnauthorized: false, // verified per connection in inbound (counted by reason)
-      ALPNProtocols: ['h2', 'http/1.1'],
+      // h2 first, as ever; remora-mux/1 (a peer sidecar's HTTP upstream) only while this
+      // instance's inbound protocol is http — a tcp inbound passes bytes to the app untouched
+      ALPNCallback: ({ protocols }: { protocols: string[] }) => {
+        if (protocols.includes('h2')) return 'h2';
+        if (protocols.includes(MUX_ALPN) && active?.snapshot.inbound.protocol === 'http')
+          return MUX_ALPN;
+        return protocols.includes('http/1.1') ? 'http/1.1' : undefined;
+      },
       handshakeTimeout: 10_000,
       noDelay: true,
     });

@@ -11,6 +11,7 @@ import { verifyPeer } from '../tls/identity.ts';
 import { dialTcp } from '../tls/dial.ts';
 import { serveH1, spliceSockets, type H1ServerConnection } from '../http/h1-server.ts';
 import { H1Pool } from '../http/h1-client.ts';
+import { MUX_ALPN, MUX_MAX_BODY_BYTES, serveMux } from '../http/mux-server.ts';
 import {
   composeStages,
   type ConnectionDecision,
@@ -205,6 +206,19 @@ export function createInbound(env: ProxyEnv): Inbound {
         onDenied: (layer, enforced) => env.metrics.denials.labels(layer, String(enforced)).inc(),
       });
       track(socket, c);
+      return;
+    }
+    if (socket.alpnProtocol === MUX_ALPN) {
+      const m = serveMux(socket, {
+        handler,
+        limits: env.limits,
+        maxBodyBytes: MUX_MAX_BODY_BYTES,
+        maxConcurrent: 256,
+        idleTimeoutMs: env.limits.clientIdleTimeoutMs,
+        newContext,
+        onRefused: (_status, reason) => env.metrics.refused.labels('inbound', reason).inc(),
+      });
+      track(socket, m);
       return;
     }
     const c: H1ServerConnection = serveH1(socket, {

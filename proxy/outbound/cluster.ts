@@ -10,6 +10,8 @@ import { reconcileEndpoints, type EndpointState } from '../balance/endpoints.ts'
 import { createPicker, type Picker } from '../balance/pickers.ts';
 import { eligibleEndpoints, recordFailure, recordSuccess } from '../balance/outlier.ts';
 import { H1Pool } from '../http/h1-client.ts';
+import { MuxPool } from '../http/mux-client.ts';
+import { MUX_ALPN } from '../http/mux-server.ts';
 import { dialTls } from '../tls/dial.ts';
 import { ConnectionLimiter } from '../stages/limits.ts';
 import { RetryBudget } from '../stages/retry.ts';
@@ -24,6 +26,7 @@ export class Cluster {
   readonly counter = { active: 0 };
   readonly sessions = new Map<string, Buffer>();
   #pools = new Map<string, H1Pool>();
+  #mux = new Map<string, MuxPool>();
   #h2 = new Map<string, ClientHttp2Session>();
   #env: ProxyEnv;
 
@@ -55,6 +58,12 @@ export class Cluster {
       if (!live.has(id)) {
         pool.close();
         this.#pools.delete(id);
+      }
+    }
+    for (const [id, pool] of this.#mux) {
+      if (!live.has(id)) {
+        pool.close();
+        this.#mux.delete(id);
       }
     }
     for (const [id, s] of this.#h2) {
@@ -104,6 +113,8 @@ export class Cluster {
       );
       this.#h2.get(ep.id)?.close();
       this.#h2.delete(ep.id);
+      this.#mux.get(ep.id)?.close();
+      this.#mux.delete(ep.id);
     }
   }
 
@@ -132,6 +143,27 @@ export class Cluster {
         dial: () => this.dial(ep, ['http/1.1']),
       });
       this.#pools.set(ep.id, p);
+    }
+    return p;
+  }
+
+  /**
+   * The `remora-mux/1` connections to an endpoint (docs/proxy.md, "Multiplexing between
+   * sidecars"): up to 4, each carrying up to 64 requests at once before another is opened.
+   */
+  mux(ep: EndpointState): MuxPool {
+    let p = this.#mux.get(ep.id);
+    if (p === undefined || p.closed) {
+      p = new MuxPool({
+        target: `${this.name} endpoint ${ep.id} (${ep.address}:${ep.port})`,
+        limits: this.#env.limits,
+        maxPerConnection: 64,
+        maxConnections: 4,
+        limiter: this.limiter,
+        pendingTimeoutMs: this.config.resilience.connectTimeoutMs,
+        dial: () => this.dial(ep, [MUX_ALPN, 'http/1.1']),
+      });
+      this.#mux.set(ep.id, p);
     }
     return p;
   }
@@ -187,5 +219,7 @@ export class Cluster {
     this.#pools.clear();
     for (const s of this.#h2.values()) s.close();
     this.#h2.clear();
+    for (const p of this.#mux.values()) p.close();
+    this.#mux.clear();
   }
 }

@@ -27,6 +27,7 @@ import { createMetricsStage } from '../stages/metrics.ts';
 import { createActiveRequestsStage } from '../stages/limits.ts';
 import { createRetryStage } from '../stages/retry.ts';
 import { Cluster } from './cluster.ts';
+import { muxable } from '../http/mux-client.ts';
 import { createLimitedErrorLog } from '../log-limit.ts';
 
 export interface Upstream {
@@ -70,7 +71,11 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
     const t0 = performance.now();
     let response;
     try {
-      response = await cluster.pool(ep).request(req, res().requestTimeoutMs);
+      const timeoutMs = res().requestTimeoutMs;
+      // to a peer sidecar that speaks it, many requests share one connection (remora-mux/1)
+      response = await (muxable(req)
+        ? cluster.mux(ep).request(req, timeoutMs, () => cluster.pool(ep).request(req, timeoutMs))
+        : cluster.pool(ep).request(req, timeoutMs));
     } catch (err) {
       ep.active--;
       const e = toRemoraError(err);
