@@ -66,6 +66,8 @@ export class MuxConnection {
   retiring = false;
   #limits: HeadLimits;
   #next = 1;
+  /** Streams up to this number have been handed to the socket. */
+  #flushedUpTo = 0;
   #inflight = new Map<string, Exchange>();
   #out: Buffer[] = [];
   #flushScheduled = false;
@@ -75,6 +77,8 @@ export class MuxConnection {
   #timer: NodeJS.Timeout | null = null;
   /** Requests that timed out and whose answer has not come yet. */
   #abandoned = 0;
+  /** When the last answer came in (for the pool's idle sweep). */
+  idleSince = performance.now();
   #onGone: (c: MuxConnection) => void;
 
   constructor(
@@ -132,6 +136,7 @@ export class MuxConnection {
     const out = this.#out;
     this.#out = [];
     if (this.dead || out.length === 0) return;
+    this.#flushedUpTo = this.#next - 1;
     this.socket.write(out.length === 1 ? out[0]! : Buffer.concat(out));
   }
 
@@ -307,6 +312,7 @@ export class MuxConnection {
   }
 
   #settle(): void {
+    if (this.#inflight.size === 0 && this.#body === null) this.idleSince = performance.now();
     if (!this.retiring || this.#body !== null || this.dead) return;
     if (this.#inflight.size === 0) this.close();
     else if (this.#inflight.size === this.#abandoned) this.socket.destroy(); // nobody waits
@@ -325,8 +331,18 @@ export class MuxConnection {
       resetError(this.target, `${message} in the middle of a response body`, true),
     );
     this.#body = null;
-    for (const x of this.#inflight.values())
-      x.reject?.(resetError(this.target, `${message} before answering`, false));
+    for (const [id, x] of this.#inflight) {
+      if (Number(id) > this.#flushedUpTo)
+        // never written: the peer cannot have seen it, so any method may be sent again
+        x.reject?.(
+          new RemoraError(
+            'REMORA_E_PROXY_CONNECT_FAILED',
+            `${this.target} ${message} before the request was sent`,
+            { target: this.target, refused: true },
+          ),
+        );
+      else x.reject?.(resetError(this.target, `${message} before answering`, false));
+    }
     this.#inflight.clear();
     this.#onGone(this);
   }
@@ -351,6 +367,8 @@ export interface MuxPoolOptions {
   maxPerConnection: number;
   /** Connections to one endpoint at most. */
   maxConnections: number;
+  /** A connection with nothing in flight is closed after this time (before the peer's own). */
+  idleTimeoutMs: number;
   limiter?: ConnectionLimiter;
   pendingTimeoutMs?: number;
 }
@@ -365,6 +383,7 @@ export class MuxPool {
   #conns: MuxConnection[] = [];
   #dialing: Promise<MuxConnection | null> | null = null;
   #unsupportedSince = -Infinity;
+  #sweeper: NodeJS.Timeout | null = null;
   closed = false;
 
   constructor(o: MuxPoolOptions) {
@@ -436,12 +455,28 @@ export class MuxPool {
     });
     if (this.closed) c.close();
     else this.#conns.push(c);
+    if (this.#sweeper === null) {
+      this.#sweeper = setInterval(() => this.#sweep(), Math.max(100, this.o.idleTimeoutMs / 2));
+      this.#sweeper.unref();
+    }
     return c;
+  }
+
+  /** Closes connections idle longer than idleTimeoutMs; runs while there are connections. */
+  #sweep(): void {
+    const cutoff = performance.now() - this.o.idleTimeoutMs;
+    for (const c of this.#conns) if (c.inflight === 0 && c.idleSince < cutoff) c.close();
+    if (this.#conns.length === 0 && this.#sweeper !== null) {
+      clearInterval(this.#sweeper);
+      this.#sweeper = null;
+    }
   }
 
   /** No new requests; each connection closes once its answers are in. */
   close(): void {
     this.closed = true;
+    if (this.#sweeper !== null) clearInterval(this.#sweeper);
+    this.#sweeper = null;
     for (const c of this.#conns) c.close();
   }
 }

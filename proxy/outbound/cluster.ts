@@ -159,6 +159,7 @@ export class Cluster {
         limits: this.#env.limits,
         maxPerConnection: 64,
         maxConnections: 4,
+        idleTimeoutMs: this.config.resilience.idleTimeoutMs || 60_000,
         limiter: this.limiter,
         pendingTimeoutMs: this.config.resilience.connectTimeoutMs,
         dial: () => this.dial(ep, [MUX_ALPN, 'http/1.1']),
