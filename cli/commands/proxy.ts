@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import module from 'node:module';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { proxySchema } from '../../lib/config/index.ts';
@@ -77,6 +78,9 @@ export function registerProxy(program: Command, ctx: CliContext): void {
           proxy,
         });
         logger.info({ adminPort: admin.port }, 'admin listening');
+        // write the compiled code of everything loaded so far to Node's on-disk cache now rather
+        // than at exit: proxies started after this one do not load the TypeScript stripper
+        module.flushCompileCache?.();
 
         let drainDeadline = config.drainTimeoutMs;
         let stop: () => void = () => {};
