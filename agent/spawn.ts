@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import { accessSync, constants, openSync, closeSync, readFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { PROXY_NODE_OPTIONS } from '../lib/proxy-api/index.ts';
 
 export interface SpawnedProxy {
   pid: number;
@@ -22,14 +23,6 @@ export type SpawnProxy = (req: SpawnProxyRequest) => SpawnedProxy;
 
 /** The `remora` entry script of this installation. */
 export const DEFAULT_REMORA_BIN = fileURLToPath(new URL('../bin/remora.js', import.meta.url));
-
-/**
- * Node options of every proxy process. Under load V8 grows the young generation to 2 × 16 MB;
- * capped at 4 MB per semi-space, a proxy's peak RSS stays below 90 MB with no measurable CPU
- * cost per request (docs/proxy.md, "Performance notes"). V8 reads this only at start, so it
- * must be on the command line rather than set by the proxy itself.
- */
-export const PROXY_NODE_OPTIONS: readonly string[] = ['--max-semi-space-size=4'];
 
 /** Arguments of `remora proxy` for one instance (DESIGN §6). */
 export function proxyArgs(req: SpawnProxyRequest): string[] {

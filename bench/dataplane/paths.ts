@@ -25,7 +25,7 @@ import {
 import type { ProcessRegistry, Started } from '../lib/procs.ts';
 import type { RoleName } from '../lib/measure.ts';
 import { buildPairSnapshots } from './remora-snapshot.ts';
-import { PROXY_NODE_OPTIONS } from '../../agent/spawn.ts';
+import { PROXY_NODE_OPTIONS } from '../../lib/proxy-api/index.ts';
 
 export const CONF_DIR = fileURLToPath(new URL('../conf/', import.meta.url));
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));

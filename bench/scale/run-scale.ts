@@ -16,7 +16,7 @@ import {
   type ProxyFrame,
   type ProxySnapshot,
 } from '../../lib/proxy-api/index.ts';
-import { PROXY_NODE_OPTIONS } from '../../agent/spawn.ts';
+import { PROXY_NODE_OPTIONS } from '../../lib/proxy-api/index.ts';
 import { issueRemoraLeaf, type Leaf } from '../lib/certs.ts';
 import { describeForeign, startForeignMeter } from '../lib/foreign.ts';
 import { freePort } from '../lib/net.ts';

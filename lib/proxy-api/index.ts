@@ -4,4 +4,9 @@ export type { FrameDecoderOptions } from './frames.ts';
 export { decodeProxySnapshot, PROTOCOLS, LOAD_BALANCER_POLICIES } from './snapshot.ts';
 export { attachFrameChannel } from './channel.ts';
 export type { FrameChannel, FrameChannelOptions } from './channel.ts';
-export { DEFAULT_RESILIENCE, DEFAULT_PROTOCOL, defaultLoadBalancer } from './defaults.ts';
+export {
+  DEFAULT_RESILIENCE,
+  DEFAULT_PROTOCOL,
+  defaultLoadBalancer,
+  PROXY_NODE_OPTIONS,
+} from './defaults.ts';

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PROXY_NODE_OPTIONS } from '../../agent/spawn.ts';
+import { PROXY_NODE_OPTIONS } from '../../lib/proxy-api/index.ts';
 import { createRootCa, createCsr, generateKeyPair, issueLeaf } from '../../lib/pki/index.ts';
 import { createTrustDomain, formatSpiffeId } from '../../lib/identity/index.ts';
 import {

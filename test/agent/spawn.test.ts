@@ -12,9 +12,9 @@ import {
   createProcessSpawner,
   findExecutable,
   parseCapabilities,
-  PROXY_NODE_OPTIONS,
   type SpawnerOptions,
 } from '../../agent/spawn.ts';
+import { PROXY_NODE_OPTIONS } from '../../lib/proxy-api/index.ts';
 
 const SPAWN_MODULE = fileURLToPath(new URL('../../agent/spawn.ts', import.meta.url));
 const NET_ADMIN = 1n << 12n;
