@@ -1,10 +1,10 @@
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import module from 'node:module';
 import { agentSchema } from '../../lib/config/index.ts';
 import { createLogger } from '../../lib/log/index.ts';
 import { createHostAgent } from '../../agent/index.ts';
+import { warmProxyCompileCache } from '../../agent/spawn.ts';
 import { loadProgramConfig, type CliContext } from '../context.ts';
 
 /** A file whose presence at stop time keeps the proxies running once (upgrade restarts). */
@@ -34,11 +34,8 @@ export function registerAgent(program: Command, ctx: CliContext): void {
         keepProxies?: boolean;
         logLevel?: string;
       }) => {
-        // Compile the proxy's code into Node's on-disk cache before any proxy starts: a proxy that
-        // finds it there never loads the TypeScript stripper (about 20 MB of memory each, for
-        // the life of every proxy started after an upgrade).
-        await import('./proxy.ts');
-        module.flushCompileCache?.();
+        // before any proxy starts, so that none of them loads the TypeScript stripper
+        warmProxyCompileCache();
         const config = loadProgramConfig(agentSchema, ctx, opts.config, {
           'log.level': opts.logLevel,
           configDir: opts.configDir,
