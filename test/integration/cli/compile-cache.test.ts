@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createMeshCerts, makeSnapshot } from '../../helpers/mesh-certs.ts';
+import { reapOnExit } from '../../helpers/reaper.ts';
 
 const BIN = fileURLToPath(new URL('../../../bin/remora.js', import.meta.url));
 
@@ -39,9 +40,13 @@ process.on('exit', () => writeFileSync(${JSON.stringify(report)}, JSON.stringify
     [BIN, 'proxy', '--static-config', snap, '--admin', '0', '--log-level', 'info'],
     { env: { ...env, NODE_OPTIONS: `--import=${hook}` }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
+  reapOnExit(child); // killed even if this test is
   let out = '';
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`proxy did not start: ${out}`)), 30_000);
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL'); // never leave it running
+      reject(new Error(`proxy did not start: ${out}`));
+    }, 30_000);
     const onOutput = (c: Buffer): void => {
       out += c.toString();
       if (out.includes('admin listening')) {
