@@ -8,7 +8,7 @@
 // its bytes flow.
 import type { Socket } from 'node:net';
 import { RemoraError } from '../../lib/errors/index.ts';
-import { encodeChunk, encodeLastChunk } from './body.ts';
+import { encodeChunk, encodeLastChunk, type BodyStream } from './body.ts';
 import {
   endToEndHeaders,
   findHeadEnd,
@@ -24,7 +24,11 @@ export const STREAM_HEADER = 'remora-stream';
 /** Set on the answer to a request the server did not process (draining): safe to send again. */
 export const REFUSED_HEADER = 'remora-refused';
 /** Largest request body sent on a multiplexed connection; larger ones use their own connection. */
-export const MUX_MAX_BODY_BYTES = 16 * 1024 * 1024;
+export const MUX_MAX_BODY_BYTES = 1024 * 1024;
+/** Request body bytes one connection may hold in requests being handled before reading pauses. */
+const MAX_HELD_BODY_BYTES = 8 * 1024 * 1024;
+/** Answer bytes waiting for a peer that does not read, before reading its requests pauses. */
+const MAX_UNSENT_BYTES = 1024 * 1024;
 
 export interface MuxServerOptions {
   handler: Handler;
@@ -47,6 +51,8 @@ export interface MuxServerConnection {
 interface Pending {
   id: string;
   req: ProxyRequest;
+  /** Body bytes this request holds until it is answered. */
+  held: number;
 }
 
 /**
@@ -84,6 +90,9 @@ export function serveMux(socket: Socket, o: MuxServerOptions): MuxServerConnecti
   /** Finished answers waiting for the socket (a streaming body is being written). */
   const queue: Array<{ p: Pending; res: ProxyResponse }> = [];
   let streaming = false;
+  /** The body being written, cancelled if the connection goes away meanwhile. */
+  let streamingBody: BodyStream | null = null;
+  let held = 0;
   let corked = false;
   let lastActive = performance.now();
   let timer = setTimeout(onIdle, o.idleTimeoutMs);
@@ -97,9 +106,25 @@ export function serveMux(socket: Socket, o: MuxServerOptions): MuxServerConnecti
   });
   socket.on('error', () => close());
   socket.on('close', () => close());
-  socket.on('drain', () => {
-    if (!closed && active.size < o.maxConcurrent && socket.isPaused()) socket.resume();
-  });
+  socket.on('drain', () => maybeResume());
+
+  /**
+   * Reading pauses while too many requests or request body bytes are held, or while the peer
+   * does not read its answers ('drain' fires once the unsent bytes are written).
+   */
+  function mustWait(): boolean {
+    return (
+      active.size >= o.maxConcurrent ||
+      held > MAX_HELD_BODY_BYTES ||
+      socket.writableLength > MAX_UNSENT_BYTES
+    );
+  }
+
+  function maybeResume(): void {
+    if (closed || !socket.isPaused() || mustWait()) return;
+    socket.resume();
+    parse(); // heads that arrived before the pause
+  }
 
   function onIdle(): void {
     if (closed) return;
@@ -121,6 +146,8 @@ export function serveMux(socket: Socket, o: MuxServerOptions): MuxServerConnecti
     active.clear();
     for (const q of queue) cancelBody(q.res);
     queue.length = 0;
+    streamingBody?.cancel(new RemoraError('REMORA_E_PROXY_UPSTREAM_RESET', 'the caller went away'));
+    streamingBody = null;
     if (!socket.destroyed) socket.destroy();
   }
 
@@ -130,13 +157,30 @@ export function serveMux(socket: Socket, o: MuxServerOptions): MuxServerConnecti
     close();
   }
 
+  // a body still arriving is collected as a list and joined once (no copy per chunk)
+  let pending: Buffer[] = [];
+  let pendingSize = 0;
+  let need = 0;
+
   function onData(chunk: Buffer): void {
-    buf = buf === null || buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+    if (need > 0) {
+      pending.push(chunk);
+      pendingSize += chunk.length;
+      if (pendingSize < need) return;
+      buf = Buffer.concat(pending, pendingSize);
+      pending = [];
+      pendingSize = 0;
+      need = 0;
+    } else buf = buf === null || buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
     parse();
   }
 
   function parse(): void {
     while (!closed && buf !== null && buf.length > 0) {
+      if (mustWait()) {
+        socket.pause();
+        return;
+      }
       const end = findHeadEnd(buf);
       if (end === -1) {
         if (buf.length > o.limits.maxHeadBytes) fatal(431, 'head_too_large');
@@ -157,7 +201,14 @@ export function serveMux(socket: Socket, o: MuxServerOptions): MuxServerConnecti
         fatal(413, 'mux_body_too_large');
         return;
       }
-      if (buf.length < end + len) return; // the rest of the body is on its way
+      if (buf.length < end + len) {
+        // the rest of the body is on its way
+        need = end + len;
+        pending = [buf];
+        pendingSize = buf.length;
+        buf = null;
+        return;
+      }
       const headers = endToEndHeaders(head.headers, head.connectionTokens);
       const id = takeStreamId(headers);
       if (id === '' || active.has(id)) {
@@ -177,13 +228,14 @@ export function serveMux(socket: Socket, o: MuxServerOptions): MuxServerConnecti
         upgrade: null,
         ctx: o.newContext(),
       };
-      const p: Pending = { id, req };
+      const p: Pending = { id, req, held: len };
       lastActive = performance.now();
       if (draining) {
         answer(p, REFUSED);
         continue;
       }
       active.set(id, p);
+      held += len;
       o.handler(req).then(
         (res) => finish(p, res),
         (err: unknown) =>
@@ -199,7 +251,6 @@ export function serveMux(socket: Socket, o: MuxServerOptions): MuxServerConnecti
             ),
           ),
       );
-      if (active.size >= o.maxConcurrent) socket.pause();
     }
   }
 
@@ -209,9 +260,9 @@ export function serveMux(socket: Socket, o: MuxServerOptions): MuxServerConnecti
       return;
     }
     active.delete(p.id);
-    if (socket.isPaused() && active.size < o.maxConcurrent && socket.writableLength === 0)
-      socket.resume();
+    held -= p.held;
     answer(p, res);
+    maybeResume();
   }
 
   function answer(p: Pending, res: ProxyResponse): void {
@@ -253,6 +304,7 @@ export function serveMux(socket: Socket, o: MuxServerOptions): MuxServerConnecti
     const known = res.bodyLength >= 0;
     socket.write(Buffer.from(headString(p.id, res, known ? res.bodyLength : -1, !known), 'latin1'));
     streaming = true;
+    streamingBody = body;
     const onDrain = (): void => body.resume();
     socket.on('drain', onDrain);
     body.attach({
@@ -266,6 +318,7 @@ export function serveMux(socket: Socket, o: MuxServerOptions): MuxServerConnecti
         socket.off('drain', onDrain);
         if (!known) socket.write(encodeLastChunk(trailers));
         streaming = false;
+        streamingBody = null;
         flushQueue();
       },
       error() {

@@ -9,6 +9,8 @@ import type { ProxyRequest, RequestContext } from '../../../proxy/stages/types.t
 
 async function muxServer(
   t: Test,
+  handler?: (req: ProxyRequest) => Promise<void>,
+  bounds = { maxBodyBytes: 1024, maxConcurrent: 16 },
 ): Promise<{ port: number; refused: string[]; seen: ProxyRequest[] }> {
   const refused: string[] = [];
   const seen: ProxyRequest[] = [];
@@ -18,14 +20,14 @@ async function muxServer(
     serveMux(s, {
       handler: async (req) => {
         seen.push(req);
+        if (handler) await handler(req);
         const wait = Number(/wait=(\d+)/.exec(req.target)?.[1] ?? 0);
         await new Promise((r) => setTimeout(r, wait));
         const body = Buffer.from(`${req.method} ${req.target}`);
         return { status: 200, reason: 'OK', headers: [], body, bodyLength: body.length };
       },
       limits: DEFAULT_HEAD_LIMITS,
-      maxBodyBytes: 1024,
-      maxConcurrent: 16,
+      ...bounds,
       idleTimeoutMs: 5000,
       newContext: () => ({ aborted: false }) as RequestContext,
       onRefused: (_status, reason) => refused.push(reason),
@@ -129,3 +131,43 @@ for (const [name, text, reason] of [
     t.match(ok.out, /^HTTP\/1\.1 200 OK\r\nremora-stream: 1\r\n/);
   });
 }
+
+t.test(
+  'request bodies held by one connection are bounded: reading pauses, nothing is lost',
+  async (t) => {
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => (release = r));
+    let inHandler = 0;
+    let most = 0;
+    const m = await muxServer(
+      t,
+      async () => {
+        inHandler++;
+        most = Math.max(most, inHandler);
+        await gate;
+        inHandler--;
+      },
+      { maxBodyBytes: 1024 * 1024, maxConcurrent: 256 },
+    );
+    const body = 'x'.repeat(1024 * 1024);
+    let text = '';
+    for (let i = 1; i <= 12; i++)
+      text += `POST /up/${i} HTTP/1.1\r\nhost: api\r\nremora-stream: ${i}\r\ncontent-length: ${body.length}\r\n\r\n${body}`;
+    const done = exchange(m.port, text, /(HTTP\/1\.1 200 OK[^]*){12}/);
+    // wait until reading has paused: the held requests stop growing
+    for (let last = -1, i = 0; i < 50 && (most === 0 || most !== last); i++) {
+      last = most;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    t.ok(
+      most >= 8 && most <= 9,
+      `at most 8 MiB of bodies held at once (${most} requests of 1 MiB)`,
+    );
+    release();
+    const { out } = await done.catch((e: Error) => {
+      throw new Error(`${e.message}; refused: ${JSON.stringify(m.refused)}`);
+    });
+    for (let i = 1; i <= 12; i++) t.match(out, `POST /up/${i}`);
+    t.same(m.refused, []);
+  },
+);
