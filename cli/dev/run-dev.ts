@@ -308,15 +308,26 @@ export async function startDevMesh(o: {
 
     const webUrl = `http://127.0.0.1:${web.port}/`;
     await waitUntil(
-      'the demo call web → api through the mesh',
+      'the demo calls web → api and web → echo through the mesh',
       deadline,
       async () => {
         for (const c of children) {
           if (c.exited()) throw new Error(`${c.name} exited:\n${c.tail()}`);
         }
+        // the agent first: every certificate issued, every instance registered and every
+        // upstream's endpoints known (a certificate arriving later swaps a proxy's TLS material)
+        const st = await fetch(`http://127.0.0.1:${agentAdminPort}/status`, {
+          signal: AbortSignal.timeout(3000),
+        });
+        const status = (await st.json()) as { waitingFor?: string[] };
+        if (!st.ok || (status.waitingFor?.length ?? 1) > 0) return undefined;
         const res = await fetch(webUrl, { signal: AbortSignal.timeout(3000) });
         const body = (await res.json()) as { apiStatus?: number };
-        return res.ok && body.apiStatus === 200 ? true : undefined;
+        if (!res.ok || body.apiStatus !== 200) return undefined;
+        // and the TCP upstream (echo): its endpoints reach web's proxy on their own schedule
+        const echo = await fetch(`${webUrl}echo?msg=ready`, { signal: AbortSignal.timeout(6000) });
+        const e = (await echo.json()) as { echo?: { echoed?: string } };
+        return e.echo?.echoed === 'ready' ? true : undefined;
       },
       () => `agent log (${agent?.logFile}):\n${agent?.tail(12) ?? ''}`,
     );
