@@ -9,6 +9,10 @@ import {
   webReachesApi,
 } from './harness.ts';
 
+// two agent boots (each first compiles the proxy's code into Node's cache) and four bounded
+// waits: on a loaded 2-core CI box, running another test file beside it, this passes 60 s
+t.setTimeout(180_000);
+
 t.test(
   'an agent restart under light load fails no request and starts no duplicate proxy',
   async (t) => {
