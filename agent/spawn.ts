@@ -1,10 +1,10 @@
 // Starting and signalling proxy processes. Proxies are spawned detached, in their own process
 // group, with output appended to a log file, so that they outlive an agent restart.
 import { spawn, spawnSync } from 'node:child_process';
-import { accessSync, constants, openSync, closeSync, readFileSync } from 'node:fs';
-import { delimiter, join } from 'node:path';
+import { openSync, closeSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { PROXY_NODE_OPTIONS } from '../lib/proxy-api/index.ts';
+import { findExecutable } from '../lib/util/index.ts';
 
 export interface SpawnedProxy {
   pid: number;
@@ -101,21 +101,6 @@ export function capabilityDropArgs(caps: CapabilitySets | null): string[] {
   return args;
 }
 
-/** The first executable `name` on PATH, or null. */
-export function findExecutable(name: string, path = process.env.PATH ?? ''): string | null {
-  for (const dir of path.split(delimiter)) {
-    if (dir === '') continue;
-    const candidate = join(dir, name);
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not in this directory
-    }
-  }
-  return null;
-}
-
 export interface SpawnerOptions {
   remoraBin: string;
   env: Record<string, string | undefined>;
@@ -141,7 +126,8 @@ export function createProcessSpawner(o: SpawnerOptions): SpawnProxy {
   );
   let setpriv: string | null = null;
   if (drop.length > 0) {
-    setpriv = o.setpriv === undefined ? findExecutable('setpriv') : o.setpriv;
+    setpriv =
+      o.setpriv === undefined ? (findExecutable('setpriv', process.env.PATH) ?? null) : o.setpriv;
     if (setpriv === null)
       o.onWarning?.(
         'this agent holds CAP_NET_ADMIN and `setpriv` (util-linux) is not on PATH, so its proxies inherit the capability: install util-linux to start them without it',

@@ -1,23 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
-import { delimiter, join } from 'node:path';
 import { RemoraError } from '../../lib/errors/index.ts';
 import type { Logger } from '../../lib/log/index.ts';
-
-/** The first executable called `name` on a PATH string, or undefined. */
-export function findExecutable(name: string, pathVar: string | undefined): string | undefined {
-  for (const dir of (pathVar ?? '').split(delimiter)) {
-    if (!dir) continue;
-    const candidate = join(dir, name);
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      /* not here */
-    }
-  }
-  return undefined;
-}
 
 export interface NatsChild {
   url: string;

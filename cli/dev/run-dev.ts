@@ -18,7 +18,8 @@ import {
   type ServiceDefinition,
 } from '../../agent/index.ts';
 import { startChild, type DevChild } from './children.ts';
-import { findExecutable, startNatsChild, type NatsChild } from './nats-server.ts';
+import { startNatsChild, type NatsChild } from './nats-server.ts';
+import { findExecutable } from '../../lib/util/index.ts';
 
 export type DevConfig = ConfigOf<typeof devSchema.tree>;
 

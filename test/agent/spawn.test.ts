@@ -10,11 +10,11 @@ import { fileURLToPath } from 'node:url';
 import {
   capabilityDropArgs,
   createProcessSpawner,
-  findExecutable,
   parseCapabilities,
   type SpawnerOptions,
 } from '../../agent/spawn.ts';
 import { PROXY_NODE_OPTIONS } from '../../lib/proxy-api/index.ts';
+import { findExecutable } from '../../lib/util/index.ts';
 
 const SPAWN_MODULE = fileURLToPath(new URL('../../agent/spawn.ts', import.meta.url));
 const NET_ADMIN = 1n << 12n;
@@ -139,7 +139,7 @@ t.test(
   },
 );
 
-const setpriv = findExecutable('setpriv');
+const setpriv = findExecutable('setpriv', process.env.PATH);
 const asRoot = process.getuid?.() === 0;
 
 t.test(
