@@ -31,13 +31,12 @@ export const DEFAULT_REMORA_BIN = fileURLToPath(new URL('../bin/remora.js', impo
  * code at exit. Proxies started afterwards find it and never load the TypeScript stripper (about
  * 20 MB of memory each, for as long as they run). Costs about half a second, once per start.
  */
-export function warmProxyCompileCache(remoraBin: string = DEFAULT_REMORA_BIN): boolean {
-  const r = spawnSync(
+export function warmProxyCompileCache(remoraBin: string = DEFAULT_REMORA_BIN): void {
+  spawnSync(
     process.execPath,
     [remoraBin, 'proxy', '--static-config', '/nonexistent/remora-compile-cache-warm-up.json'],
     { stdio: 'ignore', timeout: 30_000 },
   );
-  return r.error === undefined;
 }
 
 /** Arguments of `remora proxy` for one instance (DESIGN §6). */

@@ -45,8 +45,6 @@ interface Exchange {
   timeoutMs: number;
   resolve: ((r: ProxyResponse) => void) | null;
   reject: ((e: RemoraError) => void) | null;
-  /** Timed out or given up: its answer is read and dropped. */
-  abandoned: boolean;
 }
 
 function resetError(target: string, message: string, started: boolean): RemoraError {
@@ -124,7 +122,6 @@ export class MuxConnection {
         timeoutMs,
         resolve,
         reject,
-        abandoned: false,
       });
       if (timeoutMs > 0 && this.#timer === null) this.#armTimer(timeoutMs);
     });
@@ -157,7 +154,6 @@ export class MuxConnection {
         const reject = x.reject!;
         x.resolve = null;
         x.reject = null;
-        x.abandoned = true;
         this.#abandoned++;
         reject(
           new RemoraError(
