@@ -15,6 +15,7 @@ import { DEFAULT_HTTP_LIMITS, type ActiveConfig, type HttpLimits, type ProxyEnv 
 import { buildTlsContexts, sameTlsMaterial } from './tls/identity.ts';
 import { createInbound, type Inbound } from './inbound/index.ts';
 import { MUX_ALPN } from './http/mux-server.ts';
+import { TUNNEL_ALPN } from './tcp/tunnel.ts';
 import { createUpstream, type Upstream } from './outbound/index.ts';
 import { createTracingSeam } from './tracing-seam.ts';
 import { createTransparentSlot } from './outbound/transparent.ts';
@@ -121,11 +122,13 @@ export function createProxy(o: CreateProxyOptions): Proxy {
       requestCert: true,
       rejectUnauthorized: false, // verified per connection in inbound (counted by reason)
       // h2 first, as ever; remora-mux/1 (a peer sidecar's HTTP upstream) only while this
-      // instance's inbound protocol is http — a tcp inbound passes bytes to the app untouched
+      // instance's inbound protocol is http, remora-tcp/1 (its TCP upstream) only while it is tcp
       ALPNCallback: ({ protocols }: { protocols: string[] }) => {
         if (protocols.includes('h2')) return 'h2';
         if (protocols.includes(MUX_ALPN) && active?.snapshot.inbound.protocol === 'http')
           return MUX_ALPN;
+        if (protocols.includes(TUNNEL_ALPN) && active?.snapshot.inbound.protocol === 'tcp')
+          return TUNNEL_ALPN;
         return protocols.includes('http/1.1') ? 'http/1.1' : undefined;
       },
       handshakeTimeout: 10_000,

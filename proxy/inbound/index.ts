@@ -3,6 +3,7 @@
 //   → peer SPIFFE ID → L4 intention decision per connection
 //   → tcp: splice to the app | http: strict HTTP/1.1 server → stages below → pooled app connections
 //                              | http2/grpc: see h2.ts
+import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { evaluateIntentions, type IntentionsSnapshot } from '../../lib/intentions/index.ts';
 import { RemoraError, toRemoraError } from '../../lib/errors/index.ts';
@@ -25,6 +26,7 @@ import type { RequestMeter } from '../admin/metrics.ts';
 import { createIntentionsStage } from '../stages/intentions.ts';
 import { createPeerIdentityStage } from '../stages/headers.ts';
 import { serveInboundH2 } from './h2.ts';
+import { serveTunnel, TUNNEL_ALPN } from '../tcp/tunnel.ts';
 import { createLimitedErrorLog } from '../log-limit.ts';
 
 export interface Inbound {
@@ -111,15 +113,17 @@ export function createInbound(env: ProxyEnv): Inbound {
   ];
   const handler = composeStages(stages, forwardToApp);
 
-  function track(socket: TLSSocket, c: { drain(): void }): void {
+  /** Drained and closed with the proxy; `counted`: one connection in the metrics (a tunnel's
+   * streams are counted one by one instead). */
+  function track(socket: TLSSocket, c: { drain(): void }, counted = true): void {
     const entry = { drain: () => c.drain(), socket };
     conns.add(entry);
-    const g = env.metrics.connections.labels('inbound', service());
-    g.inc();
-    env.metrics.connectionsTotal.labels('inbound', service()).inc();
+    const g = counted ? env.metrics.connections.labels('inbound', service()) : null;
+    g?.inc();
+    if (counted) env.metrics.connectionsTotal.labels('inbound', service()).inc();
     socket.once('close', () => {
       conns.delete(entry);
-      g.dec();
+      g?.dec();
     });
   }
 
@@ -156,27 +160,67 @@ export function createInbound(env: ProxyEnv): Inbound {
       return l4;
     };
     const protocol = snapshot.inbound.protocol;
-    if (protocol === 'tcp') {
-      if (!l4.allowed) {
-        env.metrics.denials.labels('l4', String(l4.enforced)).inc();
-        if (l4.enforced) {
-          env.logger.info(
-            { source: peer.service, destination, reason: l4.reason },
-            'connection denied by intention',
-          );
-          socket.destroy();
-          return;
-        }
-      }
-      socket.pause();
-      const ib = snapshot.inbound;
-      track(socket, { drain: () => {} });
-      dialTcp(
+    /** The L4 decision for a new TCP connection (or tunnel stream), counted and logged. */
+    const deniedTcp = (): boolean => {
+      const d = currentL4();
+      if (d.allowed) return false;
+      env.metrics.denials.labels('l4', String(d.enforced)).inc();
+      if (!d.enforced) return false;
+      env.logger.info(
+        { source: peer.service, destination, reason: d.reason },
+        'connection denied by intention',
+      );
+      return true;
+    };
+    const dialApp = (): Promise<Socket> => {
+      const ib = env.active().snapshot.inbound;
+      return dialTcp(
         ib.localAppAddress,
         ib.localAppPort,
         5000,
         `local app ${ib.localAppAddress}:${ib.localAppPort}`,
-      ).then(
+      );
+    };
+    if (protocol === 'tcp' && socket.alpnProtocol === TUNNEL_ALPN) {
+      // a peer sidecar's TCP connections, one stream each (docs/proxy.md, "TCP tunnels")
+      const streams = env.metrics.connections.labels('inbound', service());
+      const t = serveTunnel(socket, {
+        maxStreams: 1024,
+        idleTimeoutMs: env.limits.clientIdleTimeoutMs,
+        open: () => {
+          if (deniedTcp())
+            return Promise.reject(
+              new RemoraError(
+                'REMORA_E_PROXY_INTENTION_DENIED',
+                `${peer.service} → ${destination} denied`,
+              ),
+            );
+          return dialApp().catch((err: unknown) => {
+            logLimited(toRemoraError(err), 'inbound TCP: local app unreachable');
+            throw err;
+          });
+        },
+        onStreamOpened: () => {
+          streams.inc();
+          env.metrics.connectionsTotal.labels('inbound', service()).inc();
+        },
+        onStreamClosed: () => streams.dec(),
+        onProtocolError: (what) => {
+          env.metrics.refused.labels('inbound', 'tunnel_protocol').inc();
+          env.logger.debug({ source: peer.service, what }, 'tunnel protocol error');
+        },
+      });
+      track(socket, t, false);
+      return;
+    }
+    if (protocol === 'tcp') {
+      if (deniedTcp()) {
+        socket.destroy();
+        return;
+      }
+      socket.pause();
+      track(socket, { drain: () => {} });
+      dialApp().then(
         (app) => {
           if (socket.destroyed) return app.destroy();
           spliceSockets(socket, app);

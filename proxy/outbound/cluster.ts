@@ -12,6 +12,7 @@ import { eligibleEndpoints, recordFailure, recordSuccess } from '../balance/outl
 import { H1Pool } from '../http/h1-client.ts';
 import { MuxPool } from '../http/mux-client.ts';
 import { MUX_ALPN } from '../http/mux-server.ts';
+import { TUNNEL_ALPN, TunnelPool } from '../tcp/tunnel.ts';
 import { dialTls } from '../tls/dial.ts';
 import { ConnectionLimiter } from '../stages/limits.ts';
 import { RetryBudget } from '../stages/retry.ts';
@@ -27,6 +28,7 @@ export class Cluster {
   readonly sessions = new Map<string, Buffer>();
   #pools = new Map<string, H1Pool>();
   #mux = new Map<string, MuxPool>();
+  #tunnels = new Map<string, TunnelPool>();
   #h2 = new Map<string, ClientHttp2Session>();
   #env: ProxyEnv;
 
@@ -60,12 +62,13 @@ export class Cluster {
         this.#pools.delete(id);
       }
     }
-    for (const [id, pool] of this.#mux) {
-      if (!live.has(id)) {
-        pool.close();
-        this.#mux.delete(id);
+    for (const pools of [this.#mux, this.#tunnels])
+      for (const [id, pool] of pools) {
+        if (!live.has(id)) {
+          pool.close();
+          pools.delete(id);
+        }
       }
-    }
     for (const [id, s] of this.#h2) {
       if (!live.has(id)) {
         s.close();
@@ -115,6 +118,8 @@ export class Cluster {
       this.#h2.delete(ep.id);
       this.#mux.get(ep.id)?.close();
       this.#mux.delete(ep.id);
+      this.#tunnels.get(ep.id)?.close();
+      this.#tunnels.delete(ep.id);
     }
   }
 
@@ -169,6 +174,24 @@ export class Cluster {
     return p;
   }
 
+  /**
+   * The `remora-tcp/1` tunnels to an endpoint (docs/proxy.md, "TCP tunnels between sidecars"):
+   * each carries up to 256 TCP connections as streams before another one is opened.
+   */
+  tunnel(ep: EndpointState): TunnelPool {
+    let p = this.#tunnels.get(ep.id);
+    if (p === undefined || p.closed) {
+      p = new TunnelPool({
+        target: `${this.name} endpoint ${ep.id} (${ep.address}:${ep.port})`,
+        maxStreamsPerConnection: 256,
+        idleTimeoutMs: this.config.resilience.idleTimeoutMs || 60_000,
+        dial: () => this.dial(ep, [TUNNEL_ALPN, 'http/1.1']),
+      });
+      this.#tunnels.set(ep.id, p);
+    }
+    return p;
+  }
+
   /** A multiplexed HTTP/2 session to an endpoint (created on first use). */
   async h2Session(ep: EndpointState): Promise<ClientHttp2Session> {
     const cur = this.#h2.get(ep.id);
@@ -208,6 +231,7 @@ export class Cluster {
         ejectedUntil: e.ejectedUntil > now ? new Date(e.ejectedUntil).toISOString() : null,
         ejections: e.ejections,
         active: e.active,
+        tunnels: this.#tunnels.get(e.id)?.connections ?? 0,
         ewmaMs: Math.round(e.ewmaMs * 1000) / 1000,
         successes: e.successes,
         failures: e.failures,
@@ -222,5 +246,7 @@ export class Cluster {
     this.#h2.clear();
     for (const p of this.#mux.values()) p.close();
     this.#mux.clear();
+    for (const p of this.#tunnels.values()) p.close();
+    this.#tunnels.clear();
   }
 }

@@ -3,7 +3,7 @@
 //   strict HTTP/1.1 server → error responder → metrics → tracing (CLIENT span)
 //   → circuit breaker (active requests) → retry (budget, idempotency, buffered bodies)
 //   → balance (P2C / round robin over non-ejected endpoints) → pooled keep-alive mTLS connection
-// TCP: per-connection balancing, connect retries, splice. HTTP/2 and gRPC: h2c in, h2 over mTLS out.
+// TCP: per-connection balancing, connect retries, a stream of a shared tunnel (or a splice). HTTP/2 and gRPC: h2c in, h2 over mTLS out.
 import type { Http2Server } from 'node:http2';
 import { loadHttp2 } from '../lazy.ts';
 import type { Socket } from 'node:net';
@@ -142,7 +142,13 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
   }
 
   // --- TCP ----------------------------------------------------------------------------------
-  async function connectTcp(): Promise<Socket> {
+  /**
+   * Carries one TCP connection to an endpoint: as a stream of a shared `remora-tcp/1` tunnel
+   * when the peer speaks it (resolves null), else over its own mTLS connection (resolves it).
+   * Connect failures, refused streams and a destination app that did not accept are retried on
+   * another endpoint under the budget: no byte reached an app yet.
+   */
+  async function connectTcp(socket: Socket): Promise<Socket | null> {
     let last: RemoraError | null = null;
     const triedEps = new Set<EndpointState>();
     for (let attempt = 0; attempt <= res().maxRetries; attempt++) {
@@ -158,18 +164,21 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
         );
       }
       try {
-        const s = await cluster.dial(ep);
+        const tunnels = cluster.tunnel(ep);
+        const up =
+          !tunnels.unsupported && (await tunnels.open(socket)) ? null : await cluster.dial(ep);
         cluster.outcome(ep, true, now);
         ep.active++;
-        s.once('close', () => {
+        (up ?? socket).once('close', () => {
           ep.active--;
           cluster.limiter.release(true);
         });
-        return s;
+        return up;
       } catch (err) {
         cluster.limiter.release(true);
         last = toRemoraError(err);
-        cluster.outcome(ep, false, env.clock.now());
+        if (last.code === 'REMORA_E_PROXY_INTENTION_DENIED' || socket.destroyed) throw last;
+        if (last.details.refused !== true) cluster.outcome(ep, false, env.clock.now());
         if (attempt < res().maxRetries) {
           if (!cluster.budget.tryRetry(env.clock.now())) break;
           env.metrics.retries.labels(name, 'connect').inc();
@@ -185,13 +194,15 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
     socket.pause();
     track(socket, () => {});
     cluster.budget.recordRequest(env.clock.now());
-    connectTcp().then(
+    connectTcp(socket).then(
       (up) => {
+        if (up === null) return;
         if (socket.destroyed) return up.destroy();
         spliceSockets(socket, up);
       },
       (err: unknown) => {
-        logLimited(toRemoraError(err), `outbound TCP to ${name} failed`);
+        // a client that left while its connection was being opened needs no log line
+        if (!socket.destroyed) logLimited(toRemoraError(err), `outbound TCP to ${name} failed`);
         socket.destroy();
       },
     );

@@ -60,6 +60,38 @@ export async function startEchoApp(name = 'api', handler?: http.RequestListener)
   return app;
 }
 
+export interface TcpApp {
+  port: number;
+  /** Connections accepted so far. */
+  conns: number;
+  close(): void;
+}
+
+/**
+ * A TCP app that answers each chunk upper-cased. `onConnection` replaces that behaviour (the
+ * socket is half-open capable: the app decides when to end its side).
+ */
+export async function startEchoTcp(onConnection?: (s: net.Socket) => void): Promise<TcpApp> {
+  const sockets = new Set<net.Socket>();
+  const st: TcpApp = { port: 0, conns: 0, close: () => {} };
+  const server = net.createServer({ allowHalfOpen: onConnection !== undefined }, (s) => {
+    st.conns++;
+    sockets.add(s);
+    s.on('error', () => {});
+    s.on('close', () => sockets.delete(s));
+    if (onConnection) return onConnection(s);
+    s.on('data', (c: Buffer) => s.write(c.toString().toUpperCase()));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  st.port = (server.address() as AddressInfo).port;
+  st.close = () => {
+    server.close();
+    for (const s of sockets) s.destroy();
+  };
+  return st;
+}
+
 export interface Sidecar {
   proxy: Proxy;
   leaf: MeshLeaf;

@@ -1,85 +1,67 @@
 import t from 'tap';
 import net from 'node:net';
 import { once } from 'node:events';
-import type { AddressInfo } from 'node:net';
 import { waitFor } from '../../../lib/util/index.ts';
 import { createMeshCerts, makeUpstream } from '../../helpers/mesh-certs.ts';
-import { startSidecar } from './mesh.ts';
+import { startEchoTcp, startSidecar } from './mesh.ts';
 
-async function startEchoTcp(): Promise<{ port: number; close(): void; conns: number }> {
-  const sockets = new Set<net.Socket>();
-  const st = { port: 0, conns: 0, close: () => {} };
-  const server = net.createServer((s) => {
-    st.conns++;
-    sockets.add(s);
-    s.on('error', () => {});
-    s.on('close', () => sockets.delete(s));
-    s.on('data', (c: Buffer) => s.write(c.toString().toUpperCase()));
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  st.port = (server.address() as AddressInfo).port;
-  st.close = () => {
-    server.close();
-    for (const s of sockets) s.destroy();
-  };
-  return st;
-}
+t.test(
+  'TCP crosses two sidecars over mTLS both ways, and a denied source is cut off',
+  async (t) => {
+    const mesh = createMeshCerts();
+    const app = await startEchoTcp();
+    const api = await startSidecar(mesh, 'api', {
+      appPort: app.port,
+      protocol: 'tcp',
+      intentions: {
+        defaultPolicy: 'deny',
+        intentions: [{ source: 'web', destination: 'api', action: 'allow' }],
+      },
+    });
+    const web = await startSidecar(mesh, 'web', {
+      upstreams: [
+        makeUpstream(mesh, 'api', [api.inboundPort], {
+          protocol: 'tcp',
+          loadBalancer: 'round_robin',
+        }),
+      ],
+    });
+    const evil = await startSidecar(mesh, 'evil', {
+      upstreams: [
+        makeUpstream(mesh, 'api', [api.inboundPort], {
+          protocol: 'tcp',
+          loadBalancer: 'round_robin',
+        }),
+      ],
+    });
+    t.teardown(async () => {
+      await web.proxy.close();
+      await evil.proxy.close();
+      await api.proxy.close();
+      app.close();
+    });
 
-t.test('TCP is spliced over mTLS both ways, and a denied source is cut off', async (t) => {
-  const mesh = createMeshCerts();
-  const app = await startEchoTcp();
-  const api = await startSidecar(mesh, 'api', {
-    appPort: app.port,
-    protocol: 'tcp',
-    intentions: {
-      defaultPolicy: 'deny',
-      intentions: [{ source: 'web', destination: 'api', action: 'allow' }],
-    },
-  });
-  const web = await startSidecar(mesh, 'web', {
-    upstreams: [
-      makeUpstream(mesh, 'api', [api.inboundPort], {
-        protocol: 'tcp',
-        loadBalancer: 'round_robin',
-      }),
-    ],
-  });
-  const evil = await startSidecar(mesh, 'evil', {
-    upstreams: [
-      makeUpstream(mesh, 'api', [api.inboundPort], {
-        protocol: 'tcp',
-        loadBalancer: 'round_robin',
-      }),
-    ],
-  });
-  t.teardown(async () => {
-    await web.proxy.close();
-    await evil.proxy.close();
-    await api.proxy.close();
-    app.close();
-  });
+    const c = net.connect(web.proxy.addresses().upstreams.api!.port, '127.0.0.1');
+    t.teardown(() => {
+      c.destroy();
+    });
+    let got = '';
+    c.on('data', (d: Buffer) => (got += d.toString()));
+    c.write('hello ');
+    await waitFor('first echo', () => got === 'HELLO ', 5000);
+    c.write('mesh');
+    await waitFor('second echo', () => got === 'HELLO MESH', 5000);
+    t.pass('bytes flow both ways through two sidecars');
 
-  const c = net.connect(web.proxy.addresses().upstreams.api!.port, '127.0.0.1');
-  t.teardown(() => {
-    c.destroy();
-  });
-  let got = '';
-  c.on('data', (d: Buffer) => (got += d.toString()));
-  c.write('hello ');
-  await waitFor('first echo', () => got === 'HELLO ', 5000);
-  c.write('mesh');
-  await waitFor('second echo', () => got === 'HELLO MESH', 5000);
-  t.pass('bytes flow both ways through two sidecars');
-
-  const d = net.connect(evil.proxy.addresses().upstreams.api!.port, '127.0.0.1');
-  d.on('error', () => {});
-  d.write('let me in');
-  let evilGot = '';
-  d.on('data', (b: Buffer) => (evilGot += b.toString()));
-  await once(d, 'close');
-  t.equal(evilGot, '', 'a denied source gets nothing back and is closed');
-  t.equal(app.conns, 1, 'the denied connection never reached the app');
-  const text = await api.proxy.metrics.registry.metrics();
-  t.match(text, /remora_proxy_intention_denials_total\{layer="l4",enforced="true"\} 1/);
-});
+    const d = net.connect(evil.proxy.addresses().upstreams.api!.port, '127.0.0.1');
+    d.on('error', () => {});
+    d.write('let me in');
+    let evilGot = '';
+    d.on('data', (b: Buffer) => (evilGot += b.toString()));
+    await once(d, 'close');
+    t.equal(evilGot, '', 'a denied source gets nothing back and is closed');
+    t.equal(app.conns, 1, 'the denied connection never reached the app');
+    const text = await api.proxy.metrics.registry.metrics();
+    t.match(text, /remora_proxy_intention_denials_total\{layer="l4",enforced="true"\} 1/);
+  },
+);

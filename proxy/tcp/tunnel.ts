@@ -1,0 +1,666 @@
+// `remora-tcp/1`: the TCP connections of one upstream share mTLS connections between two Remora
+// sidecars, one stream per connection (docs/proxy.md, "TCP tunnels between sidecars").
+//
+// Why: a spliced TCP connection costs each sidecar one TLS read and one TLS write per message
+// and direction. Over a shared connection, the messages of many streams that are ready in the
+// same event-loop turn leave in one TLS write and arrive in one read.
+//
+// Negotiated in ALPN: the client offers `remora-tcp/1` and `http/1.1`; a sidecar whose inbound
+// protocol is tcp selects the tunnel. Any other peer (an older Remora, not Remora) gets one mTLS
+// connection per TCP connection, as before.
+//
+// Frames: type (1 byte) · stream (4) · payload length (4) · payload.
+//   OPEN    client → server  payload: u32 bytes the server may send before being credited
+//   ACCEPT  server → client  payload: u32 bytes the client may send before being credited
+//   DATA    both             payload: stream bytes; never more than the other side granted
+//   FIN     both             the sender has no more bytes for this stream (half close)
+//   RST     both             payload: u8 reason; the stream is over, its sockets are destroyed
+//   CREDIT  both             payload: u32 more bytes the receiver of DATA now accepts
+//   GOAWAY  server → client  open no more streams here (drain); open ones continue
+// The client sends no DATA before ACCEPT: a stream the server refused, denied or could not
+// connect to its app never delivered a byte, so the client may open it on another endpoint.
+// Flow control is per stream, so a stream whose reader is slow never stalls the others: a side
+// never reads less from the shared connection, it stops reading the one local socket that has
+// used up its credit.
+import type { Socket } from 'node:net';
+import { RemoraError } from '../../lib/errors/index.ts';
+
+export const TUNNEL_ALPN = 'remora-tcp/1';
+/** What a side may send on one stream before the other confirms it delivered it. */
+export const STREAM_WINDOW = 256 * 1024;
+
+const HEADER = 9;
+const OPEN = 1;
+const ACCEPT = 2;
+const DATA = 3;
+const FIN = 4;
+const RST = 5;
+const CREDIT = 6;
+const GOAWAY = 7;
+
+export const RST_ABORTED = 0;
+/** Not processed (draining, stream limit): safe to open elsewhere. */
+export const RST_REFUSED = 1;
+export const RST_DENIED = 2;
+export const RST_APP_UNAVAILABLE = 3;
+
+function noop(): void {}
+
+function u32(n: number): Buffer {
+  const b = Buffer.allocUnsafe(4);
+  b.writeUInt32BE(n, 0);
+  return b;
+}
+
+class Stream {
+  readonly id: number;
+  local: Socket | null = null;
+  /** Bytes this side may still send. */
+  window = 0;
+  /** Read from the local socket while the window was used up; sent on CREDIT. */
+  held: Buffer[] = [];
+  /** The local socket ended; FIN goes out once `held` is empty. */
+  finPending = false;
+  sentFin = false;
+  gotFin = false;
+  /** Bytes the peer may still send (granted minus received). */
+  allowance = STREAM_WINDOW;
+  /** Bytes handed to the local socket, and of those already credited back to the peer. */
+  written = 0;
+  credited = 0;
+  /** Server: the app connection is being opened; client: waiting for ACCEPT. */
+  opening:
+    | { resolve: () => void; reject: (e: RemoraError) => void; local: Socket }
+    | 'server'
+    | null = null;
+  readonly onWritten: () => void;
+
+  constructor(id: number, onWritten: (s: Stream) => void) {
+    this.id = id;
+    this.onWritten = () => onWritten(this);
+  }
+}
+
+/** What both halves share: framing, per-stream flow control, half close and reset. */
+abstract class Tunnel {
+  readonly socket: Socket;
+  readonly streams = new Map<number, Stream>();
+  dead = false;
+  /** When the last stream closed (for idle handling). */
+  idleSince = performance.now();
+  #out: Buffer[] = [];
+  #flushScheduled = false;
+  #ending = false;
+  #partial: Buffer | null = null;
+  /** The DATA frame being received: bytes left and their stream (undefined: discarded). */
+  #dataLeft = 0;
+  #dataStream: Stream | undefined;
+
+  constructor(socket: Socket) {
+    this.socket = socket;
+    socket.setNoDelay(true);
+    socket.on('data', (c: Buffer) => this.#onData(c));
+    socket.on('error', () => this.gone());
+    socket.on('close', () => this.gone());
+    socket.on('end', () => this.gone());
+  }
+
+  protected abstract onControl(type: number, id: number, payload: Buffer): void;
+  protected abstract onStreamClosed(st: Stream): void;
+
+  /** The peer broke the protocol: the connection and all its streams are closed. */
+  protected protocolError(_what: string): void {
+    this.socket.destroy();
+    this.gone();
+  }
+
+  protected gone(): void {
+    if (this.dead) return;
+    this.dead = true;
+    this.#out = [];
+    this.socket.destroy();
+    const streams = [...this.streams.values()];
+    this.streams.clear();
+    for (const st of streams) {
+      st.local?.destroy();
+      this.onStreamClosed(st);
+    }
+  }
+
+  protected frame(type: number, id: number, payload?: Buffer): void {
+    if (this.dead) return;
+    const h = Buffer.allocUnsafe(HEADER);
+    h[0] = type;
+    h.writeUInt32BE(id, 1);
+    h.writeUInt32BE(payload === undefined ? 0 : payload.length, 5);
+    this.#out.push(h);
+    if (payload !== undefined) this.#out.push(payload);
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      setImmediate(() => this.#flush());
+    }
+  }
+
+  /** Frames of one event-loop turn, whatever their stream, leave in one write. */
+  #flush(): void {
+    this.#flushScheduled = false;
+    const out = this.#out;
+    this.#out = [];
+    if (this.dead) return;
+    if (out.length > 0) this.socket.write(out.length === 1 ? out[0]! : Buffer.concat(out));
+    if (this.#ending) this.socket.end();
+  }
+
+  /** Ends the connection once the frames already queued have been written. */
+  protected endSoon(): void {
+    if (this.#ending || this.dead) return;
+    this.#ending = true;
+    if (!this.#flushScheduled) this.socket.end();
+  }
+
+  protected reset(st: Stream, reason: number): void {
+    this.streams.delete(st.id);
+    this.frame(RST, st.id, Buffer.of(reason));
+  }
+
+  /** Joins a stream to its local socket (the caller's paused client socket, or the app's). */
+  protected attach(st: Stream, local: Socket): void {
+    st.local = local;
+    // half close travels as FIN: a side that finished sending still receives
+    local.allowHalfOpen = true;
+    local.on('error', noop);
+    local.on('data', (c: Buffer) => this.#fromLocal(st, c));
+    local.on('end', () => {
+      st.finPending = true;
+      this.#maybeFin(st);
+    });
+    local.on('close', () => this.#localClosed(st));
+    local.resume();
+  }
+
+  #fromLocal(st: Stream, c: Buffer): void {
+    if (st.held.length > 0) {
+      st.held.push(c);
+      return;
+    }
+    if (c.length <= st.window) {
+      st.window -= c.length;
+      this.frame(DATA, st.id, c);
+      return;
+    }
+    if (st.window > 0) {
+      this.frame(DATA, st.id, c.subarray(0, st.window));
+      c = c.subarray(st.window);
+      st.window = 0;
+    }
+    st.held.push(c);
+    st.local!.pause();
+  }
+
+  #onCredit(st: Stream, n: number): void {
+    st.window += n;
+    while (st.held.length > 0 && st.window > 0) {
+      const c = st.held[0]!;
+      if (c.length <= st.window) {
+        st.held.shift();
+        st.window -= c.length;
+        this.frame(DATA, st.id, c);
+      } else {
+        this.frame(DATA, st.id, c.subarray(0, st.window));
+        st.held[0] = c.subarray(st.window);
+        st.window = 0;
+      }
+    }
+    if (st.held.length === 0) {
+      this.#maybeFin(st);
+      if (!st.finPending) st.local?.resume();
+    }
+  }
+
+  #maybeFin(st: Stream): void {
+    if (st.finPending && !st.sentFin && st.held.length === 0 && this.streams.get(st.id) === st) {
+      st.sentFin = true;
+      this.frame(FIN, st.id);
+    }
+  }
+
+  #localClosed(st: Stream): void {
+    if (this.streams.get(st.id) !== st) return;
+    this.streams.delete(st.id);
+    if (!(st.sentFin && st.gotFin)) this.frame(RST, st.id, Buffer.of(RST_ABORTED));
+    this.onStreamClosed(st);
+  }
+
+  /** Credit goes back once bytes left for the local socket, a quarter window at a time. */
+  #written(st: Stream): void {
+    const local = st.local;
+    if (local === null || this.streams.get(st.id) !== st) return;
+    const fresh = st.written - local.writableLength - st.credited;
+    if (fresh >= STREAM_WINDOW / 4) {
+      st.credited += fresh;
+      st.allowance += fresh;
+      this.frame(CREDIT, st.id, u32(fresh));
+    }
+  }
+
+  protected newStream(id: number): Stream {
+    return new Stream(id, (s) => this.#written(s));
+  }
+
+  #onData(chunk: Buffer): void {
+    let buf = chunk;
+    if (this.#partial !== null) {
+      buf = Buffer.concat([this.#partial, chunk]);
+      this.#partial = null;
+    }
+    let i = 0;
+    while (i < buf.length && !this.dead) {
+      if (this.#dataLeft > 0) {
+        const n = Math.min(this.#dataLeft, buf.length - i);
+        const st = this.#dataStream;
+        if (st !== undefined && st.local !== null && this.streams.get(st.id) === st) {
+          st.written += n;
+          st.local.write(buf.subarray(i, i + n), st.onWritten);
+        }
+        this.#dataLeft -= n;
+        i += n;
+        continue;
+      }
+      if (buf.length - i < HEADER) {
+        this.#partial = Buffer.from(buf.subarray(i));
+        return;
+      }
+      const type = buf[i]!;
+      const id = buf.readUInt32BE(i + 1);
+      const len = buf.readUInt32BE(i + 5);
+      if (type === DATA) {
+        i += HEADER;
+        const st = this.streams.get(id);
+        if (st !== undefined) {
+          if (st.opening !== null || st.gotFin || len > st.allowance)
+            return this.protocolError(`DATA beyond what was granted on stream ${id}`);
+          st.allowance -= len;
+        }
+        this.#dataStream = st;
+        this.#dataLeft = len;
+        continue;
+      }
+      if (len > 4) return this.protocolError(`control frame ${type} of ${len} bytes`);
+      if (buf.length - i < HEADER + len) {
+        this.#partial = Buffer.from(buf.subarray(i));
+        return;
+      }
+      const payload = buf.subarray(i + HEADER, i + HEADER + len);
+      i += HEADER + len;
+      this.#control(type, id, payload);
+    }
+  }
+
+  #control(type: number, id: number, p: Buffer): void {
+    const st = this.streams.get(id);
+    switch (type) {
+      case FIN:
+        if (st === undefined) return;
+        if (st.opening !== null) return this.protocolError(`FIN before ACCEPT on stream ${id}`);
+        st.gotFin = true;
+        st.local?.end();
+        return;
+      case CREDIT:
+        if (p.length !== 4) return this.protocolError('CREDIT without a 4-byte increment');
+        if (st !== undefined && st.opening === null) this.#onCredit(st, p.readUInt32BE(0));
+        return;
+      default:
+        this.onControl(type, id, p);
+    }
+  }
+
+  /** The peer reset the stream: its local socket is destroyed. */
+  protected abortStream(st: Stream): void {
+    this.streams.delete(st.id);
+    st.local?.destroy();
+    this.onStreamClosed(st);
+  }
+
+}
+
+function refusedError(target: string, why: string): RemoraError {
+  return new RemoraError(
+    'REMORA_E_PROXY_CONNECT_FAILED',
+    `${target} refused the TCP stream (${why}); it is opened on another endpoint`,
+    { target, refused: true },
+  );
+}
+
+/** The client half: opens a stream per local TCP connection. */
+export class TunnelClient extends Tunnel {
+  readonly target: string;
+  /** The peer asked for no new streams (GOAWAY) or the pool is closing this connection. */
+  retiring = false;
+  #next = 1;
+  #onGone: (c: TunnelClient) => void;
+
+  constructor(socket: Socket, target: string, onGone: (c: TunnelClient) => void) {
+    super(socket);
+    this.target = target;
+    this.#onGone = onGone;
+  }
+
+  /**
+   * Carries `local` (paused) over a new stream; resolves once the peer accepted it. Rejects
+   * with REMORA_E_PROXY_CONNECT_FAILED{refused} (never reached the app: open it elsewhere),
+   * REMORA_E_PROXY_INTENTION_DENIED or REMORA_E_PROXY_APP_UNAVAILABLE.
+   */
+  open(local: Socket): Promise<void> {
+    if (this.dead || this.retiring)
+      return Promise.reject(refusedError(this.target, 'the connection is closing'));
+    const st = this.newStream(this.#next++);
+    this.streams.set(st.id, st);
+    this.frame(OPEN, st.id, u32(STREAM_WINDOW));
+    return new Promise((resolve, reject) => {
+      st.opening = { resolve, reject, local };
+    });
+  }
+
+  protected onControl(type: number, id: number, p: Buffer): void {
+    const st = this.streams.get(id);
+    if (type === GOAWAY) {
+      this.retiring = true;
+      this.#closeIfIdle();
+      return;
+    }
+    if (type === ACCEPT) {
+      if (st === undefined) return; // the local socket went away meanwhile (RST sent)
+      const o = st.opening;
+      if (o === null || o === 'server' || p.length !== 4)
+        return this.protocolError(`unexpected ACCEPT on stream ${id}`);
+      st.opening = null;
+      st.window = p.readUInt32BE(0);
+      if (o.local.destroyed) {
+        this.reset(st, RST_ABORTED);
+        o.reject(refusedError(this.target, 'the client left before it was accepted'));
+        this.#closeIfIdle();
+        return;
+      }
+      this.attach(st, o.local);
+      o.resolve();
+      return;
+    }
+    if (type === RST) {
+      if (st === undefined) return;
+      this.streams.delete(id);
+      const o = st.opening;
+      if (o !== null && o !== 'server') {
+        st.opening = null;
+        o.reject(this.#rstError(p.length === 1 ? p[0]! : RST_ABORTED));
+        this.#closeIfIdle();
+        return;
+      }
+      this.abortStream(st);
+      return;
+    }
+    this.protocolError(`frame type ${type} from the server`);
+  }
+
+  #rstError(reason: number): RemoraError {
+    if (reason === RST_DENIED)
+      return new RemoraError(
+        'REMORA_E_PROXY_INTENTION_DENIED',
+        `${this.target} refused the TCP connection: an intention denies it`,
+        { target: this.target },
+      );
+    if (reason === RST_APP_UNAVAILABLE)
+      return new RemoraError(
+        'REMORA_E_PROXY_APP_UNAVAILABLE',
+        `${this.target}: the destination's local app did not accept the connection`,
+        { target: this.target },
+      );
+    return refusedError(this.target, reason === RST_REFUSED ? 'draining or full' : 'reset');
+  }
+
+  protected onStreamClosed(st: Stream): void {
+    const o = st.opening;
+    if (o !== null && o !== 'server') {
+      st.opening = null;
+      o.reject(refusedError(this.target, 'the connection closed before it was accepted'));
+    }
+    this.#closeIfIdle();
+  }
+
+  protected override gone(): void {
+    if (this.dead) return;
+    super.gone();
+    this.#onGone(this);
+  }
+
+  #closeIfIdle(): void {
+    if (this.streams.size > 0) return;
+    this.idleSince = performance.now();
+    if (this.retiring) this.endSoon();
+  }
+
+  /** No new streams; closed once the open ones are done. */
+  close(): void {
+    this.retiring = true;
+    this.#closeIfIdle();
+  }
+}
+
+export interface TunnelServerOptions {
+  /** Decides and connects one stream: resolves to the app socket, or rejects (coded error). */
+  open(): Promise<Socket>;
+  maxStreams: number;
+  /** A tunnel without streams for this long is closed. */
+  idleTimeoutMs: number;
+  onStreamOpened(): void;
+  onStreamClosed(): void;
+  onProtocolError(what: string): void;
+}
+
+export interface TunnelServerConnection {
+  drain(): void;
+  readonly streams: number;
+}
+
+/** The server half: one app connection per stream the client opens. */
+class TunnelServer extends Tunnel {
+  readonly o: TunnelServerOptions;
+  #lastId = 0;
+  #draining = false;
+  #timer: NodeJS.Timeout | null = null;
+
+  constructor(socket: Socket, o: TunnelServerOptions) {
+    super(socket);
+    this.o = o;
+    this.#idle();
+  }
+
+  protected override protocolError(what: string): void {
+    this.o.onProtocolError(what);
+    super.protocolError(what);
+  }
+
+  protected onControl(type: number, id: number, p: Buffer): void {
+    if (type === OPEN) {
+      if (id <= this.#lastId || p.length !== 4)
+        return this.protocolError(`OPEN of stream ${id} after ${this.#lastId}`);
+      this.#lastId = id;
+      if (this.#draining || this.streams.size >= this.o.maxStreams) {
+        this.frame(RST, id, Buffer.of(RST_REFUSED));
+        return;
+      }
+      const st = this.newStream(id);
+      st.window = p.readUInt32BE(0);
+      st.opening = 'server';
+      this.streams.set(id, st);
+      this.#busy();
+      this.o.onStreamOpened();
+      this.o.open().then(
+        (app) => {
+          if (this.streams.get(id) !== st) return void app.destroy(); // reset meanwhile
+          st.opening = null;
+          this.attach(st, app);
+          this.frame(ACCEPT, id, u32(STREAM_WINDOW));
+        },
+        (err: unknown) => {
+          if (this.streams.get(id) !== st) return;
+          const code = err instanceof RemoraError ? err.code : '';
+          this.reset(
+            st,
+            code === 'REMORA_E_PROXY_INTENTION_DENIED' ? RST_DENIED : RST_APP_UNAVAILABLE,
+          );
+          this.onStreamClosed(st);
+        },
+      );
+      return;
+    }
+    if (type === RST) {
+      const st = this.streams.get(id);
+      if (st !== undefined) this.abortStream(st);
+      return;
+    }
+    this.protocolError(`frame type ${type} from the client`);
+  }
+
+  protected onStreamClosed(_st: Stream): void {
+    this.o.onStreamClosed();
+    if (this.streams.size === 0) this.#idle();
+  }
+
+  protected override gone(): void {
+    if (this.dead) return;
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    super.gone();
+  }
+
+  #busy(): void {
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = null;
+  }
+
+  #idle(): void {
+    this.idleSince = performance.now();
+    if (this.#draining) {
+      this.endSoon();
+      return;
+    }
+    if (this.#timer === null && !this.dead) {
+      this.#timer = setTimeout(() => {
+        this.#timer = null;
+        if (this.streams.size === 0) this.endSoon();
+      }, this.o.idleTimeoutMs);
+      this.#timer.unref();
+    }
+  }
+
+  drain(): void {
+    if (this.#draining) return;
+    this.#draining = true;
+    this.frame(GOAWAY, 0);
+    if (this.streams.size === 0) this.endSoon();
+  }
+}
+
+export function serveTunnel(socket: Socket, o: TunnelServerOptions): TunnelServerConnection {
+  const t = new TunnelServer(socket, o);
+  return {
+    drain: () => t.drain(),
+    get streams() {
+      return t.streams.size;
+    },
+  };
+}
+
+export interface TunnelPoolOptions {
+  /** Opens a verified mTLS socket offering `remora-tcp/1`. */
+  dial: () => Promise<Socket>;
+  target: string;
+  /** Streams on one connection before another one is opened. */
+  maxStreamsPerConnection: number;
+  /** A connection without streams is closed after this time. */
+  idleTimeoutMs: number;
+}
+
+/**
+ * The tunnels to one endpoint: a stream goes to the connection with the fewest; another one is
+ * opened when all are full. `unsupported` turns true for a minute when the peer does not speak
+ * the protocol: the caller then opens an mTLS connection per TCP connection.
+ */
+export class TunnelPool {
+  readonly o: TunnelPoolOptions;
+  #conns: TunnelClient[] = [];
+  #dialing: Promise<TunnelClient | null> | null = null;
+  #unsupportedSince = -Infinity;
+  #sweeper: NodeJS.Timeout | null = null;
+  closed = false;
+
+  constructor(o: TunnelPoolOptions) {
+    this.o = o;
+  }
+
+  get connections(): number {
+    return this.#conns.length;
+  }
+
+  get unsupported(): boolean {
+    return performance.now() - this.#unsupportedSince < 60_000;
+  }
+
+  /** Carries `local` over a stream; false when the peer has no tunnel (connect it directly). */
+  async open(local: Socket): Promise<boolean> {
+    const c = this.#pick() ?? (this.unsupported ? null : await this.#open());
+    if (c === null) return false;
+    await c.open(local);
+    return true;
+  }
+
+  #pick(): TunnelClient | null {
+    let best: TunnelClient | null = null;
+    for (const c of this.#conns)
+      if (!c.dead && !c.retiring && (best === null || c.streams.size < best.streams.size))
+        best = c;
+    return best !== null && best.streams.size < this.o.maxStreamsPerConnection ? best : null;
+  }
+
+  #open(): Promise<TunnelClient | null> {
+    this.#dialing ??= this.#dial().finally(() => {
+      this.#dialing = null;
+    });
+    return this.#dialing;
+  }
+
+  async #dial(): Promise<TunnelClient | null> {
+    const socket = await this.o.dial();
+    if ((socket as Socket & { alpnProtocol?: string | false }).alpnProtocol !== TUNNEL_ALPN) {
+      this.#unsupportedSince = performance.now();
+      socket.destroy();
+      return null;
+    }
+    const c = new TunnelClient(socket, this.o.target, (gone) => {
+      this.#conns = this.#conns.filter((x) => x !== gone);
+    });
+    if (this.closed) c.close();
+    else this.#conns.push(c);
+    if (this.#sweeper === null) {
+      this.#sweeper = setInterval(() => this.#sweep(), Math.max(100, this.o.idleTimeoutMs / 2));
+      this.#sweeper.unref();
+    }
+    return c;
+  }
+
+  #sweep(): void {
+    const cutoff = performance.now() - this.o.idleTimeoutMs;
+    for (const c of this.#conns) if (c.streams.size === 0 && c.idleSince < cutoff) c.close();
+    if (this.#conns.length === 0 && this.#sweeper !== null) {
+      clearInterval(this.#sweeper);
+      this.#sweeper = null;
+    }
+  }
+
+  /** No new streams; each connection closes once its streams are done. */
+  close(): void {
+    this.closed = true;
+    if (this.#sweeper !== null) clearInterval(this.#sweeper);
+    this.#sweeper = null;
+    for (const c of this.#conns) c.close();
+  }
+}
