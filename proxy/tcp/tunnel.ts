@@ -70,9 +70,8 @@ class Stream {
   credited = 0;
   /** Server: the app connection is being opened; client: waiting for ACCEPT. */
   opening:
-    | { resolve: () => void; reject: (e: RemoraError) => void; local: Socket }
-    | 'server'
-    | null = null;
+    { resolve: () => void; reject: (e: RemoraError) => void; local: Socket } | 'server' | null =
+    null;
   readonly onWritten: () => void;
 
   constructor(id: number, onWritten: (s: Stream) => void) {
@@ -320,7 +319,6 @@ abstract class Tunnel {
     st.local?.destroy();
     this.onStreamClosed(st);
   }
-
 }
 
 function refusedError(target: string, why: string): RemoraError {
@@ -616,8 +614,7 @@ export class TunnelPool {
   #pick(): TunnelClient | null {
     let best: TunnelClient | null = null;
     for (const c of this.#conns)
-      if (!c.dead && !c.retiring && (best === null || c.streams.size < best.streams.size))
-        best = c;
+      if (!c.dead && !c.retiring && (best === null || c.streams.size < best.streams.size)) best = c;
     return best !== null && best.streams.size < this.o.maxStreamsPerConnection ? best : null;
   }
 
