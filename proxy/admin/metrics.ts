@@ -72,13 +72,13 @@ export function createProxyMetrics(o: { defaultMetrics?: boolean } = {}) {
   });
   const connections = new Gauge({
     name: 'remora_proxy_active_connections',
-    help: 'Client connections open on the proxy listeners.',
+    help: 'Client connections open on the proxy listeners (inbound, each TCP stream of a peer sidecar tunnel counts as one).',
     labelNames: ['direction', 'service'] as const,
     registers: [registry],
   });
   const connectionsTotal = new Counter({
     name: 'remora_proxy_connections_total',
-    help: 'Client connections accepted on the proxy listeners.',
+    help: 'Client connections accepted on the proxy listeners (inbound, each TCP stream of a peer sidecar tunnel counts as one).',
     labelNames: ['direction', 'service'] as const,
     registers: [registry],
   });
@@ -140,6 +140,11 @@ export function createProxyMetrics(o: { defaultMetrics?: boolean } = {}) {
     help: 'Config snapshots refused (invalid, or listeners could not bind); the last good one kept serving.',
     registers: [registry],
   });
+  const tunnelErrors = new Counter({
+    name: 'remora_proxy_tcp_tunnel_errors_total',
+    help: 'Inbound TCP tunnels (remora-tcp/1) closed because the peer broke the protocol; their streams were closed.',
+    registers: [registry],
+  });
   const endpointsGauge = new Gauge({
     name: 'remora_proxy_upstream_endpoints',
     help: 'Endpoints known per upstream, by state (active, ejected).',
@@ -154,6 +159,7 @@ export function createProxyMetrics(o: { defaultMetrics?: boolean } = {}) {
     handshakeFailures,
     denials,
     refused,
+    tunnelErrors,
     retries,
     budgetExhausted,
     ejections,

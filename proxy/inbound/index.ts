@@ -206,8 +206,13 @@ export function createInbound(env: ProxyEnv): Inbound {
         },
         onStreamClosed: () => streams.dec(),
         onProtocolError: (what) => {
-          env.metrics.refused.labels('inbound', 'tunnel_protocol').inc();
-          env.logger.debug({ source: peer.service, what }, 'tunnel protocol error');
+          env.metrics.tunnelErrors.inc();
+          logLimited(
+            new RemoraError('REMORA_E_PROXY_TUNNEL_PROTOCOL', `${what} from ${peer.service}`, {
+              source: peer.service,
+            }),
+            'inbound TCP tunnel closed',
+          );
         },
       });
       track(socket, t, false);

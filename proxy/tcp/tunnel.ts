@@ -276,7 +276,9 @@ abstract class Tunnel {
         i += HEADER;
         const st = this.streams.get(id);
         if (st !== undefined) {
-          if (st.opening !== null || st.gotFin || len > st.allowance)
+          if (st.opening !== null) return this.protocolError(`DATA before ACCEPT on stream ${id}`);
+          if (st.gotFin) return this.protocolError(`DATA after FIN on stream ${id}`);
+          if (len > st.allowance)
             return this.protocolError(`DATA beyond what was granted on stream ${id}`);
           st.allowance -= len;
         }

@@ -133,4 +133,10 @@ export const PROXY_ERRORS = {
       'Call the service by its Consul name (http://api:8080/ or http://api.service.consul/), or add the service to the upstreams of the calling instance.',
     status: 421,
   },
+  REMORA_E_PROXY_TUNNEL_PROTOCOL: {
+    meaning:
+      'A peer sidecar broke the remora-tcp/1 tunnel protocol (for example sent data before its stream was accepted, or more than its window allows); the tunnel and the TCP connections it carried were closed.',
+    remedy:
+      'Run the same Remora version on both sides; if the peer is not a Remora sidecar, find what holds the mesh certificate of the service named in the log.',
+  },
 } as const satisfies Record<string, ErrorSpec>;
