@@ -77,9 +77,16 @@ export class Cluster {
     }
   }
 
-  /** The TLS material changed: new handshakes use it; open connections continue untouched. */
+  /**
+   * The TLS material changed: new handshakes use it. Open connections continue untouched, but
+   * TCP tunnels take no new streams: those go over fresh handshakes with the new certificate
+   * and roots, so a tunnel never carries new connections on an identity or trust that was
+   * replaced.
+   */
   tlsChanged(): void {
     this.sessions.clear();
+    for (const p of this.#tunnels.values()) p.close();
+    this.#tunnels.clear();
   }
 
   /**

@@ -23,6 +23,7 @@
 // never reads less from the shared connection, it stops reading the one local socket that has
 // used up its credit.
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { RemoraError } from '../../lib/errors/index.ts';
 
 export const TUNNEL_ALPN = 'remora-tcp/1';
@@ -45,6 +46,13 @@ export const RST_DENIED = 2;
 export const RST_APP_UNAVAILABLE = 3;
 
 function noop(): void {}
+
+/** When the peer's certificate expires (ms since the epoch; Infinity without TLS). */
+function peerExpiry(socket: Socket): number {
+  const cert = (socket as Partial<TLSSocket>).getPeerCertificate?.();
+  const t = Date.parse(cert?.valid_to ?? '');
+  return Number.isNaN(t) ? Infinity : t;
+}
 
 function u32(n: number): Buffer {
   const b = Buffer.allocUnsafe(4);
@@ -87,6 +95,11 @@ abstract class Tunnel {
   dead = false;
   /** When the last stream closed (for idle handling). */
   idleSince = performance.now();
+  /**
+   * The peer's certificate expires then: no stream is opened over this connection afterwards,
+   * so a long-lived tunnel never outlives the identity it was authenticated with.
+   */
+  readonly expiresAt: number;
   #out: Buffer[] = [];
   #flushScheduled = false;
   #ending = false;
@@ -97,6 +110,7 @@ abstract class Tunnel {
 
   constructor(socket: Socket) {
     this.socket = socket;
+    this.expiresAt = peerExpiry(socket);
     socket.setNoDelay(true);
     socket.on('data', (c: Buffer) => this.#onData(c));
     socket.on('error', () => this.gone());
@@ -484,6 +498,8 @@ class TunnelServer extends Tunnel {
       if (id <= this.#lastId || p.length !== 4)
         return this.protocolError(`OPEN of stream ${id} after ${this.#lastId}`);
       this.#lastId = id;
+      // the caller's certificate expired: it must open a new tunnel (a fresh handshake)
+      if (Date.now() >= this.expiresAt) this.drain();
       if (this.#draining || this.streams.size >= this.o.maxStreams) {
         this.frame(RST, id, Buffer.of(RST_REFUSED));
         return;
@@ -615,8 +631,12 @@ export class TunnelPool {
 
   #pick(): TunnelClient | null {
     let best: TunnelClient | null = null;
-    for (const c of this.#conns)
-      if (!c.dead && !c.retiring && (best === null || c.streams.size < best.streams.size)) best = c;
+    const now = Date.now();
+    for (const c of this.#conns) {
+      if (!c.retiring && now >= c.expiresAt) c.close(); // the peer's certificate expired
+      if (!c.dead && !c.retiring && (best === null || c.streams.size < best.streams.size))
+        best = c;
+    }
     return best !== null && best.streams.size < this.o.maxStreamsPerConnection ? best : null;
   }
 

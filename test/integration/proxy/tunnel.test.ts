@@ -295,3 +295,62 @@ t.test('when the tunnel breaks, its client connections are closed', async (t) =>
   await closed;
   t.pass('both client connections closed');
 });
+
+t.test('new connections never ride a tunnel past its TLS material', async (t) => {
+  const mesh = createMeshCerts();
+  const app = await startEchoTcp();
+  // api starts with a certificate that expires in 3 s, then rotates to a fresh one
+  const shortLived = mesh.leaf('api', { ttlMs: 3000 });
+  const api = await startSidecar(mesh, 'api', {
+    appPort: app.port,
+    protocol: 'tcp',
+    intentions: ALLOW,
+    leaf: shortLived,
+  });
+  const web = await webTo(mesh, [api.inboundPort]);
+  const clients: net.Socket[] = [];
+  t.teardown(async () => {
+    for (const c of clients) c.destroy();
+    await web.proxy.close();
+    await api.proxy.close();
+    app.close();
+  });
+  const port = web.proxy.addresses().upstreams.api!.port;
+  const tunnels = () =>
+    (web.proxy.clusters() as Array<{ endpoints: Array<{ tunnels: number }> }>)[0]!.endpoints[0]!
+      .tunnels;
+  clients.push(await echoed(port, 'first'));
+  const fresh = mesh.leaf('api');
+  await api.proxy.apply({
+    ...api.snapshot,
+    version: 2,
+    tls: { ...api.snapshot.tls, certPem: fresh.certPem, keyPem: fresh.keyPem },
+  });
+  await new Promise((r) => setTimeout(r, Math.max(0, shortLived.notAfter.getTime() - Date.now())));
+  clients.push(await echoed(port, 'after expiry'));
+  t.equal(tunnels(), 2, "past the peer certificate's expiry, a new tunnel is opened");
+  let got = '';
+  clients[0]!.on('data', (d: Buffer) => (got += d.toString()));
+  clients[0]!.write('old');
+  await waitFor('echo on the old tunnel', () => got === 'OLD', 5000);
+  t.pass('the connection on the old tunnel goes on');
+  clients[0]!.destroy();
+  await waitFor('old tunnel closed', () => tunnels() === 1, 5000);
+  t.pass('the old tunnel closes with its last stream');
+
+  // this side's own certificate is replaced: new connections get a new tunnel too
+  const webLeaf = mesh.leaf('web');
+  await web.proxy.apply({
+    ...web.snapshot,
+    version: 2,
+    tls: { ...web.snapshot.tls, certPem: webLeaf.certPem, keyPem: webLeaf.keyPem },
+  });
+  t.equal(tunnels(), 0, 'after a rotation no tunnel takes new streams');
+  clients.push(await echoed(port, 'after rotation'));
+  t.equal(tunnels(), 1, 'a new one is opened with the new certificate');
+  got = '';
+  clients[1]!.on('data', (d: Buffer) => (got += d.toString()));
+  clients[1]!.write('still');
+  await waitFor('echo on the pre-rotation tunnel', () => got === 'STILL', 5000);
+  t.pass('the connection opened before the rotation goes on');
+});

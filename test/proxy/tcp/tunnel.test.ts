@@ -2,10 +2,12 @@
 // sidecar may and may not send, and what it gets back.
 import t, { type Test } from 'tap';
 import net from 'node:net';
+import tls from 'node:tls';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { RemoraError } from '../../../lib/errors/index.ts';
 import { waitFor } from '../../../lib/util/index.ts';
+import { createMeshCerts } from '../../helpers/mesh-certs.ts';
 import {
   RST_APP_UNAVAILABLE,
   RST_DENIED,
@@ -50,8 +52,8 @@ class Peer {
   #buf = Buffer.alloc(0);
   closed = false;
 
-  constructor(port: number) {
-    this.socket = net.connect(port, '127.0.0.1');
+  constructor(port: number, socket?: net.Socket) {
+    this.socket = socket ?? net.connect(port, '127.0.0.1');
     this.socket.on('error', () => {});
     this.socket.on('close', () => (this.closed = true));
     this.socket.on('data', (c: Buffer) => {
@@ -240,4 +242,54 @@ t.test('refusals: stream limit, drain, denial and a missing app are told apart',
   p.send(frame(RST, 5));
   await waitFor('connection ended after its last stream', () => p.closed, 5000);
   t.same(srv.errors, [], 'no protocol error along the way');
+});
+
+t.test('a caller whose certificate has expired opens no stream over its old tunnel', async (t) => {
+  const mesh = createMeshCerts();
+  const api = mesh.leaf('api');
+  const web = mesh.leaf('web', { ttlMs: 2000 });
+  const errors: string[] = [];
+  let opened = 0;
+  const server = tls.createServer(
+    {
+      cert: api.certPem,
+      key: api.keyPem,
+      ca: mesh.ca.certPem,
+      requestCert: true,
+      rejectUnauthorized: false,
+    },
+    (s) =>
+      serveTunnel(s, {
+        open: () => Promise.reject(new Error('not reached')),
+        maxStreams: 16,
+        idleTimeoutMs: 60_000,
+        onStreamOpened: () => opened++,
+        onStreamClosed: () => {},
+        onProtocolError: (what) => errors.push(what),
+      }),
+  );
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as AddressInfo).port;
+  const socket = tls.connect({
+    port,
+    host: '127.0.0.1',
+    cert: web.certPem,
+    key: web.keyPem,
+    ca: mesh.ca.certPem,
+    checkServerIdentity: () => undefined,
+  });
+  const p = new Peer(port, socket);
+  t.teardown(() => {
+    p.socket.destroy();
+    server.close();
+  });
+  await once(socket, 'secureConnect');
+  await new Promise((r) => setTimeout(r, Math.max(0, web.notAfter.getTime() - Date.now() + 50)));
+  p.send(frame(OPEN, 1, u32(STREAM_WINDOW)));
+  t.same([...(await p.next(RST, 1)).payload], [RST_REFUSED], 'the stream is refused');
+  await p.next(GOAWAY, 0);
+  t.pass('and the caller is told to open a new tunnel');
+  t.equal(opened, 0, 'nothing was opened');
+  t.same(errors, []);
 });
