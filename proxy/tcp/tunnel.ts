@@ -634,8 +634,7 @@ export class TunnelPool {
     const now = Date.now();
     for (const c of this.#conns) {
       if (!c.retiring && now >= c.expiresAt) c.close(); // the peer's certificate expired
-      if (!c.dead && !c.retiring && (best === null || c.streams.size < best.streams.size))
-        best = c;
+      if (!c.dead && !c.retiring && (best === null || c.streams.size < best.streams.size)) best = c;
     }
     return best !== null && best.streams.size < this.o.maxStreamsPerConnection ? best : null;
   }
