@@ -166,7 +166,9 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
       try {
         const tunnels = cluster.tunnel(ep);
         const up =
-          !tunnels.unsupported && (await tunnels.open(socket)) ? null : await cluster.dial(ep);
+          !tunnels.unsupported && (await tunnels.open(socket, res().connectTimeoutMs))
+            ? null
+            : await cluster.dial(ep);
         cluster.outcome(ep, true, now);
         ep.active++;
         (up ?? socket).once('close', () => {

@@ -95,6 +95,8 @@ abstract class Tunnel {
   dead = false;
   /** When the last stream closed (for idle handling). */
   idleSince = performance.now();
+  /** When the peer last sent anything. */
+  lastRx = performance.now();
   /**
    * The peer's certificate expires then: no stream is opened over this connection afterwards,
    * so a long-lived tunnel never outlives the identity it was authenticated with.
@@ -112,6 +114,8 @@ abstract class Tunnel {
     this.socket = socket;
     this.expiresAt = peerExpiry(socket);
     socket.setNoDelay(true);
+    // a tunnel may sit with open but quiet streams for hours: let the kernel notice a dead peer
+    socket.setKeepAlive(true, 30_000);
     socket.on('data', (c: Buffer) => this.#onData(c));
     socket.on('error', () => this.gone());
     socket.on('close', () => this.gone());
@@ -261,6 +265,7 @@ abstract class Tunnel {
   }
 
   #onData(chunk: Buffer): void {
+    this.lastRx = performance.now();
     let buf = chunk;
     if (this.#partial !== null) {
       buf = Buffer.concat([this.#partial, chunk]);
@@ -362,16 +367,44 @@ export class TunnelClient extends Tunnel {
   /**
    * Carries `local` (paused) over a new stream; resolves once the peer accepted it. Rejects
    * with REMORA_E_PROXY_CONNECT_FAILED{refused} (never reached the app: open it elsewhere),
-   * REMORA_E_PROXY_INTENTION_DENIED or REMORA_E_PROXY_APP_UNAVAILABLE.
+   * REMORA_E_PROXY_INTENTION_DENIED, REMORA_E_PROXY_APP_UNAVAILABLE, or
+   * REMORA_E_PROXY_CONNECT_TIMEOUT when no answer came within `timeoutMs`: then, if the peer
+   * sent nothing at all meanwhile, the tunnel is taken for dead and closed.
    */
-  open(local: Socket): Promise<void> {
+  open(local: Socket, timeoutMs: number): Promise<void> {
     if (this.dead || this.retiring)
       return Promise.reject(refusedError(this.target, 'the connection is closing'));
     const st = this.newStream(this.#next++);
     this.streams.set(st.id, st);
     this.frame(OPEN, st.id, u32(STREAM_WINDOW));
+    const sentAt = performance.now();
     return new Promise((resolve, reject) => {
-      st.opening = { resolve, reject, local };
+      const timer = setTimeout(() => {
+        if (st.opening === null || this.streams.get(st.id) !== st) return;
+        st.opening = null;
+        const silent = this.lastRx < sentAt;
+        this.reset(st, RST_ABORTED);
+        reject(
+          new RemoraError(
+            'REMORA_E_PROXY_CONNECT_TIMEOUT',
+            `${this.target} did not accept the TCP stream within ${timeoutMs} ms${silent ? '; the tunnel stayed silent and was closed' : ''}`,
+            { target: this.target },
+          ),
+        );
+        if (silent) this.gone();
+        else this.#closeIfIdle();
+      }, timeoutMs);
+      st.opening = {
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+        local,
+      };
     });
   }
 
@@ -621,11 +654,14 @@ export class TunnelPool {
     return performance.now() - this.#unsupportedSince < 60_000;
   }
 
-  /** Carries `local` over a stream; false when the peer has no tunnel (connect it directly). */
-  async open(local: Socket): Promise<boolean> {
+  /**
+   * Carries `local` over a stream, accepted within `timeoutMs`; false when the peer has no
+   * tunnel (connect it directly).
+   */
+  async open(local: Socket, timeoutMs: number): Promise<boolean> {
     const c = this.#pick() ?? (this.unsupported ? null : await this.#open());
     if (c === null) return false;
-    await c.open(local);
+    await c.open(local, timeoutMs);
     return true;
   }
 

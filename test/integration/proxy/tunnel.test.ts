@@ -354,3 +354,57 @@ t.test('new connections never ride a tunnel past its TLS material', async (t) =>
   await waitFor('echo on the pre-rotation tunnel', () => got === 'STILL', 5000);
   t.pass('the connection opened before the rotation goes on');
 });
+
+t.test('a peer that accepts a tunnel but never answers costs one connect timeout', async (t) => {
+  const mesh = createMeshCerts();
+  const leaf = mesh.cachedLeaf('api');
+  const closed: boolean[] = [];
+  // speaks TLS and selects remora-tcp/1, then reads and drops everything (a hung peer)
+  const hung = tls.createServer(
+    {
+      cert: leaf.certPem,
+      key: leaf.keyPem,
+      ca: mesh.ca.certPem,
+      requestCert: true,
+      ALPNProtocols: ['remora-tcp/1'],
+    },
+    (s) => {
+      const i = closed.push(false) - 1;
+      s.on('error', () => {});
+      s.on('close', () => (closed[i] = true));
+      s.resume();
+    },
+  );
+  hung.listen(0, '127.0.0.1');
+  await once(hung, 'listening');
+  const app = await startEchoTcp();
+  const api = await startSidecar(mesh, 'api', {
+    appPort: app.port,
+    protocol: 'tcp',
+    intentions: ALLOW,
+  });
+  const up = makeUpstream(mesh, 'api', [(hung.address() as AddressInfo).port, api.inboundPort], {
+    protocol: 'tcp',
+    loadBalancer: 'round_robin',
+  });
+  up.resilience.connectTimeoutMs = 300;
+  const web = await startSidecar(mesh, 'web', { upstreams: [up] });
+  const clients: net.Socket[] = [];
+  t.teardown(async () => {
+    for (const c of clients) c.destroy();
+    await web.proxy.close();
+    await api.proxy.close();
+    app.close();
+    hung.close();
+  });
+  const port = web.proxy.addresses().upstreams.api!.port;
+  const started = Date.now();
+  clients.push(await echoed(port, 'first'));
+  const took = Date.now() - started;
+  t.ok(took >= 300 && took < 3000, `answered by the other endpoint after the timeout (${took} ms)`);
+  t.equal(app.conns, 1);
+  await waitFor('the silent tunnel closed', () => closed.length === 1 && closed[0] === true, 5000);
+  t.pass('the silent tunnel was closed');
+  const text = await web.proxy.metrics.registry.metrics();
+  t.match(text, /remora_proxy_retries_total\{upstream="api",reason="connect"\} 1/);
+});
