@@ -145,7 +145,7 @@ abstract class Tunnel {
   }
 
   protected frame(type: number, id: number, payload?: Buffer): void {
-    if (this.dead) return;
+    if (this.dead || this.socket.writableEnded) return;
     const h = Buffer.allocUnsafe(HEADER);
     h[0] = type;
     h.writeUInt32BE(id, 1);
@@ -163,9 +163,14 @@ abstract class Tunnel {
     this.#flushScheduled = false;
     const out = this.#out;
     this.#out = [];
-    if (this.dead) return;
+    if (this.dead || this.socket.writableEnded) return;
     if (out.length > 0) this.socket.write(out.length === 1 ? out[0]! : Buffer.concat(out));
     if (this.#ending) this.socket.end();
+  }
+
+  /** This side ends the connection (no new streams; the peer sees it end). */
+  protected get ending(): boolean {
+    return this.#ending || this.socket.writableEnded;
   }
 
   /** Ends the connection once the frames already queued have been written. */
@@ -531,6 +536,8 @@ class TunnelServer extends Tunnel {
       if (id <= this.#lastId || p.length !== 4)
         return this.protocolError(`OPEN of stream ${id} after ${this.#lastId}`);
       this.#lastId = id;
+      // this side is closing the idle tunnel: the caller sees it end and opens the stream anew
+      if (this.ending) return;
       // the caller's certificate expired: it must open a new tunnel (a fresh handshake)
       if (Date.now() >= this.expiresAt) this.drain();
       if (this.#draining || this.streams.size >= this.o.maxStreams) {

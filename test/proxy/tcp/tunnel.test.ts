@@ -88,7 +88,7 @@ class Peer {
 
 async function startTunnelServer(
   t: Test,
-  o: { open?: () => Promise<net.Socket>; maxStreams?: number } = {},
+  o: { open?: () => Promise<net.Socket>; maxStreams?: number; idleTimeoutMs?: number } = {},
 ): Promise<{
   port: number;
   errors: string[];
@@ -118,7 +118,7 @@ async function startTunnelServer(
             return a;
           }),
         maxStreams: o.maxStreams ?? 16,
-        idleTimeoutMs: 60_000,
+        idleTimeoutMs: o.idleTimeoutMs ?? 60_000,
         onStreamOpened: () => streams.opened++,
         onStreamClosed: () => streams.closed++,
         onProtocolError: (what) => errors.push(what),
@@ -292,4 +292,21 @@ t.test('a caller whose certificate has expired opens no stream over its old tunn
   t.pass('and the caller is told to open a new tunnel');
   t.equal(opened, 0, 'nothing was opened');
   t.same(errors, []);
+});
+
+t.test('an idle tunnel is ended; a stream asked for meanwhile is left to the caller', async (t) => {
+  const srv = await startTunnelServer(t, { idleTimeoutMs: 100 });
+  const p = new Peer(srv.port);
+  t.teardown(() => p.socket.destroy());
+  let ended = false;
+  p.socket.on('end', () => {
+    ended = true;
+    // the OPEN crosses the end: it is not taken (the caller opens it on a new tunnel)
+    p.send(frame(OPEN, 1, u32(STREAM_WINDOW)));
+  });
+  await waitFor('the idle tunnel ended', () => ended, 5000);
+  await new Promise((r) => setTimeout(r, 200));
+  t.same(srv.streams, { opened: 0, closed: 0 }, 'no stream was opened after the end');
+  t.same(p.frames, [], 'and nothing was answered');
+  t.same(srv.errors, []);
 });
