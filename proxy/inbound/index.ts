@@ -1,8 +1,9 @@
 // Inbound: mTLS from peer sidecars → the local app. Stack, top to bottom:
 //   TLS handshake (client certificate required, verified against the trust bundle)
 //   → peer SPIFFE ID → L4 intention decision per connection
-//   → tcp: splice to the app | http: strict HTTP/1.1 server → stages below → pooled app connections
-//                              | http2/grpc: see h2.ts
+//   → tcp: a tunnel's streams (L4 decision per stream) or a splice, each to its own app connection
+//   | http: strict HTTP/1.1 server → stages below → pooled app connections
+//   | http2/grpc: see h2.ts
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { evaluateIntentions, type IntentionsSnapshot } from '../../lib/intentions/index.ts';
@@ -113,8 +114,10 @@ export function createInbound(env: ProxyEnv): Inbound {
   ];
   const handler = composeStages(stages, forwardToApp);
 
-  /** Drained and closed with the proxy; `counted`: one connection in the metrics (a tunnel's
-   * streams are counted one by one instead). */
+  /**
+   * Drained and closed with the proxy. `counted`: one connection in the metrics (a tunnel's
+   * streams are counted one by one instead).
+   */
   function track(socket: TLSSocket, c: { drain(): void }, counted = true): void {
     const entry = { drain: () => c.drain(), socket };
     conns.add(entry);

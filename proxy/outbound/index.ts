@@ -3,7 +3,8 @@
 //   strict HTTP/1.1 server → error responder → metrics → tracing (CLIENT span)
 //   → circuit breaker (active requests) → retry (budget, idempotency, buffered bodies)
 //   → balance (P2C / round robin over non-ejected endpoints) → pooled keep-alive mTLS connection
-// TCP: per-connection balancing, connect retries, a stream of a shared tunnel (or a splice). HTTP/2 and gRPC: h2c in, h2 over mTLS out.
+// TCP: per-connection balancing, connect retries, a stream of a shared tunnel (or a splice).
+// HTTP/2 and gRPC: h2c in, h2 over mTLS out.
 import type { Http2Server } from 'node:http2';
 import { loadHttp2 } from '../lazy.ts';
 import type { Socket } from 'node:net';
