@@ -71,6 +71,8 @@ class Stream {
   finPending = false;
   sentFin = false;
   gotFin = false;
+  /** The local socket closed with bytes still held: they go out on CREDIT, then FIN. */
+  localGone = false;
   /** Bytes the peer may still send (granted minus received). */
   allowance = STREAM_WINDOW;
   /** Bytes handed to the local socket, and of those already credited back to the peer. */
@@ -243,11 +245,20 @@ abstract class Tunnel {
     if (st.finPending && !st.sentFin && st.held.length === 0 && this.streams.get(st.id) === st) {
       st.sentFin = true;
       this.frame(FIN, st.id);
+      if (st.localGone) {
+        this.streams.delete(st.id);
+        this.onStreamClosed(st);
+      }
     }
   }
 
   #localClosed(st: Stream): void {
     if (this.streams.get(st.id) !== st) return;
+    // both sides finished, but what the local side sent last still waits for credit
+    if (st.finPending && st.gotFin && st.held.length > 0) {
+      st.localGone = true;
+      return;
+    }
     this.streams.delete(st.id);
     if (!(st.sentFin && st.gotFin)) this.frame(RST, st.id, Buffer.of(RST_ABORTED));
     this.onStreamClosed(st);

@@ -408,3 +408,37 @@ t.test('a peer that accepts a tunnel but never answers costs one connect timeout
   const text = await web.proxy.metrics.registry.metrics();
   t.match(text, /remora_proxy_retries_total\{upstream="api",reason="connect"\} 1/);
 });
+
+t.test('bytes held back by flow control still arrive after both sides finished', async (t) => {
+  const mesh = createMeshCerts();
+  const TOTAL = 32 * 1024 * 1024;
+  let received = 0;
+  let ended = false;
+  // the app ends its side at once, and reads the upload only later
+  const app = await startEchoTcp((s) => {
+    s.pause();
+    s.end();
+    setTimeout(() => {
+      s.on('data', (c: Buffer) => (received += c.length));
+      s.on('end', () => (ended = true));
+      s.resume();
+    }, 500);
+  });
+  const api = await startSidecar(mesh, 'api', {
+    appPort: app.port,
+    protocol: 'tcp',
+    intentions: ALLOW,
+  });
+  const web = await webTo(mesh, [api.inboundPort]);
+  t.teardown(async () => {
+    await web.proxy.close();
+    await api.proxy.close();
+    app.close();
+  });
+  const c = net.connect({ port: web.proxy.addresses().upstreams.api!.port, allowHalfOpen: true });
+  c.on('error', () => {});
+  c.resume();
+  c.end(Buffer.alloc(TOTAL, 7));
+  await waitFor('the app read the whole upload', () => ended, 20_000);
+  t.equal(received, TOTAL, 'every byte arrived');
+});

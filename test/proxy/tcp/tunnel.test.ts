@@ -310,3 +310,50 @@ t.test('an idle tunnel is ended; a stream asked for meanwhile is left to the cal
   t.same(p.frames, [], 'and nothing was answered');
   t.same(srv.errors, []);
 });
+
+t.test(
+  'bytes still held for want of credit are not lost when both sides have finished',
+  async (t) => {
+    let appSide: net.Socket | null = null;
+    const app = net.createServer({ allowHalfOpen: true }, (s) => {
+      s.on('error', () => {});
+      appSide = s;
+    });
+    app.listen(0, '127.0.0.1');
+    await once(app, 'listening');
+    t.teardown(() => app.close());
+    const srv = await startTunnelServer(t, {
+      open: async () => {
+        const a = net.connect((app.address() as AddressInfo).port, '127.0.0.1');
+        await once(a, 'connect');
+        return a;
+      },
+    });
+    const p = new Peer(srv.port);
+    t.teardown(() => p.socket.destroy());
+    const dataBytes = () =>
+      p.frames
+        .filter((f) => f.type === DATA && f.id === 1)
+        .reduce((n, f) => n + f.payload.length, 0);
+    p.send(frame(OPEN, 1, u32(10))); // the peer grants 10 bytes only
+    await p.next(ACCEPT, 1);
+    await waitFor('app connected', () => appSide !== null, 5000);
+    appSide!.write(Buffer.alloc(50, 1));
+    await waitFor('the first 10 bytes', () => dataBytes() === 10, 5000);
+    appSide!.end(Buffer.alloc(50, 2)); // the rest and the app's end wait behind the window
+    await new Promise((r) => setTimeout(r, 100));
+    p.send(frame(FIN, 1)); // the peer is done too: the app connection closes both ways
+    await new Promise((r) => setTimeout(r, 100));
+    p.send(frame(CREDIT, 1, u32(40)));
+    await waitFor('40 more bytes', () => dataBytes() === 50, 5000);
+    await new Promise((r) => setTimeout(r, 200));
+    t.notOk(
+      p.frames.some((f) => f.type === RST),
+      'the stream is not reset while bytes wait for credit',
+    );
+    p.send(frame(CREDIT, 1, u32(1000)));
+    await p.next(FIN, 1);
+    t.equal(dataBytes(), 100, 'every byte the app sent arrived, then FIN');
+    await waitFor('stream closed', () => srv.streams.closed === 1, 5000);
+  },
+);
