@@ -1,13 +1,18 @@
 // remora-tcp/1 through real sidecars: TCP connections to a Remora peer share one mTLS tunnel,
 // keep their own bytes, half close, flow control, drain, fallback and app failures.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import net from 'node:net';
 import tls from 'node:tls';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { waitFor } from '../../../lib/util/index.ts';
-import { createMeshCerts, makeUpstream, type MeshCerts } from '../../helpers/mesh-certs.ts';
-import { startEchoTcp, startSidecar, type Sidecar } from './mesh.ts';
+import {
+  createMeshCerts,
+  makeUpstream,
+  type MeshCerts,
+  type MeshLeaf,
+} from '../../helpers/mesh-certs.ts';
+import { startEchoTcp, startSidecar, type Sidecar, type TcpApp } from './mesh.ts';
 
 /** A connection through `port` that has seen `text` echoed upper-cased. */
 async function echoed(port: number, text: string): Promise<net.Socket> {
@@ -31,13 +36,21 @@ const ALLOW = {
   intentions: [{ source: 'web', destination: 'api', action: 'allow' as const }],
 };
 
-t.test('twenty TCP connections share one tunnel, each keeping its own bytes', async (t) => {
-  const mesh = createMeshCerts();
-  const app = await startEchoTcp();
+/**
+ * An api sidecar (tcp inbound, web allowed) in front of `app` and a web sidecar with a tcp
+ * upstream to it; both sidecars, the app and the `clients` are closed with the test.
+ */
+async function tcpPair(
+  t: Test,
+  mesh: MeshCerts,
+  app: TcpApp,
+  leaf?: MeshLeaf,
+): Promise<{ api: Sidecar; web: Sidecar; port: number; clients: net.Socket[] }> {
   const api = await startSidecar(mesh, 'api', {
     appPort: app.port,
     protocol: 'tcp',
     intentions: ALLOW,
+    ...(leaf ? { leaf } : {}),
   });
   const web = await webTo(mesh, [api.inboundPort]);
   const clients: net.Socket[] = [];
@@ -47,7 +60,13 @@ t.test('twenty TCP connections share one tunnel, each keeping its own bytes', as
     await api.proxy.close();
     app.close();
   });
-  const port = web.proxy.addresses().upstreams.api!.port;
+  return { api, web, clients, port: web.proxy.addresses().upstreams.api!.port };
+}
+
+t.test('twenty TCP connections share one tunnel, each keeping its own bytes', async (t) => {
+  const mesh = createMeshCerts();
+  const app = await startEchoTcp();
+  const { api, web, port, clients } = await tcpPair(t, mesh, app);
   clients.push(
     ...(await Promise.all(Array.from({ length: 20 }, (_, i) => echoed(port, `conn-${i} `)))),
   );
@@ -76,18 +95,9 @@ t.test('half close: a client that finished sending still gets the answer', async
     s.on('data', (c: Buffer) => (q += c.toString()));
     s.on('end', () => s.end(`answer to ${q}`));
   });
-  const api = await startSidecar(mesh, 'api', {
-    appPort: app.port,
-    protocol: 'tcp',
-    intentions: ALLOW,
-  });
-  const web = await webTo(mesh, [api.inboundPort]);
-  t.teardown(async () => {
-    await web.proxy.close();
-    await api.proxy.close();
-    app.close();
-  });
-  const c = net.connect({ port: web.proxy.addresses().upstreams.api!.port, allowHalfOpen: true });
+  const { port, clients } = await tcpPair(t, mesh, app);
+  const c = net.connect({ port, allowHalfOpen: true });
+  clients.push(c);
   let got = '';
   c.on('data', (d: Buffer) => (got += d.toString()));
   c.end('the question');
@@ -120,29 +130,16 @@ t.test('a reader that stops holds back only its own sender', async (t) => {
       pump();
     });
   });
-  const api = await startSidecar(mesh, 'api', {
-    appPort: app.port,
-    protocol: 'tcp',
-    intentions: ALLOW,
-  });
-  const web = await webTo(mesh, [api.inboundPort]);
-  const port = web.proxy.addresses().upstreams.api!.port;
+  const { web, port, clients } = await tcpPair(t, mesh, app);
   const slow = net.connect(port, '127.0.0.1');
-  const others: net.Socket[] = [];
-  t.teardown(async () => {
-    slow.destroy();
-    for (const o of others) o.destroy();
-    await web.proxy.close();
-    await api.proxy.close();
-    app.close();
-  });
+  clients.push(slow);
   slow.write('bulk');
   slow.pause(); // reads nothing for now
   await waitFor('the app started sending', () => written > 0, 5000);
   await new Promise((r) => setTimeout(r, 1000));
   const heldAt = written;
   t.ok(heldAt < TOTAL / 2, `the app is held back (${heldAt} of ${TOTAL} bytes written)`);
-  others.push(await echoed(port, 'still here'));
+  clients.push(await echoed(port, 'still here'));
   t.pass('another connection on the same tunnel is answered meanwhile');
   t.equal(
     (web.proxy.clusters() as Array<{ endpoints: Array<{ tunnels: number }> }>)[0]!.endpoints[0]!
@@ -301,21 +298,7 @@ t.test('new connections never ride a tunnel past its TLS material', async (t) =>
   const app = await startEchoTcp();
   // api starts with a certificate that expires in 3 s, then rotates to a fresh one
   const shortLived = mesh.leaf('api', { ttlMs: 3000 });
-  const api = await startSidecar(mesh, 'api', {
-    appPort: app.port,
-    protocol: 'tcp',
-    intentions: ALLOW,
-    leaf: shortLived,
-  });
-  const web = await webTo(mesh, [api.inboundPort]);
-  const clients: net.Socket[] = [];
-  t.teardown(async () => {
-    for (const c of clients) c.destroy();
-    await web.proxy.close();
-    await api.proxy.close();
-    app.close();
-  });
-  const port = web.proxy.addresses().upstreams.api!.port;
+  const { api, web, port, clients } = await tcpPair(t, mesh, app, shortLived);
   const tunnels = () =>
     (web.proxy.clusters() as Array<{ endpoints: Array<{ tunnels: number }> }>)[0]!.endpoints[0]!
       .tunnels;
@@ -424,18 +407,9 @@ t.test('bytes held back by flow control still arrive after both sides finished',
       s.resume();
     }, 500);
   });
-  const api = await startSidecar(mesh, 'api', {
-    appPort: app.port,
-    protocol: 'tcp',
-    intentions: ALLOW,
-  });
-  const web = await webTo(mesh, [api.inboundPort]);
-  t.teardown(async () => {
-    await web.proxy.close();
-    await api.proxy.close();
-    app.close();
-  });
-  const c = net.connect({ port: web.proxy.addresses().upstreams.api!.port, allowHalfOpen: true });
+  const { port, clients } = await tcpPair(t, mesh, app);
+  const c = net.connect({ port, allowHalfOpen: true });
+  clients.push(c);
   c.on('error', () => {});
   c.resume();
   c.end(Buffer.alloc(TOTAL, 7));
