@@ -31,13 +31,14 @@ export const TUNNEL_ALPN = 'remora-tcp/1';
 export const STREAM_WINDOW = 256 * 1024;
 
 const HEADER = 9;
-const OPEN = 1;
-const ACCEPT = 2;
-const DATA = 3;
-const FIN = 4;
-const RST = 5;
-const CREDIT = 6;
-const GOAWAY = 7;
+/** Frame types (exported for tests that speak the protocol frame by frame). */
+export const OPEN = 1;
+export const ACCEPT = 2;
+export const DATA = 3;
+export const FIN = 4;
+export const RST = 5;
+export const CREDIT = 6;
+export const GOAWAY = 7;
 
 export const RST_ABORTED = 0;
 /** Not processed (draining, stream limit): safe to open elsewhere. */

@@ -9,6 +9,13 @@ import { RemoraError } from '../../../lib/errors/index.ts';
 import { waitFor } from '../../../lib/util/index.ts';
 import { createMeshCerts } from '../../helpers/mesh-certs.ts';
 import {
+  ACCEPT,
+  CREDIT,
+  DATA,
+  FIN,
+  GOAWAY,
+  OPEN,
+  RST,
   RST_APP_UNAVAILABLE,
   RST_DENIED,
   RST_REFUSED,
@@ -16,14 +23,6 @@ import {
   STREAM_WINDOW,
   type TunnelServerConnection,
 } from '../../../proxy/tcp/tunnel.ts';
-
-const OPEN = 1;
-const ACCEPT = 2;
-const DATA = 3;
-const FIN = 4;
-const RST = 5;
-const CREDIT = 6;
-const GOAWAY = 7;
 
 function frame(type: number, id: number, payload: Buffer = Buffer.alloc(0)): Buffer {
   const h = Buffer.alloc(9);
