@@ -31,7 +31,7 @@ import {
   type ProxyStatus,
   type Supervisor,
 } from './supervisor.ts';
-import type { CheckStatus, ConsulPort, ControlPort, TrustBundle } from './ports.ts';
+import type { ConsulPort, ControlPort, TrustBundle } from './ports.ts';
 import {
   createExecFileRunner,
   createPortAllocator,
@@ -143,6 +143,12 @@ interface Instance {
   holdRegistration: boolean;
   /** Transparent rules are installed once the proxy was ready (so nothing is steered to no listener). */
   transparentArmed: boolean;
+  /** The readiness-check write in flight; writes are serialized so a late one never undoes a newer one. */
+  checkWrite: Promise<void> | null;
+  /** Set when the state changed while a write was in flight: the writer goes round once more. */
+  checkAgain: boolean;
+  /** Why the proxy last said it is not ready (the check's output). */
+  notReadyReason: string;
 }
 
 /** Consul ID of an instance's sidecar (Consul's own naming). */
@@ -321,7 +327,8 @@ export function createAgent(o: AgentOptions): Agent {
         `proxy for ${id} is ${ready ? 'ready' : `not ready (${reason})`}`,
       );
       const inst = instances.get(id);
-      if (inst && !inst.stopping) void updateCheck(inst, ready ? 'passing' : 'critical', reason);
+      if (inst && !ready) inst.notReadyReason = reason;
+      if (inst && !inst.stopping) syncCheck(inst);
       if (inst && ready && !inst.transparentArmed) {
         inst.transparentArmed = true;
         syncTransparent(inst);
@@ -496,13 +503,9 @@ export function createAgent(o: AgentOptions): Agent {
         }),
       );
       if (inst.stopping) return;
-      if (inst.def.sidecar) {
-        await consul.updateTtl(
-          readinessCheckId(inst.def.id),
-          ready ? 'passing' : 'critical',
-          ready ? 'proxy ready' : 'proxy not ready',
-        );
-      }
+      // the registration carried the readiness read before it was sent; the proxy may have
+      // changed its mind since, so the check is written again with the state as it is now
+      if (inst.def.sidecar) await writeCheck(inst);
       if (!inst.registered || inst.regAttempt > 0) {
         logger.info(
           { instance: inst.def.id, sidecarPort: inst.sidecarPort },
@@ -536,32 +539,54 @@ export function createAgent(o: AgentOptions): Agent {
     }
   }
 
-  async function updateCheck(inst: Instance, status: CheckStatus, output: string): Promise<void> {
+  /**
+   * Writes the instance's readiness check with the proxy's readiness as it is when the write is
+   * sent. One write at a time per instance: a change during a write sends one more, so two writes
+   * can never reach Consul in the wrong order and leave a stale status behind.
+   */
+  function writeCheck(inst: Instance): Promise<void> {
+    inst.checkAgain = true;
+    inst.checkWrite ??= (async () => {
+      try {
+        while (inst.checkAgain && !inst.stopping && !stopped) {
+          inst.checkAgain = false;
+          const ready = proxyReady(inst.def.id);
+          await consul.updateTtl(
+            readinessCheckId(inst.def.id),
+            ready ? 'passing' : 'critical',
+            ready ? 'proxy ready' : inst.notReadyReason,
+          );
+        }
+      } finally {
+        inst.checkWrite = null;
+      }
+    })();
+    return inst.checkWrite;
+  }
+
+  /** Brings the readiness check up to date; registers first when the instance is not registered. */
+  function syncCheck(inst: Instance): void {
     if (!inst.def.sidecar) return;
-    if (!inst.registered) return inst.holdRegistration ? undefined : void register(inst);
-    try {
-      await consul.updateTtl(readinessCheckId(inst.def.id), status, output);
-    } catch (err) {
+    if (!inst.registered) {
+      // a registration in flight writes the check itself once Consul has the service; if that
+      // write is already under way, it goes round once more with the new state
+      if (inst.checkWrite) inst.checkAgain = true;
+      else if (!inst.registering && !inst.regTimer && !inst.holdRegistration) void register(inst);
+      return;
+    }
+    writeCheck(inst).catch((err: unknown) => {
       // Consul restarted or lost the registration: register again (idempotent)
       inst.registered = false;
       inst.registrationError = stamp(toRemoraError(err));
       void register(inst);
-    }
+    });
   }
 
   function refreshChecks(): void {
     for (const inst of instances.values()) {
       if (inst.stopping) continue;
-      if (!inst.registered) {
-        if (!inst.registering && !inst.regTimer && !inst.holdRegistration) void register(inst);
-        continue;
-      }
-      const ready = proxyReady(inst.def.id);
-      void updateCheck(
-        inst,
-        ready ? 'passing' : 'critical',
-        ready ? 'proxy ready' : 'proxy not ready',
-      );
+      if (inst.def.sidecar) syncCheck(inst);
+      else if (!inst.registered && !inst.registering && !inst.regTimer) void register(inst);
     }
     if (!stopped)
       ttlTimer = clock.setTimeout(refreshChecks, Math.max(250, Math.floor(s.checkTtlMs / 3)));
@@ -592,6 +617,9 @@ export function createAgent(o: AgentOptions): Agent {
       stopping: false,
       holdRegistration: false,
       transparentArmed: false,
+      checkWrite: null,
+      checkAgain: false,
+      notReadyReason: 'proxy not ready',
     };
     instances.set(def.id, inst);
     logger.info(
@@ -649,6 +677,8 @@ export function createAgent(o: AgentOptions): Agent {
     if (inst.regTimer) clock.clearTimeout(inst.regTimer);
     logger.info({ instance: id, why }, `stopping ${id}: failing readiness`);
     if (inst.def.sidecar) {
+      // a readiness write in flight lands first, so the critical status below is the last word
+      await inst.checkWrite?.catch(() => undefined);
       await consul
         .updateTtl(readinessCheckId(id), 'critical', `stopping: ${why}`)
         .catch((err: unknown) =>

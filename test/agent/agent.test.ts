@@ -1,4 +1,4 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { connect, type Socket } from 'node:net';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -72,24 +72,151 @@ t.test('the registration carries the node meta, the sidecar and its readiness ch
   });
 });
 
+interface FakeHost {
+  agent: ReturnType<typeof createAgent>;
+  configDir: string;
+  events: string[];
+  /** Sends a status frame from the (fake) proxy of the instance. */
+  proxyStatus(ready: boolean, reason?: string): void;
+}
+
+/**
+ * An agent over a real config dir and a real proxy socket, with Consul, the control plane and
+ * the proxy process faked: the fake proxy acks each snapshot and says it is ready (unless
+ * `readyOnSnapshot` is false).
+ */
+async function startHost(
+  t: Test,
+  consul: ConsulPort,
+  events: string[],
+  o: { readyOnSnapshot?: boolean } = {},
+): Promise<FakeHost> {
+  const dir = await mkdtemp(join(tmpdir(), 'remora-agent-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const configDir = join(dir, 'services.d');
+  await mkdir(configDir);
+  await writeFile(
+    join(configDir, 'api.json'),
+    JSON.stringify({
+      service: {
+        name: 'api',
+        id: 'api-1',
+        port: 8081,
+        connect: { sidecar_service: { port: 21001 } },
+      },
+    }),
+  );
+  const clock = createClock();
+  const ca = createFakeCa(clock.now());
+  const control: ControlPort = {
+    sign: async (req) => ca.sign(req.csr, clock.now()),
+    roots: async () => ca.bundle,
+    intentions: async () => ({
+      revision: 1,
+      defaultPolicy: 'allow',
+      auditMode: false,
+      intentions: [],
+    }),
+    onRootsChanged: () => () => undefined,
+    onIntentionsChanged: () => () => undefined,
+    close: async () => undefined,
+  };
+  const alive = new Set<number>();
+  const socks: Socket[] = [];
+  t.teardown(() => socks.forEach((s) => s.destroy()));
+  let channel: { send(f: ProxyFrame): void } | null = null;
+  let applied: number | null = null;
+  const processes: ProcessOps = {
+    spawn(req) {
+      const pid = 60_000;
+      alive.add(pid);
+      events.push('spawn');
+      setImmediate(() => {
+        const sock = connect(req.socketPath);
+        socks.push(sock);
+        const ch = attachFrameChannel<AgentFrame, ProxyFrame>(sock, {
+          decode: (v) => v as AgentFrame,
+          onFrame(f) {
+            if (f.type === 'snapshot') {
+              applied = f.snapshot.version;
+              ch.send({ v: 1, type: 'ack', version: f.snapshot.version, ok: true });
+              if (o.readyOnSnapshot !== false)
+                ch.send({ v: 1, type: 'status', ready: true, appliedVersion: applied });
+            } else if (f.type === 'drain') {
+              events.push('drain');
+              alive.delete(pid);
+              sock.destroy();
+            }
+          },
+        });
+        channel = ch;
+        sock.on('connect', () =>
+          ch.send({
+            v: 1,
+            type: 'hello',
+            instance: req.instance,
+            pid,
+            adminPort: 1,
+            appliedVersion: null,
+          }),
+        );
+      });
+      return { pid, onExit: () => undefined };
+    },
+    isAlive: (pid) => alive.has(pid),
+    isProxy: (pid) => alive.has(pid),
+    signal: (pid, sig) => {
+      events.push(`signal ${sig}`);
+      alive.delete(pid);
+    },
+  };
+  const agent = createAgent({
+    settings: {
+      datacenter: 'dc1',
+      node: 'n1',
+      configDir,
+      dataDir: join(dir, 'data'),
+      adminPortBase: 0,
+      drainTimeoutMs: 500,
+      intentionsRefreshMs: 60_000,
+      proxyBindAddress: '127.0.0.1',
+      advertiseAddress: '',
+      sidecarPortMin: 21000,
+      sidecarPortMax: 21255,
+      checkTtlMs: 30_000,
+      adoptTimeoutMs: 2000,
+      tracing: { endpoint: '', sampleRatio: 1, headers: {} },
+      watchDebounceMs: 0,
+    },
+    consul,
+    control,
+    processes,
+    clock,
+    random: () => 0.5,
+    logger: createSilentLogger(),
+  });
+  t.teardown(() => agent.stop());
+  await agent.start();
+  return {
+    agent,
+    configDir,
+    events,
+    proxyStatus(ready, reason) {
+      if (!channel) throw new Error('the fake proxy is not connected yet');
+      channel.send({
+        v: 1,
+        type: 'status',
+        ready,
+        appliedVersion: applied,
+        ...(reason === undefined ? {} : { reason }),
+      });
+    },
+  };
+}
+
 t.test(
   'a removed definition is stopped in order: fail readiness, deregister, drain, stop',
   async (t) => {
-    const dir = await mkdtemp(join(tmpdir(), 'remora-agent-'));
-    t.teardown(() => rm(dir, { recursive: true, force: true }));
-    const configDir = join(dir, 'services.d');
-    await mkdir(configDir);
-    await writeFile(
-      join(configDir, 'api.json'),
-      JSON.stringify({
-        service: {
-          name: 'api',
-          id: 'api-1',
-          port: 8081,
-          connect: { sidecar_service: { port: 21001 } },
-        },
-      }),
-    );
     const events: string[] = [];
     let consulFailures = 2;
     const consul: ConsulPort = {
@@ -105,92 +232,7 @@ t.test(
       },
       watchConnect: () => ({ stop: () => undefined }),
     };
-    const clock = createClock();
-    const ca = createFakeCa(clock.now());
-    const control: ControlPort = {
-      sign: async (req) => ca.sign(req.csr, clock.now()),
-      roots: async () => ca.bundle,
-      intentions: async () => ({
-        revision: 1,
-        defaultPolicy: 'allow',
-        auditMode: false,
-        intentions: [],
-      }),
-      onRootsChanged: () => () => undefined,
-      onIntentionsChanged: () => () => undefined,
-      close: async () => undefined,
-    };
-    const alive = new Set<number>();
-    const socks: Socket[] = [];
-    t.teardown(() => socks.forEach((s) => s.destroy()));
-    const processes: ProcessOps = {
-      spawn(req) {
-        const pid = 60_000;
-        alive.add(pid);
-        events.push('spawn');
-        setImmediate(() => {
-          const sock = connect(req.socketPath);
-          socks.push(sock);
-          const ch = attachFrameChannel<AgentFrame, ProxyFrame>(sock, {
-            decode: (v) => v as AgentFrame,
-            onFrame(f) {
-              if (f.type === 'snapshot') {
-                ch.send({ v: 1, type: 'ack', version: f.snapshot.version, ok: true });
-                ch.send({ v: 1, type: 'status', ready: true, appliedVersion: f.snapshot.version });
-              } else if (f.type === 'drain') {
-                events.push('drain');
-                alive.delete(pid);
-                sock.destroy();
-              }
-            },
-          });
-          sock.on('connect', () =>
-            ch.send({
-              v: 1,
-              type: 'hello',
-              instance: req.instance,
-              pid,
-              adminPort: 1,
-              appliedVersion: null,
-            }),
-          );
-        });
-        return { pid, onExit: () => undefined };
-      },
-      isAlive: (pid) => alive.has(pid),
-      isProxy: (pid) => alive.has(pid),
-      signal: (pid, sig) => {
-        events.push(`signal ${sig}`);
-        alive.delete(pid);
-      },
-    };
-    const agent = createAgent({
-      settings: {
-        datacenter: 'dc1',
-        node: 'n1',
-        configDir,
-        dataDir: join(dir, 'data'),
-        adminPortBase: 0,
-        drainTimeoutMs: 500,
-        intentionsRefreshMs: 60_000,
-        proxyBindAddress: '127.0.0.1',
-        advertiseAddress: '',
-        sidecarPortMin: 21000,
-        sidecarPortMax: 21255,
-        checkTtlMs: 30_000,
-        adoptTimeoutMs: 2000,
-        tracing: { endpoint: '', sampleRatio: 1, headers: {} },
-        watchDebounceMs: 0,
-      },
-      consul,
-      control,
-      processes,
-      clock,
-      random: () => 0.5,
-      logger: createSilentLogger(),
-    });
-    t.teardown(() => agent.stop());
-    await agent.start();
+    const { agent, configDir } = await startHost(t, consul, events);
     await waitFor('api-1 registered despite two Consul failures', () =>
       events.includes('register api-1'),
     );
@@ -210,5 +252,96 @@ t.test(
       'fail readiness → deregister → drain',
     );
     t.same(agent.status().instances, []);
+  },
+);
+
+/**
+ * A Consul that keeps the readiness check's status the way Consul does: a registration sets it
+ * from the check it carries, a TTL update sets it when the update arrives. `hold` makes the next
+ * call of a kind wait until released, to let the proxy change its mind meanwhile.
+ */
+function checkModel() {
+  const status = new Map<string, string>();
+  const gates = { register: null as Promise<void> | null, ttl: null as Promise<void> | null };
+  let inFlight = 0;
+  let maxInFlight = 0;
+  const consul: ConsulPort = {
+    async registerService(def) {
+      await gates.register;
+      const sc = (
+        def as { connect: { sidecar_service: { checks: { CheckID: string; Status: string }[] } } }
+      ).connect.sidecar_service;
+      for (const c of sc.checks) status.set(c.CheckID, c.Status);
+    },
+    async deregisterService() {},
+    async updateTtl(id, st) {
+      inFlight++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      try {
+        await gates.ttl;
+        status.set(id, st);
+      } finally {
+        inFlight--;
+      }
+    },
+    watchConnect: () => ({ stop: () => undefined }),
+  };
+  return {
+    consul,
+    status: (id: string) => status.get(id),
+    maxInFlight: () => maxInFlight,
+    /** Holds calls of one kind until the returned function is called. */
+    hold(kind: 'register' | 'ttl'): () => void {
+      let release!: () => void;
+      gates[kind] = new Promise<void>((r) => (release = r));
+      return () => {
+        gates[kind] = null;
+        release();
+      };
+    },
+  };
+}
+
+t.test(
+  'a proxy that becomes ready while its registration is in flight ends up passing, not with the status read before',
+  async (t) => {
+    const m = checkModel();
+    const release = m.hold('register');
+    const host = await startHost(t, m.consul, []);
+    await waitFor('the proxy ready', () => host.agent.status().instances[0]?.proxy?.ready === true);
+    release();
+    const check = readinessCheckId('api-1');
+    await waitFor(
+      'the instance registered',
+      () => host.agent.status().instances[0]?.registered === true,
+    );
+    // the periodic refresh is 10 s away: only the registration's own write can make it pass now
+    t.equal(m.status(check), 'passing', 'passing as soon as the registration is done');
+  },
+);
+
+t.test(
+  'readiness changes during a slow check write are sent one at a time and the last one wins',
+  async (t) => {
+    const m = checkModel();
+    const host = await startHost(t, m.consul, []);
+    const check = readinessCheckId('api-1');
+    await waitFor('the check passing', () => m.status(check) === 'passing');
+    const release = m.hold('ttl');
+    host.proxyStatus(false, 'draining the app');
+    await waitFor(
+      'the agent saw not ready',
+      () => host.agent.status().instances[0]?.proxy?.ready === false,
+    );
+    host.proxyStatus(true);
+    await waitFor(
+      'the agent saw ready',
+      () => host.agent.status().instances[0]?.proxy?.ready === true,
+    );
+    release();
+    await waitFor('the check passing again', () => m.status(check) === 'passing');
+    await new Promise((r) => setTimeout(r, 100));
+    t.equal(m.status(check), 'passing');
+    t.equal(m.maxInFlight(), 1, 'never two writes of the check in flight at once');
   },
 );
