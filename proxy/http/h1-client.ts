@@ -479,18 +479,10 @@ export class H1Pool {
       if (limiter === undefined || limiter.tryOpen()) break;
       await limiter.wait(this.o.pendingTimeoutMs ?? 5000);
     }
-    let socket: Socket;
-    try {
-      socket = await this.o.dial();
-    } catch (err) {
-      limiter?.release(true);
-      throw err;
-    }
+    const socket =
+      limiter === undefined ? await this.o.dial() : await limiter.dialOpened(this.o.dial);
     this.open++;
-    socket.once('close', () => {
-      this.open--;
-      limiter?.release(true);
-    });
+    socket.once('close', () => this.open--);
     return new H1ClientConnection(socket, this.o.target, this.o.limits, (c) => this.#release(c));
   }
 

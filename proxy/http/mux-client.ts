@@ -22,7 +22,7 @@ import {
   STREAM_HEADER,
 } from './mux-server.ts';
 import type { ProxyRequest, ProxyResponse } from '../stages/types.ts';
-import type { ConnectionLimiter } from '../stages/limits.ts';
+import { peerExpiry, SharedPool, type SharedPoolOptions } from '../outbound/shared-pool.ts';
 
 /** True when a request can travel on a multiplexed connection. */
 export function muxable(req: ProxyRequest): boolean {
@@ -77,6 +77,8 @@ export class MuxConnection {
   #abandoned = 0;
   /** When the last answer came in (for the pool's idle sweep). */
   idleSince = performance.now();
+  /** When the peer's certificate expires: the pool sends no new request on it after that. */
+  readonly expiresAt: number;
   #onGone: (c: MuxConnection) => void;
 
   constructor(
@@ -89,6 +91,7 @@ export class MuxConnection {
     this.target = target;
     this.#limits = limits;
     this.#onGone = onGone;
+    this.expiresAt = peerExpiry(socket);
     socket.setNoDelay(true);
     socket.on('data', (c: Buffer) => this.#onData(c));
     socket.on('error', () => this.#gone('closed the connection'));
@@ -97,6 +100,10 @@ export class MuxConnection {
   }
 
   get inflight(): number {
+    return this.#inflight.size;
+  }
+
+  get load(): number {
     return this.#inflight.size;
   }
 
@@ -354,45 +361,29 @@ export class MuxConnection {
   }
 }
 
-export interface MuxPoolOptions {
-  /** Opens a verified mTLS socket offering `remora-mux/1`. */
-  dial: () => Promise<Socket>;
+export interface MuxPoolOptions extends Omit<
+  SharedPoolOptions<MuxConnection>,
+  'alpn' | 'wrap' | 'maxLoad'
+> {
   target: string;
   limits: HeadLimits;
   /** Requests in flight on one connection before another one is opened. */
   maxPerConnection: number;
-  /** Connections to one endpoint at most. */
-  maxConnections: number;
-  /** A connection with nothing in flight is closed after this time (before the peer's own). */
-  idleTimeoutMs: number;
-  limiter?: ConnectionLimiter;
-  pendingTimeoutMs?: number;
 }
 
 /**
  * The multiplexed connections to one endpoint: a request goes to the least busy one; another is
- * opened only when all are full. `unsupported` turns true when the peer does not speak the
- * protocol (an older Remora, or not Remora): the caller then uses the HTTP/1.1 pool.
+ * opened only when all are full. When the peer does not speak the protocol (an older Remora, or
+ * not Remora) the caller's fallback (the HTTP/1.1 pool) takes the request.
  */
-export class MuxPool {
-  readonly o: MuxPoolOptions;
-  #conns: MuxConnection[] = [];
-  #dialing: Promise<MuxConnection | null> | null = null;
-  #unsupportedSince = -Infinity;
-  #sweeper: NodeJS.Timeout | null = null;
-  closed = false;
-
+export class MuxPool extends SharedPool<MuxConnection> {
   constructor(o: MuxPoolOptions) {
-    this.o = o;
-  }
-
-  get connections(): number {
-    return this.#conns.length;
-  }
-
-  /** The peer answered without the protocol in the last minute (asked again after that). */
-  get unsupported(): boolean {
-    return performance.now() - this.#unsupportedSince < 60_000;
+    super({
+      ...o,
+      alpn: MUX_ALPN,
+      maxLoad: o.maxPerConnection,
+      wrap: (socket, onGone) => new MuxConnection(socket, o.target, o.limits, onGone),
+    });
   }
 
   /** Sends `req` on a multiplexed connection, or through `fallback` when the peer has none. */
@@ -401,78 +392,11 @@ export class MuxPool {
     timeoutMs: number,
     fallback: () => Promise<ProxyResponse>,
   ): Promise<ProxyResponse> {
-    const c = this.#pick();
+    const c = this.pick();
     if (c !== null) return c.request(req, timeoutMs);
     if (this.unsupported) return fallback();
-    return this.#open().then((fresh) =>
+    return this.add().then((fresh) =>
       fresh === null ? fallback() : fresh.request(req, timeoutMs),
     );
-  }
-
-  #pick(): MuxConnection | null {
-    let best: MuxConnection | null = null;
-    for (const c of this.#conns)
-      if (!c.dead && !c.retiring && (best === null || c.inflight < best.inflight)) best = c;
-    if (best === null) return null;
-    if (best.inflight >= this.o.maxPerConnection && this.#conns.length < this.o.maxConnections)
-      return null;
-    return best;
-  }
-
-  #open(): Promise<MuxConnection | null> {
-    this.#dialing ??= this.#dial().finally(() => {
-      this.#dialing = null;
-    });
-    return this.#dialing;
-  }
-
-  async #dial(): Promise<MuxConnection | null> {
-    const limiter = this.o.limiter;
-    while (limiter !== undefined && !limiter.tryOpen()) {
-      const c = this.#pick() ?? this.#conns.find((x) => !x.dead && !x.retiring);
-      if (c !== undefined && c !== null) return c; // over the budget: share an open one
-      await limiter.wait(this.o.pendingTimeoutMs ?? 5000);
-    }
-    let socket: Socket;
-    try {
-      socket = await this.o.dial();
-    } catch (err) {
-      limiter?.release(true);
-      throw err;
-    }
-    socket.once('close', () => limiter?.release(true));
-    if ((socket as Socket & { alpnProtocol?: string | false }).alpnProtocol !== MUX_ALPN) {
-      this.#unsupportedSince = performance.now();
-      socket.destroy();
-      return null;
-    }
-    const c = new MuxConnection(socket, this.o.target, this.o.limits, (gone) => {
-      this.#conns = this.#conns.filter((x) => x !== gone);
-    });
-    if (this.closed) c.close();
-    else this.#conns.push(c);
-    if (this.#sweeper === null) {
-      this.#sweeper = setInterval(() => this.#sweep(), Math.max(100, this.o.idleTimeoutMs / 2));
-      this.#sweeper.unref();
-    }
-    return c;
-  }
-
-  /** Closes connections idle longer than idleTimeoutMs; runs while there are connections. */
-  #sweep(): void {
-    const cutoff = performance.now() - this.o.idleTimeoutMs;
-    for (const c of this.#conns) if (c.inflight === 0 && c.idleSince < cutoff) c.close();
-    if (this.#conns.length === 0 && this.#sweeper !== null) {
-      clearInterval(this.#sweeper);
-      this.#sweeper = null;
-    }
-  }
-
-  /** No new requests; each connection closes once its answers are in. */
-  close(): void {
-    this.closed = true;
-    if (this.#sweeper !== null) clearInterval(this.#sweeper);
-    this.#sweeper = null;
-    for (const c of this.#conns) c.close();
   }
 }

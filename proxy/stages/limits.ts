@@ -1,5 +1,6 @@
 // Circuit breakers (Envoy's thresholds): connections, pending requests (waiting for a
 // connection) and active requests per upstream. Overflow is answered at once with a coded error.
+import type { Socket } from 'node:net';
 import { RemoraError } from '../../lib/errors/index.ts';
 import type { Stage } from './types.ts';
 
@@ -47,6 +48,22 @@ export class ConnectionLimiter {
   release(closed: boolean): void {
     if (closed) this.open--;
     this.#waiters.shift()?.();
+  }
+
+  /**
+   * Dials with a slot already taken (`tryOpen`): the slot is given back if the dial fails, and
+   * when the socket closes.
+   */
+  async dialOpened(dial: () => Promise<Socket>): Promise<Socket> {
+    let socket: Socket;
+    try {
+      socket = await dial();
+    } catch (err) {
+      this.release(true);
+      throw err;
+    }
+    socket.once('close', () => this.release(true));
+    return socket;
   }
 
   /** Waits for a chance to get a connection; throws at once when too many already wait. */

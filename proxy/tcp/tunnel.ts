@@ -23,8 +23,8 @@
 // never reads less from the shared connection, it stops reading the one local socket that has
 // used up its credit.
 import type { Socket } from 'node:net';
-import type { TLSSocket } from 'node:tls';
 import { RemoraError } from '../../lib/errors/index.ts';
+import { peerExpiry, SharedPool, type SharedPoolOptions } from '../outbound/shared-pool.ts';
 
 export const TUNNEL_ALPN = 'remora-tcp/1';
 /** What a side may send on one stream before the other confirms it delivered it. */
@@ -47,13 +47,6 @@ export const RST_DENIED = 2;
 export const RST_APP_UNAVAILABLE = 3;
 
 function noop(): void {}
-
-/** When the peer's certificate expires (ms since the epoch; Infinity without TLS). */
-function peerExpiry(socket: Socket): number {
-  const cert = (socket as Partial<TLSSocket>).getPeerCertificate?.();
-  const t = Date.parse(cert?.valid_to ?? '');
-  return Number.isNaN(t) ? Infinity : t;
-}
 
 function u32(n: number): Buffer {
   const b = Buffer.allocUnsafe(4);
@@ -381,6 +374,11 @@ export class TunnelClient extends Tunnel {
     this.#onGone = onGone;
   }
 
+  /** Streams it carries (the pool's measure of how busy it is). */
+  get load(): number {
+    return this.streams.size;
+  }
+
   /**
    * Carries `local` (paused) over a new stream; resolves once the peer accepted it. Rejects
    * with REMORA_E_PROXY_CONNECT_FAILED{refused} (never reached the app: open it elsewhere),
@@ -638,39 +636,30 @@ export function serveTunnel(socket: Socket, o: TunnelServerOptions): TunnelServe
   };
 }
 
-export interface TunnelPoolOptions {
-  /** Opens a verified mTLS socket offering `remora-tcp/1`. */
-  dial: () => Promise<Socket>;
+export interface TunnelPoolOptions extends Pick<
+  SharedPoolOptions<TunnelClient>,
+  'dial' | 'idleTimeoutMs'
+> {
   target: string;
   /** Streams on one connection before another one is opened. */
   maxStreamsPerConnection: number;
-  /** A connection without streams is closed after this time. */
-  idleTimeoutMs: number;
 }
 
 /**
  * The tunnels to one endpoint: a stream goes to the connection with the fewest; another one is
- * opened when all are full. `unsupported` turns true for a minute when the peer does not speak
- * the protocol: the caller then opens an mTLS connection per TCP connection.
+ * opened when all are full. When the peer does not speak the protocol, `open` says so and the
+ * caller opens an mTLS connection per TCP connection.
  */
-export class TunnelPool {
-  readonly o: TunnelPoolOptions;
-  #conns: TunnelClient[] = [];
-  #dialing: Promise<TunnelClient | null> | null = null;
-  #unsupportedSince = -Infinity;
-  #sweeper: NodeJS.Timeout | null = null;
-  closed = false;
-
+export class TunnelPool extends SharedPool<TunnelClient> {
   constructor(o: TunnelPoolOptions) {
-    this.o = o;
-  }
-
-  get connections(): number {
-    return this.#conns.length;
-  }
-
-  get unsupported(): boolean {
-    return performance.now() - this.#unsupportedSince < 60_000;
+    super({
+      dial: o.dial,
+      idleTimeoutMs: o.idleTimeoutMs,
+      alpn: TUNNEL_ALPN,
+      maxLoad: o.maxStreamsPerConnection,
+      maxConnections: Infinity,
+      wrap: (socket, onGone) => new TunnelClient(socket, o.target, onGone),
+    });
   }
 
   /**
@@ -678,62 +667,9 @@ export class TunnelPool {
    * tunnel (connect it directly).
    */
   async open(local: Socket, timeoutMs: number): Promise<boolean> {
-    const c = this.#pick() ?? (this.unsupported ? null : await this.#open());
+    const c = this.pick() ?? (this.unsupported ? null : await this.add());
     if (c === null) return false;
     await c.open(local, timeoutMs);
     return true;
-  }
-
-  #pick(): TunnelClient | null {
-    let best: TunnelClient | null = null;
-    const now = Date.now();
-    for (const c of this.#conns) {
-      if (!c.retiring && now >= c.expiresAt) c.close(); // the peer's certificate expired
-      if (!c.dead && !c.retiring && (best === null || c.streams.size < best.streams.size)) best = c;
-    }
-    return best !== null && best.streams.size < this.o.maxStreamsPerConnection ? best : null;
-  }
-
-  #open(): Promise<TunnelClient | null> {
-    this.#dialing ??= this.#dial().finally(() => {
-      this.#dialing = null;
-    });
-    return this.#dialing;
-  }
-
-  async #dial(): Promise<TunnelClient | null> {
-    const socket = await this.o.dial();
-    if ((socket as Socket & { alpnProtocol?: string | false }).alpnProtocol !== TUNNEL_ALPN) {
-      this.#unsupportedSince = performance.now();
-      socket.destroy();
-      return null;
-    }
-    const c = new TunnelClient(socket, this.o.target, (gone) => {
-      this.#conns = this.#conns.filter((x) => x !== gone);
-    });
-    if (this.closed) c.close();
-    else this.#conns.push(c);
-    if (this.#sweeper === null) {
-      this.#sweeper = setInterval(() => this.#sweep(), Math.max(100, this.o.idleTimeoutMs / 2));
-      this.#sweeper.unref();
-    }
-    return c;
-  }
-
-  #sweep(): void {
-    const cutoff = performance.now() - this.o.idleTimeoutMs;
-    for (const c of this.#conns) if (c.streams.size === 0 && c.idleSince < cutoff) c.close();
-    if (this.#conns.length === 0 && this.#sweeper !== null) {
-      clearInterval(this.#sweeper);
-      this.#sweeper = null;
-    }
-  }
-
-  /** No new streams; each connection closes once its streams are done. */
-  close(): void {
-    this.closed = true;
-    if (this.#sweeper !== null) clearInterval(this.#sweeper);
-    this.#sweeper = null;
-    for (const c of this.#conns) c.close();
   }
 }

@@ -13,7 +13,7 @@ import { makeUpstream, createMeshCerts } from '../../helpers/mesh-certs.ts';
 import { DEFAULT_RESILIENCE } from '../../../lib/proxy-api/index.ts';
 
 /** Connections api's proxy accepted from web's (its inbound listener). */
-async function inboundConnections(m: TwoSidecars): Promise<number> {
+async function inboundConnections(m: Pick<TwoSidecars, 'api'>): Promise<number> {
   const text = await m.api.proxy.metrics.registry.metrics();
   const line = /^remora_proxy_connections_total\{direction="inbound",service="api"\} (\d+)$/m.exec(
     text,
@@ -149,6 +149,39 @@ function http1Chunked(
   req.on('error', reject);
   return req;
 }
+
+t.test("no new request rides a connection past the peer certificate's expiry", async (t) => {
+  const mesh = createMeshCerts();
+  const app = await startEchoApp();
+  // api starts with a certificate that expires in 3 s, then rotates to a fresh one
+  const shortLived = mesh.leaf('api', { ttlMs: 3000 });
+  const api = await startSidecar(mesh, 'api', { appPort: app.port, leaf: shortLived });
+  const web = await startSidecar(mesh, 'web', {
+    upstreams: [makeUpstream(mesh, 'api', [api.inboundPort])],
+  });
+  t.teardown(async () => {
+    await web.proxy.close();
+    await api.proxy.close();
+    await app.close();
+  });
+  const url = `http://127.0.0.1:${web.proxy.addresses().upstreams.api!.port}/x`;
+  t.equal((await request(url)).status, 200);
+  const fresh = mesh.leaf('api');
+  await api.proxy.apply({
+    ...api.snapshot,
+    version: 2,
+    tls: { ...api.snapshot.tls, certPem: fresh.certPem, keyPem: fresh.keyPem },
+  });
+  t.equal((await request(url)).status, 200);
+  t.equal(await inboundConnections({ api }), 1, 'before the expiry, the connection is reused');
+  await sleep(Math.max(0, shortLived.notAfter.getTime() - Date.now()));
+  t.equal((await request(url)).status, 200);
+  t.equal(
+    await inboundConnections({ api }),
+    2,
+    'past the expiry, a new connection (with the fresh certificate) is opened',
+  );
+});
 
 t.test('a peer that does not speak remora-mux/1 is called over HTTP/1.1', async (t) => {
   const mesh = createMeshCerts();
