@@ -78,15 +78,17 @@ export class Cluster {
   }
 
   /**
-   * The TLS material changed: new handshakes use it. Open connections continue untouched, but
-   * TCP tunnels take no new streams: those go over fresh handshakes with the new certificate
-   * and roots, so a tunnel never carries new connections on an identity or trust that was
-   * replaced.
+   * The TLS material changed: new handshakes use it. What is in flight continues untouched, but
+   * shared connections (TCP tunnels, multiplexed HTTP) take no new work: it goes over fresh
+   * handshakes with the new certificate and roots, so a shared connection never carries new
+   * requests on an identity or trust that was replaced.
    */
   tlsChanged(): void {
     this.sessions.clear();
-    for (const p of this.#tunnels.values()) p.close();
-    this.#tunnels.clear();
+    for (const pools of [this.#mux, this.#tunnels]) {
+      for (const p of pools.values()) p.close();
+      pools.clear();
+    }
   }
 
   /**

@@ -150,7 +150,7 @@ function http1Chunked(
   return req;
 }
 
-t.test("no new request rides a connection past the peer certificate's expiry", async (t) => {
+t.test("no new request rides a connection past its TLS material's life", async (t) => {
   const mesh = createMeshCerts();
   const app = await startEchoApp();
   // api starts with a certificate that expires in 3 s, then rotates to a fresh one
@@ -181,6 +181,15 @@ t.test("no new request rides a connection past the peer certificate's expiry", a
     2,
     'past the expiry, a new connection (with the fresh certificate) is opened',
   );
+  // this side's own certificate is replaced: the next request gets a new handshake too
+  const webLeaf = mesh.leaf('web');
+  await web.proxy.apply({
+    ...web.snapshot,
+    version: 2,
+    tls: { ...web.snapshot.tls, certPem: webLeaf.certPem, keyPem: webLeaf.keyPem },
+  });
+  t.equal((await request(url)).status, 200);
+  t.equal(await inboundConnections({ api }), 3, 'after a rotation, a new connection is opened');
 });
 
 t.test('a peer that does not speak remora-mux/1 is called over HTTP/1.1', async (t) => {
