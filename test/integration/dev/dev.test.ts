@@ -3,7 +3,7 @@
 // instance keeps web answering, and Ctrl-C leaves nothing running.
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { REMORA_BIN, runRemora } from '../../helpers/cli.ts';
 import { waitFor } from '../../../lib/util/index.ts';
 
@@ -156,5 +156,11 @@ t.test('remora dev brings up the demo mesh and stops cleanly', async (t) => {
     t.equal(await exited, 0, 'remora dev exits 0');
     t.match(out, /remora dev stopped/);
     t.same(processesMentioning(workDir!), [], 'no process of this dev mesh is left');
+  });
+
+  // --keep-work-dir keeps the logs for a failure to be read; a passing run leaves nothing behind
+  t.teardown(() => {
+    if (t.passing() && workDir) rmSync(workDir, { recursive: true, force: true });
+    else if (workDir) console.error(`remora dev logs kept in ${workDir}/logs`);
   });
 });
