@@ -161,6 +161,6 @@ t.test('remora dev brings up the demo mesh and stops cleanly', async (t) => {
   // --keep-work-dir keeps the logs for a failure to be read; a passing run leaves nothing behind
   t.teardown(() => {
     if (t.passing() && workDir) rmSync(workDir, { recursive: true, force: true });
-    else if (workDir) console.error(`remora dev logs kept in ${workDir}/logs`);
+    else if (workDir) t.comment(`remora dev logs kept in ${workDir}/logs`);
   });
 });

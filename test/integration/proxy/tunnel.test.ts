@@ -37,30 +37,50 @@ const ALLOW = {
 };
 
 /**
- * An api sidecar (tcp inbound, web allowed) in front of `app` and a web sidecar with a tcp
- * upstream to it; both sidecars, the app and the `clients` are closed with the test.
+ * One api sidecar (tcp inbound, web allowed) in front of each of `apps`, and a web sidecar with
+ * a round-robin tcp upstream to them; the sidecars, the apps and the `clients` are closed with
+ * the test.
  */
+async function tcpMesh(
+  t: Test,
+  mesh: MeshCerts,
+  apps: TcpApp[],
+  leaf?: MeshLeaf,
+): Promise<{ apis: Sidecar[]; web: Sidecar; port: number; clients: net.Socket[] }> {
+  const apis: Sidecar[] = [];
+  for (const app of apps) {
+    apis.push(
+      await startSidecar(mesh, 'api', {
+        appPort: app.port,
+        protocol: 'tcp',
+        intentions: ALLOW,
+        ...(leaf ? { leaf } : {}),
+      }),
+    );
+  }
+  const web = await webTo(
+    mesh,
+    apis.map((a) => a.inboundPort),
+  );
+  const clients: net.Socket[] = [];
+  t.teardown(async () => {
+    for (const c of clients) c.destroy();
+    await web.proxy.close();
+    for (const a of apis) await a.proxy.close();
+    for (const a of apps) a.close();
+  });
+  return { apis, web, clients, port: web.proxy.addresses().upstreams.api!.port };
+}
+
+/** tcpMesh with a single api sidecar. */
 async function tcpPair(
   t: Test,
   mesh: MeshCerts,
   app: TcpApp,
   leaf?: MeshLeaf,
 ): Promise<{ api: Sidecar; web: Sidecar; port: number; clients: net.Socket[] }> {
-  const api = await startSidecar(mesh, 'api', {
-    appPort: app.port,
-    protocol: 'tcp',
-    intentions: ALLOW,
-    ...(leaf ? { leaf } : {}),
-  });
-  const web = await webTo(mesh, [api.inboundPort]);
-  const clients: net.Socket[] = [];
-  t.teardown(async () => {
-    for (const c of clients) c.destroy();
-    await web.proxy.close();
-    await api.proxy.close();
-    app.close();
-  });
-  return { api, web, clients, port: web.proxy.addresses().upstreams.api!.port };
+  const { apis, ...rest } = await tcpMesh(t, mesh, [app], leaf);
+  return { api: apis[0]!, ...rest };
 }
 
 t.test('twenty TCP connections share one tunnel, each keeping its own bytes', async (t) => {
@@ -163,22 +183,7 @@ t.test('a reader that stops holds back only its own sender', async (t) => {
 t.test('a draining peer keeps its streams; new connections go to another endpoint', async (t) => {
   const mesh = createMeshCerts();
   const apps = [await startEchoTcp(), await startEchoTcp()];
-  const apis = [
-    await startSidecar(mesh, 'api', { appPort: apps[0]!.port, protocol: 'tcp', intentions: ALLOW }),
-    await startSidecar(mesh, 'api', { appPort: apps[1]!.port, protocol: 'tcp', intentions: ALLOW }),
-  ];
-  const web = await webTo(
-    mesh,
-    apis.map((a) => a.inboundPort),
-  );
-  const clients: net.Socket[] = [];
-  t.teardown(async () => {
-    for (const c of clients) c.destroy();
-    await web.proxy.close();
-    for (const a of apis) await a.proxy.close();
-    for (const a of apps) a.close();
-  });
-  const port = web.proxy.addresses().upstreams.api!.port;
+  const { apis, port, clients } = await tcpMesh(t, mesh, apps);
   for (let i = 0; i < 4; i++) clients.push(await echoed(port, `before-${i}`));
   t.same(
     apps.map((a) => a.conns),
@@ -249,22 +254,7 @@ t.test('an endpoint whose app does not accept is skipped; no connection fails', 
   const app = await startEchoTcp();
   const gone = await startEchoTcp();
   gone.close(); // a port nothing listens on
-  const apis = [
-    await startSidecar(mesh, 'api', { appPort: gone.port, protocol: 'tcp', intentions: ALLOW }),
-    await startSidecar(mesh, 'api', { appPort: app.port, protocol: 'tcp', intentions: ALLOW }),
-  ];
-  const web = await webTo(
-    mesh,
-    apis.map((a) => a.inboundPort),
-  );
-  const clients: net.Socket[] = [];
-  t.teardown(async () => {
-    for (const c of clients) c.destroy();
-    await web.proxy.close();
-    for (const a of apis) await a.proxy.close();
-    app.close();
-  });
-  const port = web.proxy.addresses().upstreams.api!.port;
+  const { web, port, clients } = await tcpMesh(t, mesh, [gone, app]);
   for (let i = 0; i < 4; i++) clients.push(await echoed(port, `try-${i}`));
   t.equal(app.conns, 4, 'every connection reached the working app');
   const text = await web.proxy.metrics.registry.metrics();
