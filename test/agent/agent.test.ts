@@ -1,16 +1,12 @@
 import t, { type Test } from 'tap';
-import { connect, type Socket } from 'node:net';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createAgent, readinessCheckId, registrationFor } from '../../agent/agent.ts';
-import type { ConsulPort, ControlPort } from '../../agent/ports.ts';
-import type { ProcessOps } from '../../agent/supervisor.ts';
+import type { ConsulPort } from '../../agent/ports.ts';
 import { decodeDefinitionFile } from '../../agent/definitions.ts';
 import { createSilentLogger } from '../../lib/log/index.ts';
 import { createClock, waitFor } from '../../lib/util/index.ts';
-import { attachFrameChannel, type AgentFrame, type ProxyFrame } from '../../lib/proxy-api/index.ts';
-import { createFakeCa } from './fakes.ts';
+import { createFakeControl, createFakeProxies, createHostDir } from './fakes.ts';
 
 t.test('the registration carries the node meta, the sidecar and its readiness check', async (t) => {
   const def = decodeDefinitionFile(
@@ -91,106 +87,24 @@ async function startHost(
   events: string[],
   o: { readyOnSnapshot?: boolean } = {},
 ): Promise<FakeHost> {
-  const dir = await mkdtemp(join(tmpdir(), 'remora-agent-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const configDir = join(dir, 'services.d');
-  await mkdir(configDir);
-  await writeFile(
-    join(configDir, 'api.json'),
-    JSON.stringify({
+  const host = await createHostDir(t, {
+    'api.json': {
       service: {
         name: 'api',
         id: 'api-1',
         port: 8081,
         connect: { sidecar_service: { port: 21001 } },
       },
-    }),
-  );
+    },
+  });
   const clock = createClock();
-  const ca = createFakeCa(clock.now());
-  const control: ControlPort = {
-    sign: async (req) => ca.sign(req.csr, clock.now()),
-    roots: async () => ca.bundle,
-    intentions: async () => ({
-      revision: 1,
-      defaultPolicy: 'allow',
-      auditMode: false,
-      intentions: [],
-    }),
-    onRootsChanged: () => () => undefined,
-    onIntentionsChanged: () => () => undefined,
-    close: async () => undefined,
-  };
-  const alive = new Set<number>();
-  const socks: Socket[] = [];
-  t.teardown(() => socks.forEach((s) => s.destroy()));
-  let channel: { send(f: ProxyFrame): void } | null = null;
-  let applied: number | null = null;
-  const processes: ProcessOps = {
-    spawn(req) {
-      const pid = 60_000;
-      alive.add(pid);
-      events.push('spawn');
-      setImmediate(() => {
-        const sock = connect(req.socketPath);
-        socks.push(sock);
-        const ch = attachFrameChannel<AgentFrame, ProxyFrame>(sock, {
-          decode: (v) => v as AgentFrame,
-          onFrame(f) {
-            if (f.type === 'snapshot') {
-              applied = f.snapshot.version;
-              ch.send({ v: 1, type: 'ack', version: f.snapshot.version, ok: true });
-              if (o.readyOnSnapshot !== false)
-                ch.send({ v: 1, type: 'status', ready: true, appliedVersion: applied });
-            } else if (f.type === 'drain') {
-              events.push('drain');
-              alive.delete(pid);
-              sock.destroy();
-            }
-          },
-        });
-        channel = ch;
-        sock.on('connect', () =>
-          ch.send({
-            v: 1,
-            type: 'hello',
-            instance: req.instance,
-            pid,
-            adminPort: 1,
-            appliedVersion: null,
-          }),
-        );
-      });
-      return { pid, onExit: () => undefined };
-    },
-    isAlive: (pid) => alive.has(pid),
-    isProxy: (pid) => alive.has(pid),
-    signal: (pid, sig) => {
-      events.push(`signal ${sig}`);
-      alive.delete(pid);
-    },
-  };
+  const proxies = createFakeProxies({ events, readyOnSnapshot: o.readyOnSnapshot ?? true });
+  t.teardown(() => proxies.close());
   const agent = createAgent({
-    settings: {
-      datacenter: 'dc1',
-      node: 'n1',
-      configDir,
-      dataDir: join(dir, 'data'),
-      adminPortBase: 0,
-      drainTimeoutMs: 500,
-      intentionsRefreshMs: 60_000,
-      proxyBindAddress: '127.0.0.1',
-      advertiseAddress: '',
-      sidecarPortMin: 21000,
-      sidecarPortMax: 21255,
-      checkTtlMs: 30_000,
-      adoptTimeoutMs: 2000,
-      tracing: { endpoint: '', sampleRatio: 1, headers: {} },
-      watchDebounceMs: 0,
-    },
+    settings: host.settings(),
     consul,
-    control,
-    processes,
+    control: createFakeControl(clock),
+    processes: proxies.processes,
     clock,
     random: () => 0.5,
     logger: createSilentLogger(),
@@ -199,18 +113,9 @@ async function startHost(
   await agent.start();
   return {
     agent,
-    configDir,
+    configDir: host.configDir,
     events,
-    proxyStatus(ready, reason) {
-      if (!channel) throw new Error('the fake proxy is not connected yet');
-      channel.send({
-        v: 1,
-        type: 'status',
-        ready,
-        appliedVersion: applied,
-        ...(reason === undefined ? {} : { reason }),
-      });
-    },
+    proxyStatus: (ready, reason) => proxies.status(ready, reason),
   };
 }
 

@@ -1,4 +1,10 @@
 // Fakes for the agent's unit tests only.
+import { connect, type Socket } from 'node:net';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Test } from 'tap';
+import type { AgentSettings } from '../../agent/agent.ts';
 import type { Clock } from '../../lib/util/index.ts';
 import {
   createCsr,
@@ -7,7 +13,14 @@ import {
   issueLeaf,
   inspectCsr,
 } from '../../lib/pki/index.ts';
-import type { SignedCert, TrustBundle } from '../../agent/ports.ts';
+import type { ControlPort, SignedCert, TrustBundle } from '../../agent/ports.ts';
+import type { ProcessOps } from '../../agent/supervisor.ts';
+import {
+  attachFrameChannel,
+  type AgentFrame,
+  type ProxyFrame,
+  type ProxySnapshot,
+} from '../../lib/proxy-api/index.ts';
 
 export interface FakeClock extends Clock {
   advance(ms: number): void;
@@ -75,6 +88,148 @@ export function createFakeCa(
 }
 
 export { createCsr, generateKeyPair };
+
+/**
+ * A temporary host: a data dir and a config dir holding one definition file per entry of `files`
+ * (file name → definition), removed with the test; `settings` are agent settings for it (all
+ * local, short drain), with `over` on top.
+ */
+export async function createHostDir(
+  t: Test,
+  files: Record<string, unknown>,
+): Promise<{ configDir: string; settings(over?: Partial<AgentSettings>): AgentSettings }> {
+  const dir = await mkdtemp(join(tmpdir(), 'remora-agent-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const configDir = join(dir, 'services.d');
+  await mkdir(configDir);
+  for (const [name, def] of Object.entries(files))
+    await writeFile(join(configDir, name), JSON.stringify(def));
+  return {
+    configDir,
+    settings: (over = {}) => ({
+      datacenter: 'dc1',
+      node: 'n1',
+      configDir,
+      dataDir: join(dir, 'data'),
+      adminPortBase: 0,
+      drainTimeoutMs: 500,
+      intentionsRefreshMs: 60_000,
+      proxyBindAddress: '127.0.0.1',
+      advertiseAddress: '',
+      sidecarPortMin: 21000,
+      sidecarPortMax: 21255,
+      checkTtlMs: 30_000,
+      adoptTimeoutMs: 2000,
+      tracing: { endpoint: '', sampleRatio: 1, headers: {} },
+      watchDebounceMs: 0,
+      ...over,
+    }),
+  };
+}
+
+/** A control plane that signs with a fake CA, allows every call, and never changes. */
+export function createFakeControl(clock: Clock): ControlPort {
+  const ca = createFakeCa(clock.now());
+  return {
+    sign: async (req) => ca.sign(req.csr, clock.now()),
+    roots: async () => ca.bundle,
+    intentions: async () => ({
+      revision: 1,
+      defaultPolicy: 'allow',
+      auditMode: false,
+      intentions: [],
+    }),
+    onRootsChanged: () => () => undefined,
+    onIntentionsChanged: () => () => undefined,
+    close: async () => undefined,
+  };
+}
+
+export interface FakeProxies {
+  processes: ProcessOps;
+  /** Sends a status frame from the proxy (the last one spawned). */
+  status(ready: boolean, reason?: string): void;
+  /** Destroys the proxies' sockets (test teardown). */
+  close(): void;
+}
+
+/**
+ * Proxy processes that are not processes: a "spawned" proxy connects to the agent's socket as a
+ * real one does, acks each snapshot and says it is ready (unless `readyOnSnapshot` is false),
+ * and goes away on drain. `events` gets `spawn`, `drain` and `signal <sig>`.
+ */
+export function createFakeProxies(
+  o: {
+    pid?: number;
+    events?: string[];
+    readyOnSnapshot?: boolean;
+    onSnapshot?: (s: ProxySnapshot) => void;
+  } = {},
+): FakeProxies {
+  const pid = o.pid ?? 60_000;
+  const alive = new Set<number>();
+  const socks: Socket[] = [];
+  let channel: { send(f: ProxyFrame): void } | null = null;
+  let applied: number | null = null;
+  const processes: ProcessOps = {
+    spawn(req) {
+      alive.add(pid);
+      o.events?.push('spawn');
+      setImmediate(() => {
+        const sock = connect(req.socketPath);
+        socks.push(sock);
+        const ch = attachFrameChannel<AgentFrame, ProxyFrame>(sock, {
+          decode: (v) => v as AgentFrame,
+          onFrame(f) {
+            if (f.type === 'snapshot') {
+              applied = f.snapshot.version;
+              o.onSnapshot?.(f.snapshot);
+              ch.send({ v: 1, type: 'ack', version: f.snapshot.version, ok: true });
+              if (o.readyOnSnapshot !== false)
+                ch.send({ v: 1, type: 'status', ready: true, appliedVersion: applied });
+            } else if (f.type === 'drain') {
+              o.events?.push('drain');
+              alive.delete(pid);
+              sock.destroy();
+            }
+          },
+        });
+        channel = ch;
+        sock.on('connect', () =>
+          ch.send({
+            v: 1,
+            type: 'hello',
+            instance: req.instance,
+            pid,
+            adminPort: 1,
+            appliedVersion: null,
+          }),
+        );
+      });
+      return { pid, onExit: () => undefined };
+    },
+    isAlive: (p) => alive.has(p),
+    isProxy: (p) => alive.has(p),
+    signal: (p, sig) => {
+      o.events?.push(`signal ${sig}`);
+      alive.delete(p);
+    },
+  };
+  return {
+    processes,
+    status(ready, reason) {
+      if (!channel) throw new Error('the fake proxy is not connected yet');
+      channel.send({
+        v: 1,
+        type: 'status',
+        ready,
+        appliedVersion: applied,
+        ...(reason === undefined ? {} : { reason }),
+      });
+    },
+    close: () => socks.forEach((s) => s.destroy()),
+  };
+}
 
 /** Lets pending promise callbacks run. */
 export async function settle(rounds = 20): Promise<void> {

@@ -2,23 +2,13 @@
 // ports in the registration and the snapshot, rules planned from the discovery watch once the
 // proxy is ready, rebuilt when endpoints change, removed in the ordered stop.
 import t from 'tap';
-import { connect, type Socket } from 'node:net';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { createAgent } from '../../agent/agent.ts';
-import type { ConnectEntry, ConsulPort, ControlPort } from '../../agent/ports.ts';
-import type { ProcessOps } from '../../agent/supervisor.ts';
+import type { ConnectEntry, ConsulPort } from '../../agent/ports.ts';
 import type { TransparentManager, TransparentPlan } from '../../agent/transparent/index.ts';
 import { createSilentLogger } from '../../lib/log/index.ts';
 import { createClock, waitFor } from '../../lib/util/index.ts';
-import {
-  attachFrameChannel,
-  type AgentFrame,
-  type ProxyFrame,
-  type ProxySnapshot,
-} from '../../lib/proxy-api/index.ts';
-import { createFakeCa } from './fakes.ts';
+import type { ProxySnapshot } from '../../lib/proxy-api/index.ts';
+import { createFakeControl, createFakeProxies, createHostDir } from './fakes.ts';
 
 const entry = (id: string, address: string, port: number): ConnectEntry => ({
   Node: { Node: 'n2', Address: address },
@@ -32,13 +22,8 @@ const entry = (id: string, address: string, port: number): ConnectEntry => ({
 });
 
 t.test('a transparent instance gets ports, a snapshot field and rules that follow', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'remora-tpa-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const configDir = join(dir, 'services.d');
-  await mkdir(configDir);
-  await writeFile(
-    join(configDir, 'web.json'),
-    JSON.stringify({
+  const host = await createHostDir(t, {
+    'web.json': {
       service: {
         name: 'web',
         id: 'web-1',
@@ -56,8 +41,8 @@ t.test('a transparent instance gets ports, a snapshot field and rules that follo
           },
         },
       },
-    }),
-  );
+    },
+  });
   const registrations: Record<string, unknown>[] = [];
   const watchers = new Map<string, (e: ConnectEntry[]) => void>();
   const consul: ConsulPort = {
@@ -70,61 +55,9 @@ t.test('a transparent instance gets ports, a snapshot field and rules that follo
     },
   };
   const clock = createClock();
-  const ca = createFakeCa(clock.now());
-  const control: ControlPort = {
-    sign: async (req) => ca.sign(req.csr, clock.now()),
-    roots: async () => ca.bundle,
-    intentions: async () => ({
-      revision: 1,
-      defaultPolicy: 'allow',
-      auditMode: false,
-      intentions: [],
-    }),
-    onRootsChanged: () => () => undefined,
-    onIntentionsChanged: () => () => undefined,
-    close: async () => undefined,
-  };
   const snapshots: ProxySnapshot[] = [];
-  const alive = new Set<number>();
-  const socks: Socket[] = [];
-  t.teardown(() => socks.forEach((s) => s.destroy()));
-  const processes: ProcessOps = {
-    spawn(req) {
-      const pid = 61_000;
-      alive.add(pid);
-      setImmediate(() => {
-        const sock = connect(req.socketPath);
-        socks.push(sock);
-        const ch = attachFrameChannel<AgentFrame, ProxyFrame>(sock, {
-          decode: (v) => v as AgentFrame,
-          onFrame(f) {
-            if (f.type === 'snapshot') {
-              snapshots.push(f.snapshot);
-              ch.send({ v: 1, type: 'ack', version: f.snapshot.version, ok: true });
-              ch.send({ v: 1, type: 'status', ready: true, appliedVersion: f.snapshot.version });
-            } else if (f.type === 'drain') {
-              alive.delete(pid);
-              sock.destroy();
-            }
-          },
-        });
-        sock.on('connect', () =>
-          ch.send({
-            v: 1,
-            type: 'hello',
-            instance: req.instance,
-            pid,
-            adminPort: 1,
-            appliedVersion: null,
-          }),
-        );
-      });
-      return { pid, onExit: () => undefined };
-    },
-    isAlive: (pid) => alive.has(pid),
-    isProxy: (pid) => alive.has(pid),
-    signal: (pid) => void alive.delete(pid),
-  };
+  const proxies = createFakeProxies({ pid: 61_000, onSnapshot: (snap) => snapshots.push(snap) });
+  t.teardown(() => proxies.close());
   const calls: string[] = [];
   const plans: TransparentPlan[] = [];
   const manager: TransparentManager = {
@@ -138,29 +71,15 @@ t.test('a transparent instance gets ports, a snapshot field and rules that follo
     idle: async () => undefined,
   };
   const agent = createAgent({
-    settings: {
-      datacenter: 'dc1',
-      node: 'n1',
-      configDir,
-      dataDir: join(dir, 'data'),
-      adminPortBase: 0,
+    settings: host.settings({
       drainTimeoutMs: 200,
-      intentionsRefreshMs: 60_000,
-      proxyBindAddress: '127.0.0.1',
-      advertiseAddress: '',
-      sidecarPortMin: 21000,
-      sidecarPortMax: 21255,
-      checkTtlMs: 30_000,
-      adoptTimeoutMs: 2000,
-      tracing: { endpoint: '', sampleRatio: 1, headers: {} },
-      watchDebounceMs: 0,
       transparentPortMin: 15001,
       transparentPortMax: 15010,
       transparentProxyUid: 998,
-    },
+    }),
     consul,
-    control,
-    processes,
+    control: createFakeControl(clock),
+    processes: proxies.processes,
     clock,
     random: () => 0.5,
     logger: createSilentLogger(),

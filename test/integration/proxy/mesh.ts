@@ -98,6 +98,8 @@ export interface Sidecar {
   snapshot: ProxySnapshot;
   inboundPort: number;
   apply(s: ProxySnapshot): Promise<void>;
+  /** Replaces its certificate and key with `next` in a new snapshot, as a renewal does. */
+  rotate(next: MeshLeaf): Promise<void>;
 }
 
 export async function startSidecar(
@@ -135,6 +137,13 @@ export async function startSidecar(
     async apply(s) {
       await proxy.apply(s);
       sc.snapshot = s;
+    },
+    rotate(next) {
+      return sc.apply({
+        ...sc.snapshot,
+        version: sc.snapshot.version + 1,
+        tls: { ...sc.snapshot.tls, certPem: next.certPem, keyPem: next.keyPem },
+      });
     },
   };
   return sc;

@@ -166,12 +166,7 @@ t.test("no new request rides a connection past its TLS material's life", async (
   });
   const url = `http://127.0.0.1:${web.proxy.addresses().upstreams.api!.port}/x`;
   t.equal((await request(url)).status, 200);
-  const fresh = mesh.leaf('api');
-  await api.proxy.apply({
-    ...api.snapshot,
-    version: 2,
-    tls: { ...api.snapshot.tls, certPem: fresh.certPem, keyPem: fresh.keyPem },
-  });
+  await api.rotate(mesh.leaf('api'));
   t.equal((await request(url)).status, 200);
   t.equal(await inboundConnections({ api }), 1, 'before the expiry, the connection is reused');
   await sleep(Math.max(0, shortLived.notAfter.getTime() - Date.now()));
@@ -182,12 +177,7 @@ t.test("no new request rides a connection past its TLS material's life", async (
     'past the expiry, a new connection (with the fresh certificate) is opened',
   );
   // this side's own certificate is replaced: the next request gets a new handshake too
-  const webLeaf = mesh.leaf('web');
-  await web.proxy.apply({
-    ...web.snapshot,
-    version: 2,
-    tls: { ...web.snapshot.tls, certPem: webLeaf.certPem, keyPem: webLeaf.keyPem },
-  });
+  await web.rotate(mesh.leaf('web'));
   t.equal((await request(url)).status, 200);
   t.equal(await inboundConnections({ api }), 3, 'after a rotation, a new connection is opened');
 });

@@ -106,16 +106,8 @@ t.test(
     const newWebLeaf = m.mesh.leaf('web');
     const statuses = await load(m.url('/'), 300, 8, async () => {
       const before = await connsBefore();
-      await m.api.apply({
-        ...m.api.snapshot,
-        version: 2,
-        tls: { ...m.api.snapshot.tls, certPem: newApiLeaf.certPem, keyPem: newApiLeaf.keyPem },
-      });
-      await m.web.apply({
-        ...m.web.snapshot,
-        version: 2,
-        tls: { ...m.web.snapshot.tls, certPem: newWebLeaf.certPem, keyPem: newWebLeaf.keyPem },
-      });
+      await m.api.rotate(newApiLeaf);
+      await m.web.rotate(newWebLeaf);
       t.equal(
         await connsBefore(),
         before,

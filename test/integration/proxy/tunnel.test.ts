@@ -293,12 +293,7 @@ t.test('new connections never ride a tunnel past its TLS material', async (t) =>
     (web.proxy.clusters() as Array<{ endpoints: Array<{ tunnels: number }> }>)[0]!.endpoints[0]!
       .tunnels;
   clients.push(await echoed(port, 'first'));
-  const fresh = mesh.leaf('api');
-  await api.proxy.apply({
-    ...api.snapshot,
-    version: 2,
-    tls: { ...api.snapshot.tls, certPem: fresh.certPem, keyPem: fresh.keyPem },
-  });
+  await api.rotate(mesh.leaf('api'));
   await new Promise((r) => setTimeout(r, Math.max(0, shortLived.notAfter.getTime() - Date.now())));
   clients.push(await echoed(port, 'after expiry'));
   t.equal(tunnels(), 2, "past the peer certificate's expiry, a new tunnel is opened");
@@ -312,12 +307,7 @@ t.test('new connections never ride a tunnel past its TLS material', async (t) =>
   t.pass('the old tunnel closes with its last stream');
 
   // this side's own certificate is replaced: new connections get a new tunnel too
-  const webLeaf = mesh.leaf('web');
-  await web.proxy.apply({
-    ...web.snapshot,
-    version: 2,
-    tls: { ...web.snapshot.tls, certPem: webLeaf.certPem, keyPem: webLeaf.keyPem },
-  });
+  await web.rotate(mesh.leaf('web'));
   t.equal(tunnels(), 0, 'after a rotation no tunnel takes new streams');
   clients.push(await echoed(port, 'after rotation'));
   t.equal(tunnels(), 1, 'a new one is opened with the new certificate');
