@@ -99,10 +99,7 @@ export class MuxConnection {
     socket.on('end', () => this.#gone('ended the connection'));
   }
 
-  get inflight(): number {
-    return this.#inflight.size;
-  }
-
+  /** Requests in flight on it (the pool's measure of how busy it is). */
   get load(): number {
     return this.#inflight.size;
   }

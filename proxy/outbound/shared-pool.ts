@@ -1,3 +1,6 @@
+// The per-endpoint pool of connections shared by many requests or streams at once (remora-mux/1
+// for HTTP, remora-tcp/1 for TCP): which connection new work gets, when another one is dialed,
+// and when one is retired (idle, closing, past the peer certificate's expiry).
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { ConnectionLimiter } from '../stages/limits.ts';
