@@ -31,8 +31,9 @@ export function defaultLoadBalancer(protocol: Protocol): LoadBalancerPolicy {
 
 /**
  * Node options of every proxy process. Under load V8 grows the young generation to 2 × 16 MB;
- * capped at 2 MB per semi-space, a proxy's peak RSS stays in the low 80s MB with no measurable
- * CPU cost per request (docs/proxy.md, "Performance notes", third and fourth rounds). V8 reads
+ * capped at 2 MB per semi-space, a proxy's peak RSS stays in the 80s MB, for 0–5 % more CPU per
+ * request and no worse tail latency in A/B runs (docs/proxy.md, "Performance notes", third to
+ * fifth rounds). V8 reads
  * this only at start, so whatever launches a proxy (the agent, the bench) puts it on the node
  * command line.
  */

@@ -71,22 +71,16 @@ t.test('the registration carries the node meta, the sidecar and its readiness ch
 interface FakeHost {
   agent: ReturnType<typeof createAgent>;
   configDir: string;
-  events: string[];
   /** Sends a status frame from the (fake) proxy of the instance. */
   proxyStatus(ready: boolean, reason?: string): void;
 }
 
 /**
  * An agent over a real config dir and a real proxy socket, with Consul, the control plane and
- * the proxy process faked: the fake proxy acks each snapshot and says it is ready (unless
- * `readyOnSnapshot` is false).
+ * the proxy process faked: the fake proxy acks each snapshot and says it is ready. `events`
+ * gets the fake proxy's spawn, drain and signals.
  */
-async function startHost(
-  t: Test,
-  consul: ConsulPort,
-  events: string[],
-  o: { readyOnSnapshot?: boolean } = {},
-): Promise<FakeHost> {
+async function startHost(t: Test, consul: ConsulPort, events: string[]): Promise<FakeHost> {
   const host = await createHostDir(t, {
     'api.json': {
       service: {
@@ -98,7 +92,7 @@ async function startHost(
     },
   });
   const clock = createClock();
-  const proxies = createFakeProxies({ events, readyOnSnapshot: o.readyOnSnapshot ?? true });
+  const proxies = createFakeProxies({ events });
   t.teardown(() => proxies.close());
   const agent = createAgent({
     settings: host.settings(),
@@ -114,7 +108,6 @@ async function startHost(
   return {
     agent,
     configDir: host.configDir,
-    events,
     proxyStatus: (ready, reason) => proxies.status(ready, reason),
   };
 }

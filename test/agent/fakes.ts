@@ -155,14 +155,12 @@ export interface FakeProxies {
 
 /**
  * Proxy processes that are not processes: a "spawned" proxy connects to the agent's socket as a
- * real one does, acks each snapshot and says it is ready (unless `readyOnSnapshot` is false),
- * and goes away on drain. `events` gets `spawn`, `drain` and `signal <sig>`.
+ * real one does, acks each snapshot and says it is ready, and goes away on drain. `events` gets `spawn`, `drain` and `signal <sig>`.
  */
 export function createFakeProxies(
   o: {
     pid?: number;
     events?: string[];
-    readyOnSnapshot?: boolean;
     onSnapshot?: (s: ProxySnapshot) => void;
   } = {},
 ): FakeProxies {
@@ -185,8 +183,7 @@ export function createFakeProxies(
               applied = f.snapshot.version;
               o.onSnapshot?.(f.snapshot);
               ch.send({ v: 1, type: 'ack', version: f.snapshot.version, ok: true });
-              if (o.readyOnSnapshot !== false)
-                ch.send({ v: 1, type: 'status', ready: true, appliedVersion: applied });
+              ch.send({ v: 1, type: 'status', ready: true, appliedVersion: applied });
             } else if (f.type === 'drain') {
               o.events?.push('drain');
               alive.delete(pid);
