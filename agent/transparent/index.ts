@@ -2,19 +2,28 @@
 // removes each transparent instance's nat chains through an injectable CommandRunner. Every
 // iptables call goes through one queue, so two updates never interleave; a failure is recorded
 // per instance (shown by `remora status`) and never touches other instances.
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { toRemoraError, type RemoraError } from '../../lib/errors/index.ts';
 import { logError, type Logger } from '../../lib/log/index.ts';
 import type { Clock } from '../../lib/util/index.ts';
-import { IPTABLES, IPTABLES_RESTORE, iptablesError, type CommandRunner } from './iptables.ts';
+import {
+  IP6TABLES,
+  IP6TABLES_RESTORE,
+  IPTABLES,
+  IPTABLES_RESTORE,
+  iptablesError,
+  type CommandRunner,
+} from './iptables.ts';
 import {
   chainRules,
   chainsFor,
+  hasRules,
   installScript,
   parseNatListing,
   removeScript,
   skippedTargets,
   staleChains,
+  type Family,
   type NatListing,
   type TransparentPlan,
 } from './rules.ts';
@@ -47,7 +56,7 @@ export interface TransparentStatus {
   /** True while the instance's rules are installed as last planned. */
   active: boolean;
   chains: string[];
-  /** Number of redirect rules (inbound + outbound, owner guard excluded). */
+  /** Number of redirect rules (inbound + outbound, owner guard excluded; IPv4 and IPv6). */
   redirects: number;
   lastError: { code: string; message: string; at: string } | null;
 }
@@ -68,6 +77,23 @@ export interface TransparentManager {
   idle(): Promise<void>;
 }
 
+const TOOLS: Record<Family, { list: string; restore: string; label: string }> = {
+  4: { list: IPTABLES, restore: IPTABLES_RESTORE, label: '' },
+  6: { list: IP6TABLES, restore: IP6TABLES_RESTORE, label: 'IPv6 ' },
+};
+
+/**
+ * Whether this network namespace has IPv6 (an address on any interface, loopback included): then
+ * an app listening on every address is reachable over IPv6 and needs the IPv6 inbound rule too.
+ */
+export function hostHasIpv6(): boolean {
+  try {
+    return readFileSync('/proc/net/if_inet6', 'utf8').trim() !== '';
+  } catch {
+    return false;
+  }
+}
+
 export function createTransparentManager(o: {
   runner: CommandRunner;
   node: string;
@@ -75,8 +101,11 @@ export function createTransparentManager(o: {
   clock: Clock;
   /** A file that exists while this agent may have chains installed (`<dataDir>/transparent-rules`). */
   markerPath?: string;
+  /** Whether to manage the IPv6 (`ip6tables`) rules too; read once. Default: hostHasIpv6(). */
+  ipv6?: boolean;
 }): TransparentManager {
   const { runner, node, logger, clock } = o;
+  const families: Family[] = (o.ipv6 ?? hostHasIpv6()) ? [4, 6] : [4];
   const mark = (on: boolean) => {
     if (!o.markerPath) return;
     try {
@@ -117,10 +146,17 @@ export function createTransparentManager(o: {
     return r.stdout;
   }
 
-  async function list(instance: string): Promise<NatListing> {
+  async function list(instance: string, family: Family): Promise<NatListing> {
+    const what = `list the ${TOOLS[family].label}nat table`;
     return parseNatListing(
-      await run(instance, 'list the nat table', IPTABLES, ['-w', '5', '-t', 'nat', '-S']),
+      await run(instance, what, TOOLS[family].list, ['-w', '5', '-t', 'nat', '-S']),
     );
+  }
+
+  /** Applies a restore script of one family (`-w 5 --noflush`: atomic, waits for the lock). */
+  function restore(instance: string, what: string, family: Family, script: string) {
+    const w = `${what.replace('%', TOOLS[family].label)}`;
+    return run(instance, w, TOOLS[family].restore, ['-w', '5', '--noflush'], script);
   }
 
   function fail(id: string, err: RemoraError): void {
@@ -148,22 +184,27 @@ export function createTransparentManager(o: {
         const prev = state.get(plan.instanceId);
         if (prev && prev.key === key && prev.status.active) return;
         const chains = chainsFor(node, plan.instanceId);
+        let redirects = 0;
         try {
-          const listing = await list(plan.instanceId);
-          mark(true);
-          await run(
-            plan.instanceId,
-            'install the interception rules',
-            IPTABLES_RESTORE,
-            ['-w', '5', '--noflush'],
-            installScript(node, plan, listing),
-          );
+          for (const family of families) {
+            const listing = await list(plan.instanceId, family);
+            if (!hasRules(plan, family)) {
+              // IPv6 with no app port to guard: only a chain left by an earlier plan goes
+              const script = removeScript([chains.inbound, chains.outbound], listing);
+              if (script !== null)
+                await restore(plan.instanceId, 'remove the %interception rules', family, script);
+              continue;
+            }
+            mark(true);
+            const script = installScript(node, plan, listing, family);
+            await restore(plan.instanceId, 'install the %interception rules', family, script);
+            const rules = chainRules(plan, family);
+            redirects += rules.inbound.length + rules.outbound.length - (family === 4 ? 1 : 0);
+          }
         } catch (err) {
           fail(plan.instanceId, toRemoraError(err));
           return;
         }
-        const rules = chainRules(plan);
-        const redirects = rules.inbound.length + rules.outbound.length - 1;
         const skipped = skippedTargets(plan);
         if (skipped.length > 0)
           logger.warn(
@@ -197,17 +238,16 @@ export function createTransparentManager(o: {
         state.delete(instanceId);
         const chains = chainsFor(node, instanceId);
         try {
-          const listing = await list(instanceId);
-          const script = removeScript([chains.inbound, chains.outbound], listing);
+          let removed = false;
+          for (const family of families) {
+            const listing = await list(instanceId, family);
+            const script = removeScript([chains.inbound, chains.outbound], listing);
+            if (script === null) continue;
+            await restore(instanceId, 'remove the %interception rules', family, script);
+            removed = true;
+          }
           if ([...state.values()].every((s) => !s.status.active)) mark(false);
-          if (script === null) return;
-          await run(
-            instanceId,
-            'remove the interception rules',
-            IPTABLES_RESTORE,
-            ['-w', '5', '--noflush'],
-            script,
-          );
+          if (!removed) return;
           logger.info(
             { instance: instanceId, chains: [chains.inbound, chains.outbound] },
             `transparent rules of ${instanceId} removed`,
@@ -222,31 +262,34 @@ export function createTransparentManager(o: {
       const kept = [...keep];
       return enqueue(async () => {
         if (kept.length === 0 && (!o.markerPath || !existsSync(o.markerPath))) return;
-        let listing: NatListing;
-        try {
-          listing = await list('(start-up clean-up)');
-        } catch (err) {
-          // an agent without transparent instances need not have iptables at all
-          if (kept.length > 0) logError(logger, toRemoraError(err), undefined, 'warn');
-          else logger.debug({ err: toRemoraError(err).message }, 'no nat table to clean up');
-          return;
+        const who = '(start-up clean-up)';
+        let clean = true;
+        for (const family of families) {
+          let listing: NatListing;
+          try {
+            listing = await list(who, family);
+          } catch (err) {
+            // an agent without transparent instances need not have iptables at all
+            if (kept.length > 0) logError(logger, toRemoraError(err), undefined, 'warn');
+            else logger.debug({ err: toRemoraError(err).message }, 'no nat table to clean up');
+            clean = false;
+            continue;
+          }
+          const stale = staleChains(node, listing, kept);
+          const script = removeScript(stale, listing);
+          if (script === null) continue;
+          try {
+            await restore(who, 'remove stale %chains', family, script);
+            logger.info(
+              { chains: stale, family: `IPv${family}` },
+              `removed ${stale.length} stale transparent chains`,
+            );
+          } catch (err) {
+            logError(logger, toRemoraError(err), undefined, 'warn');
+            clean = false;
+          }
         }
-        const stale = staleChains(node, listing, kept);
-        const script = removeScript(stale, listing);
-        if (kept.length === 0) mark(false);
-        if (script === null) return;
-        try {
-          await run(
-            '(start-up clean-up)',
-            'remove stale chains',
-            IPTABLES_RESTORE,
-            ['-w', '5', '--noflush'],
-            script,
-          );
-          logger.info({ chains: stale }, `removed ${stale.length} stale transparent chains`);
-        } catch (err) {
-          logError(logger, toRemoraError(err), undefined, 'warn');
-        }
+        if (kept.length === 0 && clean) mark(false);
       });
     },
     status(instanceId) {

@@ -15,6 +15,8 @@ export type CommandRunner = (command: string, args: string[], input?: string) =>
 
 export const IPTABLES = 'iptables';
 export const IPTABLES_RESTORE = 'iptables-restore';
+export const IP6TABLES = 'ip6tables';
+export const IP6TABLES_RESTORE = 'ip6tables-restore';
 const RUN_TIMEOUT_MS = 10_000;
 
 export function createExecFileRunner(): CommandRunner {

@@ -3,6 +3,14 @@
 // Nothing here runs a command, so unit tests check the exact rules without root.
 import { createHash } from 'node:crypto';
 
+/**
+ * The address family of a rule set: 4 is `iptables`, 6 is `ip6tables`. IPv6 gets the inbound
+ * chain only: plain IPv6 callers of the app's port go to the sidecar's listener like IPv4 ones,
+ * so an app listening on every address is not reachable around the mesh over IPv6. Outbound
+ * calls to IPv6 destinations are not intercepted (docs/transparent.md, Limits).
+ */
+export type Family = 4 | 6;
+
 /** Every chain the agent manages starts with this; iptables allows at most 28 characters. */
 export const CHAIN_PREFIX = 'REMORA-';
 export const MAX_CHAIN_NAME = 28;
@@ -65,7 +73,10 @@ function comment(text: string): string[] {
  * The rules of the two chains, as argument lists (without `-A <chain>`), in order. Targets that
  * are not IPv4 addresses are left out (see skippedTargets), as are duplicates.
  */
-export function chainRules(plan: TransparentPlan): { inbound: string[][]; outbound: string[][] } {
+export function chainRules(
+  plan: TransparentPlan,
+  family: Family = 4,
+): { inbound: string[][]; outbound: string[][] } {
   const inbound: string[][] = [];
   if (plan.appPort > 0 && plan.appPort !== plan.sidecarPort) {
     inbound.push([
@@ -80,6 +91,7 @@ export function chainRules(plan: TransparentPlan): { inbound: string[][]; outbou
       String(plan.sidecarPort),
     ]);
   }
+  if (family === 6) return { inbound, outbound: [] };
   const outbound: string[][] = [
     [
       '-m',
@@ -124,6 +136,12 @@ function sortTargets(targets: readonly RedirectTarget[]): RedirectTarget[] {
   );
 }
 
+/** Whether the family has any rule for this plan (IPv4 always has the owner guard). */
+export function hasRules(plan: TransparentPlan, family: Family): boolean {
+  const r = chainRules(plan, family);
+  return r.inbound.length + r.outbound.length > 0;
+}
+
 /** The jump rules, as `iptables -S` prints them (without `-A`). */
 export function jumpRules(chains: InstanceChains): { prerouting: string[]; output: string[] } {
   return {
@@ -157,17 +175,24 @@ export function parseNatListing(text: string): NatListing {
  * `iptables-restore --noflush` input that (re)builds an instance's chains atomically: declaring a
  * chain flushes it, the rules follow, and the jumps are added only when `listing` lacks them.
  */
-export function installScript(node: string, plan: TransparentPlan, listing: NatListing): string {
+export function installScript(
+  node: string,
+  plan: TransparentPlan,
+  listing: NatListing,
+  family: Family = 4,
+): string {
   const chains = chainsFor(node, plan.instanceId);
-  const rules = chainRules(plan);
+  const rules = chainRules(plan, family);
   const jumps = jumpRules(chains);
   const has = (from: string, chain: string) =>
     listing.jumps.some((j) => j.from === from && j.chain === chain);
-  const lines = ['*nat', `:${chains.inbound} - [0:0]`, `:${chains.outbound} - [0:0]`];
+  const lines = ['*nat', `:${chains.inbound} - [0:0]`];
+  if (family === 4) lines.push(`:${chains.outbound} - [0:0]`);
   for (const r of rules.inbound) lines.push(['-A', chains.inbound, ...r].join(' '));
   for (const r of rules.outbound) lines.push(['-A', chains.outbound, ...r].join(' '));
   if (!has('PREROUTING', chains.inbound)) lines.push(['-A', ...jumps.prerouting].join(' '));
-  if (!has('OUTPUT', chains.outbound)) lines.push(['-A', ...jumps.output].join(' '));
+  if (family === 4 && !has('OUTPUT', chains.outbound))
+    lines.push(['-A', ...jumps.output].join(' '));
   lines.push('COMMIT', '');
   return lines.join('\n');
 }

@@ -176,15 +176,21 @@ t.test('stale chains of this node are removed with their jumps; others stay', as
 });
 
 /** A fake iptables: keeps the listing as text, records every call, can be told to fail. */
-function fakeIptables(o: { fail?: { code: number; stderr: string } | 'ENOENT' } = {}) {
+function fakeIptables(
+  o: { fail?: { code: number; stderr: string } | 'ENOENT'; fail6?: 'ENOENT' } = {},
+) {
   const calls: { command: string; args: string[]; input?: string }[] = [];
-  let listing = '-P PREROUTING ACCEPT\n-P OUTPUT ACCEPT\n';
+  // one nat table per family, as iptables and ip6tables keep them
+  const tables = { 4: '-P PREROUTING ACCEPT\n-P OUTPUT ACCEPT\n', 6: '-P PREROUTING ACCEPT\n' };
   const runner: CommandRunner = async (command, args, input) => {
     calls.push({ command, args, ...(input !== undefined ? { input } : {}) });
-    if (o.fail === 'ENOENT')
+    const family = command.startsWith('ip6') ? 6 : 4;
+    if (o.fail === 'ENOENT' || (o.fail6 === 'ENOENT' && family === 6))
       throw Object.assign(new Error(`spawn ${command} ENOENT`), { code: 'ENOENT' });
     if (o.fail) return { code: o.fail.code, stdout: '', stderr: o.fail.stderr };
-    if (command === 'iptables') return { code: 0, stdout: listing, stderr: '' };
+    if (command === 'iptables' || command === 'ip6tables')
+      return { code: 0, stdout: tables[family], stderr: '' };
+    let listing = tables[family];
     // apply the restore input to the text listing (enough for these tests)
     for (const line of (input ?? '').split('\n')) {
       const decl = /^:(\S+) /.exec(line);
@@ -203,9 +209,10 @@ function fakeIptables(o: { fail?: { code: number; stderr: string } | 'ENOENT' } 
           .join('\n');
       else if (line.startsWith('-X ')) listing = listing.replace(`-N ${line.slice(3)}\n`, '');
     }
+    tables[family] = listing;
     return { code: 0, stdout: '', stderr: '' };
   };
-  return { runner, calls, listing: () => listing };
+  return { runner, calls, listing: (family: 4 | 6 = 4) => tables[family] };
 }
 
 t.test(
@@ -221,6 +228,7 @@ t.test(
       logger: createSilentLogger(),
       clock: createClock(),
       markerPath: marker,
+      ipv6: false,
     });
     await m.apply(plan);
     const c = chainsFor('vm1', 'web-1');
@@ -243,6 +251,71 @@ t.test(
   },
 );
 
+t.test('with IPv6, plain IPv6 callers of the app port are sent to the sidecar too', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'remora-tp-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const marker = join(dir, 'transparent-rules');
+  const ipt = fakeIptables();
+  const mk = () =>
+    createTransparentManager({
+      runner: ipt.runner,
+      node: 'vm1',
+      logger: createSilentLogger(),
+      clock: createClock(),
+      markerPath: marker,
+      ipv6: true,
+    });
+  const m = mk();
+  await m.apply(plan);
+  const c = chainsFor('vm1', 'web-1');
+  t.match(m.status('web-1'), { active: true, redirects: 4 }, 'three IPv4 redirects, one IPv6');
+  t.same(
+    ipt.calls.map((x) => x.command),
+    ['iptables', 'iptables-restore', 'ip6tables', 'ip6tables-restore'],
+  );
+  const v6 = ipt.listing(6);
+  t.match(v6, `-N ${c.inbound}`);
+  t.match(v6, `-A ${c.inbound} -p tcp --dport 8080`);
+  t.match(v6, '-j REDIRECT --to-ports 21000');
+  t.match(v6, `-A PREROUTING -p tcp -j ${c.inbound}`);
+  t.notMatch(v6, c.outbound, 'no IPv6 outbound chain: IPv6 destinations are not intercepted');
+
+  // no app port to guard: the IPv6 chain goes, IPv4 keeps the outbound rules
+  await m.apply({ ...plan, appPort: 0 });
+  t.notMatch(ipt.listing(6), /REMORA/, 'nothing left in the IPv6 table');
+  t.match(ipt.listing(4), `-N ${c.outbound}`);
+  await m.apply(plan);
+  t.match(ipt.listing(6), `-N ${c.inbound}`, 'back with the app port');
+
+  // a new agent that no longer has web-1 cleans both tables
+  await mk().reconcile([]);
+  t.notMatch(ipt.listing(4), /REMORA/);
+  t.notMatch(ipt.listing(6), /REMORA/);
+  t.notOk(existsSync(marker));
+
+  await m.apply({ ...plan, instanceId: 'web-2' });
+  await m.remove('web-2');
+  t.notMatch(ipt.listing(6), /REMORA/, 'remove() clears the IPv6 table too');
+});
+
+t.test('without ip6tables on an IPv6 host, the instance says so; IPv4 rules stay', async (t) => {
+  const ipt = fakeIptables({ fail6: 'ENOENT' });
+  const m = createTransparentManager({
+    runner: ipt.runner,
+    node: 'vm1',
+    logger: createSilentLogger(),
+    clock: createClock(),
+    ipv6: true,
+  });
+  await m.apply(plan);
+  const st = m.status('web-1')!;
+  t.equal(st.active, false);
+  t.equal(st.lastError?.code, 'REMORA_E_AGENT_TRANSPARENT_UNAVAILABLE');
+  t.match(st.lastError?.message, /`ip6tables` is not installed/);
+  t.match(st.lastError?.message, /IPv6 nat table/, 'names the step');
+  t.match(ipt.listing(4), chainsFor('vm1', 'web-1').outbound, 'the IPv4 rules are in place');
+});
+
 t.test('start-up clean-up removes stale chains, and never runs iptables needlessly', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'remora-tp-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -255,6 +328,7 @@ t.test('start-up clean-up removes stale chains, and never runs iptables needless
       logger: createSilentLogger(),
       clock: createClock(),
       markerPath: marker,
+      ipv6: false,
     });
   await mk().reconcile([]);
   t.equal(ipt.calls.length, 0, 'no transparent instance and no marker: no iptables call');
@@ -284,6 +358,7 @@ t.test('without the privilege the instance gets a coded error naming the way out
     node: 'vm1',
     logger: createSilentLogger(),
     clock: createClock(),
+    ipv6: false,
   });
   await m.apply(plan);
   const st = m.status('web-1')!;
@@ -303,6 +378,7 @@ t.test('without the privilege the instance gets a coded error naming the way out
     node: 'vm1',
     logger: createSilentLogger(),
     clock: createClock(),
+    ipv6: false,
   });
   await missing.apply(plan);
   t.equal(missing.status('web-1')?.lastError?.code, 'REMORA_E_AGENT_TRANSPARENT_UNAVAILABLE');
@@ -312,6 +388,7 @@ t.test('without the privilege the instance gets a coded error naming the way out
     node: 'vm1',
     logger: createSilentLogger(),
     clock: createClock(),
+    ipv6: false,
   });
   await refused.apply(plan);
   t.equal(refused.status('web-1')?.lastError?.code, 'REMORA_E_AGENT_TRANSPARENT_RULES');

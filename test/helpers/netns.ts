@@ -17,6 +17,8 @@ const execFileAsync = promisify(execFile);
 /** Every namespace this harness creates starts with this prefix (then `<pid>-<run>-<host>`). */
 export const LAB_PREFIX = 'rlab';
 export const DEFAULT_LAB_SUBNET = '10.213.0';
+/** The IPv6 prefix (a unique local /64) the hosts share: host .11 is `fd00:213::11`. */
+export const LAB_SUBNET6 = 'fd00:213::';
 
 export interface LabHostSpec {
   /** Short host name, [a-z0-9]{1,8}; becomes part of the namespace and veth names. */
@@ -35,6 +37,8 @@ export interface LabHost {
   readonly ns: string;
   /** The host's address on the lab bridge. */
   readonly ip: string;
+  /** Its IPv6 address on the bridge (`fd00:213::<n>`), or null where namespaces lack IPv6. */
+  readonly ip6: string | null;
   /** Starts a long-running process inside the host; the lab stops it on destroy(). */
   spawn(command: string, args: string[], options?: SpawnOptions): ChildProcess;
   /** Runs a command inside the host to completion, with a deadline. */
@@ -273,7 +277,8 @@ export async function createLab(options: CreateLabOptions): Promise<Lab> {
         throw new Error(`lab host name ${JSON.stringify(spec.name)} must match [a-z0-9]{1,8}`);
       const ns = `${id}-${spec.name}`;
       const veth = `v-${spec.name}`;
-      const addr = `${subnet}.${octet++}`;
+      const addr = `${subnet}.${octet}`;
+      const addr6 = `${LAB_SUBNET6}${octet++}`;
       await ip(['netns', 'add', ns]);
       created.push(ns);
       await ip([
@@ -293,12 +298,18 @@ export async function createLab(options: CreateLabOptions): Promise<Lab> {
       await ip(['-n', hub, 'link', 'set', veth, 'master', 'br0']);
       await ip(['-n', hub, 'link', 'set', veth, 'up']);
       await ip(['-n', ns, 'addr', 'add', `${addr}/24`, 'dev', 'eth0']);
+      // IPv6 too where the kernel has it (nodad: usable at once, no duplicate detection wait)
+      const ip6 = await ip(['-n', ns, 'addr', 'add', `${addr6}/64`, 'dev', 'eth0', 'nodad']).then(
+        () => addr6,
+        () => null,
+      );
       await ip(['-n', ns, 'link', 'set', 'eth0', 'up']);
       await ip(['-n', ns, 'link', 'set', 'lo', 'up']);
       const host: LabHost = {
         name: spec.name,
         ns,
         ip: addr,
+        ip6,
         spawn(command, args, spawnOptions = {}) {
           // `ip netns exec` execs the command, so the child's PID is the command's own PID.
           const child = spawn('ip', ['netns', 'exec', ns, command, ...args], {

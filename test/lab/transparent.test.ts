@@ -4,7 +4,8 @@
 //
 //   server:  the embedded catalog, nats-server (per-role credentials), remora control
 //   apihost: agent with api-1 (http, port 8080) and echo-1 (tcp, port 7000), both transparent,
-//            their apps listening on every address (so only the rules keep plain callers out)
+//            their apps listening on every address (so only the rules keep plain callers out;
+//            api's on IPv6 as well, where the kernel has it)
 //   client:  agent with web-1 (transparent, Consul's `proxy.mode` spelling) whose upstreams api and
 //            echo have no local_bind_port; no app of its own is needed
 //
@@ -244,7 +245,7 @@ if (reason) {
       SERVICE: 'api',
       INSTANCE: 'api-1',
       PORT: '8080',
-      LISTEN_HOST: '0.0.0.0',
+      LISTEN_HOST: apihost!.ip6 ? '::' : '0.0.0.0',
     });
     start(apihost!, 'echo-app', [NODE, join(root, 'examples/apps/echo.js')], {
       PORT: '7000',
@@ -321,8 +322,8 @@ if (reason) {
         }[];
       };
     };
-    const natRules = async (host: LabHost) =>
-      (await host.run('iptables', ['-t', 'nat', '-S'])).stdout;
+    const natRules = async (host: LabHost, family: 4 | 6 = 4) =>
+      (await host.run(family === 4 ? 'iptables' : 'ip6tables', ['-t', 'nat', '-S'])).stdout;
 
     const active = async (host: LabHost, ids: string[]) => {
       const st = await status(host).catch(() => null);
@@ -433,6 +434,30 @@ if (reason) {
       const apiRules = await natRules(apihost!);
       t.match(apiRules, /--dport 8080 .*-j REDIRECT --to-ports 21000/, 'api’s inbound redirect');
       t.match(apiRules, /--dport 7000 .*-j REDIRECT --to-ports 21001/, 'echo’s inbound redirect');
+      if (!apihost!.ip6) return;
+      // api's app listens on IPv6 as well: plain IPv6 callers are steered the same way
+      const direct6 = await client!.run(
+        'curl',
+        [
+          '-sS',
+          '-g',
+          '-m',
+          '5',
+          '-o',
+          '/dev/null',
+          '-w',
+          '%{http_code}',
+          `http://[${apihost!.ip6}]:8080/`,
+        ],
+        { timeoutMs: 10_000 },
+      );
+      t.not(
+        direct6.stdout,
+        '200',
+        `plain HTTP over IPv6 to api’s port does not reach the app (${direct6.stdout} ${direct6.stderr.trim()})`,
+      );
+      const api6 = await natRules(apihost!, 6);
+      t.match(api6, /--dport 8080 .*-j REDIRECT --to-ports 21000/, 'api’s IPv6 inbound redirect');
     });
 
     t.test('traffic to destinations outside the mesh passes untouched', async (t) => {
@@ -483,12 +508,14 @@ if (reason) {
         }),
       );
       for (const host of [apihost!, client!, nopriv!]) {
-        const rules = await natRules(host);
-        t.notMatch(
-          rules,
-          /REMORA/,
-          `${host.name}: ${rules.split('\n').length} nat lines, none REMORA`,
-        );
+        for (const family of host.ip6 ? ([4, 6] as const) : ([4] as const)) {
+          const rules = await natRules(host, family);
+          t.notMatch(
+            rules,
+            /REMORA/,
+            `${host.name}: ${rules.split('\n').length} IPv${family} nat lines, none REMORA`,
+          );
+        }
       }
     });
   });
