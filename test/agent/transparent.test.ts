@@ -1,7 +1,7 @@
 // Transparent interception on the agent side, without root: the rules an instance gets, the chain
 // names, the start-up clean-up of stale chains, the owner exclusion, the coded errors when
 // iptables is missing or not allowed, and the definition fields that turn it on.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { mkdtempSync, existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -215,21 +215,29 @@ function fakeIptables(
   return { runner, calls, listing: (family: 4 | 6 = 4) => tables[family] };
 }
 
-t.test(
-  'the manager installs, skips unchanged plans, and removes an instance’s rules',
-  async (t) => {
-    const dir = mkdtempSync(join(tmpdir(), 'remora-tp-'));
-    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-    const marker = join(dir, 'transparent-rules');
-    const ipt = fakeIptables();
-    const m = createTransparentManager({
+/** A fake iptables, a marker path in a temporary dir, and a maker of managers sharing them. */
+function managers(t: Test, ipv6: boolean, fail?: Parameters<typeof fakeIptables>[0]) {
+  const dir = mkdtempSync(join(tmpdir(), 'remora-tp-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const marker = join(dir, 'transparent-rules');
+  const ipt = fakeIptables(fail);
+  const mk = () =>
+    createTransparentManager({
       runner: ipt.runner,
       node: 'vm1',
       logger: createSilentLogger(),
       clock: createClock(),
       markerPath: marker,
-      ipv6: false,
+      ipv6,
     });
+  return { ipt, marker, mk };
+}
+
+t.test(
+  'the manager installs, skips unchanged plans, and removes an instance’s rules',
+  async (t) => {
+    const { ipt, marker, mk } = managers(t, false);
+    const m = mk();
     await m.apply(plan);
     const c = chainsFor('vm1', 'web-1');
     t.match(m.status('web-1'), { active: true, chains: [c.inbound, c.outbound], redirects: 3 });
@@ -252,19 +260,7 @@ t.test(
 );
 
 t.test('with IPv6, plain IPv6 callers of the app port are sent to the sidecar too', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'remora-tp-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const marker = join(dir, 'transparent-rules');
-  const ipt = fakeIptables();
-  const mk = () =>
-    createTransparentManager({
-      runner: ipt.runner,
-      node: 'vm1',
-      logger: createSilentLogger(),
-      clock: createClock(),
-      markerPath: marker,
-      ipv6: true,
-    });
+  const { ipt, marker, mk } = managers(t, true);
   const m = mk();
   await m.apply(plan);
   const c = chainsFor('vm1', 'web-1');
@@ -299,14 +295,8 @@ t.test('with IPv6, plain IPv6 callers of the app port are sent to the sidecar to
 });
 
 t.test('without ip6tables on an IPv6 host, the instance says so; IPv4 rules stay', async (t) => {
-  const ipt = fakeIptables({ fail6: 'ENOENT' });
-  const m = createTransparentManager({
-    runner: ipt.runner,
-    node: 'vm1',
-    logger: createSilentLogger(),
-    clock: createClock(),
-    ipv6: true,
-  });
+  const { ipt, mk } = managers(t, true, { fail6: 'ENOENT' });
+  const m = mk();
   await m.apply(plan);
   const st = m.status('web-1')!;
   t.equal(st.active, false);
@@ -317,19 +307,7 @@ t.test('without ip6tables on an IPv6 host, the instance says so; IPv4 rules stay
 });
 
 t.test('start-up clean-up removes stale chains, and never runs iptables needlessly', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'remora-tp-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const marker = join(dir, 'transparent-rules');
-  const ipt = fakeIptables();
-  const mk = () =>
-    createTransparentManager({
-      runner: ipt.runner,
-      node: 'vm1',
-      logger: createSilentLogger(),
-      clock: createClock(),
-      markerPath: marker,
-      ipv6: false,
-    });
+  const { ipt, marker, mk } = managers(t, false);
   await mk().reconcile([]);
   t.equal(ipt.calls.length, 0, 'no transparent instance and no marker: no iptables call');
   const first = mk();
