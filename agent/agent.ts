@@ -430,18 +430,39 @@ export function createAgent(o: AgentOptions): Agent {
     return transparentPorts.get(`${inst.def.id}/http/${destination}`, reservedPorts());
   }
 
+  /**
+   * The proxy's transparent listeners. IPv4 rules redirect to 127.0.0.1, IPv6 rules to ::1: with
+   * IPv6 rules, each Host-routing listener has a twin on ::1, and so has each other upstream's
+   * listener (a `forward` listener handing connections to it).
+   */
   function transparentSnapshot(inst: Instance): Pick<ProxySnapshot, 'transparent'> {
     const sc = inst.def.sidecar;
     if (!sc?.transparent) return {};
+    const addresses = transparent.ipv6 ? ['127.0.0.1', '::1'] : ['127.0.0.1'];
     const http = sc.upstreams
       .filter((u) => u.protocol === 'http')
       .flatMap((u) => {
         const port = httpListenerPort(inst, u.destinationName);
-        return port === null
-          ? []
-          : [{ bindAddress: '127.0.0.1', bindPort: port, upstream: u.destinationName }];
+        if (port === null) return [];
+        return addresses.map((a) => ({
+          bindAddress: a,
+          bindPort: port,
+          upstream: u.destinationName,
+        }));
       });
-    return http.length === 0 ? {} : { transparent: { http } };
+    const forward = !transparent.ipv6
+      ? []
+      : sc.upstreams
+          // an upstream listening on IPv6 already (`local_bind_address` ::1 or ::) needs no twin
+          .filter((u) => u.protocol !== 'http' && !u.localBindAddress.includes(':'))
+          .flatMap((u) => {
+            const port = upstreamPort(inst, u.destinationName, u.localBindPort);
+            return port === 0
+              ? []
+              : [{ bindAddress: '::1', bindPort: port, upstream: u.destinationName }];
+          });
+    if (http.length === 0 && forward.length === 0) return {};
+    return { transparent: forward.length === 0 ? { http } : { http, forward } };
   }
 
   function transparentPlan(inst: Instance): TransparentPlan | null {

@@ -109,11 +109,15 @@ export function createProxy(o: CreateProxyOptions): Proxy {
     },
     tracingStage: (kind, peer) => (o.tracing === false ? null : seam.stage(kind, peer)),
   };
-  const transparent = createTransparentSlot(env, (name) => {
-    for (const [n, l] of upstreams)
-      if (n.toLowerCase() === name && l.part.cluster.config.protocol === 'http') return l.part;
-    return undefined;
-  });
+  const transparent = createTransparentSlot(
+    env,
+    (name) => {
+      for (const [n, l] of upstreams)
+        if (n.toLowerCase() === name && l.part.cluster.config.protocol === 'http') return l.part;
+      return undefined;
+    },
+    (name) => upstreams.get(name)?.part,
+  );
 
   function inboundServer(): Server {
     const opts = active!.tls.serverOptions;

@@ -75,6 +75,8 @@ export interface TransparentManager {
   status(instanceId: string): TransparentStatus | null;
   /** Waits for queued iptables calls. */
   idle(): Promise<void>;
+  /** Whether IPv6 rules are managed too (then the proxy needs its listeners on ::1 as well). */
+  readonly ipv6: boolean;
 }
 
 const TOOLS: Record<Family, { list: string; restore: string; label: string }> = {
@@ -199,17 +201,17 @@ export function createTransparentManager(o: {
             const script = installScript(node, plan, listing, family);
             await restore(plan.instanceId, 'install the %interception rules', family, script);
             const rules = chainRules(plan, family);
-            redirects += rules.inbound.length + rules.outbound.length - (family === 4 ? 1 : 0);
+            redirects += rules.inbound.length + rules.outbound.length - 1; // not the owner guard
           }
         } catch (err) {
           fail(plan.instanceId, toRemoraError(err));
           return;
         }
-        const skipped = skippedTargets(plan);
+        const skipped = skippedTargets(plan, families);
         if (skipped.length > 0)
           logger.warn(
             { instance: plan.instanceId, skipped: skipped.map((t) => `${t.address}:${t.port}`) },
-            `transparent mode for ${plan.instanceId}: destinations that are not IPv4 addresses are not intercepted`,
+            `transparent mode for ${plan.instanceId}: destinations that are not ${families.length === 2 ? 'IP' : 'IPv4 '}addresses are not intercepted`,
           );
         logger.info(
           {
@@ -297,5 +299,6 @@ export function createTransparentManager(o: {
       return st ? structuredClone(st.status) : null;
     },
     idle: () => queue,
+    ipv6: families.includes(6),
   };
 }

@@ -2,12 +2,13 @@
 // the `iptables-restore --noflush` input that installs, rebuilds or removes its two nat chains.
 // Nothing here runs a command, so unit tests check the exact rules without root.
 import { createHash } from 'node:crypto';
+import { isIPv6 } from 'node:net';
 
 /**
- * The address family of a rule set: 4 is `iptables`, 6 is `ip6tables`. IPv6 gets the inbound
- * chain only: plain IPv6 callers of the app's port go to the sidecar's listener like IPv4 ones,
- * so an app listening on every address is not reachable around the mesh over IPv6. Outbound
- * calls to IPv6 destinations are not intercepted (docs/transparent.md, Limits).
+ * The address family of a rule set: 4 is `iptables`, 6 is `ip6tables`. Both get the same chains:
+ * IPv6 callers of the app's port go to the sidecar like IPv4 ones (an app listening on `::` is
+ * not reachable around the mesh), and the upstreams' IPv6 addresses are redirected to the
+ * proxy's listeners on ::1 (the agent asks the proxy for them).
  */
 export type Family = 4 | 6;
 
@@ -41,7 +42,7 @@ export function chainsFor(node: string, instanceId: string): InstanceChains {
 export interface RedirectTarget {
   /** Upstream service name (for the rule comment). */
   service: string;
-  /** The destination's address as Consul reports it (IPv4). */
+  /** The destination's address as Consul reports it (IPv4 or IPv6). */
   address: string;
   port: number;
   /** 127.0.0.1 port of the proxy listener that takes it. */
@@ -91,7 +92,6 @@ export function chainRules(
       String(plan.sidecarPort),
     ]);
   }
-  if (family === 6) return { inbound, outbound: [] };
   const outbound: string[][] = [
     [
       '-m',
@@ -106,11 +106,11 @@ export function chainRules(
   const seen = new Set<string>();
   for (const t of sortTargets(plan.targets)) {
     const key = `${t.address}:${t.port}`;
-    if (!isIpv4(t.address) || seen.has(key)) continue;
+    if (familyOf(t.address) !== family || seen.has(key)) continue;
     seen.add(key);
     outbound.push([
       '-d',
-      `${t.address}/32`,
+      family === 4 ? `${t.address}/32` : `${t.address}/128`,
       '-p',
       'tcp',
       '--dport',
@@ -125,9 +125,20 @@ export function chainRules(
   return { inbound, outbound };
 }
 
-/** Targets that get no rule because their address is not IPv4 (a host name or IPv6). */
-export function skippedTargets(plan: TransparentPlan): RedirectTarget[] {
-  return plan.targets.filter((t) => !isIpv4(t.address));
+/** The family of an IP address, or null for anything else (a host name). */
+export function familyOf(address: string): Family | null {
+  return isIpv4(address) ? 4 : isIPv6(address) ? 6 : null;
+}
+
+/** Targets that get no rule: host names, and IPv6 addresses when IPv6 rules are not managed. */
+export function skippedTargets(
+  plan: TransparentPlan,
+  families: readonly Family[],
+): RedirectTarget[] {
+  return plan.targets.filter((t) => {
+    const f = familyOf(t.address);
+    return f === null || !families.includes(f);
+  });
 }
 
 function sortTargets(targets: readonly RedirectTarget[]): RedirectTarget[] {
@@ -136,10 +147,13 @@ function sortTargets(targets: readonly RedirectTarget[]): RedirectTarget[] {
   );
 }
 
-/** Whether the family has any rule for this plan (IPv4 always has the owner guard). */
+/**
+ * Whether the family needs chains for this plan: IPv4 always (the chains are its record of the
+ * instance), IPv6 for an app port to guard or an IPv6 destination.
+ */
 export function hasRules(plan: TransparentPlan, family: Family): boolean {
   const r = chainRules(plan, family);
-  return r.inbound.length + r.outbound.length > 0;
+  return family === 4 || r.inbound.length > 0 || r.outbound.length > 1;
 }
 
 /** The jump rules, as `iptables -S` prints them (without `-A`). */
@@ -186,13 +200,11 @@ export function installScript(
   const jumps = jumpRules(chains);
   const has = (from: string, chain: string) =>
     listing.jumps.some((j) => j.from === from && j.chain === chain);
-  const lines = ['*nat', `:${chains.inbound} - [0:0]`];
-  if (family === 4) lines.push(`:${chains.outbound} - [0:0]`);
+  const lines = ['*nat', `:${chains.inbound} - [0:0]`, `:${chains.outbound} - [0:0]`];
   for (const r of rules.inbound) lines.push(['-A', chains.inbound, ...r].join(' '));
   for (const r of rules.outbound) lines.push(['-A', chains.outbound, ...r].join(' '));
   if (!has('PREROUTING', chains.inbound)) lines.push(['-A', ...jumps.prerouting].join(' '));
-  if (family === 4 && !has('OUTPUT', chains.outbound))
-    lines.push(['-A', ...jumps.output].join(' '));
+  if (!has('OUTPUT', chains.outbound)) lines.push(['-A', ...jumps.output].join(' '));
   lines.push('COMMIT', '');
   return lines.join('\n');
 }

@@ -391,27 +391,39 @@ export function decodeProxySnapshot(value: unknown): ProxySnapshot {
   if (o.transparent === undefined)
     return { version, instance, inbound, upstreams, tls, intentions, tracing };
   const transparent = decodeTransparent(o.transparent);
-  for (const [i, l] of transparent.http.entries()) {
-    const key = `${l.bindAddress}:${l.bindPort}`;
-    const other = seen.get(key);
-    if (l.bindPort !== 0 && other !== undefined)
-      fail(`transparent.http[${i}].bindPort`, `is already used by ${other}`, key);
-    seen.set(key, `the transparent listener of ${l.upstream}`);
-  }
+  const lists = [
+    ['http', transparent.http] as const,
+    ['forward', transparent.forward ?? []] as const,
+  ];
+  for (const [kind, list] of lists)
+    for (const [i, l] of list.entries()) {
+      const key = `${l.bindAddress}:${l.bindPort}`;
+      const other = seen.get(key);
+      if (l.bindPort !== 0 && other !== undefined)
+        fail(`transparent.${kind}[${i}].bindPort`, `is already used by ${other}`, key);
+      seen.set(key, `the transparent listener of ${l.upstream}`);
+      if (kind === 'forward' && !upstreams.some((u) => u.destinationName === l.upstream))
+        fail(
+          `transparent.forward[${i}].upstream`,
+          'names no upstream of this snapshot',
+          l.upstream,
+        );
+    }
   return { version, instance, inbound, upstreams, tls, intentions, tracing, transparent };
 }
 
 function decodeTransparent(v: unknown): TransparentConfig {
-  const o = obj(v, 'transparent', ['http']);
-  return {
-    http: arr(o, 'http', 'transparent').map((l, i) => {
-      const path = `transparent.http[${i}]`;
+  const o = obj(v, 'transparent', ['http', 'forward']);
+  const listeners = (kind: 'http' | 'forward') =>
+    arr(o, kind, 'transparent').map((l, i) => {
+      const path = `transparent.${kind}[${i}]`;
       const x = obj(l, path, ['bindAddress', 'bindPort', 'upstream']);
       return {
         bindAddress: str(x, 'bindAddress', path),
         bindPort: num(x, 'bindPort', path, port),
         upstream: str(x, 'upstream', path),
       };
-    }),
-  };
+    });
+  const http = listeners('http');
+  return o.forward === undefined ? { http } : { http, forward: listeners('forward') };
 }

@@ -103,8 +103,21 @@ export interface TransparentHttpListener {
   upstream: string;
 }
 
+/**
+ * A listener that hands every connection to the upstream `upstream` (any protocol) as its own
+ * listener would: where the agent's IPv6 rules send that upstream's IPv6 addresses (they
+ * redirect to ::1, while the upstream's own listener is on 127.0.0.1).
+ */
+export interface TransparentForwardListener {
+  bindAddress: string;
+  bindPort: number;
+  upstream: string;
+}
+
 export interface TransparentConfig {
   http: TransparentHttpListener[];
+  /** Absent when there are none. */
+  forward?: TransparentForwardListener[];
 }
 
 export interface ProxySnapshot {

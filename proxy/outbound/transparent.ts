@@ -127,6 +127,19 @@ export function createTransparentHttp(
   };
 }
 
+/** A forward listener's part: each connection goes to the upstream's own code unchanged. */
+function forwardTo(upstream: () => Upstream | undefined): TransparentHttp {
+  return {
+    handleConnection(socket) {
+      const u = upstream();
+      if (u) u.handleConnection(socket);
+      else socket.destroy(); // gone with a snapshot change since the rule sent it here
+    },
+    connections: 0,
+    drain() {},
+  };
+}
+
 type ListenFn = (server: Server, host: string, port: number, what: string) => Promise<void>;
 
 /** Holds the transparent listeners across snapshots; proxy.ts calls it at its apply steps. */
@@ -151,31 +164,43 @@ interface Bound {
   part: TransparentHttp;
 }
 
+/**
+ * `upstreams(name)`: the HTTP upstream of that lower-cased name (Host routing);
+ * `upstream(name)`: the upstream of exactly that name, any protocol (forward listeners).
+ */
 export function createTransparentSlot(
   env: ProxyEnv,
   upstreams: (name: string) => Upstream | undefined,
+  upstream: (name: string) => Upstream | undefined,
 ): TransparentSlot {
   let current = new Map<string, Bound>();
   const all = () => [...current.values()];
   return {
     async prepare(snapshot, listen) {
-      const wanted = snapshot.transparent?.http ?? [];
+      const wanted = [
+        ...(snapshot.transparent?.http ?? []).map((l) => ({ ...l, kind: 'http' as const })),
+        ...(snapshot.transparent?.forward ?? []).map((l) => ({ ...l, kind: 'forward' as const })),
+      ];
       const next = new Map<string, Bound>();
       const created: Bound[] = [];
       try {
         for (const l of wanted) {
-          const key = `${l.bindAddress}:${l.bindPort}:${l.upstream}`;
+          const key = `${l.kind}:${l.bindAddress}:${l.bindPort}:${l.upstream}`;
           const have = current.get(key);
           if (have) {
             next.set(key, have);
             continue;
           }
-          const upstream = l.upstream;
-          const part = createTransparentHttp(env, upstreams, () => upstream);
+          const name = l.upstream;
+          const part =
+            l.kind === 'http'
+              ? createTransparentHttp(env, upstreams, () => name)
+              : forwardTo(() => upstream(name));
           const server = net.createServer({ noDelay: true });
           server.on('connection', (s) => part.handleConnection(s));
-          await listen(server, l.bindAddress, l.bindPort, `transparent HTTP for ${upstream}`);
-          const b = { key, upstream, server, part };
+          const what = l.kind === 'http' ? 'transparent HTTP' : 'transparent listener';
+          await listen(server, l.bindAddress, l.bindPort, `${what} for ${name}`);
+          const b = { key, upstream: name, server, part };
           created.push(b);
           next.set(key, b);
         }
@@ -211,8 +236,9 @@ export function createTransparentSlot(
       return all().reduce((n, b) => n + b.part.connections, 0);
     },
     addresses() {
+      // the first listener of each upstream: its HTTP one on 127.0.0.1, as the agent lists them
       const out: Record<string, AddressInfo> = {};
-      for (const b of all()) out[b.upstream] = b.server.address() as AddressInfo;
+      for (const b of all()) out[b.upstream] ??= b.server.address() as AddressInfo;
       return out;
     },
   };

@@ -1,7 +1,7 @@
 // The agent's wiring of transparent mode, with fakes (no root, no iptables): allocated listener
 // ports in the registration and the snapshot, rules planned from the discovery watch once the
 // proxy is ready, rebuilt when endpoints change, removed in the ordered stop.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { createAgent } from '../../agent/agent.ts';
 import type { ConnectEntry, ConsulPort } from '../../agent/ports.ts';
 import type { TransparentManager, TransparentPlan } from '../../agent/transparent/index.ts';
@@ -21,7 +21,11 @@ const entry = (id: string, address: string, port: number): ConnectEntry => ({
   },
 });
 
-t.test('a transparent instance gets ports, a snapshot field and rules that follow', async (t) => {
+/** web-1, transparent, with these upstreams, under an agent with fake Consul, control and proxies. */
+async function transparentAgent(
+  t: Test,
+  o: { upstreams: unknown[]; manager: TransparentManager; pid: number },
+) {
   const host = await createHostDir(t, {
     'web.json': {
       service: {
@@ -31,13 +35,7 @@ t.test('a transparent instance gets ports, a snapshot field and rules that follo
         connect: {
           sidecar_service: {
             port: 21000,
-            proxy: {
-              mode: 'transparent',
-              upstreams: [
-                { destination_name: 'api', config: { protocol: 'http' } },
-                { destination_name: 'echo', local_bind_port: 9300 },
-              ],
-            },
+            proxy: { mode: 'transparent', upstreams: o.upstreams },
           },
         },
       },
@@ -56,20 +54,8 @@ t.test('a transparent instance gets ports, a snapshot field and rules that follo
   };
   const clock = createClock();
   const snapshots: ProxySnapshot[] = [];
-  const proxies = createFakeProxies({ pid: 61_000, onSnapshot: (snap) => snapshots.push(snap) });
+  const proxies = createFakeProxies({ pid: o.pid, onSnapshot: (snap) => snapshots.push(snap) });
   t.teardown(() => proxies.close());
-  const calls: string[] = [];
-  const plans: TransparentPlan[] = [];
-  const manager: TransparentManager = {
-    apply: async (plan) => {
-      calls.push(`apply ${plan.instanceId}`);
-      plans.push(plan);
-    },
-    remove: async (id) => void calls.push(`remove ${id}`),
-    reconcile: async (keep) => void calls.push(`reconcile ${[...keep].join(',')}`),
-    status: () => ({ active: true, chains: ['A', 'B'], redirects: 3, lastError: null }),
-    idle: async () => undefined,
-  };
   const agent = createAgent({
     settings: host.settings({
       drainTimeoutMs: 200,
@@ -83,9 +69,34 @@ t.test('a transparent instance gets ports, a snapshot field and rules that follo
     clock,
     random: () => 0.5,
     logger: createSilentLogger(),
-    transparent: manager,
+    transparent: o.manager,
   });
   t.teardown(() => agent.stop());
+  return { agent, registrations, watchers, snapshots };
+}
+
+t.test('a transparent instance gets ports, a snapshot field and rules that follow', async (t) => {
+  const calls: string[] = [];
+  const plans: TransparentPlan[] = [];
+  const manager: TransparentManager = {
+    apply: async (plan) => {
+      calls.push(`apply ${plan.instanceId}`);
+      plans.push(plan);
+    },
+    remove: async (id) => void calls.push(`remove ${id}`),
+    reconcile: async (keep) => void calls.push(`reconcile ${[...keep].join(',')}`),
+    status: () => ({ active: true, chains: ['A', 'B'], redirects: 3, lastError: null }),
+    idle: async () => undefined,
+    ipv6: false,
+  };
+  const { agent, registrations, watchers, snapshots } = await transparentAgent(t, {
+    upstreams: [
+      { destination_name: 'api', config: { protocol: 'http' } },
+      { destination_name: 'echo', local_bind_port: 9300 },
+    ],
+    manager,
+    pid: 61_000,
+  });
   await agent.start();
   t.same(calls[0], 'reconcile web-1', 'start-up clean-up keeps the defined transparent instance');
   await waitFor('both watches', () => watchers.size === 2);
@@ -140,4 +151,36 @@ t.test('a transparent instance gets ports, a snapshot field and rules that follo
   calls.length = 0;
   await agent.stop();
   t.same(calls, ['remove web-1'], 'the ordered stop removes the rules');
+});
+
+t.test('with IPv6 rules, the proxy also listens on ::1 where they redirect', async (t) => {
+  const { agent, watchers, snapshots } = await transparentAgent(t, {
+    upstreams: [
+      { destination_name: 'api', config: { protocol: 'http' } },
+      { destination_name: 'echo', local_bind_port: 9300 },
+      { destination_name: 'db', local_bind_port: 9301, local_bind_address: '::1' },
+    ],
+    manager: {
+      apply: async () => undefined,
+      remove: async () => undefined,
+      reconcile: async () => undefined,
+      status: () => null,
+      idle: async () => undefined,
+      ipv6: true,
+    },
+    pid: 62_000,
+  });
+  await agent.start();
+  await waitFor('the three watches', () => watchers.size === 3);
+  for (const [service, report] of watchers) report([entry(`${service}-1`, '10.0.0.20', 8080)]);
+  await waitFor('a snapshot', () => snapshots.length > 0);
+  t.same(snapshots.at(-1)!.transparent, {
+    http: [
+      // 15001 is api's own upstream listener (no local_bind_port given)
+      { bindAddress: '127.0.0.1', bindPort: 15002, upstream: 'api' },
+      { bindAddress: '::1', bindPort: 15002, upstream: 'api' },
+    ],
+    // db listens on ::1 already
+    forward: [{ bindAddress: '::1', bindPort: 9300, upstream: 'echo' }],
+  });
 });

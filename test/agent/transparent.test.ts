@@ -259,29 +259,36 @@ t.test(
   },
 );
 
-t.test('with IPv6, plain IPv6 callers of the app port are sent to the sidecar too', async (t) => {
+t.test('with IPv6, the same chains in ip6tables: app port and IPv6 destinations', async (t) => {
   const { ipt, marker, mk } = managers(t, true);
   const m = mk();
-  await m.apply(plan);
+  const six = { service: 'api', address: 'fd00::12', port: 8080, toPort: 15001 };
+  const dual = { ...plan, targets: [...plan.targets, six] };
+  await m.apply(dual);
   const c = chainsFor('vm1', 'web-1');
-  t.match(m.status('web-1'), { active: true, redirects: 4 }, 'three IPv4 redirects, one IPv6');
+  t.match(m.status('web-1'), { active: true, redirects: 5 }, 'three IPv4 redirects, two IPv6');
   t.same(
     ipt.calls.map((x) => x.command),
     ['iptables', 'iptables-restore', 'ip6tables', 'ip6tables-restore'],
   );
+  const v4 = ipt.listing(4);
   const v6 = ipt.listing(6);
-  t.match(v6, `-N ${c.inbound}`);
+  t.notMatch(v4, 'fd00::12', 'IPv4 rules hold no IPv6 address');
   t.match(v6, `-A ${c.inbound} -p tcp --dport 8080`);
   t.match(v6, '-j REDIRECT --to-ports 21000');
   t.match(v6, `-A PREROUTING -p tcp -j ${c.inbound}`);
-  t.notMatch(v6, c.outbound, 'no IPv6 outbound chain: IPv6 destinations are not intercepted');
+  t.match(v6, `-A ${c.outbound} -m owner --uid-owner 998`, 'the loop guard');
+  t.match(v6, `-A ${c.outbound} -d fd00::12/128 -p tcp --dport 8080`);
+  t.match(v6, '-j REDIRECT --to-ports 15001');
+  t.notMatch(v6, /10\.0\.0\.1/, 'IPv6 rules hold no IPv4 address');
+  t.match(v6, `-A OUTPUT -p tcp -j ${c.outbound}`);
 
-  // no app port to guard: the IPv6 chain goes, IPv4 keeps the outbound rules
+  // nothing for IPv6 to do (no app port, no IPv6 destination): its chains go, IPv4's stay
   await m.apply({ ...plan, appPort: 0 });
   t.notMatch(ipt.listing(6), /REMORA/, 'nothing left in the IPv6 table');
   t.match(ipt.listing(4), `-N ${c.outbound}`);
   await m.apply(plan);
-  t.match(ipt.listing(6), `-N ${c.inbound}`, 'back with the app port');
+  t.match(ipt.listing(6), `-N ${c.inbound}`, 'an app port to guard is enough');
 
   // a new agent that no longer has web-1 cleans both tables
   await mk().reconcile([]);
@@ -289,7 +296,7 @@ t.test('with IPv6, plain IPv6 callers of the app port are sent to the sidecar to
   t.notMatch(ipt.listing(6), /REMORA/);
   t.notOk(existsSync(marker));
 
-  await m.apply({ ...plan, instanceId: 'web-2' });
+  await m.apply({ ...dual, instanceId: 'web-2' });
   await m.remove('web-2');
   t.notMatch(ipt.listing(6), /REMORA/, 'remove() clears the IPv6 table too');
 });

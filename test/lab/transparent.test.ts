@@ -211,6 +211,8 @@ if (reason) {
           configDir: join(dir, 'services.d'),
           dataDir: join(dir, 'data'),
           advertiseAddress: host.ip,
+          // api's sidecar takes IPv6 too (see the IPv6 destination below)
+          ...(host === apihost && host.ip6 ? { proxyBindAddress: '::' } : {}),
           checkTtlMs: 3000,
           adminPort: adminPorts[host.name as keyof typeof adminPorts],
         }),
@@ -269,7 +271,7 @@ if (reason) {
     const curl = async (url: string, on: LabHost = client!) => {
       const r = await on.run(
         AS_NOBODY[0]!,
-        [...AS_NOBODY.slice(1), 'curl', '-sS', '-m', '5', '-i', '-w', '\n%{http_code}', url],
+        [...AS_NOBODY.slice(1), 'curl', '-sSg', '-m', '5', '-i', '-w', '\n%{http_code}', url],
         { timeoutMs: 10_000 },
       );
       const lines = r.stdout.trimEnd().split('\n');
@@ -418,6 +420,47 @@ if (reason) {
         'web’s proxy carried the connection to echo',
       );
     });
+
+    t.test(
+      'an IPv6 destination is intercepted too',
+      { skip: !apihost!.ip6 && 'no IPv6' },
+      async (t) => {
+        // a second catalog entry for api-1's sidecar, at apihost's IPv6 address: what a dual-stack
+        // registration looks like to the client's agent
+        const ip6 = apihost!.ip6!;
+        const reg = await server!.node(
+          `const r = await fetch('http://${s}:8500/v1/agent/service/register', { method: 'PUT', body: JSON.stringify(${JSON.stringify(
+            {
+              Kind: 'connect-proxy',
+              ID: 'api-6-sidecar-proxy',
+              Name: 'api-sidecar-proxy',
+              Address: ip6,
+              Port: 21000,
+              Proxy: {
+                DestinationServiceName: 'api',
+                DestinationServiceID: 'api-6',
+                LocalServicePort: 8080,
+              },
+            },
+          )}) }); process.stdout.write(String(r.status));`,
+        );
+        t.equal(reg.stdout, '200', `the IPv6 entry is registered ${reg.stderr}`);
+        const c = (await status(client!)).instances.find((i) => i.id === 'web-1')!.transparent!;
+        const out = c.chains.find((x) => x.endsWith('-OUT'))!;
+        await until(
+          'the client’s IPv6 rule for api',
+          async () => (await natRules(client!, 6)).includes(`-A ${out} -d ${ip6}/128`),
+          20_000,
+        );
+        const r = await curl(`http://[${ip6}]:8080/`);
+        t.equal(
+          r.status,
+          200,
+          `an unmodified client calling api’s IPv6 address is answered ${r.raw}`,
+        );
+        t.match(r.body.peer ?? '', /\/svc\/web$/, 'over mTLS, as web');
+      },
+    );
 
     t.test('plain callers that bypass the mesh reach no app', async (t) => {
       // root is the proxies' user here, so its calls are not intercepted: a direct plain call

@@ -6,7 +6,7 @@ import { hostOfHead, serviceFromHost } from '../../proxy/outbound/transparent.ts
 import { decodeProxySnapshot, type ProxySnapshot } from '../../lib/proxy-api/index.ts';
 import { freePort } from '../helpers/nats.ts';
 import { makeUpstream } from '../helpers/mesh-certs.ts';
-import { startEchoApp, startSidecar } from '../integration/proxy/mesh.ts';
+import { startEchoApp, startEchoTcp, startSidecar } from '../integration/proxy/mesh.ts';
 import { createMeshCerts } from '../helpers/mesh-certs.ts';
 
 t.test('a Host names a service with or without port and .service.consul', async (t) => {
@@ -55,12 +55,88 @@ t.test('the snapshot field is optional, checked, and must not reuse a port', asy
   t.throws(() => decodeProxySnapshot(clash), /already used by upstream api/);
   const twice = { ...base, transparent: { http: [listener, { ...listener, upstream: 'b' }] } };
   t.throws(() => decodeProxySnapshot(twice), /already used by the transparent listener of api/);
+  const six = { ...listener, bindAddress: '::1' };
+  const withApi = { ...base, upstreams: [makeUpstream(mesh, 'api', [1])] };
+  const forward = { ...withApi, transparent: { http: [listener], forward: [six] } };
+  t.same(decodeProxySnapshot(forward).transparent, forward.transparent, 'the same port on ::1');
+  t.throws(
+    () => decodeProxySnapshot({ ...base, transparent: { http: [], forward: [six] } }),
+    /transparent\.forward\[0\]\.upstream` names no upstream/,
+  );
+  t.throws(
+    () => decodeProxySnapshot({ ...withApi, transparent: { http: [six], forward: [{ ...six }] } }),
+    /transparent\.forward\[0\]\.bindPort` is already used by the transparent listener of api/,
+  );
 });
 
+t.test(
+  'a forward listener on ::1 hands connections to its upstream, whatever the protocol',
+  async (t) => {
+    const mesh = createMeshCerts();
+    const app = await startEchoApp('api');
+    const tcpApp = await startEchoTcp();
+    t.teardown(async () => {
+      tcpApp.close();
+      await app.close();
+    });
+    const api = await startSidecar(mesh, 'api', { appPort: app.port });
+    const echo = await startSidecar(mesh, 'echo', { appPort: tcpApp.port, protocol: 'tcp' });
+    const web = await startSidecar(mesh, 'web', {
+      upstreams: [
+        makeUpstream(mesh, 'api', [api.inboundPort]),
+        makeUpstream(mesh, 'echo', [echo.inboundPort], { protocol: 'tcp' }),
+      ],
+    });
+    t.teardown(async () => {
+      await web.proxy.close();
+      await api.proxy.close();
+      await echo.proxy.close();
+    });
+    const [httpPort, echoPort] = [await freePort(), await freePort()];
+    await web.apply({
+      ...web.snapshot,
+      version: 2,
+      transparent: {
+        http: [
+          { bindAddress: '127.0.0.1', bindPort: httpPort, upstream: 'api' },
+          { bindAddress: '::1', bindPort: httpPort, upstream: 'api' },
+        ],
+        forward: [{ bindAddress: '::1', bindPort: echoPort, upstream: 'echo' }],
+      },
+    });
+    const raw = await exchange(
+      httpPort,
+      ['GET / HTTP/1.1\r\nHost: [fd00::12]:8080\r\nConnection: close\r\n\r\n'],
+      '::1',
+    );
+    t.match(raw, /^HTTP\/1\.1 200 /, 'an HTTP call that arrived on ::1 is answered');
+    t.match(raw, /"app":"api"/, 'by api, the destination’s service');
+    const echoed = await new Promise<string>((resolve, reject) => {
+      const s = net.connect(echoPort, '::1', () => s.write('over ipv6'));
+      s.on('data', (d: Buffer) => {
+        resolve(d.toString());
+        s.destroy();
+      });
+      s.on('error', reject);
+    });
+    t.equal(
+      echoed,
+      'OVER IPV6',
+      'a TCP connection on the ::1 listener reaches echo through its upstream',
+    );
+    const metrics = await web.proxy.metrics.registry.metrics();
+    t.match(
+      metrics,
+      /remora_proxy_connections_total\{direction="outbound",service="echo"\} 1/,
+      'counted as echo’s outbound connection',
+    );
+  },
+);
+
 /** One raw HTTP/1.1 exchange (keep-alive requests in order), as an unmodified client sends it. */
-function exchange(port: number, requests: string[]): Promise<string> {
+function exchange(port: number, requests: string[], host = '127.0.0.1'): Promise<string> {
   return new Promise((resolve, reject) => {
-    const s = net.connect(port, '127.0.0.1', () => s.write(requests.join('')));
+    const s = net.connect(port, host, () => s.write(requests.join('')));
     let out = '';
     s.on('data', (d: Buffer) => (out += d.toString()));
     s.on('error', reject);
