@@ -155,10 +155,13 @@ export function createTransparentManager(o: {
     );
   }
 
-  /** Applies a restore script of one family (`-w 5 --noflush`: atomic, waits for the lock). */
+  /**
+   * Applies a restore script of one family (`-w 5 --noflush`: atomic, waits for the lock); a `%`
+   * in `what` becomes the family's label ("IPv6 " or nothing) in error messages.
+   */
   function restore(instance: string, what: string, family: Family, script: string) {
-    const w = `${what.replace('%', TOOLS[family].label)}`;
-    return run(instance, w, TOOLS[family].restore, ['-w', '5', '--noflush'], script);
+    const step = what.replace('%', TOOLS[family].label);
+    return run(instance, step, TOOLS[family].restore, ['-w', '5', '--noflush'], script);
   }
 
   function fail(id: string, err: RemoraError): void {
