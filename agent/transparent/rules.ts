@@ -45,7 +45,7 @@ export interface RedirectTarget {
   /** The destination's address as Consul reports it (IPv4 or IPv6). */
   address: string;
   port: number;
-  /** 127.0.0.1 port of the proxy listener that takes it. */
+  /** Port of the proxy listener that takes it (on 127.0.0.1, and on ::1 for IPv6 rules). */
   toPort: number;
 }
 
@@ -71,8 +71,9 @@ function comment(text: string): string[] {
 }
 
 /**
- * The rules of the two chains, as argument lists (without `-A <chain>`), in order. Targets that
- * are not IPv4 addresses are left out (see skippedTargets), as are duplicates.
+ * The rules of the two chains of one family, as argument lists (without `-A <chain>`), in order.
+ * Targets whose address is not of that family are left out (see skippedTargets), as are
+ * duplicates.
  */
 export function chainRules(
   plan: TransparentPlan,
