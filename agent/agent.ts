@@ -2,19 +2,26 @@
 // certificates, intentions, upstream endpoints and one supervised proxy per instance out.
 // Everything external comes in through options so the agent can be embedded (`remora dev`)
 // and tested with fakes.
+import { readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { formatSpiffeId } from '../lib/identity/index.ts';
 import { RemoraError, toRemoraError } from '../lib/errors/index.ts';
 import { logError, type Logger } from '../lib/log/index.ts';
 import { backoffDelay, type Clock } from '../lib/util/index.ts';
 import type { IntentionsSnapshot } from '../lib/intentions/types.ts';
-import type { ProxySnapshot, TracingConfig } from '../lib/proxy-api/index.ts';
+import {
+  DEFAULT_RESILIENCE,
+  defaultLoadBalancer,
+  type ProxySnapshot,
+  type TracingConfig,
+} from '../lib/proxy-api/index.ts';
 import { createConfigDir, type ConfigDir } from './config-dir.ts';
 import {
   NODE_META_KEY,
   sameDefinition,
   type DecodeResult,
   type ServiceDefinition,
+  type UpstreamDefinition,
 } from './definitions.ts';
 import { dataPaths, ensureDir, writeFileAtomic, type DataPaths } from './files.ts';
 import { createIdentityManager, type IdentityManager, type IdentityStatus } from './identity.ts';
@@ -41,6 +48,7 @@ import {
   type TransparentPlan,
   type TransparentStatus,
 } from './transparent/index.ts';
+import { derivedDestinations } from './transparent/derive.ts';
 
 /** Default range of the transparent listeners' ports on 127.0.0.1 (docs/transparent.md). */
 export const DEFAULT_TRANSPARENT_PORT_MIN = 15001;
@@ -99,6 +107,8 @@ export interface InstanceStatus {
     protocol: string;
     endpoints: number;
     synced: boolean;
+    /** True for an upstream derived from intentions (transparent mode). */
+    derived: boolean;
   }[];
   /** Transparent interception state; null for an instance that does not ask for it. */
   transparent: TransparentStatus | null;
@@ -143,6 +153,8 @@ interface Instance {
   holdRegistration: boolean;
   /** Transparent rules are installed once the proxy was ready (so nothing is steered to no listener). */
   transparentArmed: boolean;
+  /** Services this transparent instance calls by its intentions, not by `upstreams` (sorted). */
+  derived: string[];
   /** The readiness-check write in flight; writes are serialized so a late one never undoes a newer one. */
   checkWrite: Promise<void> | null;
   /** Set when the state changed while a write was in flight: the writer goes round once more. */
@@ -282,6 +294,8 @@ export function createAgent(o: AgentOptions): Agent {
         { revision: next.revision, intentions: next.intentions.length },
         'intentions updated',
       );
+      // an instance whose derived upstreams changed is pushed and gets its rules rebuilt
+      for (const inst of instances.values()) refreshDerived(inst, true);
       pushAll();
     },
   });
@@ -304,7 +318,10 @@ export function createAgent(o: AgentOptions): Agent {
     logger,
     onChange(service) {
       for (const inst of instances.values()) {
-        if (inst.def.sidecar?.upstreams.some((u) => u.destinationName === service)) {
+        if (
+          inst.derived.includes(service) ||
+          inst.def.sidecar?.upstreams.some((u) => u.destinationName === service)
+        ) {
           supervisor.push(inst.def.id);
           syncTransparent(inst);
         }
@@ -354,7 +371,8 @@ export function createAgent(o: AgentOptions): Agent {
     const policy = intentions.current();
     if (!inst || !sc || inst.sidecarPort === null || !bundle || !cert || !policy) return null;
     // an upstream whose endpoints are not known yet would reach the proxy as an empty set
-    if (!sc.upstreams.every((u) => discovery.settled(u.destinationName))) return null;
+    const upstreams = upstreamsOf(inst);
+    if (!upstreams.every((u) => discovery.settled(u.destinationName))) return null;
     return {
       instance: {
         id,
@@ -371,7 +389,7 @@ export function createAgent(o: AgentOptions): Agent {
         localAppPort: sc.localServicePort,
         protocol: sc.protocol,
       },
-      upstreams: sc.upstreams.map((u) => ({
+      upstreams: upstreams.map((u) => ({
         destinationName: u.destinationName,
         destinationSpiffeId: formatSpiffeId({
           trustDomain: bundle.trustDomain,
@@ -439,7 +457,8 @@ export function createAgent(o: AgentOptions): Agent {
     const sc = inst.def.sidecar;
     if (!sc?.transparent) return {};
     const addresses = transparent.ipv6 ? ['127.0.0.1', '::1'] : ['127.0.0.1'];
-    const http = sc.upstreams
+    const upstreams = upstreamsOf(inst);
+    const http = upstreams
       .filter((u) => u.protocol === 'http')
       .flatMap((u) => {
         const port = httpListenerPort(inst, u.destinationName);
@@ -452,7 +471,7 @@ export function createAgent(o: AgentOptions): Agent {
       });
     const forward = !transparent.ipv6
       ? []
-      : sc.upstreams
+      : upstreams
           // an upstream listening on IPv6 already (`local_bind_address` ::1 or ::) needs no twin
           .filter((u) => u.protocol !== 'http' && !u.localBindAddress.includes(':'))
           .flatMap((u) => {
@@ -469,7 +488,7 @@ export function createAgent(o: AgentOptions): Agent {
     const sc = inst.def.sidecar;
     if (!sc?.transparent || inst.sidecarPort === null) return null;
     const targets: RedirectTarget[] = [];
-    for (const u of sc.upstreams) {
+    for (const u of upstreamsOf(inst)) {
       const toPort =
         u.protocol === 'http'
           ? httpListenerPort(inst, u.destinationName)
@@ -493,6 +512,130 @@ export function createAgent(o: AgentOptions): Agent {
     if (stopped || inst.stopping || !inst.transparentArmed) return;
     const plan = transparentPlan(inst);
     if (plan) void transparent.apply(plan);
+  }
+
+  // --- upstreams derived from intentions (docs/transparent.md) -------------------------------
+  /** The catalog's service names: from Consul's watch, or the cache of an earlier run. */
+  let catalogServices: string[] | null = readCachedServices();
+  let servicesWatch: { stop(): void } | null = null;
+  let servicesErrors = 0;
+
+  function readCachedServices(): string[] | null {
+    try {
+      const v = JSON.parse(readFileSync(paths.cache('catalog-services'), 'utf8')) as unknown;
+      return Array.isArray(v) && v.every((x) => typeof x === 'string') ? v : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Discovery user of an instance's derived upstreams (kept apart from its explicit ones). */
+  function derivedUser(id: string): string {
+    return `${id}/derived`;
+  }
+
+  /** Explicit upstreams, then the derived ones whose sidecars Consul has listed. */
+  function upstreamsOf(inst: Instance): UpstreamDefinition[] {
+    const explicit = inst.def.sidecar?.upstreams ?? [];
+    const derived: UpstreamDefinition[] = [];
+    for (const name of inst.derived) {
+      const protocol = discovery.protocol(name);
+      if (protocol === null) continue;
+      derived.push({
+        destinationName: name,
+        localBindAddress: '127.0.0.1',
+        localBindPort: 0,
+        protocol,
+        loadBalancer: defaultLoadBalancer(protocol),
+        resilience: DEFAULT_RESILIENCE,
+      });
+    }
+    return derived.length === 0 ? explicit : [...explicit, ...derived];
+  }
+
+  /** The catalog watch runs while some instance derives upstreams. */
+  function syncServicesWatch(): void {
+    const needed =
+      !stopped &&
+      [...instances.values()].some((i) => !i.stopping && i.def.sidecar?.deriveUpstreams);
+    if (needed && !servicesWatch) {
+      servicesWatch = consul.watchServices({
+        onChange(names) {
+          if (stopped) return;
+          catalogServices = [...names].sort();
+          writeFileAtomic(
+            paths.cache('catalog-services'),
+            JSON.stringify(catalogServices),
+            0o600,
+          ).catch((err: unknown) => logError(logger, err, 'cannot cache the service list', 'warn'));
+          for (const inst of instances.values()) refreshDerived(inst, true);
+        },
+        onError(err) {
+          if (servicesErrors++ % 20 !== 0) return;
+          logError(
+            logger,
+            new RemoraError(
+              'REMORA_E_AGENT_CONSUL_UNAVAILABLE',
+              `cannot watch the catalog's services: ${toRemoraError(err).message}; derived upstreams stay as they are`,
+              {},
+              { cause: err },
+            ),
+            undefined,
+            'warn',
+          );
+        },
+      });
+    } else if (!needed && servicesWatch) {
+      servicesWatch.stop();
+      servicesWatch = null;
+    }
+  }
+
+  /**
+   * Recomputes the services an instance calls by its intentions and follows them in discovery.
+   * Until both the intentions and the service list are known, the instance keeps what it has.
+   */
+  function refreshDerived(inst: Instance, push: boolean): void {
+    const sc = inst.def.sidecar;
+    const policy = intentions.current();
+    let next: string[];
+    if (!sc?.deriveUpstreams || inst.stopping) next = [];
+    else if (!policy || catalogServices === null) return;
+    else
+      next = derivedDestinations({
+        source: inst.def.name,
+        explicit: new Set(sc.upstreams.map((u) => u.destinationName)),
+        services: catalogServices,
+        policy,
+      });
+    const prev = inst.derived;
+    if (next.length === prev.length && next.every((n, i) => n === prev[i])) return;
+    const id = inst.def.id;
+    for (const name of next) if (!prev.includes(name)) discovery.acquire(name, derivedUser(id));
+    for (const name of prev) if (!next.includes(name)) discovery.release(name, derivedUser(id));
+    inst.derived = next;
+    logger.info(
+      { instance: id, derived: next },
+      `${id} calls ${next.length === 0 ? 'no service' : next.join(', ')} by its intentions`,
+    );
+    retainPorts(inst);
+    if (push) {
+      supervisor.push(id);
+      syncTransparent(inst);
+    }
+  }
+
+  /** Ports of upstreams that are gone go back to the range. */
+  function retainPorts(inst: Instance): void {
+    const id = inst.def.id;
+    const names = [
+      ...(inst.def.sidecar?.upstreams ?? []).map((u) => u.destinationName),
+      ...inst.derived,
+    ];
+    transparentPorts.retain(
+      `${id}/`,
+      new Set(names.flatMap((n) => [`${id}/upstream/${n}`, `${id}/http/${n}`])),
+    );
   }
 
   function pushAll(): void {
@@ -638,6 +781,7 @@ export function createAgent(o: AgentOptions): Agent {
       stopping: false,
       holdRegistration: false,
       transparentArmed: false,
+      derived: [],
       checkWrite: null,
       checkAgain: false,
       notReadyReason: 'proxy not ready',
@@ -662,6 +806,8 @@ export function createAgent(o: AgentOptions): Agent {
         );
       }
       for (const u of def.sidecar.upstreams) discovery.acquire(u.destinationName, def.id);
+      syncServicesWatch();
+      refreshDerived(inst, false);
       void identity
         .add({ id: def.id, service: def.name })
         .catch((err: unknown) => logError(logger, err));
@@ -746,9 +892,12 @@ export function createAgent(o: AgentOptions): Agent {
       if (inst.def.sidecar.transparent) await transparent.remove(id);
       transparentPorts.release(`${id}/`);
       for (const u of inst.def.sidecar.upstreams) discovery.release(u.destinationName, id);
+      for (const name of inst.derived) discovery.release(name, derivedUser(id));
+      inst.derived = [];
       identity.remove(id);
     }
     instances.delete(id);
+    syncServicesWatch();
   }
 
   async function apply(result: DecodeResult): Promise<void> {
@@ -788,17 +937,10 @@ export function createAgent(o: AgentOptions): Agent {
         );
         inst.registered = false;
         void register(inst);
+        syncServicesWatch();
+        refreshDerived(inst, false);
         supervisor.push(id);
-        // ports of upstreams that are gone go back to the range
-        transparentPorts.retain(
-          `${id}/`,
-          new Set(
-            (d.sidecar?.upstreams ?? []).flatMap((u) => [
-              `${id}/upstream/${u.destinationName}`,
-              `${id}/http/${u.destinationName}`,
-            ]),
-          ),
-        );
+        retainPorts(inst);
         if (old.sidecar?.transparent && !d.sidecar?.transparent) void transparent.remove(id);
         else syncTransparent(inst);
       } else {
@@ -907,6 +1049,8 @@ export function createAgent(o: AgentOptions): Agent {
       } else {
         await Promise.all([...instances.keys()].map((id) => stopInstance(id, 'agent stopping')));
       }
+      servicesWatch?.stop();
+      servicesWatch = null;
       discovery.stop();
       await transparent.idle();
       await supervisor.close();
@@ -932,7 +1076,7 @@ export function createAgent(o: AgentOptions): Agent {
             registrationError: inst.registrationError,
             proxy: supervisor.status(inst.def.id),
             certificate: identity.status(inst.def.id),
-            upstreams: (inst.def.sidecar?.upstreams ?? []).map((u) => {
+            upstreams: upstreamsOf(inst).map((u) => {
               const st = discovery.status().find((x) => x.service === u.destinationName);
               return {
                 destination: u.destinationName,
@@ -940,6 +1084,7 @@ export function createAgent(o: AgentOptions): Agent {
                 protocol: u.protocol,
                 endpoints: st?.endpoints ?? 0,
                 synced: st?.synced ?? false,
+                derived: inst.derived.includes(u.destinationName),
               };
             }),
             transparent: inst.def.sidecar?.transparent

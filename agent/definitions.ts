@@ -36,6 +36,11 @@ export interface SidecarDefinition {
   transparent: boolean;
   /** Ports whose inbound traffic is not redirected (`proxy.config.exclude_inbound_ports`). */
   excludeInboundPorts: number[];
+  /**
+   * A transparent instance also calls, through its proxy, every mesh service its intentions may
+   * allow (`proxy.config.derive_upstreams`, default true; docs/transparent.md).
+   */
+  deriveUpstreams: boolean;
 }
 
 export interface ServiceDefinition {
@@ -332,6 +337,13 @@ function decodeSidecar(
       );
     return p;
   });
+  const derive = cfg?.raw('derive_upstreams');
+  if (derive !== undefined && typeof derive !== 'boolean') {
+    throw new FieldError(
+      cfg!.fieldPath('derive_upstreams'),
+      `must be true or false, got ${describe(derive)}`,
+    );
+  }
   const localServicePort = proxy?.int('local_service_port', 1, 65535) ?? servicePort;
   if (localServicePort === undefined) {
     throw new FieldError(
@@ -363,6 +375,7 @@ function decodeSidecar(
     upstreams,
     transparent,
     excludeInboundPorts,
+    deriveUpstreams: transparent && derive !== false,
   };
 }
 

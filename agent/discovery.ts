@@ -9,6 +9,8 @@ import { readFileSync } from 'node:fs';
 import { writeFileAtomic, type DataPaths } from './files.ts';
 import type { ConnectEntry, ConsulPort } from './ports.ts';
 import { targetsFromEntries, type ServiceTarget } from './transparent/targets.ts';
+import { asProtocol, protocolFromEntries } from './transparent/derive.ts';
+import type { Protocol } from '../lib/proxy-api/index.ts';
 
 export interface UpstreamStatus {
   service: string;
@@ -27,6 +29,11 @@ export interface Discovery {
   settled(service: string): boolean;
   /** The addresses clients dial for the service (transparent mode); known once Consul answered. */
   targets(service: string): ServiceTarget[];
+  /**
+   * The protocol of the service's sidecars once Consul (or the cache) listed one; null while
+   * none was ever seen. It stays when the service scales to zero, so its listener does too.
+   */
+  protocol(service: string): Protocol | null;
   status(): UpstreamStatus[];
   stop(): void;
 }
@@ -57,6 +64,7 @@ interface Watch {
   users: Set<string>;
   endpoints: Endpoint[];
   targets: ServiceTarget[];
+  protocol: Protocol | null;
   /** Until when an empty answer right after an outage is held back (0: not holding). */
   graceUntil: number;
   graceTimer: NodeJS.Timeout | null;
@@ -107,11 +115,25 @@ export function createDiscovery(o: {
     } catch {
       // no cache yet
     }
+    try {
+      w.protocol = asProtocol(readFileSync(o.paths.cache(`protocol-${w.service}`), 'utf8'));
+    } catch {
+      // never seen a sidecar of it
+    }
     w.handle = o.consul.watchConnect(w.service, {
       onChange(entries) {
         if (stopped || watches.get(w.service) !== w) return;
         const next = endpointsFromEntries(entries);
         const targets = targetsFromEntries(entries);
+        // the protocol stays when the service scales to zero (an empty answer gives null)
+        const protocol = protocolFromEntries(entries);
+        const protocolChanged = protocol !== null && protocol !== w.protocol;
+        if (protocolChanged) {
+          w.protocol = protocol;
+          writeFileAtomic(o.paths.cache(`protocol-${w.service}`), protocol, 0o600).catch(
+            (err: unknown) => logError(o.logger, err, 'cannot cache a protocol', 'warn'),
+          );
+        }
         const firstAnswer = !w.synced;
         const recovering = w.errors > 0;
         // an agent restarted after its TTL checks expired: Consul lists the instances it (and
@@ -152,7 +174,7 @@ export function createDiscovery(o: {
         }
         const targetsChanged = JSON.stringify(targets) !== JSON.stringify(w.targets);
         w.targets = targets;
-        apply(w, next, firstAnswer || targetsChanged);
+        apply(w, next, firstAnswer || targetsChanged || protocolChanged);
       },
       onError(err) {
         if (stopped) return;
@@ -187,6 +209,7 @@ export function createDiscovery(o: {
           users: new Set(),
           endpoints: [],
           targets: [],
+          protocol: null,
           synced: false,
           lastError: null,
           errors: 0,
@@ -214,6 +237,7 @@ export function createDiscovery(o: {
     endpoints: (service) => watches.get(service)?.endpoints ?? [],
     settled: (service) => watches.get(service)?.settled ?? false,
     targets: (service) => watches.get(service)?.targets ?? [],
+    protocol: (service) => watches.get(service)?.protocol ?? null,
     status: () =>
       [...watches.values()].map((w) => ({
         service: w.service,

@@ -41,6 +41,8 @@ export interface ConnectEntry {
       DestinationServiceName?: string;
       /** Where the sidecar forwards; transparent mode intercepts calls to this port. */
       LocalServicePort?: number;
+      /** The sidecar's proxy config; `protocol` is what its inbound side speaks. */
+      Config?: Record<string, unknown>;
     };
   };
 }
@@ -57,4 +59,11 @@ export interface ConsulPort {
     service: string,
     handlers: { onChange(entries: ConnectEntry[]): void; onError(err: unknown): void },
   ): { stop(): void };
+  /**
+   * A blocking-query watch of the catalog's service names (`/v1/catalog/services`), for the
+   * upstreams a transparent instance derives from intentions.
+   */
+  watchServices(handlers: { onChange(names: string[]): void; onError(err: unknown): void }): {
+    stop(): void;
+  };
 }

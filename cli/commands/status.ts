@@ -63,7 +63,13 @@ export function renderStatus(s: AgentStatus, now: number): string {
   out.push(rows.length > 1 ? table(rows) : 'no service instances defined');
   const ups = [['UPSTREAM', 'ENDPOINTS', 'SYNCED', 'USED BY']];
   for (const u of s.upstreams)
-    ups.push([u.service, String(u.endpoints), u.synced ? 'yes' : 'no', u.users.join(',')]);
+    ups.push([
+      u.service,
+      String(u.endpoints),
+      u.synced ? 'yes' : 'no',
+      // an upstream a transparent instance derives from intentions (docs/transparent.md)
+      u.users.map((x) => x.replace(/\/derived$/, ' (by intentions)')).join(','),
+    ]);
   if (ups.length > 1) out.push('', table(ups));
   const errors: string[] = [];
   for (const i of s.instances) {

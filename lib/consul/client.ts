@@ -88,6 +88,14 @@ export interface ConsulClient {
   };
   catalog: {
     services(): Promise<Record<string, string[]>>;
+    /**
+     * `/v1/catalog/services` as a blocking query: service names mapped to their tags, and the
+     * answer's X-Consul-Index. `index`, `wait` and `signal` are honoured; `passing` and `tag`
+     * do not apply to this endpoint and are ignored.
+     */
+    servicesBlocking(
+      opts?: BlockingOptions,
+    ): Promise<{ services: Record<string, string[]>; index: number }>;
     service(name: string): Promise<CatalogService[]>;
   };
   status: { leader(): Promise<string> };
@@ -411,6 +419,11 @@ export function createConsulClient(opts: ConsulClientOptions): ConsulClient {
         { address, path },
       );
     }
+    return { entries: body.map(normalizeEntry), index: consulIndex(path, indexHeader) };
+  }
+
+  /** X-Consul-Index as a non-negative integer (0 when absent), or a coded error. */
+  function consulIndex(path: string, indexHeader: string | string[] | undefined): number {
     const text = Array.isArray(indexHeader) ? indexHeader[0] : indexHeader;
     const index = text === undefined ? 0 : Number(text);
     if (!Number.isSafeInteger(index) || index < 0) {
@@ -420,7 +433,46 @@ export function createConsulClient(opts: ConsulClientOptions): ConsulClient {
         { address, path, index: text },
       );
     }
-    return { entries: body.map(normalizeEntry), index };
+    return index;
+  }
+
+  /**
+   * A catalog services answer as Consul documents it: a JSON object mapping each service name
+   * to an array of tag strings (a JSON null, Go's empty slice, reads as no tags). Anything else
+   * is a coded error — never an empty service list, which a caller would take for "every
+   * service is gone".
+   */
+  function servicesResult(
+    path: string,
+    body: unknown,
+    indexHeader: string | string[] | undefined,
+  ): { services: Record<string, string[]>; index: number } {
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+      throw new RemoraError(
+        'REMORA_E_CONSUL_BAD_RESPONSE',
+        `Consul at ${address} answered ${path} with ${body === null ? 'null' : Array.isArray(body) ? 'an array' : typeof body} instead of a JSON object of service names and tags`,
+        { address, path },
+      );
+    }
+    const services = Object.fromEntries(
+      Object.entries(body).map(([name, tags]: [string, unknown]) => {
+        if (tags === null) return [name, []];
+        if (!Array.isArray(tags) || !tags.every((tag) => typeof tag === 'string')) {
+          throw new RemoraError(
+            'REMORA_E_CONSUL_BAD_RESPONSE',
+            `Consul at ${address} answered ${path} with tags of service ${JSON.stringify(name)} that are not an array of strings`,
+            { address, path, service: name },
+          );
+        }
+        return [name, [...tags]];
+      }),
+    ) as Record<string, string[]>;
+    return { services, index: consulIndex(path, indexHeader) };
+  }
+
+  /** The deadline of a request: a blocking one adds its wait and Consul's jitter (wait/16). */
+  function blockingTimeout(o: BlockingOptions): number {
+    return timeoutMs + (o.index ? waitMsOf(o.wait) * (17 / 16) : 0);
   }
 
   async function healthQuery(
@@ -429,8 +481,7 @@ export function createConsulClient(opts: ConsulClientOptions): ConsulClient {
     o: BlockingOptions = {},
   ): Promise<{ entries: ServiceEntry[]; index: number }> {
     const path = `health/${kind}/${encodeURIComponent(service)}`;
-    const blockingMs = o.index ? waitMsOf(o.wait) * (17 / 16) : 0;
-    const requestTimeout = timeoutMs + blockingMs;
+    const requestTimeout = blockingTimeout(o);
     if (kind === 'service') {
       // The npm package covers this endpoint; the header comes back through includeResponse.
       const ctx = Object.assign(new EventEmitter(), { includeResponse: true });
@@ -594,6 +645,23 @@ export function createConsulClient(opts: ConsulClientOptions): ConsulClient {
         );
         return Object.fromEntries(
           Object.entries(out).map(([k, v]) => [k, Array.isArray(v) ? (v as string[]) : []]),
+        );
+      },
+      async servicesBlocking(o = {}) {
+        const path = 'catalog/services';
+        const q = new URLSearchParams();
+        if (o.index) q.set('index', String(o.index));
+        if (o.index && o.wait) q.set('wait', o.wait);
+        const r = await raw('GET', path, {
+          searchParams: q,
+          timeoutMs: blockingTimeout(o),
+          ...(o.signal ? { signal: o.signal } : {}),
+        });
+        if (r.status !== 200) throw requestFailed(`/v1/${path}`, r.status, r.body);
+        return servicesResult(
+          `/v1/${path}`,
+          parseJson(`/v1/${path}`, r.body),
+          r.headers['x-consul-index'],
         );
       },
       async service(name) {

@@ -10,6 +10,7 @@ export {
 } from './client.ts';
 export {
   watchConnect,
+  watchServices,
   DEFAULT_WATCH_WAIT_SECONDS,
   WATCH_BACKOFF_BASE_MS,
   WATCH_BACKOFF_MAX_MS,
@@ -17,6 +18,8 @@ export {
   WATCH_RATE_REFILL_MS,
   type ConnectWatch,
   type WatchConnectOptions,
+  type ServicesWatch,
+  type WatchServicesOptions,
 } from './watch.ts';
 export type {
   AgentCheck,

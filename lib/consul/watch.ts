@@ -1,8 +1,9 @@
 /**
- * A blocking-query watch of `/v1/health/connect/<service>?passing`, following Consul's rules for
- * blocking clients (api-docs/features/blocking.mdx): reset the index when it goes backwards,
- * never block on index 0, rate-limit with a small token bucket, back off on errors — and never
- * forget the last known endpoints while Consul is unreachable.
+ * Blocking-query watches of `/v1/health/connect/<service>?passing` and `/v1/catalog/services`,
+ * following Consul's rules for blocking clients (api-docs/features/blocking.mdx): reset the index
+ * when it goes backwards, never block on index 0, rate-limit with a small token bucket, back off
+ * on errors — and never forget the last known answer while Consul is unreachable. Both share one
+ * loop, `watchBlocking`.
  */
 import { toRemoraError, type RemoraError } from '../errors/index.ts';
 import { createSilentLogger, logError, type Logger } from '../log/index.ts';
@@ -40,8 +41,30 @@ export interface ConnectWatch {
   ready: Promise<void>;
 }
 
+export interface WatchServicesOptions {
+  /** Service names mapped to their tags, as `/v1/catalog/services` lists them. */
+  onChange(services: Record<string, string[]>): void;
+  onError?(err: RemoraError): void;
+  logger?: Logger;
+  /** In [0, 1): backoff jitter. */
+  random?: () => number;
+  /** Blocking wait per query, in seconds (Consul's default is 300). */
+  waitSeconds?: number;
+  clock?: Clock;
+  /** Refill interval of the rate-limit bucket; tests may shorten it. */
+  rateRefillMs?: number;
+}
+
+export interface ServicesWatch {
+  stop(): void;
+  /** The last service list delivered, or undefined before the first answer. */
+  current(): Record<string, string[]> | undefined;
+  /** Resolves after the first successful answer (or when stopped). */
+  ready: Promise<void>;
+}
+
 /** A stable fingerprint of an endpoint set, so unchanged answers are not re-delivered. */
-function fingerprint(entries: ServiceEntry[]): string {
+function connectFingerprint(entries: ServiceEntry[]): string {
   return JSON.stringify(
     entries
       .map((e) => ({
@@ -59,19 +82,66 @@ function fingerprint(entries: ServiceEntry[]): string {
   );
 }
 
-export function watchConnect(
-  client: ConsulClient,
-  service: string,
-  opts: WatchConnectOptions,
-): ConnectWatch {
+/** A stable fingerprint of a service list: names and tags, in any order Consul sends them. */
+function servicesFingerprint(services: Record<string, string[]>): string {
+  return JSON.stringify(
+    Object.keys(services)
+      .sort()
+      .map((name) => [name, [...(services[name] ?? [])].sort()]),
+  );
+}
+
+/** What a blocking watch is called in its logs. */
+interface WatchLabel<T> {
+  /** What is watched, e.g. a service name: "watch of <name> failed". */
+  name: string;
+  /** What is kept on failure: "keeping <kept>". */
+  kept: string;
+  /** Fields every log line of the watch carries. */
+  fields: Record<string, unknown>;
+  /** The size of a value, logged as `kept` on failure. */
+  size(value: T | undefined): number;
+}
+
+type BlockingQuery<T> = (o: {
+  index?: number;
+  wait?: string;
+  signal: AbortSignal;
+}) => Promise<{ value: T; index: number }>;
+
+interface BlockingWatchOptions<T> {
+  onChange(value: T): void;
+  onError?(err: RemoraError): void;
+  logger?: Logger;
+  random?: () => number;
+  waitSeconds?: number;
+  clock?: Clock;
+  rateRefillMs?: number;
+}
+
+interface BlockingWatch<T> {
+  stop(): void;
+  current(): T | undefined;
+  ready: Promise<void>;
+}
+
+/**
+ * The blocking loop shared by the watches: queries until stopped, delivering each answer whose
+ * fingerprint differs from the last one delivered.
+ */
+function watchBlocking<T>(
+  label: WatchLabel<T>,
+  query: BlockingQuery<T>,
+  fingerprint: (value: T) => string,
+  opts: BlockingWatchOptions<T>,
+): BlockingWatch<T> {
   const logger = opts.logger ?? createSilentLogger();
   const random = opts.random ?? Math.random;
   const clock = opts.clock ?? createClock();
   const wait = `${opts.waitSeconds ?? DEFAULT_WATCH_WAIT_SECONDS}s`;
   const refillMs = opts.rateRefillMs ?? WATCH_RATE_REFILL_MS;
-  const passing = opts.passing ?? true;
   let stopped = false;
-  let current: ServiceEntry[] | undefined;
+  let current: T | undefined;
   let currentPrint = '';
   let index = 0;
   let failures = 0;
@@ -113,8 +183,7 @@ export function watchConnect(
       if (stopped) break;
       controller = new AbortController();
       try {
-        const res = await client.health.connect(service, {
-          passing,
+        const res = await query({
           ...(index > 0 ? { index, wait } : {}),
           signal: controller.signal,
         });
@@ -124,7 +193,7 @@ export function watchConnect(
           // blocking.mdx: an index that goes backwards (snapshot restore, a restarted catalog)
           // restarts the loop from 0.
           logger.info(
-            { service, previous: index, now: res.index },
+            { ...label.fields, previous: index, now: res.index },
             'Consul index went backwards; resetting',
           );
           index = 0;
@@ -132,22 +201,22 @@ export function watchConnect(
           // ... and an index must be at least 1 so that the next query really blocks.
           index = Math.max(res.index, 1);
         }
-        const print = fingerprint(res.entries);
+        const print = fingerprint(res.value);
         if (current === undefined || print !== currentPrint) {
-          current = res.entries;
+          current = res.value;
           currentPrint = print;
           try {
-            opts.onChange(res.entries);
+            opts.onChange(res.value);
           } catch (err) {
-            logError(logger, err, `onChange handler for ${service} failed`);
+            logError(logger, err, `onChange handler for ${label.name} failed`);
           }
         }
         markReady();
       } catch (err) {
         if (stopped) break;
         const e = toRemoraError(err);
-        // Keep the last known endpoints; start over with a non-blocking query once Consul
-        // answers again, since a restarted catalog may hold a lower index.
+        // Keep the last known value; start over with a non-blocking query once Consul answers
+        // again, since a restarted catalog may hold a lower index.
         index = 0;
         const delay = backoffDelay(failures, {
           baseMs: WATCH_BACKOFF_BASE_MS,
@@ -158,17 +227,17 @@ export function watchConnect(
         logger.warn(
           {
             code: e.code,
-            service,
+            ...label.fields,
             attempt: failures,
             retryInMs: delay,
-            kept: current?.length ?? 0,
+            kept: label.size(current),
           },
-          `watch of ${service} failed; keeping last known endpoints: ${e.message}`,
+          `watch of ${label.name} failed; keeping ${label.kept}: ${e.message}`,
         );
         try {
           opts.onError?.(e);
         } catch (hookErr) {
-          logError(logger, hookErr, `onError handler for ${service} failed`);
+          logError(logger, hookErr, `onError handler for ${label.name} failed`);
         }
         await sleep(delay);
       } finally {
@@ -194,4 +263,47 @@ export function watchConnect(
     current: () => current,
     ready,
   };
+}
+
+export function watchConnect(
+  client: ConsulClient,
+  service: string,
+  opts: WatchConnectOptions,
+): ConnectWatch {
+  const passing = opts.passing ?? true;
+  return watchBlocking<ServiceEntry[]>(
+    {
+      name: service,
+      kept: 'last known endpoints',
+      fields: { service },
+      size: (entries) => entries?.length ?? 0,
+    },
+    async (o) => {
+      const res = await client.health.connect(service, { passing, ...o });
+      return { value: res.entries, index: res.index };
+    },
+    connectFingerprint,
+    opts,
+  );
+}
+
+/**
+ * Watches the catalog's service list (`/v1/catalog/services`): `onChange` gets every service
+ * name with its tags, first once Consul answers and then whenever names or tags change.
+ */
+export function watchServices(client: ConsulClient, opts: WatchServicesOptions): ServicesWatch {
+  return watchBlocking<Record<string, string[]>>(
+    {
+      name: "the catalog's service list",
+      kept: 'the last known service list',
+      fields: { watch: 'catalog/services' },
+      size: (services) => (services ? Object.keys(services).length : 0),
+    },
+    async (o) => {
+      const res = await client.catalog.servicesBlocking(o);
+      return { value: res.services, index: res.index };
+    },
+    servicesFingerprint,
+    opts,
+  );
 }

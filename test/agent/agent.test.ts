@@ -129,6 +129,7 @@ t.test(
         events.push(`ttl ${id} ${status}`);
       },
       watchConnect: () => ({ stop: () => undefined }),
+      watchServices: () => ({ stop: () => undefined }),
     };
     const { agent, configDir } = await startHost(t, consul, events);
     await waitFor('api-1 registered despite two Consul failures', () =>
@@ -183,6 +184,7 @@ function checkModel() {
       }
     },
     watchConnect: () => ({ stop: () => undefined }),
+    watchServices: () => ({ stop: () => undefined }),
   };
   return {
     consul,

@@ -75,7 +75,7 @@ function setup(t: Test, cached?: ConnectEntry[]) {
   });
   d.acquire('api', 'web-1');
   t.teardown(() => d.stop());
-  return { d, clock, changes, consul: () => handlers! };
+  return { d, clock, changes, consul: () => handlers!, dir };
 }
 
 t.test(
@@ -150,3 +150,30 @@ t.test(
     t.equal(d.endpoints('api').length, 0);
   },
 );
+
+t.test("a service's protocol: from its sidecars, kept at zero instances, cached", async (t) => {
+  const withProtocol = (id: string, port: number, protocol: string): ConnectEntry => {
+    const e = entry(id, port);
+    return { ...e, Service: { ...e.Service, Proxy: { ...e.Service.Proxy, Config: { protocol } } } };
+  };
+  const { d, changes, consul, dir } = setup(t);
+  t.equal(d.protocol('api'), null, 'unknown before Consul lists a sidecar');
+  consul().onChange([withProtocol('api-1', 21001, 'http')]);
+  t.equal(d.protocol('api'), 'http');
+  consul().onChange([withProtocol('api-1', 21001, 'grpc')]);
+  t.equal(d.protocol('api'), 'grpc', 'a changed registration');
+  t.same(changes, [1, 1], 'a protocol change alone is reported');
+  consul().onChange([]);
+  t.equal(d.protocol('api'), 'grpc', 'scaled to zero: kept, so its listener stays');
+  await new Promise((r) => setTimeout(r, 50)); // the cache write
+  const again = createDiscovery({
+    consul: { watchConnect: () => ({ stop() {} }) } as unknown as ConsulPort,
+    paths: dataPaths(dir),
+    clock: fakeClock(),
+    logger: createSilentLogger(),
+    onChange: () => undefined,
+  });
+  t.teardown(() => again.stop());
+  again.acquire('api', 'web-1');
+  t.equal(again.protocol('api'), 'grpc', 'a restarted agent knows it before Consul answers');
+});

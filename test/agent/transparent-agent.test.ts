@@ -3,28 +3,39 @@
 // proxy is ready, rebuilt when endpoints change, removed in the ordered stop.
 import t, { type Test } from 'tap';
 import { createAgent } from '../../agent/agent.ts';
-import type { ConnectEntry, ConsulPort } from '../../agent/ports.ts';
+import type { ConnectEntry, ConsulPort, ControlPort } from '../../agent/ports.ts';
 import type { TransparentManager, TransparentPlan } from '../../agent/transparent/index.ts';
 import { createSilentLogger } from '../../lib/log/index.ts';
-import { createClock, waitFor } from '../../lib/util/index.ts';
+import { createClock, waitFor, type Clock } from '../../lib/util/index.ts';
+import type { IntentionsSnapshot } from '../../lib/intentions/index.ts';
 import type { ProxySnapshot } from '../../lib/proxy-api/index.ts';
 import { createFakeControl, createFakeProxies, createHostDir } from './fakes.ts';
 
-const entry = (id: string, address: string, port: number): ConnectEntry => ({
+const entry = (id: string, address: string, port: number, protocol?: string): ConnectEntry => ({
   Node: { Node: 'n2', Address: address },
   Service: {
     ID: `${id}-sidecar-proxy`,
     Service: 'x-sidecar-proxy',
     Address: address,
     Port: 21000,
-    Proxy: { DestinationServiceID: id, LocalServicePort: port },
+    Proxy: {
+      DestinationServiceID: id,
+      LocalServicePort: port,
+      ...(protocol ? { Config: { protocol } } : {}),
+    },
   },
 });
 
 /** web-1, transparent, with these upstreams, under an agent with fake Consul, control and proxies. */
 async function transparentAgent(
   t: Test,
-  o: { upstreams: unknown[]; manager: TransparentManager; pid: number },
+  o: {
+    upstreams: unknown[];
+    manager: TransparentManager;
+    pid: number;
+    config?: Record<string, unknown>;
+    control?: (clock: Clock) => ControlPort;
+  },
 ) {
   const host = await createHostDir(t, {
     'web.json': {
@@ -35,7 +46,11 @@ async function transparentAgent(
         connect: {
           sidecar_service: {
             port: 21000,
-            proxy: { mode: 'transparent', upstreams: o.upstreams },
+            proxy: {
+              mode: 'transparent',
+              upstreams: o.upstreams,
+              ...(o.config ? { config: o.config } : {}),
+            },
           },
         },
       },
@@ -43,6 +58,7 @@ async function transparentAgent(
   });
   const registrations: Record<string, unknown>[] = [];
   const watchers = new Map<string, (e: ConnectEntry[]) => void>();
+  const catalog: { report: ((names: string[]) => void) | null } = { report: null };
   const consul: ConsulPort = {
     registerService: async (def) => void registrations.push(def),
     deregisterService: async () => undefined,
@@ -50,6 +66,10 @@ async function transparentAgent(
     watchConnect(service, h) {
       watchers.set(service, (e) => h.onChange(e));
       return { stop: () => watchers.delete(service) };
+    },
+    watchServices(h) {
+      catalog.report = (names) => h.onChange(names);
+      return { stop: () => (catalog.report = null) };
     },
   };
   const clock = createClock();
@@ -64,7 +84,7 @@ async function transparentAgent(
       transparentProxyUid: 998,
     }),
     consul,
-    control: createFakeControl(clock),
+    control: (o.control ?? createFakeControl)(clock),
     processes: proxies.processes,
     clock,
     random: () => 0.5,
@@ -72,7 +92,7 @@ async function transparentAgent(
     transparent: o.manager,
   });
   t.teardown(() => agent.stop());
-  return { agent, registrations, watchers, snapshots };
+  return { agent, registrations, watchers, snapshots, catalog };
 }
 
 t.test('a transparent instance gets ports, a snapshot field and rules that follow', async (t) => {
@@ -184,3 +204,178 @@ t.test('with IPv6 rules, the proxy also listens on ::1 where they redirect', asy
     forward: [{ bindAddress: '::1', bindPort: 9300, upstream: 'echo' }],
   });
 });
+
+const quietManager = (plans: TransparentPlan[]): TransparentManager => ({
+  apply: async (plan) => void plans.push(plan),
+  remove: async () => undefined,
+  reconcile: async () => undefined,
+  status: () => null,
+  idle: async () => undefined,
+  ipv6: false,
+});
+
+t.test(
+  'a transparent instance also calls what its intentions allow, and follows them',
+  async (t) => {
+    let policy: IntentionsSnapshot = {
+      revision: 1,
+      defaultPolicy: 'deny',
+      auditMode: false,
+      intentions: [
+        { source: 'web', destination: 'db', action: 'allow' },
+        { source: '*', destination: 'cache', action: 'allow' },
+        { source: 'web', destination: 'cache', action: 'deny' },
+        {
+          source: 'web',
+          destination: 'search',
+          permissions: [{ action: 'allow', http: { pathPrefix: '/q' } }],
+        },
+        { source: 'web', destination: 'legacy', action: 'allow' },
+      ],
+    };
+    const changed: ((p: IntentionsSnapshot) => void)[] = [];
+    const plans: TransparentPlan[] = [];
+    const { agent, watchers, snapshots, catalog } = await transparentAgent(t, {
+      upstreams: [{ destination_name: 'api', config: { protocol: 'http' } }],
+      manager: quietManager(plans),
+      pid: 63_000,
+      control: (clock) => ({
+        ...createFakeControl(clock),
+        intentions: async () => policy,
+        onIntentionsChanged: (fn) => {
+          changed.push(fn);
+          return () => undefined;
+        },
+      }),
+    });
+    await agent.start();
+    await waitFor('the explicit upstream watched', () => watchers.has('api'));
+    watchers.get('api')!([entry('api-1', '10.0.0.12', 8080, 'http')]);
+    await waitFor('the catalog watched', () => catalog.report !== null);
+    catalog.report!([
+      'api',
+      'cache',
+      'consul',
+      'db',
+      'db-sidecar-proxy',
+      'legacy',
+      'search',
+      'web',
+    ]);
+    await waitFor(
+      'the allowed services watched',
+      () => watchers.has('db') && watchers.has('search'),
+    );
+    t.notOk(watchers.has('cache'), 'an exact deny beats the wildcard allow');
+    t.notOk(watchers.has('web'), 'not itself');
+    t.notOk(watchers.has('db-sidecar-proxy'), "not a sidecar's own entry");
+    watchers.get('db')!([entry('db-1', '10.0.0.30', 5432)]);
+    watchers.get('search')!([entry('search-1', '10.0.0.31', 9200, 'http')]);
+    // legacy has no sidecar: Consul lists no connect entry for it
+    watchers.get('legacy')!([]);
+    await waitFor(
+      'a snapshot with the derived upstreams',
+      () => (snapshots.at(-1)?.upstreams.length ?? 0) === 3,
+    );
+    const snap = snapshots.at(-1)!;
+    t.same(
+      snap.upstreams.map((u) => [u.destinationName, u.protocol]),
+      [
+        ['api', 'http'],
+        ['db', 'tcp'],
+        ['search', 'http'],
+      ],
+      'db and search derived (L7 permissions may allow some requests); legacy has no sidecar',
+    );
+    const port = (name: string) =>
+      snap.upstreams.find((u) => u.destinationName === name)!.localBindPort;
+    const hostPort = (name: string) =>
+      snap.transparent!.http.find((l) => l.upstream === name)!.bindPort;
+    t.same(
+      snap.transparent!.http.map((l) => l.upstream),
+      ['api', 'search'],
+      'the HTTP ones get Host-routing listeners',
+    );
+    const used = [port('api'), port('db'), port('search'), hostPort('api'), hostPort('search')];
+    t.equal(new Set(used).size, 5, 'every listener has its own port');
+    t.ok(
+      used.every((p) => p >= 15001 && p <= 15010),
+      'from the transparent range',
+    );
+    await waitFor(
+      'rules for the derived services',
+      () => (plans.at(-1)?.targets.length ?? 0) === 3,
+    );
+    t.same(
+      plans.at(-1)!.targets.map((x) => [x.service, x.address, x.toPort]),
+      [
+        ['api', '10.0.0.12', hostPort('api')],
+        ['db', '10.0.0.30', port('db')],
+        ['search', '10.0.0.31', hostPort('search')],
+      ],
+    );
+    t.same(
+      agent.status().instances[0]!.upstreams.map((u) => [u.destination, u.derived]),
+      [
+        ['api', false],
+        ['db', true],
+        ['search', true],
+      ],
+    );
+
+    // an intention change takes db away: no listener, no rule, no watch
+    policy = {
+      ...policy,
+      revision: 2,
+      intentions: policy.intentions.filter((i) => i.destination !== 'db'),
+    };
+    for (const fn of changed) fn(policy);
+    await waitFor(
+      'db dropped',
+      () => !watchers.has('db') && snapshots.at(-1)!.upstreams.length === 2,
+    );
+    await waitFor('its rule dropped', () => plans.at(-1)!.targets.every((x) => x.service !== 'db'));
+
+    // a service that joins the catalog later is picked up
+    catalog.report!(['api', 'cache', 'consul', 'legacy', 'search', 'web', 'ledger']);
+    policy = {
+      ...policy,
+      revision: 3,
+      intentions: [...policy.intentions, { source: 'web', destination: 'ledger', action: 'allow' }],
+    };
+    for (const fn of changed) fn(policy);
+    await waitFor('ledger watched', () => watchers.has('ledger'));
+    watchers.get('ledger')!([entry('ledger-1', '10.0.0.32', 7000, 'grpc')]);
+    await waitFor('ledger in the snapshot', () =>
+      snapshots.at(-1)!.upstreams.some((u) => u.destinationName === 'ledger'),
+    );
+    const last = snapshots.at(-1)!;
+    const ledger = last.upstreams.find((u) => u.destinationName === 'ledger')!;
+    t.equal(ledger.protocol, 'grpc');
+    t.notOk(
+      last.upstreams.some((u) => u !== ledger && u.localBindPort === ledger.localBindPort),
+      'on a port of its own',
+    );
+  },
+);
+
+t.test(
+  'derive_upstreams: false keeps a transparent instance to its listed upstreams',
+  async (t) => {
+    const { agent, watchers, snapshots, catalog } = await transparentAgent(t, {
+      upstreams: [{ destination_name: 'api', config: { protocol: 'http' } }],
+      manager: quietManager([]),
+      pid: 64_000,
+      config: { derive_upstreams: false },
+    });
+    await agent.start();
+    await waitFor('the explicit upstream watched', () => watchers.has('api'));
+    watchers.get('api')!([entry('api-1', '10.0.0.12', 8080, 'http')]);
+    await waitFor('a snapshot', () => snapshots.length > 0);
+    t.equal(catalog.report, null, 'the catalog is not watched');
+    t.same(
+      snapshots.at(-1)!.upstreams.map((u) => u.destinationName),
+      ['api'],
+    );
+  },
+);

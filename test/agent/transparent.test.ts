@@ -19,6 +19,12 @@ import {
   type TransparentPlan,
 } from '../../agent/transparent/index.ts';
 import { decodeDefinitionFile, mergeDefinitions } from '../../agent/definitions.ts';
+import {
+  asProtocol,
+  derivedDestinations,
+  protocolFromEntries,
+} from '../../agent/transparent/derive.ts';
+import type { IntentionsSnapshot } from '../../lib/intentions/index.ts';
 import { createSilentLogger } from '../../lib/log/index.ts';
 import { createClock } from '../../lib/util/index.ts';
 
@@ -440,6 +446,20 @@ t.test('definitions turn transparent mode on in either spelling', async (t) => {
   const badExclude = withProxy({ config: { exclude_inbound_ports: [0] } });
   t.match(badExclude.problems[0]?.message, /exclude_inbound_ports\[0\] must be a port/);
 
+  t.equal(excluded.services[0]!.sidecar!.deriveUpstreams, true, 'derived upstreams by default');
+  t.equal(
+    withProxy({ mode: 'transparent', config: { derive_upstreams: false } }).services[0]!.sidecar!
+      .deriveUpstreams,
+    false,
+    'derive_upstreams: false turns them off',
+  );
+  t.equal(withProxy({}).services[0]!.sidecar!.deriveUpstreams, false, 'never without interception');
+  const badDerive = withProxy({ mode: 'transparent', config: { derive_upstreams: 'no' } });
+  t.match(badDerive.problems[0], {
+    code: 'REMORA_E_AGENT_DEFINITION_INVALID',
+    message: /proxy.config.derive_upstreams must be true or false, got string "no"/,
+  });
+
   const noPort = withProxy({ upstreams: [{ destination_name: 'api' }] });
   t.match(
     noPort.problems[0]?.message,
@@ -478,4 +498,42 @@ t.test('definitions turn transparent mode on in either spelling', async (t) => {
     ),
   ]);
   t.equal(two.services.length, 2, 'allocated upstream ports never clash at definition time');
+});
+
+t.test('derived upstreams: what intentions may allow, from the catalog', async (t) => {
+  const policy = (
+    defaultPolicy: 'allow' | 'deny',
+    intentions: IntentionsSnapshot['intentions'],
+    auditMode = false,
+  ): IntentionsSnapshot => ({ revision: 1, defaultPolicy, auditMode, intentions });
+  const services = ['api', 'consul', 'db', 'api-sidecar-proxy', 'web', 'web-sidecar-proxy'];
+  const derive = (p: IntentionsSnapshot, explicit: string[] = []) =>
+    derivedDestinations({ source: 'web', explicit: new Set(explicit), services, policy: p });
+
+  t.same(derive(policy('allow', [])), ['api', 'db'], 'default allow: every mesh service');
+  t.same(derive(policy('allow', []), ['api']), ['db'], 'an explicit upstream keeps its own');
+  t.same(derive(policy('deny', [])), [], 'default deny and no intention: nothing');
+  t.same(
+    derive(policy('deny', [{ source: 'web', destination: '*', action: 'allow' }])),
+    ['api', 'db'],
+    'a wildcard destination',
+  );
+  t.same(
+    derive(
+      policy('allow', [
+        { source: '*', destination: 'db', action: 'deny' },
+        { source: 'web', destination: 'api', action: 'deny' },
+      ]),
+    ),
+    [],
+    'denials, exact and wildcard',
+  );
+  t.same(
+    derive(policy('deny', [{ source: 'web', destination: 'db', action: 'deny' }], true)),
+    ['api', 'db'],
+    'audit mode lets every call through, so every service is reachable',
+  );
+  t.same(asProtocol('grpc'), 'grpc');
+  t.equal(asProtocol('udp'), null);
+  t.equal(protocolFromEntries([]), null, 'no sidecar listed: not a mesh service (yet)');
 });

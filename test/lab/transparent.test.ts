@@ -139,6 +139,13 @@ if (reason) {
           transparent: true,
           connect: { sidecar_service: { port: 21001 } },
         },
+        // no client lists it as an upstream: web reaches it by its intentions alone
+        {
+          id: 'ledger-1',
+          name: 'ledger',
+          port: 8081,
+          connect: { sidecar_service: { port: 21002, proxy: { config: { protocol: 'http' } } } },
+        },
       ],
       client: [
         {
@@ -249,6 +256,12 @@ if (reason) {
       PORT: '8080',
       LISTEN_HOST: apihost!.ip6 ? '::' : '0.0.0.0',
     });
+    start(apihost!, 'ledger-app', [NODE, join(root, 'compose/apps/demo-http.js')], {
+      SERVICE: 'ledger',
+      INSTANCE: 'ledger-1',
+      PORT: '8081',
+      LISTEN_HOST: '0.0.0.0',
+    });
     start(apihost!, 'echo-app', [NODE, join(root, 'examples/apps/echo.js')], {
       PORT: '7000',
       HOST: '0.0.0.0',
@@ -264,7 +277,7 @@ if (reason) {
     mkdirSync(netnsEtc, { recursive: true });
     writeFileSync(
       join(netnsEtc, 'hosts'),
-      `127.0.0.1 localhost\n${apihost!.ip} api api.service.consul echo echo.service.consul\n`,
+      `127.0.0.1 localhost\n${apihost!.ip} api api.service.consul echo echo.service.consul ledger\n`,
     );
 
     /** curl as `nobody` on the client host: status, x-remora-error and the JSON body. */
@@ -363,6 +376,37 @@ if (reason) {
       const byIp = await curl(`http://${apihost!.ip}:8080/`);
       t.equal(byIp.status, 200, 'a call to api’s IP address (no service name in Host) is carried');
       t.match(byIp.body.peer, /\/svc\/web$/, 'as web, over mTLS');
+    });
+
+    t.test('a service web does not list is reached once an intention allows it', async (t) => {
+      const before = await curl('http://ledger:8081/');
+      t.equal(before.status, 200, 'before: a plain call to the app');
+      t.equal(before.body.peer ?? null, null, 'not intercepted: the app sees no mesh peer');
+      const r = await remoraCli('intention', 'create', 'web', 'ledger');
+      t.equal(r.code, 0, `the operator allows web → ledger: ${r.stderr}`);
+      const after = await until(
+        'web to call ledger through the mesh',
+        async () => {
+          const x = await curl('http://ledger:8081/');
+          return /\/svc\/web$/.test(x.body.peer ?? '') ? x : undefined;
+        },
+        30_000,
+      );
+      t.equal(after.status, 200);
+      t.equal(after.body.instance, 'ledger-1', 'carried over mTLS as web');
+      t.match(
+        await natRules(client!),
+        `-d ${apihost!.ip}/32 -p tcp -m tcp --dport 8081`,
+        "ledger's address redirected",
+      );
+      const del = await remoraCli('intention', 'delete', 'web', 'ledger');
+      t.equal(del.code, 0, `and takes it back: ${del.stderr}`);
+      await until(
+        'the rule for ledger to go',
+        async () => !(await natRules(client!)).includes('--dport 8081'),
+        30_000,
+      );
+      t.equal((await curl('http://ledger:8081/')).body.peer ?? null, null, 'plain again');
     });
 
     t.test(

@@ -1,4 +1,5 @@
 import t from 'tap';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer, type Socket } from 'node:net';
 import { createConsulClient } from '../../../lib/consul/index.ts';
 import { hasCode } from '../../../lib/errors/index.ts';
@@ -157,4 +158,81 @@ t.test('a Consul that accepts but never answers times out as unreachable', async
   );
   await t.rejects(c.health.connect('x'), { code: 'REMORA_E_CONSUL_UNREACHABLE' });
   await t.rejects(c.kv.put('k', 'v', { cas: 0 }), { code: 'REMORA_E_CONSUL_UNREACHABLE' });
+});
+
+t.test(
+  'catalog.servicesBlocking returns the index and blocks until the list changes',
+  async (t) => {
+    const dc = await startTestConsul(t);
+    const c = createConsulClient({ address: dc.url, timeoutMs: 2000 });
+    t.teardown(() => c.close());
+    const first = await c.catalog.servicesBlocking();
+    t.same(first.services, { consul: [] });
+    t.ok(first.index > 0, 'X-Consul-Index is read');
+    let woke = false;
+    const blocked = c.catalog.servicesBlocking({ index: first.index, wait: '10s' });
+    void blocked.then(() => (woke = true));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    t.notOk(woke, 'still blocked while nothing changes');
+    await c.agent.registerService({ name: 'web', id: 'web-1', port: 8080, tags: ['v1'] });
+    const after = await blocked;
+    t.ok(after.index > first.index, 'woke with a higher index');
+    t.same(after.services, { consul: [], web: ['v1'] });
+    const timedOut = await c.catalog.servicesBlocking({ index: after.index, wait: '100ms' });
+    t.equal(timedOut.index, after.index, 'a wait that runs out answers with the same index');
+    const ac = new AbortController();
+    const aborted = c.catalog.servicesBlocking({
+      index: after.index,
+      wait: '10s',
+      signal: ac.signal,
+    });
+    ac.abort();
+    await t.rejects(aborted, { code: 'REMORA_E_CONSUL_UNREACHABLE' }, 'the signal aborts it');
+  },
+);
+
+t.test('catalog.servicesBlocking refuses malformed answers with coded errors', async (t) => {
+  let reply: { body: string; index?: string; status?: number } = { body: '{}' };
+  const server = createHttpServer((_req, res) => {
+    res.writeHead(reply.status ?? 200, {
+      'content-type': 'application/json',
+      ...(reply.index !== undefined ? { 'x-consul-index': reply.index } : {}),
+    });
+    res.end(reply.body);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  const port = (server.address() as { port: number }).port;
+  const c = createConsulClient({ address: `http://127.0.0.1:${port}`, timeoutMs: 2000 });
+  t.teardown(() => c.close());
+  const bad = [
+    { body: '[]', index: '3' },
+    { body: 'null', index: '3' },
+    { body: '"web"', index: '3' },
+    { body: '{"web": "v1"}', index: '3' },
+    { body: '{"web": [1]}', index: '3' },
+    { body: '{"web": {}}', index: '3' },
+    { body: 'not json', index: '3' },
+    { body: '{"web": []}', index: 'abc' },
+    { body: '{"web": []}', index: '-1' },
+  ];
+  for (const b of bad) {
+    reply = b;
+    await t.rejects(
+      c.catalog.servicesBlocking(),
+      { code: 'REMORA_E_CONSUL_BAD_RESPONSE' },
+      `${b.body} / index ${b.index}`,
+    );
+  }
+  reply = { body: 'boom', status: 500 };
+  await t.rejects(c.catalog.servicesBlocking(), { code: 'REMORA_E_CONSUL_REQUEST_FAILED' });
+  reply = { body: '{"web": null, "db": ["a"]}', index: '7' };
+  t.same(
+    await c.catalog.servicesBlocking(),
+    { services: { web: [], db: ['a'] }, index: 7 },
+    'a null tag list (a Go nil slice) reads as no tags',
+  );
 });
