@@ -155,6 +155,8 @@ interface Instance {
   transparentArmed: boolean;
   /** Services this transparent instance calls by its intentions, not by `upstreams` (sorted). */
   derived: string[];
+  /** Upstreams of the last snapshot the proxy applied: only their addresses are redirected. */
+  listening: ReadonlySet<string>;
   /** The readiness-check write in flight; writes are serialized so a late one never undoes a newer one. */
   checkWrite: Promise<void> | null;
   /** Set when the state changed while a write was in flight: the writer goes round once more. */
@@ -338,6 +340,14 @@ export function createAgent(o: AgentOptions): Agent {
     adoptTimeoutMs: s.adoptTimeoutMs,
     adminPortBase: s.adminPortBase,
     snapshotFor,
+    onApplied(id, snapshot) {
+      const inst = instances.get(id);
+      if (!inst) return;
+      const names = snapshot.upstreams.map((u) => u.destinationName);
+      if (names.length === inst.listening.size && names.every((n) => inst.listening.has(n))) return;
+      inst.listening = new Set(names);
+      syncTransparent(inst);
+    },
     onReadyChange(id, ready, reason) {
       logger.info(
         { instance: id, ready, reason },
@@ -489,6 +499,8 @@ export function createAgent(o: AgentOptions): Agent {
     if (!sc?.transparent || inst.sidecarPort === null) return null;
     const targets: RedirectTarget[] = [];
     for (const u of upstreamsOf(inst)) {
+      // a new upstream's addresses are redirected once the proxy listens for it
+      if (!inst.listening.has(u.destinationName)) continue;
       const toPort =
         u.protocol === 'http'
           ? httpListenerPort(inst, u.destinationName)
@@ -782,6 +794,7 @@ export function createAgent(o: AgentOptions): Agent {
       holdRegistration: false,
       transparentArmed: false,
       derived: [],
+      listening: new Set(),
       checkWrite: null,
       checkAgain: false,
       notReadyReason: 'proxy not ready',

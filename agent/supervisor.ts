@@ -76,6 +76,8 @@ interface Proc {
   appliedVersion: number | null;
   sent: SentRecord | null;
   pendingHash: { version: number; hash: string } | null;
+  /** The body of the snapshot in flight, handed to `onApplied` once the proxy acks it. */
+  pendingBody: Omit<ProxySnapshot, 'version'> | null;
   attempt: number;
   restarts: number;
   adopted: boolean;
@@ -98,6 +100,11 @@ export interface SupervisorOptions {
   /** The snapshot for an instance now, or null while something is missing (cert, roots…). */
   snapshotFor(instance: string): Omit<ProxySnapshot, 'version'> | null;
   onReadyChange(instance: string, ready: boolean, reason: string): void;
+  /**
+   * The proxy has applied this snapshot (or already had it): its listeners are up. Transparent
+   * rules follow it, so no call is steered to a listener that does not exist yet.
+   */
+  onApplied?(instance: string, snapshot: Omit<ProxySnapshot, 'version'>): void;
 }
 
 export interface Supervisor {
@@ -300,11 +307,15 @@ export function createSupervisor(o: SupervisorOptions): Supervisor {
     const body = o.snapshotFor(p.instance);
     if (!body) return;
     const hash = hashSnapshot(body);
-    if (p.sent && p.sent.hash === hash && p.appliedVersion === p.sent.version) return;
+    if (p.sent && p.sent.hash === hash && p.appliedVersion === p.sent.version) {
+      o.onApplied?.(p.instance, body);
+      return;
+    }
     if (p.pendingHash?.hash === hash) return;
     const version =
       Math.max(p.sent?.version ?? 0, p.appliedVersion ?? 0, p.pendingHash?.version ?? 0) + 1;
     p.pendingHash = { version, hash };
+    p.pendingBody = body;
     p.channel.send({ v: 1, type: 'snapshot', snapshot: { version, ...body } });
     logger.debug({ instance: p.instance, version }, 'snapshot sent');
   }
@@ -317,6 +328,9 @@ export function createSupervisor(o: SupervisorOptions): Supervisor {
           if (p.pendingHash?.version === f.version) {
             p.sent = { version: f.version, hash: p.pendingHash.hash };
             p.pendingHash = null;
+            const applied = p.pendingBody;
+            p.pendingBody = null;
+            if (applied) o.onApplied?.(p.instance, applied);
             writeFileAtomic(
               `${paths.instanceDir(p.instance)}/snapshot.json`,
               JSON.stringify(p.sent),
@@ -336,6 +350,7 @@ export function createSupervisor(o: SupervisorOptions): Supervisor {
             p.sent = { version: f.version, hash: p.pendingHash.hash };
             p.appliedVersion = Math.max(p.appliedVersion ?? 0, f.version);
             p.pendingHash = null;
+            p.pendingBody = null;
           }
           logError(logger, e);
         }
@@ -375,6 +390,7 @@ export function createSupervisor(o: SupervisorOptions): Supervisor {
     p.adminPort = hello.adminPort;
     p.appliedVersion = hello.appliedVersion;
     p.pendingHash = null;
+    p.pendingBody = null;
     p.state = 'running';
     void writePid(p);
     logger.info(
@@ -439,6 +455,7 @@ export function createSupervisor(o: SupervisorOptions): Supervisor {
         if (!p || p.channel !== channel) return;
         p.channel = null;
         p.pendingHash = null;
+        p.pendingBody = null;
         setReady(p, false, 'proxy disconnected');
         if (p.state === 'stopping' || p.state === 'stopped' || closed) return;
         if (p.pid !== null && !ops.isAlive(p.pid)) {
@@ -511,6 +528,7 @@ export function createSupervisor(o: SupervisorOptions): Supervisor {
       appliedVersion: null,
       sent: null,
       pendingHash: null,
+      pendingBody: null,
       attempt: 0,
       restarts: 0,
       adopted: false,

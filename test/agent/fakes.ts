@@ -162,6 +162,8 @@ export function createFakeProxies(
     pid?: number;
     events?: string[];
     onSnapshot?: (s: ProxySnapshot) => void;
+    /** Awaited before each snapshot is acked: a proxy slow to apply it. */
+    beforeAck?: (s: ProxySnapshot) => Promise<void>;
   } = {},
 ): FakeProxies {
   const pid = o.pid ?? 60_000;
@@ -180,10 +182,14 @@ export function createFakeProxies(
           decode: (v) => v as AgentFrame,
           onFrame(f) {
             if (f.type === 'snapshot') {
-              applied = f.snapshot.version;
               o.onSnapshot?.(f.snapshot);
-              ch.send({ v: 1, type: 'ack', version: f.snapshot.version, ok: true });
-              ch.send({ v: 1, type: 'status', ready: true, appliedVersion: applied });
+              const ack = (): void => {
+                applied = f.snapshot.version;
+                ch.send({ v: 1, type: 'ack', version: f.snapshot.version, ok: true });
+                ch.send({ v: 1, type: 'status', ready: true, appliedVersion: applied });
+              };
+              if (o.beforeAck) void o.beforeAck(f.snapshot).then(ack);
+              else ack();
             } else if (f.type === 'drain') {
               o.events?.push('drain');
               alive.delete(pid);

@@ -35,6 +35,7 @@ async function transparentAgent(
     pid: number;
     config?: Record<string, unknown>;
     control?: (clock: Clock) => ControlPort;
+    beforeAck?: (s: ProxySnapshot) => Promise<void>;
   },
 ) {
   const host = await createHostDir(t, {
@@ -74,7 +75,11 @@ async function transparentAgent(
   };
   const clock = createClock();
   const snapshots: ProxySnapshot[] = [];
-  const proxies = createFakeProxies({ pid: o.pid, onSnapshot: (snap) => snapshots.push(snap) });
+  const proxies = createFakeProxies({
+    pid: o.pid,
+    onSnapshot: (snap) => snapshots.push(snap),
+    ...(o.beforeAck ? { beforeAck: o.beforeAck } : {}),
+  });
   t.teardown(() => proxies.close());
   const agent = createAgent({
     settings: host.settings({
@@ -376,6 +381,44 @@ t.test(
     t.same(
       snapshots.at(-1)!.upstreams.map((u) => u.destinationName),
       ['api'],
+    );
+  },
+);
+
+t.test(
+  "a new upstream's addresses are redirected only once the proxy listens for it",
+  async (t) => {
+    const plans: TransparentPlan[] = [];
+    let hold: Promise<void> | null = null;
+    let release = (): void => undefined;
+    const { agent, watchers, snapshots, catalog } = await transparentAgent(t, {
+      upstreams: [],
+      manager: quietManager(plans),
+      pid: 65_000,
+      // the fake control's default policy is allow: web may call db
+      beforeAck: async () => {
+        if (hold) await hold;
+      },
+    });
+    await agent.start();
+    await waitFor('the catalog watched', () => catalog.report !== null);
+    await waitFor('the first rules (inbound only)', () => plans.length > 0);
+    t.same(plans.at(-1)!.targets, []);
+    hold = new Promise<void>((resolve) => (release = resolve));
+    catalog.report!(['db', 'web']);
+    await waitFor('db watched', () => watchers.has('db'));
+    watchers.get('db')!([entry('db-1', '10.0.0.30', 5432)]);
+    await waitFor('the snapshot with db sent', () =>
+      snapshots.some((s) => s.upstreams.some((u) => u.destinationName === 'db')),
+    );
+    await new Promise((r) => setTimeout(r, 100));
+    t.ok(
+      plans.every((p) => p.targets.length === 0),
+      'no rule while the proxy has not applied it',
+    );
+    release();
+    await waitFor('the rule once it is applied', () =>
+      plans.at(-1)!.targets.some((x) => x.service === 'db' && x.address === '10.0.0.30'),
     );
   },
 );
