@@ -18,8 +18,9 @@ export const WATCH_BACKOFF_MAX_MS = 30_000;
 export const WATCH_RATE_BURST = 2;
 export const WATCH_RATE_REFILL_MS = 1000;
 
-export interface WatchConnectOptions {
-  onChange(endpoints: ServiceEntry[]): void;
+/** What every blocking watch takes; `onChange` gets each answer that differs from the last. */
+export interface BlockingWatchOptions<T> {
+  onChange(value: T): void;
   onError?(err: RemoraError): void;
   logger?: Logger;
   /** In [0, 1): backoff jitter. */
@@ -27,41 +28,29 @@ export interface WatchConnectOptions {
   /** Blocking wait per query, in seconds (Consul's default is 300). */
   waitSeconds?: number;
   clock?: Clock;
+  /** Refill interval of the rate-limit bucket; tests may shorten it. */
+  rateRefillMs?: number;
+}
+
+export interface BlockingWatch<T> {
+  stop(): void;
+  /** The last value delivered, or undefined before the first answer. */
+  current(): T | undefined;
+  /** Resolves after the first successful answer (or when stopped). */
+  ready: Promise<void>;
+}
+
+export interface WatchConnectOptions extends BlockingWatchOptions<ServiceEntry[]> {
   /** Only instances whose checks all pass (the default, as the data plane wants). */
   passing?: boolean;
-  /** Refill interval of the rate-limit bucket; tests may shorten it. */
-  rateRefillMs?: number;
 }
 
-export interface ConnectWatch {
-  stop(): void;
-  /** The last endpoints delivered, or undefined before the first answer. */
-  current(): ServiceEntry[] | undefined;
-  /** Resolves after the first successful answer (or when stopped). */
-  ready: Promise<void>;
-}
+export type ConnectWatch = BlockingWatch<ServiceEntry[]>;
 
-export interface WatchServicesOptions {
-  /** Service names mapped to their tags, as `/v1/catalog/services` lists them. */
-  onChange(services: Record<string, string[]>): void;
-  onError?(err: RemoraError): void;
-  logger?: Logger;
-  /** In [0, 1): backoff jitter. */
-  random?: () => number;
-  /** Blocking wait per query, in seconds (Consul's default is 300). */
-  waitSeconds?: number;
-  clock?: Clock;
-  /** Refill interval of the rate-limit bucket; tests may shorten it. */
-  rateRefillMs?: number;
-}
+/** Service names mapped to their tags, as `/v1/catalog/services` lists them. */
+export type WatchServicesOptions = BlockingWatchOptions<Record<string, string[]>>;
 
-export interface ServicesWatch {
-  stop(): void;
-  /** The last service list delivered, or undefined before the first answer. */
-  current(): Record<string, string[]> | undefined;
-  /** Resolves after the first successful answer (or when stopped). */
-  ready: Promise<void>;
-}
+export type ServicesWatch = BlockingWatch<Record<string, string[]>>;
 
 /** A stable fingerprint of an endpoint set, so unchanged answers are not re-delivered. */
 function connectFingerprint(entries: ServiceEntry[]): string {
@@ -108,22 +97,6 @@ type BlockingQuery<T> = (o: {
   wait?: string;
   signal: AbortSignal;
 }) => Promise<{ value: T; index: number }>;
-
-interface BlockingWatchOptions<T> {
-  onChange(value: T): void;
-  onError?(err: RemoraError): void;
-  logger?: Logger;
-  random?: () => number;
-  waitSeconds?: number;
-  clock?: Clock;
-  rateRefillMs?: number;
-}
-
-interface BlockingWatch<T> {
-  stop(): void;
-  current(): T | undefined;
-  ready: Promise<void>;
-}
 
 /**
  * The blocking loop shared by the watches: queries until stopped, delivering each answer whose
