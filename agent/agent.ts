@@ -155,8 +155,11 @@ interface Instance {
   transparentArmed: boolean;
   /** Services this transparent instance calls by its intentions, not by `upstreams` (sorted). */
   derived: string[];
-  /** Upstreams of the last snapshot the proxy applied: only their addresses are redirected. */
-  listening: ReadonlySet<string>;
+  /**
+   * Upstreams of the last snapshot the proxy applied in this run: only their addresses are
+   * redirected. Null until one is (an adopted proxy keeps every upstream's rules meanwhile).
+   */
+  listening: ReadonlySet<string> | null;
   /** The readiness-check write in flight; writes are serialized so a late one never undoes a newer one. */
   checkWrite: Promise<void> | null;
   /** Set when the state changed while a write was in flight: the writer goes round once more. */
@@ -344,7 +347,8 @@ export function createAgent(o: AgentOptions): Agent {
       const inst = instances.get(id);
       if (!inst) return;
       const names = snapshot.upstreams.map((u) => u.destinationName);
-      if (names.length === inst.listening.size && names.every((n) => inst.listening.has(n))) return;
+      const was = inst.listening;
+      if (was && names.length === was.size && names.every((n) => was.has(n))) return;
       inst.listening = new Set(names);
       syncTransparent(inst);
     },
@@ -500,7 +504,7 @@ export function createAgent(o: AgentOptions): Agent {
     const targets: RedirectTarget[] = [];
     for (const u of upstreamsOf(inst)) {
       // a new upstream's addresses are redirected once the proxy listens for it
-      if (!inst.listening.has(u.destinationName)) continue;
+      if (inst.listening && !inst.listening.has(u.destinationName)) continue;
       const toPort =
         u.protocol === 'http'
           ? httpListenerPort(inst, u.destinationName)
@@ -794,7 +798,7 @@ export function createAgent(o: AgentOptions): Agent {
       holdRegistration: false,
       transparentArmed: false,
       derived: [],
-      listening: new Set(),
+      listening: null,
       checkWrite: null,
       checkAgain: false,
       notReadyReason: 'proxy not ready',
