@@ -50,6 +50,9 @@ import {
 } from './transparent/index.ts';
 import { derivedDestinations } from './transparent/derive.ts';
 
+/** Default cap on the derived upstreams of all transparent instances (docs/transparent.md). */
+export const DEFAULT_TRANSPARENT_DERIVED_MAX = 128;
+
 /** Default range of the transparent listeners' ports on 127.0.0.1 (docs/transparent.md). */
 export const DEFAULT_TRANSPARENT_PORT_MIN = 15001;
 export const DEFAULT_TRANSPARENT_PORT_MAX = 15999;
@@ -76,6 +79,8 @@ export interface AgentSettings {
   /** Range of the transparent listeners' ports (docs/transparent.md). */
   transparentPortMin?: number;
   transparentPortMax?: number;
+  /** Most derived upstreams of all transparent instances together (docs/transparent.md). */
+  transparentDerivedMax?: number;
   /** User whose connections the interception rules let pass (the proxies'); default: the agent's. */
   transparentProxyUid?: number;
 }
@@ -110,6 +115,8 @@ export interface InstanceStatus {
     /** True for an upstream derived from intentions (transparent mode). */
     derived: boolean;
   }[];
+  /** Services its intentions allow that are left out over `transparentDerivedMax`. */
+  derivedLimit: { code: string; message: string; at: string } | null;
   /** Transparent interception state; null for an instance that does not ask for it. */
   transparent: TransparentStatus | null;
 }
@@ -160,6 +167,8 @@ interface Instance {
    * redirected. Null until one is (an adopted proxy keeps every upstream's rules meanwhile).
    */
   listening: ReadonlySet<string> | null;
+  /** Set while intentions allow more services than `transparentDerivedMax` leaves room for. */
+  derivedLimit: InstanceStatus['derivedLimit'];
   /** The readiness-check write in flight; writes are serialized so a late one never undoes a newer one. */
   checkWrite: Promise<void> | null;
   /** Set when the state changed while a write was in flight: the writer goes round once more. */
@@ -615,15 +624,20 @@ export function createAgent(o: AgentOptions): Agent {
     const sc = inst.def.sidecar;
     const policy = intentions.current();
     let next: string[];
-    if (!sc?.deriveUpstreams || inst.stopping) next = [];
-    else if (!policy || catalogServices === null) return;
+    if (!sc?.deriveUpstreams || inst.stopping) {
+      next = [];
+      inst.derivedLimit = null;
+    } else if (!policy || catalogServices === null) return;
     else
-      next = derivedDestinations({
-        source: inst.def.name,
-        explicit: new Set(sc.upstreams.map((u) => u.destinationName)),
-        services: catalogServices,
-        policy,
-      });
+      next = withinDerivedLimit(
+        inst,
+        derivedDestinations({
+          source: inst.def.name,
+          explicit: new Set(sc.upstreams.map((u) => u.destinationName)),
+          services: catalogServices,
+          policy,
+        }),
+      );
     const prev = inst.derived;
     if (next.length === prev.length && next.every((n, i) => n === prev[i])) return;
     const id = inst.def.id;
@@ -639,6 +653,51 @@ export function createAgent(o: AgentOptions): Agent {
       supervisor.push(id);
       syncTransparent(inst);
     }
+  }
+
+  /**
+   * The first of `wanted` (sorted) that fit under `transparentDerivedMax`, all instances
+   * together: a service another instance derives already costs nothing more. The rest is
+   * reported once per change, and in `remora status`.
+   */
+  function withinDerivedLimit(inst: Instance, wanted: string[]): string[] {
+    const max = s.transparentDerivedMax ?? DEFAULT_TRANSPARENT_DERIVED_MAX;
+    const others = new Set<string>();
+    for (const i of instances.values()) if (i !== inst) for (const n of i.derived) others.add(n);
+    let room = Math.max(0, max - others.size);
+    const kept: string[] = [];
+    const left: string[] = [];
+    for (const name of wanted) {
+      if (others.has(name)) kept.push(name);
+      else if (room > 0) {
+        kept.push(name);
+        room -= 1;
+      } else left.push(name);
+    }
+    const message =
+      left.length === 0
+        ? null
+        : `${inst.def.id}: intentions allow ${wanted.length} services but transparentDerivedMax (${max}) leaves room for ${kept.length}; not intercepted: ${left.slice(0, 10).join(', ')}${left.length > 10 ? `, … (${left.length} in all)` : ''}`;
+    if (message !== (inst.derivedLimit?.message ?? null)) {
+      inst.derivedLimit = message
+        ? {
+            code: 'REMORA_E_AGENT_DERIVED_LIMIT',
+            message,
+            at: new Date(clock.now()).toISOString(),
+          }
+        : null;
+      if (message)
+        logError(
+          logger,
+          new RemoraError('REMORA_E_AGENT_DERIVED_LIMIT', message, {
+            instance: inst.def.id,
+            left: left.length,
+          }),
+          undefined,
+          'warn',
+        );
+    }
+    return kept;
   }
 
   /** Ports of upstreams that are gone go back to the range. */
@@ -799,6 +858,7 @@ export function createAgent(o: AgentOptions): Agent {
       transparentArmed: false,
       derived: [],
       listening: null,
+      derivedLimit: null,
       checkWrite: null,
       checkAgain: false,
       notReadyReason: 'proxy not ready',
@@ -911,6 +971,9 @@ export function createAgent(o: AgentOptions): Agent {
       for (const u of inst.def.sidecar.upstreams) discovery.release(u.destinationName, id);
       for (const name of inst.derived) discovery.release(name, derivedUser(id));
       inst.derived = [];
+      // the room it leaves goes to instances that were over the limit
+      for (const other of instances.values())
+        if (other !== inst && other.derivedLimit) refreshDerived(other, true);
       identity.remove(id);
     }
     instances.delete(id);
@@ -1104,6 +1167,7 @@ export function createAgent(o: AgentOptions): Agent {
                 derived: inst.derived.includes(u.destinationName),
               };
             }),
+            derivedLimit: inst.derivedLimit,
             transparent: inst.def.sidecar?.transparent
               ? (transparent.status(inst.def.id) ?? {
                   active: false,

@@ -209,6 +209,7 @@ export function createHostAgent(o: HostAgentOptions): HostAgent {
       watchDebounceMs: o.watchDebounceMs ?? 150,
       transparentPortMin: c.transparentPortMin,
       transparentPortMax: c.transparentPortMax,
+      transparentDerivedMax: c.transparentDerivedMax,
       ...(c.transparentProxyUid >= 0 ? { transparentProxyUid: c.transparentProxyUid } : {}),
     },
     consul,

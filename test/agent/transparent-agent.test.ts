@@ -36,6 +36,7 @@ async function transparentAgent(
     config?: Record<string, unknown>;
     control?: (clock: Clock) => ControlPort;
     beforeAck?: (s: ProxySnapshot) => Promise<void>;
+    transparentDerivedMax?: number;
   },
 ) {
   const host = await createHostDir(t, {
@@ -87,6 +88,9 @@ async function transparentAgent(
       transparentPortMin: 15001,
       transparentPortMax: 15010,
       transparentProxyUid: 998,
+      ...(o.transparentDerivedMax === undefined
+        ? {}
+        : { transparentDerivedMax: o.transparentDerivedMax }),
     }),
     consul,
     control: (o.control ?? createFakeControl)(clock),
@@ -420,5 +424,32 @@ t.test(
     await waitFor('the rule once it is applied', () =>
       plans.at(-1)!.targets.some((x) => x.service === 'db' && x.address === '10.0.0.30'),
     );
+  },
+);
+
+t.test(
+  'over transparentDerivedMax, the first services are kept and the rest reported',
+  async (t) => {
+    const { agent, watchers, catalog } = await transparentAgent(t, {
+      upstreams: [],
+      manager: quietManager([]),
+      pid: 66_000,
+      transparentDerivedMax: 2,
+    });
+    await agent.start();
+    await waitFor('the catalog watched', () => catalog.report !== null);
+    // the fake control's default policy is allow: web may call all three
+    catalog.report!(['cache', 'db', 'ledger', 'web']);
+    await waitFor('two watched', () => watchers.has('cache') && watchers.has('db'));
+    t.notOk(watchers.has('ledger'), 'the third is not watched');
+    const inst = agent.status().instances[0]!;
+    t.match(inst.derivedLimit, {
+      code: 'REMORA_E_AGENT_DERIVED_LIMIT',
+      message:
+        /web-1: intentions allow 3 services but transparentDerivedMax \(2\) leaves room for 2; not intercepted: ledger/,
+    });
+    catalog.report!(['cache', 'ledger', 'web']);
+    await waitFor('ledger watched once db left', () => watchers.has('ledger'));
+    t.equal(agent.status().instances[0]!.derivedLimit, null, 'no longer over the limit');
   },
 );

@@ -96,6 +96,11 @@ export const agentSchema = defineSchema(
       format: 'port',
       default: 15999,
     },
+    transparentDerivedMax: {
+      doc: "Most services the agent's transparent instances may call by their intentions (derived upstreams), all instances together; each one holds a blocking query to Consul. See docs/transparent.md.",
+      format: 'nat',
+      default: 128,
+    },
     transparentProxyUid: {
       doc: "User ID whose connections the transparent interception rules let pass untouched (the proxies'); -1 means the agent's own user, which the proxies inherit. Applications must run as another user.",
       format: 'int',

@@ -98,6 +98,12 @@ export const AGENT_ERRORS = {
     remedy:
       'Read the iptables message in the error, compare with `iptables -t nat -S` (chains REMORA-…) and docs/transparent.md; the agent retries on the next change.',
   },
+  REMORA_E_AGENT_DERIVED_LIMIT: {
+    meaning:
+      "A transparent instance's intentions allow more mesh services than `transparentDerivedMax`: the agent intercepts the first ones (by name) and calls to the others pass around the proxy. Each derived service holds one blocking query, so one connection, to the Consul agent, whose `limits.http_max_conns_per_client` defaults to 200.",
+    remedy:
+      "Prefer a default-deny policy with intentions for what each service calls; or list the upstreams and set `proxy.config.derive_upstreams: false`; or raise `transparentDerivedMax` together with Consul's `limits.http_max_conns_per_client` (docs/transparent.md).",
+  },
   REMORA_E_AGENT_CAPABILITY_INHERITED: {
     meaning:
       'The agent holds CAP_NET_ADMIN (for transparent interception) but cannot start its proxies without it, because `setpriv` is not installed: every proxy inherits the capability.',
