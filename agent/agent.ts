@@ -115,8 +115,11 @@ export interface InstanceStatus {
     /** True for an upstream derived from intentions (transparent mode). */
     derived: boolean;
   }[];
-  /** Services its intentions allow that are left out over `transparentDerivedMax`. */
-  derivedLimit: { code: string; message: string; at: string } | null;
+  /**
+   * Transparent-mode conditions that work but may not do what the operator means: services left
+   * out over `transparentDerivedMax`, or instances sharing the namespace without `app_user`.
+   */
+  warnings: { code: string; message: string; at: string }[];
   /** Transparent interception state; null for an instance that does not ask for it. */
   transparent: TransparentStatus | null;
 }
@@ -168,7 +171,9 @@ interface Instance {
    */
   listening: ReadonlySet<string> | null;
   /** Set while intentions allow more services than `transparentDerivedMax` leaves room for. */
-  derivedLimit: InstanceStatus['derivedLimit'];
+  derivedLimit: InstanceStatus['warnings'][number] | null;
+  /** The shared-namespace warning last logged for it (so each change is logged once). */
+  sharedWarning: InstanceStatus['warnings'][number] | null;
   /** The readiness-check write in flight; writes are serialized so a late one never undoes a newer one. */
   checkWrite: Promise<void> | null;
   /** Set when the state changed while a write was in flight: the writer goes round once more. */
@@ -528,12 +533,54 @@ export function createAgent(o: AgentOptions): Agent {
       appPort: sc.excludeInboundPorts.includes(inst.def.port) ? 0 : inst.def.port,
       sidecarPort: inst.sidecarPort,
       proxyUid: s.transparentProxyUid ?? process.getuid?.() ?? 0,
+      ...(sc.appUid === null ? {} : { appUid: sc.appUid }),
       targets,
     };
   }
 
+  /**
+   * Transparent instances of one agent share its network namespace, and rules match by
+   * destination: unless each redirects only its own app's user, a call to a service several of
+   * them reach is carried by whichever chain comes first, with that instance's identity.
+   */
+  function checkShared(inst: Instance): void {
+    const others = [...instances.values()].filter(
+      (i) => i !== inst && !i.stopping && i.def.sidecar?.transparent,
+    );
+    const uid = inst.def.sidecar?.appUid ?? null;
+    const clash =
+      !inst.def.sidecar?.transparent || inst.stopping
+        ? []
+        : others.filter(
+            (i) =>
+              uid === null ||
+              (i.def.sidecar?.appUid ?? null) === null ||
+              i.def.sidecar?.appUid === uid,
+          );
+    const message =
+      clash.length === 0
+        ? null
+        : `${inst.def.id} and ${clash.map((i) => i.def.id).join(', ')} intercept calls in one network namespace without each its own proxy.config.app_user: a call to a service more than one of them reaches is carried by whichever chain comes first, with that instance's identity; set app_user to the user each app runs as (docs/transparent.md)`;
+    if (message === (inst.sharedWarning?.message ?? null)) return;
+    inst.sharedWarning = message
+      ? {
+          code: 'REMORA_E_AGENT_TRANSPARENT_SHARED',
+          message,
+          at: new Date(clock.now()).toISOString(),
+        }
+      : null;
+    if (message)
+      logError(
+        logger,
+        new RemoraError('REMORA_E_AGENT_TRANSPARENT_SHARED', message, { instance: inst.def.id }),
+        undefined,
+        'warn',
+      );
+  }
+
   /** Installs or updates an instance's rules once its proxy has been ready. */
   function syncTransparent(inst: Instance): void {
+    for (const i of instances.values()) checkShared(i);
     if (stopped || inst.stopping || !inst.transparentArmed) return;
     const plan = transparentPlan(inst);
     if (plan) void transparent.apply(plan);
@@ -859,6 +906,7 @@ export function createAgent(o: AgentOptions): Agent {
       derived: [],
       listening: null,
       derivedLimit: null,
+      sharedWarning: null,
       checkWrite: null,
       checkAgain: false,
       notReadyReason: 'proxy not ready',
@@ -978,6 +1026,7 @@ export function createAgent(o: AgentOptions): Agent {
     }
     instances.delete(id);
     syncServicesWatch();
+    for (const i of instances.values()) checkShared(i);
   }
 
   async function apply(result: DecodeResult): Promise<void> {
@@ -1167,7 +1216,7 @@ export function createAgent(o: AgentOptions): Agent {
                 derived: inst.derived.includes(u.destinationName),
               };
             }),
-            derivedLimit: inst.derivedLimit,
+            warnings: [inst.derivedLimit, inst.sharedWarning].filter((w) => w !== null),
             transparent: inst.def.sidecar?.transparent
               ? (transparent.status(inst.def.id) ?? {
                   active: false,

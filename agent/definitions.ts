@@ -3,6 +3,7 @@
 // service becomes a coded error naming the file, the field and the reason, and the good
 // services of the same file are kept.
 import { isValidName } from '../lib/identity/index.ts';
+import { uidOfUser } from './transparent/users.ts';
 import { RemoraError } from '../lib/errors/index.ts';
 import {
   DEFAULT_PROTOCOL,
@@ -41,6 +42,11 @@ export interface SidecarDefinition {
    * allow (`proxy.config.derive_upstreams`, default true; docs/transparent.md).
    */
   deriveUpstreams: boolean;
+  /**
+   * The uid the app runs as (`proxy.config.app_user`, a user name or a number): a transparent
+   * instance then redirects only that user's calls (docs/transparent.md).
+   */
+  appUid: number | null;
 }
 
 export interface ServiceDefinition {
@@ -308,6 +314,24 @@ function decodeUpstream(raw: Json, path: string, transparent: boolean): Upstream
   };
 }
 
+/** `proxy.config.app_user`: a user name of this host or a numeric uid; null when absent. */
+function decodeAppUser(cfg: Fields | undefined): number | null {
+  const raw = cfg?.raw('app_user');
+  if (raw === undefined) return null;
+  const field = cfg!.fieldPath('app_user');
+  if (typeof raw === 'number' && Number.isInteger(raw) && raw >= 0 && raw < 4294967295) return raw;
+  if (typeof raw === 'string' && /^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$/.test(raw)) {
+    const uid = uidOfUser(raw);
+    if (uid === null)
+      throw new FieldError(
+        field,
+        `names no user of this host (${JSON.stringify(raw)} is not in /etc/passwd); give the numeric uid`,
+      );
+    return uid;
+  }
+  throw new FieldError(field, `must be a user name or a numeric uid, got ${describe(raw)}`);
+}
+
 /** Consul's `proxy.mode` values; "" and "direct" mean no interception. */
 const PROXY_MODES = ['', 'direct', 'transparent'] as const;
 
@@ -344,6 +368,7 @@ function decodeSidecar(
       `must be true or false, got ${describe(derive)}`,
     );
   }
+  const appUid = decodeAppUser(cfg);
   const localServicePort = proxy?.int('local_service_port', 1, 65535) ?? servicePort;
   if (localServicePort === undefined) {
     throw new FieldError(
@@ -376,6 +401,7 @@ function decodeSidecar(
     transparent,
     excludeInboundPorts,
     deriveUpstreams: transparent && derive !== false,
+    appUid,
   };
 }
 

@@ -204,7 +204,10 @@ export function createTransparentManager(o: {
             const script = installScript(node, plan, listing, family);
             await restore(plan.instanceId, 'install the %interception rules', family, script);
             const rules = chainRules(plan, family);
-            redirects += rules.inbound.length + rules.outbound.length - 1; // not the owner guard
+            // the owner guards are not redirects
+            redirects += [...rules.inbound, ...rules.outbound].filter((r) =>
+              r.includes('REDIRECT'),
+            ).length;
           }
         } catch (err) {
           fail(plan.instanceId, toRemoraError(err));

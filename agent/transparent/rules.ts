@@ -56,6 +56,12 @@ export interface TransparentPlan {
   sidecarPort: number;
   /** Connections of this user (the proxies) pass untouched: the loop guard. */
   proxyUid: number;
+  /**
+   * The user the app runs as (`proxy.config.app_user`): only its connections are redirected, so
+   * that several transparent instances on one host each carry their own app's calls. Absent:
+   * every local process's calls are.
+   */
+  appUid?: number;
   targets: RedirectTarget[];
 }
 
@@ -104,6 +110,18 @@ export function chainRules(
       'RETURN',
     ],
   ];
+  if (plan.appUid !== undefined && plan.appUid !== plan.proxyUid) {
+    outbound.push([
+      '-m',
+      'owner',
+      '!',
+      '--uid-owner',
+      String(plan.appUid),
+      ...comment(`remora ${plan.instanceId}: calls of its app only`),
+      '-j',
+      'RETURN',
+    ]);
+  }
   const seen = new Set<string>();
   for (const t of sortTargets(plan.targets)) {
     const key = `${t.address}:${t.port}`;
@@ -154,7 +172,7 @@ function sortTargets(targets: readonly RedirectTarget[]): RedirectTarget[] {
  */
 export function hasRules(plan: TransparentPlan, family: Family): boolean {
   const r = chainRules(plan, family);
-  return family === 4 || r.inbound.length > 0 || r.outbound.length > 1;
+  return family === 4 || r.inbound.length > 0 || r.outbound.some((x) => x.includes('REDIRECT'));
 }
 
 /** The jump rules, as `iptables -S` prints them (without `-A`). */

@@ -78,7 +78,7 @@ export function renderStatus(s: AgentStatus, now: number): string {
       i.proxy?.lastError,
       i.certificate?.lastError,
       i.transparent?.lastError,
-      i.derivedLimit,
+      ...i.warnings,
     ]) {
       if (e) errors.push(`${e.at} ${i.id}: ${e.code}: ${e.message}`);
     }

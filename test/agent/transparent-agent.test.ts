@@ -37,6 +37,8 @@ async function transparentAgent(
     control?: (clock: Clock) => ControlPort;
     beforeAck?: (s: ProxySnapshot) => Promise<void>;
     transparentDerivedMax?: number;
+    /** More definition files next to web.json. */
+    files?: Record<string, unknown>;
   },
 ) {
   const host = await createHostDir(t, {
@@ -57,6 +59,7 @@ async function transparentAgent(
         },
       },
     },
+    ...o.files,
   });
   const registrations: Record<string, unknown>[] = [];
   const watchers = new Map<string, (e: ConnectEntry[]) => void>();
@@ -443,13 +446,61 @@ t.test(
     await waitFor('two watched', () => watchers.has('cache') && watchers.has('db'));
     t.notOk(watchers.has('ledger'), 'the third is not watched');
     const inst = agent.status().instances[0]!;
-    t.match(inst.derivedLimit, {
+    t.match(inst.warnings[0], {
       code: 'REMORA_E_AGENT_DERIVED_LIMIT',
       message:
         /web-1: intentions allow 3 services but transparentDerivedMax \(2\) leaves room for 2; not intercepted: ledger/,
     });
     catalog.report!(['cache', 'ledger', 'web']);
     await waitFor('ledger watched once db left', () => watchers.has('ledger'));
-    t.equal(agent.status().instances[0]!.derivedLimit, null, 'no longer over the limit');
+    t.same(agent.status().instances[0]!.warnings, [], 'no longer over the limit');
   },
 );
+
+t.test('transparent instances sharing the namespace are told to set app_user', async (t) => {
+  const billing = (config: Record<string, unknown>) => ({
+    service: {
+      name: 'billing',
+      id: 'billing-1',
+      port: 8081,
+      connect: { sidecar_service: { port: 21001, proxy: { mode: 'transparent', config } } },
+    },
+  });
+  const plans: TransparentPlan[] = [];
+  const shared = await transparentAgent(t, {
+    upstreams: [],
+    manager: quietManager(plans),
+    pid: 67_000,
+    files: { 'billing.json': billing({}) },
+  });
+  await shared.agent.start();
+  await waitFor('rules for both', () => new Set(plans.map((p) => p.instanceId)).size === 2);
+  const warned = shared.agent.status().instances.map((i) => i.warnings.map((w) => w.code));
+  t.same(warned, [['REMORA_E_AGENT_TRANSPARENT_SHARED'], ['REMORA_E_AGENT_TRANSPARENT_SHARED']]);
+  t.match(
+    shared.agent.status().instances[0]!.warnings[0]!.message,
+    /billing-1 and web-1 intercept/,
+  );
+  await shared.agent.stop();
+
+  const scoped: TransparentPlan[] = [];
+  const own = await transparentAgent(t, {
+    upstreams: [],
+    manager: quietManager(scoped),
+    pid: 68_000,
+    config: { app_user: 1001 },
+    files: { 'billing.json': billing({ app_user: 'nobody' }) },
+  });
+  await own.agent.start();
+  await waitFor('rules for both', () => new Set(scoped.map((p) => p.instanceId)).size === 2);
+  t.same(
+    own.agent.status().instances.map((i) => i.warnings),
+    [[], []],
+    'each app its own user: no warning',
+  );
+  t.same(
+    Object.fromEntries(scoped.map((p) => [p.instanceId, p.appUid])),
+    { 'web-1': 1001, 'billing-1': 65534 },
+    'each plan redirects only its app user (nobody is 65534 in /etc/passwd)',
+  );
+});

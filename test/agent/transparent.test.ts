@@ -124,6 +124,35 @@ t.test('an instance gets an inbound redirect and owner-guarded outbound redirect
   t.same(chainRules({ ...plan, appPort: 0 }).inbound, [], 'an excluded app port: no inbound rule');
 });
 
+t.test('with app_user, only the calls of the app are redirected', async (t) => {
+  const r = chainRules({ ...plan, appUid: 1001 });
+  t.same(
+    r.outbound[1],
+    [
+      '-m',
+      'owner',
+      '!',
+      '--uid-owner',
+      '1001',
+      '-m',
+      'comment',
+      '--comment',
+      '"remora web-1: calls of its app only"',
+      '-j',
+      'RETURN',
+    ],
+    'after the proxies guard, every other user returns',
+  );
+  t.equal(r.outbound.length, 4, 'then the same redirects');
+  t.same(
+    chainRules({ ...plan, appUid: 998 }).outbound.length,
+    3,
+    'an app running as the proxies user gets no second guard',
+  );
+  const script = installScript('vm1', { ...plan, appUid: 1001 }, parseNatListing(''));
+  t.match(script, /-m owner ! --uid-owner 1001 -m comment/);
+});
+
 t.test('the install script flushes both chains and adds each jump only once', async (t) => {
   const c = chainsFor('vm1', 'web-1');
   const fresh = installScript('vm1', plan, parseNatListing(''));
@@ -454,6 +483,18 @@ t.test('definitions turn transparent mode on in either spelling', async (t) => {
     'derive_upstreams: false turns them off',
   );
   t.equal(withProxy({}).services[0]!.sidecar!.deriveUpstreams, false, 'never without interception');
+  const appUser = (v: unknown) => withProxy({ mode: 'transparent', config: { app_user: v } });
+  t.equal(appUser('nobody').services[0]!.sidecar!.appUid, 65534, 'a user name, from /etc/passwd');
+  t.equal(appUser(1001).services[0]!.sidecar!.appUid, 1001, 'a numeric uid');
+  t.equal(withProxy({}).services[0]!.sidecar!.appUid, null, 'absent: every user');
+  t.match(
+    appUser('no-such-user-x').problems[0]?.message,
+    /app_user names no user of this host .*give the numeric uid/,
+  );
+  t.match(
+    appUser(-1).problems[0]?.message,
+    /app_user must be a user name or a numeric uid, got number -1/,
+  );
   const badDerive = withProxy({ mode: 'transparent', config: { derive_upstreams: 'no' } });
   t.match(badDerive.problems[0], {
     code: 'REMORA_E_AGENT_DEFINITION_INVALID',

@@ -28,6 +28,8 @@ const NODE = process.execPath;
 const DC = 'dc1';
 /** The unprivileged user the applications run as (the agent and proxies run as root here). */
 const AS_NOBODY = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'];
+/** billing's app user on the client host (its `app_user`). */
+const AS_DAEMON = ['setpriv', '--reuid=1', '--regid=1', '--clear-groups'];
 
 function missing(command: string, args: string[], hint: string): Promise<string | null> {
   return new Promise((resolve) =>
@@ -157,7 +159,8 @@ if (reason) {
               port: 21000,
               proxy: {
                 mode: 'transparent',
-                config: { protocol: 'http' },
+                // curl runs as nobody: only nobody's calls are web's
+                config: { protocol: 'http', app_user: 'nobody' },
                 upstreams: [
                   {
                     destination_name: 'api',
@@ -165,6 +168,22 @@ if (reason) {
                   },
                   { destination_name: 'echo', config: { protocol: 'tcp' } },
                 ],
+              },
+            },
+          },
+        },
+        // a second transparent instance on the same host, whose app runs as daemon
+        {
+          id: 'billing-1',
+          name: 'billing',
+          port: 8091,
+          connect: {
+            sidecar_service: {
+              port: 21001,
+              proxy: {
+                mode: 'transparent',
+                config: { protocol: 'http', app_user: 'daemon' },
+                upstreams: [{ destination_name: 'api', config: { protocol: 'http' } }],
               },
             },
           },
@@ -267,9 +286,13 @@ if (reason) {
       HOST: '0.0.0.0',
     });
     await Promise.all(
-      ['api', 'echo'].map(async (dst) => {
-        const r = await remoraCli('intention', 'create', 'web', dst);
-        t.equal(r.code, 0, `the operator allows web → ${dst}: ${r.stderr}`);
+      [
+        ['web', 'api'],
+        ['web', 'echo'],
+        ['billing', 'api'],
+      ].map(async ([src, dst]) => {
+        const r = await remoraCli('intention', 'create', src!, dst!);
+        t.equal(r.code, 0, `the operator allows ${src} → ${dst}: ${r.stderr}`);
       }),
     );
 
@@ -281,10 +304,10 @@ if (reason) {
     );
 
     /** curl as `nobody` on the client host: status, x-remora-error and the JSON body. */
-    const curl = async (url: string, on: LabHost = client!) => {
+    const curl = async (url: string, on: LabHost = client!, as: string[] = AS_NOBODY) => {
       const r = await on.run(
-        AS_NOBODY[0]!,
-        [...AS_NOBODY.slice(1), 'curl', '-sSg', '-m', '5', '-i', '-w', '\n%{http_code}', url],
+        as[0]!,
+        [...as.slice(1), 'curl', '-sSg', '-m', '5', '-i', '-w', '\n%{http_code}', url],
         { timeoutMs: 10_000 },
       );
       const lines = r.stdout.trimEnd().split('\n');
@@ -328,6 +351,7 @@ if (reason) {
         instances: {
           id: string;
           proxy: { adminPort: number | null; ready: boolean } | null;
+          warnings: { code: string; message: string }[];
           transparent: {
             active: boolean;
             chains: string[];
@@ -376,6 +400,33 @@ if (reason) {
       const byIp = await curl(`http://${apihost!.ip}:8080/`);
       t.equal(byIp.status, 200, 'a call to api’s IP address (no service name in Host) is carried');
       t.match(byIp.body.peer, /\/svc\/web$/, 'as web, over mTLS');
+    });
+
+    t.test('two transparent instances on one host each carry their own app user', async (t) => {
+      const billing = await until(
+        "billing's rules, and daemon's call to api carried as billing",
+        async () => {
+          if (!(await active(client!, ['billing-1']))) return undefined;
+          const x = await curl('http://api:8080/', client, AS_DAEMON);
+          return /\/svc\/billing$/.test(x.body.peer ?? '') ? x : undefined;
+        },
+        30_000,
+      );
+      t.equal(billing.status, 200, "daemon's call answered");
+      t.match(
+        (await curl('http://api:8080/')).body.peer,
+        /\/svc\/web$/,
+        "nobody's call to the same service is still web's",
+      );
+      const rules = await natRules(client!);
+      t.match(rules, /-m owner ! --uid-owner 65534 .*-j RETURN/, "web's chain: nobody only");
+      t.match(rules, /-m owner ! --uid-owner 1 .*-j RETURN/, "billing's chain: daemon only");
+      const st = await status(client!);
+      t.same(
+        st.instances.map((i) => i.warnings),
+        [[], []],
+        'no shared-namespace warning: each app has its own user',
+      );
     });
 
     t.test('a service web does not list is reached once an intention allows it', async (t) => {

@@ -104,6 +104,12 @@ export const AGENT_ERRORS = {
     remedy:
       "Prefer a default-deny policy with intentions for what each service calls; or list the upstreams and set `proxy.config.derive_upstreams: false`; or raise `transparentDerivedMax` together with Consul's `limits.http_max_conns_per_client` (docs/transparent.md).",
   },
+  REMORA_E_AGENT_TRANSPARENT_SHARED: {
+    meaning:
+      "Several transparent instances of one agent share its network namespace, and not each has its own `proxy.config.app_user`: the rules match by destination, so a call to a service more than one of them reaches is carried by whichever instance's chain comes first, with that instance's identity, and intentions judge that identity.",
+    remedy:
+      'Set `proxy.config.app_user` on each transparent instance to the user its app runs as (each app its own user), or give each transparent instance its own network namespace (docs/transparent.md).',
+  },
   REMORA_E_AGENT_CAPABILITY_INHERITED: {
     meaning:
       'The agent holds CAP_NET_ADMIN (for transparent interception) but cannot start its proxies without it, because `setpriv` is not installed: every proxy inherits the capability.',
