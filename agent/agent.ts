@@ -31,7 +31,12 @@ import {
   type Mirror,
   type MirrorStatus,
 } from './control-state.ts';
-import { createDiscovery, type Discovery, type UpstreamStatus } from './discovery.ts';
+import {
+  createDiscovery,
+  EMPTY_AFTER_OUTAGE_GRACE_MS,
+  type Discovery,
+  type UpstreamStatus,
+} from './discovery.ts';
 import {
   createSupervisor,
   type ProcessOps,
@@ -591,6 +596,12 @@ export function createAgent(o: AgentOptions): Agent {
   let catalogServices: string[] | null = readCachedServices();
   let servicesWatch: { stop(): void } | null = null;
   let servicesErrors = 0;
+  /**
+   * Names that just left the catalog's list, still candidates for EMPTY_AFTER_OUTAGE_GRACE_MS: a
+   * restarted Consul agent lists its services again within seconds, and dropping their
+   * listeners and rules meanwhile would send calls around the mesh.
+   */
+  const catalogLeaving = new Map<string, NodeJS.Timeout>();
 
   function readCachedServices(): string[] | null {
     try {
@@ -634,6 +645,23 @@ export function createAgent(o: AgentOptions): Agent {
       servicesWatch = consul.watchServices({
         onChange(names) {
           if (stopped) return;
+          const next = new Set(names);
+          for (const name of catalogServices ?? []) {
+            if (next.has(name) || catalogLeaving.has(name)) continue;
+            catalogLeaving.set(
+              name,
+              clock.setTimeout(() => {
+                catalogLeaving.delete(name);
+                for (const inst of instances.values()) refreshDerived(inst, true);
+              }, EMPTY_AFTER_OUTAGE_GRACE_MS),
+            );
+          }
+          for (const name of next) {
+            const timer = catalogLeaving.get(name);
+            if (timer === undefined) continue;
+            clock.clearTimeout(timer);
+            catalogLeaving.delete(name);
+          }
           catalogServices = [...names].sort();
           writeFileAtomic(
             paths.cache('catalog-services'),
@@ -681,7 +709,7 @@ export function createAgent(o: AgentOptions): Agent {
         derivedDestinations({
           source: inst.def.name,
           explicit: new Set(sc.upstreams.map((u) => u.destinationName)),
-          services: catalogServices,
+          services: [...catalogServices, ...catalogLeaving.keys()],
           policy,
         }),
       );
@@ -1180,6 +1208,8 @@ export function createAgent(o: AgentOptions): Agent {
       }
       servicesWatch?.stop();
       servicesWatch = null;
+      for (const timer of catalogLeaving.values()) clock.clearTimeout(timer);
+      catalogLeaving.clear();
       discovery.stop();
       await transparent.idle();
       await supervisor.close();

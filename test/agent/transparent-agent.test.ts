@@ -3,6 +3,7 @@
 // proxy is ready, rebuilt when endpoints change, removed in the ordered stop.
 import t, { type Test } from 'tap';
 import { createAgent } from '../../agent/agent.ts';
+import { EMPTY_AFTER_OUTAGE_GRACE_MS } from '../../agent/discovery.ts';
 import type { ConnectEntry, ConsulPort, ControlPort } from '../../agent/ports.ts';
 import type { TransparentManager, TransparentPlan } from '../../agent/transparent/index.ts';
 import { createSilentLogger } from '../../lib/log/index.ts';
@@ -451,8 +452,15 @@ t.test(
       message:
         /web-1: intentions allow 3 services but transparentDerivedMax \(2\) leaves room for 2; not intercepted: ledger/,
     });
+    // db leaves the catalog: it is held for the grace (a restarted Consul re-lists its
+    // services within seconds), then its room goes to ledger
+    const left = Date.now();
     catalog.report!(['cache', 'ledger', 'web']);
-    await waitFor('ledger watched once db left', () => watchers.has('ledger'));
+    await new Promise((r) => setTimeout(r, 1000));
+    t.ok(watchers.has('db') && !watchers.has('ledger'), 'db still held a second later');
+    await waitFor('ledger watched once db is gone', () => watchers.has('ledger'), 25_000);
+    t.ok(Date.now() - left >= EMPTY_AFTER_OUTAGE_GRACE_MS - 50, 'after the grace');
+    t.notOk(watchers.has('db'));
     t.same(agent.status().instances[0]!.warnings, [], 'no longer over the limit');
   },
 );
