@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { formatSpiffeId } from '../lib/identity/index.ts';
-import { RemoraError, toRemoraError } from '../lib/errors/index.ts';
+import { RemoraError, toRemoraError, type ErrorCode } from '../lib/errors/index.ts';
 import { logError, type Logger } from '../lib/log/index.ts';
 import { backoffDelay, type Clock } from '../lib/util/index.ts';
 import type { IntentionsSnapshot } from '../lib/intentions/types.ts';
@@ -155,6 +155,8 @@ export interface Agent {
   readonly paths: DataPaths;
 }
 
+type Warning = InstanceStatus['warnings'][number];
+
 interface Instance {
   def: ServiceDefinition;
   sidecarPort: number | null;
@@ -176,9 +178,9 @@ interface Instance {
    */
   listening: ReadonlySet<string> | null;
   /** Set while intentions allow more services than `transparentDerivedMax` leaves room for. */
-  derivedLimit: InstanceStatus['warnings'][number] | null;
+  derivedLimit: Warning | null;
   /** The shared-namespace warning last logged for it (so each change is logged once). */
-  sharedWarning: InstanceStatus['warnings'][number] | null;
+  sharedWarning: Warning | null;
   /** The readiness-check write in flight; writes are serialized so a late one never undoes a newer one. */
   checkWrite: Promise<void> | null;
   /** Set when the state changed while a write was in flight: the writer goes round once more. */
@@ -566,21 +568,25 @@ export function createAgent(o: AgentOptions): Agent {
       clash.length === 0
         ? null
         : `${inst.def.id} and ${clash.map((i) => i.def.id).join(', ')} intercept calls in one network namespace without each its own proxy.config.app_user: a call to a service more than one of them reaches is carried by whichever chain comes first, with that instance's identity; set app_user to the user each app runs as (docs/transparent.md)`;
-    if (message === (inst.sharedWarning?.message ?? null)) return;
-    inst.sharedWarning = message
-      ? {
-          code: 'REMORA_E_AGENT_TRANSPARENT_SHARED',
-          message,
-          at: new Date(clock.now()).toISOString(),
-        }
-      : null;
-    if (message)
-      logError(
-        logger,
-        new RemoraError('REMORA_E_AGENT_TRANSPARENT_SHARED', message, { instance: inst.def.id }),
-        undefined,
-        'warn',
-      );
+    inst.sharedWarning = keepWarning(
+      inst.sharedWarning,
+      'REMORA_E_AGENT_TRANSPARENT_SHARED',
+      message,
+      { instance: inst.def.id },
+    );
+  }
+
+  /** The warning to keep for `message` (null: none); each new one is logged once. */
+  function keepWarning(
+    prev: Warning | null,
+    code: ErrorCode,
+    message: string | null,
+    details: Record<string, unknown>,
+  ): Warning | null {
+    if (message === (prev?.message ?? null)) return prev;
+    if (message === null) return null;
+    logError(logger, new RemoraError(code, message, details), undefined, 'warn');
+    return { code, message, at: new Date(clock.now()).toISOString() };
   }
 
   /** Installs or updates an instance's rules once its proxy has been ready. */
@@ -753,25 +759,10 @@ export function createAgent(o: AgentOptions): Agent {
       left.length === 0
         ? null
         : `${inst.def.id}: intentions allow ${wanted.length} services but transparentDerivedMax (${max}) leaves room for ${kept.length}; not intercepted: ${left.slice(0, 10).join(', ')}${left.length > 10 ? `, … (${left.length} in all)` : ''}`;
-    if (message !== (inst.derivedLimit?.message ?? null)) {
-      inst.derivedLimit = message
-        ? {
-            code: 'REMORA_E_AGENT_DERIVED_LIMIT',
-            message,
-            at: new Date(clock.now()).toISOString(),
-          }
-        : null;
-      if (message)
-        logError(
-          logger,
-          new RemoraError('REMORA_E_AGENT_DERIVED_LIMIT', message, {
-            instance: inst.def.id,
-            left: left.length,
-          }),
-          undefined,
-          'warn',
-        );
-    }
+    inst.derivedLimit = keepWarning(inst.derivedLimit, 'REMORA_E_AGENT_DERIVED_LIMIT', message, {
+      instance: inst.def.id,
+      left: left.length,
+    });
     return kept;
   }
 
