@@ -46,8 +46,26 @@ export async function ensureDir(dir: string): Promise<void> {
   }
 }
 
-/** Writes a file atomically with the given mode (0600 for secrets). */
-export async function writeFileAtomic(path: string, data: string, mode = 0o600): Promise<void> {
+/** Writes in flight per path: a write starts after the one before it, so the last call wins. */
+const writing = new Map<string, Promise<void>>();
+
+/**
+ * Writes a file atomically with the given mode (0600 for secrets). Writes to one path land in
+ * the order they were asked for, so a cache never ends with an older value.
+ */
+export function writeFileAtomic(path: string, data: string, mode = 0o600): Promise<void> {
+  const next = (writing.get(path) ?? Promise.resolve())
+    .catch(() => undefined)
+    .then(() => writeOnce(path, data, mode));
+  writing.set(path, next);
+  const forget = (): void => {
+    if (writing.get(path) === next) writing.delete(path);
+  };
+  next.then(forget, forget);
+  return next;
+}
+
+async function writeOnce(path: string, data: string, mode: number): Promise<void> {
   await ensureDir(dirname(path));
   const tmp = `${path}.${randomBytes(4).toString('hex')}.tmp`;
   try {

@@ -1,6 +1,6 @@
 import t from 'tap';
 import type { Test } from 'tap';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   createDiscovery,
@@ -10,7 +10,7 @@ import {
 import { dataPaths } from '../../agent/files.ts';
 import type { ConnectEntry, ConsulPort } from '../../agent/ports.ts';
 import { createSilentLogger } from '../../lib/log/index.ts';
-import type { Clock } from '../../lib/util/index.ts';
+import { waitFor, type Clock } from '../../lib/util/index.ts';
 
 function entry(id: string, port: number): ConnectEntry {
   return {
@@ -165,7 +165,13 @@ t.test("a service's protocol: from its sidecars, kept at zero instances, cached"
   t.same(changes, [1, 1], 'a protocol change alone is reported');
   consul().onChange([]);
   t.equal(d.protocol('api'), 'grpc', 'scaled to zero: kept, so its listener stays');
-  await new Promise((r) => setTimeout(r, 50)); // the cache write
+  await waitFor('the protocol cached', () => {
+    try {
+      return readFileSync(dataPaths(dir).cache('protocol-api'), 'utf8') === 'grpc';
+    } catch {
+      return false;
+    }
+  });
   const again = createDiscovery({
     consul: { watchConnect: () => ({ stop() {} }) } as unknown as ConsulPort,
     paths: dataPaths(dir),
