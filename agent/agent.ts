@@ -23,7 +23,7 @@ import {
   type ServiceDefinition,
   type UpstreamDefinition,
 } from './definitions.ts';
-import { dataPaths, ensureDir, writeFileAtomic, type DataPaths } from './files.ts';
+import { dataPaths, ensureDir, writeFileAtomic, writesSettled, type DataPaths } from './files.ts';
 import { createIdentityManager, type IdentityManager, type IdentityStatus } from './identity.ts';
 import {
   createIntentionsMirror,
@@ -1204,6 +1204,8 @@ export function createAgent(o: AgentOptions): Agent {
       discovery.stop();
       await transparent.idle();
       await supervisor.close();
+      // caches and state written in the background land before the agent says it stopped
+      await writesSettled();
       await rm(paths.agentPid, { force: true });
       logger.info('agent stopped');
     },

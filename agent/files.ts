@@ -65,6 +65,11 @@ export function writeFileAtomic(path: string, data: string, mode = 0o600): Promi
   return next;
 }
 
+/** Resolves once every write asked for so far has landed (or failed). */
+export async function writesSettled(): Promise<void> {
+  while (writing.size > 0) await Promise.allSettled([...writing.values()]);
+}
+
 async function writeOnce(path: string, data: string, mode: number): Promise<void> {
   await ensureDir(dirname(path));
   const tmp = `${path}.${randomBytes(4).toString('hex')}.tmp`;

@@ -7,7 +7,7 @@ import {
   endpointsFromEntries,
   EMPTY_AFTER_OUTAGE_GRACE_MS,
 } from '../../agent/discovery.ts';
-import { dataPaths } from '../../agent/files.ts';
+import { dataPaths, writesSettled } from '../../agent/files.ts';
 import type { ConnectEntry, ConsulPort } from '../../agent/ports.ts';
 import { createSilentLogger } from '../../lib/log/index.ts';
 import { waitFor, type Clock } from '../../lib/util/index.ts';
@@ -50,6 +50,9 @@ function fakeClock(): Clock & { advance(ms: number): void } {
 }
 
 function setup(t: Test, cached?: ConnectEntry[]) {
+  // the endpoint cache is written in the background: let it land before the directory goes
+  // (registered before the fixture, so it runs first)
+  t.teardown(() => writesSettled());
   const dir = t.testdir({});
   mkdirSync(join(dir, 'cache'), { recursive: true });
   if (cached)
