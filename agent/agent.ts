@@ -576,6 +576,11 @@ export function createAgent(o: AgentOptions): Agent {
     );
   }
 
+  /** The shared-namespace check depends only on the instances and their definitions. */
+  function checkSharedAll(): void {
+    for (const i of instances.values()) checkShared(i);
+  }
+
   /** The warning to keep for `message` (null: none); each new one is logged once. */
   function keepWarning(
     prev: Warning | null,
@@ -591,7 +596,6 @@ export function createAgent(o: AgentOptions): Agent {
 
   /** Installs or updates an instance's rules once its proxy has been ready. */
   function syncTransparent(inst: Instance): void {
-    for (const i of instances.values()) checkShared(i);
     if (stopped || inst.stopping || !inst.transparentArmed) return;
     const plan = transparentPlan(inst);
     if (plan) void transparent.apply(plan);
@@ -1045,7 +1049,7 @@ export function createAgent(o: AgentOptions): Agent {
     }
     instances.delete(id);
     syncServicesWatch();
-    for (const i of instances.values()) checkShared(i);
+    checkSharedAll();
   }
 
   async function apply(result: DecodeResult): Promise<void> {
@@ -1095,6 +1099,7 @@ export function createAgent(o: AgentOptions): Agent {
         inst.def = d; // source position may have moved
       }
     }
+    checkSharedAll();
     if (firstLoad) {
       firstLoad = false;
       // chains left by an earlier run for instances that are no longer transparent

@@ -2,6 +2,8 @@
 // ports in the registration and the snapshot, rules planned from the discovery watch once the
 // proxy is ready, rebuilt when endpoints change, removed in the ordered stop.
 import t, { type Test } from 'tap';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { createAgent } from '../../agent/agent.ts';
 import { EMPTY_AFTER_OUTAGE_GRACE_MS } from '../../agent/discovery.ts';
 import type { ConnectEntry, ConsulPort, ControlPort } from '../../agent/ports.ts';
@@ -105,7 +107,7 @@ async function transparentAgent(
     transparent: o.manager,
   });
   t.teardown(() => agent.stop());
-  return { agent, registrations, watchers, snapshots, catalog };
+  return { agent, registrations, watchers, snapshots, catalog, configDir: host.configDir };
 }
 
 t.test('a transparent instance gets ports, a snapshot field and rules that follow', async (t) => {
@@ -488,6 +490,13 @@ t.test('transparent instances sharing the namespace are told to set app_user', a
   t.match(
     shared.agent.status().instances[0]!.warnings[0]!.message,
     /billing-1 and web-1 intercept/,
+  );
+  rmSync(join(shared.configDir, 'billing.json'));
+  await shared.agent.reload();
+  t.same(
+    shared.agent.status().instances.map((i) => [i.id, i.warnings]),
+    [['web-1', []]],
+    'the warning goes with the other instance',
   );
   await shared.agent.stop();
 
