@@ -14,6 +14,7 @@ import {
   probeTcp,
   type ProbeResult,
 } from './checks.ts';
+import type { ConfigEntryRecord, ConfigKind } from './config-entries.ts';
 import { NS_PER_MS, formatGoDuration } from './duration.ts';
 import { HttpError, formatMultiError } from './http-error.ts';
 import type {
@@ -284,6 +285,9 @@ export class Catalog {
   private readonly kv = new Map<string, KvStored>();
   private kvTableIndex = 0;
   private readonly kvTombstones = new Map<string, number>();
+  /** Config entries by kind, then name; each kind's index moves on every write to it. */
+  private readonly config = new Map<ConfigKind, Map<string, ConfigEntryRecord>>();
+  private readonly configIndex = new Map<ConfigKind, number>();
   private readonly listeners = new Set<() => void>();
   private reapTimer: NodeJS.Timeout | undefined;
   private closed = false;
@@ -1188,6 +1192,60 @@ export class Catalog {
         this.kvTombstones.set(k, idx);
       }
       this.kvTableIndex = idx;
+    });
+    return true;
+  }
+
+  // ---------------------------------------------------------------- config entries
+
+  /** The index of a kind's table: its last write, or the catalog's first index. */
+  configKindIndex(kind: ConfigKind): number {
+    return Math.max(this.configIndex.get(kind) ?? 0, 1);
+  }
+
+  configGet(kind: ConfigKind, name: string): ConfigEntryRecord | undefined {
+    const e = this.config.get(kind)?.get(name);
+    return e ? structuredClone(e) : undefined;
+  }
+
+  /** A kind's entries sorted by name, as Consul lists them. */
+  configList(kind: ConfigKind): ConfigEntryRecord[] {
+    return [...(this.config.get(kind)?.values() ?? [])]
+      .sort((a, b) => (a.Name < b.Name ? -1 : a.Name > b.Name ? 1 : 0))
+      .map((e) => structuredClone(e));
+  }
+
+  /** Stores an entry; with `cas`, only when 0 and absent, or equal to its ModifyIndex. */
+  configPut(
+    entry: Record<string, unknown> & { Kind: ConfigKind; Name: string },
+    cas: number | undefined,
+  ): boolean {
+    const table = this.config.get(entry.Kind) ?? new Map<string, ConfigEntryRecord>();
+    const existing = table.get(entry.Name);
+    if (cas !== undefined) {
+      if (cas === 0 && existing) return false;
+      if (cas !== 0 && existing?.ModifyIndex !== cas) return false;
+    }
+    this.write((idx) => {
+      table.set(entry.Name, {
+        ...structuredClone(entry),
+        CreateIndex: existing?.CreateIndex ?? idx,
+        ModifyIndex: idx,
+      });
+      this.config.set(entry.Kind, table);
+      this.configIndex.set(entry.Kind, idx);
+    });
+    return true;
+  }
+
+  /** Deletes an entry; with `cas`, only when it equals the entry's ModifyIndex. */
+  configDelete(kind: ConfigKind, name: string, cas: number | undefined): boolean {
+    const existing = this.config.get(kind)?.get(name);
+    if (cas !== undefined && existing?.ModifyIndex !== cas) return false;
+    if (!existing) return true;
+    this.write((idx) => {
+      this.config.get(kind)!.delete(name);
+      this.configIndex.set(kind, idx);
     });
     return true;
   }

@@ -12,6 +12,7 @@ import {
   decodeBody,
   serviceDefinitionSpec,
 } from './decode.ts';
+import { configKind, decodeConfigEntry } from './config-entries.ts';
 import { NS_PER_MS, parseGoDuration } from './duration.ts';
 import { HttpError } from './http-error.ts';
 import { KV_MAX_VALUE_SIZE } from './catalog.ts';
@@ -287,6 +288,54 @@ export function createHandler(o: HandlerOptions) {
       }
       return { json: entries };
     });
+  }
+
+  // ------------------------------------------------------------------ config entries
+
+  function casParam(q: URLSearchParams): number | undefined {
+    if (!has(q, 'cas')) return undefined;
+    try {
+      return parseUint('cas', q.get('cas') ?? '');
+    } catch (err) {
+      throw new HttpError(400, (err as Error).message);
+    }
+  }
+
+  async function configPut(ctx: Ctx): Promise<Reply> {
+    parseQuery(ctx);
+    const cas = casParam(ctx.query);
+    const entry = decodeConfigEntry((await ctx.body()).toString('utf8'));
+    return { json: catalog.configPut(entry, cas) };
+  }
+
+  function configRead(ctx: Ctx): Promise<Reply> | Reply {
+    const parts = ctx.rest.split('/');
+    if (parts.length > 2 || parts[0] === '')
+      throw new HttpError(400, 'Must provide either a kind or both kind and name');
+    const kind = configKind(parts[0]!);
+    const name = parts[1] ?? '';
+    if (ctx.method === 'DELETE') {
+      parseQuery(ctx);
+      if (name === '') throw new HttpError(400, 'Must provide both kind and name');
+      const cas = casParam(ctx.query);
+      const deleted = catalog.configDelete(kind, name, cas);
+      return { json: cas === undefined ? {} : { Deleted: deleted } };
+    }
+    if (parts.length === 2 && name === '') throw new HttpError(400, 'Must provide a name');
+    return indexed(
+      ctx,
+      () => catalog.configKindIndex(kind),
+      () => {
+        if (name === '') return { json: catalog.configList(kind) };
+        const e = catalog.configGet(kind, name);
+        return e
+          ? { json: e }
+          : {
+              status: 404,
+              text: `Config entry not found for ${JSON.stringify(kind)} / ${JSON.stringify(name)}`,
+            };
+      },
+    );
   }
 
   // ------------------------------------------------------------------ KV
@@ -698,6 +747,8 @@ export function createHandler(o: HandlerOptions) {
       },
     },
     { path: '/v1/kv/', prefix: true, methods: ['GET', 'PUT', 'DELETE'], handler: kv },
+    { path: '/v1/config', prefix: false, methods: ['PUT'], handler: configPut },
+    { path: '/v1/config/', prefix: true, methods: ['GET', 'DELETE'], handler: configRead },
   ];
 
   function match(pathname: string): { route: Route; rest: string } | undefined {

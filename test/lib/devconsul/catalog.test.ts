@@ -33,6 +33,10 @@ t.test('the catalog answers arbitrary requests without crashing', async (t) => {
     '/v1/catalog/service/',
     '/v1/catalog/services',
     '/v1/kv/',
+    '/v1/config',
+    '/v1/config/',
+    '/v1/config/service-defaults/',
+    '/v1/config/proxy-defaults/',
     '/v1/',
     '/',
   ];
@@ -252,3 +256,46 @@ t.test('raw KV values are served as inert text', async (t) => {
   t.equal(r.headers.get('content-type'), 'text/plain');
   t.equal(r.headers.get('x-content-type-options'), 'nosniff');
 });
+
+t.test(
+  'config entries: kinds the embedded catalog lacks are named, bad bodies refused',
+  async (t) => {
+    const dc = await startTestConsul(t);
+    const router = await call(dc.url, 'PUT', '/v1/config', { Kind: 'service-router', Name: 'web' });
+    t.equal(router.status, 400);
+    t.match(router.text, /does not implement config entries of kind "service-router"/);
+    t.match(router.text, /service-defaults and proxy-defaults/);
+    t.equal(
+      (await call(dc.url, 'GET', '/v1/config/nonsense')).text,
+      'invalid config entry kind: nonsense',
+    );
+    t.equal((await call(dc.url, 'PUT', '/v1/config', '[1]')).status, 400, 'an array body');
+    t.equal((await call(dc.url, 'PUT', '/v1/config', '{')).status, 400, 'broken JSON');
+    const noName = await call(dc.url, 'PUT', '/v1/config', { Kind: 'service-defaults' });
+    t.equal(noName.status, 400);
+    const proto = await call(dc.url, 'PUT', '/v1/config', {
+      kind: 'service-defaults',
+      name: 'web',
+      protocol: 7,
+    });
+    t.equal(proto.status, 400, 'a protocol that is not a string');
+    // lowercase keys are accepted, as Consul's decoder does, and come back in Consul's spelling
+    const ok = await call(dc.url, 'PUT', '/v1/config', {
+      kind: 'service-defaults',
+      name: 'web',
+      protocol: 'GRPC',
+      CreateIndex: 99999,
+    });
+    t.equal(ok.text, 'true');
+    const e = (await call(dc.url, 'GET', '/v1/config/service-defaults/web')).json();
+    t.match(e, { Kind: 'service-defaults', Name: 'web', Protocol: 'grpc' });
+    t.not(e.CreateIndex, 99999, "indexes are the store's");
+    const miss = await call(dc.url, 'GET', '/v1/config/service-defaults/nope');
+    t.equal(miss.status, 404);
+    t.equal(miss.text, 'Config entry not found for "service-defaults" / "nope"');
+    t.same((await call(dc.url, 'DELETE', '/v1/config/service-defaults/web?cas=1')).json(), {
+      Deleted: false,
+    });
+    t.equal((await call(dc.url, 'GET', '/v1/config/service-defaults/web')).status, 200, 'kept');
+  },
+);

@@ -1,0 +1,122 @@
+/**
+ * Consul's configuration entries (`/v1/config`), the two kinds a mesh reads for a service's
+ * protocol: `service-defaults` (per service) and `proxy-defaults` (one, named `global`). Entries
+ * are stored as given, with the keys Remora reads spelled Consul's way (`Kind`, `Name`,
+ * `Protocol`, `Config`, `Meta`) and the protocol lowercased, as Consul normalizes it. Other kinds
+ * Consul knows are refused with a message naming what the embedded catalog supports.
+ */
+import { HttpError } from './http-error.ts';
+
+export const CONFIG_KINDS = ['service-defaults', 'proxy-defaults'] as const;
+export type ConfigKind = (typeof CONFIG_KINDS)[number];
+
+/** Kinds real Consul accepts that the embedded catalog does not implement. */
+const OTHER_CONSUL_KINDS = new Set([
+  'service-router',
+  'service-splitter',
+  'service-resolver',
+  'service-intentions',
+  'ingress-gateway',
+  'terminating-gateway',
+  'api-gateway',
+  'http-route',
+  'tcp-route',
+  'inline-certificate',
+  'file-system-certificate',
+  'bound-api-gateway',
+  'mesh',
+  'exported-services',
+  'sameness-group',
+  'jwt-provider',
+  'control-plane-request-limit',
+  'rate-limit-ip-config',
+]);
+
+/** The name of the single proxy-defaults entry. */
+export const PROXY_DEFAULTS_NAME = 'global';
+
+/** One stored entry, as the API returns it. */
+export type ConfigEntryRecord = Record<string, unknown> & {
+  Kind: ConfigKind;
+  Name: string;
+  CreateIndex: number;
+  ModifyIndex: number;
+};
+
+/** Top-level keys Consul also accepts in snake_case or lowercase, mapped to their JSON name. */
+const KEY_NAMES: Record<string, string> = {
+  kind: 'Kind',
+  name: 'Name',
+  protocol: 'Protocol',
+  config: 'Config',
+  meta: 'Meta',
+  mode: 'Mode',
+};
+
+/** The kind named in a URL path, or a 400 naming the supported ones. */
+export function configKind(raw: string): ConfigKind {
+  if ((CONFIG_KINDS as readonly string[]).includes(raw)) return raw as ConfigKind;
+  if (OTHER_CONSUL_KINDS.has(raw))
+    throw new HttpError(
+      400,
+      `the embedded catalog (remora devconsul) does not implement config entries of kind ${JSON.stringify(raw)}; it supports ${CONFIG_KINDS.join(' and ')}`,
+    );
+  throw new HttpError(400, `invalid config entry kind: ${raw}`);
+}
+
+/**
+ * Decodes a `PUT /v1/config` body into an entry without indexes. Refuses what Consul refuses:
+ * a body that is not an object, a missing kind or name, a proxy-defaults entry not named
+ * `global`, and values of the wrong type for the keys above.
+ */
+export function decodeConfigEntry(
+  body: string,
+): Record<string, unknown> & { Kind: ConfigKind; Name: string } {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(body);
+  } catch (err) {
+    throw new HttpError(400, `Request decoding failed: ${(err as Error).message}`);
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
+    throw new HttpError(400, 'Request decoding failed: the body must be a JSON object');
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
+    const key = KEY_NAMES[k.toLowerCase()] ?? k;
+    if (key in out) throw new HttpError(400, `Request decoding failed: ${key} is given twice`);
+    out[key] = v;
+  }
+  if (typeof out.Kind !== 'string' || out.Kind === '')
+    throw new HttpError(400, 'Request decoding failed: Payload does not contain a kind/Kind key');
+  const kind = configKind(out.Kind.toLowerCase());
+  out.Kind = kind;
+  if (typeof out.Name !== 'string' || out.Name === '')
+    throw new HttpError(400, `config entry of kind ${kind} is missing a Name`);
+  if (kind === 'proxy-defaults' && out.Name !== PROXY_DEFAULTS_NAME)
+    throw new HttpError(
+      400,
+      `invalid name (${JSON.stringify(out.Name)}), only ${JSON.stringify(PROXY_DEFAULTS_NAME)} is supported`,
+    );
+  if (out.Protocol !== undefined) {
+    if (kind !== 'service-defaults')
+      throw new HttpError(
+        400,
+        `Request decoding failed: ${kind} has no Protocol; set Config.protocol instead`,
+      );
+    if (typeof out.Protocol !== 'string')
+      throw new HttpError(400, 'Request decoding failed: Protocol must be a string');
+    out.Protocol = out.Protocol.toLowerCase();
+  }
+  for (const key of ['Config', 'Meta']) {
+    const v = out[key];
+    if (v !== undefined && v !== null && (typeof v !== 'object' || Array.isArray(v)))
+      throw new HttpError(400, `Request decoding failed: ${key} must be an object`);
+  }
+  const config = out.Config as Record<string, unknown> | undefined | null;
+  if (config && typeof config.protocol === 'string')
+    out.Config = { ...config, protocol: config.protocol.toLowerCase() };
+  // indexes are the store's, never the caller's
+  delete out.CreateIndex;
+  delete out.ModifyIndex;
+  return out as Record<string, unknown> & { Kind: ConfigKind; Name: string };
+}

@@ -1,0 +1,131 @@
+/**
+ * Conformance: configuration entries (`/v1/config`), the kinds the agent reads for a service's
+ * protocol. Each case cites the Consul documentation page it derives from.
+ */
+import t from 'tap';
+import { AGAINST_REAL_CONSUL, doc, openTarget } from './harness.ts';
+
+const CONFIG_DOC = doc('api-docs/config.mdx');
+const SERVICE_DEFAULTS_DOC = doc('docs/connect/config-entries/service-defaults.mdx');
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- raw API bodies are probed field by field
+type Json = Record<string, any>;
+
+const target = await openTarget();
+t.teardown(() => target.close());
+const p = target.prefix;
+const api = target.call;
+
+t.test(
+  `PUT /v1/config answers true; GET returns the entry with indexes ${CONFIG_DOC}`,
+  async (t) => {
+    const name = `${p}-web`;
+    t.teardown(() => api('DELETE', `/v1/config/service-defaults/${name}`));
+    const put = await api('PUT', '/v1/config', {
+      Kind: 'service-defaults',
+      Name: name,
+      Protocol: 'http',
+    });
+    t.equal(put.status, 200, put.text);
+    t.equal(put.text.trim(), 'true');
+    const r = await api('GET', `/v1/config/service-defaults/${name}`);
+    t.equal(r.status, 200);
+    const e = r.json<Json>();
+    t.match(e, { Kind: 'service-defaults', Name: name, Protocol: 'http' });
+    t.ok(e.CreateIndex > 0 && e.ModifyIndex >= e.CreateIndex, 'CreateIndex and ModifyIndex set');
+    t.ok(Number(r.headers.get('x-consul-index')) > 0, 'X-Consul-Index set');
+  },
+);
+
+t.test(`the protocol is stored lowercased ${SERVICE_DEFAULTS_DOC}`, async (t) => {
+  const name = `${p}-upper`;
+  t.teardown(() => api('DELETE', `/v1/config/service-defaults/${name}`));
+  await api('PUT', '/v1/config', { Kind: 'service-defaults', Name: name, Protocol: 'HTTP' });
+  t.equal((await api('GET', `/v1/config/service-defaults/${name}`)).json<Json>().Protocol, 'http');
+});
+
+t.test(`GET /v1/config/:kind lists the kind's entries by name ${CONFIG_DOC}`, async (t) => {
+  const names = [`${p}-list-b`, `${p}-list-a`];
+  t.teardown(async () => {
+    for (const n of names) await api('DELETE', `/v1/config/service-defaults/${n}`);
+  });
+  for (const n of names)
+    await api('PUT', '/v1/config', { Kind: 'service-defaults', Name: n, Protocol: 'grpc' });
+  const list = (await api('GET', '/v1/config/service-defaults')).json<Json[]>();
+  t.same(
+    list.map((e) => e.Name).filter((n: string) => n.startsWith(`${p}-list-`)),
+    [`${p}-list-a`, `${p}-list-b`],
+  );
+});
+
+t.test(
+  `cas: 0 creates only, a matching index updates, a stale one fails ${CONFIG_DOC}`,
+  async (t) => {
+    const name = `${p}-cas`;
+    t.teardown(() => api('DELETE', `/v1/config/service-defaults/${name}`));
+    const body = (protocol: string) => ({
+      Kind: 'service-defaults',
+      Name: name,
+      Protocol: protocol,
+    });
+    t.equal((await api('PUT', '/v1/config?cas=0', body('tcp'))).text.trim(), 'true');
+    t.equal((await api('PUT', '/v1/config?cas=0', body('http'))).text.trim(), 'false');
+    const idx = (await api('GET', `/v1/config/service-defaults/${name}`)).json<Json>().ModifyIndex;
+    t.equal((await api('PUT', `/v1/config?cas=${idx}`, body('http'))).text.trim(), 'true');
+    t.equal((await api('PUT', `/v1/config?cas=${idx}`, body('grpc'))).text.trim(), 'false');
+    t.equal(
+      (await api('GET', `/v1/config/service-defaults/${name}`)).json<Json>().Protocol,
+      'http',
+    );
+  },
+);
+
+t.test(`DELETE removes the entry; GET then answers 404 ${CONFIG_DOC}`, async (t) => {
+  const name = `${p}-gone`;
+  await api('PUT', '/v1/config', { Kind: 'service-defaults', Name: name, Protocol: 'http' });
+  t.equal((await api('DELETE', `/v1/config/service-defaults/${name}`)).status, 200);
+  t.equal((await api('GET', `/v1/config/service-defaults/${name}`)).status, 404);
+});
+
+t.test(`proxy-defaults has one entry, named global ${CONFIG_DOC}`, async (t) => {
+  const bad = await api('PUT', '/v1/config', {
+    Kind: 'proxy-defaults',
+    Name: `${p}-other`,
+    Config: { protocol: 'http' },
+  });
+  t.equal(bad.status, 400, 'a name other than global is refused');
+  if (AGAINST_REAL_CONSUL) return; // never touch a real cluster's global defaults
+  t.teardown(() => api('DELETE', '/v1/config/proxy-defaults/global'));
+  const put = await api('PUT', '/v1/config', {
+    Kind: 'proxy-defaults',
+    Name: 'global',
+    Config: { protocol: 'http' },
+  });
+  t.equal(put.text.trim(), 'true');
+  const e = (await api('GET', '/v1/config/proxy-defaults/global')).json<Json>();
+  t.match(e, { Kind: 'proxy-defaults', Name: 'global', Config: { protocol: 'http' } });
+});
+
+t.test(`a blocking list returns when an entry of its kind changes ${CONFIG_DOC}`, async (t) => {
+  const name = `${p}-block`;
+  t.teardown(() => api('DELETE', `/v1/config/service-defaults/${name}`));
+  const first = await api('GET', '/v1/config/service-defaults');
+  const idx = Number(first.headers.get('x-consul-index'));
+  const started = Date.now();
+  const waiting = api('GET', `/v1/config/service-defaults?index=${idx}&wait=10s`);
+  setTimeout(() => {
+    void api('PUT', '/v1/config', { Kind: 'service-defaults', Name: name, Protocol: 'http2' });
+  }, 200);
+  const woke = await waiting;
+  t.ok(Date.now() - started < 9_000, 'returned before the wait elapsed');
+  t.ok(Number(woke.headers.get('x-consul-index')) > idx, 'with a higher index');
+  t.ok(
+    woke.json<Json[]>().some((e) => e.Name === name && e.Protocol === 'http2'),
+    'listing the new entry',
+  );
+});
+
+t.test(`a missing kind in the body is refused ${CONFIG_DOC}`, async (t) => {
+  const r = await api('PUT', '/v1/config', { Name: `${p}-nokind`, Protocol: 'http' });
+  t.equal(r.status, 400);
+});
