@@ -16,6 +16,7 @@ import type {
   AgentCheck,
   AgentService,
   CatalogService,
+  ConfigEntry,
   HealthStatus,
   KvPair,
   ServiceDefinition,
@@ -97,6 +98,17 @@ export interface ConsulClient {
       opts?: BlockingOptions,
     ): Promise<{ services: Record<string, string[]>; index: number }>;
     service(name: string): Promise<CatalogService[]>;
+  };
+  /** Configuration entries (`/v1/config`), e.g. a service's protocol in service-defaults. */
+  config: {
+    /**
+     * `/v1/config/<kind>` as a blocking query: the kind's entries and the answer's
+     * X-Consul-Index. `index`, `wait` and `signal` are honoured.
+     */
+    list(kind: string, opts?: BlockingOptions): Promise<{ entries: ConfigEntry[]; index: number }>;
+    /** Writes an entry; with `cas` only at that ModifyIndex (0: only if absent). */
+    put(entry: ConfigEntry, opts?: { cas?: number }): Promise<boolean>;
+    delete(kind: string, name: string): Promise<void>;
   };
   status: { leader(): Promise<string> };
   /** Releases keep-alive sockets. */
@@ -353,7 +365,7 @@ export function createConsulClient(opts: ConsulClientOptions): ConsulClient {
 
   /** A request over got: resolves with status, headers and body text, or a coded error. */
   async function raw(
-    method: 'GET' | 'PUT',
+    method: 'GET' | 'PUT' | 'DELETE',
     path: string,
     o: {
       json?: unknown;
@@ -471,6 +483,30 @@ export function createConsulClient(opts: ConsulClientOptions): ConsulClient {
   }
 
   /** The deadline of a request: a blocking one adds its wait and Consul's jitter (wait/16). */
+  function configEntriesResult(
+    path: string,
+    body: unknown,
+    indexHeader: string | string[] | undefined,
+  ): { entries: ConfigEntry[]; index: number } {
+    const list = body === null ? [] : body;
+    const bad = (what: string): RemoraError =>
+      new RemoraError(
+        'REMORA_E_CONSUL_BAD_RESPONSE',
+        `Consul at ${address} answered ${path} with ${what} instead of a JSON array of config entries`,
+        { address, path },
+      );
+    if (!Array.isArray(list)) throw bad(typeof list);
+    const entries = list.map((e: unknown, i) => {
+      if (typeof e !== 'object' || e === null || Array.isArray(e))
+        throw bad(`item ${i}: not an object`);
+      const r = e as Record<string, unknown>;
+      if (typeof r.Kind !== 'string' || typeof r.Name !== 'string')
+        throw bad(`item ${i}: no Kind or Name`);
+      return { ...r } as ConfigEntry;
+    });
+    return { entries, index: consulIndex(path, indexHeader) };
+  }
+
   function blockingTimeout(o: BlockingOptions): number {
     return timeoutMs + (o.index ? waitMsOf(o.wait) * (17 / 16) : 0);
   }
@@ -676,6 +712,37 @@ export function createConsulClient(opts: ConsulClientOptions): ConsulClient {
             ServiceMeta: obj(s.ServiceMeta),
           } as unknown as CatalogService;
         });
+      },
+    },
+    config: {
+      async list(kind, o = {}) {
+        const path = `config/${encodeURIComponent(kind)}`;
+        const q = new URLSearchParams();
+        if (o.index) q.set('index', String(o.index));
+        if (o.index && o.wait) q.set('wait', o.wait);
+        const r = await raw('GET', path, {
+          searchParams: q,
+          timeoutMs: blockingTimeout(o),
+          ...(o.signal ? { signal: o.signal } : {}),
+        });
+        if (r.status !== 200) throw requestFailed(`/v1/${path}`, r.status, r.body);
+        return configEntriesResult(
+          `/v1/${path}`,
+          parseJson(`/v1/${path}`, r.body),
+          r.headers['x-consul-index'],
+        );
+      },
+      async put(entry, o = {}) {
+        const q = new URLSearchParams();
+        if (o.cas !== undefined) q.set('cas', String(o.cas));
+        const r = await raw('PUT', 'config', { json: entry, searchParams: q });
+        if (r.status !== 200) throw requestFailed('/v1/config', r.status, r.body);
+        return parseJson('/v1/config', r.body) === true;
+      },
+      async delete(kind, name) {
+        const path = `config/${encodeURIComponent(kind)}/${encodeURIComponent(name)}`;
+        const r = await raw('DELETE', path);
+        if (r.status !== 200) throw requestFailed(`/v1/${path}`, r.status, r.body);
       },
     },
     status: {

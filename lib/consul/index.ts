@@ -11,6 +11,7 @@ export {
 export {
   watchConnect,
   watchServices,
+  watchConfigEntries,
   DEFAULT_WATCH_WAIT_SECONDS,
   WATCH_BACKOFF_BASE_MS,
   WATCH_BACKOFF_MAX_MS,
@@ -20,6 +21,8 @@ export {
   type WatchConnectOptions,
   type ServicesWatch,
   type WatchServicesOptions,
+  type ConfigEntriesWatch,
+  type WatchConfigEntriesOptions,
 } from './watch.ts';
 export type {
   AgentCheck,
@@ -27,6 +30,7 @@ export type {
   CatalogNode,
   CatalogService,
   CheckDefinition,
+  ConfigEntry,
   HealthCheck,
   HealthStatus,
   KvPair,

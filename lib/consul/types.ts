@@ -177,3 +177,18 @@ export interface KvPair {
   value: string;
   modifyIndex: number;
 }
+
+/**
+ * A configuration entry (`/v1/config`). Remora reads `Protocol` of service-defaults and
+ * `Config.protocol` of proxy-defaults; other fields pass through.
+ */
+export interface ConfigEntry {
+  Kind: string;
+  Name: string;
+  Protocol?: string;
+  Config?: Record<string, unknown>;
+  Meta?: Record<string, string>;
+  CreateIndex?: number;
+  ModifyIndex?: number;
+  [field: string]: unknown;
+}

@@ -1,15 +1,16 @@
 /**
- * Blocking-query watches of `/v1/health/connect/<service>?passing` and `/v1/catalog/services`,
+ * Blocking-query watches of `/v1/health/connect/<service>?passing`, `/v1/catalog/services` and
+ * `/v1/config/<kind>`,
  * following Consul's rules for blocking clients (api-docs/features/blocking.mdx): reset the index
  * when it goes backwards, never block on index 0, rate-limit with a small token bucket, back off
- * on errors — and never forget the last known answer while Consul is unreachable. Both share one
+ * on errors — and never forget the last known answer while Consul is unreachable. All share one
  * loop, `watchBlocking`.
  */
 import { toRemoraError, type RemoraError } from '../errors/index.ts';
 import { createSilentLogger, logError, type Logger } from '../log/index.ts';
 import { backoffDelay, createClock, type Clock } from '../util/index.ts';
 import type { ConsulClient } from './client.ts';
-import type { ServiceEntry } from './types.ts';
+import type { ConfigEntry, ServiceEntry } from './types.ts';
 
 export const DEFAULT_WATCH_WAIT_SECONDS = 300;
 export const WATCH_BACKOFF_BASE_MS = 250;
@@ -51,6 +52,11 @@ export type ConnectWatch = BlockingWatch<ServiceEntry[]>;
 export type WatchServicesOptions = BlockingWatchOptions<Record<string, string[]>>;
 
 export type ServicesWatch = BlockingWatch<Record<string, string[]>>;
+
+/** The entries of one config-entry kind, as `/v1/config/<kind>` lists them. */
+export type WatchConfigEntriesOptions = BlockingWatchOptions<ConfigEntry[]>;
+
+export type ConfigEntriesWatch = BlockingWatch<ConfigEntry[]>;
 
 /** A stable fingerprint of an endpoint set, so unchanged answers are not re-delivered. */
 function connectFingerprint(entries: ServiceEntry[]): string {
@@ -277,6 +283,37 @@ export function watchServices(client: ConsulClient, opts: WatchServicesOptions):
       return { value: res.services, index: res.index };
     },
     servicesFingerprint,
+    opts,
+  );
+}
+
+/**
+ * Watches the configuration entries of one kind (`/v1/config/<kind>`): `onChange` gets the
+ * entries, first once Consul answers and then whenever one is written or deleted (an entry
+ * rewritten with the same content is not re-delivered).
+ */
+export function watchConfigEntries(
+  client: ConsulClient,
+  kind: string,
+  opts: WatchConfigEntriesOptions,
+): ConfigEntriesWatch {
+  return watchBlocking<ConfigEntry[]>(
+    {
+      name: `the ${kind} config entries`,
+      kept: `the last known ${kind} entries`,
+      fields: { watch: `config/${kind}` },
+      size: (entries) => entries?.length ?? 0,
+    },
+    async (o) => {
+      const res = await client.config.list(kind, o);
+      return { value: res.entries, index: res.index };
+    },
+    (entries) =>
+      JSON.stringify(
+        entries
+          .map(({ CreateIndex: _c, ModifyIndex: _m, ...rest }) => rest)
+          .sort((a, b) => (a.Name < b.Name ? -1 : a.Name > b.Name ? 1 : 0)),
+      ),
     opts,
   );
 }
