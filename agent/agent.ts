@@ -10,17 +10,21 @@ import { logError, type Logger } from '../lib/log/index.ts';
 import { backoffDelay, type Clock } from '../lib/util/index.ts';
 import type { IntentionsSnapshot } from '../lib/intentions/types.ts';
 import {
+  DEFAULT_PROTOCOL,
   DEFAULT_RESILIENCE,
   defaultLoadBalancer,
+  type Protocol,
   type ProxySnapshot,
   type TracingConfig,
 } from '../lib/proxy-api/index.ts';
+import { createCentralConfig, type CentralConfig } from './central-config.ts';
 import { createConfigDir, type ConfigDir } from './config-dir.ts';
 import {
   NODE_META_KEY,
   sameDefinition,
   type DecodeResult,
   type ServiceDefinition,
+  type SidecarDefinition,
   type UpstreamDefinition,
 } from './definitions.ts';
 import { dataPaths, ensureDir, writeFileAtomic, writesSettled, type DataPaths } from './files.ts';
@@ -111,6 +115,8 @@ export interface InstanceStatus {
   registrationError: { code: string; message: string; at: string } | null;
   proxy: ProxyStatus | null;
   certificate: IdentityStatus | null;
+  /** The protocol the instance's proxy serves: its definition's, or Consul's config entries'. */
+  protocol: string | null;
   upstreams: {
     destination: string;
     localBindPort: number;
@@ -240,13 +246,15 @@ export function registrationFor(
         destination_service_id: def.id,
         local_service_address: sc.localServiceAddress,
         local_service_port: sc.localServicePort,
-        config: { protocol: sc.protocol },
+        // only what the definition says: consumers resolve the rest from Consul's config
+        // entries themselves, so a changed service-defaults needs no re-registration
+        ...(sc.protocolGiven ? { config: { protocol: sc.protocol } } : {}),
         upstreams: sc.upstreams.map((u) => ({
           destination_type: 'service',
           destination_name: u.destinationName,
           local_bind_address: u.localBindAddress,
           local_bind_port: u.localBindPort,
-          config: { protocol: u.protocol },
+          ...(u.protocolGiven ? { config: { protocol: u.protocol } } : {}),
         })),
       },
     };
@@ -355,6 +363,19 @@ export function createAgent(o: AgentOptions): Agent {
     },
   });
 
+  const central: CentralConfig = createCentralConfig({
+    consul,
+    paths,
+    logger,
+    onChange() {
+      // a protocol an instance did not name itself may have changed: new snapshots and rules
+      for (const inst of instances.values()) {
+        supervisor.push(inst.def.id);
+        syncTransparent(inst);
+      }
+    },
+  });
+
   const supervisor: Supervisor = createSupervisor({
     paths,
     ops: o.processes,
@@ -408,6 +429,9 @@ export function createAgent(o: AgentOptions): Agent {
     // an upstream whose endpoints are not known yet would reach the proxy as an empty set
     const upstreams = upstreamsOf(inst);
     if (!upstreams.every((u) => discovery.settled(u.destinationName))) return null;
+    // a protocol left to Consul's config entries is not guessed: no proxy starts as tcp and
+    // turns http a moment later
+    if (!central.settled() && !protocolsGiven(sc)) return null;
     return {
       instance: {
         id,
@@ -422,7 +446,7 @@ export function createAgent(o: AgentOptions): Agent {
         bindPort: inst.sidecarPort,
         localAppAddress: sc.localServiceAddress,
         localAppPort: sc.localServicePort,
-        protocol: sc.protocol,
+        protocol: inboundProtocol(inst),
       },
       upstreams: upstreams.map((u) => ({
         destinationName: u.destinationName,
@@ -627,19 +651,54 @@ export function createAgent(o: AgentOptions): Agent {
     return `${id}/derived`;
   }
 
+  // --- protocols (docs/agent.md, "Protocols") ------------------------------------------------
+  /**
+   * The protocol of calls to `service` when the caller names none: what its sidecars were
+   * registered with, else Consul's service-defaults or proxy-defaults, else `tcp`.
+   */
+  function destinationProtocol(service: string): Protocol {
+    return discovery.protocol(service) ?? central.protocol(service) ?? DEFAULT_PROTOCOL;
+  }
+
+  /** The instance's own protocol: its definition's, else Consul's config entries', else `tcp`. */
+  function inboundProtocol(inst: Instance): Protocol {
+    const sc = inst.def.sidecar;
+    if (sc?.protocolGiven) return sc.protocol;
+    return central.protocol(inst.def.name) ?? DEFAULT_PROTOCOL;
+  }
+
+  /** True when the definition names every protocol itself, so Consul's entries do not matter. */
+  function protocolsGiven(sc: SidecarDefinition): boolean {
+    return sc.protocolGiven && sc.upstreams.every((u) => u.protocolGiven);
+  }
+
+  /** An upstream with its protocol (and the balancer that follows from it) resolved. */
+  function resolved(u: UpstreamDefinition): UpstreamDefinition {
+    if (u.protocolGiven) return u;
+    const protocol = destinationProtocol(u.destinationName);
+    if (protocol === u.protocol) return u;
+    return {
+      ...u,
+      protocol,
+      loadBalancer: u.loadBalancerGiven ? u.loadBalancer : defaultLoadBalancer(protocol),
+    };
+  }
+
   /** Explicit upstreams, then the derived ones whose sidecars Consul has listed. */
   function upstreamsOf(inst: Instance): UpstreamDefinition[] {
-    const explicit = inst.def.sidecar?.upstreams ?? [];
+    const explicit = (inst.def.sidecar?.upstreams ?? []).map(resolved);
     const derived: UpstreamDefinition[] = [];
     for (const name of inst.derived) {
-      const protocol = discovery.protocol(name);
-      if (protocol === null) continue;
+      if (!discovery.listed(name)) continue;
+      const protocol = destinationProtocol(name);
       derived.push({
         destinationName: name,
         localBindAddress: '127.0.0.1',
         localBindPort: 0,
         protocol,
+        protocolGiven: false,
         loadBalancer: defaultLoadBalancer(protocol),
+        loadBalancerGiven: false,
         resilience: DEFAULT_RESILIENCE,
       });
     }
@@ -1146,6 +1205,12 @@ export function createAgent(o: AgentOptions): Agent {
       .filter((u) => !u.synced)
       .map((u) => u.service);
     if (unsynced.length > 0) out.push(`Consul: endpoints of ${unsynced.join(', ')}`);
+    if (!central.synced())
+      out.push(
+        central.settled()
+          ? 'Consul (config entries; using the protocols last known)'
+          : 'Consul: config entries (service-defaults, proxy-defaults)',
+      );
     return out;
   }
 
@@ -1171,6 +1236,7 @@ export function createAgent(o: AgentOptions): Agent {
       unsubscribe.push(control.onRootsChanged((b) => roots.offer(b)));
       unsubscribe.push(control.onIntentionsChanged((snap) => intentions.offer(snap)));
       await Promise.all([roots.start(), intentions.start()]);
+      central.start();
       await configDir.load();
       await applying;
       if (s.watchDebounceMs > 0) configDir.watch();
@@ -1207,6 +1273,7 @@ export function createAgent(o: AgentOptions): Agent {
       for (const timer of catalogLeaving.values()) clock.clearTimeout(timer);
       catalogLeaving.clear();
       discovery.stop();
+      central.stop();
       await transparent.idle();
       await supervisor.close();
       // caches and state written in the background land before the agent says it stopped
@@ -1233,6 +1300,7 @@ export function createAgent(o: AgentOptions): Agent {
             registrationError: inst.registrationError,
             proxy: supervisor.status(inst.def.id),
             certificate: identity.status(inst.def.id),
+            protocol: inst.def.sidecar ? inboundProtocol(inst) : null,
             upstreams: upstreamsOf(inst).map((u) => {
               const st = discovery.status().find((x) => x.service === u.destinationName);
               return {
@@ -1256,7 +1324,7 @@ export function createAgent(o: AgentOptions): Agent {
           }))
           .sort((a, b) => (a.id < b.id ? -1 : 1)),
         upstreams: discovery.status(),
-        problems: problems.map((p) => ({
+        problems: [...problems, ...central.problems()].map((p) => ({
           code: p.code,
           message: p.message,
           file: p.details.file,

@@ -19,8 +19,16 @@ export interface UpstreamDefinition {
   localBindAddress: string;
   /** 0 when a transparent instance leaves it out: the agent allocates one (docs/transparent.md). */
   localBindPort: number;
+  /** `config.protocol`, or `tcp` until the agent resolves it (see protocolGiven). */
   protocol: Protocol;
+  /**
+   * False when the definition leaves the protocol out: the agent then takes the destination's
+   * (its sidecars' registration, then Consul's config entries; docs/agent.md "Protocols").
+   */
+  protocolGiven: boolean;
   loadBalancer: LoadBalancerPolicy;
+  /** False when `config.load_balancer` is left out: the default follows the protocol. */
+  loadBalancerGiven: boolean;
   resilience: ResilienceConfig;
 }
 
@@ -31,7 +39,10 @@ export interface SidecarDefinition {
   address: string | null;
   localServiceAddress: string;
   localServicePort: number;
+  /** `proxy.config.protocol`, or `tcp` until the agent resolves it (see protocolGiven). */
   protocol: Protocol;
+  /** False when left out: Consul's service-defaults or proxy-defaults decide (docs/agent.md). */
+  protocolGiven: boolean;
   upstreams: UpstreamDefinition[];
   /** Transparent interception (`transparent: true` or Consul's `proxy.mode = "transparent"`). */
   transparent: boolean;
@@ -301,7 +312,9 @@ function decodeUpstream(raw: Json, path: string, transparent: boolean): Upstream
     );
   }
   const cfg = u.object('config');
-  const protocol = cfg?.oneOf('protocol', PROTOCOLS) ?? DEFAULT_PROTOCOL;
+  const givenProtocol = cfg?.oneOf('protocol', PROTOCOLS);
+  const protocol = givenProtocol ?? DEFAULT_PROTOCOL;
+  const givenBalancer = cfg?.oneOf('load_balancer', LOAD_BALANCERS);
   return {
     destinationName: name(u, 'destination_name', true),
     localBindAddress: address(u, 'local_bind_address') ?? '127.0.0.1',
@@ -309,7 +322,9 @@ function decodeUpstream(raw: Json, path: string, transparent: boolean): Upstream
       ? (u.int('local_bind_port', 1, 65535) ?? 0)
       : u.int('local_bind_port', 1, 65535, true),
     protocol,
-    loadBalancer: cfg?.oneOf('load_balancer', LOAD_BALANCERS) ?? defaultLoadBalancer(protocol),
+    protocolGiven: givenProtocol !== undefined,
+    loadBalancer: givenBalancer ?? defaultLoadBalancer(protocol),
+    loadBalancerGiven: givenBalancer !== undefined,
     resilience: resilience(cfg),
   };
 }
@@ -369,6 +384,7 @@ function decodeSidecar(
     );
   }
   const appUid = decodeAppUser(cfg);
+  const givenProtocol = cfg?.oneOf('protocol', PROTOCOLS);
   const localServicePort = proxy?.int('local_service_port', 1, 65535) ?? servicePort;
   if (localServicePort === undefined) {
     throw new FieldError(
@@ -396,7 +412,8 @@ function decodeSidecar(
     address: address(sc, 'address') ?? null,
     localServiceAddress: address(proxy ?? sc, 'local_service_address') ?? '127.0.0.1',
     localServicePort,
-    protocol: cfg?.oneOf('protocol', PROTOCOLS) ?? DEFAULT_PROTOCOL,
+    protocol: givenProtocol ?? DEFAULT_PROTOCOL,
+    protocolGiven: givenProtocol !== undefined,
     upstreams,
     transparent,
     excludeInboundPorts,

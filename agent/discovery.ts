@@ -30,8 +30,13 @@ export interface Discovery {
   /** The addresses clients dial for the service (transparent mode); known once Consul answered. */
   targets(service: string): ServiceTarget[];
   /**
-   * The protocol of the service's sidecars once Consul (or the cache) listed one; null while
-   * none was ever seen. It stays when the service scales to zero, so its listener does too.
+   * True once Consul (or the cache) listed a sidecar of the service. It stays when the service
+   * scales to zero, so a derived upstream's listener does too.
+   */
+  listed(service: string): boolean;
+  /**
+   * The `proxy.config.protocol` the service's sidecars were registered with; null when they give
+   * none (Consul's config entries decide then) or none was ever listed.
    */
   protocol(service: string): Protocol | null;
   status(): UpstreamStatus[];
@@ -64,6 +69,8 @@ interface Watch {
   users: Set<string>;
   endpoints: Endpoint[];
   targets: ServiceTarget[];
+  /** A sidecar was listed once; `protocol` is what its registration gives. */
+  listed: boolean;
   protocol: Protocol | null;
   /** Until when an empty answer right after an outage is held back (0: not holding). */
   graceUntil: number;
@@ -116,7 +123,9 @@ export function createDiscovery(o: {
       // no cache yet
     }
     try {
+      // an empty file: sidecars were listed, registered without a protocol
       w.protocol = asProtocol(readFileSync(o.paths.cache(`protocol-${w.service}`), 'utf8'));
+      w.listed = true;
     } catch {
       // never seen a sidecar of it
     }
@@ -126,11 +135,12 @@ export function createDiscovery(o: {
         const next = endpointsFromEntries(entries);
         const targets = targetsFromEntries(entries);
         // the protocol stays when the service scales to zero (an empty answer gives null)
-        const protocol = protocolFromEntries(entries);
-        const protocolChanged = protocol !== null && protocol !== w.protocol;
-        if (protocolChanged) {
-          w.protocol = protocol;
-          writeFileAtomic(o.paths.cache(`protocol-${w.service}`), protocol, 0o600).catch(
+        const seen = protocolFromEntries(entries);
+        const protocolChanged = seen !== null && (!w.listed || seen.protocol !== w.protocol);
+        if (seen && protocolChanged) {
+          w.listed = true;
+          w.protocol = seen.protocol;
+          writeFileAtomic(o.paths.cache(`protocol-${w.service}`), seen.protocol ?? '', 0o600).catch(
             (err: unknown) => logError(o.logger, err, 'cannot cache a protocol', 'warn'),
           );
         }
@@ -209,6 +219,7 @@ export function createDiscovery(o: {
           users: new Set(),
           endpoints: [],
           targets: [],
+          listed: false,
           protocol: null,
           synced: false,
           lastError: null,
@@ -237,6 +248,7 @@ export function createDiscovery(o: {
     endpoints: (service) => watches.get(service)?.endpoints ?? [],
     settled: (service) => watches.get(service)?.settled ?? false,
     targets: (service) => watches.get(service)?.targets ?? [],
+    listed: (service) => watches.get(service)?.listed ?? false,
     protocol: (service) => watches.get(service)?.protocol ?? null,
     status: () =>
       [...watches.values()].map((w) => ({

@@ -1,7 +1,12 @@
 // A complete host agent from its configuration: Consul client, NATS connection (retried until
 // it exists), tracing, real processes and the loopback status endpoint. `remora agent` runs
 // one; `remora dev` can embed one in its own process.
-import { createConsulClient, watchConnect, watchServices } from '../lib/consul/index.ts';
+import {
+  createConsulClient,
+  watchConfigEntries,
+  watchConnect,
+  watchServices,
+} from '../lib/consul/index.ts';
 import { connectNats } from '../lib/nats/index.ts';
 import { createTracing, parseOtlpHeaders, type Tracing } from '../lib/telemetry/index.ts';
 import { RemoraError, toRemoraError } from '../lib/errors/index.ts';
@@ -79,6 +84,15 @@ export function createConsulPort(o: {
     watchServices(handlers) {
       const w = watchServices(client, {
         onChange: (services) => handlers.onChange(Object.keys(services)),
+        onError: (err) => handlers.onError(err),
+        logger: o.logger,
+        random: o.random,
+      });
+      return { stop: () => w.stop() };
+    },
+    watchConfigEntries(kind, handlers) {
+      const w = watchConfigEntries(client, kind, {
+        onChange: (entries) => handlers.onChange(entries),
         onError: (err) => handlers.onError(err),
         logger: o.logger,
         random: o.random,

@@ -49,6 +49,16 @@ export interface ConnectEntry {
 
 export type CheckStatus = 'passing' | 'warning' | 'critical';
 
+/** One configuration entry of `GET /v1/config/<kind>`, the fields the agent reads. */
+export interface ConfigEntry {
+  Kind: string;
+  Name: string;
+  /** service-defaults: the service's protocol. */
+  Protocol?: unknown;
+  /** proxy-defaults: `protocol` is every service's default protocol. */
+  Config?: Record<string, unknown>;
+}
+
 /** The host's Consul agent (DESIGN §5). Every call may reject while Consul is down. */
 export interface ConsulPort {
   registerService(definition: Record<string, unknown>): Promise<void>;
@@ -66,4 +76,9 @@ export interface ConsulPort {
   watchServices(handlers: { onChange(names: string[]): void; onError(err: unknown): void }): {
     stop(): void;
   };
+  /** A blocking-query watch of one kind of configuration entries (`/v1/config/<kind>`). */
+  watchConfigEntries(
+    kind: string,
+    handlers: { onChange(entries: ConfigEntry[]): void; onError(err: unknown): void },
+  ): { stop(): void };
 }

@@ -4,7 +4,7 @@
 // entries and adds it once Consul lists a sidecar for it (so plain services never get a listener).
 import { evaluateIntentions } from '../../lib/intentions/index.ts';
 import type { IntentionsSnapshot } from '../../lib/intentions/types.ts';
-import { DEFAULT_PROTOCOL, PROTOCOLS, type Protocol } from '../../lib/proxy-api/index.ts';
+import { PROTOCOLS, type Protocol } from '../../lib/proxy-api/index.ts';
 import type { ConnectEntry } from '../ports.ts';
 
 /** Consul's name for a sidecar's own catalog entry; such names are never upstreams. */
@@ -46,10 +46,14 @@ export function asProtocol(raw: unknown): Protocol | null {
 }
 
 /**
- * The protocol a service's sidecars speak (`proxy.config.protocol` of their registration), or
- * null when Consul lists no sidecar for it. A missing or unknown value is Consul's default, `tcp`.
+ * What Consul's sidecar registrations of a service say about its protocol: null when Consul
+ * lists no sidecar for it; otherwise the `proxy.config.protocol` they were registered with, or
+ * null for `protocol` when they give none (or one Remora does not know), in which case Consul's
+ * config entries decide (docs/agent.md, "Protocols").
  */
-export function protocolFromEntries(entries: readonly ConnectEntry[]): Protocol | null {
+export function protocolFromEntries(
+  entries: readonly ConnectEntry[],
+): { protocol: Protocol | null } | null {
   if (entries.length === 0) return null;
-  return asProtocol(entries[0]!.Service.Proxy?.Config?.protocol) ?? DEFAULT_PROTOCOL;
+  return { protocol: asProtocol(entries[0]!.Service.Proxy?.Config?.protocol) };
 }

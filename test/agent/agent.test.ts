@@ -6,7 +6,12 @@ import type { ConsulPort } from '../../agent/ports.ts';
 import { decodeDefinitionFile } from '../../agent/definitions.ts';
 import { createSilentLogger } from '../../lib/log/index.ts';
 import { createClock, waitFor } from '../../lib/util/index.ts';
-import { createFakeControl, createFakeProxies, createHostDir } from './fakes.ts';
+import {
+  createFakeConfigEntries,
+  createFakeControl,
+  createFakeProxies,
+  createHostDir,
+} from './fakes.ts';
 
 t.test('the registration carries the node meta, the sidecar and its readiness check', async (t) => {
   const def = decodeDefinitionFile(
@@ -18,7 +23,13 @@ t.test('the registration carries the node meta, the sidecar and its readiness ch
         meta: { team: 'a' },
         connect: {
           sidecar_service: {
-            proxy: { upstreams: [{ destination_name: 'api', local_bind_port: 9191 }] },
+            proxy: {
+              config: { protocol: 'http' },
+              upstreams: [
+                { destination_name: 'api', local_bind_port: 9191 },
+                { destination_name: 'db', local_bind_port: 9192, config: { protocol: 'tcp' } },
+              ],
+            },
           },
         },
       },
@@ -40,7 +51,7 @@ t.test('the registration carries the node meta, the sidecar and its readiness ch
         address: string;
         meta: Record<string, string>;
         checks: unknown[];
-        proxy: { destination_service_id: string; upstreams: unknown[] };
+        proxy: { destination_service_id: string; config?: unknown; upstreams: unknown[] };
       };
     };
   };
@@ -59,13 +70,26 @@ t.test('the registration carries the node meta, the sidecar and its readiness ch
     },
   ]);
   t.equal(sc.proxy.destination_service_id, 'web-1');
-  t.same(sc.proxy.upstreams[0], {
-    destination_type: 'service',
-    destination_name: 'api',
-    local_bind_address: '127.0.0.1',
-    local_bind_port: 9191,
-    config: { protocol: 'tcp' },
-  });
+  t.same(sc.proxy.config, { protocol: 'http' }, 'the protocol the definition gives');
+  t.same(
+    sc.proxy.upstreams,
+    [
+      {
+        destination_type: 'service',
+        destination_name: 'api',
+        local_bind_address: '127.0.0.1',
+        local_bind_port: 9191,
+      },
+      {
+        destination_type: 'service',
+        destination_name: 'db',
+        local_bind_address: '127.0.0.1',
+        local_bind_port: 9192,
+        config: { protocol: 'tcp' },
+      },
+    ],
+    "an upstream without a protocol is registered without one: Consul's config entries decide",
+  );
 });
 
 interface FakeHost {
@@ -130,6 +154,7 @@ t.test(
       },
       watchConnect: () => ({ stop: () => undefined }),
       watchServices: () => ({ stop: () => undefined }),
+      watchConfigEntries: createFakeConfigEntries().watchConfigEntries,
     };
     const { agent, configDir } = await startHost(t, consul, events);
     await waitFor('api-1 registered despite two Consul failures', () =>
@@ -185,6 +210,7 @@ function checkModel() {
     },
     watchConnect: () => ({ stop: () => undefined }),
     watchServices: () => ({ stop: () => undefined }),
+    watchConfigEntries: createFakeConfigEntries().watchConfigEntries,
   };
   return {
     consul,

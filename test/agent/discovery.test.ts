@@ -186,3 +186,35 @@ t.test("a service's protocol: from its sidecars, kept at zero instances, cached"
   again.acquire('api', 'web-1');
   t.equal(again.protocol('api'), 'grpc', 'a restarted agent knows it before Consul answers');
 });
+
+t.test(
+  'sidecars registered without a protocol: listed, protocol left to Consul config',
+  async (t) => {
+    const { d, changes, consul, dir } = setup(t);
+    t.equal(d.listed('api'), false, 'no sidecar seen yet');
+    consul().onChange([entry('api-1', 21001)]);
+    t.equal(d.listed('api'), true);
+    t.equal(d.protocol('api'), null, 'the registration names none');
+    t.same(changes, [1]);
+    consul().onChange([]);
+    t.equal(d.listed('api'), true, 'scaled to zero: still listed');
+    await waitFor('the cache', () => {
+      try {
+        return readFileSync(dataPaths(dir).cache('protocol-api'), 'utf8') === '';
+      } catch {
+        return false;
+      }
+    });
+    const again = createDiscovery({
+      consul: { watchConnect: () => ({ stop() {} }) } as unknown as ConsulPort,
+      paths: dataPaths(dir),
+      clock: fakeClock(),
+      logger: createSilentLogger(),
+      onChange: () => undefined,
+    });
+    t.teardown(() => again.stop());
+    again.acquire('api', 'web-1');
+    t.equal(again.listed('api'), true, 'a restarted agent knows it was listed');
+    t.equal(again.protocol('api'), null);
+  },
+);

@@ -13,7 +13,13 @@ import {
   issueLeaf,
   inspectCsr,
 } from '../../lib/pki/index.ts';
-import type { ControlPort, SignedCert, TrustBundle } from '../../agent/ports.ts';
+import type {
+  ConfigEntry,
+  ConsulPort,
+  ControlPort,
+  SignedCert,
+  TrustBundle,
+} from '../../agent/ports.ts';
 import type { ProcessOps } from '../../agent/supervisor.ts';
 import {
   attachFrameChannel,
@@ -237,4 +243,49 @@ export function createFakeProxies(
 /** Lets pending promise callbacks run. */
 export async function settle(rounds = 20): Promise<void> {
   for (let i = 0; i < rounds; i++) await new Promise<void>((r) => setImmediate(r));
+}
+
+/**
+ * Consul's configuration entries for a fake ConsulPort: each watch answers at once with what is
+ * set (nothing by default); `set` changes a kind and wakes its watches, `fail` reports an error.
+ */
+export function createFakeConfigEntries(
+  initial: Record<string, ConfigEntry[]> = {},
+  o: { held?: boolean } = {},
+): {
+  watchConfigEntries: ConsulPort['watchConfigEntries'];
+  /** With `held`, the watches' first answers wait for this. */
+  release(): void;
+  set(kind: string, entries: ConfigEntry[]): void;
+  fail(kind: string, err: Error): void;
+  /** Kinds being watched now. */
+  watching(): string[];
+} {
+  const entries = new Map(Object.entries(initial));
+  const watchers = new Map<string, Parameters<ConsulPort['watchConfigEntries']>[1]>();
+  let held = o.held ?? false;
+  const answerAll = (): void => {
+    for (const [kind, h] of watchers) h.onChange(entries.get(kind) ?? []);
+  };
+  return {
+    watchConfigEntries(kind, h) {
+      watchers.set(kind, h);
+      queueMicrotask(() => {
+        if (!held && watchers.get(kind) === h) h.onChange(entries.get(kind) ?? []);
+      });
+      return { stop: () => void watchers.delete(kind) };
+    },
+    release() {
+      held = false;
+      answerAll();
+    },
+    set(kind, next) {
+      entries.set(kind, next);
+      watchers.get(kind)?.onChange(next);
+    },
+    fail(kind, err) {
+      watchers.get(kind)?.onError(err);
+    },
+    watching: () => [...watchers.keys()].sort(),
+  };
 }

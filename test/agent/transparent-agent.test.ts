@@ -6,13 +6,18 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { createAgent } from '../../agent/agent.ts';
 import { EMPTY_AFTER_OUTAGE_GRACE_MS } from '../../agent/discovery.ts';
-import type { ConnectEntry, ConsulPort, ControlPort } from '../../agent/ports.ts';
+import type { ConfigEntry, ConnectEntry, ConsulPort, ControlPort } from '../../agent/ports.ts';
 import type { TransparentManager, TransparentPlan } from '../../agent/transparent/index.ts';
 import { createSilentLogger } from '../../lib/log/index.ts';
 import { createClock, waitFor, type Clock } from '../../lib/util/index.ts';
 import type { IntentionsSnapshot } from '../../lib/intentions/index.ts';
 import type { ProxySnapshot } from '../../lib/proxy-api/index.ts';
-import { createFakeControl, createFakeProxies, createHostDir } from './fakes.ts';
+import {
+  createFakeConfigEntries,
+  createFakeControl,
+  createFakeProxies,
+  createHostDir,
+} from './fakes.ts';
 
 const entry = (id: string, address: string, port: number, protocol?: string): ConnectEntry => ({
   Node: { Node: 'n2', Address: address },
@@ -42,6 +47,10 @@ async function transparentAgent(
     transparentDerivedMax?: number;
     /** More definition files next to web.json. */
     files?: Record<string, unknown>;
+    /** Consul's config entries by kind, at start. */
+    configEntries?: Record<string, ConfigEntry[]>;
+    /** The config-entry watches answer only on `configEntries.release()`. */
+    configHeld?: boolean;
   },
 ) {
   const host = await createHostDir(t, {
@@ -67,7 +76,9 @@ async function transparentAgent(
   const registrations: Record<string, unknown>[] = [];
   const watchers = new Map<string, (e: ConnectEntry[]) => void>();
   const catalog: { report: ((names: string[]) => void) | null } = { report: null };
+  const configEntries = createFakeConfigEntries(o.configEntries, { held: o.configHeld ?? false });
   const consul: ConsulPort = {
+    watchConfigEntries: configEntries.watchConfigEntries,
     registerService: async (def) => void registrations.push(def),
     deregisterService: async () => undefined,
     updateTtl: async () => undefined,
@@ -107,7 +118,15 @@ async function transparentAgent(
     transparent: o.manager,
   });
   t.teardown(() => agent.stop());
-  return { agent, registrations, watchers, snapshots, catalog, configDir: host.configDir };
+  return {
+    agent,
+    registrations,
+    watchers,
+    snapshots,
+    catalog,
+    configEntries,
+    configDir: host.configDir,
+  };
 }
 
 t.test('a transparent instance gets ports, a snapshot field and rules that follow', async (t) => {
@@ -520,4 +539,114 @@ t.test('transparent instances sharing the namespace are told to set app_user', a
     { 'web-1': 1001, 'billing-1': 65534 },
     'each plan redirects only its app user (nobody is 65534 in /etc/passwd)',
   );
+});
+
+const sd = (name: string, protocol: string): ConfigEntry => ({
+  Kind: 'service-defaults',
+  Name: name,
+  Protocol: protocol,
+});
+
+t.test(
+  "protocols a definition leaves out: the destination sidecars' registration, then Consul's config entries",
+  async (t) => {
+    const { agent, watchers, snapshots, registrations, configEntries } = await transparentAgent(t, {
+      upstreams: [
+        { destination_name: 'api' },
+        { destination_name: 'billing' },
+        { destination_name: 'echo', local_bind_port: 9300 },
+        { destination_name: 'pay', config: { protocol: 'tcp' } },
+        { destination_name: 'audit', config: { load_balancer: 'round_robin' } },
+      ],
+      config: { derive_upstreams: false },
+      manager: quietManager([]),
+      pid: 64_000,
+      configEntries: {
+        'service-defaults': [
+          sd('billing', 'grpc'),
+          sd('pay', 'http'),
+          sd('web', 'http'),
+          sd('api', 'grpc'),
+          sd('audit', 'http'),
+        ],
+      },
+    });
+    await agent.start();
+    await waitFor('the watches', () => watchers.size === 5);
+    // api's sidecars say http themselves; the others were registered without a protocol
+    watchers.get('api')!([entry('api-1', '10.0.0.12', 8080, 'http')]);
+    for (const name of ['billing', 'echo', 'pay', 'audit'])
+      watchers.get(name)!([entry(`${name}-1`, '10.0.0.20', 7000)]);
+    await waitFor('a snapshot', () => snapshots.length > 0);
+    const first = snapshots.at(-1)!;
+    t.equal(first.inbound.protocol, 'http', "web's own protocol from its service-defaults");
+    t.same(
+      first.upstreams.map((u) => [u.destinationName, u.protocol, u.loadBalancer]),
+      [
+        ['api', 'http', 'peak_ewma'],
+        ['billing', 'grpc', 'peak_ewma'],
+        ['echo', 'tcp', 'round_robin'],
+        ['pay', 'tcp', 'round_robin'],
+        ['audit', 'http', 'round_robin'],
+      ],
+      "the sidecars' registration beats service-defaults (api); a given protocol beats both " +
+        '(pay); the balancer follows the protocol unless given (audit)',
+    );
+    t.same(
+      first.transparent?.http.map((l) => l.upstream),
+      ['api', 'audit'],
+      'HTTP upstreams get Host-routing listeners',
+    );
+    const reg = registrations.at(-1) as {
+      connect: { sidecar_service: { proxy: { config?: unknown } } };
+    };
+    t.equal(reg.connect.sidecar_service.proxy.config, undefined, 'registered without a protocol');
+
+    const seen = snapshots.length;
+    configEntries.set('proxy-defaults', [
+      { Kind: 'proxy-defaults', Name: 'global', Config: { protocol: 'http2' } },
+    ]);
+    await waitFor('a new snapshot', () => snapshots.length > seen);
+    t.equal(
+      snapshots.at(-1)!.upstreams.find((u) => u.destinationName === 'echo')?.protocol,
+      'http2',
+      'echo, with no entry of its own, follows proxy-defaults',
+    );
+    configEntries.set('service-defaults', [sd('billing', 'grpc')]);
+    await waitFor(
+      'web to follow proxy-defaults',
+      () => snapshots.at(-1)!.inbound.protocol === 'http2',
+    );
+    t.same(
+      snapshots.at(-1)!.upstreams.map((u) => [u.destinationName, u.protocol]),
+      [
+        ['api', 'http'],
+        ['billing', 'grpc'],
+        ['echo', 'http2'],
+        ['pay', 'tcp'],
+        ['audit', 'http2'],
+      ],
+    );
+    t.equal(agent.status().instances[0]!.protocol, 'http2', '`remora status` shows it');
+  },
+);
+
+t.test('no snapshot is built on a guessed protocol before Consul answers', async (t) => {
+  const { agent, watchers, snapshots, configEntries } = await transparentAgent(t, {
+    upstreams: [{ destination_name: 'api' }],
+    config: { derive_upstreams: false },
+    manager: quietManager([]),
+    pid: 65_000,
+    configHeld: true,
+    configEntries: { 'service-defaults': [sd('api', 'http')] },
+  });
+  await agent.start();
+  await waitFor('the watch', () => watchers.has('api'));
+  watchers.get('api')!([entry('api-1', '10.0.0.12', 8080)]);
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal(snapshots.length, 0, 'no snapshot while the config entries are unknown');
+  t.match(agent.status().waitingFor, ['Consul: config entries (service-defaults, proxy-defaults)']);
+  configEntries.release();
+  await waitFor('a snapshot', () => snapshots.length > 0);
+  t.equal(snapshots[0]!.upstreams[0]!.protocol, 'http', 'the first snapshot already has it');
 });

@@ -110,6 +110,12 @@ export const AGENT_ERRORS = {
     remedy:
       'Set `proxy.config.app_user` on each transparent instance to the user its app runs as (each app its own user), or give each transparent instance its own network namespace (docs/transparent.md).',
   },
+  REMORA_E_AGENT_CENTRAL_CONFIG_INVALID: {
+    meaning:
+      "A Consul configuration entry sets a protocol Remora does not know (service-defaults `Protocol`, or proxy-defaults `Config.protocol`): the agent ignores that value, so the service's protocol falls back to the next source (proxy-defaults, then `tcp`).",
+    remedy:
+      'Set the protocol to one of tcp, http, http2 or grpc (`consul config write`), or give `proxy.config.protocol` in the service definition, which wins over Consul\'s entries (docs/agent.md, "Protocols").',
+  },
   REMORA_E_AGENT_CAPABILITY_INHERITED: {
     meaning:
       'The agent holds CAP_NET_ADMIN (for transparent interception) but cannot start its proxies without it, because `setpriv` is not installed: every proxy inherits the capability.',

@@ -1,0 +1,180 @@
+// A service's protocol from Consul's configuration entries, as Consul's own proxies read it:
+// `service-defaults` of the service (`Protocol`), else `proxy-defaults` (`Config.protocol` of the
+// entry named `global`). A definition's own `proxy.config.protocol` wins over both (the agent
+// decides that, docs/agent.md "Protocols"). Two blocking watches, one per kind, serve every
+// instance on the host; the last answer is cached in the data directory so a restarted agent
+// builds the same snapshots before Consul answers.
+import { readFileSync } from 'node:fs';
+import { RemoraError, toRemoraError } from '../lib/errors/index.ts';
+import { logError, type Logger } from '../lib/log/index.ts';
+import type { Protocol } from '../lib/proxy-api/index.ts';
+import { writeFileAtomic, type DataPaths } from './files.ts';
+import type { ConfigEntry, ConsulPort } from './ports.ts';
+import { asProtocol } from './transparent/derive.ts';
+
+export const SERVICE_DEFAULTS = 'service-defaults';
+export const PROXY_DEFAULTS = 'proxy-defaults';
+const CACHE_NAME = 'central-protocols';
+
+export interface CentralConfig {
+  /** The protocol Consul's entries give `service`, or null when they give none (or none is known yet). */
+  protocol(service: string): Protocol | null;
+  /**
+   * True once the protocols are known: from the cache of an earlier run, from Consul's answers
+   * to both watches, or after a failed query (the agent then proceeds with what it knows).
+   */
+  settled(): boolean;
+  /** True once Consul answered both watches in this run. */
+  synced(): boolean;
+  /** Invalid protocol values seen in the entries (for `remora status`). */
+  problems(): RemoraError[];
+  start(): void;
+  stop(): void;
+}
+
+interface Protocols {
+  services: Record<string, Protocol>;
+  global: Protocol | null;
+}
+
+function readCache(path: string): Protocols | null {
+  try {
+    const v = JSON.parse(readFileSync(path, 'utf8')) as Partial<Protocols>;
+    const services: Record<string, Protocol> = {};
+    for (const [name, raw] of Object.entries(v.services ?? {})) {
+      const p = asProtocol(raw);
+      if (p) services[name] = p;
+    }
+    return { services, global: asProtocol(v.global) };
+  } catch {
+    return null;
+  }
+}
+
+export function createCentralConfig(o: {
+  consul: ConsulPort;
+  paths: DataPaths;
+  logger: Logger;
+  /** Called after the protocols changed (not for an answer equal to what is known). */
+  onChange(): void;
+}): CentralConfig {
+  const cached = readCache(o.paths.cache(CACHE_NAME));
+  let known: Protocols = cached ?? { services: {}, global: null };
+  let settled = cached !== null;
+  const answered = new Set<string>();
+  /** Kinds Consul answered or failed to answer: once both are heard from, answers are acted on. */
+  const heard = new Set<string>();
+  const invalid = new Map<string, RemoraError>();
+  const handles: { stop(): void }[] = [];
+  const errors = new Map<string, number>();
+  let stopped = false;
+
+  function invalidValue(key: string, what: string, raw: unknown): void {
+    const message = `${what} sets protocol ${JSON.stringify(raw)}, which is not one of tcp, http, http2, grpc; the value is ignored`;
+    if (invalid.get(key)?.message === message) return;
+    const e = new RemoraError('REMORA_E_AGENT_CENTRAL_CONFIG_INVALID', message, { entry: what });
+    invalid.set(key, e);
+    logError(o.logger, e, undefined, 'warn');
+  }
+
+  /** Marks the protocols known; true when that is news (the agent then builds snapshots). */
+  function settle(): boolean {
+    if (settled) return false;
+    settled = true;
+    return true;
+  }
+
+  function set(next: Protocols): void {
+    const settling = answered.size === 2 && settle();
+    const changed = JSON.stringify(next) !== JSON.stringify(known);
+    known = next;
+    // half an answer is neither cached nor acted on: the other kind may change the picture
+    if (heard.size < 2) return;
+    if (changed) {
+      o.logger.info(
+        { services: Object.keys(next.services).length, global: next.global },
+        'protocols from Consul config entries changed',
+      );
+    }
+    if (changed || settling)
+      writeFileAtomic(o.paths.cache(CACHE_NAME), JSON.stringify(next), 0o600).catch(
+        (err: unknown) => logError(o.logger, err, 'cannot cache the config entries', 'warn'),
+      );
+    if (changed || settling) o.onChange();
+  }
+
+  function onServiceDefaults(entries: ConfigEntry[]): void {
+    const services: Record<string, Protocol> = {};
+    for (const key of [...invalid.keys()]) if (key.startsWith('s/')) invalid.delete(key);
+    for (const e of entries) {
+      if (e.Protocol === undefined || e.Protocol === '') continue;
+      const p = asProtocol(typeof e.Protocol === 'string' ? e.Protocol.toLowerCase() : e.Protocol);
+      if (p) services[e.Name] = p;
+      else invalidValue(`s/${e.Name}`, `service-defaults of ${e.Name}`, e.Protocol);
+    }
+    set({ services, global: known.global });
+  }
+
+  function onProxyDefaults(entries: ConfigEntry[]): void {
+    invalid.delete('global');
+    const raw = entries.find((e) => e.Name === 'global')?.Config?.protocol;
+    let global: Protocol | null = null;
+    if (raw !== undefined && raw !== '') {
+      global = asProtocol(typeof raw === 'string' ? raw.toLowerCase() : raw);
+      if (!global) invalidValue('global', 'proxy-defaults global', raw);
+    }
+    set({ services: known.services, global });
+  }
+
+  function watch(kind: string, onChange: (entries: ConfigEntry[]) => void): void {
+    handles.push(
+      o.consul.watchConfigEntries(kind, {
+        onChange(entries) {
+          if (stopped) return;
+          if ((errors.get(kind) ?? 0) > 0)
+            o.logger.info({ kind }, `Consul answers again for ${kind}`);
+          errors.set(kind, 0);
+          answered.add(kind);
+          heard.add(kind);
+          onChange(entries);
+        },
+        onError(err) {
+          if (stopped) return;
+          const n = errors.get(kind) ?? 0;
+          errors.set(kind, n + 1);
+          heard.add(kind);
+          // Consul cannot be asked: proceed with what is known (Remora's default, tcp)
+          if (settle()) o.onChange();
+          if (n % 20 !== 0) return;
+          logError(
+            o.logger,
+            new RemoraError(
+              'REMORA_E_AGENT_CONSUL_UNAVAILABLE',
+              `cannot watch Consul's ${kind} config entries: ${toRemoraError(err).message}; keeping the protocols last known`,
+              { kind },
+              { cause: err },
+            ),
+            undefined,
+            'warn',
+          );
+        },
+      }),
+    );
+  }
+
+  return {
+    protocol: (service) => known.services[service] ?? known.global,
+    settled: () => settled,
+    synced: () => answered.size === 2,
+    problems: () => [...invalid.values()],
+    start() {
+      if (handles.length > 0 || stopped) return;
+      watch(SERVICE_DEFAULTS, onServiceDefaults);
+      watch(PROXY_DEFAULTS, onProxyDefaults);
+    },
+    stop() {
+      stopped = true;
+      for (const h of handles.splice(0)) h.stop();
+    },
+  };
+}

@@ -1,0 +1,168 @@
+import t, { type Test } from 'tap';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  createCentralConfig,
+  PROXY_DEFAULTS,
+  SERVICE_DEFAULTS,
+} from '../../agent/central-config.ts';
+import { dataPaths, ensureDir, writesSettled } from '../../agent/files.ts';
+import { createSilentLogger } from '../../lib/log/index.ts';
+import { waitFor } from '../../lib/util/index.ts';
+import { createFakeConfigEntries } from './fakes.ts';
+
+async function dataDir(t: Test): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'remora-central-'));
+  // background cache writes land before the directory goes
+  t.teardown(async () => {
+    await writesSettled();
+    await rm(dir, { recursive: true, force: true });
+  });
+  await ensureDir(dir);
+  return dir;
+}
+
+function central(dir: string, fake: ReturnType<typeof createFakeConfigEntries>) {
+  let changes = 0;
+  const c = createCentralConfig({
+    consul: { watchConfigEntries: fake.watchConfigEntries } as never,
+    paths: dataPaths(dir),
+    logger: createSilentLogger(),
+    onChange: () => void (changes += 1),
+  });
+  return { c, changes: () => changes };
+}
+
+t.test('service-defaults wins over proxy-defaults, which covers the rest', async (t) => {
+  const dir = await dataDir(t);
+  const fake = createFakeConfigEntries({
+    [SERVICE_DEFAULTS]: [
+      { Kind: SERVICE_DEFAULTS, Name: 'api', Protocol: 'http' },
+      { Kind: SERVICE_DEFAULTS, Name: 'ledger', Protocol: 'GRPC' },
+      { Kind: SERVICE_DEFAULTS, Name: 'plain' },
+    ],
+    [PROXY_DEFAULTS]: [{ Kind: PROXY_DEFAULTS, Name: 'global', Config: { protocol: 'http2' } }],
+  });
+  const { c, changes } = central(dir, fake);
+  t.equal(c.settled(), false, 'nothing known before Consul answers (no cache)');
+  t.equal(c.protocol('api'), null);
+  c.start();
+  t.teardown(() => c.stop());
+  await waitFor('both answers', () => c.synced());
+  t.equal(c.settled(), true);
+  t.equal(c.protocol('api'), 'http');
+  t.equal(c.protocol('ledger'), 'grpc', 'lowercased, as Consul normalizes it');
+  t.equal(c.protocol('plain'), 'http2', 'an entry without Protocol leaves it to proxy-defaults');
+  t.equal(c.protocol('web'), 'http2', 'no entry: proxy-defaults');
+  t.equal(changes(), 1, 'one change once both kinds are known');
+
+  fake.set(PROXY_DEFAULTS, []);
+  t.equal(c.protocol('web'), null, 'proxy-defaults deleted: no protocol from Consul');
+  t.equal(c.protocol('api'), 'http');
+  t.equal(changes(), 2);
+  fake.set(PROXY_DEFAULTS, []);
+  t.equal(changes(), 2, 'the same answer again changes nothing');
+});
+
+t.test('an unknown protocol is reported with a code and ignored', async (t) => {
+  const dir = await dataDir(t);
+  const fake = createFakeConfigEntries({
+    [SERVICE_DEFAULTS]: [{ Kind: SERVICE_DEFAULTS, Name: 'api', Protocol: 'htttp' }],
+    [PROXY_DEFAULTS]: [{ Kind: PROXY_DEFAULTS, Name: 'global', Config: { protocol: 'udp' } }],
+  });
+  const { c } = central(dir, fake);
+  c.start();
+  t.teardown(() => c.stop());
+  await waitFor('both answers', () => c.synced());
+  t.equal(c.protocol('api'), null);
+  t.same(
+    c.problems().map((p) => [p.code, p.message]),
+    [
+      [
+        'REMORA_E_AGENT_CENTRAL_CONFIG_INVALID',
+        'service-defaults of api sets protocol "htttp", which is not one of tcp, http, http2, grpc; the value is ignored',
+      ],
+      [
+        'REMORA_E_AGENT_CENTRAL_CONFIG_INVALID',
+        'proxy-defaults global sets protocol "udp", which is not one of tcp, http, http2, grpc; the value is ignored',
+      ],
+    ],
+  );
+  fake.set(SERVICE_DEFAULTS, [{ Kind: SERVICE_DEFAULTS, Name: 'api', Protocol: 'http' }]);
+  t.equal(c.protocol('api'), 'http');
+  t.equal(c.problems().length, 1, 'a fixed entry clears its problem');
+});
+
+t.test('a restarted agent knows the protocols before Consul answers', async (t) => {
+  const dir = await dataDir(t);
+  const first = central(
+    dir,
+    createFakeConfigEntries({
+      [SERVICE_DEFAULTS]: [{ Kind: SERVICE_DEFAULTS, Name: 'api', Protocol: 'grpc' }],
+      [PROXY_DEFAULTS]: [{ Kind: PROXY_DEFAULTS, Name: 'global', Config: { protocol: 'http' } }],
+    }),
+  );
+  first.c.start();
+  await waitFor('answers', () => first.c.synced());
+  first.c.stop();
+  await writesSettled();
+  t.same(JSON.parse(await readFile(dataPaths(dir).cache('central-protocols'), 'utf8')), {
+    services: { api: 'grpc' },
+    global: 'http',
+  });
+
+  // Consul down: the watches only fail
+  const down = createFakeConfigEntries();
+  const silent = {
+    ...down,
+    watchConfigEntries: (() => ({ stop() {} })) as typeof down.watchConfigEntries,
+  };
+  const again = central(dir, silent);
+  t.equal(again.c.settled(), true, 'settled from the cache');
+  t.equal(again.c.synced(), false);
+  t.equal(again.c.protocol('api'), 'grpc');
+  t.equal(again.c.protocol('web'), 'http');
+});
+
+t.test('Consul failing settles the protocols with what is known, and is not fatal', async (t) => {
+  const dir = await dataDir(t);
+  const fake = createFakeConfigEntries();
+  const failing = {
+    ...fake,
+    watchConfigEntries: ((kind, h) => {
+      queueMicrotask(() => h.onError(new Error(`connection refused (${kind})`)));
+      return { stop() {} };
+    }) as typeof fake.watchConfigEntries,
+  };
+  const { c, changes } = central(dir, failing);
+  c.start();
+  t.teardown(() => c.stop());
+  await waitFor('settled', () => c.settled());
+  t.equal(c.synced(), false);
+  t.equal(c.protocol('api'), null, 'nothing from Consul: the definitions and tcp decide');
+  t.equal(changes(), 1, 'the agent is told to build its snapshots');
+});
+
+t.test('one kind failing does not hold back the other', async (t) => {
+  const dir = await dataDir(t);
+  const fake = createFakeConfigEntries({
+    [SERVICE_DEFAULTS]: [{ Kind: SERVICE_DEFAULTS, Name: 'api', Protocol: 'http' }],
+  });
+  const partly = {
+    ...fake,
+    watchConfigEntries: ((kind, h) => {
+      if (kind === SERVICE_DEFAULTS) return fake.watchConfigEntries(kind, h);
+      queueMicrotask(() => h.onError(new Error('403 Permission denied')));
+      return { stop() {} };
+    }) as typeof fake.watchConfigEntries,
+  };
+  const { c, changes } = central(dir, partly);
+  c.start();
+  t.teardown(() => c.stop());
+  await waitFor('settled', () => c.settled() && c.protocol('api') === 'http');
+  const before = changes();
+  fake.set(SERVICE_DEFAULTS, [{ Kind: SERVICE_DEFAULTS, Name: 'api', Protocol: 'grpc' }]);
+  t.equal(c.protocol('api'), 'grpc');
+  t.equal(changes(), before + 1, 'a later change is acted on');
+});

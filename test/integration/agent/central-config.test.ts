@@ -1,0 +1,147 @@
+// Consul's configuration entries decide the protocol of a service whose definitions leave it
+// out (docs/agent.md, "Protocols"): real devconsul, nats-server, control, agent and proxies.
+import t from 'tap';
+import { httpGet, startMesh, waitFor, webReachesApi, type Mesh } from './harness.ts';
+
+t.setTimeout(120_000);
+
+/** web and api as a team coming from Consul would write them: no protocol anywhere. */
+function definitions(mesh: Mesh): Record<string, object> {
+  const p = mesh.ports;
+  return {
+    'web.json': {
+      service: {
+        name: 'web',
+        id: 'web-1',
+        port: p.webApp,
+        connect: {
+          sidecar_service: {
+            port: p.webSidecar,
+            proxy: { upstreams: [{ destination_name: 'api', local_bind_port: p.apiLocal }] },
+          },
+        },
+      },
+    },
+    'api.json': {
+      service: {
+        name: 'api',
+        id: 'api-1',
+        port: p.api1App,
+        connect: { sidecar_service: { port: p.api1Sidecar } },
+      },
+    },
+  };
+}
+
+async function putConfig(mesh: Mesh, entry: object): Promise<void> {
+  const r = await fetch(`${mesh.consul.url}/v1/config`, {
+    method: 'PUT',
+    body: JSON.stringify(entry),
+  });
+  if ((await r.text()).trim() !== 'true') throw new Error(`config write refused: ${r.status}`);
+}
+
+/**
+ * What api's app saw of a call made on a fresh connection to web's upstream listener, as web's
+ * app would make it: `peer` is web's identity when api's proxy handled it as HTTP (it adds
+ * `x-forwarded-client-cert`), null when it forwarded bytes. Connections opened before a protocol
+ * change keep the protocol they started with, so this opens a new one.
+ */
+async function apiPeer(mesh: Mesh): Promise<string | null | undefined> {
+  try {
+    const r = await httpGet(`http://127.0.0.1:${mesh.ports.apiLocal}/`);
+    return r.status === 200 ? ((r.json as { peer: string | null }).peer ?? null) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** web's upstream to api and api-1's own protocol, as `remora status` reports them. */
+async function protocols(mesh: Mesh): Promise<string> {
+  const s = await mesh.status();
+  const api = s.instances.find((i) => i.id === 'api-1');
+  const web = s.instances.find((i) => i.id === 'web-1');
+  return `api-1 ${api?.protocol}, web-1 → api ${web?.upstreams.find((u) => u.destination === 'api')?.protocol}`;
+}
+
+t.test(
+  'service-defaults and proxy-defaults set the protocol the definitions leave out',
+  async (t) => {
+    const mesh = await startMesh(t);
+    for (const [name, body] of Object.entries(definitions(mesh)))
+      await mesh.writeDefinition(name, body);
+    const agent = mesh.startAgent();
+    t.teardown(() => agent.stop());
+
+    const plain = await waitFor('web to reach api', () => webReachesApi(mesh), 90_000, 100);
+    t.equal(await protocols(mesh), 'api-1 tcp, web-1 → api tcp', 'no entry: tcp, as in Consul');
+    t.equal(
+      plain.api?.peer,
+      null,
+      'over tcp, api’s proxy forwards bytes and adds no identity header',
+    );
+    t.equal(await apiPeer(mesh), null, 'the same on a fresh connection');
+
+    await putConfig(mesh, { Kind: 'service-defaults', Name: 'api', Protocol: 'http' });
+    await waitFor(
+      'both sides to turn http',
+      async () => (await protocols(mesh)) === 'api-1 http, web-1 → api http',
+      30_000,
+      100,
+    );
+    const peer = await waitFor(
+      'an answer through the http proxies',
+      async () => (await apiPeer(mesh)) ?? null,
+      30_000,
+      100,
+    );
+    t.match(peer, /^spiffe:\/\/.+\/svc\/web$/, 'api’s proxy now vouches for web per request');
+
+    // proxy-defaults covers services without their own entry; service-defaults wins over it
+    await putConfig(mesh, { Kind: 'proxy-defaults', Name: 'global', Config: { protocol: 'grpc' } });
+    await waitFor(
+      'web, which has no service-defaults, to take proxy-defaults',
+      async () =>
+        (await mesh.status()).instances.find((i) => i.id === 'web-1')?.protocol === 'grpc',
+      30_000,
+      100,
+    );
+    t.equal(await protocols(mesh), 'api-1 http, web-1 → api http', 'service-defaults wins');
+
+    // deleting the service's entry hands it to proxy-defaults
+    await fetch(`${mesh.consul.url}/v1/config/proxy-defaults/global`, { method: 'DELETE' });
+    await fetch(`${mesh.consul.url}/v1/config/service-defaults/api`, { method: 'DELETE' });
+    await waitFor(
+      'both sides back to tcp',
+      async () => (await protocols(mesh)) === 'api-1 tcp, web-1 → api tcp',
+      30_000,
+      100,
+    );
+    t.equal(
+      await waitFor(
+        'a plain answer',
+        async () => ((await apiPeer(mesh)) === null ? 'plain' : null),
+        30_000,
+        100,
+      ),
+      'plain',
+      'tcp again: no identity header',
+    );
+    t.ok(await webReachesApi(mesh), 'web still reaches api');
+
+    // a protocol Remora does not know is reported and ignored
+    await putConfig(mesh, { Kind: 'service-defaults', Name: 'api', Protocol: 'htttp' });
+    const problem = await waitFor(
+      'the problem in status',
+      async () =>
+        (await mesh.status()).problems.find(
+          (p) => p.code === 'REMORA_E_AGENT_CENTRAL_CONFIG_INVALID',
+        ),
+      30_000,
+      100,
+    );
+    t.match(problem.message, /service-defaults of api sets protocol "htttp"/);
+    t.equal(await protocols(mesh), 'api-1 tcp, web-1 → api tcp', 'the bad value changes nothing');
+    t.ok(await webReachesApi(mesh), 'and calls keep working');
+  },
+);
