@@ -179,7 +179,7 @@ interface Instance {
   /** Services this transparent instance calls by its intentions, not by `upstreams` (sorted). */
   derived: string[];
   /**
-   * Upstreams of the last snapshot the proxy applied in this run: only their addresses are
+   * Upstreams (and their listener kind) of the last snapshot the proxy applied in this run: only their addresses are
    * redirected. Null until one is (an adopted proxy keeps every upstream's rules meanwhile).
    */
   listening: ReadonlySet<string> | null;
@@ -388,7 +388,7 @@ export function createAgent(o: AgentOptions): Agent {
     onApplied(id, snapshot) {
       const inst = instances.get(id);
       if (!inst) return;
-      const names = snapshot.upstreams.map((u) => u.destinationName);
+      const names = snapshot.upstreams.map((u) => listenerKey(u));
       const was = inst.listening;
       if (was && names.length === was.size && names.every((n) => was.has(n))) return;
       inst.listening = new Set(names);
@@ -549,7 +549,7 @@ export function createAgent(o: AgentOptions): Agent {
     const targets: RedirectTarget[] = [];
     for (const u of upstreamsOf(inst)) {
       // a new upstream's addresses are redirected once the proxy listens for it
-      if (inst.listening && !inst.listening.has(u.destinationName)) continue;
+      if (inst.listening && !inst.listening.has(listenerKey(u))) continue;
       const toPort =
         u.protocol === 'http'
           ? httpListenerPort(inst, u.destinationName)
@@ -667,9 +667,20 @@ export function createAgent(o: AgentOptions): Agent {
     return central.protocol(inst.def.name) ?? DEFAULT_PROTOCOL;
   }
 
-  /** True when the definition names every protocol itself, so Consul's entries do not matter. */
+  /**
+   * True when the definition names every protocol itself, so Consul's entries do not matter
+   * (upstreams derived from intentions always take theirs from Consul).
+   */
   function protocolsGiven(sc: SidecarDefinition): boolean {
-    return sc.protocolGiven && sc.upstreams.every((u) => u.protocolGiven);
+    return sc.protocolGiven && !sc.deriveUpstreams && sc.upstreams.every((u) => u.protocolGiven);
+  }
+
+  /**
+   * What the proxy listens on for an upstream: an HTTP one on the Host-routing listener, others
+   * on their own port, so a protocol change moves the rules only once the proxy has acked it.
+   */
+  function listenerKey(u: { destinationName: string; protocol: string }): string {
+    return `${u.destinationName}/${u.protocol === 'http' ? 'http' : 'port'}`;
   }
 
   /** An upstream with its protocol (and the balancer that follows from it) resolved. */

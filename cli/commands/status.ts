@@ -40,6 +40,7 @@ export function renderStatus(s: AgentStatus, now: number): string {
     [
       'INSTANCE',
       'SERVICE',
+      'PROTOCOL',
       'SIDECAR',
       'REGISTERED',
       'PROXY PID',
@@ -52,6 +53,7 @@ export function renderStatus(s: AgentStatus, now: number): string {
     rows.push([
       i.id,
       i.service,
+      i.protocol ?? '-',
       i.sidecarPort === null ? '-' : String(i.sidecarPort),
       i.registered ? 'yes' : 'no',
       i.proxy?.pid == null ? '-' : String(i.proxy.pid),

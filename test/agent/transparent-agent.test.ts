@@ -636,7 +636,7 @@ t.test('no snapshot is built on a guessed protocol before Consul answers', async
     upstreams: [{ destination_name: 'api' }],
     config: { derive_upstreams: false },
     manager: quietManager([]),
-    pid: 65_000,
+    pid: 70_000,
     configHeld: true,
     configEntries: { 'service-defaults': [sd('api', 'http')] },
   });
@@ -650,3 +650,45 @@ t.test('no snapshot is built on a guessed protocol before Consul answers', async
   await waitFor('a snapshot', () => snapshots.length > 0);
   t.equal(snapshots[0]!.upstreams[0]!.protocol, 'http', 'the first snapshot already has it');
 });
+
+t.test(
+  'a protocol change moves the rules to the new listener only once the proxy listens there',
+  async (t) => {
+    const plans: TransparentPlan[] = [];
+    let hold: Promise<void> | null = null;
+    let release = (): void => undefined;
+    const { agent, watchers, snapshots, configEntries } = await transparentAgent(t, {
+      upstreams: [{ destination_name: 'api' }],
+      config: { derive_upstreams: false },
+      manager: quietManager(plans),
+      pid: 71_000,
+      configEntries: { 'service-defaults': [sd('api', 'tcp')] },
+      beforeAck: async () => {
+        if (hold) await hold;
+      },
+    });
+    await agent.start();
+    await waitFor('the watch', () => watchers.has('api'));
+    watchers.get('api')!([entry('api-1', '10.0.0.12', 8080)]);
+    const toPort = (): number | undefined =>
+      plans.at(-1)?.targets.find((x) => x.service === 'api')?.toPort;
+    await waitFor('the rule to the tcp listener', () => toPort() !== undefined);
+    const tcpPort = toPort();
+    t.equal(tcpPort, snapshots.at(-1)!.upstreams[0]!.localBindPort, 'tcp: the upstream listener');
+
+    hold = new Promise<void>((resolve) => (release = resolve));
+    configEntries.set('service-defaults', [sd('api', 'http')]);
+    await waitFor(
+      'the http snapshot sent',
+      () => snapshots.at(-1)!.upstreams[0]!.protocol === 'http',
+    );
+    await new Promise((r) => setTimeout(r, 100));
+    t.ok(
+      plans.every((p) => p.targets.every((x) => x.toPort === tcpPort)),
+      'no rule points at the Host-routing listener before the proxy has it',
+    );
+    release();
+    const httpPort = snapshots.at(-1)!.transparent!.http[0]!.bindPort;
+    await waitFor('the rule to the Host-routing listener', () => toPort() === httpPort);
+  },
+);

@@ -176,7 +176,11 @@ t.test('two services are registered and reachable through their proxies', async 
     const r = await runRemora(['status', '--agent-admin', `http://127.0.0.1:${mesh.adminPort}`]);
     t.equal(r.code, 0, r.stderr);
     t.match(r.stdout, /INSTANCE\s+SERVICE/);
-    t.match(r.stdout, /api-1\s+api\s+\d+\s+yes\s+\d+\s+yes/);
+    t.match(
+      r.stdout,
+      /api-1\s+api\s+http\s+\d+\s+yes\s+\d+\s+yes/,
+      'the protocol the proxy serves',
+    );
     t.match(r.stdout, /UPSTREAM\s+ENDPOINTS/);
     t.match(r.stdout, /api\s+2\s+yes\s+web-1/);
     t.match(r.stdout, /\(in \d+h/);
