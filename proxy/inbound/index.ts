@@ -163,14 +163,24 @@ export function createInbound(env: ProxyEnv): Inbound {
       return l4;
     };
     const protocol = snapshot.inbound.protocol;
-    /** The L4 decision for a new TCP connection (or tunnel stream), counted and logged. */
+    /**
+     * The L4 decision for a new TCP connection (or tunnel stream), counted and logged. An
+     * intention with L7 permissions cannot be checked on a byte stream, so it denies here, as
+     * Consul's proxies do: letting every connection through would ignore its deny rules.
+     */
     const deniedTcp = (): boolean => {
       const d = currentL4();
-      if (d.allowed) return false;
+      if (d.allowed && !d.needsRequest) return false;
       env.metrics.denials.labels('l4', String(d.enforced)).inc();
       if (!d.enforced) return false;
       env.logger.info(
-        { source: peer.service, destination, reason: d.reason },
+        {
+          source: peer.service,
+          destination,
+          reason: d.needsRequest
+            ? `${d.reason}, but ${destination} serves tcp, where requests cannot be checked; set its protocol to http (or give this source an L4 intention)`
+            : d.reason,
+        },
         'connection denied by intention',
       );
       return true;

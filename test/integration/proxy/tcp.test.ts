@@ -65,3 +65,51 @@ t.test(
     t.match(text, /remora_proxy_intention_denials_total\{layer="l4",enforced="true"\} 1/);
   },
 );
+
+t.test(
+  'an intention with L7 permissions denies TCP connections, since their requests cannot be checked',
+  async (t) => {
+    const mesh = createMeshCerts();
+    const app = await startEchoTcp();
+    const api = await startSidecar(mesh, 'api', {
+      appPort: app.port,
+      protocol: 'tcp',
+      intentions: {
+        defaultPolicy: 'deny',
+        intentions: [
+          {
+            source: 'web',
+            destination: 'api',
+            permissions: [
+              { action: 'deny', http: { pathPrefix: '/admin' } },
+              { action: 'allow', http: { pathPrefix: '/' } },
+            ],
+          },
+        ],
+      },
+    });
+    const web = await startSidecar(mesh, 'web', {
+      upstreams: [
+        makeUpstream(mesh, 'api', [api.inboundPort], {
+          protocol: 'tcp',
+          loadBalancer: 'round_robin',
+        }),
+      ],
+    });
+    t.teardown(async () => {
+      await web.proxy.close();
+      await api.proxy.close();
+      app.close();
+    });
+    const c = net.connect(web.proxy.addresses().upstreams.api!.port, '127.0.0.1');
+    c.on('error', () => {});
+    let got = '';
+    c.on('data', (b: Buffer) => (got += b.toString()));
+    c.write('GET /admin HTTP/1.1\r\nHost: api\r\n\r\n');
+    await once(c, 'close');
+    t.equal(got, '', 'closed without an answer');
+    t.equal(app.conns, 0, 'the app never saw the connection');
+    const text = await api.proxy.metrics.registry.metrics();
+    t.match(text, /remora_proxy_intention_denials_total\{layer="l4",enforced="true"\} 1/);
+  },
+);
