@@ -507,6 +507,27 @@ export function createConsulClient(opts: ConsulClientOptions): ConsulClient {
     return { entries, index: consulIndex(path, indexHeader) };
   }
 
+  /**
+   * A GET that blocks while `o.index` is set (with `o.wait`), read by `result` from the JSON
+   * body and the X-Consul-Index header.
+   */
+  async function blockingGet<T>(
+    path: string,
+    o: BlockingOptions,
+    result: (path: string, body: unknown, index: string | string[] | undefined) => T,
+  ): Promise<T> {
+    const q = new URLSearchParams();
+    if (o.index) q.set('index', String(o.index));
+    if (o.index && o.wait) q.set('wait', o.wait);
+    const r = await raw('GET', path, {
+      searchParams: q,
+      timeoutMs: blockingTimeout(o),
+      ...(o.signal ? { signal: o.signal } : {}),
+    });
+    if (r.status !== 200) throw requestFailed(`/v1/${path}`, r.status, r.body);
+    return result(`/v1/${path}`, parseJson(`/v1/${path}`, r.body), r.headers['x-consul-index']);
+  }
+
   function blockingTimeout(o: BlockingOptions): number {
     return timeoutMs + (o.index ? waitMsOf(o.wait) * (17 / 16) : 0);
   }
@@ -683,23 +704,7 @@ export function createConsulClient(opts: ConsulClientOptions): ConsulClient {
           Object.entries(out).map(([k, v]) => [k, Array.isArray(v) ? (v as string[]) : []]),
         );
       },
-      async servicesBlocking(o = {}) {
-        const path = 'catalog/services';
-        const q = new URLSearchParams();
-        if (o.index) q.set('index', String(o.index));
-        if (o.index && o.wait) q.set('wait', o.wait);
-        const r = await raw('GET', path, {
-          searchParams: q,
-          timeoutMs: blockingTimeout(o),
-          ...(o.signal ? { signal: o.signal } : {}),
-        });
-        if (r.status !== 200) throw requestFailed(`/v1/${path}`, r.status, r.body);
-        return servicesResult(
-          `/v1/${path}`,
-          parseJson(`/v1/${path}`, r.body),
-          r.headers['x-consul-index'],
-        );
-      },
+      servicesBlocking: (o = {}) => blockingGet('catalog/services', o, servicesResult),
       async service(name) {
         const out = await call(`/v1/catalog/service/${name}`, () =>
           pkg.catalog.service.nodes({ service: name, timeout: timeoutMs }),
@@ -715,23 +720,8 @@ export function createConsulClient(opts: ConsulClientOptions): ConsulClient {
       },
     },
     config: {
-      async list(kind, o = {}) {
-        const path = `config/${encodeURIComponent(kind)}`;
-        const q = new URLSearchParams();
-        if (o.index) q.set('index', String(o.index));
-        if (o.index && o.wait) q.set('wait', o.wait);
-        const r = await raw('GET', path, {
-          searchParams: q,
-          timeoutMs: blockingTimeout(o),
-          ...(o.signal ? { signal: o.signal } : {}),
-        });
-        if (r.status !== 200) throw requestFailed(`/v1/${path}`, r.status, r.body);
-        return configEntriesResult(
-          `/v1/${path}`,
-          parseJson(`/v1/${path}`, r.body),
-          r.headers['x-consul-index'],
-        );
-      },
+      list: (kind, o = {}) =>
+        blockingGet(`config/${encodeURIComponent(kind)}`, o, configEntriesResult),
       async put(entry, o = {}) {
         const q = new URLSearchParams();
         if (o.cas !== undefined) q.set('cas', String(o.cas));

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import {
   createDiscovery,
   endpointsFromEntries,
+  type Discovery,
   EMPTY_AFTER_OUTAGE_GRACE_MS,
 } from '../../agent/discovery.ts';
 import { dataPaths, writesSettled } from '../../agent/files.ts';
@@ -154,6 +155,20 @@ t.test(
   },
 );
 
+/** A discovery over the same data directory whose Consul never answers (a restarted agent). */
+function restarted(t: Test, dir: string): Discovery {
+  const d = createDiscovery({
+    consul: { watchConnect: () => ({ stop() {} }) } as unknown as ConsulPort,
+    paths: dataPaths(dir),
+    clock: fakeClock(),
+    logger: createSilentLogger(),
+    onChange: () => undefined,
+  });
+  t.teardown(() => d.stop());
+  d.acquire('api', 'web-1');
+  return d;
+}
+
 t.test("a service's protocol: from its sidecars, kept at zero instances, cached", async (t) => {
   const withProtocol = (id: string, port: number, protocol: string): ConnectEntry => {
     const e = entry(id, port);
@@ -175,15 +190,7 @@ t.test("a service's protocol: from its sidecars, kept at zero instances, cached"
       return false;
     }
   });
-  const again = createDiscovery({
-    consul: { watchConnect: () => ({ stop() {} }) } as unknown as ConsulPort,
-    paths: dataPaths(dir),
-    clock: fakeClock(),
-    logger: createSilentLogger(),
-    onChange: () => undefined,
-  });
-  t.teardown(() => again.stop());
-  again.acquire('api', 'web-1');
+  const again = restarted(t, dir);
   t.equal(again.protocol('api'), 'grpc', 'a restarted agent knows it before Consul answers');
 });
 
@@ -205,15 +212,7 @@ t.test(
         return false;
       }
     });
-    const again = createDiscovery({
-      consul: { watchConnect: () => ({ stop() {} }) } as unknown as ConsulPort,
-      paths: dataPaths(dir),
-      clock: fakeClock(),
-      logger: createSilentLogger(),
-      onChange: () => undefined,
-    });
-    t.teardown(() => again.stop());
-    again.acquire('api', 'web-1');
+    const again = restarted(t, dir);
     t.equal(again.listed('api'), true, 'a restarted agent knows it was listed');
     t.equal(again.protocol('api'), null);
   },
