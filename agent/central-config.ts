@@ -69,12 +69,23 @@ export function createCentralConfig(o: {
   const errors = new Map<string, number>();
   let stopped = false;
 
-  function invalidValue(key: string, what: string, raw: unknown): void {
-    const message = `${what} sets protocol ${JSON.stringify(raw)}, which is not one of tcp, http, http2, grpc; the value is ignored`;
-    if (invalid.get(key)?.message === message) return;
-    const e = new RemoraError('REMORA_E_AGENT_CENTRAL_CONFIG_INVALID', message, { entry: what });
-    invalid.set(key, e);
-    logError(o.logger, e, undefined, 'warn');
+  /**
+   * Replaces the problems of one kind (keys starting with `prefix`) with `found`; a problem is
+   * logged when it first appears, not on every answer that still carries it.
+   */
+  function report(prefix: string, found: Map<string, string>): void {
+    for (const key of [...invalid.keys()])
+      if (key.startsWith(prefix) && !found.has(key)) invalid.delete(key);
+    for (const [key, message] of found) {
+      if (invalid.get(key)?.message === message) continue;
+      const e = new RemoraError('REMORA_E_AGENT_CENTRAL_CONFIG_INVALID', message, { entry: key });
+      invalid.set(key, e);
+      logError(o.logger, e, undefined, 'warn');
+    }
+  }
+
+  function invalidMessage(what: string, raw: unknown): string {
+    return `${what} sets protocol ${JSON.stringify(raw)}, which is not one of tcp, http, http2, grpc; the value is ignored`;
   }
 
   /** Marks the protocols known; true when that is news (the agent then builds snapshots). */
@@ -105,24 +116,26 @@ export function createCentralConfig(o: {
 
   function onServiceDefaults(entries: ConfigEntry[]): void {
     const services: Record<string, Protocol> = {};
-    for (const key of [...invalid.keys()]) if (key.startsWith('s/')) invalid.delete(key);
+    const found = new Map<string, string>();
     for (const e of entries) {
       if (e.Protocol === undefined || e.Protocol === '') continue;
       const p = asProtocol(typeof e.Protocol === 'string' ? e.Protocol.toLowerCase() : e.Protocol);
       if (p) services[e.Name] = p;
-      else invalidValue(`s/${e.Name}`, `service-defaults of ${e.Name}`, e.Protocol);
+      else found.set(`s/${e.Name}`, invalidMessage(`service-defaults of ${e.Name}`, e.Protocol));
     }
+    report('s/', found);
     set({ services, global: known.global });
   }
 
   function onProxyDefaults(entries: ConfigEntry[]): void {
-    invalid.delete('global');
     const raw = entries.find((e) => e.Name === 'global')?.Config?.protocol;
     let global: Protocol | null = null;
+    const found = new Map<string, string>();
     if (raw !== undefined && raw !== '') {
       global = asProtocol(typeof raw === 'string' ? raw.toLowerCase() : raw);
-      if (!global) invalidValue('global', 'proxy-defaults global', raw);
+      if (!global) found.set('global', invalidMessage('proxy-defaults global', raw));
     }
+    report('global', found);
     set({ services: known.services, global });
   }
 

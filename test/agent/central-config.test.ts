@@ -8,7 +8,8 @@ import {
   SERVICE_DEFAULTS,
 } from '../../agent/central-config.ts';
 import { dataPaths, ensureDir, writesSettled } from '../../agent/files.ts';
-import { createSilentLogger } from '../../lib/log/index.ts';
+import { createLogger, createSilentLogger } from '../../lib/log/index.ts';
+import { Writable } from 'node:stream';
 import { waitFor } from '../../lib/util/index.ts';
 import { createFakeConfigEntries } from './fakes.ts';
 
@@ -23,12 +24,16 @@ async function dataDir(t: Test): Promise<string> {
   return dir;
 }
 
-function central(dir: string, fake: ReturnType<typeof createFakeConfigEntries>) {
+function central(
+  dir: string,
+  fake: ReturnType<typeof createFakeConfigEntries>,
+  logger = createSilentLogger(),
+) {
   let changes = 0;
   const c = createCentralConfig({
     consul: { watchConfigEntries: fake.watchConfigEntries } as never,
     paths: dataPaths(dir),
-    logger: createSilentLogger(),
+    logger,
     onChange: () => void (changes += 1),
   });
   return { c, changes: () => changes };
@@ -71,11 +76,26 @@ t.test('an unknown protocol is reported with a code and ignored', async (t) => {
     [SERVICE_DEFAULTS]: [{ Kind: SERVICE_DEFAULTS, Name: 'api', Protocol: 'htttp' }],
     [PROXY_DEFAULTS]: [{ Kind: PROXY_DEFAULTS, Name: 'global', Config: { protocol: 'udp' } }],
   });
-  const { c } = central(dir, fake);
+  const lines: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      lines.push(chunk.toString());
+      cb();
+    },
+  });
+  const { c } = central(dir, fake, createLogger({ component: 'agent', destination: stream }));
   c.start();
   t.teardown(() => c.stop());
   await waitFor('both answers', () => c.synced());
   t.equal(c.protocol('api'), null);
+  const logged = (): number =>
+    lines.filter((l) => l.includes('REMORA_E_AGENT_CENTRAL_CONFIG_INVALID')).length;
+  t.equal(logged(), 2, 'each bad value logged');
+  fake.set(SERVICE_DEFAULTS, [
+    { Kind: SERVICE_DEFAULTS, Name: 'api', Protocol: 'htttp' },
+    { Kind: SERVICE_DEFAULTS, Name: 'web', Protocol: 'http' },
+  ]);
+  t.equal(logged(), 2, 'an answer that still carries it does not log it again');
   t.same(
     c.problems().map((p) => [p.code, p.message]),
     [
