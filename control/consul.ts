@@ -19,6 +19,16 @@ export interface CatalogServiceEntry {
   ServiceID: string;
   ServiceName: string;
   ServiceMeta?: Record<string, string> | null;
+  /** A sidecar's proxy settings; `Config.protocol` is the protocol it was registered with. */
+  ServiceProxy?: { Config?: Record<string, unknown> | null } | null;
+}
+
+/** One entry of `GET /v1/config/<kind>`, the fields control reads. */
+export interface ConfigEntry {
+  Kind: string;
+  Name: string;
+  Protocol?: unknown;
+  Config?: Record<string, unknown>;
 }
 
 export interface ControlCatalog {
@@ -28,6 +38,8 @@ export interface ControlCatalog {
 export interface ControlConsul {
   kv: ControlKv;
   catalog: ControlCatalog;
+  /** Config entries, for the protocol of a service an L7 intention names (optional). */
+  config?: { list(kind: string): Promise<{ entries: ConfigEntry[] }> };
 }
 
 /** Maps a Consul failure to REMORA_E_CONTROL_CONSUL_UNAVAILABLE (coded control errors pass). */

@@ -4,7 +4,8 @@
 import { SpanKind, SpanStatusCode, type Context, type Tracer } from '@opentelemetry/api';
 import { RemoraError, toRemoraError } from '../lib/errors/index.ts';
 import { formatSpiffeId } from '../lib/identity/index.ts';
-import type { IntentionsSnapshot } from '../lib/intentions/index.ts';
+import type { Intention, IntentionsSnapshot } from '../lib/intentions/index.ts';
+import { PROTOCOLS } from '../lib/proxy-api/index.ts';
 import { logError, type Logger } from '../lib/log/index.ts';
 import {
   CONTROL_QUEUE_GROUP,
@@ -373,7 +374,52 @@ export function createControl(options: CreateControlOptions): Control {
       },
       'intention saved',
     );
-    return { v: 1, revision: doc.revision, intention: saved };
+    const warnings = await intentionWarnings(saved);
+    return {
+      v: 1,
+      revision: doc.revision,
+      intention: saved,
+      ...(warnings.length ? { warnings } : {}),
+    };
+  }
+
+  /**
+   * The protocol `service` serves, resolved as agents resolve it: its sidecars' registered
+   * `proxy.config.protocol`, its service-defaults, proxy-defaults, else tcp. Null when no sidecar
+   * of it is registered (nothing to say yet).
+   */
+  async function servedProtocol(service: string): Promise<string | null> {
+    const sidecars = await consul.catalog.service(`${service}-sidecar-proxy`);
+    if (sidecars.length === 0) return null;
+    const known = (v: unknown): string | null =>
+      typeof v === 'string' && (PROTOCOLS as readonly string[]).includes(v.toLowerCase())
+        ? v.toLowerCase()
+        : null;
+    const given = known(sidecars[0]!.ServiceProxy?.Config?.protocol);
+    if (given || !consul.config) return given ?? 'tcp';
+    const [sd, pd] = await Promise.all([
+      consul.config.list('service-defaults'),
+      consul.config.list('proxy-defaults'),
+    ]);
+    return (
+      known(sd.entries.find((e) => e.Name === service)?.Protocol) ??
+      known(pd.entries.find((e) => e.Name === 'global')?.Config?.protocol) ??
+      'tcp'
+    );
+  }
+
+  /** What a saved intention will do that its author likely did not mean (never fails the save). */
+  async function intentionWarnings(i: Intention): Promise<string[]> {
+    if (!i.permissions || i.destination === '*') return [];
+    try {
+      if ((await servedProtocol(i.destination)) !== 'tcp') return [];
+    } catch (err) {
+      logError(logger, err, 'cannot read the protocol of an intention destination', 'warn');
+      return [];
+    }
+    return [
+      `${i.destination} serves tcp, where requests cannot be checked: its proxies deny the connections this intention covers. Set its protocol to http (Protocol = "http" in its service-defaults with consul config write, or proxy.config.protocol in its definition), or use an L4 intention (--allow/--deny)`,
+    ];
   }
 
   async function handleDelete(data: Uint8Array) {

@@ -11,6 +11,7 @@ export {
 } from './control.ts';
 export type {
   CatalogServiceEntry,
+  ConfigEntry,
   ControlCatalog,
   ControlConsul,
   ControlKv,

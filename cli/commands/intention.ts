@@ -96,6 +96,7 @@ export function registerIntention(program: Command, ctx: CliContext): void {
           ctx,
           `Created: ${r.intention.source} => ${r.intention.destination} (${describeAction(r.intention)}, precedence ${r.intention.precedence}); revision ${r.revision}`,
         );
+        for (const w of r.warnings ?? []) ctx.stderr.write(`warning: ${w}\n`);
       });
     },
   );

@@ -96,6 +96,8 @@ export interface IntentionUpsertResponseV1 {
   v: 1;
   revision: number;
   intention: Intention;
+  /** Saved, but likely not what the operator means (e.g. L7 permissions on a tcp service). */
+  warnings?: string[];
 }
 
 export interface IntentionDeleteRequestV1 {
@@ -351,11 +353,21 @@ export function decodeIntentionUpsertResponseV1(data: Data): IntentionUpsertResp
   const w = 'intentions.upsert reply';
   return decodeReply(data, w, (o) => {
     reply(o, w);
-    return {
+    const out: IntentionUpsertResponseV1 = {
       v: 1,
       revision: readNumber(o, 'revision', w, { integer: true, min: 0 }),
       intention: validateIntention(readObject(o, 'intention', w), `${w}.intention`),
     };
+    // optional: control before this field sends none
+    if (o.warnings !== undefined)
+      out.warnings = readArray(o, 'warnings', w, { maxItems: 16 }).map((x, i) => {
+        if (typeof x !== 'string' || x.length > 2000)
+          throw invalid(w, `warnings[${i}] must be a string of at most 2000 characters`, {
+            field: `warnings[${i}]`,
+          });
+        return x;
+      });
+    return out;
   });
 }
 

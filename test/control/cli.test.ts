@@ -17,6 +17,7 @@ const logger = createSilentLogger();
 let nats: NatsServerHandle;
 let nc: NatsConnection;
 let stopControl: () => Promise<void>;
+const consul = createFakeConsul();
 
 t.before(async () => {
   nats = await startNatsServer();
@@ -33,7 +34,7 @@ t.before(async () => {
       auditMode: false,
     },
     nats: cnc,
-    consul: createFakeConsul(),
+    consul,
     clock: createClock(),
     logger,
   });
@@ -185,6 +186,48 @@ t.test('intention create, list, check, policy and delete', async (t) => {
     'REMORA_E_CONTROL_INTENTION_NOT_FOUND',
   );
   t.equal((await requestIntentions(nc, 'dc1')).revision, 5);
+});
+
+t.test('an L7 intention for a service that serves tcp is saved with a warning', async (t) => {
+  const permissions = '[{"action":"deny","http":{"pathPrefix":"/admin"}}]';
+  const create = () =>
+    remora(['intention', 'create', 'web', 'ledger', '--permissions', permissions]);
+  t.teardown(() => remora(['intention', 'delete', 'web', 'ledger']));
+  const unknown = await create();
+  t.equal(unknown.exit, 0, unknown.stderr);
+  t.equal(unknown.stderr, '', 'ledger has no sidecar registered yet: nothing to say');
+
+  // a sidecar registered without a protocol, and no config entries: tcp
+  consul.services.push({
+    Node: 'n1',
+    ServiceID: 'ledger-1-sidecar-proxy',
+    ServiceName: 'ledger-sidecar-proxy',
+    ServiceProxy: { Config: {} },
+  });
+  t.teardown(() => void (consul.services = []));
+  const tcp = await create();
+  t.equal(tcp.exit, 0, 'saved all the same');
+  t.match(tcp.stdout, 'Created: web => ledger');
+  t.match(tcp.stderr, /^warning: ledger serves tcp, where requests cannot be checked/);
+  t.match(tcp.stderr, /Protocol = "http" in its service-defaults/);
+
+  consul.configEntries.set('service-defaults', [
+    { Kind: 'service-defaults', Name: 'ledger', Protocol: 'http' },
+  ]);
+  t.teardown(() => void consul.configEntries.clear());
+  t.equal((await create()).stderr, '', 'service-defaults says http: no warning');
+  consul.configEntries.set('service-defaults', []);
+  consul.configEntries.set('proxy-defaults', [
+    { Kind: 'proxy-defaults', Name: 'global', Config: { protocol: 'grpc' } },
+  ]);
+  t.equal((await create()).stderr, '', 'proxy-defaults says grpc: no warning');
+  consul.services[0]!.ServiceProxy = { Config: { protocol: 'tcp' } };
+  t.match((await create()).stderr, /^warning: ledger serves tcp/, 'the registration wins');
+  t.equal(
+    (await remora(['intention', 'create', 'web', 'ledger'])).stderr,
+    '',
+    'an L4 intention is fine on tcp',
+  );
 });
 
 t.test('ca roots and ca rotate', async (t) => {

@@ -1,9 +1,11 @@
 // In-memory stand-in for Consul KV + catalog, for control's unit tests only.
-import type { CatalogServiceEntry, ControlConsul } from '../../control/index.ts';
+import type { CatalogServiceEntry, ConfigEntry, ControlConsul } from '../../control/index.ts';
 
 export interface FakeConsul extends ControlConsul {
   data: Map<string, { value: string; modifyIndex: number }>;
   services: CatalogServiceEntry[];
+  /** Config entries by kind. */
+  configEntries: Map<string, ConfigEntry[]>;
   down: boolean;
 }
 
@@ -12,7 +14,14 @@ export function createFakeConsul(): FakeConsul {
   const fake: FakeConsul = {
     data: new Map(),
     services: [],
+    configEntries: new Map(),
     down: false,
+    config: {
+      async list(kind) {
+        if (fake.down) throw new Error('connect ECONNREFUSED 127.0.0.1:8500');
+        return { entries: fake.configEntries.get(kind) ?? [] };
+      },
+    },
     kv: {
       async get(key) {
         if (fake.down) throw new Error('connect ECONNREFUSED 127.0.0.1:8500');

@@ -1,7 +1,15 @@
 // Consul's configuration entries decide the protocol of a service whose definitions leave it
 // out (docs/agent.md, "Protocols"): real devconsul, nats-server, control, agent and proxies.
 import t from 'tap';
-import { httpGet, startMesh, waitFor, webReachesApi, type Mesh } from './harness.ts';
+import { runRemora } from '../../helpers/cli.ts';
+import {
+  OPERATOR_TOKEN,
+  httpGet,
+  startMesh,
+  waitFor,
+  webReachesApi,
+  type Mesh,
+} from './harness.ts';
 
 t.setTimeout(120_000);
 
@@ -65,7 +73,7 @@ async function protocols(mesh: Mesh): Promise<string> {
 }
 
 t.test(
-  'service-defaults and proxy-defaults set the protocol the definitions leave out',
+  'service-defaults and proxy-defaults set the protocol the definitions leave out; L7 intentions need it',
   async (t) => {
     const mesh = await startMesh(t);
     for (const [name, body] of Object.entries(definitions(mesh)))
@@ -82,6 +90,30 @@ t.test(
     );
     t.equal(await apiPeer(mesh), null, 'the same on a fresh connection');
 
+    // an L7 intention for api, which serves tcp: saved, with a warning naming the fix
+    const l7 = await runRemora(
+      [
+        'intention',
+        'create',
+        'web',
+        'api',
+        '--permissions',
+        '[{"action":"allow","http":{"pathPrefix":"/"}}]',
+      ],
+      {
+        env: { REMORA_CLI_NATS_SERVERS: mesh.nats.url, REMORA_CLI_OPERATOR_TOKEN: OPERATOR_TOKEN },
+      },
+    );
+    t.equal(l7.code, 0, l7.stderr);
+    t.match(l7.stderr, /warning: api serves tcp, where requests cannot be checked/);
+    await waitFor(
+      'the tcp connection refused',
+      async () => (await apiPeer(mesh)) === undefined,
+      30_000,
+      100,
+    );
+    t.pass("api's proxy denies web's new connections: the permissions cannot be checked on tcp");
+
     await putConfig(mesh, { Kind: 'service-defaults', Name: 'api', Protocol: 'http' });
     await waitFor(
       'both sides to turn http',
@@ -96,6 +128,11 @@ t.test(
       100,
     );
     t.match(peer, /^spiffe:\/\/.+\/svc\/web$/, 'api’s proxy now vouches for web per request');
+
+    const del = await runRemora(['intention', 'delete', 'web', 'api'], {
+      env: { REMORA_CLI_NATS_SERVERS: mesh.nats.url, REMORA_CLI_OPERATOR_TOKEN: OPERATOR_TOKEN },
+    });
+    t.equal(del.code, 0, del.stderr);
 
     // proxy-defaults covers services without their own entry; service-defaults wins over it
     await putConfig(mesh, { Kind: 'proxy-defaults', Name: 'global', Config: { protocol: 'grpc' } });

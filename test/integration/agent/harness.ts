@@ -14,7 +14,7 @@ import { waitFor } from '../../../lib/util/index.ts';
 import type { AgentStatus } from '../../../agent/index.ts';
 
 const ROOT = new URL('../../../', import.meta.url).pathname;
-const OPERATOR_TOKEN = 'test-operator-token-0123456789abcdef';
+export const OPERATOR_TOKEN = 'test-operator-token-0123456789abcdef';
 
 export interface Proc {
   pid: number;

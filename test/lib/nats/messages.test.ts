@@ -7,6 +7,7 @@ import {
   decodeEmptyRequestV1,
   decodeIntentionDeleteRequestV1,
   decodeIntentionUpsertRequestV1,
+  decodeIntentionUpsertResponseV1,
   decodeIntentionsSnapshotV1,
   decodeRootsV1,
   decodeSignRequestV1,
@@ -48,6 +49,7 @@ const DECODERS = [
   decodeSignResponseV1,
   decodeIntentionsSnapshotV1,
   decodeTokenCreateResponseV1,
+  decodeIntentionUpsertResponseV1,
 ];
 
 t.test('a well-formed sign request decodes to the same fields', async (t) => {
@@ -261,6 +263,28 @@ t.test('token create requests accept globs and refuse bad ones', async (t) => {
       decodeTokenCreateRequestV1(
         enc({ v: 1, operatorToken: 'op', node: 'n1', services: ['a'], ttlSeconds: -1 }),
       ),
+    ),
+    'REMORA_E_NATS_MESSAGE_INVALID',
+  );
+});
+
+t.test('an upsert reply may carry warnings; bad ones are refused with a code', async (t) => {
+  const intention = { source: 'web', destination: 'api', action: 'allow' };
+  const plain = decodeIntentionUpsertResponseV1(enc({ v: 1, revision: 3, intention }));
+  t.equal(plain.warnings, undefined, 'a reply from a control without the field');
+  const warned = decodeIntentionUpsertResponseV1(
+    enc({ v: 1, revision: 3, intention, warnings: ['api serves tcp'] }),
+  );
+  t.same(warned.warnings, ['api serves tcp']);
+  t.equal(
+    codeOf(() =>
+      decodeIntentionUpsertResponseV1(enc({ v: 1, revision: 3, intention, warnings: [7] })),
+    ),
+    'REMORA_E_NATS_MESSAGE_INVALID',
+  );
+  t.equal(
+    codeOf(() =>
+      decodeIntentionUpsertResponseV1(enc({ v: 1, revision: 3, intention, warnings: 'x' })),
     ),
     'REMORA_E_NATS_MESSAGE_INVALID',
   );
