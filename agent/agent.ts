@@ -21,6 +21,7 @@ import { createCentralConfig, type CentralConfig } from './central-config.ts';
 import { createConfigDir, type ConfigDir } from './config-dir.ts';
 import {
   NODE_META_KEY,
+  layeredResilience,
   sameDefinition,
   type DecodeResult,
   type ServiceDefinition,
@@ -684,12 +685,18 @@ export function createAgent(o: AgentOptions): Agent {
   }
 
   /** An upstream with its protocol (and the balancer that follows from it) resolved. */
-  function resolved(u: UpstreamDefinition): UpstreamDefinition {
-    if (u.protocolGiven) return u;
+  function resolved(source: string, u: UpstreamDefinition): UpstreamDefinition {
+    // the caller's service-defaults UpstreamConfig, under the upstream's own `config`
+    const layers = central.upstreamLayers(source, u.destinationName);
+    const out =
+      layers.length === 0
+        ? u
+        : { ...u, resilience: layeredResilience(u.config ? [...layers, u.config] : layers) };
+    if (u.protocolGiven) return out;
     const protocol = destinationProtocol(u.destinationName);
-    if (protocol === u.protocol) return u;
+    if (protocol === u.protocol) return out;
     return {
-      ...u,
+      ...out,
       protocol,
       loadBalancer: u.loadBalancerGiven ? u.loadBalancer : defaultLoadBalancer(protocol),
     };
@@ -697,11 +704,13 @@ export function createAgent(o: AgentOptions): Agent {
 
   /** Explicit upstreams, then the derived ones whose sidecars Consul has listed. */
   function upstreamsOf(inst: Instance): UpstreamDefinition[] {
-    const explicit = (inst.def.sidecar?.upstreams ?? []).map(resolved);
+    const source = inst.def.name;
+    const explicit = (inst.def.sidecar?.upstreams ?? []).map((u) => resolved(source, u));
     const derived: UpstreamDefinition[] = [];
     for (const name of inst.derived) {
       if (!discovery.listed(name)) continue;
       const protocol = destinationProtocol(name);
+      const layers = central.upstreamLayers(source, name);
       derived.push({
         destinationName: name,
         localBindAddress: '127.0.0.1',
@@ -710,7 +719,8 @@ export function createAgent(o: AgentOptions): Agent {
         protocolGiven: false,
         loadBalancer: defaultLoadBalancer(protocol),
         loadBalancerGiven: false,
-        resilience: DEFAULT_RESILIENCE,
+        resilience: layers.length === 0 ? DEFAULT_RESILIENCE : layeredResilience(layers),
+        config: null,
       });
     }
     return derived.length === 0 ? explicit : [...explicit, ...derived];

@@ -1,20 +1,23 @@
 // A service's protocol from Consul's configuration entries, as Consul's own proxies read it:
 // `service-defaults` of the service (`Protocol`), else `proxy-defaults` (`Config.protocol` of the
 // entry named `global`). A definition's own `proxy.config.protocol` wins over both (the agent
-// decides that, docs/agent.md "Protocols"). Two blocking watches, one per kind, serve every
+// decides that, docs/agent.md "Protocols"). Also the caller's upstream settings from its
+// service-defaults `UpstreamConfig` (`Defaults`, `Overrides` by destination name), which the
+// agent layers under each upstream's own `config`. Two blocking watches, one per kind, serve every
 // instance on the host; the last answer is cached in the data directory so a restarted agent
 // builds the same snapshots before Consul answers.
 import { readFileSync } from 'node:fs';
 import { RemoraError, toRemoraError } from '../lib/errors/index.ts';
 import { logError, type Logger } from '../lib/log/index.ts';
 import type { Protocol } from '../lib/proxy-api/index.ts';
+import { checkUpstreamLayer } from './definitions.ts';
 import { writeFileAtomic, type DataPaths } from './files.ts';
 import type { ConfigEntry, ConsulPort } from './ports.ts';
 import { asProtocol } from './transparent/derive.ts';
 
 export const SERVICE_DEFAULTS = 'service-defaults';
 export const PROXY_DEFAULTS = 'proxy-defaults';
-const CACHE_NAME = 'central-protocols';
+const CACHE_NAME = 'central-config';
 
 export interface CentralConfig {
   /** The protocol Consul's entries give `service`, or null when they give none (or none is known yet). */
@@ -24,6 +27,12 @@ export interface CentralConfig {
    * to both watches, or after a failed query (the agent then proceeds with what it knows).
    */
   settled(): boolean;
+  /**
+   * The upstream settings `source`'s service-defaults give for calls to `destination`, lowest
+   * first: UpstreamConfig `Defaults`, then the `Overrides` item naming it. Bad layers are left
+   * out (and reported).
+   */
+  upstreamLayers(source: string, destination: string): Record<string, unknown>[];
   /** True once Consul answered both watches in this run. */
   synced(): boolean;
   /** Invalid protocol values seen in the entries (for `remora status`). */
@@ -32,9 +41,13 @@ export interface CentralConfig {
   stop(): void;
 }
 
+type Layer = Record<string, unknown>;
+
 interface Protocols {
   services: Record<string, Protocol>;
   global: Protocol | null;
+  /** By source service: its UpstreamConfig, checked. */
+  upstreams: Record<string, { defaults: Layer | null; overrides: Record<string, Layer> }>;
 }
 
 function readCache(path: string): Protocols | null {
@@ -45,10 +58,62 @@ function readCache(path: string): Protocols | null {
       const p = asProtocol(raw);
       if (p) services[name] = p;
     }
-    return { services, global: asProtocol(v.global) };
+    const upstreams: Protocols['upstreams'] = {};
+    for (const [name, u] of Object.entries(v.upstreams ?? {})) {
+      const defaults =
+        u?.defaults && checkUpstreamLayer(u.defaults, '') === null ? u.defaults : null;
+      const overrides: Record<string, Layer> = {};
+      for (const [dest, l] of Object.entries(u?.overrides ?? {}))
+        if (checkUpstreamLayer(l, '') === null) overrides[dest] = l;
+      upstreams[name] = { defaults, overrides };
+    }
+    return { services, global: asProtocol(v.global), upstreams };
   } catch {
     return null;
   }
+}
+
+const isLayer = (v: unknown): v is Layer =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** A service-defaults entry's UpstreamConfig, with each bad layer reported and left out. */
+function upstreamConfig(
+  e: ConfigEntry,
+  found: Map<string, string>,
+): Protocols['upstreams'][string] | null {
+  const uc = e.UpstreamConfig;
+  if (uc === undefined || uc === null) return null;
+  const where = `service-defaults of ${e.Name}: UpstreamConfig`;
+  if (!isLayer(uc)) {
+    found.set(`u/${e.Name}`, `${where} must be an object; it is ignored`);
+    return null;
+  }
+  const check = (layer: unknown, path: string, key: string): Layer | null => {
+    const problem = checkUpstreamLayer(layer, path);
+    if (problem === null) return layer as Layer;
+    found.set(key, `service-defaults of ${e.Name}: ${problem}; that part is ignored`);
+    return null;
+  };
+  const defaults =
+    uc.Defaults === undefined || uc.Defaults === null
+      ? null
+      : check(uc.Defaults, 'UpstreamConfig.Defaults', `u/${e.Name}/defaults`);
+  const overrides: Record<string, Layer> = {};
+  const list = uc.Overrides ?? [];
+  if (!Array.isArray(list))
+    found.set(`u/${e.Name}/overrides`, `${where}.Overrides must be a list; it is ignored`);
+  else
+    list.forEach((item: unknown, i) => {
+      const name = isLayer(item) ? item.Name : undefined;
+      if (typeof name !== 'string' || name === '') {
+        found.set(`u/${e.Name}/${i}`, `${where}.Overrides[${i}] has no Name; it is ignored`);
+        return;
+      }
+      const { Name: _name, ...rest } = item as Layer;
+      const layer = check(rest, `UpstreamConfig.Overrides[${i}]`, `u/${e.Name}/${i}`);
+      if (layer) overrides[name] = layer;
+    });
+  return defaults === null && Object.keys(overrides).length === 0 ? null : { defaults, overrides };
 }
 
 export function createCentralConfig(o: {
@@ -59,7 +124,7 @@ export function createCentralConfig(o: {
   onChange(): void;
 }): CentralConfig {
   const cached = readCache(o.paths.cache(CACHE_NAME));
-  let known: Protocols = cached ?? { services: {}, global: null };
+  let known: Protocols = cached ?? { services: {}, global: null, upstreams: {} };
   let settled = cached !== null;
   const answered = new Set<string>();
   /** Kinds Consul answered or failed to answer: once both are heard from, answers are acted on. */
@@ -70,12 +135,12 @@ export function createCentralConfig(o: {
   let stopped = false;
 
   /**
-   * Replaces the problems of one kind (keys starting with `prefix`) with `found`; a problem is
+   * Replaces the problems of one kind (keys starting with one of `prefixes`) with `found`; a problem is
    * logged when it first appears, not on every answer that still carries it.
    */
-  function report(prefix: string, found: Map<string, string>): void {
+  function report(prefixes: string[], found: Map<string, string>): void {
     for (const key of [...invalid.keys()])
-      if (key.startsWith(prefix) && !found.has(key)) invalid.delete(key);
+      if (prefixes.some((p) => key.startsWith(p)) && !found.has(key)) invalid.delete(key);
     for (const [key, message] of found) {
       if (invalid.get(key)?.message === message) continue;
       const e = new RemoraError('REMORA_E_AGENT_CENTRAL_CONFIG_INVALID', message, { entry: key });
@@ -116,15 +181,18 @@ export function createCentralConfig(o: {
 
   function onServiceDefaults(entries: ConfigEntry[]): void {
     const services: Record<string, Protocol> = {};
+    const upstreams: Protocols['upstreams'] = {};
     const found = new Map<string, string>();
     for (const e of entries) {
+      const u = upstreamConfig(e, found);
+      if (u) upstreams[e.Name] = u;
       if (e.Protocol === undefined || e.Protocol === '') continue;
       const p = asProtocol(typeof e.Protocol === 'string' ? e.Protocol.toLowerCase() : e.Protocol);
       if (p) services[e.Name] = p;
       else found.set(`s/${e.Name}`, invalidMessage(`service-defaults of ${e.Name}`, e.Protocol));
     }
-    report('s/', found);
-    set({ services, global: known.global });
+    report(['s/', 'u/'], found);
+    set({ services, global: known.global, upstreams });
   }
 
   function onProxyDefaults(entries: ConfigEntry[]): void {
@@ -135,8 +203,8 @@ export function createCentralConfig(o: {
       global = asProtocol(typeof raw === 'string' ? raw.toLowerCase() : raw);
       if (!global) found.set('global', invalidMessage('proxy-defaults global', raw));
     }
-    report('global', found);
-    set({ services: known.services, global });
+    report(['global'], found);
+    set({ services: known.services, global, upstreams: known.upstreams });
   }
 
   function watch(kind: string, onChange: (entries: ConfigEntry[]) => void): void {
@@ -177,6 +245,12 @@ export function createCentralConfig(o: {
 
   return {
     protocol: (service) => known.services[service] ?? known.global,
+    upstreamLayers(source, destination) {
+      const u = known.upstreams[source];
+      if (!u) return [];
+      const o = u.overrides[destination];
+      return u.defaults ? (o ? [u.defaults, o] : [u.defaults]) : o ? [o] : [];
+    },
     settled: () => settled,
     synced: () => answered.size === 2,
     problems: () => [...invalid.values()],

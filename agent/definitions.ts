@@ -30,6 +30,11 @@ export interface UpstreamDefinition {
   /** False when `config.load_balancer` is left out: the default follows the protocol. */
   loadBalancerGiven: boolean;
   resilience: ResilienceConfig;
+  /**
+   * The upstream's `config` as written (null when absent): it wins over Consul's
+   * `service-defaults` UpstreamConfig, which the agent layers under it (docs/agent.md).
+   */
+  config: Record<string, unknown> | null;
 }
 
 export interface SidecarDefinition {
@@ -301,6 +306,85 @@ function resilience(cfg: Fields | undefined): ResilienceConfig {
   };
 }
 
+/**
+ * Consul's duration fields (`BaseEjectionTime: "30s"`) as Remora's millisecond keys
+ * (`BaseEjectionTimeMs: 30000`), keeping the spelling of every other key; a duration that is not
+ * one is refused with its path.
+ */
+function withDurations(v: Json, path: string): Json {
+  if (!isObj(v)) return v;
+  const out: Obj = {};
+  for (const [k, x] of Object.entries(v)) {
+    const at = path ? `${path}.${k}` : k;
+    if (norm(k) === 'baseejectiontime') {
+      const ms = typeof x === 'string' ? durationMs(x) : null;
+      if (ms === null)
+        throw new FieldError(at, `must be a duration such as "30s", got ${describe(x)}`);
+      out[`${k}${k.includes('_') ? '_ms' : 'Ms'}`] = ms;
+    } else out[k] = withDurations(x, at);
+  }
+  return out;
+}
+
+/** Keys in one spelling (see norm), all the way down, so layers written either way merge. */
+function normalized(v: Json): Json {
+  if (!isObj(v)) return v;
+  const out: Obj = {};
+  for (const [k, x] of Object.entries(v)) out[norm(k)] = normalized(x);
+  return out;
+}
+
+/** A Go-style duration of whole milliseconds or more ("500ms", "30s", "1m30s"); null if not one. */
+function durationMs(s: string): number | null {
+  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/gy;
+  const unit: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+  let total = 0;
+  let m: RegExpExecArray | null;
+  let end = 0;
+  while ((m = re.exec(s)) !== null) {
+    total += Number(m[1]) * unit[m[2]!]!;
+    end = re.lastIndex;
+  }
+  return s.length > 0 && end === s.length ? Math.round(total) : null;
+}
+
+function deepMerge(low: Obj, high: Obj): Obj {
+  const out: Obj = { ...low };
+  for (const [k, v] of Object.entries(high)) {
+    const prev = out[k];
+    out[k] = isObj(prev) && isObj(v) ? deepMerge(prev, v) : v;
+  }
+  return out;
+}
+
+/**
+ * Checks one layer of upstream settings from outside the definition (Consul's `service-defaults`
+ * UpstreamConfig `Defaults` or an `Overrides` item): the field and reason of the first bad value,
+ * or null when it is usable.
+ */
+export function checkUpstreamLayer(layer: unknown, path: string): string | null {
+  if (!isObj(layer)) return `${path} must be an object`;
+  try {
+    resilience(new Fields(withDurations(layer, path) as Obj, path));
+    return null;
+  } catch (err) {
+    if (err instanceof FieldError) return `${err.field} ${err.message}`;
+    throw err;
+  }
+}
+
+/**
+ * Resilience settings from layers, lowest first (Consul's UpstreamConfig `Defaults`, then the
+ * destination's `Overrides` item, then the definition's own `config`): each key takes the
+ * highest layer that sets it. Every layer must have passed checkUpstreamLayer (the definition's
+ * passed decoding).
+ */
+export function layeredResilience(layers: readonly Record<string, unknown>[]): ResilienceConfig {
+  let merged: Obj = {};
+  for (const l of layers) merged = deepMerge(merged, normalized(withDurations(l, '')) as Obj);
+  return resilience(new Fields(merged, 'config'));
+}
+
 function decodeUpstream(raw: Json, path: string, transparent: boolean): UpstreamDefinition {
   if (!isObj(raw)) throw new FieldError(path, `must be an object, got ${describe(raw)}`);
   const u = new Fields(raw, path);
@@ -326,6 +410,7 @@ function decodeUpstream(raw: Json, path: string, transparent: boolean): Upstream
     loadBalancer: givenBalancer ?? defaultLoadBalancer(protocol),
     loadBalancerGiven: givenBalancer !== undefined,
     resilience: resilience(cfg),
+    config: isObj(u.raw('config')) ? (u.raw('config') as Record<string, unknown>) : null,
   };
 }
 

@@ -57,6 +57,8 @@ export interface ConfigEntry {
   Protocol?: unknown;
   /** proxy-defaults: `protocol` is every service's default protocol. */
   Config?: Record<string, unknown>;
+  /** service-defaults: settings for the service's upstreams (`Defaults`, `Overrides`). */
+  UpstreamConfig?: unknown;
 }
 
 /** The host's Consul agent (DESIGN §5). Every call may reject while Consul is down. */

@@ -119,7 +119,14 @@ t.test('a restarted agent knows the protocols before Consul answers', async (t) 
   const first = central(
     dir,
     createFakeConfigEntries({
-      [SERVICE_DEFAULTS]: [{ Kind: SERVICE_DEFAULTS, Name: 'api', Protocol: 'grpc' }],
+      [SERVICE_DEFAULTS]: [
+        { Kind: SERVICE_DEFAULTS, Name: 'api', Protocol: 'grpc' },
+        {
+          Kind: SERVICE_DEFAULTS,
+          Name: 'web',
+          UpstreamConfig: { Overrides: [{ Name: 'api', ConnectTimeoutMs: 700 }] },
+        },
+      ],
       [PROXY_DEFAULTS]: [{ Kind: PROXY_DEFAULTS, Name: 'global', Config: { protocol: 'http' } }],
     }),
   );
@@ -127,9 +134,10 @@ t.test('a restarted agent knows the protocols before Consul answers', async (t) 
   await waitFor('answers', () => first.c.synced());
   first.c.stop();
   await writesSettled();
-  t.same(JSON.parse(await readFile(dataPaths(dir).cache('central-protocols'), 'utf8')), {
+  t.same(JSON.parse(await readFile(dataPaths(dir).cache('central-config'), 'utf8')), {
     services: { api: 'grpc' },
     global: 'http',
+    upstreams: { web: { defaults: null, overrides: { api: { ConnectTimeoutMs: 700 } } } },
   });
 
   // Consul down: the watches only fail
@@ -143,6 +151,11 @@ t.test('a restarted agent knows the protocols before Consul answers', async (t) 
   t.equal(again.c.synced(), false);
   t.equal(again.c.protocol('api'), 'grpc');
   t.equal(again.c.protocol('web'), 'http');
+  t.same(
+    again.c.upstreamLayers('web', 'api'),
+    [{ ConnectTimeoutMs: 700 }],
+    'and the upstream settings',
+  );
 });
 
 t.test('Consul failing settles the protocols with what is known, and is not fatal', async (t) => {
@@ -185,4 +198,44 @@ t.test('one kind failing does not hold back the other', async (t) => {
   fake.set(SERVICE_DEFAULTS, [{ Kind: SERVICE_DEFAULTS, Name: 'api', Protocol: 'grpc' }]);
   t.equal(c.protocol('api'), 'grpc');
   t.equal(changes(), before + 1, 'a later change is acted on');
+});
+
+t.test("a caller's UpstreamConfig: Defaults, then the Override for the destination", async (t) => {
+  const dir = await dataDir(t);
+  const fake = createFakeConfigEntries({
+    [SERVICE_DEFAULTS]: [
+      {
+        Kind: SERVICE_DEFAULTS,
+        Name: 'web',
+        UpstreamConfig: {
+          Defaults: { ConnectTimeoutMs: 1000 },
+          Overrides: [
+            { Name: 'api', Limits: { MaxConnections: 5 } },
+            { Name: 'db', Limits: { MaxConnections: 'many' } },
+            { Limits: { MaxConnections: 9 } },
+          ],
+        },
+      },
+    ],
+  });
+  const { c } = central(dir, fake);
+  c.start();
+  t.teardown(() => c.stop());
+  await waitFor('both answers', () => c.synced());
+  t.same(c.upstreamLayers('web', 'api'), [
+    { ConnectTimeoutMs: 1000 },
+    { Limits: { MaxConnections: 5 } },
+  ]);
+  t.same(c.upstreamLayers('web', 'db'), [{ ConnectTimeoutMs: 1000 }], 'a bad Override is left out');
+  t.same(c.upstreamLayers('billing', 'api'), [], 'another caller has none');
+  t.same(
+    c.problems().map((p) => p.message),
+    [
+      'service-defaults of web: UpstreamConfig.Overrides[1].Limits.MaxConnections must be an integer from 1 to 1000000, got string "many"; that part is ignored',
+      'service-defaults of web: UpstreamConfig.Overrides[2] has no Name; it is ignored',
+    ],
+  );
+  fake.set(SERVICE_DEFAULTS, []);
+  t.same(c.upstreamLayers('web', 'api'), []);
+  t.same(c.problems(), [], 'gone with the entry');
 });

@@ -1,6 +1,11 @@
 import t from 'tap';
 import fc from 'fast-check';
-import { decodeDefinitionFile, mergeDefinitions } from '../../agent/definitions.ts';
+import {
+  checkUpstreamLayer,
+  decodeDefinitionFile,
+  layeredResilience,
+  mergeDefinitions,
+} from '../../agent/definitions.ts';
 import { DEFAULT_RESILIENCE } from '../../lib/proxy-api/index.ts';
 
 const snake = {
@@ -241,3 +246,36 @@ t.test('property: the decoder never throws and every problem names file and fiel
     { numRuns: 300 },
   );
 });
+
+t.test(
+  "upstream settings layer Consul's UpstreamConfig under the definition's config",
+  async (t) => {
+    const defaults = {
+      ConnectTimeoutMs: 2500,
+      Limits: { MaxConnections: 100, MaxPendingRequests: 50 },
+      PassiveHealthCheck: { MaxFailures: 3, BaseEjectionTime: '1m30s', Interval: '10s' },
+    };
+    const override = { Limits: { MaxConnections: 10 } };
+    const own = { limits: { max_pending_requests: 7 }, protocol: 'http' };
+    const r = layeredResilience([defaults, override, own]);
+    t.equal(r.connectTimeoutMs, 2500, 'from Defaults');
+    t.equal(r.circuitBreaker.maxConnections, 10, 'the Override beats Defaults');
+    t.equal(r.circuitBreaker.maxPendingRequests, 7, "the definition's own config beats both");
+    t.equal(r.circuitBreaker.maxRequests, DEFAULT_RESILIENCE.circuitBreaker.maxRequests);
+    t.equal(r.outlier.consecutiveFailures, 3);
+    t.equal(r.outlier.baseEjectionMs, 90_000, "Consul's duration becomes milliseconds");
+    t.equal(r.requestTimeoutMs, DEFAULT_RESILIENCE.requestTimeoutMs, "Remora's default");
+
+    t.equal(checkUpstreamLayer(defaults, 'UpstreamConfig.Defaults'), null);
+    t.equal(
+      checkUpstreamLayer({ Limits: { MaxConnections: -1 } }, 'UpstreamConfig.Defaults'),
+      'UpstreamConfig.Defaults.Limits.MaxConnections must be an integer from 1 to 1000000, got number -1',
+    );
+    t.equal(
+      checkUpstreamLayer({ PassiveHealthCheck: { BaseEjectionTime: 'soon' } }, 'X'),
+      'X.PassiveHealthCheck.BaseEjectionTime must be a duration such as "30s", got string "soon"',
+      'a duration that is not one is refused',
+    );
+    t.equal(checkUpstreamLayer([1], 'X'), 'X must be an object');
+  },
+);

@@ -692,3 +692,49 @@ t.test(
     await waitFor('the rule to the Host-routing listener', () => toPort() === httpPort);
   },
 );
+
+t.test("upstream settings from the caller's service-defaults reach the snapshot", async (t) => {
+  const { agent, watchers, snapshots, configEntries } = await transparentAgent(t, {
+    upstreams: [
+      { destination_name: 'api', config: { protocol: 'http', limits: { max_connections: 3 } } },
+      { destination_name: 'db', config: { protocol: 'tcp' } },
+    ],
+    config: { derive_upstreams: false, protocol: 'http' },
+    manager: quietManager([]),
+    pid: 72_000,
+    configEntries: {
+      'service-defaults': [
+        {
+          Kind: 'service-defaults',
+          Name: 'web',
+          UpstreamConfig: {
+            Defaults: { ConnectTimeoutMs: 1500, Limits: { MaxConnections: 40 } },
+            Overrides: [{ Name: 'api', Limits: { MaxPendingRequests: 8 }, ConnectTimeoutMs: 900 }],
+          },
+        },
+      ],
+    },
+  });
+  await agent.start();
+  await waitFor('the watches', () => watchers.size === 2);
+  watchers.get('api')!([entry('api-1', '10.0.0.12', 8080, 'http')]);
+  watchers.get('db')!([entry('db-1', '10.0.0.30', 5432, 'tcp')]);
+  await waitFor('a snapshot', () => snapshots.length > 0);
+  const r = (name: string) =>
+    snapshots.at(-1)!.upstreams.find((u) => u.destinationName === name)!.resilience;
+  t.same(
+    [r('api').connectTimeoutMs, r('api').circuitBreaker],
+    [900, { maxConnections: 3, maxPendingRequests: 8, maxRequests: 1024 }],
+    "api: the Override over Defaults, the definition's own limit over both",
+  );
+  t.same(
+    [r('db').connectTimeoutMs, r('db').circuitBreaker.maxConnections],
+    [1500, 40],
+    'db: Defaults',
+  );
+
+  const seen = snapshots.length;
+  configEntries.set('service-defaults', []);
+  await waitFor('a new snapshot', () => snapshots.length > seen);
+  t.equal(r('db').connectTimeoutMs, 5000, "the entry deleted: Remora's default");
+});

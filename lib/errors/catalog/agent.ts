@@ -112,9 +112,9 @@ export const AGENT_ERRORS = {
   },
   REMORA_E_AGENT_CENTRAL_CONFIG_INVALID: {
     meaning:
-      "A Consul configuration entry sets a protocol Remora does not know (service-defaults `Protocol`, or proxy-defaults `Config.protocol`): the agent ignores that value, so the service's protocol falls back to the next source (proxy-defaults, then `tcp`).",
+      "A Consul configuration entry holds a value Remora cannot use: a protocol it does not know (service-defaults `Protocol`, or proxy-defaults `Config.protocol`), or a bad upstream setting in service-defaults `UpstreamConfig`. The agent ignores that value (or that `Defaults`/`Overrides` item): the protocol falls back to the next source (proxy-defaults, then `tcp`), and upstream settings to the definition's and Remora's defaults.",
     remedy:
-      'Set the protocol to one of tcp, http, http2 or grpc (`consul config write`), or give `proxy.config.protocol` in the service definition, which wins over Consul\'s entries (docs/agent.md, "Protocols").',
+      'Fix the entry the message names (`consul config write`): a protocol is one of tcp, http, http2 or grpc, and upstream settings follow docs/agent.md ("Upstream settings from service-defaults"). Values in the service definition win over Consul\'s entries.',
   },
   REMORA_E_AGENT_CAPABILITY_INHERITED: {
     meaning:
