@@ -41,6 +41,11 @@ function definitions(mesh: Mesh): Record<string, object> {
   };
 }
 
+interface Resilience {
+  connectTimeoutMs: number;
+  circuitBreaker: { maxConnections: number };
+}
+
 async function putConfig(mesh: Mesh, entry: object): Promise<void> {
   const r = await fetch(`${mesh.consul.url}/v1/config`, {
     method: 'PUT',
@@ -165,6 +170,34 @@ t.test(
       'tcp again: no identity header',
     );
     t.ok(await webReachesApi(mesh), 'web still reaches api');
+
+    // web's service-defaults UpstreamConfig reaches its running proxy's snapshot
+    await putConfig(mesh, {
+      Kind: 'service-defaults',
+      Name: 'web',
+      UpstreamConfig: {
+        Defaults: { Limits: { MaxConnections: 77 } },
+        Overrides: [{ Name: 'api', ConnectTimeoutMs: 1234 }],
+      },
+    });
+    const resilience = await waitFor(
+      "web's proxy to apply the upstream settings",
+      async () => {
+        const port = (await mesh.status()).instances.find((i) => i.id === 'web-1')?.proxy
+          ?.adminPort;
+        const r = await httpGet(`http://127.0.0.1:${port}/config`);
+        const api = (
+          r.json as {
+            snapshot?: { upstreams: { destinationName: string; resilience: Resilience }[] };
+          }
+        ).snapshot?.upstreams.find((u) => u.destinationName === 'api');
+        return api?.resilience.connectTimeoutMs === 1234 ? api.resilience : null;
+      },
+      30_000,
+      100,
+    );
+    t.equal(resilience.circuitBreaker.maxConnections, 77, 'Defaults under the Override');
+    await fetch(`${mesh.consul.url}/v1/config/service-defaults/web`, { method: 'DELETE' });
 
     // a protocol Remora does not know is reported and ignored
     await putConfig(mesh, { Kind: 'service-defaults', Name: 'api', Protocol: 'htttp' });
