@@ -25,7 +25,6 @@ import {
   sameDefinition,
   type DecodeResult,
   type ServiceDefinition,
-  type SidecarDefinition,
   type UpstreamDefinition,
 } from './definitions.ts';
 import { dataPaths, ensureDir, writeFileAtomic, writesSettled, type DataPaths } from './files.ts';
@@ -180,8 +179,9 @@ interface Instance {
   /** Services this transparent instance calls by its intentions, not by `upstreams` (sorted). */
   derived: string[];
   /**
-   * Upstreams (and their listener kind) of the last snapshot the proxy applied in this run: only their addresses are
-   * redirected. Null until one is (an adopted proxy keeps every upstream's rules meanwhile).
+   * Upstreams (with their listener kind) of the last snapshot the proxy applied in this run:
+   * only their addresses are redirected. Null until one is (an adopted proxy keeps every
+   * upstream's rules meanwhile).
    */
   listening: ReadonlySet<string> | null;
   /** Set while intentions allow more services than `transparentDerivedMax` leaves room for. */
@@ -430,9 +430,9 @@ export function createAgent(o: AgentOptions): Agent {
     // an upstream whose endpoints are not known yet would reach the proxy as an empty set
     const upstreams = upstreamsOf(inst);
     if (!upstreams.every((u) => discovery.settled(u.destinationName))) return null;
-    // a protocol left to Consul's config entries is not guessed: no proxy starts as tcp and
-    // turns http a moment later
-    if (!central.settled() && !protocolsGiven(sc)) return null;
+    // what Consul's config entries decide is not guessed: no proxy starts as tcp and turns http
+    // a moment later (known once Consul answered or failed, or from the cache)
+    if (!central.settled()) return null;
     return {
       instance: {
         id,
@@ -666,14 +666,6 @@ export function createAgent(o: AgentOptions): Agent {
     const sc = inst.def.sidecar;
     if (sc?.protocolGiven) return sc.protocol;
     return central.protocol(inst.def.name) ?? DEFAULT_PROTOCOL;
-  }
-
-  /**
-   * True when the definition names every protocol itself, so Consul's entries do not matter
-   * (upstreams derived from intentions always take theirs from Consul).
-   */
-  function protocolsGiven(sc: SidecarDefinition): boolean {
-    return sc.protocolGiven && !sc.deriveUpstreams && sc.upstreams.every((u) => u.protocolGiven);
   }
 
   /**
