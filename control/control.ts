@@ -117,6 +117,9 @@ interface Loaded {
 
 type Handler = (data: Uint8Array, headers: MsgHdrs | undefined) => Promise<object> | object;
 
+/** How long an intention upsert waits for Consul to tell whether to warn about it. */
+const INTENTION_WARNING_LOOKUP_MS = 1500;
+
 export function createControl(options: CreateControlOptions): Control {
   const { config, nats: nc, consul, clock, logger } = options;
   const random = options.random ?? Math.random;
@@ -411,11 +414,20 @@ export function createControl(options: CreateControlOptions): Control {
   /** What a saved intention will do that its author likely did not mean (never fails the save). */
   async function intentionWarnings(i: Intention): Promise<string[]> {
     if (!i.permissions || i.destination === '*') return [];
+    // the intention is saved already: a slow Consul must not hold the reply until the caller
+    // gives up and believes it failed
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => {
+      timer = setTimeout(() => resolve('late'), INTENTION_WARNING_LOOKUP_MS);
+    });
     try {
-      if ((await servedProtocol(i.destination)) !== 'tcp') return [];
+      const served = await Promise.race([servedProtocol(i.destination), late]);
+      if (served !== 'tcp') return [];
     } catch (err) {
       logError(logger, err, 'cannot read the protocol of an intention destination', 'warn');
       return [];
+    } finally {
+      clearTimeout(timer);
     }
     return [
       `${i.destination} serves tcp, where requests cannot be checked: its proxies deny the connections this intention covers. Set its protocol to http (Protocol = "http" in its service-defaults with consul config write, or proxy.config.protocol in its definition), or use an L4 intention (--allow/--deny)`,

@@ -21,3 +21,48 @@ t.test('remora status names the instances that call an upstream by their intenti
   t.match(out, /^api\s+2\s+yes\s+web-1$/m, 'an explicit upstream');
   t.match(out, /^ledger\s+1\s+yes\s+web-1 \(by intentions\)$/m, 'a derived one says so');
 });
+
+t.test("remora status shows each instance's protocol and config-entry problems", async (t) => {
+  const status: AgentStatus = {
+    node: 'client',
+    datacenter: 'dc1',
+    startedAt: '2026-11-28T05:00:00.000Z',
+    waitingFor: ['Consul (config entries; using the protocols last known)'],
+    trustBundle: { known: true, live: true, lastError: null },
+    intentions: { known: true, live: true, lastError: null, revision: 4 },
+    instances: [
+      {
+        id: 'api-1',
+        service: 'api',
+        file: '/etc/remora/services.d/api.json',
+        sidecarPort: 21001,
+        registered: true,
+        registrationError: null,
+        proxy: null,
+        certificate: null,
+        protocol: 'http',
+        upstreams: [],
+        warnings: [],
+        transparent: null,
+      },
+    ],
+    upstreams: [],
+    problems: [
+      {
+        code: 'REMORA_E_AGENT_CENTRAL_CONFIG_INVALID',
+        message:
+          'service-defaults of api sets protocol "htttp", which is not one of tcp, http, http2, grpc; the value is ignored',
+        file: undefined,
+        field: undefined,
+      },
+    ],
+  };
+  const out = renderStatus(status, Date.parse('2026-11-28T06:00:00.000Z'));
+  t.match(out, /^INSTANCE\s+SERVICE\s+PROTOCOL\s+SIDECAR/m);
+  t.match(out, /^api-1\s+api\s+http\s+21001\s+yes/m);
+  t.match(out, 'waiting for: Consul (config entries; using the protocols last known)');
+  t.match(
+    out,
+    /REMORA_E_AGENT_CENTRAL_CONFIG_INVALID: service-defaults of api sets protocol "htttp"/,
+  );
+});

@@ -228,6 +228,15 @@ t.test('an L7 intention for a service that serves tcp is saved with a warning', 
     '',
     'an L4 intention is fine on tcp',
   );
+
+  // Consul hangs on the lookup: the save is answered anyway, without a warning
+  consul.services[0]!.ServiceProxy = { Config: {} };
+  consul.hang = true;
+  t.teardown(() => void (consul.hang = false));
+  const slow = await create();
+  t.equal(slow.exit, 0, slow.stderr);
+  t.match(slow.stdout, 'Created: web => ledger');
+  t.equal(slow.stderr, '', 'no warning when Consul cannot tell in time');
 });
 
 t.test('ca roots and ca rotate', async (t) => {

@@ -7,6 +7,8 @@ export interface FakeConsul extends ControlConsul {
   /** Config entries by kind. */
   configEntries: Map<string, ConfigEntry[]>;
   down: boolean;
+  /** Config-entry reads never answer (a Consul that hangs). */
+  hang: boolean;
 }
 
 export function createFakeConsul(): FakeConsul {
@@ -16,9 +18,11 @@ export function createFakeConsul(): FakeConsul {
     services: [],
     configEntries: new Map(),
     down: false,
+    hang: false,
     config: {
       async list(kind) {
         if (fake.down) throw new Error('connect ECONNREFUSED 127.0.0.1:8500');
+        if (fake.hang) await new Promise(() => undefined);
         return { entries: fake.configEntries.get(kind) ?? [] };
       },
     },
