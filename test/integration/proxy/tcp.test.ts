@@ -5,6 +5,15 @@ import { waitFor } from '../../../lib/util/index.ts';
 import { createMeshCerts, makeUpstream } from '../../helpers/mesh-certs.ts';
 import { startEchoTcp, startSidecar } from './mesh.ts';
 
+/** A sidecar for `service` whose one upstream is api, over tcp, at `port`. */
+function tcpCaller(mesh: ReturnType<typeof createMeshCerts>, service: string, port: number) {
+  return startSidecar(mesh, service, {
+    upstreams: [
+      makeUpstream(mesh, 'api', [port], { protocol: 'tcp', loadBalancer: 'round_robin' }),
+    ],
+  });
+}
+
 t.test(
   'TCP crosses two sidecars over mTLS both ways, and a denied source is cut off',
   async (t) => {
@@ -18,22 +27,8 @@ t.test(
         intentions: [{ source: 'web', destination: 'api', action: 'allow' }],
       },
     });
-    const web = await startSidecar(mesh, 'web', {
-      upstreams: [
-        makeUpstream(mesh, 'api', [api.inboundPort], {
-          protocol: 'tcp',
-          loadBalancer: 'round_robin',
-        }),
-      ],
-    });
-    const evil = await startSidecar(mesh, 'evil', {
-      upstreams: [
-        makeUpstream(mesh, 'api', [api.inboundPort], {
-          protocol: 'tcp',
-          loadBalancer: 'round_robin',
-        }),
-      ],
-    });
+    const web = await tcpCaller(mesh, 'web', api.inboundPort);
+    const evil = await tcpCaller(mesh, 'evil', api.inboundPort);
     t.teardown(async () => {
       await web.proxy.close();
       await evil.proxy.close();
@@ -88,14 +83,7 @@ t.test(
         ],
       },
     });
-    const web = await startSidecar(mesh, 'web', {
-      upstreams: [
-        makeUpstream(mesh, 'api', [api.inboundPort], {
-          protocol: 'tcp',
-          loadBalancer: 'round_robin',
-        }),
-      ],
-    });
+    const web = await tcpCaller(mesh, 'web', api.inboundPort);
     t.teardown(async () => {
       await web.proxy.close();
       await api.proxy.close();
