@@ -58,12 +58,18 @@ t.test('two services are registered and reachable through their proxies', async 
     .catch(() => []);
   t.ok(controlSide.length > 0, 'control continues the same trace (context in NATS headers)');
 
-  const echo = await callWeb(mesh, '/echo?msg=hello-tcp');
-  t.equal(
-    (echo.json as WebAnswer).echo?.echoed,
-    'hello-tcp',
-    'tcp upstream echoes through both proxies',
+  // echo's proxy becomes ready on its own schedule (its first certificate request may race its
+  // registration and be retried), as web did above: wait for it the same way
+  const echoed = await waitFor(
+    'web to reach echo over its tcp upstream',
+    async () => {
+      const r = await callWeb(mesh, '/echo?msg=hello-tcp').catch(() => null);
+      return (r?.json as WebAnswer | null)?.echo?.echoed || null;
+    },
+    60_000,
+    100,
   );
+  t.equal(echoed, 'hello-tcp', 'tcp upstream echoes through both proxies');
 
   t.test('a new definition file is registered without restarting anything', async (t) => {
     const pidsBefore = await mesh.proxyPids();
