@@ -126,6 +126,8 @@ export function createCentralConfig(o: {
   const cached = readCache(o.paths.cache(CACHE_NAME));
   let known: Protocols = cached ?? { services: {}, global: null, upstreams: {} };
   let settled = cached !== null;
+  /** `known` changed before both kinds were heard from, and the agent was not told yet. */
+  let unannounced = false;
   const answered = new Set<string>();
   /** Kinds Consul answered or failed to answer: once both are heard from, answers are acted on. */
   const heard = new Set<string>();
@@ -162,10 +164,15 @@ export function createCentralConfig(o: {
 
   function set(next: Protocols): void {
     const settling = answered.size === 2 && settle();
-    const changed = JSON.stringify(next) !== JSON.stringify(known);
+    // a change seen while only one kind had answered is acted on with the other kind's answer
+    const changed = unannounced || JSON.stringify(next) !== JSON.stringify(known);
     known = next;
     // half an answer is neither cached nor acted on: the other kind may change the picture
-    if (heard.size < 2) return;
+    if (heard.size < 2) {
+      unannounced = changed;
+      return;
+    }
+    unannounced = false;
     if (changed) {
       o.logger.info(
         { services: Object.keys(next.services).length, global: next.global },

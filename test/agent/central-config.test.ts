@@ -239,3 +239,31 @@ t.test("a caller's UpstreamConfig: Defaults, then the Override for the destinati
   t.same(c.upstreamLayers('web', 'api'), []);
   t.same(c.problems(), [], 'gone with the entry');
 });
+
+t.test('a change made while the agent was down reaches it with the second answer', async (t) => {
+  const dir = await dataDir(t);
+  const first = central(
+    dir,
+    createFakeConfigEntries({
+      [SERVICE_DEFAULTS]: [{ Kind: SERVICE_DEFAULTS, Name: 'api', Protocol: 'grpc' }],
+    }),
+  );
+  first.c.start();
+  await waitFor('answers', () => first.c.synced());
+  first.c.stop();
+  await writesSettled();
+
+  // restarted: the cache says grpc, Consul now says http; proxy-defaults is unchanged
+  const again = central(
+    dir,
+    createFakeConfigEntries({
+      [SERVICE_DEFAULTS]: [{ Kind: SERVICE_DEFAULTS, Name: 'api', Protocol: 'http' }],
+    }),
+  );
+  t.equal(again.c.protocol('api'), 'grpc', 'from the cache before Consul answers');
+  again.c.start();
+  t.teardown(() => again.c.stop());
+  await waitFor('both answers', () => again.c.synced());
+  t.equal(again.c.protocol('api'), 'http');
+  t.equal(again.changes(), 1, 'the agent is told, so its proxies get new snapshots');
+});
