@@ -320,8 +320,18 @@ export async function startDevMesh(o: {
         const st = await fetch(`http://127.0.0.1:${agentAdminPort}/status`, {
           signal: AbortSignal.timeout(3000),
         });
-        const status = (await st.json()) as { waitingFor?: string[] };
+        const status = (await st.json()) as {
+          waitingFor?: string[];
+          instances?: { service: string; registered: boolean; proxy: { ready: boolean } | null }[];
+          upstreams?: { service: string; endpoints: number }[];
+        };
         if (!st.ok || (status.waitingFor?.length ?? 1) > 0) return undefined;
+        // every proxy serving, and every upstream listing all its instances (api has two)
+        const instances = status.instances ?? [];
+        if (!instances.every((i) => i.registered && i.proxy?.ready)) return undefined;
+        const all = (service: string): number =>
+          instances.filter((i) => i.service === service).length;
+        if (!(status.upstreams ?? []).every((u) => u.endpoints >= all(u.service))) return undefined;
         const res = await fetch(webUrl, { signal: AbortSignal.timeout(3000) });
         const body = (await res.json()) as { apiStatus?: number };
         if (!res.ok || body.apiStatus !== 200) return undefined;
