@@ -344,6 +344,11 @@ export function createAgent(o: AgentOptions): Agent {
     random: o.random,
     logger,
     onChange: (id) => supervisor.push(id),
+    registered(id) {
+      // an adopted proxy's instance is still listed from before; its registration waits for the proxy
+      const inst = instances.get(id);
+      return inst !== undefined && (inst.registered || inst.holdRegistration);
+    },
   });
 
   const discovery: Discovery = createDiscovery({
@@ -1037,6 +1042,7 @@ export function createAgent(o: AgentOptions): Agent {
         // a proxy that outlived the previous agent: register once it says it is ready, so the
         // re-registration does not flip a serving instance to critical
         inst.holdRegistration = true;
+        identity.requestIfMissing(def.id);
         void waitUntil(() => proxyReady(def.id) || inst.stopping || stopped, s.adoptTimeoutMs).then(
           () => {
             inst.holdRegistration = false;

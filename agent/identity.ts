@@ -41,6 +41,13 @@ export interface IdentityManagerOptions {
   /** Called whenever an instance's certificate changes. */
   onChange(instanceId: string): void;
   generateKey?: () => KeyPair;
+  /**
+   * False while Consul does not list the instance yet. Control signs only for an instance the
+   * catalog lists on this node, so an instance without a certificate asks only once this is true
+   * (the agent then calls `requestIfMissing`); its key is generated meanwhile. Renewals do not
+   * wait. Absent: always true.
+   */
+  registered?(instanceId: string): boolean;
 }
 
 interface Managed {
@@ -53,6 +60,8 @@ interface Managed {
   attempt: number;
   inFlight: boolean;
   again: boolean;
+  /** `requestIfMissing` came while a request was in flight: ask again if it brought no certificate. */
+  againIfMissing: boolean;
   removed: boolean;
   lastError: IdentityStatus['lastError'];
 }
@@ -166,6 +175,11 @@ export function createIdentityManager(options: IdentityManagerOptions): Identity
         );
       }
       const key = await loadKey(m);
+      if (!m.cert && options.registered && !options.registered(m.id)) {
+        // control would answer REMORA_E_CONTROL_SERVICE_NOT_ON_NODE; the registration asks again
+        logger.debug({ instance: m.id, reason }, `${m.id} waits for its registration in Consul`);
+        return;
+      }
       const csr = createCsr({ keyPem: key.keyPem, publicKeyPem: key.publicKeyPem, spiffeId });
       logger.info({ instance: m.id, reason }, `requesting a certificate for ${m.id} (${spiffeId})`);
       const signed = await options.sign({ service: m.service, serviceId: m.id, csr });
@@ -227,9 +241,11 @@ export function createIdentityManager(options: IdentityManagerOptions): Identity
       if (!stopped && !m.removed) schedule(m, clock.now() + delay);
     } finally {
       m.inFlight = false;
-      if (m.again && !stopped && !m.removed) {
+      const missing = m.againIfMissing && !m.cert;
+      m.againIfMissing = false;
+      if ((m.again || missing) && !stopped && !m.removed) {
         m.again = false;
-        void request(m, 'requested again while in flight');
+        void request(m, missing ? 'instance registered' : 'requested again while in flight');
       }
     }
   }
@@ -256,6 +272,7 @@ export function createIdentityManager(options: IdentityManagerOptions): Identity
         attempt: 0,
         inFlight: false,
         again: false,
+        againIfMissing: false,
         removed: false,
         lastError: null,
       };
@@ -300,10 +317,15 @@ export function createIdentityManager(options: IdentityManagerOptions): Identity
     },
     requestIfMissing(id) {
       const m = managed.get(id);
-      if (m && !m.cert && !m.inFlight) {
-        m.attempt = 0;
-        void request(m, 'instance registered');
+      if (!m || m.cert) return;
+      if (m.inFlight) {
+        m.againIfMissing = true;
+        return;
       }
+      if (m.timer) clock.clearTimeout(m.timer);
+      m.timer = null;
+      m.attempt = 0;
+      void request(m, 'instance registered');
     },
     trustBundleKnown() {
       for (const m of managed.values()) {

@@ -189,6 +189,7 @@ function checkModel() {
   const gates = { register: null as Promise<void> | null, ttl: null as Promise<void> | null };
   let inFlight = 0;
   let maxInFlight = 0;
+  let failTtl = false;
   const consul: ConsulPort = {
     async registerService(def) {
       await gates.register;
@@ -203,6 +204,10 @@ function checkModel() {
       maxInFlight = Math.max(maxInFlight, inFlight);
       try {
         await gates.ttl;
+        if (failTtl) {
+          failTtl = false;
+          throw new Error('Unknown check ID');
+        }
         status.set(id, st);
       } finally {
         inFlight--;
@@ -216,6 +221,8 @@ function checkModel() {
     consul,
     status: (id: string) => status.get(id),
     maxInFlight: () => maxInFlight,
+    /** The next TTL update fails, as when Consul lost the registration. */
+    failNextTtl: () => (failTtl = true),
     /** Holds calls of one kind until the returned function is called. */
     hold(kind: 'register' | 'ttl'): () => void {
       let release!: () => void;
@@ -232,11 +239,24 @@ t.test(
   'a proxy that becomes ready while its registration is in flight ends up passing, not with the status read before',
   async (t) => {
     const m = checkModel();
-    const release = m.hold('register');
     const host = await startHost(t, m.consul, []);
-    await waitFor('the proxy ready', () => host.agent.status().instances[0]?.proxy?.ready === true);
-    release();
     const check = readinessCheckId('api-1');
+    await waitFor('the check passing', () => m.status(check) === 'passing');
+    // Consul lost the registration: the next check write fails and the agent registers again,
+    // with the proxy not ready at that moment; the registration is held while it becomes ready
+    const release = m.hold('register');
+    m.failNextTtl();
+    host.proxyStatus(false, 'draining the app');
+    await waitFor(
+      'the agent registering again',
+      () => host.agent.status().instances[0]?.registered === false,
+    );
+    host.proxyStatus(true);
+    await waitFor(
+      'the agent saw ready',
+      () => host.agent.status().instances[0]?.proxy?.ready === true,
+    );
+    release();
     await waitFor(
       'the instance registered',
       () => host.agent.status().instances[0]?.registered === true,

@@ -9,7 +9,10 @@ import { inspectCert } from '../../lib/pki/index.ts';
 import { createFakeCa, createFakeClock, settle } from './fakes.ts';
 import { waitFor } from '../../lib/util/index.ts';
 
-async function setup(t: { teardown(fn: () => unknown): void }, opts: { failFirst?: number } = {}) {
+async function setup(
+  t: { teardown(fn: () => unknown): void },
+  opts: { failFirst?: number; registered?: (id: string) => boolean } = {},
+) {
   const dir = await mkdtemp(join(tmpdir(), 'remora-id-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const clock = createFakeClock();
@@ -18,12 +21,14 @@ async function setup(t: { teardown(fn: () => unknown): void }, opts: { failFirst
   const calls: { at: number; csr: string }[] = [];
   const changes: string[] = [];
   let trustDomain: string | null = ca.bundle.trustDomain;
+  let signGate: Promise<void> | null = null;
   const make = () =>
     createIdentityManager({
       paths: dataPaths(dir),
       datacenter: 'dc1',
       async sign(req) {
         calls.push({ at: clock.now(), csr: req.csr });
+        await signGate;
         if (failures > 0) {
           failures -= 1;
           throw new Error('no responders');
@@ -35,6 +40,7 @@ async function setup(t: { teardown(fn: () => unknown): void }, opts: { failFirst
       random: () => 0.5,
       logger: createSilentLogger(),
       onChange: (id) => changes.push(id),
+      ...(opts.registered ? { registered: opts.registered } : {}),
     });
   return {
     dir,
@@ -44,6 +50,15 @@ async function setup(t: { teardown(fn: () => unknown): void }, opts: { failFirst
     changes,
     make,
     setTrustDomain: (v: string | null) => (trustDomain = v),
+    /** Holds sign answers until the returned function is called. */
+    holdSign(): () => void {
+      let release!: () => void;
+      signGate = new Promise<void>((r) => (release = r));
+      return () => {
+        signGate = null;
+        release();
+      };
+    },
   };
 }
 
@@ -140,3 +155,57 @@ t.test(
     im.stop();
   },
 );
+
+t.test(
+  'a new instance asks for its certificate only once Consul lists it, with its key ready',
+  async (t) => {
+    let registered = false;
+    const s = await setup(t, { registered: () => registered });
+    const im = s.make();
+    await im.add({ id: 'api-1', service: 'api' });
+    t.equal(s.calls.length, 0, 'control is not asked for an instance it cannot find');
+    t.equal(im.status('api-1')!.lastError, null, 'waiting for the registration is not an error');
+    const mode = (await stat(join(s.dir, 'instances/api-1/key.pem'))).mode & 0o777;
+    t.equal(mode, 0o600, 'the key is generated meanwhile');
+    s.clock.advance(3600_000);
+    im.trustBundleKnown();
+    await settle();
+    t.equal(s.calls.length, 0, 'neither timers nor the trust bundle ask before the registration');
+    registered = true;
+    im.requestIfMissing('api-1');
+    await waitFor('the certificate', () => im.get('api-1'));
+    t.equal(s.calls.length, 1);
+    t.same(s.changes, ['api-1']);
+    im.stop();
+  },
+);
+
+t.test(
+  'a registration during a failing request asks again at once instead of after the backoff',
+  async (t) => {
+    const s = await setup(t, { failFirst: 1, registered: () => true });
+    const release = s.holdSign();
+    const im = s.make();
+    const added = im.add({ id: 'api-1', service: 'api' });
+    await waitFor('the first request', () => s.calls.length === 1);
+    im.requestIfMissing('api-1');
+    release();
+    await added;
+    // the fake clock does not move: only the registration's request can bring the certificate
+    await waitFor('the certificate', () => im.get('api-1'));
+    t.equal(s.calls.length, 2);
+    im.stop();
+  },
+);
+
+t.test('renewals do not wait for a registration', async (t) => {
+  let registered = true;
+  const s = await setup(t, { registered: () => registered });
+  const im = s.make();
+  await im.add({ id: 'api-1', service: 'api' });
+  registered = false;
+  im.renewAll('root rotation');
+  await waitFor('the renewal', () => s.calls.length === 2);
+  t.equal(s.calls.length, 2);
+  im.stop();
+});

@@ -58,8 +58,7 @@ t.test('two services are registered and reachable through their proxies', async 
     .catch(() => []);
   t.ok(controlSide.length > 0, 'control continues the same trace (context in NATS headers)');
 
-  // echo's proxy becomes ready on its own schedule (its first certificate request may race its
-  // registration and be retried), as web did above: wait for it the same way
+  // echo's proxy becomes ready on its own schedule, as web did above: wait for it the same way
   const echoed = await waitFor(
     'web to reach echo over its tcp upstream',
     async () => {
@@ -70,6 +69,11 @@ t.test('two services are registered and reachable through their proxies', async 
     100,
   );
   t.equal(echoed, 'hello-tcp', 'tcp upstream echoes through both proxies');
+  t.notMatch(
+    agent.output(),
+    /REMORA_E_CONTROL_SERVICE_NOT_ON_NODE|certificate request for \S+ failed/,
+    'no certificate request reached control before its instance was registered',
+  );
 
   t.test('a new definition file is registered without restarting anything', async (t) => {
     const pidsBefore = await mesh.proxyPids();
@@ -91,6 +95,11 @@ t.test('two services are registered and reachable through their proxies', async 
       20,
     );
     t.same([...seen].sort(), ['api-1', 'api-2']);
+    t.notMatch(
+      agent.output(),
+      /REMORA_E_CONTROL_SERVICE_NOT_ON_NODE/,
+      'api-2 asked once registered',
+    );
     const pidsAfter = await mesh.proxyPids();
     for (const id of ['web-1', 'api-1', 'echo'])
       t.equal(pidsAfter[id], pidsBefore[id], `proxy of ${id} kept running`);
