@@ -3,6 +3,7 @@
 // one; `remora dev` can embed one in its own process.
 import {
   createConsulClient,
+  consulClientOptions,
   watchConfigEntries,
   watchConnect,
   watchServices,
@@ -61,13 +62,7 @@ export function createConsulPort(o: {
   logger: Logger;
   random: () => number;
 }): ConsulPort & { close(): void } {
-  const client = createConsulClient({
-    address: o.address,
-    ...(o.token ? { token: o.token } : {}),
-    ...(o.caFile ? { caFile: o.caFile } : {}),
-    ...(o.maxResponseBytes ? { maxResponseBytes: o.maxResponseBytes } : {}),
-    logger: o.logger,
-  });
+  const client = createConsulClient(consulClientOptions(o, o.logger));
   return {
     registerService: (def) => client.agent.registerService(def),
     deregisterService: (id) => client.agent.deregisterService(id),

@@ -5,7 +5,7 @@ import { SpanKind, SpanStatusCode, type Context, type Tracer } from '@openteleme
 import { RemoraError, toRemoraError } from '../lib/errors/index.ts';
 import { formatSpiffeId } from '../lib/identity/index.ts';
 import type { Intention, IntentionsSnapshot } from '../lib/intentions/index.ts';
-import { PROTOCOLS } from '../lib/proxy-api/index.ts';
+import { servedProtocol } from '../lib/consul/protocol.ts';
 import { logError, type Logger } from '../lib/log/index.ts';
 import {
   CONTROL_QUEUE_GROUP,
@@ -386,31 +386,6 @@ export function createControl(options: CreateControlOptions): Control {
     };
   }
 
-  /**
-   * The protocol `service` serves, resolved as agents resolve it: its sidecars' registered
-   * `proxy.config.protocol`, its service-defaults, proxy-defaults, else tcp. Null when no sidecar
-   * of it is registered (nothing to say yet).
-   */
-  async function servedProtocol(service: string): Promise<string | null> {
-    const sidecars = await consul.catalog.service(`${service}-sidecar-proxy`);
-    if (sidecars.length === 0) return null;
-    const known = (v: unknown): string | null =>
-      typeof v === 'string' && (PROTOCOLS as readonly string[]).includes(v.toLowerCase())
-        ? v.toLowerCase()
-        : null;
-    const given = known(sidecars[0]!.ServiceProxy?.Config?.protocol);
-    if (given || !consul.config) return given ?? 'tcp';
-    const [sd, pd] = await Promise.all([
-      consul.config.list('service-defaults'),
-      consul.config.list('proxy-defaults'),
-    ]);
-    return (
-      known(sd.entries.find((e) => e.Name === service)?.Protocol) ??
-      known(pd.entries.find((e) => e.Name === 'global')?.Config?.protocol) ??
-      'tcp'
-    );
-  }
-
   /** What a saved intention will do that its author likely did not mean (never fails the save). */
   async function intentionWarnings(i: Intention): Promise<string[]> {
     if (!i.permissions || i.destination === '*') return [];
@@ -421,8 +396,8 @@ export function createControl(options: CreateControlOptions): Control {
       timer = setTimeout(() => resolve('late'), INTENTION_WARNING_LOOKUP_MS);
     });
     try {
-      const served = await Promise.race([servedProtocol(i.destination), late]);
-      if (served !== 'tcp') return [];
+      const served = await Promise.race([servedProtocol(consul, i.destination), late]);
+      if (served === 'late' || served?.protocol !== 'tcp') return [];
     } catch (err) {
       logError(logger, err, 'cannot read the protocol of an intention destination', 'warn');
       return [];

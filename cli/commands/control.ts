@@ -32,12 +32,15 @@ export function registerControl(program: Command, ctx: CliContext): void {
     .option('--metrics-port <port>', 'Prometheus /metrics port on 127.0.0.1 (0: off)')
     .action(async (opts: { config?: string; logLevel?: string; metricsPort?: string }) => {
       // heavy modules load only when this command runs, keeping every other `remora` fast
-      const [{ createControl }, { createConsulClient }, { createTracing, parseOtlpHeaders }] =
-        await Promise.all([
-          import('../../control/index.ts'),
-          import('../../lib/consul/index.ts'),
-          import('../../lib/telemetry/index.ts'),
-        ]);
+      const [
+        { createControl },
+        { createConsulClient, consulClientOptions },
+        { createTracing, parseOtlpHeaders },
+      ] = await Promise.all([
+        import('../../control/index.ts'),
+        import('../../lib/consul/index.ts'),
+        import('../../lib/telemetry/index.ts'),
+      ]);
       const config = loadProgramConfig(controlSchema, ctx, opts.config, {
         'log.level': opts.logLevel,
         metricsPort: opts.metricsPort === undefined ? undefined : Number(opts.metricsPort),
@@ -68,15 +71,7 @@ export function registerControl(program: Command, ctx: CliContext): void {
         logger.info('stopped before NATS answered; nothing to clean up');
         return;
       }
-      const consul = createConsulClient({
-        address: config.consul.address,
-        ...(config.consul.token ? { token: config.consul.token } : {}),
-        ...(config.consul.caFile ? { caFile: config.consul.caFile } : {}),
-        ...(config.consul.maxResponseBytes
-          ? { maxResponseBytes: config.consul.maxResponseBytes }
-          : {}),
-        logger,
-      });
+      const consul = createConsulClient(consulClientOptions(config.consul, logger));
       const control = createControl({
         // the schema restricts defaultPolicy to allow|deny
         config: { ...config, defaultPolicy: config.defaultPolicy as 'allow' | 'deny' },

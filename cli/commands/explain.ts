@@ -1,12 +1,48 @@
 import type { Command } from 'commander';
-import { describeError, isErrorCode, RemoraError } from '../../lib/errors/index.ts';
+import { describeError, isErrorCode, RemoraError, toRemoraError } from '../../lib/errors/index.ts';
+import type { ServedProtocol } from '../../lib/consul/protocol.ts';
+import { createSilentLogger } from '../../lib/log/index.ts';
 import { evaluateIntentions, sortIntentions } from '../../lib/intentions/index.ts';
 import { requestIntentions } from '../../lib/nats/index.ts';
 import { CliExit, print, type CliContext } from '../context.ts';
-import { addOperatorOptions, withOperatorSession } from './control.ts';
+import { addOperatorOptions, withOperatorSession, type OperatorSession } from './control.ts';
 
 /** Exit code when the explained call would be refused. */
 export const EXPLAIN_DENIED_EXIT_CODE = 2;
+
+/** How long explain waits for Consul to tell the destination's protocol. */
+export const EXPLAIN_PROTOCOL_LOOKUP_MS = 1500;
+
+const SOURCE_WORDS: Record<ServedProtocol['source'], string> = {
+  registration: 'registered with its sidecar',
+  'service-defaults': 'its service-defaults entry',
+  'proxy-defaults': 'the proxy-defaults entry',
+  default: 'no protocol set anywhere',
+};
+
+/**
+ * The protocol the destination's proxies serve, as agents resolve it; a sentence instead when
+ * Consul does not say (no sidecar registered, Consul unreachable). Never fails the command.
+ */
+async function destinationProtocol(
+  s: OperatorSession,
+  service: string,
+): Promise<ServedProtocol | string> {
+  const { createConsulClient, consulClientOptions, servedProtocol } =
+    await import('../../lib/consul/index.ts');
+  const consul = createConsulClient({
+    ...consulClientOptions(s.config.consul, createSilentLogger()),
+    timeoutMs: EXPLAIN_PROTOCOL_LOOKUP_MS,
+  });
+  try {
+    const served = await servedProtocol(consul, service);
+    return served ?? `no sidecar of ${service} is registered in Consul`;
+  } catch (err) {
+    return `Consul at ${s.config.consul.address} did not answer: ${toRemoraError(err).message}`;
+  } finally {
+    consul.close();
+  }
+}
 
 function explainCode(ctx: CliContext, code: string): void {
   if (!isErrorCode(code))
@@ -45,22 +81,41 @@ export function registerExplain(program: Command, ctx: CliContext): void {
         return;
       }
       await withOperatorSession(ctx, opts, async (s) => {
-        const snap = await requestIntentions(s.nc, s.config.datacenter, s.req);
+        const [snap, served] = await Promise.all([
+          requestIntentions(s.nc, s.config.datacenter, s.req),
+          destination === '*' ? Promise.resolve(null) : destinationProtocol(s, destination),
+        ]);
         const request =
           opts.method !== undefined || opts.path !== undefined
             ? { method: (opts.method ?? 'GET').toUpperCase(), path: opts.path ?? '/', headers: {} }
             : undefined;
-        const d = evaluateIntentions(snap, {
-          source,
-          destination,
-          ...(request ? { request } : {}),
-        });
+        const pair = { source, destination };
+        const d = evaluateIntentions(snap, { ...pair, ...(request ? { request } : {}) });
+        // L7 permissions on a tcp destination: its proxy cannot see requests and refuses the
+        // connection (docs/proxy.md), whatever a request would have been allowed
+        const perConnection = request ? evaluateIntentions(snap, pair) : d;
+        const l7OnTcp =
+          typeof served === 'object' && served?.protocol === 'tcp' && perConnection.needsRequest;
+        const allowed = d.allowed && !l7OnTcp;
+        const enforced = l7OnTcp ? perConnection.enforced : d.enforced;
         print(
           ctx,
-          `${source} → ${destination}: ${d.allowed ? 'allowed' : d.enforced ? 'DENIED' : 'denied (audit mode: logged, not enforced)'}`,
+          `${source} → ${destination}: ${allowed ? 'allowed' : enforced ? 'DENIED' : 'denied (audit mode: logged, not enforced)'}`,
         );
-        print(ctx, `  decided by: ${d.reason}`);
-        if (d.needsRequest)
+        print(
+          ctx,
+          `  decided by: ${
+            l7OnTcp
+              ? `${perConnection.reason}, but ${destination} serves tcp, where requests cannot be checked: its proxies refuse these connections`
+              : d.reason
+          }`,
+        );
+        if (served !== null)
+          print(
+            ctx,
+            `  ${destination} serves: ${typeof served === 'string' ? `unknown (${served})` : `${served.protocol} (${SOURCE_WORDS[served.source]})`}`,
+          );
+        if (d.needsRequest && !l7OnTcp)
           print(
             ctx,
             '  L7 permissions decide each request; give --method and --path to evaluate one',
@@ -80,7 +135,15 @@ export function registerExplain(program: Command, ctx: CliContext): void {
             ctx,
             `    ${i.source} → ${i.destination}: ${i.action ?? `${i.permissions?.length ?? 0} L7 permission(s)`} (precedence ${i.precedence})`,
           );
-        if (!d.allowed && d.enforced) {
+        if (l7OnTcp && enforced) {
+          print(ctx, `  the connection is closed before the app sees it (no HTTP answer)`);
+          print(
+            ctx,
+            `  to allow: set ${destination}'s protocol to http (Protocol = "http" in its service-defaults, or proxy.config.protocol in its definition), or give ${source} an L4 intention: remora intention create ${source} ${destination} --allow`,
+          );
+          throw new CliExit(EXPLAIN_DENIED_EXIT_CODE);
+        }
+        if (!allowed && enforced) {
           print(ctx, `  refused calls carry x-remora-error: REMORA_E_PROXY_INTENTION_DENIED`);
           print(ctx, `  to allow: remora intention create ${source} ${destination}`);
           throw new CliExit(EXPLAIN_DENIED_EXIT_CODE);

@@ -261,6 +261,23 @@ function codedCause(err: unknown): RemoraError | undefined {
   return undefined;
 }
 
+/**
+ * Client options from a program's `consul` configuration keys, where an empty token, CA file or
+ * size means "not set".
+ */
+export function consulClientOptions(
+  c: { address: string; token?: string; caFile?: string; maxResponseBytes?: number },
+  logger: Logger,
+): ConsulClientOptions {
+  return {
+    address: c.address,
+    ...(c.token ? { token: c.token } : {}),
+    ...(c.caFile ? { caFile: c.caFile } : {}),
+    ...(c.maxResponseBytes ? { maxResponseBytes: c.maxResponseBytes } : {}),
+    logger,
+  };
+}
+
 export function createConsulClient(opts: ConsulClientOptions): ConsulClient {
   const logger = opts.logger ?? createSilentLogger();
   const timeoutMs = opts.timeoutMs ?? DEFAULT_CONSUL_TIMEOUT_MS;

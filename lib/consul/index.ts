@@ -1,5 +1,6 @@
 export {
   createConsulClient,
+  consulClientOptions,
   normalizeEntry,
   normalizeService,
   DEFAULT_CONSUL_TIMEOUT_MS,
@@ -24,6 +25,12 @@ export {
   type ConfigEntriesWatch,
   type WatchConfigEntriesOptions,
 } from './watch.ts';
+export {
+  servedProtocol,
+  type ProtocolLookup,
+  type ProtocolSource,
+  type ServedProtocol,
+} from './protocol.ts';
 export type {
   AgentCheck,
   AgentService,

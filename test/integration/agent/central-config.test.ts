@@ -118,6 +118,16 @@ t.test(
       100,
     );
     t.pass("api's proxy denies web's new connections: the permissions cannot be checked on tcp");
+    const cliEnv = {
+      REMORA_CLI_NATS_SERVERS: mesh.nats.url,
+      REMORA_CLI_CONSUL_ADDRESS: mesh.consul.url,
+    };
+    const onTcp = await runRemora(['explain', 'web', 'api'], { env: cliEnv });
+    t.equal(onTcp.code, 2, 'explain exits 2: the connection is refused');
+    t.match(onTcp.stdout, 'web → api: DENIED');
+    t.match(onTcp.stdout, 'but api serves tcp, where requests cannot be checked');
+    t.match(onTcp.stdout, 'api serves: tcp (no protocol set anywhere)');
+    t.match(onTcp.stdout, /to allow: set api's protocol to http/);
 
     await putConfig(mesh, { Kind: 'service-defaults', Name: 'api', Protocol: 'http' });
     await waitFor(
@@ -133,6 +143,12 @@ t.test(
       100,
     );
     t.match(peer, /^spiffe:\/\/.+\/svc\/web$/, 'api’s proxy now vouches for web per request');
+    const onHttp = await runRemora(['explain', 'web', 'api', '--method', 'GET', '--path', '/x'], {
+      env: cliEnv,
+    });
+    t.equal(onHttp.code, 0, onHttp.stderr);
+    t.match(onHttp.stdout, 'web → api: allowed');
+    t.match(onHttp.stdout, 'api serves: http (its service-defaults entry)');
 
     const del = await runRemora(['intention', 'delete', 'web', 'api'], {
       env: { REMORA_CLI_NATS_SERVERS: mesh.nats.url, REMORA_CLI_OPERATOR_TOKEN: OPERATOR_TOKEN },
