@@ -38,7 +38,8 @@ async function destinationProtocol(
     const served = await servedProtocol(consul, service);
     return served ?? `no sidecar of ${service} is registered in Consul`;
   } catch (err) {
-    return `Consul at ${s.config.consul.address} did not answer: ${toRemoraError(err).message}`;
+    // the client's message names the address and the way out
+    return toRemoraError(err).message;
   } finally {
     consul.close();
   }

@@ -362,6 +362,7 @@ export function renderNextSteps(mesh: DevMesh, config: DevConfig): string {
     `  curl -s '${mesh.webUrl}echo?msg=hi'   # web → echo over the tcp upstream`,
     `  ${env} npx remora intention create --deny web api`,
     `  curl -s ${mesh.webUrl}            # now 403 from api's proxy, naming the intention`,
+    `  REMORA_CLI_NATS_SERVERS=${mesh.natsUrl} REMORA_CLI_CONSUL_ADDRESS=${mesh.consulUrl} npx remora explain web api   # the deciding rule, and the protocol api serves`,
     `  ${env} npx remora intention delete web api && ${env} npx remora intention create web api`,
     `  REMORA_CLI_AGENT_ADMIN=http://127.0.0.1:${mesh.agentAdminPort} npx remora status   # instances, proxies, certificates, endpoints`,
     '',

@@ -123,6 +123,19 @@ t.test('remora dev brings up the demo mesh and stops cleanly', async (t) => {
       /web.*api.*deny|deny.*web.*api/i,
       'the reason names the intention',
     );
+    const explainEnv =
+      /^\s+(REMORA_CLI_NATS_SERVERS=\S+) (REMORA_CLI_CONSUL_ADDRESS=\S+) npx remora explain web api/m.exec(
+        out,
+      );
+    t.ok(explainEnv, 'the ready output shows how to explain a call');
+    const explained = await runRemora(['explain', 'web', 'api'], {
+      env: Object.fromEntries(
+        [explainEnv![1]!, explainEnv![2]!].map((kv) => kv.split(/=(.*)/s).slice(0, 2)),
+      ),
+    });
+    t.equal(explained.code, 2, 'explain exits 2 for a refused call');
+    t.match(explained.stdout, 'web → api: DENIED');
+    t.match(explained.stdout, 'api serves: http (registered with its sidecar)');
     const back = await runRemora(['intention', 'create', 'web', 'api'], { env: cliEnv });
     t.equal(back.code, 0, back.stderr);
     await waitFor(
