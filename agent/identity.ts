@@ -284,7 +284,8 @@ export function createIdentityManager(options: IdentityManagerOptions): Identity
         schedule(m, renewalTime(m.cert.notBefore, m.cert.notAfter, options.random()));
         options.onChange(id);
         if (td === null) return;
-      } else {
+      } else if (!m.inFlight) {
+        // (a registration that landed while the files were read may have asked already)
         await request(m, 'new instance');
       }
     },

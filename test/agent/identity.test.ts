@@ -209,3 +209,15 @@ t.test('renewals do not wait for a registration', async (t) => {
   t.equal(s.calls.length, 2);
   im.stop();
 });
+
+t.test('a registration that lands while the files are read asks once, not twice', async (t) => {
+  const s = await setup(t, { registered: () => true });
+  const im = s.make();
+  const added = im.add({ id: 'api-1', service: 'api' });
+  im.requestIfMissing('api-1');
+  await added;
+  await waitFor('the certificate', () => im.get('api-1'));
+  await settle();
+  t.equal(s.calls.length, 1, 'one certificate issued');
+  im.stop();
+});
