@@ -689,13 +689,31 @@ export function createAgent(o: AgentOptions): Agent {
       layers.length === 0
         ? u
         : { ...u, resilience: layeredResilience(u.config ? [...layers, u.config] : layers) };
-    if (u.protocolGiven) return out;
+    if (u.protocolGiven) return withResolver(out);
     const protocol = destinationProtocol(u.destinationName);
-    if (protocol === u.protocol) return out;
-    return {
+    if (protocol === u.protocol) return withResolver(out);
+    return withResolver({
       ...out,
       protocol,
       loadBalancer: u.loadBalancerGiven ? u.loadBalancer : defaultLoadBalancer(protocol),
+    });
+  }
+
+  /**
+   * The destination's service-resolver over whatever the caller set: its timeouts and balancing
+   * policy apply to every caller, as Consul's resolver does.
+   */
+  function withResolver(u: UpstreamDefinition): UpstreamDefinition {
+    const r = central.resolver(u.destinationName);
+    if (!r) return u;
+    return {
+      ...u,
+      ...(r.loadBalancer ? { loadBalancer: r.loadBalancer } : {}),
+      resilience: {
+        ...u.resilience,
+        ...(r.connectTimeoutMs ? { connectTimeoutMs: r.connectTimeoutMs } : {}),
+        ...(r.requestTimeoutMs ? { requestTimeoutMs: r.requestTimeoutMs } : {}),
+      },
     };
   }
 
@@ -708,17 +726,19 @@ export function createAgent(o: AgentOptions): Agent {
       if (!discovery.listed(name)) continue;
       const protocol = destinationProtocol(name);
       const layers = central.upstreamLayers(source, name);
-      derived.push({
-        destinationName: name,
-        localBindAddress: '127.0.0.1',
-        localBindPort: 0,
-        protocol,
-        protocolGiven: false,
-        loadBalancer: defaultLoadBalancer(protocol),
-        loadBalancerGiven: false,
-        resilience: layers.length === 0 ? DEFAULT_RESILIENCE : layeredResilience(layers),
-        config: null,
-      });
+      derived.push(
+        withResolver({
+          destinationName: name,
+          localBindAddress: '127.0.0.1',
+          localBindPort: 0,
+          protocol,
+          protocolGiven: false,
+          loadBalancer: defaultLoadBalancer(protocol),
+          loadBalancerGiven: false,
+          resilience: layers.length === 0 ? DEFAULT_RESILIENCE : layeredResilience(layers),
+          config: null,
+        }),
+      );
     }
     return derived.length === 0 ? explicit : [...explicit, ...derived];
   }
@@ -1228,7 +1248,7 @@ export function createAgent(o: AgentOptions): Agent {
       out.push(
         central.settled()
           ? 'Consul (config entries; using the protocols last known)'
-          : 'Consul: config entries (service-defaults, proxy-defaults)',
+          : 'Consul: config entries (service-defaults, proxy-defaults, service-resolver)',
       );
     return out;
   }

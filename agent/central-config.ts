@@ -3,28 +3,60 @@
 // entry named `global`). A definition's own `proxy.config.protocol` wins over both (the agent
 // decides that, docs/agent.md "Protocols"). Also the caller's upstream settings from its
 // service-defaults `UpstreamConfig` (`Defaults`, `Overrides` by destination name), which the
-// agent layers under each upstream's own `config`. Two blocking watches, one per kind, serve every
-// instance on the host; the last answer is cached in the data directory so a restarted agent
-// builds the same snapshots before Consul answers.
+// agent layers under each upstream's own `config`. And a destination's `service-resolver`:
+// `ConnectTimeout`, `RequestTimeout` and `LoadBalancer.Policy`, which win over what callers set (as
+// Consul's resolver does). Three blocking watches, one per kind, serve every instance on the
+// host; the last answer is cached in the data directory so a restarted agent builds the same
+// snapshots before Consul answers.
 import { readFileSync } from 'node:fs';
 import { RemoraError, toRemoraError } from '../lib/errors/index.ts';
 import { logError, type Logger } from '../lib/log/index.ts';
-import type { Protocol } from '../lib/proxy-api/index.ts';
-import { checkUpstreamLayer } from './definitions.ts';
+import {
+  LOAD_BALANCER_POLICIES,
+  type LoadBalancerPolicy,
+  type Protocol,
+} from '../lib/proxy-api/index.ts';
+import { checkUpstreamLayer, durationMs } from './definitions.ts';
 import { writeFileAtomic, type DataPaths } from './files.ts';
 import type { ConfigEntry, ConsulPort } from './ports.ts';
 import { asProtocol } from './transparent/derive.ts';
 
 export const SERVICE_DEFAULTS = 'service-defaults';
 export const PROXY_DEFAULTS = 'proxy-defaults';
+export const SERVICE_RESOLVER = 'service-resolver';
+const KINDS = [SERVICE_DEFAULTS, PROXY_DEFAULTS, SERVICE_RESOLVER];
 const CACHE_NAME = 'central-config';
+
+/** What a destination's service-resolver sets for every caller; absent keys are not set. */
+export interface ResolverSettings {
+  connectTimeoutMs?: number;
+  requestTimeoutMs?: number;
+  loadBalancer?: LoadBalancerPolicy;
+}
+
+/** Consul's policies that Remora's proxies implement, by Consul's name. */
+const RESOLVER_POLICIES: Record<string, LoadBalancerPolicy> = {
+  round_robin: 'round_robin',
+  least_request: 'least_request',
+};
+
+/** Resolver fields Remora does not implement: reported, so nobody relies on them unknowingly. */
+const UNSUPPORTED_RESOLVER_FIELDS = [
+  'Subsets',
+  'DefaultSubset',
+  'Redirect',
+  'Failover',
+  'PrioritizeByLocality',
+] as const;
+
+const TIMEOUT_LIMITS_MS = { connectTimeoutMs: 600_000, requestTimeoutMs: 3_600_000 } as const;
 
 export interface CentralConfig {
   /** The protocol Consul's entries give `service`, or null when they give none (or none is known yet). */
   protocol(service: string): Protocol | null;
   /**
    * True once the protocols are known: from the cache of an earlier run, from Consul's answers
-   * to both watches, or after a failed query (the agent then proceeds with what it knows).
+   * to every watch, or after a failed query (the agent then proceeds with what it knows).
    */
   settled(): boolean;
   /**
@@ -33,7 +65,9 @@ export interface CentralConfig {
    * out (and reported).
    */
   upstreamLayers(source: string, destination: string): Record<string, unknown>[];
-  /** True once Consul answered both watches in this run. */
+  /** What `destination`'s service-resolver sets for its callers; null when it has none. */
+  resolver(destination: string): ResolverSettings | null;
+  /** True once Consul answered every watch in this run. */
   synced(): boolean;
   /** Invalid protocol values seen in the entries (for `remora status`). */
   problems(): RemoraError[];
@@ -48,6 +82,22 @@ interface Protocols {
   global: Protocol | null;
   /** By source service: its UpstreamConfig, checked. */
   upstreams: Record<string, { defaults: Layer | null; overrides: Record<string, Layer> }>;
+  /** By destination service: its service-resolver's settings, checked. */
+  resolvers: Record<string, ResolverSettings>;
+}
+
+/** Keeps only well-formed settings (a cache file is trusted no more than Consul). */
+function checkedResolver(v: unknown): ResolverSettings | null {
+  if (!isLayer(v)) return null;
+  const out: ResolverSettings = {};
+  for (const key of ['connectTimeoutMs', 'requestTimeoutMs'] as const) {
+    const ms = v[key];
+    if (Number.isInteger(ms) && (ms as number) >= 1 && (ms as number) <= TIMEOUT_LIMITS_MS[key])
+      out[key] = ms as number;
+  }
+  if ((LOAD_BALANCER_POLICIES as readonly unknown[]).includes(v.loadBalancer))
+    out.loadBalancer = v.loadBalancer as LoadBalancerPolicy;
+  return Object.keys(out).length > 0 ? out : null;
 }
 
 function readCache(path: string): Protocols | null {
@@ -67,7 +117,12 @@ function readCache(path: string): Protocols | null {
         if (checkUpstreamLayer(l, '') === null) overrides[dest] = l;
       upstreams[name] = { defaults, overrides };
     }
-    return { services, global: asProtocol(v.global), upstreams };
+    const resolvers: Record<string, ResolverSettings> = {};
+    for (const [name, r] of Object.entries(v.resolvers ?? {})) {
+      const ok = checkedResolver(r);
+      if (ok) resolvers[name] = ok;
+    }
+    return { services, global: asProtocol(v.global), upstreams, resolvers };
   } catch {
     return null;
   }
@@ -116,6 +171,77 @@ function upstreamConfig(
   return defaults === null && Object.keys(overrides).length === 0 ? null : { defaults, overrides };
 }
 
+/**
+ * A Consul duration field in milliseconds: a Go duration string ("5s", "1m30s") or a number of
+ * nanoseconds (how Consul's API also accepts it). Undefined when unset or zero (Consul's "use the
+ * default"), null when it is not a duration.
+ */
+function resolverDuration(v: unknown): number | undefined | null {
+  if (v === undefined || v === null || v === '' || v === 0) return undefined;
+  const ms =
+    typeof v === 'string'
+      ? durationMs(v)
+      : typeof v === 'number' && Number.isFinite(v) && v > 0
+        ? Math.round(v / 1e6)
+        : null;
+  if (ms === null) return null;
+  return ms === 0 ? undefined : ms;
+}
+
+/** A service-resolver entry's settings, with each part Remora cannot apply reported and left out. */
+function resolverSettings(e: ConfigEntry, found: Map<string, string>): ResolverSettings | null {
+  const where = `service-resolver of ${e.Name}`;
+  const out: ResolverSettings = {};
+  const fields = [
+    ['ConnectTimeout', 'connectTimeoutMs'],
+    ['RequestTimeout', 'requestTimeoutMs'],
+  ] as const;
+  for (const [field, key] of fields) {
+    const raw = e[field];
+    const ms = resolverDuration(raw);
+    const max = TIMEOUT_LIMITS_MS[key];
+    if (ms === null || (ms !== undefined && ms > max))
+      found.set(
+        `r/${e.Name}/${field}`,
+        `${where}: ${field} ${JSON.stringify(raw)} is not a duration from 1ms to ${max / 1000}s; callers keep their own`,
+      );
+    else if (ms !== undefined) out[key] = ms;
+  }
+  const lb = e.LoadBalancer;
+  if (lb !== undefined && lb !== null) {
+    const policy = isLayer(lb) ? lb.Policy : undefined;
+    const mapped = typeof policy === 'string' ? RESOLVER_POLICIES[policy] : undefined;
+    if (!isLayer(lb) || (policy !== undefined && policy !== '' && mapped === undefined))
+      found.set(
+        `r/${e.Name}/LoadBalancer`,
+        `${where}: LoadBalancer.Policy ${JSON.stringify(policy ?? lb)} is not one Remora's proxies implement (${Object.keys(RESOLVER_POLICIES).join(', ')}); callers keep their own`,
+      );
+    else if (mapped) out.loadBalancer = mapped;
+    const choices =
+      isLayer(lb) && isLayer(lb.LeastRequestConfig) ? lb.LeastRequestConfig.ChoiceCount : undefined;
+    if (mapped === 'least_request' && choices !== undefined && choices !== 2)
+      found.set(
+        `r/${e.Name}/ChoiceCount`,
+        `${where}: LeastRequestConfig.ChoiceCount ${JSON.stringify(choices)} is not supported; Remora's proxies compare 2 instances`,
+      );
+    if (isLayer(lb) && lb.HashPolicies !== undefined && lb.HashPolicies !== null)
+      found.set(
+        `r/${e.Name}/HashPolicies`,
+        `${where}: LoadBalancer.HashPolicies are not implemented by Remora's proxies; they are ignored`,
+      );
+  }
+  for (const field of UNSUPPORTED_RESOLVER_FIELDS) {
+    const v = e[field];
+    if (v === undefined || v === null || v === '' || (isLayer(v) && Object.keys(v).length === 0))
+      continue;
+    found.set(
+      `r/${e.Name}/${field}`,
+      `${where}: ${field} is not implemented by Remora's agents; it is ignored, and calls go to every healthy instance of ${e.Name}`,
+    );
+  }
+  return Object.keys(out).length > 0 ? out : null;
+}
+
 export function createCentralConfig(o: {
   consul: ConsulPort;
   paths: DataPaths;
@@ -124,12 +250,12 @@ export function createCentralConfig(o: {
   onChange(): void;
 }): CentralConfig {
   const cached = readCache(o.paths.cache(CACHE_NAME));
-  let known: Protocols = cached ?? { services: {}, global: null, upstreams: {} };
+  let known: Protocols = cached ?? { services: {}, global: null, upstreams: {}, resolvers: {} };
   let settled = cached !== null;
-  /** `known` changed before both kinds were heard from, and the agent was not told yet. */
+  /** `known` changed before every kind was heard from, and the agent was not told yet. */
   let unannounced = false;
   const answered = new Set<string>();
-  /** Kinds Consul answered or failed to answer: once both are heard from, answers are acted on. */
+  /** Kinds Consul answered or failed to answer: once all are heard from, answers are acted on. */
   const heard = new Set<string>();
   const invalid = new Map<string, RemoraError>();
   const handles: { stop(): void }[] = [];
@@ -163,12 +289,12 @@ export function createCentralConfig(o: {
   }
 
   function set(next: Protocols): void {
-    const settling = answered.size === 2 && settle();
+    const settling = answered.size === KINDS.length && settle();
     // a change seen while only one kind had answered is acted on with the other kind's answer
     const changed = unannounced || JSON.stringify(next) !== JSON.stringify(known);
     known = next;
     // half an answer is neither cached nor acted on: the other kind may change the picture
-    if (heard.size < 2) {
+    if (heard.size < KINDS.length) {
       unannounced = changed;
       return;
     }
@@ -199,7 +325,7 @@ export function createCentralConfig(o: {
       else found.set(`s/${e.Name}`, invalidMessage(`service-defaults of ${e.Name}`, e.Protocol));
     }
     report(['s/', 'u/'], found);
-    set({ services, global: known.global, upstreams });
+    set({ ...known, services, upstreams });
   }
 
   function onProxyDefaults(entries: ConfigEntry[]): void {
@@ -211,7 +337,18 @@ export function createCentralConfig(o: {
       if (!global) found.set('global', invalidMessage('proxy-defaults global', raw));
     }
     report(['global'], found);
-    set({ services: known.services, global, upstreams: known.upstreams });
+    set({ ...known, global });
+  }
+
+  function onServiceResolvers(entries: ConfigEntry[]): void {
+    const resolvers: Record<string, ResolverSettings> = {};
+    const found = new Map<string, string>();
+    for (const e of entries) {
+      const r = resolverSettings(e, found);
+      if (r) resolvers[e.Name] = r;
+    }
+    report(['r/'], found);
+    set({ ...known, resolvers });
   }
 
   function watch(kind: string, onChange: (entries: ConfigEntry[]) => void): void {
@@ -258,13 +395,15 @@ export function createCentralConfig(o: {
       const o = u.overrides[destination];
       return u.defaults ? (o ? [u.defaults, o] : [u.defaults]) : o ? [o] : [];
     },
+    resolver: (destination) => known.resolvers[destination] ?? null,
     settled: () => settled,
-    synced: () => answered.size === 2,
+    synced: () => answered.size === KINDS.length,
     problems: () => [...invalid.values()],
     start() {
       if (handles.length > 0 || stopped) return;
       watch(SERVICE_DEFAULTS, onServiceDefaults);
       watch(PROXY_DEFAULTS, onProxyDefaults);
+      watch(SERVICE_RESOLVER, onServiceResolvers);
     },
     stop() {
       stopped = true;

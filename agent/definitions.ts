@@ -335,7 +335,7 @@ function normalized(v: Json): Json {
 }
 
 /** A Go-style duration of whole milliseconds or more ("500ms", "30s", "1m30s"); null if not one. */
-function durationMs(s: string): number | null {
+export function durationMs(s: string): number | null {
   const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/gy;
   const unit: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
   let total = 0;

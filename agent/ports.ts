@@ -59,6 +59,17 @@ export interface ConfigEntry {
   Config?: Record<string, unknown>;
   /** service-defaults: settings for the service's upstreams (`Defaults`, `Overrides`). */
   UpstreamConfig?: unknown;
+  /** service-resolver: timeouts for calls to the service (Go durations such as "5s"). */
+  ConnectTimeout?: unknown;
+  RequestTimeout?: unknown;
+  /** service-resolver: `Policy` picks how callers balance across the service's instances. */
+  LoadBalancer?: unknown;
+  /** service-resolver fields Remora does not implement, read only to report them. */
+  Subsets?: unknown;
+  DefaultSubset?: unknown;
+  Redirect?: unknown;
+  Failover?: unknown;
+  PrioritizeByLocality?: unknown;
 }
 
 /** The host's Consul agent (DESIGN §5). Every call may reject while Consul is down. */

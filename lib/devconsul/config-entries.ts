@@ -1,20 +1,21 @@
 /**
- * Consul's configuration entries (`/v1/config`), the two kinds a mesh reads for a service's
- * protocol: `service-defaults` (per service) and `proxy-defaults` (one, named `global`). Entries
- * are stored as given, with the keys Remora reads spelled Consul's way (`Kind`, `Name`,
- * `Protocol`, `Config`, `Meta`) and the protocol lowercased, as Consul normalizes it. Other kinds
- * Consul knows are refused with a message naming what the embedded catalog supports.
+ * Consul's configuration entries (`/v1/config`), the kinds Remora's agents read:
+ * `service-defaults` (per service), `proxy-defaults` (one, named `global`) and
+ * `service-resolver` (per service). Entries are stored as given, with the keys Remora reads
+ * spelled Consul's way (`Kind`, `Name`, `Protocol`, `Config`, `Meta`) and the protocol
+ * lowercased, as Consul normalizes it; a resolver's timeouts must be durations and its balancing
+ * policy one Consul knows, as Consul checks. Other kinds Consul knows are refused with a message
+ * naming what the embedded catalog supports.
  */
 import { HttpError } from './http-error.ts';
 
-export const CONFIG_KINDS = ['service-defaults', 'proxy-defaults'] as const;
+export const CONFIG_KINDS = ['service-defaults', 'proxy-defaults', 'service-resolver'] as const;
 export type ConfigKind = (typeof CONFIG_KINDS)[number];
 
 /** Kinds real Consul accepts that the embedded catalog does not implement. */
 const OTHER_CONSUL_KINDS = new Set([
   'service-router',
   'service-splitter',
-  'service-resolver',
   'service-intentions',
   'ingress-gateway',
   'terminating-gateway',
@@ -59,7 +60,7 @@ export function configKind(raw: string): ConfigKind {
   if (OTHER_CONSUL_KINDS.has(raw))
     throw new HttpError(
       400,
-      `the embedded catalog (remora devconsul) does not implement config entries of kind ${JSON.stringify(raw)}; it supports ${CONFIG_KINDS.join(' and ')}`,
+      `the embedded catalog (remora devconsul) does not implement config entries of kind ${JSON.stringify(raw)}; it supports ${CONFIG_KINDS.join(', ')}`,
     );
   throw new HttpError(400, `invalid config entry kind: ${raw}`);
 }
@@ -112,6 +113,7 @@ export function decodeConfigEntry(
     if (v !== undefined && v !== null && (typeof v !== 'object' || Array.isArray(v)))
       throw new HttpError(400, `Request decoding failed: ${key} must be an object`);
   }
+  if (kind === 'service-resolver') checkResolver(out);
   const config = out.Config as Record<string, unknown> | undefined | null;
   if (config && typeof config.protocol === 'string')
     out.Config = { ...config, protocol: config.protocol.toLowerCase() };
@@ -119,4 +121,39 @@ export function decodeConfigEntry(
   delete out.CreateIndex;
   delete out.ModifyIndex;
   return out as Record<string, unknown> & { Kind: ConfigKind; Name: string };
+}
+
+/** Consul's load-balancing policies for a service-resolver. */
+const RESOLVER_POLICIES = new Set([
+  '',
+  'random',
+  'round_robin',
+  'least_request',
+  'ring_hash',
+  'maglev',
+]);
+
+/** A Go duration ("1m30s", "250ms", "0s") or a number of nanoseconds, as Consul decodes them. */
+function isGoDuration(v: unknown): boolean {
+  if (typeof v === 'number') return Number.isInteger(v) && v >= 0;
+  return typeof v === 'string' && /^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$|^0$/.test(v);
+}
+
+/** What Consul refuses in a service-resolver that Remora reads. */
+function checkResolver(e: Record<string, unknown>): void {
+  for (const key of ['ConnectTimeout', 'RequestTimeout']) {
+    const v = e[key];
+    if (v !== undefined && v !== null && !isGoDuration(v))
+      throw new HttpError(
+        400,
+        `Request decoding failed: ${key}: time: invalid duration ${JSON.stringify(v)}`,
+      );
+  }
+  const lb = e.LoadBalancer;
+  if (lb === undefined || lb === null) return;
+  if (typeof lb !== 'object' || Array.isArray(lb))
+    throw new HttpError(400, 'Request decoding failed: LoadBalancer must be an object');
+  const policy = (lb as Record<string, unknown>).Policy;
+  if (policy !== undefined && (typeof policy !== 'string' || !RESOLVER_POLICIES.has(policy)))
+    throw new HttpError(400, `Bad LoadBalancer policy: ${JSON.stringify(policy)} is not supported`);
 }

@@ -6,6 +6,7 @@ import {
   createCentralConfig,
   PROXY_DEFAULTS,
   SERVICE_DEFAULTS,
+  SERVICE_RESOLVER,
 } from '../../agent/central-config.ts';
 import { dataPaths, ensureDir, writesSettled } from '../../agent/files.ts';
 import { createLogger, createSilentLogger } from '../../lib/log/index.ts';
@@ -128,6 +129,14 @@ t.test('a restarted agent knows the protocols before Consul answers', async (t) 
         },
       ],
       [PROXY_DEFAULTS]: [{ Kind: PROXY_DEFAULTS, Name: 'global', Config: { protocol: 'http' } }],
+      [SERVICE_RESOLVER]: [
+        {
+          Kind: SERVICE_RESOLVER,
+          Name: 'api',
+          ConnectTimeout: '2.5s',
+          LoadBalancer: { Policy: 'least_request' },
+        },
+      ],
     }),
   );
   first.c.start();
@@ -138,6 +147,7 @@ t.test('a restarted agent knows the protocols before Consul answers', async (t) 
     services: { api: 'grpc' },
     global: 'http',
     upstreams: { web: { defaults: null, overrides: { api: { ConnectTimeoutMs: 700 } } } },
+    resolvers: { api: { connectTimeoutMs: 2500, loadBalancer: 'least_request' } },
   });
 
   // Consul down: the watches only fail
@@ -156,7 +166,78 @@ t.test('a restarted agent knows the protocols before Consul answers', async (t) 
     [{ ConnectTimeoutMs: 700 }],
     'and the upstream settings',
   );
+  t.same(
+    again.c.resolver('api'),
+    { connectTimeoutMs: 2500, loadBalancer: 'least_request' },
+    'and the resolvers',
+  );
 });
+
+t.test(
+  "a service-resolver's timeouts and policy are read; what Remora cannot apply is reported",
+  async (t) => {
+    const dir = await dataDir(t);
+    const fake = createFakeConfigEntries({
+      [SERVICE_RESOLVER]: [
+        {
+          Kind: SERVICE_RESOLVER,
+          Name: 'api',
+          ConnectTimeout: '1m30s',
+          RequestTimeout: 250_000_000, // nanoseconds, as Consul's API also takes it
+          LoadBalancer: { Policy: 'round_robin' },
+        },
+        { Kind: SERVICE_RESOLVER, Name: 'zero', ConnectTimeout: '0s', RequestTimeout: '0s' },
+        {
+          Kind: SERVICE_RESOLVER,
+          Name: 'odd',
+          ConnectTimeout: 'soon',
+          RequestTimeout: '2h',
+          LoadBalancer: { Policy: 'maglev', HashPolicies: [{ Field: 'header', FieldValue: 'x' }] },
+          Failover: { '*': { Datacenters: ['dc2'] } },
+          Subsets: {},
+        },
+        {
+          Kind: SERVICE_RESOLVER,
+          Name: 'lr',
+          LoadBalancer: { Policy: 'least_request', LeastRequestConfig: { ChoiceCount: 3 } },
+        },
+      ],
+    });
+    const { c, changes } = central(dir, fake);
+    c.start();
+    t.teardown(() => c.stop());
+    await waitFor('all answers', () => c.synced());
+    t.same(c.resolver('api'), {
+      connectTimeoutMs: 90_000,
+      requestTimeoutMs: 250,
+      loadBalancer: 'round_robin',
+    });
+    t.equal(c.resolver('zero'), null, '0s is Consul\'s "use the default"');
+    t.equal(c.resolver('odd'), null, 'nothing usable');
+    t.same(c.resolver('lr'), { loadBalancer: 'least_request' });
+    t.equal(c.resolver('web'), null, 'no resolver');
+    t.same(
+      c
+        .problems()
+        .map((p) => p.message)
+        .sort(),
+      [
+        "service-resolver of lr: LeastRequestConfig.ChoiceCount 3 is not supported; Remora's proxies compare 2 instances",
+        'service-resolver of odd: ConnectTimeout "soon" is not a duration from 1ms to 600s; callers keep their own',
+        "service-resolver of odd: Failover is not implemented by Remora's agents; it is ignored, and calls go to every healthy instance of odd",
+        "service-resolver of odd: LoadBalancer.HashPolicies are not implemented by Remora's proxies; they are ignored",
+        'service-resolver of odd: LoadBalancer.Policy "maglev" is not one Remora\'s proxies implement (round_robin, least_request); callers keep their own',
+        'service-resolver of odd: RequestTimeout "2h" is not a duration from 1ms to 3600s; callers keep their own',
+      ],
+      'an empty Subsets map is not reported',
+    );
+    const before = changes();
+    fake.set(SERVICE_RESOLVER, []);
+    t.equal(c.resolver('api'), null, 'a deleted resolver stops applying');
+    t.equal(c.problems().length, 0, 'and its problems go');
+    t.equal(changes(), before + 1);
+  },
+);
 
 t.test('Consul failing settles the protocols with what is known, and is not fatal', async (t) => {
   const dir = await dataDir(t);

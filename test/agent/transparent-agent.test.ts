@@ -645,7 +645,9 @@ t.test('no snapshot is built on a guessed protocol before Consul answers', async
   watchers.get('api')!([entry('api-1', '10.0.0.12', 8080)]);
   await new Promise((r) => setTimeout(r, 300));
   t.equal(snapshots.length, 0, 'no snapshot while the config entries are unknown');
-  t.match(agent.status().waitingFor, ['Consul: config entries (service-defaults, proxy-defaults)']);
+  t.match(agent.status().waitingFor, [
+    'Consul: config entries (service-defaults, proxy-defaults, service-resolver)',
+  ]);
   configEntries.release();
   await waitFor('a snapshot', () => snapshots.length > 0);
   t.equal(snapshots[0]!.upstreams[0]!.protocol, 'http', 'the first snapshot already has it');
@@ -738,3 +740,66 @@ t.test("upstream settings from the caller's service-defaults reach the snapshot"
   await waitFor('a new snapshot', () => snapshots.length > seen);
   t.equal(r('db').connectTimeoutMs, 5000, "the entry deleted: Remora's default");
 });
+
+t.test(
+  "a destination's service-resolver sets its callers' timeouts and balancing, over their own",
+  async (t) => {
+    const { agent, watchers, snapshots, configEntries } = await transparentAgent(t, {
+      upstreams: [
+        {
+          destination_name: 'api',
+          config: { protocol: 'http', connect_timeout_ms: 700, load_balancer: 'peak_ewma' },
+        },
+        { destination_name: 'db', config: { protocol: 'tcp' } },
+      ],
+      config: { derive_upstreams: false, protocol: 'http' },
+      manager: quietManager([]),
+      pid: 72_100,
+      configEntries: {
+        'service-resolver': [
+          {
+            Kind: 'service-resolver',
+            Name: 'api',
+            ConnectTimeout: '2s',
+            RequestTimeout: '45s',
+            LoadBalancer: { Policy: 'least_request' },
+          },
+        ],
+      },
+    });
+    await agent.start();
+    await waitFor('the watches', () => watchers.size === 2);
+    watchers.get('api')!([entry('api-1', '10.0.0.12', 8080, 'http')]);
+    watchers.get('db')!([entry('db-1', '10.0.0.30', 5432, 'tcp')]);
+    await waitFor('a snapshot', () => snapshots.length > 0);
+    const u = (name: string) =>
+      snapshots.at(-1)!.upstreams.find((x) => x.destinationName === name)!;
+    t.same(
+      [
+        u('api').resilience.connectTimeoutMs,
+        u('api').resilience.requestTimeoutMs,
+        u('api').loadBalancer,
+      ],
+      [2000, 45_000, 'least_request'],
+      "the resolver wins over the caller's definition",
+    );
+    t.same(
+      [u('db').resilience.connectTimeoutMs, u('db').loadBalancer],
+      [5000, 'round_robin'],
+      'db has no resolver',
+    );
+
+    const seen = snapshots.length;
+    configEntries.set('service-resolver', []);
+    await waitFor('a new snapshot', () => snapshots.length > seen);
+    t.same(
+      [
+        u('api').resilience.connectTimeoutMs,
+        u('api').resilience.requestTimeoutMs,
+        u('api').loadBalancer,
+      ],
+      [700, 15_000, 'peak_ewma'],
+      "the resolver deleted: the caller's own settings again",
+    );
+  },
+);

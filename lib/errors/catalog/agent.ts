@@ -112,9 +112,9 @@ export const AGENT_ERRORS = {
   },
   REMORA_E_AGENT_CENTRAL_CONFIG_INVALID: {
     meaning:
-      "A Consul configuration entry holds a value Remora cannot use: a protocol it does not know (service-defaults `Protocol`, or proxy-defaults `Config.protocol`), or a bad upstream setting in service-defaults `UpstreamConfig`. The agent ignores that value (or that `Defaults`/`Overrides` item): the protocol falls back to the next source (proxy-defaults, then `tcp`), and upstream settings to the definition's and Remora's defaults.",
+      "A Consul configuration entry holds a value Remora cannot use: a protocol it does not know (service-defaults `Protocol`, or proxy-defaults `Config.protocol`), a bad upstream setting in service-defaults `UpstreamConfig`, or a service-resolver field Remora does not implement (a policy other than round_robin or least_request, hash policies, subsets, redirects, failover) or a timeout that is not a duration. The agent ignores that value (or that `Defaults`/`Overrides` item): the protocol falls back to the next source (proxy-defaults, then `tcp`), upstream settings to the definition's and Remora's defaults, and calls go to every healthy instance with the callers' own policy and timeouts.",
     remedy:
-      'Fix the entry the message names (`consul config write`): a protocol is one of tcp, http, http2 or grpc, and upstream settings follow docs/agent.md ("Upstream settings from service-defaults"). Values in the service definition win over Consul\'s entries.',
+      'Fix the entry the message names (`consul config write`): a protocol is one of tcp, http, http2 or grpc, and upstream settings follow docs/agent.md ("Upstream settings from service-defaults"), and a service-resolver may set ConnectTimeout, RequestTimeout and LoadBalancer.Policy (round_robin, least_request) only. Values in the service definition win over service-defaults and proxy-defaults; a service-resolver wins over the definition.',
   },
   REMORA_E_AGENT_CAPABILITY_INHERITED: {
     meaning:

@@ -7,6 +7,7 @@ import { AGAINST_REAL_CONSUL, doc, openTarget } from './harness.ts';
 
 const CONFIG_DOC = doc('api-docs/config.mdx');
 const SERVICE_DEFAULTS_DOC = doc('docs/connect/config-entries/service-defaults.mdx');
+const SERVICE_RESOLVER_DOC = doc('docs/reference/config-entry/service-resolver.mdx');
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- raw API bodies are probed field by field
 type Json = Record<string, any>;
@@ -129,3 +130,52 @@ t.test(`a missing kind in the body is refused ${CONFIG_DOC}`, async (t) => {
   const r = await api('PUT', '/v1/config', { Name: `${p}-nokind`, Protocol: 'http' });
   t.equal(r.status, 400);
 });
+
+t.test(
+  `a service-resolver keeps its timeouts and balancing policy ${SERVICE_RESOLVER_DOC}`,
+  async (t) => {
+    const name = `${p}-resolved`;
+    t.teardown(() => api('DELETE', `/v1/config/service-resolver/${name}`));
+    const put = await api('PUT', '/v1/config', {
+      Kind: 'service-resolver',
+      Name: name,
+      ConnectTimeout: '15s',
+      RequestTimeout: '45s',
+      LoadBalancer: { Policy: 'least_request' },
+    });
+    t.equal(put.status, 200, put.text);
+    const e = (await api('GET', `/v1/config/service-resolver/${name}`)).json<Json>();
+    t.match(e, {
+      Kind: 'service-resolver',
+      Name: name,
+      ConnectTimeout: '15s',
+      RequestTimeout: '45s',
+      LoadBalancer: { Policy: 'least_request' },
+    });
+  },
+);
+
+t.test(
+  `a service-resolver with an unknown policy or a bad duration is refused ${SERVICE_RESOLVER_DOC}`,
+  async (t) => {
+    const name = `${p}-badresolver`;
+    t.teardown(() => api('DELETE', `/v1/config/service-resolver/${name}`));
+    const policy = await api('PUT', '/v1/config', {
+      Kind: 'service-resolver',
+      Name: name,
+      LoadBalancer: { Policy: 'fastest' },
+    });
+    t.equal(policy.status, 400, 'unknown policy');
+    const duration = await api('PUT', '/v1/config', {
+      Kind: 'service-resolver',
+      Name: name,
+      ConnectTimeout: 'soon',
+    });
+    t.equal(duration.status, 400, 'not a duration');
+    t.equal(
+      (await api('GET', `/v1/config/service-resolver/${name}`)).status,
+      404,
+      'nothing stored',
+    );
+  },
+);

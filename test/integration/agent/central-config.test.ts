@@ -43,6 +43,7 @@ function definitions(mesh: Mesh): Record<string, object> {
 
 interface Resilience {
   connectTimeoutMs: number;
+  requestTimeoutMs: number;
   circuitBreaker: { maxConnections: number };
 }
 
@@ -75,6 +76,21 @@ async function protocols(mesh: Mesh): Promise<string> {
   const api = s.instances.find((i) => i.id === 'api-1');
   const web = s.instances.find((i) => i.id === 'web-1');
   return `api-1 ${api?.protocol}, web-1 → api ${web?.upstreams.find((u) => u.destination === 'api')?.protocol}`;
+}
+
+/** web's running proxy's snapshot of its api upstream (from its admin `/config`). */
+async function webApiUpstream(
+  mesh: Mesh,
+): Promise<{ resilience: Resilience; loadBalancer: string } | undefined> {
+  const port = (await mesh.status()).instances.find((i) => i.id === 'web-1')?.proxy?.adminPort;
+  const r = await httpGet(`http://127.0.0.1:${port}/config`);
+  return (
+    r.json as {
+      snapshot?: {
+        upstreams: { destinationName: string; resilience: Resilience; loadBalancer: string }[];
+      };
+    }
+  ).snapshot?.upstreams.find((u) => u.destinationName === 'api');
 }
 
 t.test(
@@ -199,20 +215,53 @@ t.test(
     const resilience = await waitFor(
       "web's proxy to apply the upstream settings",
       async () => {
-        const port = (await mesh.status()).instances.find((i) => i.id === 'web-1')?.proxy
-          ?.adminPort;
-        const r = await httpGet(`http://127.0.0.1:${port}/config`);
-        const api = (
-          r.json as {
-            snapshot?: { upstreams: { destinationName: string; resilience: Resilience }[] };
-          }
-        ).snapshot?.upstreams.find((u) => u.destinationName === 'api');
+        const api = await webApiUpstream(mesh);
         return api?.resilience.connectTimeoutMs === 1234 ? api.resilience : null;
       },
       30_000,
       100,
     );
     t.equal(resilience.circuitBreaker.maxConnections, 77, 'Defaults under the Override');
+
+    // api's service-resolver sets every caller's timeouts and balancing, over web's own settings
+    await putConfig(mesh, {
+      Kind: 'service-resolver',
+      Name: 'api',
+      ConnectTimeout: '2s',
+      RequestTimeout: '30s',
+      LoadBalancer: { Policy: 'least_request' },
+      Failover: { '*': { Datacenters: ['dc2'] } },
+    });
+    const viaResolver = await waitFor(
+      "web's proxy to apply api's resolver",
+      async () => {
+        const api = await webApiUpstream(mesh);
+        return api?.resilience.connectTimeoutMs === 2000 ? api : null;
+      },
+      30_000,
+      100,
+    );
+    t.same(
+      [viaResolver.resilience.requestTimeoutMs, viaResolver.loadBalancer],
+      [30_000, 'least_request'],
+      'the request timeout and the policy too',
+    );
+    const failover = await waitFor(
+      'the unsupported Failover in status',
+      async () =>
+        (await mesh.status()).problems.find((p) => /Failover is not implemented/.test(p.message)),
+      30_000,
+      100,
+    );
+    t.equal(failover.code, 'REMORA_E_AGENT_CENTRAL_CONFIG_INVALID');
+    t.ok(await webReachesApi(mesh), 'calls go on through the resolver settings');
+    await fetch(`${mesh.consul.url}/v1/config/service-resolver/api`, { method: 'DELETE' });
+    await waitFor(
+      "web's own settings back",
+      async () => (await webApiUpstream(mesh))?.resilience.connectTimeoutMs === 1234,
+      30_000,
+      100,
+    );
     await fetch(`${mesh.consul.url}/v1/config/service-defaults/web`, { method: 'DELETE' });
 
     // a protocol Remora does not know is reported and ignored
