@@ -188,8 +188,14 @@ function resolverDuration(v: unknown): number | undefined | null {
   return ms === 0 ? undefined : ms;
 }
 
-/** A service-resolver entry's settings, with each part Remora cannot apply reported and left out. */
-function resolverSettings(e: ConfigEntry, found: Map<string, string>): ResolverSettings | null {
+/**
+ * A service-resolver entry's settings, with each part Remora cannot apply reported in `found`
+ * (by a key per field) and left out. `remora explain` reads entries with it too.
+ */
+export function resolverSettings(
+  e: ConfigEntry,
+  found: Map<string, string>,
+): ResolverSettings | null {
   const where = `service-resolver of ${e.Name}`;
   const out: ResolverSettings = {};
   const fields = [

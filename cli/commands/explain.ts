@@ -1,6 +1,8 @@
 import type { Command } from 'commander';
 import { describeError, isErrorCode, RemoraError, toRemoraError } from '../../lib/errors/index.ts';
 import type { ServedProtocol } from '../../lib/consul/protocol.ts';
+import { resolverSettings, type ResolverSettings } from '../../agent/central-config.ts';
+import type { ConfigEntry } from '../../agent/ports.ts';
 import { createSilentLogger } from '../../lib/log/index.ts';
 import { evaluateIntentions, sortIntentions } from '../../lib/intentions/index.ts';
 import { requestIntentions } from '../../lib/nats/index.ts';
@@ -20,14 +22,18 @@ const SOURCE_WORDS: Record<ServedProtocol['source'], string> = {
   default: 'no protocol set anywhere',
 };
 
+interface DestinationFacts {
+  /** The protocol its proxies serve, or a sentence saying why it is not known. */
+  served: ServedProtocol | string;
+  /** What its service-resolver sets for every caller, and what of it Remora ignores. */
+  resolver: { settings: ResolverSettings | null; ignored: string[] } | null;
+}
+
 /**
- * The protocol the destination's proxies serve, as agents resolve it; a sentence instead when
- * Consul does not say (no sidecar registered, Consul unreachable). Never fails the command.
+ * What Consul says about the destination, as agents read it: the protocol its proxies serve and
+ * its service-resolver. Never fails the command: Consul's silence becomes a sentence.
  */
-async function destinationProtocol(
-  s: OperatorSession,
-  service: string,
-): Promise<ServedProtocol | string> {
+async function destinationFacts(s: OperatorSession, service: string): Promise<DestinationFacts> {
   const { createConsulClient, consulClientOptions, servedProtocol } =
     await import('../../lib/consul/index.ts');
   const consul = createConsulClient({
@@ -35,14 +41,36 @@ async function destinationProtocol(
     timeoutMs: EXPLAIN_PROTOCOL_LOOKUP_MS,
   });
   try {
-    const served = await servedProtocol(consul, service);
-    return served ?? `no sidecar of ${service} is registered in Consul`;
+    const [served, resolvers] = await Promise.all([
+      servedProtocol(consul, service),
+      consul.config.list('service-resolver').catch(() => null),
+    ]);
+    const entry = resolvers?.entries.find((e) => e.Name === service);
+    const ignored = new Map<string, string>();
+    return {
+      served: served ?? `no sidecar of ${service} is registered in Consul`,
+      resolver: entry
+        ? {
+            settings: resolverSettings(entry as ConfigEntry, ignored),
+            ignored: [...ignored.values()],
+          }
+        : null,
+    };
   } catch (err) {
     // the client's message names the address and the way out
-    return toRemoraError(err).message;
+    return { served: toRemoraError(err).message, resolver: null };
   } finally {
     consul.close();
   }
+}
+
+/** A resolver's settings in words, e.g. `connect timeout 2s, balancing least_request`. */
+function describeResolver(r: ResolverSettings | null): string {
+  const parts: string[] = [];
+  if (r?.connectTimeoutMs) parts.push(`connect timeout ${r.connectTimeoutMs / 1000}s`);
+  if (r?.requestTimeoutMs) parts.push(`request timeout ${r.requestTimeoutMs / 1000}s`);
+  if (r?.loadBalancer) parts.push(`balancing ${r.loadBalancer}`);
+  return parts.length > 0 ? `${parts.join(', ')} for every caller` : 'nothing Remora applies';
 }
 
 function explainCode(ctx: CliContext, code: string): void {
@@ -82,10 +110,11 @@ export function registerExplain(program: Command, ctx: CliContext): void {
         return;
       }
       await withOperatorSession(ctx, opts, async (s) => {
-        const [snap, served] = await Promise.all([
+        const [snap, facts] = await Promise.all([
           requestIntentions(s.nc, s.config.datacenter, s.req),
-          destination === '*' ? Promise.resolve(null) : destinationProtocol(s, destination),
+          destination === '*' ? Promise.resolve(null) : destinationFacts(s, destination),
         ]);
+        const served = facts?.served ?? null;
         const request =
           opts.method !== undefined || opts.path !== undefined
             ? { method: (opts.method ?? 'GET').toUpperCase(), path: opts.path ?? '/', headers: {} }
@@ -116,6 +145,13 @@ export function registerExplain(program: Command, ctx: CliContext): void {
             ctx,
             `  ${destination} serves: ${typeof served === 'string' ? `unknown (${served})` : `${served.protocol} (${SOURCE_WORDS[served.source]})`}`,
           );
+        if (facts?.resolver) {
+          print(
+            ctx,
+            `  ${destination}'s service-resolver: ${describeResolver(facts.resolver.settings)}`,
+          );
+          for (const line of facts.resolver.ignored) print(ctx, `    ignored: ${line}`);
+        }
         if (d.needsRequest && !l7OnTcp)
           print(
             ctx,

@@ -254,6 +254,13 @@ t.test(
       100,
     );
     t.equal(failover.code, 'REMORA_E_AGENT_CENTRAL_CONFIG_INVALID');
+    const explained = await runRemora(['explain', 'web', 'api'], { env: cliEnv });
+    t.match(
+      explained.stdout,
+      "api's service-resolver: connect timeout 2s, request timeout 30s, balancing least_request for every caller",
+      'explain shows what the resolver sets',
+    );
+    t.match(explained.stdout, /ignored: service-resolver of api: Failover is not implemented/);
     t.ok(await webReachesApi(mesh), 'calls go on through the resolver settings');
     await fetch(`${mesh.consul.url}/v1/config/service-resolver/api`, { method: 'DELETE' });
     await waitFor(
