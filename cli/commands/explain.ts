@@ -2,7 +2,6 @@ import type { Command } from 'commander';
 import { describeError, isErrorCode, RemoraError, toRemoraError } from '../../lib/errors/index.ts';
 import type { ServedProtocol } from '../../lib/consul/protocol.ts';
 import { resolverSettings, type ResolverSettings } from '../../agent/central-config.ts';
-import type { ConfigEntry } from '../../agent/ports.ts';
 import { createSilentLogger } from '../../lib/log/index.ts';
 import { evaluateIntentions, sortIntentions } from '../../lib/intentions/index.ts';
 import { requestIntentions } from '../../lib/nats/index.ts';
@@ -51,7 +50,7 @@ async function destinationFacts(s: OperatorSession, service: string): Promise<De
       served: served ?? `no sidecar of ${service} is registered in Consul`,
       resolver: entry
         ? {
-            settings: resolverSettings(entry as ConfigEntry, ignored),
+            settings: resolverSettings(entry, ignored),
             ignored: [...ignored.values()],
           }
         : null,
