@@ -12,7 +12,7 @@ import { addOperatorOptions, withOperatorSession, type OperatorSession } from '.
 export const EXPLAIN_DENIED_EXIT_CODE = 2;
 
 /** How long explain waits for Consul to tell the destination's protocol. */
-export const EXPLAIN_PROTOCOL_LOOKUP_MS = 1500;
+export const EXPLAIN_PROTOCOL_LOOKUP_MS = 3000;
 
 const SOURCE_WORDS: Record<ServedProtocol['source'], string> = {
   registration: 'registered with its sidecar',
