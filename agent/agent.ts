@@ -685,18 +685,18 @@ export function createAgent(o: AgentOptions): Agent {
   function resolved(source: string, u: UpstreamDefinition): UpstreamDefinition {
     // the caller's service-defaults UpstreamConfig, under the upstream's own `config`
     const layers = central.upstreamLayers(source, u.destinationName);
-    const out =
+    let out =
       layers.length === 0
         ? u
         : { ...u, resilience: layeredResilience(u.config ? [...layers, u.config] : layers) };
-    if (u.protocolGiven) return withResolver(out);
-    const protocol = destinationProtocol(u.destinationName);
-    if (protocol === u.protocol) return withResolver(out);
-    return withResolver({
-      ...out,
-      protocol,
-      loadBalancer: u.loadBalancerGiven ? u.loadBalancer : defaultLoadBalancer(protocol),
-    });
+    const protocol = u.protocolGiven ? u.protocol : destinationProtocol(u.destinationName);
+    if (protocol !== u.protocol)
+      out = {
+        ...out,
+        protocol,
+        loadBalancer: u.loadBalancerGiven ? u.loadBalancer : defaultLoadBalancer(protocol),
+      };
+    return withResolver(out);
   }
 
   /**

@@ -1,4 +1,6 @@
 import t from 'tap';
+import { readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { isProcessAlive } from '../../../agent/spawn.ts';
 import {
   apiDefinition,
@@ -51,6 +53,11 @@ t.test(
       t.ok(isProcessAlive(pid), `proxy of ${id} outlives the agent`);
     const during = ok;
     await waitFor('requests while no agent runs', () => ok >= during + 20, 30_000);
+    // api-1's certificate file is lost while its proxy runs: the next agent adopts the proxy
+    // and asks for a new one without waiting for the proxy's registration
+    const certFile = join(mesh.dataDir, 'instances', 'api-1', 'cert.pem');
+    const lostCert = await readFile(certFile, 'utf8');
+    await rm(certFile);
 
     const second = mesh.startAgent(env, ['--keep-proxies']);
     t.teardown(() => second.stop());
@@ -67,6 +74,13 @@ t.test(
       60_000,
       100,
     );
+    const renewed = await waitFor(
+      "api-1's new certificate",
+      () => readFile(certFile, 'utf8').catch(() => null),
+      30_000,
+      100,
+    );
+    t.not(renewed, lostCert, 'a new certificate was issued for the adopted instance');
     const after = ok;
     await waitFor('requests after the adoption', () => ok >= after + 20, 30_000);
     stop = true;
