@@ -20,6 +20,7 @@ import { checkUpstreamLayer, durationMs } from './definitions.ts';
 import { writeFileAtomic, type DataPaths } from './files.ts';
 import type { ConfigEntry, ConsulPort } from './ports.ts';
 import { asProtocol } from './transparent/derive.ts';
+import { knownProtocol } from '../lib/consul/protocol.ts';
 
 export const SERVICE_DEFAULTS = 'service-defaults';
 export const PROXY_DEFAULTS = 'proxy-defaults';
@@ -326,7 +327,7 @@ export function createCentralConfig(o: {
       const u = upstreamConfig(e, found);
       if (u) upstreams[e.Name] = u;
       if (e.Protocol === undefined || e.Protocol === '') continue;
-      const p = asProtocol(typeof e.Protocol === 'string' ? e.Protocol.toLowerCase() : e.Protocol);
+      const p = knownProtocol(e.Protocol);
       if (p) services[e.Name] = p;
       else found.set(`s/${e.Name}`, invalidMessage(`service-defaults of ${e.Name}`, e.Protocol));
     }
@@ -339,7 +340,7 @@ export function createCentralConfig(o: {
     let global: Protocol | null = null;
     const found = new Map<string, string>();
     if (raw !== undefined && raw !== '') {
-      global = asProtocol(typeof raw === 'string' ? raw.toLowerCase() : raw);
+      global = knownProtocol(raw);
       if (!global) found.set('global', invalidMessage('proxy-defaults global', raw));
     }
     report(['global'], found);

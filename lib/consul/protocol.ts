@@ -30,7 +30,8 @@ export interface ProtocolLookup {
   config?: { list(kind: string): Promise<{ entries: EntryFields[] }> };
 }
 
-function known(v: unknown): Protocol | null {
+/** A protocol as Consul stores it (any case), or null when it is not one Remora's proxies speak. */
+export function knownProtocol(v: unknown): Protocol | null {
   if (typeof v !== 'string') return null;
   const p = v.toLowerCase();
   return (PROTOCOLS as readonly string[]).includes(p) ? (p as Protocol) : null;
@@ -46,16 +47,18 @@ export async function servedProtocol(
 ): Promise<ServedProtocol | null> {
   const sidecars = await consul.catalog.service(`${service}-sidecar-proxy`);
   if (sidecars.length === 0) return null;
-  const given = known(sidecars[0]!.ServiceProxy?.Config?.['protocol']);
+  const given = knownProtocol(sidecars[0]!.ServiceProxy?.Config?.['protocol']);
   if (given) return { protocol: given, source: 'registration' };
   if (!consul.config) return { protocol: 'tcp', source: 'default' };
   const [sd, pd] = await Promise.all([
     consul.config.list('service-defaults'),
     consul.config.list('proxy-defaults'),
   ]);
-  const fromService = known(sd.entries.find((e) => e.Name === service)?.Protocol);
+  const fromService = knownProtocol(sd.entries.find((e) => e.Name === service)?.Protocol);
   if (fromService) return { protocol: fromService, source: 'service-defaults' };
-  const fromProxy = known(pd.entries.find((e) => e.Name === 'global')?.Config?.['protocol']);
+  const fromProxy = knownProtocol(
+    pd.entries.find((e) => e.Name === 'global')?.Config?.['protocol'],
+  );
   if (fromProxy) return { protocol: fromProxy, source: 'proxy-defaults' };
   return { protocol: 'tcp', source: 'default' };
 }
