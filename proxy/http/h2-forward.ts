@@ -168,7 +168,7 @@ export class H2RequestBody {
 }
 
 /** Why an attempt failed before its answer was relayed (see `H2AttemptError`). */
-export type H2FailureKind = 'refused' | 'reset' | 'status_5xx';
+export type H2FailureKind = 'refused' | 'reset' | 'status_5xx' | 'timeout';
 
 export class H2AttemptError extends Error {
   readonly kind: H2FailureKind;
@@ -190,13 +190,20 @@ export interface ForwardH2Options {
    * the attempt then rejects with an `H2AttemptError` of kind `status_5xx`.
    */
   retry5xx?: (status: number) => boolean;
+  /**
+   * How long the upstream may take to send its response head (0: no limit). Past it, the
+   * upstream stream is cancelled and the attempt rejects with kind `timeout`. A stream whose
+   * head arrived is never cut, however long its body runs.
+   */
+  timeoutMs?: number;
 }
 
 /**
  * Sends the request of `body.stream` to `session` (a new upstream stream) and relays the
  * answer back: headers, body, trailers. Resolves with the upstream status once the response
- * head is relayed; rejects with an `H2AttemptError` when the upstream stream failed before
- * that (nothing was sent to the client, so the caller may answer or retry).
+ * head is relayed; rejects with an `H2AttemptError` when the upstream stream failed, or sent
+ * no head within `timeoutMs`, before that (nothing was sent to the client, so the caller may
+ * answer or retry).
  */
 export function forwardH2Stream(
   body: H2RequestBody,
@@ -228,14 +235,24 @@ export function forwardH2Stream(
       body.detach(up);
     };
     body.attach(up);
+    let timer: NodeJS.Timeout | null = null;
     const fail = (e: H2AttemptError): void => {
       if (settled) return;
       settled = true;
+      if (timer !== null) clearTimeout(timer);
       detach();
       if (!up.closed) up.close(NGHTTP2_CANCEL);
       reject(e);
     };
+    const timeoutMs = o.timeoutMs ?? 0;
+    if (timeoutMs > 0) {
+      timer = setTimeout(
+        () => fail(new H2AttemptError('timeout', `sent no response head within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+    }
     up.on('response', (h: IncomingHttpHeaders, flags: number) => {
+      if (timer !== null) clearTimeout(timer);
       const status = Number(h[':status'] ?? 502);
       if (status >= 500 && o.retry5xx?.(status)) {
         fail(new H2AttemptError('status_5xx', `upstream answered ${status}`, 0, status));

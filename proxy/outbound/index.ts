@@ -262,6 +262,9 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
           try {
             const status = await forwardH2Stream(body, headers, session, {
               retry5xx: () => idempotent && canRetry(),
+              // gRPC streams are untimed: a deadline is the caller's (grpc-timeout), and a
+              // streaming server may send its head only with its first message
+              timeoutMs: grpc ? 0 : res().requestTimeoutMs,
             });
             cluster.outcome(ep, status < 500, now);
             observeLatency(ep, performance.now() - start, now);
@@ -282,19 +285,22 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
             env.metrics.retries.labels(name, 'status_5xx').inc();
             continue;
           }
+          const timedOut = failure.kind === 'timeout';
           if ((failure.kind === 'refused' || idempotent) && canRetry()) {
-            env.metrics.retries.labels(name, 'reset').inc();
+            env.metrics.retries.labels(name, timedOut ? 'timeout' : 'reset').inc();
             continue;
           }
-          respondH2Error(
-            stream,
-            new RemoraError(
-              'REMORA_E_PROXY_UPSTREAM_RESET',
-              `${name} endpoint ${ep.id} reset the stream: ${failure.message}`,
-            ),
-            grpc,
-          );
-          meter.observe(502, performance.now() - start);
+          const e = timedOut
+            ? new RemoraError(
+                'REMORA_E_PROXY_REQUEST_TIMEOUT',
+                `${name} endpoint ${ep.id} ${failure.message}`,
+              )
+            : new RemoraError(
+                'REMORA_E_PROXY_UPSTREAM_RESET',
+                `${name} endpoint ${ep.id} reset the stream: ${failure.message}`,
+              );
+          respondH2Error(stream, e, grpc);
+          meter.observe(timedOut ? 504 : 502, performance.now() - start);
           return;
         }
       })();

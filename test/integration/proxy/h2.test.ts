@@ -7,6 +7,8 @@ import type { AddressInfo } from 'node:net';
 import { waitFor } from '../../../lib/util/index.ts';
 import { createMeshCerts, makeUpstream } from '../../helpers/mesh-certs.ts';
 import { startSidecar } from './mesh.ts';
+import { DEFAULT_RESILIENCE } from '../../../lib/proxy-api/index.ts';
+import type { ResilienceConfig } from '../../../lib/proxy-api/index.ts';
 
 for (const protocol of ['http2', 'grpc'] as const) {
   t.test(
@@ -143,11 +145,17 @@ async function startH2Pair(
   t: Test,
   appPort: number,
   protocol: 'http2' | 'grpc' = 'http2',
+  resilience: Partial<ResilienceConfig> = {},
 ): Promise<http2.ClientHttp2Session> {
   const mesh = createMeshCerts();
   const api = await startSidecar(mesh, 'api', { appPort, protocol });
   const web = await startSidecar(mesh, 'web', {
-    upstreams: [makeUpstream(mesh, 'api', [api.inboundPort], { protocol })],
+    upstreams: [
+      makeUpstream(mesh, 'api', [api.inboundPort], {
+        protocol,
+        resilience: { ...structuredClone(DEFAULT_RESILIENCE), ...resilience },
+      }),
+    ],
   });
   const client = http2.connect(`http://127.0.0.1:${web.proxy.addresses().upstreams.api!.port}`);
   client.on('error', () => {});
@@ -351,4 +359,73 @@ t.test('http2: a reset is retried for GET but not for POST', async (t) => {
   const post = await h2Call(client, { ':method': 'POST', ':path': '/' }, { body: 'once' });
   t.equal(post.status, 502, 'the POST is answered with an error, not replayed');
   t.same(seen, ['GET', 'GET', 'POST'], 'the app saw the POST once');
+});
+
+t.test('http2: requestTimeoutMs bounds the wait for the response head', async (t) => {
+  const seen: string[] = [];
+  let cancelled = 0;
+  const app = await startH2App((stream, h) => {
+    const method = String(h[':method']);
+    seen.push(method);
+    stream.on('close', () => {
+      if (stream.rstCode === http2.constants.NGHTTP2_CANCEL) cancelled++;
+    });
+    stream.resume();
+    // the first GET and every POST hang; the head of /slow-body comes at once, its body late
+    if (h[':path'] === '/slow-body') {
+      stream.respond({ ':status': 200 });
+      stream.write('head sent;');
+      setTimeout(() => stream.end('body done'), 600);
+      return;
+    }
+    if (method === 'POST' || seen.length === 1) return;
+    stream.respond({ ':status': 200 });
+    stream.end('answered');
+  });
+  t.teardown(() => app.server.close());
+  const client = await startH2Pair(t, app.port, 'http2', { requestTimeoutMs: 300 });
+
+  const get = await h2Call(client, { ':path': '/' });
+  t.same({ status: get.status, body: get.body }, { status: 200, body: 'answered' });
+  t.same(seen, ['GET', 'GET'], 'the GET that got no head in time was retried');
+
+  const post = await h2Call(client, { ':method': 'POST', ':path': '/' }, { body: 'once' });
+  t.equal(post.status, 504);
+  t.equal(post.headers['x-remora-error'], 'REMORA_E_PROXY_REQUEST_TIMEOUT');
+  t.match(post.body, /api endpoint api-1 sent no response head within 300 ms/);
+  t.same(seen, ['GET', 'GET', 'POST'], 'the POST was not replayed');
+  await waitFor('the app sees both late streams cancelled', () => cancelled === 2, 5000);
+
+  const long = await h2Call(client, { ':path': '/slow-body' });
+  t.same(
+    { status: long.status, body: long.body, ended: long.ended },
+    { status: 200, body: 'head sent;body done', ended: true },
+    'a body that outlasts the timeout is not cut once the head arrived',
+  );
+});
+
+t.test('grpc: a stream whose head comes after requestTimeoutMs is not cut', async (t) => {
+  const app = await startH2App((stream) => {
+    // a server-streaming call whose first message (and head) comes late
+    setTimeout(() => {
+      if (stream.destroyed) return;
+      stream.respond(
+        { ':status': 200, 'content-type': 'application/grpc' },
+        { waitForTrailers: true },
+      );
+      stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+      stream.end('late message');
+    }, 600);
+  });
+  t.teardown(() => app.server.close());
+  const client = await startH2Pair(t, app.port, 'grpc', { requestTimeoutMs: 200 });
+  const a = await h2Call(client, {
+    ':method': 'POST',
+    ':path': '/feed.Feed/Watch',
+    'content-type': 'application/grpc',
+  });
+  t.same(
+    { status: a.status, body: a.body, grpc: a.trailers?.['grpc-status'] },
+    { status: 200, body: 'late message', grpc: '0' },
+  );
 });
