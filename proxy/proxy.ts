@@ -251,17 +251,17 @@ export function createProxy(o: CreateProxyOptions): Proxy {
         upstreams.delete(name);
       } else {
         l.part.update(want);
-        if (tlsChanged) l.part.cluster.tlsChanged();
+        if (tlsChanged) l.part.tlsChanged();
       }
     }
     for (const l of newUps) upstreams.set(l.part.cluster.name, l);
     transparentSwitch?.commit();
-    for (const l of upstreams.values()) {
-      const eps = l.part.cluster.endpoints;
-      const ejected = eps.filter((e) => e.ejectedUntil > now).length;
-      metrics.endpointsGauge.labels(l.part.cluster.name, 'active').set(eps.length - ejected);
-      metrics.endpointsGauge.labels(l.part.cluster.name, 'ejected').set(ejected);
-    }
+    for (const l of upstreams.values())
+      for (const c of l.part.clusters()) {
+        const ejected = c.endpoints.filter((e) => e.ejectedUntil > now).length;
+        metrics.endpointsGauge.labels(c.name, 'active').set(c.endpoints.length - ejected);
+        metrics.endpointsGauge.labels(c.name, 'ejected').set(ejected);
+      }
     setCertMetrics(snapshot);
     await seam.configure(snapshot.tracing, snapshot.instance);
     logger.info(
@@ -357,7 +357,13 @@ export function createProxy(o: CreateProxyOptions): Proxy {
       };
     },
     clusters() {
-      return [...upstreams.values()].map((l) => l.part.cluster.snapshot());
+      return [...upstreams.values()].flatMap((l) =>
+        l.part.clusters().map((c, i) => ({
+          ...c.snapshot(),
+          // a split target is listed after the upstream whose requests it takes a share of
+          ...(i > 0 ? { splitOf: l.part.cluster.name } : {}),
+        })),
+      );
     },
     certs() {
       if (active === null) return null;

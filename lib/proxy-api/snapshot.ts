@@ -19,8 +19,10 @@ import type {
   Protocol,
   ProxySnapshot,
   ResilienceConfig,
+  SplitTarget,
   TlsMaterial,
   TracingConfig,
+  TrafficSplit,
   TransparentConfig,
   UpstreamConfig,
 } from './types.ts';
@@ -195,27 +197,78 @@ function decodeEndpoint(v: unknown, p: string): Endpoint {
   };
 }
 
-function decodeUpstream(v: unknown, p: string): UpstreamConfig {
-  const o = obj(v, p, [
-    'destinationName',
-    'destinationSpiffeId',
-    'localBindAddress',
-    'localBindPort',
-    'protocol',
-    'loadBalancer',
-    'resilience',
-    'endpoints',
-  ]);
+/** The fields an upstream and a split target share. */
+function decodeTarget(o: Obj, p: string): SplitTarget {
   return {
     destinationName: str(o, 'destinationName', p),
     destinationSpiffeId: spiffe(o, 'destinationSpiffeId', p),
-    localBindAddress: str(o, 'localBindAddress', p),
-    localBindPort: num(o, 'localBindPort', p, port),
-    protocol: oneOf(o, 'protocol', p, PROTOCOLS),
     loadBalancer: oneOf(o, 'loadBalancer', p, LOAD_BALANCER_POLICIES),
     resilience: decodeResilience(o.resilience, `${p}.resilience`),
     endpoints: arr(o, 'endpoints', p).map((e, i) => decodeEndpoint(e, `${p}.endpoints[${i}]`)),
   };
+}
+
+const TARGET_FIELDS = [
+  'destinationName',
+  'destinationSpiffeId',
+  'loadBalancer',
+  'resilience',
+  'endpoints',
+] as const;
+
+function decodeUpstream(v: unknown, p: string): UpstreamConfig {
+  const o = obj(v, p, [
+    ...TARGET_FIELDS,
+    'localBindAddress',
+    'localBindPort',
+    'protocol',
+    'splits',
+    'splitTargets',
+  ]);
+  const t = decodeTarget(o, p);
+  const u: UpstreamConfig = {
+    destinationName: t.destinationName,
+    destinationSpiffeId: t.destinationSpiffeId,
+    localBindAddress: str(o, 'localBindAddress', p),
+    localBindPort: num(o, 'localBindPort', p, port),
+    protocol: oneOf(o, 'protocol', p, PROTOCOLS),
+    loadBalancer: t.loadBalancer,
+    resilience: t.resilience,
+    endpoints: t.endpoints,
+  };
+  if (o.splits !== undefined || o.splitTargets !== undefined) decodeSplits(o, p, u);
+  return u;
+}
+
+/** Weights may be given to two decimals, as Consul's are; their sum may be off by rounding. */
+const SPLIT_SUM_TOLERANCE = 0.01;
+
+/** An upstream's traffic split (`splits`, `splitTargets`), checked for consistency. */
+function decodeSplits(o: Obj, p: string, u: UpstreamConfig): void {
+  if (u.protocol === 'tcp') fail(`${p}.splits`, 'needs protocol http, http2 or grpc, not tcp');
+  const targets = arr(o, 'splitTargets', p).map((v, i) => {
+    const tp = `${p}.splitTargets[${i}]`;
+    return decodeTarget(obj(v, tp, TARGET_FIELDS), tp);
+  });
+  const names = new Set([u.destinationName]);
+  targets.forEach((t, i) => {
+    if (names.has(t.destinationName))
+      fail(`${p}.splitTargets[${i}].destinationName`, 'names a service twice', t.destinationName);
+    names.add(t.destinationName);
+  });
+  const splits = arr(o, 'splits', p).map((v, i): TrafficSplit => {
+    const sp = `${p}.splits[${i}]`;
+    const s = obj(v, sp, ['service', 'weight']);
+    const service = str(s, 'service', sp);
+    if (!names.has(service))
+      fail(`${sp}.service`, 'must be destinationName or a splitTargets service', service);
+    return { service, weight: num(s, 'weight', sp, { min: 0, max: 100 }) };
+  });
+  const sum = splits.reduce((n, s) => n + s.weight, 0);
+  if (Math.abs(sum - 100) > SPLIT_SUM_TOLERANCE)
+    fail(`${p}.splits`, 'weights must add up to 100', sum);
+  u.splits = splits;
+  u.splitTargets = targets;
 }
 
 function parseCert(pem: string, path: string): X509Certificate {

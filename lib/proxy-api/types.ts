@@ -74,6 +74,33 @@ export interface UpstreamConfig {
   resilience: ResilienceConfig;
   /** Healthy endpoints from `health/connect/<destination>?passing`; last known ones when Consul is down. */
   endpoints: Endpoint[];
+  /**
+   * Consul's service-splitter for an HTTP, HTTP/2 or gRPC upstream (absent: every request goes
+   * to `destinationName`): each request or stream goes to one of these services, with a chance
+   * of `weight` percent. A service other than `destinationName` is one of `splitTargets`.
+   */
+  splits?: TrafficSplit[];
+  /** The services `splits` names besides `destinationName`; present with `splits`. */
+  splitTargets?: SplitTarget[];
+}
+
+/** One share of a traffic split. */
+export interface TrafficSplit {
+  service: string;
+  /** Percent of the requests, 0–100; the weights of one upstream add up to 100. */
+  weight: number;
+}
+
+/**
+ * A service an upstream's traffic split sends requests to: its own identity, endpoints,
+ * balancing and resilience (its own circuit breakers, retries and metrics, under its name).
+ */
+export interface SplitTarget {
+  destinationName: string;
+  destinationSpiffeId: string;
+  loadBalancer: LoadBalancerPolicy;
+  resilience: ResilienceConfig;
+  endpoints: Endpoint[];
 }
 
 export interface TlsMaterial {

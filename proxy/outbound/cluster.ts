@@ -228,6 +228,7 @@ export class Cluster {
       name: this.name,
       protocol: this.config.protocol,
       loadBalancer: this.config.loadBalancer,
+      ...(this.config.splits ? { splits: this.config.splits } : {}),
       activeRequests: this.counter.active,
       openConnections: this.limiter.open,
       pendingRequests: this.limiter.pending,

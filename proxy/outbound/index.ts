@@ -5,12 +5,12 @@
 //   → balance (P2C / round robin over non-ejected endpoints) → pooled keep-alive mTLS connection
 // TCP: per-connection balancing, connect retries, a stream of a shared tunnel (or a splice).
 // HTTP/2 and gRPC: h2c in, h2 over mTLS out.
-import type { Http2Server } from 'node:http2';
+import type { Http2Server, IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import { loadHttp2 } from '../lazy.ts';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { RemoraError, toRemoraError } from '../../lib/errors/index.ts';
-import type { UpstreamConfig } from '../../lib/proxy-api/index.ts';
+import type { SplitTarget, UpstreamConfig } from '../../lib/proxy-api/index.ts';
 import type { ProxyEnv } from '../env.ts';
 import { observeLatency, type EndpointState } from '../balance/endpoints.ts';
 import { serveH1, spliceSockets } from '../http/h1-server.ts';
@@ -34,10 +34,28 @@ import { createLimitedErrorLog } from '../log-limit.ts';
 export interface Upstream {
   readonly cluster: Cluster;
   handleConnection(socket: Socket): void;
+  /** An HTTP/1.1 request through this upstream's whole outbound stack. */
+  handleRequest: Handler;
+  /** An HTTP/2 or gRPC stream through this upstream's outbound path. */
+  handleH2Stream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number): void;
   update(config: UpstreamConfig): void;
+  /** The TLS material changed (see `Cluster.tlsChanged`). */
+  tlsChanged(): void;
+  /** This upstream's cluster, then those of its split targets. */
+  clusters(): Cluster[];
   drain(): void;
   readonly connections: number;
   close(): void;
+}
+
+/** A split target's upstream: the parent's listener settings, its own everything else. */
+function targetUpstream(parent: UpstreamConfig, t: SplitTarget): UpstreamConfig {
+  return {
+    ...t,
+    localBindAddress: parent.localBindAddress,
+    localBindPort: 0,
+    protocol: parent.protocol,
+  };
 }
 
 const NOT_COUNTED_AGAINST_ENDPOINT = new Set([
@@ -116,6 +134,47 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
   ];
   const handler = composeStages(stages, forward);
   const self = () => env.active().snapshot.instance;
+
+  // --- traffic split (Consul service-splitter) ---------------------------------------------
+  // each split target is an upstream of its own (cluster, breakers, retries, metrics under its
+  // name) without a listener; a request or stream is handed to one of them whole
+  const targets = new Map<string, Upstream>();
+  function syncTargets(config: UpstreamConfig): void {
+    const want = new Map((config.splitTargets ?? []).map((t) => [t.destinationName, t]));
+    for (const [n, up] of targets)
+      if (!want.has(n)) {
+        targets.delete(n);
+        up.close(); // pooled connections finish what they carry, then close
+      }
+    for (const [n, t] of want) {
+      const cur = targets.get(n);
+      if (cur) cur.update(targetUpstream(config, t));
+      else targets.set(n, createUpstream(env, targetUpstream(config, t)));
+    }
+  }
+  syncTargets(initial);
+
+  /** The split target a new request goes to, or null for this upstream itself. */
+  function pickTarget(): Upstream | null {
+    const splits = cluster.config.splits;
+    if (splits === undefined) return null;
+    let r = env.random() * 100;
+    let last: string | null = null;
+    for (const s of splits) {
+      if (s.weight <= 0) continue;
+      last = s.service;
+      r -= s.weight;
+      if (r < 0) break;
+    }
+    return last === null || last === name ? null : (targets.get(last) ?? null);
+  }
+
+  const dispatch: Handler = (req) => {
+    const to = pickTarget();
+    if (to === null) return handler(req);
+    req.ctx.destination = to.cluster.name;
+    return to.handleRequest(req);
+  };
 
   const newContext = (): RequestContext => ({
     direction: 'outbound',
@@ -219,94 +278,104 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
     server.on('session', (s) => s.on('error', () => {}));
     server.on('stream', (stream, headers, flags) => {
       stream.on('error', () => {});
-      const grpc = String(headers['content-type'] ?? '').startsWith('application/grpc');
-      const start = performance.now();
-      const meter = outboundMeter;
-      const idempotent = isIdempotent(String(headers[':method']));
-      const body = new H2RequestBody(stream, endsStream(flags), res().maxBufferedBodyBytes);
-      cluster.budget.recordRequest(env.clock.now());
-      void (async () => {
-        const triedEps = new Set<EndpointState>();
-        for (let attempt = 0; ; attempt++) {
-          const canRetry = (): boolean =>
-            attempt < res().maxRetries &&
-            body.replayable &&
-            !stream.destroyed &&
-            cluster.budget.tryRetry(env.clock.now());
-          const now = env.clock.now();
-          let ep: EndpointState;
-          try {
-            ep = cluster.pick(now, triedEps);
-          } catch (err) {
-            respondH2Error(stream, toRemoraError(err), grpc);
-            meter.observe(503, performance.now() - start);
-            return;
-          }
-          triedEps.add(ep);
-          let session;
-          try {
-            session = await cluster.h2Session(ep);
-          } catch (err) {
-            cluster.outcome(ep, false, env.clock.now());
-            if (canRetry()) {
-              env.metrics.retries.labels(name, 'connect').inc();
-              continue;
-            }
-            respondH2Error(stream, toRemoraError(err), grpc);
-            meter.observe(502, performance.now() - start);
-            return;
-          }
-          if (stream.destroyed) return;
-          ep.active++;
-          let failure: H2AttemptError | null = null;
-          try {
-            const status = await forwardH2Stream(body, headers, session, {
-              retry5xx: () => idempotent && canRetry(),
-              // gRPC streams are untimed: a deadline is the caller's (grpc-timeout), and a
-              // streaming server may send its head only with its first message
-              timeoutMs: grpc ? 0 : res().requestTimeoutMs,
-            });
-            cluster.outcome(ep, status < 500, now);
-            observeLatency(ep, performance.now() - start, now);
-            meter.observe(status, performance.now() - start);
-          } catch (err) {
-            failure =
-              err instanceof H2AttemptError
-                ? err
-                : new H2AttemptError('reset', (err as Error).message);
-          } finally {
-            ep.active--;
-          }
-          if (failure === null) return;
-          // a refused stream was not processed (REFUSED_STREAM, or above a GOAWAY's last
-          // stream id): safe to replay for any method; other resets only for idempotent ones
-          if (failure.kind !== 'refused') cluster.outcome(ep, false, env.clock.now());
-          if (failure.kind === 'status_5xx') {
-            env.metrics.retries.labels(name, 'status_5xx').inc();
-            continue;
-          }
-          const timedOut = failure.kind === 'timeout';
-          if ((failure.kind === 'refused' || idempotent) && canRetry()) {
-            env.metrics.retries.labels(name, timedOut ? 'timeout' : 'reset').inc();
-            continue;
-          }
-          const e = timedOut
-            ? new RemoraError(
-                'REMORA_E_PROXY_REQUEST_TIMEOUT',
-                `${name} endpoint ${ep.id} ${failure.message}`,
-              )
-            : new RemoraError(
-                'REMORA_E_PROXY_UPSTREAM_RESET',
-                `${name} endpoint ${ep.id} reset the stream: ${failure.message}`,
-              );
-          respondH2Error(stream, e, grpc);
-          meter.observe(timedOut ? 504 : 502, performance.now() - start);
-          return;
-        }
-      })();
+      const to = pickTarget();
+      if (to === null) handleH2Stream(stream, headers, flags);
+      else to.handleH2Stream(stream, headers, flags);
     });
     h2server = server;
     return server;
+  }
+
+  function handleH2Stream(
+    stream: ServerHttp2Stream,
+    headers: IncomingHttpHeaders,
+    flags: number,
+  ): void {
+    const grpc = String(headers['content-type'] ?? '').startsWith('application/grpc');
+    const start = performance.now();
+    const meter = outboundMeter;
+    const idempotent = isIdempotent(String(headers[':method']));
+    const body = new H2RequestBody(stream, endsStream(flags), res().maxBufferedBodyBytes);
+    cluster.budget.recordRequest(env.clock.now());
+    void (async () => {
+      const triedEps = new Set<EndpointState>();
+      for (let attempt = 0; ; attempt++) {
+        const canRetry = (): boolean =>
+          attempt < res().maxRetries &&
+          body.replayable &&
+          !stream.destroyed &&
+          cluster.budget.tryRetry(env.clock.now());
+        const now = env.clock.now();
+        let ep: EndpointState;
+        try {
+          ep = cluster.pick(now, triedEps);
+        } catch (err) {
+          respondH2Error(stream, toRemoraError(err), grpc);
+          meter.observe(503, performance.now() - start);
+          return;
+        }
+        triedEps.add(ep);
+        let session;
+        try {
+          session = await cluster.h2Session(ep);
+        } catch (err) {
+          cluster.outcome(ep, false, env.clock.now());
+          if (canRetry()) {
+            env.metrics.retries.labels(name, 'connect').inc();
+            continue;
+          }
+          respondH2Error(stream, toRemoraError(err), grpc);
+          meter.observe(502, performance.now() - start);
+          return;
+        }
+        if (stream.destroyed) return;
+        ep.active++;
+        let failure: H2AttemptError | null = null;
+        try {
+          const status = await forwardH2Stream(body, headers, session, {
+            retry5xx: () => idempotent && canRetry(),
+            // gRPC streams are untimed: a deadline is the caller's (grpc-timeout), and a
+            // streaming server may send its head only with its first message
+            timeoutMs: grpc ? 0 : res().requestTimeoutMs,
+          });
+          cluster.outcome(ep, status < 500, now);
+          observeLatency(ep, performance.now() - start, now);
+          meter.observe(status, performance.now() - start);
+        } catch (err) {
+          failure =
+            err instanceof H2AttemptError
+              ? err
+              : new H2AttemptError('reset', (err as Error).message);
+        } finally {
+          ep.active--;
+        }
+        if (failure === null) return;
+        // a refused stream was not processed (REFUSED_STREAM, or above a GOAWAY's last
+        // stream id): safe to replay for any method; other resets only for idempotent ones
+        if (failure.kind !== 'refused') cluster.outcome(ep, false, env.clock.now());
+        if (failure.kind === 'status_5xx') {
+          env.metrics.retries.labels(name, 'status_5xx').inc();
+          continue;
+        }
+        const timedOut = failure.kind === 'timeout';
+        if ((failure.kind === 'refused' || idempotent) && canRetry()) {
+          env.metrics.retries.labels(name, timedOut ? 'timeout' : 'reset').inc();
+          continue;
+        }
+        const e = timedOut
+          ? new RemoraError(
+              'REMORA_E_PROXY_REQUEST_TIMEOUT',
+              `${name} endpoint ${ep.id} ${failure.message}`,
+            )
+          : new RemoraError(
+              'REMORA_E_PROXY_UPSTREAM_RESET',
+              `${name} endpoint ${ep.id} reset the stream: ${failure.message}`,
+            );
+        respondH2Error(stream, e, grpc);
+        meter.observe(timedOut ? 504 : 502, performance.now() - start);
+        return;
+      }
+    })();
   }
 
   function handleConnection(socket: Socket): void {
@@ -319,7 +388,7 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
       return;
     }
     const c = serveH1(socket, {
-      handler,
+      handler: dispatch,
       limits: env.limits,
       headerTimeoutMs: env.limits.headerTimeoutMs,
       idleTimeoutMs: env.limits.clientIdleTimeoutMs,
@@ -332,9 +401,17 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
   return {
     cluster,
     handleConnection,
+    handleRequest: handler,
+    handleH2Stream,
     update(config) {
       cluster.update(config);
+      syncTargets(config);
     },
+    tlsChanged() {
+      cluster.tlsChanged();
+      for (const t of targets.values()) t.tlsChanged();
+    },
+    clusters: () => [cluster, ...[...targets.values()].map((t) => t.cluster)],
     drain() {
       for (const c of conns) c.drain();
     },
@@ -343,6 +420,7 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
     },
     close() {
       cluster.close();
+      for (const t of targets.values()) t.close();
       for (const c of conns) c.socket.destroy();
     },
   };

@@ -23,6 +23,29 @@ t.test('a valid snapshot decodes to an equal value', async (t) => {
   t.same(decodeProxySnapshot(JSON.parse(JSON.stringify(good))), good);
 });
 
+/** A split of web's api upstream: 90 % to api, 10 % to api-v2. */
+function withSplit(s: any): void {
+  const v2 = makeUpstream(mesh, 'api-v2', [20003]);
+  s.upstreams[0].splits = [
+    { service: 'api', weight: 90 },
+    { service: 'api-v2', weight: 10 },
+  ];
+  s.upstreams[0].splitTargets = [
+    {
+      destinationName: v2.destinationName,
+      destinationSpiffeId: v2.destinationSpiffeId,
+      loadBalancer: v2.loadBalancer,
+      resilience: v2.resilience,
+      endpoints: v2.endpoints,
+    },
+  ];
+}
+
+t.test('a snapshot with a traffic split decodes to an equal value', async (t) => {
+  const split = mutate(withSplit) as any;
+  t.same(decodeProxySnapshot(JSON.parse(JSON.stringify(split))), split);
+});
+
 function mutate(fn: (s: any) => void): unknown {
   const s = structuredClone(good) as any;
   fn(s);
@@ -78,6 +101,31 @@ const cases: Array<[string, (s: any) => void, string]> = [
     'two upstreams on one local port',
     (s) => s.upstreams.push(structuredClone(s.upstreams[0])),
     'upstreams[1].localBindPort',
+  ],
+  [
+    'split weights that do not add up to 100',
+    (s) => (withSplit(s), (s.upstreams[0].splits[1].weight = 5)),
+    'upstreams[0].splits',
+  ],
+  [
+    'a split to a service that is not a target',
+    (s) => (withSplit(s), (s.upstreams[0].splits[1].service = 'billing')),
+    'upstreams[0].splits[1].service',
+  ],
+  [
+    'a split target named twice',
+    (s) => (withSplit(s), s.upstreams[0].splitTargets.push(s.upstreams[0].splitTargets[0])),
+    'upstreams[0].splitTargets[1].destinationName',
+  ],
+  [
+    'a split on a tcp upstream',
+    (s) => (withSplit(s), (s.upstreams[0].protocol = 'tcp')),
+    'upstreams[0].splits',
+  ],
+  [
+    'a split target without endpoints',
+    (s) => (withSplit(s), delete s.upstreams[0].splitTargets[0].endpoints),
+    'upstreams[0].splitTargets[0].endpoints',
   ],
   [
     'an instance SPIFFE ID for another service',

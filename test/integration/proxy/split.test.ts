@@ -1,0 +1,195 @@
+// Traffic splits (Consul service-splitter) through real sidecars: web's upstream `api` sends a
+// share of its requests to api-v2, whose own sidecar checks its own intentions.
+import t from 'tap';
+import type { Test } from 'tap';
+import http2 from 'node:http2';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import type { ProxySnapshot, UpstreamConfig } from '../../../lib/proxy-api/index.ts';
+import { createMeshCerts, makeUpstream, type MeshCerts } from '../../helpers/mesh-certs.ts';
+import { startEchoApp, startSidecar, type Sidecar } from './mesh.ts';
+
+/** web's upstream to api, split by `weights` between api and api-v2 (no split when null). */
+function splitUpstream(
+  mesh: MeshCerts,
+  ports: { api: number; v2: number },
+  weights: { api: number; v2: number } | null,
+  protocol: UpstreamConfig['protocol'] = 'http',
+): UpstreamConfig {
+  const u = makeUpstream(mesh, 'api', [ports.api], { protocol });
+  if (weights === null) return u;
+  const v2 = makeUpstream(mesh, 'api-v2', [ports.v2]);
+  return {
+    ...u,
+    splits: [
+      { service: 'api', weight: weights.api },
+      { service: 'api-v2', weight: weights.v2 },
+    ],
+    splitTargets: [
+      {
+        destinationName: 'api-v2',
+        destinationSpiffeId: v2.destinationSpiffeId,
+        loadBalancer: v2.loadBalancer,
+        resilience: v2.resilience,
+        endpoints: v2.endpoints,
+      },
+    ],
+  };
+}
+
+async function get(
+  port: number,
+  path = '/',
+): Promise<{ status: number; body: string; code: string | null }> {
+  const r = await fetch(`http://127.0.0.1:${port}${path}`);
+  return { status: r.status, body: await r.text(), code: r.headers.get('x-remora-error') };
+}
+
+async function startSplitMesh(
+  t: Test,
+  o: { v2Intentions?: Partial<ProxySnapshot['intentions']> } = {},
+): Promise<{
+  web: Sidecar;
+  mesh: MeshCerts;
+  ports: { api: number; v2: number };
+  port: () => number;
+}> {
+  const mesh = createMeshCerts();
+  const apiApp = await startEchoApp('api');
+  const v2App = await startEchoApp('api-v2');
+  const api = await startSidecar(mesh, 'api', { appPort: apiApp.port });
+  const v2 = await startSidecar(mesh, 'api-v2', {
+    appPort: v2App.port,
+    ...(o.v2Intentions ? { intentions: o.v2Intentions } : {}),
+  });
+  const ports = { api: api.inboundPort, v2: v2.inboundPort };
+  const web = await startSidecar(mesh, 'web', {
+    upstreams: [splitUpstream(mesh, ports, { api: 0, v2: 100 })],
+  });
+  t.teardown(async () => {
+    await web.proxy.close();
+    await api.proxy.close();
+    await v2.proxy.close();
+    await apiApp.close();
+    await v2App.close();
+  });
+  return { web, mesh, ports, port: () => web.proxy.addresses().upstreams.api!.port };
+}
+
+t.test('http: requests follow the split weights, and a new split applies live', async (t) => {
+  const { web, mesh, ports, port } = await startSplitMesh(t);
+  const apps = async (n: number): Promise<Record<string, number>> => {
+    const seen: Record<string, number> = {};
+    for (let i = 0; i < n; i++) {
+      const r = await get(port());
+      t.equal(r.status, 200);
+      const app = (JSON.parse(r.body) as { app: string }).app;
+      seen[app] = (seen[app] ?? 0) + 1;
+    }
+    return seen;
+  };
+  t.same(await apps(20), { 'api-v2': 20 }, 'api 0 %, api-v2 100 %: every request reaches api-v2');
+
+  const r = await get(port());
+  t.match(
+    (JSON.parse(r.body) as { xfcc: string }).xfcc,
+    /URI=spiffe:\/\/.*\/svc\/web$/,
+    'api-v2 sees the caller, web',
+  );
+  const clusters = web.proxy.clusters() as Array<{
+    name: string;
+    splitOf?: string;
+    splits?: unknown;
+  }>;
+  t.same(
+    clusters.map((c) => ({
+      name: c.name,
+      splitOf: c.splitOf ?? null,
+      split: c.splits !== undefined,
+    })),
+    [
+      { name: 'api', splitOf: null, split: true },
+      { name: 'api-v2', splitOf: 'api', split: false },
+    ],
+    '/clusters lists the split target after its upstream',
+  );
+
+  await web.apply({
+    ...web.snapshot,
+    version: web.snapshot.version + 1,
+    upstreams: [splitUpstream(mesh, ports, { api: 50, v2: 50 })],
+  });
+  const half = await apps(60);
+  t.ok(
+    (half.api ?? 0) > 0 && (half['api-v2'] ?? 0) > 0,
+    `50/50 reaches both: ${JSON.stringify(half)}`,
+  );
+
+  await web.apply({
+    ...web.snapshot,
+    version: web.snapshot.version + 1,
+    upstreams: [splitUpstream(mesh, ports, null)],
+  });
+  t.same(await apps(10), { api: 10 }, 'without a split every request goes to api');
+  t.same(
+    (web.proxy.clusters() as Array<{ name: string }>).map((c) => c.name),
+    ['api'],
+    'the split target is gone',
+  );
+});
+
+t.test("a split target's sidecar enforces its own intentions", async (t) => {
+  const { port } = await startSplitMesh(t, {
+    v2Intentions: {
+      intentions: [{ source: 'web', destination: 'api-v2', action: 'deny' }],
+    },
+  });
+  const r = await get(port());
+  t.equal(r.status, 403);
+  t.equal(r.code, 'REMORA_E_PROXY_INTENTION_DENIED');
+  t.match(r.body, /web.*api-v2/);
+});
+
+t.test('http2: streams follow the split to the target service', async (t) => {
+  const mesh = createMeshCerts();
+  const start = async (name: string) => {
+    const app = http2.createServer();
+    app.on('stream', (stream) => {
+      stream.respond({ ':status': 200 });
+      stream.end(name);
+    });
+    app.listen(0, '127.0.0.1');
+    await once(app, 'listening');
+    const sc = await startSidecar(mesh, name, {
+      appPort: (app.address() as AddressInfo).port,
+      protocol: 'http2',
+    });
+    return { app, sc };
+  };
+  const api = await start('api');
+  const v2 = await start('api-v2');
+  const ports = { api: api.sc.inboundPort, v2: v2.sc.inboundPort };
+  const web = await startSidecar(mesh, 'web', {
+    upstreams: [splitUpstream(mesh, ports, { api: 0, v2: 100 }, 'http2')],
+  });
+  const client = http2.connect(`http://127.0.0.1:${web.proxy.addresses().upstreams.api!.port}`);
+  client.on('error', () => {});
+  t.teardown(async () => {
+    client.close();
+    await web.proxy.close();
+    for (const x of [api, v2]) {
+      await x.sc.proxy.close();
+      x.app.close();
+    }
+  });
+  const call = () =>
+    new Promise<string>((resolve, reject) => {
+      const req = client.request({ ':path': '/' });
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => resolve(body));
+      req.on('error', reject);
+    });
+  const got = [await call(), await call(), await call()];
+  t.same(got, ['api-v2', 'api-v2', 'api-v2']);
+});
