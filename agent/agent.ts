@@ -16,6 +16,7 @@ import {
   type Protocol,
   type ProxySnapshot,
   type TracingConfig,
+  type UpstreamConfig,
 } from '../lib/proxy-api/index.ts';
 import { createCentralConfig, type CentralConfig } from './central-config.ts';
 import { createConfigDir, type ConfigDir } from './config-dir.ts';
@@ -178,6 +179,8 @@ interface Instance {
   transparentArmed: boolean;
   /** Services this transparent instance calls by its intentions, not by `upstreams` (sorted). */
   derived: string[];
+  /** Services its upstreams' traffic splits send calls to, besides the upstreams (sorted). */
+  splitTargets: string[];
   /**
    * Upstreams (with their listener kind) of the last snapshot the proxy applied in this run:
    * only their addresses are redirected. Null until one is (an adopted proxy keeps every
@@ -360,6 +363,7 @@ export function createAgent(o: AgentOptions): Agent {
       for (const inst of instances.values()) {
         if (
           inst.derived.includes(service) ||
+          inst.splitTargets.includes(service) ||
           inst.def.sidecar?.upstreams.some((u) => u.destinationName === service)
         ) {
           supervisor.push(inst.def.id);
@@ -434,7 +438,10 @@ export function createAgent(o: AgentOptions): Agent {
     if (!inst || !sc || inst.sidecarPort === null || !bundle || !cert || !policy) return null;
     // an upstream whose endpoints are not known yet would reach the proxy as an empty set
     const upstreams = upstreamsOf(inst);
+    const shares = new Map(upstreams.map((u) => [u.destinationName, splitShares(inst, u)]));
+    followSplitTargets(inst, shares);
     if (!upstreams.every((u) => discovery.settled(u.destinationName))) return null;
+    if (!inst.splitTargets.every((n) => discovery.settled(n))) return null;
     // what Consul's config entries decide is not guessed: no proxy starts as tcp and turns http
     // a moment later (known once Consul answered or failed, or from the cache)
     if (!central.settled()) return null;
@@ -467,11 +474,108 @@ export function createAgent(o: AgentOptions): Agent {
         loadBalancer: u.loadBalancer,
         resilience: u.resilience,
         endpoints: discovery.endpoints(u.destinationName),
+        ...splitFields(u, shares.get(u.destinationName) ?? null, bundle.trustDomain),
       })),
       tls: { certPem: cert.certPem, keyPem: cert.keyPem, rootsPem: bundle.roots.map((r) => r.pem) },
       intentions: policy,
       tracing: s.tracing,
       ...transparentSnapshot(inst),
+    };
+  }
+
+  // --- traffic splits (docs/agent.md, "Traffic splits from service-splitter") ---------------
+  /** Discovery user of an instance's split targets (kept apart from its upstreams). */
+  function splitUser(id: string): string {
+    return `${id}/split`;
+  }
+
+  /** Instance/destination pairs whose splitter was reported as not applying (logged once). */
+  const splitIgnored = new Set<string>();
+
+  /**
+   * The percentages of calls to `u` that go to each service by Consul's service-splitter
+   * entries: a share for another service follows that service's splitter too (once per path,
+   * as Consul flattens them). Null when every call goes to `u` itself, or when `u` is a tcp
+   * upstream, whose calls carry no request to split (reported once).
+   */
+  function splitShares(inst: Instance, u: UpstreamDefinition): Map<string, number> | null {
+    const dest = u.destinationName;
+    if (central.splitter(dest) === null) return null;
+    const key = `${inst.def.id}/${dest}`;
+    if (u.protocol === 'tcp') {
+      if (!splitIgnored.has(key)) {
+        splitIgnored.add(key);
+        logError(
+          logger,
+          new RemoraError(
+            'REMORA_E_AGENT_CENTRAL_CONFIG_INVALID',
+            `service-splitter of ${dest} does not apply to ${inst.def.id}'s calls: its upstream ${dest} is tcp, and only http, http2 and grpc calls can be split; set the protocol in ${dest}'s service-defaults`,
+            { instance: inst.def.id, upstream: dest },
+          ),
+          undefined,
+          'warn',
+        );
+      }
+      return null;
+    }
+    splitIgnored.delete(key);
+    const out = new Map<string, number>();
+    const add = (service: string, share: number) =>
+      out.set(service, (out.get(service) ?? 0) + share);
+    const walk = (service: string, share: number, seen: ReadonlySet<string>): void => {
+      const sp = seen.has(service) ? null : central.splitter(service);
+      if (sp === null) return void add(service, share);
+      const next = new Set(seen).add(service);
+      for (const part of sp) {
+        const w = (share * part.weight) / 100;
+        if (w <= 0) continue;
+        if (part.service === service) add(service, w);
+        else walk(part.service, w, next);
+      }
+    };
+    walk(dest, 100, new Set());
+    return out.size === 1 && out.has(dest) ? null : out;
+  }
+
+  /** Follows (in discovery) the services the instance's splits send calls to. */
+  function followSplitTargets(inst: Instance, shares: Map<string, Map<string, number> | null>) {
+    const next = new Set<string>();
+    for (const [dest, m] of shares) for (const n of m?.keys() ?? []) if (n !== dest) next.add(n);
+    const sorted = [...next].sort();
+    const prev = inst.splitTargets;
+    if (sorted.length === prev.length && sorted.every((n, i) => n === prev[i])) return;
+    const id = inst.def.id;
+    for (const n of sorted) if (!prev.includes(n)) discovery.acquire(n, splitUser(id));
+    for (const n of prev) if (!next.has(n)) discovery.release(n, splitUser(id));
+    inst.splitTargets = sorted;
+  }
+
+  /** The snapshot fields of `u`'s traffic split: its shares, and each other service's settings. */
+  function splitFields(
+    u: UpstreamDefinition,
+    shares: Map<string, number> | null,
+    trustDomain: string,
+  ): Partial<Pick<UpstreamConfig, 'splits' | 'splitTargets'>> {
+    if (shares === null) return {};
+    return {
+      splits: [...shares].map(([service, weight]) => ({ service, weight })),
+      splitTargets: [...shares.keys()]
+        .filter((n) => n !== u.destinationName)
+        .map((n) => {
+          // the caller's settings, with the target's own service-resolver over them
+          const t = withResolver({ ...u, destinationName: n });
+          return {
+            destinationName: n,
+            destinationSpiffeId: formatSpiffeId({
+              trustDomain,
+              datacenter: s.datacenter,
+              service: n,
+            }),
+            loadBalancer: t.loadBalancer,
+            resilience: t.resilience,
+            endpoints: discovery.endpoints(n),
+          };
+        }),
     };
   }
 
@@ -1024,6 +1128,7 @@ export function createAgent(o: AgentOptions): Agent {
       holdRegistration: false,
       transparentArmed: false,
       derived: [],
+      splitTargets: [],
       listening: null,
       derivedLimit: null,
       sharedWarning: null,
@@ -1140,6 +1245,8 @@ export function createAgent(o: AgentOptions): Agent {
       for (const u of inst.def.sidecar.upstreams) discovery.release(u.destinationName, id);
       for (const name of inst.derived) discovery.release(name, derivedUser(id));
       inst.derived = [];
+      for (const name of inst.splitTargets) discovery.release(name, splitUser(id));
+      inst.splitTargets = [];
       // the room it leaves goes to instances that were over the limit
       for (const other of instances.values())
         if (other !== inst && other.derivedLimit) refreshDerived(other, true);
@@ -1248,7 +1355,7 @@ export function createAgent(o: AgentOptions): Agent {
       out.push(
         central.settled()
           ? 'Consul (config entries; using the protocols last known)'
-          : 'Consul: config entries (service-defaults, proxy-defaults, service-resolver)',
+          : 'Consul: config entries (service-defaults, proxy-defaults, service-resolver, service-splitter)',
       );
     return out;
   }

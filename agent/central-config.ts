@@ -5,9 +5,10 @@
 // service-defaults `UpstreamConfig` (`Defaults`, `Overrides` by destination name), which the
 // agent layers under each upstream's own `config`. And a destination's `service-resolver`:
 // `ConnectTimeout`, `RequestTimeout` and `LoadBalancer.Policy`, which win over what callers set (as
-// Consul's resolver does). Three blocking watches, one per kind, serve every instance on the
-// host; the last answer is cached in the data directory so a restarted agent builds the same
-// snapshots before Consul answers.
+// Consul's resolver does). And a destination's `service-splitter`: the share of its calls that
+// goes to each service. Four blocking watches, one per kind, serve every instance on the host;
+// the last answer is cached in the data directory so a restarted agent builds the same snapshots
+// before Consul answers.
 import { readFileSync } from 'node:fs';
 import { RemoraError, toRemoraError } from '../lib/errors/index.ts';
 import { logError, type Logger } from '../lib/log/index.ts';
@@ -25,7 +26,8 @@ import { knownProtocol } from '../lib/consul/protocol.ts';
 export const SERVICE_DEFAULTS = 'service-defaults';
 export const PROXY_DEFAULTS = 'proxy-defaults';
 export const SERVICE_RESOLVER = 'service-resolver';
-const KINDS = [SERVICE_DEFAULTS, PROXY_DEFAULTS, SERVICE_RESOLVER];
+export const SERVICE_SPLITTER = 'service-splitter';
+const KINDS = [SERVICE_DEFAULTS, PROXY_DEFAULTS, SERVICE_RESOLVER, SERVICE_SPLITTER];
 const CACHE_NAME = 'central-config';
 
 /** What a destination's service-resolver sets for every caller; absent keys are not set. */
@@ -50,6 +52,21 @@ const UNSUPPORTED_RESOLVER_FIELDS = [
   'PrioritizeByLocality',
 ] as const;
 
+/** One share of a service-splitter: `weight` percent of the calls go to `service`. */
+export interface SplitShare {
+  service: string;
+  weight: number;
+}
+
+/** Split fields Remora does not implement, by what happens to the share instead. */
+const UNSUPPORTED_SPLIT_FIELDS = [
+  'ServiceSubset',
+  'Namespace',
+  'Partition',
+  'RequestHeaders',
+  'ResponseHeaders',
+] as const;
+
 const TIMEOUT_LIMITS_MS = { connectTimeoutMs: 600_000, requestTimeoutMs: 3_600_000 } as const;
 
 export interface CentralConfig {
@@ -68,6 +85,8 @@ export interface CentralConfig {
   upstreamLayers(source: string, destination: string): Record<string, unknown>[];
   /** What `destination`'s service-resolver sets for its callers; null when it has none. */
   resolver(destination: string): ResolverSettings | null;
+  /** `destination`'s service-splitter shares (weights add up to 100); null when it has none. */
+  splitter(destination: string): SplitShare[] | null;
   /** True once Consul answered every watch in this run. */
   synced(): boolean;
   /** Invalid protocol values seen in the entries (for `remora status`). */
@@ -85,6 +104,28 @@ interface Protocols {
   upstreams: Record<string, { defaults: Layer | null; overrides: Record<string, Layer> }>;
   /** By destination service: its service-resolver's settings, checked. */
   resolvers: Record<string, ResolverSettings>;
+  /** By destination service: its service-splitter's shares, checked. */
+  splitters: Record<string, SplitShare[]>;
+}
+
+/** Weights are percentages to two decimals, as Consul keeps them; their sum is 100. */
+function sumsTo100(shares: readonly SplitShare[]): boolean {
+  return Math.abs(shares.reduce((n, s) => n + s.weight, 0) - 100) <= 0.01;
+}
+
+/** Keeps only a well-formed list of shares (a cache file is trusted no more than Consul). */
+function checkedSplits(v: unknown): SplitShare[] | null {
+  if (!Array.isArray(v) || v.length === 0) return null;
+  const ok = v.every(
+    (s: unknown) =>
+      isLayer(s) &&
+      typeof s.service === 'string' &&
+      s.service !== '' &&
+      typeof s.weight === 'number' &&
+      s.weight >= 0 &&
+      s.weight <= 100,
+  );
+  return ok && sumsTo100(v as SplitShare[]) ? (v as SplitShare[]) : null;
 }
 
 /** Keeps only well-formed settings (a cache file is trusted no more than Consul). */
@@ -123,7 +164,12 @@ function readCache(path: string): Protocols | null {
       const ok = checkedResolver(r);
       if (ok) resolvers[name] = ok;
     }
-    return { services, global: asProtocol(v.global), upstreams, resolvers };
+    const splitters: Record<string, SplitShare[]> = {};
+    for (const [name, sp] of Object.entries(v.splitters ?? {})) {
+      const ok = checkedSplits(sp);
+      if (ok) splitters[name] = ok;
+    }
+    return { services, global: asProtocol(v.global), upstreams, resolvers, splitters };
   } catch {
     return null;
   }
@@ -249,6 +295,51 @@ export function resolverSettings(
   return Object.keys(out).length > 0 ? out : null;
 }
 
+/**
+ * A service-splitter entry's shares, or null (reported in `found`) when it cannot be applied as
+ * a whole: no list of splits, a share without a weight from 0 to 100, or weights that do not add
+ * up to 100. What Remora does not implement in a share (a subset, another namespace or
+ * partition, header changes) is reported, and the share goes to the named service as it is.
+ */
+export function splitterShares(e: ConfigEntry, found: Map<string, string>): SplitShare[] | null {
+  const where = `service-splitter of ${e.Name}`;
+  const ignored = `the splitter is ignored and every call goes to ${e.Name}`;
+  const list = e.Splits;
+  if (!Array.isArray(list) || list.length === 0) {
+    found.set(`p/${e.Name}`, `${where}: Splits must be a non-empty list; ${ignored}`);
+    return null;
+  }
+  const out: SplitShare[] = [];
+  for (const [i, item] of list.entries()) {
+    const w: unknown = isLayer(item) ? item.Weight : undefined;
+    const svc: unknown = isLayer(item) ? (item.Service ?? '') : undefined;
+    if (typeof w !== 'number' || !(w >= 0 && w <= 100) || typeof svc !== 'string') {
+      found.set(
+        `p/${e.Name}`,
+        `${where}: Splits[${i}] needs a Weight from 0 to 100 and a Service name; ${ignored}`,
+      );
+      return null;
+    }
+    const service = svc === '' ? e.Name : svc;
+    for (const field of UNSUPPORTED_SPLIT_FIELDS) {
+      const v = (item as Layer)[field];
+      if (v === undefined || v === null || v === '' || v === 'default') continue;
+      if (isLayer(v) && Object.keys(v).length === 0) continue;
+      found.set(
+        `p/${e.Name}/${i}/${field}`,
+        `${where}: Splits[${i}].${field} is not implemented by Remora's agents; it is ignored, and the share goes to every healthy instance of ${service}`,
+      );
+    }
+    out.push({ service, weight: Math.round(w * 100) / 100 });
+  }
+  if (!sumsTo100(out)) {
+    const sum = out.reduce((n, s) => n + s.weight, 0);
+    found.set(`p/${e.Name}`, `${where}: the weights add up to ${sum}, not 100; ${ignored}`);
+    return null;
+  }
+  return out;
+}
+
 export function createCentralConfig(o: {
   consul: ConsulPort;
   paths: DataPaths;
@@ -257,7 +348,13 @@ export function createCentralConfig(o: {
   onChange(): void;
 }): CentralConfig {
   const cached = readCache(o.paths.cache(CACHE_NAME));
-  let known: Protocols = cached ?? { services: {}, global: null, upstreams: {}, resolvers: {} };
+  let known: Protocols = cached ?? {
+    services: {},
+    global: null,
+    upstreams: {},
+    resolvers: {},
+    splitters: {},
+  };
   let settled = cached !== null;
   /** `known` changed before every kind was heard from, and the agent was not told yet. */
   let unannounced = false;
@@ -358,6 +455,17 @@ export function createCentralConfig(o: {
     set({ ...known, resolvers });
   }
 
+  function onServiceSplitters(entries: ConfigEntry[]): void {
+    const splitters: Record<string, SplitShare[]> = {};
+    const found = new Map<string, string>();
+    for (const e of entries) {
+      const sp = splitterShares(e, found);
+      if (sp) splitters[e.Name] = sp;
+    }
+    report(['p/'], found);
+    set({ ...known, splitters });
+  }
+
   function watch(kind: string, onChange: (entries: ConfigEntry[]) => void): void {
     handles.push(
       o.consul.watchConfigEntries(kind, {
@@ -403,6 +511,7 @@ export function createCentralConfig(o: {
       return u.defaults ? (o ? [u.defaults, o] : [u.defaults]) : o ? [o] : [];
     },
     resolver: (destination) => known.resolvers[destination] ?? null,
+    splitter: (destination) => known.splitters[destination] ?? null,
     settled: () => settled,
     synced: () => answered.size === KINDS.length,
     problems: () => [...invalid.values()],
@@ -411,6 +520,7 @@ export function createCentralConfig(o: {
       watch(SERVICE_DEFAULTS, onServiceDefaults);
       watch(PROXY_DEFAULTS, onProxyDefaults);
       watch(SERVICE_RESOLVER, onServiceResolvers);
+      watch(SERVICE_SPLITTER, onServiceSplitters);
     },
     stop() {
       stopped = true;

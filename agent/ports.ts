@@ -70,6 +70,8 @@ export interface ConfigEntry {
   Redirect?: unknown;
   Failover?: unknown;
   PrioritizeByLocality?: unknown;
+  /** service-splitter: `Weight` (percent) and `Service` of each share of the calls. */
+  Splits?: unknown;
 }
 
 /** The host's Consul agent (DESIGN §5). Every call may reject while Consul is down. */

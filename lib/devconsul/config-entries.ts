@@ -1,21 +1,25 @@
 /**
  * Consul's configuration entries (`/v1/config`), the kinds Remora's agents read:
- * `service-defaults` (per service), `proxy-defaults` (one, named `global`) and
- * `service-resolver` (per service). Entries are stored as given, with the keys Remora reads
+ * `service-defaults` (per service), `proxy-defaults` (one, named `global`), `service-resolver`
+ * and `service-splitter` (per service). Entries are stored as given, with the keys Remora reads
  * spelled Consul's way (`Kind`, `Name`, `Protocol`, `Config`, `Meta`) and the protocol
  * lowercased, as Consul normalizes it; a resolver's timeouts must be durations and its balancing
- * policy one Consul knows, as Consul checks. Other kinds Consul knows are refused with a message
- * naming what the embedded catalog supports.
+ * policy one Consul knows, and a splitter's weights must add up to 100, as Consul checks. Other
+ * kinds Consul knows are refused with a message naming what the embedded catalog supports.
  */
 import { HttpError } from './http-error.ts';
 
-export const CONFIG_KINDS = ['service-defaults', 'proxy-defaults', 'service-resolver'] as const;
+export const CONFIG_KINDS = [
+  'service-defaults',
+  'proxy-defaults',
+  'service-resolver',
+  'service-splitter',
+] as const;
 export type ConfigKind = (typeof CONFIG_KINDS)[number];
 
 /** Kinds real Consul accepts that the embedded catalog does not implement. */
 const OTHER_CONSUL_KINDS = new Set([
   'service-router',
-  'service-splitter',
   'service-intentions',
   'ingress-gateway',
   'terminating-gateway',
@@ -114,6 +118,7 @@ export function decodeConfigEntry(
       throw new HttpError(400, `Request decoding failed: ${key} must be an object`);
   }
   if (kind === 'service-resolver') checkResolver(out);
+  if (kind === 'service-splitter') checkSplitter(out);
   const config = out.Config as Record<string, unknown> | undefined | null;
   if (config && typeof config.protocol === 'string')
     out.Config = { ...config, protocol: config.protocol.toLowerCase() };
@@ -156,4 +161,37 @@ function checkResolver(e: Record<string, unknown>): void {
   const policy = (lb as Record<string, unknown>).Policy;
   if (policy !== undefined && (typeof policy !== 'string' || !RESOLVER_POLICIES.has(policy)))
     throw new HttpError(400, `Bad LoadBalancer policy: ${JSON.stringify(policy)} is not supported`);
+}
+
+/** What Consul refuses in a service-splitter: no splits, a bad weight, weights not adding to 100. */
+function checkSplitter(e: Record<string, unknown>): void {
+  const splits = e.Splits;
+  if (!Array.isArray(splits) || splits.length === 0)
+    throw new HttpError(400, 'no splits configured');
+  let sum = 0;
+  for (const [i, split] of splits.entries()) {
+    const w: unknown =
+      split !== null && typeof split === 'object' ? (split as Record<string, unknown>).Weight : 0;
+    if (typeof w !== 'number' || !Number.isFinite(w))
+      throw new HttpError(400, `Request decoding failed: Splits[${i}].Weight must be a number`);
+    if (w < 0) throw new HttpError(400, `split weight must be non-negative, not ${w}`);
+    sum += Math.round(w * 100);
+  }
+  if (sum !== 10000)
+    throw new HttpError(
+      400,
+      `the sum of all split weights must be 100, not ${(sum / 100).toFixed(6)}`,
+    );
+}
+
+/**
+ * Consul's discovery-chain check on a write: a service-splitter needs its service to speak an
+ * HTTP-based protocol (`protocol` is what service-defaults or proxy-defaults give it, else tcp).
+ */
+export function checkSplitterProtocol(name: string, protocol: string): void {
+  if (protocol === 'http' || protocol === 'http2' || protocol === 'grpc') return;
+  throw new HttpError(
+    400,
+    `discovery chain ${JSON.stringify(name)} uses a protocol ${JSON.stringify(protocol)} that does not permit advanced routing or splitting behavior`,
+  );
 }

@@ -12,7 +12,7 @@ import {
   decodeBody,
   serviceDefinitionSpec,
 } from './decode.ts';
-import { configKind, decodeConfigEntry } from './config-entries.ts';
+import { checkSplitterProtocol, configKind, decodeConfigEntry } from './config-entries.ts';
 import { NS_PER_MS, parseGoDuration } from './duration.ts';
 import { HttpError } from './http-error.ts';
 import { KV_MAX_VALUE_SIZE } from './catalog.ts';
@@ -305,7 +305,18 @@ export function createHandler(o: HandlerOptions) {
     parseQuery(ctx);
     const cas = casParam(ctx.query);
     const entry = decodeConfigEntry((await ctx.body()).toString('utf8'));
+    if (entry.Kind === 'service-splitter')
+      checkSplitterProtocol(entry.Name, protocolOf(entry.Name));
     return { json: catalog.configPut(entry, cas) };
+  }
+
+  /** A service's protocol from its service-defaults, else proxy-defaults, else tcp. */
+  function protocolOf(name: string): string {
+    const own = catalog.configGet('service-defaults', name)?.Protocol;
+    if (typeof own === 'string' && own !== '') return own;
+    const config = catalog.configGet('proxy-defaults', 'global')?.Config as
+      Record<string, unknown> | undefined;
+    return typeof config?.protocol === 'string' && config.protocol !== '' ? config.protocol : 'tcp';
   }
 
   function configRead(ctx: Ctx): Promise<Reply> | Reply {

@@ -7,6 +7,7 @@ import {
   PROXY_DEFAULTS,
   SERVICE_DEFAULTS,
   SERVICE_RESOLVER,
+  SERVICE_SPLITTER,
 } from '../../agent/central-config.ts';
 import { dataPaths, ensureDir, writesSettled } from '../../agent/files.ts';
 import { createLogger, createSilentLogger } from '../../lib/log/index.ts';
@@ -137,6 +138,13 @@ t.test('a restarted agent knows the protocols before Consul answers', async (t) 
           LoadBalancer: { Policy: 'least_request' },
         },
       ],
+      [SERVICE_SPLITTER]: [
+        {
+          Kind: SERVICE_SPLITTER,
+          Name: 'api',
+          Splits: [{ Weight: 75 }, { Weight: 25, Service: 'api-v2' }],
+        },
+      ],
     }),
   );
   first.c.start();
@@ -148,6 +156,12 @@ t.test('a restarted agent knows the protocols before Consul answers', async (t) 
     global: 'http',
     upstreams: { web: { defaults: null, overrides: { api: { ConnectTimeoutMs: 700 } } } },
     resolvers: { api: { connectTimeoutMs: 2500, loadBalancer: 'least_request' } },
+    splitters: {
+      api: [
+        { service: 'api', weight: 75 },
+        { service: 'api-v2', weight: 25 },
+      ],
+    },
   });
 
   // Consul down: the watches only fail
@@ -171,6 +185,73 @@ t.test('a restarted agent knows the protocols before Consul answers', async (t) 
     { connectTimeoutMs: 2500, loadBalancer: 'least_request' },
     'and the resolvers',
   );
+  t.same(
+    again.c.splitter('api'),
+    [
+      { service: 'api', weight: 75 },
+      { service: 'api-v2', weight: 25 },
+    ],
+    'and the splitters',
+  );
+});
+
+t.test("a service-splitter's shares are read; what Remora cannot apply is reported", async (t) => {
+  const dir = await dataDir(t);
+  const fake = createFakeConfigEntries({
+    [SERVICE_SPLITTER]: [
+      {
+        Kind: SERVICE_SPLITTER,
+        Name: 'api',
+        Splits: [
+          { Weight: 90.004 },
+          { Weight: 9.996, Service: 'api-v2', RequestHeaders: { Set: { 'x-v': '2' } } },
+          { Weight: 0, Service: 'api-v3', Namespace: 'default' },
+        ],
+      },
+      {
+        Kind: SERVICE_SPLITTER,
+        Name: 'short',
+        Splits: [{ Weight: 60 }, { Weight: 30, Service: 'b' }],
+      },
+      { Kind: SERVICE_SPLITTER, Name: 'none', Splits: [] },
+      { Kind: SERVICE_SPLITTER, Name: 'bad', Splits: [{ Weight: '50' }, { Weight: 50 }] },
+      { Kind: SERVICE_SPLITTER, Name: 'sub', Splits: [{ Weight: 100, ServiceSubset: 'v1' }] },
+    ],
+  });
+  const { c, changes } = central(dir, fake);
+  c.start();
+  t.teardown(() => c.stop());
+  await waitFor('all answers', () => c.synced());
+  t.same(c.splitter('api'), [
+    { service: 'api', weight: 90 },
+    { service: 'api-v2', weight: 10 },
+    { service: 'api-v3', weight: 0 },
+  ]);
+  t.same(
+    c.splitter('sub'),
+    [{ service: 'sub', weight: 100 }],
+    'the subset is dropped, the share kept',
+  );
+  for (const name of ['short', 'none', 'bad', 'web']) t.equal(c.splitter(name), null, name);
+  t.same(
+    c
+      .problems()
+      .map((p) => p.message)
+      .sort(),
+    [
+      "service-splitter of api: Splits[1].RequestHeaders is not implemented by Remora's agents; it is ignored, and the share goes to every healthy instance of api-v2",
+      'service-splitter of bad: Splits[0] needs a Weight from 0 to 100 and a Service name; the splitter is ignored and every call goes to bad',
+      'service-splitter of none: Splits must be a non-empty list; the splitter is ignored and every call goes to none',
+      'service-splitter of short: the weights add up to 90, not 100; the splitter is ignored and every call goes to short',
+      "service-splitter of sub: Splits[0].ServiceSubset is not implemented by Remora's agents; it is ignored, and the share goes to every healthy instance of sub",
+    ],
+    'a Namespace of "default" is not reported',
+  );
+  const before = changes();
+  fake.set(SERVICE_SPLITTER, []);
+  t.equal(c.splitter('api'), null, 'a deleted splitter stops applying');
+  t.equal(c.problems().length, 0, 'and its problems go');
+  t.equal(changes(), before + 1);
 });
 
 t.test(

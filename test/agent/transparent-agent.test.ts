@@ -646,7 +646,7 @@ t.test('no snapshot is built on a guessed protocol before Consul answers', async
   await new Promise((r) => setTimeout(r, 300));
   t.equal(snapshots.length, 0, 'no snapshot while the config entries are unknown');
   t.match(agent.status().waitingFor, [
-    'Consul: config entries (service-defaults, proxy-defaults, service-resolver)',
+    'Consul: config entries (service-defaults, proxy-defaults, service-resolver, service-splitter)',
   ]);
   configEntries.release();
   await waitFor('a snapshot', () => snapshots.length > 0);
@@ -800,6 +800,87 @@ t.test(
       ],
       [700, 15_000, 'peak_ewma'],
       "the resolver deleted: the caller's own settings again",
+    );
+  },
+);
+
+t.test(
+  "a destination's service-splitter reaches its callers' snapshots, nested splitters flattened",
+  async (t) => {
+    const { agent, watchers, snapshots, configEntries } = await transparentAgent(t, {
+      upstreams: [
+        { destination_name: 'api', config: { protocol: 'http' } },
+        { destination_name: 'db', config: { protocol: 'tcp' } },
+      ],
+      config: { derive_upstreams: false, protocol: 'http' },
+      manager: quietManager([]),
+      pid: 72_200,
+      configEntries: {
+        'service-splitter': [
+          {
+            Kind: 'service-splitter',
+            Name: 'api',
+            Splits: [{ Weight: 80 }, { Weight: 20, Service: 'api-next' }],
+          },
+          // api-next splits again: half of its share goes to api-v3
+          {
+            Kind: 'service-splitter',
+            Name: 'api-next',
+            Splits: [{ Weight: 50 }, { Weight: 50, Service: 'api-v3' }],
+          },
+          { Kind: 'service-splitter', Name: 'db', Splits: [{ Weight: 100, Service: 'db-2' }] },
+        ],
+        'service-resolver': [{ Kind: 'service-resolver', Name: 'api-v3', ConnectTimeout: '3s' }],
+      },
+    });
+    await agent.start();
+    await waitFor('the watches', () => watchers.has('api') && watchers.has('db'));
+    watchers.get('api')!([entry('api-1', '10.0.0.12', 8080, 'http')]);
+    watchers.get('db')!([entry('db-1', '10.0.0.30', 5432, 'tcp')]);
+    await new Promise((r) => setTimeout(r, 100));
+    t.equal(snapshots.length, 0, 'no snapshot before the split targets are known');
+    await waitFor(
+      'the split targets watched',
+      () => watchers.has('api-next') && watchers.has('api-v3'),
+    );
+    t.notOk(watchers.has('db-2'), 'a tcp upstream is not split, so db-2 is not watched');
+    watchers.get('api-next')!([entry('api-next-1', '10.0.0.13', 8080, 'http')]);
+    watchers.get('api-v3')!([entry('api-v3-1', '10.0.0.14', 8080, 'http')]);
+    await waitFor('a snapshot', () => snapshots.length > 0);
+    const u = (name: string) =>
+      snapshots.at(-1)!.upstreams.find((x) => x.destinationName === name)!;
+    t.same(u('api').splits, [
+      { service: 'api', weight: 80 },
+      { service: 'api-next', weight: 10 },
+      { service: 'api-v3', weight: 10 },
+    ]);
+    t.same(
+      u('api').splitTargets!.map((x) => [
+        x.destinationName,
+        x.destinationSpiffeId.endsWith(`/svc/${x.destinationName}`),
+        x.endpoints.map((e) => e.id),
+        x.resilience.connectTimeoutMs,
+      ]),
+      [
+        ['api-next', true, ['api-next-1'], 5000],
+        ['api-v3', true, ['api-v3-1'], 3000],
+      ],
+      "each target with its identity, its endpoints and its own resolver's settings",
+    );
+    t.equal(u('db').splits, undefined, 'the tcp upstream is not split');
+    t.same(
+      snapshots.at(-1)!.upstreams.map((x) => x.destinationName),
+      ['api', 'db'],
+      'targets get no listener of their own',
+    );
+
+    const seen = snapshots.length;
+    configEntries.set('service-splitter', []);
+    await waitFor('a new snapshot', () => snapshots.length > seen);
+    t.equal(u('api').splits, undefined, 'the splitter deleted: every call goes to api');
+    await waitFor(
+      'the targets no longer watched',
+      () => !watchers.has('api-next') && !watchers.has('api-v3'),
     );
   },
 );

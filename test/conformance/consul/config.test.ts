@@ -8,6 +8,7 @@ import { AGAINST_REAL_CONSUL, doc, openTarget } from './harness.ts';
 const CONFIG_DOC = doc('api-docs/config.mdx');
 const SERVICE_DEFAULTS_DOC = doc('docs/connect/config-entries/service-defaults.mdx');
 const SERVICE_RESOLVER_DOC = doc('docs/reference/config-entry/service-resolver.mdx');
+const SERVICE_SPLITTER_DOC = doc('docs/reference/config-entry/service-splitter.mdx');
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- raw API bodies are probed field by field
 type Json = Record<string, any>;
@@ -174,6 +175,61 @@ t.test(
     t.equal(duration.status, 400, 'not a duration');
     t.equal(
       (await api('GET', `/v1/config/service-resolver/${name}`)).status,
+      404,
+      'nothing stored',
+    );
+  },
+);
+
+t.test(
+  `a service-splitter for an http service keeps its splits ${SERVICE_SPLITTER_DOC}`,
+  async (t) => {
+    const name = `${p}-split`;
+    t.teardown(async () => {
+      await api('DELETE', `/v1/config/service-splitter/${name}`);
+      await api('DELETE', `/v1/config/service-defaults/${name}`);
+    });
+    const defaults = await api('PUT', '/v1/config', {
+      Kind: 'service-defaults',
+      Name: name,
+      Protocol: 'http',
+    });
+    t.equal(defaults.status, 200, defaults.text);
+    const splits = [{ Weight: 90 }, { Weight: 10, Service: `${name}-v2` }];
+    const put = await api('PUT', '/v1/config', {
+      Kind: 'service-splitter',
+      Name: name,
+      Splits: splits,
+    });
+    t.equal(put.status, 200, put.text);
+    const e = (await api('GET', `/v1/config/service-splitter/${name}`)).json<Json>();
+    t.match(e, { Kind: 'service-splitter', Name: name, Splits: splits });
+  },
+);
+
+t.test(
+  `a service-splitter whose weights do not add up to 100, or for a tcp service, is refused ${SERVICE_SPLITTER_DOC}`,
+  async (t) => {
+    const name = `${p}-badsplit`;
+    t.teardown(async () => {
+      await api('DELETE', `/v1/config/service-splitter/${name}`);
+      await api('DELETE', `/v1/config/service-defaults/${name}`);
+    });
+    const tcp = await api('PUT', '/v1/config', {
+      Kind: 'service-splitter',
+      Name: name,
+      Splits: [{ Weight: 100 }],
+    });
+    t.equal(tcp.status, 400, 'a service without an HTTP-based protocol');
+    await api('PUT', '/v1/config', { Kind: 'service-defaults', Name: name, Protocol: 'http' });
+    const sum = await api('PUT', '/v1/config', {
+      Kind: 'service-splitter',
+      Name: name,
+      Splits: [{ Weight: 60 }, { Weight: 30, Service: `${name}-v2` }],
+    });
+    t.equal(sum.status, 400, 'weights adding up to 90');
+    t.equal(
+      (await api('GET', `/v1/config/service-splitter/${name}`)).status,
       404,
       'nothing stored',
     );

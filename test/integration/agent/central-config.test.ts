@@ -287,3 +287,82 @@ t.test(
     t.ok(await webReachesApi(mesh), 'and calls keep working');
   },
 );
+
+t.test("api's service-splitter sends web's calls to api-v2, and back when deleted", async (t) => {
+  const mesh = await startMesh(t);
+  const p = mesh.ports;
+  for (const [name, body] of Object.entries(definitions(mesh)))
+    await mesh.writeDefinition(name, body);
+  // the demo app on api2App, registered as a service of its own
+  await mesh.writeDefinition('api-v2.json', {
+    service: {
+      name: 'api-v2',
+      id: 'api-v2-1',
+      port: p.api2App,
+      connect: { sidecar_service: { port: p.api2Sidecar } },
+    },
+  });
+  await putConfig(mesh, { Kind: 'proxy-defaults', Name: 'global', Config: { protocol: 'http' } });
+  const agent = mesh.startAgent();
+  t.teardown(() => agent.stop());
+
+  /** Who answered a call made through web's api upstream: the answering sidecar's identity. */
+  const answeredBy = async (): Promise<string | null> => {
+    try {
+      const r = await httpGet(`http://127.0.0.1:${p.apiLocal}/`);
+      return r.status === 200 ? ((r.json as { self: string | null }).self ?? null) : null;
+    } catch {
+      return null;
+    }
+  };
+  const first = await waitFor('web to reach api over http', answeredBy, 90_000, 100);
+  t.match(first, /\/svc\/api$/);
+
+  await putConfig(mesh, {
+    Kind: 'service-splitter',
+    Name: 'api',
+    Splits: [{ Weight: 0 }, { Weight: 100, Service: 'api-v2' }],
+  });
+  const moved = await waitFor(
+    'calls to api answered by api-v2',
+    async () => {
+      const by = await answeredBy();
+      return by !== null && /\/svc\/api-v2$/.test(by) ? by : null;
+    },
+    30_000,
+    100,
+  );
+  t.match(moved, /\/svc\/api-v2$/, "api-v2's sidecar answered, with its own identity");
+  const answers = new Set<string | null>();
+  for (let i = 0; i < 10; i++) answers.add(await answeredBy());
+  t.same([...answers], [moved], 'every call goes to api-v2 while it has 100 %');
+
+  const splits = await waitFor(
+    "web's proxy to show the split",
+    async () => {
+      const port = (await mesh.status()).instances.find((i) => i.id === 'web-1')?.proxy?.adminPort;
+      const r = await httpGet(`http://127.0.0.1:${port}/clusters`);
+      const list = r.json as { name: string; splitOf?: string; endpoints: unknown[] }[];
+      return list.some((c) => c.splitOf === 'api') ? list : null;
+    },
+    30_000,
+    100,
+  );
+  t.same(
+    splits.map((c) => [c.name, c.splitOf ?? null, c.endpoints.length]),
+    [
+      ['api', null, 1],
+      ['api-v2', 'api', 1],
+    ],
+    '/clusters lists api-v2 as a share of api, with its endpoint',
+  );
+
+  await fetch(`${mesh.consul.url}/v1/config/service-splitter/api`, { method: 'DELETE' });
+  await waitFor(
+    'calls to api answered by api again',
+    async () => /\/svc\/api$/.test((await answeredBy()) ?? ''),
+    30_000,
+    100,
+  );
+  t.pass('the splitter deleted: api answers again');
+});

@@ -264,7 +264,7 @@ t.test(
     const router = await call(dc.url, 'PUT', '/v1/config', { Kind: 'service-router', Name: 'web' });
     t.equal(router.status, 400);
     t.match(router.text, /does not implement config entries of kind "service-router"/);
-    t.match(router.text, /service-defaults, proxy-defaults, service-resolver/);
+    t.match(router.text, /service-defaults, proxy-defaults, service-resolver, service-splitter/);
     t.equal(
       (await call(dc.url, 'GET', '/v1/config/nonsense')).text,
       'invalid config entry kind: nonsense',
