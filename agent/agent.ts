@@ -18,7 +18,7 @@ import {
   type TracingConfig,
   type UpstreamConfig,
 } from '../lib/proxy-api/index.ts';
-import { createCentralConfig, type CentralConfig } from './central-config.ts';
+import { createCentralConfig, flattenSplits, type CentralConfig } from './central-config.ts';
 import { createConfigDir, type ConfigDir } from './config-dir.ts';
 import {
   NODE_META_KEY,
@@ -494,8 +494,7 @@ export function createAgent(o: AgentOptions): Agent {
 
   /**
    * The percentages of calls to `u` that go to each service by Consul's service-splitter
-   * entries: a share for another service follows that service's splitter too (once per path,
-   * as Consul flattens them). Null when every call goes to `u` itself, or when `u` is a tcp
+   * entries (`flattenSplits`). Null when every call goes to `u` itself, or when `u` is a tcp
    * upstream, whose calls carry no request to split (reported once).
    */
   function splitShares(inst: Instance, u: UpstreamDefinition): Map<string, number> | null {
@@ -519,22 +518,7 @@ export function createAgent(o: AgentOptions): Agent {
       return null;
     }
     splitIgnored.delete(key);
-    const out = new Map<string, number>();
-    const add = (service: string, share: number) =>
-      out.set(service, (out.get(service) ?? 0) + share);
-    const walk = (service: string, share: number, seen: ReadonlySet<string>): void => {
-      const sp = seen.has(service) ? null : central.splitter(service);
-      if (sp === null) return void add(service, share);
-      const next = new Set(seen).add(service);
-      for (const part of sp) {
-        const w = (share * part.weight) / 100;
-        if (w <= 0) continue;
-        if (part.service === service) add(service, w);
-        else walk(part.service, w, next);
-      }
-    };
-    walk(dest, 100, new Set());
-    return out.size === 1 && out.has(dest) ? null : out;
+    return flattenSplits(dest, (n) => central.splitter(n));
   }
 
   /** Follows (in discovery) the services the instance's splits send calls to. */

@@ -340,6 +340,34 @@ export function splitterShares(e: ConfigEntry, found: Map<string, string>): Spli
   return out;
 }
 
+/**
+ * The percentages of calls to `destination` that go to each service by service-splitter
+ * entries (`splitter` gives a service's shares): a share for another service follows that
+ * service's splitter too, once per path, as Consul flattens them. Null when every call goes to
+ * `destination` itself.
+ */
+export function flattenSplits(
+  destination: string,
+  splitter: (service: string) => readonly SplitShare[] | null,
+): Map<string, number> | null {
+  if (splitter(destination) === null) return null;
+  const out = new Map<string, number>();
+  const add = (service: string, share: number) => out.set(service, (out.get(service) ?? 0) + share);
+  const walk = (service: string, share: number, seen: ReadonlySet<string>): void => {
+    const sp = seen.has(service) ? null : splitter(service);
+    if (sp === null) return void add(service, share);
+    const next = new Set(seen).add(service);
+    for (const part of sp) {
+      const w = (share * part.weight) / 100;
+      if (w <= 0) continue;
+      if (part.service === service) add(service, w);
+      else walk(part.service, w, next);
+    }
+  };
+  walk(destination, 100, new Set());
+  return out.size === 1 && out.has(destination) ? null : out;
+}
+
 export function createCentralConfig(o: {
   consul: ConsulPort;
   paths: DataPaths;

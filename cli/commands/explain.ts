@@ -1,9 +1,20 @@
 import type { Command } from 'commander';
 import { describeError, isErrorCode, RemoraError, toRemoraError } from '../../lib/errors/index.ts';
 import type { ServedProtocol } from '../../lib/consul/protocol.ts';
-import { resolverSettings, type ResolverSettings } from '../../agent/central-config.ts';
+import {
+  flattenSplits,
+  resolverSettings,
+  splitterShares,
+  type ResolverSettings,
+  type SplitShare,
+} from '../../agent/central-config.ts';
 import { createSilentLogger } from '../../lib/log/index.ts';
-import { evaluateIntentions, sortIntentions } from '../../lib/intentions/index.ts';
+import {
+  evaluateIntentions,
+  sortIntentions,
+  type IntentionsSnapshot,
+  type RequestFacts,
+} from '../../lib/intentions/index.ts';
 import { requestIntentions } from '../../lib/nats/index.ts';
 import { CliExit, print, type CliContext } from '../context.ts';
 import { addOperatorOptions, withOperatorSession, type OperatorSession } from './control.ts';
@@ -26,6 +37,8 @@ interface DestinationFacts {
   served: ServedProtocol | string;
   /** What its service-resolver sets for every caller, and what of it Remora ignores. */
   resolver: { settings: ResolverSettings | null; ignored: string[] } | null;
+  /** The shares of its calls by service-splitter entries (nested ones followed), and what is ignored. */
+  split: { shares: Map<string, number> | null; ignored: string[] } | null;
 }
 
 /**
@@ -40,12 +53,23 @@ async function destinationFacts(s: OperatorSession, service: string): Promise<De
     timeoutMs: EXPLAIN_PROTOCOL_LOOKUP_MS,
   });
   try {
-    const [served, resolvers] = await Promise.all([
+    const [served, resolvers, splitters] = await Promise.all([
       servedProtocol(consul, service),
       consul.config.list('service-resolver').catch(() => null),
+      consul.config.list('service-splitter').catch(() => null),
     ]);
     const entry = resolvers?.entries.find((e) => e.Name === service);
     const ignored = new Map<string, string>();
+    // every splitter is read as agents read it; the lines shown are the destination's own
+    const shares = new Map<string, SplitShare[]>();
+    let splitIgnored: string[] = [];
+    for (const e of splitters?.entries ?? []) {
+      const found = new Map<string, string>();
+      const sp = splitterShares(e, found);
+      if (sp) shares.set(e.Name, sp);
+      if (e.Name === service) splitIgnored = [...found.values()];
+    }
+    const hasSplitter = splitters?.entries.some((e) => e.Name === service) ?? false;
     return {
       served: served ?? `no sidecar of ${service} is registered in Consul`,
       resolver: entry
@@ -54,10 +78,16 @@ async function destinationFacts(s: OperatorSession, service: string): Promise<De
             ignored: [...ignored.values()],
           }
         : null,
+      split: hasSplitter
+        ? {
+            shares: flattenSplits(service, (n) => shares.get(n) ?? null),
+            ignored: splitIgnored,
+          }
+        : null,
     };
   } catch (err) {
     // the client's message names the address and the way out
-    return { served: toRemoraError(err).message, resolver: null };
+    return { served: toRemoraError(err).message, resolver: null, split: null };
   } finally {
     consul.close();
   }
@@ -70,6 +100,43 @@ function describeResolver(r: ResolverSettings | null): string {
   if (r?.requestTimeoutMs) parts.push(`request timeout ${r.requestTimeoutMs / 1000}s`);
   if (r?.loadBalancer) parts.push(`balancing ${r.loadBalancer}`);
   return parts.length > 0 ? `${parts.join(', ')} for every caller` : 'nothing Remora applies';
+}
+
+/**
+ * Prints the destination's traffic split: each share, and for each service other than the
+ * destination whether the source may call it (its sidecar checks its own intentions). Returns
+ * the services whose share would be refused.
+ */
+function explainSplit(
+  ctx: CliContext,
+  snap: IntentionsSnapshot,
+  pair: { source: string; destination: string },
+  split: NonNullable<DestinationFacts['split']>,
+  o: { served: ServedProtocol | string | null; request?: RequestFacts },
+): string[] {
+  const { source, destination } = pair;
+  const refused: string[] = [];
+  if (typeof o.served === 'object' && o.served?.protocol === 'tcp')
+    print(ctx, `  ${destination}'s service-splitter: does not apply, ${destination} serves tcp`);
+  else if (split.shares === null)
+    print(ctx, `  ${destination}'s service-splitter: every call stays with ${destination}`);
+  else {
+    const parts = [...split.shares].map(([n, w]) => `${n} ${Math.round(w * 100) / 100} %`);
+    print(ctx, `  ${destination}'s service-splitter: ${parts.join(', ')}`);
+    for (const [target, weight] of split.shares) {
+      if (target === destination || weight <= 0) continue;
+      const t = evaluateIntentions(snap, {
+        source,
+        destination: target,
+        ...(o.request ? { request: o.request } : {}),
+      });
+      const verdict = t.allowed ? 'allowed' : t.enforced ? 'DENIED' : 'denied (audit mode)';
+      print(ctx, `    ${source} → ${target}: ${verdict} (${t.reason})`);
+      if (!t.allowed && t.enforced) refused.push(target);
+    }
+  }
+  for (const line of split.ignored) print(ctx, `    ignored: ${line}`);
+  return refused;
 }
 
 function explainCode(ctx: CliContext, code: string): void {
@@ -151,6 +218,12 @@ export function registerExplain(program: Command, ctx: CliContext): void {
           );
           for (const line of facts.resolver.ignored) print(ctx, `    ignored: ${line}`);
         }
+        const refusedShares = facts?.split
+          ? explainSplit(ctx, snap, pair, facts.split, {
+              served,
+              ...(request ? { request } : {}),
+            })
+          : [];
         if (d.needsRequest && !l7OnTcp)
           print(
             ctx,
@@ -182,6 +255,11 @@ export function registerExplain(program: Command, ctx: CliContext): void {
         if (!allowed && enforced) {
           print(ctx, `  refused calls carry x-remora-error: REMORA_E_PROXY_INTENTION_DENIED`);
           print(ctx, `  to allow: remora intention create ${source} ${destination}`);
+          throw new CliExit(EXPLAIN_DENIED_EXIT_CODE);
+        }
+        if (refusedShares.length > 0) {
+          for (const target of refusedShares)
+            print(ctx, `  to allow ${target}'s share: remora intention create ${source} ${target}`);
           throw new CliExit(EXPLAIN_DENIED_EXIT_CODE);
         }
       });

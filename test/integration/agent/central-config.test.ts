@@ -357,6 +357,34 @@ t.test("api's service-splitter sends web's calls to api-v2, and back when delete
     '/clusters lists api-v2 as a share of api, with its endpoint',
   );
 
+  // explain follows the split to api-v2 and its intentions
+  const env = {
+    REMORA_CLI_NATS_SERVERS: mesh.nats.url,
+    REMORA_CLI_CONSUL_ADDRESS: mesh.consul.url,
+    REMORA_CLI_OPERATOR_TOKEN: OPERATOR_TOKEN,
+  };
+  const allowed = await runRemora(['explain', 'web', 'api'], { env });
+  t.equal(allowed.code, 0, allowed.stderr);
+  t.match(allowed.stdout, "api's service-splitter: api-v2 100 %");
+  t.match(allowed.stdout, /web → api-v2: allowed/);
+  const deny = await runRemora(['intention', 'create', 'web', 'api-v2', '--deny'], { env });
+  t.equal(deny.code, 0, deny.stderr);
+  const refused = await waitFor(
+    "api-v2's sidecar to refuse web",
+    async () => {
+      const r = await httpGet(`http://127.0.0.1:${p.apiLocal}/`).catch(() => null);
+      return r?.status === 403 ? r : null;
+    },
+    30_000,
+    100,
+  );
+  t.match(refused.body, /REMORA_E_PROXY_INTENTION_DENIED/, 'the share to api-v2 is refused');
+  const denied = await runRemora(['explain', 'web', 'api'], { env });
+  t.equal(denied.code, 2, 'explain exits 2: the calls that go to api-v2 are refused');
+  t.match(denied.stdout, 'web → api: allowed');
+  t.match(denied.stdout, /web → api-v2: DENIED/);
+  t.match(denied.stdout, "to allow api-v2's share: remora intention create web api-v2");
+
   await fetch(`${mesh.consul.url}/v1/config/service-splitter/api`, { method: 'DELETE' });
   await waitFor(
     'calls to api answered by api again',
