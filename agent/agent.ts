@@ -8,7 +8,7 @@ import { formatSpiffeId } from '../lib/identity/index.ts';
 import { RemoraError, toRemoraError, type ErrorCode } from '../lib/errors/index.ts';
 import { logError, type Logger } from '../lib/log/index.ts';
 import { backoffDelay, type Clock } from '../lib/util/index.ts';
-import type { IntentionsSnapshot } from '../lib/intentions/types.ts';
+import type { HttpMatch, IntentionsSnapshot } from '../lib/intentions/types.ts';
 import {
   DEFAULT_PROTOCOL,
   DEFAULT_RESILIENCE,
@@ -179,8 +179,8 @@ interface Instance {
   transparentArmed: boolean;
   /** Services this transparent instance calls by its intentions, not by `upstreams` (sorted). */
   derived: string[];
-  /** Services its upstreams' traffic splits send calls to, besides the upstreams (sorted). */
-  splitTargets: string[];
+  /** Services its upstreams' routes and splits send calls to, besides the upstreams (sorted). */
+  targets: string[];
   /**
    * Upstreams (with their listener kind) of the last snapshot the proxy applied in this run:
    * only their addresses are redirected. Null until one is (an adopted proxy keeps every
@@ -197,6 +197,16 @@ interface Instance {
   checkAgain: boolean;
   /** Why the proxy last said it is not ready (the check's output). */
   notReadyReason: string;
+}
+
+/**
+ * Where an upstream's calls go by Consul's service-router and service-splitter: each route
+ * with its shares (percent by service), and the shares of the calls no route matches (null: all
+ * to the upstream's destination).
+ */
+interface Traffic {
+  routes: Array<{ match: HttpMatch; shares: Map<string, number>; prefixRewrite?: string }>;
+  shares: Map<string, number> | null;
 }
 
 /** Consul ID of an instance's sidecar (Consul's own naming). */
@@ -363,7 +373,7 @@ export function createAgent(o: AgentOptions): Agent {
       for (const inst of instances.values()) {
         if (
           inst.derived.includes(service) ||
-          inst.splitTargets.includes(service) ||
+          inst.targets.includes(service) ||
           inst.def.sidecar?.upstreams.some((u) => u.destinationName === service)
         ) {
           supervisor.push(inst.def.id);
@@ -438,10 +448,10 @@ export function createAgent(o: AgentOptions): Agent {
     if (!inst || !sc || inst.sidecarPort === null || !bundle || !cert || !policy) return null;
     // an upstream whose endpoints are not known yet would reach the proxy as an empty set
     const upstreams = upstreamsOf(inst);
-    const shares = new Map(upstreams.map((u) => [u.destinationName, splitShares(inst, u)]));
-    followSplitTargets(inst, shares);
+    const traffic = new Map(upstreams.map((u) => [u.destinationName, trafficOf(inst, u)]));
+    followTargets(inst, traffic);
     if (!upstreams.every((u) => discovery.settled(u.destinationName))) return null;
-    if (!inst.splitTargets.every((n) => discovery.settled(n))) return null;
+    if (!inst.targets.every((n) => discovery.settled(n))) return null;
     // what Consul's config entries decide is not guessed: no proxy starts as tcp and turns http
     // a moment later (known once Consul answered or failed, or from the cache)
     if (!central.settled()) return null;
@@ -474,7 +484,7 @@ export function createAgent(o: AgentOptions): Agent {
         loadBalancer: u.loadBalancer,
         resilience: u.resilience,
         endpoints: discovery.endpoints(u.destinationName),
-        ...splitFields(u, shares.get(u.destinationName) ?? null, bundle.trustDomain),
+        ...trafficFields(u, traffic.get(u.destinationName) ?? null, bundle.trustDomain),
       })),
       tls: { certPem: cert.certPem, keyPem: cert.keyPem, rootsPem: bundle.roots.map((r) => r.pem) },
       intentions: policy,
@@ -483,32 +493,36 @@ export function createAgent(o: AgentOptions): Agent {
     };
   }
 
-  // --- traffic splits (docs/agent.md, "Traffic splits from service-splitter") ---------------
-  /** Discovery user of an instance's split targets (kept apart from its upstreams). */
-  function splitUser(id: string): string {
-    return `${id}/split`;
+  // --- routes and splits (docs/agent.md, "Routes and traffic splits") -----------------------
+  /** Discovery user of an instance's route and split targets (kept apart from its upstreams). */
+  function targetUser(id: string): string {
+    return `${id}/targets`;
   }
 
-  /** Instance/destination pairs whose splitter was reported as not applying (logged once). */
-  const splitIgnored = new Set<string>();
+  /** Instance/destination pairs whose router or splitter was reported as not applying. */
+  const trafficIgnored = new Set<string>();
 
   /**
-   * The percentages of calls to `u` that go to each service by Consul's service-splitter
-   * entries (`flattenSplits`). Null when every call goes to `u` itself, or when `u` is a tcp
-   * upstream, whose calls carry no request to split (reported once).
+   * Where calls to `u` go by Consul's service-router and service-splitter entries: each route
+   * with the shares of its service (that service's splitter, flattened), and the shares of the
+   * calls no route matches. Null when every call goes to `u` itself, or when `u` is a tcp
+   * upstream, whose calls carry no request to route (reported once).
    */
-  function splitShares(inst: Instance, u: UpstreamDefinition): Map<string, number> | null {
+  function trafficOf(inst: Instance, u: UpstreamDefinition): Traffic | null {
     const dest = u.destinationName;
-    if (central.splitter(dest) === null) return null;
+    const router = central.router(dest);
+    const kinds = [router && 'service-router', central.splitter(dest) && 'service-splitter'];
+    const named = kinds.filter(Boolean).join(' and ');
+    if (named === '') return null;
     const key = `${inst.def.id}/${dest}`;
     if (u.protocol === 'tcp') {
-      if (!splitIgnored.has(key)) {
-        splitIgnored.add(key);
+      if (!trafficIgnored.has(key)) {
+        trafficIgnored.add(key);
         logError(
           logger,
           new RemoraError(
             'REMORA_E_AGENT_CENTRAL_CONFIG_INVALID',
-            `service-splitter of ${dest} does not apply to ${inst.def.id}'s calls: its upstream ${dest} is tcp, and only http, http2 and grpc calls can be split; set the protocol in ${dest}'s service-defaults`,
+            `${named} of ${dest} does not apply to ${inst.def.id}'s calls: its upstream ${dest} is tcp, and only http, http2 and grpc calls can be routed or split; set the protocol in ${dest}'s service-defaults`,
             { instance: inst.def.id, upstream: dest },
           ),
           undefined,
@@ -517,49 +531,74 @@ export function createAgent(o: AgentOptions): Agent {
       }
       return null;
     }
-    splitIgnored.delete(key);
-    return flattenSplits(dest, (n) => central.splitter(n));
+    trafficIgnored.delete(key);
+    const splitter = (n: string) => central.splitter(n);
+    const routes = (router ?? []).map((r) => ({
+      match: r.match,
+      shares: flattenSplits(r.service, splitter) ?? new Map([[r.service, 100]]),
+      ...(r.prefixRewrite !== undefined ? { prefixRewrite: r.prefixRewrite } : {}),
+    }));
+    const shares = flattenSplits(dest, splitter);
+    return routes.length === 0 && shares === null ? null : { routes, shares };
   }
 
-  /** Follows (in discovery) the services the instance's splits send calls to. */
-  function followSplitTargets(inst: Instance, shares: Map<string, Map<string, number> | null>) {
+  /** The services other than `dest` that its traffic reaches. */
+  function targetNames(dest: string, t: Traffic | null): Set<string> {
+    const out = new Set<string>();
+    for (const n of t?.shares?.keys() ?? []) out.add(n);
+    for (const r of t?.routes ?? []) for (const n of r.shares.keys()) out.add(n);
+    out.delete(dest);
+    return out;
+  }
+
+  /** Follows (in discovery) the services the instance's routes and splits send calls to. */
+  function followTargets(inst: Instance, traffic: Map<string, Traffic | null>): void {
     const next = new Set<string>();
-    for (const [dest, m] of shares) for (const n of m?.keys() ?? []) if (n !== dest) next.add(n);
+    for (const [dest, t] of traffic) for (const n of targetNames(dest, t)) next.add(n);
     const sorted = [...next].sort();
-    const prev = inst.splitTargets;
+    const prev = inst.targets;
     if (sorted.length === prev.length && sorted.every((n, i) => n === prev[i])) return;
     const id = inst.def.id;
-    for (const n of sorted) if (!prev.includes(n)) discovery.acquire(n, splitUser(id));
-    for (const n of prev) if (!next.has(n)) discovery.release(n, splitUser(id));
-    inst.splitTargets = sorted;
+    for (const n of sorted) if (!prev.includes(n)) discovery.acquire(n, targetUser(id));
+    for (const n of prev) if (!next.has(n)) discovery.release(n, targetUser(id));
+    inst.targets = sorted;
   }
 
-  /** The snapshot fields of `u`'s traffic split: its shares, and each other service's settings. */
-  function splitFields(
+  /** The snapshot fields of `u`'s routes and split, and each other service's settings. */
+  function trafficFields(
     u: UpstreamDefinition,
-    shares: Map<string, number> | null,
+    t: Traffic | null,
     trustDomain: string,
-  ): Partial<Pick<UpstreamConfig, 'splits' | 'splitTargets'>> {
-    if (shares === null) return {};
+  ): Partial<Pick<UpstreamConfig, 'routes' | 'splits' | 'targets'>> {
+    if (t === null) return {};
+    const toSplits = (m: Map<string, number>) =>
+      [...m].map(([service, weight]) => ({ service, weight }));
     return {
-      splits: [...shares].map(([service, weight]) => ({ service, weight })),
-      splitTargets: [...shares.keys()]
-        .filter((n) => n !== u.destinationName)
-        .map((n) => {
-          // the caller's settings, with the target's own service-resolver over them
-          const t = withResolver({ ...u, destinationName: n });
-          return {
-            destinationName: n,
-            destinationSpiffeId: formatSpiffeId({
-              trustDomain,
-              datacenter: s.datacenter,
-              service: n,
-            }),
-            loadBalancer: t.loadBalancer,
-            resilience: t.resilience,
-            endpoints: discovery.endpoints(n),
-          };
-        }),
+      ...(t.routes.length > 0
+        ? {
+            routes: t.routes.map((r) => ({
+              match: r.match,
+              splits: toSplits(r.shares),
+              ...(r.prefixRewrite !== undefined ? { prefixRewrite: r.prefixRewrite } : {}),
+            })),
+          }
+        : {}),
+      ...(t.shares ? { splits: toSplits(t.shares) } : {}),
+      targets: [...targetNames(u.destinationName, t)].sort().map((n) => {
+        // the caller's settings, with the target's own service-resolver over them
+        const r = withResolver({ ...u, destinationName: n });
+        return {
+          destinationName: n,
+          destinationSpiffeId: formatSpiffeId({
+            trustDomain,
+            datacenter: s.datacenter,
+            service: n,
+          }),
+          loadBalancer: r.loadBalancer,
+          resilience: r.resilience,
+          endpoints: discovery.endpoints(n),
+        };
+      }),
     };
   }
 
@@ -1112,7 +1151,7 @@ export function createAgent(o: AgentOptions): Agent {
       holdRegistration: false,
       transparentArmed: false,
       derived: [],
-      splitTargets: [],
+      targets: [],
       listening: null,
       derivedLimit: null,
       sharedWarning: null,
@@ -1229,8 +1268,8 @@ export function createAgent(o: AgentOptions): Agent {
       for (const u of inst.def.sidecar.upstreams) discovery.release(u.destinationName, id);
       for (const name of inst.derived) discovery.release(name, derivedUser(id));
       inst.derived = [];
-      for (const name of inst.splitTargets) discovery.release(name, splitUser(id));
-      inst.splitTargets = [];
+      for (const name of inst.targets) discovery.release(name, targetUser(id));
+      inst.targets = [];
       // the room it leaves goes to instances that were over the limit
       for (const other of instances.values())
         if (other !== inst && other.derivedLimit) refreshDerived(other, true);
@@ -1339,7 +1378,7 @@ export function createAgent(o: AgentOptions): Agent {
       out.push(
         central.settled()
           ? 'Consul (config entries; using the protocols last known)'
-          : 'Consul: config entries (service-defaults, proxy-defaults, service-resolver, service-splitter)',
+          : 'Consul: config entries (service-defaults, proxy-defaults, service-resolver, service-splitter, service-router)',
       );
     return out;
   }

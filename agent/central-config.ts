@@ -5,8 +5,9 @@
 // service-defaults `UpstreamConfig` (`Defaults`, `Overrides` by destination name), which the
 // agent layers under each upstream's own `config`. And a destination's `service-resolver`:
 // `ConnectTimeout`, `RequestTimeout` and `LoadBalancer.Policy`, which win over what callers set (as
-// Consul's resolver does). And a destination's `service-splitter`: the share of its calls that
-// goes to each service. Four blocking watches, one per kind, serve every instance on the host;
+// Consul's resolver does). And a destination's `service-router` (which requests go to which
+// service) and `service-splitter` (the share of its calls that goes to each service). Five
+// blocking watches, one per kind, serve every instance on the host;
 // the last answer is cached in the data directory so a restarted agent builds the same snapshots
 // before Consul answers.
 import { readFileSync } from 'node:fs';
@@ -22,12 +23,20 @@ import { writeFileAtomic, type DataPaths } from './files.ts';
 import type { ConfigEntry, ConsulPort } from './ports.ts';
 import { asProtocol } from './transparent/derive.ts';
 import { knownProtocol } from '../lib/consul/protocol.ts';
+import { validateHttpMatch, type HttpMatch } from '../lib/intentions/index.ts';
 
 export const SERVICE_DEFAULTS = 'service-defaults';
 export const PROXY_DEFAULTS = 'proxy-defaults';
 export const SERVICE_RESOLVER = 'service-resolver';
 export const SERVICE_SPLITTER = 'service-splitter';
-const KINDS = [SERVICE_DEFAULTS, PROXY_DEFAULTS, SERVICE_RESOLVER, SERVICE_SPLITTER];
+export const SERVICE_ROUTER = 'service-router';
+const KINDS = [
+  SERVICE_DEFAULTS,
+  PROXY_DEFAULTS,
+  SERVICE_RESOLVER,
+  SERVICE_SPLITTER,
+  SERVICE_ROUTER,
+];
 const CACHE_NAME = 'central-config';
 
 /** What a destination's service-resolver sets for every caller; absent keys are not set. */
@@ -67,6 +76,29 @@ const UNSUPPORTED_SPLIT_FIELDS = [
   'ResponseHeaders',
 ] as const;
 
+/** One route of a service-router: requests that meet `match` go to `service`. */
+export interface RouteEntry {
+  match: HttpMatch;
+  service: string;
+  /** Replaces the matched path prefix (or exact path) before the request is forwarded. */
+  prefixRewrite?: string;
+}
+
+/** Route destination fields Remora does not implement: the route applies without them. */
+const UNSUPPORTED_ROUTE_FIELDS = [
+  'ServiceSubset',
+  'Namespace',
+  'Partition',
+  'RequestTimeout',
+  'IdleTimeout',
+  'NumRetries',
+  'RetryOnConnectFailure',
+  'RetryOn',
+  'RetryOnStatusCodes',
+  'RequestHeaders',
+  'ResponseHeaders',
+] as const;
+
 const TIMEOUT_LIMITS_MS = { connectTimeoutMs: 600_000, requestTimeoutMs: 3_600_000 } as const;
 
 export interface CentralConfig {
@@ -87,6 +119,8 @@ export interface CentralConfig {
   resolver(destination: string): ResolverSettings | null;
   /** `destination`'s service-splitter shares (weights add up to 100); null when it has none. */
   splitter(destination: string): SplitShare[] | null;
+  /** `destination`'s service-router routes, first match wins; null when it has none. */
+  router(destination: string): RouteEntry[] | null;
   /** True once Consul answered every watch in this run. */
   synced(): boolean;
   /** Invalid protocol values seen in the entries (for `remora status`). */
@@ -106,6 +140,26 @@ interface Protocols {
   resolvers: Record<string, ResolverSettings>;
   /** By destination service: its service-splitter's shares, checked. */
   splitters: Record<string, SplitShare[]>;
+  /** By destination service: its service-router's routes, checked. */
+  routers: Record<string, RouteEntry[]>;
+}
+
+/** Keeps only well-formed routes (a cache file is trusted no more than Consul). */
+function checkedRoutes(v: unknown): RouteEntry[] | null {
+  if (!Array.isArray(v) || v.length === 0) return null;
+  try {
+    return v.map((r: unknown, i): RouteEntry => {
+      if (!isLayer(r) || typeof r.service !== 'string' || r.service === '') throw new Error('bad');
+      const out: RouteEntry = {
+        match: validateHttpMatch(r.match, `route ${i}`),
+        service: r.service,
+      };
+      if (typeof r.prefixRewrite === 'string') out.prefixRewrite = r.prefixRewrite;
+      return out;
+    });
+  } catch {
+    return null;
+  }
 }
 
 /** Weights are percentages to two decimals, as Consul keeps them; their sum is 100. */
@@ -169,7 +223,12 @@ function readCache(path: string): Protocols | null {
       const ok = checkedSplits(sp);
       if (ok) splitters[name] = ok;
     }
-    return { services, global: asProtocol(v.global), upstreams, resolvers, splitters };
+    const routers: Record<string, RouteEntry[]> = {};
+    for (const [name, r] of Object.entries(v.routers ?? {})) {
+      const ok = checkedRoutes(r);
+      if (ok) routers[name] = ok;
+    }
+    return { services, global: asProtocol(v.global), upstreams, resolvers, splitters, routers };
   } catch {
     return null;
   }
@@ -340,6 +399,109 @@ export function splitterShares(e: ConfigEntry, found: Map<string, string>): Spli
   return out;
 }
 
+/** Consul's header match fields, by the name the intentions' match language gives them. */
+const HEADER_FIELDS = [
+  ['Name', 'name'],
+  ['Present', 'present'],
+  ['Exact', 'exact'],
+  ['Prefix', 'prefix'],
+  ['Suffix', 'suffix'],
+  ['Regex', 'regex'],
+  ['Invert', 'invert'],
+] as const;
+
+/** A route's `Match.HTTP` in the intentions' match language (unchecked); absent keys left out. */
+function routeMatch(http: Layer): Record<string, unknown> {
+  const m: Record<string, unknown> = {};
+  for (const [from, to] of [
+    ['PathExact', 'pathExact'],
+    ['PathPrefix', 'pathPrefix'],
+    ['PathRegex', 'pathRegex'],
+  ] as const)
+    if (http[from] !== undefined && http[from] !== null && http[from] !== '') m[to] = http[from];
+  const methods = http.Methods;
+  if (Array.isArray(methods) && methods.length > 0)
+    m.methods = methods.map((x: unknown) => (typeof x === 'string' ? x.toUpperCase() : x));
+  const header = http.Header;
+  if (Array.isArray(header) && header.length > 0)
+    m.header = header.map((h: unknown) => {
+      if (!isLayer(h)) return h;
+      const out: Record<string, unknown> = {};
+      for (const [from, to] of HEADER_FIELDS)
+        if (h[from] !== undefined && h[from] !== null && h[from] !== '' && h[from] !== false)
+          out[to] = h[from];
+      return out;
+    });
+  return m;
+}
+
+/**
+ * A service-router entry's routes, each route Remora cannot apply left out and reported in
+ * `found`: a match that does not validate, a `QueryParam` match (not implemented, so the route
+ * would catch requests it should not), a `PrefixRewrite` without a path match. Destination
+ * fields Remora does not implement are reported and the route applies without them.
+ */
+export function routerRoutes(e: ConfigEntry, found: Map<string, string>): RouteEntry[] | null {
+  const where = `service-router of ${e.Name}`;
+  const list = e.Routes;
+  if (list === undefined || list === null) return null;
+  if (!Array.isArray(list)) {
+    found.set(`o/${e.Name}`, `${where}: Routes must be a list; the router is ignored`);
+    return null;
+  }
+  const out: RouteEntry[] = [];
+  for (const [i, item] of list.entries()) {
+    const at = `${where}: Routes[${i}]`;
+    const skip = (why: string) =>
+      found.set(`o/${e.Name}/${i}`, `${at} ${why}; the route is ignored`);
+    const m: unknown = isLayer(item) ? item.Match : undefined;
+    const http: unknown = isLayer(m) ? m.HTTP : undefined;
+    if (!isLayer(item) || (m != null && !isLayer(m)) || (http != null && !isLayer(http))) {
+      skip('must be an object with Match.HTTP and Destination objects');
+      continue;
+    }
+    const query = isLayer(http) ? http.QueryParam : undefined;
+    if (Array.isArray(query) && query.length > 0) {
+      skip('matches on QueryParam, which Remora does not implement');
+      continue;
+    }
+    const raw = isLayer(http) ? routeMatch(http) : {};
+    let match: HttpMatch;
+    try {
+      match =
+        Object.keys(raw).length === 0 ? { pathPrefix: '/' } : validateHttpMatch(raw, 'Match.HTTP');
+    } catch (err) {
+      skip(`has a bad match (${(err as Error).message})`);
+      continue;
+    }
+    const d = item.Destination;
+    const dest = isLayer(d) ? d : {};
+    const service = typeof dest.Service === 'string' && dest.Service !== '' ? dest.Service : e.Name;
+    const route: RouteEntry = { match, service };
+    const rewrite = dest.PrefixRewrite;
+    if (typeof rewrite === 'string' && rewrite !== '') {
+      if (match.pathPrefix === undefined && match.pathExact === undefined) {
+        skip('sets PrefixRewrite without a PathPrefix or PathExact match');
+        continue;
+      }
+      route.prefixRewrite = rewrite;
+    }
+    for (const field of UNSUPPORTED_ROUTE_FIELDS) {
+      const v = dest[field];
+      if (v === undefined || v === null || v === '' || v === 0 || v === false || v === 'default')
+        continue;
+      if ((Array.isArray(v) && v.length === 0) || (isLayer(v) && Object.keys(v).length === 0))
+        continue;
+      found.set(
+        `o/${e.Name}/${i}/${field}`,
+        `${at}.Destination.${field} is not implemented by Remora's agents; it is ignored, and the route sends its requests to every healthy instance of ${service}`,
+      );
+    }
+    out.push(route);
+  }
+  return out.length > 0 ? out : null;
+}
+
 /**
  * The percentages of calls to `destination` that go to each service by service-splitter
  * entries (`splitter` gives a service's shares): a share for another service follows that
@@ -382,6 +544,7 @@ export function createCentralConfig(o: {
     upstreams: {},
     resolvers: {},
     splitters: {},
+    routers: {},
   };
   let settled = cached !== null;
   /** `known` changed before every kind was heard from, and the agent was not told yet. */
@@ -494,6 +657,17 @@ export function createCentralConfig(o: {
     set({ ...known, splitters });
   }
 
+  function onServiceRouters(entries: ConfigEntry[]): void {
+    const routers: Record<string, RouteEntry[]> = {};
+    const found = new Map<string, string>();
+    for (const e of entries) {
+      const r = routerRoutes(e, found);
+      if (r) routers[e.Name] = r;
+    }
+    report(['o/'], found);
+    set({ ...known, routers });
+  }
+
   function watch(kind: string, onChange: (entries: ConfigEntry[]) => void): void {
     handles.push(
       o.consul.watchConfigEntries(kind, {
@@ -540,6 +714,7 @@ export function createCentralConfig(o: {
     },
     resolver: (destination) => known.resolvers[destination] ?? null,
     splitter: (destination) => known.splitters[destination] ?? null,
+    router: (destination) => known.routers[destination] ?? null,
     settled: () => settled,
     synced: () => answered.size === KINDS.length,
     problems: () => [...invalid.values()],
@@ -549,6 +724,7 @@ export function createCentralConfig(o: {
       watch(PROXY_DEFAULTS, onProxyDefaults);
       watch(SERVICE_RESOLVER, onServiceResolvers);
       watch(SERVICE_SPLITTER, onServiceSplitters);
+      watch(SERVICE_ROUTER, onServiceRouters);
     },
     stop() {
       stopped = true;

@@ -72,6 +72,8 @@ export interface ConfigEntry {
   PrioritizeByLocality?: unknown;
   /** service-splitter: `Weight` (percent) and `Service` of each share of the calls. */
   Splits?: unknown;
+  /** service-router: `Match.HTTP` and `Destination` of each route, first match wins. */
+  Routes?: unknown;
 }
 
 /** The host's Consul agent (DESIGN §5). Every call may reject while Consul is down. */

@@ -4,14 +4,19 @@ import type { ServedProtocol } from '../../lib/consul/protocol.ts';
 import {
   flattenSplits,
   resolverSettings,
+  routerRoutes,
   splitterShares,
   type ResolverSettings,
+  type RouteEntry,
   type SplitShare,
 } from '../../agent/central-config.ts';
 import { createSilentLogger } from '../../lib/log/index.ts';
 import {
+  compileHttpMatch,
   evaluateIntentions,
   sortIntentions,
+  stripQuery,
+  type HttpMatch,
   type IntentionsSnapshot,
   type RequestFacts,
 } from '../../lib/intentions/index.ts';
@@ -37,8 +42,17 @@ interface DestinationFacts {
   served: ServedProtocol | string;
   /** What its service-resolver sets for every caller, and what of it Remora ignores. */
   resolver: { settings: ResolverSettings | null; ignored: string[] } | null;
-  /** The shares of its calls by service-splitter entries (nested ones followed), and what is ignored. */
-  split: { shares: Map<string, number> | null; ignored: string[] } | null;
+  /** Its service-router routes and everyone's service-splitter shares, as agents read them. */
+  traffic: Traffic | null;
+}
+
+interface Traffic {
+  routes: RouteEntry[] | null;
+  splitters: Map<string, SplitShare[]>;
+  /** Whether the destination has a splitter entry (even one that cannot apply). */
+  hasSplitter: boolean;
+  /** What the destination's own router and splitter entries hold that Remora ignores. */
+  ignored: string[];
 }
 
 /**
@@ -53,23 +67,35 @@ async function destinationFacts(s: OperatorSession, service: string): Promise<De
     timeoutMs: EXPLAIN_PROTOCOL_LOOKUP_MS,
   });
   try {
-    const [served, resolvers, splitters] = await Promise.all([
+    const [served, resolvers, splitters, routers] = await Promise.all([
       servedProtocol(consul, service),
       consul.config.list('service-resolver').catch(() => null),
       consul.config.list('service-splitter').catch(() => null),
+      consul.config.list('service-router').catch(() => null),
     ]);
     const entry = resolvers?.entries.find((e) => e.Name === service);
     const ignored = new Map<string, string>();
     // every splitter is read as agents read it; the lines shown are the destination's own
-    const shares = new Map<string, SplitShare[]>();
-    let splitIgnored: string[] = [];
+    const traffic: Traffic = {
+      routes: null,
+      splitters: new Map(),
+      hasSplitter: false,
+      ignored: [],
+    };
     for (const e of splitters?.entries ?? []) {
       const found = new Map<string, string>();
       const sp = splitterShares(e, found);
-      if (sp) shares.set(e.Name, sp);
-      if (e.Name === service) splitIgnored = [...found.values()];
+      if (sp) traffic.splitters.set(e.Name, sp);
+      if (e.Name !== service) continue;
+      traffic.hasSplitter = true;
+      traffic.ignored.push(...found.values());
     }
-    const hasSplitter = splitters?.entries.some((e) => e.Name === service) ?? false;
+    const router = routers?.entries.find((e) => e.Name === service);
+    if (router) {
+      const found = new Map<string, string>();
+      traffic.routes = routerRoutes(router, found);
+      traffic.ignored.push(...found.values());
+    }
     return {
       served: served ?? `no sidecar of ${service} is registered in Consul`,
       resolver: entry
@@ -78,16 +104,11 @@ async function destinationFacts(s: OperatorSession, service: string): Promise<De
             ignored: [...ignored.values()],
           }
         : null,
-      split: hasSplitter
-        ? {
-            shares: flattenSplits(service, (n) => shares.get(n) ?? null),
-            ignored: splitIgnored,
-          }
-        : null,
+      traffic: traffic.hasSplitter || router ? traffic : null,
     };
   } catch (err) {
     // the client's message names the address and the way out
-    return { served: toRemoraError(err).message, resolver: null, split: null };
+    return { served: toRemoraError(err).message, resolver: null, traffic: null };
   } finally {
     consul.close();
   }
@@ -102,40 +123,80 @@ function describeResolver(r: ResolverSettings | null): string {
   return parts.length > 0 ? `${parts.join(', ')} for every caller` : 'nothing Remora applies';
 }
 
+/** Shares in words: `api 90 %, api-v2 10 %`. */
+function describeShares(shares: Map<string, number>): string {
+  return [...shares].map(([n, w]) => `${n} ${Math.round(w * 100) / 100} %`).join(', ');
+}
+
+/** An HTTP match in words: `path prefix /admin/, methods GET`. */
+function describeMatch(m: HttpMatch): string {
+  const parts: string[] = [];
+  if (m.pathExact !== undefined) parts.push(`path ${m.pathExact}`);
+  if (m.pathPrefix !== undefined) parts.push(`path prefix ${m.pathPrefix}`);
+  if (m.pathRegex !== undefined) parts.push(`path regex ${m.pathRegex}`);
+  if (m.methods?.length) parts.push(`methods ${m.methods.join(' ')}`);
+  for (const h of m.header ?? []) parts.push(`header ${h.name}`);
+  return parts.join(', ');
+}
+
 /**
- * Prints the destination's traffic split: each share, and for each service other than the
- * destination whether the source may call it (its sidecar checks its own intentions). Returns
- * the services whose share would be refused.
+ * Prints where the destination's service-router and service-splitter send calls (the route a
+ * given request meets, or every route), and for each service other than the destination
+ * whether the source may call it: that service's sidecar checks its own intentions. Returns the
+ * services whose share would be refused.
  */
-function explainSplit(
+function explainTraffic(
   ctx: CliContext,
   snap: IntentionsSnapshot,
   pair: { source: string; destination: string },
-  split: NonNullable<DestinationFacts['split']>,
+  traffic: Traffic,
   o: { served: ServedProtocol | string | null; request?: RequestFacts },
 ): string[] {
   const { source, destination } = pair;
   const refused: string[] = [];
-  if (typeof o.served === 'object' && o.served?.protocol === 'tcp')
-    print(ctx, `  ${destination}'s service-splitter: does not apply, ${destination} serves tcp`);
-  else if (split.shares === null)
-    print(ctx, `  ${destination}'s service-splitter: every call stays with ${destination}`);
-  else {
-    const parts = [...split.shares].map(([n, w]) => `${n} ${Math.round(w * 100) / 100} %`);
-    print(ctx, `  ${destination}'s service-splitter: ${parts.join(', ')}`);
-    for (const [target, weight] of split.shares) {
-      if (target === destination || weight <= 0) continue;
+  const splitter = (n: string) => traffic.splitters.get(n) ?? null;
+  const sharesOf = (n: string) => flattenSplits(n, splitter) ?? new Map([[n, 100]]);
+  if (typeof o.served === 'object' && o.served?.protocol === 'tcp') {
+    print(ctx, `  ${destination}'s routes and splits: do not apply, ${destination} serves tcp`);
+  } else {
+    const reached = new Map<string, number>();
+    const reach = (shares: Map<string, number>) => {
+      for (const [n, w] of shares) if (w > 0) reached.set(n, w);
+    };
+    const routes = traffic.routes ?? [];
+    const request = o.request;
+    const hit = request
+      ? routes.findIndex((r) => compileHttpMatch(r.match)(request, stripQuery(request.path)))
+      : -1;
+    routes.forEach((r, i) => {
+      if (request && i !== hit) return;
+      const shares = sharesOf(r.service);
+      reach(shares);
+      print(
+        ctx,
+        `  ${destination}'s service-router: ${request ? 'this request meets ' : ''}route ${i + 1} (${describeMatch(r.match)}) → ${describeShares(shares)}${r.prefixRewrite !== undefined ? `, path prefix rewritten to ${r.prefixRewrite}` : ''}`,
+      );
+    });
+    if (!request || hit === -1) {
+      const shares = sharesOf(destination);
+      reach(shares);
+      const what = routes.length > 0 ? (request ? 'no route matches → ' : 'other requests → ') : '';
+      const entry = traffic.hasSplitter ? 'service-splitter' : 'service-router';
+      print(ctx, `  ${destination}'s ${entry}: ${what}${describeShares(shares)}`);
+    }
+    for (const target of reached.keys()) {
+      if (target === destination) continue;
       const t = evaluateIntentions(snap, {
         source,
         destination: target,
-        ...(o.request ? { request: o.request } : {}),
+        ...(request ? { request } : {}),
       });
       const verdict = t.allowed ? 'allowed' : t.enforced ? 'DENIED' : 'denied (audit mode)';
       print(ctx, `    ${source} → ${target}: ${verdict} (${t.reason})`);
       if (!t.allowed && t.enforced) refused.push(target);
     }
   }
-  for (const line of split.ignored) print(ctx, `    ignored: ${line}`);
+  for (const line of traffic.ignored) print(ctx, `    ignored: ${line}`);
   return refused;
 }
 
@@ -218,8 +279,8 @@ export function registerExplain(program: Command, ctx: CliContext): void {
           );
           for (const line of facts.resolver.ignored) print(ctx, `    ignored: ${line}`);
         }
-        const refusedShares = facts?.split
-          ? explainSplit(ctx, snap, pair, facts.split, {
+        const refusedShares = facts?.traffic
+          ? explainTraffic(ctx, snap, pair, facts.traffic, {
               served,
               ...(request ? { request } : {}),
             })

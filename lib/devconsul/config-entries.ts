@@ -1,10 +1,11 @@
 /**
  * Consul's configuration entries (`/v1/config`), the kinds Remora's agents read:
- * `service-defaults` (per service), `proxy-defaults` (one, named `global`), `service-resolver`
- * and `service-splitter` (per service). Entries are stored as given, with the keys Remora reads
+ * `service-defaults` (per service), `proxy-defaults` (one, named `global`), `service-resolver`,
+ * `service-splitter` and `service-router` (per service). Entries are stored as given, with the keys Remora reads
  * spelled Consul's way (`Kind`, `Name`, `Protocol`, `Config`, `Meta`) and the protocol
  * lowercased, as Consul normalizes it; a resolver's timeouts must be durations and its balancing
- * policy one Consul knows, and a splitter's weights must add up to 100, as Consul checks. Other
+ * policy one Consul knows, a splitter's weights must add up to 100, and a router's matches must
+ * be well formed, as Consul checks. Other
  * kinds Consul knows are refused with a message naming what the embedded catalog supports.
  */
 import { HttpError } from './http-error.ts';
@@ -14,12 +15,12 @@ export const CONFIG_KINDS = [
   'proxy-defaults',
   'service-resolver',
   'service-splitter',
+  'service-router',
 ] as const;
 export type ConfigKind = (typeof CONFIG_KINDS)[number];
 
 /** Kinds real Consul accepts that the embedded catalog does not implement. */
 const OTHER_CONSUL_KINDS = new Set([
-  'service-router',
   'service-intentions',
   'ingress-gateway',
   'terminating-gateway',
@@ -119,6 +120,7 @@ export function decodeConfigEntry(
   }
   if (kind === 'service-resolver') checkResolver(out);
   if (kind === 'service-splitter') checkSplitter(out);
+  if (kind === 'service-router') checkRouter(out);
   const config = out.Config as Record<string, unknown> | undefined | null;
   if (config && typeof config.protocol === 'string')
     out.Config = { ...config, protocol: config.protocol.toLowerCase() };
@@ -184,11 +186,77 @@ function checkSplitter(e: Record<string, unknown>): void {
     );
 }
 
+const HTTP_METHODS = new Set([
+  'GET',
+  'HEAD',
+  'POST',
+  'PUT',
+  'PATCH',
+  'DELETE',
+  'CONNECT',
+  'OPTIONS',
+  'TRACE',
+]);
+
+const obj = (v: unknown): Record<string, unknown> | null =>
+  v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
+
+/** What Consul refuses in a service-router's routes (its `Validate`, the parts Remora reads). */
+function checkRouter(e: Record<string, unknown>): void {
+  const routes = e.Routes ?? [];
+  if (!Array.isArray(routes))
+    throw new HttpError(400, 'Request decoding failed: Routes must be a list');
+  const fail = (msg: string): never => {
+    throw new HttpError(400, msg);
+  };
+  routes.forEach((r: unknown, i) => {
+    const route = obj(r) ?? fail(`Route[${i}] must be an object`);
+    const http = obj(obj(route.Match)?.HTTP) ?? {};
+    const paths = ['PathExact', 'PathPrefix', 'PathRegex'].filter(
+      (k) => typeof http[k] === 'string' && http[k] !== '',
+    );
+    if (paths.length > 1)
+      fail(`Route[${i}] should only contain at most one of PathExact, PathPrefix, or PathRegex`);
+    for (const k of ['PathExact', 'PathPrefix']) {
+      const v = http[k];
+      if (typeof v === 'string' && v !== '' && !v.startsWith('/'))
+        fail(`Route[${i}] ${k} doesn't start with '/': ${JSON.stringify(v)}`);
+    }
+    const headers = Array.isArray(http.Header) ? http.Header : [];
+    headers.forEach((h: unknown, j) => {
+      const hdr = obj(h) ?? {};
+      if (typeof hdr.Name !== 'string' || hdr.Name === '')
+        fail(`Route[${i}] Header[${j}] missing required Name field`);
+      const kinds =
+        ['Exact', 'Prefix', 'Suffix', 'Regex'].filter(
+          (k) => typeof hdr[k] === 'string' && hdr[k] !== '',
+        ).length + (hdr.Present === true ? 1 : 0);
+      if (kinds > 1)
+        fail(
+          `Route[${i}] Header[${j}] should only contain one of Present, Exact, Prefix, Suffix, or Regex`,
+        );
+    });
+    const methods = Array.isArray(http.Methods) ? http.Methods : [];
+    for (const m of methods)
+      if (typeof m !== 'string' || !HTTP_METHODS.has(m.toUpperCase()))
+        fail(`Route[${i}] Methods contains an invalid method ${JSON.stringify(m)}`);
+    const rewrite = obj(route.Destination)?.PrefixRewrite;
+    if (
+      typeof rewrite === 'string' &&
+      rewrite !== '' &&
+      !paths.some((k) => k === 'PathExact' || k === 'PathPrefix')
+    )
+      fail(
+        `Route[${i}] cannot make use of PrefixRewrite without configuring either PathExact or PathPrefix`,
+      );
+  });
+}
+
 /**
- * Consul's discovery-chain check on a write: a service-splitter needs its service to speak an
- * HTTP-based protocol (`protocol` is what service-defaults or proxy-defaults give it, else tcp).
+ * Consul's discovery-chain check on a write: a service-splitter or service-router needs its
+ * service to speak an HTTP-based protocol (`protocol` is what service-defaults or proxy-defaults give it, else tcp).
  */
-export function checkSplitterProtocol(name: string, protocol: string): void {
+export function checkRoutingProtocol(name: string, protocol: string): void {
   if (protocol === 'http' || protocol === 'http2' || protocol === 'grpc') return;
   throw new HttpError(
     400,

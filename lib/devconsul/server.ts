@@ -12,7 +12,7 @@ import {
   decodeBody,
   serviceDefinitionSpec,
 } from './decode.ts';
-import { checkSplitterProtocol, configKind, decodeConfigEntry } from './config-entries.ts';
+import { checkRoutingProtocol, configKind, decodeConfigEntry } from './config-entries.ts';
 import { NS_PER_MS, parseGoDuration } from './duration.ts';
 import { HttpError } from './http-error.ts';
 import { KV_MAX_VALUE_SIZE } from './catalog.ts';
@@ -305,8 +305,8 @@ export function createHandler(o: HandlerOptions) {
     parseQuery(ctx);
     const cas = casParam(ctx.query);
     const entry = decodeConfigEntry((await ctx.body()).toString('utf8'));
-    if (entry.Kind === 'service-splitter')
-      checkSplitterProtocol(entry.Name, protocolOf(entry.Name));
+    if (entry.Kind === 'service-splitter' || entry.Kind === 'service-router')
+      checkRoutingProtocol(entry.Name, protocolOf(entry.Name));
     return { json: catalog.configPut(entry, cas) };
   }
 

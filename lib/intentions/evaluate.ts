@@ -119,7 +119,11 @@ function compileHeader(h: HeaderMatch): CompiledHeader {
   return { name, test: h.invert ? (v) => !base(v) : base };
 }
 
-function compileHttp(m: HttpMatch): (r: RequestFacts, path: string) => boolean {
+/**
+ * A request test for an HTTP match (every part given must hold); `path` is the request path
+ * without its query string. Service-router routes use the same language.
+ */
+export function compileHttpMatch(m: HttpMatch): (r: RequestFacts, path: string) => boolean {
   const checks: Array<(r: RequestFacts, path: string) => boolean> = [];
   if (m.pathExact !== undefined) {
     const x = m.pathExact;
@@ -190,7 +194,7 @@ function pairEntry(snapshot: IntentionsSnapshot, source: string, destination: st
       permissions: intention.permissions.map((p, index) => ({
         index,
         action: p.action,
-        matches: compileHttp(p.http),
+        matches: compileHttpMatch(p.http),
       })),
       l4: Object.freeze({
         allowed: true,
@@ -219,7 +223,8 @@ function pairEntry(snapshot: IntentionsSnapshot, source: string, destination: st
   return entry;
 }
 
-function stripQuery(path: string): string {
+/** The path of a request target, without its query string. */
+export function stripQuery(path: string): string {
   const q = path.indexOf('?');
   return q === -1 ? path : path.slice(0, q);
 }

@@ -9,9 +9,11 @@ export type {
 } from './types.ts';
 export {
   PAIR_CACHE_LIMIT,
+  compileHttpMatch,
   evaluateIntentions,
   precedenceOf,
   sortIntentions,
+  stripQuery,
   withPrecedence,
   type EvaluationInput,
   type IntentionDecision,
@@ -22,6 +24,7 @@ export {
   MAX_PERMISSIONS,
   compileFullMatch,
   isIntentionName,
+  validateHttpMatch,
   validateIntention,
   validateSnapshot,
 } from './validate.ts';

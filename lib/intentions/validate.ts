@@ -112,7 +112,11 @@ function readHeader(v: unknown, where: string): HeaderMatch {
   return h;
 }
 
-function readHttp(v: unknown, where: string): HttpMatch {
+/**
+ * Validates an HTTP match (intention permissions and service-router routes share the language)
+ * and returns a clean copy; throws REMORA_E_INTENTIONS_INVALID naming `where`.
+ */
+export function validateHttpMatch(v: unknown, where: string): HttpMatch {
   const o = asObject(v, where);
   onlyKeys(o, ['pathExact', 'pathPrefix', 'pathRegex', 'methods', 'header'], where);
   const m: HttpMatch = {};
@@ -153,7 +157,7 @@ function readHttp(v: unknown, where: string): HttpMatch {
 function readPermission(v: unknown, where: string): IntentionPermission {
   const o = asObject(v, where);
   onlyKeys(o, ['action', 'http'], where);
-  return { action: readAction(o.action, where), http: readHttp(o.http, `${where}.http`) };
+  return { action: readAction(o.action, where), http: validateHttpMatch(o.http, `${where}.http`) };
 }
 
 /** Validates one intention (Consul's model) and returns a clean copy; throws REMORA_E_INTENTIONS_INVALID. */

@@ -13,13 +13,14 @@ import type {
 } from '../intentions/types.ts';
 import type {
   Endpoint,
+  HttpRoute,
   InboundConfig,
   InstanceIdentity,
   LoadBalancerPolicy,
   Protocol,
   ProxySnapshot,
   ResilienceConfig,
-  SplitTarget,
+  UpstreamTarget,
   TlsMaterial,
   TracingConfig,
   TrafficSplit,
@@ -198,7 +199,7 @@ function decodeEndpoint(v: unknown, p: string): Endpoint {
 }
 
 /** The fields an upstream and a split target share. */
-function decodeTarget(o: Obj, p: string): SplitTarget {
+function decodeTarget(o: Obj, p: string): UpstreamTarget {
   return {
     destinationName: str(o, 'destinationName', p),
     destinationSpiffeId: spiffe(o, 'destinationSpiffeId', p),
@@ -222,8 +223,9 @@ function decodeUpstream(v: unknown, p: string): UpstreamConfig {
     'localBindAddress',
     'localBindPort',
     'protocol',
+    'routes',
     'splits',
-    'splitTargets',
+    'targets',
   ]);
   const t = decodeTarget(o, p);
   const u: UpstreamConfig = {
@@ -236,39 +238,71 @@ function decodeUpstream(v: unknown, p: string): UpstreamConfig {
     resilience: t.resilience,
     endpoints: t.endpoints,
   };
-  if (o.splits !== undefined || o.splitTargets !== undefined) decodeSplits(o, p, u);
+  if (o.routes !== undefined || o.splits !== undefined || o.targets !== undefined)
+    decodeTraffic(o, p, u);
   return u;
 }
 
 /** Weights may be given to two decimals, as Consul's are; their sum may be off by rounding. */
 const SPLIT_SUM_TOLERANCE = 0.01;
 
-/** An upstream's traffic split (`splits`, `splitTargets`), checked for consistency. */
-function decodeSplits(o: Obj, p: string, u: UpstreamConfig): void {
-  if (u.protocol === 'tcp') fail(`${p}.splits`, 'needs protocol http, http2 or grpc, not tcp');
-  const targets = arr(o, 'splitTargets', p).map((v, i) => {
-    const tp = `${p}.splitTargets[${i}]`;
-    return decodeTarget(obj(v, tp, TARGET_FIELDS), tp);
+/** Routes one upstream may carry, at most. */
+const MAX_ROUTES = 256;
+
+/** A list of shares: services `names` knows, weights from 0 to 100 adding up to 100. */
+function decodeShares(v: unknown, p: string, names: ReadonlySet<string>): TrafficSplit[] {
+  if (!Array.isArray(v) || v.length === 0) fail(p, 'must be a non-empty array', v);
+  const splits = v.map((x, i): TrafficSplit => {
+    const sp = `${p}[${i}]`;
+    const s = obj(x, sp, ['service', 'weight']);
+    const service = str(s, 'service', sp);
+    if (!names.has(service))
+      fail(`${sp}.service`, 'must be destinationName or a targets service', service);
+    return { service, weight: num(s, 'weight', sp, { min: 0, max: 100 }) };
   });
+  const sum = splits.reduce((n, x) => n + x.weight, 0);
+  if (Math.abs(sum - 100) > SPLIT_SUM_TOLERANCE) fail(p, 'weights must add up to 100', sum);
+  return splits;
+}
+
+/** An upstream's routes and traffic split (`routes`, `splits`, `targets`), checked together. */
+function decodeTraffic(o: Obj, p: string, u: UpstreamConfig): void {
+  const first = o.routes !== undefined ? 'routes' : o.splits !== undefined ? 'splits' : 'targets';
+  if (u.protocol === 'tcp') fail(`${p}.${first}`, 'needs protocol http, http2 or grpc, not tcp');
+  const targets =
+    o.targets === undefined
+      ? []
+      : arr(o, 'targets', p).map((v, i) => {
+          const tp = `${p}.targets[${i}]`;
+          return decodeTarget(obj(v, tp, TARGET_FIELDS), tp);
+        });
   const names = new Set([u.destinationName]);
   targets.forEach((t, i) => {
     if (names.has(t.destinationName))
-      fail(`${p}.splitTargets[${i}].destinationName`, 'names a service twice', t.destinationName);
+      fail(`${p}.targets[${i}].destinationName`, 'names a service twice', t.destinationName);
     names.add(t.destinationName);
   });
-  const splits = arr(o, 'splits', p).map((v, i): TrafficSplit => {
-    const sp = `${p}.splits[${i}]`;
-    const s = obj(v, sp, ['service', 'weight']);
-    const service = str(s, 'service', sp);
-    if (!names.has(service))
-      fail(`${sp}.service`, 'must be destinationName or a splitTargets service', service);
-    return { service, weight: num(s, 'weight', sp, { min: 0, max: 100 }) };
-  });
-  const sum = splits.reduce((n, s) => n + s.weight, 0);
-  if (Math.abs(sum - 100) > SPLIT_SUM_TOLERANCE)
-    fail(`${p}.splits`, 'weights must add up to 100', sum);
-  u.splits = splits;
-  u.splitTargets = targets;
+  if (o.splits !== undefined) u.splits = decodeShares(o.splits, `${p}.splits`, names);
+  if (o.routes !== undefined) {
+    const list = arr(o, 'routes', p);
+    if (list.length > MAX_ROUTES) fail(`${p}.routes`, `must hold at most ${MAX_ROUTES} routes`);
+    u.routes = list.map((v, i): HttpRoute => {
+      const rp = `${p}.routes[${i}]`;
+      const r = obj(v, rp, ['match', 'splits', 'prefixRewrite']);
+      const route: HttpRoute = {
+        match: decodeHttpMatch(r.match, `${rp}.match`),
+        splits: decodeShares(r.splits, `${rp}.splits`, names),
+      };
+      const rewrite = optStr(r, 'prefixRewrite', rp);
+      if (rewrite !== undefined) {
+        if (route.match.pathPrefix === undefined && route.match.pathExact === undefined)
+          fail(`${rp}.prefixRewrite`, 'needs match.pathPrefix or match.pathExact');
+        route.prefixRewrite = rewrite;
+      }
+      return route;
+    });
+  }
+  u.targets = targets;
 }
 
 function parseCert(pem: string, path: string): X509Certificate {

@@ -1,7 +1,7 @@
 // The agent ↔ proxy contract (DESIGN §6). The agent streams snapshots over its Unix socket as
 // newline-delimited JSON frames; the proxy applies each atomically and answers with acks and
 // readiness. A static file with a `ProxySnapshot` serves the same purpose for debugging.
-import type { IntentionsSnapshot } from '../intentions/types.ts';
+import type { HttpMatch, IntentionsSnapshot } from '../intentions/types.ts';
 
 export const PROXY_API_VERSION = 1;
 
@@ -75,13 +75,33 @@ export interface UpstreamConfig {
   /** Healthy endpoints from `health/connect/<destination>?passing`; last known ones when Consul is down. */
   endpoints: Endpoint[];
   /**
-   * Consul's service-splitter for an HTTP, HTTP/2 or gRPC upstream (absent: every request goes
-   * to `destinationName`): each request or stream goes to one of these services, with a chance
-   * of `weight` percent. A service other than `destinationName` is one of `splitTargets`.
+   * Consul's service-router for an HTTP, HTTP/2 or gRPC upstream: the first route whose match
+   * a request meets decides where it goes; a request no route matches follows `splits`.
+   */
+  routes?: HttpRoute[];
+  /**
+   * Consul's service-splitter (absent: every request goes to `destinationName`): each request
+   * or stream goes to one of these services, with a chance of `weight` percent.
    */
   splits?: TrafficSplit[];
-  /** The services `splits` names besides `destinationName`; present with `splits`. */
-  splitTargets?: SplitTarget[];
+  /**
+   * The services `routes` and `splits` name besides `destinationName`, each with its own
+   * identity, endpoints and settings; present with either.
+   */
+  targets?: UpstreamTarget[];
+}
+
+/** One route of a service-router. */
+export interface HttpRoute {
+  /** What a request must meet (every part given); the intentions' match language. */
+  match: HttpMatch;
+  /** Where a matching request goes: one service at 100, or the shares of its splitter. */
+  splits: TrafficSplit[];
+  /**
+   * Replaces the matched `match.pathPrefix` (or `pathExact`) of the path before the request is
+   * forwarded.
+   */
+  prefixRewrite?: string;
 }
 
 /** One share of a traffic split. */
@@ -92,10 +112,11 @@ export interface TrafficSplit {
 }
 
 /**
- * A service an upstream's traffic split sends requests to: its own identity, endpoints,
- * balancing and resilience (its own circuit breakers, retries and metrics, under its name).
+ * A service an upstream's routes or traffic split send requests to: its own identity,
+ * endpoints, balancing and resilience (its own circuit breakers, retries and metrics, under its
+ * name).
  */
-export interface SplitTarget {
+export interface UpstreamTarget {
   destinationName: string;
   destinationSpiffeId: string;
   loadBalancer: LoadBalancerPolicy;

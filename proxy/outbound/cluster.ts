@@ -228,6 +228,7 @@ export class Cluster {
       name: this.name,
       protocol: this.config.protocol,
       loadBalancer: this.config.loadBalancer,
+      ...(this.config.routes ? { routes: this.config.routes } : {}),
       ...(this.config.splits ? { splits: this.config.splits } : {}),
       activeRequests: this.counter.active,
       openConnections: this.limiter.open,

@@ -10,7 +10,14 @@ import { loadHttp2 } from '../lazy.ts';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { RemoraError, toRemoraError } from '../../lib/errors/index.ts';
-import type { SplitTarget, UpstreamConfig } from '../../lib/proxy-api/index.ts';
+import type {
+  HttpRoute,
+  TrafficSplit,
+  UpstreamConfig,
+  UpstreamTarget,
+} from '../../lib/proxy-api/index.ts';
+import { compileHttpMatch, stripQuery, type RequestFacts } from '../../lib/intentions/index.ts';
+import { headersRecord } from '../http/h1-parse.ts';
 import type { ProxyEnv } from '../env.ts';
 import { observeLatency, type EndpointState } from '../balance/endpoints.ts';
 import { serveH1, spliceSockets } from '../http/h1-server.ts';
@@ -48,8 +55,18 @@ export interface Upstream {
   close(): void;
 }
 
-/** A split target's upstream: the parent's listener settings, its own everything else. */
-function targetUpstream(parent: UpstreamConfig, t: SplitTarget): UpstreamConfig {
+/**
+ * A request target with the route's matched path replaced by its `prefixRewrite`, query kept
+ * (Envoy's prefix_rewrite: `/api` → `/` turns `/api/users` into `//users`).
+ */
+export function rewritePath(target: string, route: HttpRoute): string {
+  const matched = route.match.pathPrefix ?? route.match.pathExact ?? '';
+  if (route.prefixRewrite === undefined || !target.startsWith(matched)) return target;
+  return route.prefixRewrite + target.slice(matched.length);
+}
+
+/** A target's upstream: the parent's listener settings, its own everything else. */
+function targetUpstream(parent: UpstreamConfig, t: UpstreamTarget): UpstreamConfig {
   return {
     ...t,
     localBindAddress: parent.localBindAddress,
@@ -135,12 +152,13 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
   const handler = composeStages(stages, forward);
   const self = () => env.active().snapshot.instance;
 
-  // --- traffic split (Consul service-splitter) ---------------------------------------------
-  // each split target is an upstream of its own (cluster, breakers, retries, metrics under its
-  // name) without a listener; a request or stream is handed to one of them whole
+  // --- routes and traffic split (Consul service-router, service-splitter) -------------------
+  // each target is an upstream of its own (cluster, breakers, retries, metrics under its name)
+  // without a listener; a request or stream is handed to one of them whole
   const targets = new Map<string, Upstream>();
+  let routes: Array<{ route: HttpRoute; test: (r: RequestFacts, path: string) => boolean }> = [];
   function syncTargets(config: UpstreamConfig): void {
-    const want = new Map((config.splitTargets ?? []).map((t) => [t.destinationName, t]));
+    const want = new Map((config.targets ?? []).map((t) => [t.destinationName, t]));
     for (const [n, up] of targets)
       if (!want.has(n)) {
         targets.delete(n);
@@ -151,12 +169,19 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
       if (cur) cur.update(targetUpstream(config, t));
       else targets.set(n, createUpstream(env, targetUpstream(config, t)));
     }
+    routes = (config.routes ?? []).map((route) => ({ route, test: compileHttpMatch(route.match) }));
   }
   syncTargets(initial);
 
-  /** The split target a new request goes to, or null for this upstream itself. */
-  function pickTarget(): Upstream | null {
-    const splits = cluster.config.splits;
+  /** The first route a request meets, or null. */
+  function routeFor(r: RequestFacts): HttpRoute | null {
+    const path = stripQuery(r.path);
+    for (const c of routes) if (c.test(r, path)) return c.route;
+    return null;
+  }
+
+  /** The target a request goes to by `splits`, or null for this upstream itself. */
+  function pickShare(splits: readonly TrafficSplit[] | undefined): Upstream | null {
     if (splits === undefined) return null;
     let r = env.random() * 100;
     let last: string | null = null;
@@ -170,7 +195,19 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
   }
 
   const dispatch: Handler = (req) => {
-    const to = pickTarget();
+    let splits = cluster.config.splits;
+    if (routes.length > 0) {
+      const route = routeFor({
+        method: req.method,
+        path: req.target,
+        headers: headersRecord(req.headers),
+      });
+      if (route !== null) {
+        splits = route.splits;
+        if (route.prefixRewrite !== undefined) req.target = rewritePath(req.target, route);
+      }
+    }
+    const to = pickShare(splits);
     if (to === null) return handler(req);
     req.ctx.destination = to.cluster.name;
     return to.handleRequest(req);
@@ -278,7 +315,16 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
     server.on('session', (s) => s.on('error', () => {}));
     server.on('stream', (stream, headers, flags) => {
       stream.on('error', () => {});
-      const to = pickTarget();
+      let splits = cluster.config.splits;
+      if (routes.length > 0) {
+        const path = String(headers[':path'] ?? '/');
+        const route = routeFor({ method: String(headers[':method']), path, headers });
+        if (route !== null) {
+          splits = route.splits;
+          if (route.prefixRewrite !== undefined) headers[':path'] = rewritePath(path, route);
+        }
+      }
+      const to = pickShare(splits);
       if (to === null) handleH2Stream(stream, headers, flags);
       else to.handleH2Stream(stream, headers, flags);
     });

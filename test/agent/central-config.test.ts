@@ -7,6 +7,7 @@ import {
   PROXY_DEFAULTS,
   SERVICE_DEFAULTS,
   SERVICE_RESOLVER,
+  SERVICE_ROUTER,
   SERVICE_SPLITTER,
 } from '../../agent/central-config.ts';
 import { dataPaths, ensureDir, writesSettled } from '../../agent/files.ts';
@@ -138,6 +139,18 @@ t.test('a restarted agent knows the protocols before Consul answers', async (t) 
           LoadBalancer: { Policy: 'least_request' },
         },
       ],
+      [SERVICE_ROUTER]: [
+        {
+          Kind: SERVICE_ROUTER,
+          Name: 'api',
+          Routes: [
+            {
+              Match: { HTTP: { PathPrefix: '/admin/' } },
+              Destination: { Service: 'admin', PrefixRewrite: '/' },
+            },
+          ],
+        },
+      ],
       [SERVICE_SPLITTER]: [
         {
           Kind: SERVICE_SPLITTER,
@@ -156,6 +169,9 @@ t.test('a restarted agent knows the protocols before Consul answers', async (t) 
     global: 'http',
     upstreams: { web: { defaults: null, overrides: { api: { ConnectTimeoutMs: 700 } } } },
     resolvers: { api: { connectTimeoutMs: 2500, loadBalancer: 'least_request' } },
+    routers: {
+      api: [{ match: { pathPrefix: '/admin/' }, service: 'admin', prefixRewrite: '/' }],
+    },
     splitters: {
       api: [
         { service: 'api', weight: 75 },
@@ -192,6 +208,11 @@ t.test('a restarted agent knows the protocols before Consul answers', async (t) 
       { service: 'api-v2', weight: 25 },
     ],
     'and the splitters',
+  );
+  t.same(
+    again.c.router('api'),
+    [{ match: { pathPrefix: '/admin/' }, service: 'admin', prefixRewrite: '/' }],
+    'and the routers',
   );
 });
 
@@ -428,4 +449,62 @@ t.test('a change made while the agent was down reaches it with the second answer
   await waitFor('both answers', () => again.c.synced());
   t.equal(again.c.protocol('api'), 'http');
   t.equal(again.changes(), 1, 'the agent is told, so its proxies get new snapshots');
+});
+
+t.test("a service-router's routes are read; what Remora cannot apply is reported", async (t) => {
+  const dir = await dataDir(t);
+  const fake = createFakeConfigEntries({
+    [SERVICE_ROUTER]: [
+      {
+        Kind: SERVICE_ROUTER,
+        Name: 'api',
+        Routes: [
+          {
+            Match: {
+              HTTP: { PathPrefix: '/admin/', Header: [{ Name: 'x-debug', Present: true }] },
+            },
+            Destination: { Service: 'admin', PrefixRewrite: '/', NumRetries: 3 },
+          },
+          { Match: { HTTP: { Methods: ['get', 'HEAD'] } }, Destination: { Service: 'api-read' } },
+          { Match: { HTTP: { PathExact: '/q', QueryParam: [{ Name: 'x', Exact: '1' }] } } },
+          { Match: { HTTP: { PathRegex: '(' } }, Destination: { Service: 'broken' } },
+          { Match: { HTTP: { Methods: ['GET'] } }, Destination: { PrefixRewrite: '/v2' } },
+          { Destination: { Service: 'api-v2' } },
+        ],
+      },
+      { Kind: SERVICE_ROUTER, Name: 'web', Routes: 'all' },
+    ],
+  });
+  const { c, changes } = central(dir, fake);
+  c.start();
+  t.teardown(() => c.stop());
+  await waitFor('all answers', () => c.synced());
+  t.same(c.router('api'), [
+    {
+      match: { pathPrefix: '/admin/', header: [{ name: 'x-debug', present: true }] },
+      service: 'admin',
+      prefixRewrite: '/',
+    },
+    { match: { methods: ['GET', 'HEAD'] }, service: 'api-read' },
+    { match: { pathPrefix: '/' }, service: 'api-v2' },
+  ]);
+  t.equal(c.router('web'), null);
+  t.same(
+    c
+      .problems()
+      .map((p) => p.message)
+      .sort(),
+    [
+      "service-router of api: Routes[0].Destination.NumRetries is not implemented by Remora's agents; it is ignored, and the route sends its requests to every healthy instance of admin",
+      'service-router of api: Routes[2] matches on QueryParam, which Remora does not implement; the route is ignored',
+      'service-router of api: Routes[3] has a bad match (Match.HTTP.pathRegex: regex "(" does not compile: Invalid regular expression: /^(?:()$/: Unterminated group); the route is ignored',
+      'service-router of api: Routes[4] sets PrefixRewrite without a PathPrefix or PathExact match; the route is ignored',
+      'service-router of web: Routes must be a list; the router is ignored',
+    ],
+  );
+  const before = changes();
+  fake.set(SERVICE_ROUTER, []);
+  t.equal(c.router('api'), null, 'a deleted router stops applying');
+  t.equal(c.problems().length, 0, 'and its problems go');
+  t.equal(changes(), before + 1);
 });

@@ -646,7 +646,7 @@ t.test('no snapshot is built on a guessed protocol before Consul answers', async
   await new Promise((r) => setTimeout(r, 300));
   t.equal(snapshots.length, 0, 'no snapshot while the config entries are unknown');
   t.match(agent.status().waitingFor, [
-    'Consul: config entries (service-defaults, proxy-defaults, service-resolver, service-splitter)',
+    'Consul: config entries (service-defaults, proxy-defaults, service-resolver, service-splitter, service-router)',
   ]);
   configEntries.release();
   await waitFor('a snapshot', () => snapshots.length > 0);
@@ -855,7 +855,7 @@ t.test(
       { service: 'api-v3', weight: 10 },
     ]);
     t.same(
-      u('api').splitTargets!.map((x) => [
+      u('api').targets!.map((x) => [
         x.destinationName,
         x.destinationSpiffeId.endsWith(`/svc/${x.destinationName}`),
         x.endpoints.map((e) => e.id),
@@ -881,6 +881,76 @@ t.test(
     await waitFor(
       'the targets no longer watched',
       () => !watchers.has('api-next') && !watchers.has('api-v3'),
+    );
+  },
+);
+
+t.test(
+  "a destination's service-router reaches its callers' snapshots, each route through its service's splitter",
+  async (t) => {
+    const { agent, watchers, snapshots, configEntries } = await transparentAgent(t, {
+      upstreams: [{ destination_name: 'api', config: { protocol: 'http' } }],
+      config: { derive_upstreams: false, protocol: 'http' },
+      manager: quietManager([]),
+      pid: 72_300,
+      configEntries: {
+        'service-router': [
+          {
+            Kind: 'service-router',
+            Name: 'api',
+            Routes: [
+              {
+                Match: { HTTP: { PathPrefix: '/admin/' } },
+                Destination: { Service: 'admin', PrefixRewrite: '/' },
+              },
+              { Match: { HTTP: { Methods: ['POST'] } }, Destination: { Service: 'writer' } },
+            ],
+          },
+        ],
+        'service-splitter': [
+          {
+            Kind: 'service-splitter',
+            Name: 'writer',
+            Splits: [{ Weight: 50 }, { Weight: 50, Service: 'writer-v2' }],
+          },
+        ],
+      },
+    });
+    await agent.start();
+    await waitFor('the watches', () =>
+      ['api', 'admin', 'writer', 'writer-v2'].every((n) => watchers.has(n)),
+    );
+    for (const n of ['api', 'admin', 'writer', 'writer-v2'])
+      watchers.get(n)!([entry(`${n}-1`, '10.0.0.12', 8080, 'http')]);
+    await waitFor('a snapshot', () => snapshots.length > 0);
+    const api = () => snapshots.at(-1)!.upstreams.find((x) => x.destinationName === 'api')!;
+    t.same(api().routes, [
+      {
+        match: { pathPrefix: '/admin/' },
+        splits: [{ service: 'admin', weight: 100 }],
+        prefixRewrite: '/',
+      },
+      {
+        match: { methods: ['POST'] },
+        splits: [
+          { service: 'writer', weight: 50 },
+          { service: 'writer-v2', weight: 50 },
+        ],
+      },
+    ]);
+    t.equal(api().splits, undefined, 'api has no splitter: unmatched calls stay with api');
+    t.same(
+      api().targets!.map((x) => x.destinationName),
+      ['admin', 'writer', 'writer-v2'],
+    );
+
+    const seen = snapshots.length;
+    configEntries.set('service-router', []);
+    await waitFor('a new snapshot', () => snapshots.length > seen);
+    t.same([api().routes, api().targets], [undefined, undefined], 'the router deleted');
+    await waitFor(
+      'the targets no longer watched',
+      () => !watchers.has('admin') && !watchers.has('writer'),
     );
   },
 );

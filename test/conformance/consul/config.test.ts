@@ -9,6 +9,7 @@ const CONFIG_DOC = doc('api-docs/config.mdx');
 const SERVICE_DEFAULTS_DOC = doc('docs/connect/config-entries/service-defaults.mdx');
 const SERVICE_RESOLVER_DOC = doc('docs/reference/config-entry/service-resolver.mdx');
 const SERVICE_SPLITTER_DOC = doc('docs/reference/config-entry/service-splitter.mdx');
+const SERVICE_ROUTER_DOC = doc('docs/reference/config-entry/service-router.mdx');
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- raw API bodies are probed field by field
 type Json = Record<string, any>;
@@ -233,5 +234,57 @@ t.test(
       404,
       'nothing stored',
     );
+  },
+);
+
+t.test(`a service-router for an http service keeps its routes ${SERVICE_ROUTER_DOC}`, async (t) => {
+  const name = `${p}-routed`;
+  t.teardown(async () => {
+    await api('DELETE', `/v1/config/service-router/${name}`);
+    await api('DELETE', `/v1/config/service-defaults/${name}`);
+  });
+  await api('PUT', '/v1/config', { Kind: 'service-defaults', Name: name, Protocol: 'http' });
+  const routes = [
+    {
+      Match: { HTTP: { PathPrefix: '/admin', Header: [{ Name: 'x-debug', Exact: '1' }] } },
+      Destination: { Service: `${name}-admin`, PrefixRewrite: '/' },
+    },
+    { Match: { HTTP: { Methods: ['GET'] } }, Destination: { Service: `${name}-read` } },
+  ];
+  const put = await api('PUT', '/v1/config', {
+    Kind: 'service-router',
+    Name: name,
+    Routes: routes,
+  });
+  t.equal(put.status, 200, put.text);
+  const e = (await api('GET', `/v1/config/service-router/${name}`)).json<Json>();
+  t.match(e, { Kind: 'service-router', Name: name, Routes: routes });
+});
+
+t.test(
+  `a service-router with a path not starting with "/", a PrefixRewrite without a path match, or for a tcp service is refused ${SERVICE_ROUTER_DOC}`,
+  async (t) => {
+    const name = `${p}-badrouter`;
+    t.teardown(async () => {
+      await api('DELETE', `/v1/config/service-router/${name}`);
+      await api('DELETE', `/v1/config/service-defaults/${name}`);
+    });
+    const route = (http: Json, destination: Json = {}) => ({
+      Kind: 'service-router',
+      Name: name,
+      Routes: [{ Match: { HTTP: http }, Destination: destination }],
+    });
+    const tcp = await api('PUT', '/v1/config', route({ PathPrefix: '/x' }));
+    t.equal(tcp.status, 400, 'a service without an HTTP-based protocol');
+    await api('PUT', '/v1/config', { Kind: 'service-defaults', Name: name, Protocol: 'http' });
+    const slash = await api('PUT', '/v1/config', route({ PathPrefix: 'admin' }));
+    t.equal(slash.status, 400, 'a PathPrefix without a leading "/"');
+    const rewrite = await api(
+      'PUT',
+      '/v1/config',
+      route({ Methods: ['GET'] }, { PrefixRewrite: '/' }),
+    );
+    t.equal(rewrite.status, 400, 'a PrefixRewrite without PathPrefix or PathExact');
+    t.equal((await api('GET', `/v1/config/service-router/${name}`)).status, 404, 'nothing stored');
   },
 );

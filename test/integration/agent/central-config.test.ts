@@ -288,7 +288,7 @@ t.test(
   },
 );
 
-t.test("api's service-splitter sends web's calls to api-v2, and back when deleted", async (t) => {
+t.test("api's service-splitter and service-router send web's calls to api-v2", async (t) => {
   const mesh = await startMesh(t);
   const p = mesh.ports;
   for (const [name, body] of Object.entries(definitions(mesh)))
@@ -393,4 +393,53 @@ t.test("api's service-splitter sends web's calls to api-v2, and back when delete
     100,
   );
   t.pass('the splitter deleted: api answers again');
+
+  // api's service-router: /v2/… goes to api-v2 with the prefix rewritten, the rest stays with api
+  await putConfig(mesh, {
+    Kind: 'service-router',
+    Name: 'api',
+    Routes: [
+      {
+        Match: { HTTP: { PathPrefix: '/v2/' } },
+        Destination: { Service: 'api-v2', PrefixRewrite: '/' },
+      },
+    ],
+  });
+  const routedDenied = await waitFor(
+    '/v2/ routed to api-v2, whose sidecar still denies web',
+    async () => {
+      const r = await httpGet(`http://127.0.0.1:${p.apiLocal}/v2/hello`).catch(() => null);
+      return r?.status === 403 ? r : null;
+    },
+    30_000,
+    100,
+  );
+  t.match(
+    routedDenied.body,
+    /REMORA_E_PROXY_INTENTION_DENIED/,
+    'routes obey the target intentions',
+  );
+  const explainedRoute = await runRemora(
+    ['explain', 'web', 'api', '--method', 'GET', '--path', '/v2/hello'],
+    { env },
+  );
+  t.equal(explainedRoute.code, 2, 'explain: this request would be refused');
+  t.match(
+    explainedRoute.stdout,
+    "api's service-router: this request meets route 1 (path prefix /v2/) → api-v2 100 %, path prefix rewritten to /",
+  );
+  const allow = await runRemora(['intention', 'delete', 'web', 'api-v2'], { env });
+  t.equal(allow.code, 0, allow.stderr);
+  const routed = await waitFor(
+    '/v2/hello answered by api-v2 as /hello',
+    async () => {
+      const r = await httpGet(`http://127.0.0.1:${p.apiLocal}/v2/hello`).catch(() => null);
+      return r?.status === 200 ? (r.json as { self: string; path: string }) : null;
+    },
+    30_000,
+    100,
+  );
+  t.match(routed, { path: '/hello', self: /\/svc\/api-v2$/ });
+  const other = await httpGet(`http://127.0.0.1:${p.apiLocal}/hello`);
+  t.match(other.json, { path: '/hello', self: /\/svc\/api$/ }, 'other paths stay with api');
 });

@@ -1,5 +1,6 @@
-// Traffic splits (Consul service-splitter) through real sidecars: web's upstream `api` sends a
-// share of its requests to api-v2, whose own sidecar checks its own intentions.
+// Routes and traffic splits (Consul service-router, service-splitter) through real sidecars:
+// web's upstream `api` sends some of its requests to api-v2, whose own sidecar checks its own
+// intentions.
 import t from 'tap';
 import type { Test } from 'tap';
 import http2 from 'node:http2';
@@ -25,7 +26,7 @@ function splitUpstream(
       { service: 'api', weight: weights.api },
       { service: 'api-v2', weight: weights.v2 },
     ],
-    splitTargets: [
+    targets: [
       {
         destinationName: 'api-v2',
         destinationSpiffeId: v2.destinationSpiffeId,
@@ -150,13 +151,61 @@ t.test("a split target's sidecar enforces its own intentions", async (t) => {
   t.match(r.body, /web.*api-v2/);
 });
 
-t.test('http2: streams follow the split to the target service', async (t) => {
+/** web's upstream to api with routes to api-v2: `/v2/…` (rewritten to `/…`), and x-canary: 1. */
+function routedUpstream(
+  mesh: MeshCerts,
+  ports: { api: number; v2: number },
+  protocol: UpstreamConfig['protocol'] = 'http',
+): UpstreamConfig {
+  const u = splitUpstream(mesh, ports, { api: 100, v2: 0 }, protocol);
+  const toV2 = [{ service: 'api-v2', weight: 100 }];
+  const { splits: _none, ...rest } = u;
+  return {
+    ...rest,
+    routes: [
+      { match: { pathPrefix: '/v2/' }, splits: toV2, prefixRewrite: '/' },
+      { match: { header: [{ name: 'x-canary', exact: '1' }], methods: ['GET'] }, splits: toV2 },
+    ],
+  };
+}
+
+t.test('http: routes send matching requests to their service, rewriting the path', async (t) => {
+  const { web, mesh, ports, port } = await startSplitMesh(t);
+  await web.apply({
+    ...web.snapshot,
+    version: web.snapshot.version + 1,
+    upstreams: [routedUpstream(mesh, ports)],
+  });
+  const call = async (path: string, headers: Record<string, string> = {}, method = 'GET') => {
+    const r = await fetch(`http://127.0.0.1:${port()}${path}`, { method, headers });
+    const b = (await r.json()) as { app: string; url: string };
+    return `${b.app} ${b.url}`;
+  };
+  t.equal(await call('/v2/users?page=2'), 'api-v2 /users?page=2', 'prefix matched and rewritten');
+  t.equal(await call('/v2'), 'api /v2', 'no trailing slash: the prefix does not match');
+  t.equal(await call('/users', { 'x-canary': '1' }), 'api-v2 /users', 'the header route');
+  t.equal(
+    await call('/users', { 'x-canary': '1' }, 'DELETE'),
+    'api /users',
+    'the header route is for GET only',
+  );
+  t.equal(await call('/users'), 'api /users', 'no route matches: the default (api)');
+});
+
+/**
+ * api and api-v2 as h2c apps (each answers `<service> <path>`) behind their sidecars, and web's
+ * sidecar with `upstream(ports)`; returns an h2c client of web's api listener and a GET.
+ */
+async function startH2Mesh(
+  t: Test,
+  upstream: (mesh: MeshCerts, ports: { api: number; v2: number }) => UpstreamConfig,
+): Promise<(path: string, extra?: http2.OutgoingHttpHeaders) => Promise<string>> {
   const mesh = createMeshCerts();
   const start = async (name: string) => {
     const app = http2.createServer();
-    app.on('stream', (stream) => {
+    app.on('stream', (stream, headers) => {
       stream.respond({ ':status': 200 });
-      stream.end(name);
+      stream.end(`${name} ${String(headers[':path'])}`);
     });
     app.listen(0, '127.0.0.1');
     await once(app, 'listening');
@@ -168,9 +217,8 @@ t.test('http2: streams follow the split to the target service', async (t) => {
   };
   const api = await start('api');
   const v2 = await start('api-v2');
-  const ports = { api: api.sc.inboundPort, v2: v2.sc.inboundPort };
   const web = await startSidecar(mesh, 'web', {
-    upstreams: [splitUpstream(mesh, ports, { api: 0, v2: 100 }, 'http2')],
+    upstreams: [upstream(mesh, { api: api.sc.inboundPort, v2: v2.sc.inboundPort })],
   });
   const client = http2.connect(`http://127.0.0.1:${web.proxy.addresses().upstreams.api!.port}`);
   client.on('error', () => {});
@@ -182,14 +230,26 @@ t.test('http2: streams follow the split to the target service', async (t) => {
       x.app.close();
     }
   });
-  const call = () =>
+  return (path, extra = {}) =>
     new Promise<string>((resolve, reject) => {
-      const req = client.request({ ':path': '/' });
+      const req = client.request({ ':path': path, ...extra });
       let body = '';
       req.on('data', (c: Buffer) => (body += c.toString()));
       req.on('end', () => resolve(body));
       req.on('error', reject);
     });
-  const got = [await call(), await call(), await call()];
-  t.same(got, ['api-v2', 'api-v2', 'api-v2']);
+}
+
+t.test('http2: streams follow the split to the target service', async (t) => {
+  const call = await startH2Mesh(t, (mesh, ports) =>
+    splitUpstream(mesh, ports, { api: 0, v2: 100 }, 'http2'),
+  );
+  t.same([await call('/'), await call('/'), await call('/')], ['api-v2 /', 'api-v2 /', 'api-v2 /']);
+});
+
+t.test('http2: routes apply to streams too', async (t) => {
+  const call = await startH2Mesh(t, (mesh, ports) => routedUpstream(mesh, ports, 'http2'));
+  t.equal(await call('/v2/feed'), 'api-v2 /feed');
+  t.equal(await call('/feed', { 'x-canary': '1' }), 'api-v2 /feed');
+  t.equal(await call('/feed'), 'api /feed');
 });

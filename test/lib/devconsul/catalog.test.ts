@@ -261,10 +261,16 @@ t.test(
   'config entries: kinds the embedded catalog lacks are named, bad bodies refused',
   async (t) => {
     const dc = await startTestConsul(t);
-    const router = await call(dc.url, 'PUT', '/v1/config', { Kind: 'service-router', Name: 'web' });
-    t.equal(router.status, 400);
-    t.match(router.text, /does not implement config entries of kind "service-router"/);
-    t.match(router.text, /service-defaults, proxy-defaults, service-resolver, service-splitter/);
+    const gateway = await call(dc.url, 'PUT', '/v1/config', {
+      Kind: 'ingress-gateway',
+      Name: 'web',
+    });
+    t.equal(gateway.status, 400);
+    t.match(gateway.text, /does not implement config entries of kind "ingress-gateway"/);
+    t.match(
+      gateway.text,
+      /service-defaults, proxy-defaults, service-resolver, service-splitter, service-router/,
+    );
     t.equal(
       (await call(dc.url, 'GET', '/v1/config/nonsense')).text,
       'invalid config entry kind: nonsense',

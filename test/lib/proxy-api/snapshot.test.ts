@@ -30,7 +30,7 @@ function withSplit(s: any): void {
     { service: 'api', weight: 90 },
     { service: 'api-v2', weight: 10 },
   ];
-  s.upstreams[0].splitTargets = [
+  s.upstreams[0].targets = [
     {
       destinationName: v2.destinationName,
       destinationSpiffeId: v2.destinationSpiffeId,
@@ -41,8 +41,17 @@ function withSplit(s: any): void {
   ];
 }
 
-t.test('a snapshot with a traffic split decodes to an equal value', async (t) => {
-  const split = mutate(withSplit) as any;
+t.test('a snapshot with routes and a traffic split decodes to an equal value', async (t) => {
+  const split = mutate((s) => {
+    withSplit(s);
+    s.upstreams[0].routes = [
+      {
+        match: { pathPrefix: '/v2/', header: [{ name: 'x-canary', present: true }] },
+        splits: [{ service: 'api-v2', weight: 100 }],
+        prefixRewrite: '/',
+      },
+    ];
+  }) as any;
   t.same(decodeProxySnapshot(JSON.parse(JSON.stringify(split))), split);
 });
 
@@ -114,8 +123,8 @@ const cases: Array<[string, (s: any) => void, string]> = [
   ],
   [
     'a split target named twice',
-    (s) => (withSplit(s), s.upstreams[0].splitTargets.push(s.upstreams[0].splitTargets[0])),
-    'upstreams[0].splitTargets[1].destinationName',
+    (s) => (withSplit(s), s.upstreams[0].targets.push(s.upstreams[0].targets[0])),
+    'upstreams[0].targets[1].destinationName',
   ],
   [
     'a split on a tcp upstream',
@@ -123,9 +132,43 @@ const cases: Array<[string, (s: any) => void, string]> = [
     'upstreams[0].splits',
   ],
   [
+    'a route to a service that is not a target',
+    (s) => (
+      withSplit(s),
+      (s.upstreams[0].routes = [
+        { match: { pathPrefix: '/x' }, splits: [{ service: 'billing', weight: 100 }] },
+      ])
+    ),
+    'upstreams[0].routes[0].splits[0].service',
+  ],
+  [
+    'a prefix rewrite without a path match',
+    (s) => (
+      withSplit(s),
+      (s.upstreams[0].routes = [
+        {
+          match: { methods: ['GET'] },
+          splits: [{ service: 'api-v2', weight: 100 }],
+          prefixRewrite: '/',
+        },
+      ])
+    ),
+    'upstreams[0].routes[0].prefixRewrite',
+  ],
+  [
+    'a route with a bad regex',
+    (s) => (
+      withSplit(s),
+      (s.upstreams[0].routes = [
+        { match: { pathRegex: '(' }, splits: [{ service: 'api', weight: 100 }] },
+      ])
+    ),
+    'upstreams[0].routes[0].match.pathRegex',
+  ],
+  [
     'a split target without endpoints',
-    (s) => (withSplit(s), delete s.upstreams[0].splitTargets[0].endpoints),
-    'upstreams[0].splitTargets[0].endpoints',
+    (s) => (withSplit(s), delete s.upstreams[0].targets[0].endpoints),
+    'upstreams[0].targets[0].endpoints',
   ],
   [
     'an instance SPIFFE ID for another service',
