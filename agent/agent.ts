@@ -15,6 +15,7 @@ import {
   defaultLoadBalancer,
   type Protocol,
   type ProxySnapshot,
+  type QueryMatch,
   type TracingConfig,
   type UpstreamConfig,
 } from '../lib/proxy-api/index.ts';
@@ -205,7 +206,12 @@ interface Instance {
  * to the upstream's destination).
  */
 interface Traffic {
-  routes: Array<{ match: HttpMatch; shares: Map<string, number>; prefixRewrite?: string }>;
+  routes: Array<{
+    match: HttpMatch;
+    query?: QueryMatch[];
+    shares: Map<string, number>;
+    prefixRewrite?: string;
+  }>;
   shares: Map<string, number> | null;
 }
 
@@ -535,6 +541,7 @@ export function createAgent(o: AgentOptions): Agent {
     const splitter = (n: string) => central.splitter(n);
     const routes = (router ?? []).map((r) => ({
       match: r.match,
+      ...(r.query ? { query: r.query } : {}),
       shares: flattenSplits(r.service, splitter) ?? new Map([[r.service, 100]]),
       ...(r.prefixRewrite !== undefined ? { prefixRewrite: r.prefixRewrite } : {}),
     }));
@@ -578,6 +585,7 @@ export function createAgent(o: AgentOptions): Agent {
         ? {
             routes: t.routes.map((r) => ({
               match: r.match,
+              ...(r.query ? { query: r.query } : {}),
               splits: toSplits(r.shares),
               ...(r.prefixRewrite !== undefined ? { prefixRewrite: r.prefixRewrite } : {}),
             })),

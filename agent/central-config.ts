@@ -17,13 +17,14 @@ import {
   LOAD_BALANCER_POLICIES,
   type LoadBalancerPolicy,
   type Protocol,
+  type QueryMatch,
 } from '../lib/proxy-api/index.ts';
 import { checkUpstreamLayer, durationMs } from './definitions.ts';
 import { writeFileAtomic, type DataPaths } from './files.ts';
 import type { ConfigEntry, ConsulPort } from './ports.ts';
 import { asProtocol } from './transparent/derive.ts';
 import { knownProtocol } from '../lib/consul/protocol.ts';
-import { validateHttpMatch, type HttpMatch } from '../lib/intentions/index.ts';
+import { compileFullMatch, validateHttpMatch, type HttpMatch } from '../lib/intentions/index.ts';
 
 export const SERVICE_DEFAULTS = 'service-defaults';
 export const PROXY_DEFAULTS = 'proxy-defaults';
@@ -79,6 +80,8 @@ const UNSUPPORTED_SPLIT_FIELDS = [
 /** One route of a service-router: requests that meet `match` go to `service`. */
 export interface RouteEntry {
   match: HttpMatch;
+  /** Query parameter tests (Consul's `QueryParam`). */
+  query?: QueryMatch[];
   service: string;
   /** Replaces the matched path prefix (or exact path) before the request is forwarded. */
   prefixRewrite?: string;
@@ -154,6 +157,7 @@ function checkedRoutes(v: unknown): RouteEntry[] | null {
         match: validateHttpMatch(r.match, `route ${i}`),
         service: r.service,
       };
+      if (r.query !== undefined) out.query = queryMatches(r.query, `route ${i}`);
       if (typeof r.prefixRewrite === 'string') out.prefixRewrite = r.prefixRewrite;
       return out;
     });
@@ -436,9 +440,36 @@ function routeMatch(http: Layer): Record<string, unknown> {
 }
 
 /**
+ * Checked query parameter tests, from Consul's spelling (`Name`, `Present`, `Exact`, `Regex`)
+ * or from the cache's; throws naming `where` and the problem.
+ */
+function queryMatches(v: unknown, where: string): QueryMatch[] {
+  if (!Array.isArray(v)) throw new Error(`${where}: QueryParam must be a list`);
+  return v.map((x: unknown, i) => {
+    const at = `${where}.QueryParam[${i}]`;
+    if (!isLayer(x)) throw new Error(`${at} must be an object`);
+    const get = (k: string) => x[k] ?? x[k.toLowerCase()];
+    const name = get('Name');
+    if (typeof name !== 'string' || name === '') throw new Error(`${at} needs a Name`);
+    const q: QueryMatch = { name };
+    const present = get('Present');
+    const exact = get('Exact');
+    const regex = get('Regex');
+    if (typeof present === 'boolean') q.present = present;
+    if (typeof exact === 'string' && exact !== '') q.exact = exact;
+    if (typeof regex === 'string' && regex !== '') {
+      compileFullMatch(regex, at);
+      q.regex = regex;
+    }
+    if (Object.keys(q).length > 2)
+      throw new Error(`${at} should only contain one of Present, Exact, or Regex`);
+    return q;
+  });
+}
+
+/**
  * A service-router entry's routes, each route Remora cannot apply left out and reported in
- * `found`: a match that does not validate, a `QueryParam` match (not implemented, so the route
- * would catch requests it should not), a `PrefixRewrite` without a path match. Destination
+ * `found`: a match that does not validate, a `PrefixRewrite` without a path match. Destination
  * fields Remora does not implement are reported and the route applies without them.
  */
 export function routerRoutes(e: ConfigEntry, found: Map<string, string>): RouteEntry[] | null {
@@ -460,14 +491,12 @@ export function routerRoutes(e: ConfigEntry, found: Map<string, string>): RouteE
       skip('must be an object with Match.HTTP and Destination objects');
       continue;
     }
-    const query = isLayer(http) ? http.QueryParam : undefined;
-    if (Array.isArray(query) && query.length > 0) {
-      skip('matches on QueryParam, which Remora does not implement');
-      continue;
-    }
+    const rawQuery = isLayer(http) ? http.QueryParam : undefined;
     const raw = isLayer(http) ? routeMatch(http) : {};
     let match: HttpMatch;
+    let query: QueryMatch[] = [];
     try {
+      if (rawQuery !== undefined && rawQuery !== null) query = queryMatches(rawQuery, 'Match.HTTP');
       match =
         Object.keys(raw).length === 0 ? { pathPrefix: '/' } : validateHttpMatch(raw, 'Match.HTTP');
     } catch (err) {
@@ -477,7 +506,7 @@ export function routerRoutes(e: ConfigEntry, found: Map<string, string>): RouteE
     const d = item.Destination;
     const dest = isLayer(d) ? d : {};
     const service = typeof dest.Service === 'string' && dest.Service !== '' ? dest.Service : e.Name;
-    const route: RouteEntry = { match, service };
+    const route: RouteEntry = { match, ...(query.length > 0 ? { query } : {}), service };
     const rewrite = dest.PrefixRewrite;
     if (typeof rewrite === 'string' && rewrite !== '') {
       if (match.pathPrefix === undefined && match.pathExact === undefined) {

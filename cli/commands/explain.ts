@@ -11,11 +11,10 @@ import {
   type SplitShare,
 } from '../../agent/central-config.ts';
 import { createSilentLogger } from '../../lib/log/index.ts';
+import { compileRoute, type QueryMatch } from '../../lib/proxy-api/index.ts';
 import {
-  compileHttpMatch,
   evaluateIntentions,
   sortIntentions,
-  stripQuery,
   type HttpMatch,
   type IntentionsSnapshot,
   type RequestFacts,
@@ -129,13 +128,14 @@ function describeShares(shares: Map<string, number>): string {
 }
 
 /** An HTTP match in words: `path prefix /admin/, methods GET`. */
-function describeMatch(m: HttpMatch): string {
+function describeMatch(m: HttpMatch, query?: readonly QueryMatch[]): string {
   const parts: string[] = [];
   if (m.pathExact !== undefined) parts.push(`path ${m.pathExact}`);
   if (m.pathPrefix !== undefined) parts.push(`path prefix ${m.pathPrefix}`);
   if (m.pathRegex !== undefined) parts.push(`path regex ${m.pathRegex}`);
   if (m.methods?.length) parts.push(`methods ${m.methods.join(' ')}`);
   for (const h of m.header ?? []) parts.push(`header ${h.name}`);
+  for (const q of query ?? []) parts.push(`query ${q.name}`);
   return parts.join(', ');
 }
 
@@ -165,16 +165,14 @@ function explainTraffic(
     };
     const routes = traffic.routes ?? [];
     const request = o.request;
-    const hit = request
-      ? routes.findIndex((r) => compileHttpMatch(r.match)(request, stripQuery(request.path)))
-      : -1;
+    const hit = request ? routes.findIndex((r) => compileRoute(r)(request)) : -1;
     routes.forEach((r, i) => {
       if (request && i !== hit) return;
       const shares = sharesOf(r.service);
       reach(shares);
       print(
         ctx,
-        `  ${destination}'s service-router: ${request ? 'this request meets ' : ''}route ${i + 1} (${describeMatch(r.match)}) → ${describeShares(shares)}${r.prefixRewrite !== undefined ? `, path prefix rewritten to ${r.prefixRewrite}` : ''}`,
+        `  ${destination}'s service-router: ${request ? 'this request meets ' : ''}route ${i + 1} (${describeMatch(r.match, r.query)}) → ${describeShares(shares)}${r.prefixRewrite !== undefined ? `, path prefix rewritten to ${r.prefixRewrite}` : ''}`,
       );
     });
     if (!request || hit === -1) {

@@ -236,6 +236,17 @@ function checkRouter(e: Record<string, unknown>): void {
           `Route[${i}] Header[${j}] should only contain one of Present, Exact, Prefix, Suffix, or Regex`,
         );
     });
+    const params = Array.isArray(http.QueryParam) ? http.QueryParam : [];
+    params.forEach((q: unknown, j) => {
+      const qp = obj(q) ?? {};
+      if (typeof qp.Name !== 'string' || qp.Name === '')
+        fail(`Route[${i}] QueryParam[${j}] missing required Name field`);
+      const kinds =
+        ['Exact', 'Regex'].filter((k) => typeof qp[k] === 'string' && qp[k] !== '').length +
+        (qp.Present === true ? 1 : 0);
+      if (kinds > 1)
+        fail(`Route[${i}] QueryParam[${j}] should only contain one of Present, Exact, or Regex`);
+    });
     const methods = Array.isArray(http.Methods) ? http.Methods : [];
     for (const m of methods)
       if (typeof m !== 'string' || !HTTP_METHODS.has(m.toUpperCase()))

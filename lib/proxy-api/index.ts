@@ -10,3 +10,4 @@ export {
   defaultLoadBalancer,
   PROXY_NODE_OPTIONS,
 } from './defaults.ts';
+export { compileRoute } from './routes.ts';

@@ -19,6 +19,7 @@ import type {
   LoadBalancerPolicy,
   Protocol,
   ProxySnapshot,
+  QueryMatch,
   ResilienceConfig,
   UpstreamTarget,
   TlsMaterial,
@@ -288,11 +289,13 @@ function decodeTraffic(o: Obj, p: string, u: UpstreamConfig): void {
     if (list.length > MAX_ROUTES) fail(`${p}.routes`, `must hold at most ${MAX_ROUTES} routes`);
     u.routes = list.map((v, i): HttpRoute => {
       const rp = `${p}.routes[${i}]`;
-      const r = obj(v, rp, ['match', 'splits', 'prefixRewrite']);
+      const r = obj(v, rp, ['match', 'query', 'splits', 'prefixRewrite']);
       const route: HttpRoute = {
         match: decodeHttpMatch(r.match, `${rp}.match`),
         splits: decodeShares(r.splits, `${rp}.splits`, names),
       };
+      if (r.query !== undefined)
+        route.query = arr(r, 'query', rp).map((q, j) => decodeQueryMatch(q, `${rp}.query[${j}]`));
       const rewrite = optStr(r, 'prefixRewrite', rp);
       if (rewrite !== undefined) {
         if (route.match.pathPrefix === undefined && route.match.pathExact === undefined)
@@ -358,6 +361,22 @@ function checkRegex(source: string, path: string): void {
   } catch {
     fail(path, 'is not a valid regular expression', source);
   }
+}
+
+function decodeQueryMatch(v: unknown, p: string): QueryMatch {
+  const o = obj(v, p, ['name', 'present', 'exact', 'regex']);
+  const q: QueryMatch = { name: str(o, 'name', p) };
+  if (o.present !== undefined) q.present = bool(o, 'present', p);
+  const exact = optStr(o, 'exact', p);
+  if (exact !== undefined) q.exact = exact;
+  const regex = optStr(o, 'regex', p);
+  if (regex !== undefined) {
+    checkRegex(regex, `${p}.regex`);
+    q.regex = regex;
+  }
+  if ([q.present, q.exact, q.regex].filter((x) => x !== undefined).length > 1)
+    fail(p, 'must set only one of present, exact and regex');
+  return q;
 }
 
 function decodeHttpMatch(v: unknown, p: string): HttpMatch {

@@ -95,6 +95,8 @@ export interface UpstreamConfig {
 export interface HttpRoute {
   /** What a request must meet (every part given); the intentions' match language. */
   match: HttpMatch;
+  /** Query parameters the request must also carry (every one given). */
+  query?: QueryMatch[];
   /** Where a matching request goes: one service at 100, or the shares of its splitter. */
   splits: TrafficSplit[];
   /**
@@ -102,6 +104,18 @@ export interface HttpRoute {
    * forwarded.
    */
   prefixRewrite?: string;
+}
+
+/**
+ * A query parameter test of a route (Consul's `QueryParam`): the parameter is present (or, with
+ * `present: false`, absent), equals `exact`, or fully matches `regex`; with none of them, it is
+ * present. Values are compared URL-decoded.
+ */
+export interface QueryMatch {
+  name: string;
+  present?: boolean;
+  exact?: string;
+  regex?: string;
 }
 
 /** One share of a traffic split. */

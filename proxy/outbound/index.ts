@@ -16,7 +16,8 @@ import type {
   UpstreamConfig,
   UpstreamTarget,
 } from '../../lib/proxy-api/index.ts';
-import { compileHttpMatch, stripQuery, type RequestFacts } from '../../lib/intentions/index.ts';
+import { compileRoute } from '../../lib/proxy-api/index.ts';
+import type { RequestFacts } from '../../lib/intentions/index.ts';
 import { headersRecord } from '../http/h1-parse.ts';
 import type { ProxyEnv } from '../env.ts';
 import { observeLatency, type EndpointState } from '../balance/endpoints.ts';
@@ -156,7 +157,7 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
   // each target is an upstream of its own (cluster, breakers, retries, metrics under its name)
   // without a listener; a request or stream is handed to one of them whole
   const targets = new Map<string, Upstream>();
-  let routes: Array<{ route: HttpRoute; test: (r: RequestFacts, path: string) => boolean }> = [];
+  let routes: Array<{ route: HttpRoute; test: (r: RequestFacts) => boolean }> = [];
   function syncTargets(config: UpstreamConfig): void {
     const want = new Map((config.targets ?? []).map((t) => [t.destinationName, t]));
     for (const [n, up] of targets)
@@ -169,14 +170,13 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
       if (cur) cur.update(targetUpstream(config, t));
       else targets.set(n, createUpstream(env, targetUpstream(config, t)));
     }
-    routes = (config.routes ?? []).map((route) => ({ route, test: compileHttpMatch(route.match) }));
+    routes = (config.routes ?? []).map((route) => ({ route, test: compileRoute(route) }));
   }
   syncTargets(initial);
 
   /** The first route a request meets, or null. */
   function routeFor(r: RequestFacts): HttpRoute | null {
-    const path = stripQuery(r.path);
-    for (const c of routes) if (c.test(r, path)) return c.route;
+    for (const c of routes) if (c.test(r)) return c.route;
     return null;
   }
 

@@ -467,6 +467,7 @@ t.test("a service-router's routes are read; what Remora cannot apply is reported
           },
           { Match: { HTTP: { Methods: ['get', 'HEAD'] } }, Destination: { Service: 'api-read' } },
           { Match: { HTTP: { PathExact: '/q', QueryParam: [{ Name: 'x', Exact: '1' }] } } },
+          { Match: { HTTP: { QueryParam: [{ Name: 'y', Exact: '1', Regex: '.*' }] } } },
           { Match: { HTTP: { PathRegex: '(' } }, Destination: { Service: 'broken' } },
           { Match: { HTTP: { Methods: ['GET'] } }, Destination: { PrefixRewrite: '/v2' } },
           { Destination: { Service: 'api-v2' } },
@@ -486,6 +487,7 @@ t.test("a service-router's routes are read; what Remora cannot apply is reported
       prefixRewrite: '/',
     },
     { match: { methods: ['GET', 'HEAD'] }, service: 'api-read' },
+    { match: { pathExact: '/q' }, query: [{ name: 'x', exact: '1' }], service: 'api' },
     { match: { pathPrefix: '/' }, service: 'api-v2' },
   ]);
   t.equal(c.router('web'), null);
@@ -496,9 +498,9 @@ t.test("a service-router's routes are read; what Remora cannot apply is reported
       .sort(),
     [
       "service-router of api: Routes[0].Destination.NumRetries is not implemented by Remora's agents; it is ignored, and the route sends its requests to every healthy instance of admin",
-      'service-router of api: Routes[2] matches on QueryParam, which Remora does not implement; the route is ignored',
-      'service-router of api: Routes[3] has a bad match (Match.HTTP.pathRegex: regex "(" does not compile: Invalid regular expression: /^(?:()$/: Unterminated group); the route is ignored',
-      'service-router of api: Routes[4] sets PrefixRewrite without a PathPrefix or PathExact match; the route is ignored',
+      'service-router of api: Routes[3] has a bad match (Match.HTTP.QueryParam[0] should only contain one of Present, Exact, or Regex); the route is ignored',
+      'service-router of api: Routes[4] has a bad match (Match.HTTP.pathRegex: regex "(" does not compile: Invalid regular expression: /^(?:()$/: Unterminated group); the route is ignored',
+      'service-router of api: Routes[5] sets PrefixRewrite without a PathPrefix or PathExact match; the route is ignored',
       'service-router of web: Routes must be a list; the router is ignored',
     ],
   );

@@ -165,6 +165,7 @@ function routedUpstream(
     routes: [
       { match: { pathPrefix: '/v2/' }, splits: toV2, prefixRewrite: '/' },
       { match: { header: [{ name: 'x-canary', exact: '1' }], methods: ['GET'] }, splits: toV2 },
+      { match: { pathPrefix: '/' }, query: [{ name: 'version', exact: '2' }], splits: toV2 },
     ],
   };
 }
@@ -189,6 +190,8 @@ t.test('http: routes send matching requests to their service, rewriting the path
     'api /users',
     'the header route is for GET only',
   );
+  t.equal(await call('/users?a=1&version=2'), 'api-v2 /users?a=1&version=2', 'the query route');
+  t.equal(await call('/users?version=3'), 'api /users?version=3', 'another value');
   t.equal(await call('/users'), 'api /users', 'no route matches: the default (api)');
 });
 
@@ -251,5 +254,6 @@ t.test('http2: routes apply to streams too', async (t) => {
   const call = await startH2Mesh(t, (mesh, ports) => routedUpstream(mesh, ports, 'http2'));
   t.equal(await call('/v2/feed'), 'api-v2 /feed');
   t.equal(await call('/feed', { 'x-canary': '1' }), 'api-v2 /feed');
+  t.equal(await call('/feed?version=2'), 'api-v2 /feed?version=2');
   t.equal(await call('/feed'), 'api /feed');
 });

@@ -47,6 +47,7 @@ t.test('a snapshot with routes and a traffic split decodes to an equal value', a
     s.upstreams[0].routes = [
       {
         match: { pathPrefix: '/v2/', header: [{ name: 'x-canary', present: true }] },
+        query: [{ name: 'version', regex: '2|3' }],
         splits: [{ service: 'api-v2', weight: 100 }],
         prefixRewrite: '/',
       },
@@ -164,6 +165,20 @@ const cases: Array<[string, (s: any) => void, string]> = [
       ])
     ),
     'upstreams[0].routes[0].match.pathRegex',
+  ],
+  [
+    'a query test with two kinds',
+    (s) => (
+      withSplit(s),
+      (s.upstreams[0].routes = [
+        {
+          match: { pathPrefix: '/' },
+          query: [{ name: 'v', exact: '2', present: true }],
+          splits: [{ service: 'api', weight: 100 }],
+        },
+      ])
+    ),
+    'upstreams[0].routes[0].query[0]',
   ],
   [
     'a split target without endpoints',

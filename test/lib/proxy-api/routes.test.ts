@@ -1,0 +1,55 @@
+import t from 'tap';
+import { compileRoute } from '../../../lib/proxy-api/index.ts';
+
+const req = (path: string, method = 'GET', headers: Record<string, string> = {}) => ({
+  method,
+  path,
+  headers,
+});
+
+t.test('a route matches its path on the path without the query', async (t) => {
+  const m = compileRoute({ match: { pathExact: '/users' } });
+  t.ok(m(req('/users')));
+  t.ok(m(req('/users?page=2')), 'the query is not part of the path');
+  t.notOk(m(req('/users/1')));
+});
+
+t.test(
+  'query tests: exact (decoded, any of repeated values), regex, present, absent',
+  async (t) => {
+    const exact = compileRoute({
+      match: { pathPrefix: '/' },
+      query: [{ name: 'v', exact: 'a b' }],
+    });
+    t.ok(exact(req('/x?v=a%20b')), 'compared URL-decoded');
+    t.ok(exact(req('/x?v=1&v=a+b')), 'any of the repeated values');
+    t.notOk(exact(req('/x?v=ab')));
+    t.notOk(exact(req('/x')));
+    const regex = compileRoute({
+      match: { pathPrefix: '/' },
+      query: [{ name: 'v', regex: '2|3' }],
+    });
+    t.ok(regex(req('/?v=3')));
+    t.notOk(regex(req('/?v=23')), 'a full match');
+    const present = compileRoute({ match: { pathPrefix: '/' }, query: [{ name: 'debug' }] });
+    t.ok(present(req('/?debug')), 'present without a value');
+    t.notOk(present(req('/?debugx=1')));
+    const absent = compileRoute({
+      match: { pathPrefix: '/' },
+      query: [{ name: 'debug', present: false }],
+    });
+    t.ok(absent(req('/')));
+    t.notOk(absent(req('/?debug=0')));
+  },
+);
+
+t.test('every part of a route must hold', async (t) => {
+  const m = compileRoute({
+    match: { pathPrefix: '/api/', methods: ['POST'], header: [{ name: 'x-canary', exact: '1' }] },
+    query: [{ name: 'v', exact: '2' }],
+  });
+  t.ok(m(req('/api/x?v=2', 'POST', { 'x-canary': '1' })));
+  t.notOk(m(req('/api/x?v=2', 'GET', { 'x-canary': '1' })), 'method');
+  t.notOk(m(req('/api/x?v=2', 'POST')), 'header');
+  t.notOk(m(req('/api/x', 'POST', { 'x-canary': '1' })), 'query');
+});
