@@ -8,18 +8,22 @@ import { formatSpiffeId } from '../lib/identity/index.ts';
 import { RemoraError, toRemoraError, type ErrorCode } from '../lib/errors/index.ts';
 import { logError, type Logger } from '../lib/log/index.ts';
 import { backoffDelay, type Clock } from '../lib/util/index.ts';
-import type { HttpMatch, IntentionsSnapshot } from '../lib/intentions/types.ts';
+import type { IntentionsSnapshot } from '../lib/intentions/types.ts';
 import {
   DEFAULT_PROTOCOL,
   DEFAULT_RESILIENCE,
   defaultLoadBalancer,
   type Protocol,
   type ProxySnapshot,
-  type QueryMatch,
   type TracingConfig,
   type UpstreamConfig,
 } from '../lib/proxy-api/index.ts';
-import { createCentralConfig, flattenSplits, type CentralConfig } from './central-config.ts';
+import {
+  createCentralConfig,
+  flattenSplits,
+  type CentralConfig,
+  type RouteEntry,
+} from './central-config.ts';
 import { createConfigDir, type ConfigDir } from './config-dir.ts';
 import {
   NODE_META_KEY,
@@ -206,12 +210,7 @@ interface Instance {
  * to the upstream's destination).
  */
 interface Traffic {
-  routes: Array<{
-    match: HttpMatch;
-    query?: QueryMatch[];
-    shares: Map<string, number>;
-    prefixRewrite?: string;
-  }>;
+  routes: Array<Omit<RouteEntry, 'service'> & { shares: Map<string, number> }>;
   shares: Map<string, number> | null;
 }
 
@@ -539,11 +538,9 @@ export function createAgent(o: AgentOptions): Agent {
     }
     trafficIgnored.delete(key);
     const splitter = (n: string) => central.splitter(n);
-    const routes = (router ?? []).map((r) => ({
-      match: r.match,
-      ...(r.query ? { query: r.query } : {}),
-      shares: flattenSplits(r.service, splitter) ?? new Map([[r.service, 100]]),
-      ...(r.prefixRewrite !== undefined ? { prefixRewrite: r.prefixRewrite } : {}),
+    const routes = (router ?? []).map(({ service, ...r }) => ({
+      ...r,
+      shares: flattenSplits(service, splitter) ?? new Map([[service, 100]]),
     }));
     const shares = flattenSplits(dest, splitter);
     return routes.length === 0 && shares === null ? null : { routes, shares };
@@ -583,12 +580,7 @@ export function createAgent(o: AgentOptions): Agent {
     return {
       ...(t.routes.length > 0
         ? {
-            routes: t.routes.map((r) => ({
-              match: r.match,
-              ...(r.query ? { query: r.query } : {}),
-              splits: toSplits(r.shares),
-              ...(r.prefixRewrite !== undefined ? { prefixRewrite: r.prefixRewrite } : {}),
-            })),
+            routes: t.routes.map(({ shares, ...r }) => ({ ...r, splits: toSplits(shares) })),
           }
         : {}),
       ...(t.shares ? { splits: toSplits(t.shares) } : {}),

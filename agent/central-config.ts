@@ -85,16 +85,21 @@ export interface RouteEntry {
   service: string;
   /** Replaces the matched path prefix (or exact path) before the request is forwarded. */
   prefixRewrite?: string;
+  /** The route's request timeout (`RequestTimeout`), over its service's own. */
+  requestTimeoutMs?: number;
+  /** The route's retries at most (`NumRetries`), over its service's own. */
+  maxRetries?: number;
 }
+
+/** The most retries a route may ask for (a proxy's `maxRetries` limit). */
+const MAX_ROUTE_RETRIES = 10;
 
 /** Route destination fields Remora does not implement: the route applies without them. */
 const UNSUPPORTED_ROUTE_FIELDS = [
   'ServiceSubset',
   'Namespace',
   'Partition',
-  'RequestTimeout',
   'IdleTimeout',
-  'NumRetries',
   'RetryOnConnectFailure',
   'RetryOn',
   'RetryOnStatusCodes',
@@ -103,6 +108,7 @@ const UNSUPPORTED_ROUTE_FIELDS = [
 ] as const;
 
 const TIMEOUT_LIMITS_MS = { connectTimeoutMs: 600_000, requestTimeoutMs: 3_600_000 } as const;
+const MAX_REQUEST_TIMEOUT_MS = TIMEOUT_LIMITS_MS.requestTimeoutMs;
 
 export interface CentralConfig {
   /** The protocol Consul's entries give `service`, or null when they give none (or none is known yet). */
@@ -158,6 +164,12 @@ function checkedRoutes(v: unknown): RouteEntry[] | null {
         service: r.service,
       };
       if (r.query !== undefined) out.query = queryMatches(r.query, `route ${i}`);
+      const ms = r.requestTimeoutMs;
+      if (Number.isInteger(ms) && (ms as number) >= 1 && (ms as number) <= MAX_REQUEST_TIMEOUT_MS)
+        out.requestTimeoutMs = ms as number;
+      const n = r.maxRetries;
+      if (Number.isInteger(n) && (n as number) >= 0 && (n as number) <= MAX_ROUTE_RETRIES)
+        out.maxRetries = n as number;
       if (typeof r.prefixRewrite === 'string') out.prefixRewrite = r.prefixRewrite;
       return out;
     });
@@ -514,6 +526,27 @@ export function routerRoutes(e: ConfigEntry, found: Map<string, string>): RouteE
         continue;
       }
       route.prefixRewrite = rewrite;
+    }
+    const timeout = resolverDuration(dest.RequestTimeout);
+    if (timeout === null || (timeout !== undefined && timeout > MAX_REQUEST_TIMEOUT_MS))
+      found.set(
+        `o/${e.Name}/${i}/RequestTimeout`,
+        `${at}.Destination.RequestTimeout ${JSON.stringify(dest.RequestTimeout)} is not a duration from 1ms to ${MAX_REQUEST_TIMEOUT_MS / 1000}s; the route keeps ${service}'s own`,
+      );
+    else if (timeout !== undefined) route.requestTimeoutMs = timeout;
+    const retries = dest.NumRetries;
+    if (retries !== undefined && retries !== null && retries !== 0) {
+      if (
+        Number.isInteger(retries) &&
+        (retries as number) > 0 &&
+        (retries as number) <= MAX_ROUTE_RETRIES
+      )
+        route.maxRetries = retries as number;
+      else
+        found.set(
+          `o/${e.Name}/${i}/NumRetries`,
+          `${at}.Destination.NumRetries ${JSON.stringify(retries)} is not a whole number from 0 to ${MAX_ROUTE_RETRIES}; the route keeps ${service}'s own`,
+        );
     }
     for (const field of UNSUPPORTED_ROUTE_FIELDS) {
       const v = dest[field];

@@ -392,7 +392,10 @@ export function createSupervisor(o: SupervisorOptions): Supervisor {
     p.pendingHash = null;
     p.pendingBody = null;
     p.state = 'running';
-    void writePid(p);
+    // a pid file that cannot be written costs only adoption after an agent restart
+    writePid(p).catch((err: unknown) =>
+      logError(logger, err, `cannot record the pid of ${p.instance}'s proxy`, 'warn'),
+    );
     logger.info(
       {
         instance: p.instance,

@@ -69,8 +69,13 @@ export function renderStatus(s: AgentStatus, now: number): string {
       u.service,
       String(u.endpoints),
       u.synced ? 'yes' : 'no',
-      // an upstream a transparent instance derives from intentions (docs/transparent.md)
-      u.users.map((x) => x.replace(/\/derived$/, ' (by intentions)')).join(','),
+      // an upstream a transparent instance derives from intentions (docs/transparent.md), or a
+      // service an upstream's routes and splits send calls to (docs/agent.md)
+      u.users
+        .map((x) =>
+          x.replace(/\/derived$/, ' (by intentions)').replace(/\/targets$/, ' (routes, splits)'),
+        )
+        .join(','),
     ]);
   if (ups.length > 1) out.push('', table(ups));
   const errors: string[] = [];

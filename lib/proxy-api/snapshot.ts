@@ -289,13 +289,24 @@ function decodeTraffic(o: Obj, p: string, u: UpstreamConfig): void {
     if (list.length > MAX_ROUTES) fail(`${p}.routes`, `must hold at most ${MAX_ROUTES} routes`);
     u.routes = list.map((v, i): HttpRoute => {
       const rp = `${p}.routes[${i}]`;
-      const r = obj(v, rp, ['match', 'query', 'splits', 'prefixRewrite']);
+      const r = obj(v, rp, [
+        'match',
+        'query',
+        'splits',
+        'prefixRewrite',
+        'requestTimeoutMs',
+        'maxRetries',
+      ]);
       const route: HttpRoute = {
         match: decodeHttpMatch(r.match, `${rp}.match`),
         splits: decodeShares(r.splits, `${rp}.splits`, names),
       };
       if (r.query !== undefined)
         route.query = arr(r, 'query', rp).map((q, j) => decodeQueryMatch(q, `${rp}.query[${j}]`));
+      if (r.requestTimeoutMs !== undefined)
+        route.requestTimeoutMs = num(r, 'requestTimeoutMs', rp, { min: 1, int: true });
+      if (r.maxRetries !== undefined)
+        route.maxRetries = num(r, 'maxRetries', rp, { min: 0, max: 10, int: true });
       const rewrite = optStr(r, 'prefixRewrite', rp);
       if (rewrite !== undefined) {
         if (route.match.pathPrefix === undefined && route.match.pathExact === undefined)

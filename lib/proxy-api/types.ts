@@ -104,6 +104,10 @@ export interface HttpRoute {
    * forwarded.
    */
   prefixRewrite?: string;
+  /** The matching requests' timeout until the response head (over the target's own). */
+  requestTimeoutMs?: number;
+  /** Retries the matching requests get at most (over the target's own `maxRetries`). */
+  maxRetries?: number;
 }
 
 /**

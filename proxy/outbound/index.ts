@@ -30,7 +30,13 @@ import {
   respondH2Error,
 } from '../http/h2-forward.ts';
 import { isIdempotent } from '../stages/types.ts';
-import { composeStages, type Handler, type RequestContext, type Stage } from '../stages/types.ts';
+import {
+  composeStages,
+  type Handler,
+  type RequestContext,
+  type RouteSettings,
+  type Stage,
+} from '../stages/types.ts';
 import { createErrorResponderStage } from '../stages/responder.ts';
 import { createMetricsStage } from '../stages/metrics.ts';
 import { createActiveRequestsStage } from '../stages/limits.ts';
@@ -44,8 +50,13 @@ export interface Upstream {
   handleConnection(socket: Socket): void;
   /** An HTTP/1.1 request through this upstream's whole outbound stack. */
   handleRequest: Handler;
-  /** An HTTP/2 or gRPC stream through this upstream's outbound path. */
-  handleH2Stream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number): void;
+  /** An HTTP/2 or gRPC stream through this upstream's outbound path (`route`: its route's settings). */
+  handleH2Stream(
+    stream: ServerHttp2Stream,
+    headers: IncomingHttpHeaders,
+    flags: number,
+    route?: RouteSettings,
+  ): void;
   update(config: UpstreamConfig): void;
   /** The TLS material changed (see `Cluster.tlsChanged`). */
   tlsChanged(): void;
@@ -64,6 +75,15 @@ export function rewritePath(target: string, route: HttpRoute): string {
   const matched = route.match.pathPrefix ?? route.match.pathExact ?? '';
   if (route.prefixRewrite === undefined || !target.startsWith(matched)) return target;
   return route.prefixRewrite + target.slice(matched.length);
+}
+
+/** What a route sets over its target's own settings; undefined when nothing. */
+function routeSettings(route: HttpRoute): RouteSettings | undefined {
+  if (route.requestTimeoutMs === undefined && route.maxRetries === undefined) return undefined;
+  return {
+    ...(route.requestTimeoutMs !== undefined ? { requestTimeoutMs: route.requestTimeoutMs } : {}),
+    ...(route.maxRetries !== undefined ? { maxRetries: route.maxRetries } : {}),
+  };
 }
 
 /** A target's upstream: the parent's listener settings, its own everything else. */
@@ -108,7 +128,7 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
     const t0 = performance.now();
     let response;
     try {
-      const timeoutMs = res().requestTimeoutMs;
+      const timeoutMs = req.ctx.route?.requestTimeoutMs ?? res().requestTimeoutMs;
       // to a peer sidecar that speaks it, many requests share one connection (remora-mux/1)
       response = await (muxable(req)
         ? cluster.mux(ep).request(req, timeoutMs, () => cluster.pool(ep).request(req, timeoutMs))
@@ -142,7 +162,7 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
     createRetryStage({
       clock: env.clock,
       budget: cluster.budget,
-      maxRetries: () => res().maxRetries,
+      maxRetries: (req) => req.ctx.route?.maxRetries ?? res().maxRetries,
       maxBufferedBodyBytes: () => res().maxBufferedBodyBytes,
       onRetry: (reason) => env.metrics.retries.labels(name, reason).inc(),
       onBudgetExhausted: () => env.metrics.budgetExhausted.labels(name).inc(),
@@ -205,6 +225,8 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
       if (route !== null) {
         splits = route.splits;
         if (route.prefixRewrite !== undefined) req.target = rewritePath(req.target, route);
+        const settings = routeSettings(route);
+        if (settings !== undefined) req.ctx.route = settings;
       }
     }
     const to = pickShare(splits);
@@ -316,17 +338,19 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
     server.on('stream', (stream, headers, flags) => {
       stream.on('error', () => {});
       let splits = cluster.config.splits;
+      let settings: RouteSettings | undefined;
       if (routes.length > 0) {
         const path = String(headers[':path'] ?? '/');
         const route = routeFor({ method: String(headers[':method']), path, headers });
         if (route !== null) {
           splits = route.splits;
           if (route.prefixRewrite !== undefined) headers[':path'] = rewritePath(path, route);
+          settings = routeSettings(route);
         }
       }
       const to = pickShare(splits);
-      if (to === null) handleH2Stream(stream, headers, flags);
-      else to.handleH2Stream(stream, headers, flags);
+      if (to === null) handleH2Stream(stream, headers, flags, settings);
+      else to.handleH2Stream(stream, headers, flags, settings);
     });
     h2server = server;
     return server;
@@ -336,6 +360,7 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
     stream: ServerHttp2Stream,
     headers: IncomingHttpHeaders,
     flags: number,
+    route?: RouteSettings,
   ): void {
     const grpc = String(headers['content-type'] ?? '').startsWith('application/grpc');
     const start = performance.now();
@@ -347,7 +372,7 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
       const triedEps = new Set<EndpointState>();
       for (let attempt = 0; ; attempt++) {
         const canRetry = (): boolean =>
-          attempt < res().maxRetries &&
+          attempt < (route?.maxRetries ?? res().maxRetries) &&
           body.replayable &&
           !stream.destroyed &&
           cluster.budget.tryRetry(env.clock.now());
@@ -380,9 +405,10 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
         try {
           const status = await forwardH2Stream(body, headers, session, {
             retry5xx: () => idempotent && canRetry(),
-            // gRPC streams are untimed: a deadline is the caller's (grpc-timeout), and a
-            // streaming server may send its head only with its first message
-            timeoutMs: grpc ? 0 : res().requestTimeoutMs,
+            // gRPC streams are untimed unless their route sets a timeout: a deadline is the
+            // caller's (grpc-timeout), and a streaming server may send its head only with its
+            // first message
+            timeoutMs: route?.requestTimeoutMs ?? (grpc ? 0 : res().requestTimeoutMs),
           });
           cluster.outcome(ep, status < 500, now);
           observeLatency(ep, performance.now() - start, now);

@@ -62,7 +62,8 @@ export type RetryReason = 'connect' | 'reset' | 'timeout' | 'status_5xx';
 export interface RetryStageOptions {
   clock: Clock;
   budget: RetryBudget;
-  maxRetries: () => number;
+  /** Retries this request may get at most. */
+  maxRetries: (req: ProxyRequest) => number;
   maxBufferedBodyBytes: () => number;
   onRetry?: (reason: RetryReason, req: ProxyRequest) => void;
   onBudgetExhausted?: () => void;
@@ -84,7 +85,7 @@ function errorReason(e: RemoraError): RetryReason | null {
 export function createRetryStage(o: RetryStageOptions): Stage {
   return (next) => async (req) => {
     o.budget.recordRequest(o.clock.now());
-    const max = o.maxRetries();
+    const max = o.maxRetries(req);
     if (max === 0) return next(req);
     const body = req.body;
     // buffer a small streaming body up front so it can be replayed

@@ -22,6 +22,14 @@ export interface RequestContext {
   trace: unknown;
   /** Inbound: the connection-level intention decision for this peer. */
   l4: ConnectionDecision | null;
+  /** Outbound: what the route the request met sets over the upstream's own settings. */
+  route?: RouteSettings;
+}
+
+/** A route's own request timeout and retry count (Consul's service-router `Destination`). */
+export interface RouteSettings {
+  requestTimeoutMs?: number;
+  maxRetries?: number;
 }
 
 /** The parts of an intention decision the data plane needs per connection. */

@@ -465,7 +465,10 @@ t.test("a service-router's routes are read; what Remora cannot apply is reported
             },
             Destination: { Service: 'admin', PrefixRewrite: '/', NumRetries: 3 },
           },
-          { Match: { HTTP: { Methods: ['get', 'HEAD'] } }, Destination: { Service: 'api-read' } },
+          {
+            Match: { HTTP: { Methods: ['get', 'HEAD'] } },
+            Destination: { Service: 'api-read', RequestTimeout: '2s', NumRetries: 50 },
+          },
           { Match: { HTTP: { PathExact: '/q', QueryParam: [{ Name: 'x', Exact: '1' }] } } },
           { Match: { HTTP: { QueryParam: [{ Name: 'y', Exact: '1', Regex: '.*' }] } } },
           { Match: { HTTP: { PathRegex: '(' } }, Destination: { Service: 'broken' } },
@@ -485,8 +488,9 @@ t.test("a service-router's routes are read; what Remora cannot apply is reported
       match: { pathPrefix: '/admin/', header: [{ name: 'x-debug', present: true }] },
       service: 'admin',
       prefixRewrite: '/',
+      maxRetries: 3,
     },
-    { match: { methods: ['GET', 'HEAD'] }, service: 'api-read' },
+    { match: { methods: ['GET', 'HEAD'] }, service: 'api-read', requestTimeoutMs: 2000 },
     { match: { pathExact: '/q' }, query: [{ name: 'x', exact: '1' }], service: 'api' },
     { match: { pathPrefix: '/' }, service: 'api-v2' },
   ]);
@@ -497,7 +501,7 @@ t.test("a service-router's routes are read; what Remora cannot apply is reported
       .map((p) => p.message)
       .sort(),
     [
-      "service-router of api: Routes[0].Destination.NumRetries is not implemented by Remora's agents; it is ignored, and the route sends its requests to every healthy instance of admin",
+      "service-router of api: Routes[1].Destination.NumRetries 50 is not a whole number from 0 to 10; the route keeps api-read's own",
       'service-router of api: Routes[3] has a bad match (Match.HTTP.QueryParam[0] should only contain one of Present, Exact, or Regex); the route is ignored',
       'service-router of api: Routes[4] has a bad match (Match.HTTP.pathRegex: regex "(" does not compile: Invalid regular expression: /^(?:()$/: Unterminated group); the route is ignored',
       'service-router of api: Routes[5] sets PrefixRewrite without a PathPrefix or PathExact match; the route is ignored',

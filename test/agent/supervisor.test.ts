@@ -4,7 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createSupervisor, type ProcessOps } from '../../agent/supervisor.ts';
-import { dataPaths } from '../../agent/files.ts';
+import { dataPaths, writesSettled } from '../../agent/files.ts';
 import type { SpawnProxyRequest } from '../../agent/spawn.ts';
 import { createSilentLogger } from '../../lib/log/index.ts';
 import { createClock, waitFor, type Clock } from '../../lib/util/index.ts';
@@ -73,7 +73,10 @@ function body(id: string): Omit<ProxySnapshot, 'version'> {
 
 async function setup(t: { teardown(fn: () => unknown): void }) {
   const dir = await mkdtemp(join(tmpdir(), 'remora-sup-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  t.teardown(async () => {
+    await writesSettled(); // a pid file write still in flight would fail on a removed dir
+    await rm(dir, { recursive: true, force: true });
+  });
   const paths = dataPaths(dir);
   let nextPid = 50_000;
   const alive = new Set<number>();

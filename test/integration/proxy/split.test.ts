@@ -257,3 +257,44 @@ t.test('http2: routes apply to streams too', async (t) => {
   t.equal(await call('/feed?version=2'), 'api-v2 /feed?version=2');
   t.equal(await call('/feed'), 'api /feed');
 });
+
+t.test("a route's request timeout and retries apply to its requests only", async (t) => {
+  const mesh = createMeshCerts();
+  const app = await startEchoApp('api', (req, res) => {
+    // every answer takes 400 ms
+    setTimeout(() => res.writeHead(200).end(`late ${req.url}`), 400);
+  });
+  const api = await startSidecar(mesh, 'api', { appPort: app.port });
+  const base = makeUpstream(mesh, 'api', [api.inboundPort]);
+  const web = await startSidecar(mesh, 'web', {
+    upstreams: [
+      {
+        ...base,
+        routes: [
+          {
+            match: { pathPrefix: '/quick/' },
+            splits: [{ service: 'api', weight: 100 }],
+            requestTimeoutMs: 100,
+            maxRetries: 0,
+          },
+        ],
+        targets: [],
+      },
+    ],
+  });
+  t.teardown(async () => {
+    await web.proxy.close();
+    await api.proxy.close();
+    await app.close();
+  });
+  const port = web.proxy.addresses().upstreams.api!.port;
+  const quick = await get(port, '/quick/x');
+  t.same(
+    [quick.status, quick.code],
+    [504, 'REMORA_E_PROXY_REQUEST_TIMEOUT'],
+    'the route times out',
+  );
+  t.equal(app.hits, 1, 'and is not retried: its route allows no retry');
+  const other = await get(port, '/x');
+  t.same([other.status, other.body], [200, 'late /x'], "other paths keep api's own timeout");
+});
