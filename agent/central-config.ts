@@ -467,7 +467,8 @@ function queryMatches(v: unknown, where: string): QueryMatch[] {
     const present = get('Present');
     const exact = get('Exact');
     const regex = get('Regex');
-    if (typeof present === 'boolean') q.present = present;
+    // Consul's Present is "matches when present"; false only means it is not set
+    if (present === true) q.present = true;
     if (typeof exact === 'string' && exact !== '') q.exact = exact;
     if (typeof regex === 'string' && regex !== '') {
       compileFullMatch(regex, at);
