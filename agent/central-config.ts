@@ -14,7 +14,10 @@ import { readFileSync } from 'node:fs';
 import { RemoraError, toRemoraError } from '../lib/errors/index.ts';
 import { logError, type Logger } from '../lib/log/index.ts';
 import {
+  headerNameProblem,
+  headerValueProblem,
   LOAD_BALANCER_POLICIES,
+  type HeaderModifiers,
   type LoadBalancerPolicy,
   type Protocol,
   type QueryMatch,
@@ -89,6 +92,10 @@ export interface RouteEntry {
   requestTimeoutMs?: number;
   /** The route's retries at most (`NumRetries`), over its service's own. */
   maxRetries?: number;
+  /** Changes to its requests' headers (`RequestHeaders`). */
+  requestHeaders?: HeaderModifiers;
+  /** Changes to its answers' headers (`ResponseHeaders`). */
+  responseHeaders?: HeaderModifiers;
 }
 
 /** The most retries a route may ask for (a proxy's `maxRetries` limit). */
@@ -103,8 +110,6 @@ const UNSUPPORTED_ROUTE_FIELDS = [
   'RetryOnConnectFailure',
   'RetryOn',
   'RetryOnStatusCodes',
-  'RequestHeaders',
-  'ResponseHeaders',
 ] as const;
 
 const TIMEOUT_LIMITS_MS = { connectTimeoutMs: 600_000, requestTimeoutMs: 3_600_000 } as const;
@@ -171,6 +176,10 @@ function checkedRoutes(v: unknown): RouteEntry[] | null {
       if (Number.isInteger(n) && (n as number) >= 0 && (n as number) <= MAX_ROUTE_RETRIES)
         out.maxRetries = n as number;
       if (typeof r.prefixRewrite === 'string') out.prefixRewrite = r.prefixRewrite;
+      for (const k of ['requestHeaders', 'responseHeaders'] as const) {
+        const m = r[k] === undefined ? null : headerModifiers(r[k], `route ${i}`);
+        if (m) out[k] = m;
+      }
       return out;
     });
   } catch {
@@ -481,6 +490,40 @@ function queryMatches(v: unknown, where: string): QueryMatch[] {
 }
 
 /**
+ * Checked header changes, from Consul's spelling (`Add`, `Set`, `Remove`) or from the cache's;
+ * null when empty; throws naming `where` and the field that cannot be changed.
+ */
+function headerModifiers(v: unknown, where: string): HeaderModifiers | null {
+  if (!isLayer(v)) throw new Error(`${where} must be an object with Add, Set and Remove`);
+  const get = (k: string): unknown => v[k] ?? v[k.toLowerCase()];
+  const out: HeaderModifiers = {};
+  const name = (n: unknown, at: string): string => {
+    const problem = typeof n === 'string' ? headerNameProblem(n) : 'is not a string';
+    if (problem !== null) throw new Error(`${at} ${JSON.stringify(n)} ${problem}`);
+    return (n as string).toLowerCase();
+  };
+  for (const k of ['Add', 'Set'] as const) {
+    const fields = get(k);
+    if (fields === undefined || fields === null) continue;
+    if (!isLayer(fields)) throw new Error(`${where}.${k} must be a map of field names to values`);
+    const m: Record<string, string> = {};
+    for (const [n, val] of Object.entries(fields)) {
+      const at = `${where}.${k}`;
+      const problem = typeof val === 'string' ? headerValueProblem(val) : 'is not a string';
+      if (problem !== null) throw new Error(`${at}: the value of ${JSON.stringify(n)} ${problem}`);
+      m[name(n, at)] = val as string;
+    }
+    if (Object.keys(m).length > 0) out[k === 'Add' ? 'add' : 'set'] = m;
+  }
+  const remove = get('Remove');
+  if (remove !== undefined && remove !== null) {
+    if (!Array.isArray(remove)) throw new Error(`${where}.Remove must be a list of field names`);
+    if (remove.length > 0) out.remove = remove.map((n: unknown) => name(n, `${where}.Remove`));
+  }
+  return Object.keys(out).length > 0 ? out : null;
+}
+
+/**
  * A service-router entry's routes, each route Remora cannot apply left out and reported in
  * `found`: a match that does not validate, a `PrefixRewrite` without a path match. Destination
  * fields Remora does not implement are reported and the route applies without them.
@@ -548,6 +591,18 @@ export function routerRoutes(e: ConfigEntry, found: Map<string, string>): RouteE
           `o/${e.Name}/${i}/NumRetries`,
           `${at}.Destination.NumRetries ${JSON.stringify(retries)} is not a whole number from 0 to ${MAX_ROUTE_RETRIES}; the route keeps ${service}'s own`,
         );
+    }
+    for (const field of ['RequestHeaders', 'ResponseHeaders'] as const) {
+      if (dest[field] === undefined || dest[field] === null) continue;
+      try {
+        const m = headerModifiers(dest[field], `${at}.Destination.${field}`);
+        if (m) route[field === 'RequestHeaders' ? 'requestHeaders' : 'responseHeaders'] = m;
+      } catch (err) {
+        found.set(
+          `o/${e.Name}/${i}/${field}`,
+          `${(err as Error).message}; the route applies without these header changes`,
+        );
+      }
     }
     for (const field of UNSUPPORTED_ROUTE_FIELDS) {
       const v = dest[field];

@@ -11,3 +11,9 @@ export {
   PROXY_NODE_OPTIONS,
 } from './defaults.ts';
 export { compileRoute } from './routes.ts';
+export {
+  headerNameProblem,
+  headerValueProblem,
+  modifyH1Headers,
+  modifyH2Headers,
+} from './header-modifiers.ts';

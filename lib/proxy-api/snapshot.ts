@@ -4,6 +4,7 @@
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { RemoraError } from '../errors/index.ts';
 import { parseSpiffeId, urisFromSubjectAltName } from '../identity/index.ts';
+import { headerNameProblem, headerValueProblem } from './header-modifiers.ts';
 import type {
   HeaderMatch,
   HttpMatch,
@@ -13,6 +14,7 @@ import type {
 } from '../intentions/types.ts';
 import type {
   Endpoint,
+  HeaderModifiers,
   HttpRoute,
   InboundConfig,
   InstanceIdentity,
@@ -296,6 +298,8 @@ function decodeTraffic(o: Obj, p: string, u: UpstreamConfig): void {
         'prefixRewrite',
         'requestTimeoutMs',
         'maxRetries',
+        'requestHeaders',
+        'responseHeaders',
       ]);
       const route: HttpRoute = {
         match: decodeHttpMatch(r.match, `${rp}.match`),
@@ -307,6 +311,8 @@ function decodeTraffic(o: Obj, p: string, u: UpstreamConfig): void {
         route.requestTimeoutMs = num(r, 'requestTimeoutMs', rp, { min: 1, int: true });
       if (r.maxRetries !== undefined)
         route.maxRetries = num(r, 'maxRetries', rp, { min: 0, max: 10, int: true });
+      for (const k of ['requestHeaders', 'responseHeaders'] as const)
+        if (r[k] !== undefined) route[k] = decodeHeaderModifiers(r[k], `${rp}.${k}`);
       const rewrite = optStr(r, 'prefixRewrite', rp);
       if (rewrite !== undefined) {
         if (route.match.pathPrefix === undefined && route.match.pathExact === undefined)
@@ -372,6 +378,35 @@ function checkRegex(source: string, path: string): void {
   } catch {
     fail(path, 'is not a valid regular expression', source);
   }
+}
+
+function decodeHeaderModifiers(v: unknown, p: string): HeaderModifiers {
+  const o = obj(v, p, ['add', 'set', 'remove']);
+  const out: HeaderModifiers = {};
+  const name = (n: unknown, at: string): string => {
+    if (typeof n !== 'string' || n !== n.toLowerCase())
+      fail(at, 'must be a lower-case field name', n);
+    const problem = headerNameProblem(n);
+    if (problem !== null) fail(at, problem, n);
+    return n;
+  };
+  for (const k of ['add', 'set'] as const) {
+    if (o[k] === undefined) continue;
+    const fields = obj(o[k], `${p}.${k}`, Object.keys(o[k] as object));
+    const m: Record<string, string> = {};
+    for (const [n, val] of Object.entries(fields)) {
+      const at = `${p}.${k}.${n}`;
+      name(n, at);
+      if (typeof val !== 'string') fail(at, 'must be a string', val);
+      const problem = headerValueProblem(val);
+      if (problem !== null) fail(at, problem);
+      m[n] = val;
+    }
+    out[k] = m;
+  }
+  if (o.remove !== undefined)
+    out.remove = arr(o, 'remove', p).map((n, i) => name(n, `${p}.remove[${i}]`));
+  return out;
 }
 
 function decodeQueryMatch(v: unknown, p: string): QueryMatch {

@@ -108,6 +108,21 @@ export interface HttpRoute {
   requestTimeoutMs?: number;
   /** Retries the matching requests get at most (over the target's own `maxRetries`). */
   maxRetries?: number;
+  /** Changes to the matching requests' headers before they leave. */
+  requestHeaders?: HeaderModifiers;
+  /** Changes to their answers' headers before the caller sees them. */
+  responseHeaders?: HeaderModifiers;
+}
+
+/**
+ * Header changes (Consul's `RequestHeaders`/`ResponseHeaders`), applied in this order: `remove`
+ * the named fields, `set` replaces a field's values with one, `add` appends a value. Names are
+ * lower case; framing, hop-by-hop and pseudo-header fields cannot be changed.
+ */
+export interface HeaderModifiers {
+  add?: Record<string, string>;
+  set?: Record<string, string>;
+  remove?: string[];
 }
 
 /**

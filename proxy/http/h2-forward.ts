@@ -12,6 +12,7 @@ import type { RemoraError } from '../../lib/errors/index.ts';
 import { describeError } from '../../lib/errors/index.ts';
 import { ERROR_HEADER } from '../stages/responder.ts';
 import { H2 } from '../lazy.ts';
+import { modifyH2Headers, type HeaderModifiers } from '../../lib/proxy-api/index.ts';
 
 const {
   CANCEL: NGHTTP2_CANCEL,
@@ -196,6 +197,8 @@ export interface ForwardH2Options {
    * head arrived is never cut, however long its body runs.
    */
   timeoutMs?: number;
+  /** Changes to the response head before it is relayed (a route's `responseHeaders`). */
+  responseHeaders?: HeaderModifiers;
 }
 
 /**
@@ -266,6 +269,7 @@ export function forwardH2Stream(
         return;
       }
       const head = copyHeaders(h, HOP);
+      if (o.responseHeaders) modifyH2Headers(head, o.responseHeaders);
       if (endsStream(flags)) {
         // a trailers-only answer (gRPC errors): one HEADERS frame with END_STREAM
         stream.respond(head, { endStream: true });

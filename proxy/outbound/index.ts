@@ -16,7 +16,7 @@ import type {
   UpstreamConfig,
   UpstreamTarget,
 } from '../../lib/proxy-api/index.ts';
-import { compileRoute } from '../../lib/proxy-api/index.ts';
+import { compileRoute, modifyH1Headers, modifyH2Headers } from '../../lib/proxy-api/index.ts';
 import type { RequestFacts } from '../../lib/intentions/index.ts';
 import { headersRecord } from '../http/h1-parse.ts';
 import type { ProxyEnv } from '../env.ts';
@@ -79,10 +79,13 @@ export function rewritePath(target: string, route: HttpRoute): string {
 
 /** What a route sets over its target's own settings; undefined when nothing. */
 function routeSettings(route: HttpRoute): RouteSettings | undefined {
-  if (route.requestTimeoutMs === undefined && route.maxRetries === undefined) return undefined;
+  const { requestTimeoutMs, maxRetries, responseHeaders } = route;
+  if (requestTimeoutMs === undefined && maxRetries === undefined && responseHeaders === undefined)
+    return undefined;
   return {
-    ...(route.requestTimeoutMs !== undefined ? { requestTimeoutMs: route.requestTimeoutMs } : {}),
-    ...(route.maxRetries !== undefined ? { maxRetries: route.maxRetries } : {}),
+    ...(requestTimeoutMs !== undefined ? { requestTimeoutMs } : {}),
+    ...(maxRetries !== undefined ? { maxRetries } : {}),
+    ...(responseHeaders !== undefined ? { responseHeaders } : {}),
   };
 }
 
@@ -225,14 +228,20 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
       if (route !== null) {
         splits = route.splits;
         if (route.prefixRewrite !== undefined) req.target = rewritePath(req.target, route);
+        if (route.requestHeaders !== undefined) modifyH1Headers(req.headers, route.requestHeaders);
         const settings = routeSettings(route);
         if (settings !== undefined) req.ctx.route = settings;
       }
     }
     const to = pickShare(splits);
-    if (to === null) return handler(req);
-    req.ctx.destination = to.cluster.name;
-    return to.handleRequest(req);
+    if (to !== null) req.ctx.destination = to.cluster.name;
+    const answer = to === null ? handler(req) : to.handleRequest(req);
+    const changes = req.ctx.route?.responseHeaders;
+    if (changes === undefined) return answer;
+    return answer.then((res) => {
+      modifyH1Headers(res.headers, changes);
+      return res;
+    });
   };
 
   const newContext = (): RequestContext => ({
@@ -345,6 +354,7 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
         if (route !== null) {
           splits = route.splits;
           if (route.prefixRewrite !== undefined) headers[':path'] = rewritePath(path, route);
+          if (route.requestHeaders !== undefined) modifyH2Headers(headers, route.requestHeaders);
           settings = routeSettings(route);
         }
       }
@@ -409,6 +419,7 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
             // caller's (grpc-timeout), and a streaming server may send its head only with its
             // first message
             timeoutMs: route?.requestTimeoutMs ?? (grpc ? 0 : res().requestTimeoutMs),
+            ...(route?.responseHeaders ? { responseHeaders: route.responseHeaders } : {}),
           });
           cluster.outcome(ep, status < 500, now);
           observeLatency(ep, performance.now() - start, now);

@@ -2,6 +2,7 @@
 // next handler (like undici interceptors / Dispatcher.compose), so a stack reads top to bottom.
 import type { Duplex } from 'node:stream';
 import type { Body } from '../http/body.ts';
+import type { HeaderModifiers } from '../../lib/proxy-api/index.ts';
 
 export interface RequestContext {
   direction: 'inbound' | 'outbound';
@@ -26,10 +27,14 @@ export interface RequestContext {
   route?: RouteSettings;
 }
 
-/** A route's own request timeout and retry count (Consul's service-router `Destination`). */
+/**
+ * A route's own request timeout, retry count and header changes (Consul's service-router
+ * `Destination`).
+ */
 export interface RouteSettings {
   requestTimeoutMs?: number;
   maxRetries?: number;
+  responseHeaders?: HeaderModifiers;
 }
 
 /** The parts of an intention decision the data plane needs per connection. */

@@ -463,7 +463,13 @@ t.test("a service-router's routes are read; what Remora cannot apply is reported
             Match: {
               HTTP: { PathPrefix: '/admin/', Header: [{ Name: 'x-debug', Present: true }] },
             },
-            Destination: { Service: 'admin', PrefixRewrite: '/', NumRetries: 3 },
+            Destination: {
+              Service: 'admin',
+              PrefixRewrite: '/',
+              NumRetries: 3,
+              RequestHeaders: { Set: { 'X-Admin': '1' }, Remove: ['Cookie'] },
+              ResponseHeaders: { Set: { 'Content-Length': '0' } },
+            },
           },
           {
             Match: { HTTP: { Methods: ['get', 'HEAD'] } },
@@ -489,6 +495,7 @@ t.test("a service-router's routes are read; what Remora cannot apply is reported
       service: 'admin',
       prefixRewrite: '/',
       maxRetries: 3,
+      requestHeaders: { set: { 'x-admin': '1' }, remove: ['cookie'] },
     },
     { match: { methods: ['GET', 'HEAD'] }, service: 'api-read', requestTimeoutMs: 2000 },
     { match: { pathExact: '/q' }, query: [{ name: 'x', exact: '1' }], service: 'api' },
@@ -501,6 +508,7 @@ t.test("a service-router's routes are read; what Remora cannot apply is reported
       .map((p) => p.message)
       .sort(),
     [
+      'service-router of api: Routes[0].Destination.ResponseHeaders.Set "Content-Length" is a framing, hop-by-hop or proxy field that routes cannot change; the route applies without these header changes',
       "service-router of api: Routes[1].Destination.NumRetries 50 is not a whole number from 0 to 10; the route keeps api-read's own",
       'service-router of api: Routes[3] has a bad match (Match.HTTP.QueryParam[0] should only contain one of Present, Exact, or Regex); the route is ignored',
       'service-router of api: Routes[4] has a bad match (Match.HTTP.pathRegex: regex "(" does not compile: Invalid regular expression: /^(?:()$/: Unterminated group); the route is ignored',

@@ -298,3 +298,120 @@ t.test("a route's request timeout and retries apply to its requests only", async
   const other = await get(port, '/x');
   t.same([other.status, other.body], [200, 'late /x'], "other paths keep api's own timeout");
 });
+
+t.test("a route's header changes apply to its requests and their answers", async (t) => {
+  const mesh = createMeshCerts();
+  const app = await startEchoApp('api', (req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json', 'x-internal': 'secret' });
+    res.end(JSON.stringify(req.headers));
+  });
+  const api = await startSidecar(mesh, 'api', { appPort: app.port });
+  const base = makeUpstream(mesh, 'api', [api.inboundPort]);
+  const web = await startSidecar(mesh, 'web', {
+    upstreams: [
+      {
+        ...base,
+        routes: [
+          {
+            match: { pathPrefix: '/tagged/' },
+            splits: [{ service: 'api', weight: 100 }],
+            requestHeaders: {
+              set: { 'x-route': 'tagged' },
+              add: { 'x-extra': 'one' },
+              remove: ['x-drop'],
+            },
+            responseHeaders: { set: { 'x-served-by': 'route-1' }, remove: ['x-internal'] },
+          },
+        ],
+        targets: [],
+      },
+    ],
+  });
+  t.teardown(async () => {
+    await web.proxy.close();
+    await api.proxy.close();
+    await app.close();
+  });
+  const port = web.proxy.addresses().upstreams.api!.port;
+  const call = async (path: string) => {
+    const r = await fetch(`http://127.0.0.1:${port}${path}`, {
+      headers: { 'x-route': 'from-client', 'x-extra': 'zero', 'x-drop': 'gone' },
+    });
+    const seen = (await r.json()) as Record<string, string>;
+    return {
+      app: { route: seen['x-route'], extra: seen['x-extra'], drop: seen['x-drop'] ?? null },
+      caller: { by: r.headers.get('x-served-by'), internal: r.headers.get('x-internal') },
+    };
+  };
+  t.same(
+    await call('/tagged/x'),
+    {
+      app: { route: 'tagged', extra: 'zero, one', drop: null },
+      caller: { by: 'route-1', internal: null },
+    },
+    'set replaces, add appends, remove drops; the answer changed too',
+  );
+  t.same(
+    await call('/other'),
+    {
+      app: { route: 'from-client', extra: 'zero', drop: 'gone' },
+      caller: { by: null, internal: 'secret' },
+    },
+    'other requests are untouched',
+  );
+});
+
+t.test('http2: header changes apply to streams', async (t) => {
+  const mesh = createMeshCerts();
+  const app = http2.createServer();
+  app.on('stream', (stream, headers) => {
+    stream.respond({ ':status': 200, 'x-internal': 'secret' });
+    stream.end(`${String(headers['x-route'])} ${String(headers['x-drop'] ?? '-')}`);
+  });
+  app.listen(0, '127.0.0.1');
+  await once(app, 'listening');
+  const api = await startSidecar(mesh, 'api', {
+    appPort: (app.address() as AddressInfo).port,
+    protocol: 'http2',
+  });
+  const base = makeUpstream(mesh, 'api', [api.inboundPort], { protocol: 'http2' });
+  const web = await startSidecar(mesh, 'web', {
+    upstreams: [
+      {
+        ...base,
+        routes: [
+          {
+            match: { pathPrefix: '/' },
+            splits: [{ service: 'api', weight: 100 }],
+            requestHeaders: { set: { 'x-route': 'tagged' }, remove: ['x-drop'] },
+            responseHeaders: { set: { 'x-served-by': 'route-1' }, remove: ['x-internal'] },
+          },
+        ],
+        targets: [],
+      },
+    ],
+  });
+  const client = http2.connect(`http://127.0.0.1:${web.proxy.addresses().upstreams.api!.port}`);
+  client.on('error', () => {});
+  t.teardown(async () => {
+    client.close();
+    await web.proxy.close();
+    await api.proxy.close();
+    app.close();
+  });
+  const got = await new Promise<{ body: string; head: http2.IncomingHttpHeaders }>(
+    (resolve, reject) => {
+      const req = client.request({ ':path': '/', 'x-route': 'from-client', 'x-drop': 'gone' });
+      let body = '';
+      let head: http2.IncomingHttpHeaders = {};
+      req.on('response', (h) => (head = h));
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => resolve({ body, head }));
+      req.on('error', reject);
+    },
+  );
+  t.same(
+    { body: got.body, by: got.head['x-served-by'], internal: got.head['x-internal'] ?? null },
+    { body: 'tagged -', by: 'route-1', internal: null },
+  );
+});

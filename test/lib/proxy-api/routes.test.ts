@@ -1,5 +1,11 @@
 import t from 'tap';
-import { compileRoute } from '../../../lib/proxy-api/index.ts';
+import {
+  compileRoute,
+  headerNameProblem,
+  headerValueProblem,
+  modifyH1Headers,
+  modifyH2Headers,
+} from '../../../lib/proxy-api/index.ts';
 
 const req = (path: string, method = 'GET', headers: Record<string, string> = {}) => ({
   method,
@@ -52,4 +58,27 @@ t.test('every part of a route must hold', async (t) => {
   t.notOk(m(req('/api/x?v=2', 'GET', { 'x-canary': '1' })), 'method');
   t.notOk(m(req('/api/x?v=2', 'POST')), 'header');
   t.notOk(m(req('/api/x', 'POST', { 'x-canary': '1' })), 'query');
+});
+
+t.test('header changes: remove, then set, then add; HTTP/1.1 names in any case', async (t) => {
+  const h1 = ['Host', 'api', 'X-Drop', 'a', 'x-route', 'old', 'X-Route', 'older', 'x-keep', 'k'];
+  modifyH1Headers(h1, { remove: ['x-drop'], set: { 'x-route': 'new' }, add: { 'x-keep': 'k2' } });
+  t.same(h1, ['Host', 'api', 'x-keep', 'k', 'x-route', 'new', 'x-keep', 'k2']);
+  const h2: Record<string, string | string[] | undefined> = {
+    ':path': '/',
+    'x-drop': 'a',
+    'x-route': ['old', 'older'],
+    'x-keep': 'k',
+  };
+  modifyH2Headers(h2, { remove: ['x-drop'], set: { 'x-route': 'new' }, add: { 'x-keep': 'k2' } });
+  t.same(h2, { ':path': '/', 'x-route': 'new', 'x-keep': ['k', 'k2'] });
+});
+
+t.test('fields a route may not change, values it may not send', async (t) => {
+  for (const name of ['Content-Length', 'transfer-encoding', 'host', 'x-remora-error', ':path'])
+    t.not(headerNameProblem(name), null, name);
+  t.equal(headerNameProblem('x-canary'), null);
+  t.not(headerValueProblem('a\r\nb'), null, 'a line break');
+  t.not(headerValueProblem('a\u0000b'), null, 'a NUL');
+  t.equal(headerValueProblem('v2; canary=yes'), null);
 });

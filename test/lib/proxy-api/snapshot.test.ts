@@ -49,6 +49,8 @@ t.test('a snapshot with routes and a traffic split decodes to an equal value', a
         match: { pathPrefix: '/v2/', header: [{ name: 'x-canary', present: true }] },
         query: [{ name: 'version', regex: '2|3' }],
         splits: [{ service: 'api-v2', weight: 100 }],
+        requestHeaders: { set: { 'x-canary': '1' }, add: { 'x-b': '2' }, remove: ['x-c'] },
+        responseHeaders: { remove: ['server'] },
         prefixRewrite: '/',
       },
     ];
@@ -179,6 +181,34 @@ const cases: Array<[string, (s: any) => void, string]> = [
       ])
     ),
     'upstreams[0].routes[0].query[0]',
+  ],
+  [
+    'a route that changes content-length',
+    (s) => (
+      withSplit(s),
+      (s.upstreams[0].routes = [
+        {
+          match: { pathPrefix: '/' },
+          splits: [{ service: 'api', weight: 100 }],
+          requestHeaders: { set: { 'content-length': '0' } },
+        },
+      ])
+    ),
+    'upstreams[0].routes[0].requestHeaders.set.content-length',
+  ],
+  [
+    'a header value with a line break',
+    (s) => (
+      withSplit(s),
+      (s.upstreams[0].routes = [
+        {
+          match: { pathPrefix: '/' },
+          splits: [{ service: 'api', weight: 100 }],
+          responseHeaders: { add: { 'x-a': 'b\r\nset-cookie: x=1' } },
+        },
+      ])
+    ),
+    'upstreams[0].routes[0].responseHeaders.add.x-a',
   ],
   [
     'a split target without endpoints',
