@@ -6,7 +6,7 @@ import type { Test } from 'tap';
 import http2 from 'node:http2';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
-import type { ProxySnapshot, UpstreamConfig } from '../../../lib/proxy-api/index.ts';
+import type { HttpRoute, ProxySnapshot, UpstreamConfig } from '../../../lib/proxy-api/index.ts';
 import { createMeshCerts, makeUpstream, type MeshCerts } from '../../helpers/mesh-certs.ts';
 import { startEchoApp, startSidecar, type Sidecar } from './mesh.ts';
 
@@ -258,36 +258,39 @@ t.test('http2: routes apply to streams too', async (t) => {
   t.equal(await call('/feed'), 'api /feed');
 });
 
-t.test("a route's request timeout and retries apply to its requests only", async (t) => {
+/**
+ * web's sidecar in front of api's, whose app listens on `appPort`, with `routes` on web's api
+ * upstream (every route to api itself); returns web's api listener port.
+ */
+async function startRoutedPair(
+  t: Test,
+  appPort: number,
+  routes: Array<Omit<HttpRoute, 'splits'>>,
+  protocol: UpstreamConfig['protocol'] = 'http',
+): Promise<number> {
   const mesh = createMeshCerts();
-  const app = await startEchoApp('api', (req, res) => {
-    // every answer takes 400 ms
-    setTimeout(() => res.writeHead(200).end(`late ${req.url}`), 400);
-  });
-  const api = await startSidecar(mesh, 'api', { appPort: app.port });
-  const base = makeUpstream(mesh, 'api', [api.inboundPort]);
+  const api = await startSidecar(mesh, 'api', { appPort, protocol });
+  const base = makeUpstream(mesh, 'api', [api.inboundPort], { protocol });
+  const toApi = [{ service: 'api', weight: 100 }];
   const web = await startSidecar(mesh, 'web', {
-    upstreams: [
-      {
-        ...base,
-        routes: [
-          {
-            match: { pathPrefix: '/quick/' },
-            splits: [{ service: 'api', weight: 100 }],
-            requestTimeoutMs: 100,
-            maxRetries: 0,
-          },
-        ],
-        targets: [],
-      },
-    ],
+    upstreams: [{ ...base, routes: routes.map((r) => ({ ...r, splits: toApi })), targets: [] }],
   });
   t.teardown(async () => {
     await web.proxy.close();
     await api.proxy.close();
-    await app.close();
   });
-  const port = web.proxy.addresses().upstreams.api!.port;
+  return web.proxy.addresses().upstreams.api!.port;
+}
+
+t.test("a route's request timeout and retries apply to its requests only", async (t) => {
+  const app = await startEchoApp('api', (req, res) => {
+    // every answer takes 400 ms
+    setTimeout(() => res.writeHead(200).end(`late ${req.url}`), 400);
+  });
+  t.teardown(() => app.close());
+  const port = await startRoutedPair(t, app.port, [
+    { match: { pathPrefix: '/quick/' }, requestTimeoutMs: 100, maxRetries: 0 },
+  ]);
   const quick = await get(port, '/quick/x');
   t.same(
     [quick.status, quick.code],
@@ -300,39 +303,22 @@ t.test("a route's request timeout and retries apply to its requests only", async
 });
 
 t.test("a route's header changes apply to its requests and their answers", async (t) => {
-  const mesh = createMeshCerts();
   const app = await startEchoApp('api', (req, res) => {
     res.writeHead(200, { 'content-type': 'application/json', 'x-internal': 'secret' });
     res.end(JSON.stringify(req.headers));
   });
-  const api = await startSidecar(mesh, 'api', { appPort: app.port });
-  const base = makeUpstream(mesh, 'api', [api.inboundPort]);
-  const web = await startSidecar(mesh, 'web', {
-    upstreams: [
-      {
-        ...base,
-        routes: [
-          {
-            match: { pathPrefix: '/tagged/' },
-            splits: [{ service: 'api', weight: 100 }],
-            requestHeaders: {
-              set: { 'x-route': 'tagged' },
-              add: { 'x-extra': 'one' },
-              remove: ['x-drop'],
-            },
-            responseHeaders: { set: { 'x-served-by': 'route-1' }, remove: ['x-internal'] },
-          },
-        ],
-        targets: [],
+  t.teardown(() => app.close());
+  const port = await startRoutedPair(t, app.port, [
+    {
+      match: { pathPrefix: '/tagged/' },
+      requestHeaders: {
+        set: { 'x-route': 'tagged' },
+        add: { 'x-extra': 'one' },
+        remove: ['x-drop'],
       },
-    ],
-  });
-  t.teardown(async () => {
-    await web.proxy.close();
-    await api.proxy.close();
-    await app.close();
-  });
-  const port = web.proxy.addresses().upstreams.api!.port;
+      responseHeaders: { set: { 'x-served-by': 'route-1' }, remove: ['x-internal'] },
+    },
+  ]);
   const call = async (path: string) => {
     const r = await fetch(`http://127.0.0.1:${port}${path}`, {
       headers: { 'x-route': 'from-client', 'x-extra': 'zero', 'x-drop': 'gone' },
@@ -362,7 +348,6 @@ t.test("a route's header changes apply to its requests and their answers", async
 });
 
 t.test('http2: header changes apply to streams', async (t) => {
-  const mesh = createMeshCerts();
   const app = http2.createServer();
   app.on('stream', (stream, headers) => {
     stream.respond({ ':status': 200, 'x-internal': 'secret' });
@@ -370,35 +355,22 @@ t.test('http2: header changes apply to streams', async (t) => {
   });
   app.listen(0, '127.0.0.1');
   await once(app, 'listening');
-  const api = await startSidecar(mesh, 'api', {
-    appPort: (app.address() as AddressInfo).port,
-    protocol: 'http2',
-  });
-  const base = makeUpstream(mesh, 'api', [api.inboundPort], { protocol: 'http2' });
-  const web = await startSidecar(mesh, 'web', {
-    upstreams: [
+  t.teardown(() => app.close());
+  const port = await startRoutedPair(
+    t,
+    (app.address() as AddressInfo).port,
+    [
       {
-        ...base,
-        routes: [
-          {
-            match: { pathPrefix: '/' },
-            splits: [{ service: 'api', weight: 100 }],
-            requestHeaders: { set: { 'x-route': 'tagged' }, remove: ['x-drop'] },
-            responseHeaders: { set: { 'x-served-by': 'route-1' }, remove: ['x-internal'] },
-          },
-        ],
-        targets: [],
+        match: { pathPrefix: '/' },
+        requestHeaders: { set: { 'x-route': 'tagged' }, remove: ['x-drop'] },
+        responseHeaders: { set: { 'x-served-by': 'route-1' }, remove: ['x-internal'] },
       },
     ],
-  });
-  const client = http2.connect(`http://127.0.0.1:${web.proxy.addresses().upstreams.api!.port}`);
+    'http2',
+  );
+  const client = http2.connect(`http://127.0.0.1:${port}`);
   client.on('error', () => {});
-  t.teardown(async () => {
-    client.close();
-    await web.proxy.close();
-    await api.proxy.close();
-    app.close();
-  });
+  t.teardown(() => client.close());
   const got = await new Promise<{ body: string; head: http2.IncomingHttpHeaders }>(
     (resolve, reject) => {
       const req = client.request({ ':path': '/', 'x-route': 'from-client', 'x-drop': 'gone' });
