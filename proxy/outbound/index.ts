@@ -69,12 +69,14 @@ export interface Upstream {
 
 /**
  * A request target with the route's matched path replaced by its `prefixRewrite`, query kept
- * (Envoy's prefix_rewrite: `/api` → `/` turns `/api/users` into `//users`).
+ * (Envoy's prefix_rewrite: `/api` → `/` turns `/api/users` into `//users`). The result always
+ * starts with `/`, so an empty rewrite cannot make a request line without a path.
  */
 export function rewritePath(target: string, route: HttpRoute): string {
   const matched = route.match.pathPrefix ?? route.match.pathExact ?? '';
   if (route.prefixRewrite === undefined || !target.startsWith(matched)) return target;
-  return route.prefixRewrite + target.slice(matched.length);
+  const out = route.prefixRewrite + target.slice(matched.length);
+  return out.startsWith('/') ? out : `/${out}`;
 }
 
 /** What a route sets over its target's own settings; undefined when nothing. */

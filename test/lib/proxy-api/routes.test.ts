@@ -6,6 +6,7 @@ import {
   modifyH1Headers,
   modifyH2Headers,
 } from '../../../lib/proxy-api/index.ts';
+import { rewritePath } from '../../../proxy/outbound/index.ts';
 
 const req = (path: string, method = 'GET', headers: Record<string, string> = {}) => ({
   method,
@@ -81,4 +82,16 @@ t.test('fields a route may not change, values it may not send', async (t) => {
   t.not(headerValueProblem('a\r\nb'), null, 'a line break');
   t.not(headerValueProblem('a\u0000b'), null, 'a NUL');
   t.equal(headerValueProblem('v2; canary=yes'), null);
+});
+
+t.test('a prefix rewrite keeps the query and always leaves a path', async (t) => {
+  const route = (pathPrefix: string, prefixRewrite: string) => ({
+    match: { pathPrefix },
+    splits: [],
+    prefixRewrite,
+  });
+  t.equal(rewritePath('/api/users?x=1', route('/api/', '/')), '/users?x=1');
+  t.equal(rewritePath('/api/users', route('/api', '/')), '//users', "Envoy's double slash");
+  t.equal(rewritePath('/api/users', route('/api/', '')), '/users', 'never a path-less target');
+  t.equal(rewritePath('/other', route('/api/', '/')), '/other', 'no match, no change');
 });
