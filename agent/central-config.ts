@@ -7,9 +7,8 @@
 // `ConnectTimeout`, `RequestTimeout` and `LoadBalancer.Policy`, which win over what callers set (as
 // Consul's resolver does). And a destination's `service-router` (which requests go to which
 // service) and `service-splitter` (the share of its calls that goes to each service). Five
-// blocking watches, one per kind, serve every instance on the host;
-// the last answer is cached in the data directory so a restarted agent builds the same snapshots
-// before Consul answers.
+// blocking watches, one per kind, serve every instance on the host; the last answer is cached in
+// the data directory so a restarted agent builds the same snapshots before Consul answers.
 import { readFileSync } from 'node:fs';
 import { RemoraError, toRemoraError } from '../lib/errors/index.ts';
 import { logError, type Logger } from '../lib/log/index.ts';

@@ -1,12 +1,12 @@
 /**
  * Consul's configuration entries (`/v1/config`), the kinds Remora's agents read:
  * `service-defaults` (per service), `proxy-defaults` (one, named `global`), `service-resolver`,
- * `service-splitter` and `service-router` (per service). Entries are stored as given, with the keys Remora reads
- * spelled Consul's way (`Kind`, `Name`, `Protocol`, `Config`, `Meta`) and the protocol
- * lowercased, as Consul normalizes it; a resolver's timeouts must be durations and its balancing
- * policy one Consul knows, a splitter's weights must add up to 100, and a router's matches must
- * be well formed, as Consul checks. Other
- * kinds Consul knows are refused with a message naming what the embedded catalog supports.
+ * `service-splitter` and `service-router` (per service). Entries are stored as given, with the
+ * keys Remora reads spelled Consul's way (`Kind`, `Name`, `Protocol`, `Config`, `Meta`) and the
+ * protocol lowercased, as Consul normalizes it. What Consul checks is checked: a resolver's
+ * timeouts must be durations and its balancing policy one Consul knows, a splitter's weights
+ * must add up to 100, and a router's matches must be well formed. Other kinds Consul knows are
+ * refused with a message naming what the embedded catalog supports.
  */
 import { HttpError } from './http-error.ts';
 
@@ -265,7 +265,8 @@ function checkRouter(e: Record<string, unknown>): void {
 
 /**
  * Consul's discovery-chain check on a write: a service-splitter or service-router needs its
- * service to speak an HTTP-based protocol (`protocol` is what service-defaults or proxy-defaults give it, else tcp).
+ * service to speak an HTTP-based protocol (`protocol` is what service-defaults or
+ * proxy-defaults give it, else tcp).
  */
 export function checkRoutingProtocol(name: string, protocol: string): void {
   if (protocol === 'http' || protocol === 'http2' || protocol === 'grpc') return;

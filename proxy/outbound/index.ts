@@ -50,7 +50,7 @@ export interface Upstream {
   handleConnection(socket: Socket): void;
   /** An HTTP/1.1 request through this upstream's whole outbound stack. */
   handleRequest: Handler;
-  /** An HTTP/2 or gRPC stream through this upstream's outbound path (`route`: its route's settings). */
+  /** An HTTP/2 or gRPC stream through this upstream's outbound path (`route`: its route's). */
   handleH2Stream(
     stream: ServerHttp2Stream,
     headers: IncomingHttpHeaders,
