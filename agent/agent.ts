@@ -560,12 +560,18 @@ export function createAgent(o: AgentOptions): Agent {
     const next = new Set<string>();
     for (const [dest, t] of traffic) for (const n of targetNames(dest, t)) next.add(n);
     const sorted = [...next].sort();
-    const prev = inst.targets;
-    if (sorted.length === prev.length && sorted.every((n, i) => n === prev[i])) return;
-    const id = inst.def.id;
-    for (const n of sorted) if (!prev.includes(n)) discovery.acquire(n, targetUser(id));
-    for (const n of prev) if (!next.has(n)) discovery.release(n, targetUser(id));
-    inst.targets = sorted;
+    if (follow(inst.targets, sorted, targetUser(inst.def.id))) inst.targets = sorted;
+  }
+
+  /**
+   * Moves `user`'s discovery watches from the services `prev` to those of `next` (both sorted);
+   * false when they are the same.
+   */
+  function follow(prev: readonly string[], next: readonly string[], user: string): boolean {
+    if (next.length === prev.length && next.every((n, i) => n === prev[i])) return false;
+    for (const n of next) if (!prev.includes(n)) discovery.acquire(n, user);
+    for (const n of prev) if (!next.includes(n)) discovery.release(n, user);
+    return true;
   }
 
   /** The snapshot fields of `u`'s routes and split, and each other service's settings. */
@@ -947,11 +953,8 @@ export function createAgent(o: AgentOptions): Agent {
           policy,
         }),
       );
-    const prev = inst.derived;
-    if (next.length === prev.length && next.every((n, i) => n === prev[i])) return;
     const id = inst.def.id;
-    for (const name of next) if (!prev.includes(name)) discovery.acquire(name, derivedUser(id));
-    for (const name of prev) if (!next.includes(name)) discovery.release(name, derivedUser(id));
+    if (!follow(inst.derived, next, derivedUser(id))) return;
     inst.derived = next;
     logger.info(
       { instance: id, derived: next },

@@ -220,6 +220,17 @@ function checkedResolver(v: unknown): ResolverSettings | null {
   return Object.keys(out).length > 0 ? out : null;
 }
 
+/** The entries of a cached map that `check` keeps (checked copies), by the same names. */
+function keepChecked<T>(v: unknown, check: (x: unknown) => T | null): Record<string, T> {
+  const out: Record<string, T> = {};
+  if (!isLayer(v)) return out;
+  for (const [name, x] of Object.entries(v)) {
+    const ok = check(x);
+    if (ok) out[name] = ok;
+  }
+  return out;
+}
+
 function readCache(path: string): Protocols | null {
   try {
     const v = JSON.parse(readFileSync(path, 'utf8')) as Partial<Protocols>;
@@ -237,21 +248,9 @@ function readCache(path: string): Protocols | null {
         if (checkUpstreamLayer(l, '') === null) overrides[dest] = l;
       upstreams[name] = { defaults, overrides };
     }
-    const resolvers: Record<string, ResolverSettings> = {};
-    for (const [name, r] of Object.entries(v.resolvers ?? {})) {
-      const ok = checkedResolver(r);
-      if (ok) resolvers[name] = ok;
-    }
-    const splitters: Record<string, SplitShare[]> = {};
-    for (const [name, sp] of Object.entries(v.splitters ?? {})) {
-      const ok = checkedSplits(sp);
-      if (ok) splitters[name] = ok;
-    }
-    const routers: Record<string, RouteEntry[]> = {};
-    for (const [name, r] of Object.entries(v.routers ?? {})) {
-      const ok = checkedRoutes(r);
-      if (ok) routers[name] = ok;
-    }
+    const resolvers = keepChecked(v.resolvers, checkedResolver);
+    const splitters = keepChecked(v.splitters, checkedSplits);
+    const routers = keepChecked(v.routers, checkedRoutes);
     return { services, global: asProtocol(v.global), upstreams, resolvers, splitters, routers };
   } catch {
     return null;
@@ -752,37 +751,25 @@ export function createCentralConfig(o: {
     set({ ...known, global });
   }
 
-  function onServiceResolvers(entries: ConfigEntry[]): void {
-    const resolvers: Record<string, ResolverSettings> = {};
-    const found = new Map<string, string>();
-    for (const e of entries) {
-      const r = resolverSettings(e, found);
-      if (r) resolvers[e.Name] = r;
-    }
-    report(['r/'], found);
-    set({ ...known, resolvers });
-  }
-
-  function onServiceSplitters(entries: ConfigEntry[]): void {
-    const splitters: Record<string, SplitShare[]> = {};
-    const found = new Map<string, string>();
-    for (const e of entries) {
-      const sp = splitterShares(e, found);
-      if (sp) splitters[e.Name] = sp;
-    }
-    report(['p/'], found);
-    set({ ...known, splitters });
-  }
-
-  function onServiceRouters(entries: ConfigEntry[]): void {
-    const routers: Record<string, RouteEntry[]> = {};
-    const found = new Map<string, string>();
-    for (const e of entries) {
-      const r = routerRoutes(e, found);
-      if (r) routers[e.Name] = r;
-    }
-    report(['o/'], found);
-    set({ ...known, routers });
+  /**
+   * The watch handler of a kind read per destination service: each entry through `read` (which
+   * reports what it cannot apply in `found`), the problems under `prefix`, the result as `key`.
+   */
+  function perService<K extends 'resolvers' | 'splitters' | 'routers'>(
+    key: K,
+    prefix: string,
+    read: (e: ConfigEntry, found: Map<string, string>) => Protocols[K][string] | null,
+  ): (entries: ConfigEntry[]) => void {
+    return (entries) => {
+      const byName: Protocols[K] = {};
+      const found = new Map<string, string>();
+      for (const e of entries) {
+        const v = read(e, found);
+        if (v) byName[e.Name] = v;
+      }
+      report([prefix], found);
+      set({ ...known, [key]: byName });
+    };
   }
 
   function watch(kind: string, onChange: (entries: ConfigEntry[]) => void): void {
@@ -839,9 +826,9 @@ export function createCentralConfig(o: {
       if (handles.length > 0 || stopped) return;
       watch(SERVICE_DEFAULTS, onServiceDefaults);
       watch(PROXY_DEFAULTS, onProxyDefaults);
-      watch(SERVICE_RESOLVER, onServiceResolvers);
-      watch(SERVICE_SPLITTER, onServiceSplitters);
-      watch(SERVICE_ROUTER, onServiceRouters);
+      watch(SERVICE_RESOLVER, perService('resolvers', 'r/', resolverSettings));
+      watch(SERVICE_SPLITTER, perService('splitters', 'p/', splitterShares));
+      watch(SERVICE_ROUTER, perService('routers', 'o/', routerRoutes));
     },
     stop() {
       stopped = true;
