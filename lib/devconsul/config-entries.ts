@@ -201,6 +201,28 @@ const HTTP_METHODS = new Set([
 const obj = (v: unknown): Record<string, unknown> | null =>
   v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
 
+/**
+ * Consul's checks of a route's header or query parameter matches: each names a field and sets
+ * at most one of `Present` and `kinds`.
+ */
+function checkNamedMatches(route: number, field: string, list: unknown, kinds: string[]): void {
+  if (!Array.isArray(list)) return;
+  list.forEach((m: unknown, j) => {
+    const at = `Route[${route}] ${field}[${j}]`;
+    const o = obj(m) ?? {};
+    if (typeof o.Name !== 'string' || o.Name === '')
+      throw new HttpError(400, `${at} missing required Name field`);
+    const set =
+      kinds.filter((k) => typeof o[k] === 'string' && o[k] !== '').length +
+      (o.Present === true ? 1 : 0);
+    if (set > 1)
+      throw new HttpError(
+        400,
+        `${at} should only contain one of Present, ${kinds.slice(0, -1).join(', ')}, or ${kinds.at(-1)}`,
+      );
+  });
+}
+
 /** What Consul refuses in a service-router's routes (its `Validate`, the parts Remora reads). */
 function checkRouter(e: Record<string, unknown>): void {
   const routes = e.Routes ?? [];
@@ -222,31 +244,8 @@ function checkRouter(e: Record<string, unknown>): void {
       if (typeof v === 'string' && v !== '' && !v.startsWith('/'))
         fail(`Route[${i}] ${k} doesn't start with '/': ${JSON.stringify(v)}`);
     }
-    const headers = Array.isArray(http.Header) ? http.Header : [];
-    headers.forEach((h: unknown, j) => {
-      const hdr = obj(h) ?? {};
-      if (typeof hdr.Name !== 'string' || hdr.Name === '')
-        fail(`Route[${i}] Header[${j}] missing required Name field`);
-      const kinds =
-        ['Exact', 'Prefix', 'Suffix', 'Regex'].filter(
-          (k) => typeof hdr[k] === 'string' && hdr[k] !== '',
-        ).length + (hdr.Present === true ? 1 : 0);
-      if (kinds > 1)
-        fail(
-          `Route[${i}] Header[${j}] should only contain one of Present, Exact, Prefix, Suffix, or Regex`,
-        );
-    });
-    const params = Array.isArray(http.QueryParam) ? http.QueryParam : [];
-    params.forEach((q: unknown, j) => {
-      const qp = obj(q) ?? {};
-      if (typeof qp.Name !== 'string' || qp.Name === '')
-        fail(`Route[${i}] QueryParam[${j}] missing required Name field`);
-      const kinds =
-        ['Exact', 'Regex'].filter((k) => typeof qp[k] === 'string' && qp[k] !== '').length +
-        (qp.Present === true ? 1 : 0);
-      if (kinds > 1)
-        fail(`Route[${i}] QueryParam[${j}] should only contain one of Present, Exact, or Regex`);
-    });
+    checkNamedMatches(i, 'Header', http.Header, ['Exact', 'Prefix', 'Suffix', 'Regex']);
+    checkNamedMatches(i, 'QueryParam', http.QueryParam, ['Exact', 'Regex']);
     const methods = Array.isArray(http.Methods) ? http.Methods : [];
     for (const m of methods)
       if (typeof m !== 'string' || !HTTP_METHODS.has(m.toUpperCase()))

@@ -305,3 +305,49 @@ t.test(
     t.equal((await call(dc.url, 'GET', '/v1/config/service-defaults/web')).status, 200, 'kept');
   },
 );
+
+t.test(
+  "a service-router's header and query matches are checked as Consul checks them",
+  async (t) => {
+    const dc = await startTestConsul(t);
+    await call(dc.url, 'PUT', '/v1/config', {
+      Kind: 'service-defaults',
+      Name: 'api',
+      Protocol: 'http',
+    });
+    const router = (http: Record<string, unknown>) =>
+      call(dc.url, 'PUT', '/v1/config', {
+        Kind: 'service-router',
+        Name: 'api',
+        Routes: [{ Match: { HTTP: http }, Destination: { Service: 'api-v2' } }],
+      });
+    const twoKinds = await router({ Header: [{ Name: 'x-v', Exact: '2', Prefix: '2' }] });
+    t.same(
+      [twoKinds.status, twoKinds.text],
+      [
+        400,
+        'Route[0] Header[0] should only contain one of Present, Exact, Prefix, Suffix, or Regex',
+      ],
+    );
+    const noName = await router({ QueryParam: [{ Exact: '2' }] });
+    t.same(
+      [noName.status, noName.text],
+      [400, 'Route[0] QueryParam[0] missing required Name field'],
+    );
+    const queryKinds = await router({ QueryParam: [{ Name: 'v', Present: true, Regex: '2' }] });
+    t.same(
+      [queryKinds.status, queryKinds.text],
+      [400, 'Route[0] QueryParam[0] should only contain one of Present, Exact, or Regex'],
+    );
+    const method = await router({ Methods: ['FETCH'] });
+    t.same(
+      [method.status, method.text],
+      [400, 'Route[0] Methods contains an invalid method "FETCH"'],
+    );
+    const ok = await router({
+      Header: [{ Name: 'x-v', Exact: '2' }],
+      QueryParam: [{ Name: 'v', Present: true }],
+    });
+    t.equal(ok.status, 200, ok.text);
+  },
+);
