@@ -8,7 +8,8 @@ import { createAgent } from '../../agent/agent.ts';
 import { EMPTY_AFTER_OUTAGE_GRACE_MS } from '../../agent/discovery.ts';
 import type { ConfigEntry, ConnectEntry, ConsulPort, ControlPort } from '../../agent/ports.ts';
 import type { TransparentManager, TransparentPlan } from '../../agent/transparent/index.ts';
-import { createSilentLogger } from '../../lib/log/index.ts';
+import { createLogger, createSilentLogger } from '../../lib/log/index.ts';
+import { Writable } from 'node:stream';
 import { createClock, waitFor, type Clock } from '../../lib/util/index.ts';
 import type { IntentionsSnapshot } from '../../lib/intentions/index.ts';
 import type { ProxySnapshot } from '../../lib/proxy-api/index.ts';
@@ -51,6 +52,8 @@ async function transparentAgent(
     configEntries?: Record<string, ConfigEntry[]>;
     /** The config-entry watches answer only on `configEntries.release()`. */
     configHeld?: boolean;
+    /** The agent's log lines go here (silent otherwise). */
+    logLines?: string[];
   },
 ) {
   const host = await createHostDir(t, {
@@ -114,7 +117,17 @@ async function transparentAgent(
     processes: proxies.processes,
     clock,
     random: () => 0.5,
-    logger: createSilentLogger(),
+    logger: o.logLines
+      ? createLogger({
+          component: 'agent',
+          destination: new Writable({
+            write(chunk: Buffer, _enc, cb) {
+              o.logLines!.push(chunk.toString());
+              cb();
+            },
+          }),
+        })
+      : createSilentLogger(),
     transparent: o.manager,
   });
   t.teardown(() => agent.stop());
@@ -807,7 +820,9 @@ t.test(
 t.test(
   "a destination's service-splitter reaches its callers' snapshots, nested splitters flattened",
   async (t) => {
+    const logLines: string[] = [];
     const { agent, watchers, snapshots, configEntries } = await transparentAgent(t, {
+      logLines,
       upstreams: [
         { destination_name: 'api', config: { protocol: 'http' } },
         { destination_name: 'db', config: { protocol: 'tcp' } },
@@ -868,6 +883,13 @@ t.test(
       "each target with its identity, its endpoints and its own resolver's settings",
     );
     t.equal(u('db').splits, undefined, 'the tcp upstream is not split');
+    const warned = logLines.filter((l) => l.includes('service-splitter of db does not apply'));
+    t.equal(warned.length, 1, 'which is reported once, however many snapshots are built');
+    t.match(warned[0], /REMORA_E_AGENT_CENTRAL_CONFIG_INVALID/);
+    t.match(
+      warned[0],
+      /web-1's calls: its upstream db is tcp.*set the protocol in db's service-defaults/,
+    );
     t.same(
       snapshots.at(-1)!.upstreams.map((x) => x.destinationName),
       ['api', 'db'],

@@ -41,6 +41,14 @@ function withSplit(s: any): void {
   ];
 }
 
+/** The split of `withSplit`, and one route on web's api upstream. */
+function withRoute(route: Record<string, unknown>): (s: any) => void {
+  return (s) => {
+    withSplit(s);
+    s.upstreams[0].routes = [route];
+  };
+}
+
 t.test('a snapshot with routes and a traffic split decodes to an equal value', async (t) => {
   const split = mutate((s) => {
     withSplit(s);
@@ -136,78 +144,48 @@ const cases: Array<[string, (s: any) => void, string]> = [
   ],
   [
     'a route to a service that is not a target',
-    (s) => (
-      withSplit(s),
-      (s.upstreams[0].routes = [
-        { match: { pathPrefix: '/x' }, splits: [{ service: 'billing', weight: 100 }] },
-      ])
-    ),
+    withRoute({ match: { pathPrefix: '/x' }, splits: [{ service: 'billing', weight: 100 }] }),
     'upstreams[0].routes[0].splits[0].service',
   ],
   [
     'a prefix rewrite without a path match',
-    (s) => (
-      withSplit(s),
-      (s.upstreams[0].routes = [
-        {
-          match: { methods: ['GET'] },
-          splits: [{ service: 'api-v2', weight: 100 }],
-          prefixRewrite: '/',
-        },
-      ])
-    ),
+    withRoute({
+      match: { methods: ['GET'] },
+      splits: [{ service: 'api-v2', weight: 100 }],
+      prefixRewrite: '/',
+    }),
     'upstreams[0].routes[0].prefixRewrite',
   ],
   [
     'a route with a bad regex',
-    (s) => (
-      withSplit(s),
-      (s.upstreams[0].routes = [
-        { match: { pathRegex: '(' }, splits: [{ service: 'api', weight: 100 }] },
-      ])
-    ),
+    withRoute({ match: { pathRegex: '(' }, splits: [{ service: 'api', weight: 100 }] }),
     'upstreams[0].routes[0].match.pathRegex',
   ],
   [
     'a query test with two kinds',
-    (s) => (
-      withSplit(s),
-      (s.upstreams[0].routes = [
-        {
-          match: { pathPrefix: '/' },
-          query: [{ name: 'v', exact: '2', present: true }],
-          splits: [{ service: 'api', weight: 100 }],
-        },
-      ])
-    ),
+    withRoute({
+      match: { pathPrefix: '/' },
+      query: [{ name: 'v', exact: '2', present: true }],
+      splits: [{ service: 'api', weight: 100 }],
+    }),
     'upstreams[0].routes[0].query[0]',
   ],
   [
     'a route that changes content-length',
-    (s) => (
-      withSplit(s),
-      (s.upstreams[0].routes = [
-        {
-          match: { pathPrefix: '/' },
-          splits: [{ service: 'api', weight: 100 }],
-          requestHeaders: { set: { 'content-length': '0' } },
-        },
-      ])
-    ),
+    withRoute({
+      match: { pathPrefix: '/' },
+      splits: [{ service: 'api', weight: 100 }],
+      requestHeaders: { set: { 'content-length': '0' } },
+    }),
     'upstreams[0].routes[0].requestHeaders.set.content-length',
   ],
   [
     'a header value with a line break',
-    (s) => (
-      withSplit(s),
-      (s.upstreams[0].routes = [
-        {
-          match: { pathPrefix: '/' },
-          splits: [{ service: 'api', weight: 100 }],
-          responseHeaders: { add: { 'x-a': 'b\r\nset-cookie: x=1' } },
-        },
-      ])
-    ),
+    withRoute({
+      match: { pathPrefix: '/' },
+      splits: [{ service: 'api', weight: 100 }],
+      responseHeaders: { add: { 'x-a': 'b\r\nset-cookie: x=1' } },
+    }),
     'upstreams[0].routes[0].responseHeaders.add.x-a',
   ],
   [
