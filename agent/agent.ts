@@ -13,6 +13,7 @@ import {
   DEFAULT_PROTOCOL,
   DEFAULT_RESILIENCE,
   defaultLoadBalancer,
+  type Endpoint,
   type Protocol,
   type ProxySnapshot,
   type TracingConfig,
@@ -21,6 +22,10 @@ import {
 import {
   createCentralConfig,
   flattenSplits,
+  parseTargetName,
+  resolveShares,
+  subsetFilter,
+  targetName,
   type CentralConfig,
   type RouteEntry,
 } from './central-config.ts';
@@ -210,7 +215,7 @@ interface Instance {
  * to the upstream's destination).
  */
 interface Traffic {
-  routes: Array<Omit<RouteEntry, 'service'> & { shares: Map<string, number> }>;
+  routes: Array<Omit<RouteEntry, 'service' | 'subset'> & { shares: Map<string, number> }>;
   shares: Map<string, number> | null;
 }
 
@@ -251,7 +256,11 @@ export function registrationFor(
       id: sidecarId(def.id),
       name: `${def.name}-sidecar-proxy`,
       port: o.sidecarPort,
-      meta: { [NODE_META_KEY]: o.node },
+      // Consul's sidecar_service inherits the parent's tags and meta unless it sets its own; this
+      // one sets the node key, so it carries the parent's meta itself (resolver subsets filter
+      // the sidecars' entries on them)
+      tags: def.tags,
+      meta,
       checks: [
         {
           CheckID: readinessCheckId(def.id),
@@ -488,7 +497,7 @@ export function createAgent(o: AgentOptions): Agent {
         protocol: u.protocol,
         loadBalancer: u.loadBalancer,
         resilience: u.resilience,
-        endpoints: discovery.endpoints(u.destinationName),
+        endpoints: endpointsOf(u.destinationName),
         ...trafficFields(u, traffic.get(u.destinationName) ?? null, bundle.trustDomain),
       })),
       tls: { certPem: cert.certPem, keyPem: cert.keyPem, rootsPem: bundle.roots.map((r) => r.pem) },
@@ -538,15 +547,38 @@ export function createAgent(o: AgentOptions): Agent {
     }
     trafficIgnored.delete(key);
     const splitter = (n: string) => central.splitter(n);
-    const routes = (router ?? []).map(({ service, ...r }) => ({
+    const resolver = (n: string) => central.resolver(n);
+    const routes = (router ?? []).map(({ service, subset, ...r }) => ({
       ...r,
-      shares: flattenSplits(service, splitter) ?? new Map([[service, 100]]),
+      // a route naming a subset goes to it past the service's splitter, as in Consul
+      shares: resolveShares(
+        (subset === undefined ? flattenSplits(service, splitter) : null) ??
+          new Map([[targetName(service, subset), 100]]),
+        resolver,
+      ),
     }));
-    const shares = flattenSplits(dest, splitter);
-    return routes.length === 0 && shares === null ? null : { routes, shares };
+    const flat = flattenSplits(dest, splitter);
+    const shares = flat && resolveShares(flat, resolver);
+    const whole = shares !== null && shares.size === 1 && shares.has(dest);
+    return routes.length === 0 && (shares === null || whole)
+      ? null
+      : { routes, shares: whole ? null : shares };
   }
 
-  /** The services other than `dest` that its traffic reaches. */
+  /**
+   * The endpoints calls for `service` reach: those of `subset` (or of the resolver's default
+   * subset) when its resolver defines it, else every healthy instance.
+   */
+  function endpointsOf(service: string, subset?: string): Endpoint[] {
+    const r = central.resolver(service);
+    const name = subset ?? r?.defaultSubset;
+    const expr = name === undefined ? undefined : r?.subsets?.[name];
+    return expr === undefined
+      ? discovery.endpoints(service)
+      : discovery.select(service, subsetFilter(expr));
+  }
+
+  /** The targets (services, or subsets: `api/v2`) other than `dest` that its traffic reaches. */
   function targetNames(dest: string, t: Traffic | null): Set<string> {
     const out = new Set<string>();
     for (const n of t?.shares?.keys() ?? []) out.add(n);
@@ -558,7 +590,8 @@ export function createAgent(o: AgentOptions): Agent {
   /** Follows (in discovery) the services the instance's routes and splits send calls to. */
   function followTargets(inst: Instance, traffic: Map<string, Traffic | null>): void {
     const next = new Set<string>();
-    for (const [dest, t] of traffic) for (const n of targetNames(dest, t)) next.add(n);
+    for (const [dest, t] of traffic)
+      for (const n of targetNames(dest, t)) next.add(parseTargetName(n).service);
     const sorted = [...next].sort();
     if (follow(inst.targets, sorted, targetUser(inst.def.id))) inst.targets = sorted;
   }
@@ -591,18 +624,15 @@ export function createAgent(o: AgentOptions): Agent {
         : {}),
       ...(t.shares ? { splits: toSplits(t.shares) } : {}),
       targets: [...targetNames(u.destinationName, t)].sort().map((n) => {
+        const { service, subset } = parseTargetName(n);
         // the caller's settings, with the target's own service-resolver over them
-        const r = withResolver({ ...u, destinationName: n });
+        const r = withResolver({ ...u, destinationName: service });
         return {
           destinationName: n,
-          destinationSpiffeId: formatSpiffeId({
-            trustDomain,
-            datacenter: s.datacenter,
-            service: n,
-          }),
+          destinationSpiffeId: formatSpiffeId({ trustDomain, datacenter: s.datacenter, service }),
           loadBalancer: r.loadBalancer,
           resilience: r.resilience,
-          endpoints: discovery.endpoints(n),
+          endpoints: endpointsOf(service, subset),
         };
       }),
     };

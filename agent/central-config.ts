@@ -5,7 +5,7 @@
 // service-defaults `UpstreamConfig` (`Defaults`, `Overrides` by destination name), which the
 // agent layers under each upstream's own `config`. And a destination's `service-resolver`:
 // `ConnectTimeout`, `RequestTimeout` and `LoadBalancer.Policy`, which win over what callers set (as
-// Consul's resolver does). And a destination's `service-router` (which requests go to which
+// Consul's resolver does), and its `Subsets` (instances picked by a filter) and `DefaultSubset`. And a destination's `service-router` (which requests go to which
 // service) and `service-splitter` (the share of its calls that goes to each service). Five
 // blocking watches, one per kind, serve every instance on the host; the last answer is cached in
 // the data directory so a restarted agent builds the same snapshots before Consul answers.
@@ -26,6 +26,7 @@ import { writeFileAtomic, type DataPaths } from './files.ts';
 import type { ConfigEntry, ConsulPort } from './ports.ts';
 import { asProtocol } from './transparent/derive.ts';
 import { knownProtocol } from '../lib/consul/protocol.ts';
+import { compileFilter, HEALTH_ENTRY_SCHEMA } from '../lib/consul/filter.ts';
 import { compileFullMatch, validateHttpMatch, type HttpMatch } from '../lib/intentions/index.ts';
 
 export const SERVICE_DEFAULTS = 'service-defaults';
@@ -47,6 +48,45 @@ export interface ResolverSettings {
   connectTimeoutMs?: number;
   requestTimeoutMs?: number;
   loadBalancer?: LoadBalancerPolicy;
+  /**
+   * Named subsets of the service's instances, by their `Filter` (Consul's filter language over a
+   * health entry; empty: every instance). Every filter here compiles.
+   */
+  subsets?: Record<string, string>;
+  /** The subset that calls naming no subset go to; always one of `subsets`. */
+  defaultSubset?: string;
+}
+
+/** Consul's rule for subset names: a DNS label. */
+const SUBSET_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+/**
+ * The name of a route or split target: the service, or one subset of it (`api/v2`). Neither a
+ * service name nor a subset name holds a `/` (names travel in Consul's URL paths; subsets are
+ * DNS labels), so the name is read back unambiguously.
+ */
+export function targetName(service: string, subset?: string): string {
+  return subset === undefined ? service : `${service}/${subset}`;
+}
+
+/** The service and subset of a `targetName`. */
+export function parseTargetName(name: string): { service: string; subset?: string } {
+  const i = name.lastIndexOf('/');
+  return i < 0 ? { service: name } : { service: name.slice(0, i), subset: name.slice(i + 1) };
+}
+
+/** A subset filter compiled once per expression (snapshots are built often, filters rarely change). */
+const compiledFilters = new Map<string, (entry: unknown) => boolean>();
+
+/** `expr` compiled against Consul's health entry fields; throws FilterError. */
+export function subsetFilter(expr: string): (entry: unknown) => boolean {
+  let f = compiledFilters.get(expr);
+  if (!f) {
+    f = expr.trim() === '' ? () => true : compileFilter(expr, HEALTH_ENTRY_SCHEMA);
+    if (compiledFilters.size >= 1024) compiledFilters.clear();
+    compiledFilters.set(expr, f);
+  }
+  return f;
 }
 
 /** Consul's policies that Remora's proxies implement, by Consul's name. */
@@ -56,23 +96,20 @@ const RESOLVER_POLICIES: Record<string, LoadBalancerPolicy> = {
 };
 
 /** Resolver fields Remora does not implement: reported, so nobody relies on them unknowingly. */
-const UNSUPPORTED_RESOLVER_FIELDS = [
-  'Subsets',
-  'DefaultSubset',
-  'Redirect',
-  'Failover',
-  'PrioritizeByLocality',
-] as const;
+const UNSUPPORTED_RESOLVER_FIELDS = ['Redirect', 'Failover', 'PrioritizeByLocality'] as const;
 
-/** One share of a service-splitter: `weight` percent of the calls go to `service`. */
+/**
+ * One share of a service-splitter: `weight` percent of the calls go to `service` (to its
+ * `subset` when one is named).
+ */
 export interface SplitShare {
   service: string;
   weight: number;
+  subset?: string;
 }
 
 /** Split fields Remora does not implement, by what happens to the share instead. */
 const UNSUPPORTED_SPLIT_FIELDS = [
-  'ServiceSubset',
   'Namespace',
   'Partition',
   'RequestHeaders',
@@ -85,6 +122,8 @@ export interface RouteEntry {
   /** Query parameter tests (Consul's `QueryParam`). */
   query?: QueryMatch[];
   service: string;
+  /** The subset of `service` the requests go to (`ServiceSubset`), past its splitter. */
+  subset?: string;
   /** Replaces the matched path prefix (or exact path) before the request is forwarded. */
   prefixRewrite?: string;
   /** The route's request timeout (`RequestTimeout`), over its service's own. */
@@ -102,7 +141,6 @@ const MAX_ROUTE_RETRIES = 10;
 
 /** Route destination fields Remora does not implement: the route applies without them. */
 const UNSUPPORTED_ROUTE_FIELDS = [
-  'ServiceSubset',
   'Namespace',
   'Partition',
   'IdleTimeout',
@@ -168,6 +206,7 @@ function checkedRoutes(v: unknown): RouteEntry[] | null {
         service: r.service,
       };
       if (r.query !== undefined) out.query = queryMatches(r.query, `route ${i}`);
+      if (r.subset !== undefined) out.subset = checkedSubsetName(r.subset);
       const ms = r.requestTimeoutMs;
       if (Number.isInteger(ms) && (ms as number) >= 1 && (ms as number) <= MAX_REQUEST_TIMEOUT_MS)
         out.requestTimeoutMs = ms as number;
@@ -201,7 +240,8 @@ function checkedSplits(v: unknown): SplitShare[] | null {
       s.service !== '' &&
       typeof s.weight === 'number' &&
       s.weight >= 0 &&
-      s.weight <= 100,
+      s.weight <= 100 &&
+      (s.subset === undefined || (typeof s.subset === 'string' && SUBSET_NAME.test(s.subset))),
   );
   return ok && sumsTo100(v as SplitShare[]) ? (v as SplitShare[]) : null;
 }
@@ -217,7 +257,27 @@ function checkedResolver(v: unknown): ResolverSettings | null {
   }
   if ((LOAD_BALANCER_POLICIES as readonly unknown[]).includes(v.loadBalancer))
     out.loadBalancer = v.loadBalancer as LoadBalancerPolicy;
+  const subsets: Record<string, string> = {};
+  for (const [name, expr] of Object.entries(isLayer(v.subsets) ? v.subsets : {})) {
+    try {
+      if (SUBSET_NAME.test(name) && typeof expr === 'string') {
+        subsetFilter(expr);
+        subsets[name] = expr;
+      }
+    } catch {
+      // a filter that no longer compiles is dropped, as Consul's answer would have been reported
+    }
+  }
+  if (Object.keys(subsets).length > 0) out.subsets = subsets;
+  if (typeof v.defaultSubset === 'string' && v.defaultSubset in subsets)
+    out.defaultSubset = v.defaultSubset;
   return Object.keys(out).length > 0 ? out : null;
+}
+
+/** A cached subset name, or throws (the caller drops what holds it). */
+function checkedSubsetName(v: unknown): string {
+  if (typeof v !== 'string' || !SUBSET_NAME.test(v)) throw new Error('bad subset');
+  return v;
 }
 
 /** The entries of a cached map that `check` keeps (checked copies), by the same names. */
@@ -365,6 +425,7 @@ export function resolverSettings(
         `${where}: LoadBalancer.HashPolicies are not implemented by Remora's proxies; they are ignored`,
       );
   }
+  resolverSubsets(e, out, found);
   for (const field of UNSUPPORTED_RESOLVER_FIELDS) {
     const v = e[field];
     if (v === undefined || v === null || v === '' || (isLayer(v) && Object.keys(v).length === 0))
@@ -378,10 +439,59 @@ export function resolverSettings(
 }
 
 /**
+ * A service-resolver's `Subsets` and `DefaultSubset` into `out`: each subset whose name is a DNS
+ * label and whose `Filter` compiles (a bad one is reported and left out: calls for it go to every
+ * healthy instance), and the default subset when it names one of them.
+ */
+function resolverSubsets(e: ConfigEntry, out: ResolverSettings, found: Map<string, string>): void {
+  const where = `service-resolver of ${e.Name}`;
+  const raw = e.Subsets;
+  const subsets: Record<string, string> = {};
+  if (raw !== undefined && raw !== null && !isLayer(raw))
+    found.set(
+      `r/${e.Name}/Subsets`,
+      `${where}: Subsets must be a map of subset names to { Filter, OnlyPassing }; it is ignored`,
+    );
+  for (const [name, def] of Object.entries(isLayer(raw) ? raw : {})) {
+    const at = `${where}: subset ${JSON.stringify(name)}`;
+    const bad = (why: string) =>
+      found.set(
+        `r/${e.Name}/Subsets/${name}`,
+        `${at} ${why}; the subset is ignored, and calls for it go to every healthy instance of ${e.Name}`,
+      );
+    if (!SUBSET_NAME.test(name)) {
+      bad('is not a valid name (a DNS label: lower-case letters, digits and dashes)');
+      continue;
+    }
+    const expr: unknown = isLayer(def) ? (def.Filter ?? '') : undefined;
+    if (typeof expr !== 'string') {
+      bad('must be an object whose Filter is a string');
+      continue;
+    }
+    try {
+      subsetFilter(expr);
+    } catch (err) {
+      bad(`has a bad Filter (${(err as Error).message})`);
+      continue;
+    }
+    subsets[name] = expr;
+  }
+  if (Object.keys(subsets).length > 0) out.subsets = subsets;
+  const d = e.DefaultSubset;
+  if (d === undefined || d === null || d === '') return;
+  if (typeof d === 'string' && d in subsets) out.defaultSubset = d;
+  else
+    found.set(
+      `r/${e.Name}/DefaultSubset`,
+      `${where}: DefaultSubset ${JSON.stringify(d)} is not one of its subsets (${Object.keys(subsets).join(', ') || 'none'}); calls go to every healthy instance of ${e.Name}`,
+    );
+}
+
+/**
  * A service-splitter entry's shares, or null (reported in `found`) when it cannot be applied as
  * a whole: no list of splits, a share without a weight from 0 to 100, or weights that do not add
- * up to 100. What Remora does not implement in a share (a subset, another namespace or
- * partition, header changes) is reported, and the share goes to the named service as it is.
+ * up to 100. What Remora does not implement in a share (another namespace or partition,
+ * header changes) is reported, and the share goes to the named service as it is.
  */
 export function splitterShares(e: ConfigEntry, found: Map<string, string>): SplitShare[] | null {
   const where = `service-splitter of ${e.Name}`;
@@ -403,6 +513,7 @@ export function splitterShares(e: ConfigEntry, found: Map<string, string>): Spli
       return null;
     }
     const service = svc === '' ? e.Name : svc;
+    const subset = subsetField(item as Layer, `p/${e.Name}/${i}`, `${where}: Splits[${i}]`, found);
     for (const field of UNSUPPORTED_SPLIT_FIELDS) {
       const v = (item as Layer)[field];
       if (v === undefined || v === null || v === '' || v === 'default') continue;
@@ -412,7 +523,7 @@ export function splitterShares(e: ConfigEntry, found: Map<string, string>): Spli
         `${where}: Splits[${i}].${field} is not implemented by Remora's agents; it is ignored, and the share goes to every healthy instance of ${service}`,
       );
     }
-    out.push({ service, weight: Math.round(w * 100) / 100 });
+    out.push({ service, weight: Math.round(w * 100) / 100, ...(subset ? { subset } : {}) });
   }
   if (!sumsTo100(out)) {
     const sum = out.reduce((n, s) => n + s.weight, 0);
@@ -420,6 +531,26 @@ export function splitterShares(e: ConfigEntry, found: Map<string, string>): Spli
     return null;
   }
   return out;
+}
+
+/**
+ * The `ServiceSubset` of a share or route destination: a DNS label, or undefined (none, or a bad
+ * one, reported: the calls go to the service's default subset).
+ */
+function subsetField(
+  item: Layer,
+  key: string,
+  where: string,
+  found: Map<string, string>,
+): string | undefined {
+  const v = item.ServiceSubset;
+  if (v === undefined || v === null || v === '') return undefined;
+  if (typeof v === 'string' && SUBSET_NAME.test(v)) return v;
+  found.set(
+    `${key}/ServiceSubset`,
+    `${where}.ServiceSubset ${JSON.stringify(v)} is not a subset name (a DNS label); it is ignored`,
+  );
+  return undefined;
 }
 
 /** Consul's header match fields, by the name the intentions' match language gives them. */
@@ -560,7 +691,13 @@ export function routerRoutes(e: ConfigEntry, found: Map<string, string>): RouteE
     const d = item.Destination;
     const dest = isLayer(d) ? d : {};
     const service = typeof dest.Service === 'string' && dest.Service !== '' ? dest.Service : e.Name;
-    const route: RouteEntry = { match, ...(query.length > 0 ? { query } : {}), service };
+    const subset = subsetField(dest, `o/${e.Name}/${i}`, `${at}.Destination`, found);
+    const route: RouteEntry = {
+      match,
+      ...(query.length > 0 ? { query } : {}),
+      service,
+      ...(subset ? { subset } : {}),
+    };
     const rewrite = dest.PrefixRewrite;
     if (typeof rewrite === 'string' && rewrite !== '') {
       if (match.pathPrefix === undefined && match.pathExact === undefined) {
@@ -619,9 +756,10 @@ export function routerRoutes(e: ConfigEntry, found: Map<string, string>): RouteE
 }
 
 /**
- * The percentages of calls to `destination` that go to each service by service-splitter
- * entries (`splitter` gives a service's shares): a share for another service follows that
- * service's splitter too, once per path, as Consul flattens them. Null when every call goes to
+ * The percentages of calls to `destination` that go to each target (a service, or a subset of
+ * one: `targetName`) by service-splitter entries (`splitter` gives a service's shares): a share
+ * for another service follows that service's splitter too, once per path, as Consul flattens
+ * them; a share naming a subset goes to that subset directly. Null when every call goes to
  * `destination` itself.
  */
 export function flattenSplits(
@@ -630,7 +768,7 @@ export function flattenSplits(
 ): Map<string, number> | null {
   if (splitter(destination) === null) return null;
   const out = new Map<string, number>();
-  const add = (service: string, share: number) => out.set(service, (out.get(service) ?? 0) + share);
+  const add = (name: string, share: number) => out.set(name, (out.get(name) ?? 0) + share);
   const walk = (service: string, share: number, seen: ReadonlySet<string>): void => {
     const sp = seen.has(service) ? null : splitter(service);
     if (sp === null) return void add(service, share);
@@ -638,12 +776,77 @@ export function flattenSplits(
     for (const part of sp) {
       const w = (share * part.weight) / 100;
       if (w <= 0) continue;
-      if (part.service === service) add(service, w);
+      if (part.subset !== undefined) add(targetName(part.service, part.subset), w);
+      else if (part.service === service) add(service, w);
       else walk(part.service, w, next);
     }
   };
   walk(destination, 100, new Set());
   return out.size === 1 && out.has(destination) ? null : out;
+}
+
+/**
+ * The target a call for `service` (and `subset`, when named) goes to, by the service's resolver:
+ * the service itself for its default subset (or no subset), `service/<subset>` for another of
+ * its subsets. A subset the resolver does not define (reported by the central config) is the
+ * service itself.
+ */
+export function resolveTarget(
+  service: string,
+  subset: string | undefined,
+  resolver: (service: string) => ResolverSettings | null,
+): string {
+  if (subset === undefined) return service;
+  const r = resolver(service);
+  if (r?.subsets?.[subset] === undefined || r.defaultSubset === subset) return service;
+  return targetName(service, subset);
+}
+
+/** `shares` with each target resolved (`resolveTarget`), shares of one target added up. */
+export function resolveShares(
+  shares: ReadonlyMap<string, number>,
+  resolver: (service: string) => ResolverSettings | null,
+): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const [name, w] of shares) {
+    const { service, subset } = parseTargetName(name);
+    const t = resolveTarget(service, subset, resolver);
+    out.set(t, (out.get(t) ?? 0) + w);
+  }
+  return out;
+}
+
+/** Why `where`'s `subset` of `service` cannot apply (its resolver lacks it), or null. */
+export function subsetProblem(
+  where: string,
+  service: string,
+  subset: string | undefined,
+  resolver: (service: string) => ResolverSettings | null,
+): string | null {
+  if (subset === undefined || resolver(service)?.subsets?.[subset] !== undefined) return null;
+  return `${where} names subset ${JSON.stringify(subset)} of ${service}, which ${service}'s service-resolver does not define; those calls go to every healthy instance of ${service} until it does`;
+}
+
+/**
+ * Subsets that splitters and routers name but the service's resolver does not define: Consul
+ * refuses such entries when it can, and an agent sends those calls to every healthy instance.
+ */
+function danglingSubsets(k: Protocols): Map<string, string> {
+  const found = new Map<string, string>();
+  const resolver = (n: string) => k.resolvers[n] ?? null;
+  const check = (key: string, where: string, service: string, subset: string | undefined) => {
+    const problem = subsetProblem(where, service, subset, resolver);
+    if (problem !== null) found.set(key, problem);
+  };
+  for (const [name, shares] of Object.entries(k.splitters))
+    shares.forEach((sh, i) =>
+      check(`x/p/${name}/${i}`, `service-splitter of ${name}: Splits[${i}]`, sh.service, sh.subset),
+    );
+  for (const [name, routes] of Object.entries(k.routers))
+    routes.forEach((r, i) =>
+      check(`x/o/${name}/${i}`, `service-router of ${name}: Routes[${i}]`, r.service, r.subset),
+    );
+  return found;
 }
 
 export function createCentralConfig(o: {
@@ -710,6 +913,7 @@ export function createCentralConfig(o: {
       return;
     }
     unannounced = false;
+    report(['x/'], danglingSubsets(next));
     if (changed) {
       o.logger.info(
         { services: Object.keys(next.services).length, global: next.global },

@@ -25,6 +25,11 @@ export interface Discovery {
   acquire(service: string, user: string): void;
   release(service: string, user: string): void;
   endpoints(service: string): Endpoint[];
+  /**
+   * The endpoints whose health entry `keep` accepts (a resolver subset's filter); every endpoint
+   * while only an older agent's cache, which holds no entries, is known.
+   */
+  select(service: string, keep: (entry: ConnectEntry) => boolean): Endpoint[];
   /** True once the set is known: from the cache, from Consul, or Consul answered with an error. */
   settled(service: string): boolean;
   /** The addresses clients dial for the service (transparent mode); known once Consul answered. */
@@ -41,6 +46,28 @@ export interface Discovery {
   protocol(service: string): Protocol | null;
   status(): UpstreamStatus[];
   stop(): void;
+}
+
+/**
+ * What the agent keeps of a health entry, in memory and in its cache: every field a subset's
+ * filter may read, without check outputs and Raft indexes (they change without changing the
+ * instance).
+ */
+export function keptEntry(e: ConnectEntry): ConnectEntry {
+  const strip = (o: object) => {
+    const { CreateIndex: _c, ModifyIndex: _m, ...rest } = o as Record<string, unknown>;
+    return rest;
+  };
+  const checks = (e.Checks ?? []).map((c) => {
+    const { Output: _o, Notes: _n, ...rest } = strip(c);
+    return rest;
+  });
+  return {
+    ...e,
+    Node: strip(e.Node) as ConnectEntry['Node'],
+    Service: strip(e.Service) as ConnectEntry['Service'],
+    Checks: checks,
+  };
 }
 
 /** Maps Consul's healthy connect entries to proxy endpoints, sorted for stable snapshots. */
@@ -68,6 +95,8 @@ interface Watch {
   service: string;
   users: Set<string>;
   endpoints: Endpoint[];
+  /** The health entries `endpoints` come from (`keptEntry`), for subset filters; null: not known. */
+  entries: ConnectEntry[] | null;
   targets: ServiceTarget[];
   /** A sidecar was listed once; `protocol` is what its registration gives. */
   listed: boolean;
@@ -94,16 +123,26 @@ export function createDiscovery(o: {
   const watches = new Map<string, Watch>();
   let stopped = false;
 
-  /** Takes `next` as the endpoint set (`force`: even when equal, for Consul's first answer). */
-  function apply(w: Watch, next: Endpoint[], force: boolean): void {
-    if (!force && JSON.stringify(next) === JSON.stringify(w.endpoints)) return;
+  /**
+   * Takes `entries` as the instance set (`force`: even when equal, for Consul's first answer).
+   * The cache holds the entries, so that a restarted agent applies subset filters before Consul
+   * answers.
+   */
+  function apply(w: Watch, entries: ConnectEntry[], force: boolean): void {
+    const kept = entries.map(keptEntry);
+    if (!force && JSON.stringify(kept) === JSON.stringify(w.entries)) return;
+    const next = endpointsFromEntries(kept);
+    const changed = JSON.stringify(next) !== JSON.stringify(w.endpoints);
+    w.entries = kept;
     w.endpoints = next;
-    writeFileAtomic(o.paths.cache(`endpoints-${w.service}`), JSON.stringify(next), 0o600).catch(
-      (err: unknown) => logError(o.logger, err, 'cannot cache endpoints', 'warn'),
-    );
+    writeFileAtomic(
+      o.paths.cache(`endpoints-${w.service}`),
+      JSON.stringify({ entries: kept }),
+      0o600,
+    ).catch((err: unknown) => logError(o.logger, err, 'cannot cache endpoints', 'warn'));
     o.logger.info(
       { upstream: w.service, endpoints: next.length },
-      `endpoints of ${w.service} changed`,
+      changed ? `endpoints of ${w.service} changed` : `instances of ${w.service} changed`,
     );
     o.onChange(w.service);
   }
@@ -114,10 +153,20 @@ export function createDiscovery(o: {
       const cached = JSON.parse(
         readFileSync(o.paths.cache(`endpoints-${w.service}`), 'utf8'),
       ) as unknown;
-      if (Array.isArray(cached)) {
+      const entries = (cached as { entries?: unknown } | null)?.entries;
+      if (Array.isArray(entries)) {
+        // read whole before taking any of it: a damaged cache is no cache
+        w.endpoints = endpointsFromEntries(entries as ConnectEntry[]);
+        w.entries = entries as ConnectEntry[];
+      } else if (Array.isArray(cached)) {
+        // an older agent cached endpoints only: subsets have no fields to read until Consul
+        // answers, and meanwhile take every endpoint
         w.endpoints = cached as Endpoint[];
+        w.entries = null;
+      }
+      if (Array.isArray(entries) || Array.isArray(cached)) {
         w.settled = true;
-        w.fromCache = cached.length > 0;
+        w.fromCache = w.endpoints.length > 0;
       }
     } catch {
       // no cache yet
@@ -132,7 +181,7 @@ export function createDiscovery(o: {
     w.handle = o.consul.watchConnect(w.service, {
       onChange(entries) {
         if (stopped || watches.get(w.service) !== w) return;
-        const next = endpointsFromEntries(entries);
+        const next = entries;
         const targets = targetsFromEntries(entries);
         // the protocol stays when the service scales to zero (an empty answer gives null)
         const seen = protocolFromEntries(entries);
@@ -218,6 +267,7 @@ export function createDiscovery(o: {
           service,
           users: new Set(),
           endpoints: [],
+          entries: [],
           targets: [],
           listed: false,
           protocol: null,
@@ -246,6 +296,11 @@ export function createDiscovery(o: {
       }
     },
     endpoints: (service) => watches.get(service)?.endpoints ?? [],
+    select(service, keep) {
+      const w = watches.get(service);
+      if (!w) return [];
+      return w.entries ? endpointsFromEntries(w.entries.filter(keep)) : w.endpoints;
+    },
     settled: (service) => watches.get(service)?.settled ?? false,
     targets: (service) => watches.get(service)?.targets ?? [],
     listed: (service) => watches.get(service)?.listed ?? false,

@@ -27,7 +27,11 @@ export interface ControlPort {
   close(): Promise<void>;
 }
 
-/** One entry of `GET /v1/health/connect/<service>?passing`, the fields the agent reads. */
+/**
+ * One entry of `GET /v1/health/connect/<service>?passing`, the fields the agent reads (a
+ * resolver subset's filter may read any field Consul's filter language knows, so the agent keeps
+ * the entries whole).
+ */
 export interface ConnectEntry {
   Node: { Node: string; Address: string };
   Service: {
@@ -35,6 +39,8 @@ export interface ConnectEntry {
     Service: string;
     Address: string;
     Port: number;
+    Tags?: string[];
+    Meta?: Record<string, string>;
     Weights?: { Passing: number; Warning: number };
     Proxy?: {
       DestinationServiceID?: string;
@@ -45,6 +51,7 @@ export interface ConnectEntry {
       Config?: Record<string, unknown>;
     };
   };
+  Checks?: object[];
 }
 
 export type CheckStatus = 'passing' | 'warning' | 'critical';

@@ -3,8 +3,12 @@ import { describeError, isErrorCode, RemoraError, toRemoraError } from '../../li
 import type { ServedProtocol } from '../../lib/consul/protocol.ts';
 import {
   flattenSplits,
+  parseTargetName,
+  resolveShares,
   resolverSettings,
   routerRoutes,
+  subsetProblem,
+  targetName,
   splitterShares,
   type ResolverSettings,
   type RouteEntry,
@@ -48,6 +52,8 @@ interface DestinationFacts {
 interface Traffic {
   routes: RouteEntry[] | null;
   splitters: Map<string, SplitShare[]>;
+  /** Everyone's service-resolver settings, for the subsets that routes and splits name. */
+  resolvers: Map<string, ResolverSettings>;
   /** Whether the destination has a splitter entry (even one that cannot apply). */
   hasSplitter: boolean;
   /** What the destination's own router and splitter entries hold that Remora ignores. */
@@ -74,13 +80,18 @@ async function destinationFacts(s: OperatorSession, service: string): Promise<De
     ]);
     const entry = resolvers?.entries.find((e) => e.Name === service);
     const ignored = new Map<string, string>();
-    // every splitter is read as agents read it; the lines shown are the destination's own
+    // every splitter and resolver is read as agents read it; the lines shown are the destination's own
     const traffic: Traffic = {
       routes: null,
       splitters: new Map(),
+      resolvers: new Map(),
       hasSplitter: false,
       ignored: [],
     };
+    for (const e of resolvers?.entries ?? []) {
+      const r = e === entry ? null : resolverSettings(e, new Map());
+      if (r) traffic.resolvers.set(e.Name, r);
+    }
     for (const e of splitters?.entries ?? []) {
       const found = new Map<string, string>();
       const sp = splitterShares(e, found);
@@ -95,14 +106,11 @@ async function destinationFacts(s: OperatorSession, service: string): Promise<De
       traffic.routes = routerRoutes(router, found);
       traffic.ignored.push(...found.values());
     }
+    const settings = entry ? resolverSettings(entry, ignored) : null;
+    if (settings) traffic.resolvers.set(service, settings);
     return {
       served: served ?? `no sidecar of ${service} is registered in Consul`,
-      resolver: entry
-        ? {
-            settings: resolverSettings(entry, ignored),
-            ignored: [...ignored.values()],
-          }
-        : null,
+      resolver: entry ? { settings, ignored: [...ignored.values()] } : null,
       traffic: traffic.hasSplitter || router ? traffic : null,
     };
   } catch (err) {
@@ -119,10 +127,14 @@ function describeResolver(r: ResolverSettings | null): string {
   if (r?.connectTimeoutMs) parts.push(`connect timeout ${r.connectTimeoutMs / 1000}s`);
   if (r?.requestTimeoutMs) parts.push(`request timeout ${r.requestTimeoutMs / 1000}s`);
   if (r?.loadBalancer) parts.push(`balancing ${r.loadBalancer}`);
+  for (const [name, expr] of Object.entries(r?.subsets ?? {}))
+    parts.push(
+      `subset ${name}${r?.defaultSubset === name ? ' (the default)' : ''}: ${expr.trim() === '' ? 'every instance' : `instances where ${expr}`}`,
+    );
   return parts.length > 0 ? `${parts.join(', ')} for every caller` : 'nothing Remora applies';
 }
 
-/** Shares in words: `api 90 %, api-v2 10 %`. */
+/** Shares in words: `api 90 %, api-v2 10 %` (a subset as `api/v2`). */
 function describeShares(shares: Map<string, number>): string {
   return [...shares].map(([n, w]) => `${n} ${Math.round(w * 100) / 100} %`).join(', ');
 }
@@ -155,7 +167,14 @@ function explainTraffic(
   const { source, destination } = pair;
   const refused: string[] = [];
   const splitter = (n: string) => traffic.splitters.get(n) ?? null;
-  const sharesOf = (n: string) => flattenSplits(n, splitter) ?? new Map([[n, 100]]);
+  const resolver = (n: string) => traffic.resolvers.get(n) ?? null;
+  // a route naming a subset goes to it past the service's splitter, as agents send it
+  const sharesOf = (n: string, subset?: string) =>
+    resolveShares(
+      (subset === undefined ? flattenSplits(n, splitter) : null) ??
+        new Map([[targetName(n, subset), 100]]),
+      resolver,
+    );
   if (typeof o.served === 'object' && o.served?.protocol === 'tcp') {
     print(ctx, `  ${destination}'s routes and splits: do not apply, ${destination} serves tcp`);
   } else {
@@ -168,7 +187,7 @@ function explainTraffic(
     const hit = request ? routes.findIndex((r) => compileRoute(r)(request)) : -1;
     routes.forEach((r, i) => {
       if (request && i !== hit) return;
-      const shares = sharesOf(r.service);
+      const shares = sharesOf(r.service, r.subset);
       reach(shares);
       print(
         ctx,
@@ -182,7 +201,8 @@ function explainTraffic(
       const entry = traffic.hasSplitter ? 'service-splitter' : 'service-router';
       print(ctx, `  ${destination}'s ${entry}: ${what}${describeShares(shares)}`);
     }
-    for (const target of reached.keys()) {
+    const services = new Set([...reached.keys()].map((n) => parseTargetName(n).service));
+    for (const target of services) {
       if (target === destination) continue;
       const t = evaluateIntentions(snap, {
         source,
@@ -194,7 +214,26 @@ function explainTraffic(
       if (!t.allowed && t.enforced) refused.push(target);
     }
   }
-  for (const line of traffic.ignored) print(ctx, `    ignored: ${line}`);
+  const dangling = [
+    ...(traffic.routes ?? []).map((r, i) =>
+      subsetProblem(
+        `service-router of ${destination}: Routes[${i}]`,
+        r.service,
+        r.subset,
+        resolver,
+      ),
+    ),
+    ...(splitter(destination) ?? []).map((sh, i) =>
+      subsetProblem(
+        `service-splitter of ${destination}: Splits[${i}]`,
+        sh.service,
+        sh.subset,
+        resolver,
+      ),
+    ),
+  ];
+  for (const line of [...traffic.ignored, ...dangling])
+    if (line !== null) print(ctx, `    ignored: ${line}`);
   return refused;
 }
 

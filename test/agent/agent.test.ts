@@ -21,6 +21,7 @@ t.test('the registration carries the node meta, the sidecar and its readiness ch
         id: 'web-1',
         port: 8080,
         meta: { team: 'a' },
+        tags: ['blue'],
         connect: {
           sidecar_service: {
             proxy: {
@@ -44,12 +45,14 @@ t.test('the registration carries the node meta, the sidecar and its readiness ch
     ready: false,
   }) as {
     meta: Record<string, string>;
+    tags: string[];
     connect: {
       sidecar_service: {
         id: string;
         port: number;
         address: string;
         meta: Record<string, string>;
+        tags: string[];
         checks: unknown[];
         proxy: { destination_service_id: string; config?: unknown; upstreams: unknown[] };
       };
@@ -60,7 +63,12 @@ t.test('the registration carries the node meta, the sidecar and its readiness ch
   t.equal(sc.id, 'web-1-sidecar-proxy');
   t.equal(sc.port, 21000);
   t.equal(sc.address, '10.0.0.5');
-  t.same(sc.meta, { 'remora-node': 'n1' });
+  t.same(
+    sc.meta,
+    { team: 'a', 'remora-node': 'n1' },
+    "the parent's meta, which resolver subsets filter on (Consul's default for a sidecar)",
+  );
+  t.same([body.tags, sc.tags], [['blue'], ['blue']], "and the parent's tags");
   t.same(sc.checks, [
     {
       CheckID: readinessCheckId('web-1'),

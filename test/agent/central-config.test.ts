@@ -4,6 +4,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   createCentralConfig,
+  flattenSplits,
+  parseTargetName,
+  resolveShares,
+  resolveTarget,
+  targetName,
+  type ResolverSettings,
+  type SplitShare,
   PROXY_DEFAULTS,
   SERVICE_DEFAULTS,
   SERVICE_RESOLVER,
@@ -250,8 +257,8 @@ t.test("a service-splitter's shares are read; what Remora cannot apply is report
   ]);
   t.same(
     c.splitter('sub'),
-    [{ service: 'sub', weight: 100 }],
-    'the subset is dropped, the share kept',
+    [{ service: 'sub', weight: 100, subset: 'v1' }],
+    'the subset is kept, though no resolver defines it',
   );
   for (const name of ['short', 'none', 'bad', 'web']) t.equal(c.splitter(name), null, name);
   t.same(
@@ -264,7 +271,7 @@ t.test("a service-splitter's shares are read; what Remora cannot apply is report
       'service-splitter of bad: Splits[0] needs a Weight from 0 to 100 and a Service name; the splitter is ignored and every call goes to bad',
       'service-splitter of none: Splits must be a non-empty list; the splitter is ignored and every call goes to none',
       'service-splitter of short: the weights add up to 90, not 100; the splitter is ignored and every call goes to short',
-      "service-splitter of sub: Splits[0].ServiceSubset is not implemented by Remora's agents; it is ignored, and the share goes to every healthy instance of sub",
+      'service-splitter of sub: Splits[0] names subset "v1" of sub, which sub\'s service-resolver does not define; those calls go to every healthy instance of sub until it does',
     ],
     'a Namespace of "default" is not reported',
   );
@@ -340,6 +347,142 @@ t.test(
     t.equal(changes(), before + 1);
   },
 );
+
+t.test(
+  "a service-resolver's subsets and the routes and splits naming them are read; bad ones are reported",
+  async (t) => {
+    const dir = await dataDir(t);
+    const entries = {
+      [SERVICE_RESOLVER]: [
+        {
+          Kind: SERVICE_RESOLVER,
+          Name: 'api',
+          DefaultSubset: 'v1',
+          Subsets: {
+            v1: { Filter: 'Service.Meta.version == v1' },
+            v2: { Filter: 'Service.Meta.version == v2', OnlyPassing: true },
+            all: {},
+            Bad_Name: { Filter: '' },
+            broken: { Filter: 'Service.Meta.version ==' },
+            nofield: { Filter: 'Service.Colour == red' },
+          },
+        },
+        { Kind: SERVICE_RESOLVER, Name: 'db', DefaultSubset: 'primary' },
+      ],
+      [SERVICE_SPLITTER]: [
+        {
+          Kind: SERVICE_SPLITTER,
+          Name: 'api',
+          Splits: [
+            { Weight: 90, ServiceSubset: 'v1' },
+            { Weight: 10, ServiceSubset: 'v2' },
+          ],
+        },
+        { Kind: SERVICE_SPLITTER, Name: 'db', Splits: [{ Weight: 100, ServiceSubset: 'V1!' }] },
+      ],
+      [SERVICE_ROUTER]: [
+        {
+          Kind: SERVICE_ROUTER,
+          Name: 'api',
+          Routes: [
+            { Match: { HTTP: { PathPrefix: '/beta/' } }, Destination: { ServiceSubset: 'v2' } },
+            { Match: { HTTP: { PathPrefix: '/old/' } }, Destination: { ServiceSubset: 'v0' } },
+          ],
+        },
+      ],
+    };
+    const { c } = central(dir, createFakeConfigEntries(entries));
+    c.start();
+    t.teardown(() => c.stop());
+    await waitFor('all answers', () => c.synced());
+    const resolver = {
+      subsets: { v1: 'Service.Meta.version == v1', v2: 'Service.Meta.version == v2', all: '' },
+      defaultSubset: 'v1',
+    };
+    t.same(c.resolver('api'), resolver);
+    t.equal(c.resolver('db'), null, 'a default subset that is not defined is dropped');
+    t.same(c.splitter('api'), [
+      { service: 'api', weight: 90, subset: 'v1' },
+      { service: 'api', weight: 10, subset: 'v2' },
+    ]);
+    t.same(c.splitter('db'), [{ service: 'db', weight: 100 }], 'a bad subset name is dropped');
+    t.same(
+      c.router('api')?.map((r) => r.subset),
+      ['v2', 'v0'],
+    );
+    const problems = c.problems().map((p) => p.message);
+    t.ok(
+      problems.every((m, i) => c.problems()[i]?.code === 'REMORA_E_AGENT_CENTRAL_CONFIG_INVALID'),
+    );
+    t.match(problems.sort(), [
+      /^service-resolver of api: subset "Bad_Name" is not a valid name \(a DNS label: lower-case letters, digits and dashes\); the subset is ignored, and calls for it go to every healthy instance of api$/,
+      /^service-resolver of api: subset "broken" has a bad Filter \(.+\); the subset is ignored/,
+      /^service-resolver of api: subset "nofield" has a bad Filter \(.*Service\.Colour.*\); the subset is ignored/,
+      /^service-resolver of db: DefaultSubset "primary" is not one of its subsets \(none\); calls go to every healthy instance of db$/,
+      /^service-router of api: Routes\[1\] names subset "v0" of api, which api's service-resolver does not define; those calls go to every healthy instance of api until it does$/,
+      /^service-splitter of db: Splits\[0\]\.ServiceSubset "V1!" is not a subset name \(a DNS label\); it is ignored$/,
+    ]);
+
+    // a restarted agent has the subsets from its cache before Consul answers
+    await writesSettled();
+    const again = central(dir, createFakeConfigEntries(entries, { held: true }));
+    again.c.start();
+    t.teardown(() => again.c.stop());
+    t.same(again.c.resolver('api'), resolver);
+    t.same(again.c.router('api')?.[0]?.subset, 'v2');
+    t.same(again.c.splitter('api')?.[1], { service: 'api', weight: 10, subset: 'v2' });
+  },
+);
+
+t.test('splits and routes resolve to a service or one of its subsets', (t) => {
+  const resolvers: Record<string, ResolverSettings> = {
+    api: { subsets: { v1: 'Service.Meta.version == v1', v2: '' }, defaultSubset: 'v1' },
+    db: { subsets: { replica: 'Service.Tags contains replica' } },
+  };
+  const splitters: Record<string, SplitShare[]> = {
+    api: [
+      { service: 'api', weight: 80, subset: 'v1' },
+      { service: 'api', weight: 10, subset: 'v2' },
+      { service: 'api', weight: 5 },
+      { service: 'db', weight: 5, subset: 'replica' },
+    ],
+    // a share naming a subset does not follow the service's splitter
+    db: [{ service: 'db-next', weight: 100 }],
+  };
+  const flat = flattenSplits('api', (n) => splitters[n] ?? null);
+  t.same(
+    [...(flat ?? [])],
+    [
+      ['api/v1', 80],
+      ['api/v2', 10],
+      ['api', 5],
+      ['db/replica', 5],
+    ],
+  );
+  const resolved = resolveShares(flat ?? new Map(), (n) => resolvers[n] ?? null);
+  t.same(
+    [...resolved],
+    [
+      ['api', 85],
+      ['api/v2', 10],
+      ['db/replica', 5],
+    ],
+    'the default subset is the service itself',
+  );
+  t.equal(
+    resolveTarget('api', 'v9', (n) => resolvers[n] ?? null),
+    'api',
+    'an unknown subset',
+  );
+  t.equal(
+    resolveTarget('web', 'v1', () => null),
+    'web',
+    'no resolver',
+  );
+  t.same(parseTargetName(targetName('api', 'v2')), { service: 'api', subset: 'v2' });
+  t.same(parseTargetName('api'), { service: 'api' });
+  t.end();
+});
 
 t.test('Consul failing settles the protocols with what is known, and is not fatal', async (t) => {
   const dir = await dataDir(t);

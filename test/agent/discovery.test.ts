@@ -217,3 +217,66 @@ t.test(
     t.equal(again.protocol('api'), null);
   },
 );
+
+t.test(
+  'subset filters read the entries, which the cache keeps for a restarted agent',
+  async (t) => {
+    const withMeta = (id: string, port: number, version: string, output = ''): ConnectEntry => {
+      const e = entry(id, port) as ConnectEntry & { Checks: object[] };
+      e.Service.Meta = { version };
+      e.Service.Tags = [version];
+      e.Checks = [{ CheckID: `ready:${id}`, Status: 'passing', Output: output, ModifyIndex: port }];
+      return e;
+    };
+    const v2 = (e: unknown) =>
+      (e as ConnectEntry).Service.Meta?.version === 'v2' &&
+      (e as { Checks: { CheckID: string; Output?: string }[] }).Checks[0]?.Output === undefined;
+    const { d, changes, consul, dir } = setup(t);
+    consul().onChange([withMeta('api-1', 21001, 'v1'), withMeta('api-2', 21002, 'v2')]);
+    t.same(
+      d.select('api', v2).map((e) => e.id),
+      ['api-2'],
+      'only v2, and the check output is not kept',
+    );
+    t.equal(d.endpoints('api').length, 2, 'every instance stays the upstream’s own set');
+    consul().onChange([withMeta('api-1', 21001, 'v1', 'ok'), withMeta('api-2', 21002, 'v2', 'ok')]);
+    t.same(changes, [2], 'a new check output is no change');
+    consul().onChange([withMeta('api-1', 21001, 'v2'), withMeta('api-2', 21002, 'v2')]);
+    t.same(changes, [2, 2], 'a changed meta is, though the endpoints are the same');
+    t.same(
+      d.select('api', v2).map((e) => e.id),
+      ['api-1', 'api-2'],
+    );
+    await writesSettled();
+    const again = createDiscovery({
+      consul: { watchConnect: () => ({ stop() {} }) } as unknown as ConsulPort,
+      paths: dataPaths(dir),
+      clock: fakeClock(),
+      logger: createSilentLogger(),
+      onChange() {},
+    });
+    again.acquire('api', 'web-1');
+    t.teardown(() => again.stop());
+    t.ok(again.settled('api'), 'settled from the cache');
+    t.same(
+      again.select('api', v2).map((e) => e.id),
+      ['api-1', 'api-2'],
+      'the cached entries carry what filters read',
+    );
+    t.notMatch(readFileSync(dataPaths(dir).cache('endpoints-api'), 'utf8'), /ModifyIndex|Output/);
+  },
+);
+
+t.test('an endpoint cache written by an older agent (endpoints only) is still read', async (t) => {
+  const { d } = setup(t, [entry('api-1', 21001)]);
+  t.ok(d.settled('api'));
+  t.same(
+    d.endpoints('api').map((e) => e.id),
+    ['api-1'],
+  );
+  t.same(
+    d.select('api', () => false).map((e) => e.id),
+    ['api-1'],
+    'no entries to filter until Consul answers: every endpoint',
+  );
+});

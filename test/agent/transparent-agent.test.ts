@@ -908,6 +908,104 @@ t.test(
 );
 
 t.test(
+  "a resolver's subsets pick the instances of the upstream, its splits and its routes",
+  async (t) => {
+    const versioned = (id: string, address: string, version: string): ConnectEntry => {
+      const e = entry(id, address, 8080, 'http');
+      return { ...e, Service: { ...e.Service, Meta: { version }, Tags: [`ver-${version}`] } };
+    };
+    const { agent, watchers, snapshots, configEntries } = await transparentAgent(t, {
+      upstreams: [{ destination_name: 'api', config: { protocol: 'http' } }],
+      config: { derive_upstreams: false, protocol: 'http' },
+      manager: quietManager([]),
+      pid: 72_250,
+      configEntries: {
+        'service-resolver': [
+          {
+            Kind: 'service-resolver',
+            Name: 'api',
+            DefaultSubset: 'v1',
+            Subsets: {
+              v1: { Filter: 'Service.Meta.version == v1' },
+              v2: { Filter: '"ver-v2" in Service.Tags' },
+            },
+          },
+        ],
+        'service-splitter': [
+          {
+            Kind: 'service-splitter',
+            Name: 'api',
+            Splits: [
+              { Weight: 90, ServiceSubset: 'v1' },
+              { Weight: 10, ServiceSubset: 'v2' },
+            ],
+          },
+        ],
+        'service-router': [
+          {
+            Kind: 'service-router',
+            Name: 'api',
+            Routes: [
+              { Match: { HTTP: { PathPrefix: '/beta/' } }, Destination: { ServiceSubset: 'v2' } },
+            ],
+          },
+        ],
+      },
+    });
+    await agent.start();
+    await waitFor('the watch', () => watchers.has('api'));
+    watchers.get('api')!([
+      versioned('api-1', '10.0.0.11', 'v1'),
+      versioned('api-2', '10.0.0.12', 'v2'),
+      versioned('api-3', '10.0.0.13', 'v1'),
+    ]);
+    await waitFor('a snapshot', () => snapshots.length > 0);
+    const api = () => snapshots.at(-1)!.upstreams.find((x) => x.destinationName === 'api')!;
+    const ids = (eps: { id: string }[]) => eps.map((e) => e.id);
+    t.same(ids(api().endpoints), ['api-1', 'api-3'], 'api itself is its default subset, v1');
+    t.same(api().splits, [
+      { service: 'api', weight: 90 },
+      { service: 'api/v2', weight: 10 },
+    ]);
+    t.same(
+      api().routes?.map((r) => r.splits),
+      [[{ service: 'api/v2', weight: 100 }]],
+      'the route goes to the subset past the splitter',
+    );
+    t.same(
+      api().targets!.map((x) => [x.destinationName, x.destinationSpiffeId, ids(x.endpoints)]),
+      [['api/v2', api().destinationSpiffeId, ['api-2']]],
+      "the subset is a target with api's identity and its own instances",
+    );
+
+    // api-2 becomes v1: the subset empties, the default subset takes it
+    let seen = snapshots.length;
+    watchers.get('api')!([
+      versioned('api-1', '10.0.0.11', 'v1'),
+      {
+        ...versioned('api-2', '10.0.0.12', 'v1'),
+        Service: { ...versioned('api-2', '10.0.0.12', 'v1').Service, Tags: [] },
+      },
+      versioned('api-3', '10.0.0.13', 'v1'),
+    ]);
+    await waitFor('a new snapshot', () => snapshots.length > seen);
+    t.same(ids(api().endpoints), ['api-1', 'api-2', 'api-3']);
+    t.same(ids(api().targets![0]!.endpoints), [], 'no v2 instance left');
+
+    // the resolver deleted: the subsets it defined are gone, every call goes to every instance
+    seen = snapshots.length;
+    configEntries.set('service-resolver', []);
+    await waitFor('a new snapshot', () => snapshots.length > seen);
+    t.equal(api().splits, undefined);
+    t.same(
+      api().routes?.map((r) => r.splits),
+      [[{ service: 'api', weight: 100 }]],
+    );
+    t.same(api().targets, [], 'no target other than api');
+  },
+);
+
+t.test(
   "a destination's service-router reaches its callers' snapshots, each route through its service's splitter",
   async (t) => {
     const { agent, watchers, snapshots, configEntries } = await transparentAgent(t, {
