@@ -425,6 +425,14 @@ function compileNode(expr: string, n: Node, schema: FilterSchema): Predicate {
 }
 
 /**
+ * Throws FilterError when `expr` does not parse. Consul checks only this when a resolver subset's
+ * filter is written (its selectors meet the entries' fields when the filter runs).
+ */
+export function checkFilterSyntax(expr: string): void {
+  parse(expr);
+}
+
+/**
  * `expr` compiled into a predicate over entries of `schema`'s shape; throws FilterError when it
  * does not parse, selects a field the schema lacks, or compares a field with a value of another
  * type.

@@ -26,6 +26,14 @@ export {
   type WatchConfigEntriesOptions,
 } from './watch.ts';
 export {
+  checkFilterSyntax,
+  compileFilter,
+  FilterError,
+  HEALTH_ENTRY_SCHEMA,
+  type FieldType,
+  type FilterSchema,
+} from './filter.ts';
+export {
   servedProtocol,
   type ProtocolLookup,
   type ProtocolSource,

@@ -4,11 +4,13 @@
  * `service-splitter` and `service-router` (per service). Entries are stored as given, with the
  * keys Remora reads spelled Consul's way (`Kind`, `Name`, `Protocol`, `Config`, `Meta`) and the
  * protocol lowercased, as Consul normalizes it. What Consul checks is checked: a resolver's
- * timeouts must be durations and its balancing policy one Consul knows, a splitter's weights
+ * timeouts must be durations, its balancing policy one Consul knows, its subsets DNS labels whose
+ * filters parse (lib/consul/filter.ts) and its default subset one of them, a splitter's weights
  * must add up to 100, and a router's matches must be well formed. Other kinds Consul knows are
  * refused with a message naming what the embedded catalog supports.
  */
 import { HttpError } from './http-error.ts';
+import { checkFilterSyntax } from '../consul/filter.ts';
 
 export const CONFIG_KINDS = [
   'service-defaults',
@@ -156,6 +158,7 @@ function checkResolver(e: Record<string, unknown>): void {
         `Request decoding failed: ${key}: time: invalid duration ${JSON.stringify(v)}`,
       );
   }
+  checkSubsets(e);
   const lb = e.LoadBalancer;
   if (lb === undefined || lb === null) return;
   if (typeof lb !== 'object' || Array.isArray(lb))
@@ -163,6 +166,49 @@ function checkResolver(e: Record<string, unknown>): void {
   const policy = (lb as Record<string, unknown>).Policy;
   if (policy !== undefined && (typeof policy !== 'string' || !RESOLVER_POLICIES.has(policy)))
     throw new HttpError(400, `Bad LoadBalancer policy: ${JSON.stringify(policy)} is not supported`);
+}
+
+/**
+ * What Consul refuses in a service-resolver's `Subsets` and `DefaultSubset`: a subset name that is
+ * not a DNS label, a `Filter` that does not parse (its fields are met when it runs), a default
+ * subset that is not defined.
+ */
+function checkSubsets(e: Record<string, unknown>): void {
+  const subsets = e.Subsets;
+  if (
+    subsets !== undefined &&
+    subsets !== null &&
+    (typeof subsets !== 'object' || Array.isArray(subsets))
+  )
+    throw new HttpError(
+      400,
+      'Request decoding failed: Subsets must be a map of subset names to subsets',
+    );
+  const names = Object.keys(subsets ?? {});
+  for (const name of names) {
+    if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(name))
+      throw new HttpError(
+        400,
+        `Subset ${JSON.stringify(name)} is invalid: must be a valid DNS label (lower-case letters, digits and dashes)`,
+      );
+    const def = (subsets as Record<string, unknown>)[name];
+    const filter =
+      def !== null && typeof def === 'object' ? (def as Record<string, unknown>).Filter : undefined;
+    if (filter === undefined || filter === null || filter === '') continue;
+    if (typeof filter !== 'string')
+      throw new HttpError(400, `Request decoding failed: Subsets[${name}].Filter must be a string`);
+    try {
+      checkFilterSyntax(filter);
+    } catch (err) {
+      throw new HttpError(
+        400,
+        `Filter for subset ${JSON.stringify(name)} is not a valid expression: ${(err as Error).message}`,
+      );
+    }
+  }
+  const d = e.DefaultSubset;
+  if (typeof d === 'string' && d !== '' && !names.includes(d))
+    throw new HttpError(400, `DefaultSubset ${JSON.stringify(d)} is not a valid subset`);
 }
 
 /** What Consul refuses in a service-splitter: no splits, a bad weight, weights not adding to 100. */

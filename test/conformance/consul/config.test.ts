@@ -183,6 +183,49 @@ t.test(
 );
 
 t.test(
+  `a service-resolver keeps its subsets and default subset ${SERVICE_RESOLVER_DOC}`,
+  async (t) => {
+    const name = `${p}-subsets`;
+    t.teardown(() => api('DELETE', `/v1/config/service-resolver/${name}`));
+    const subsets = {
+      v1: { Filter: 'Service.Meta.version == v1' },
+      v2: { Filter: 'Service.Meta.version == v2', OnlyPassing: true },
+    };
+    const put = await api('PUT', '/v1/config', {
+      Kind: 'service-resolver',
+      Name: name,
+      DefaultSubset: 'v1',
+      Subsets: subsets,
+    });
+    t.equal(put.status, 200, put.text);
+    const e = (await api('GET', `/v1/config/service-resolver/${name}`)).json<Json>();
+    t.match(e, { DefaultSubset: 'v1', Subsets: subsets });
+  },
+);
+
+t.test(
+  `a service-resolver with a bad subset name, filter or default subset is refused ${SERVICE_RESOLVER_DOC}`,
+  async (t) => {
+    const name = `${p}-badsubsets`;
+    t.teardown(() => api('DELETE', `/v1/config/service-resolver/${name}`));
+    const bad = [
+      ['a name that is not a DNS label', { Subsets: { V_1: { Filter: '' } } }],
+      ['a filter that does not parse', { Subsets: { v1: { Filter: 'Service.Meta.version ==' } } }],
+      ['a default subset not defined', { DefaultSubset: 'v9', Subsets: { v1: { Filter: '' } } }],
+    ] as const;
+    for (const [what, body] of bad) {
+      const r = await api('PUT', '/v1/config', { Kind: 'service-resolver', Name: name, ...body });
+      t.equal(r.status, 400, what);
+    }
+    t.equal(
+      (await api('GET', `/v1/config/service-resolver/${name}`)).status,
+      404,
+      'nothing stored',
+    );
+  },
+);
+
+t.test(
   `a service-splitter for an http service keeps its splits ${SERVICE_SPLITTER_DOC}`,
   async (t) => {
     const name = `${p}-split`;

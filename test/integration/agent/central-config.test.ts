@@ -443,3 +443,128 @@ t.test("api's service-splitter and service-router send web's calls to api-v2", a
   const other = await httpGet(`http://127.0.0.1:${p.apiLocal}/hello`);
   t.match(other.json, { path: '/hello', self: /\/svc\/api$/ }, 'other paths stay with api');
 });
+
+t.test("api's resolver subsets pick which instances answer web's calls", async (t) => {
+  const mesh = await startMesh(t);
+  const p = mesh.ports;
+  // round robin, so that both instances answer a few calls when both may
+  await mesh.writeDefinition('web.json', {
+    service: {
+      name: 'web',
+      id: 'web-1',
+      port: p.webApp,
+      connect: {
+        sidecar_service: {
+          port: p.webSidecar,
+          proxy: {
+            upstreams: [
+              {
+                destination_name: 'api',
+                local_bind_port: p.apiLocal,
+                config: { load_balancer: 'round_robin' },
+              },
+            ],
+          },
+        },
+      },
+    },
+  });
+  // two instances of api, told apart by their version meta
+  for (const [which, version] of [
+    [1, 'v1'],
+    [2, 'v2'],
+  ] as const)
+    await mesh.writeDefinition(`api-${which}.json`, {
+      service: {
+        name: 'api',
+        id: `api-${which}`,
+        port: which === 1 ? p.api1App : p.api2App,
+        meta: { version },
+        connect: { sidecar_service: { port: which === 1 ? p.api1Sidecar : p.api2Sidecar } },
+      },
+    });
+  await putConfig(mesh, { Kind: 'proxy-defaults', Name: 'global', Config: { protocol: 'http' } });
+  const agent = mesh.startAgent();
+  t.teardown(() => agent.stop());
+
+  /** The instances that answered `n` calls made through web's api upstream. */
+  const answeredBy = async (n = 12): Promise<string[]> => {
+    const seen = new Set<string>();
+    for (let i = 0; i < n; i++) {
+      try {
+        const r = await httpGet(`http://127.0.0.1:${p.apiLocal}/`);
+        if (r.status === 200) seen.add((r.json as { instance: string }).instance);
+        else seen.add(`status ${r.status}`);
+      } catch {
+        seen.add('no answer');
+      }
+    }
+    return [...seen].sort();
+  };
+  const both = await waitFor(
+    'web to reach both api instances',
+    async () => ((await answeredBy(8)).join() === 'api-1,api-2' ? true : null),
+    90_000,
+    200,
+  );
+  t.ok(both, 'without a resolver, both instances answer');
+
+  await putConfig(mesh, {
+    Kind: 'service-resolver',
+    Name: 'api',
+    DefaultSubset: 'v1',
+    Subsets: {
+      v1: { Filter: 'Service.Meta.version == v1' },
+      v2: { Filter: 'Service.Meta.version == v2' },
+    },
+  });
+  const first = await waitFor(
+    'calls to go to the default subset',
+    async () => {
+      const a = await answeredBy(8);
+      return a.join() === 'api-1' ? a : null;
+    },
+    30_000,
+    100,
+  );
+  t.same(first, ['api-1'], 'the default subset: only v1 answers');
+  t.same(await answeredBy(), ['api-1'], 'again, over more calls');
+
+  await putConfig(mesh, {
+    Kind: 'service-splitter',
+    Name: 'api',
+    Splits: [
+      { Weight: 0, ServiceSubset: 'v1' },
+      { Weight: 100, ServiceSubset: 'v2' },
+    ],
+  });
+  await waitFor(
+    'calls to go to the v2 subset',
+    async () => ((await answeredBy(4)).join() === 'api-2' ? true : null),
+    30_000,
+    100,
+  );
+  t.same(await answeredBy(), ['api-2'], 'the split sends every call to v2');
+
+  // explain shows the subsets and the share
+  const env = {
+    REMORA_CLI_NATS_SERVERS: mesh.nats.url,
+    REMORA_CLI_OPERATOR_TOKEN: OPERATOR_TOKEN,
+    REMORA_CLI_CONSUL_ADDRESS: mesh.consul.url,
+  };
+  const ex = await runRemora(['explain', 'web', 'api'], { env });
+  t.match(ex.stdout, 'subset v1 (the default): instances where Service.Meta.version == v1');
+  t.match(ex.stdout, "api's service-splitter: api/v2 100 %");
+
+  // Consul refuses a filter it cannot parse, and so does devconsul
+  const bad = await fetch(`${mesh.consul.url}/v1/config`, {
+    method: 'PUT',
+    body: JSON.stringify({
+      Kind: 'service-resolver',
+      Name: 'api',
+      Subsets: { v1: { Filter: 'Service.Meta.version ===' } },
+    }),
+  });
+  t.equal(bad.status, 400, 'a bad filter is refused when written');
+  t.same(await answeredBy(), ['api-2'], 'and the calls go on as before');
+});
