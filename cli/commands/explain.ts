@@ -127,11 +127,13 @@ function describeResolver(r: ResolverSettings | null): string {
   if (r?.connectTimeoutMs) parts.push(`connect timeout ${r.connectTimeoutMs / 1000}s`);
   if (r?.requestTimeoutMs) parts.push(`request timeout ${r.requestTimeoutMs / 1000}s`);
   if (r?.loadBalancer) parts.push(`balancing ${r.loadBalancer}`);
-  for (const [name, expr] of Object.entries(r?.subsets ?? {}))
-    parts.push(
-      `subset ${name}${r?.defaultSubset === name ? ' (the default)' : ''}: ${expr.trim() === '' ? 'every instance' : `instances where ${expr}`}`,
-    );
-  return parts.length > 0 ? `${parts.join(', ')} for every caller` : 'nothing Remora applies';
+  const subsets = Object.entries(r?.subsets ?? {}).map(
+    ([name, expr]) =>
+      `${name}${r?.defaultSubset === name ? ' (the default)' : ''} = ${expr.trim() === '' ? 'every instance' : `instances where ${expr}`}`,
+  );
+  const settings = parts.length > 0 ? `${parts.join(', ')} for every caller` : '';
+  const picked = subsets.length > 0 ? `subsets ${subsets.join('; ')}` : '';
+  return [settings, picked].filter(Boolean).join('; ') || 'nothing Remora applies';
 }
 
 /** Shares in words: `api 90 %, api-v2 10 %` (a subset as `api/v2`). */

@@ -352,6 +352,17 @@ export async function startDevMesh(o: {
 }
 
 /** What to try next, printed after the ready line. */
+/** A service-resolver that makes api's v1 instances the default and names v2 (quick start). */
+const CANARY_RESOLVER = JSON.stringify({
+  Kind: 'service-resolver',
+  Name: 'api',
+  DefaultSubset: 'v1',
+  Subsets: {
+    v1: { Filter: 'Service.Meta.version == v1' },
+    v2: { Filter: 'Service.Meta.version == v2' },
+  },
+});
+
 export function renderNextSteps(mesh: DevMesh, config: DevConfig): string {
   const env = `REMORA_CLI_NATS_SERVERS=${mesh.natsUrl} REMORA_CLI_OPERATOR_TOKEN=${mesh.operatorToken}`;
   return [
@@ -365,6 +376,7 @@ export function renderNextSteps(mesh: DevMesh, config: DevConfig): string {
     `  REMORA_CLI_NATS_SERVERS=${mesh.natsUrl} REMORA_CLI_CONSUL_ADDRESS=${mesh.consulUrl} npx remora explain web api   # the deciding rule, and the protocol api serves`,
     `  ${env} npx remora intention delete web api && ${env} npx remora intention create web api`,
     `  REMORA_CLI_AGENT_ADMIN=http://127.0.0.1:${mesh.agentAdminPort} npx remora status   # instances, proxies, certificates, endpoints`,
+    `  curl -s -X PUT ${mesh.consulUrl}/v1/config -d '${CANARY_RESOLVER}'   # only api-1 (version v1) answers now`,
     '',
     `Catalog (Consul API): ${mesh.consulUrl}/v1/health/connect/api   NATS: ${mesh.natsUrl}`,
     `Traces: ${config.otlpEndpoint || '(export disabled)'} — run Jaeger all-in-one with OTLP and open http://127.0.0.1:16686`,

@@ -553,7 +553,10 @@ t.test("api's resolver subsets pick which instances answer web's calls", async (
     REMORA_CLI_CONSUL_ADDRESS: mesh.consul.url,
   };
   const ex = await runRemora(['explain', 'web', 'api'], { env });
-  t.match(ex.stdout, 'subset v1 (the default): instances where Service.Meta.version == v1');
+  t.match(
+    ex.stdout,
+    "api's service-resolver: subsets v1 (the default) = instances where Service.Meta.version == v1; v2 = instances where Service.Meta.version == v2",
+  );
   t.match(ex.stdout, "api's service-splitter: api/v2 100 %");
 
   // Consul refuses a filter it cannot parse, and so does devconsul

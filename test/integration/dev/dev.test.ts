@@ -145,6 +145,40 @@ t.test('remora dev brings up the demo mesh and stops cleanly', async (t) => {
     );
   });
 
+  t.test('the printed resolver makes api-1 (version v1) answer alone', async (t) => {
+    const line = /^\s+curl -s -X PUT (\S+\/v1\/config) -d '(\{.*\})'/m.exec(out);
+    t.ok(line, 'the ready output shows the canary resolver');
+    const [, configUrl, body] = line!;
+    const put = await fetch(configUrl!, { method: 'PUT', body });
+    t.equal(await put.text(), 'true');
+    const alone = await waitFor(
+      'only api-1 to answer',
+      async () => {
+        const seen = new Set<string>();
+        for (let i = 0; i < 6; i++) {
+          const { body } = await call(url);
+          seen.add(typeof body.api === 'object' && body.api?.instance ? body.api.instance : '?');
+        }
+        return seen.size === 1 && seen.has('api-1') ? [...seen] : undefined;
+      },
+      30_000,
+    );
+    t.same(alone, ['api-1']);
+    // back to both instances for the next test
+    await fetch(`${configUrl}/service-resolver/api`, { method: 'DELETE' });
+    await waitFor(
+      'api-2 to answer again',
+      async () => {
+        for (let i = 0; i < 6; i++) {
+          const { body } = await call(url);
+          if (typeof body.api === 'object' && body.api?.instance === 'api-2') return true;
+        }
+        return undefined;
+      },
+      30_000,
+    );
+  });
+
   t.test('killing an api instance keeps web answering', async (t) => {
     // other tests may run demo apps at the same time: only this mesh's children count
     const api1 = processesMentioning('examples/apps/api.js').filter((pid) => {
