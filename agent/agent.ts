@@ -22,12 +22,14 @@ import {
 import {
   createCentralConfig,
   flattenSplits,
+  isWhole,
   parseTargetName,
   resolveShares,
   subsetFilter,
   targetName,
   type CentralConfig,
   type RouteEntry,
+  type Share,
 } from './central-config.ts';
 import { createConfigDir, type ConfigDir } from './config-dir.ts';
 import {
@@ -211,12 +213,12 @@ interface Instance {
 
 /**
  * Where an upstream's calls go by Consul's service-router and service-splitter: each route
- * with its shares (percent by service), and the shares of the calls no route matches (null: all
+ * with its shares (percent by target, with a split's header changes), and the shares of the calls no route matches (null: all
  * to the upstream's destination).
  */
 interface Traffic {
-  routes: Array<Omit<RouteEntry, 'service' | 'subset'> & { shares: Map<string, number> }>;
-  shares: Map<string, number> | null;
+  routes: Array<Omit<RouteEntry, 'service' | 'subset'> & { shares: Share[] }>;
+  shares: Share[] | null;
 }
 
 /** Consul ID of an instance's sidecar (Consul's own naming). */
@@ -552,14 +554,15 @@ export function createAgent(o: AgentOptions): Agent {
       ...r,
       // a route naming a subset goes to it past the service's splitter, as in Consul
       shares: resolveShares(
-        (subset === undefined ? flattenSplits(service, splitter) : null) ??
-          new Map([[targetName(service, subset), 100]]),
+        (subset === undefined ? flattenSplits(service, splitter) : null) ?? [
+          { target: targetName(service, subset), weight: 100 },
+        ],
         resolver,
       ),
     }));
     const flat = flattenSplits(dest, splitter);
     const shares = flat && resolveShares(flat, resolver);
-    const whole = shares !== null && shares.size === 1 && shares.has(dest);
+    const whole = shares !== null && isWhole(shares, dest);
     return routes.length === 0 && (shares === null || whole)
       ? null
       : { routes, shares: whole ? null : shares };
@@ -581,8 +584,8 @@ export function createAgent(o: AgentOptions): Agent {
   /** The targets (services, or subsets: `api/v2`) other than `dest` that its traffic reaches. */
   function targetNames(dest: string, t: Traffic | null): Set<string> {
     const out = new Set<string>();
-    for (const n of t?.shares?.keys() ?? []) out.add(n);
-    for (const r of t?.routes ?? []) for (const n of r.shares.keys()) out.add(n);
+    for (const sh of t?.shares ?? []) out.add(sh.target);
+    for (const r of t?.routes ?? []) for (const sh of r.shares) out.add(sh.target);
     out.delete(dest);
     return out;
   }
@@ -614,8 +617,8 @@ export function createAgent(o: AgentOptions): Agent {
     trustDomain: string,
   ): Partial<Pick<UpstreamConfig, 'routes' | 'splits' | 'targets'>> {
     if (t === null) return {};
-    const toSplits = (m: Map<string, number>) =>
-      [...m].map(([service, weight]) => ({ service, weight }));
+    const toSplits = (shares: Share[]) =>
+      shares.map(({ target, ...rest }) => ({ service: target, ...rest }));
     return {
       ...(t.routes.length > 0
         ? {

@@ -106,15 +106,25 @@ export interface SplitShare {
   service: string;
   weight: number;
   subset?: string;
+  /** Changes to the share's requests (`RequestHeaders`), after its route's. */
+  requestHeaders?: HeaderModifiers;
+  /** Changes to their answers (`ResponseHeaders`), after its route's. */
+  responseHeaders?: HeaderModifiers;
 }
 
 /** Split fields Remora does not implement, by what happens to the share instead. */
-const UNSUPPORTED_SPLIT_FIELDS = [
-  'Namespace',
-  'Partition',
-  'RequestHeaders',
-  'ResponseHeaders',
-] as const;
+const UNSUPPORTED_SPLIT_FIELDS = ['Namespace', 'Partition'] as const;
+
+/**
+ * One share of the calls after flattening: `weight` percent go to `target` (a service, or a
+ * subset of one: `targetName`), with the header changes of the split that named it.
+ */
+export interface Share {
+  target: string;
+  weight: number;
+  requestHeaders?: HeaderModifiers;
+  responseHeaders?: HeaderModifiers;
+}
 
 /** One route of a service-router: requests that meet `match` go to `service`. */
 export interface RouteEntry {
@@ -241,7 +251,9 @@ function checkedSplits(v: unknown): SplitShare[] | null {
       typeof s.weight === 'number' &&
       s.weight >= 0 &&
       s.weight <= 100 &&
-      (s.subset === undefined || (typeof s.subset === 'string' && SUBSET_NAME.test(s.subset))),
+      (s.subset === undefined || (typeof s.subset === 'string' && SUBSET_NAME.test(s.subset))) &&
+      cachedModifiers(s, 'requestHeaders') &&
+      cachedModifiers(s, 'responseHeaders'),
   );
   return ok && sumsTo100(v as SplitShare[]) ? (v as SplitShare[]) : null;
 }
@@ -272,6 +284,16 @@ function checkedResolver(v: unknown): ResolverSettings | null {
   if (typeof v.defaultSubset === 'string' && v.defaultSubset in subsets)
     out.defaultSubset = v.defaultSubset;
   return Object.keys(out).length > 0 ? out : null;
+}
+
+/** True when `o[key]` is absent or header changes that still check. */
+function cachedModifiers(o: Layer, key: string): boolean {
+  if (o[key] === undefined) return true;
+  try {
+    return headerModifiers(o[key], key) !== null;
+  } catch {
+    return false;
+  }
 }
 
 /** A cached subset name, or throws (the caller drops what holds it). */
@@ -490,8 +512,8 @@ function resolverSubsets(e: ConfigEntry, out: ResolverSettings, found: Map<strin
 /**
  * A service-splitter entry's shares, or null (reported in `found`) when it cannot be applied as
  * a whole: no list of splits, a share without a weight from 0 to 100, or weights that do not add
- * up to 100. What Remora does not implement in a share (another namespace or partition,
- * header changes) is reported, and the share goes to the named service as it is.
+ * up to 100. What Remora does not implement in a share (another namespace or partition) is
+ * reported, and the share goes to the named service as it is.
  */
 export function splitterShares(e: ConfigEntry, found: Map<string, string>): SplitShare[] | null {
   const where = `service-splitter of ${e.Name}`;
@@ -514,6 +536,20 @@ export function splitterShares(e: ConfigEntry, found: Map<string, string>): Spli
     }
     const service = svc === '' ? e.Name : svc;
     const subset = subsetField(item as Layer, `p/${e.Name}/${i}`, `${where}: Splits[${i}]`, found);
+    const changes: Pick<SplitShare, 'requestHeaders' | 'responseHeaders'> = {};
+    for (const field of ['RequestHeaders', 'ResponseHeaders'] as const) {
+      const raw = (item as Layer)[field];
+      if (raw === undefined || raw === null) continue;
+      try {
+        const m = headerModifiers(raw, `${where}: Splits[${i}].${field}`);
+        if (m) changes[field === 'RequestHeaders' ? 'requestHeaders' : 'responseHeaders'] = m;
+      } catch (err) {
+        found.set(
+          `p/${e.Name}/${i}/${field}`,
+          `${(err as Error).message}; the share applies without these header changes`,
+        );
+      }
+    }
     for (const field of UNSUPPORTED_SPLIT_FIELDS) {
       const v = (item as Layer)[field];
       if (v === undefined || v === null || v === '' || v === 'default') continue;
@@ -523,7 +559,12 @@ export function splitterShares(e: ConfigEntry, found: Map<string, string>): Spli
         `${where}: Splits[${i}].${field} is not implemented by Remora's agents; it is ignored, and the share goes to every healthy instance of ${service}`,
       );
     }
-    out.push({ service, weight: Math.round(w * 100) / 100, ...(subset ? { subset } : {}) });
+    out.push({
+      service,
+      weight: Math.round(w * 100) / 100,
+      ...(subset ? { subset } : {}),
+      ...changes,
+    });
   }
   if (!sumsTo100(out)) {
     const sum = out.reduce((n, s) => n + s.weight, 0);
@@ -756,33 +797,64 @@ export function routerRoutes(e: ConfigEntry, found: Map<string, string>): RouteE
 }
 
 /**
- * The percentages of calls to `destination` that go to each target (a service, or a subset of
- * one: `targetName`) by service-splitter entries (`splitter` gives a service's shares): a share
- * for another service follows that service's splitter too, once per path, as Consul flattens
- * them; a share naming a subset goes to that subset directly. Null when every call goes to
- * `destination` itself.
+ * The shares of the calls to `destination` by service-splitter entries (`splitter` gives a
+ * service's shares): a share for another service follows that service's splitter too, once per
+ * path, and a share naming a subset goes to that subset directly, as Consul flattens them. Each
+ * share keeps the header changes of the split that named its target (those of a split that
+ * leads to another splitter are not carried through, as in Consul). Null when every call goes
+ * to `destination` itself, unchanged.
  */
 export function flattenSplits(
   destination: string,
   splitter: (service: string) => readonly SplitShare[] | null,
-): Map<string, number> | null {
+): Share[] | null {
   if (splitter(destination) === null) return null;
-  const out = new Map<string, number>();
-  const add = (name: string, share: number) => out.set(name, (out.get(name) ?? 0) + share);
-  const walk = (service: string, share: number, seen: ReadonlySet<string>): void => {
+  const out: Share[] = [];
+  const add = (target: string, weight: number, part?: SplitShare) =>
+    out.push({
+      target,
+      weight,
+      ...(part?.requestHeaders ? { requestHeaders: part.requestHeaders } : {}),
+      ...(part?.responseHeaders ? { responseHeaders: part.responseHeaders } : {}),
+    });
+  const walk = (service: string, share: number, seen: ReadonlySet<string>, via?: SplitShare) => {
     const sp = seen.has(service) ? null : splitter(service);
-    if (sp === null) return void add(service, share);
+    if (sp === null) return void add(service, share, via);
     const next = new Set(seen).add(service);
     for (const part of sp) {
       const w = (share * part.weight) / 100;
       if (w <= 0) continue;
-      if (part.subset !== undefined) add(targetName(part.service, part.subset), w);
-      else if (part.service === service) add(service, w);
-      else walk(part.service, w, next);
+      if (part.subset !== undefined) add(targetName(part.service, part.subset), w, part);
+      else if (part.service === service) add(service, w, part);
+      else walk(part.service, w, next, part);
     }
   };
   walk(destination, 100, new Set());
-  return out.size === 1 && out.has(destination) ? null : out;
+  const merged = mergeShares(out);
+  return isWhole(merged, destination) ? null : merged;
+}
+
+/** True when `shares` send every call to `destination`, unchanged. */
+export function isWhole(shares: readonly Share[], destination: string): boolean {
+  const [only] = shares;
+  return (
+    shares.length === 1 &&
+    only!.target === destination &&
+    only!.requestHeaders === undefined &&
+    only!.responseHeaders === undefined
+  );
+}
+
+/** Shares of one target with the same header changes added up, in first-seen order. */
+function mergeShares(shares: readonly Share[]): Share[] {
+  const byKey = new Map<string, Share>();
+  for (const sh of shares) {
+    const key = JSON.stringify([sh.target, sh.requestHeaders, sh.responseHeaders]);
+    const cur = byKey.get(key);
+    if (cur) cur.weight += sh.weight;
+    else byKey.set(key, { ...sh });
+  }
+  return [...byKey.values()];
 }
 
 /**
@@ -802,18 +874,17 @@ export function resolveTarget(
   return targetName(service, subset);
 }
 
-/** `shares` with each target resolved (`resolveTarget`), shares of one target added up. */
+/** `shares` with each target resolved (`resolveTarget`), equal shares of one target added up. */
 export function resolveShares(
-  shares: ReadonlyMap<string, number>,
+  shares: readonly Share[],
   resolver: (service: string) => ResolverSettings | null,
-): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const [name, w] of shares) {
-    const { service, subset } = parseTargetName(name);
-    const t = resolveTarget(service, subset, resolver);
-    out.set(t, (out.get(t) ?? 0) + w);
-  }
-  return out;
+): Share[] {
+  return mergeShares(
+    shares.map((sh) => {
+      const { service, subset } = parseTargetName(sh.target);
+      return { ...sh, target: resolveTarget(service, subset, resolver) };
+    }),
+  );
 }
 
 /** Why `where`'s `subset` of `service` cannot apply (its resolver lacks it), or null. */

@@ -12,6 +12,7 @@ import {
   splitterShares,
   type ResolverSettings,
   type RouteEntry,
+  type Share,
   type SplitShare,
 } from '../../agent/central-config.ts';
 import { createSilentLogger } from '../../lib/log/index.ts';
@@ -137,8 +138,13 @@ function describeResolver(r: ResolverSettings | null): string {
 }
 
 /** Shares in words: `api 90 %, api-v2 10 %` (a subset as `api/v2`). */
-function describeShares(shares: Map<string, number>): string {
-  return [...shares].map(([n, w]) => `${n} ${Math.round(w * 100) / 100} %`).join(', ');
+function describeShares(shares: readonly Share[]): string {
+  return shares
+    .map(
+      (sh) =>
+        `${sh.target} ${Math.round(sh.weight * 100) / 100} %${sh.requestHeaders || sh.responseHeaders ? ' (changes headers)' : ''}`,
+    )
+    .join(', ');
 }
 
 /** An HTTP match in words: `path prefix /admin/, methods GET`. */
@@ -173,16 +179,17 @@ function explainTraffic(
   // a route naming a subset goes to it past the service's splitter, as agents send it
   const sharesOf = (n: string, subset?: string) =>
     resolveShares(
-      (subset === undefined ? flattenSplits(n, splitter) : null) ??
-        new Map([[targetName(n, subset), 100]]),
+      (subset === undefined ? flattenSplits(n, splitter) : null) ?? [
+        { target: targetName(n, subset), weight: 100 },
+      ],
       resolver,
     );
   if (typeof o.served === 'object' && o.served?.protocol === 'tcp') {
     print(ctx, `  ${destination}'s routes and splits: do not apply, ${destination} serves tcp`);
   } else {
     const reached = new Map<string, number>();
-    const reach = (shares: Map<string, number>) => {
-      for (const [n, w] of shares) if (w > 0) reached.set(n, w);
+    const reach = (shares: readonly Share[]) => {
+      for (const sh of shares) if (sh.weight > 0) reached.set(sh.target, sh.weight);
     };
     const routes = traffic.routes ?? [];
     const request = o.request;

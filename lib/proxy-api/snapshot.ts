@@ -257,11 +257,14 @@ function decodeShares(v: unknown, p: string, names: ReadonlySet<string>): Traffi
   if (!Array.isArray(v) || v.length === 0) fail(p, 'must be a non-empty array', v);
   const splits = v.map((x, i): TrafficSplit => {
     const sp = `${p}[${i}]`;
-    const s = obj(x, sp, ['service', 'weight']);
+    const s = obj(x, sp, ['service', 'weight', 'requestHeaders', 'responseHeaders']);
     const service = str(s, 'service', sp);
     if (!names.has(service))
       fail(`${sp}.service`, 'must be destinationName or a targets service', service);
-    return { service, weight: num(s, 'weight', sp, { min: 0, max: 100 }) };
+    const split: TrafficSplit = { service, weight: num(s, 'weight', sp, { min: 0, max: 100 }) };
+    for (const k of ['requestHeaders', 'responseHeaders'] as const)
+      if (s[k] !== undefined) split[k] = decodeHeaderModifiers(s[k], `${sp}.${k}`);
+    return split;
   });
   const sum = splits.reduce((n, x) => n + x.weight, 0);
   if (Math.abs(sum - 100) > SPLIT_SUM_TOLERANCE) fail(p, 'weights must add up to 100', sum);

@@ -139,9 +139,14 @@ export interface QueryMatch {
 
 /** One share of a traffic split. */
 export interface TrafficSplit {
+  /** `destinationName` or a target's. */
   service: string;
   /** Percent of the requests, 0–100; the weights of one upstream add up to 100. */
   weight: number;
+  /** Changes to the share's requests before they leave (after the route's, if any). */
+  requestHeaders?: HeaderModifiers;
+  /** Changes to their answers before the caller sees them (after the route's, if any). */
+  responseHeaders?: HeaderModifiers;
 }
 
 /**

@@ -197,8 +197,8 @@ export interface ForwardH2Options {
    * head arrived is never cut, however long its body runs.
    */
   timeoutMs?: number;
-  /** Changes to the response head before it is relayed (a route's `responseHeaders`). */
-  responseHeaders?: HeaderModifiers;
+  /** Changes to the response head before it is relayed (a route's and its split's), in order. */
+  responseHeaders?: readonly HeaderModifiers[];
 }
 
 /**
@@ -269,7 +269,7 @@ export function forwardH2Stream(
         return;
       }
       const head = copyHeaders(h, HOP);
-      if (o.responseHeaders) modifyH2Headers(head, o.responseHeaders);
+      for (const m of o.responseHeaders ?? []) modifyH2Headers(head, m);
       if (endsStream(flags)) {
         // a trailers-only answer (gRPC errors): one HEADERS frame with END_STREAM
         stream.respond(head, { endStream: true });

@@ -11,6 +11,7 @@ import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { RemoraError, toRemoraError } from '../../lib/errors/index.ts';
 import type {
+  HeaderModifiers,
   HttpRoute,
   TrafficSplit,
   UpstreamConfig,
@@ -79,15 +80,24 @@ export function rewritePath(target: string, route: HttpRoute): string {
   return out.startsWith('/') ? out : `/${out}`;
 }
 
-/** What a route sets over its target's own settings; undefined when nothing. */
-function routeSettings(route: HttpRoute): RouteSettings | undefined {
-  const { requestTimeoutMs, maxRetries, responseHeaders } = route;
-  if (requestTimeoutMs === undefined && maxRetries === undefined && responseHeaders === undefined)
+/**
+ * What a route and the share it picked set over the target's own settings (the share's answer
+ * header changes after the route's); undefined when nothing.
+ */
+function routeSettings(
+  route: HttpRoute | null,
+  split: TrafficSplit | null,
+): RouteSettings | undefined {
+  const { requestTimeoutMs, maxRetries } = route ?? {};
+  const responseHeaders = [route?.responseHeaders, split?.responseHeaders].filter(
+    (m): m is HeaderModifiers => m !== undefined,
+  );
+  if (requestTimeoutMs === undefined && maxRetries === undefined && responseHeaders.length === 0)
     return undefined;
   return {
     ...(requestTimeoutMs !== undefined ? { requestTimeoutMs } : {}),
     ...(maxRetries !== undefined ? { maxRetries } : {}),
-    ...(responseHeaders !== undefined ? { responseHeaders } : {}),
+    ...(responseHeaders.length > 0 ? { responseHeaders } : {}),
   };
 }
 
@@ -205,24 +215,30 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
     return null;
   }
 
-  /** The target a request goes to by `splits`, or null for this upstream itself. */
-  function pickShare(splits: readonly TrafficSplit[] | undefined): Upstream | null {
+  /** The share a request goes to by `splits`, picked at random by weight; null without one. */
+  function pickSplit(splits: readonly TrafficSplit[] | undefined): TrafficSplit | null {
     if (splits === undefined) return null;
     let r = env.random() * 100;
-    let last: string | null = null;
+    let last: TrafficSplit | null = null;
     for (const s of splits) {
       if (s.weight <= 0) continue;
-      last = s.service;
+      last = s;
       r -= s.weight;
       if (r < 0) break;
     }
-    return last === null || last === name ? null : (targets.get(last) ?? null);
+    return last;
+  }
+
+  /** The target upstream of a share, or null for this upstream itself. */
+  function targetOf(split: TrafficSplit | null): Upstream | null {
+    return split === null || split.service === name ? null : (targets.get(split.service) ?? null);
   }
 
   const dispatch: Handler = (req) => {
     let splits = cluster.config.splits;
+    let route: HttpRoute | null = null;
     if (routes.length > 0) {
-      const route = routeFor({
+      route = routeFor({
         method: req.method,
         path: req.target,
         headers: headersRecord(req.headers),
@@ -231,17 +247,19 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
         splits = route.splits;
         if (route.prefixRewrite !== undefined) req.target = rewritePath(req.target, route);
         if (route.requestHeaders !== undefined) modifyH1Headers(req.headers, route.requestHeaders);
-        const settings = routeSettings(route);
-        if (settings !== undefined) req.ctx.route = settings;
       }
     }
-    const to = pickShare(splits);
+    const split = pickSplit(splits);
+    if (split?.requestHeaders !== undefined) modifyH1Headers(req.headers, split.requestHeaders);
+    const settings = routeSettings(route, split);
+    if (settings !== undefined) req.ctx.route = settings;
+    const to = targetOf(split);
     if (to !== null) req.ctx.destination = to.cluster.name;
     const answer = to === null ? handler(req) : to.handleRequest(req);
-    const changes = req.ctx.route?.responseHeaders;
+    const changes = settings?.responseHeaders;
     if (changes === undefined) return answer;
     return answer.then((res) => {
-      modifyH1Headers(res.headers, changes);
+      for (const m of changes) modifyH1Headers(res.headers, m);
       return res;
     });
   };
@@ -349,18 +367,20 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
     server.on('stream', (stream, headers, flags) => {
       stream.on('error', () => {});
       let splits = cluster.config.splits;
-      let settings: RouteSettings | undefined;
+      let route: HttpRoute | null = null;
       if (routes.length > 0) {
         const path = String(headers[':path'] ?? '/');
-        const route = routeFor({ method: String(headers[':method']), path, headers });
+        route = routeFor({ method: String(headers[':method']), path, headers });
         if (route !== null) {
           splits = route.splits;
           if (route.prefixRewrite !== undefined) headers[':path'] = rewritePath(path, route);
           if (route.requestHeaders !== undefined) modifyH2Headers(headers, route.requestHeaders);
-          settings = routeSettings(route);
         }
       }
-      const to = pickShare(splits);
+      const split = pickSplit(splits);
+      if (split?.requestHeaders !== undefined) modifyH2Headers(headers, split.requestHeaders);
+      const settings = routeSettings(route, split);
+      const to = targetOf(split);
       if (to === null) handleH2Stream(stream, headers, flags, settings);
       else to.handleH2Stream(stream, headers, flags, settings);
     });

@@ -29,12 +29,12 @@ export interface RequestContext {
 
 /**
  * A route's own request timeout, retry count and header changes (Consul's service-router
- * `Destination`).
+ * `Destination`), and its split's answer header changes (applied in order).
  */
 export interface RouteSettings {
   requestTimeoutMs?: number;
   maxRetries?: number;
-  responseHeaders?: HeaderModifiers;
+  responseHeaders?: readonly HeaderModifiers[];
 }
 
 /** The parts of an intention decision the data plane needs per connection. */

@@ -233,7 +233,12 @@ t.test("a service-splitter's shares are read; what Remora cannot apply is report
         Splits: [
           { Weight: 90.004 },
           { Weight: 9.996, Service: 'api-v2', RequestHeaders: { Set: { 'x-v': '2' } } },
-          { Weight: 0, Service: 'api-v3', Namespace: 'default' },
+          {
+            Weight: 0,
+            Service: 'api-v3',
+            Namespace: 'default',
+            ResponseHeaders: { Set: { 'x-v': 'a\r\nb' } },
+          },
         ],
       },
       {
@@ -252,7 +257,7 @@ t.test("a service-splitter's shares are read; what Remora cannot apply is report
   await waitFor('all answers', () => c.synced());
   t.same(c.splitter('api'), [
     { service: 'api', weight: 90 },
-    { service: 'api-v2', weight: 10 },
+    { service: 'api-v2', weight: 10, requestHeaders: { set: { 'x-v': '2' } } },
     { service: 'api-v3', weight: 0 },
   ]);
   t.same(
@@ -267,7 +272,7 @@ t.test("a service-splitter's shares are read; what Remora cannot apply is report
       .map((p) => p.message)
       .sort(),
     [
-      "service-splitter of api: Splits[1].RequestHeaders is not implemented by Remora's agents; it is ignored, and the share goes to every healthy instance of api-v2",
+      'service-splitter of api: Splits[2].ResponseHeaders.Set: the value of "x-v" holds a control character (CR, LF, NUL) or is too long; the share applies without these header changes',
       'service-splitter of bad: Splits[0] needs a Weight from 0 to 100 and a Service name; the splitter is ignored and every call goes to bad',
       'service-splitter of none: Splits must be a non-empty list; the splitter is ignored and every call goes to none',
       'service-splitter of short: the weights add up to 90, not 100; the splitter is ignored and every call goes to short',
@@ -450,22 +455,19 @@ t.test('splits and routes resolve to a service or one of its subsets', (t) => {
     db: [{ service: 'db-next', weight: 100 }],
   };
   const flat = flattenSplits('api', (n) => splitters[n] ?? null);
+  t.same(flat, [
+    { target: 'api/v1', weight: 80 },
+    { target: 'api/v2', weight: 10 },
+    { target: 'api', weight: 5 },
+    { target: 'db/replica', weight: 5 },
+  ]);
+  const resolved = resolveShares(flat ?? [], (n) => resolvers[n] ?? null);
   t.same(
-    [...(flat ?? [])],
+    resolved,
     [
-      ['api/v1', 80],
-      ['api/v2', 10],
-      ['api', 5],
-      ['db/replica', 5],
-    ],
-  );
-  const resolved = resolveShares(flat ?? new Map(), (n) => resolvers[n] ?? null);
-  t.same(
-    [...resolved],
-    [
-      ['api', 85],
-      ['api/v2', 10],
-      ['db/replica', 5],
+      { target: 'api', weight: 85 },
+      { target: 'api/v2', weight: 10 },
+      { target: 'db/replica', weight: 5 },
     ],
     'the default subset is the service itself',
   );
@@ -481,6 +483,43 @@ t.test('splits and routes resolve to a service or one of its subsets', (t) => {
   );
   t.same(parseTargetName(targetName('api', 'v2')), { service: 'api', subset: 'v2' });
   t.same(parseTargetName('api'), { service: 'api' });
+  t.end();
+});
+
+t.test("a split's header changes stay with the share that names its target", (t) => {
+  const tag = (v: string) => ({ set: { 'x-version': v } });
+  const splitters: Record<string, SplitShare[]> = {
+    api: [
+      { service: 'api', weight: 50, requestHeaders: tag('v1') },
+      { service: 'api', weight: 25, requestHeaders: tag('v1') },
+      { service: 'api-next', weight: 25, requestHeaders: tag('next') },
+    ],
+    'api-next': [
+      { service: 'api-v2', weight: 50, responseHeaders: { add: { via: 'v2' } } },
+      { service: 'api-v3', weight: 50 },
+    ],
+  };
+  t.same(
+    flattenSplits('api', (n) => splitters[n] ?? null),
+    [
+      { target: 'api', weight: 75, requestHeaders: tag('v1') },
+      { target: 'api-v2', weight: 12.5, responseHeaders: { add: { via: 'v2' } } },
+      { target: 'api-v3', weight: 12.5 },
+    ],
+    "equal shares add up; a split leading to another splitter passes on the inner split's changes only, as Consul flattens them",
+  );
+  t.same(
+    flattenSplits('db', (n) =>
+      n === 'db' ? [{ service: 'db', weight: 100, requestHeaders: tag('x') }] : null,
+    ),
+    [{ target: 'db', weight: 100, requestHeaders: tag('x') }],
+    'a splitter that only changes headers still applies',
+  );
+  t.equal(
+    flattenSplits('db', (n) => (n === 'db' ? [{ service: 'db', weight: 100 }] : null)),
+    null,
+    'one share to itself, unchanged: nothing to apply',
+  );
   t.end();
 });
 

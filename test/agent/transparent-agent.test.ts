@@ -937,7 +937,7 @@ t.test(
             Name: 'api',
             Splits: [
               { Weight: 90, ServiceSubset: 'v1' },
-              { Weight: 10, ServiceSubset: 'v2' },
+              { Weight: 10, ServiceSubset: 'v2', RequestHeaders: { Set: { 'x-version': 'v2' } } },
             ],
           },
         ],
@@ -963,10 +963,14 @@ t.test(
     const api = () => snapshots.at(-1)!.upstreams.find((x) => x.destinationName === 'api')!;
     const ids = (eps: { id: string }[]) => eps.map((e) => e.id);
     t.same(ids(api().endpoints), ['api-1', 'api-3'], 'api itself is its default subset, v1');
-    t.same(api().splits, [
-      { service: 'api', weight: 90 },
-      { service: 'api/v2', weight: 10 },
-    ]);
+    t.same(
+      api().splits,
+      [
+        { service: 'api', weight: 90 },
+        { service: 'api/v2', weight: 10, requestHeaders: { set: { 'x-version': 'v2' } } },
+      ],
+      "the canary's share with its split's header changes",
+    );
     t.same(
       api().routes?.map((r) => r.splits),
       [[{ service: 'api/v2', weight: 100 }]],
@@ -996,7 +1000,14 @@ t.test(
     seen = snapshots.length;
     configEntries.set('service-resolver', []);
     await waitFor('a new snapshot', () => snapshots.length > seen);
-    t.equal(api().splits, undefined);
+    t.same(
+      api().splits,
+      [
+        { service: 'api', weight: 90 },
+        { service: 'api', weight: 10, requestHeaders: { set: { 'x-version': 'v2' } } },
+      ],
+      "both shares go to api; the canary's share keeps its header changes",
+    );
     t.same(
       api().routes?.map((r) => r.splits),
       [[{ service: 'api', weight: 100 }]],

@@ -6,7 +6,12 @@ import type { Test } from 'tap';
 import http2 from 'node:http2';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
-import type { HttpRoute, ProxySnapshot, UpstreamConfig } from '../../../lib/proxy-api/index.ts';
+import type {
+  HttpRoute,
+  ProxySnapshot,
+  TrafficSplit,
+  UpstreamConfig,
+} from '../../../lib/proxy-api/index.ts';
 import { createMeshCerts, makeUpstream, type MeshCerts } from '../../helpers/mesh-certs.ts';
 import { startEchoApp, startSidecar, type Sidecar } from './mesh.ts';
 
@@ -260,20 +265,29 @@ t.test('http2: routes apply to streams too', async (t) => {
 
 /**
  * web's sidecar in front of api's, whose app listens on `appPort`, with `routes` on web's api
- * upstream (every route to api itself); returns web's api listener port.
+ * upstream (every route to api itself, through `routeShare`'s header changes) and `splits` for
+ * the other requests; returns web's api listener port.
  */
 async function startRoutedPair(
   t: Test,
   appPort: number,
   routes: Array<Omit<HttpRoute, 'splits'>>,
   protocol: UpstreamConfig['protocol'] = 'http',
+  o: { routeShare?: Partial<TrafficSplit>; splits?: TrafficSplit[] } = {},
 ): Promise<number> {
   const mesh = createMeshCerts();
   const api = await startSidecar(mesh, 'api', { appPort, protocol });
   const base = makeUpstream(mesh, 'api', [api.inboundPort], { protocol });
-  const toApi = [{ service: 'api', weight: 100 }];
+  const toApi = [{ service: 'api', weight: 100, ...o.routeShare }];
   const web = await startSidecar(mesh, 'web', {
-    upstreams: [{ ...base, routes: routes.map((r) => ({ ...r, splits: toApi })), targets: [] }],
+    upstreams: [
+      {
+        ...base,
+        routes: routes.map((r) => ({ ...r, splits: toApi })),
+        ...(o.splits ? { splits: o.splits } : {}),
+        targets: [],
+      },
+    ],
   });
   t.teardown(async () => {
     await web.proxy.close();
@@ -347,6 +361,68 @@ t.test("a route's header changes apply to its requests and their answers", async
   );
 });
 
+t.test("a split's header changes apply after its route's, to its share only", async (t) => {
+  const app = await startEchoApp('api', (req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json', 'x-internal': 'secret' });
+    res.end(JSON.stringify(req.headers));
+  });
+  t.teardown(() => app.close());
+  const port = await startRoutedPair(
+    t,
+    app.port,
+    [
+      {
+        match: { pathPrefix: '/tagged/' },
+        requestHeaders: { set: { 'x-route': 'tagged' } },
+        responseHeaders: { set: { 'x-served-by': 'route-1' } },
+      },
+    ],
+    'http',
+    {
+      // the route's share: its changes come after the route's
+      routeShare: {
+        requestHeaders: { add: { 'x-route': 'v1-share' } },
+        responseHeaders: { set: { 'x-served-by': 'v1-share' }, remove: ['x-internal'] },
+      },
+      // the split of the other requests
+      splits: [
+        {
+          service: 'api',
+          weight: 100,
+          requestHeaders: { set: { 'x-split': 'main' } },
+          responseHeaders: { add: { 'x-served-by': 'main-share' } },
+        },
+      ],
+    },
+  );
+  const call = async (path: string) => {
+    const r = await fetch(`http://127.0.0.1:${port}${path}`, {
+      headers: { 'x-route': 'from-client' },
+    });
+    const seen = (await r.json()) as Record<string, string>;
+    return {
+      app: { route: seen['x-route'], split: seen['x-split'] ?? null },
+      caller: { by: r.headers.get('x-served-by'), internal: r.headers.get('x-internal') },
+    };
+  };
+  t.same(
+    await call('/tagged/x'),
+    {
+      app: { route: 'tagged, v1-share', split: null },
+      caller: { by: 'v1-share', internal: null },
+    },
+    "the route's changes, then its share's",
+  );
+  t.same(
+    await call('/other'),
+    {
+      app: { route: 'from-client', split: 'main' },
+      caller: { by: 'main-share', internal: 'secret' },
+    },
+    "requests no route meets get their split's changes only",
+  );
+});
+
 t.test('http2: header changes apply to streams', async (t) => {
   const app = http2.createServer();
   app.on('stream', (stream, headers) => {
@@ -367,6 +443,12 @@ t.test('http2: header changes apply to streams', async (t) => {
       },
     ],
     'http2',
+    {
+      routeShare: {
+        requestHeaders: { set: { 'x-drop': 'share' } },
+        responseHeaders: { add: { 'x-share': 'yes' } },
+      },
+    },
   );
   const client = http2.connect(`http://127.0.0.1:${port}`);
   client.on('error', () => {});
@@ -383,7 +465,13 @@ t.test('http2: header changes apply to streams', async (t) => {
     },
   );
   t.same(
-    { body: got.body, by: got.head['x-served-by'], internal: got.head['x-internal'] ?? null },
-    { body: 'tagged -', by: 'route-1', internal: null },
+    {
+      body: got.body,
+      by: got.head['x-served-by'],
+      internal: got.head['x-internal'] ?? null,
+      share: got.head['x-share'],
+    },
+    { body: 'tagged share', by: 'route-1', internal: null, share: 'yes' },
+    "the route's changes, then its share's",
   );
 });

@@ -62,6 +62,8 @@ t.test('a snapshot with routes and a traffic split decodes to an equal value', a
         prefixRewrite: '/',
       },
     ];
+    s.upstreams[0].splits[1].requestHeaders = { set: { 'x-version': 'v2' } };
+    s.upstreams[0].splits[1].responseHeaders = { add: { 'x-served-by': 'api-v2' } };
   }) as any;
   t.same(decodeProxySnapshot(JSON.parse(JSON.stringify(split))), split);
 });
@@ -187,6 +189,11 @@ const cases: Array<[string, (s: any) => void, string]> = [
       responseHeaders: { add: { 'x-a': 'b\r\nset-cookie: x=1' } },
     }),
     'upstreams[0].routes[0].responseHeaders.add.x-a',
+  ],
+  [
+    "a split's header change to a hop-by-hop field",
+    (s) => (withSplit(s), (s.upstreams[0].splits[1].requestHeaders = { remove: ['connection'] })),
+    'upstreams[0].splits[1].requestHeaders.remove[0]',
   ],
   [
     'a split target without endpoints',
