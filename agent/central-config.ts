@@ -5,8 +5,9 @@
 // service-defaults `UpstreamConfig` (`Defaults`, `Overrides` by destination name), which the
 // agent layers under each upstream's own `config`. And a destination's `service-resolver`:
 // `ConnectTimeout`, `RequestTimeout` and `LoadBalancer.Policy`, which win over what callers set (as
-// Consul's resolver does), and its `Subsets` (instances picked by a filter) and `DefaultSubset`. And a destination's `service-router` (which requests go to which
-// service) and `service-splitter` (the share of its calls that goes to each service). Five
+// Consul's resolver does), and its `Subsets` (instances picked by a filter) and `DefaultSubset`.
+// And a destination's `service-router` (which requests go to which service or subset) and
+// `service-splitter` (the share of its calls that goes to each, with header changes). Five
 // blocking watches, one per kind, serve every instance on the host; the last answer is cached in
 // the data directory so a restarted agent builds the same snapshots before Consul answers.
 import { readFileSync } from 'node:fs';
@@ -140,6 +141,11 @@ export interface RouteEntry {
   requestTimeoutMs?: number;
   /** The route's retries at most (`NumRetries`), over its service's own. */
   maxRetries?: number;
+  /**
+   * Answer statuses the route's idempotent requests are also retried on (`RetryOnStatusCodes`,
+   * `RetryOn` "retriable-4xx"), besides Remora's own rules.
+   */
+  retryOn?: number[];
   /** Changes to its requests' headers (`RequestHeaders`). */
   requestHeaders?: HeaderModifiers;
   /** Changes to its answers' headers (`ResponseHeaders`). */
@@ -150,14 +156,25 @@ export interface RouteEntry {
 const MAX_ROUTE_RETRIES = 10;
 
 /** Route destination fields Remora does not implement: the route applies without them. */
-const UNSUPPORTED_ROUTE_FIELDS = [
-  'Namespace',
-  'Partition',
-  'IdleTimeout',
-  'RetryOnConnectFailure',
-  'RetryOn',
-  'RetryOnStatusCodes',
-] as const;
+const UNSUPPORTED_ROUTE_FIELDS = ['Namespace', 'Partition', 'IdleTimeout'] as const;
+
+/**
+ * Envoy's retry conditions a route's `RetryOn` may name, by what Remora does for them: the
+ * statuses they add, or none when Remora's own rules already retry them (connect failures for
+ * any method; 5xx answers, resets, refused streams and timeouts for idempotent ones).
+ */
+const RETRY_ON: Record<string, number[]> = {
+  '5xx': [],
+  'gateway-error': [],
+  reset: [],
+  'connect-failure': [],
+  'refused-stream': [],
+  'retriable-status-codes': [],
+  'retriable-4xx': [409],
+};
+
+/** The most statuses a route may retry on. */
+const MAX_RETRY_STATUSES = 32;
 
 const TIMEOUT_LIMITS_MS = { connectTimeoutMs: 600_000, requestTimeoutMs: 3_600_000 } as const;
 const MAX_REQUEST_TIMEOUT_MS = TIMEOUT_LIMITS_MS.requestTimeoutMs;
@@ -223,6 +240,7 @@ function checkedRoutes(v: unknown): RouteEntry[] | null {
       const n = r.maxRetries;
       if (Number.isInteger(n) && (n as number) >= 0 && (n as number) <= MAX_ROUTE_RETRIES)
         out.maxRetries = n as number;
+      if (Array.isArray(r.retryOn) && r.retryOn.every(isStatus)) out.retryOn = r.retryOn;
       if (typeof r.prefixRewrite === 'string') out.prefixRewrite = r.prefixRewrite;
       for (const k of ['requestHeaders', 'responseHeaders'] as const) {
         const m = r[k] === undefined ? null : headerModifiers(r[k], `route ${i}`);
@@ -233,6 +251,11 @@ function checkedRoutes(v: unknown): RouteEntry[] | null {
   } catch {
     return null;
   }
+}
+
+/** An HTTP status a route may retry on. */
+function isStatus(v: unknown): v is number {
+  return Number.isInteger(v) && (v as number) >= 100 && (v as number) <= 599;
 }
 
 /** Weights are percentages to two decimals, as Consul keeps them; their sum is 100. */
@@ -575,6 +598,43 @@ export function splitterShares(e: ConfigEntry, found: Map<string, string>): Spli
 }
 
 /**
+ * The statuses a route destination's `RetryOnStatusCodes` and `RetryOn` add to Remora's own retry
+ * rules, sorted; what Remora cannot apply is reported (`RetryOnConnectFailure` is Remora's rule
+ * already).
+ */
+function routeRetryOn(
+  dest: Layer,
+  key: string,
+  where: string,
+  found: Map<string, string>,
+): number[] {
+  const out = new Set<number>();
+  const codes = dest.RetryOnStatusCodes;
+  if (codes !== undefined && codes !== null) {
+    if (Array.isArray(codes) && codes.every(isStatus) && codes.length <= MAX_RETRY_STATUSES)
+      for (const c of codes) out.add(c);
+    else
+      found.set(
+        `${key}/RetryOnStatusCodes`,
+        `${where}.RetryOnStatusCodes ${JSON.stringify(codes)} is not a list of at most ${MAX_RETRY_STATUSES} HTTP statuses (100–599); the route retries by Remora's own rules`,
+      );
+  }
+  const on = dest.RetryOn;
+  if (on !== undefined && on !== null) {
+    const list: unknown[] = Array.isArray(on) ? on : [on];
+    const known = (c: unknown): c is string => typeof c === 'string' && Object.hasOwn(RETRY_ON, c);
+    for (const c of list.filter(known)) for (const st of RETRY_ON[c]!) out.add(st);
+    const unknown = list.filter((c) => !known(c));
+    if (unknown.length > 0)
+      found.set(
+        `${key}/RetryOn`,
+        `${where}.RetryOn ${unknown.map((c) => JSON.stringify(c)).join(', ')} is not a condition Remora's proxies implement (${Object.keys(RETRY_ON).join(', ')}); it is ignored`,
+      );
+  }
+  return [...out].sort((a, b) => a - b);
+}
+
+/**
  * The `ServiceSubset` of a share or route destination: a DNS label, or undefined (none, or a bad
  * one, reported: the calls go to the service's default subset).
  */
@@ -768,6 +828,8 @@ export function routerRoutes(e: ConfigEntry, found: Map<string, string>): RouteE
           `${at}.Destination.NumRetries ${JSON.stringify(retries)} is not a whole number from 0 to ${MAX_ROUTE_RETRIES}; the route keeps ${service}'s own`,
         );
     }
+    const retryOn = routeRetryOn(dest, `o/${e.Name}/${i}`, `${at}.Destination`, found);
+    if (retryOn.length > 0) route.retryOn = retryOn;
     for (const field of ['RequestHeaders', 'ResponseHeaders'] as const) {
       if (dest[field] === undefined || dest[field] === null) continue;
       try {

@@ -249,6 +249,9 @@ function decodeUpstream(v: unknown, p: string): UpstreamConfig {
 /** Weights may be given to two decimals, as Consul's are; their sum may be off by rounding. */
 const SPLIT_SUM_TOLERANCE = 0.01;
 
+/** Statuses one route may retry on, at most. */
+const MAX_RETRY_STATUSES = 32;
+
 /** Routes one upstream may carry, at most. */
 const MAX_ROUTES = 256;
 
@@ -301,6 +304,7 @@ function decodeTraffic(o: Obj, p: string, u: UpstreamConfig): void {
         'prefixRewrite',
         'requestTimeoutMs',
         'maxRetries',
+        'retryOn',
         'requestHeaders',
         'responseHeaders',
       ]);
@@ -314,6 +318,16 @@ function decodeTraffic(o: Obj, p: string, u: UpstreamConfig): void {
         route.requestTimeoutMs = num(r, 'requestTimeoutMs', rp, { min: 1, int: true });
       if (r.maxRetries !== undefined)
         route.maxRetries = num(r, 'maxRetries', rp, { min: 0, max: 10, int: true });
+      if (r.retryOn !== undefined) {
+        const list = arr(r, 'retryOn', rp);
+        if (list.length > MAX_RETRY_STATUSES)
+          fail(`${rp}.retryOn`, `must hold at most ${MAX_RETRY_STATUSES} statuses`);
+        route.retryOn = list.map((v, j): number => {
+          if (!Number.isInteger(v) || (v as number) < 100 || (v as number) > 599)
+            fail(`${rp}.retryOn[${j}]`, 'must be an HTTP status (100–599)', v);
+          return v as number;
+        });
+      }
       for (const k of ['requestHeaders', 'responseHeaders'] as const)
         if (r[k] !== undefined) route[k] = decodeHeaderModifiers(r[k], `${rp}.${k}`);
       const rewrite = optStr(r, 'prefixRewrite', rp);

@@ -108,6 +108,11 @@ export interface HttpRoute {
   requestTimeoutMs?: number;
   /** Retries the matching requests get at most (over the target's own `maxRetries`). */
   maxRetries?: number;
+  /**
+   * Answer statuses the matching idempotent requests are also retried on, besides the proxy's
+   * own rules (5xx but 501).
+   */
+  retryOn?: number[];
   /** Changes to the matching requests' headers before they leave. */
   requestHeaders?: HeaderModifiers;
   /** Changes to their answers' headers before the caller sees them. */

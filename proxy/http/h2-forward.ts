@@ -169,7 +169,7 @@ export class H2RequestBody {
 }
 
 /** Why an attempt failed before its answer was relayed (see `H2AttemptError`). */
-export type H2FailureKind = 'refused' | 'reset' | 'status_5xx' | 'timeout';
+export type H2FailureKind = 'refused' | 'reset' | 'status' | 'timeout';
 
 export class H2AttemptError extends Error {
   readonly kind: H2FailureKind;
@@ -187,10 +187,10 @@ export interface ForwardH2Options {
   /** Extra request headers for the upstream. */
   extra?: OutgoingHttpHeaders;
   /**
-   * Asked when the upstream answers 5xx: true means "do not relay this answer, I will retry";
-   * the attempt then rejects with an `H2AttemptError` of kind `status_5xx`.
+   * Asked for the upstream's answer status: true means "do not relay this answer, I will
+   * retry"; the attempt then rejects with an `H2AttemptError` of kind `status`.
    */
-  retry5xx?: (status: number) => boolean;
+  retryStatus?: (status: number) => boolean;
   /**
    * How long the upstream may take to send its response head (0: no limit). Past it, the
    * upstream stream is cancelled and the attempt rejects with kind `timeout`. A stream whose
@@ -257,8 +257,8 @@ export function forwardH2Stream(
     up.on('response', (h: IncomingHttpHeaders, flags: number) => {
       if (timer !== null) clearTimeout(timer);
       const status = Number(h[':status'] ?? 502);
-      if (status >= 500 && o.retry5xx?.(status)) {
-        fail(new H2AttemptError('status_5xx', `upstream answered ${status}`, 0, status));
+      if (o.retryStatus?.(status)) {
+        fail(new H2AttemptError('status', `upstream answered ${status}`, 0, status));
         return;
       }
       settled = true;

@@ -41,7 +41,7 @@ import {
 import { createErrorResponderStage } from '../stages/responder.ts';
 import { createMetricsStage } from '../stages/metrics.ts';
 import { createActiveRequestsStage } from '../stages/limits.ts';
-import { createRetryStage } from '../stages/retry.ts';
+import { createRetryStage, retriedStatus, retryStatusReason } from '../stages/retry.ts';
 import { Cluster } from './cluster.ts';
 import { muxable } from '../http/mux-client.ts';
 import { createLimitedErrorLog } from '../log-limit.ts';
@@ -88,15 +88,21 @@ function routeSettings(
   route: HttpRoute | null,
   split: TrafficSplit | null,
 ): RouteSettings | undefined {
-  const { requestTimeoutMs, maxRetries } = route ?? {};
+  const { requestTimeoutMs, maxRetries, retryOn } = route ?? {};
   const responseHeaders = [route?.responseHeaders, split?.responseHeaders].filter(
     (m): m is HeaderModifiers => m !== undefined,
   );
-  if (requestTimeoutMs === undefined && maxRetries === undefined && responseHeaders.length === 0)
+  if (
+    requestTimeoutMs === undefined &&
+    maxRetries === undefined &&
+    retryOn === undefined &&
+    responseHeaders.length === 0
+  )
     return undefined;
   return {
     ...(requestTimeoutMs !== undefined ? { requestTimeoutMs } : {}),
     ...(maxRetries !== undefined ? { maxRetries } : {}),
+    ...(retryOn !== undefined ? { retryOn } : {}),
     ...(responseHeaders.length > 0 ? { responseHeaders } : {}),
   };
 }
@@ -436,7 +442,8 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
         let failure: H2AttemptError | null = null;
         try {
           const status = await forwardH2Stream(body, headers, session, {
-            retry5xx: () => idempotent && canRetry(),
+            retryStatus: (status) =>
+              idempotent && retriedStatus(status, route?.retryOn) && canRetry(),
             // gRPC streams are untimed unless their route sets a timeout: a deadline is the
             // caller's (grpc-timeout), and a streaming server may send its head only with its
             // first message
@@ -458,8 +465,8 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
         // a refused stream was not processed (REFUSED_STREAM, or above a GOAWAY's last
         // stream id): safe to replay for any method; other resets only for idempotent ones
         if (failure.kind !== 'refused') cluster.outcome(ep, false, env.clock.now());
-        if (failure.kind === 'status_5xx') {
-          env.metrics.retries.labels(name, 'status_5xx').inc();
+        if (failure.kind === 'status') {
+          env.metrics.retries.labels(name, retryStatusReason(failure.status)).inc();
           continue;
         }
         const timedOut = failure.kind === 'timeout';

@@ -1,6 +1,7 @@
 // Retries where safe, under a budget: connect failures for any method (nothing reached the
-// upstream); 5xx answers, resets and timeouts only for idempotent methods; a body is replayed
-// only when it was buffered (Content-Length up to maxBufferedBodyBytes) or never sent.
+// upstream); 5xx answers (but 501), the statuses a route adds, resets and timeouts only for
+// idempotent methods; a body is replayed only when it was buffered (Content-Length up to
+// maxBufferedBodyBytes) or never sent.
 import { RemoraError, toRemoraError } from '../../lib/errors/index.ts';
 import type { Clock } from '../../lib/util/index.ts';
 import { isIdempotent, type ProxyRequest, type ProxyResponse, type Stage } from './types.ts';
@@ -57,7 +58,17 @@ export class RetryBudget {
   }
 }
 
-export type RetryReason = 'connect' | 'reset' | 'timeout' | 'status_5xx';
+export type RetryReason = 'connect' | 'reset' | 'timeout' | 'status_5xx' | 'status_route';
+
+/** Whether an idempotent request answered `status` is retried (`route`: its route's statuses). */
+export function retriedStatus(status: number, route: readonly number[] | undefined): boolean {
+  return (status >= 500 && status !== 501) || (route?.includes(status) ?? false);
+}
+
+/** The metrics reason of a retry on an answer's status. */
+export function retryStatusReason(status: number): RetryReason {
+  return status >= 500 ? 'status_5xx' : 'status_route';
+}
 
 export interface RetryStageOptions {
   clock: Clock;
@@ -126,8 +137,7 @@ export function createRetryStage(o: RetryStageOptions): Stage {
         continue;
       }
       if (
-        res.status >= 500 &&
-        res.status !== 501 &&
+        retriedStatus(res.status, req.ctx.route?.retryOn) &&
         idempotent &&
         attempt < max &&
         replayable &&
@@ -142,7 +152,7 @@ export function createRetryStage(o: RetryStageOptions): Stage {
             new RemoraError('REMORA_E_PROXY_UPSTREAM_RESET', 'response discarded for a retry'),
           );
         req.ctx.retries++;
-        o.onRetry?.('status_5xx', req);
+        o.onRetry?.(retryStatusReason(res.status), req);
         continue;
       }
       return res;

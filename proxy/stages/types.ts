@@ -34,6 +34,8 @@ export interface RequestContext {
 export interface RouteSettings {
   requestTimeoutMs?: number;
   maxRetries?: number;
+  /** Answer statuses idempotent requests are also retried on (besides 5xx but 501). */
+  retryOn?: readonly number[];
   responseHeaders?: readonly HeaderModifiers[];
 }
 

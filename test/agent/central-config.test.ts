@@ -153,7 +153,7 @@ t.test('a restarted agent knows the protocols before Consul answers', async (t) 
           Routes: [
             {
               Match: { HTTP: { PathPrefix: '/admin/' } },
-              Destination: { Service: 'admin', PrefixRewrite: '/' },
+              Destination: { Service: 'admin', PrefixRewrite: '/', RetryOnStatusCodes: [429] },
             },
           ],
         },
@@ -177,7 +177,9 @@ t.test('a restarted agent knows the protocols before Consul answers', async (t) 
     upstreams: { web: { defaults: null, overrides: { api: { ConnectTimeoutMs: 700 } } } },
     resolvers: { api: { connectTimeoutMs: 2500, loadBalancer: 'least_request' } },
     routers: {
-      api: [{ match: { pathPrefix: '/admin/' }, service: 'admin', prefixRewrite: '/' }],
+      api: [
+        { match: { pathPrefix: '/admin/' }, service: 'admin', prefixRewrite: '/', retryOn: [429] },
+      ],
     },
     splitters: {
       api: [
@@ -218,7 +220,7 @@ t.test('a restarted agent knows the protocols before Consul answers', async (t) 
   );
   t.same(
     again.c.router('api'),
-    [{ match: { pathPrefix: '/admin/' }, service: 'admin', prefixRewrite: '/' }],
+    [{ match: { pathPrefix: '/admin/' }, service: 'admin', prefixRewrite: '/', retryOn: [429] }],
     'and the routers',
   );
 });
@@ -655,7 +657,14 @@ t.test("a service-router's routes are read; what Remora cannot apply is reported
           },
           {
             Match: { HTTP: { Methods: ['get', 'HEAD'] } },
-            Destination: { Service: 'api-read', RequestTimeout: '2s', NumRetries: 50 },
+            Destination: {
+              Service: 'api-read',
+              RequestTimeout: '2s',
+              NumRetries: 50,
+              RetryOnConnectFailure: true,
+              RetryOnStatusCodes: [503, 429],
+              RetryOn: ['retriable-4xx', '5xx', 'cancelled'],
+            },
           },
           { Match: { HTTP: { PathExact: '/q', QueryParam: [{ Name: 'x', Exact: '1' }] } } },
           { Match: { HTTP: { QueryParam: [{ Name: 'y', Exact: '1', Regex: '.*' }] } } },
@@ -679,7 +688,12 @@ t.test("a service-router's routes are read; what Remora cannot apply is reported
       maxRetries: 3,
       requestHeaders: { set: { 'x-admin': '1' }, remove: ['cookie'] },
     },
-    { match: { methods: ['GET', 'HEAD'] }, service: 'api-read', requestTimeoutMs: 2000 },
+    {
+      match: { methods: ['GET', 'HEAD'] },
+      service: 'api-read',
+      requestTimeoutMs: 2000,
+      retryOn: [409, 429, 503],
+    },
     { match: { pathExact: '/q' }, query: [{ name: 'x', exact: '1' }], service: 'api' },
     { match: { pathPrefix: '/' }, service: 'api-v2' },
   ]);
@@ -692,6 +706,7 @@ t.test("a service-router's routes are read; what Remora cannot apply is reported
     [
       'service-router of api: Routes[0].Destination.ResponseHeaders.Set "Content-Length" is a framing, hop-by-hop or proxy field that routes cannot change; the route applies without these header changes',
       "service-router of api: Routes[1].Destination.NumRetries 50 is not a whole number from 0 to 10; the route keeps api-read's own",
+      'service-router of api: Routes[1].Destination.RetryOn "cancelled" is not a condition Remora\'s proxies implement (5xx, gateway-error, reset, connect-failure, refused-stream, retriable-status-codes, retriable-4xx); it is ignored',
       'service-router of api: Routes[3] has a bad match (Match.HTTP.QueryParam[0] should only contain one of Present, Exact, or Regex); the route is ignored',
       'service-router of api: Routes[4] has a bad match (Match.HTTP.pathRegex: regex "(" does not compile: Invalid regular expression: /^(?:()$/: Unterminated group); the route is ignored',
       'service-router of api: Routes[5] sets PrefixRewrite without a PathPrefix or PathExact match; the route is ignored',

@@ -13,9 +13,13 @@ import {
 
 t.setTimeout(120_000);
 
-/** web and api as a team coming from Consul would write them: no protocol anywhere. */
-function definitions(mesh: Mesh): Record<string, object> {
+/**
+ * web and api as a team coming from Consul would write them: no protocol anywhere (`apiConfig`:
+ * web's upstream `config` for api).
+ */
+function definitions(mesh: Mesh, apiConfig?: object): Record<string, object> {
   const p = mesh.ports;
+  const config = apiConfig ? { config: apiConfig } : {};
   return {
     'web.json': {
       service: {
@@ -25,7 +29,9 @@ function definitions(mesh: Mesh): Record<string, object> {
         connect: {
           sidecar_service: {
             port: p.webSidecar,
-            proxy: { upstreams: [{ destination_name: 'api', local_bind_port: p.apiLocal }] },
+            proxy: {
+              upstreams: [{ destination_name: 'api', local_bind_port: p.apiLocal, ...config }],
+            },
           },
         },
       },
@@ -448,27 +454,8 @@ t.test("api's resolver subsets pick which instances answer web's calls", async (
   const mesh = await startMesh(t);
   const p = mesh.ports;
   // round robin, so that both instances answer a few calls when both may
-  await mesh.writeDefinition('web.json', {
-    service: {
-      name: 'web',
-      id: 'web-1',
-      port: p.webApp,
-      connect: {
-        sidecar_service: {
-          port: p.webSidecar,
-          proxy: {
-            upstreams: [
-              {
-                destination_name: 'api',
-                local_bind_port: p.apiLocal,
-                config: { load_balancer: 'round_robin' },
-              },
-            ],
-          },
-        },
-      },
-    },
-  });
+  const defs = definitions(mesh, { load_balancer: 'round_robin' });
+  await mesh.writeDefinition('web.json', defs['web.json']);
   // two instances of api, told apart by their version meta
   for (const [which, version] of [
     [1, 'v1'],

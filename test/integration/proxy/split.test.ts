@@ -316,6 +316,26 @@ t.test("a route's request timeout and retries apply to its requests only", async
   t.same([other.status, other.body], [200, 'late /x'], "other paths keep api's own timeout");
 });
 
+t.test("a route's retry statuses apply to its idempotent requests only", async (t) => {
+  // every other answer is 429: a retry meets the next one, a 200
+  let n = 0;
+  const app = await startEchoApp('api', (req, res) => {
+    n += 1;
+    res.writeHead(n % 2 === 1 ? 429 : 200).end(`answer ${n} ${req.method} ${req.url}`);
+  });
+  t.teardown(() => app.close());
+  const port = await startRoutedPair(t, app.port, [
+    { match: { pathPrefix: '/busy/' }, maxRetries: 2, retryOn: [429] },
+  ]);
+  const routed = await get(port, '/busy/x');
+  t.same([routed.status, routed.body], [200, 'answer 2 GET /busy/x'], 'the 429 was retried');
+  const post = await fetch(`http://127.0.0.1:${port}/busy/y`, { method: 'POST', body: 'x' });
+  t.same([post.status, await post.text()], [429, 'answer 3 POST /busy/y'], 'a POST is not');
+  n = 0;
+  const other = await get(port, '/other');
+  t.same([other.status, other.body], [429, 'answer 1 GET /other'], 'nor a request of no route');
+});
+
 t.test("a route's header changes apply to its requests and their answers", async (t) => {
   const app = await startEchoApp('api', (req, res) => {
     res.writeHead(200, { 'content-type': 'application/json', 'x-internal': 'secret' });

@@ -60,6 +60,8 @@ t.test('a snapshot with routes and a traffic split decodes to an equal value', a
         requestHeaders: { set: { 'x-canary': '1' }, add: { 'x-b': '2' }, remove: ['x-c'] },
         responseHeaders: { remove: ['server'] },
         prefixRewrite: '/',
+        maxRetries: 2,
+        retryOn: [409, 429],
       },
     ];
     s.upstreams[0].splits[1].requestHeaders = { set: { 'x-version': 'v2' } };
@@ -189,6 +191,15 @@ const cases: Array<[string, (s: any) => void, string]> = [
       responseHeaders: { add: { 'x-a': 'b\r\nset-cookie: x=1' } },
     }),
     'upstreams[0].routes[0].responseHeaders.add.x-a',
+  ],
+  [
+    'a route retrying on something that is not a status',
+    withRoute({
+      match: { pathPrefix: '/' },
+      splits: [{ service: 'api', weight: 100 }],
+      retryOn: [429, 1000],
+    }),
+    'upstreams[0].routes[0].retryOn[1]',
   ],
   [
     "a split's header change to a hop-by-hop field",

@@ -78,6 +78,27 @@ t.test('resets and 5xx are retried only for idempotent methods', async (t) => {
   t.equal((await fiveHundred(req('POST'))).status, 503, 'POST gets the 503');
 });
 
+t.test("a route's statuses are retried too, for idempotent methods only", async (t) => {
+  const { s, reasons } = stage();
+  const busy: ProxyResponse = { ...bad, status: 429 };
+  let n = 0;
+  const h = s(async () => (n++ === 0 ? busy : ok));
+  const routed = (method: string) => {
+    const r = req(method);
+    r.ctx.route = { retryOn: [429] };
+    return r;
+  };
+  t.equal((await h(routed('GET'))).status, 200, 'a GET answered 429 is retried');
+  t.same(reasons, ['status_route']);
+  n = 0;
+  t.equal((await h(routed('POST'))).status, 429, 'a POST is not');
+  n = 0;
+  t.equal((await h(req('GET'))).status, 429, 'nor a GET without the route');
+  n = 0;
+  const notImpl = s(async () => (n++ === 0 ? { ...bad, status: 501 } : ok));
+  t.equal((await notImpl(req('GET'))).status, 501, '501 is an answer, never retried');
+});
+
 t.test('a small streaming body is buffered so it can be replayed', async (t) => {
   const { s } = stage();
   const bodies: string[] = [];
