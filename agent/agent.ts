@@ -25,6 +25,7 @@ import {
   isWhole,
   parseTargetName,
   resolveShares,
+  subsetExpr,
   subsetFilter,
   targetName,
   type CentralConfig,
@@ -575,7 +576,7 @@ export function createAgent(o: AgentOptions): Agent {
   function endpointsOf(service: string, subset?: string): Endpoint[] {
     const r = central.resolver(service);
     const name = subset ?? r?.defaultSubset;
-    const expr = name === undefined ? undefined : r?.subsets?.[name];
+    const expr = subsetExpr(r, name);
     return expr === undefined
       ? discovery.endpoints(service)
       : discovery.select(service, subsetFilter(expr));

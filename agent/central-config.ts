@@ -76,6 +76,18 @@ export function parseTargetName(name: string): { service: string; subset?: strin
   return i < 0 ? { service: name } : { service: name.slice(0, i), subset: name.slice(i + 1) };
 }
 
+/**
+ * The filter of `r`'s subset `name`, or undefined when it defines none by that name (own keys
+ * only: a subset named `constructor` is not Object's).
+ */
+export function subsetExpr(
+  r: ResolverSettings | null | undefined,
+  name: string | undefined,
+): string | undefined {
+  const subsets = r?.subsets;
+  return subsets && name !== undefined && Object.hasOwn(subsets, name) ? subsets[name] : undefined;
+}
+
 /** A subset filter compiled once per expression (snapshots are built often, filters rarely change). */
 const compiledFilters = new Map<string, (entry: unknown) => boolean>();
 
@@ -304,7 +316,7 @@ function checkedResolver(v: unknown): ResolverSettings | null {
     }
   }
   if (Object.keys(subsets).length > 0) out.subsets = subsets;
-  if (typeof v.defaultSubset === 'string' && v.defaultSubset in subsets)
+  if (typeof v.defaultSubset === 'string' && Object.hasOwn(subsets, v.defaultSubset))
     out.defaultSubset = v.defaultSubset;
   return Object.keys(out).length > 0 ? out : null;
 }
@@ -360,6 +372,14 @@ function readCache(path: string): Protocols | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * `rec[key]`, or null: own keys only, so that a service named `constructor` or `toString` finds
+ * no entry instead of Object's.
+ */
+function own<T>(rec: Readonly<Record<string, T>>, key: string): T | null {
+  return Object.hasOwn(rec, key) ? (rec[key] ?? null) : null;
 }
 
 const isLayer = (v: unknown): v is Layer =>
@@ -524,7 +544,7 @@ function resolverSubsets(e: ConfigEntry, out: ResolverSettings, found: Map<strin
   if (Object.keys(subsets).length > 0) out.subsets = subsets;
   const d = e.DefaultSubset;
   if (d === undefined || d === null || d === '') return;
-  if (typeof d === 'string' && d in subsets) out.defaultSubset = d;
+  if (typeof d === 'string' && Object.hasOwn(subsets, d)) out.defaultSubset = d;
   else
     found.set(
       `r/${e.Name}/DefaultSubset`,
@@ -932,7 +952,7 @@ export function resolveTarget(
 ): string {
   if (subset === undefined) return service;
   const r = resolver(service);
-  if (r?.subsets?.[subset] === undefined || r.defaultSubset === subset) return service;
+  if (subsetExpr(r, subset) === undefined || r?.defaultSubset === subset) return service;
   return targetName(service, subset);
 }
 
@@ -956,7 +976,7 @@ export function subsetProblem(
   subset: string | undefined,
   resolver: (service: string) => ResolverSettings | null,
 ): string | null {
-  if (subset === undefined || resolver(service)?.subsets?.[subset] !== undefined) return null;
+  if (subset === undefined || subsetExpr(resolver(service), subset) !== undefined) return null;
   return `${where} names subset ${JSON.stringify(subset)} of ${service}, which ${service}'s service-resolver does not define; those calls go to every healthy instance of ${service} until it does`;
 }
 
@@ -966,7 +986,7 @@ export function subsetProblem(
  */
 function danglingSubsets(k: Protocols): Map<string, string> {
   const found = new Map<string, string>();
-  const resolver = (n: string) => k.resolvers[n] ?? null;
+  const resolver = (n: string) => own(k.resolvers, n);
   const check = (key: string, where: string, service: string, subset: string | undefined) => {
     const problem = subsetProblem(where, service, subset, resolver);
     if (problem !== null) found.set(key, problem);
@@ -1146,16 +1166,16 @@ export function createCentralConfig(o: {
   }
 
   return {
-    protocol: (service) => known.services[service] ?? known.global,
+    protocol: (service) => own(known.services, service) ?? known.global,
     upstreamLayers(source, destination) {
-      const u = known.upstreams[source];
+      const u = own(known.upstreams, source);
       if (!u) return [];
-      const o = u.overrides[destination];
+      const o = own(u.overrides, destination);
       return u.defaults ? (o ? [u.defaults, o] : [u.defaults]) : o ? [o] : [];
     },
-    resolver: (destination) => known.resolvers[destination] ?? null,
-    splitter: (destination) => known.splitters[destination] ?? null,
-    router: (destination) => known.routers[destination] ?? null,
+    resolver: (destination) => own(known.resolvers, destination),
+    splitter: (destination) => own(known.splitters, destination),
+    router: (destination) => own(known.routers, destination),
     settled: () => settled,
     synced: () => answered.size === KINDS.length,
     problems: () => [...invalid.values()],

@@ -267,7 +267,11 @@ t.test("a service-splitter's shares are read; what Remora cannot apply is report
     [{ service: 'sub', weight: 100, subset: 'v1' }],
     'the subset is kept, though no resolver defines it',
   );
-  for (const name of ['short', 'none', 'bad', 'web']) t.equal(c.splitter(name), null, name);
+  for (const name of ['short', 'none', 'bad', 'web', 'constructor', 'toString'])
+    t.equal(c.splitter(name), null, name);
+  t.equal(c.router('constructor'), null, 'a service named like an Object property has no entry');
+  t.equal(c.resolver('constructor'), null);
+  t.same(c.upstreamLayers('constructor', 'constructor'), []);
   t.same(
     c
       .problems()
@@ -482,6 +486,11 @@ t.test('splits and routes resolve to a service or one of its subsets', (t) => {
     resolveTarget('web', 'v1', () => null),
     'web',
     'no resolver',
+  );
+  t.equal(
+    resolveTarget('api', 'constructor', (n) => resolvers[n] ?? null),
+    'api',
+    "a subset named like an Object property is not Object's",
   );
   t.same(parseTargetName(targetName('api', 'v2')), { service: 'api', subset: 'v2' });
   t.same(parseTargetName('api'), { service: 'api' });
