@@ -88,6 +88,8 @@ function routeSettings(
   route: HttpRoute | null,
   split: TrafficSplit | null,
 ): RouteSettings | undefined {
+  // the common case, on every request of an upstream without routes or splits: nothing to build
+  if (route === null && split === null) return undefined;
   const { requestTimeoutMs, maxRetries, retryOn } = route ?? {};
   const responseHeaders = [route?.responseHeaders, split?.responseHeaders].filter(
     (m): m is HeaderModifiers => m !== undefined,
