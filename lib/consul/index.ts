@@ -31,6 +31,7 @@ export {
   FilterError,
   HEALTH_ENTRY_SCHEMA,
   type FieldType,
+  type Fields,
   type FilterSchema,
 } from './filter.ts';
 export {

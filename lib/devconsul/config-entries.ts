@@ -169,9 +169,10 @@ function checkResolver(e: Record<string, unknown>): void {
 }
 
 /**
- * What Consul refuses in a service-resolver's `Subsets` and `DefaultSubset`: a subset name that is
- * not a DNS label, a `Filter` that does not parse (its fields are met when it runs), a default
- * subset that is not defined.
+ * What Consul refuses in a service-resolver's `Subsets` and `DefaultSubset`, with its messages
+ * (agent/structs/config_entry_discoverychain.go): a subset name that is not a DNS label, a
+ * `Filter` that does not parse (Consul creates its evaluator without a type, so its fields,
+ * values and regular expressions are met only when it runs), a default subset not defined.
  */
 function checkSubsets(e: Record<string, unknown>): void {
   const subsets = e.Subsets;
@@ -186,11 +187,14 @@ function checkSubsets(e: Record<string, unknown>): void {
     );
   const names = Object.keys(subsets ?? {});
   for (const name of names) {
-    if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(name))
-      throw new HttpError(
-        400,
-        `Subset ${JSON.stringify(name)} is invalid: must be a valid DNS label (lower-case letters, digits and dashes)`,
-      );
+    if (name === '') throw new HttpError(400, 'Subset defined with empty name');
+    const why =
+      Buffer.byteLength(name) > 63
+        ? 'must be non-empty and 63 characters or fewer'
+        : !/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/.test(name)
+          ? "must be 63 characters or fewer, begin or end with lower case alphanumeric characters, and contain lower case alphanumeric characters or '-' in between"
+          : undefined;
+    if (why) throw new HttpError(400, `Subset ${JSON.stringify(name)} is invalid: ${why}`);
     const def = (subsets as Record<string, unknown>)[name];
     const filter =
       def !== null && typeof def === 'object' ? (def as Record<string, unknown>).Filter : undefined;

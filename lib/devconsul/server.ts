@@ -16,6 +16,12 @@ import { checkRoutingProtocol, configKind, decodeConfigEntry } from './config-en
 import { NS_PER_MS, parseGoDuration } from './duration.ts';
 import { HttpError } from './http-error.ts';
 import { KV_MAX_VALUE_SIZE } from './catalog.ts';
+import {
+  compileFilter,
+  FilterError,
+  HEALTH_ENTRY_SCHEMA,
+  type FilterSchema,
+} from '../consul/filter.ts';
 import type { CheckRecord, HealthStatus, ServiceRecord, WireProxy } from './types.ts';
 
 /** Blocking query defaults from Consul's docs: 5 minutes by default, at most 10. */
@@ -109,7 +115,30 @@ function parseUint(name: string, v: string): number {
 export function createHandler(o: HandlerOptions) {
   const { catalog } = o;
 
-  function parseQuery(ctx: Ctx): QueryOptions {
+  /**
+   * `?filter`, compiled against `schema` for the endpoints that implement it (Consul answers a bad
+   * expression with a 500 naming it: the error comes back from its servers untyped); refused on
+   * the others. An empty filter is no filter, as in Consul.
+   */
+  function filterParam(ctx: Ctx, schema?: FilterSchema): ((entry: unknown) => boolean) | undefined {
+    const expr = ctx.query.get('filter') ?? '';
+    if (expr === '') return undefined;
+    if (!schema)
+      throw new HttpError(
+        400,
+        'the embedded catalog (remora devconsul) implements ?filter only on /v1/health/service/:name and /v1/health/connect/:name; use real Consul or drop the parameter',
+      );
+    try {
+      return compileFilter(expr, schema);
+    } catch (err) {
+      if (err instanceof FilterError)
+        throw new HttpError(500, `Failed to create boolean expression evaluator: ${err.message}`);
+      throw err;
+    }
+  }
+
+  /** The query options of a read; `filterable` routes read `?filter` themselves. */
+  function parseQuery(ctx: Ctx, filterable = false): QueryOptions {
     const q = ctx.query;
     const dc = q.get('dc');
     if (dc && dc !== o.datacenter) throw new HttpError(500, 'No path to datacenter');
@@ -130,11 +159,7 @@ export function createHandler(o: HandlerOptions) {
       if (!/^\d+$/.test(idx)) throw new HttpError(400, 'Invalid index');
       minIndex = Number(idx);
     }
-    if (q.has('filter'))
-      throw new HttpError(
-        400,
-        'the embedded catalog (remora devconsul) does not implement ?filter; use real Consul or drop the parameter',
-      );
+    if (!filterable) filterParam(ctx);
     return {
       minIndex,
       waitMs,
@@ -168,8 +193,8 @@ export function createHandler(o: HandlerOptions) {
     ctx: Ctx,
     indexOf: () => number,
     build: () => { status?: number; json?: unknown; raw?: Buffer; text?: string },
+    qo: QueryOptions = parseQuery(ctx),
   ): Promise<Reply> {
-    const qo = parseQuery(ctx);
     if (qo.minIndex > 0) await block(ctx, qo, () => indexOf() > qo.minIndex);
     const out = build();
     return {
@@ -270,24 +295,32 @@ export function createHandler(o: HandlerOptions) {
     const passing = boolParam(ctx.query, 'passing');
     if (passing === undefined) throw new HttpError(400, 'Invalid value for ?passing');
     const tags = ctx.query.getAll('tag');
+    const qo = parseQuery(ctx, true);
+    const filter = filterParam(ctx, HEALTH_ENTRY_SCHEMA);
     const indexOf = connect
       ? () => catalog.connectViewIndex(name)
       : () => catalog.serviceViewIndex(name);
-    return indexed(ctx, indexOf, () => {
-      const list = connect ? catalog.connectInstances(name) : catalog.instances(name);
-      const entries = [];
-      for (const s of list) {
-        if (!hasTags(s, tags)) continue;
-        const checks = catalog.checksOf(s);
-        if (passing && checks.some((c) => c.Status !== 'passing')) continue;
-        entries.push({
-          Node: { ...catalog.node },
-          Service: nodeService(s),
-          Checks: checks.map(checkOut),
-        });
-      }
-      return { json: entries };
-    });
+    return indexed(
+      ctx,
+      indexOf,
+      () => {
+        const list = connect ? catalog.connectInstances(name) : catalog.instances(name);
+        const entries = [];
+        for (const s of list) {
+          if (!hasTags(s, tags)) continue;
+          const checks = catalog.checksOf(s);
+          if (passing && checks.some((c) => c.Status !== 'passing')) continue;
+          const entry = {
+            Node: { ...catalog.node },
+            Service: nodeService(s),
+            Checks: checks.map(checkOut),
+          };
+          if (!filter || filter(entry)) entries.push(entry);
+        }
+        return { json: entries };
+      },
+      qo,
+    );
   }
 
   // ------------------------------------------------------------------ config entries
