@@ -252,7 +252,12 @@ function checkedRoutes(v: unknown): RouteEntry[] | null {
       const n = r.maxRetries;
       if (Number.isInteger(n) && (n as number) >= 0 && (n as number) <= MAX_ROUTE_RETRIES)
         out.maxRetries = n as number;
-      if (Array.isArray(r.retryOn) && r.retryOn.every(isStatus)) out.retryOn = r.retryOn;
+      if (
+        Array.isArray(r.retryOn) &&
+        r.retryOn.length <= MAX_RETRY_STATUSES &&
+        r.retryOn.every(isStatus)
+      )
+        out.retryOn = r.retryOn;
       if (typeof r.prefixRewrite === 'string') out.prefixRewrite = r.prefixRewrite;
       for (const k of ['requestHeaders', 'responseHeaders'] as const) {
         const m = r[k] === undefined ? null : headerModifiers(r[k], `route ${i}`);
@@ -970,7 +975,7 @@ export function resolveShares(
 }
 
 /** Why `where`'s `subset` of `service` cannot apply (its resolver lacks it), or null. */
-export function subsetProblem(
+function subsetProblem(
   where: string,
   service: string,
   subset: string | undefined,
@@ -981,24 +986,42 @@ export function subsetProblem(
 }
 
 /**
- * Subsets that splitters and routers name but the service's resolver does not define: Consul
- * refuses such entries when it can, and an agent sends those calls to every healthy instance.
+ * The subsets that `name`'s splitter shares and router routes name but their service's resolver
+ * does not define, by report key: Consul refuses such entries when it can, and an agent sends
+ * those calls to every healthy instance. `remora explain` prints them too.
  */
-function danglingSubsets(k: Protocols): Map<string, string> {
+export function danglingSubsets(
+  name: string,
+  splits: readonly SplitShare[] | null,
+  routes: readonly RouteEntry[] | null,
+  resolver: (service: string) => ResolverSettings | null,
+): Map<string, string> {
   const found = new Map<string, string>();
-  const resolver = (n: string) => own(k.resolvers, n);
   const check = (key: string, where: string, service: string, subset: string | undefined) => {
     const problem = subsetProblem(where, service, subset, resolver);
     if (problem !== null) found.set(key, problem);
   };
-  for (const [name, shares] of Object.entries(k.splitters))
-    shares.forEach((sh, i) =>
-      check(`x/p/${name}/${i}`, `service-splitter of ${name}: Splits[${i}]`, sh.service, sh.subset),
-    );
-  for (const [name, routes] of Object.entries(k.routers))
-    routes.forEach((r, i) =>
-      check(`x/o/${name}/${i}`, `service-router of ${name}: Routes[${i}]`, r.service, r.subset),
-    );
+  (splits ?? []).forEach((sh, i) =>
+    check(`x/p/${name}/${i}`, `service-splitter of ${name}: Splits[${i}]`, sh.service, sh.subset),
+  );
+  (routes ?? []).forEach((r, i) =>
+    check(`x/o/${name}/${i}`, `service-router of ${name}: Routes[${i}]`, r.service, r.subset),
+  );
+  return found;
+}
+
+/** `danglingSubsets` of every service with a splitter or a router. */
+function allDanglingSubsets(k: Protocols): Map<string, string> {
+  const resolver = (n: string) => own(k.resolvers, n);
+  const found = new Map<string, string>();
+  for (const name of new Set([...Object.keys(k.splitters), ...Object.keys(k.routers)]))
+    for (const [key, problem] of danglingSubsets(
+      name,
+      own(k.splitters, name),
+      own(k.routers, name),
+      resolver,
+    ))
+      found.set(key, problem);
   return found;
 }
 
@@ -1066,7 +1089,7 @@ export function createCentralConfig(o: {
       return;
     }
     unannounced = false;
-    report(['x/'], danglingSubsets(next));
+    report(['x/'], allDanglingSubsets(next));
     if (changed) {
       o.logger.info(
         { services: Object.keys(next.services).length, global: next.global },

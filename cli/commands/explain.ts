@@ -7,7 +7,7 @@ import {
   resolveShares,
   resolverSettings,
   routerRoutes,
-  subsetProblem,
+  danglingSubsets,
   targetName,
   splitterShares,
   type ResolverSettings,
@@ -223,26 +223,8 @@ function explainTraffic(
       if (!t.allowed && t.enforced) refused.push(target);
     }
   }
-  const dangling = [
-    ...(traffic.routes ?? []).map((r, i) =>
-      subsetProblem(
-        `service-router of ${destination}: Routes[${i}]`,
-        r.service,
-        r.subset,
-        resolver,
-      ),
-    ),
-    ...(splitter(destination) ?? []).map((sh, i) =>
-      subsetProblem(
-        `service-splitter of ${destination}: Splits[${i}]`,
-        sh.service,
-        sh.subset,
-        resolver,
-      ),
-    ),
-  ];
-  for (const line of [...traffic.ignored, ...dangling])
-    if (line !== null) print(ctx, `    ignored: ${line}`);
+  const dangling = danglingSubsets(destination, splitter(destination), traffic.routes, resolver);
+  for (const line of [...traffic.ignored, ...dangling.values()]) print(ctx, `    ignored: ${line}`);
   return refused;
 }
 

@@ -546,6 +546,27 @@ t.test("api's resolver subsets pick which instances answer web's calls", async (
   );
   t.match(ex.stdout, "api's service-splitter: api/v2 100 %");
 
+  // a route to a subset api's resolver does not define: reported, and its requests go to api
+  await putConfig(mesh, {
+    Kind: 'service-router',
+    Name: 'api',
+    Routes: [{ Match: { HTTP: { PathPrefix: '/old/' } }, Destination: { ServiceSubset: 'v0' } }],
+  });
+  const dangling = await waitFor(
+    'explain to name the undefined subset',
+    async () => {
+      const r = await runRemora(['explain', 'web', 'api'], { env });
+      return r.stdout.includes('Routes[0] names subset') ? r.stdout : null;
+    },
+    30_000,
+    200,
+  );
+  t.match(
+    dangling,
+    `ignored: service-router of api: Routes[0] names subset "v0" of api, which api's service-resolver does not define`,
+  );
+  await fetch(`${mesh.consul.url}/v1/config/service-router/api`, { method: 'DELETE' });
+
   // Consul refuses a filter it cannot parse, and so does devconsul
   const bad = await fetch(`${mesh.consul.url}/v1/config`, {
     method: 'PUT',
