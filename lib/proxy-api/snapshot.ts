@@ -201,15 +201,22 @@ function decodeEndpoint(v: unknown, p: string): Endpoint {
   };
 }
 
-/** The fields an upstream and a split target share. */
+/** The fields an upstream and a split target share (`failover` is checked with the targets). */
 function decodeTarget(o: Obj, p: string): UpstreamTarget {
-  return {
+  const t: UpstreamTarget = {
     destinationName: str(o, 'destinationName', p),
     destinationSpiffeId: spiffe(o, 'destinationSpiffeId', p),
     loadBalancer: oneOf(o, 'loadBalancer', p, LOAD_BALANCER_POLICIES),
     resilience: decodeResilience(o.resilience, `${p}.resilience`),
     endpoints: arr(o, 'endpoints', p).map((e, i) => decodeEndpoint(e, `${p}.endpoints[${i}]`)),
   };
+  if (o.failover !== undefined)
+    t.failover = arr(o, 'failover', p).map((v, i) => {
+      if (typeof v !== 'string' || v === '')
+        fail(`${p}.failover[${i}]`, 'must be a target name', v);
+      return v;
+    });
+  return t;
 }
 
 const TARGET_FIELDS = [
@@ -218,7 +225,34 @@ const TARGET_FIELDS = [
   'loadBalancer',
   'resilience',
   'endpoints',
+  'failover',
 ] as const;
+
+/** Failover targets one upstream or target may list, at most. */
+const MAX_FAILOVER = 16;
+
+/**
+ * Each `failover` list of `u` and its targets names other targets it knows, each once (the
+ * upstream's own name stands for the upstream).
+ */
+function checkFailover(u: UpstreamConfig, p: string): void {
+  const names = new Set([u.destinationName, ...(u.targets ?? []).map((t) => t.destinationName)]);
+  const lists: Array<[string, UpstreamTarget]> = [
+    [p, u],
+    ...(u.targets ?? []).map((t, i): [string, UpstreamTarget] => [`${p}.targets[${i}]`, t]),
+  ];
+  for (const [at, t] of lists) {
+    const list = t.failover;
+    if (list === undefined) continue;
+    if (list.length > MAX_FAILOVER)
+      fail(`${at}.failover`, `must hold at most ${MAX_FAILOVER} targets`, list.length);
+    list.forEach((n, i) => {
+      if (!names.has(n) || n === t.destinationName)
+        fail(`${at}.failover[${i}]`, 'must name another target of the upstream', n);
+      if (list.indexOf(n) !== i) fail(`${at}.failover[${i}]`, 'names a target twice', n);
+    });
+  }
+}
 
 function decodeUpstream(v: unknown, p: string): UpstreamConfig {
   const o = obj(v, p, [
@@ -241,8 +275,10 @@ function decodeUpstream(v: unknown, p: string): UpstreamConfig {
     resilience: t.resilience,
     endpoints: t.endpoints,
   };
+  if (t.failover !== undefined) u.failover = t.failover;
   if (o.routes !== undefined || o.splits !== undefined || o.targets !== undefined)
     decodeTraffic(o, p, u);
+  checkFailover(u, p);
   return u;
 }
 
@@ -276,8 +312,12 @@ function decodeShares(v: unknown, p: string, names: ReadonlySet<string>): Traffi
 
 /** An upstream's routes and traffic split (`routes`, `splits`, `targets`), checked together. */
 function decodeTraffic(o: Obj, p: string, u: UpstreamConfig): void {
-  const first = o.routes !== undefined ? 'routes' : o.splits !== undefined ? 'splits' : 'targets';
-  if (u.protocol === 'tcp') fail(`${p}.${first}`, 'needs protocol http, http2 or grpc, not tcp');
+  // a tcp upstream may have targets to fail over to, but no request to route or split
+  if (u.protocol === 'tcp' && (o.routes !== undefined || o.splits !== undefined))
+    fail(
+      `${p}.${o.routes !== undefined ? 'routes' : 'splits'}`,
+      'needs protocol http, http2 or grpc, not tcp',
+    );
   const targets =
     o.targets === undefined
       ? []

@@ -85,10 +85,16 @@ export interface UpstreamConfig {
    */
   splits?: TrafficSplit[];
   /**
-   * The services `routes` and `splits` name besides `destinationName`, each with its own
-   * identity, endpoints and settings; present with either.
+   * The targets `routes`, `splits` and `failover` name besides `destinationName`, each with its
+   * own identity, endpoints and settings; present with any of them.
    */
   targets?: UpstreamTarget[];
+  /**
+   * Consul's service-resolver `Failover`: the targets (names in `targets`) that a call goes to,
+   * the first one that has an endpoint to take, when this upstream's own endpoints have none
+   * (none healthy in Consul, or every one ejected). Absent: no failover.
+   */
+  failover?: string[];
 }
 
 /** One route of a service-router. */
@@ -165,6 +171,8 @@ export interface UpstreamTarget {
   loadBalancer: LoadBalancerPolicy;
   resilience: ResilienceConfig;
   endpoints: Endpoint[];
+  /** As `UpstreamConfig.failover`: where this target's calls go when it has no endpoint to take. */
+  failover?: string[];
 }
 
 export interface TlsMaterial {

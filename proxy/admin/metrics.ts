@@ -112,6 +112,12 @@ export function createProxyMetrics(o: { defaultMetrics?: boolean } = {}) {
     labelNames: ['upstream'] as const,
     registers: [registry],
   });
+  const failovers = new Counter({
+    name: 'remora_proxy_failovers_total',
+    help: "Calls sent to a failover target (a service-resolver's Failover) because their target had no endpoint to take, by that target and the one that took them.",
+    labelNames: ['upstream', 'target'] as const,
+    registers: [registry],
+  });
   const ejections = new Counter({
     name: 'remora_proxy_outlier_ejections_total',
     help: 'Endpoints ejected by passive outlier detection.',
@@ -162,6 +168,7 @@ export function createProxyMetrics(o: { defaultMetrics?: boolean } = {}) {
     tunnelErrors,
     retries,
     budgetExhausted,
+    failovers,
     ejections,
     overflows,
     certExpiry,

@@ -8,7 +8,7 @@ import type { UpstreamConfig } from '../../lib/proxy-api/index.ts';
 import type { ProxyEnv } from '../env.ts';
 import { reconcileEndpoints, type EndpointState } from '../balance/endpoints.ts';
 import { createPicker, type Picker } from '../balance/pickers.ts';
-import { eligibleEndpoints, recordFailure, recordSuccess } from '../balance/outlier.ts';
+import { eligibleEndpoints, isEjected, recordFailure, recordSuccess } from '../balance/outlier.ts';
 import { H1Pool } from '../http/h1-client.ts';
 import { MuxPool } from '../http/mux-client.ts';
 import { MUX_ALPN } from '../http/mux-server.ts';
@@ -109,6 +109,11 @@ export class Cluster {
         { upstream: this.name },
       );
     return ep;
+  }
+
+  /** True when an endpoint can take a call now: one is known and not every one is ejected. */
+  usable(now: number): boolean {
+    return this.endpoints.some((e) => !isEjected(e, now));
   }
 
   /** Records an attempt's outcome for outlier detection. */
@@ -230,6 +235,7 @@ export class Cluster {
       loadBalancer: this.config.loadBalancer,
       ...(this.config.routes ? { routes: this.config.routes } : {}),
       ...(this.config.splits ? { splits: this.config.splits } : {}),
+      ...(this.config.failover ? { failover: this.config.failover } : {}),
       activeRequests: this.counter.active,
       openConnections: this.limiter.open,
       pendingRequests: this.limiter.pending,

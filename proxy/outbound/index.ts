@@ -242,6 +242,26 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
     return split === null || split.service === name ? null : (targets.get(split.service) ?? null);
   }
 
+  /**
+   * Where a call for `to` (null: this upstream) goes by its resolver's failover: to itself while
+   * it has an endpoint to take, else to the first of its failover targets that has one; to itself
+   * when none has (its error then names it). Failover targets do not fail over further.
+   */
+  function failoverOf(to: Upstream | null): Upstream | null {
+    const from = to?.cluster ?? cluster;
+    const list = from.config.failover;
+    if (list === undefined) return to;
+    const now = env.clock.now();
+    if (from.usable(now)) return to;
+    for (const n of list) {
+      const next = n === name ? null : targets.get(n);
+      if (next === undefined || !(next?.cluster ?? cluster).usable(now)) continue;
+      env.metrics.failovers.labels(from.name, n).inc();
+      return next;
+    }
+    return to;
+  }
+
   const dispatch: Handler = (req) => {
     let splits = cluster.config.splits;
     let route: HttpRoute | null = null;
@@ -261,7 +281,7 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
     if (split?.requestHeaders !== undefined) modifyH1Headers(req.headers, split.requestHeaders);
     const settings = routeSettings(route, split);
     if (settings !== undefined) req.ctx.route = settings;
-    const to = targetOf(split);
+    const to = failoverOf(targetOf(split));
     if (to !== null) req.ctx.destination = to.cluster.name;
     const answer = to === null ? handler(req) : to.handleRequest(req);
     const changes = settings?.responseHeaders;
@@ -388,7 +408,7 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
       const split = pickSplit(splits);
       if (split?.requestHeaders !== undefined) modifyH2Headers(headers, split.requestHeaders);
       const settings = routeSettings(route, split);
-      const to = targetOf(split);
+      const to = failoverOf(targetOf(split));
       if (to === null) handleH2Stream(stream, headers, flags, settings);
       else to.handleH2Stream(stream, headers, flags, settings);
     });
@@ -495,7 +515,10 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
   function handleConnection(socket: Socket): void {
     socket.on('error', () => socket.destroy());
     const protocol = cluster.config.protocol;
-    if (protocol === 'tcp') return handleTcp(socket);
+    if (protocol === 'tcp') {
+      const to = failoverOf(null);
+      return to === null ? handleTcp(socket) : to.handleConnection(socket);
+    }
     if (protocol === 'http2' || protocol === 'grpc') {
       track(socket, () => {});
       h2().emit('connection', socket);

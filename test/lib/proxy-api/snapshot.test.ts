@@ -41,6 +41,17 @@ function withSplit(s: any): void {
   ];
 }
 
+t.test('a tcp upstream with failover targets decodes to an equal value', async (t) => {
+  const s = mutate((s) => {
+    withSplit(s);
+    delete s.upstreams[0].splits;
+    s.upstreams[0].protocol = 'tcp';
+    s.upstreams[0].failover = ['api-v2'];
+    s.upstreams[0].targets[0].failover = ['api'];
+  });
+  t.same(decodeProxySnapshot(JSON.parse(JSON.stringify(s))), s);
+});
+
 /** The split of `withSplit`, and one route on web's api upstream. */
 function withRoute(route: Record<string, unknown>): (s: any) => void {
   return (s) => {
@@ -210,6 +221,26 @@ const cases: Array<[string, (s: any) => void, string]> = [
     'a split target without endpoints',
     (s) => (withSplit(s), delete s.upstreams[0].targets[0].endpoints),
     'upstreams[0].targets[0].endpoints',
+  ],
+  [
+    'a failover to a target it does not carry',
+    (s) => (withSplit(s), (s.upstreams[0].failover = ['api-dr'])),
+    'upstreams[0].failover[0]',
+  ],
+  [
+    'a failover to itself',
+    (s) => (withSplit(s), (s.upstreams[0].targets[0].failover = ['api-v2'])),
+    'upstreams[0].targets[0].failover[0]',
+  ],
+  [
+    'a failover naming a target twice',
+    (s) => (withSplit(s), (s.upstreams[0].failover = ['api-v2', 'api-v2'])),
+    'upstreams[0].failover[1]',
+  ],
+  [
+    'a failover that is not a list of names',
+    (s) => (withSplit(s), (s.upstreams[0].failover = [1])),
+    'upstreams[0].failover[0]',
   ],
   [
     'an instance SPIFFE ID for another service',
