@@ -21,10 +21,12 @@ import {
 } from '../lib/proxy-api/index.ts';
 import {
   createCentralConfig,
+  failoverTargets,
   flattenSplits,
   isWhole,
   parseTargetName,
   resolveShares,
+  resolveTarget,
   subsetExpr,
   subsetFilter,
   targetName,
@@ -220,6 +222,20 @@ interface Instance {
 interface Traffic {
   routes: Array<Omit<RouteEntry, 'service' | 'subset'> & { shares: Share[] }>;
   shares: Share[] | null;
+}
+
+/**
+ * What an upstream's calls reach by Consul's discovery-chain entries. Target names are
+ * `targetName`s; the upstream's own name stands for `main`.
+ */
+interface Plan {
+  /** The target the upstream's own cluster serves: its service, or where its resolver redirects. */
+  main: string;
+  traffic: Traffic | null;
+  /** The upstream's failover targets, in order. */
+  failover: string[];
+  /** Every other target its routes, shares and failovers name, with the target's own failover. */
+  targets: Map<string, string[]>;
 }
 
 /** Consul ID of an instance's sidecar (Consul's own naming). */
@@ -465,8 +481,8 @@ export function createAgent(o: AgentOptions): Agent {
     if (!inst || !sc || inst.sidecarPort === null || !bundle || !cert || !policy) return null;
     // an upstream whose endpoints are not known yet would reach the proxy as an empty set
     const upstreams = upstreamsOf(inst);
-    const traffic = new Map(upstreams.map((u) => [u.destinationName, trafficOf(inst, u)]));
-    followTargets(inst, traffic);
+    const plans = new Map(upstreams.map((u) => [u.destinationName, planOf(inst, u)]));
+    followTargets(inst, plans);
     if (!upstreams.every((u) => discovery.settled(u.destinationName))) return null;
     if (!inst.targets.every((n) => discovery.settled(n))) return null;
     // what Consul's config entries decide is not guessed: no proxy starts as tcp and turns http
@@ -488,21 +504,26 @@ export function createAgent(o: AgentOptions): Agent {
         localAppPort: sc.localServicePort,
         protocol: inboundProtocol(inst),
       },
-      upstreams: upstreams.map((u) => ({
-        destinationName: u.destinationName,
-        destinationSpiffeId: formatSpiffeId({
-          trustDomain: bundle.trustDomain,
-          datacenter: s.datacenter,
-          service: u.destinationName,
-        }),
-        localBindAddress: u.localBindAddress,
-        localBindPort: upstreamPort(inst, u.destinationName, u.localBindPort),
-        protocol: u.protocol,
-        loadBalancer: u.loadBalancer,
-        resilience: u.resilience,
-        endpoints: endpointsOf(u.destinationName),
-        ...trafficFields(u, traffic.get(u.destinationName) ?? null, bundle.trustDomain),
-      })),
+      upstreams: upstreams.map((u) => {
+        const plan = plans.get(u.destinationName)!;
+        // a redirected upstream keeps its name and listener, and reaches the redirect's target
+        const main = parseTargetName(plan.main);
+        return {
+          destinationName: u.destinationName,
+          destinationSpiffeId: formatSpiffeId({
+            trustDomain: bundle.trustDomain,
+            datacenter: s.datacenter,
+            service: main.service,
+          }),
+          localBindAddress: u.localBindAddress,
+          localBindPort: upstreamPort(inst, u.destinationName, u.localBindPort),
+          protocol: u.protocol,
+          loadBalancer: u.loadBalancer,
+          resilience: u.resilience,
+          endpoints: endpointsOf(main.service, main.subset),
+          ...trafficFields(u, plan, bundle.trustDomain),
+        };
+      }),
       tls: { certPem: cert.certPem, keyPem: cert.keyPem, rootsPem: bundle.roots.map((r) => r.pem) },
       intentions: policy,
       tracing: s.tracing,
@@ -519,13 +540,46 @@ export function createAgent(o: AgentOptions): Agent {
   /** Instance/destination pairs whose router or splitter was reported as not applying. */
   const trafficIgnored = new Set<string>();
 
+  const resolverOf = (n: string) => central.resolver(n);
+
+  /**
+   * Where `u`'s calls go: the target its own cluster serves (after its resolver's redirects),
+   * its routes and shares, and the failover targets of each (docs/agent.md, "Redirect and
+   * failover").
+   */
+  function planOf(inst: Instance, u: UpstreamDefinition): Plan {
+    const dest = u.destinationName;
+    const main = resolveTarget(dest, undefined, resolverOf);
+    const alias = (n: string) => (n === main ? dest : n);
+    const traffic = trafficOf(inst, u, alias);
+    const failoverOf = (n: string) =>
+      failoverTargets(n === dest ? main : n, resolverOf)
+        .map(alias)
+        .filter((x) => x !== n);
+    const targets = new Map<string, string[]>();
+    for (const sh of traffic?.shares ?? []) targets.set(sh.target, []);
+    for (const r of traffic?.routes ?? []) for (const sh of r.shares) targets.set(sh.target, []);
+    targets.delete(dest);
+    for (const n of targets.keys()) targets.set(n, failoverOf(n));
+    const failover = failoverOf(dest);
+    // failover targets that are no share's: reached only by failing over, they do not fail over
+    for (const n of [...failover, ...[...targets.values()].flat()])
+      if (n !== dest && !targets.has(n)) targets.set(n, []);
+    return { main, traffic, failover, targets };
+  }
+
   /**
    * Where calls to `u` go by Consul's service-router and service-splitter entries: each route
    * with the shares of its service (that service's splitter, flattened), and the shares of the
-   * calls no route matches. Null when every call goes to `u` itself, or when `u` is a tcp
-   * upstream, whose calls carry no request to route (reported once).
+   * calls no route matches, each target named by `alias` (the upstream's own target by its
+   * name). Null when every call goes to `u` itself, or when `u` is a tcp upstream, whose calls
+   * carry no request to route (reported once).
    */
-  function trafficOf(inst: Instance, u: UpstreamDefinition): Traffic | null {
+  function trafficOf(
+    inst: Instance,
+    u: UpstreamDefinition,
+    alias: (target: string) => string,
+  ): Traffic | null {
     const dest = u.destinationName;
     const router = central.router(dest);
     const kinds = [router && 'service-router', central.splitter(dest) && 'service-splitter'];
@@ -550,19 +604,19 @@ export function createAgent(o: AgentOptions): Agent {
     }
     trafficIgnored.delete(key);
     const splitter = (n: string) => central.splitter(n);
-    const resolver = (n: string) => central.resolver(n);
+    const resolved = (shares: readonly Share[]) =>
+      resolveShares(shares, resolverOf).map((sh) => ({ ...sh, target: alias(sh.target) }));
     const routes = (router ?? []).map(({ service, subset, ...r }) => ({
       ...r,
       // a route naming a subset goes to it past the service's splitter, as in Consul
-      shares: resolveShares(
+      shares: resolved(
         (subset === undefined ? flattenSplits(service, splitter) : null) ?? [
           { target: targetName(service, subset), weight: 100 },
         ],
-        resolver,
       ),
     }));
     const flat = flattenSplits(dest, splitter);
-    const shares = flat && resolveShares(flat, resolver);
+    const shares = flat && resolved(flat);
     const whole = shares !== null && isWhole(shares, dest);
     return routes.length === 0 && (shares === null || whole)
       ? null
@@ -582,20 +636,17 @@ export function createAgent(o: AgentOptions): Agent {
       : discovery.select(service, subsetFilter(expr));
   }
 
-  /** The targets (services, or subsets: `api/v2`) other than `dest` that its traffic reaches. */
-  function targetNames(dest: string, t: Traffic | null): Set<string> {
-    const out = new Set<string>();
-    for (const sh of t?.shares ?? []) out.add(sh.target);
-    for (const r of t?.routes ?? []) for (const sh of r.shares) out.add(sh.target);
-    out.delete(dest);
-    return out;
-  }
-
-  /** Follows (in discovery) the services the instance's routes and splits send calls to. */
-  function followTargets(inst: Instance, traffic: Map<string, Traffic | null>): void {
+  /**
+   * Follows (in discovery) the services the instance's redirects, routes, splits and failovers
+   * send calls to.
+   */
+  function followTargets(inst: Instance, plans: Map<string, Plan>): void {
     const next = new Set<string>();
-    for (const [dest, t] of traffic)
-      for (const n of targetNames(dest, t)) next.add(parseTargetName(n).service);
+    for (const [dest, plan] of plans) {
+      const main = parseTargetName(plan.main).service;
+      if (main !== dest) next.add(main);
+      for (const n of plan.targets.keys()) next.add(parseTargetName(n).service);
+    }
     const sorted = [...next].sort();
     if (follow(inst.targets, sorted, targetUser(inst.def.id))) inst.targets = sorted;
   }
@@ -611,32 +662,39 @@ export function createAgent(o: AgentOptions): Agent {
     return true;
   }
 
-  /** The snapshot fields of `u`'s routes and split, and each other service's settings. */
+  /**
+   * The snapshot fields of `u`'s routes, split and failover, and each other target's settings.
+   */
   function trafficFields(
     u: UpstreamDefinition,
-    t: Traffic | null,
+    plan: Plan,
     trustDomain: string,
-  ): Partial<Pick<UpstreamConfig, 'routes' | 'splits' | 'targets'>> {
-    if (t === null) return {};
+  ): Partial<Pick<UpstreamConfig, 'routes' | 'splits' | 'targets' | 'failover'>> {
+    const t = plan.traffic;
+    const failover = plan.failover.length > 0 ? { failover: plan.failover } : {};
+    if (t === null && plan.targets.size === 0) return failover;
     const toSplits = (shares: Share[]) =>
       shares.map(({ target, ...rest }) => ({ service: target, ...rest }));
     return {
-      ...(t.routes.length > 0
+      ...(t !== null && t.routes.length > 0
         ? {
             routes: t.routes.map(({ shares, ...r }) => ({ ...r, splits: toSplits(shares) })),
           }
         : {}),
-      ...(t.shares ? { splits: toSplits(t.shares) } : {}),
-      targets: [...targetNames(u.destinationName, t)].sort().map((n) => {
+      ...(t?.shares ? { splits: toSplits(t.shares) } : {}),
+      ...failover,
+      targets: [...plan.targets.keys()].sort().map((n) => {
         const { service, subset } = parseTargetName(n);
         // the caller's settings, with the target's own service-resolver over them
         const r = withResolver({ ...u, destinationName: service });
+        const fo = plan.targets.get(n)!;
         return {
           destinationName: n,
           destinationSpiffeId: formatSpiffeId({ trustDomain, datacenter: s.datacenter, service }),
           loadBalancer: r.loadBalancer,
           resilience: r.resilience,
           endpoints: endpointsOf(service, subset),
+          ...(fo.length > 0 ? { failover: fo } : {}),
         };
       }),
     };
@@ -871,7 +929,9 @@ export function createAgent(o: AgentOptions): Agent {
    * policy apply to every caller, as Consul's resolver does.
    */
   function withResolver(u: UpstreamDefinition): UpstreamDefinition {
-    const r = central.resolver(u.destinationName);
+    // a redirected service's calls take the settings of the resolver they end at, as in Consul
+    const to = parseTargetName(resolveTarget(u.destinationName, undefined, resolverOf)).service;
+    const r = central.resolver(to);
     if (!r) return u;
     return {
       ...u,

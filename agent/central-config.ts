@@ -56,6 +56,24 @@ export interface ResolverSettings {
   subsets?: Record<string, string>;
   /** The subset that calls naming no subset go to; always one of `subsets`. */
   defaultSubset?: string;
+  /**
+   * Where every call for the service goes instead (`Redirect`): another service (its default
+   * subset unless `subset` is named), or a subset of this one. Other settings of the entry are
+   * then not used: the target's own resolver decides.
+   */
+  redirect?: ResolverTarget;
+  /**
+   * Where calls go, the first that has an endpoint, when their target has none to take
+   * (`Failover`): by the target's subset name, `*` for any other (a call naming no subset, or
+   * the default subset, meets the default subset's name, then `*`).
+   */
+  failover?: Record<string, ResolverTarget[]>;
+}
+
+/** A service, or a subset of it, as a resolver's `Redirect` or `Failover` names it. */
+export interface ResolverTarget {
+  service: string;
+  subset?: string;
 }
 
 /** Consul's rule for subset names: a DNS label. */
@@ -109,7 +127,19 @@ const RESOLVER_POLICIES: Record<string, LoadBalancerPolicy> = {
 };
 
 /** Resolver fields Remora does not implement: reported, so nobody relies on them unknowingly. */
-const UNSUPPORTED_RESOLVER_FIELDS = ['Redirect', 'Failover', 'PrioritizeByLocality'] as const;
+const UNSUPPORTED_RESOLVER_FIELDS = ['PrioritizeByLocality'] as const;
+
+/**
+ * Fields of a `Redirect` or failover target that reach past this datacenter, namespace or
+ * partition, which Remora's agents do not follow (`default` is the one Remora has).
+ */
+const REMOTE_TARGET_FIELDS = ['Datacenter', 'Peer', 'Namespace', 'Partition', 'SamenessGroup'];
+
+/** Failover targets kept per subset, at most (the snapshot's own bound). */
+const MAX_FAILOVER_TARGETS = 16;
+
+/** Redirects followed from one service at most (a longer chain is treated as a loop). */
+const MAX_REDIRECTS = 16;
 
 /**
  * One share of a service-splitter: `weight` percent of the calls go to `service` (to its
@@ -323,7 +353,27 @@ function checkedResolver(v: unknown): ResolverSettings | null {
   if (Object.keys(subsets).length > 0) out.subsets = subsets;
   if (typeof v.defaultSubset === 'string' && Object.hasOwn(subsets, v.defaultSubset))
     out.defaultSubset = v.defaultSubset;
+  const redirect = cachedTarget(v.redirect);
+  if (redirect) out.redirect = redirect;
+  const failover: Record<string, ResolverTarget[]> = {};
+  for (const [key, list] of Object.entries(isLayer(v.failover) ? v.failover : {})) {
+    if (key !== '*' && !SUBSET_NAME.test(key)) continue;
+    if (!Array.isArray(list) || list.length === 0 || list.length > MAX_FAILOVER_TARGETS) continue;
+    const targets = list.map(cachedTarget);
+    if (targets.every((x) => x !== null)) failover[key] = targets;
+  }
+  if (Object.keys(failover).length > 0) out.failover = failover;
   return Object.keys(out).length > 0 ? out : null;
+}
+
+/** A cached redirect or failover target, or null when it is not well-formed. */
+function cachedTarget(v: unknown): ResolverTarget | null {
+  if (!isLayer(v) || typeof v.service !== 'string' || v.service === '' || v.service.includes('/'))
+    return null;
+  if (v.subset === undefined) return { service: v.service };
+  return typeof v.subset === 'string' && SUBSET_NAME.test(v.subset)
+    ? { service: v.service, subset: v.subset }
+    : null;
 }
 
 /** True when `o[key]` is absent or header changes that still check. */
@@ -496,6 +546,8 @@ export function resolverSettings(
       );
   }
   resolverSubsets(e, out, found);
+  resolverRedirect(e, out, found);
+  resolverFailover(e, out, found);
   for (const field of UNSUPPORTED_RESOLVER_FIELDS) {
     const v = e[field];
     if (v === undefined || v === null || v === '' || (isLayer(v) && Object.keys(v).length === 0))
@@ -555,6 +607,107 @@ function resolverSubsets(e: ConfigEntry, out: ResolverSettings, found: Map<strin
       `r/${e.Name}/DefaultSubset`,
       `${where}: DefaultSubset ${JSON.stringify(d)} is not one of its subsets (${Object.keys(subsets).join(', ') || 'none'}); calls go to every healthy instance of ${e.Name}`,
     );
+}
+
+/**
+ * A `Redirect` or failover target of `e`'s resolver as Consul reads it (`Service` defaults to
+ * the entry's own, `ServiceSubset` to none), or a reason it cannot apply: a field that reaches
+ * past this datacenter (Remora does not follow those), or a subset of the entry's own service
+ * that it does not define.
+ */
+function resolverTarget(
+  e: ConfigEntry,
+  v: Layer,
+  subsets: Readonly<Record<string, string>> | undefined,
+): ResolverTarget | string {
+  for (const field of REMOTE_TARGET_FIELDS) {
+    const x = v[field];
+    if (x === undefined || x === null || x === '' || (field !== 'Datacenter' && x === 'default'))
+      continue;
+    return `its ${field} ${JSON.stringify(x)} is not followed by Remora's agents, which resolve services in their own datacenter, namespace and partition`;
+  }
+  const svc: unknown = v.Service ?? '';
+  const sub: unknown = v.ServiceSubset ?? '';
+  if (typeof svc !== 'string' || typeof sub !== 'string' || svc.includes('/'))
+    return 'its Service and ServiceSubset must be names';
+  const service = svc === '' ? e.Name : svc;
+  if (sub === '') return { service };
+  if (!SUBSET_NAME.test(sub))
+    return `its ServiceSubset ${JSON.stringify(sub)} is not a subset name`;
+  if (service === e.Name && !(subsets && Object.hasOwn(subsets, sub)))
+    return `its ServiceSubset ${JSON.stringify(sub)} is not one of ${e.Name}'s subsets`;
+  return { service, subset: sub };
+}
+
+/** A service-resolver's `Redirect` into `out`, or the reason it does not apply into `found`. */
+function resolverRedirect(e: ConfigEntry, out: ResolverSettings, found: Map<string, string>): void {
+  const raw = e.Redirect;
+  if (raw === undefined || raw === null) return;
+  const where = `service-resolver of ${e.Name}: Redirect`;
+  const ignored = `it is ignored, and calls go to ${e.Name}`;
+  const t = isLayer(raw) ? resolverTarget(e, raw, out.subsets) : 'it must be an object';
+  if (typeof t === 'string') found.set(`r/${e.Name}/Redirect`, `${where}: ${t}; ${ignored}`);
+  else if (isLayer(e.Failover) && Object.keys(e.Failover).length > 0)
+    found.set(
+      `r/${e.Name}/Redirect`,
+      `${where}: Redirect and Failover cannot both be set (Consul refuses it); ${ignored}`,
+    );
+  else if (t.service !== e.Name || t.subset !== undefined) out.redirect = t;
+}
+
+/**
+ * A service-resolver's `Failover` into `out`: by subset name (or `*`), the targets of its
+ * `Service`/`ServiceSubset` or of its `Targets`, in order. What Remora cannot follow (another
+ * datacenter, peer, namespace or partition) is reported and left out; a subset key the entry
+ * does not define is reported and ignored.
+ */
+function resolverFailover(e: ConfigEntry, out: ResolverSettings, found: Map<string, string>): void {
+  const raw = e.Failover;
+  if (raw === undefined || raw === null || out.redirect !== undefined) return;
+  const where = `service-resolver of ${e.Name}: Failover`;
+  if (!isLayer(raw)) {
+    found.set(
+      `r/${e.Name}/Failover`,
+      `${where} must be a map of subset names to failovers; it is ignored`,
+    );
+    return;
+  }
+  const failover: Record<string, ResolverTarget[]> = {};
+  for (const [key, def] of Object.entries(raw)) {
+    const at = `${where}[${JSON.stringify(key)}]`;
+    const report = (id: string, why: string) =>
+      found.set(`r/${e.Name}/Failover/${key}${id}`, `${at}${why}`);
+    if (key !== '*' && subsetExpr(out, key) === undefined) {
+      report('', ` names no subset of ${e.Name}; it is ignored`);
+      continue;
+    }
+    if (!isLayer(def)) {
+      report('', ' must be an object; it is ignored');
+      continue;
+    }
+    const list: Layer[] = [];
+    if (Array.isArray(def.Targets) && def.Targets.length > 0) {
+      for (const [i, x] of def.Targets.entries())
+        if (isLayer(x)) list.push(x);
+        else report(`/${i}`, `.Targets[${i}] must be an object; it is left out`);
+    } else if (Array.isArray(def.Datacenters) && def.Datacenters.length > 0) {
+      report(
+        '',
+        `: Datacenters ${JSON.stringify(def.Datacenters)} are not followed by Remora's agents, which resolve services in their own datacenter; it is ignored`,
+      );
+      continue;
+    } else list.push(def);
+    const targets: ResolverTarget[] = [];
+    list.forEach((x, i) => {
+      const t = resolverTarget(e, x, out.subsets);
+      const which = list.length > 1 || def.Targets !== undefined ? `.Targets[${i}]` : '';
+      if (typeof t === 'string') report(`/${i}`, `${which}: ${t}; that target is left out`);
+      else if (targets.length < MAX_FAILOVER_TARGETS) targets.push(t);
+      else report(`/${i}`, `${which}: more than ${MAX_FAILOVER_TARGETS} targets; it is left out`);
+    });
+    if (targets.length > 0) failover[key] = targets;
+  }
+  if (Object.keys(failover).length > 0) out.failover = failover;
 }
 
 /**
@@ -955,10 +1108,63 @@ export function resolveTarget(
   subset: string | undefined,
   resolver: (service: string) => ResolverSettings | null,
 ): string {
-  if (subset === undefined) return service;
+  const to = followRedirects(service, subset, resolver);
+  if (to.subset === undefined) return to.service;
+  const r = resolver(to.service);
+  if (subsetExpr(r, to.subset) === undefined || r?.defaultSubset === to.subset) return to.service;
+  return targetName(to.service, to.subset);
+}
+
+/**
+ * Where a call for `service` (and `subset`) ends after its resolvers' redirects, as Consul's
+ * chain compiler follows them: a redirect to another service drops the subset unless it names
+ * one, a redirect to the same target changes nothing. `loop` lists the targets of a chain that
+ * comes back to one of them (or runs past MAX_REDIRECTS); the call then stays where it was.
+ */
+export function followRedirects(
+  service: string,
+  subset: string | undefined,
+  resolver: (service: string) => ResolverSettings | null,
+): ResolverTarget & { loop: string[] | null } {
+  const start: ResolverTarget = subset === undefined ? { service } : { service, subset };
+  let at = start;
+  const path = [targetName(service, subset)];
+  for (;;) {
+    const red = resolver(at.service)?.redirect;
+    if (!red) return { ...at, loop: null };
+    const sub = red.service !== at.service ? red.subset : (red.subset ?? at.subset);
+    const next: ResolverTarget =
+      sub === undefined ? { service: red.service } : { service: red.service, subset: sub };
+    const name = targetName(next.service, next.subset);
+    if (name === path[path.length - 1]) return { ...at, loop: null };
+    if (path.includes(name) || path.length > MAX_REDIRECTS)
+      return { ...start, loop: [...path, name] };
+    path.push(name);
+    at = next;
+  }
+}
+
+/**
+ * The targets a call for `target` (a `targetName`, already resolved) goes to, the first that has
+ * an endpoint, when it has none: its service's resolver's `Failover` for its subset (the
+ * default subset for the service itself), else for `*`, each target resolved, without `target`
+ * and repeats. Failover targets do not fail over further, as in Consul.
+ */
+export function failoverTargets(
+  target: string,
+  resolver: (service: string) => ResolverSettings | null,
+): string[] {
+  const { service, subset } = parseTargetName(target);
   const r = resolver(service);
-  if (subsetExpr(r, subset) === undefined || r?.defaultSubset === subset) return service;
-  return targetName(service, subset);
+  if (!r?.failover) return [];
+  const key = subset ?? r.defaultSubset;
+  const list = (key !== undefined ? own(r.failover, key) : null) ?? own(r.failover, '*') ?? [];
+  const out: string[] = [];
+  for (const t of list) {
+    const n = resolveTarget(t.service, t.subset, resolver);
+    if (n !== target && !out.includes(n)) out.push(n);
+  }
+  return out;
 }
 
 /** `shares` with each target resolved (`resolveTarget`), equal shares of one target added up. */
@@ -1010,10 +1216,30 @@ export function danglingSubsets(
   return found;
 }
 
-/** `danglingSubsets` of every service with a splitter or a router. */
+/**
+ * The redirect chain from `name`'s resolver that loops, reported by key, or an empty map;
+ * `remora explain` prints it too.
+ */
+export function redirectLoop(
+  name: string,
+  resolver: (service: string) => ResolverSettings | null,
+): Map<string, string> {
+  const loop = followRedirects(name, undefined, resolver).loop;
+  const found = new Map<string, string>();
+  if (loop !== null)
+    found.set(
+      `x/r/${name}`,
+      `service-resolver of ${name}: its Redirect leads to a loop (${loop.join(' → ')}); calls for ${name} go to ${name} itself until one of these redirects changes`,
+    );
+  return found;
+}
+
+/** `danglingSubsets` of every service with a splitter or a router, and redirect loops. */
 function allDanglingSubsets(k: Protocols): Map<string, string> {
   const resolver = (n: string) => own(k.resolvers, n);
   const found = new Map<string, string>();
+  for (const name of Object.keys(k.resolvers))
+    for (const [key, problem] of redirectLoop(name, resolver)) found.set(key, problem);
   for (const name of new Set([...Object.keys(k.splitters), ...Object.keys(k.routers)]))
     for (const [key, problem] of danglingSubsets(
       name,

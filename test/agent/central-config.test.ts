@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import {
   createCentralConfig,
   flattenSplits,
+  failoverTargets,
+  followRedirects,
   parseTargetName,
   resolveShares,
   resolveTarget,
@@ -344,7 +346,7 @@ t.test(
       [
         "service-resolver of lr: LeastRequestConfig.ChoiceCount 3 is not supported; Remora's proxies compare 2 instances",
         'service-resolver of odd: ConnectTimeout "soon" is not a duration from 1ms to 600s; callers keep their own',
-        "service-resolver of odd: Failover is not implemented by Remora's agents; it is ignored, and calls go to every healthy instance of odd",
+        'service-resolver of odd: Failover["*"]: Datacenters ["dc2"] are not followed by Remora\'s agents, which resolve services in their own datacenter; it is ignored',
         "service-resolver of odd: LoadBalancer.HashPolicies are not implemented by Remora's proxies; they are ignored",
         'service-resolver of odd: LoadBalancer.Policy "maglev" is not one Remora\'s proxies implement (round_robin, least_request); callers keep their own',
         'service-resolver of odd: RequestTimeout "2h" is not a duration from 1ms to 3600s; callers keep their own',
@@ -494,6 +496,126 @@ t.test('splits and routes resolve to a service or one of its subsets', (t) => {
   );
   t.same(parseTargetName(targetName('api', 'v2')), { service: 'api', subset: 'v2' });
   t.same(parseTargetName('api'), { service: 'api' });
+  t.end();
+});
+
+t.test(
+  "a service-resolver's Redirect and Failover are read; what Remora cannot follow is reported",
+  async (t) => {
+    const dir = await dataDir(t);
+    const subsets = { v1: { Filter: 'Service.Meta.version == v1' }, v2: {} };
+    const entries = {
+      [SERVICE_RESOLVER]: [
+        { Kind: SERVICE_RESOLVER, Name: 'old', Redirect: { Service: 'api', ServiceSubset: 'v2' } },
+        { Kind: SERVICE_RESOLVER, Name: 'self', Redirect: { Service: 'self' } },
+        {
+          Kind: SERVICE_RESOLVER,
+          Name: 'api',
+          Subsets: subsets,
+          Failover: {
+            '*': { Service: 'api-dr' },
+            v2: {
+              Targets: [{ ServiceSubset: 'v1' }, { Service: 'api-dr', Datacenter: 'dc2' }, {}],
+            },
+            v9: { Service: 'api-dr' },
+          },
+        },
+        { Kind: SERVICE_RESOLVER, Name: 'far', Redirect: { Service: 'api', Peer: 'east' } },
+        {
+          Kind: SERVICE_RESOLVER,
+          Name: 'both',
+          Redirect: { Service: 'api' },
+          Failover: { '*': { Service: 'api-dr' } },
+        },
+        { Kind: SERVICE_RESOLVER, Name: 'nosub', Redirect: { ServiceSubset: 'v3' } },
+        {
+          Kind: SERVICE_RESOLVER,
+          Name: 'ns',
+          Failover: { '*': { Service: 'x', Namespace: 'ops' } },
+        },
+      ],
+    };
+    const { c } = central(dir, createFakeConfigEntries(entries));
+    c.start();
+    t.teardown(() => c.stop());
+    await waitFor('all answers', () => c.synced());
+    t.same(c.resolver('old'), { redirect: { service: 'api', subset: 'v2' } });
+    t.equal(c.resolver('self'), null, 'a redirect to the service itself changes nothing');
+    const api = c.resolver('api');
+    t.same(api?.failover, {
+      '*': [{ service: 'api-dr' }],
+      v2: [{ service: 'api', subset: 'v1' }, { service: 'api' }],
+    });
+    t.equal(c.resolver('far'), null, 'a redirect to a peer is not followed');
+    t.same(
+      c.resolver('both'),
+      { failover: { '*': [{ service: 'api-dr' }] } },
+      'with both, the Redirect is dropped (Consul refuses such an entry)',
+    );
+    t.equal(c.resolver('nosub'), null);
+    t.equal(c.resolver('ns'), null);
+    t.same(
+      c
+        .problems()
+        .map((p) => p.message)
+        .sort(),
+      [
+        'service-resolver of api: Failover["v2"].Targets[1]: its Datacenter "dc2" is not followed by Remora\'s agents, which resolve services in their own datacenter, namespace and partition; that target is left out',
+        'service-resolver of api: Failover["v9"] names no subset of api; it is ignored',
+        'service-resolver of both: Redirect: Redirect and Failover cannot both be set (Consul refuses it); it is ignored, and calls go to both',
+        'service-resolver of far: Redirect: its Peer "east" is not followed by Remora\'s agents, which resolve services in their own datacenter, namespace and partition; it is ignored, and calls go to far',
+        'service-resolver of nosub: Redirect: its ServiceSubset "v3" is not one of nosub\'s subsets; it is ignored, and calls go to nosub',
+        'service-resolver of ns: Failover["*"]: its Namespace "ops" is not followed by Remora\'s agents, which resolve services in their own datacenter, namespace and partition; that target is left out',
+      ],
+    );
+
+    // a restarted agent has them from its cache before Consul answers
+    await writesSettled();
+    const again = central(dir, createFakeConfigEntries(entries, { held: true }));
+    again.c.start();
+    t.teardown(() => again.c.stop());
+    t.same(again.c.resolver('old'), c.resolver('old'));
+    t.same(again.c.resolver('api'), api);
+  },
+);
+
+t.test('redirects are followed to their end, and failover targets resolved', (t) => {
+  const resolvers: Record<string, ResolverSettings> = {
+    old: { redirect: { service: 'api' } },
+    older: { redirect: { service: 'old' } },
+    api: {
+      subsets: { v1: '', v2: '' },
+      defaultSubset: 'v1',
+      failover: {
+        v1: [{ service: 'api', subset: 'v2' }, { service: 'dr' }],
+        '*': [{ service: 'dr' }],
+      },
+    },
+    canary: { redirect: { service: 'api', subset: 'v2' } },
+    dr: { redirect: { service: 'dr-east' } },
+    a: { redirect: { service: 'b' } },
+    b: { redirect: { service: 'a' } },
+  };
+  const resolver = (n: string) => resolvers[n] ?? null;
+  t.equal(resolveTarget('older', undefined, resolver), 'api', 'a chain of redirects');
+  t.equal(resolveTarget('canary', undefined, resolver), 'api/v2', 'a redirect to a subset');
+  t.equal(
+    resolveTarget('old', 'v9', resolver),
+    'api',
+    "another service: the call's subset is dropped",
+  );
+  t.same(followRedirects('a', undefined, resolver), {
+    service: 'a',
+    loop: ['a', 'b', 'a'],
+  });
+  t.equal(resolveTarget('a', undefined, resolver), 'a', 'a loop: calls stay with the service');
+  t.same(
+    failoverTargets('api', resolver),
+    ['api/v2', 'dr-east'],
+    "the default subset's failover, each target resolved (dr redirects to dr-east)",
+  );
+  t.same(failoverTargets('api/v2', resolver), ['dr-east'], 'another subset: `*`');
+  t.same(failoverTargets('dr-east', resolver), [], 'no resolver, no failover');
   t.end();
 });
 

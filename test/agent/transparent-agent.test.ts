@@ -1085,3 +1085,66 @@ t.test(
     );
   },
 );
+
+t.test(
+  "a resolver's Redirect sends the upstream's calls to another service, and its Failover names where they go next",
+  async (t) => {
+    const { agent, watchers, snapshots, configEntries } = await transparentAgent(t, {
+      upstreams: [{ destination_name: 'db' }],
+      config: { derive_upstreams: false },
+      manager: quietManager([]),
+      pid: 72_350,
+      configEntries: {
+        'service-resolver': [
+          { Kind: 'service-resolver', Name: 'db', Redirect: { Service: 'db-next' } },
+          {
+            Kind: 'service-resolver',
+            Name: 'db-next',
+            ConnectTimeout: '3s',
+            Failover: { '*': { Targets: [{ Service: 'db-dr' }, { Service: 'db' }] } },
+          },
+        ],
+      },
+    });
+    await agent.start();
+    await waitFor('the watches', () => ['db', 'db-next', 'db-dr'].every((n) => watchers.has(n)));
+    for (const n of ['db', 'db-next', 'db-dr'])
+      watchers.get(n)!([entry(`${n}-1`, '10.0.0.13', 5432, 'tcp')]);
+    await waitFor('a snapshot', () => snapshots.length > 0);
+    const db = () => snapshots.at(-1)!.upstreams.find((x) => x.destinationName === 'db')!;
+    t.equal(db().protocol, 'tcp');
+    t.match(db().destinationSpiffeId, /\/svc\/db-next$/, "the upstream checks db-next's identity");
+    t.same(
+      db().endpoints.map((e) => e.id),
+      ['db-next-1'],
+      "and reaches db-next's instances",
+    );
+    t.equal(db().resilience.connectTimeoutMs, 3000, "under db-next's resolver");
+    t.same(db().failover, ['db-dr'], "db-next's failover, without the redirect back to db-next");
+    t.same(
+      db().targets!.map((x) => [x.destinationName, x.endpoints.map((e) => e.id), x.failover]),
+      [['db-dr', ['db-dr-1'], undefined]],
+      'the failover target, which does not fail over further',
+    );
+
+    // the redirect deleted: db is db again, and db-next's failover no longer applies
+    const seen = snapshots.length;
+    configEntries.set('service-resolver', [
+      {
+        Kind: 'service-resolver',
+        Name: 'db-next',
+        Failover: { '*': { Service: 'db-dr' } },
+      },
+    ]);
+    await waitFor('a new snapshot', () => snapshots.length > seen);
+    t.match(db().destinationSpiffeId, /\/svc\/db$/);
+    t.same(
+      [db().endpoints.map((e) => e.id), db().failover, db().targets],
+      [['db-1'], undefined, undefined],
+    );
+    await waitFor(
+      'the others no longer watched',
+      () => !watchers.has('db-next') && !watchers.has('db-dr'),
+    );
+  },
+);
