@@ -2,9 +2,12 @@ import type { Command } from 'commander';
 import { describeError, isErrorCode, RemoraError, toRemoraError } from '../../lib/errors/index.ts';
 import type { ServedProtocol } from '../../lib/consul/protocol.ts';
 import {
+  failoverTargets,
   flattenSplits,
   parseTargetName,
+  redirectLoop,
   resolveShares,
+  resolveTarget,
   resolverSettings,
   routerRoutes,
   danglingSubsets,
@@ -46,6 +49,8 @@ interface DestinationFacts {
   served: ServedProtocol | string;
   /** What its service-resolver sets for every caller, and what of it Remora ignores. */
   resolver: { settings: ResolverSettings | null; ignored: string[] } | null;
+  /** Everyone's service-resolver settings, as agents read them (redirects, failovers, subsets). */
+  resolvers: Map<string, ResolverSettings>;
   /** Its service-router routes and everyone's service-splitter shares, as agents read them. */
   traffic: Traffic | null;
 }
@@ -112,11 +117,17 @@ async function destinationFacts(s: OperatorSession, service: string): Promise<De
     return {
       served: served ?? `no sidecar of ${service} is registered in Consul`,
       resolver: entry ? { settings, ignored: [...ignored.values()] } : null,
+      resolvers: traffic.resolvers,
       traffic: traffic.hasSplitter || router ? traffic : null,
     };
   } catch (err) {
     // the client's message names the address and the way out
-    return { served: toRemoraError(err).message, resolver: null, traffic: null };
+    return {
+      served: toRemoraError(err).message,
+      resolver: null,
+      resolvers: new Map(),
+      traffic: null,
+    };
   } finally {
     consul.close();
   }
@@ -135,6 +146,60 @@ function describeResolver(r: ResolverSettings | null): string {
   const settings = parts.length > 0 ? `${parts.join(', ')} for every caller` : '';
   const picked = subsets.length > 0 ? `subsets ${subsets.join('; ')}` : '';
   return [settings, picked].filter(Boolean).join('; ') || 'nothing Remora applies';
+}
+
+/**
+ * Prints where the destination's resolvers send its calls: a redirect (followed to its end) and
+ * the failover targets, with whether the source may call each service they reach, whose own
+ * sidecar checks its intentions. Returns the services of a redirect that would refuse every call.
+ */
+function explainResolverChain(
+  ctx: CliContext,
+  snap: IntentionsSnapshot,
+  pair: { source: string; destination: string },
+  resolvers: ReadonlyMap<string, ResolverSettings>,
+  request?: RequestFacts,
+): string[] {
+  const { source, destination } = pair;
+  const resolver = (n: string) => resolvers.get(n) ?? null;
+  const main = resolveTarget(destination, undefined, resolver);
+  const failover = failoverTargets(main, resolver);
+  const verdict = (service: string): boolean => {
+    const t = evaluateIntentions(snap, {
+      source,
+      destination: service,
+      ...(request ? { request } : {}),
+    });
+    const word = t.allowed ? 'allowed' : t.enforced ? 'DENIED' : 'denied (audit mode)';
+    print(ctx, `    ${source} → ${service}: ${word} (${t.reason})`);
+    return !t.allowed && t.enforced;
+  };
+  const refused: string[] = [];
+  const mainService = parseTargetName(main).service;
+  if (main !== destination) {
+    print(ctx, `  ${destination}'s service-resolver: redirects every call to ${main}`);
+    if (mainService !== destination && verdict(mainService)) refused.push(mainService);
+  }
+  if (failover.length > 0) {
+    print(
+      ctx,
+      `  when ${main} has no healthy instance, calls fail over to ${failover.join(', then ')}`,
+    );
+    const seen = new Set([destination, mainService]);
+    for (const n of failover) {
+      const service = parseTargetName(n).service;
+      if (seen.has(service)) continue;
+      seen.add(service);
+      if (verdict(service))
+        print(
+          ctx,
+          `      calls failed over to ${service} would be refused: remora intention create ${source} ${service}`,
+        );
+    }
+  }
+  for (const line of redirectLoop(destination, resolver).values())
+    print(ctx, `    ignored: ${line}`);
+  return refused;
 }
 
 /** Shares in words: `api 90 %, api-v2 10 %` (a subset as `api/v2`). */
@@ -307,6 +372,9 @@ export function registerExplain(program: Command, ctx: CliContext): void {
           );
           for (const line of facts.resolver.ignored) print(ctx, `    ignored: ${line}`);
         }
+        const refusedRedirect = facts
+          ? explainResolverChain(ctx, snap, pair, facts.resolvers, request)
+          : [];
         const refusedShares = facts?.traffic
           ? explainTraffic(ctx, snap, pair, facts.traffic, {
               served,
@@ -346,11 +414,17 @@ export function registerExplain(program: Command, ctx: CliContext): void {
           print(ctx, `  to allow: remora intention create ${source} ${destination}`);
           throw new CliExit(EXPLAIN_DENIED_EXIT_CODE);
         }
+        for (const target of refusedRedirect)
+          print(
+            ctx,
+            `  to allow the redirect to ${target}: remora intention create ${source} ${target}`,
+          );
         if (refusedShares.length > 0) {
           for (const target of refusedShares)
             print(ctx, `  to allow ${target}'s share: remora intention create ${source} ${target}`);
-          throw new CliExit(EXPLAIN_DENIED_EXIT_CODE);
         }
+        if (refusedShares.length > 0 || refusedRedirect.length > 0)
+          throw new CliExit(EXPLAIN_DENIED_EXIT_CODE);
       });
     },
   );

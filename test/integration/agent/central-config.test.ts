@@ -255,7 +255,7 @@ t.test(
     const failover = await waitFor(
       'the unsupported Failover in status',
       async () =>
-        (await mesh.status()).problems.find((p) => /Failover is not implemented/.test(p.message)),
+        (await mesh.status()).problems.find((p) => /Failover\["\*"\]: Datacenters/.test(p.message)),
       30_000,
       100,
     );
@@ -266,7 +266,10 @@ t.test(
       "api's service-resolver: connect timeout 2s, request timeout 30s, balancing least_request for every caller",
       'explain shows what the resolver sets',
     );
-    t.match(explained.stdout, /ignored: service-resolver of api: Failover is not implemented/);
+    t.match(
+      explained.stdout,
+      /ignored: service-resolver of api: Failover\["\*"\]: Datacenters \["dc2"\] are not followed/,
+    );
     t.ok(await webReachesApi(mesh), 'calls go on through the resolver settings');
     await fetch(`${mesh.consul.url}/v1/config/service-resolver/api`, { method: 'DELETE' });
     await waitFor(
@@ -579,3 +582,74 @@ t.test("api's resolver subsets pick which instances answer web's calls", async (
   t.equal(bad.status, 400, 'a bad filter is refused when written');
   t.same(await answeredBy(), ['api-2'], 'and the calls go on as before');
 });
+
+t.test(
+  "api's resolver: a Redirect sends web's calls to api-v2, and a Failover does once api has no instance left",
+  async (t) => {
+    const mesh = await startMesh(t);
+    const p = mesh.ports;
+    const defs = definitions(mesh);
+    for (const [name, body] of Object.entries(defs)) await mesh.writeDefinition(name, body);
+    await mesh.writeDefinition('api-v2.json', {
+      service: {
+        name: 'api-v2',
+        id: 'api-v2-1',
+        port: p.api2App,
+        connect: { sidecar_service: { port: p.api2Sidecar } },
+      },
+    });
+    await putConfig(mesh, { Kind: 'proxy-defaults', Name: 'global', Config: { protocol: 'http' } });
+    const agent = mesh.startAgent();
+    t.teardown(() => agent.stop());
+    const env = {
+      REMORA_CLI_NATS_SERVERS: mesh.nats.url,
+      REMORA_CLI_CONSUL_ADDRESS: mesh.consul.url,
+      REMORA_CLI_OPERATOR_TOKEN: OPERATOR_TOKEN,
+    };
+
+    /** The service whose sidecar answered a call through web's api upstream (its identity's). */
+    const answeredBy = async (): Promise<string> => {
+      try {
+        const r = await httpGet(`http://127.0.0.1:${p.apiLocal}/`);
+        const self = r.status === 200 ? (r.json as { self: string | null }).self : null;
+        return self?.split('/svc/')[1] ?? `status ${r.status}`;
+      } catch {
+        return 'no answer';
+      }
+    };
+    const until = (what: string, service: string) =>
+      waitFor(what, async () => ((await answeredBy()) === service ? service : null), 90_000, 100);
+    await until('web to reach api', 'api');
+
+    await putConfig(mesh, {
+      Kind: 'service-resolver',
+      Name: 'api',
+      Redirect: { Service: 'api-v2' },
+    });
+    await until('the redirect to apply', 'api-v2');
+    const after = new Set<string>();
+    for (let i = 0; i < 10; i++) after.add(await answeredBy());
+    t.same([...after], ['api-v2'], 'every call goes to api-v2 while api is up');
+    const redirected = await runRemora(['explain', 'web', 'api'], { env });
+    t.match(redirected.stdout, "api's service-resolver: redirects every call to api-v2");
+    t.match(redirected.stdout, /web → api-v2: allowed/);
+
+    await putConfig(mesh, {
+      Kind: 'service-resolver',
+      Name: 'api',
+      Failover: { '*': { Service: 'api-v2' } },
+    });
+    await until('the redirect to be gone', 'api');
+    const explained = await runRemora(['explain', 'web', 'api'], { env });
+    t.match(explained.stdout, 'when api has no healthy instance, calls fail over to api-v2');
+
+    // api's last instance goes away: its calls go to api-v2, and come back with it
+    await mesh.removeDefinition('api.json');
+    t.equal(await until('the failover', 'api-v2'), 'api-v2', 'api has no instance: api-v2 answers');
+    const port = (await mesh.status()).instances.find((i) => i.id === 'web-1')?.proxy?.adminPort;
+    const metrics = (await httpGet(`http://127.0.0.1:${port}/metrics`)).body;
+    t.match(metrics, /remora_proxy_failovers_total\{upstream="api",target="api-v2"\} [1-9]/);
+    await mesh.writeDefinition('api.json', defs['api.json']);
+    t.equal(await until('api back', 'api'), 'api', 'api is back: it answers again');
+  },
+);
