@@ -188,6 +188,12 @@ export interface RouteEntry {
    * `RetryOn` "retriable-4xx"), besides Remora's own rules.
    */
   retryOn?: number[];
+  /**
+   * gRPC status codes its gRPC streams are retried on, whatever their method, when the answer is
+   * trailers-only (`RetryOn` "cancelled", "deadline-exceeded", "internal", "resource-exhausted",
+   * "unavailable").
+   */
+  retryOnGrpc?: number[];
   /** Changes to its requests' headers (`RequestHeaders`). */
   requestHeaders?: HeaderModifiers;
   /** Changes to its answers' headers (`ResponseHeaders`). */
@@ -213,6 +219,15 @@ const RETRY_ON: Record<string, number[]> = {
   'refused-stream': [],
   'retriable-status-codes': [],
   'retriable-4xx': [409],
+};
+
+/** Envoy's gRPC retry conditions, by the gRPC status code each retries on. */
+const GRPC_RETRY_ON: Record<string, number> = {
+  cancelled: 1,
+  'deadline-exceeded': 4,
+  'resource-exhausted': 8,
+  internal: 13,
+  unavailable: 14,
 };
 
 /** The most statuses a route may retry on. */
@@ -288,6 +303,11 @@ function checkedRoutes(v: unknown): RouteEntry[] | null {
         r.retryOn.every(isStatus)
       )
         out.retryOn = r.retryOn;
+      if (
+        Array.isArray(r.retryOnGrpc) &&
+        r.retryOnGrpc.every((c) => Object.values(GRPC_RETRY_ON).includes(c as number))
+      )
+        out.retryOnGrpc = r.retryOnGrpc as number[];
       if (typeof r.prefixRewrite === 'string') out.prefixRewrite = r.prefixRewrite;
       for (const k of ['requestHeaders', 'responseHeaders'] as const) {
         const m = r[k] === undefined ? null : headerModifiers(r[k], `route ${i}`);
@@ -785,8 +805,9 @@ function routeRetryOn(
   key: string,
   where: string,
   found: Map<string, string>,
-): number[] {
+): { statuses: number[]; grpc: number[] } {
   const out = new Set<number>();
+  const grpc = new Set<number>();
   const codes = dest.RetryOnStatusCodes;
   if (codes !== undefined && codes !== null) {
     if (Array.isArray(codes) && codes.every(isStatus) && codes.length <= MAX_RETRY_STATUSES)
@@ -801,15 +822,19 @@ function routeRetryOn(
   if (on !== undefined && on !== null) {
     const list: unknown[] = Array.isArray(on) ? on : [on];
     const known = (c: unknown): c is string => typeof c === 'string' && Object.hasOwn(RETRY_ON, c);
+    const isGrpc = (c: unknown): c is string =>
+      typeof c === 'string' && Object.hasOwn(GRPC_RETRY_ON, c);
     for (const c of list.filter(known)) for (const st of RETRY_ON[c]!) out.add(st);
-    const unknown = list.filter((c) => !known(c));
+    for (const c of list.filter(isGrpc)) grpc.add(GRPC_RETRY_ON[c]!);
+    const unknown = list.filter((c) => !known(c) && !isGrpc(c));
     if (unknown.length > 0)
       found.set(
         `${key}/RetryOn`,
-        `${where}.RetryOn ${unknown.map((c) => JSON.stringify(c)).join(', ')} is not a condition Remora's proxies implement (${Object.keys(RETRY_ON).join(', ')}); it is ignored`,
+        `${where}.RetryOn ${unknown.map((c) => JSON.stringify(c)).join(', ')} is not a condition Remora's proxies implement (${[...Object.keys(RETRY_ON), ...Object.keys(GRPC_RETRY_ON)].join(', ')}); it is ignored`,
       );
   }
-  return [...out].sort((a, b) => a - b);
+  const sorted = (x: Set<number>) => [...x].sort((a, b) => a - b);
+  return { statuses: sorted(out), grpc: sorted(grpc) };
 }
 
 /**
@@ -1007,7 +1032,8 @@ export function routerRoutes(e: ConfigEntry, found: Map<string, string>): RouteE
         );
     }
     const retryOn = routeRetryOn(dest, `o/${e.Name}/${i}`, `${at}.Destination`, found);
-    if (retryOn.length > 0) route.retryOn = retryOn;
+    if (retryOn.statuses.length > 0) route.retryOn = retryOn.statuses;
+    if (retryOn.grpc.length > 0) route.retryOnGrpc = retryOn.grpc;
     for (const field of ['RequestHeaders', 'ResponseHeaders'] as const) {
       if (dest[field] === undefined || dest[field] === null) continue;
       try {

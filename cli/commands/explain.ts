@@ -265,7 +265,7 @@ function explainTraffic(
       reach(shares);
       print(
         ctx,
-        `  ${destination}'s service-router: ${request ? 'this request meets ' : ''}route ${i + 1} (${describeMatch(r.match, r.query)}) → ${describeShares(shares)}${r.prefixRewrite !== undefined ? `, path prefix rewritten to ${r.prefixRewrite}` : ''}${r.requestTimeoutMs !== undefined ? `, request timeout ${r.requestTimeoutMs / 1000}s` : ''}${r.maxRetries !== undefined ? `, at most ${r.maxRetries} retries` : ''}${r.retryOn ? `, also retried on ${r.retryOn.join(', ')}` : ''}${r.requestHeaders || r.responseHeaders ? ', changes headers' : ''}`,
+        `  ${destination}'s service-router: ${request ? 'this request meets ' : ''}route ${i + 1} (${describeMatch(r.match, r.query)}) → ${describeShares(shares)}${r.prefixRewrite !== undefined ? `, path prefix rewritten to ${r.prefixRewrite}` : ''}${r.requestTimeoutMs !== undefined ? `, request timeout ${r.requestTimeoutMs / 1000}s` : ''}${r.maxRetries !== undefined ? `, at most ${r.maxRetries} retries` : ''}${r.retryOn ? `, also retried on ${r.retryOn.join(', ')}` : ''}${r.retryOnGrpc ? `, gRPC streams also retried on grpc-status ${r.retryOnGrpc.join(', ')}` : ''}${r.requestHeaders || r.responseHeaders ? ', changes headers' : ''}`,
       );
     });
     if (!request || hit === -1) {

@@ -345,6 +345,7 @@ function decodeTraffic(o: Obj, p: string, u: UpstreamConfig): void {
         'requestTimeoutMs',
         'maxRetries',
         'retryOn',
+        'retryOnGrpc',
         'requestHeaders',
         'responseHeaders',
       ]);
@@ -368,6 +369,12 @@ function decodeTraffic(o: Obj, p: string, u: UpstreamConfig): void {
           return v as number;
         });
       }
+      if (r.retryOnGrpc !== undefined)
+        route.retryOnGrpc = arr(r, 'retryOnGrpc', rp).map((v, j): number => {
+          if (!Number.isInteger(v) || (v as number) < 1 || (v as number) > 16)
+            fail(`${rp}.retryOnGrpc[${j}]`, 'must be a gRPC status code other than OK (1–16)', v);
+          return v as number;
+        });
       for (const k of ['requestHeaders', 'responseHeaders'] as const)
         if (r[k] !== undefined) route[k] = decodeHeaderModifiers(r[k], `${rp}.${k}`);
       const rewrite = optStr(r, 'prefixRewrite', rp);

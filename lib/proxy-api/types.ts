@@ -119,6 +119,11 @@ export interface HttpRoute {
    * own rules (5xx but 501).
    */
   retryOn?: number[];
+  /**
+   * gRPC status codes (1–16) that a matching gRPC stream is also retried on, whatever its method,
+   * when the answer carries it in its head (a trailers-only answer, before any message).
+   */
+  retryOnGrpc?: number[];
   /** Changes to the matching requests' headers before they leave. */
   requestHeaders?: HeaderModifiers;
   /** Changes to their answers' headers before the caller sees them. */

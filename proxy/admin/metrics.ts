@@ -102,7 +102,7 @@ export function createProxyMetrics(o: { defaultMetrics?: boolean } = {}) {
   });
   const retries = new Counter({
     name: 'remora_proxy_retries_total',
-    help: 'Retried attempts, by upstream and reason (connect, reset, timeout, status_5xx, status_route: a status its route retries on).',
+    help: 'Retried attempts, by upstream and reason (connect, reset, timeout, status_5xx, status_route: a status its route retries on, status_grpc: a gRPC status its route retries on).',
     labelNames: ['upstream', 'reason'] as const,
     registers: [registry],
   });

@@ -187,10 +187,11 @@ export interface ForwardH2Options {
   /** Extra request headers for the upstream. */
   extra?: OutgoingHttpHeaders;
   /**
-   * Asked for the upstream's answer status: true means "do not relay this answer, I will
-   * retry"; the attempt then rejects with an `H2AttemptError` of kind `status`.
+   * Asked for the upstream's answer status (and its `grpc-status` when the answer is
+   * trailers-only, all in its head): true means "do not relay this answer, I will retry"; the
+   * attempt then rejects with an `H2AttemptError` of kind `status`.
    */
-  retryStatus?: (status: number) => boolean;
+  retryStatus?: (status: number, grpcStatus?: number) => boolean;
   /**
    * How long the upstream may take to send its response head (0: no limit). Past it, the
    * upstream stream is cancelled and the attempt rejects with kind `timeout`. A stream whose
@@ -257,7 +258,9 @@ export function forwardH2Stream(
     up.on('response', (h: IncomingHttpHeaders, flags: number) => {
       if (timer !== null) clearTimeout(timer);
       const status = Number(h[':status'] ?? 502);
-      if (o.retryStatus?.(status)) {
+      const grpcStatus =
+        endsStream(flags) && h['grpc-status'] !== undefined ? Number(h['grpc-status']) : undefined;
+      if (o.retryStatus?.(status, grpcStatus)) {
         fail(new H2AttemptError('status', `upstream answered ${status}`, 0, status));
         return;
       }

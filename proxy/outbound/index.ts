@@ -41,7 +41,12 @@ import {
 import { createErrorResponderStage } from '../stages/responder.ts';
 import { createMetricsStage } from '../stages/metrics.ts';
 import { createActiveRequestsStage } from '../stages/limits.ts';
-import { createRetryStage, retriedStatus, retryStatusReason } from '../stages/retry.ts';
+import {
+  createRetryStage,
+  retriedStatus,
+  retryStatusReason,
+  type RetryReason,
+} from '../stages/retry.ts';
 import { Cluster } from './cluster.ts';
 import { muxable } from '../http/mux-client.ts';
 import { createLimitedErrorLog } from '../log-limit.ts';
@@ -90,7 +95,7 @@ function routeSettings(
 ): RouteSettings | undefined {
   // the common case, on every request of an upstream without routes or splits: nothing to build
   if (route === null && split === null) return undefined;
-  const { requestTimeoutMs, maxRetries, retryOn } = route ?? {};
+  const { requestTimeoutMs, maxRetries, retryOn, retryOnGrpc } = route ?? {};
   const responseHeaders = [route?.responseHeaders, split?.responseHeaders].filter(
     (m): m is HeaderModifiers => m !== undefined,
   );
@@ -98,6 +103,7 @@ function routeSettings(
     requestTimeoutMs === undefined &&
     maxRetries === undefined &&
     retryOn === undefined &&
+    retryOnGrpc === undefined &&
     responseHeaders.length === 0
   )
     return undefined;
@@ -105,6 +111,7 @@ function routeSettings(
     ...(requestTimeoutMs !== undefined ? { requestTimeoutMs } : {}),
     ...(maxRetries !== undefined ? { maxRetries } : {}),
     ...(retryOn !== undefined ? { retryOn } : {}),
+    ...(retryOnGrpc !== undefined ? { retryOnGrpc } : {}),
     ...(responseHeaders.length > 0 ? { responseHeaders } : {}),
   };
 }
@@ -430,6 +437,17 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
     cluster.budget.recordRequest(env.clock.now());
     void (async () => {
       const triedEps = new Set<EndpointState>();
+      let statusReason: RetryReason = 'status_5xx';
+      // an answer is retried for an idempotent method on a status its route or Remora's rules
+      // name; a gRPC stream, whatever its method, on a grpc-status its route names
+      const retriedAnswer = (status: number, grpcStatus: number | undefined): boolean => {
+        if (grpc && grpcStatus !== undefined && route?.retryOnGrpc?.includes(grpcStatus)) {
+          statusReason = 'status_grpc';
+          return true;
+        }
+        statusReason = retryStatusReason(status);
+        return idempotent && retriedStatus(status, route?.retryOn);
+      };
       for (let attempt = 0; ; attempt++) {
         const canRetry = (): boolean =>
           attempt < (route?.maxRetries ?? res().maxRetries) &&
@@ -464,8 +482,7 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
         let failure: H2AttemptError | null = null;
         try {
           const status = await forwardH2Stream(body, headers, session, {
-            retryStatus: (status) =>
-              idempotent && retriedStatus(status, route?.retryOn) && canRetry(),
+            retryStatus: (status, grpcStatus) => retriedAnswer(status, grpcStatus) && canRetry(),
             // gRPC streams are untimed unless their route sets a timeout: a deadline is the
             // caller's (grpc-timeout), and a streaming server may send its head only with its
             // first message
@@ -488,7 +505,7 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
         // stream id): safe to replay for any method; other resets only for idempotent ones
         if (failure.kind !== 'refused') cluster.outcome(ep, false, env.clock.now());
         if (failure.kind === 'status') {
-          env.metrics.retries.labels(name, retryStatusReason(failure.status)).inc();
+          env.metrics.retries.labels(name, statusReason).inc();
           continue;
         }
         const timedOut = failure.kind === 'timeout';

@@ -58,7 +58,8 @@ export class RetryBudget {
   }
 }
 
-export type RetryReason = 'connect' | 'reset' | 'timeout' | 'status_5xx' | 'status_route';
+export type RetryReason =
+  'connect' | 'reset' | 'timeout' | 'status_5xx' | 'status_route' | 'status_grpc';
 
 /** Whether an idempotent request answered `status` is retried (`route`: its route's statuses). */
 export function retriedStatus(status: number, route: readonly number[] | undefined): boolean {

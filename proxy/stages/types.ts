@@ -36,6 +36,8 @@ export interface RouteSettings {
   maxRetries?: number;
   /** Answer statuses idempotent requests are also retried on (besides 5xx but 501). */
   retryOn?: readonly number[];
+  /** gRPC status codes a gRPC stream's trailers-only answer is retried on, whatever the method. */
+  retryOnGrpc?: readonly number[];
   responseHeaders?: readonly HeaderModifiers[];
 }
 

@@ -155,7 +155,12 @@ t.test('a restarted agent knows the protocols before Consul answers', async (t) 
           Routes: [
             {
               Match: { HTTP: { PathPrefix: '/admin/' } },
-              Destination: { Service: 'admin', PrefixRewrite: '/', RetryOnStatusCodes: [429] },
+              Destination: {
+                Service: 'admin',
+                PrefixRewrite: '/',
+                RetryOnStatusCodes: [429],
+                RetryOn: ['unavailable'],
+              },
             },
           ],
         },
@@ -180,7 +185,13 @@ t.test('a restarted agent knows the protocols before Consul answers', async (t) 
     resolvers: { api: { connectTimeoutMs: 2500, loadBalancer: 'least_request' } },
     routers: {
       api: [
-        { match: { pathPrefix: '/admin/' }, service: 'admin', prefixRewrite: '/', retryOn: [429] },
+        {
+          match: { pathPrefix: '/admin/' },
+          service: 'admin',
+          prefixRewrite: '/',
+          retryOn: [429],
+          retryOnGrpc: [14],
+        },
       ],
     },
     splitters: {
@@ -222,7 +233,15 @@ t.test('a restarted agent knows the protocols before Consul answers', async (t) 
   );
   t.same(
     again.c.router('api'),
-    [{ match: { pathPrefix: '/admin/' }, service: 'admin', prefixRewrite: '/', retryOn: [429] }],
+    [
+      {
+        match: { pathPrefix: '/admin/' },
+        service: 'admin',
+        prefixRewrite: '/',
+        retryOn: [429],
+        retryOnGrpc: [14],
+      },
+    ],
     'and the routers',
   );
 });
@@ -794,7 +813,7 @@ t.test("a service-router's routes are read; what Remora cannot apply is reported
               NumRetries: 50,
               RetryOnConnectFailure: true,
               RetryOnStatusCodes: [503, 429],
-              RetryOn: ['retriable-4xx', '5xx', 'cancelled'],
+              RetryOn: ['retriable-4xx', '5xx', 'unavailable', 'cancelled', 'envoy-ratelimited'],
             },
           },
           { Match: { HTTP: { PathExact: '/q', QueryParam: [{ Name: 'x', Exact: '1' }] } } },
@@ -824,6 +843,7 @@ t.test("a service-router's routes are read; what Remora cannot apply is reported
       service: 'api-read',
       requestTimeoutMs: 2000,
       retryOn: [409, 429, 503],
+      retryOnGrpc: [1, 14],
     },
     { match: { pathExact: '/q' }, query: [{ name: 'x', exact: '1' }], service: 'api' },
     { match: { pathPrefix: '/' }, service: 'api-v2' },
@@ -837,7 +857,7 @@ t.test("a service-router's routes are read; what Remora cannot apply is reported
     [
       'service-router of api: Routes[0].Destination.ResponseHeaders.Set "Content-Length" is a framing, hop-by-hop or proxy field that routes cannot change; the route applies without these header changes',
       "service-router of api: Routes[1].Destination.NumRetries 50 is not a whole number from 0 to 10; the route keeps api-read's own",
-      'service-router of api: Routes[1].Destination.RetryOn "cancelled" is not a condition Remora\'s proxies implement (5xx, gateway-error, reset, connect-failure, refused-stream, retriable-status-codes, retriable-4xx); it is ignored',
+      'service-router of api: Routes[1].Destination.RetryOn "envoy-ratelimited" is not a condition Remora\'s proxies implement (5xx, gateway-error, reset, connect-failure, refused-stream, retriable-status-codes, retriable-4xx, cancelled, deadline-exceeded, resource-exhausted, internal, unavailable); it is ignored',
       'service-router of api: Routes[3] has a bad match (Match.HTTP.QueryParam[0] should only contain one of Present, Exact, or Regex); the route is ignored',
       'service-router of api: Routes[4] has a bad match (Match.HTTP.pathRegex: regex "(" does not compile: Invalid regular expression: /^(?:()$/: Unterminated group); the route is ignored',
       'service-router of api: Routes[5] sets PrefixRewrite without a PathPrefix or PathExact match; the route is ignored',

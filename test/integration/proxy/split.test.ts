@@ -495,3 +495,70 @@ t.test('http2: header changes apply to streams', async (t) => {
     "the route's changes, then its share's",
   );
 });
+
+t.test(
+  "a route's gRPC retry conditions retry a trailers-only answer, whatever the method",
+  async (t) => {
+    // every other stream is refused by the app with a trailers-only UNAVAILABLE (14)
+    let n = 0;
+    const app = http2.createServer();
+    app.on('stream', (stream, headers) => {
+      n += 1;
+      stream.resume();
+      const path = String(headers[':path']);
+      if (n % 2 === 1) {
+        stream.respond(
+          { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '14' },
+          { endStream: true },
+        );
+        return;
+      }
+      stream.respond(
+        { ':status': 200, 'content-type': 'application/grpc' },
+        { waitForTrailers: true },
+      );
+      stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+      stream.end(`answer ${n} ${path}`);
+    });
+    app.listen(0, '127.0.0.1');
+    await once(app, 'listening');
+    t.teardown(() => app.close());
+    const port = await startRoutedPair(
+      t,
+      (app.address() as AddressInfo).port,
+      [{ match: { pathPrefix: '/pkg.Orders/' }, maxRetries: 2, retryOnGrpc: [14] }],
+      'grpc',
+    );
+    const client = http2.connect(`http://127.0.0.1:${port}`);
+    client.on('error', () => {});
+    t.teardown(() => client.close());
+    const call = (path: string) =>
+      new Promise<{ grpcStatus: string; body: string }>((resolve, reject) => {
+        const req = client.request({
+          ':method': 'POST',
+          ':path': path,
+          'content-type': 'application/grpc',
+        });
+        let body = '';
+        let grpcStatus = '';
+        req.on('response', (h) => {
+          if (h['grpc-status'] !== undefined) grpcStatus = String(h['grpc-status']);
+        });
+        req.on('trailers', (tr) => (grpcStatus = String(tr['grpc-status'])));
+        req.on('data', (c: Buffer) => (body += c.toString()));
+        req.on('end', () => resolve({ grpcStatus, body }));
+        req.on('error', reject);
+        req.end(Buffer.from([0, 0, 0, 0, 0]));
+      });
+    t.same(
+      await call('/pkg.Orders/Get'),
+      { grpcStatus: '0', body: 'answer 2 /pkg.Orders/Get' },
+      'the UNAVAILABLE was retried, though gRPC calls are POSTs',
+    );
+    t.same(
+      await call('/pkg.Users/Get'),
+      { grpcStatus: '14', body: '' },
+      'a stream of no route is not',
+    );
+  },
+);

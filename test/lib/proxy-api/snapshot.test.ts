@@ -223,6 +223,15 @@ const cases: Array<[string, (s: any) => void, string]> = [
     'upstreams[0].targets[0].endpoints',
   ],
   [
+    'a route retrying on gRPC status OK',
+    withRoute({
+      match: { pathPrefix: '/' },
+      splits: [{ service: 'api', weight: 100 }],
+      retryOnGrpc: [14, 0],
+    }),
+    'upstreams[0].routes[0].retryOnGrpc[1]',
+  ],
+  [
     'a failover to a target it does not carry',
     (s) => (withSplit(s), (s.upstreams[0].failover = ['api-dr'])),
     'upstreams[0].failover[0]',
