@@ -137,10 +137,15 @@ export interface InstanceStatus {
     destination: string;
     localBindPort: number;
     protocol: string;
+    /** The instances its calls may go to (of its default subset, or of its redirect's target). */
     endpoints: number;
     synced: boolean;
     /** True for an upstream derived from intentions (transparent mode). */
     derived: boolean;
+    /** Where its resolver redirects its calls (a `targetName`), when it does. */
+    redirectedTo?: string;
+    /** Where its calls go when that target has no endpoint left, in order. */
+    failover?: string[];
   }[];
   /**
    * Transparent-mode conditions that work but may not do what the operator means: services left
@@ -1568,14 +1573,20 @@ export function createAgent(o: AgentOptions): Agent {
             certificate: identity.status(inst.def.id),
             protocol: inst.def.sidecar ? inboundProtocol(inst) : null,
             upstreams: upstreamsOf(inst).map((u) => {
-              const st = discovery.status().find((x) => x.service === u.destinationName);
+              // where its calls go: the service, or where its resolver redirects them
+              const main = resolveTarget(u.destinationName, undefined, resolverOf);
+              const { service, subset } = parseTargetName(main);
+              const st = discovery.status().find((x) => x.service === service);
+              const failover = failoverTargets(main, resolverOf);
               return {
                 destination: u.destinationName,
                 localBindPort: u.localBindPort,
                 protocol: u.protocol,
-                endpoints: st?.endpoints ?? 0,
+                endpoints: st ? endpointsOf(service, subset).length : 0,
                 synced: st?.synced ?? false,
                 derived: inst.derived.includes(u.destinationName),
+                ...(main !== u.destinationName ? { redirectedTo: main } : {}),
+                ...(failover.length > 0 ? { failover } : {}),
               };
             }),
             warnings: [inst.derivedLimit, inst.sharedWarning].filter((w) => w !== null),

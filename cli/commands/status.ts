@@ -73,11 +73,24 @@ export function renderStatus(s: AgentStatus, now: number): string {
       // service an upstream's routes and splits send calls to (docs/agent.md)
       u.users
         .map((x) =>
-          x.replace(/\/derived$/, ' (by intentions)').replace(/\/targets$/, ' (routes, splits)'),
+          x
+            .replace(/\/derived$/, ' (by intentions)')
+            .replace(/\/targets$/, ' (routes, splits, redirect, failover)'),
         )
         .join(','),
     ]);
   if (ups.length > 1) out.push('', table(ups));
+  // where a service-resolver sends an upstream's calls (docs/agent.md, "Redirect and failover")
+  const chains: string[] = [];
+  for (const i of s.instances)
+    for (const u of i.upstreams) {
+      const parts = [
+        u.redirectedTo ? `redirected to ${u.redirectedTo}` : '',
+        u.failover?.length ? `fails over to ${u.failover.join(', then ')}` : '',
+      ].filter(Boolean);
+      if (parts.length > 0) chains.push(`${i.id} → ${u.destination}: ${parts.join('; ')}`);
+    }
+  if (chains.length > 0) out.push('', ...chains);
   const errors: string[] = [];
   for (const i of s.instances) {
     for (const e of [

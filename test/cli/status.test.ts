@@ -35,7 +35,11 @@ t.test(
     const out = renderStatus(status, Date.parse('2026-11-28T06:00:00.000Z'));
     t.match(out, /^api\s+2\s+yes\s+web-1$/m, 'an explicit upstream');
     t.match(out, /^ledger\s+1\s+yes\s+web-1 \(by intentions\)$/m, 'a derived one says so');
-    t.match(out, /^api-v2\s+1\s+yes\s+web-1 \(routes, splits\)$/m, 'a route or split target too');
+    t.match(
+      out,
+      /^api-v2\s+1\s+yes\s+web-1 \(routes, splits, redirect, failover\)$/m,
+      'a route or split target too',
+    );
   },
 );
 
@@ -83,3 +87,52 @@ t.test("remora status shows each instance's protocol and config-entry problems",
     /REMORA_E_AGENT_CENTRAL_CONFIG_INVALID: service-defaults of api sets protocol "htttp"/,
   );
 });
+
+t.test(
+  'remora status shows where a resolver redirects an upstream and where it fails over',
+  async (t) => {
+    const upstream = (destination: string, extra: object) => ({
+      destination,
+      localBindPort: 9191,
+      protocol: 'http',
+      endpoints: 1,
+      synced: true,
+      derived: false,
+      ...extra,
+    });
+    const status: AgentStatus = {
+      node: 'client',
+      datacenter: 'dc1',
+      startedAt: '2026-11-28T05:00:00.000Z',
+      waitingFor: [],
+      trustBundle: { known: true, live: true, lastError: null },
+      intentions: { known: true, live: true, lastError: null, revision: 4 },
+      instances: [
+        {
+          id: 'web-1',
+          service: 'web',
+          file: '/etc/remora/services.d/web.json',
+          sidecarPort: 21000,
+          registered: true,
+          registrationError: null,
+          proxy: null,
+          certificate: null,
+          protocol: 'http',
+          upstreams: [
+            upstream('api', { failover: ['api-dr', 'api/v1'] }),
+            upstream('billing-old', { redirectedTo: 'billing/v2' }),
+            upstream('db', {}),
+          ],
+          warnings: [],
+          transparent: null,
+        },
+      ],
+      upstreams: [],
+      problems: [],
+    };
+    const out = renderStatus(status, Date.parse('2026-11-28T06:00:00.000Z'));
+    t.match(out, /^web-1 → api: fails over to api-dr, then api\/v1$/m);
+    t.match(out, /^web-1 → billing-old: redirected to billing\/v2$/m);
+    t.notMatch(out, /web-1 → db/, 'an upstream with neither is not listed');
+  },
+);

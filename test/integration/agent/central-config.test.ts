@@ -633,6 +633,11 @@ t.test(
     const redirected = await runRemora(['explain', 'web', 'api'], { env });
     t.match(redirected.stdout, "api's service-resolver: redirects every call to api-v2");
     t.match(redirected.stdout, /web → api-v2: allowed/);
+    const webApi = async () =>
+      (await mesh.status()).instances
+        .find((i) => i.id === 'web-1')
+        ?.upstreams.find((u) => u.destination === 'api');
+    t.match(await webApi(), { redirectedTo: 'api-v2', endpoints: 1 }, 'status shows the redirect');
 
     await putConfig(mesh, {
       Kind: 'service-resolver',
@@ -642,6 +647,7 @@ t.test(
     await until('the redirect to be gone', 'api');
     const explained = await runRemora(['explain', 'web', 'api'], { env });
     t.match(explained.stdout, 'when api has no healthy instance, calls fail over to api-v2');
+    t.match(await webApi(), { failover: ['api-v2'] }, 'status shows the failover');
 
     // api's last instance goes away: its calls go to api-v2, and come back with it
     await mesh.removeDefinition('api.json');
