@@ -568,9 +568,13 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
     clusters: () => [cluster, ...[...targets.values()].map((t) => t.cluster)],
     drain() {
       for (const c of conns) c.drain();
+      for (const t of targets.values()) t.drain();
     },
+    // a TCP connection that failed over is its target's
     get connections() {
-      return conns.size;
+      let n = conns.size;
+      for (const t of targets.values()) n += t.connections;
+      return n;
     },
     close() {
       cluster.close();

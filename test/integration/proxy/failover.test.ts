@@ -9,6 +9,7 @@ import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { UpstreamConfig } from '../../../lib/proxy-api/index.ts';
 import { createMeshCerts, makeUpstream, type MeshCerts } from '../../helpers/mesh-certs.ts';
+import { waitFor } from '../../../lib/util/index.ts';
 import { startEchoApp, startEchoTcp, startSidecar, type Sidecar } from './mesh.ts';
 
 interface Ports {
@@ -252,4 +253,32 @@ t.test('tcp: connections fail over to api-dr', async (t) => {
   });
   t.equal(await read(), 'api-dr', 'api has none: the connection reaches api-dr');
   t.same(await failovers(web), ['remora_proxy_failovers_total{upstream="api",target="api-dr"} 1']);
+});
+
+t.test('tcp: a drain waits for a connection that failed over', async (t) => {
+  const mesh = createMeshCerts();
+  const drApp = await startEchoTcp();
+  const dr = await startSidecar(mesh, 'api-dr', { appPort: drApp.port, protocol: 'tcp' });
+  const web = await startSidecar(mesh, 'web', {
+    upstreams: [failoverUpstream(mesh, { api: [], dr: [dr.inboundPort] }, 'tcp')],
+  });
+  t.teardown(async () => {
+    await web.proxy.close();
+    await dr.proxy.close();
+    drApp.close();
+  });
+  const s = net.connect(web.proxy.addresses().upstreams.api!.port, '127.0.0.1');
+  s.on('error', () => {});
+  let got = '';
+  s.on('data', (c: Buffer) => (got += c.toString()));
+  s.write('one');
+  await waitFor('the echo through api-dr', () => got === 'ONE', 5000);
+  let drained = false;
+  const drain = web.proxy.drain(10_000).then(() => (drained = true));
+  s.write('two');
+  await waitFor('the echo while draining', () => got === 'ONETWO', 5000);
+  t.notOk(drained, 'the drain waits for the failed-over connection');
+  s.destroy();
+  await drain;
+  t.ok(drained, 'and ends once it is closed');
 });
