@@ -352,7 +352,10 @@ export async function startDevMesh(o: {
 }
 
 /** What to try next, printed after the ready line. */
-/** A service-resolver that makes api's v1 instances the default and names v2 (quick start). */
+/**
+ * A service-resolver that makes api's v1 instances the default, names v2, and fails v1's calls
+ * over to v2 when no v1 instance is healthy (quick start).
+ */
 const CANARY_RESOLVER = JSON.stringify({
   Kind: 'service-resolver',
   Name: 'api',
@@ -361,6 +364,7 @@ const CANARY_RESOLVER = JSON.stringify({
     v1: { Filter: 'Service.Meta.version == v1' },
     v2: { Filter: 'Service.Meta.version == v2' },
   },
+  Failover: { v1: { ServiceSubset: 'v2' } },
 });
 
 export function renderNextSteps(mesh: DevMesh, config: DevConfig): string {
@@ -377,6 +381,7 @@ export function renderNextSteps(mesh: DevMesh, config: DevConfig): string {
     `  ${env} npx remora intention delete web api && ${env} npx remora intention create web api`,
     `  REMORA_CLI_AGENT_ADMIN=http://127.0.0.1:${mesh.agentAdminPort} npx remora status   # instances, proxies, certificates, endpoints`,
     `  curl -s -X PUT ${mesh.consulUrl}/v1/config -d '${CANARY_RESOLVER}'   # only api-1 (version v1) answers now`,
+    `  curl -s -X PUT '${mesh.consulUrl}/v1/agent/service/maintenance/api-1-sidecar-proxy?enable=true&reason=demo'   # api-1 out of service: calls fail over to api-2 (v2); enable=false brings it back`,
     '',
     `Catalog (Consul API): ${mesh.consulUrl}/v1/health/connect/api   NATS: ${mesh.natsUrl}`,
     `Traces: ${config.otlpEndpoint || '(export disabled)'} — run Jaeger all-in-one with OTLP and open http://127.0.0.1:16686`,

@@ -164,6 +164,23 @@ t.test('remora dev brings up the demo mesh and stops cleanly', async (t) => {
       30_000,
     );
     t.same(alone, ['api-1']);
+
+    // the printed maintenance line takes api-1 out: v1's calls fail over to v2, api-2
+    const maint =
+      /^\s+curl -s -X PUT '(\S+\/maintenance\/api-1-sidecar-proxy\?enable=true\S*)'/m.exec(out);
+    t.ok(maint, 'the ready output shows the maintenance line');
+    const only = (instance: string) => async () => {
+      const seen = new Set<string>();
+      for (let i = 0; i < 6; i++) {
+        const { body } = await call(url);
+        seen.add(typeof body.api === 'object' && body.api?.instance ? body.api.instance : '?');
+      }
+      return seen.size === 1 && seen.has(instance) ? true : undefined;
+    };
+    t.equal((await fetch(maint![1]!, { method: 'PUT' })).status, 200);
+    t.ok(await waitFor('the failover to api-2', only('api-2'), 30_000), 'api-2 answers alone');
+    await fetch(maint![1]!.replace('enable=true', 'enable=false'), { method: 'PUT' });
+    t.ok(await waitFor('api-1 back', only('api-1'), 30_000), 'api-1 answers again');
     // back to both instances for the next test
     await fetch(`${configUrl}/service-resolver/api`, { method: 'DELETE' });
     await waitFor(
