@@ -425,6 +425,7 @@ export function createAgent(o: AgentOptions): Agent {
     consul,
     paths,
     logger,
+    datacenter: s.datacenter,
     onChange() {
       // a protocol an instance did not name itself may have changed: new snapshots and rules
       for (const inst of instances.values()) {

@@ -519,11 +519,13 @@ function resolverDuration(v: unknown): number | undefined | null {
 
 /**
  * A service-resolver entry's settings, with each part Remora cannot apply reported in `found`
- * (by a key per field) and left out. `remora explain` reads entries with it too.
+ * (by a key per field) and left out. `remora explain` reads entries with it too. `datacenter` is
+ * the reader's own: a redirect or failover target naming it stays in this datacenter.
  */
 export function resolverSettings(
   e: ConfigEntry,
   found: Map<string, string>,
+  datacenter?: string,
 ): ResolverSettings | null {
   const where = `service-resolver of ${e.Name}`;
   const out: ResolverSettings = {};
@@ -566,8 +568,8 @@ export function resolverSettings(
       );
   }
   resolverSubsets(e, out, found);
-  resolverRedirect(e, out, found);
-  resolverFailover(e, out, found);
+  resolverRedirect(e, out, found, datacenter);
+  resolverFailover(e, out, found, datacenter);
   for (const field of UNSUPPORTED_RESOLVER_FIELDS) {
     const v = e[field];
     if (v === undefined || v === null || v === '' || (isLayer(v) && Object.keys(v).length === 0))
@@ -639,11 +641,12 @@ function resolverTarget(
   e: ConfigEntry,
   v: Layer,
   subsets: Readonly<Record<string, string>> | undefined,
+  datacenter: string | undefined,
 ): ResolverTarget | string {
   for (const field of REMOTE_TARGET_FIELDS) {
     const x = v[field];
-    if (x === undefined || x === null || x === '' || (field !== 'Datacenter' && x === 'default'))
-      continue;
+    if (x === undefined || x === null || x === '') continue;
+    if (field === 'Datacenter' ? x === datacenter : x === 'default') continue;
     return `its ${field} ${JSON.stringify(x)} is not followed by Remora's agents, which resolve services in their own datacenter, namespace and partition`;
   }
   const svc: unknown = v.Service ?? '';
@@ -660,12 +663,17 @@ function resolverTarget(
 }
 
 /** A service-resolver's `Redirect` into `out`, or the reason it does not apply into `found`. */
-function resolverRedirect(e: ConfigEntry, out: ResolverSettings, found: Map<string, string>): void {
+function resolverRedirect(
+  e: ConfigEntry,
+  out: ResolverSettings,
+  found: Map<string, string>,
+  datacenter: string | undefined,
+): void {
   const raw = e.Redirect;
   if (raw === undefined || raw === null) return;
   const where = `service-resolver of ${e.Name}: Redirect`;
   const ignored = `it is ignored, and calls go to ${e.Name}`;
-  const t = isLayer(raw) ? resolverTarget(e, raw, out.subsets) : 'it must be an object';
+  const t = isLayer(raw) ? resolverTarget(e, raw, out.subsets, datacenter) : 'it must be an object';
   if (typeof t === 'string') found.set(`r/${e.Name}/Redirect`, `${where}: ${t}; ${ignored}`);
   else if (isLayer(e.Failover) && Object.keys(e.Failover).length > 0)
     found.set(
@@ -681,7 +689,12 @@ function resolverRedirect(e: ConfigEntry, out: ResolverSettings, found: Map<stri
  * datacenter, peer, namespace or partition) is reported and left out; a subset key the entry
  * does not define is reported and ignored.
  */
-function resolverFailover(e: ConfigEntry, out: ResolverSettings, found: Map<string, string>): void {
+function resolverFailover(
+  e: ConfigEntry,
+  out: ResolverSettings,
+  found: Map<string, string>,
+  datacenter: string | undefined,
+): void {
   const raw = e.Failover;
   if (raw === undefined || raw === null || out.redirect !== undefined) return;
   const where = `service-resolver of ${e.Name}: Failover`;
@@ -711,15 +724,20 @@ function resolverFailover(e: ConfigEntry, out: ResolverSettings, found: Map<stri
         if (isLayer(x)) list.push(x);
         else report(`/${i}`, `.Targets[${i}] must be an object; it is left out`);
     } else if (Array.isArray(def.Datacenters) && def.Datacenters.length > 0) {
-      report(
-        '',
-        `: Datacenters ${JSON.stringify(def.Datacenters)} are not followed by Remora's agents, which resolve services in their own datacenter; it is ignored`,
-      );
-      continue;
+      // the service (or subset) in each datacenter named: only this one's can be followed
+      const remote = def.Datacenters.filter((dc: unknown) => dc !== datacenter);
+      if (remote.length > 0)
+        report(
+          '',
+          `: Datacenters ${JSON.stringify(remote)} are not followed by Remora's agents, which resolve services in their own datacenter; ${remote.length < def.Datacenters.length ? 'they are left out' : 'it is ignored'}`,
+        );
+      if (remote.length === def.Datacenters.length) continue;
+      const { Datacenters: _dcs, ...local } = def;
+      list.push(local);
     } else list.push(def);
     const targets: ResolverTarget[] = [];
     list.forEach((x, i) => {
-      const t = resolverTarget(e, x, out.subsets);
+      const t = resolverTarget(e, x, out.subsets, datacenter);
       const which = list.length > 1 || def.Targets !== undefined ? `.Targets[${i}]` : '';
       if (typeof t === 'string') report(`/${i}`, `${which}: ${t}; that target is left out`);
       else if (targets.length < MAX_FAILOVER_TARGETS) targets.push(t);
@@ -1281,6 +1299,8 @@ export function createCentralConfig(o: {
   consul: ConsulPort;
   paths: DataPaths;
   logger: Logger;
+  /** The agent's datacenter: a redirect or failover target naming it stays local. */
+  datacenter?: string;
   /** Called after the protocols changed (not for an answer equal to what is known). */
   onChange(): void;
 }): CentralConfig {
@@ -1458,7 +1478,10 @@ export function createCentralConfig(o: {
       if (handles.length > 0 || stopped) return;
       watch(SERVICE_DEFAULTS, onServiceDefaults);
       watch(PROXY_DEFAULTS, onProxyDefaults);
-      watch(SERVICE_RESOLVER, perService('resolvers', 'r/', resolverSettings));
+      watch(
+        SERVICE_RESOLVER,
+        perService('resolvers', 'r/', (e, found) => resolverSettings(e, found, o.datacenter)),
+      );
       watch(SERVICE_SPLITTER, perService('splitters', 'p/', splitterShares));
       watch(SERVICE_ROUTER, perService('routers', 'o/', routerRoutes));
     },

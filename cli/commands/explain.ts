@@ -95,7 +95,7 @@ async function destinationFacts(s: OperatorSession, service: string): Promise<De
       ignored: [],
     };
     for (const e of resolvers?.entries ?? []) {
-      const r = e === entry ? null : resolverSettings(e, new Map());
+      const r = e === entry ? null : resolverSettings(e, new Map(), s.config.datacenter);
       if (r) traffic.resolvers.set(e.Name, r);
     }
     for (const e of splitters?.entries ?? []) {
@@ -112,7 +112,7 @@ async function destinationFacts(s: OperatorSession, service: string): Promise<De
       traffic.routes = routerRoutes(router, found);
       traffic.ignored.push(...found.values());
     }
-    const settings = entry ? resolverSettings(entry, ignored) : null;
+    const settings = entry ? resolverSettings(entry, ignored, s.config.datacenter) : null;
     if (settings) traffic.resolvers.set(service, settings);
     return {
       served: served ?? `no sidecar of ${service} is registered in Consul`,

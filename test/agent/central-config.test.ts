@@ -8,6 +8,7 @@ import {
   failoverTargets,
   followRedirects,
   parseTargetName,
+  resolverSettings,
   resolveShares,
   resolveTarget,
   targetName,
@@ -597,6 +598,37 @@ t.test(
     t.same(again.c.resolver('api'), api);
   },
 );
+
+t.test("targets in the reader's own datacenter are followed", (t) => {
+  const found = new Map<string, string>();
+  t.same(
+    resolverSettings(
+      { Kind: SERVICE_RESOLVER, Name: 'old', Redirect: { Service: 'api', Datacenter: 'dc1' } },
+      found,
+      'dc1',
+    ),
+    { redirect: { service: 'api' } },
+  );
+  t.same(
+    resolverSettings(
+      {
+        Kind: SERVICE_RESOLVER,
+        Name: 'api',
+        Failover: { '*': { Service: 'api-dr', Datacenters: ['dc2', 'dc1'] } },
+      },
+      found,
+      'dc1',
+    ),
+    { failover: { '*': [{ service: 'api-dr' }] } },
+  );
+  t.same(
+    [...found.values()],
+    [
+      'service-resolver of api: Failover["*"]: Datacenters ["dc2"] are not followed by Remora\'s agents, which resolve services in their own datacenter; they are left out',
+    ],
+  );
+  t.end();
+});
 
 t.test('redirects are followed to their end, and failover targets resolved', (t) => {
   const resolvers: Record<string, ResolverSettings> = {
