@@ -159,6 +159,8 @@ function checkResolver(e: Record<string, unknown>): void {
       );
   }
   checkSubsets(e);
+  checkRedirect(e);
+  checkFailover(e);
   const lb = e.LoadBalancer;
   if (lb === undefined || lb === null) return;
   if (typeof lb !== 'object' || Array.isArray(lb))
@@ -213,6 +215,143 @@ function checkSubsets(e: Record<string, unknown>): void {
   const d = e.DefaultSubset;
   if (typeof d === 'string' && d !== '' && !names.includes(d))
     throw new HttpError(400, `DefaultSubset ${JSON.stringify(d)} is not a valid subset`);
+}
+
+type Obj = Record<string, unknown>;
+
+const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** `o`'s string fields (absent: ''), or a decoding error naming `where` and the field. */
+function strings<K extends string>(o: Obj, keys: readonly K[], where: string): Record<K, string> {
+  const out = {} as Record<K, string>;
+  for (const k of keys) {
+    const v = o[k] ?? '';
+    if (typeof v !== 'string')
+      throw new HttpError(400, `Request decoding failed: ${where}.${k} must be a string`);
+    out[k] = v;
+  }
+  return out;
+}
+
+/** Whether `name` is one of `e`'s subsets (Consul's `isSubset`). */
+function isSubset(e: Obj, name: string): boolean {
+  return isObj(e.Subsets) && Object.hasOwn(e.Subsets, name);
+}
+
+const REDIRECT_FIELDS = [
+  'Service',
+  'ServiceSubset',
+  'Namespace',
+  'Partition',
+  'Datacenter',
+  'Peer',
+] as const;
+
+/**
+ * What Consul refuses in a service-resolver's `Redirect`, with its messages and in its order
+ * (agent/structs/config_entry_discoverychain.go, `ServiceResolverConfigEntry.Validate`).
+ */
+function checkRedirect(e: Obj): void {
+  const raw = e.Redirect;
+  if (raw === undefined || raw === null) return;
+  if (!isObj(raw)) throw new HttpError(400, 'Request decoding failed: Redirect must be an object');
+  const r = strings(raw, REDIRECT_FIELDS, 'Redirect');
+  if (isObj(e.Failover) && Object.keys(e.Failover).length > 0)
+    throw new HttpError(400, 'Redirect and Failover cannot both be set');
+  if (REDIRECT_FIELDS.every((k) => r[k] === '')) throw new HttpError(400, 'Redirect is empty');
+  const bad = (m: string) => new HttpError(400, m);
+  if (r.Peer !== '' && r.ServiceSubset !== '')
+    throw bad('Redirect.Peer cannot be set with Redirect.ServiceSubset');
+  if (r.Peer !== '' && r.Partition !== '')
+    throw bad('Redirect.Partition cannot be set with Redirect.Peer');
+  if (r.Peer !== '' && r.Datacenter !== '')
+    throw bad('Redirect.Peer cannot be set with Redirect.Datacenter');
+  if (r.Service === '') {
+    for (const k of ['ServiceSubset', 'Namespace', 'Partition', 'Peer'] as const)
+      if (r[k] !== '') throw bad(`Redirect.${k} defined without Redirect.Service`);
+  } else if (r.ServiceSubset !== '' && r.Service === e.Name && !isSubset(e, r.ServiceSubset))
+    throw bad(
+      `Redirect.ServiceSubset ${JSON.stringify(r.ServiceSubset)} is not a valid subset of ${JSON.stringify(e.Name)}`,
+    );
+}
+
+const FAILOVER_FIELDS = ['Service', 'ServiceSubset', 'Namespace'] as const;
+const FAILOVER_TARGET_FIELDS = [
+  'Service',
+  'ServiceSubset',
+  'Namespace',
+  'Partition',
+  'Datacenter',
+  'Peer',
+] as const;
+
+/**
+ * What Consul refuses in a service-resolver's `Failover`, with its messages and in its order
+ * (keys in sorted order, where Go's map order is random).
+ */
+function checkFailover(e: Obj): void {
+  const raw = e.Failover;
+  if (raw === undefined || raw === null) return;
+  if (!isObj(raw))
+    throw new HttpError(
+      400,
+      'Request decoding failed: Failover must be a map of subset names to failovers',
+    );
+  for (const key of Object.keys(raw).sort()) {
+    const at = `Bad Failover[${JSON.stringify(key)}]`;
+    const bad = (m: string) => new HttpError(400, `${at}${m}`);
+    const def = raw[key];
+    if (!isObj(def))
+      throw new HttpError(400, `Request decoding failed: Failover[${key}] must be an object`);
+    const f = strings(def, FAILOVER_FIELDS, `Failover[${key}]`);
+    const dcs = def.Datacenters ?? [];
+    const targets = def.Targets ?? [];
+    if (!Array.isArray(dcs) || !dcs.every((d) => typeof d === 'string'))
+      throw new HttpError(
+        400,
+        `Request decoding failed: Failover[${key}].Datacenters must be a list of names`,
+      );
+    if (!Array.isArray(targets) || !targets.every(isObj))
+      throw new HttpError(
+        400,
+        `Request decoding failed: Failover[${key}].Targets must be a list of objects`,
+      );
+    if (key !== '*' && !isSubset(e, key)) throw bad(': not a valid subset subset');
+    if (FAILOVER_FIELDS.every((k) => f[k] === '') && dcs.length === 0 && targets.length === 0)
+      throw bad(': one of Service, ServiceSubset, Namespace, Targets, or Datacenters is required');
+    if (
+      f.ServiceSubset !== '' &&
+      (f.Service === '' || f.Service === e.Name) &&
+      !isSubset(e, f.ServiceSubset)
+    )
+      throw bad(
+        `: ServiceSubset ${JSON.stringify(f.ServiceSubset)} is not a valid subset of ${JSON.stringify(f.Service)}`,
+      );
+    if (dcs.length > 0 && targets.length > 0) throw bad(': Targets cannot be set with Datacenters');
+    if (f.ServiceSubset !== '' && targets.length > 0)
+      throw bad(': Targets cannot be set with ServiceSubset');
+    if (f.Service !== '' && targets.length > 0) throw bad(': Targets cannot be set with Service');
+    targets.forEach((x: Obj, i: number) => {
+      const tg = strings(x, FAILOVER_TARGET_FIELDS, `Failover[${key}].Targets[${i}]`);
+      const tbad = (m: string) => new HttpError(400, `${at}.Targets[${i}]: ${m}`);
+      if (tg.Peer !== '' && tg.ServiceSubset !== '')
+        throw tbad('Peer cannot be set with ServiceSubset');
+      if (tg.Peer !== '' && tg.Partition !== '') throw tbad('Partition cannot be set with Peer');
+      if (tg.Peer !== '' && tg.Datacenter !== '') throw tbad('Peer cannot be set with Datacenter');
+      if (tg.Partition !== '' && tg.Datacenter !== '')
+        throw tbad('Partition cannot be set with Datacenter');
+      if (
+        tg.ServiceSubset !== '' &&
+        (tg.Service === '' || tg.Service === e.Name) &&
+        !isSubset(e, tg.ServiceSubset)
+      )
+        throw tbad(
+          `ServiceSubset ${JSON.stringify(tg.ServiceSubset)} is not a valid subset of ${JSON.stringify(e.Name)}`,
+        );
+    });
+    if (dcs.some((d) => d === ''))
+      throw new HttpError(400, `${at}.Datacenters: found empty datacenter`);
+  }
 }
 
 /** What Consul refuses in a service-splitter: no splits, a bad weight, weights not adding to 100. */

@@ -226,6 +226,40 @@ t.test(
 );
 
 t.test(
+  `a service-resolver keeps a Redirect or a Failover, not both ${SERVICE_RESOLVER_DOC}`,
+  async (t) => {
+    const name = `${p}-chain`;
+    t.teardown(() => api('DELETE', `/v1/config/service-resolver/${name}`));
+    const kept = [
+      { Redirect: { Service: `${p}-other` } },
+      { Failover: { '*': { Service: `${p}-dr` } } },
+      { Failover: { '*': { Targets: [{ Service: `${p}-dr` }, { Service: `${p}-dr2` }] } } },
+    ];
+    for (const body of kept) {
+      const r = await api('PUT', '/v1/config', { Kind: 'service-resolver', Name: name, ...body });
+      t.equal(r.status, 200, r.text);
+      t.match((await api('GET', `/v1/config/service-resolver/${name}`)).json<Json>(), body);
+    }
+    await api('DELETE', `/v1/config/service-resolver/${name}`);
+    const refused = [
+      ['both', { Redirect: { Service: 'b' }, Failover: { '*': { Service: 'c' } } }],
+      ['an empty redirect', { Redirect: {} }],
+      ['an empty failover', { Failover: { '*': {} } }],
+      ['a failover key naming no subset', { Failover: { v9: { Service: 'c' } } }],
+    ] as const;
+    for (const [what, body] of refused) {
+      const r = await api('PUT', '/v1/config', { Kind: 'service-resolver', Name: name, ...body });
+      t.equal(r.status, 400, what);
+    }
+    t.equal(
+      (await api('GET', `/v1/config/service-resolver/${name}`)).status,
+      404,
+      'nothing stored',
+    );
+  },
+);
+
+t.test(
   `a service-splitter for an http service keeps its splits ${SERVICE_SPLITTER_DOC}`,
   async (t) => {
     const name = `${p}-split`;
