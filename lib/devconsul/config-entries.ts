@@ -238,7 +238,8 @@ function isSubset(e: Obj, name: string): boolean {
   return isObj(e.Subsets) && Object.hasOwn(e.Subsets, name);
 }
 
-const REDIRECT_FIELDS = [
+/** The fields of a `Redirect` and of a failover target. */
+const TARGET_FIELDS = [
   'Service',
   'ServiceSubset',
   'Namespace',
@@ -248,6 +249,22 @@ const REDIRECT_FIELDS = [
 ] as const;
 
 /**
+ * Consul's refusals of a `Redirect` or failover target that combines a peer, partition or
+ * datacenter as it forbids, each field named through `name` (`Redirect.Peer`, or `Peer`).
+ */
+function checkTargetScope(
+  r: Record<(typeof TARGET_FIELDS)[number], string>,
+  name: (field: string) => string,
+  fail: (message: string) => never,
+): void {
+  const both = (a: 'Peer' | 'Partition', b: string) =>
+    fail(`${name(a)} cannot be set with ${name(b)}`);
+  if (r.Peer !== '' && r.ServiceSubset !== '') both('Peer', 'ServiceSubset');
+  if (r.Peer !== '' && r.Partition !== '') both('Partition', 'Peer');
+  if (r.Peer !== '' && r.Datacenter !== '') both('Peer', 'Datacenter');
+}
+
+/**
  * What Consul refuses in a service-resolver's `Redirect`, with its messages and in its order
  * (agent/structs/config_entry_discoverychain.go, `ServiceResolverConfigEntry.Validate`).
  */
@@ -255,17 +272,18 @@ function checkRedirect(e: Obj): void {
   const raw = e.Redirect;
   if (raw === undefined || raw === null) return;
   if (!isObj(raw)) throw new HttpError(400, 'Request decoding failed: Redirect must be an object');
-  const r = strings(raw, REDIRECT_FIELDS, 'Redirect');
+  const r = strings(raw, TARGET_FIELDS, 'Redirect');
   if (isObj(e.Failover) && Object.keys(e.Failover).length > 0)
     throw new HttpError(400, 'Redirect and Failover cannot both be set');
-  if (REDIRECT_FIELDS.every((k) => r[k] === '')) throw new HttpError(400, 'Redirect is empty');
+  if (TARGET_FIELDS.every((k) => r[k] === '')) throw new HttpError(400, 'Redirect is empty');
   const bad = (m: string) => new HttpError(400, m);
-  if (r.Peer !== '' && r.ServiceSubset !== '')
-    throw bad('Redirect.Peer cannot be set with Redirect.ServiceSubset');
-  if (r.Peer !== '' && r.Partition !== '')
-    throw bad('Redirect.Partition cannot be set with Redirect.Peer');
-  if (r.Peer !== '' && r.Datacenter !== '')
-    throw bad('Redirect.Peer cannot be set with Redirect.Datacenter');
+  checkTargetScope(
+    r,
+    (f) => `Redirect.${f}`,
+    (m) => {
+      throw bad(m);
+    },
+  );
   if (r.Service === '') {
     for (const k of ['ServiceSubset', 'Namespace', 'Partition', 'Peer'] as const)
       if (r[k] !== '') throw bad(`Redirect.${k} defined without Redirect.Service`);
@@ -276,14 +294,6 @@ function checkRedirect(e: Obj): void {
 }
 
 const FAILOVER_FIELDS = ['Service', 'ServiceSubset', 'Namespace'] as const;
-const FAILOVER_TARGET_FIELDS = [
-  'Service',
-  'ServiceSubset',
-  'Namespace',
-  'Partition',
-  'Datacenter',
-  'Peer',
-] as const;
 
 /**
  * What Consul refuses in a service-resolver's `Failover`, with its messages and in its order
@@ -332,12 +342,15 @@ function checkFailover(e: Obj): void {
       throw bad(': Targets cannot be set with ServiceSubset');
     if (f.Service !== '' && targets.length > 0) throw bad(': Targets cannot be set with Service');
     targets.forEach((x: Obj, i: number) => {
-      const tg = strings(x, FAILOVER_TARGET_FIELDS, `Failover[${key}].Targets[${i}]`);
+      const tg = strings(x, TARGET_FIELDS, `Failover[${key}].Targets[${i}]`);
       const tbad = (m: string) => new HttpError(400, `${at}.Targets[${i}]: ${m}`);
-      if (tg.Peer !== '' && tg.ServiceSubset !== '')
-        throw tbad('Peer cannot be set with ServiceSubset');
-      if (tg.Peer !== '' && tg.Partition !== '') throw tbad('Partition cannot be set with Peer');
-      if (tg.Peer !== '' && tg.Datacenter !== '') throw tbad('Peer cannot be set with Datacenter');
+      checkTargetScope(
+        tg,
+        (f) => f,
+        (m) => {
+          throw tbad(m);
+        },
+      );
       if (tg.Partition !== '' && tg.Datacenter !== '')
         throw tbad('Partition cannot be set with Datacenter');
       if (

@@ -6,11 +6,16 @@ import type { Test } from 'tap';
 import http2 from 'node:http2';
 import { once } from 'node:events';
 import net from 'node:net';
-import type { AddressInfo } from 'node:net';
 import type { UpstreamConfig } from '../../../lib/proxy-api/index.ts';
 import { createMeshCerts, makeUpstream, type MeshCerts } from '../../helpers/mesh-certs.ts';
 import { waitFor } from '../../../lib/util/index.ts';
-import { startEchoApp, startEchoTcp, startSidecar, type Sidecar } from './mesh.ts';
+import {
+  startEchoApp,
+  startEchoTcp,
+  startH2AppSidecar,
+  startSidecar,
+  type Sidecar,
+} from './mesh.ts';
 
 interface Ports {
   api: number[];
@@ -172,20 +177,7 @@ t.test('http: an api whose every endpoint is ejected fails over too', async (t) 
 
 t.test('http2: streams fail over to api-dr', async (t) => {
   const mesh = createMeshCerts();
-  const start = async (name: string) => {
-    const app = http2.createServer();
-    app.on('stream', (stream) => {
-      stream.respond({ ':status': 200 });
-      stream.end(name);
-    });
-    app.listen(0, '127.0.0.1');
-    await once(app, 'listening');
-    const sc = await startSidecar(mesh, name, {
-      appPort: (app.address() as AddressInfo).port,
-      protocol: 'http2',
-    });
-    return { app, sc };
-  };
+  const start = (name: string) => startH2AppSidecar(mesh, name, () => name);
   const api = await start('api');
   const dr = await start('api-dr');
   const ports = { api: [api.sc.inboundPort], dr: [dr.sc.inboundPort] };

@@ -1,6 +1,7 @@
 // A two-sidecar mesh in one process for integration tests: real mTLS, real sockets on port 0.
 //   client → web's outbound listener → mTLS → api's inbound listener → api app (node:http)
 import http from 'node:http';
+import http2 from 'node:http2';
 import net from 'node:net';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
@@ -147,6 +148,29 @@ export async function startSidecar(
     },
   };
   return sc;
+}
+
+/**
+ * An h2c app that answers every stream 200 with `answer(path)`, behind its own `http2` sidecar
+ * for `service`.
+ */
+export async function startH2AppSidecar(
+  mesh: MeshCerts,
+  service: string,
+  answer: (path: string) => string,
+): Promise<{ app: http2.Http2Server; sc: Sidecar }> {
+  const app = http2.createServer();
+  app.on('stream', (stream, headers) => {
+    stream.respond({ ':status': 200 });
+    stream.end(answer(String(headers[':path'])));
+  });
+  app.listen(0, '127.0.0.1');
+  await once(app, 'listening');
+  const sc = await startSidecar(mesh, service, {
+    appPort: (app.address() as AddressInfo).port,
+    protocol: 'http2',
+  });
+  return { app, sc };
 }
 
 /** One CA and one leaf per service for every test in a file (each file is its own process). */

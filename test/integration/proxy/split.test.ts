@@ -13,7 +13,7 @@ import type {
   UpstreamConfig,
 } from '../../../lib/proxy-api/index.ts';
 import { createMeshCerts, makeUpstream, type MeshCerts } from '../../helpers/mesh-certs.ts';
-import { startEchoApp, startSidecar, type Sidecar } from './mesh.ts';
+import { startEchoApp, startH2AppSidecar, startSidecar, type Sidecar } from './mesh.ts';
 
 /** web's upstream to api, split by `weights` between api and api-v2 (no split when null). */
 function splitUpstream(
@@ -209,20 +209,7 @@ async function startH2Mesh(
   upstream: (mesh: MeshCerts, ports: { api: number; v2: number }) => UpstreamConfig,
 ): Promise<(path: string, extra?: http2.OutgoingHttpHeaders) => Promise<string>> {
   const mesh = createMeshCerts();
-  const start = async (name: string) => {
-    const app = http2.createServer();
-    app.on('stream', (stream, headers) => {
-      stream.respond({ ':status': 200 });
-      stream.end(`${name} ${String(headers[':path'])}`);
-    });
-    app.listen(0, '127.0.0.1');
-    await once(app, 'listening');
-    const sc = await startSidecar(mesh, name, {
-      appPort: (app.address() as AddressInfo).port,
-      protocol: 'http2',
-    });
-    return { app, sc };
-  };
+  const start = (name: string) => startH2AppSidecar(mesh, name, (path) => `${name} ${path}`);
   const api = await start('api');
   const v2 = await start('api-v2');
   const web = await startSidecar(mesh, 'web', {
