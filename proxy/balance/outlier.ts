@@ -50,7 +50,12 @@ export function recordFailure(
   if (e.ejectedUntil > now) return false;
   if (!e.probing && e.consecutiveFailures < p.consecutiveFailures) return false;
   const ejected = all.filter((x) => x !== e && x.ejectedUntil > now).length;
-  const maxEjected = Math.floor((all.length * p.maxEjectionPercent) / 100);
+  // as Envoy does, one endpoint may always be ejected (unless the share is 0): a lone endpoint
+  // that keeps failing is then known as such, and its calls can fail over
+  const maxEjected =
+    p.maxEjectionPercent > 0
+      ? Math.max(1, Math.floor((all.length * p.maxEjectionPercent) / 100))
+      : 0;
   if (ejected + 1 > maxEjected) return false;
   e.ejections++;
   e.ejectedUntil = now + ejectionDurationMs(p, e.ejections);

@@ -110,8 +110,14 @@ t.test(
     for (let i = 0; i < 3; i++) recordFailure(e[1]!, e, policy, 0);
     t.ok(e[0]!.ejectedUntil > 0);
     t.equal(e[1]!.ejectedUntil, 0, 'the second would exceed 50 %');
+    // one endpoint may always be ejected, as in Envoy (a lone one too), unless the share is 0
     const one = eps([1]);
-    for (let i = 0; i < 5; i++) t.notOk(recordFailure(one[0]!, one, policy, 0));
+    const outcomes = [0, 1, 2].map(() => recordFailure(one[0]!, one, policy, 0));
+    t.same(outcomes, [false, false, true], 'a lone endpoint is ejected at the threshold');
+    t.same(eligibleEndpoints(one, 1), one, 'and still used: there is no other');
+    const never = eps([1]);
+    for (let i = 0; i < 5; i++)
+      t.notOk(recordFailure(never[0]!, never, { ...policy, maxEjectionPercent: 0 }, 0));
     const all = eps([1, 1]);
     all[0]!.ejectedUntil = 10;
     all[1]!.ejectedUntil = 10;
