@@ -5,9 +5,12 @@
  * keys Remora reads spelled Consul's way (`Kind`, `Name`, `Protocol`, `Config`, `Meta`) and the
  * protocol lowercased, as Consul normalizes it. What Consul checks is checked: a resolver's
  * timeouts must be durations, its balancing policy one Consul knows, its subsets DNS labels whose
- * filters parse (lib/consul/filter.ts) and its default subset one of them, a splitter's weights
- * must add up to 100, and a router's matches must be well formed. Other kinds Consul knows are
- * refused with a message naming what the embedded catalog supports.
+ * filters parse (lib/consul/filter.ts) and its default subset one of them, its `Redirect` and
+ * `Failover` what Consul's checks allow (one of them, naming subsets that exist, never combining
+ * what Consul keeps apart), a splitter's weights must add up to 100, and a router's matches must
+ * be well formed. A value of the wrong type is refused first, as Consul's decoder runs before its
+ * checks. Other kinds Consul knows are refused with a message naming what the embedded catalog
+ * supports.
  */
 import { HttpError } from './http-error.ts';
 import { checkFilterSyntax } from '../consul/filter.ts';
@@ -91,8 +94,15 @@ export function decodeConfigEntry(
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
     const key = KEY_NAMES[k.toLowerCase()] ?? k;
-    if (key in out) throw new HttpError(400, `Request decoding failed: ${key} is given twice`);
-    out[key] = v;
+    if (Object.hasOwn(out, key))
+      throw new HttpError(400, `Request decoding failed: ${key} is given twice`);
+    // defined, not assigned: a key named `__proto__` stays a key and never becomes a prototype
+    Object.defineProperty(out, key, {
+      value: v,
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
   }
   if (typeof out.Kind !== 'string' || out.Kind === '')
     throw new HttpError(400, 'Request decoding failed: Payload does not contain a kind/Kind key');
@@ -148,8 +158,12 @@ function isGoDuration(v: unknown): boolean {
   return typeof v === 'string' && /^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$|^0$/.test(v);
 }
 
-/** What Consul refuses in a service-resolver that Remora reads. */
-function checkResolver(e: Record<string, unknown>): void {
+/**
+ * What Consul refuses in a service-resolver that Remora reads. Its decoder runs before its
+ * `Validate` (agent/structs/config_entry_discoverychain.go), so a value of the wrong type is
+ * refused before any check of the values; the checks then run in Consul's order.
+ */
+function checkResolver(e: Obj): void {
   for (const key of ['ConnectTimeout', 'RequestTimeout']) {
     const v = e[key];
     if (v !== undefined && v !== null && !isGoDuration(v))
@@ -158,70 +172,62 @@ function checkResolver(e: Record<string, unknown>): void {
         `Request decoding failed: ${key}: time: invalid duration ${JSON.stringify(v)}`,
       );
   }
-  checkSubsets(e);
-  checkRedirect(e);
-  checkFailover(e);
-  const lb = e.LoadBalancer;
-  if (lb === undefined || lb === null) return;
-  if (typeof lb !== 'object' || Array.isArray(lb))
+  const subsets = decodeSubsets(e);
+  const redirect = decodeRedirect(e.Redirect);
+  const failover = decodeFailover(e.Failover);
+  const lb = e.LoadBalancer ?? {};
+  if (!isObj(lb))
     throw new HttpError(400, 'Request decoding failed: LoadBalancer must be an object');
-  const policy = (lb as Record<string, unknown>).Policy;
-  if (policy !== undefined && (typeof policy !== 'string' || !RESOLVER_POLICIES.has(policy)))
-    throw new HttpError(400, `Bad LoadBalancer policy: ${JSON.stringify(policy)} is not supported`);
-}
 
-/**
- * What Consul refuses in a service-resolver's `Subsets` and `DefaultSubset`, with its messages
- * (agent/structs/config_entry_discoverychain.go): a subset name that is not a DNS label, a
- * `Filter` that does not parse (Consul creates its evaluator without a type, so its fields,
- * values and regular expressions are met only when it runs), a default subset not defined.
- */
-function checkSubsets(e: Record<string, unknown>): void {
-  const subsets = e.Subsets;
-  if (
-    subsets !== undefined &&
-    subsets !== null &&
-    (typeof subsets !== 'object' || Array.isArray(subsets))
-  )
-    throw new HttpError(
-      400,
-      'Request decoding failed: Subsets must be a map of subset names to subsets',
-    );
-  const names = Object.keys(subsets ?? {});
-  for (const name of names) {
-    if (name === '') throw new HttpError(400, 'Subset defined with empty name');
-    const why =
-      Buffer.byteLength(name) > 63
-        ? 'must be non-empty and 63 characters or fewer'
-        : !/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/.test(name)
-          ? "must be 63 characters or fewer, begin or end with lower case alphanumeric characters, and contain lower case alphanumeric characters or '-' in between"
-          : undefined;
-    if (why) throw new HttpError(400, `Subset ${JSON.stringify(name)} is invalid: ${why}`);
-    const def = (subsets as Record<string, unknown>)[name];
-    const filter =
-      def !== null && typeof def === 'object' ? (def as Record<string, unknown>).Filter : undefined;
-    if (filter === undefined || filter === null || filter === '') continue;
-    if (typeof filter !== 'string')
-      throw new HttpError(400, `Request decoding failed: Subsets[${name}].Filter must be a string`);
-    try {
-      checkFilterSyntax(filter);
-    } catch (err) {
-      throw new HttpError(
-        400,
-        `Filter for subset ${JSON.stringify(name)} is not a valid expression: ${(err as Error).message}`,
-      );
-    }
-  }
-  const d = e.DefaultSubset;
-  if (typeof d === 'string' && d !== '' && !names.includes(d))
-    throw new HttpError(400, `DefaultSubset ${JSON.stringify(d)} is not a valid subset`);
+  checkSubsets(e, subsets);
+  if (redirect) checkRedirect(e, redirect, failover.length > 0);
+  checkFailover(e, failover);
+  const policy = lb.Policy;
+  if (policy !== undefined && (typeof policy !== 'string' || !RESOLVER_POLICIES.has(policy)))
+    throw new HttpError(400, `Bad LoadBalancer policy: ${goQuote(policy)} is not supported`);
 }
 
 type Obj = Record<string, unknown>;
 
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-/** `o`'s string fields (absent: ''), or a decoding error naming `where` and the field. */
+/**
+ * Go's `%q` (strconv.Quote) of a string decoded from JSON: printable characters as they are,
+ * `"` and `\` escaped, the others as Go escapes them (`\n`, `\x01`, `\u2028`, `\U000e0001`), a
+ * lone surrogate as the U+FFFD Go's JSON decoder makes of it. A value that is not a string (a
+ * policy of the wrong type) is shown as JSON.
+ */
+function goQuote(v: unknown): string {
+  if (typeof v !== 'string') return JSON.stringify(v);
+  const named: Record<string, string> = {
+    '\x07': '\\a',
+    '\b': '\\b',
+    '\f': '\\f',
+    '\n': '\\n',
+    '\r': '\\r',
+    '\t': '\\t',
+    '\v': '\\v',
+    '"': '\\"',
+    '\\': '\\\\',
+  };
+  let out = '"';
+  for (const ch of v) {
+    const c = ch.codePointAt(0) ?? 0;
+    if (c >= 0xd800 && c <= 0xdfff) {
+      out += '\ufffd';
+      continue;
+    }
+    const hex = (n: number) => c.toString(16).padStart(n, '0');
+    if (named[ch]) out += named[ch];
+    else if (ch === ' ' || /[\p{L}\p{M}\p{N}\p{P}\p{S}]/u.test(ch)) out += ch;
+    else if (c < 0x80) out += `\\x${hex(2)}`;
+    else if (c < 0x10000) out += `\\u${hex(4)}`;
+    else out += `\\U${hex(8)}`;
+  }
+  return `${out}"`;
+}
+
+/** `o`'s string fields (absent or null: ''), or a decoding error naming `where` and the field. */
 function strings<K extends string>(o: Obj, keys: readonly K[], where: string): Record<K, string> {
   const out = {} as Record<K, string>;
   for (const k of keys) {
@@ -233,12 +239,78 @@ function strings<K extends string>(o: Obj, keys: readonly K[], where: string): R
   return out;
 }
 
+/** An object where Consul decodes a struct (null is the zero struct), or a decoding error. */
+function struct(v: unknown, what: string): Obj {
+  if (v === undefined || v === null) return {};
+  if (!isObj(v)) throw new HttpError(400, `Request decoding failed: ${what} must be an object`);
+  return v;
+}
+
+/** A service-resolver's subset names, with the filters of those that have one. */
+interface Subsets {
+  names: string[];
+  filters: Map<string, string>;
+  defaultSubset: string;
+}
+
+/** The types of a service-resolver's `Subsets` and `DefaultSubset`, as Consul decodes them. */
+function decodeSubsets(e: Obj): Subsets {
+  const subsets = e.Subsets ?? {};
+  if (!isObj(subsets))
+    throw new HttpError(
+      400,
+      'Request decoding failed: Subsets must be a map of subset names to subsets',
+    );
+  const filters = new Map<string, string>();
+  for (const [name, def] of Object.entries(subsets)) {
+    const filter = struct(def, `Subsets[${name}]`).Filter ?? '';
+    if (typeof filter !== 'string')
+      throw new HttpError(400, `Request decoding failed: Subsets[${name}].Filter must be a string`);
+    if (filter !== '') filters.set(name, filter);
+  }
+  const defaultSubset = e.DefaultSubset ?? '';
+  if (typeof defaultSubset !== 'string')
+    throw new HttpError(400, 'Request decoding failed: DefaultSubset must be a string');
+  return { names: Object.keys(subsets), filters, defaultSubset };
+}
+
+/**
+ * What Consul refuses in a service-resolver's `Subsets` and `DefaultSubset`, with its messages:
+ * a subset name that is not a DNS label, a `Filter` that does not parse (Consul creates its
+ * evaluator without a type, so its fields, values and regular expressions are met only when it
+ * runs), a default subset not defined.
+ */
+function checkSubsets(e: Obj, { names, filters, defaultSubset }: Subsets): void {
+  for (const name of names) {
+    if (name === '') throw new HttpError(400, 'Subset defined with empty name');
+    const why =
+      Buffer.byteLength(name) > 63
+        ? 'must be non-empty and 63 characters or fewer'
+        : !/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/.test(name)
+          ? "must be 63 characters or fewer, begin or end with lower case alphanumeric characters, and contain lower case alphanumeric characters or '-' in between"
+          : undefined;
+    if (why) throw new HttpError(400, `Subset ${goQuote(name)} is invalid: ${why}`);
+    const filter = filters.get(name);
+    if (filter === undefined) continue;
+    try {
+      checkFilterSyntax(filter);
+    } catch (err) {
+      throw new HttpError(
+        400,
+        `Filter for subset ${goQuote(name)} is not a valid expression: ${(err as Error).message}`,
+      );
+    }
+  }
+  if (defaultSubset !== '' && !isSubset(e, defaultSubset))
+    throw new HttpError(400, `DefaultSubset ${goQuote(defaultSubset)} is not a valid subset`);
+}
+
 /** Whether `name` is one of `e`'s subsets (Consul's `isSubset`). */
 function isSubset(e: Obj, name: string): boolean {
   return isObj(e.Subsets) && Object.hasOwn(e.Subsets, name);
 }
 
-/** The fields of a `Redirect` and of a failover target. */
+/** The fields of a failover target; a `Redirect` has them and `SamenessGroup`. */
 const TARGET_FIELDS = [
   'Service',
   'ServiceSubset',
@@ -247,13 +319,75 @@ const TARGET_FIELDS = [
   'Datacenter',
   'Peer',
 ] as const;
+const REDIRECT_FIELDS = [...TARGET_FIELDS, 'SamenessGroup'] as const;
+
+type Target = Record<(typeof TARGET_FIELDS)[number], string>;
+type Redirect = Record<(typeof REDIRECT_FIELDS)[number], string>;
+
+/** A service-resolver's `Redirect` as Consul decodes it: none (absent or null), or its fields. */
+function decodeRedirect(raw: unknown): Redirect | undefined {
+  if (raw === undefined || raw === null) return undefined;
+  return strings(struct(raw, 'Redirect'), REDIRECT_FIELDS, 'Redirect');
+}
+
+const FAILOVER_FIELDS = ['Service', 'ServiceSubset', 'Namespace'] as const;
+
+/** One entry of a service-resolver's `Failover`, as Consul decodes it. */
+interface Failover {
+  key: string;
+  fields: Record<(typeof FAILOVER_FIELDS)[number], string>;
+  datacenters: string[];
+  targets: Target[];
+}
+
+/**
+ * A service-resolver's `Failover` as Consul decodes it, keys sorted (Go's map order is random;
+ * this one makes the first refusal the same on every write). Null stands for a zero value, as in
+ * Consul's decoder: an empty failover, target or datacenter, refused by the checks that follow.
+ */
+function decodeFailover(raw: unknown): Failover[] {
+  if (raw === undefined || raw === null) return [];
+  if (!isObj(raw))
+    throw new HttpError(
+      400,
+      'Request decoding failed: Failover must be a map of subset names to failovers',
+    );
+  return Object.keys(raw)
+    .sort()
+    .map((key) => {
+      const at = `Failover[${key}]`;
+      const def = struct(raw[key], at);
+      const datacenters = def.Datacenters ?? [];
+      if (!Array.isArray(datacenters) || !datacenters.every((d) => d === null || isString(d)))
+        throw new HttpError(
+          400,
+          `Request decoding failed: ${at}.Datacenters must be a list of names`,
+        );
+      const targets = def.Targets ?? [];
+      if (!Array.isArray(targets) || !targets.every((x) => x === null || isObj(x)))
+        throw new HttpError(
+          400,
+          `Request decoding failed: ${at}.Targets must be a list of objects`,
+        );
+      return {
+        key,
+        fields: strings(def, FAILOVER_FIELDS, at),
+        datacenters: datacenters.map((d: string | null) => d ?? ''),
+        targets: targets.map((x: Obj | null, i) =>
+          strings(x ?? {}, TARGET_FIELDS, `${at}.Targets[${i}]`),
+        ),
+      };
+    });
+}
+
+const isString = (v: unknown): v is string => typeof v === 'string';
 
 /**
  * Consul's refusals of a `Redirect` or failover target that combines a peer, partition or
  * datacenter as it forbids, each field named through `name` (`Redirect.Peer`, or `Peer`).
  */
 function checkTargetScope(
-  r: Record<(typeof TARGET_FIELDS)[number], string>,
+  r: Target,
   name: (field: string) => string,
   fail: (message: string) => never,
 ): void {
@@ -265,105 +399,66 @@ function checkTargetScope(
 }
 
 /**
- * What Consul refuses in a service-resolver's `Redirect`, with its messages and in its order
- * (agent/structs/config_entry_discoverychain.go, `ServiceResolverConfigEntry.Validate`).
+ * Whether `subset`, named with `service` by a redirect or failover, is a subset this entry
+ * should define but does not: one of the entry's own service (`service` empty or its name).
  */
-function checkRedirect(e: Obj): void {
-  const raw = e.Redirect;
-  if (raw === undefined || raw === null) return;
-  if (!isObj(raw)) throw new HttpError(400, 'Request decoding failed: Redirect must be an object');
-  const r = strings(raw, TARGET_FIELDS, 'Redirect');
-  if (isObj(e.Failover) && Object.keys(e.Failover).length > 0)
-    throw new HttpError(400, 'Redirect and Failover cannot both be set');
-  if (TARGET_FIELDS.every((k) => r[k] === '')) throw new HttpError(400, 'Redirect is empty');
-  const bad = (m: string) => new HttpError(400, m);
-  checkTargetScope(
-    r,
-    (f) => `Redirect.${f}`,
-    (m) => {
-      throw bad(m);
-    },
-  );
+const undefinedOwnSubset = (e: Obj, service: string, subset: string) =>
+  subset !== '' && (service === '' || service === e.Name) && !isSubset(e, subset);
+
+/**
+ * What Consul refuses in a service-resolver's `Redirect`, with its messages and in its order
+ * (`ServiceResolverConfigEntry.Validate`).
+ */
+function checkRedirect(e: Obj, r: Redirect, withFailover: boolean): void {
+  const fail = (m: string): never => {
+    throw new HttpError(400, m);
+  };
+  if (withFailover) fail('Redirect and Failover cannot both be set');
+  if (REDIRECT_FIELDS.every((k) => r[k] === '')) fail('Redirect is empty');
+  checkTargetScope(r, (f) => `Redirect.${f}`, fail);
   if (r.Service === '') {
     for (const k of ['ServiceSubset', 'Namespace', 'Partition', 'Peer'] as const)
-      if (r[k] !== '') throw bad(`Redirect.${k} defined without Redirect.Service`);
-  } else if (r.ServiceSubset !== '' && r.Service === e.Name && !isSubset(e, r.ServiceSubset))
-    throw bad(
-      `Redirect.ServiceSubset ${JSON.stringify(r.ServiceSubset)} is not a valid subset of ${JSON.stringify(e.Name)}`,
+      if (r[k] !== '') fail(`Redirect.${k} defined without Redirect.Service`);
+  } else if (undefinedOwnSubset(e, r.Service, r.ServiceSubset))
+    fail(
+      `Redirect.ServiceSubset ${goQuote(r.ServiceSubset)} is not a valid subset of ${goQuote(e.Name)}`,
     );
 }
 
-const FAILOVER_FIELDS = ['Service', 'ServiceSubset', 'Namespace'] as const;
-
 /**
- * What Consul refuses in a service-resolver's `Failover`, with its messages and in its order
- * (keys in sorted order, where Go's map order is random).
+ * What Consul refuses in a service-resolver's `Failover`, with its messages and in its order,
+ * one key after the other.
  */
-function checkFailover(e: Obj): void {
-  const raw = e.Failover;
-  if (raw === undefined || raw === null) return;
-  if (!isObj(raw))
-    throw new HttpError(
-      400,
-      'Request decoding failed: Failover must be a map of subset names to failovers',
-    );
-  for (const key of Object.keys(raw).sort()) {
-    const at = `Bad Failover[${JSON.stringify(key)}]`;
-    const bad = (m: string) => new HttpError(400, `${at}${m}`);
-    const def = raw[key];
-    if (!isObj(def))
-      throw new HttpError(400, `Request decoding failed: Failover[${key}] must be an object`);
-    const f = strings(def, FAILOVER_FIELDS, `Failover[${key}]`);
-    const dcs = def.Datacenters ?? [];
-    const targets = def.Targets ?? [];
-    if (!Array.isArray(dcs) || !dcs.every((d) => typeof d === 'string'))
-      throw new HttpError(
-        400,
-        `Request decoding failed: Failover[${key}].Datacenters must be a list of names`,
+function checkFailover(e: Obj, failover: Failover[]): void {
+  for (const { key, fields: f, datacenters, targets } of failover) {
+    const at = `Bad Failover[${goQuote(key)}]`;
+    const fail = (m: string): never => {
+      throw new HttpError(400, `${at}${m}`);
+    };
+    if (key !== '*' && !isSubset(e, key)) fail(': not a valid subset subset');
+    if (FAILOVER_FIELDS.every((k) => f[k] === '') && !datacenters.length && !targets.length)
+      fail(': one of Service, ServiceSubset, Namespace, Targets, or Datacenters is required');
+    // Consul names the failover's service as written here, the entry's own name for a target
+    if (undefinedOwnSubset(e, f.Service, f.ServiceSubset))
+      fail(
+        `: ServiceSubset ${goQuote(f.ServiceSubset)} is not a valid subset of ${goQuote(f.Service)}`,
       );
-    if (!Array.isArray(targets) || !targets.every(isObj))
-      throw new HttpError(
-        400,
-        `Request decoding failed: Failover[${key}].Targets must be a list of objects`,
-      );
-    if (key !== '*' && !isSubset(e, key)) throw bad(': not a valid subset subset');
-    if (FAILOVER_FIELDS.every((k) => f[k] === '') && dcs.length === 0 && targets.length === 0)
-      throw bad(': one of Service, ServiceSubset, Namespace, Targets, or Datacenters is required');
-    if (
-      f.ServiceSubset !== '' &&
-      (f.Service === '' || f.Service === e.Name) &&
-      !isSubset(e, f.ServiceSubset)
-    )
-      throw bad(
-        `: ServiceSubset ${JSON.stringify(f.ServiceSubset)} is not a valid subset of ${JSON.stringify(f.Service)}`,
-      );
-    if (dcs.length > 0 && targets.length > 0) throw bad(': Targets cannot be set with Datacenters');
-    if (f.ServiceSubset !== '' && targets.length > 0)
-      throw bad(': Targets cannot be set with ServiceSubset');
-    if (f.Service !== '' && targets.length > 0) throw bad(': Targets cannot be set with Service');
-    targets.forEach((x: Obj, i: number) => {
-      const tg = strings(x, TARGET_FIELDS, `Failover[${key}].Targets[${i}]`);
-      const tbad = (m: string) => new HttpError(400, `${at}.Targets[${i}]: ${m}`);
-      checkTargetScope(
-        tg,
-        (f) => f,
-        (m) => {
-          throw tbad(m);
-        },
-      );
+    if (targets.length) {
+      if (datacenters.length) fail(': Targets cannot be set with Datacenters');
+      if (f.ServiceSubset !== '') fail(': Targets cannot be set with ServiceSubset');
+      if (f.Service !== '') fail(': Targets cannot be set with Service');
+    }
+    targets.forEach((tg, i) => {
+      const tfail = (m: string): never => fail(`.Targets[${i}]: ${m}`);
+      checkTargetScope(tg, (name) => name, tfail);
       if (tg.Partition !== '' && tg.Datacenter !== '')
-        throw tbad('Partition cannot be set with Datacenter');
-      if (
-        tg.ServiceSubset !== '' &&
-        (tg.Service === '' || tg.Service === e.Name) &&
-        !isSubset(e, tg.ServiceSubset)
-      )
-        throw tbad(
-          `ServiceSubset ${JSON.stringify(tg.ServiceSubset)} is not a valid subset of ${JSON.stringify(e.Name)}`,
+        tfail('Partition cannot be set with Datacenter');
+      if (undefinedOwnSubset(e, tg.Service, tg.ServiceSubset))
+        tfail(
+          `ServiceSubset ${goQuote(tg.ServiceSubset)} is not a valid subset of ${goQuote(e.Name)}`,
         );
     });
-    if (dcs.some((d) => d === ''))
-      throw new HttpError(400, `${at}.Datacenters: found empty datacenter`);
+    if (datacenters.includes('')) fail('.Datacenters: found empty datacenter');
   }
 }
 
