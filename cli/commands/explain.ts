@@ -360,6 +360,18 @@ export function registerExplain(program: Command, ctx: CliContext): void {
               : d.reason
           }`,
         );
+        // a redirect to another service: that service's sidecar decides, not the destination's
+        const redirectedTo = facts
+          ? parseTargetName(
+              resolveTarget(destination, undefined, (n) => facts.resolvers.get(n) ?? null),
+            ).service
+          : destination;
+        const redirected = redirectedTo !== destination;
+        if (redirected)
+          print(
+            ctx,
+            `  ${destination}'s intentions do not decide: its service-resolver redirects every call to ${redirectedTo}, whose sidecar checks its own (below)`,
+          );
         if (served !== null)
           print(
             ctx,
@@ -401,7 +413,7 @@ export function registerExplain(program: Command, ctx: CliContext): void {
             ctx,
             `    ${i.source} → ${i.destination}: ${i.action ?? `${i.permissions?.length ?? 0} L7 permission(s)`} (precedence ${i.precedence})`,
           );
-        if (l7OnTcp && enforced) {
+        if (l7OnTcp && enforced && !redirected) {
           print(ctx, `  the connection is closed before the app sees it (no HTTP answer)`);
           print(
             ctx,
@@ -409,7 +421,7 @@ export function registerExplain(program: Command, ctx: CliContext): void {
           );
           throw new CliExit(EXPLAIN_DENIED_EXIT_CODE);
         }
-        if (!allowed && enforced) {
+        if (!allowed && enforced && !redirected) {
           print(ctx, `  refused calls carry x-remora-error: REMORA_E_PROXY_INTENTION_DENIED`);
           print(ctx, `  to allow: remora intention create ${source} ${destination}`);
           throw new CliExit(EXPLAIN_DENIED_EXIT_CODE);

@@ -639,6 +639,26 @@ t.test(
         ?.upstreams.find((u) => u.destination === 'api');
     t.match(await webApi(), { redirectedTo: 'api-v2', endpoints: 1 }, 'status shows the redirect');
 
+    // api's own intentions no longer decide: api-v2's sidecar does
+    const deny = async (dest: string) => {
+      const r = await runRemora(['intention', 'create', 'web', dest, '--deny'], { env });
+      t.equal(r.code, 0, r.stderr);
+    };
+    await deny('api');
+    const apiDenied = await runRemora(['explain', 'web', 'api'], { env });
+    t.equal(apiDenied.code, 0, 'web → api denied, but every call goes to api-v2: not refused');
+    t.match(apiDenied.stdout, "api's intentions do not decide: its service-resolver redirects");
+    t.equal(await answeredBy(), 'api-v2', 'and the calls are answered');
+    await deny('api-v2');
+    const v2Denied = await runRemora(['explain', 'web', 'api'], { env });
+    t.equal(v2Denied.code, 2, 'web → api-v2 denied: the redirected calls are refused');
+    t.match(v2Denied.stdout, /web → api-v2: DENIED/);
+    t.match(v2Denied.stdout, 'to allow the redirect to api-v2: remora intention create web api-v2');
+    for (const dest of ['api', 'api-v2']) {
+      const r = await runRemora(['intention', 'delete', 'web', dest], { env });
+      t.equal(r.code, 0, r.stderr);
+    }
+
     await putConfig(mesh, {
       Kind: 'service-resolver',
       Name: 'api',
