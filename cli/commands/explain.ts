@@ -149,6 +149,27 @@ function describeResolver(r: ResolverSettings | null): string {
 }
 
 /**
+ * Prints whether `source` may call `service` (that service's sidecar checks its own intentions);
+ * true when the call would be refused.
+ */
+function printVerdict(
+  ctx: CliContext,
+  snap: IntentionsSnapshot,
+  source: string,
+  service: string,
+  request?: RequestFacts,
+): boolean {
+  const t = evaluateIntentions(snap, {
+    source,
+    destination: service,
+    ...(request ? { request } : {}),
+  });
+  const word = t.allowed ? 'allowed' : t.enforced ? 'DENIED' : 'denied (audit mode)';
+  print(ctx, `    ${source} → ${service}: ${word} (${t.reason})`);
+  return !t.allowed && t.enforced;
+}
+
+/**
  * Prints where the destination's resolvers send its calls: a redirect (followed to its end) and
  * the failover targets, with whether the source may call each service they reach, whose own
  * sidecar checks its intentions. Returns the services of a redirect that would refuse every call.
@@ -164,16 +185,7 @@ function explainResolverChain(
   const resolver = (n: string) => resolvers.get(n) ?? null;
   const main = resolveTarget(destination, undefined, resolver);
   const failover = failoverTargets(main, resolver);
-  const verdict = (service: string): boolean => {
-    const t = evaluateIntentions(snap, {
-      source,
-      destination: service,
-      ...(request ? { request } : {}),
-    });
-    const word = t.allowed ? 'allowed' : t.enforced ? 'DENIED' : 'denied (audit mode)';
-    print(ctx, `    ${source} → ${service}: ${word} (${t.reason})`);
-    return !t.allowed && t.enforced;
-  };
+  const verdict = (service: string) => printVerdict(ctx, snap, source, service, request);
   const refused: string[] = [];
   const mainService = parseTargetName(main).service;
   if (main !== destination) {
@@ -278,14 +290,7 @@ function explainTraffic(
     const services = new Set([...reached.keys()].map((n) => parseTargetName(n).service));
     for (const target of services) {
       if (target === destination) continue;
-      const t = evaluateIntentions(snap, {
-        source,
-        destination: target,
-        ...(request ? { request } : {}),
-      });
-      const verdict = t.allowed ? 'allowed' : t.enforced ? 'DENIED' : 'denied (audit mode)';
-      print(ctx, `    ${source} → ${target}: ${verdict} (${t.reason})`);
-      if (!t.allowed && t.enforced) refused.push(target);
+      if (printVerdict(ctx, snap, source, target, request)) refused.push(target);
     }
   }
   const dangling = danglingSubsets(destination, splitter(destination), traffic.routes, resolver);
