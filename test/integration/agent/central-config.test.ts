@@ -1,6 +1,6 @@
 // Consul's configuration entries decide the protocol of a service whose definitions leave it
 // out (docs/agent.md, "Protocols"): real devconsul, nats-server, control, agent and proxies.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { runRemora } from '../../helpers/cli.ts';
 import {
   OPERATOR_TOKEN,
@@ -97,6 +97,38 @@ async function webApiUpstream(
       };
     }
   ).snapshot?.upstreams.find((u) => u.destinationName === 'api');
+}
+
+/** The environment the operator CLI needs to reach `mesh` (NATS, Consul, the operator token). */
+function cliEnv(mesh: Mesh): Record<string, string> {
+  return {
+    REMORA_CLI_NATS_SERVERS: mesh.nats.url,
+    REMORA_CLI_CONSUL_ADDRESS: mesh.consul.url,
+    REMORA_CLI_OPERATOR_TOKEN: OPERATOR_TOKEN,
+  };
+}
+
+/**
+ * web and api as `definitions` writes them, and the demo app on api2App registered as a service
+ * of its own, api-v2, all speaking http (proxy-defaults); the agent started.
+ */
+async function startApiV2Mesh(t: Test): Promise<{ mesh: Mesh; defs: Record<string, object> }> {
+  const mesh = await startMesh(t);
+  const p = mesh.ports;
+  const defs = definitions(mesh);
+  for (const [name, body] of Object.entries(defs)) await mesh.writeDefinition(name, body);
+  await mesh.writeDefinition('api-v2.json', {
+    service: {
+      name: 'api-v2',
+      id: 'api-v2-1',
+      port: p.api2App,
+      connect: { sidecar_service: { port: p.api2Sidecar } },
+    },
+  });
+  await putConfig(mesh, { Kind: 'proxy-defaults', Name: 'global', Config: { protocol: 'http' } });
+  const agent = mesh.startAgent();
+  t.teardown(() => agent.stop());
+  return { mesh, defs };
 }
 
 t.test(
@@ -298,22 +330,8 @@ t.test(
 );
 
 t.test("api's service-splitter and service-router send web's calls to api-v2", async (t) => {
-  const mesh = await startMesh(t);
+  const { mesh } = await startApiV2Mesh(t);
   const p = mesh.ports;
-  for (const [name, body] of Object.entries(definitions(mesh)))
-    await mesh.writeDefinition(name, body);
-  // the demo app on api2App, registered as a service of its own
-  await mesh.writeDefinition('api-v2.json', {
-    service: {
-      name: 'api-v2',
-      id: 'api-v2-1',
-      port: p.api2App,
-      connect: { sidecar_service: { port: p.api2Sidecar } },
-    },
-  });
-  await putConfig(mesh, { Kind: 'proxy-defaults', Name: 'global', Config: { protocol: 'http' } });
-  const agent = mesh.startAgent();
-  t.teardown(() => agent.stop());
 
   /** Who answered a call made through web's api upstream: the answering sidecar's identity. */
   const answeredBy = async (): Promise<string | null> => {
@@ -367,11 +385,7 @@ t.test("api's service-splitter and service-router send web's calls to api-v2", a
   );
 
   // explain follows the split to api-v2 and its intentions
-  const env = {
-    REMORA_CLI_NATS_SERVERS: mesh.nats.url,
-    REMORA_CLI_CONSUL_ADDRESS: mesh.consul.url,
-    REMORA_CLI_OPERATOR_TOKEN: OPERATOR_TOKEN,
-  };
+  const env = cliEnv(mesh);
   const allowed = await runRemora(['explain', 'web', 'api'], { env });
   t.equal(allowed.code, 0, allowed.stderr);
   t.match(allowed.stdout, "api's service-splitter: api-v2 100 %");
@@ -537,11 +551,7 @@ t.test("api's resolver subsets pick which instances answer web's calls", async (
   t.same(await answeredBy(), ['api-2'], 'the split sends every call to v2');
 
   // explain shows the subsets and the share
-  const env = {
-    REMORA_CLI_NATS_SERVERS: mesh.nats.url,
-    REMORA_CLI_OPERATOR_TOKEN: OPERATOR_TOKEN,
-    REMORA_CLI_CONSUL_ADDRESS: mesh.consul.url,
-  };
+  const env = cliEnv(mesh);
   const ex = await runRemora(['explain', 'web', 'api'], { env });
   t.match(
     ex.stdout,
@@ -586,26 +596,9 @@ t.test("api's resolver subsets pick which instances answer web's calls", async (
 t.test(
   "api's resolver: a Redirect sends web's calls to api-v2, and a Failover does once api has no instance left",
   async (t) => {
-    const mesh = await startMesh(t);
+    const { mesh, defs } = await startApiV2Mesh(t);
     const p = mesh.ports;
-    const defs = definitions(mesh);
-    for (const [name, body] of Object.entries(defs)) await mesh.writeDefinition(name, body);
-    await mesh.writeDefinition('api-v2.json', {
-      service: {
-        name: 'api-v2',
-        id: 'api-v2-1',
-        port: p.api2App,
-        connect: { sidecar_service: { port: p.api2Sidecar } },
-      },
-    });
-    await putConfig(mesh, { Kind: 'proxy-defaults', Name: 'global', Config: { protocol: 'http' } });
-    const agent = mesh.startAgent();
-    t.teardown(() => agent.stop());
-    const env = {
-      REMORA_CLI_NATS_SERVERS: mesh.nats.url,
-      REMORA_CLI_CONSUL_ADDRESS: mesh.consul.url,
-      REMORA_CLI_OPERATOR_TOKEN: OPERATOR_TOKEN,
-    };
+    const env = cliEnv(mesh);
 
     /** The service whose sidecar answered a call through web's api upstream (its identity's). */
     const answeredBy = async (): Promise<string> => {
