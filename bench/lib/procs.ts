@@ -100,13 +100,16 @@ export function createProcessRegistry(options: { logDir: string; pinning: Pinnin
       env: opts.env ?? process.env,
       cwd: opts.cwd,
     });
-    child.stdout?.pipe(out);
-    child.stderr?.pipe(out);
+    // both streams into one file, ended once the child's streams are closed: `exited` settles
+    // only when everything the process printed is in its log (reading it on 'exit' could find
+    // the last lines still in the pipe, and a load tool's result missing)
+    child.stdout?.pipe(out, { end: false });
+    child.stderr?.pipe(out, { end: false });
     if (child.pid === undefined) throw new Error(`could not start ${name}: ${argv.join(' ')}`);
     track(child.pid);
     const exited = new Promise<number | null>((resolve) => {
-      child.once('exit', (code) => resolve(code));
-      child.once('error', () => resolve(-1));
+      child.once('close', (code) => out.end(() => resolve(code)));
+      child.once('error', () => out.end(() => resolve(-1)));
     });
     const s: Started = {
       name,
