@@ -261,7 +261,7 @@ async function startRoutedPair(
   routes: Array<Omit<HttpRoute, 'splits'>>,
   protocol: UpstreamConfig['protocol'] = 'http',
   o: { routeShare?: Partial<TrafficSplit>; splits?: TrafficSplit[] } = {},
-): Promise<number> {
+): Promise<{ port: number; metrics: () => Promise<string> }> {
   const mesh = createMeshCerts();
   const api = await startSidecar(mesh, 'api', { appPort, protocol });
   const base = makeUpstream(mesh, 'api', [api.inboundPort], { protocol });
@@ -280,7 +280,10 @@ async function startRoutedPair(
     await web.proxy.close();
     await api.proxy.close();
   });
-  return web.proxy.addresses().upstreams.api!.port;
+  return {
+    port: web.proxy.addresses().upstreams.api!.port,
+    metrics: () => web.proxy.metrics.registry.metrics(),
+  };
 }
 
 t.test("a route's request timeout and retries apply to its requests only", async (t) => {
@@ -289,7 +292,7 @@ t.test("a route's request timeout and retries apply to its requests only", async
     setTimeout(() => res.writeHead(200).end(`late ${req.url}`), 400);
   });
   t.teardown(() => app.close());
-  const port = await startRoutedPair(t, app.port, [
+  const { port } = await startRoutedPair(t, app.port, [
     { match: { pathPrefix: '/quick/' }, requestTimeoutMs: 100, maxRetries: 0 },
   ]);
   const quick = await get(port, '/quick/x');
@@ -311,7 +314,7 @@ t.test("a route's retry statuses apply to its idempotent requests only", async (
     res.writeHead(n % 2 === 1 ? 429 : 200).end(`answer ${n} ${req.method} ${req.url}`);
   });
   t.teardown(() => app.close());
-  const port = await startRoutedPair(t, app.port, [
+  const { port } = await startRoutedPair(t, app.port, [
     { match: { pathPrefix: '/busy/' }, maxRetries: 2, retryOn: [429] },
   ]);
   const routed = await get(port, '/busy/x');
@@ -329,7 +332,7 @@ t.test("a route's header changes apply to its requests and their answers", async
     res.end(JSON.stringify(req.headers));
   });
   t.teardown(() => app.close());
-  const port = await startRoutedPair(t, app.port, [
+  const { port } = await startRoutedPair(t, app.port, [
     {
       match: { pathPrefix: '/tagged/' },
       requestHeaders: {
@@ -374,7 +377,7 @@ t.test("a split's header changes apply after its route's, to its share only", as
     res.end(JSON.stringify(req.headers));
   });
   t.teardown(() => app.close());
-  const port = await startRoutedPair(
+  const { port } = await startRoutedPair(
     t,
     app.port,
     [
@@ -439,7 +442,7 @@ t.test('http2: header changes apply to streams', async (t) => {
   app.listen(0, '127.0.0.1');
   await once(app, 'listening');
   t.teardown(() => app.close());
-  const port = await startRoutedPair(
+  const { port } = await startRoutedPair(
     t,
     (app.address() as AddressInfo).port,
     [
@@ -510,7 +513,7 @@ t.test(
     app.listen(0, '127.0.0.1');
     await once(app, 'listening');
     t.teardown(() => app.close());
-    const port = await startRoutedPair(
+    const { port, metrics } = await startRoutedPair(
       t,
       (app.address() as AddressInfo).port,
       [{ match: { pathPrefix: '/pkg.Orders/' }, maxRetries: 2, retryOnGrpc: [14] }],
@@ -546,6 +549,11 @@ t.test(
       await call('/pkg.Users/Get'),
       { grpcStatus: '14', body: '' },
       'a stream of no route is not',
+    );
+    t.match(
+      await metrics(),
+      /remora_proxy_retries_total\{upstream="api",reason="status_grpc"\} 1\n/,
+      'the retry is counted with its reason',
     );
   },
 );
