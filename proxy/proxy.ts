@@ -19,6 +19,7 @@ import { TUNNEL_ALPN } from './tcp/tunnel.ts';
 import { createUpstream, type Upstream } from './outbound/index.ts';
 import { createTracingSeam } from './tracing-seam.ts';
 import { createTransparentSlot } from './outbound/transparent.ts';
+import { createLimitedErrorLog } from './log-limit.ts';
 
 export interface ProxyStatus {
   ready: boolean;
@@ -95,6 +96,15 @@ export function createProxy(o: CreateProxyOptions): Proxy {
   let inbound: Inbound | null = null;
   const upstreams = new Map<string, Listener<Upstream>>();
   const seam = createTracingSeam(logger);
+  const logLimited = createLimitedErrorLog(logger);
+  const logLimitedDrop = (): void =>
+    logLimited(
+      new RemoraError(
+        'REMORA_E_PROXY_INBOUND_LIMIT',
+        `the sidecar port holds ${active?.snapshot.inbound.maxInboundConnections} connections (max_inbound_connections); a new one was closed`,
+      ),
+      'inbound connection refused',
+    );
 
   const env: ProxyEnv = {
     logger,
@@ -139,6 +149,10 @@ export function createProxy(o: CreateProxyOptions): Proxy {
       noDelay: true,
     });
     server.on('secureConnection', (s) => inbound!.handleConnection(s));
+    server.on('drop', () => {
+      metrics.inboundLimited.inc();
+      logLimitedDrop();
+    });
     server.on('tlsClientError', (err: NodeJS.ErrnoException) => {
       metrics.handshakeFailures.labels('inbound', 'protocol').inc();
       logger.debug({ err: err.code ?? err.message }, 'inbound TLS handshake failed');
@@ -242,6 +256,9 @@ export function createProxy(o: CreateProxyOptions): Proxy {
     } else if (tlsChanged && inboundListener !== null) {
       (inboundListener.server as tls.Server).setSecureContext(tlsContexts.serverOptions);
     }
+    // connections past the limit are closed as they arrive (Node counts them before the handshake)
+    if (inboundListener !== null)
+      inboundListener.server.maxConnections = ib.maxInboundConnections || Infinity;
     for (const [name, l] of upstreams) {
       const want = wantUp.get(name);
       const replaced = newUps.find((n) => n.part.cluster.name === name);

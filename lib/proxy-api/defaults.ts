@@ -24,6 +24,16 @@ export const DEFAULT_RESILIENCE: ResilienceConfig = Object.freeze({
 /** Consul's default protocol for a service without `protocol` config. */
 export const DEFAULT_PROTOCOL: Protocol = 'tcp';
 
+/** Connect timeout to the local app when nothing sets `local_connect_timeout_ms` (Consul's default). */
+export const DEFAULT_LOCAL_CONNECT_TIMEOUT_MS = 5000;
+
+/** Upper bounds of the inbound settings (an hour; a million connections). */
+export const INBOUND_LIMITS = {
+  localConnectTimeoutMs: 3_600_000,
+  localRequestTimeoutMs: 3_600_000,
+  maxInboundConnections: 1_000_000,
+} as const;
+
 /** The balancer used when the definition names none: peak-EWMA for HTTP-family, round robin for TCP. */
 export function defaultLoadBalancer(protocol: Protocol): LoadBalancerPolicy {
   return protocol === 'tcp' ? 'round_robin' : 'peak_ewma';

@@ -7,6 +7,8 @@ export type { FrameChannel, FrameChannelOptions } from './channel.ts';
 export {
   DEFAULT_RESILIENCE,
   DEFAULT_PROTOCOL,
+  DEFAULT_LOCAL_CONNECT_TIMEOUT_MS,
+  INBOUND_LIMITS,
   defaultLoadBalancer,
   PROXY_NODE_OPTIONS,
 } from './defaults.ts';

@@ -5,6 +5,7 @@ import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { RemoraError } from '../errors/index.ts';
 import { parseSpiffeId, urisFromSubjectAltName } from '../identity/index.ts';
 import { headerNameProblem, headerValueProblem } from './header-modifiers.ts';
+import { INBOUND_LIMITS } from './defaults.ts';
 import type {
   HeaderMatch,
   HttpMatch,
@@ -137,15 +138,30 @@ function decodeInstance(v: unknown): InstanceIdentity {
 
 function decodeInbound(v: unknown): InboundConfig {
   const p = 'inbound';
-  const o = obj(v, p, ['bindAddress', 'bindPort', 'localAppAddress', 'localAppPort', 'protocol']);
-  return {
+  const o = obj(v, p, [
+    'bindAddress',
+    'bindPort',
+    'localAppAddress',
+    'localAppPort',
+    'protocol',
+    ...INBOUND_KEYS,
+  ]);
+  const ib: InboundConfig = {
     bindAddress: str(o, 'bindAddress', p),
     bindPort: num(o, 'bindPort', p, port),
     localAppAddress: str(o, 'localAppAddress', p),
     localAppPort: num(o, 'localAppPort', p, { ...port, min: 1 }),
     protocol: oneOf(o, 'protocol', p, PROTOCOLS),
   };
+  for (const key of INBOUND_KEYS) {
+    if (o[key] === undefined) continue;
+    const min = key === 'localConnectTimeoutMs' ? 1 : 0;
+    ib[key] = num(o, key, p, { min, max: INBOUND_LIMITS[key], int: true });
+  }
+  return ib;
 }
+
+const INBOUND_KEYS = Object.keys(INBOUND_LIMITS) as Array<keyof typeof INBOUND_LIMITS>;
 
 function decodeResilience(v: unknown, p: string): ResilienceConfig {
   const o = obj(v, p, [

@@ -27,6 +27,21 @@ export interface InboundConfig {
   localAppAddress: string;
   localAppPort: number;
   protocol: Protocol;
+  /**
+   * How long the proxy waits for a connection to the local app (Consul's
+   * `local_connect_timeout_ms`); `DEFAULT_LOCAL_CONNECT_TIMEOUT_MS` when absent.
+   */
+  localConnectTimeoutMs?: number;
+  /**
+   * How long the proxy waits for the local app's response head (`local_request_timeout_ms`);
+   * no bound when absent or 0 (the caller's sidecar bounds its own calls).
+   */
+  localRequestTimeoutMs?: number;
+  /**
+   * Concurrent connections the sidecar port accepts (`MaxInboundConnections`); further ones
+   * are closed as they arrive. No limit when absent or 0.
+   */
+  maxInboundConnections?: number;
 }
 
 export interface Endpoint {

@@ -100,6 +100,11 @@ export function createProxyMetrics(o: { defaultMetrics?: boolean } = {}) {
     labelNames: ['direction', 'reason'] as const,
     registers: [registry],
   });
+  const inboundLimited = new Counter({
+    name: 'remora_proxy_inbound_connections_limited_total',
+    help: 'Connections to the sidecar port closed on arrival because it already held max_inbound_connections.',
+    registers: [registry],
+  });
   const retries = new Counter({
     name: 'remora_proxy_retries_total',
     help: 'Retried attempts, by upstream and reason (connect, reset, timeout, status_5xx, status_route: a status its route retries on, status_grpc: a gRPC status its route retries on).',
@@ -165,6 +170,7 @@ export function createProxyMetrics(o: { defaultMetrics?: boolean } = {}) {
     handshakeFailures,
     denials,
     refused,
+    inboundLimited,
     tunnelErrors,
     retries,
     budgetExhausted,

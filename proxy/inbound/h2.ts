@@ -83,8 +83,10 @@ export function serveInboundH2(
     const self = env.active().snapshot.instance.spiffeId;
     delete headers[CLIENT_CERT_HEADER];
     const body = new H2RequestBody(stream, endsStream(flags), 0);
+    const timeoutMs = env.active().snapshot.inbound.localRequestTimeoutMs ?? 0;
     forwardH2Stream(body, headers, appSession(env), {
       extra: { [CLIENT_CERT_HEADER]: `By=${self};URI=${ctx.peerSpiffeId}` },
+      timeoutMs,
     }).then(
       (status) => meter.observe(status, performance.now() - start),
       (err: unknown) => {
@@ -94,12 +96,18 @@ export function serveInboundH2(
           meter.observe(503, performance.now() - start);
           return;
         }
-        const e = new RemoraError(
-          'REMORA_E_PROXY_APP_UNAVAILABLE',
-          `local app did not answer: ${(err as Error).message}`,
-        );
+        const timedOut = err instanceof H2AttemptError && err.kind === 'timeout';
+        const e = timedOut
+          ? new RemoraError(
+              'REMORA_E_PROXY_REQUEST_TIMEOUT',
+              `local app sent no response within ${timeoutMs} ms (local_request_timeout_ms)`,
+            )
+          : new RemoraError(
+              'REMORA_E_PROXY_APP_UNAVAILABLE',
+              `local app did not answer: ${(err as Error).message}`,
+            );
         respondH2Error(stream, e, grpc);
-        meter.observe(502, performance.now() - start);
+        meter.observe(timedOut ? 504 : 502, performance.now() - start);
       },
     );
   });

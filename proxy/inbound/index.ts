@@ -29,6 +29,7 @@ import { createPeerIdentityStage } from '../stages/headers.ts';
 import { serveInboundH2 } from './h2.ts';
 import { serveTunnel, TUNNEL_ALPN } from '../tcp/tunnel.ts';
 import { createLimitedErrorLog } from '../log-limit.ts';
+import { DEFAULT_LOCAL_CONNECT_TIMEOUT_MS } from '../../lib/proxy-api/index.ts';
 
 export interface Inbound {
   /** A TLS connection finished its handshake on the sidecar port. */
@@ -43,6 +44,8 @@ export interface Inbound {
 const APP_POOL_IDLE_MS = 30_000;
 
 export function createInbound(env: ProxyEnv): Inbound {
+  const connectTimeout = () =>
+    env.active().snapshot.inbound.localConnectTimeoutMs ?? DEFAULT_LOCAL_CONNECT_TIMEOUT_MS;
   const conns = new Set<{ drain(): void; socket: TLSSocket }>();
   let appKey = '';
   let appPool: H1Pool | null = null;
@@ -60,12 +63,14 @@ export function createInbound(env: ProxyEnv): Inbound {
         limits: env.limits,
         idleTimeoutMs: APP_POOL_IDLE_MS,
         dial: () =>
-          dialTcp(ib.localAppAddress, ib.localAppPort, 5000, target).catch((err: unknown) => {
-            const e = toRemoraError(err);
-            throw new RemoraError('REMORA_E_PROXY_APP_UNAVAILABLE', e.message, e.details, {
-              cause: err,
-            });
-          }),
+          dialTcp(ib.localAppAddress, ib.localAppPort, connectTimeout(), target).catch(
+            (err: unknown) => {
+              const e = toRemoraError(err);
+              throw new RemoraError('REMORA_E_PROXY_APP_UNAVAILABLE', e.message, e.details, {
+                cause: err,
+              });
+            },
+          ),
       });
     }
     return appPool;
@@ -74,7 +79,7 @@ export function createInbound(env: ProxyEnv): Inbound {
   const forwardToApp: Handler = async (req) => {
     const pool = currentAppPool();
     try {
-      return await pool.request(req, 0);
+      return await pool.request(req, env.active().snapshot.inbound.localRequestTimeoutMs ?? 0);
     } catch (err) {
       const e = toRemoraError(err);
       if (e.code === 'REMORA_E_PROXY_UPSTREAM_RESET')
@@ -190,7 +195,7 @@ export function createInbound(env: ProxyEnv): Inbound {
       return dialTcp(
         ib.localAppAddress,
         ib.localAppPort,
-        5000,
+        connectTimeout(),
         `local app ${ib.localAppAddress}:${ib.localAppPort}`,
       );
     };

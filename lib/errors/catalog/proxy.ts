@@ -59,8 +59,10 @@ export const PROXY_ERRORS = {
     status: 504,
   },
   REMORA_E_PROXY_REQUEST_TIMEOUT: {
-    meaning: 'The upstream did not answer within requestTimeoutMs.',
-    remedy: 'Look at the destination service latency, or raise requestTimeoutMs for this upstream.',
+    meaning:
+      "The upstream did not answer within requestTimeoutMs (or, from the destination's own sidecar, its app did not within local_request_timeout_ms).",
+    remedy:
+      'Look at the destination service latency, or raise requestTimeoutMs for this upstream (local_request_timeout_ms / LocalRequestTimeoutMs for the destination).',
     status: 504,
   },
   REMORA_E_PROXY_UPSTREAM_RESET: {
@@ -138,5 +140,11 @@ export const PROXY_ERRORS = {
       'A peer sidecar broke the remora-tcp/1 tunnel protocol (for example sent data before its stream was accepted, or more than its window allows); the tunnel and the TCP connections it carried were closed.',
     remedy:
       'Run the same Remora version on both sides; if the peer is not a Remora sidecar, find what holds the mesh certificate of the service named in the log.',
+  },
+  REMORA_E_PROXY_INBOUND_LIMIT: {
+    meaning:
+      "The sidecar port already held its max_inbound_connections connections, so new ones were closed as they arrived; callers' sidecars open them on other instances.",
+    remedy:
+      'Add instances, or raise MaxInboundConnections in the service-defaults entry (max_inbound_connections in the sidecar proxy config).',
   },
 } as const satisfies Record<string, ErrorSpec>;

@@ -23,6 +23,19 @@ t.test('a valid snapshot decodes to an equal value', async (t) => {
   t.same(decodeProxySnapshot(JSON.parse(JSON.stringify(good))), good);
 });
 
+t.test("a snapshot with the inbound's limits decodes to an equal value", async (t) => {
+  const s = {
+    ...good,
+    inbound: {
+      ...good.inbound,
+      localConnectTimeoutMs: 250,
+      localRequestTimeoutMs: 0,
+      maxInboundConnections: 512,
+    },
+  };
+  t.same(decodeProxySnapshot(JSON.parse(JSON.stringify(s))), s);
+});
+
 /** A split of web's api upstream: 90 % to api, 10 % to api-v2. */
 function withSplit(s: any): void {
   const v2 = makeUpstream(mesh, 'api-v2', [20003]);
@@ -250,6 +263,26 @@ const cases: Array<[string, (s: any) => void, string]> = [
     'a failover that is not a list of names',
     (s) => (withSplit(s), (s.upstreams[0].failover = [1])),
     'upstreams[0].failover[0]',
+  ],
+  [
+    'a local connect timeout of 0',
+    (s) => (s.inbound.localConnectTimeoutMs = 0),
+    'inbound.localConnectTimeoutMs',
+  ],
+  [
+    'a local request timeout that is not a whole number',
+    (s) => (s.inbound.localRequestTimeoutMs = 1.5),
+    'inbound.localRequestTimeoutMs',
+  ],
+  [
+    'a negative connection limit',
+    (s) => (s.inbound.maxInboundConnections = -1),
+    'inbound.maxInboundConnections',
+  ],
+  [
+    'an inbound key it does not know',
+    (s) => (s.inbound.maxConnections = 10),
+    'inbound.maxConnections',
   ],
   [
     'an instance SPIFFE ID for another service',

@@ -1,0 +1,118 @@
+// The destination sidecar's own settings for its app (docs/proxy.md, "Inbound"): a bound on the
+// wait for the app's answer (`local_request_timeout_ms`) over HTTP/1.1 and HTTP/2, and a limit on
+// the connections its port holds (`max_inbound_connections`). Real sidecars, real mTLS.
+import t from 'tap';
+import http2 from 'node:http2';
+import tls from 'node:tls';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import { request, startEchoApp, startTwoSidecars, type Sidecar } from './mesh.ts';
+
+/** A new snapshot of `sc` with `inbound` fields changed, as the agent sends one. */
+function withInbound(sc: Sidecar, fields: Record<string, number | undefined>) {
+  return sc.apply({
+    ...sc.snapshot,
+    version: sc.snapshot.version + 1,
+    inbound: { ...sc.snapshot.inbound, ...fields },
+  });
+}
+
+t.test('local_request_timeout_ms bounds the wait for the app over HTTP/1.1', async (t) => {
+  const app = await startEchoApp('api', (_req, res) => {
+    setTimeout(() => res.writeHead(200).end('late'), 400);
+  });
+  const m = await startTwoSidecars({ app });
+  t.teardown(() => m.close());
+  await withInbound(m.api, { localRequestTimeoutMs: 100 });
+  // a POST: the caller's sidecar does not retry it, so the app is called once
+  const r = await request(m.url('/slow'), { method: 'POST', body: 'x' });
+  t.same(
+    [r.status, r.headers['x-remora-error']],
+    [504, 'REMORA_E_PROXY_REQUEST_TIMEOUT'],
+    "the destination's sidecar answers 504 with the code",
+  );
+  t.match(r.body, /local app 127\.0\.0\.1:\d+ sent no response within 100 ms/);
+  await withInbound(m.api, { localRequestTimeoutMs: undefined });
+  const ok = await request(m.url('/slow'), { method: 'POST', body: 'x' });
+  t.same([ok.status, ok.body], [200, 'late'], 'without it the app takes its time');
+});
+
+t.test('local_request_timeout_ms bounds the wait for the app over HTTP/2', async (t) => {
+  const h2app = http2.createServer();
+  h2app.on('stream', (stream) => {
+    stream.resume();
+    setTimeout(() => {
+      if (!stream.destroyed) stream.respond({ ':status': 200 }, { endStream: false });
+      if (!stream.destroyed) stream.end('late');
+    }, 400);
+  });
+  h2app.listen(0, '127.0.0.1');
+  await once(h2app, 'listening');
+  const appPort = (h2app.address() as AddressInfo).port;
+  const app = await startEchoApp();
+  const m = await startTwoSidecars({ protocol: 'http2', app });
+  t.teardown(async () => {
+    await m.close();
+    h2app.close();
+  });
+  await m.api.apply({
+    ...m.api.snapshot,
+    version: m.api.snapshot.version + 1,
+    inbound: { ...m.api.snapshot.inbound, localAppPort: appPort, localRequestTimeoutMs: 100 },
+  });
+  const client = http2.connect(`http://127.0.0.1:${m.port}`);
+  client.on('error', () => {});
+  t.teardown(() => client.close());
+  const call = () =>
+    new Promise<{ status: number; code: string | undefined }>((resolve, reject) => {
+      const req = client.request({ ':method': 'POST', ':path': '/slow' });
+      req.on('response', (h) =>
+        resolve({ status: Number(h[':status']), code: h['x-remora-error'] as string | undefined }),
+      );
+      req.on('error', reject);
+      req.resume();
+      req.end('x');
+    });
+  t.same(await call(), { status: 504, code: 'REMORA_E_PROXY_REQUEST_TIMEOUT' });
+  await withInbound(m.api, { localRequestTimeoutMs: 0 });
+  t.same(await call(), { status: 200, code: undefined }, '0 sets no bound');
+});
+
+t.test('max_inbound_connections closes the connections past it as they arrive', async (t) => {
+  const m = await startTwoSidecars();
+  t.teardown(() => m.close());
+  await withInbound(m.api, { maxInboundConnections: 1 });
+  const leaf = m.mesh.cachedLeaf('web');
+  const open = (): Promise<'open' | 'closed'> =>
+    new Promise((resolve) => {
+      const s = tls.connect({
+        host: '127.0.0.1',
+        port: m.api.inboundPort,
+        ca: [m.mesh.ca.certPem],
+        cert: leaf.certPem,
+        key: leaf.keyPem,
+        ALPNProtocols: ['http/1.1'],
+        checkServerIdentity: () => undefined,
+      });
+      s.on('error', () => {});
+      s.once('secureConnect', () => {
+        held.push(s);
+        resolve('open');
+      });
+      s.once('close', () => resolve('closed'));
+    });
+  const held: tls.TLSSocket[] = [];
+  t.teardown(() => held.forEach((s) => s.destroy()));
+  t.equal(await open(), 'open', 'the first connection is taken');
+  t.equal(await open(), 'closed', 'the second is closed on arrival');
+  t.match(
+    await m.api.proxy.metrics.registry.metrics(),
+    /remora_proxy_inbound_connections_limited_total 1\n/,
+    'and counted',
+  );
+  held.shift()!.destroy();
+  await new Promise((r) => setTimeout(r, 50));
+  t.equal(await open(), 'open', 'a place freed is taken again');
+  await withInbound(m.api, { maxInboundConnections: 0 });
+  t.equal(await open(), 'open', '0 removes the limit');
+});
