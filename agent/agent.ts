@@ -509,6 +509,9 @@ export function createAgent(o: AgentOptions): Agent {
         localAppAddress: sc.localServiceAddress,
         localAppPort: sc.localServicePort,
         protocol: inboundProtocol(inst),
+        // the definition's proxy config wins over the service's service-defaults, key by key
+        ...central.inbound(inst.def.name),
+        ...sc.inbound,
       },
       upstreams: upstreams.map((u) => {
         const plan = plans.get(u.destinationName)!;

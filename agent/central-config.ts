@@ -16,13 +16,15 @@ import { logError, type Logger } from '../lib/log/index.ts';
 import {
   headerNameProblem,
   headerValueProblem,
+  INBOUND_LIMITS,
   LOAD_BALANCER_POLICIES,
   type HeaderModifiers,
+  type InboundSettings,
   type LoadBalancerPolicy,
   type Protocol,
   type QueryMatch,
 } from '../lib/proxy-api/index.ts';
-import { checkUpstreamLayer, durationMs } from './definitions.ts';
+import { checkUpstreamLayer, durationMs, INBOUND_FIELDS } from './definitions.ts';
 import { writeFileAtomic, type DataPaths } from './files.ts';
 import type { ConfigEntry, ConsulPort } from './ports.ts';
 import { asProtocol } from './transparent/derive.ts';
@@ -250,6 +252,11 @@ export interface CentralConfig {
    * out (and reported).
    */
   upstreamLayers(source: string, destination: string): Record<string, unknown>[];
+  /**
+   * What `service`'s service-defaults set for its own proxy's inbound (`LocalConnectTimeoutMs`,
+   * `LocalRequestTimeoutMs`, `MaxInboundConnections`); null when they set none.
+   */
+  inbound(service: string): InboundSettings | null;
   /** What `destination`'s service-resolver sets for its callers; null when it has none. */
   resolver(destination: string): ResolverSettings | null;
   /** `destination`'s service-splitter shares (weights add up to 100); null when it has none. */
@@ -271,12 +278,37 @@ interface Protocols {
   global: Protocol | null;
   /** By source service: its UpstreamConfig, checked. */
   upstreams: Record<string, { defaults: Layer | null; overrides: Record<string, Layer> }>;
+  /** By service: the inbound settings of its service-defaults, checked. */
+  inbound: Record<string, InboundSettings>;
   /** By destination service: its service-resolver's settings, checked. */
   resolvers: Record<string, ResolverSettings>;
   /** By destination service: its service-splitter's shares, checked. */
   splitters: Record<string, SplitShare[]>;
   /** By destination service: its service-router's routes, checked. */
   routers: Record<string, RouteEntry[]>;
+}
+
+/**
+ * The inbound settings of a service-defaults entry; a value that is no whole number in range is
+ * left out, with its problem in `found` (when given). 0 is Consul's "not set".
+ */
+function inboundOf(
+  e: ConfigEntry | Layer,
+  found?: { map: Map<string, string>; name: string },
+): InboundSettings {
+  const out: InboundSettings = {};
+  for (const [key, , field, min] of INBOUND_FIELDS) {
+    const v = e[field];
+    if (v === undefined || v === null || v === 0) continue;
+    const max = INBOUND_LIMITS[key];
+    if (typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max) out[key] = v;
+    else
+      found?.map.set(
+        `i/${found.name}/${field}`,
+        `service-defaults of ${found.name}: ${field} must be a whole number from ${min} to ${max}, got ${JSON.stringify(v)}; it is ignored`,
+      );
+  }
+  return out;
 }
 
 /** Keeps only well-formed routes (a cache file is trusted no more than Consul). */
@@ -412,6 +444,13 @@ function checkedSubsetName(v: unknown): string {
   return v;
 }
 
+/** A cached InboundSettings under the service-defaults field names, to be checked as Consul's. */
+function cachedInboundFields(x: Layer): Layer {
+  const out: Layer = {};
+  for (const [key, , field] of INBOUND_FIELDS) out[field] = x[key];
+  return out;
+}
+
 /** The entries of a cached map that `check` keeps (checked copies), by the same names. */
 function keepChecked<T>(v: unknown, check: (x: unknown) => T | null): Record<string, T> {
   const out: Record<string, T> = {};
@@ -440,10 +479,22 @@ function readCache(path: string): Protocols | null {
         if (checkUpstreamLayer(l, '') === null) overrides[dest] = l;
       upstreams[name] = { defaults, overrides };
     }
+    const inbound = keepChecked(v.inbound, (x) => {
+      const settings = isLayer(x) ? inboundOf(cachedInboundFields(x)) : {};
+      return Object.keys(settings).length > 0 ? settings : null;
+    });
     const resolvers = keepChecked(v.resolvers, checkedResolver);
     const splitters = keepChecked(v.splitters, checkedSplits);
     const routers = keepChecked(v.routers, checkedRoutes);
-    return { services, global: asProtocol(v.global), upstreams, resolvers, splitters, routers };
+    return {
+      services,
+      global: asProtocol(v.global),
+      upstreams,
+      inbound,
+      resolvers,
+      splitters,
+      routers,
+    };
   } catch {
     return null;
   }
@@ -1309,6 +1360,7 @@ export function createCentralConfig(o: {
     services: {},
     global: null,
     upstreams: {},
+    inbound: {},
     resolvers: {},
     splitters: {},
     routers: {},
@@ -1378,17 +1430,20 @@ export function createCentralConfig(o: {
   function onServiceDefaults(entries: ConfigEntry[]): void {
     const services: Record<string, Protocol> = {};
     const upstreams: Protocols['upstreams'] = {};
+    const inbound: Protocols['inbound'] = {};
     const found = new Map<string, string>();
     for (const e of entries) {
       const u = upstreamConfig(e, found);
       if (u) upstreams[e.Name] = u;
+      const ib = inboundOf(e, { map: found, name: e.Name });
+      if (Object.keys(ib).length > 0) inbound[e.Name] = ib;
       if (e.Protocol === undefined || e.Protocol === '') continue;
       const p = knownProtocol(e.Protocol);
       if (p) services[e.Name] = p;
       else found.set(`s/${e.Name}`, invalidMessage(`service-defaults of ${e.Name}`, e.Protocol));
     }
-    report(['s/', 'u/'], found);
-    set({ ...known, services, upstreams });
+    report(['s/', 'u/', 'i/'], found);
+    set({ ...known, services, upstreams, inbound });
   }
 
   function onProxyDefaults(entries: ConfigEntry[]): void {
@@ -1468,6 +1523,7 @@ export function createCentralConfig(o: {
       const o = own(u.overrides, destination);
       return u.defaults ? (o ? [u.defaults, o] : [u.defaults]) : o ? [o] : [];
     },
+    inbound: (service) => own(known.inbound, service),
     resolver: (destination) => own(known.resolvers, destination),
     splitter: (destination) => own(known.splitters, destination),
     router: (destination) => own(known.routers, destination),

@@ -9,6 +9,8 @@ import {
   DEFAULT_PROTOCOL,
   DEFAULT_RESILIENCE,
   defaultLoadBalancer,
+  INBOUND_LIMITS,
+  type InboundSettings,
   type LoadBalancerPolicy,
   type Protocol,
   type ResilienceConfig,
@@ -63,7 +65,23 @@ export interface SidecarDefinition {
    * instance then redirects only that user's calls (docs/transparent.md).
    */
   appUid: number | null;
+  /**
+   * The proxy's settings for the app (`proxy.config.local_connect_timeout_ms`,
+   * `local_request_timeout_ms`, `max_inbound_connections`); they win over the service's
+   * service-defaults entry, key by key.
+   */
+  inbound: InboundSettings;
 }
+
+/**
+ * The inbound settings: snapshot key, the sidecar's `proxy.config` key, the service-defaults
+ * field, and the smallest value (0 means no bound for the last two, as in Consul).
+ */
+export const INBOUND_FIELDS = [
+  ['localConnectTimeoutMs', 'local_connect_timeout_ms', 'LocalConnectTimeoutMs', 1],
+  ['localRequestTimeoutMs', 'local_request_timeout_ms', 'LocalRequestTimeoutMs', 0],
+  ['maxInboundConnections', 'max_inbound_connections', 'MaxInboundConnections', 0],
+] as const satisfies ReadonlyArray<readonly [keyof InboundSettings, string, string, number]>;
 
 export interface ServiceDefinition {
   /** Consul service ID of the instance (defaults to the name). */
@@ -469,6 +487,11 @@ function decodeSidecar(
     );
   }
   const appUid = decodeAppUser(cfg);
+  const inbound: InboundSettings = {};
+  for (const [key, name, , min] of INBOUND_FIELDS) {
+    const v = cfg?.int(name, min, INBOUND_LIMITS[key]);
+    if (v !== undefined) inbound[key] = v;
+  }
   const givenProtocol = cfg?.oneOf('protocol', PROTOCOLS);
   const localServicePort = proxy?.int('local_service_port', 1, 65535) ?? servicePort;
   if (localServicePort === undefined) {
@@ -504,6 +527,7 @@ function decodeSidecar(
     excludeInboundPorts,
     deriveUpstreams: transparent && derive !== false,
     appUid,
+    inbound,
   };
 }
 

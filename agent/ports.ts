@@ -66,6 +66,10 @@ export interface ConfigEntry {
   Config?: Record<string, unknown>;
   /** service-defaults: settings for the service's upstreams (`Defaults`, `Overrides`). */
   UpstreamConfig?: unknown;
+  /** service-defaults: what the service's own proxies do with its app and their port. */
+  LocalConnectTimeoutMs?: unknown;
+  LocalRequestTimeoutMs?: unknown;
+  MaxInboundConnections?: unknown;
   /** service-resolver: timeouts for calls to the service (Go durations such as "5s"). */
   ConnectTimeout?: unknown;
   RequestTimeout?: unknown;

@@ -62,7 +62,20 @@ const KEY_NAMES: Record<string, string> = {
   config: 'Config',
   meta: 'Meta',
   mode: 'Mode',
+  ...Object.fromEntries(
+    ['LocalConnectTimeoutMs', 'LocalRequestTimeoutMs', 'MaxInboundConnections'].flatMap((k) => [
+      [k.toLowerCase(), k],
+      [k.replace(/(?<=[a-z])([A-Z])/g, '_$1').toLowerCase(), k],
+    ]),
+  ),
 };
+
+/** service-defaults fields Consul decodes as integers. */
+const SERVICE_DEFAULTS_INTS = [
+  'LocalConnectTimeoutMs',
+  'LocalRequestTimeoutMs',
+  'MaxInboundConnections',
+];
 
 /** The kind named in a URL path, or a 400 naming the supported ones. */
 export function configKind(raw: string): ConfigKind {
@@ -124,6 +137,14 @@ export function decodeConfigEntry(
     if (typeof out.Protocol !== 'string')
       throw new HttpError(400, 'Request decoding failed: Protocol must be a string');
     out.Protocol = out.Protocol.toLowerCase();
+  }
+  for (const key of SERVICE_DEFAULTS_INTS) {
+    const v = out[key];
+    if (v === undefined || v === null) continue;
+    if (kind !== 'service-defaults')
+      throw new HttpError(400, `Request decoding failed: ${kind} has no ${key}`);
+    if (typeof v !== 'number' || !Number.isInteger(v))
+      throw new HttpError(400, `Request decoding failed: ${key} must be an integer`);
   }
   for (const key of ['Config', 'Meta']) {
     const v = out[key];

@@ -44,6 +44,12 @@ export interface InboundConfig {
   maxInboundConnections?: number;
 }
 
+/** What a service definition or a service-defaults entry may set of the inbound. */
+export type InboundSettings = Pick<
+  InboundConfig,
+  'localConnectTimeoutMs' | 'localRequestTimeoutMs' | 'maxInboundConnections'
+>;
+
 export interface Endpoint {
   /** Consul service ID of the destination instance (its sidecar's `Proxy.DestinationServiceID`). */
   id: string;

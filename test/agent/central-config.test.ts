@@ -183,6 +183,7 @@ t.test('a restarted agent knows the protocols before Consul answers', async (t) 
     services: { api: 'grpc' },
     global: 'http',
     upstreams: { web: { defaults: null, overrides: { api: { ConnectTimeoutMs: 700 } } } },
+    inbound: {},
     resolvers: { api: { connectTimeoutMs: 2500, loadBalancer: 'least_request' } },
     routers: {
       api: [
@@ -787,6 +788,63 @@ t.test("a caller's UpstreamConfig: Defaults, then the Override for the destinati
   fake.set(SERVICE_DEFAULTS, []);
   t.same(c.upstreamLayers('web', 'api'), []);
   t.same(c.problems(), [], 'gone with the entry');
+});
+
+t.test("a service's inbound settings from its service-defaults, cached", async (t) => {
+  const dir = await dataDir(t);
+  const fake = createFakeConfigEntries({
+    [SERVICE_DEFAULTS]: [
+      {
+        Kind: SERVICE_DEFAULTS,
+        Name: 'api',
+        LocalConnectTimeoutMs: 250,
+        LocalRequestTimeoutMs: 2000,
+        MaxInboundConnections: 0,
+      },
+      {
+        Kind: SERVICE_DEFAULTS,
+        Name: 'web',
+        LocalRequestTimeoutMs: 1.5,
+        MaxInboundConnections: 64,
+        LocalConnectTimeoutMs: '1s',
+      },
+      { Kind: SERVICE_DEFAULTS, Name: 'plain', Protocol: 'http' },
+    ],
+  });
+  const { c } = central(dir, fake);
+  c.start();
+  t.teardown(() => c.stop());
+  await waitFor('both answers', () => c.synced());
+  t.same(
+    c.inbound('api'),
+    { localConnectTimeoutMs: 250, localRequestTimeoutMs: 2000 },
+    "0 is Consul's unset",
+  );
+  t.same(c.inbound('web'), { maxInboundConnections: 64 }, 'bad values are left out');
+  t.same(c.inbound('plain'), null);
+  t.same(
+    c.problems().map((p) => [p.code, p.message]),
+    [
+      [
+        'REMORA_E_AGENT_CENTRAL_CONFIG_INVALID',
+        'service-defaults of web: LocalConnectTimeoutMs must be a whole number from 1 to 3600000, got "1s"; it is ignored',
+      ],
+      [
+        'REMORA_E_AGENT_CENTRAL_CONFIG_INVALID',
+        'service-defaults of web: LocalRequestTimeoutMs must be a whole number from 0 to 3600000, got 1.5; it is ignored',
+      ],
+    ],
+  );
+  c.stop();
+  await writesSettled();
+  // a restarted agent has them before Consul answers
+  const again = central(dir, createFakeConfigEntries({}));
+  t.same(again.c.inbound('api'), { localConnectTimeoutMs: 250, localRequestTimeoutMs: 2000 });
+  t.same(again.c.inbound('web'), { maxInboundConnections: 64 });
+  again.c.start();
+  t.teardown(() => again.c.stop());
+  await waitFor('answers', () => again.c.synced());
+  t.same(again.c.inbound('api'), null, 'gone once Consul answers without the entry');
 });
 
 t.test('a change made while the agent was down reaches it with the second answer', async (t) => {

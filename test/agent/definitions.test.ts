@@ -139,6 +139,35 @@ t.test('a key given in both spellings is refused rather than guessed', async (t)
   t.match(r.problems[0]!.details.field, /Name/);
 });
 
+t.test("the sidecar's settings for its app, and a bad one refused naming its field", async (t) => {
+  const def = (config: Record<string, unknown>) =>
+    decodeDefinitionFile(
+      JSON.stringify({
+        service: { name: 'a', port: 1, connect: { sidecar_service: { proxy: { config } } } },
+      }),
+      'f.json',
+    );
+  const ok = def({
+    local_connect_timeout_ms: 250,
+    local_request_timeout_ms: 0,
+    max_inbound_connections: 100,
+  });
+  t.same(ok.problems, []);
+  t.same(ok.services[0]!.sidecar!.inbound, {
+    localConnectTimeoutMs: 250,
+    localRequestTimeoutMs: 0,
+    maxInboundConnections: 100,
+  });
+  t.same(def({}).services[0]!.sidecar!.inbound, {}, 'none given: the service-defaults or defaults');
+  const bad = def({ local_connect_timeout_ms: 0 });
+  t.same(bad.services, []);
+  t.equal(
+    bad.problems[0]!.details.field,
+    'service.connect.sidecar_service.proxy.config.local_connect_timeout_ms',
+  );
+  t.match(bad.problems[0]!.message, /must be an integer from 1 to 3600000, got number 0/);
+});
+
 t.test('a sidecar without a port to forward to is refused', async (t) => {
   const r = decodeDefinitionFile(
     JSON.stringify({ service: { name: 'a', connect: { sidecar_service: {} } } }),

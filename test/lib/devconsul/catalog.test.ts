@@ -296,6 +296,33 @@ t.test(
     const e = (await call(dc.url, 'GET', '/v1/config/service-defaults/web')).json();
     t.match(e, { Kind: 'service-defaults', Name: 'web', Protocol: 'grpc' });
     t.not(e.CreateIndex, 99999, "indexes are the store's");
+    // the inbound settings: snake_case accepted, integers only, service-defaults only
+    const limits = await call(dc.url, 'PUT', '/v1/config', {
+      Kind: 'service-defaults',
+      Name: 'db',
+      local_request_timeout_ms: 1500,
+      MaxInboundConnections: 10,
+    });
+    t.equal(limits.text, 'true');
+    t.match((await call(dc.url, 'GET', '/v1/config/service-defaults/db')).json(), {
+      LocalRequestTimeoutMs: 1500,
+      MaxInboundConnections: 10,
+    });
+    const notInt = await call(dc.url, 'PUT', '/v1/config', {
+      Kind: 'service-defaults',
+      Name: 'db',
+      LocalConnectTimeoutMs: '5s',
+    });
+    t.same(
+      [notInt.status, notInt.text],
+      [400, 'Request decoding failed: LocalConnectTimeoutMs must be an integer'],
+    );
+    const elsewhere = await call(dc.url, 'PUT', '/v1/config', {
+      Kind: 'proxy-defaults',
+      Name: 'global',
+      MaxInboundConnections: 10,
+    });
+    t.equal(elsewhere.status, 400, 'not a proxy-defaults field');
     const miss = await call(dc.url, 'GET', '/v1/config/service-defaults/nope');
     t.equal(miss.status, 404);
     t.equal(miss.text, 'Config entry not found for "service-defaults" / "nope"');
