@@ -104,12 +104,13 @@ export function createInbound(env: ProxyEnv): Inbound {
   const tracing = env.tracingStage('server', 'inbound');
   const logLimited = createLimitedErrorLog(env.logger);
   const stages: Stage[] = [
+    // above the responder: denials and the answers the proxy makes up for errors are counted too
+    createMetricsStage(inboundMeter),
     createErrorResponderStage({
       onError: (e) => {
         if (e.code !== 'REMORA_E_PROXY_INTENTION_DENIED') logLimited(e, 'inbound request failed');
       },
     }),
-    createMetricsStage(inboundMeter),
     ...(tracing ? [tracing] : []),
     createIntentionsStage({
       intentions: () => env.active().snapshot.intentions,

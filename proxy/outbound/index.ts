@@ -1,6 +1,6 @@
 // Outbound: the local app → 127.0.0.1:<localBindPort> → mTLS to a chosen endpoint of the
 // destination, accepting only the destination's SPIFFE ID. HTTP stack, top to bottom:
-//   strict HTTP/1.1 server → error responder → metrics → tracing (CLIENT span)
+//   strict HTTP/1.1 server → metrics → error responder → tracing (CLIENT span)
 //   → circuit breaker (active requests) → retry (budget, idempotency, buffered bodies)
 //   → balance (P2C / round robin over non-ejected endpoints) → pooled keep-alive mTLS connection
 // TCP: per-connection balancing, connect retries, a stream of a shared tunnel (or a splice).
@@ -179,10 +179,11 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
   const tracing = env.tracingStage('client', name);
   const logLimited = createLimitedErrorLog(env.logger);
   const stages: Stage[] = [
+    // above the responder: the answers the proxy makes up for errors are counted too
+    createMetricsStage(() => outboundMeter),
     createErrorResponderStage({
       onError: (e) => logLimited(e, `outbound request to ${name} failed`),
     }),
-    createMetricsStage(() => outboundMeter),
     createActiveRequestsStage({
       upstream: name,
       limits: () => res().circuitBreaker,

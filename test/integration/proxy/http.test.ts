@@ -2,7 +2,8 @@ import t from 'tap';
 import http from 'node:http';
 import net from 'node:net';
 import { waitFor } from '../../../lib/util/index.ts';
-import { rawExchange, request, startEchoApp, startTwoSidecars } from './mesh.ts';
+import { createMeshCerts, makeUpstream } from '../../helpers/mesh-certs.ts';
+import { rawExchange, request, startEchoApp, startSidecar, startTwoSidecars } from './mesh.ts';
 
 t.test(
   'a call through two sidecars over mTLS reaches the app with the caller identity',
@@ -45,6 +46,28 @@ t.test('a call denied by an intention gets 403 naming the intention', async (t) 
   t.equal(m.app.hits, 0);
   const metrics = await m.api.proxy.metrics.registry.metrics();
   t.match(metrics, /remora_proxy_intention_denials_total\{layer="l4",enforced="true"\} 1/);
+  // the refusals are requests too: counted on both sides, as the caller saw them
+  t.match(metrics, 'remora_proxy_requests_total{direction="inbound",service="api",code="4xx"} 1');
+  t.match(
+    await m.web.proxy.metrics.registry.metrics(),
+    'remora_proxy_requests_total{direction="outbound",service="api",code="4xx"} 1',
+  );
+});
+
+t.test('an answer the proxy makes up for a failed connect is counted', async (t) => {
+  const mesh = createMeshCerts();
+  const web = await startSidecar(mesh, 'web', {
+    upstreams: [makeUpstream(mesh, 'api', [1], { protocol: 'http' })],
+  });
+  t.teardown(() => web.proxy.close());
+  const res = await request(`http://127.0.0.1:${web.proxy.addresses().upstreams.api!.port}/`);
+  t.same([res.status, res.headers['x-remora-error']], [502, 'REMORA_E_PROXY_CONNECT_FAILED']);
+  const metrics = await web.proxy.metrics.registry.metrics();
+  t.match(metrics, 'remora_proxy_requests_total{direction="outbound",service="api",code="5xx"} 1');
+  t.match(
+    metrics,
+    'remora_proxy_request_duration_seconds_count{direction="outbound",service="api"} 1',
+  );
 });
 
 t.test('chunked bodies and trailers pass through both sidecars', async (t) => {
