@@ -1,4 +1,5 @@
 // What every part of the proxy gets from its owner: dependencies in, no globals.
+import type { AccessLog } from './access-log.ts';
 import type { Logger } from '../lib/log/index.ts';
 import type { Clock } from '../lib/util/index.ts';
 import type { ProxySnapshot } from '../lib/proxy-api/index.ts';
@@ -35,4 +36,6 @@ export interface ProxyEnv {
   active(): ActiveConfig;
   /** Tracing seam: a SERVER (inbound) or CLIENT (outbound) span stage; null when tracing is off. */
   tracingStage(kind: 'server' | 'client', peer: string): Stage | null;
+  /** Access logs (off unless the snapshot asks for them). */
+  accessLog: AccessLog;
 }

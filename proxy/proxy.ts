@@ -20,6 +20,7 @@ import { createUpstream, type Upstream } from './outbound/index.ts';
 import { createTracingSeam } from './tracing-seam.ts';
 import { createTransparentSlot } from './outbound/transparent.ts';
 import { createLimitedErrorLog } from './log-limit.ts';
+import { createAccessLog } from './access-log.ts';
 
 export interface ProxyStatus {
   ready: boolean;
@@ -118,6 +119,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
       return active;
     },
     tracingStage: (kind, peer) => (o.tracing === false ? null : seam.stage(kind, peer)),
+    accessLog: createAccessLog({ logger, onDrop: () => metrics.accessLogDropped.inc() }),
   };
   const transparent = createTransparentSlot(
     env,
@@ -280,6 +282,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
         metrics.endpointsGauge.labels(c.name, 'ejected').set(ejected);
       }
     setCertMetrics(snapshot);
+    env.accessLog.configure(snapshot.accessLogs);
     await seam.configure(snapshot.tracing, snapshot.instance);
     logger.info(
       {
@@ -355,6 +358,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
     upstreams.clear();
     transparent.close();
     inbound?.close();
+    env.accessLog.close();
     await seam.shutdown();
   }
 

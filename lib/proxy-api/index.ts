@@ -1,7 +1,12 @@
 export * from './types.ts';
 export { encodeFrame, FrameDecoder, decodeAgentFrame, decodeProxyFrame } from './frames.ts';
 export type { FrameDecoderOptions } from './frames.ts';
-export { decodeProxySnapshot, PROTOCOLS, LOAD_BALANCER_POLICIES } from './snapshot.ts';
+export {
+  decodeProxySnapshot,
+  PROTOCOLS,
+  LOAD_BALANCER_POLICIES,
+  ACCESS_LOG_TYPES,
+} from './snapshot.ts';
 export { attachFrameChannel } from './channel.ts';
 export type { FrameChannel, FrameChannelOptions } from './channel.ts';
 export {

@@ -14,6 +14,7 @@ import type {
   IntentionsSnapshot,
 } from '../intentions/types.ts';
 import type {
+  AccessLogConfig,
   Endpoint,
   HeaderModifiers,
   HttpRoute,
@@ -601,6 +602,7 @@ export function decodeProxySnapshot(value: unknown): ProxySnapshot {
     'intentions',
     'tracing',
     'transparent',
+    'accessLogs',
   ]);
   const version = num(o, 'version', 'snapshot', nat);
   const instance = decodeInstance(o.instance);
@@ -620,8 +622,9 @@ export function decodeProxySnapshot(value: unknown): ProxySnapshot {
   const tls = decodeTls(o.tls, instance);
   const intentions = decodeIntentions(o.intentions);
   const tracing = decodeTracing(o.tracing);
+  const logs = o.accessLogs === undefined ? {} : { accessLogs: decodeAccessLogs(o.accessLogs) };
   if (o.transparent === undefined)
-    return { version, instance, inbound, upstreams, tls, intentions, tracing };
+    return { version, instance, inbound, upstreams, tls, intentions, tracing, ...logs };
   const transparent = decodeTransparent(o.transparent);
   const lists = [
     ['http', transparent.http] as const,
@@ -641,7 +644,23 @@ export function decodeProxySnapshot(value: unknown): ProxySnapshot {
           l.upstream,
         );
     }
-  return { version, instance, inbound, upstreams, tls, intentions, tracing, transparent };
+  return { version, instance, inbound, upstreams, tls, intentions, tracing, transparent, ...logs };
+}
+
+export const ACCESS_LOG_TYPES = ['stdout', 'stderr', 'file'] as const;
+
+function decodeAccessLogs(v: unknown): AccessLogConfig {
+  const p = 'accessLogs';
+  const o = obj(v, p, ['type', 'path']);
+  const type = oneOf(o, 'type', p, ACCESS_LOG_TYPES);
+  if (type !== 'file') {
+    if (o.path !== undefined) fail(`${p}.path`, `is only for type file, not ${type}`, o.path);
+    return { type };
+  }
+  const path = str(o, 'path', p);
+  if (!path.startsWith('/') || path.includes('\0'))
+    fail(`${p}.path`, 'must be an absolute file path', path);
+  return { type, path };
 }
 
 function decodeTransparent(v: unknown): TransparentConfig {

@@ -256,6 +256,17 @@ export interface ProxySnapshot {
   tracing: TracingConfig;
   /** Absent unless the instance is transparent (older proxies refuse unknown fields). */
   transparent?: TransparentConfig;
+  /** Absent unless access logs are on (Consul's proxy-defaults `AccessLogs`). */
+  accessLogs?: AccessLogConfig;
+}
+
+/**
+ * Where the proxy writes one JSON line per request, stream or TCP connection: its own standard
+ * output or error, or a file (`path`, absolute) it appends to.
+ */
+export interface AccessLogConfig {
+  type: 'stdout' | 'stderr' | 'file';
+  path?: string;
 }
 
 // --- frames on the socket -----------------------------------------------------------------

@@ -100,6 +100,11 @@ export function createProxyMetrics(o: { defaultMetrics?: boolean } = {}) {
     labelNames: ['direction', 'reason'] as const,
     registers: [registry],
   });
+  const accessLogDropped = new Counter({
+    name: 'remora_proxy_access_log_dropped_total',
+    help: 'Access log lines dropped: the output was more than 1 MiB behind, or the file could not be written.',
+    registers: [registry],
+  });
   const inboundLimited = new Counter({
     name: 'remora_proxy_inbound_connections_limited_total',
     help: 'Connections to the sidecar port closed on arrival because it already held max_inbound_connections.',
@@ -170,6 +175,7 @@ export function createProxyMetrics(o: { defaultMetrics?: boolean } = {}) {
     handshakeFailures,
     denials,
     refused,
+    accessLogDropped,
     inboundLimited,
     tunnelErrors,
     retries,

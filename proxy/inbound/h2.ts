@@ -17,6 +17,7 @@ import {
   respondH2Error,
 } from '../http/h2-forward.ts';
 import { performance } from 'node:perf_hooks';
+import { pathOf } from '../access-log.ts';
 
 const appSessions = new WeakMap<ProxyEnv, { key: string; session: ClientHttp2Session }>();
 
@@ -58,6 +59,23 @@ export function serveInboundH2(
     const grpc = String(headers['content-type'] ?? '').startsWith('application/grpc');
     const start = performance.now();
     const meter = env.metrics.meter('inbound', ctx.destination);
+    /** Counts the answer the caller got, and logs it when access logs are on. */
+    const finish = (status: number, error?: string): void => {
+      const ms = performance.now() - start;
+      meter.observe(status, ms);
+      if (!env.accessLog.enabled) return;
+      env.accessLog.write({
+        direction: 'inbound',
+        source: ctx.source,
+        destination: ctx.destination,
+        protocol: 'HTTP/2',
+        method: String(headers[':method']),
+        path: pathOf(String(headers[':path'] ?? '')),
+        status,
+        ...(error ? { error } : {}),
+        durationMs: Math.round(ms * 1000) / 1000,
+      });
+    };
     let d = ctx.l4!;
     let layer: 'l4' | 'l7' = 'l4';
     if (d.needsRequest) {
@@ -76,7 +94,7 @@ export function serveInboundH2(
       o.onDenied(layer, d.enforced);
       if (d.enforced) {
         respondH2Error(stream, denialError(ctx.source, ctx.destination, d), grpc);
-        meter.observe(403, performance.now() - start);
+        finish(403, 'REMORA_E_PROXY_INTENTION_DENIED');
         return;
       }
     }
@@ -88,12 +106,12 @@ export function serveInboundH2(
       extra: { [CLIENT_CERT_HEADER]: `By=${self};URI=${ctx.peerSpiffeId}` },
       timeoutMs,
     }).then(
-      (status) => meter.observe(status, performance.now() - start),
+      (status) => finish(status),
       (err: unknown) => {
         if (err instanceof H2AttemptError && err.kind === 'refused') {
           // the app did not process it: say so, so that the caller's sidecar may retry
           if (!stream.destroyed) stream.close(H2.REFUSED_STREAM);
-          meter.observe(503, performance.now() - start);
+          finish(503, 'REFUSED_STREAM');
           return;
         }
         const timedOut = err instanceof H2AttemptError && err.kind === 'timeout';
@@ -107,7 +125,7 @@ export function serveInboundH2(
               `local app did not answer: ${(err as Error).message}`,
             );
         respondH2Error(stream, e, grpc);
-        meter.observe(timedOut ? 504 : 502, performance.now() - start);
+        finish(timedOut ? 504 : 502, e.code);
       },
     );
   });

@@ -5,6 +5,7 @@
 //   | http: strict HTTP/1.1 server → stages below → pooled app connections
 //   | http2/grpc: see h2.ts
 import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import type { TLSSocket } from 'node:tls';
 import { evaluateIntentions, type IntentionsSnapshot } from '../../lib/intentions/index.ts';
 import { RemoraError, toRemoraError } from '../../lib/errors/index.ts';
@@ -23,6 +24,7 @@ import {
 } from '../stages/types.ts';
 import { createErrorResponderStage } from '../stages/responder.ts';
 import { createMetricsStage } from '../stages/metrics.ts';
+import { createAccessLogStage } from '../access-log.ts';
 import type { RequestMeter } from '../admin/metrics.ts';
 import { createIntentionsStage } from '../stages/intentions.ts';
 import { createPeerIdentityStage } from '../stages/headers.ts';
@@ -104,6 +106,7 @@ export function createInbound(env: ProxyEnv): Inbound {
   const tracing = env.tracingStage('server', 'inbound');
   const logLimited = createLimitedErrorLog(env.logger);
   const stages: Stage[] = [
+    createAccessLogStage(env.accessLog),
     // above the responder: denials and the answers the proxy makes up for errors are counted too
     createMetricsStage(inboundMeter),
     createErrorResponderStage({
@@ -179,6 +182,15 @@ export function createInbound(env: ProxyEnv): Inbound {
       if (d.allowed && !d.needsRequest) return false;
       env.metrics.denials.labels('l4', String(d.enforced)).inc();
       if (!d.enforced) return false;
+      if (env.accessLog.enabled)
+        env.accessLog.write({
+          direction: 'inbound',
+          source: peer.service,
+          destination,
+          protocol: 'tcp',
+          error: 'REMORA_E_PROXY_INTENTION_DENIED',
+          durationMs: 0,
+        });
       env.logger.info(
         {
           source: peer.service,
@@ -193,11 +205,35 @@ export function createInbound(env: ProxyEnv): Inbound {
     };
     const dialApp = (): Promise<Socket> => {
       const ib = env.active().snapshot.inbound;
-      return dialTcp(
+      const start = performance.now();
+      const dialed = dialTcp(
         ib.localAppAddress,
         ib.localAppPort,
         connectTimeout(),
         `local app ${ib.localAppAddress}:${ib.localAppPort}`,
+      );
+      if (!env.accessLog.enabled) return dialed;
+      // one line per TCP connection (or tunnel stream) when its app connection closes
+      const line = (app: Socket | null, error?: string) =>
+        env.accessLog.write({
+          direction: 'inbound',
+          source: peer.service,
+          destination,
+          protocol: 'tcp',
+          ...(error ? { error } : {}),
+          durationMs: Math.round((performance.now() - start) * 1000) / 1000,
+          bytesIn: app?.bytesWritten ?? 0,
+          bytesOut: app?.bytesRead ?? 0,
+        });
+      return dialed.then(
+        (app) => {
+          app.once('close', () => line(app));
+          return app;
+        },
+        (err: unknown) => {
+          line(null, toRemoraError(err).code);
+          throw err;
+        },
       );
     };
     if (protocol === 'tcp' && socket.alpnProtocol === TUNNEL_ALPN) {

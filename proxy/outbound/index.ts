@@ -40,6 +40,7 @@ import {
 } from '../stages/types.ts';
 import { createErrorResponderStage } from '../stages/responder.ts';
 import { createMetricsStage } from '../stages/metrics.ts';
+import { createAccessLogStage, pathOf } from '../access-log.ts';
 import { createActiveRequestsStage } from '../stages/limits.ts';
 import {
   createRetryStage,
@@ -179,6 +180,7 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
   const tracing = env.tracingStage('client', name);
   const logLimited = createLimitedErrorLog(env.logger);
   const stages: Stage[] = [
+    createAccessLogStage(env.accessLog),
     // above the responder: the answers the proxy makes up for errors are counted too
     createMetricsStage(() => outboundMeter),
     createErrorResponderStage({
@@ -380,6 +382,22 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
     socket.pause();
     track(socket, () => {});
     cluster.budget.recordRequest(env.clock.now());
+    let error: string | undefined;
+    if (env.accessLog.enabled) {
+      const start = performance.now();
+      socket.once('close', () =>
+        env.accessLog.write({
+          direction: 'outbound',
+          source: env.active().snapshot.instance.service,
+          destination: name,
+          protocol: 'tcp',
+          ...(error ? { error } : {}),
+          durationMs: Math.round((performance.now() - start) * 1000) / 1000,
+          bytesIn: socket.bytesRead,
+          bytesOut: socket.bytesWritten,
+        }),
+      );
+    }
     connectTcp(socket).then(
       (up) => {
         if (up === null) return;
@@ -387,8 +405,10 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
         spliceSockets(socket, up);
       },
       (err: unknown) => {
+        const e = toRemoraError(err);
+        error = e.code;
         // a client that left while its connection was being opened needs no log line
-        if (!socket.destroyed) logLimited(toRemoraError(err), `outbound TCP to ${name} failed`);
+        if (!socket.destroyed) logLimited(e, `outbound TCP to ${name} failed`);
         socket.destroy();
       },
     );
@@ -436,6 +456,25 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
     const idempotent = isIdempotent(String(headers[':method']));
     const body = new H2RequestBody(stream, endsStream(flags), res().maxBufferedBodyBytes);
     cluster.budget.recordRequest(env.clock.now());
+    /** Counts the answer the caller got, and logs it when access logs are on. */
+    const finish = (status: number, attempt: number, ep?: EndpointState, error?: string) => {
+      const ms = performance.now() - start;
+      meter.observe(status, ms);
+      if (!env.accessLog.enabled) return;
+      env.accessLog.write({
+        direction: 'outbound',
+        source: env.active().snapshot.instance.service,
+        destination: name,
+        protocol: 'HTTP/2',
+        method: String(headers[':method']),
+        path: pathOf(String(headers[':path'] ?? '')),
+        status,
+        ...(error ? { error } : {}),
+        durationMs: Math.round(ms * 1000) / 1000,
+        endpoint: ep?.id ?? null,
+        retries: attempt,
+      });
+    };
     void (async () => {
       const triedEps = new Set<EndpointState>();
       let statusReason: RetryReason = 'status_5xx';
@@ -460,8 +499,9 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
         try {
           ep = cluster.pick(now, triedEps);
         } catch (err) {
-          respondH2Error(stream, toRemoraError(err), grpc);
-          meter.observe(503, performance.now() - start);
+          const e = toRemoraError(err);
+          respondH2Error(stream, e, grpc);
+          finish(503, attempt, undefined, e.code);
           return;
         }
         triedEps.add(ep);
@@ -474,8 +514,9 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
             env.metrics.retries.labels(name, 'connect').inc();
             continue;
           }
-          respondH2Error(stream, toRemoraError(err), grpc);
-          meter.observe(502, performance.now() - start);
+          const e = toRemoraError(err);
+          respondH2Error(stream, e, grpc);
+          finish(502, attempt, ep, e.code);
           return;
         }
         if (stream.destroyed) return;
@@ -492,7 +533,7 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
           });
           cluster.outcome(ep, status < 500, now);
           observeLatency(ep, performance.now() - start, now);
-          meter.observe(status, performance.now() - start);
+          finish(status, attempt, ep);
         } catch (err) {
           failure =
             err instanceof H2AttemptError
@@ -524,7 +565,7 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
               `${name} endpoint ${ep.id} reset the stream: ${failure.message}`,
             );
         respondH2Error(stream, e, grpc);
-        meter.observe(timedOut ? 504 : 502, performance.now() - start);
+        finish(timedOut ? 504 : 502, attempt, ep, e.code);
         return;
       }
     })();

@@ -141,6 +141,12 @@ export const PROXY_ERRORS = {
     remedy:
       'Run the same Remora version on both sides; if the peer is not a Remora sidecar, find what holds the mesh certificate of the service named in the log.',
   },
+  REMORA_E_PROXY_ACCESS_LOG_FAILED: {
+    meaning:
+      'The proxy cannot write its access logs to the file proxy-defaults `AccessLogs.Path` names (a missing directory, no permission, a full disk); it drops them, counted in remora_proxy_access_log_dropped_total, and serves on.',
+    remedy:
+      "Create the directory and let the user the proxies run as write there, or point AccessLogs.Path elsewhere (or use Type stdout: the agent keeps each proxy's output in its proxy.log).",
+  },
   REMORA_E_PROXY_INBOUND_LIMIT: {
     meaning:
       "The sidecar port already held its max_inbound_connections connections, so new ones were closed as they arrived; callers' sidecars open them on other instances.",

@@ -23,6 +23,13 @@ t.test('a valid snapshot decodes to an equal value', async (t) => {
   t.same(decodeProxySnapshot(JSON.parse(JSON.stringify(good))), good);
 });
 
+t.test('a snapshot with access logs decodes to an equal value', async (t) => {
+  for (const accessLogs of [{ type: 'stderr' }, { type: 'file', path: '/var/log/remora/a.log' }]) {
+    const s = { ...good, accessLogs };
+    t.same(decodeProxySnapshot(JSON.parse(JSON.stringify(s))), s);
+  }
+});
+
 t.test("a snapshot with the inbound's limits decodes to an equal value", async (t) => {
   const s = {
     ...good,
@@ -264,6 +271,22 @@ const cases: Array<[string, (s: any) => void, string]> = [
     (s) => (withSplit(s), (s.upstreams[0].failover = [1])),
     'upstreams[0].failover[0]',
   ],
+  [
+    'access logs to a file without a path',
+    (s) => (s.accessLogs = { type: 'file' }),
+    'accessLogs.path',
+  ],
+  [
+    'access logs to a relative path',
+    (s) => (s.accessLogs = { type: 'file', path: 'logs/access.log' }),
+    'accessLogs.path',
+  ],
+  [
+    'access logs to stdout with a path',
+    (s) => (s.accessLogs = { type: 'stdout', path: '/var/log/a.log' }),
+    'accessLogs.path',
+  ],
+  ['access logs of an unknown type', (s) => (s.accessLogs = { type: 'syslog' }), 'accessLogs.type'],
   [
     'a local connect timeout of 0',
     (s) => (s.inbound.localConnectTimeoutMs = 0),

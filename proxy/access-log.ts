@@ -1,0 +1,138 @@
+// Access logs (Consul's proxy-defaults `AccessLogs`): one JSON line per HTTP request, HTTP/2 or
+// gRPC stream and TCP connection, to the proxy's standard output or error or appended to a file.
+// Off unless the snapshot asks for them. Writing never holds traffic back: a line that finds more
+// than MAX_PENDING_BYTES not yet written is dropped and counted, and so is every line while the
+// file cannot be written.
+import { createWriteStream, type WriteStream } from 'node:fs';
+import type { Writable } from 'node:stream';
+import { RemoraError } from '../lib/errors/index.ts';
+import { logError, type Logger } from '../lib/log/index.ts';
+import type { AccessLogConfig } from '../lib/proxy-api/index.ts';
+import type { ProxyRequest, ProxyResponse, Stage } from './stages/types.ts';
+import { performance } from 'node:perf_hooks';
+
+/** Bytes of lines waiting for the output, past which new lines are dropped. */
+export const MAX_PENDING_BYTES = 1 << 20;
+
+export interface AccessEntry {
+  direction: 'inbound' | 'outbound';
+  source: string;
+  destination: string;
+  protocol: 'HTTP/1.1' | 'HTTP/2' | 'tcp';
+  method?: string;
+  /** The request path without its query string (which may carry secrets). */
+  path?: string;
+  /** HTTP status the caller got; absent for TCP. */
+  status?: number;
+  /** The `x-remora-error` code of an answer the proxy made up, or why a connection ended. */
+  error?: string;
+  durationMs: number;
+  /** The endpoint (Consul service ID) of the last attempt, outbound. */
+  endpoint?: string | null;
+  retries?: number;
+  /** TCP: bytes from the client and to it. */
+  bytesIn?: number;
+  bytesOut?: number;
+}
+
+export interface AccessLog {
+  /** True while the snapshot asks for access logs: callers skip building entries otherwise. */
+  readonly enabled: boolean;
+  /** Applies a snapshot's setting (undefined: off). */
+  configure(cfg: AccessLogConfig | undefined): void;
+  write(entry: AccessEntry): void;
+  close(): void;
+}
+
+/** The path of a request target without its query string. */
+export function pathOf(target: string): string {
+  const q = target.indexOf('?');
+  return q === -1 ? target : target.slice(0, q);
+}
+
+export function createAccessLog(o: {
+  logger: Logger;
+  onDrop: () => void;
+  stdout?: Writable;
+  stderr?: Writable;
+}): AccessLog {
+  let current: AccessLogConfig | undefined;
+  let out: Writable | null = null;
+  let file: WriteStream | null = null;
+  let broken = false;
+
+  function closeFile(): void {
+    file?.end();
+    file = null;
+  }
+
+  return {
+    get enabled() {
+      return current !== undefined;
+    },
+    configure(cfg) {
+      if (cfg?.type === current?.type && cfg?.path === current?.path) return;
+      current = cfg;
+      closeFile();
+      broken = false;
+      if (cfg === undefined) out = null;
+      else if (cfg.type === 'stdout') out = o.stdout ?? process.stdout;
+      else if (cfg.type === 'stderr') out = o.stderr ?? process.stderr;
+      else {
+        const f = createWriteStream(cfg.path!, { flags: 'a', mode: 0o600 });
+        f.on('error', (err: NodeJS.ErrnoException) => {
+          if (file !== f) return;
+          broken = true;
+          logError(
+            o.logger,
+            new RemoraError(
+              'REMORA_E_PROXY_ACCESS_LOG_FAILED',
+              `cannot write access logs to ${cfg.path}: ${err.code ?? err.message}; they are dropped until the setting changes`,
+              { path: cfg.path },
+            ),
+            undefined,
+            'warn',
+          );
+        });
+        file = f;
+        out = f;
+      }
+    },
+    write(entry) {
+      if (out === null) return;
+      if (broken || out.writableLength > MAX_PENDING_BYTES) {
+        o.onDrop();
+        return;
+      }
+      out.write(`${JSON.stringify({ time: new Date().toISOString(), log: 'access', ...entry })}\n`);
+    },
+    close() {
+      closeFile();
+      out = null;
+      current = undefined;
+    },
+  };
+}
+
+/** The access log of HTTP/1.1 requests (and those `remora-mux/1` carries), at the top of a stack. */
+export function createAccessLogStage(log: AccessLog): Stage {
+  return (next) => async (req: ProxyRequest) => {
+    if (!log.enabled) return next(req);
+    const start = performance.now();
+    const res: ProxyResponse = await next(req);
+    const ctx = req.ctx;
+    log.write({
+      direction: ctx.direction,
+      source: ctx.source,
+      destination: ctx.destination,
+      protocol: 'HTTP/1.1',
+      method: req.method,
+      path: pathOf(req.target),
+      status: res.status,
+      ...(res.errorCode ? { error: res.errorCode } : {}),
+      durationMs: Math.round((performance.now() - start) * 1000) / 1000,
+      ...(ctx.direction === 'outbound' ? { endpoint: ctx.endpointId, retries: ctx.retries } : {}),
+    });
+    return res;
+  };
+}

@@ -1,0 +1,196 @@
+// Access logs (docs/proxy.md, "Access logs"): one JSON line per request, stream and TCP
+// connection, on both sidecars, written to a file; real sidecars, real mTLS.
+import t, { type Test } from 'tap';
+import http2 from 'node:http2';
+import net from 'node:net';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { waitFor } from '../../../lib/util/index.ts';
+import type { AccessLogConfig } from '../../../lib/proxy-api/index.ts';
+import {
+  request,
+  startEchoApp,
+  startEchoTcp,
+  startTwoSidecars,
+  type Sidecar,
+  type TwoSidecars,
+} from './mesh.ts';
+
+function logFile(t: Test, name: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'remora-access-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return join(dir, name);
+}
+
+async function withLogs(sc: Sidecar, accessLogs: AccessLogConfig | undefined): Promise<void> {
+  const { accessLogs: _old, ...rest } = sc.snapshot;
+  await sc.apply({
+    ...rest,
+    version: sc.snapshot.version + 1,
+    ...(accessLogs ? { accessLogs } : {}),
+  });
+}
+
+/** The JSON lines of `path` once there are `n` of them. */
+async function lines(path: string, n: number): Promise<Record<string, unknown>[]> {
+  const read = () =>
+    existsSync(path)
+      ? readFileSync(path, 'utf8')
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as Record<string, unknown>)
+      : [];
+  await waitFor(`${n} lines in ${path}`, () => read().length >= n, 5000);
+  return read();
+}
+
+async function logBoth(t: Test, m: TwoSidecars) {
+  const web = logFile(t, 'web.log');
+  const api = logFile(t, 'api.log');
+  await withLogs(m.web, { type: 'file', path: web });
+  await withLogs(m.api, { type: 'file', path: api });
+  return { web, api };
+}
+
+t.test('each HTTP/1.1 request is one line on each side, without its query', async (t) => {
+  const m = await startTwoSidecars();
+  t.teardown(() => m.close());
+  const files = await logBoth(t, m);
+  const r = await request(m.url('/v1/things?token=secret'), { method: 'POST', body: 'x' });
+  t.equal(r.status, 200);
+  const [out] = await lines(files.web, 1);
+  t.match(out, {
+    log: 'access',
+    direction: 'outbound',
+    source: 'web',
+    destination: 'api',
+    protocol: 'HTTP/1.1',
+    method: 'POST',
+    path: '/v1/things',
+    status: 200,
+    endpoint: 'api-1',
+    retries: 0,
+  });
+  t.type(out!.durationMs, 'number');
+  t.match(out!.time, /^\d{4}-\d\d-\d\dT/);
+  const [inb] = await lines(files.api, 1);
+  t.match(inb, { direction: 'inbound', source: 'web', destination: 'api', status: 200 });
+  for (const f of [files.web, files.api]) {
+    t.notMatch(readFileSync(f, 'utf8'), /secret/, 'the query string is not logged');
+    t.equal(statSync(f).mode & 0o777, 0o600, 'readable by the proxy user only');
+  }
+
+  // switched off by the next snapshot
+  await withLogs(m.web, undefined);
+  await request(m.url('/again'));
+  await lines(files.api, 2);
+  t.equal((await lines(files.web, 1)).length, 1, 'no line once switched off');
+});
+
+t.test('a denied request is logged with its code on both sides', async (t) => {
+  const m = await startTwoSidecars({
+    intentions: { intentions: [{ source: 'web', destination: 'api', action: 'deny' }] },
+  });
+  t.teardown(() => m.close());
+  const files = await logBoth(t, m);
+  t.equal((await request(m.url('/'))).status, 403);
+  t.match((await lines(files.api, 1))[0], {
+    direction: 'inbound',
+    status: 403,
+    error: 'REMORA_E_PROXY_INTENTION_DENIED',
+  });
+  t.match((await lines(files.web, 1))[0], { direction: 'outbound', status: 403 });
+});
+
+t.test('HTTP/2 streams and TCP connections are logged too', async (t) => {
+  const h2app = http2.createServer();
+  h2app.on('stream', (stream) => {
+    stream.resume();
+    stream.respond({ ':status': 200 });
+    stream.end('ok');
+  });
+  h2app.listen(0, '127.0.0.1');
+  await new Promise((r) => h2app.once('listening', r));
+  const h2 = await startTwoSidecars({ protocol: 'http2', app: await startEchoApp() });
+  t.teardown(async () => {
+    await h2.close();
+    h2app.close();
+  });
+  await h2.api.apply({
+    ...h2.api.snapshot,
+    version: h2.api.snapshot.version + 1,
+    inbound: {
+      ...h2.api.snapshot.inbound,
+      localAppPort: (h2app.address() as net.AddressInfo).port,
+    },
+  });
+  const files = await logBoth(t, h2);
+  const client = http2.connect(`http://127.0.0.1:${h2.port}`);
+  client.on('error', () => {});
+  t.teardown(() => client.close());
+  await new Promise<void>((resolve, reject) => {
+    const req = client.request({ ':method': 'GET', ':path': '/h2/path?q=1' });
+    req.on('error', reject);
+    req.resume();
+    req.on('end', () => resolve());
+  });
+  t.match((await lines(files.web, 1))[0], {
+    direction: 'outbound',
+    protocol: 'HTTP/2',
+    method: 'GET',
+    path: '/h2/path',
+    status: 200,
+    endpoint: 'api-1',
+  });
+  t.match((await lines(files.api, 1))[0], {
+    direction: 'inbound',
+    protocol: 'HTTP/2',
+    status: 200,
+  });
+
+  const app = await startEchoTcp();
+  const tcp = await startTwoSidecars({ protocol: 'tcp', app: { port: app.port } as never });
+  t.teardown(async () => {
+    await tcp.close().catch(() => {});
+    app.close();
+  });
+  const tfiles = await logBoth(t, tcp);
+  const sock = net.connect(tcp.port, '127.0.0.1');
+  await new Promise((r) => sock.once('connect', r));
+  sock.write('hello');
+  await new Promise((r) => sock.once('data', r));
+  sock.end();
+  await new Promise((r) => sock.once('close', r));
+  t.match((await lines(tfiles.web, 1))[0], {
+    direction: 'outbound',
+    protocol: 'tcp',
+    source: 'web',
+    destination: 'api',
+    bytesIn: 5,
+    bytesOut: 5,
+  });
+  t.match((await lines(tfiles.api, 1))[0], {
+    direction: 'inbound',
+    protocol: 'tcp',
+    source: 'web',
+    bytesIn: 5,
+    bytesOut: 5,
+  });
+});
+
+t.test('a file that cannot be written drops lines, counted; traffic is unaffected', async (t) => {
+  const m = await startTwoSidecars();
+  t.teardown(() => m.close());
+  await withLogs(m.web, { type: 'file', path: '/nonexistent-remora-dir/access.log' });
+  for (let i = 0; i < 3; i++) t.equal((await request(m.url(`/${i}`))).status, 200);
+  await waitFor(
+    'the drops counted',
+    async () =>
+      /remora_proxy_access_log_dropped_total [1-9]/.test(
+        await m.web.proxy.metrics.registry.metrics(),
+      ),
+    5000,
+  );
+  t.pass('dropped lines are counted');
+});
