@@ -18,6 +18,7 @@ import {
   type ProxySnapshot,
   type TracingConfig,
   type UpstreamConfig,
+  type AccessLogConfig,
 } from '../lib/proxy-api/index.ts';
 import {
   createCentralConfig,
@@ -537,7 +538,14 @@ export function createAgent(o: AgentOptions): Agent {
       intentions: policy,
       tracing: s.tracing,
       ...transparentSnapshot(inst),
+      ...accessLogsField(),
     };
+  }
+
+  /** proxy-defaults `AccessLogs`, when on (an absent field keeps older proxies working). */
+  function accessLogsField(): { accessLogs?: AccessLogConfig } {
+    const logs = central.accessLogs();
+    return logs ? { accessLogs: logs } : {};
   }
 
   // --- routes and splits (docs/agent.md, "Routes and traffic splits") -----------------------

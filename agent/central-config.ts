@@ -18,6 +18,7 @@ import {
   headerValueProblem,
   INBOUND_LIMITS,
   LOAD_BALANCER_POLICIES,
+  type AccessLogConfig,
   type HeaderModifiers,
   type InboundSettings,
   type LoadBalancerPolicy,
@@ -257,6 +258,8 @@ export interface CentralConfig {
    * `LocalRequestTimeoutMs`, `MaxInboundConnections`); null when they set none.
    */
   inbound(service: string): InboundSettings | null;
+  /** Where every proxy writes access logs (proxy-defaults `AccessLogs`); null when off. */
+  accessLogs(): AccessLogConfig | null;
   /** What `destination`'s service-resolver sets for its callers; null when it has none. */
   resolver(destination: string): ResolverSettings | null;
   /** `destination`'s service-splitter shares (weights add up to 100); null when it has none. */
@@ -280,6 +283,8 @@ interface Protocols {
   upstreams: Record<string, { defaults: Layer | null; overrides: Record<string, Layer> }>;
   /** By service: the inbound settings of its service-defaults, checked. */
   inbound: Record<string, InboundSettings>;
+  /** proxy-defaults `AccessLogs`, checked; null when off. */
+  accessLogs: AccessLogConfig | null;
   /** By destination service: its service-resolver's settings, checked. */
   resolvers: Record<string, ResolverSettings>;
   /** By destination service: its service-splitter's shares, checked. */
@@ -309,6 +314,51 @@ function inboundOf(
       );
   }
   return out;
+}
+
+/**
+ * proxy-defaults `AccessLogs` as the proxies take it: null unless `Enabled`; what Remora cannot
+ * apply is reported in `found` under `logs…` (a bad type or path turns the logs off, a custom
+ * format is not applied).
+ */
+function accessLogsOf(v: unknown, found: Map<string, string>): AccessLogConfig | null {
+  const where = 'proxy-defaults global: AccessLogs';
+  if (v === undefined || v === null) return null;
+  if (!isLayer(v)) {
+    found.set('logs', `${where} must be an object; access logs stay off`);
+    return null;
+  }
+  if (v.Enabled !== true) return null;
+  const type = v.Type === undefined || v.Type === '' ? 'stdout' : v.Type;
+  if (type !== 'stdout' && type !== 'stderr' && type !== 'file') {
+    found.set(
+      'logs/type',
+      `${where}.Type ${JSON.stringify(type)} is not one of stdout, stderr, file; access logs stay off`,
+    );
+    return null;
+  }
+  for (const f of ['JSONFormat', 'TextFormat'])
+    if (typeof v[f] === 'string' && v[f] !== '')
+      found.set(
+        `logs/${f}`,
+        `${where}.${f} is not applied: Remora's proxies write their own JSON lines (docs/proxy.md, "Access logs")`,
+      );
+  if (type !== 'file') return { type };
+  const path = v.Path;
+  if (typeof path !== 'string' || !path.startsWith('/') || path.includes('\0')) {
+    found.set(
+      'logs/path',
+      `${where}.Path must be an absolute file path for Type file, got ${JSON.stringify(path ?? null)}; access logs stay off`,
+    );
+    return null;
+  }
+  return { type, path };
+}
+
+/** A cached AccessLogs setting, checked again as Consul's answer would be. */
+function checkedAccessLogs(v: unknown): AccessLogConfig | null {
+  if (!isLayer(v)) return null;
+  return accessLogsOf({ Enabled: true, Type: v.type, Path: v.path }, new Map());
 }
 
 /** Keeps only well-formed routes (a cache file is trusted no more than Consul). */
@@ -491,6 +541,7 @@ function readCache(path: string): Protocols | null {
       global: asProtocol(v.global),
       upstreams,
       inbound,
+      accessLogs: checkedAccessLogs(v.accessLogs),
       resolvers,
       splitters,
       routers,
@@ -1361,6 +1412,7 @@ export function createCentralConfig(o: {
     global: null,
     upstreams: {},
     inbound: {},
+    accessLogs: null,
     resolvers: {},
     splitters: {},
     routers: {},
@@ -1447,15 +1499,17 @@ export function createCentralConfig(o: {
   }
 
   function onProxyDefaults(entries: ConfigEntry[]): void {
-    const raw = entries.find((e) => e.Name === 'global')?.Config?.protocol;
+    const entry = entries.find((e) => e.Name === 'global');
+    const raw = entry?.Config?.protocol;
     let global: Protocol | null = null;
     const found = new Map<string, string>();
     if (raw !== undefined && raw !== '') {
       global = knownProtocol(raw);
       if (!global) found.set('global', invalidMessage('proxy-defaults global', raw));
     }
-    report(['global'], found);
-    set({ ...known, global });
+    const accessLogs = accessLogsOf(entry?.AccessLogs, found);
+    report(['global', 'logs'], found);
+    set({ ...known, global, accessLogs });
   }
 
   /**
@@ -1524,6 +1578,7 @@ export function createCentralConfig(o: {
       return u.defaults ? (o ? [u.defaults, o] : [u.defaults]) : o ? [o] : [];
     },
     inbound: (service) => own(known.inbound, service),
+    accessLogs: () => known.accessLogs,
     resolver: (destination) => own(known.resolvers, destination),
     splitter: (destination) => own(known.splitters, destination),
     router: (destination) => own(known.routers, destination),

@@ -64,6 +64,8 @@ export interface ConfigEntry {
   Protocol?: unknown;
   /** proxy-defaults: `protocol` is every service's default protocol. */
   Config?: Record<string, unknown>;
+  /** proxy-defaults: whether and where every proxy writes access logs. */
+  AccessLogs?: unknown;
   /** service-defaults: settings for the service's upstreams (`Defaults`, `Overrides`). */
   UpstreamConfig?: unknown;
   /** service-defaults: what the service's own proxies do with its app and their port. */

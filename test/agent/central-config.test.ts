@@ -184,6 +184,7 @@ t.test('a restarted agent knows the protocols before Consul answers', async (t) 
     global: 'http',
     upstreams: { web: { defaults: null, overrides: { api: { ConnectTimeoutMs: 700 } } } },
     inbound: {},
+    accessLogs: null,
     resolvers: { api: { connectTimeoutMs: 2500, loadBalancer: 'least_request' } },
     routers: {
       api: [
@@ -846,6 +847,59 @@ t.test("a service's inbound settings from its service-defaults, cached", async (
   await waitFor('answers', () => again.c.synced());
   t.same(again.c.inbound('api'), null, 'gone once Consul answers without the entry');
 });
+
+t.test(
+  'proxy-defaults AccessLogs: where every proxy writes them, and what is not applied',
+  async (t) => {
+    const dir = await dataDir(t);
+    const global = (AccessLogs: unknown) => [{ Kind: PROXY_DEFAULTS, Name: 'global', AccessLogs }];
+    const fake = createFakeConfigEntries({ [PROXY_DEFAULTS]: global({ Enabled: true }) });
+    const { c } = central(dir, fake);
+    c.start();
+    t.teardown(() => c.stop());
+    await waitFor('both answers', () => c.synced());
+    t.same(c.accessLogs(), { type: 'stdout' }, "Consul's default type");
+    const cases: [unknown, unknown, string[]][] = [
+      [{ Enabled: false, Type: 'file', Path: '/var/log/a.log' }, null, []],
+      [{ Enabled: true, Type: 'stderr' }, { type: 'stderr' }, []],
+      [
+        { Enabled: true, Type: 'file', Path: '/var/log/a.log', TextFormat: '%START_TIME%' },
+        { type: 'file', path: '/var/log/a.log' },
+        [
+          `proxy-defaults global: AccessLogs.TextFormat is not applied: Remora's proxies write their own JSON lines (docs/proxy.md, "Access logs")`,
+        ],
+      ],
+      [
+        { Enabled: true, Type: 'file', Path: 'a.log' },
+        null,
+        [
+          'proxy-defaults global: AccessLogs.Path must be an absolute file path for Type file, got "a.log"; access logs stay off',
+        ],
+      ],
+      [
+        { Enabled: true, Type: 'syslog' },
+        null,
+        [
+          'proxy-defaults global: AccessLogs.Type "syslog" is not one of stdout, stderr, file; access logs stay off',
+        ],
+      ],
+      [true, null, ['proxy-defaults global: AccessLogs must be an object; access logs stay off']],
+    ];
+    for (const [given, want, problems] of cases) {
+      fake.set(PROXY_DEFAULTS, global(given));
+      t.same(c.accessLogs(), want, JSON.stringify(given));
+      t.same(
+        c.problems().map((p) => p.message),
+        problems,
+      );
+    }
+    fake.set(PROXY_DEFAULTS, global({ Enabled: true, Type: 'file', Path: '/var/log/a.log' }));
+    c.stop();
+    await writesSettled();
+    const again = central(dir, createFakeConfigEntries({}));
+    t.same(again.c.accessLogs(), { type: 'file', path: '/var/log/a.log' }, 'cached');
+  },
+);
 
 t.test('a change made while the agent was down reaches it with the second answer', async (t) => {
   const dir = await dataDir(t);

@@ -1,6 +1,9 @@
 // Consul's configuration entries decide the protocol of a service whose definitions leave it
 // out (docs/agent.md, "Protocols"): real devconsul, nats-server, control, agent and proxies.
 import t, { type Test } from 'tap';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { runRemora } from '../../helpers/cli.ts';
 import {
   OPERATOR_TOKEN,
@@ -770,3 +773,47 @@ t.test(
     );
   },
 );
+
+t.test('proxy-defaults AccessLogs: every proxy logs its calls to the file it names', async (t) => {
+  const mesh = await startMesh(t);
+  for (const [name, body] of Object.entries(definitions(mesh)))
+    await mesh.writeDefinition(name, body);
+  const dir = mkdtempSync(join(tmpdir(), 'remora-access-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'access.log');
+  await putConfig(mesh, {
+    Kind: 'proxy-defaults',
+    Name: 'global',
+    Config: { protocol: 'http' },
+    AccessLogs: { Enabled: true, Type: 'file', Path: path, TextFormat: '%START_TIME%' },
+  });
+  const agent = mesh.startAgent();
+  t.teardown(() => agent.stop());
+  await waitFor('web to reach api', () => webReachesApi(mesh), 90_000, 100);
+  const logged = await waitFor(
+    'both sides of a call in the file',
+    async () => {
+      await webReachesApi(mesh);
+      const lines = existsSync(path)
+        ? readFileSync(path, 'utf8')
+            .split('\n')
+            .filter(Boolean)
+            .map((l) => JSON.parse(l) as Record<string, unknown>)
+        : [];
+      const out = lines.find((l) => l.direction === 'outbound' && l.destination === 'api');
+      const inb = lines.find((l) => l.direction === 'inbound' && l.destination === 'api');
+      return out && inb ? { out, inb } : null;
+    },
+    30_000,
+    200,
+  );
+  t.match(logged.out, { source: 'web', protocol: 'HTTP/1.1', status: 200, endpoint: 'api-1' });
+  t.match(logged.inb, { source: 'web', protocol: 'HTTP/1.1', status: 200 });
+  const problem = await waitFor(
+    'the unapplied format in status',
+    async () => (await mesh.status()).problems.find((p) => /TextFormat/.test(p.message)),
+    30_000,
+    100,
+  );
+  t.equal(problem.code, 'REMORA_E_AGENT_CENTRAL_CONFIG_INVALID');
+});
