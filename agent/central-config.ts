@@ -16,6 +16,7 @@ import { logError, type Logger } from '../lib/log/index.ts';
 import {
   headerNameProblem,
   headerValueProblem,
+  ACCESS_LOG_TYPES,
   INBOUND_LIMITS,
   LOAD_BALANCER_POLICIES,
   type AccessLogConfig,
@@ -330,7 +331,7 @@ function accessLogsOf(v: unknown, found: Map<string, string>): AccessLogConfig |
   }
   if (v.Enabled !== true) return null;
   const type = v.Type === undefined || v.Type === '' ? 'stdout' : v.Type;
-  if (type !== 'stdout' && type !== 'stderr' && type !== 'file') {
+  if (!(ACCESS_LOG_TYPES as readonly unknown[]).includes(type)) {
     found.set(
       'logs/type',
       `${where}.Type ${JSON.stringify(type)} is not one of stdout, stderr, file; access logs stay off`,
@@ -343,7 +344,7 @@ function accessLogsOf(v: unknown, found: Map<string, string>): AccessLogConfig |
         `logs/${f}`,
         `${where}.${f} is not applied: Remora's proxies write their own JSON lines (docs/proxy.md, "Access logs")`,
       );
-  if (type !== 'file') return { type };
+  if (type !== 'file') return { type: type as AccessLogConfig['type'] };
   const path = v.Path;
   if (typeof path !== 'string' || !path.startsWith('/') || path.includes('\0')) {
     found.set(

@@ -60,6 +60,18 @@ export function createAccessLog(o: {
   let out: Writable | null = null;
   let file: WriteStream | null = null;
   let broken = false;
+  /** Standard streams watched for errors (a closed pipe must not end the proxy). */
+  const watched = new WeakSet<Writable>();
+
+  function standard(stream: Writable): Writable {
+    if (!watched.has(stream)) {
+      watched.add(stream);
+      stream.on('error', () => {
+        if (out === stream) broken = true;
+      });
+    }
+    return stream;
+  }
 
   function closeFile(): void {
     file?.end();
@@ -76,8 +88,8 @@ export function createAccessLog(o: {
       closeFile();
       broken = false;
       if (cfg === undefined) out = null;
-      else if (cfg.type === 'stdout') out = o.stdout ?? process.stdout;
-      else if (cfg.type === 'stderr') out = o.stderr ?? process.stderr;
+      else if (cfg.type === 'stdout') out = standard(o.stdout ?? process.stdout);
+      else if (cfg.type === 'stderr') out = standard(o.stderr ?? process.stderr);
       else {
         const f = createWriteStream(cfg.path!, { flags: 'a', mode: 0o600 });
         f.on('error', (err: NodeJS.ErrnoException) => {

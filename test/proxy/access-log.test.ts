@@ -1,0 +1,80 @@
+import t from 'tap';
+import { Writable } from 'node:stream';
+import { createSilentLogger } from '../../lib/log/index.ts';
+import { createAccessLog, MAX_PENDING_BYTES, pathOf } from '../../proxy/access-log.ts';
+
+const entry = {
+  direction: 'inbound' as const,
+  source: 'web',
+  destination: 'api',
+  protocol: 'HTTP/1.1' as const,
+  status: 200,
+  durationMs: 1,
+};
+
+/** A stdout that keeps what it is given, or holds it (a reader that does not read). */
+function sink(o: { hold?: boolean } = {}) {
+  const got: string[] = [];
+  const w = new Writable({
+    highWaterMark: 1,
+    write(chunk: Buffer, _enc, cb) {
+      got.push(chunk.toString());
+      if (!o.hold) cb();
+    },
+  });
+  return { w, got };
+}
+
+t.test('pathOf leaves the query string out', async (t) => {
+  t.equal(pathOf('/a/b?token=x'), '/a/b');
+  t.equal(pathOf('/a'), '/a');
+});
+
+t.test('off until configured; one JSON line per entry to stdout', async (t) => {
+  const out = sink();
+  let drops = 0;
+  const log = createAccessLog({
+    logger: createSilentLogger(),
+    onDrop: () => drops++,
+    stdout: out.w,
+  });
+  log.write(entry);
+  t.equal(log.enabled, false);
+  log.configure({ type: 'stdout' });
+  t.equal(log.enabled, true);
+  log.write(entry);
+  t.equal(out.got.length, 1);
+  t.match(JSON.parse(out.got[0]!), { log: 'access', ...entry });
+  log.configure(undefined);
+  log.write(entry);
+  t.same([out.got.length, drops], [1, 0], 'nothing written once off, nothing counted');
+});
+
+t.test('a reader that falls 1 MiB behind loses lines, counted', async (t) => {
+  const out = sink({ hold: true });
+  let drops = 0;
+  const log = createAccessLog({
+    logger: createSilentLogger(),
+    onDrop: () => drops++,
+    stdout: out.w,
+  });
+  log.configure({ type: 'stdout' });
+  const big = { ...entry, path: '/'.padEnd(64 * 1024, 'x') };
+  for (let i = 0; i < 40; i++) log.write(big);
+  t.ok(drops > 0 && drops < 40, `${drops} of 40 lines dropped`);
+  t.ok(out.w.writableLength <= MAX_PENDING_BYTES + 70 * 1024, 'the backlog stays bounded');
+});
+
+t.test('a broken standard output drops lines and does not throw', async (t) => {
+  const out = sink();
+  let drops = 0;
+  const log = createAccessLog({
+    logger: createSilentLogger(),
+    onDrop: () => drops++,
+    stdout: out.w,
+  });
+  log.configure({ type: 'stdout' });
+  out.w.emit('error', Object.assign(new Error('EPIPE'), { code: 'EPIPE' }));
+  log.write(entry);
+  t.equal(drops, 1);
+});
