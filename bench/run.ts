@@ -99,6 +99,7 @@ async function main(): Promise<void> {
         conns: num(knobs, 'CONNS'),
         rate: num(knobs, 'RATE'),
         rateCap: num(knobs, 'RATE_CAP'),
+        accessLogs: knobs.ACCESS_LOGS === '1',
         settings: {
           pinning,
           quietPct: num(knobs, 'QUIET_PCT'),
@@ -254,7 +255,11 @@ function renderReport(r: {
   lines.push(`- Certificates: ${r.pki.description}.`);
   lines.push(
     '- Every proxy single-threaded: HAProxy `nbthread 1`; nginx `worker_processes 1` (master + one worker; app, client and ' +
-      'server are separate nginx instances); Remora one event loop per `remora proxy` process. No access logs. HAProxy ' +
+      'server are separate nginx instances); Remora one event loop per `remora proxy` process. ' +
+      (r.knobs.ACCESS_LOGS === '1'
+        ? 'Access logs on for the Remora pairs only (a JSON line per request on each side, to a file; ACCESS_LOGS=1), off for HAProxy and nginx. '
+        : 'No access logs. ') +
+      'HAProxy ' +
       '`http-reuse always` and nginx upstream `keepalive` so both share pooled upstream connections like a sidecar.',
   );
   lines.push(

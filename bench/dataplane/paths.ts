@@ -58,6 +58,8 @@ export interface PathContext {
   runDir: string;
   log: (m: string) => void;
   app: { started: Started; port: number; h2cPort: number };
+  /** The Remora pairs write access logs (`<path>-<side>-access.log` in the run directory). */
+  accessLogs: boolean;
 }
 
 export interface ReadyPath {
@@ -381,6 +383,11 @@ async function startRemora(ctx: PathContext, protocol: Protocol): Promise<ReadyP
       server: join(ctx.runDir, `${id}-server.json`),
     };
     for (const side of ['client', 'server'] as const) {
+      if (ctx.accessLogs)
+        snaps[side].accessLogs = {
+          type: 'file',
+          path: join(ctx.runDir, `${id}-${side}-access.log`),
+        };
       writeFileSync(files[side], JSON.stringify(snaps[side], null, 2), { mode: 0o600 });
       chmodSync(files[side], 0o600);
     }

@@ -21,6 +21,8 @@ export interface DataplaneOptions {
   /** Fixed request rate for the latency phase; 0 = half the slowest pair's median throughput. */
   rate: number;
   rateCap: number;
+  /** The Remora pairs write access logs to files in the run directory. */
+  accessLogs: boolean;
   settings: MeasureSettings;
 }
 
@@ -91,7 +93,7 @@ export async function runDataplane(
 ): Promise<DataplaneResult> {
   const t0 = Date.now();
   const app = await startApp(registry, runDir, log);
-  const ctx: PathContext = { registry, pki, runDir, log, app };
+  const ctx: PathContext = { registry, pki, runDir, log, app, accessLogs: o.accessLogs };
   const ready: ReadyPath[] = [];
   const skipped: DataplaneResult['skipped'] = [];
   const wanted = [...o.paths];

@@ -48,6 +48,10 @@ export const KNOBS = {
   },
   OUT: { default: 'docs/benchmarks.md', doc: 'where the report goes' },
   KEEP_TMP: { default: '0', doc: 'keep the run directory (configs, logs, certificates)' },
+  ACCESS_LOGS: {
+    default: '0',
+    doc: '1: the Remora pairs write access logs to files in the run directory (what they cost)',
+  },
 } as const;
 
 export type KnobName = keyof typeof KNOBS;
