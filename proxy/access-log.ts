@@ -73,6 +73,28 @@ export function createAccessLog(o: {
     return stream;
   }
 
+  let batch: string[] = [];
+  let batchBytes = 0;
+  function flush(): void {
+    if (batch.length === 0) return;
+    const text = batch.join('');
+    batch = [];
+    batchBytes = 0;
+    if (out !== null && !broken) out.write(text);
+  }
+
+  // one Date per millisecond at most
+  let stampMs = 0;
+  let stamp = '';
+  function timestamp(): string {
+    const now = Date.now();
+    if (now !== stampMs) {
+      stampMs = now;
+      stamp = new Date(now).toISOString();
+    }
+    return stamp;
+  }
+
   function closeFile(): void {
     file?.end();
     file = null;
@@ -84,6 +106,7 @@ export function createAccessLog(o: {
     },
     configure(cfg) {
       if (cfg?.type === current?.type && cfg?.path === current?.path) return;
+      flush();
       current = cfg;
       closeFile();
       broken = false;
@@ -112,13 +135,18 @@ export function createAccessLog(o: {
     },
     write(entry) {
       if (out === null) return;
-      if (broken || out.writableLength > MAX_PENDING_BYTES) {
+      if (broken || out.writableLength + batchBytes > MAX_PENDING_BYTES) {
         o.onDrop();
         return;
       }
-      out.write(`${JSON.stringify({ time: new Date().toISOString(), log: 'access', ...entry })}\n`);
+      // the lines of one event-loop turn leave in one write (a file write is a thread-pool job)
+      const line = `{"time":"${timestamp()}","log":"access",${JSON.stringify(entry).slice(1)}\n`;
+      batch.push(line);
+      batchBytes += line.length;
+      if (batch.length === 1) setImmediate(flush);
     },
     close() {
+      flush();
       closeFile();
       out = null;
       current = undefined;
