@@ -44,6 +44,28 @@ export interface AccessLog {
   close(): void;
 }
 
+/** The fields of an HTTP/2 or gRPC stream's line that its answer and timing do not give. */
+export function h2Fields(
+  headers: { [name: string]: string | string[] | number | undefined },
+  status: number,
+  ms: number,
+  error: string | undefined,
+): Pick<AccessEntry, 'protocol' | 'method' | 'path' | 'status' | 'error' | 'durationMs'> {
+  return {
+    protocol: 'HTTP/2',
+    method: String(headers[':method']),
+    path: pathOf(String(headers[':path'] ?? '')),
+    status,
+    ...(error ? { error } : {}),
+    durationMs: roundMs(ms),
+  };
+}
+
+/** Milliseconds to the microsecond. */
+export function roundMs(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}
+
 /** The path of a request target without its query string. */
 export function pathOf(target: string): string {
   const q = target.indexOf('?');
@@ -170,7 +192,7 @@ export function createAccessLogStage(log: AccessLog): Stage {
       path: pathOf(req.target),
       status: res.status,
       ...(res.errorCode ? { error: res.errorCode } : {}),
-      durationMs: Math.round((performance.now() - start) * 1000) / 1000,
+      durationMs: roundMs(performance.now() - start),
       ...(ctx.direction === 'outbound' ? { endpoint: ctx.endpointId, retries: ctx.retries } : {}),
     });
     return res;

@@ -17,7 +17,7 @@ import {
   respondH2Error,
 } from '../http/h2-forward.ts';
 import { performance } from 'node:perf_hooks';
-import { pathOf } from '../access-log.ts';
+import { h2Fields } from '../access-log.ts';
 
 const appSessions = new WeakMap<ProxyEnv, { key: string; session: ClientHttp2Session }>();
 
@@ -68,12 +68,7 @@ export function serveInboundH2(
         direction: 'inbound',
         source: ctx.source,
         destination: ctx.destination,
-        protocol: 'HTTP/2',
-        method: String(headers[':method']),
-        path: pathOf(String(headers[':path'] ?? '')),
-        status,
-        ...(error ? { error } : {}),
-        durationMs: Math.round(ms * 1000) / 1000,
+        ...h2Fields(headers, status, ms, error),
       });
     };
     let d = ctx.l4!;

@@ -24,7 +24,7 @@ import {
 } from '../stages/types.ts';
 import { createErrorResponderStage } from '../stages/responder.ts';
 import { createMetricsStage } from '../stages/metrics.ts';
-import { createAccessLogStage } from '../access-log.ts';
+import { createAccessLogStage, roundMs } from '../access-log.ts';
 import type { RequestMeter } from '../admin/metrics.ts';
 import { createIntentionsStage } from '../stages/intentions.ts';
 import { createPeerIdentityStage } from '../stages/headers.ts';
@@ -221,7 +221,7 @@ export function createInbound(env: ProxyEnv): Inbound {
           destination,
           protocol: 'tcp',
           ...(error ? { error } : {}),
-          durationMs: Math.round((performance.now() - start) * 1000) / 1000,
+          durationMs: roundMs(performance.now() - start),
           bytesIn: app?.bytesWritten ?? 0,
           bytesOut: app?.bytesRead ?? 0,
         });

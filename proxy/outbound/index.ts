@@ -40,7 +40,7 @@ import {
 } from '../stages/types.ts';
 import { createErrorResponderStage } from '../stages/responder.ts';
 import { createMetricsStage } from '../stages/metrics.ts';
-import { createAccessLogStage, pathOf } from '../access-log.ts';
+import { createAccessLogStage, h2Fields, roundMs } from '../access-log.ts';
 import { createActiveRequestsStage } from '../stages/limits.ts';
 import {
   createRetryStage,
@@ -392,7 +392,7 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
           destination: name,
           protocol: 'tcp',
           ...(error ? { error } : {}),
-          durationMs: Math.round((performance.now() - start) * 1000) / 1000,
+          durationMs: roundMs(performance.now() - start),
           bytesIn: socket.bytesRead,
           bytesOut: socket.bytesWritten,
         }),
@@ -465,12 +465,7 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
         direction: 'outbound',
         source: env.active().snapshot.instance.service,
         destination: name,
-        protocol: 'HTTP/2',
-        method: String(headers[':method']),
-        path: pathOf(String(headers[':path'] ?? '')),
-        status,
-        ...(error ? { error } : {}),
-        durationMs: Math.round(ms * 1000) / 1000,
+        ...h2Fields(headers, status, ms, error),
         endpoint: ep?.id ?? null,
         retries: attempt,
       });
