@@ -24,7 +24,7 @@ import {
 } from '../stages/types.ts';
 import { createErrorResponderStage } from '../stages/responder.ts';
 import { createMetricsStage } from '../stages/metrics.ts';
-import { createAccessLogStage, roundMs } from '../access-log.ts';
+import { createAccessLogStage, roundMs, type AccessEntry } from '../access-log.ts';
 import type { RequestMeter } from '../admin/metrics.ts';
 import { createIntentionsStage } from '../stages/intentions.ts';
 import { createPeerIdentityStage } from '../stages/headers.ts';
@@ -183,14 +183,7 @@ export function createInbound(env: ProxyEnv): Inbound {
       env.metrics.denials.labels('l4', String(d.enforced)).inc();
       if (!d.enforced) return false;
       if (env.accessLog.enabled)
-        env.accessLog.write({
-          direction: 'inbound',
-          source: peer.service,
-          destination,
-          protocol: 'tcp',
-          error: 'REMORA_E_PROXY_INTENTION_DENIED',
-          durationMs: 0,
-        });
+        tcpLine({ error: 'REMORA_E_PROXY_INTENTION_DENIED', durationMs: 0 });
       env.logger.info(
         {
           source: peer.service,
@@ -203,9 +196,17 @@ export function createInbound(env: ProxyEnv): Inbound {
       );
       return true;
     };
+    /** The access-log line of a TCP connection or tunnel stream from this peer. */
+    const tcpLine = (fields: Pick<AccessEntry, 'error' | 'durationMs' | 'bytesIn' | 'bytesOut'>) =>
+      env.accessLog.write({
+        direction: 'inbound',
+        source: peer.service,
+        destination,
+        protocol: 'tcp',
+        ...fields,
+      });
     const dialApp = (): Promise<Socket> => {
       const ib = env.active().snapshot.inbound;
-      const start = performance.now();
       const dialed = dialTcp(
         ib.localAppAddress,
         ib.localAppPort,
@@ -214,12 +215,9 @@ export function createInbound(env: ProxyEnv): Inbound {
       );
       if (!env.accessLog.enabled) return dialed;
       // one line per TCP connection (or tunnel stream) when its app connection closes
+      const start = performance.now();
       const line = (app: Socket | null, error?: string) =>
-        env.accessLog.write({
-          direction: 'inbound',
-          source: peer.service,
-          destination,
-          protocol: 'tcp',
+        tcpLine({
           ...(error ? { error } : {}),
           durationMs: roundMs(performance.now() - start),
           bytesIn: app?.bytesWritten ?? 0,
