@@ -2,7 +2,7 @@
  * Conformance: configuration entries (`/v1/config`), the kinds the agent reads for a service's
  * protocol. Each case cites the Consul documentation page it derives from.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { AGAINST_REAL_CONSUL, doc, openTarget } from './harness.ts';
 
 const CONFIG_DOC = doc('api-docs/config.mdx');
@@ -18,6 +18,25 @@ const target = await openTarget();
 t.teardown(() => target.close());
 const p = target.prefix;
 const api = target.call;
+
+/** `kind`/`name` was never stored: each refused write left nothing behind. */
+async function nothingStored(t: Test, kind: string, name: string): Promise<void> {
+  t.equal((await api('GET', `/v1/config/${kind}/${name}`)).status, 404, 'nothing stored');
+}
+
+/** Each body, written as `kind`/`name`, is refused with 400 (named by its `what`). */
+async function refusesEach(
+  t: Test,
+  kind: string,
+  name: string,
+  cases: ReadonlyArray<readonly [string, Json]>,
+): Promise<void> {
+  for (const [what, body] of cases) {
+    const r = await api('PUT', '/v1/config', { Kind: kind, Name: name, ...body });
+    t.equal(r.status, 400, what);
+  }
+  await nothingStored(t, kind, name);
+}
 
 t.test(
   `PUT /v1/config answers true; GET returns the entry with indexes ${CONFIG_DOC}`,
@@ -174,11 +193,7 @@ t.test(
       ConnectTimeout: 'soon',
     });
     t.equal(duration.status, 400, 'not a duration');
-    t.equal(
-      (await api('GET', `/v1/config/service-resolver/${name}`)).status,
-      404,
-      'nothing stored',
-    );
+    await nothingStored(t, 'service-resolver', name);
   },
 );
 
@@ -213,15 +228,7 @@ t.test(
       ['a filter that does not parse', { Subsets: { v1: { Filter: 'Service.Meta.version ==' } } }],
       ['a default subset not defined', { DefaultSubset: 'v9', Subsets: { v1: { Filter: '' } } }],
     ] as const;
-    for (const [what, body] of bad) {
-      const r = await api('PUT', '/v1/config', { Kind: 'service-resolver', Name: name, ...body });
-      t.equal(r.status, 400, what);
-    }
-    t.equal(
-      (await api('GET', `/v1/config/service-resolver/${name}`)).status,
-      404,
-      'nothing stored',
-    );
+    await refusesEach(t, 'service-resolver', name, bad);
   },
 );
 
@@ -247,15 +254,7 @@ t.test(
       ['an empty failover', { Failover: { '*': {} } }],
       ['a failover key naming no subset', { Failover: { v9: { Service: 'c' } } }],
     ] as const;
-    for (const [what, body] of refused) {
-      const r = await api('PUT', '/v1/config', { Kind: 'service-resolver', Name: name, ...body });
-      t.equal(r.status, 400, what);
-    }
-    t.equal(
-      (await api('GET', `/v1/config/service-resolver/${name}`)).status,
-      404,
-      'nothing stored',
-    );
+    await refusesEach(t, 'service-resolver', name, refused);
   },
 );
 
@@ -306,11 +305,7 @@ t.test(
       Splits: [{ Weight: 60 }, { Weight: 30, Service: `${name}-v2` }],
     });
     t.equal(sum.status, 400, 'weights adding up to 90');
-    t.equal(
-      (await api('GET', `/v1/config/service-splitter/${name}`)).status,
-      404,
-      'nothing stored',
-    );
+    await nothingStored(t, 'service-splitter', name);
   },
 );
 
@@ -362,6 +357,6 @@ t.test(
       route({ Methods: ['GET'] }, { PrefixRewrite: '/' }),
     );
     t.equal(rewrite.status, 400, 'a PrefixRewrite without PathPrefix or PathExact');
-    t.equal((await api('GET', `/v1/config/service-router/${name}`)).status, 404, 'nothing stored');
+    await nothingStored(t, 'service-router', name);
   },
 );
