@@ -25,6 +25,15 @@ function sink(o: { hold?: boolean } = {}) {
   return { w, got };
 }
 
+/** An access log to `stdout` that counts what it drops. */
+function logTo(stdout: Writable) {
+  const log = Object.assign(
+    createAccessLog({ logger: createSilentLogger(), onDrop: () => log.drops++, stdout }),
+    { drops: 0 },
+  );
+  return log;
+}
+
 t.test('pathOf leaves the query string out', async (t) => {
   t.equal(pathOf('/a/b?token=x'), '/a/b');
   t.equal(pathOf('/a'), '/a');
@@ -32,12 +41,7 @@ t.test('pathOf leaves the query string out', async (t) => {
 
 t.test('off until configured; one JSON line per entry to stdout', async (t) => {
   const out = sink();
-  let drops = 0;
-  const log = createAccessLog({
-    logger: createSilentLogger(),
-    onDrop: () => drops++,
-    stdout: out.w,
-  });
+  const log = logTo(out.w);
   log.write(entry);
   t.equal(log.enabled, false);
   log.configure({ type: 'stdout' });
@@ -51,35 +55,25 @@ t.test('off until configured; one JSON line per entry to stdout', async (t) => {
   log.configure(undefined);
   log.write(entry);
   await new Promise((r) => setImmediate(r));
-  t.same([out.got.length, drops], [1, 0], 'nothing written once off, nothing counted');
+  t.same([out.got.length, log.drops], [1, 0], 'nothing written once off, nothing counted');
 });
 
 t.test('a reader that falls 1 MiB behind loses lines, counted', async (t) => {
   const out = sink({ hold: true });
-  let drops = 0;
-  const log = createAccessLog({
-    logger: createSilentLogger(),
-    onDrop: () => drops++,
-    stdout: out.w,
-  });
+  const log = logTo(out.w);
   log.configure({ type: 'stdout' });
   const big = { ...entry, path: '/'.padEnd(64 * 1024, 'x') };
   for (let i = 0; i < 40; i++) log.write(big);
-  t.ok(drops > 0 && drops < 40, `${drops} of 40 lines dropped`);
+  t.ok(log.drops > 0 && log.drops < 40, `${log.drops} of 40 lines dropped`);
   await new Promise((r) => setImmediate(r));
   t.ok(out.w.writableLength <= MAX_PENDING_BYTES + 70 * 1024, 'the backlog stays bounded');
 });
 
 t.test('a broken standard output drops lines and does not throw', async (t) => {
   const out = sink();
-  let drops = 0;
-  const log = createAccessLog({
-    logger: createSilentLogger(),
-    onDrop: () => drops++,
-    stdout: out.w,
-  });
+  const log = logTo(out.w);
   log.configure({ type: 'stdout' });
   out.w.emit('error', Object.assign(new Error('EPIPE'), { code: 'EPIPE' }));
   log.write(entry);
-  t.equal(drops, 1);
+  t.equal(log.drops, 1);
 });
