@@ -13,6 +13,7 @@
 import { readFileSync } from 'node:fs';
 import { RemoraError, toRemoraError } from '../lib/errors/index.ts';
 import { logError, type Logger } from '../lib/log/index.ts';
+import { compileAccessFormat } from '../lib/access-log/format.ts';
 import {
   headerNameProblem,
   headerValueProblem,
@@ -338,13 +339,8 @@ function accessLogsOf(v: unknown, found: Map<string, string>): AccessLogConfig |
     );
     return null;
   }
-  for (const f of ['JSONFormat', 'TextFormat'])
-    if (typeof v[f] === 'string' && v[f] !== '')
-      found.set(
-        `logs/${f}`,
-        `${where}.${f} is not applied: Remora's proxies write their own JSON lines (docs/proxy.md, "Access logs")`,
-      );
-  if (type !== 'file') return { type: type as AccessLogConfig['type'] };
+  const format = accessFormatOf(v, where, found);
+  if (type !== 'file') return { type: type as AccessLogConfig['type'], ...format };
   const path = v.Path;
   if (typeof path !== 'string' || !path.startsWith('/') || path.includes('\0')) {
     found.set(
@@ -353,13 +349,57 @@ function accessLogsOf(v: unknown, found: Map<string, string>): AccessLogConfig |
     );
     return null;
   }
-  return { type, path };
+  return { type, path, ...format };
+}
+
+/**
+ * `TextFormat` or `JSONFormat`, checked the way the proxies compile it. A format they cannot
+ * apply is reported and left out: the logs stay on in the proxies' own JSON lines.
+ */
+function accessFormatOf(
+  v: Record<string, unknown>,
+  where: string,
+  found: Map<string, string>,
+): { textFormat?: string; jsonFormat?: string } {
+  const given = (k: string) => (v[k] === undefined || v[k] === '' ? undefined : v[k]);
+  const text = given('TextFormat');
+  const json = given('JSONFormat');
+  if (text === undefined && json === undefined) return {};
+  const key = json === undefined ? 'TextFormat' : 'JSONFormat';
+  const keep = '; the proxies write their own JSON lines instead (docs/proxy.md, "Access logs")';
+  if (
+    (text !== undefined && typeof text !== 'string') ||
+    (json !== undefined && typeof json !== 'string')
+  ) {
+    found.set('logs/format', `${where}.${key} must be a string${keep}`);
+    return {};
+  }
+  const spec = {
+    ...(text === undefined ? {} : { textFormat: text }),
+    ...(json === undefined ? {} : { jsonFormat: json }),
+  };
+  try {
+    compileAccessFormat(spec);
+  } catch (err) {
+    found.set('logs/format', `${where}: ${(err as Error).message}${keep}`);
+    return {};
+  }
+  return spec;
 }
 
 /** A cached AccessLogs setting, checked again as Consul's answer would be. */
 function checkedAccessLogs(v: unknown): AccessLogConfig | null {
   if (!isLayer(v)) return null;
-  return accessLogsOf({ Enabled: true, Type: v.type, Path: v.path }, new Map());
+  return accessLogsOf(
+    {
+      Enabled: true,
+      Type: v.type,
+      Path: v.path,
+      TextFormat: v.textFormat,
+      JSONFormat: v.jsonFormat,
+    },
+    new Map(),
+  );
 }
 
 /** Keeps only well-formed routes (a cache file is trusted no more than Consul). */

@@ -1,46 +1,39 @@
-// Access logs (Consul's proxy-defaults `AccessLogs`): one JSON line per HTTP request, HTTP/2 or
-// gRPC stream and TCP connection, to the proxy's standard output or error or appended to a file.
+// Access logs (Consul's proxy-defaults `AccessLogs`): one line per HTTP request, HTTP/2 or gRPC
+// stream and TCP connection — the proxy's own JSON, or the format the settings give
+// (lib/access-log/format.ts) — to the proxy's standard output or error or appended to a file.
 // Off unless the snapshot asks for them. Writing never holds traffic back: a line that finds more
 // than MAX_PENDING_BYTES not yet written is dropped and counted, and so is every line while the
 // file cannot be written.
 import { createWriteStream, type WriteStream } from 'node:fs';
 import type { Writable } from 'node:stream';
+import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import { RemoraError } from '../lib/errors/index.ts';
 import { logError, type Logger } from '../lib/log/index.ts';
 import type { AccessLogConfig } from '../lib/proxy-api/index.ts';
+import {
+  compileAccessFormat,
+  type AccessDetail,
+  type AccessEntry,
+  type AccessLineRenderer,
+} from '../lib/access-log/format.ts';
 import type { ProxyRequest, ProxyResponse, Stage } from './stages/types.ts';
+import type { Body } from './http/body.ts';
 import { performance } from 'node:perf_hooks';
+
+export type { AccessDetail, AccessEntry } from '../lib/access-log/format.ts';
 
 /** Bytes of lines waiting for the output, past which new lines are dropped. */
 export const MAX_PENDING_BYTES = 1 << 20;
 
-export interface AccessEntry {
-  direction: 'inbound' | 'outbound';
-  source: string;
-  destination: string;
-  protocol: 'HTTP/1.1' | 'HTTP/2' | 'tcp';
-  method?: string;
-  /** The request path without its query string (which may carry secrets). */
-  path?: string;
-  /** HTTP status the caller got; absent for TCP. */
-  status?: number;
-  /** The `x-remora-error` code of an answer the proxy made up, or why a connection ended. */
-  error?: string;
-  durationMs: number;
-  /** The endpoint (Consul service ID) of the last attempt, outbound. */
-  endpoint?: string | null;
-  retries?: number;
-  /** TCP: bytes from the client and to it. */
-  bytesIn?: number;
-  bytesOut?: number;
-}
-
 export interface AccessLog {
   /** True while the snapshot asks for access logs: callers skip building entries otherwise. */
   readonly enabled: boolean;
+  /** True while a custom format is set: only then is a line's `detail` read. */
+  readonly detailed: boolean;
   /** Applies a snapshot's setting (undefined: off). */
   configure(cfg: AccessLogConfig | undefined): void;
-  write(entry: AccessEntry): void;
+  /** `detail` is what only a custom format reads (headers, addresses). */
+  write(entry: AccessEntry, detail?: AccessDetail): void;
   close(): void;
 }
 
@@ -58,6 +51,24 @@ export function h2Fields(
     status,
     ...(error ? { error } : {}),
     durationMs: roundMs(ms),
+  };
+}
+
+/** What a custom format reads of an HTTP/2 or gRPC stream, when one is set. */
+export function h2Detail(
+  log: AccessLog,
+  stream: ServerHttp2Stream,
+  headers: IncomingHttpHeaders,
+  upstream: AccessDetail['upstream'],
+  downstreamPeer: string | null,
+): AccessDetail | undefined {
+  if (!log.detailed) return undefined;
+  return {
+    requestHeaders: headers,
+    responseHeaders: stream.sentHeaders,
+    downstream: stream.session?.socket ?? null,
+    upstream,
+    downstreamPeer,
   };
 }
 
@@ -79,6 +90,8 @@ export function createAccessLog(o: {
   stderr?: Writable;
 }): AccessLog {
   let current: AccessLogConfig | undefined;
+  /** The settings' format, compiled; undefined: the proxy's own JSON line. */
+  let custom: AccessLineRenderer | undefined;
   let out: Writable | null = null;
   let file: WriteStream | null = null;
   let broken = false;
@@ -126,8 +139,17 @@ export function createAccessLog(o: {
     get enabled() {
       return current !== undefined;
     },
+    get detailed() {
+      return custom !== undefined;
+    },
     configure(cfg) {
-      if (cfg?.type === current?.type && cfg?.path === current?.path) return;
+      // the snapshot's decoder checked the format: it compiles
+      if (cfg?.textFormat !== current?.textFormat || cfg?.jsonFormat !== current?.jsonFormat)
+        custom = cfg === undefined ? undefined : compileAccessFormat(cfg);
+      if (cfg?.type === current?.type && cfg?.path === current?.path) {
+        current = cfg;
+        return;
+      }
       flush();
       current = cfg;
       closeFile();
@@ -155,14 +177,17 @@ export function createAccessLog(o: {
         out = f;
       }
     },
-    write(entry) {
+    write(entry, detail) {
       if (out === null) return;
       if (broken || out.writableLength + batchBytes > MAX_PENDING_BYTES) {
         o.onDrop();
         return;
       }
       // the lines of one event-loop turn leave in one write (a file write is a thread-pool job)
-      const line = `{"time":"${timestamp()}","log":"access",${JSON.stringify(entry).slice(1)}\n`;
+      const line =
+        custom === undefined
+          ? `{"time":"${timestamp()}","log":"access",${JSON.stringify(entry).slice(1)}\n`
+          : custom(entry, detail, Date.now());
       batch.push(line);
       batchBytes += line.length;
       if (batch.length === 1) setImmediate(flush);
@@ -172,8 +197,16 @@ export function createAccessLog(o: {
       closeFile();
       out = null;
       current = undefined;
+      custom = undefined;
     },
   };
+}
+
+/** A body's length when it is known before it has passed (a stream's, if it declared one). */
+function bodyBytes(body: Body, declared: number): number | undefined {
+  if (body === null) return 0;
+  if (Buffer.isBuffer(body)) return body.length;
+  return declared >= 0 ? declared : undefined;
 }
 
 /** The access log of HTTP/1.1 requests (and those `remora-mux/1` carries), at the top of a stack. */
@@ -183,18 +216,34 @@ export function createAccessLogStage(log: AccessLog): Stage {
       const start = performance.now();
       const res: ProxyResponse = await next(req);
       const ctx = req.ctx;
-      log.write({
-        direction: ctx.direction,
-        source: ctx.source,
-        destination: ctx.destination,
-        protocol: 'HTTP/1.1',
-        method: req.method,
-        path: pathOf(req.target),
-        status: res.status,
-        ...(res.errorCode ? { error: res.errorCode } : {}),
-        durationMs: roundMs(performance.now() - start),
-        ...(ctx.direction === 'outbound' ? { endpoint: ctx.endpointId, retries: ctx.retries } : {}),
-      });
+      log.write(
+        {
+          direction: ctx.direction,
+          source: ctx.source,
+          destination: ctx.destination,
+          protocol: 'HTTP/1.1',
+          method: req.method,
+          path: pathOf(req.target),
+          status: res.status,
+          ...(res.errorCode ? { error: res.errorCode } : {}),
+          durationMs: roundMs(performance.now() - start),
+          ...(ctx.direction === 'outbound'
+            ? { endpoint: ctx.endpointId, retries: ctx.retries }
+            : {}),
+        },
+        log.detailed
+          ? {
+              requestHeaders: req.headers,
+              responseHeaders: res.headers,
+              authority: req.host,
+              downstream: ctx.downstream,
+              upstream: ctx.upstream,
+              downstreamPeer: ctx.direction === 'inbound' ? ctx.peerSpiffeId : null,
+              requestBytes: bodyBytes(req.body, req.bodyLength),
+              responseBytes: bodyBytes(res.body, res.bodyLength),
+            }
+          : undefined,
+      );
       return res;
     };
     // while the logs are off, a request costs one property read here

@@ -6,6 +6,7 @@ import { RemoraError } from '../errors/index.ts';
 import { parseSpiffeId, urisFromSubjectAltName } from '../identity/index.ts';
 import { headerNameProblem, headerValueProblem } from './header-modifiers.ts';
 import { INBOUND_LIMITS } from './defaults.ts';
+import { compileAccessFormat } from '../access-log/format.ts';
 import type {
   HeaderMatch,
   HttpMatch,
@@ -651,16 +652,28 @@ export const ACCESS_LOG_TYPES = ['stdout', 'stderr', 'file'] as const;
 
 function decodeAccessLogs(v: unknown): AccessLogConfig {
   const p = 'accessLogs';
-  const o = obj(v, p, ['type', 'path']);
+  const o = obj(v, p, ['type', 'path', 'textFormat', 'jsonFormat']);
   const type = oneOf(o, 'type', p, ACCESS_LOG_TYPES);
+  const textFormat = optStr(o, 'textFormat', p);
+  const jsonFormat = optStr(o, 'jsonFormat', p);
+  try {
+    compileAccessFormat({ textFormat, jsonFormat });
+  } catch (err) {
+    const key = jsonFormat === undefined ? 'textFormat' : 'jsonFormat';
+    fail(`${p}.${key}`, (err as Error).message, o[key]);
+  }
+  const format = {
+    ...(textFormat === undefined ? {} : { textFormat }),
+    ...(jsonFormat === undefined ? {} : { jsonFormat }),
+  };
   if (type !== 'file') {
     if (o.path !== undefined) fail(`${p}.path`, `is only for type file, not ${type}`, o.path);
-    return { type };
+    return { type, ...format };
   }
   const path = str(o, 'path', p);
   if (!path.startsWith('/') || path.includes('\0'))
     fail(`${p}.path`, 'must be an absolute file path', path);
-  return { type, path };
+  return { type, path, ...format };
 }
 
 function decodeTransparent(v: unknown): TransparentConfig {

@@ -261,12 +261,16 @@ export interface ProxySnapshot {
 }
 
 /**
- * Where the proxy writes one JSON line per request, stream or TCP connection: its own standard
- * output or error, or a file (`path`, absolute) it appends to.
+ * Where the proxy writes one line per request, stream or TCP connection: its own standard output
+ * or error, or a file (`path`, absolute) it appends to; its own JSON unless a format is given.
  */
 export interface AccessLogConfig {
   type: 'stdout' | 'stderr' | 'file';
   path?: string;
+  /** A line of Envoy command operators (Consul's `TextFormat`; lib/access-log/format.ts). */
+  textFormat?: string;
+  /** A JSON object of such lines, as a string (Consul's `JSONFormat`). At most one format. */
+  jsonFormat?: string;
 }
 
 // --- frames on the socket -----------------------------------------------------------------

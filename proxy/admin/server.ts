@@ -53,6 +53,8 @@ const ADMIN_CONTEXT: RequestContext = {
   aborted: false,
   trace: null,
   l4: null,
+  downstream: null,
+  upstream: null,
 };
 
 export async function startAdminServer(o: {

@@ -253,6 +253,7 @@ export function serveH1(socket: Socket, o: H1ServerOptions): H1ServerConnection 
       mode = 'none';
     }
     const ctx = o.newContext();
+    ctx.downstream = socket;
     reqCtx = ctx;
     const req: ProxyRequest = {
       method: head.method,

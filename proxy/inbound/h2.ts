@@ -17,7 +17,7 @@ import {
   respondH2Error,
 } from '../http/h2-forward.ts';
 import { performance } from 'node:perf_hooks';
-import { h2Fields } from '../access-log.ts';
+import { h2Detail, h2Fields } from '../access-log.ts';
 
 const appSessions = new WeakMap<ProxyEnv, { key: string; session: ClientHttp2Session }>();
 
@@ -64,12 +64,15 @@ export function serveInboundH2(
       const ms = performance.now() - start;
       meter.observe(status, ms);
       if (!env.accessLog.enabled) return;
-      env.accessLog.write({
-        direction: 'inbound',
-        source: ctx.source,
-        destination: ctx.destination,
-        ...h2Fields(headers, status, ms, error),
-      });
+      env.accessLog.write(
+        {
+          direction: 'inbound',
+          source: ctx.source,
+          destination: ctx.destination,
+          ...h2Fields(headers, status, ms, error),
+        },
+        h2Detail(env.accessLog, stream, headers, ctx.upstream, ctx.peerSpiffeId),
+      );
     };
     let d = ctx.l4!;
     let layer: 'l4' | 'l7' = 'l4';

@@ -52,6 +52,14 @@ export function createInbound(env: ProxyEnv): Inbound {
   let appKey = '';
   let appPool: H1Pool | null = null;
   const service = () => env.active().snapshot.instance.service;
+  /** The local app's address, one object per snapshot inbound (access logs' upstream host). */
+  let app = { from: null as unknown, address: { address: '', port: 0 } };
+  function appAddress(): { address: string; port: number } {
+    const ib = env.active().snapshot.inbound;
+    if (app.from !== ib)
+      app = { from: ib, address: { address: ib.localAppAddress, port: ib.localAppPort } };
+    return app.address;
+  }
 
   function currentAppPool(): H1Pool {
     const ib = env.active().snapshot.inbound;
@@ -198,13 +206,12 @@ export function createInbound(env: ProxyEnv): Inbound {
     };
     /** The access-log line of a TCP connection or tunnel stream from this peer. */
     const tcpLine = (fields: Pick<AccessEntry, 'error' | 'durationMs' | 'bytesIn' | 'bytesOut'>) =>
-      env.accessLog.write({
-        direction: 'inbound',
-        source: peer.service,
-        destination,
-        protocol: 'tcp',
-        ...fields,
-      });
+      env.accessLog.write(
+        { direction: 'inbound', source: peer.service, destination, protocol: 'tcp', ...fields },
+        env.accessLog.detailed
+          ? { downstream: socket, upstream: appAddress(), downstreamPeer: peer.spiffeId }
+          : undefined,
+      );
     const dialApp = (): Promise<Socket> => {
       const ib = env.active().snapshot.inbound;
       const dialed = dialTcp(
@@ -301,6 +308,8 @@ export function createInbound(env: ProxyEnv): Inbound {
       aborted: false,
       trace: null,
       l4: currentL4(),
+      downstream: socket,
+      upstream: appAddress(),
     });
     if (protocol === 'http2' || protocol === 'grpc' || socket.alpnProtocol === 'h2') {
       const c = serveInboundH2(socket, env, {

@@ -40,7 +40,7 @@ import {
 } from '../stages/types.ts';
 import { createErrorResponderStage } from '../stages/responder.ts';
 import { createMetricsStage } from '../stages/metrics.ts';
-import { createAccessLogStage, h2Fields, roundMs } from '../access-log.ts';
+import { createAccessLogStage, h2Detail, h2Fields, roundMs } from '../access-log.ts';
 import { createActiveRequestsStage } from '../stages/limits.ts';
 import {
   createRetryStage,
@@ -155,6 +155,7 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
     const ep = cluster.pick(now, seen);
     seen?.add(ep);
     req.ctx.endpointId = ep.id;
+    req.ctx.upstream = ep;
     ep.active++;
     const t0 = performance.now();
     let response;
@@ -313,6 +314,8 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
     aborted: false,
     trace: null,
     l4: null,
+    downstream: null,
+    upstream: null,
   });
 
   function track(socket: Socket, drain: () => void): void {
@@ -386,16 +389,19 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
     if (env.accessLog.enabled) {
       const start = performance.now();
       socket.once('close', () =>
-        env.accessLog.write({
-          direction: 'outbound',
-          source: env.active().snapshot.instance.service,
-          destination: name,
-          protocol: 'tcp',
-          ...(error ? { error } : {}),
-          durationMs: roundMs(performance.now() - start),
-          bytesIn: socket.bytesRead,
-          bytesOut: socket.bytesWritten,
-        }),
+        env.accessLog.write(
+          {
+            direction: 'outbound',
+            source: env.active().snapshot.instance.service,
+            destination: name,
+            protocol: 'tcp',
+            ...(error ? { error } : {}),
+            durationMs: roundMs(performance.now() - start),
+            bytesIn: socket.bytesRead,
+            bytesOut: socket.bytesWritten,
+          },
+          env.accessLog.detailed ? { downstream: socket } : undefined,
+        ),
       );
     }
     connectTcp(socket).then(
@@ -461,14 +467,17 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
       const ms = performance.now() - start;
       meter.observe(status, ms);
       if (!env.accessLog.enabled) return;
-      env.accessLog.write({
-        direction: 'outbound',
-        source: env.active().snapshot.instance.service,
-        destination: name,
-        ...h2Fields(headers, status, ms, error),
-        endpoint: ep?.id ?? null,
-        retries: attempt,
-      });
+      env.accessLog.write(
+        {
+          direction: 'outbound',
+          source: env.active().snapshot.instance.service,
+          destination: name,
+          ...h2Fields(headers, status, ms, error),
+          endpoint: ep?.id ?? null,
+          retries: attempt,
+        },
+        h2Detail(env.accessLog, stream, headers, ep ?? null, null),
+      );
     };
     void (async () => {
       const triedEps = new Set<EndpointState>();

@@ -3,6 +3,7 @@
 import type { Duplex } from 'node:stream';
 import type { Body } from '../http/body.ts';
 import type { HeaderModifiers } from '../../lib/proxy-api/index.ts';
+import type { SocketView } from '../../lib/access-log/format.ts';
 
 export interface RequestContext {
   direction: 'inbound' | 'outbound';
@@ -23,6 +24,10 @@ export interface RequestContext {
   trace: unknown;
   /** Inbound: the connection-level intention decision for this peer. */
   l4: ConnectionDecision | null;
+  /** The connection the request came in on (its addresses go to access logs). */
+  downstream: SocketView | null;
+  /** Where the last attempt went: the endpoint (outbound) or the local app (inbound). */
+  upstream: { readonly address: string; readonly port: number } | null;
   /** Outbound: what the route the request met sets over the upstream's own settings. */
   route?: RouteSettings;
 }

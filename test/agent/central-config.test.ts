@@ -25,6 +25,17 @@ import { createLogger, createSilentLogger } from '../../lib/log/index.ts';
 import { Writable } from 'node:stream';
 import { waitFor } from '../../lib/util/index.ts';
 import { createFakeConfigEntries } from './fakes.ts';
+import { ACCESS_FORMAT_OPERATORS } from '../../lib/access-log/format.ts';
+
+/** What JSON.parse says about a text that is not JSON. */
+function jsonError(text: string): string {
+  try {
+    JSON.parse(text);
+  } catch (err) {
+    return (err as Error).message;
+  }
+  throw new Error(`${text} is JSON`);
+}
 
 async function dataDir(t: Test): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'remora-central-'));
@@ -849,7 +860,7 @@ t.test("a service's inbound settings from its service-defaults, cached", async (
 });
 
 t.test(
-  'proxy-defaults AccessLogs: where every proxy writes them, and what is not applied',
+  'proxy-defaults AccessLogs: where every proxy writes them, in which format, and what is not applied',
   async (t) => {
     const dir = await dataDir(t);
     const global = (AccessLogs: unknown) => [{ Kind: PROXY_DEFAULTS, Name: 'global', AccessLogs }];
@@ -864,9 +875,40 @@ t.test(
       [{ Enabled: true, Type: 'stderr' }, { type: 'stderr' }, []],
       [
         { Enabled: true, Type: 'file', Path: '/var/log/a.log', TextFormat: '%START_TIME%' },
-        { type: 'file', path: '/var/log/a.log' },
+        { type: 'file', path: '/var/log/a.log', textFormat: '%START_TIME%' },
+        [],
+      ],
+      [
+        { Enabled: true, JSONFormat: '{"code":"%RESPONSE_CODE%"}', TextFormat: '' },
+        { type: 'stdout', jsonFormat: '{"code":"%RESPONSE_CODE%"}' },
+        [],
+      ],
+      [
+        { Enabled: true, TextFormat: '%START_TIME% %UPSTREAM_COLOUR%' },
+        { type: 'stdout' },
         [
-          `proxy-defaults global: AccessLogs.TextFormat is not applied: Remora's proxies write their own JSON lines (docs/proxy.md, "Access logs")`,
+          `proxy-defaults global: AccessLogs: TextFormat: %UPSTREAM_COLOUR% is not an operator Remora's proxies know; they know ${ACCESS_FORMAT_OPERATORS.join(', ')}; the proxies write their own JSON lines instead (docs/proxy.md, "Access logs")`,
+        ],
+      ],
+      [
+        { Enabled: true, JSONFormat: '{"a":', Type: 'stderr' },
+        { type: 'stderr' },
+        [
+          `proxy-defaults global: AccessLogs: JSONFormat is not JSON: ${jsonError('{"a":')}; the proxies write their own JSON lines instead (docs/proxy.md, "Access logs")`,
+        ],
+      ],
+      [
+        { Enabled: true, JSONFormat: '{}', TextFormat: '%DURATION%' },
+        { type: 'stdout' },
+        [
+          'proxy-defaults global: AccessLogs: TextFormat and JSONFormat cannot both be set; keep one; the proxies write their own JSON lines instead (docs/proxy.md, "Access logs")',
+        ],
+      ],
+      [
+        { Enabled: true, TextFormat: 7 },
+        { type: 'stdout' },
+        [
+          'proxy-defaults global: AccessLogs.TextFormat must be a string; the proxies write their own JSON lines instead (docs/proxy.md, "Access logs")',
         ],
       ],
       [
@@ -893,11 +935,18 @@ t.test(
         problems,
       );
     }
-    fake.set(PROXY_DEFAULTS, global({ Enabled: true, Type: 'file', Path: '/var/log/a.log' }));
+    fake.set(
+      PROXY_DEFAULTS,
+      global({ Enabled: true, Type: 'file', Path: '/var/log/a.log', TextFormat: '%DURATION%' }),
+    );
     c.stop();
     await writesSettled();
     const again = central(dir, createFakeConfigEntries({}));
-    t.same(again.c.accessLogs(), { type: 'file', path: '/var/log/a.log' }, 'cached');
+    t.same(
+      again.c.accessLogs(),
+      { type: 'file', path: '/var/log/a.log', textFormat: '%DURATION%' },
+      'cached',
+    );
   },
 );
 

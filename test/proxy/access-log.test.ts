@@ -77,3 +77,25 @@ t.test('a broken standard output drops lines and does not throw', async (t) => {
   log.write(entry);
   t.equal(log.drops, 1);
 });
+
+t.test(
+  'a format from the next snapshot shapes the lines; dropping it brings back the own line',
+  async (t) => {
+    const out = sink();
+    const log = logTo(out.w);
+    log.configure({ type: 'stdout', textFormat: '%RESPONSE_CODE% %UPSTREAM_HOST%' });
+    t.equal(log.detailed, true, 'callers pass the detail a format reads');
+    log.write(entry, { upstream: { address: '127.0.0.1', port: 8080 } });
+    log.configure({ type: 'stdout', jsonFormat: '{"code":"%RESPONSE_CODE%"}' });
+    log.write(entry);
+    log.configure({ type: 'stdout' });
+    t.equal(log.detailed, false);
+    log.write(entry);
+    await new Promise((r) => setImmediate(r));
+    const lines = out.got.join('').split('\n');
+    t.equal(lines[0], '200 127.0.0.1:8080');
+    t.equal(lines[1], '{"code":200}');
+    t.match(JSON.parse(lines[2]!), { log: 'access', ...entry });
+    t.equal(lines.length, 4);
+  },
+);

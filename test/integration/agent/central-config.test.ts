@@ -785,7 +785,18 @@ t.test('proxy-defaults AccessLogs: every proxy logs its calls to the file it nam
     Kind: 'proxy-defaults',
     Name: 'global',
     Config: { protocol: 'http' },
-    AccessLogs: { Enabled: true, Type: 'file', Path: path, TextFormat: '%START_TIME%' },
+    AccessLogs: {
+      Enabled: true,
+      Type: 'file',
+      Path: path,
+      JSONFormat: JSON.stringify({
+        direction: '%REMORA_DIRECTION%',
+        source: '%REMORA_SOURCE%',
+        destination: '%REMORA_DESTINATION%',
+        status: '%RESPONSE_CODE%',
+        upstream: '%UPSTREAM_CLUSTER%',
+      }),
+    },
   });
   const agent = mesh.startAgent();
   t.teardown(() => agent.stop());
@@ -807,13 +818,41 @@ t.test('proxy-defaults AccessLogs: every proxy logs its calls to the file it nam
     30_000,
     200,
   );
-  t.match(logged.out, { source: 'web', protocol: 'HTTP/1.1', status: 200, endpoint: 'api-1' });
-  t.match(logged.inb, { source: 'web', protocol: 'HTTP/1.1', status: 200 });
+  t.same(
+    logged.out,
+    { direction: 'outbound', source: 'web', destination: 'api', status: 200, upstream: 'api' },
+    'in the JSONFormat',
+  );
+  t.same(logged.inb, {
+    direction: 'inbound',
+    source: 'web',
+    destination: 'api',
+    status: 200,
+    upstream: 'local_app',
+  });
+
+  // a format the proxies cannot apply: reported, and the lines go on in their own JSON
+  await putConfig(mesh, {
+    Kind: 'proxy-defaults',
+    Name: 'global',
+    Config: { protocol: 'http' },
+    AccessLogs: { Enabled: true, Type: 'file', Path: path, TextFormat: '%START_TIME% %COLOUR%' },
+  });
   const problem = await waitFor(
-    'the unapplied format in status',
-    async () => (await mesh.status()).problems.find((p) => /TextFormat/.test(p.message)),
+    'the format that cannot apply in status',
+    async () => (await mesh.status()).problems.find((p) => /%COLOUR%/.test(p.message)),
     30_000,
     100,
   );
   t.equal(problem.code, 'REMORA_E_AGENT_CENTRAL_CONFIG_INVALID');
+  await waitFor(
+    "a line in the proxies' own JSON",
+    async () => {
+      await webReachesApi(mesh);
+      return readFileSync(path, 'utf8').includes('"log":"access"');
+    },
+    30_000,
+    200,
+  );
+  t.pass('the logs stay on');
 });

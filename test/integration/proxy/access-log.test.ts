@@ -1,5 +1,6 @@
-// Access logs (docs/proxy.md, "Access logs"): one JSON line per request, stream and TCP
-// connection, on both sidecars, written to a file; real sidecars, real mTLS.
+// Access logs (docs/proxy.md, "Access logs"): one line per request, stream and TCP connection, on
+// both sidecars, written to a file — the proxy's own JSON or a format of Envoy operators; real
+// sidecars, real mTLS.
 import t, { type Test } from 'tap';
 import http2 from 'node:http2';
 import net from 'node:net';
@@ -177,6 +178,147 @@ t.test('HTTP/2 streams and TCP connections are logged too', async (t) => {
     bytesIn: 5,
     bytesOut: 5,
   });
+});
+
+t.test('a JSON format and a text format shape the lines of both sides', async (t) => {
+  const m = await startTwoSidecars();
+  t.teardown(() => m.close());
+  const web = logFile(t, 'web.log');
+  const api = logFile(t, 'api.log');
+  const jsonFormat = JSON.stringify({
+    at: '%START_TIME%',
+    call: '%REQ(:METHOD)% %REQ(:PATH)%',
+    code: '%RESPONSE_CODE%',
+    details: '%RESPONSE_CODE_DETAILS%',
+    ua: '%REQ(USER-AGENT)%',
+    auth: '%REQ(AUTHORIZATION)%',
+    type: '%RESP(CONTENT-TYPE)%',
+    upstream: { host: '%UPSTREAM_HOST%', cluster: '%UPSTREAM_CLUSTER%' },
+    peer: '%DOWNSTREAM_PEER_URI_SAN%',
+    from: '%DOWNSTREAM_REMOTE_ADDRESS%',
+    received: '%BYTES_RECEIVED%',
+    sent: '%BYTES_SENT%',
+  });
+  await withLogs(m.web, { type: 'file', path: web, jsonFormat });
+  await withLogs(m.api, { type: 'file', path: api, jsonFormat });
+  const r = await request(m.url('/things?token=secret'), {
+    method: 'POST',
+    body: 'hello',
+    headers: { 'user-agent': 'probe/1', authorization: 'Bearer hunter2' },
+  });
+  t.equal(r.status, 200);
+  const [out] = await lines(web, 1);
+  const [inb] = await lines(api, 1);
+  const ep = m.web.snapshot.upstreams[0]!.endpoints[0]!;
+  t.match(out, {
+    at: /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/,
+    call: 'POST /things',
+    code: 200,
+    details: 'via_upstream',
+    ua: 'probe/1',
+    auth: '[redacted]',
+    type: r.headers['content-type'],
+    upstream: { host: `${ep.address}:${ep.port}`, cluster: 'api' },
+    peer: null,
+    from: /^127\.0\.0\.1:\d+$/,
+    received: 5,
+    sent: null, // the echo app streams its answer: its length is not known at its head
+  });
+  t.match(inb, {
+    call: 'POST /things',
+    code: 200,
+    ua: 'probe/1',
+    auth: '[redacted]',
+    upstream: { host: `127.0.0.1:${m.api.snapshot.inbound.localAppPort}`, cluster: 'local_app' },
+    peer: m.web.snapshot.instance.spiffeId,
+  });
+  t.same(Object.keys(out!), Object.keys(JSON.parse(jsonFormat)), 'only the fields asked for');
+  for (const f of [web, api]) t.notMatch(readFileSync(f, 'utf8'), /secret|hunter2/);
+
+  // a text format, then back to the proxy's own line, each from the next snapshot
+  await withLogs(m.web, {
+    type: 'file',
+    path: web,
+    textFormat:
+      '[%START_TIME%] "%REQ(:METHOD)% %REQ(:PATH)% %PROTOCOL%" %RESPONSE_CODE% %REQ(X-NONE)%',
+  });
+  const denied = await request(m.url('/text'), { method: 'DELETE' });
+  t.equal(denied.status, 200);
+  await waitFor('the text line', () => readFileSync(web, 'utf8').split('\n').length >= 3, 5000);
+  t.match(
+    readFileSync(web, 'utf8').split('\n')[1],
+    /^\[\d{4}-\d\d-\d\dT[\d:.]+Z\] "DELETE \/text HTTP\/1\.1" 200 -$/,
+  );
+  await withLogs(m.web, { type: 'file', path: web });
+  await request(m.url('/own'));
+  await waitFor('the own line', () => readFileSync(web, 'utf8').split('\n').length >= 4, 5000);
+  t.match(JSON.parse(readFileSync(web, 'utf8').split('\n')[2]!), { log: 'access', path: '/own' });
+});
+
+t.test('a format reads HTTP/2 streams and TCP connections', async (t) => {
+  const h2app = http2.createServer();
+  h2app.on('stream', (stream) => {
+    stream.resume();
+    stream.respond({ ':status': 202, 'x-app': 'yes' });
+    stream.end('ok');
+  });
+  h2app.listen(0, '127.0.0.1');
+  await new Promise((r) => h2app.once('listening', r));
+  const h2 = await startTwoSidecars({ protocol: 'http2', app: await startEchoApp() });
+  t.teardown(async () => {
+    await h2.close();
+    h2app.close();
+  });
+  await h2.api.apply({
+    ...h2.api.snapshot,
+    version: h2.api.snapshot.version + 1,
+    inbound: {
+      ...h2.api.snapshot.inbound,
+      localAppPort: (h2app.address() as net.AddressInfo).port,
+    },
+  });
+  const textFormat =
+    '%PROTOCOL% %REQ(:METHOD)% %REQ(:PATH)% %REQ(:AUTHORITY)% %RESPONSE_CODE% %RESP(X-APP)% %UPSTREAM_CLUSTER%';
+  const web = logFile(t, 'web.log');
+  const api = logFile(t, 'api.log');
+  await withLogs(h2.web, { type: 'file', path: web, textFormat });
+  await withLogs(h2.api, { type: 'file', path: api, textFormat });
+  const client = http2.connect(`http://127.0.0.1:${h2.port}`);
+  client.on('error', () => {});
+  t.teardown(() => client.close());
+  await new Promise<void>((resolve, reject) => {
+    const req = client.request({ ':method': 'PUT', ':path': '/h2?q=1' });
+    req.on('error', reject);
+    req.end('x');
+    req.resume();
+    req.on('end', () => resolve());
+  });
+  const text = async (f: string) => {
+    await waitFor(`a line in ${f}`, () => existsSync(f) && readFileSync(f, 'utf8') !== '', 5000);
+    return readFileSync(f, 'utf8');
+  };
+  t.equal(await text(web), `HTTP/2 PUT /h2 127.0.0.1:${h2.port} 202 yes api\n`);
+  t.match(await text(api), /^HTTP\/2 PUT \/h2 \S+ 202 yes local_app\n$/);
+
+  const app = await startEchoTcp();
+  const tcp = await startTwoSidecars({ protocol: 'tcp', app: { port: app.port } as never });
+  t.teardown(async () => {
+    await tcp.close().catch(() => {});
+    app.close();
+  });
+  const tweb = logFile(t, 'tweb.log');
+  const tapi = logFile(t, 'tapi.log');
+  const tcpFormat = '%PROTOCOL% %BYTES_RECEIVED% %BYTES_SENT% %DOWNSTREAM_PEER_URI_SAN%';
+  await withLogs(tcp.web, { type: 'file', path: tweb, textFormat: tcpFormat });
+  await withLogs(tcp.api, { type: 'file', path: tapi, textFormat: tcpFormat });
+  const sock = net.connect(tcp.port, '127.0.0.1');
+  await new Promise((r) => sock.once('connect', r));
+  sock.write('hello');
+  await new Promise((r) => sock.once('data', r));
+  sock.end();
+  await new Promise((r) => sock.once('close', r));
+  t.equal(await text(tweb), '- 5 5 -\n');
+  t.equal(await text(tapi), `- 5 5 ${tcp.web.snapshot.instance.spiffeId}\n`);
 });
 
 t.test('a file that cannot be written drops lines, counted; traffic is unaffected', async (t) => {

@@ -24,7 +24,12 @@ t.test('a valid snapshot decodes to an equal value', async (t) => {
 });
 
 t.test('a snapshot with access logs decodes to an equal value', async (t) => {
-  for (const accessLogs of [{ type: 'stderr' }, { type: 'file', path: '/var/log/remora/a.log' }]) {
+  for (const accessLogs of [
+    { type: 'stderr' },
+    { type: 'file', path: '/var/log/remora/a.log' },
+    { type: 'stdout', textFormat: '%START_TIME% %RESPONSE_CODE%' },
+    { type: 'file', path: '/var/log/a.log', jsonFormat: '{"code":"%RESPONSE_CODE%"}' },
+  ]) {
     const s = { ...good, accessLogs };
     t.same(decodeProxySnapshot(JSON.parse(JSON.stringify(s))), s);
   }
@@ -287,6 +292,26 @@ const cases: Array<[string, (s: any) => void, string]> = [
     'accessLogs.path',
   ],
   ['access logs of an unknown type', (s) => (s.accessLogs = { type: 'syslog' }), 'accessLogs.type'],
+  [
+    'access logs in a format with an unknown operator',
+    (s) => (s.accessLogs = { type: 'stdout', textFormat: '%UPSTREAM_COLOUR%' }),
+    'accessLogs.textFormat',
+  ],
+  [
+    'access logs in a JSON format that is no JSON',
+    (s) => (s.accessLogs = { type: 'stdout', jsonFormat: '{' }),
+    'accessLogs.jsonFormat',
+  ],
+  [
+    'access logs in two formats',
+    (s) => (s.accessLogs = { type: 'stdout', jsonFormat: '{}', textFormat: '%DURATION%' }),
+    'accessLogs.jsonFormat',
+  ],
+  [
+    'access logs in a format that is not a string',
+    (s) => (s.accessLogs = { type: 'stdout', textFormat: 5 }),
+    'accessLogs.textFormat',
+  ],
   [
     'a local connect timeout of 0',
     (s) => (s.inbound.localConnectTimeoutMs = 0),

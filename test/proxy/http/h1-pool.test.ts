@@ -31,6 +31,8 @@ function req(method: string, id: string): ProxyRequest {
       aborted: false,
       trace: null,
       l4: null,
+      downstream: null,
+      upstream: null,
     },
   };
 }

@@ -28,6 +28,8 @@ function req(method: string, body: ProxyRequest['body'] = null, bodyLength = -1)
       aborted: false,
       trace: null,
       l4: null,
+      downstream: null,
+      upstream: null,
     },
   };
 }
