@@ -3,6 +3,8 @@
 import type { ClientHttp2Session, IncomingHttpHeaders, ServerHttp2Session } from 'node:http2';
 import { H2, loadHttp2 } from '../lazy.ts';
 import type { TLSSocket } from 'node:tls';
+import net from 'node:net';
+import { DEFAULT_LOCAL_CONNECT_TIMEOUT_MS } from '../../lib/proxy-api/index.ts';
 import { evaluateIntentions } from '../../lib/intentions/index.ts';
 import { RemoraError } from '../../lib/errors/index.ts';
 import type { ProxyEnv } from '../env.ts';
@@ -26,7 +28,32 @@ function appSession(env: ProxyEnv): ClientHttp2Session {
   const key = `${ib.localAppAddress}:${ib.localAppPort}`;
   const cur = appSessions.get(env);
   if (cur && cur.key === key && !cur.session.closed && !cur.session.destroyed) return cur.session;
-  const session = loadHttp2().connect(`http://${key}`);
+  const timeoutMs = ib.localConnectTimeoutMs ?? DEFAULT_LOCAL_CONNECT_TIMEOUT_MS;
+  const session = loadHttp2().connect(`http://${key}`, {
+    // the TCP connect to the app is bounded like HTTP/1.1's (local_connect_timeout_ms): a
+    // session whose socket never connects fails the streams waiting on it
+    createConnection: () => {
+      const socket = net.connect({
+        host: ib.localAppAddress,
+        port: ib.localAppPort,
+        noDelay: true,
+      });
+      const timer = setTimeout(
+        () =>
+          socket.destroy(
+            new RemoraError(
+              'REMORA_E_PROXY_CONNECT_TIMEOUT',
+              `connecting to local app ${key} took longer than ${timeoutMs} ms (local_connect_timeout_ms)`,
+            ),
+          ),
+        timeoutMs,
+      );
+      const done = () => clearTimeout(timer);
+      socket.once('connect', done);
+      socket.once('close', done);
+      return socket;
+    },
+  });
   session.on('error', () => {});
   session.unref();
   appSessions.set(env, { key, session });
