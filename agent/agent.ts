@@ -309,6 +309,18 @@ export function registrationFor(
           local_bind_port: u.localBindPort,
           ...(u.protocolGiven ? { config: { protocol: u.protocol } } : {}),
         })),
+        ...(sc.expose.length > 0
+          ? {
+              expose: {
+                paths: sc.expose.map((p) => ({
+                  path: p.path,
+                  local_path_port: p.localPathPort,
+                  listener_port: p.listenerPort,
+                  protocol: p.protocol,
+                })),
+              },
+            }
+          : {}),
       },
     };
     const address = sc.address ?? (o.advertiseAddress || null);
@@ -539,6 +551,7 @@ export function createAgent(o: AgentOptions): Agent {
       tracing: s.tracing,
       ...transparentSnapshot(inst),
       ...accessLogsField(),
+      ...(sc.expose.length > 0 ? { expose: sc.expose } : {}),
     };
   }
 
@@ -1243,8 +1256,11 @@ export function createAgent(o: AgentOptions): Agent {
     if (!def.sidecar) return null;
     if (def.sidecar.port !== null) return def.sidecar.port;
     const used = new Set([...instances.values()].map((i) => i.sidecarPort));
-    for (const inst of instances.values())
+    for (const inst of instances.values()) {
       if (inst.def.sidecar?.port) used.add(inst.def.sidecar.port);
+      for (const p of inst.def.sidecar?.expose ?? []) used.add(p.listenerPort);
+    }
+    for (const p of def.sidecar.expose) used.add(p.listenerPort);
     for (let p = s.sidecarPortMin; p <= s.sidecarPortMax; p++) if (!used.has(p)) return p;
     return null;
   }

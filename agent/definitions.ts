@@ -9,7 +9,10 @@ import {
   DEFAULT_PROTOCOL,
   DEFAULT_RESILIENCE,
   defaultLoadBalancer,
+  EXPOSE_PROTOCOLS,
+  exposePathProblem,
   INBOUND_LIMITS,
+  type ExposePath,
   type InboundSettings,
   type LoadBalancerPolicy,
   type Protocol,
@@ -71,6 +74,8 @@ export interface SidecarDefinition {
    * service-defaults entry, key by key.
    */
   inbound: InboundSettings;
+  /** Paths of the app served in plain HTTP outside the mesh (`proxy.expose.paths`). */
+  expose: ExposePath[];
 }
 
 /**
@@ -458,6 +463,7 @@ function decodeSidecar(
   servicePort: number | undefined,
   servicePath: string,
   serviceTransparent: { value: boolean; field: string } | undefined,
+  notes?: RemoraError[],
 ): SidecarDefinition {
   const proxy = sc.object('proxy');
   const cfg = proxy?.object('config');
@@ -503,6 +509,8 @@ function decodeSidecar(
   const upstreams = (proxy?.array('upstreams') ?? []).map((u, i) =>
     decodeUpstream(u, `${proxy!.fieldPath('upstreams')}[${i}]`, transparent),
   );
+  const sidecarPort = sc.int('port', 1, 65535) ?? null;
+  const expose = decodeExpose(proxy?.object('expose'), sidecarPort, upstreams, notes);
   const seen = new Map<number, number>();
   upstreams.forEach((u, i) => {
     if (u.localBindPort === 0) return;
@@ -516,7 +524,7 @@ function decodeSidecar(
     seen.set(u.localBindPort, i);
   });
   return {
-    port: sc.int('port', 1, 65535) ?? null,
+    port: sidecarPort,
     address: address(sc, 'address') ?? null,
     localServiceAddress: address(proxy ?? sc, 'local_service_address') ?? '127.0.0.1',
     localServicePort,
@@ -528,7 +536,61 @@ function decodeSidecar(
     deriveUpstreams: transparent && derive !== false,
     appUid,
     inbound,
+    expose,
   };
+}
+
+/**
+ * `proxy.expose`: each path of the app served in plain HTTP on its own listener port of the
+ * sidecar's address. `checks = true` (Consul exposing HTTP checks by itself) is not applied and
+ * says so in `notes`; the paths still are.
+ */
+function decodeExpose(
+  e: Fields | undefined,
+  sidecarPort: number | null,
+  upstreams: readonly UpstreamDefinition[],
+  notes: RemoraError[] | undefined,
+): ExposePath[] {
+  if (e === undefined) return [];
+  const checks = e.raw('checks');
+  if (checks !== undefined && checks !== null && typeof checks !== 'boolean')
+    throw new FieldError(e.fieldPath('checks'), `must be true or false, got ${describe(checks)}`);
+  if (checks === true)
+    notes?.push(
+      new RemoraError(
+        'REMORA_E_AGENT_DEFINITION_NOT_APPLIED',
+        `${e.fieldPath('checks')} is not applied: Remora does not expose health checks by itself; list each check's path under ${e.fieldPath('paths')} and point the check at its listener_port`,
+        { field: e.fieldPath('checks') },
+      ),
+    );
+  const where = e.fieldPath('paths');
+  const used = new Map<number, string>();
+  if (sidecarPort !== null) used.set(sidecarPort, 'the sidecar port');
+  for (const u of upstreams)
+    if (u.localBindPort !== 0) used.set(u.localBindPort, `the upstream ${u.destinationName}`);
+  return (e.array('paths') ?? []).map((raw, i) => {
+    const path = `${where}[${i}]`;
+    if (!isObj(raw)) throw new FieldError(path, `must be an object, got ${describe(raw)}`);
+    const p = new Fields(raw, path);
+    const value = p.string('path', true);
+    const problem = exposePathProblem(value);
+    if (problem !== null)
+      throw new FieldError(p.fieldPath('path'), `${problem}, got ${JSON.stringify(value)}`);
+    const listenerPort = p.int('listener_port', 1, 65535, true);
+    const other = used.get(listenerPort);
+    if (other !== undefined)
+      throw new FieldError(
+        p.fieldPath('listener_port'),
+        `${listenerPort} is already used by ${other}`,
+      );
+    used.set(listenerPort, `${where}[${i}]`);
+    return {
+      path: value,
+      localPathPort: p.int('local_path_port', 1, 65535, true),
+      listenerPort,
+      protocol: p.oneOf('protocol', EXPOSE_PROTOCOLS) ?? 'http',
+    };
+  });
 }
 
 function decodeChecks(f: Fields): Record<string, unknown>[] {
@@ -550,7 +612,13 @@ function decodeChecks(f: Fields): Record<string, unknown>[] {
   return out;
 }
 
-function decodeService(raw: Json, path: string, file: string, index: number): ServiceDefinition {
+function decodeService(
+  raw: Json,
+  path: string,
+  file: string,
+  index: number,
+  notes?: RemoraError[],
+): ServiceDefinition {
   if (!isObj(raw)) throw new FieldError(path, `must be an object, got ${describe(raw)}`);
   const f = new Fields(raw, path);
   const serviceName = name(f, 'name', true);
@@ -601,7 +669,7 @@ function decodeService(raw: Json, path: string, file: string, index: number): Se
     tags: tags as string[],
     meta,
     checks: decodeChecks(f),
-    sidecar: sc ? decodeSidecar(sc, port, path, serviceTransparent) : null,
+    sidecar: sc ? decodeSidecar(sc, port, path, serviceTransparent, notes) : null,
     source: { file, index },
   };
 }
@@ -679,7 +747,19 @@ export function decodeDefinitionFile(text: string, file: string): DecodeResult {
   const problems: RemoraError[] = [];
   entries.forEach(({ raw, path }, index) => {
     try {
-      services.push(decodeService(raw, path, file, index));
+      // what the service asks for that Remora does not apply: reported, the service still runs
+      const notes: RemoraError[] = [];
+      services.push(decodeService(raw, path, file, index, notes));
+      problems.push(
+        ...notes.map(
+          (n) =>
+            new RemoraError(n.code, `service definition ${file}: field ${n.message}`, {
+              file,
+              index,
+              ...n.details,
+            }),
+        ),
+      );
     } catch (err) {
       if (!(err instanceof FieldError)) throw err;
       problems.push(problem(file, err.field, err.message, { index }));

@@ -21,6 +21,7 @@ import { createTracingSeam } from './tracing-seam.ts';
 import { createTransparentSlot } from './outbound/transparent.ts';
 import { createLimitedErrorLog } from './log-limit.ts';
 import { createAccessLog } from './access-log.ts';
+import { createExposeSlot } from './inbound/expose.ts';
 
 export interface ProxyStatus {
   ready: boolean;
@@ -45,7 +46,12 @@ export interface Proxy {
   readonly snapshot: ProxySnapshot | null;
   readonly metrics: ProxyMetrics;
   /** Bound addresses (useful with port 0). */
-  addresses(): { inbound: AddressInfo | null; upstreams: Record<string, AddressInfo> };
+  addresses(): {
+    inbound: AddressInfo | null;
+    upstreams: Record<string, AddressInfo>;
+    /** The exposed-path listeners, by path. */
+    exposed: Record<string, AddressInfo>;
+  };
   clusters(): unknown[];
   certs(): unknown;
   /** Stops accepting, lets in-flight exchanges finish up to `deadlineMs`, then closes the rest. */
@@ -131,6 +137,8 @@ export function createProxy(o: CreateProxyOptions): Proxy {
     (name) => upstreams.get(name)?.part,
   );
 
+  const exposed = createExposeSlot(env);
+
   function inboundServer(): Server {
     const opts = active!.tls.serverOptions;
     const server = tls.createServer({
@@ -215,7 +223,8 @@ export function createProxy(o: CreateProxyOptions): Proxy {
     const wantUp = new Map(snapshot.upstreams.map((u) => [u.destinationName, u]));
     const newUps: Array<Listener<Upstream>> = [];
     const savedActive = active;
-    let transparentSwitch: { commit(): void } | undefined;
+    let transparentSwitch: { commit(): void; abort(): void } | undefined;
+    let exposeSwitch: { commit(): void; abort(): void } | undefined;
     try {
       active = next; // listeners created below read TLS options from here
       if (!sameInbound) {
@@ -242,8 +251,10 @@ export function createProxy(o: CreateProxyOptions): Proxy {
         created.push(l);
       }
       transparentSwitch = await transparent.prepare(snapshot, listen);
+      exposeSwitch = await exposed.prepare(snapshot, listen);
     } catch (err) {
       active = savedActive;
+      transparentSwitch?.abort();
       for (const l of created) closeServer(l.server);
       for (const l of newUps) l.part.close();
       throw err;
@@ -275,6 +286,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
     }
     for (const l of newUps) upstreams.set(l.part.cluster.name, l);
     transparentSwitch?.commit();
+    exposeSwitch?.commit();
     for (const l of upstreams.values())
       for (const c of l.part.clusters()) {
         const ejected = c.endpoints.filter((e) => e.ejectedUntil > now).length;
@@ -323,7 +335,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
   }
 
   function openConnections(): number {
-    let n = (inbound?.connections ?? 0) + transparent.connections;
+    let n = (inbound?.connections ?? 0) + transparent.connections + exposed.connections;
     for (const l of upstreams.values()) n += l.part.connections;
     return n;
   }
@@ -335,6 +347,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
       if (inboundListener) closeServer(inboundListener.server);
       for (const l of upstreams.values()) closeServer(l.server);
       transparent.drain();
+      exposed.drain();
     }
     const until = clock.now() + deadlineMs;
     for (;;) {
@@ -357,6 +370,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
     }
     upstreams.clear();
     transparent.close();
+    exposed.close();
     inbound?.close();
     env.accessLog.close();
     await seam.shutdown();
@@ -375,6 +389,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
       return {
         inbound: (inboundListener?.server.address() as AddressInfo | null) ?? null,
         upstreams: ups,
+        exposed: exposed.addresses(),
       };
     },
     clusters() {

@@ -7,7 +7,7 @@ import { hostname } from 'node:os';
 
 /** What every access-log line is made from (the default line is this object, as JSON). */
 export interface AccessEntry {
-  direction: 'inbound' | 'outbound';
+  direction: 'inbound' | 'outbound' | 'exposed';
   source: string;
   destination: string;
   protocol: 'HTTP/1.1' | 'HTTP/2' | 'tcp';

@@ -6,6 +6,8 @@ export {
   PROTOCOLS,
   LOAD_BALANCER_POLICIES,
   ACCESS_LOG_TYPES,
+  EXPOSE_PROTOCOLS,
+  exposePathProblem,
 } from './snapshot.ts';
 export { attachFrameChannel } from './channel.ts';
 export type { FrameChannel, FrameChannelOptions } from './channel.ts';

@@ -17,6 +17,7 @@ import type {
 import type {
   AccessLogConfig,
   Endpoint,
+  ExposePath,
   HeaderModifiers,
   HttpRoute,
   InboundConfig,
@@ -604,6 +605,7 @@ export function decodeProxySnapshot(value: unknown): ProxySnapshot {
     'tracing',
     'transparent',
     'accessLogs',
+    'expose',
   ]);
   const version = num(o, 'version', 'snapshot', nat);
   const instance = decodeInstance(o.instance);
@@ -623,7 +625,10 @@ export function decodeProxySnapshot(value: unknown): ProxySnapshot {
   const tls = decodeTls(o.tls, instance);
   const intentions = decodeIntentions(o.intentions);
   const tracing = decodeTracing(o.tracing);
-  const logs = o.accessLogs === undefined ? {} : { accessLogs: decodeAccessLogs(o.accessLogs) };
+  const logs = {
+    ...(o.accessLogs === undefined ? {} : { accessLogs: decodeAccessLogs(o.accessLogs) }),
+    ...(o.expose === undefined ? {} : { expose: decodeExpose(o.expose, inbound, seen) }),
+  };
   if (o.transparent === undefined)
     return { version, instance, inbound, upstreams, tls, intentions, tracing, ...logs };
   const transparent = decodeTransparent(o.transparent);
@@ -649,6 +654,43 @@ export function decodeProxySnapshot(value: unknown): ProxySnapshot {
 }
 
 export const ACCESS_LOG_TYPES = ['stdout', 'stderr', 'file'] as const;
+export const EXPOSE_PROTOCOLS = ['http', 'http2'] as const;
+
+/** A path exposed: exact, absolute, without query or fragment. */
+export function exposePathProblem(path: string): string | null {
+  if (!path.startsWith('/')) return 'must start with /';
+  if (/[?#\s]/.test(path) || path.length > 1024)
+    return 'must be a path alone (no query string, fragment or space; at most 1024 characters)';
+  return null;
+}
+
+function decodeExpose(v: unknown, inbound: InboundConfig, seen: Map<string, string>): ExposePath[] {
+  if (!Array.isArray(v)) fail('expose', 'must be an array', v);
+  const ports = new Map<number, number>();
+  return v.map((x, i) => {
+    const p = `expose[${i}]`;
+    const e = obj(x, p, ['path', 'localPathPort', 'listenerPort', 'protocol']);
+    const path = str(e, 'path', p);
+    const problem = exposePathProblem(path);
+    if (problem !== null) fail(`${p}.path`, problem, path);
+    const localPathPort = num(e, 'localPathPort', p, { ...port, min: 1 });
+    const listenerPort = num(e, 'listenerPort', p, { ...port, min: 1 });
+    const other = ports.get(listenerPort);
+    if (other !== undefined)
+      fail(`${p}.listenerPort`, `is already used by expose[${other}]`, listenerPort);
+    if (listenerPort === inbound.bindPort)
+      fail(`${p}.listenerPort`, 'is the sidecar port', listenerPort);
+    const used = seen.get(`${inbound.bindAddress}:${listenerPort}`);
+    if (used !== undefined) fail(`${p}.listenerPort`, `is already used by ${used}`, listenerPort);
+    ports.set(listenerPort, i);
+    return {
+      path,
+      localPathPort,
+      listenerPort,
+      protocol: oneOf(e, 'protocol', p, EXPOSE_PROTOCOLS),
+    };
+  });
+}
 
 function decodeAccessLogs(v: unknown): AccessLogConfig {
   const p = 'accessLogs';

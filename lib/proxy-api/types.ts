@@ -258,6 +258,22 @@ export interface ProxySnapshot {
   transparent?: TransparentConfig;
   /** Absent unless access logs are on (Consul's proxy-defaults `AccessLogs`). */
   accessLogs?: AccessLogConfig;
+  /** Absent unless the sidecar exposes paths in plain HTTP (Consul's `proxy.expose.paths`). */
+  expose?: ExposePath[];
+}
+
+/**
+ * One path of the local app served in plain HTTP on `listenerPort` of the inbound bind address,
+ * for callers outside the mesh (a metrics scraper, a health checker); every other path there is
+ * answered 404.
+ */
+export interface ExposePath {
+  /** The path served, exactly (a query string may follow it). */
+  path: string;
+  /** The app's port on 127.0.0.1 that serves it. */
+  localPathPort: number;
+  listenerPort: number;
+  protocol: 'http' | 'http2';
 }
 
 /**

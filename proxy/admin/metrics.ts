@@ -12,7 +12,8 @@ import {
   registerProcessMetrics,
 } from './prom.ts';
 
-export type Direction = 'inbound' | 'outbound';
+/** `exposed`: requests to the paths the sidecar exposes in plain HTTP (proxy.expose.paths). */
+export type Direction = 'inbound' | 'outbound' | 'exposed';
 
 const LATENCY_BUCKETS = [
   0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,

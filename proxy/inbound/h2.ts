@@ -21,23 +21,25 @@ import {
 import { performance } from 'node:perf_hooks';
 import { h2Detail, h2Fields } from '../access-log.ts';
 
-const appSessions = new WeakMap<ProxyEnv, { key: string; session: ClientHttp2Session }>();
+const sessions = new WeakMap<object, { key: string; session: ClientHttp2Session }>();
 
-function appSession(env: ProxyEnv): ClientHttp2Session {
-  const ib = env.active().snapshot.inbound;
-  const key = `${ib.localAppAddress}:${ib.localAppPort}`;
-  const cur = appSessions.get(env);
+/**
+ * The h2c session `owner` keeps to an app port, opened again once it closed or the port changed.
+ * Its TCP connect is bounded like HTTP/1.1's (local_connect_timeout_ms): a session whose socket
+ * never connects fails the streams waiting on it.
+ */
+export function h2cSession(
+  owner: object,
+  host: string,
+  port: number,
+  timeoutMs: number,
+): ClientHttp2Session {
+  const key = `${host}:${port}`;
+  const cur = sessions.get(owner);
   if (cur && cur.key === key && !cur.session.closed && !cur.session.destroyed) return cur.session;
-  const timeoutMs = ib.localConnectTimeoutMs ?? DEFAULT_LOCAL_CONNECT_TIMEOUT_MS;
   const session = loadHttp2().connect(`http://${key}`, {
-    // the TCP connect to the app is bounded like HTTP/1.1's (local_connect_timeout_ms): a
-    // session whose socket never connects fails the streams waiting on it
     createConnection: () => {
-      const socket = net.connect({
-        host: ib.localAppAddress,
-        port: ib.localAppPort,
-        noDelay: true,
-      });
+      const socket = net.connect({ host, port, noDelay: true });
       const timer = setTimeout(
         () =>
           socket.destroy(
@@ -56,8 +58,24 @@ function appSession(env: ProxyEnv): ClientHttp2Session {
   });
   session.on('error', () => {});
   session.unref();
-  appSessions.set(env, { key, session });
+  sessions.set(owner, { key, session });
   return session;
+}
+
+/** Closes the h2c session `owner` keeps, if any (its listener went away). */
+export function closeH2cSession(owner: object): void {
+  sessions.get(owner)?.session.close();
+  sessions.delete(owner);
+}
+
+function appSession(env: ProxyEnv): ClientHttp2Session {
+  const ib = env.active().snapshot.inbound;
+  return h2cSession(
+    env,
+    ib.localAppAddress,
+    ib.localAppPort,
+    ib.localConnectTimeoutMs ?? DEFAULT_LOCAL_CONNECT_TIMEOUT_MS,
+  );
 }
 
 function headersRecordH2(h: IncomingHttpHeaders): Record<string, string | string[]> {

@@ -146,9 +146,10 @@ type ListenFn = (server: Server, host: string, port: number, what: string) => Pr
 export interface TransparentSlot {
   /**
    * Binds the listeners `snapshot.transparent` asks for that are not bound yet (throws when one
-   * cannot be, closing those it bound); `commit` switches to the new set and closes the rest.
+   * cannot be, closing those it bound); `commit` switches to the new set and closes the rest,
+   * `abort` closes what it bound (another part of the snapshot failed).
    */
-  prepare(snapshot: ProxySnapshot, listen: ListenFn): Promise<{ commit(): void }>;
+  prepare(snapshot: ProxySnapshot, listen: ListenFn): Promise<{ commit(): void; abort(): void }>;
   /** Stops accepting and closes connections still waiting for their first head. */
   drain(): void;
   close(): void;
@@ -216,6 +217,9 @@ export function createTransparentSlot(
             b.part.drain();
           }
           current = next;
+        },
+        abort() {
+          for (const b of created) b.server.close();
         },
       };
     },

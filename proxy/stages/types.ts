@@ -6,7 +6,8 @@ import type { HeaderModifiers } from '../../lib/proxy-api/index.ts';
 import type { SocketView } from '../../lib/access-log/format.ts';
 
 export interface RequestContext {
-  direction: 'inbound' | 'outbound';
+  /** `exposed`: a plain-HTTP request to an exposed path (no peer, no intentions). */
+  direction: 'inbound' | 'outbound' | 'exposed';
   /** Peer SPIFFE ID (inbound: the caller; outbound: null until an endpoint answers). */
   peerSpiffeId: string | null;
   /** Calling service (inbound: from the peer certificate; outbound: this instance's service). */

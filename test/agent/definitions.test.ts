@@ -168,6 +168,119 @@ t.test("the sidecar's settings for its app, and a bad one refused naming its fie
   t.match(bad.problems[0]!.message, /must be an integer from 1 to 3600000, got number 0/);
 });
 
+t.test(
+  'exposed paths: decoded in both spellings, each bad one refused naming its field',
+  async (t) => {
+    const def = (expose: unknown, sidecar: Record<string, unknown> = {}) =>
+      decodeDefinitionFile(
+        JSON.stringify({
+          service: {
+            name: 'a',
+            port: 8080,
+            connect: {
+              sidecar_service: {
+                ...sidecar,
+                proxy: {
+                  expose,
+                  upstreams: [{ destination_name: 'b', local_bind_port: 9191 }],
+                },
+              },
+            },
+          },
+        }),
+        'f.json',
+      );
+    const ok = def({
+      paths: [
+        { path: '/metrics', local_path_port: 9102, listener_port: 21500 },
+        { Path: '/health', LocalPathPort: 8080, ListenerPort: 21501, Protocol: 'http2' },
+      ],
+    });
+    t.same(ok.problems, []);
+    t.same(ok.services[0]!.sidecar!.expose, [
+      { path: '/metrics', localPathPort: 9102, listenerPort: 21500, protocol: 'http' },
+      { path: '/health', localPathPort: 8080, listenerPort: 21501, protocol: 'http2' },
+    ]);
+    t.same(def(undefined).services[0]!.sidecar!.expose, [], 'none');
+    const p = 'service.connect.sidecar_service.proxy.expose';
+    const refused: [unknown, Record<string, unknown>, string, RegExp][] = [
+      [
+        { paths: [{ local_path_port: 1, listener_port: 2 }] },
+        {},
+        `${p}.paths[0].path`,
+        /is required/,
+      ],
+      [
+        { paths: [{ path: 'metrics', local_path_port: 1, listener_port: 2 }] },
+        {},
+        `${p}.paths[0].path`,
+        /must start with \/, got "metrics"/,
+      ],
+      [
+        { paths: [{ path: '/m?x', local_path_port: 1, listener_port: 2 }] },
+        {},
+        `${p}.paths[0].path`,
+        /must be a path alone/,
+      ],
+      [
+        { paths: [{ path: '/m', listener_port: 2 }] },
+        {},
+        `${p}.paths[0].local_path_port`,
+        /required/,
+      ],
+      [
+        {
+          paths: [
+            { path: '/a', local_path_port: 1, listener_port: 2 },
+            { path: '/b', local_path_port: 1, listener_port: 2 },
+          ],
+        },
+        {},
+        `${p}.paths[1].listener_port`,
+        /2 is already used by service.connect.sidecar_service.proxy.expose.paths\[0\]/,
+      ],
+      [
+        { paths: [{ path: '/a', local_path_port: 1, listener_port: 21000 }] },
+        { port: 21000 },
+        `${p}.paths[0].listener_port`,
+        /21000 is already used by the sidecar port/,
+      ],
+      [
+        { paths: [{ path: '/a', local_path_port: 1, listener_port: 9191 }] },
+        {},
+        `${p}.paths[0].listener_port`,
+        /9191 is already used by the upstream b/,
+      ],
+      [
+        { paths: [{ path: '/a', local_path_port: 1, listener_port: 2, protocol: 'grpc' }] },
+        {},
+        `${p}.paths[0].protocol`,
+        /must be one of/,
+      ],
+      [{ checks: 'yes' }, {}, `${p}.checks`, /must be true or false/],
+    ];
+    for (const [expose, sidecar, field, reason] of refused) {
+      const r = def(expose, sidecar);
+      t.same(r.services, [], JSON.stringify(expose));
+      t.equal(r.problems[0]!.details.field, field);
+      t.match(r.problems[0]!.message, reason);
+    }
+    // exposing checks by itself is not done: said so, and the service runs with its paths
+    const checks = def({
+      checks: true,
+      paths: [{ path: '/m', local_path_port: 1, listener_port: 2 }],
+    });
+    t.equal(checks.services.length, 1);
+    t.equal(checks.services[0]!.sidecar!.expose.length, 1);
+    t.match(checks.problems, [
+      {
+        code: 'REMORA_E_AGENT_DEFINITION_NOT_APPLIED',
+        message: `service definition f.json: field ${p}.checks is not applied: Remora does not expose health checks by itself; list each check's path under ${p}.paths and point the check at its listener_port`,
+      },
+    ]);
+  },
+);
+
 t.test('a sidecar without a port to forward to is refused', async (t) => {
   const r = decodeDefinitionFile(
     JSON.stringify({ service: { name: 'a', connect: { sidecar_service: {} } } }),

@@ -14,6 +14,12 @@ export const AGENT_ERRORS = {
     remedy:
       'Fix the field named in the message (see docs/agent.md for the accepted format); other services in the directory are not affected.',
   },
+  REMORA_E_AGENT_DEFINITION_NOT_APPLIED: {
+    meaning:
+      'A service definition asks for something Remora accepts but does not do (such as `proxy.expose.checks`, Consul exposing HTTP checks through the sidecar by itself). The service is registered and served without it.',
+    remedy:
+      "Do it the way the message says (for exposed checks: list the check's path under `proxy.expose.paths` and point the check at that listener_port), or remove the field to silence the report.",
+  },
   REMORA_E_AGENT_DEFINITION_DUPLICATE: {
     meaning:
       'Two definitions use the same service instance ID (or the same local port); the later one is skipped.',

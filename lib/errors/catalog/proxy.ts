@@ -135,6 +135,13 @@ export const PROXY_ERRORS = {
       'Call the service by its Consul name (http://api:8080/ or http://api.service.consul/), or add the service to the upstreams of the calling instance.',
     status: 421,
   },
+  REMORA_E_PROXY_PATH_NOT_EXPOSED: {
+    meaning:
+      "A plain-HTTP request reached one of the sidecar's exposed-path listeners (`proxy.expose.paths`) for a path it does not expose: each such port serves one path of the app and nothing else.",
+    remedy:
+      "Call the path the port exposes, or add the path to the sidecar's `proxy.expose.paths` (with its own listener port); calls between services go through the mesh instead.",
+    status: 404,
+  },
   REMORA_E_PROXY_TUNNEL_PROTOCOL: {
     meaning:
       'A peer sidecar broke the remora-tcp/1 tunnel protocol (for example sent data before its stream was accepted, or more than its window allows); the tunnel and the TCP connections it carried were closed.',

@@ -35,6 +35,17 @@ t.test('a snapshot with access logs decodes to an equal value', async (t) => {
   }
 });
 
+t.test('a snapshot with exposed paths decodes to an equal value', async (t) => {
+  const s = {
+    ...good,
+    expose: [
+      { path: '/metrics', localPathPort: 9102, listenerPort: 21500, protocol: 'http' as const },
+      { path: '/health', localPathPort: 8080, listenerPort: 21501, protocol: 'http2' as const },
+    ],
+  };
+  t.same(decodeProxySnapshot(JSON.parse(JSON.stringify(s))), s);
+});
+
 t.test("a snapshot with the inbound's limits decodes to an equal value", async (t) => {
   const s = {
     ...good,
@@ -292,6 +303,43 @@ const cases: Array<[string, (s: any) => void, string]> = [
     'accessLogs.path',
   ],
   ['access logs of an unknown type', (s) => (s.accessLogs = { type: 'syslog' }), 'accessLogs.type'],
+  [
+    'an exposed path that is not absolute',
+    (s) => (s.expose = [{ path: 'metrics', localPathPort: 1, listenerPort: 2, protocol: 'http' }]),
+    'expose[0].path',
+  ],
+  [
+    'an exposed path with a query string',
+    (s) => (s.expose = [{ path: '/m?x=1', localPathPort: 1, listenerPort: 2, protocol: 'http' }]),
+    'expose[0].path',
+  ],
+  [
+    'two exposed paths on one port',
+    (s) =>
+      (s.expose = [
+        { path: '/a', localPathPort: 1, listenerPort: 2, protocol: 'http' },
+        { path: '/b', localPathPort: 1, listenerPort: 2, protocol: 'http' },
+      ]),
+    'expose[1].listenerPort',
+  ],
+  [
+    'an exposed path on the sidecar port',
+    (s) => {
+      s.inbound.bindPort = 21000;
+      s.expose = [{ path: '/a', localPathPort: 1, listenerPort: 21000, protocol: 'http' }];
+    },
+    'expose[0].listenerPort',
+  ],
+  [
+    'an exposed path on port 0',
+    (s) => (s.expose = [{ path: '/a', localPathPort: 1, listenerPort: 0, protocol: 'http' }]),
+    'expose[0].listenerPort',
+  ],
+  [
+    'an exposed path in a protocol it cannot be',
+    (s) => (s.expose = [{ path: '/a', localPathPort: 1, listenerPort: 2, protocol: 'grpc' }]),
+    'expose[0].protocol',
+  ],
   [
     'access logs in a format with an unknown operator',
     (s) => (s.accessLogs = { type: 'stdout', textFormat: '%UPSTREAM_COLOUR%' }),
