@@ -91,9 +91,9 @@ export function createExposeSlot(env: ProxyEnv): ExposeSlot {
   });
 
   function h1Handler(b: Bound): Handler {
-    const app = { address: '127.0.0.1', port: b.path.localPathPort };
     const forward: Handler = async (req) => {
       if (pathOf(req.target) !== b.path.path) throw notExposed(pathOf(req.target), b.path.path);
+      const app = { address: '127.0.0.1', port: b.path.localPathPort };
       for (let i = req.headers.length - 2; i >= 0; i -= 2)
         if (req.headers[i]!.toLowerCase() === CLIENT_CERT_HEADER) req.headers.splice(i, 2);
       req.ctx.upstream = app;
@@ -215,12 +215,15 @@ export function createExposeSlot(env: ProxyEnv): ExposeSlot {
       const host = snapshot.inbound.bindAddress;
       const next = new Map<string, Bound>();
       const created: Bound[] = [];
+      const changed = new Map<Bound, ExposePath>();
       try {
         for (const p of snapshot.expose ?? []) {
-          const key = `${host}:${p.listenerPort}:${p.path}:${p.localPathPort}:${p.protocol}`;
+          // a port keeps its listener when what it serves changes (a second bind would fail)
+          const key = `${host}:${p.listenerPort}`;
           const have = current.get(key);
           if (have) {
             next.set(key, have);
+            changed.set(have, p);
             continue;
           }
           const b: Bound = {
@@ -242,6 +245,14 @@ export function createExposeSlot(env: ProxyEnv): ExposeSlot {
       return {
         commit() {
           for (const [key, b] of current) if (!next.has(key)) stop(b);
+          // the next request, on any connection, is served by what the port serves now
+          for (const [b, p] of changed) {
+            if (JSON.stringify(b.path) === JSON.stringify(p)) continue;
+            b.path = p;
+            b.pool?.close();
+            b.pool = null;
+            closeH2cSession(b);
+          }
           current = next;
         },
         abort() {

@@ -65,6 +65,17 @@ t.test('an exposed path is served in plain HTTP from its app port; nothing else 
   // the mesh path is unchanged
   t.equal((await request(m.url('/through-the-mesh'))).status, 200);
 
+  // the same port serving another path of another app port: no second bind, the next request
+  // (even on a kept-alive connection) is served by what the port serves now
+  const statsApp = await startEchoApp('stats-port');
+  t.teardown(() => statsApp.close());
+  await withExpose(m.api, [
+    { path: '/stats', localPathPort: statsApp.port, listenerPort: port, protocol: 'http' },
+  ]);
+  const stats = await request(`http://127.0.0.1:${port}/stats`);
+  t.match(JSON.parse(stats.body), { app: 'stats-port', url: '/stats' });
+  t.equal((await request(`http://127.0.0.1:${port}/metrics`)).status, 404, 'the old path is gone');
+
   // the next snapshot without it closes the port
   await withExpose(m.api, undefined);
   t.ok(await refused(port), 'closed once the snapshot drops it');
