@@ -19,6 +19,7 @@ import {
   type TracingConfig,
   type UpstreamConfig,
   type AccessLogConfig,
+  type MeshTlsConfig,
 } from '../lib/proxy-api/index.ts';
 import {
   createCentralConfig,
@@ -552,7 +553,14 @@ export function createAgent(o: AgentOptions): Agent {
       ...transparentSnapshot(inst),
       ...accessLogsField(),
       ...(sc.expose.length > 0 ? { expose: sc.expose } : {}),
+      ...meshTlsField(),
     };
+  }
+
+  /** The `mesh` entry's TLS versions and suites, when it sets any. */
+  function meshTlsField(): { meshTls?: MeshTlsConfig } {
+    const tls = central.meshTls();
+    return tls ? { meshTls: tls } : {};
   }
 
   /** proxy-defaults `AccessLogs`, when on (an absent field keeps older proxies working). */

@@ -20,12 +20,16 @@ import {
   ACCESS_LOG_TYPES,
   INBOUND_LIMITS,
   LOAD_BALANCER_POLICIES,
+  tlsOptions,
+  tlsParamsProblem,
   type AccessLogConfig,
   type HeaderModifiers,
   type InboundSettings,
   type LoadBalancerPolicy,
+  type MeshTlsConfig,
   type Protocol,
   type QueryMatch,
+  type TlsParams,
 } from '../lib/proxy-api/index.ts';
 import { checkUpstreamLayer, durationMs, INBOUND_FIELDS } from './definitions.ts';
 import { writeFileAtomic, type DataPaths } from './files.ts';
@@ -40,12 +44,14 @@ export const PROXY_DEFAULTS = 'proxy-defaults';
 export const SERVICE_RESOLVER = 'service-resolver';
 export const SERVICE_SPLITTER = 'service-splitter';
 export const SERVICE_ROUTER = 'service-router';
+export const MESH = 'mesh';
 const KINDS = [
   SERVICE_DEFAULTS,
   PROXY_DEFAULTS,
   SERVICE_RESOLVER,
   SERVICE_SPLITTER,
   SERVICE_ROUTER,
+  MESH,
 ];
 const CACHE_NAME = 'central-config';
 
@@ -262,6 +268,8 @@ export interface CentralConfig {
   inbound(service: string): InboundSettings | null;
   /** Where every proxy writes access logs (proxy-defaults `AccessLogs`); null when off. */
   accessLogs(): AccessLogConfig | null;
+  /** The TLS versions and suites of every sidecar (the `mesh` entry's `TLS`); null when unset. */
+  meshTls(): MeshTlsConfig | null;
   /** What `destination`'s service-resolver sets for its callers; null when it has none. */
   resolver(destination: string): ResolverSettings | null;
   /** `destination`'s service-splitter shares (weights add up to 100); null when it has none. */
@@ -287,6 +295,8 @@ interface Protocols {
   inbound: Record<string, InboundSettings>;
   /** proxy-defaults `AccessLogs`, checked; null when off. */
   accessLogs: AccessLogConfig | null;
+  /** The `mesh` entry's `TLS`, checked; null when it sets nothing Remora applies. */
+  meshTls: MeshTlsConfig | null;
   /** By destination service: its service-resolver's settings, checked. */
   resolvers: Record<string, ResolverSettings>;
   /** By destination service: its service-splitter's shares, checked. */
@@ -385,6 +395,95 @@ function accessFormatOf(
     return {};
   }
   return spec;
+}
+
+const TLS_DIRECTIONS = [
+  ['incoming', 'Incoming'],
+  ['outgoing', 'Outgoing'],
+] as const;
+
+/**
+ * The `mesh` entry's `TLS` as the proxies take it: each direction's `TLSMinVersion`,
+ * `TLSMaxVersion` and `CipherSuites`, checked as the proxies check them. A direction that cannot
+ * apply is reported under `mesh…` and left out (Remora's TLS 1.2 to 1.3 with OpenSSL's suites);
+ * so are both when the mesh could not talk to itself with them.
+ */
+function meshTlsOf(v: unknown, found: Map<string, string>): MeshTlsConfig | null {
+  const where = 'mesh: TLS';
+  if (v === undefined || v === null) return null;
+  if (!isLayer(v)) {
+    found.set('mesh', `${where} must be an object; it is not applied`);
+    return null;
+  }
+  const out: MeshTlsConfig = {};
+  for (const [dir, Dir] of TLS_DIRECTIONS) {
+    const d = v[Dir];
+    if (d === undefined || d === null) continue;
+    const at = `${where}.${Dir}`;
+    const keep = `; ${at} is not applied (TLS 1.2 to 1.3 with OpenSSL's suites instead)`;
+    if (!isLayer(d)) {
+      found.set(`mesh/${dir}`, `${at} must be an object${keep}`);
+      continue;
+    }
+    const params: TlsParams = {};
+    const keys = { minVersion: 'TLSMinVersion', maxVersion: 'TLSMaxVersion' } as const;
+    let bad: string | null = null;
+    for (const [key, field] of Object.entries(keys) as [keyof typeof keys, string][]) {
+      const x = d[field];
+      if (x === undefined || x === null || x === '') continue;
+      if (typeof x === 'string') params[key] = x;
+      else bad = `${at}.${field} must be a string, got ${JSON.stringify(x)}`;
+    }
+    const suites = d.CipherSuites;
+    if (Array.isArray(suites) && suites.length > 0) {
+      if (suites.every((s) => typeof s === 'string')) params.cipherSuites = suites;
+      else bad = `${at}.CipherSuites must be a list of suite names`;
+    } else if (suites !== undefined && suites !== null && !Array.isArray(suites))
+      bad = `${at}.CipherSuites must be a list of suite names`;
+    const problem = bad === null ? tlsParamsProblem(params) : null;
+    if (bad === null && problem !== null) {
+      const field = {
+        minVersion: 'TLSMinVersion',
+        maxVersion: 'TLSMaxVersion',
+        cipherSuites: 'CipherSuites',
+      }[problem.key];
+      bad = `${at}.${field} ${problem.reason}`;
+    }
+    if (bad !== null) {
+      found.set(`mesh/${dir}`, `${bad}${keep}`);
+      continue;
+    }
+    if (Object.keys(params).length > 0) out[dir] = params;
+  }
+  // every proxy takes both directions: they must meet, or no sidecar could reach another
+  const inc = tlsOptions(out.incoming);
+  const outg = tlsOptions(out.outgoing);
+  const rank = (x: string) => (x === 'TLSv1.3' ? 3 : 2);
+  const lo = Math.max(rank(inc.minVersion), rank(outg.minVersion));
+  const hi = Math.min(rank(inc.maxVersion), rank(outg.maxVersion));
+  const disjointSuites =
+    hi === 2 &&
+    inc.ciphers !== undefined &&
+    outg.ciphers !== undefined &&
+    !inc.ciphers.split(':').some((c) => outg.ciphers!.split(':').includes(c));
+  if (lo > hi || disjointSuites) {
+    found.set(
+      'mesh/both',
+      `${where}: Incoming and Outgoing share no ${lo > hi ? 'TLS version' : 'TLS 1.2 suite'}, so no sidecar could reach another; neither is applied (TLS 1.2 to 1.3 with OpenSSL's suites instead)`,
+    );
+    return null;
+  }
+  return Object.keys(out).length > 0 ? out : null;
+}
+
+/** A cached mesh TLS setting, checked again as Consul's answer would be. */
+function checkedMeshTls(v: unknown): MeshTlsConfig | null {
+  if (!isLayer(v)) return null;
+  const back = (p: unknown) =>
+    isLayer(p)
+      ? { TLSMinVersion: p.minVersion, TLSMaxVersion: p.maxVersion, CipherSuites: p.cipherSuites }
+      : undefined;
+  return meshTlsOf({ Incoming: back(v.incoming), Outgoing: back(v.outgoing) }, new Map());
 }
 
 /** A cached AccessLogs setting, checked again as Consul's answer would be. */
@@ -583,6 +682,7 @@ function readCache(path: string): Protocols | null {
       upstreams,
       inbound,
       accessLogs: checkedAccessLogs(v.accessLogs),
+      meshTls: checkedMeshTls(v.meshTls),
       resolvers,
       splitters,
       routers,
@@ -1454,6 +1554,7 @@ export function createCentralConfig(o: {
     upstreams: {},
     inbound: {},
     accessLogs: null,
+    meshTls: null,
     resolvers: {},
     splitters: {},
     routers: {},
@@ -1553,6 +1654,14 @@ export function createCentralConfig(o: {
     set({ ...known, global, accessLogs });
   }
 
+  function onMesh(entries: ConfigEntry[]): void {
+    const entry = entries.find((e) => e.Name === 'mesh') ?? entries[0];
+    const found = new Map<string, string>();
+    const meshTls = meshTlsOf(entry?.TLS, found);
+    report(['mesh'], found);
+    set({ ...known, meshTls });
+  }
+
   /**
    * The watch handler of a kind read per destination service: each entry through `read` (which
    * reports what it cannot apply in `found`), the problems under `prefix`, the result as `key`.
@@ -1620,6 +1729,7 @@ export function createCentralConfig(o: {
     },
     inbound: (service) => own(known.inbound, service),
     accessLogs: () => known.accessLogs,
+    meshTls: () => known.meshTls,
     resolver: (destination) => own(known.resolvers, destination),
     splitter: (destination) => own(known.splitters, destination),
     router: (destination) => own(known.routers, destination),
@@ -1636,6 +1746,7 @@ export function createCentralConfig(o: {
       );
       watch(SERVICE_SPLITTER, perService('splitters', 'p/', splitterShares));
       watch(SERVICE_ROUTER, perService('routers', 'o/', routerRoutes));
+      watch(MESH, onMesh);
     },
     stop() {
       stopped = true;

@@ -83,6 +83,8 @@ export interface ConfigEntry {
   Redirect?: unknown;
   Failover?: unknown;
   PrioritizeByLocality?: unknown;
+  /** mesh: the TLS versions and suites of every sidecar (`Incoming`, `Outgoing`). */
+  TLS?: unknown;
   /** service-splitter: `Weight` (percent) and `Service` of each share of the calls. */
   Splits?: unknown;
   /** service-router: `Match.HTTP` and `Destination` of each route, first match wins. */

@@ -207,8 +207,12 @@ export function createProxy(o: CreateProxyOptions): Proxy {
         { field: 'tls.certPem' },
       );
     const prev = active;
-    const tlsChanged = prev === null || !sameTlsMaterial(prev.snapshot.tls, snapshot.tls);
-    const tlsContexts = tlsChanged ? buildTlsContexts(snapshot.tls) : prev.tls;
+    // new material or new mesh TLS parameters: new handshakes (only) use them
+    const tlsChanged =
+      prev === null ||
+      !sameTlsMaterial(prev.snapshot.tls, snapshot.tls) ||
+      JSON.stringify(prev.snapshot.meshTls) !== JSON.stringify(snapshot.meshTls);
+    const tlsContexts = tlsChanged ? buildTlsContexts(snapshot.tls, snapshot.meshTls) : prev.tls;
     const next: ActiveConfig = { snapshot, tls: tlsContexts };
 
     // 1. bind every new listener first; nothing switches unless all bind

@@ -1,7 +1,7 @@
 /**
  * Consul's configuration entries (`/v1/config`), the kinds Remora's agents read:
- * `service-defaults` (per service), `proxy-defaults` (one, named `global`), `service-resolver`,
- * `service-splitter` and `service-router` (per service). Entries are stored as given, with the
+ * `service-defaults` (per service), `proxy-defaults` (one, named `global`), `mesh` (one, named
+ * `mesh`), `service-resolver`, `service-splitter` and `service-router` (per service). Entries are stored as given, with the
  * keys Remora reads spelled Consul's way (`Kind`, `Name`, `Protocol`, `Config`, `Meta`) and the
  * protocol lowercased, as Consul normalizes it. What Consul checks is checked: a resolver's
  * timeouts must be durations, its balancing policy one Consul knows, its subsets DNS labels whose
@@ -21,6 +21,7 @@ export const CONFIG_KINDS = [
   'service-resolver',
   'service-splitter',
   'service-router',
+  'mesh',
 ] as const;
 export type ConfigKind = (typeof CONFIG_KINDS)[number];
 
@@ -35,7 +36,6 @@ const OTHER_CONSUL_KINDS = new Set([
   'inline-certificate',
   'file-system-certificate',
   'bound-api-gateway',
-  'mesh',
   'exported-services',
   'sameness-group',
   'jwt-provider',
@@ -45,6 +45,10 @@ const OTHER_CONSUL_KINDS = new Set([
 
 /** The name of the single proxy-defaults entry. */
 export const PROXY_DEFAULTS_NAME = 'global';
+/** The name of the single mesh entry (Consul names it itself). */
+export const MESH_NAME = 'mesh';
+/** TLS versions Consul's mesh entry accepts. */
+const TLS_VERSIONS = ['TLS_AUTO', 'TLSv1_0', 'TLSv1_1', 'TLSv1_2', 'TLSv1_3'];
 
 /** One stored entry, as the API returns it. */
 export type ConfigEntryRecord = Record<string, unknown> & {
@@ -121,6 +125,15 @@ export function decodeConfigEntry(
     throw new HttpError(400, 'Request decoding failed: Payload does not contain a kind/Kind key');
   const kind = configKind(out.Kind.toLowerCase());
   out.Kind = kind;
+  if (kind === 'mesh') {
+    if (out.Name !== undefined && out.Name !== '' && out.Name !== MESH_NAME)
+      throw new HttpError(
+        400,
+        `invalid name (${JSON.stringify(out.Name)}), only ${JSON.stringify(MESH_NAME)} is supported`,
+      );
+    out.Name = MESH_NAME;
+    checkMeshTls(out.TLS);
+  }
   if (typeof out.Name !== 'string' || out.Name === '')
     throw new HttpError(400, `config entry of kind ${kind} is missing a Name`);
   if (kind === 'proxy-defaults' && out.Name !== PROXY_DEFAULTS_NAME)
@@ -591,4 +604,39 @@ export function checkRoutingProtocol(name: string, protocol: string): void {
     400,
     `discovery chain ${JSON.stringify(name)} uses a protocol ${JSON.stringify(protocol)} that does not permit advanced routing or splitting behavior`,
   );
+}
+
+/** The mesh entry's `TLS`, as Consul's decoder and checks see it. */
+function checkMeshTls(tls: unknown): void {
+  if (tls === undefined || tls === null) return;
+  if (!isObj(tls)) throw new HttpError(400, 'Request decoding failed: TLS must be an object');
+  for (const dir of ['Incoming', 'Outgoing']) {
+    const d = tls[dir];
+    if (d === undefined || d === null) continue;
+    if (!isObj(d))
+      throw new HttpError(400, `Request decoding failed: TLS.${dir} must be an object`);
+    for (const key of ['TLSMinVersion', 'TLSMaxVersion']) {
+      const v = d[key];
+      if (v === undefined || v === '') continue;
+      if (typeof v !== 'string')
+        throw new HttpError(400, `Request decoding failed: TLS.${dir}.${key} must be a string`);
+      if (!TLS_VERSIONS.includes(v))
+        throw new HttpError(400, `TLS.${dir}.${key}: unsupported TLS version ${goQuote(v)}`);
+    }
+    const suites = d.CipherSuites;
+    if (
+      suites !== undefined &&
+      suites !== null &&
+      (!Array.isArray(suites) || suites.some((x) => typeof x !== 'string'))
+    )
+      throw new HttpError(
+        400,
+        `Request decoding failed: TLS.${dir}.CipherSuites must be a list of strings`,
+      );
+    if (Array.isArray(suites) && suites.length > 0 && d.TLSMinVersion === 'TLSv1_3')
+      throw new HttpError(
+        400,
+        `TLS.${dir}: configuring CipherSuites is only supported for TLS 1.2 and earlier`,
+      );
+  }
 }

@@ -1,4 +1,6 @@
 export * from './types.ts';
+export { CIPHER_SUITES, tlsOptions, tlsParamsProblem } from './mesh-tls.ts';
+export type { MeshTlsConfig, TlsParams } from './mesh-tls.ts';
 export { encodeFrame, FrameDecoder, decodeAgentFrame, decodeProxyFrame } from './frames.ts';
 export type { FrameDecoderOptions } from './frames.ts';
 export {

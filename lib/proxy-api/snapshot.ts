@@ -7,6 +7,7 @@ import { parseSpiffeId, urisFromSubjectAltName } from '../identity/index.ts';
 import { headerNameProblem, headerValueProblem } from './header-modifiers.ts';
 import { INBOUND_LIMITS } from './defaults.ts';
 import { compileAccessFormat } from '../access-log/format.ts';
+import { tlsParamsProblem, type MeshTlsConfig, type TlsParams } from './mesh-tls.ts';
 import type {
   HeaderMatch,
   HttpMatch,
@@ -606,6 +607,7 @@ export function decodeProxySnapshot(value: unknown): ProxySnapshot {
     'transparent',
     'accessLogs',
     'expose',
+    'meshTls',
   ]);
   const version = num(o, 'version', 'snapshot', nat);
   const instance = decodeInstance(o.instance);
@@ -628,6 +630,7 @@ export function decodeProxySnapshot(value: unknown): ProxySnapshot {
   const logs = {
     ...(o.accessLogs === undefined ? {} : { accessLogs: decodeAccessLogs(o.accessLogs) }),
     ...(o.expose === undefined ? {} : { expose: decodeExpose(o.expose, inbound, seen) }),
+    ...(o.meshTls === undefined ? {} : { meshTls: decodeMeshTls(o.meshTls) }),
   };
   if (o.transparent === undefined)
     return { version, instance, inbound, upstreams, tls, intentions, tracing, ...logs };
@@ -655,6 +658,29 @@ export function decodeProxySnapshot(value: unknown): ProxySnapshot {
 
 export const ACCESS_LOG_TYPES = ['stdout', 'stderr', 'file'] as const;
 export const EXPOSE_PROTOCOLS = ['http', 'http2'] as const;
+
+function decodeMeshTls(v: unknown): MeshTlsConfig {
+  const o = obj(v, 'meshTls', ['incoming', 'outgoing']);
+  const out: MeshTlsConfig = {};
+  for (const dir of ['incoming', 'outgoing'] as const) {
+    if (o[dir] === undefined) continue;
+    const p = `meshTls.${dir}`;
+    const d = obj(o[dir], p, ['minVersion', 'maxVersion', 'cipherSuites']);
+    const params: TlsParams = {};
+    const min = optStr(d, 'minVersion', p);
+    const max = optStr(d, 'maxVersion', p);
+    if (min !== undefined) params.minVersion = min;
+    if (max !== undefined) params.maxVersion = max;
+    if (d.cipherSuites !== undefined)
+      params.cipherSuites = arr(d, 'cipherSuites', p).map((s, i) =>
+        typeof s === 'string' ? s : fail(`${p}.cipherSuites[${i}]`, 'must be a string', s),
+      );
+    const problem = tlsParamsProblem(params);
+    if (problem !== null) fail(`${p}.${problem.key}`, problem.reason, params[problem.key]);
+    out[dir] = params;
+  }
+  return out;
+}
 
 /** A path exposed: exact, absolute, without query or fragment. */
 export function exposePathProblem(path: string): string | null {

@@ -85,6 +85,7 @@ const CONNECT_CODES = new Set([
   'REMORA_E_PROXY_CONNECT_FAILED',
   'REMORA_E_PROXY_CONNECT_TIMEOUT',
   'REMORA_E_PROXY_UPSTREAM_IDENTITY',
+  'REMORA_E_PROXY_TLS_NEGOTIATION',
 ]);
 
 function errorReason(e: RemoraError): RetryReason | null {

@@ -5,7 +5,7 @@ import tls, { type PeerCertificate, type SecureContext, type TLSSocket } from 'n
 import { X509Certificate } from 'node:crypto';
 import { RemoraError } from '../../lib/errors/index.ts';
 import { parseSpiffeId, urisFromSubjectAltName } from '../../lib/identity/index.ts';
-import type { TlsMaterial } from '../../lib/proxy-api/index.ts';
+import { tlsOptions, type MeshTlsConfig, type TlsMaterial } from '../../lib/proxy-api/index.ts';
 
 /** Why an inbound handshake was refused; bounded label values for metrics. */
 export type HandshakeFailure =
@@ -27,17 +27,16 @@ export interface TlsContexts {
   fingerprint: string;
 }
 
-export function buildTlsContexts(m: TlsMaterial): TlsContexts {
-  const opts: tls.SecureContextOptions = {
-    key: m.keyPem,
-    cert: m.certPem,
-    ca: m.rootsPem,
-    minVersion: 'TLSv1.2',
-  };
+/**
+ * The server options and the client context of the material, each with its direction's TLS
+ * versions and TLS 1.2 suites (Consul's `mesh` entry; TLS 1.2 to 1.3 when it sets none).
+ */
+export function buildTlsContexts(m: TlsMaterial, mesh?: MeshTlsConfig): TlsContexts {
+  const material = { key: m.keyPem, cert: m.certPem, ca: m.rootsPem };
   const x = new X509Certificate(m.certPem);
   return {
-    serverOptions: opts,
-    clientContext: tls.createSecureContext(opts),
+    serverOptions: { ...material, ...tlsOptions(mesh?.incoming) },
+    clientContext: tls.createSecureContext({ ...material, ...tlsOptions(mesh?.outgoing) }),
     certNotAfter: new Date(x.validTo),
     rootsNotAfter: m.rootsPem.map((r) => new Date(new X509Certificate(r).validTo)),
     fingerprint: x.fingerprint256,
@@ -115,6 +114,18 @@ export function classifyDialError(err: unknown, target: string): RemoraError {
   if (err instanceof RemoraError) return err;
   const e = err as NodeJS.ErrnoException & { reason?: string };
   const code = e.code ?? '';
+  // no version or suite in common: the mesh's TLS parameters of the two sides disagree
+  if (
+    /PROTOCOL_VERSION|UNSUPPORTED_PROTOCOL|NO_SHARED_CIPHER|NO_CIPHERS_AVAILABLE|WRONG_VERSION/.test(
+      code,
+    )
+  )
+    return new RemoraError(
+      'REMORA_E_PROXY_TLS_NEGOTIATION',
+      `TLS with ${target} failed: ${e.message}; the two sides share no TLS version or suite (mesh TLS.Outgoing here, TLS.Incoming there)`,
+      { target, cause: code },
+      { cause: err },
+    );
   if (
     code.startsWith('ERR_TLS_') ||
     code.startsWith('ERR_SSL_') ||

@@ -14,6 +14,7 @@ import {
   targetName,
   type ResolverSettings,
   type SplitShare,
+  MESH,
   PROXY_DEFAULTS,
   SERVICE_DEFAULTS,
   SERVICE_RESOLVER,
@@ -26,6 +27,7 @@ import { Writable } from 'node:stream';
 import { waitFor } from '../../lib/util/index.ts';
 import { createFakeConfigEntries } from './fakes.ts';
 import { ACCESS_FORMAT_OPERATORS } from '../../lib/access-log/format.ts';
+import { CIPHER_SUITES } from '../../lib/proxy-api/index.ts';
 
 /** What JSON.parse says about a text that is not JSON. */
 function jsonError(text: string): string {
@@ -196,6 +198,7 @@ t.test('a restarted agent knows the protocols before Consul answers', async (t) 
     upstreams: { web: { defaults: null, overrides: { api: { ConnectTimeoutMs: 700 } } } },
     inbound: {},
     accessLogs: null,
+    meshTls: null,
     resolvers: { api: { connectTimeoutMs: 2500, loadBalancer: 'least_request' } },
     routers: {
       api: [
@@ -1062,4 +1065,87 @@ t.test("a service-router's routes are read; what Remora cannot apply is reported
   t.equal(c.router('api'), null, 'a deleted router stops applying');
   t.equal(c.problems().length, 0, 'and its problems go');
   t.equal(changes(), before + 1);
+});
+
+t.test("the mesh entry's TLS: applied, each bad direction left out and said, cached", async (t) => {
+  const dir = await dataDir(t);
+  const mesh = (TLS: unknown) => [{ Kind: MESH, Name: 'mesh', TLS }];
+  const fake = createFakeConfigEntries({
+    [MESH]: mesh({ Incoming: { TLSMinVersion: 'TLSv1_3' } }),
+  });
+  const { c } = central(dir, fake);
+  c.start();
+  t.teardown(() => c.stop());
+  await waitFor('the answers', () => c.synced());
+  t.same(c.meshTls(), { incoming: { minVersion: 'TLSv1_3' } });
+  const keep = "(TLS 1.2 to 1.3 with OpenSSL's suites instead)";
+  const cases: [unknown, unknown, string[]][] = [
+    [undefined, null, []],
+    [{ Incoming: { TLSMinVersion: '', CipherSuites: [] } }, null, []],
+    [
+      {
+        Incoming: { TLSMinVersion: 'TLSv1_2', TLSMaxVersion: 'TLS_AUTO' },
+        Outgoing: {
+          TLSMaxVersion: 'TLSv1_2',
+          CipherSuites: ['TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256'],
+        },
+      },
+      {
+        incoming: { minVersion: 'TLSv1_2', maxVersion: 'TLS_AUTO' },
+        outgoing: {
+          maxVersion: 'TLSv1_2',
+          cipherSuites: ['TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256'],
+        },
+      },
+      [],
+    ],
+    [
+      { Incoming: { TLSMinVersion: 'TLSv1_0' }, Outgoing: { TLSMinVersion: 'TLSv1_3' } },
+      { outgoing: { minVersion: 'TLSv1_3' } },
+      [
+        `mesh: TLS.Incoming.TLSMinVersion TLSv1_0 is below what Remora's sidecars speak (TLSv1_2 and TLSv1_3); mesh: TLS.Incoming is not applied ${keep}`,
+      ],
+    ],
+    [
+      { Outgoing: { CipherSuites: ['TLS_RSA_WITH_RC4_128_SHA'] } },
+      null,
+      [
+        `mesh: TLS.Outgoing.CipherSuites "TLS_RSA_WITH_RC4_128_SHA" is not one of ${Object.keys(CIPHER_SUITES).join(', ')}; mesh: TLS.Outgoing is not applied ${keep}`,
+      ],
+    ],
+    [
+      { Incoming: { TLSMinVersion: 'TLSv1_3' }, Outgoing: { TLSMaxVersion: 'TLSv1_2' } },
+      null,
+      [
+        `mesh: TLS: Incoming and Outgoing share no TLS version, so no sidecar could reach another; neither is applied ${keep}`,
+      ],
+    ],
+    [
+      {
+        Incoming: {
+          TLSMaxVersion: 'TLSv1_2',
+          CipherSuites: ['TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256'],
+        },
+        Outgoing: { CipherSuites: ['TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384'] },
+      },
+      null,
+      [
+        `mesh: TLS: Incoming and Outgoing share no TLS 1.2 suite, so no sidecar could reach another; neither is applied ${keep}`,
+      ],
+    ],
+    [7, null, ['mesh: TLS must be an object; it is not applied']],
+  ];
+  for (const [given, want, problems] of cases) {
+    fake.set(MESH, given === undefined ? [] : mesh(given));
+    t.same(c.meshTls(), want, JSON.stringify(given));
+    t.same(
+      c.problems().map((p) => p.message),
+      problems,
+    );
+  }
+  fake.set(MESH, mesh({ Outgoing: { TLSMinVersion: 'TLSv1_3' } }));
+  c.stop();
+  await writesSettled();
+  const again = central(dir, createFakeConfigEntries({}));
+  t.same(again.c.meshTls(), { outgoing: { minVersion: 'TLSv1_3' } }, 'cached');
 });

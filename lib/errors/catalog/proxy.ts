@@ -71,6 +71,13 @@ export const PROXY_ERRORS = {
       'Check the destination service logs for crashes or restarts; idempotent requests were retried where the budget allowed.',
     status: 502,
   },
+  REMORA_E_PROXY_TLS_NEGOTIATION: {
+    meaning:
+      "The TLS handshake with an upstream failed because the two sides share no TLS version or cipher suite: the caller's outgoing and the destination's incoming parameters (Consul's `mesh` entry, `TLS.Outgoing` and `TLS.Incoming`) do not overlap.",
+    remedy:
+      'Make the versions and suites overlap: one `mesh` entry sets both directions for every proxy, so a mismatch usually means proxies still on an older snapshot or a peer outside Remora; see docs/proxy.md ("Mesh TLS versions and suites").',
+    status: 502,
+  },
   REMORA_E_PROXY_UPSTREAM_IDENTITY: {
     meaning:
       'The upstream presented a certificate for another identity than the destination service, or an untrusted one.',

@@ -35,6 +35,23 @@ t.test('a snapshot with access logs decodes to an equal value', async (t) => {
   }
 });
 
+t.test('a snapshot with mesh TLS parameters decodes to an equal value', async (t) => {
+  const s = {
+    ...good,
+    meshTls: {
+      incoming: { minVersion: 'TLSv1_3', maxVersion: 'TLS_AUTO' },
+      outgoing: {
+        maxVersion: 'TLSv1_2',
+        cipherSuites: [
+          'TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256',
+          'TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305',
+        ],
+      },
+    },
+  };
+  t.same(decodeProxySnapshot(JSON.parse(JSON.stringify(s))), s);
+});
+
 t.test('a snapshot with exposed paths decodes to an equal value', async (t) => {
   const s = {
     ...good,
@@ -303,6 +320,38 @@ const cases: Array<[string, (s: any) => void, string]> = [
     'accessLogs.path',
   ],
   ['access logs of an unknown type', (s) => (s.accessLogs = { type: 'syslog' }), 'accessLogs.type'],
+  [
+    'mesh TLS below TLS 1.2',
+    (s) => (s.meshTls = { incoming: { minVersion: 'TLSv1_1' } }),
+    'meshTls.incoming.minVersion',
+  ],
+  [
+    'mesh TLS with a maximum below its minimum',
+    (s) => (s.meshTls = { outgoing: { minVersion: 'TLSv1_3', maxVersion: 'TLSv1_2' } }),
+    'meshTls.outgoing.maxVersion',
+  ],
+  [
+    'mesh TLS with a suite Remora does not know',
+    (s) => (s.meshTls = { incoming: { cipherSuites: ['TLS_RSA_WITH_RC4_128_SHA'] } }),
+    'meshTls.incoming.cipherSuites',
+  ],
+  [
+    'mesh TLS suites with TLS 1.3 as the minimum',
+    (s) =>
+      (s.meshTls = {
+        incoming: {
+          minVersion: 'TLSv1_3',
+          cipherSuites: ['TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256'],
+        },
+      }),
+    'meshTls.incoming.cipherSuites',
+  ],
+  [
+    'mesh TLS suites none of which fits an RSA certificate',
+    (s) =>
+      (s.meshTls = { incoming: { cipherSuites: ['TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256'] } }),
+    'meshTls.incoming.cipherSuites',
+  ],
   [
     'an exposed path that is not absolute',
     (s) => (s.expose = [{ path: 'metrics', localPathPort: 1, listenerPort: 2, protocol: 'http' }]),
