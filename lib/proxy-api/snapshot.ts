@@ -19,6 +19,7 @@ import type {
   AccessLogConfig,
   Endpoint,
   ExposePath,
+  HashPolicy,
   HeaderModifiers,
   HttpRoute,
   InboundConfig,
@@ -41,6 +42,8 @@ export const LOAD_BALANCER_POLICIES: readonly LoadBalancerPolicy[] = [
   'round_robin',
   'least_request',
   'peak_ewma',
+  'ring_hash',
+  'maglev',
 ];
 
 type Obj = Record<string, unknown>;
@@ -230,6 +233,13 @@ function decodeTarget(o: Obj, p: string): UpstreamTarget {
     resilience: decodeResilience(o.resilience, `${p}.resilience`),
     endpoints: arr(o, 'endpoints', p).map((e, i) => decodeEndpoint(e, `${p}.endpoints[${i}]`)),
   };
+  if (o.hashPolicies !== undefined) {
+    if (t.loadBalancer !== 'ring_hash' && t.loadBalancer !== 'maglev')
+      fail(`${p}.hashPolicies`, 'are only for ring_hash or maglev', t.loadBalancer);
+    t.hashPolicies = arr(o, 'hashPolicies', p).map((h, i) =>
+      decodeHashPolicy(h, `${p}.hashPolicies[${i}]`),
+    );
+  }
   if (o.failover !== undefined)
     t.failover = arr(o, 'failover', p).map((v, i) => {
       if (typeof v !== 'string' || v === '')
@@ -239,10 +249,28 @@ function decodeTarget(o: Obj, p: string): UpstreamTarget {
   return t;
 }
 
+export const HASH_FIELDS = ['header', 'cookie', 'query_parameter'] as const;
+
+/** A hash policy: a named request field, or the source address, not both. */
+function decodeHashPolicy(v: unknown, p: string): HashPolicy {
+  const o = obj(v, p, ['field', 'fieldValue', 'sourceIp', 'terminal']);
+  const h: HashPolicy = {};
+  if (o.field !== undefined) {
+    h.field = oneOf(o, 'field', p, HASH_FIELDS);
+    h.fieldValue = str(o, 'fieldValue', p);
+  } else if (o.fieldValue !== undefined) fail(`${p}.fieldValue`, 'needs a field', o.fieldValue);
+  if (o.sourceIp !== undefined) h.sourceIp = bool(o, 'sourceIp', p);
+  if ((h.field !== undefined) === (h.sourceIp === true))
+    fail(p, 'must hash on a field or on sourceIp, one of them', v);
+  if (o.terminal !== undefined) h.terminal = bool(o, 'terminal', p);
+  return h;
+}
+
 const TARGET_FIELDS = [
   'destinationName',
   'destinationSpiffeId',
   'loadBalancer',
+  'hashPolicies',
   'resilience',
   'endpoints',
   'failover',
@@ -295,6 +323,7 @@ function decodeUpstream(v: unknown, p: string): UpstreamConfig {
     resilience: t.resilience,
     endpoints: t.endpoints,
   };
+  if (t.hashPolicies !== undefined) u.hashPolicies = t.hashPolicies;
   if (t.failover !== undefined) u.failover = t.failover;
   if (o.routes !== undefined || o.splits !== undefined || o.targets !== undefined)
     decodeTraffic(o, p, u);

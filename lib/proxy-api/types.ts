@@ -7,7 +7,21 @@ import type { MeshTlsConfig } from './mesh-tls.ts';
 export const PROXY_API_VERSION = 1;
 
 export type Protocol = 'tcp' | 'http' | 'http2' | 'grpc';
-export type LoadBalancerPolicy = 'round_robin' | 'least_request' | 'peak_ewma';
+/** `ring_hash` and `maglev`: consistent hashing of what `hashPolicies` pick from a request. */
+export type LoadBalancerPolicy =
+  'round_robin' | 'least_request' | 'peak_ewma' | 'ring_hash' | 'maglev';
+
+/**
+ * One of Consul's `LoadBalancer.HashPolicies`: the value a request is hashed on, either a
+ * request field (`field` named `fieldValue`) or the caller's address (`sourceIp`). The hashes of
+ * the policies that found a value are combined; a `terminal` one that found a value ends the list.
+ */
+export interface HashPolicy {
+  field?: 'header' | 'cookie' | 'query_parameter';
+  fieldValue?: string;
+  sourceIp?: boolean;
+  terminal?: boolean;
+}
 
 export interface InstanceIdentity {
   /** Consul service ID of the instance, e.g. `api-1`. */
@@ -93,6 +107,8 @@ export interface UpstreamConfig {
   localBindPort: number;
   protocol: Protocol;
   loadBalancer: LoadBalancerPolicy;
+  /** With `ring_hash` or `maglev`: what each request is hashed on (none: a random endpoint). */
+  hashPolicies?: HashPolicy[];
   resilience: ResilienceConfig;
   /** Healthy endpoints from `health/connect/<destination>?passing`; last known ones when Consul is down. */
   endpoints: Endpoint[];
@@ -196,6 +212,7 @@ export interface UpstreamTarget {
   destinationName: string;
   destinationSpiffeId: string;
   loadBalancer: LoadBalancerPolicy;
+  hashPolicies?: HashPolicy[];
   resilience: ResilienceConfig;
   endpoints: Endpoint[];
   /** As `UpstreamConfig.failover`: where this target's calls go when it has no endpoint to take. */

@@ -55,8 +55,16 @@ export function createPeakEwmaPicker(random: () => number): Picker {
   };
 }
 
+/** Any eligible endpoint, at random (what consistent hashing does for a request without a hash). */
+export function createRandomPicker(random: () => number): Picker {
+  return (eps) => eps[Math.floor(random() * eps.length)];
+}
+
 export function createPicker(policy: LoadBalancerPolicy, random: () => number): Picker {
   switch (policy) {
+    case 'ring_hash':
+    case 'maglev':
+      return createRandomPicker(random);
     case 'round_robin':
       return createRoundRobinPicker();
     case 'least_request':

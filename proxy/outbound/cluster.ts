@@ -8,6 +8,7 @@ import type { UpstreamConfig } from '../../lib/proxy-api/index.ts';
 import type { ProxyEnv } from '../env.ts';
 import { reconcileEndpoints, type EndpointState } from '../balance/endpoints.ts';
 import { createPicker, type Picker } from '../balance/pickers.ts';
+import { createHashRing } from '../balance/hash.ts';
 import { eligibleEndpoints, isEjected, recordFailure, recordSuccess } from '../balance/outlier.ts';
 import { H1Pool } from '../http/h1-client.ts';
 import { MuxPool } from '../http/mux-client.ts';
@@ -31,6 +32,8 @@ export class Cluster {
   #tunnels = new Map<string, TunnelPool>();
   #h2 = new Map<string, ClientHttp2Session>();
   #env: ProxyEnv;
+  /** Consistent hashing's ring (ring_hash, maglev), over every endpoint. */
+  #ring = createHashRing();
 
   constructor(env: ProxyEnv, config: UpstreamConfig) {
     this.#env = env;
@@ -93,15 +96,25 @@ export class Cluster {
 
   /**
    * Picks an endpoint among the non-ejected ones, avoiding `exclude` (the endpoints a request
-   * already tried) while another one is left; throws REMORA_E_PROXY_NO_ENDPOINTS.
+   * already tried) while another one is left; throws REMORA_E_PROXY_NO_ENDPOINTS. With `hash`
+   * (consistent hashing), the first of them clockwise from it on the ring.
    */
-  pick(now: number, exclude?: EndpointState | ReadonlySet<EndpointState>): EndpointState {
+  pick(
+    now: number,
+    exclude?: EndpointState | ReadonlySet<EndpointState>,
+    hash?: number,
+  ): EndpointState {
     let eps = eligibleEndpoints(this.endpoints, now);
     if (exclude !== undefined && eps.length > 1) {
       const rest = eps.filter((e) => (exclude instanceof Set ? !exclude.has(e) : e !== exclude));
       if (rest.length > 0) eps = rest;
     }
-    const ep = eps.length > 0 ? this.picker(eps, now) : undefined;
+    const ep =
+      eps.length === 0
+        ? undefined
+        : hash !== undefined && this.config.hashPolicies !== undefined
+          ? this.#ring(this.endpoints, eps, hash)
+          : this.picker(eps, now);
     if (ep === undefined)
       throw new RemoraError(
         'REMORA_E_PROXY_NO_ENDPOINTS',

@@ -34,6 +34,7 @@ import { isIdempotent } from '../stages/types.ts';
 import {
   composeStages,
   type Handler,
+  type ProxyRequest,
   type RequestContext,
   type RouteSettings,
   type Stage,
@@ -51,6 +52,15 @@ import {
 import { Cluster } from './cluster.ts';
 import { muxable } from '../http/mux-client.ts';
 import { createLimitedErrorLog } from '../log-limit.ts';
+import { cookieValue, queryValue, requestHash, type HashInputs } from '../balance/hash.ts';
+
+/** Hash inputs of something that has no request, only a caller's address (a TCP connection). */
+const NO_FIELDS = (sourceIp: () => string | undefined): HashInputs => ({
+  header: () => undefined,
+  cookie: () => undefined,
+  query: () => undefined,
+  sourceIp,
+});
 
 export interface Upstream {
   readonly cluster: Cluster;
@@ -142,6 +152,22 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
   // while there is one (other requests move a round robin on meanwhile). The set of tried
   // endpoints exists only once a request is retried: a first attempt allocates nothing.
   const tried = new WeakMap<object, Set<EndpointState>>();
+  /** The request's hash under the upstream's hash policies (consistent hashing only). */
+  const h1Hash = (req: ProxyRequest): number | undefined => {
+    const policies = cluster.config.hashPolicies;
+    if (policies === undefined) return undefined;
+    const field = (n: string) => {
+      for (let i = 0; i < req.headers.length; i += 2)
+        if (req.headers[i]!.toLowerCase() === n) return req.headers[i + 1]!;
+      return undefined;
+    };
+    return requestHash(policies, {
+      header: field,
+      cookie: (n) => cookieValue(field('cookie'), n),
+      query: (n) => queryValue(req.target, n),
+      sourceIp: () => req.ctx.downstream?.remoteAddress,
+    });
+  };
   const forward: Handler = async (req) => {
     const now = env.clock.now();
     let seen: Set<EndpointState> | undefined;
@@ -152,7 +178,7 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
         tried.set(req.ctx, seen);
       }
     }
-    const ep = cluster.pick(now, seen);
+    const ep = cluster.pick(now, seen, h1Hash(req));
     seen?.add(ep);
     req.ctx.endpointId = ep.id;
     req.ctx.upstream = ep;
@@ -340,9 +366,18 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
   async function connectTcp(socket: Socket): Promise<Socket | null> {
     let last: RemoraError | null = null;
     const triedEps = new Set<EndpointState>();
+    const policies = cluster.config.hashPolicies;
+    // a TCP connection has no request: only the caller's address can be hashed
+    const hash =
+      policies === undefined
+        ? undefined
+        : requestHash(
+            policies,
+            NO_FIELDS(() => socket.remoteAddress),
+          );
     for (let attempt = 0; attempt <= res().maxRetries; attempt++) {
       const now = env.clock.now();
-      const ep = cluster.pick(now, triedEps);
+      const ep = cluster.pick(now, triedEps, hash);
       triedEps.add(ep);
       if (!cluster.limiter.tryOpen()) {
         env.metrics.overflows.labels(name, 'connections').inc();
@@ -461,6 +496,22 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
     const meter = outboundMeter;
     const idempotent = isIdempotent(String(headers[':method']));
     const body = new H2RequestBody(stream, endsStream(flags), res().maxBufferedBodyBytes);
+    const policies = cluster.config.hashPolicies;
+    const hash =
+      policies === undefined
+        ? undefined
+        : requestHash(policies, {
+            header: (n) => {
+              const v = headers[n];
+              return v === undefined ? undefined : Array.isArray(v) ? v.join(',') : String(v);
+            },
+            cookie: (n) => {
+              const c = headers.cookie as string | string[] | undefined;
+              return cookieValue(Array.isArray(c) ? c.join('; ') : c, n);
+            },
+            query: (n) => queryValue(String(headers[':path'] ?? ''), n),
+            sourceIp: () => stream.session?.socket?.remoteAddress,
+          });
     cluster.budget.recordRequest(env.clock.now());
     /** Counts the answer the caller got, and logs it when access logs are on. */
     const finish = (status: number, attempt: number, ep?: EndpointState, error?: string) => {
@@ -501,7 +552,7 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
         const now = env.clock.now();
         let ep: EndpointState;
         try {
-          ep = cluster.pick(now, triedEps);
+          ep = cluster.pick(now, triedEps, hash);
         } catch (err) {
           const e = toRemoraError(err);
           respondH2Error(stream, e, grpc);

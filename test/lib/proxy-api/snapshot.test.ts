@@ -35,6 +35,16 @@ t.test('a snapshot with access logs decodes to an equal value', async (t) => {
   }
 });
 
+t.test('a snapshot with consistent hashing decodes to an equal value', async (t) => {
+  const s = structuredClone(good);
+  s.upstreams[0]!.loadBalancer = 'maglev';
+  s.upstreams[0]!.hashPolicies = [
+    { field: 'cookie', fieldValue: 'session', terminal: true },
+    { sourceIp: true },
+  ];
+  t.same(decodeProxySnapshot(JSON.parse(JSON.stringify(s))), s);
+});
+
 t.test('a snapshot with mesh TLS parameters decodes to an equal value', async (t) => {
   const s = {
     ...good,
@@ -320,6 +330,35 @@ const cases: Array<[string, (s: any) => void, string]> = [
     'accessLogs.path',
   ],
   ['access logs of an unknown type', (s) => (s.accessLogs = { type: 'syslog' }), 'accessLogs.type'],
+  [
+    'hash policies on a balancer that does not hash',
+    (s) => (s.upstreams[0].hashPolicies = [{ sourceIp: true }]),
+    'upstreams[0].hashPolicies',
+  ],
+  [
+    'a hash policy on a field without its name',
+    (s) => {
+      s.upstreams[0].loadBalancer = 'ring_hash';
+      s.upstreams[0].hashPolicies = [{ field: 'header' }];
+    },
+    'upstreams[0].hashPolicies[0].fieldValue',
+  ],
+  [
+    'a hash policy on both a field and the source address',
+    (s) => {
+      s.upstreams[0].loadBalancer = 'ring_hash';
+      s.upstreams[0].hashPolicies = [{ field: 'header', fieldValue: 'x', sourceIp: true }];
+    },
+    'upstreams[0].hashPolicies[0]',
+  ],
+  [
+    'a hash policy on an unknown field',
+    (s) => {
+      s.upstreams[0].loadBalancer = 'ring_hash';
+      s.upstreams[0].hashPolicies = [{ field: 'body', fieldValue: 'x' }];
+    },
+    'upstreams[0].hashPolicies[0].field',
+  ],
   [
     'mesh TLS below TLS 1.2',
     (s) => (s.meshTls = { incoming: { minVersion: 'TLSv1_1' } }),
