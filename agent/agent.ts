@@ -20,6 +20,7 @@ import {
   type UpstreamConfig,
   type AccessLogConfig,
   type MeshTlsConfig,
+  type HashPolicy,
 } from '../lib/proxy-api/index.ts';
 import {
   createCentralConfig,
@@ -542,6 +543,7 @@ export function createAgent(o: AgentOptions): Agent {
           localBindPort: upstreamPort(inst, u.destinationName, u.localBindPort),
           protocol: u.protocol,
           loadBalancer: u.loadBalancer,
+          ...hashPoliciesField(u),
           resilience: u.resilience,
           endpoints: endpointsOf(main.service, main.subset),
           ...trafficFields(u, plan, bundle.trustDomain),
@@ -555,6 +557,12 @@ export function createAgent(o: AgentOptions): Agent {
       ...(sc.expose.length > 0 ? { expose: sc.expose } : {}),
       ...meshTlsField(),
     };
+  }
+
+  /** What calls are hashed on, for an upstream or target balanced by consistent hashing. */
+  function hashPoliciesField(u: UpstreamDefinition): { hashPolicies?: HashPolicy[] } {
+    const hashing = u.loadBalancer === 'ring_hash' || u.loadBalancer === 'maglev';
+    return hashing && u.hashPolicies ? { hashPolicies: u.hashPolicies } : {};
   }
 
   /** The `mesh` entry's TLS versions and suites, when it sets any. */
@@ -730,6 +738,7 @@ export function createAgent(o: AgentOptions): Agent {
           destinationName: n,
           destinationSpiffeId: formatSpiffeId({ trustDomain, datacenter: s.datacenter, service }),
           loadBalancer: r.loadBalancer,
+          ...hashPoliciesField(r),
           resilience: r.resilience,
           endpoints: endpointsOf(service, subset),
           ...(fo.length > 0 ? { failover: fo } : {}),
@@ -974,6 +983,7 @@ export function createAgent(o: AgentOptions): Agent {
     return {
       ...u,
       ...(r.loadBalancer ? { loadBalancer: r.loadBalancer } : {}),
+      ...(r.hashPolicies ? { hashPolicies: r.hashPolicies } : {}),
       resilience: {
         ...u.resilience,
         ...(r.connectTimeoutMs ? { connectTimeoutMs: r.connectTimeoutMs } : {}),

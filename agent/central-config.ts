@@ -25,6 +25,7 @@ import {
   type AccessLogConfig,
   type HeaderModifiers,
   type InboundSettings,
+  type HashPolicy,
   type LoadBalancerPolicy,
   type MeshTlsConfig,
   type Protocol,
@@ -60,6 +61,8 @@ export interface ResolverSettings {
   connectTimeoutMs?: number;
   requestTimeoutMs?: number;
   loadBalancer?: LoadBalancerPolicy;
+  /** With ring_hash or maglev: what each call is hashed on (`LoadBalancer.HashPolicies`). */
+  hashPolicies?: HashPolicy[];
   /**
    * Named subsets of the service's instances, by their `Filter` (Consul's filter language over a
    * health entry; empty: every instance). Every filter here compiles.
@@ -135,7 +138,63 @@ export function subsetFilter(expr: string): (entry: unknown) => boolean {
 const RESOLVER_POLICIES: Record<string, LoadBalancerPolicy> = {
   round_robin: 'round_robin',
   least_request: 'least_request',
+  ring_hash: 'ring_hash',
+  maglev: 'maglev',
 };
+
+const HASH_FIELDS = ['header', 'cookie', 'query_parameter'] as const;
+
+/**
+ * `LoadBalancer.HashPolicies` as the proxies take them: each hashes on a named `Field` or on
+ * `SourceIP`; one that cannot apply is reported and left out. A cookie is read when the caller
+ * sends it; Consul's `CookieConfig` (the proxy making one up) is reported as not applied.
+ */
+function hashPoliciesOf(
+  v: unknown,
+  where: string,
+  found: Map<string, string>,
+  key: string,
+): HashPolicy[] {
+  if (!Array.isArray(v)) {
+    found.set(
+      `${key}/HashPolicies`,
+      `${where}: LoadBalancer.HashPolicies must be a list; calls are spread at random`,
+    );
+    return [];
+  }
+  const out: HashPolicy[] = [];
+  v.forEach((raw, i) => {
+    const at = `${where}: LoadBalancer.HashPolicies[${i}]`;
+    if (!isLayer(raw)) {
+      found.set(`${key}/HashPolicies/${i}`, `${at} must be an object; it is ignored`);
+      return;
+    }
+    const field = raw.Field;
+    const name = raw.FieldValue;
+    const ip = raw.SourceIP === true;
+    const terminal = raw.Terminal === true ? { terminal: true } : {};
+    if (ip && (field === undefined || field === '')) {
+      out.push({ sourceIp: true, ...terminal });
+    } else if (
+      !ip &&
+      (HASH_FIELDS as readonly unknown[]).includes(field) &&
+      typeof name === 'string' &&
+      name !== ''
+    ) {
+      out.push({ field: field as HashPolicy['field'], fieldValue: name, ...terminal });
+      if (isLayer(raw.CookieConfig) && Object.keys(raw.CookieConfig).length > 0)
+        found.set(
+          `${key}/HashPolicies/${i}/CookieConfig`,
+          `${at}.CookieConfig is not applied: Remora's proxies hash on the cookie when the caller sends it, and set none`,
+        );
+    } else
+      found.set(
+        `${key}/HashPolicies/${i}`,
+        `${at} must hash on a Field (header, cookie or query_parameter) with its FieldValue, or on SourceIP, one of them; it is ignored`,
+      );
+  });
+  return out;
+}
 
 /** Resolver fields Remora does not implement: reported, so nobody relies on them unknowingly. */
 const UNSUPPORTED_RESOLVER_FIELDS = ['PrioritizeByLocality'] as const;
@@ -581,6 +640,18 @@ function checkedResolver(v: unknown): ResolverSettings | null {
   }
   if ((LOAD_BALANCER_POLICIES as readonly unknown[]).includes(v.loadBalancer))
     out.loadBalancer = v.loadBalancer as LoadBalancerPolicy;
+  if (
+    (out.loadBalancer === 'ring_hash' || out.loadBalancer === 'maglev') &&
+    Array.isArray(v.hashPolicies)
+  ) {
+    const back = (v.hashPolicies as unknown[]).map((h) =>
+      isLayer(h)
+        ? { Field: h.field, FieldValue: h.fieldValue, SourceIP: h.sourceIp, Terminal: h.terminal }
+        : h,
+    );
+    const policies = hashPoliciesOf(back, '', new Map(), '');
+    if (policies.length > 0) out.hashPolicies = policies;
+  }
   const subsets: Record<string, string> = {};
   for (const [name, expr] of Object.entries(isLayer(v.subsets) ? v.subsets : {})) {
     try {
@@ -797,17 +868,24 @@ export function resolverSettings(
         `${where}: LoadBalancer.Policy ${JSON.stringify(policy ?? lb)} is not one Remora's proxies implement (${Object.keys(RESOLVER_POLICIES).join(', ')}); callers keep their own`,
       );
     else if (mapped) out.loadBalancer = mapped;
+    const hashing = mapped === 'ring_hash' || mapped === 'maglev';
+    if (isLayer(lb) && lb.HashPolicies !== undefined && lb.HashPolicies !== null) {
+      if (!hashing)
+        found.set(
+          `r/${e.Name}/HashPolicies`,
+          `${where}: LoadBalancer.HashPolicies apply to ring_hash or maglev only, not ${JSON.stringify(policy ?? '')}; they are ignored`,
+        );
+      else {
+        const policies = hashPoliciesOf(lb.HashPolicies, where, found, `r/${e.Name}`);
+        if (policies.length > 0) out.hashPolicies = policies;
+      }
+    }
     const choices =
       isLayer(lb) && isLayer(lb.LeastRequestConfig) ? lb.LeastRequestConfig.ChoiceCount : undefined;
     if (mapped === 'least_request' && choices !== undefined && choices !== 2)
       found.set(
         `r/${e.Name}/ChoiceCount`,
         `${where}: LeastRequestConfig.ChoiceCount ${JSON.stringify(choices)} is not supported; Remora's proxies compare 2 instances`,
-      );
-    if (isLayer(lb) && lb.HashPolicies !== undefined && lb.HashPolicies !== null)
-      found.set(
-        `r/${e.Name}/HashPolicies`,
-        `${where}: LoadBalancer.HashPolicies are not implemented by Remora's proxies; they are ignored`,
       );
   }
   resolverSubsets(e, out, found);

@@ -13,6 +13,7 @@ import {
   exposePathProblem,
   INBOUND_LIMITS,
   type ExposePath,
+  type HashPolicy,
   type InboundSettings,
   type LoadBalancerPolicy,
   type Protocol,
@@ -34,6 +35,8 @@ export interface UpstreamDefinition {
   loadBalancer: LoadBalancerPolicy;
   /** False when `config.load_balancer` is left out: the default follows the protocol. */
   loadBalancerGiven: boolean;
+  /** From the destination's service-resolver, with ring_hash or maglev. */
+  hashPolicies?: HashPolicy[];
   resilience: ResilienceConfig;
   /**
    * The upstream's `config` as written (null when absent): it wins over Consul's

@@ -138,7 +138,12 @@ function describeResolver(r: ResolverSettings | null): string {
   const parts: string[] = [];
   if (r?.connectTimeoutMs) parts.push(`connect timeout ${r.connectTimeoutMs / 1000}s`);
   if (r?.requestTimeoutMs) parts.push(`request timeout ${r.requestTimeoutMs / 1000}s`);
-  if (r?.loadBalancer) parts.push(`balancing ${r.loadBalancer}`);
+  if (r?.loadBalancer) {
+    const on = (r.hashPolicies ?? []).map((h) =>
+      h.sourceIp ? "the caller's address" : `${h.field} ${h.fieldValue}`,
+    );
+    parts.push(`balancing ${r.loadBalancer}${on.length > 0 ? ` on ${on.join(', then ')}` : ''}`);
+  }
   const subsets = Object.entries(r?.subsets ?? {}).map(
     ([name, expr]) =>
       `${name}${r?.defaultSubset === name ? ' (the default)' : ''} = ${expr.trim() === '' ? 'every instance' : `instances where ${expr}`}`,

@@ -350,9 +350,21 @@ t.test(
           Name: 'odd',
           ConnectTimeout: 'soon',
           RequestTimeout: '2h',
-          LoadBalancer: { Policy: 'maglev', HashPolicies: [{ Field: 'header', FieldValue: 'x' }] },
+          LoadBalancer: { Policy: 'random', HashPolicies: [{ Field: 'header', FieldValue: 'x' }] },
           Failover: { '*': { Datacenters: ['dc2'] } },
           Subsets: {},
+        },
+        {
+          Kind: SERVICE_RESOLVER,
+          Name: 'sticky',
+          LoadBalancer: {
+            Policy: 'maglev',
+            HashPolicies: [
+              { Field: 'cookie', FieldValue: 'sid', CookieConfig: { TTL: '1h' } },
+              { Field: 'header' },
+              { SourceIP: true, Terminal: true },
+            ],
+          },
         },
         {
           Kind: SERVICE_RESOLVER,
@@ -373,6 +385,13 @@ t.test(
     t.equal(c.resolver('zero'), null, '0s is Consul\'s "use the default"');
     t.equal(c.resolver('odd'), null, 'nothing usable');
     t.same(c.resolver('lr'), { loadBalancer: 'least_request' });
+    t.same(c.resolver('sticky'), {
+      loadBalancer: 'maglev',
+      hashPolicies: [
+        { field: 'cookie', fieldValue: 'sid' },
+        { sourceIp: true, terminal: true },
+      ],
+    });
     t.equal(c.resolver('web'), null, 'no resolver');
     t.same(
       c
@@ -383,9 +402,11 @@ t.test(
         "service-resolver of lr: LeastRequestConfig.ChoiceCount 3 is not supported; Remora's proxies compare 2 instances",
         'service-resolver of odd: ConnectTimeout "soon" is not a duration from 1ms to 600s; callers keep their own',
         'service-resolver of odd: Failover["*"]: Datacenters ["dc2"] are not followed by Remora\'s agents, which resolve services in their own datacenter; it is ignored',
-        "service-resolver of odd: LoadBalancer.HashPolicies are not implemented by Remora's proxies; they are ignored",
-        'service-resolver of odd: LoadBalancer.Policy "maglev" is not one Remora\'s proxies implement (round_robin, least_request); callers keep their own',
+        'service-resolver of odd: LoadBalancer.HashPolicies apply to ring_hash or maglev only, not "random"; they are ignored',
+        'service-resolver of odd: LoadBalancer.Policy "random" is not one Remora\'s proxies implement (round_robin, least_request, ring_hash, maglev); callers keep their own',
         'service-resolver of odd: RequestTimeout "2h" is not a duration from 1ms to 3600s; callers keep their own',
+        "service-resolver of sticky: LoadBalancer.HashPolicies[0].CookieConfig is not applied: Remora's proxies hash on the cookie when the caller sends it, and set none",
+        'service-resolver of sticky: LoadBalancer.HashPolicies[1] must hash on a Field (header, cookie or query_parameter) with its FieldValue, or on SourceIP, one of them; it is ignored',
       ],
       'an empty Subsets map is not reported',
     );
@@ -1148,4 +1169,26 @@ t.test("the mesh entry's TLS: applied, each bad direction left out and said, cac
   await writesSettled();
   const again = central(dir, createFakeConfigEntries({}));
   t.same(again.c.meshTls(), { outgoing: { minVersion: 'TLSv1_3' } }, 'cached');
+});
+
+t.test('a resolver that hashes is cached with its hash policies', async (t) => {
+  const dir = await dataDir(t);
+  const sticky = {
+    Kind: SERVICE_RESOLVER,
+    Name: 'api',
+    LoadBalancer: {
+      Policy: 'ring_hash',
+      HashPolicies: [{ Field: 'header', FieldValue: 'x-user', Terminal: true }],
+    },
+  };
+  const first = central(dir, createFakeConfigEntries({ [SERVICE_RESOLVER]: [sticky] }));
+  first.c.start();
+  await waitFor('the answers', () => first.c.synced());
+  first.c.stop();
+  await writesSettled();
+  const again = central(dir, createFakeConfigEntries({}));
+  t.same(again.c.resolver('api'), {
+    loadBalancer: 'ring_hash',
+    hashPolicies: [{ field: 'header', fieldValue: 'x-user', terminal: true }],
+  });
 });

@@ -4,11 +4,11 @@ import t, { type Test } from 'tap';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import tls from 'node:tls';
 import { runRemora } from '../../helpers/cli.ts';
 import {
   OPERATOR_TOKEN,
   httpGet,
+  putConfig,
   startMesh,
   waitFor,
   webReachesApi,
@@ -55,14 +55,6 @@ interface Resilience {
   connectTimeoutMs: number;
   requestTimeoutMs: number;
   circuitBreaker: { maxConnections: number };
-}
-
-async function putConfig(mesh: Mesh, entry: object): Promise<void> {
-  const r = await fetch(`${mesh.consul.url}/v1/config`, {
-    method: 'PUT',
-    body: JSON.stringify(entry),
-  });
-  if ((await r.text()).trim() !== 'true') throw new Error(`config write refused: ${r.status}`);
 }
 
 /**
@@ -314,6 +306,35 @@ t.test(
       30_000,
       100,
     );
+
+    // consistent hashing: the policy and what each call is hashed on reach web's proxy
+    await putConfig(mesh, {
+      Kind: 'service-resolver',
+      Name: 'api',
+      LoadBalancer: {
+        Policy: 'ring_hash',
+        HashPolicies: [{ Field: 'header', FieldValue: 'x-user' }, { SourceIP: true }],
+      },
+    });
+    const hashed = await waitFor(
+      "web's proxy to hash its calls to api",
+      async () => {
+        const api = (await webApiUpstream(mesh)) as {
+          loadBalancer: string;
+          hashPolicies?: unknown;
+        };
+        return api?.loadBalancer === 'ring_hash' ? api : null;
+      },
+      30_000,
+      100,
+    );
+    t.same(hashed.hashPolicies, [{ field: 'header', fieldValue: 'x-user' }, { sourceIp: true }]);
+    t.ok(await webReachesApi(mesh), 'calls go on, hashed');
+    t.match(
+      (await runRemora(['explain', 'web', 'api'], { env: cliEnv })).stdout,
+      "balancing ring_hash on header x-user, then the caller's address for every caller",
+    );
+    await fetch(`${mesh.consul.url}/v1/config/service-resolver/api`, { method: 'DELETE' });
     await fetch(`${mesh.consul.url}/v1/config/service-defaults/web`, { method: 'DELETE' });
 
     // a protocol Remora does not know is reported and ignored
@@ -856,64 +877,4 @@ t.test('proxy-defaults AccessLogs: every proxy logs its calls to the file it nam
     200,
   );
   t.pass('the logs stay on');
-});
-
-/**
- * Whether `port` speaks TLS 1.2: a TLS 1.2-only handshake without a client certificate is refused
- * with a protocol-version alert when it does not (and reset by the sidecar after the handshake,
- * for want of a certificate, when it does).
- */
-function speaksTls12(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = tls.connect({
-      port,
-      host: '127.0.0.1',
-      rejectUnauthorized: false,
-      maxVersion: 'TLSv1.2',
-    });
-    s.once('secureConnect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', (e: NodeJS.ErrnoException) => resolve(!/PROTOCOL_VERSION/.test(e.code ?? '')));
-  });
-}
-
-t.test("the mesh entry's TLS minimum reaches every running proxy", async (t) => {
-  const mesh = await startMesh(t);
-  for (const [name, body] of Object.entries(definitions(mesh)))
-    await mesh.writeDefinition(name, body);
-  const agent = mesh.startAgent();
-  t.teardown(() => agent.stop());
-  await waitFor('web to reach api', () => webReachesApi(mesh), 90_000, 100);
-  t.equal(await speaksTls12(mesh.ports.api1Sidecar), true, 'TLS 1.2 is spoken by default');
-
-  await putConfig(mesh, {
-    Kind: 'mesh',
-    Name: 'mesh',
-    TLS: { Incoming: { TLSMinVersion: 'TLSv1_3' } },
-  });
-  await waitFor(
-    "api's sidecar to refuse TLS 1.2",
-    async () => !(await speaksTls12(mesh.ports.api1Sidecar)),
-    30_000,
-    200,
-  );
-  t.ok(await webReachesApi(mesh), 'the sidecars go on over TLS 1.3');
-
-  // directions that cannot meet: reported, and the mesh keeps working on the defaults
-  await putConfig(mesh, {
-    Kind: 'mesh',
-    Name: 'mesh',
-    TLS: { Incoming: { TLSMinVersion: 'TLSv1_3' }, Outgoing: { TLSMaxVersion: 'TLSv1_2' } },
-  });
-  const problem = await waitFor(
-    'the problem in status',
-    async () => (await mesh.status()).problems.find((p) => /share no TLS version/.test(p.message)),
-    30_000,
-    100,
-  );
-  t.equal(problem.code, 'REMORA_E_AGENT_CENTRAL_CONFIG_INVALID');
-  await waitFor('TLS 1.2 again', () => speaksTls12(mesh.ports.api1Sidecar), 30_000, 200);
-  t.ok(await webReachesApi(mesh), 'calls go on');
 });

@@ -396,6 +396,15 @@ export async function startMesh(
 }
 
 /** GET through web → its proxy → api's proxy → api; resolves with the parsed answer. */
+/** Writes a Consul config entry to the mesh's catalog; throws when it is refused. */
+export async function putConfig(mesh: Mesh, entry: object): Promise<void> {
+  const r = await fetch(`${mesh.consul.url}/v1/config`, {
+    method: 'PUT',
+    body: JSON.stringify(entry),
+  });
+  if ((await r.text()).trim() !== 'true') throw new Error(`config write refused: ${r.status}`);
+}
+
 export async function callWeb(mesh: Mesh, path = '/'): Promise<HttpResult> {
   return httpGet(`http://127.0.0.1:${mesh.ports.webApp}${path}`);
 }
