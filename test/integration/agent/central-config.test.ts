@@ -833,8 +833,13 @@ t.test('proxy-defaults AccessLogs: every proxy logs its calls to the file it nam
             .filter(Boolean)
             .map((l) => JSON.parse(l) as Record<string, unknown>)
         : [];
-      const out = lines.find((l) => l.direction === 'outbound' && l.destination === 'api');
-      const inb = lines.find((l) => l.direction === 'inbound' && l.destination === 'api');
+      // calls made while api's sidecar was still starting were logged too (503): take a 200
+      const out = lines.find(
+        (l) => l.direction === 'outbound' && l.destination === 'api' && l.status === 200,
+      );
+      const inb = lines.find(
+        (l) => l.direction === 'inbound' && l.destination === 'api' && l.status === 200,
+      );
       return out && inb ? { out, inb } : null;
     },
     30_000,
