@@ -8,7 +8,7 @@ import net, { type AddressInfo, type Server, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import { RemoraError, toRemoraError } from '../../lib/errors/index.ts';
-import type { ExposePath, ProxySnapshot } from '../../lib/proxy-api/index.ts';
+import type { ExposePath } from '../../lib/proxy-api/index.ts';
 import { DEFAULT_LOCAL_CONNECT_TIMEOUT_MS } from '../../lib/proxy-api/index.ts';
 import type { ProxyEnv } from '../env.ts';
 import { createAccessLogStage, h2Detail, h2Fields, pathOf } from '../access-log.ts';
@@ -29,27 +29,10 @@ import {
 } from '../http/h2-forward.ts';
 import { closeH2cSession, h2cSession } from './h2.ts';
 import { createLimitedErrorLog } from '../log-limit.ts';
+import type { ListenerSlot } from '../outbound/transparent.ts';
 
 export const NOT_EXPOSED = 'REMORA_E_PROXY_PATH_NOT_EXPOSED';
 const POOL_IDLE_MS = 30_000;
-
-type ListenFn = (server: Server, host: string, port: number, what: string) => Promise<void>;
-
-/** Holds the exposed listeners across snapshots; proxy.ts calls it at its apply steps. */
-export interface ExposeSlot {
-  /**
-   * Binds the listeners `snapshot.expose` asks for that are not bound yet (throws when one
-   * cannot be, closing those it bound); `commit` switches to the new set and closes the rest,
-   * `abort` closes what it bound (another part of the snapshot failed).
-   */
-  prepare(snapshot: ProxySnapshot, listen: ListenFn): Promise<{ commit(): void; abort(): void }>;
-  /** Stops accepting; idle connections close, the others after their exchange. */
-  drain(): void;
-  close(): void;
-  readonly connections: number;
-  /** Bound addresses by path. */
-  addresses(): Record<string, AddressInfo>;
-}
 
 interface Bound {
   key: string;
@@ -67,7 +50,7 @@ function notExposed(path: string, exposed: string): RemoraError {
   );
 }
 
-export function createExposeSlot(env: ProxyEnv): ExposeSlot {
+export function createExposeSlot(env: ProxyEnv): ListenerSlot {
   let current = new Map<string, Bound>();
   const service = () => env.active().snapshot.instance.service;
   const logLimited = createLimitedErrorLog(env.logger);

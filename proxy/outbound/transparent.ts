@@ -140,21 +140,24 @@ function forwardTo(upstream: () => Upstream | undefined): TransparentHttp {
   };
 }
 
-type ListenFn = (server: Server, host: string, port: number, what: string) => Promise<void>;
+export type ListenFn = (server: Server, host: string, port: number, what: string) => Promise<void>;
 
-/** Holds the transparent listeners across snapshots; proxy.ts calls it at its apply steps. */
-export interface TransparentSlot {
+/**
+ * Listeners a snapshot part asks for (transparent ones, exposed paths), held across snapshots;
+ * proxy.ts calls it at its apply steps.
+ */
+export interface ListenerSlot {
   /**
-   * Binds the listeners `snapshot.transparent` asks for that are not bound yet (throws when one
-   * cannot be, closing those it bound); `commit` switches to the new set and closes the rest,
-   * `abort` closes what it bound (another part of the snapshot failed).
+   * Binds the listeners the snapshot asks for that are not bound yet (throws when one cannot
+   * be, closing those it bound); `commit` switches to the new set and closes the rest, `abort`
+   * closes what it bound (another part of the snapshot failed).
    */
   prepare(snapshot: ProxySnapshot, listen: ListenFn): Promise<{ commit(): void; abort(): void }>;
-  /** Stops accepting and closes connections still waiting for their first head. */
+  /** Stops accepting; connections finish what they carry (or close, if they carry nothing yet). */
   drain(): void;
   close(): void;
   readonly connections: number;
-  /** Bound addresses by upstream. */
+  /** Bound addresses, by upstream (transparent) or by path (exposed). */
   addresses(): Record<string, AddressInfo>;
 }
 
@@ -173,7 +176,7 @@ export function createTransparentSlot(
   env: ProxyEnv,
   upstreams: (name: string) => Upstream | undefined,
   upstream: (name: string) => Upstream | undefined,
-): TransparentSlot {
+): ListenerSlot {
   let current = new Map<string, Bound>();
   const all = () => [...current.values()];
   return {

@@ -54,6 +54,64 @@ async function logBoth(t: Test, m: TwoSidecars) {
   return { web, api };
 }
 
+/** An http2 pair whose api sidecar forwards to an h2c app answering with `head`. */
+async function h2Pair(t: Test, head: http2.OutgoingHttpHeaders): Promise<TwoSidecars> {
+  const h2app = http2.createServer();
+  h2app.on('stream', (stream) => {
+    stream.resume();
+    stream.respond(head);
+    stream.end('ok');
+  });
+  h2app.listen(0, '127.0.0.1');
+  await new Promise((r) => h2app.once('listening', r));
+  const m = await startTwoSidecars({ protocol: 'http2', app: await startEchoApp() });
+  t.teardown(async () => {
+    await m.close();
+    h2app.close();
+  });
+  await m.api.apply({
+    ...m.api.snapshot,
+    version: m.api.snapshot.version + 1,
+    inbound: { ...m.api.snapshot.inbound, localAppPort: (h2app.address() as net.AddressInfo).port },
+  });
+  return m;
+}
+
+/** One h2c stream through `m` (`body` sent when given), read to its end. */
+async function h2Call(t: Test, m: TwoSidecars, method: string, path: string, body?: string) {
+  const client = http2.connect(`http://127.0.0.1:${m.port}`);
+  client.on('error', () => {});
+  t.teardown(() => client.close());
+  await new Promise<void>((resolve, reject) => {
+    const req = client.request({ ':method': method, ':path': path });
+    req.on('error', reject);
+    if (body !== undefined) req.end(body);
+    req.resume();
+    req.on('end', () => resolve());
+  });
+}
+
+/** A tcp pair to an echo app. */
+async function tcpPair(t: Test): Promise<TwoSidecars> {
+  const app = await startEchoTcp();
+  const m = await startTwoSidecars({ protocol: 'tcp', app: { port: app.port } as never });
+  t.teardown(async () => {
+    await m.close().catch(() => {});
+    app.close();
+  });
+  return m;
+}
+
+/** One connection through a tcp pair: "hello" out, the echo back, closed. */
+async function tcpHello(m: TwoSidecars): Promise<void> {
+  const sock = net.connect(m.port, '127.0.0.1');
+  await new Promise((r) => sock.once('connect', r));
+  sock.write('hello');
+  await new Promise((r) => sock.once('data', r));
+  sock.end();
+  await new Promise((r) => sock.once('close', r));
+}
+
 t.test('each HTTP/1.1 request is one line on each side, without its query', async (t) => {
   const m = await startTwoSidecars();
   t.teardown(() => m.close());
@@ -105,37 +163,9 @@ t.test('a denied request is logged with its code on both sides', async (t) => {
 });
 
 t.test('HTTP/2 streams and TCP connections are logged too', async (t) => {
-  const h2app = http2.createServer();
-  h2app.on('stream', (stream) => {
-    stream.resume();
-    stream.respond({ ':status': 200 });
-    stream.end('ok');
-  });
-  h2app.listen(0, '127.0.0.1');
-  await new Promise((r) => h2app.once('listening', r));
-  const h2 = await startTwoSidecars({ protocol: 'http2', app: await startEchoApp() });
-  t.teardown(async () => {
-    await h2.close();
-    h2app.close();
-  });
-  await h2.api.apply({
-    ...h2.api.snapshot,
-    version: h2.api.snapshot.version + 1,
-    inbound: {
-      ...h2.api.snapshot.inbound,
-      localAppPort: (h2app.address() as net.AddressInfo).port,
-    },
-  });
+  const h2 = await h2Pair(t, { ':status': 200 });
   const files = await logBoth(t, h2);
-  const client = http2.connect(`http://127.0.0.1:${h2.port}`);
-  client.on('error', () => {});
-  t.teardown(() => client.close());
-  await new Promise<void>((resolve, reject) => {
-    const req = client.request({ ':method': 'GET', ':path': '/h2/path?q=1' });
-    req.on('error', reject);
-    req.resume();
-    req.on('end', () => resolve());
-  });
+  await h2Call(t, h2, 'GET', '/h2/path?q=1');
   t.match((await lines(files.web, 1))[0], {
     direction: 'outbound',
     protocol: 'HTTP/2',
@@ -150,19 +180,9 @@ t.test('HTTP/2 streams and TCP connections are logged too', async (t) => {
     status: 200,
   });
 
-  const app = await startEchoTcp();
-  const tcp = await startTwoSidecars({ protocol: 'tcp', app: { port: app.port } as never });
-  t.teardown(async () => {
-    await tcp.close().catch(() => {});
-    app.close();
-  });
+  const tcp = await tcpPair(t);
   const tfiles = await logBoth(t, tcp);
-  const sock = net.connect(tcp.port, '127.0.0.1');
-  await new Promise((r) => sock.once('connect', r));
-  sock.write('hello');
-  await new Promise((r) => sock.once('data', r));
-  sock.end();
-  await new Promise((r) => sock.once('close', r));
+  await tcpHello(tcp);
   t.match((await lines(tfiles.web, 1))[0], {
     direction: 'outbound',
     protocol: 'tcp',
@@ -256,43 +276,14 @@ t.test('a JSON format and a text format shape the lines of both sides', async (t
 });
 
 t.test('a format reads HTTP/2 streams and TCP connections', async (t) => {
-  const h2app = http2.createServer();
-  h2app.on('stream', (stream) => {
-    stream.resume();
-    stream.respond({ ':status': 202, 'x-app': 'yes' });
-    stream.end('ok');
-  });
-  h2app.listen(0, '127.0.0.1');
-  await new Promise((r) => h2app.once('listening', r));
-  const h2 = await startTwoSidecars({ protocol: 'http2', app: await startEchoApp() });
-  t.teardown(async () => {
-    await h2.close();
-    h2app.close();
-  });
-  await h2.api.apply({
-    ...h2.api.snapshot,
-    version: h2.api.snapshot.version + 1,
-    inbound: {
-      ...h2.api.snapshot.inbound,
-      localAppPort: (h2app.address() as net.AddressInfo).port,
-    },
-  });
+  const h2 = await h2Pair(t, { ':status': 202, 'x-app': 'yes' });
   const textFormat =
     '%PROTOCOL% %REQ(:METHOD)% %REQ(:PATH)% %REQ(:AUTHORITY)% %RESPONSE_CODE% %RESP(X-APP)% %UPSTREAM_CLUSTER%';
   const web = logFile(t, 'web.log');
   const api = logFile(t, 'api.log');
   await withLogs(h2.web, { type: 'file', path: web, textFormat });
   await withLogs(h2.api, { type: 'file', path: api, textFormat });
-  const client = http2.connect(`http://127.0.0.1:${h2.port}`);
-  client.on('error', () => {});
-  t.teardown(() => client.close());
-  await new Promise<void>((resolve, reject) => {
-    const req = client.request({ ':method': 'PUT', ':path': '/h2?q=1' });
-    req.on('error', reject);
-    req.end('x');
-    req.resume();
-    req.on('end', () => resolve());
-  });
+  await h2Call(t, h2, 'PUT', '/h2?q=1', 'x');
   const text = async (f: string) => {
     await waitFor(`a line in ${f}`, () => existsSync(f) && readFileSync(f, 'utf8') !== '', 5000);
     return readFileSync(f, 'utf8');
@@ -300,23 +291,13 @@ t.test('a format reads HTTP/2 streams and TCP connections', async (t) => {
   t.equal(await text(web), `HTTP/2 PUT /h2 127.0.0.1:${h2.port} 202 yes api\n`);
   t.match(await text(api), /^HTTP\/2 PUT \/h2 \S+ 202 yes local_app\n$/);
 
-  const app = await startEchoTcp();
-  const tcp = await startTwoSidecars({ protocol: 'tcp', app: { port: app.port } as never });
-  t.teardown(async () => {
-    await tcp.close().catch(() => {});
-    app.close();
-  });
+  const tcp = await tcpPair(t);
   const tweb = logFile(t, 'tweb.log');
   const tapi = logFile(t, 'tapi.log');
   const tcpFormat = '%PROTOCOL% %BYTES_RECEIVED% %BYTES_SENT% %DOWNSTREAM_PEER_URI_SAN%';
   await withLogs(tcp.web, { type: 'file', path: tweb, textFormat: tcpFormat });
   await withLogs(tcp.api, { type: 'file', path: tapi, textFormat: tcpFormat });
-  const sock = net.connect(tcp.port, '127.0.0.1');
-  await new Promise((r) => sock.once('connect', r));
-  sock.write('hello');
-  await new Promise((r) => sock.once('data', r));
-  sock.end();
-  await new Promise((r) => sock.once('close', r));
+  await tcpHello(tcp);
   t.equal(await text(tweb), '- 5 5 -\n');
   t.equal(await text(tapi), `- 5 5 ${tcp.web.snapshot.instance.spiffeId}\n`);
 });
