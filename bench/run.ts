@@ -9,7 +9,7 @@ import { createBenchPki } from './lib/certs.ts';
 import { helpText, isSmoke, knobLine, num, readKnobs, type Knobs } from './lib/options.ts';
 import { createProcessRegistry, placeSelf, placementPrefix, type Pinning } from './lib/procs.ts';
 import { ensureTools, extendPath, machineFacts } from './lib/tools.ts';
-import { PATH_IDS, REPO_ROOT, type PathId } from './dataplane/paths.ts';
+import { BENCH_TEXT_FORMAT, PATH_IDS, REPO_ROOT, type PathId } from './dataplane/paths.ts';
 import { runDataplane, type DataplaneResult } from './dataplane/run-dataplane.ts';
 import { dataplaneHeadline, dataplaneSection } from './dataplane/report.ts';
 import { runControl } from './control/run-control.ts';
@@ -99,7 +99,8 @@ async function main(): Promise<void> {
         conns: num(knobs, 'CONNS'),
         rate: num(knobs, 'RATE'),
         rateCap: num(knobs, 'RATE_CAP'),
-        accessLogs: knobs.ACCESS_LOGS === '1',
+        accessLogs:
+          knobs.ACCESS_LOGS === '1' ? 'json' : knobs.ACCESS_LOGS === 'text' ? 'text' : 'off',
         settings: {
           pinning,
           quietPct: num(knobs, 'QUIET_PCT'),
@@ -258,7 +259,9 @@ function renderReport(r: {
       'server are separate nginx instances); Remora one event loop per `remora proxy` process. ' +
       (r.knobs.ACCESS_LOGS === '1'
         ? 'Access logs on for the Remora pairs only (a JSON line per request on each side, to a file; ACCESS_LOGS=1), off for HAProxy and nginx. '
-        : 'No access logs. ') +
+        : r.knobs.ACCESS_LOGS === 'text'
+          ? `Access logs on for the Remora pairs only (a line per request on each side in the TextFormat \`${BENCH_TEXT_FORMAT}\`, to a file; ACCESS_LOGS=text), off for HAProxy and nginx. `
+          : 'No access logs. ') +
       'HAProxy ' +
       '`http-reuse always` and nginx upstream `keepalive` so both share pooled upstream connections like a sidecar.',
   );

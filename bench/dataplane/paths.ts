@@ -59,7 +59,7 @@ export interface PathContext {
   log: (m: string) => void;
   app: { started: Started; port: number; h2cPort: number };
   /** The Remora pairs write access logs (`<path>-<side>-access.log` in the run directory). */
-  accessLogs: boolean;
+  accessLogs: 'off' | 'json' | 'text';
 }
 
 export interface ReadyPath {
@@ -304,6 +304,10 @@ async function startNginx(ctx: PathContext): Promise<ReadyPath> {
   };
 }
 
+/** What ACCESS_LOGS=text writes: an access line of the kind Envoy's default text format writes. */
+export const BENCH_TEXT_FORMAT =
+  '[%START_TIME%] "%REQ(:METHOD)% %REQ(:PATH)% %PROTOCOL%" %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% "%REQ(USER-AGENT)%" "%UPSTREAM_HOST%"';
+
 const REMORA_BIN = join(REPO_ROOT, 'bin', 'remora.js');
 
 async function startRemoraProxy(
@@ -383,10 +387,11 @@ async function startRemora(ctx: PathContext, protocol: Protocol): Promise<ReadyP
       server: join(ctx.runDir, `${id}-server.json`),
     };
     for (const side of ['client', 'server'] as const) {
-      if (ctx.accessLogs)
+      if (ctx.accessLogs !== 'off')
         snaps[side].accessLogs = {
           type: 'file',
           path: join(ctx.runDir, `${id}-${side}-access.log`),
+          ...(ctx.accessLogs === 'text' ? { textFormat: BENCH_TEXT_FORMAT } : {}),
         };
       writeFileSync(files[side], JSON.stringify(snaps[side], null, 2), { mode: 0o600 });
       chmodSync(files[side], 0o600);

@@ -21,8 +21,8 @@ export interface DataplaneOptions {
   /** Fixed request rate for the latency phase; 0 = half the slowest pair's median throughput. */
   rate: number;
   rateCap: number;
-  /** The Remora pairs write access logs to files in the run directory. */
-  accessLogs: boolean;
+  /** The Remora pairs write access logs to files in the run directory, in their own JSON or a TextFormat. */
+  accessLogs: 'off' | 'json' | 'text';
   settings: MeasureSettings;
 }
 

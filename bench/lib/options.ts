@@ -50,7 +50,7 @@ export const KNOBS = {
   KEEP_TMP: { default: '0', doc: 'keep the run directory (configs, logs, certificates)' },
   ACCESS_LOGS: {
     default: '0',
-    doc: '1: the Remora pairs write access logs to files in the run directory (what they cost)',
+    doc: '1: the Remora pairs write access logs to files in the run directory (what they cost); text: the same in a TextFormat of Envoy operators',
   },
 } as const;
 

@@ -97,6 +97,9 @@ const hostPort = (a: string | undefined, p: number | undefined): Value =>
 const address = (s: SocketView | null | undefined, local: boolean): Value =>
   local ? hostPort(s?.localAddress, s?.localPort) : hostPort(s?.remoteAddress, s?.remotePort);
 
+/** The host's name, read once. */
+let host: string | undefined;
+
 /** Operators without an argument. */
 const SIMPLE: Record<string, Op> = {
   DURATION: (e) => Math.round(e.durationMs),
@@ -112,7 +115,7 @@ const SIMPLE: Record<string, Op> = {
   DOWNSTREAM_REMOTE_ADDRESS: (_e, d) => address(d?.downstream, false),
   DOWNSTREAM_LOCAL_ADDRESS: (_e, d) => address(d?.downstream, true),
   DOWNSTREAM_PEER_URI_SAN: (_e, d) => d?.downstreamPeer ?? null,
-  HOSTNAME: () => hostname(),
+  HOSTNAME: () => (host ??= hostname()),
   REMORA_DIRECTION: (e) => e.direction,
   REMORA_SOURCE: (e) => e.source,
   REMORA_DESTINATION: (e) => e.destination,
