@@ -396,6 +396,40 @@ export async function startMesh(
 }
 
 /** GET through web → its proxy → api's proxy → api; resolves with the parsed answer. */
+/**
+ * web and api as a team coming from Consul would write them: no protocol anywhere (`apiConfig`:
+ * web's upstream `config` for api).
+ */
+export function consulDefinitions(mesh: Mesh, apiConfig?: object): Record<string, object> {
+  const p = mesh.ports;
+  const config = apiConfig ? { config: apiConfig } : {};
+  return {
+    'web.json': {
+      service: {
+        name: 'web',
+        id: 'web-1',
+        port: p.webApp,
+        connect: {
+          sidecar_service: {
+            port: p.webSidecar,
+            proxy: {
+              upstreams: [{ destination_name: 'api', local_bind_port: p.apiLocal, ...config }],
+            },
+          },
+        },
+      },
+    },
+    'api.json': {
+      service: {
+        name: 'api',
+        id: 'api-1',
+        port: p.api1App,
+        connect: { sidecar_service: { port: p.api1Sidecar } },
+      },
+    },
+  };
+}
+
 /** Writes a Consul config entry to the mesh's catalog; throws when it is refused. */
 export async function putConfig(mesh: Mesh, entry: object): Promise<void> {
   const r = await fetch(`${mesh.consul.url}/v1/config`, {

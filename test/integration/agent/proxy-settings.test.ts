@@ -1,0 +1,205 @@
+// What a service's proxy does with its app and where every proxy logs (docs/agent.md, "The
+// proxy's settings for its app", "Access logs"): service-defaults, a definition's proxy config and
+// proxy-defaults AccessLogs reach running proxies. Real devconsul, nats-server, control, agent and
+// proxies.
+import t from 'tap';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  consulDefinitions,
+  httpGet,
+  putConfig,
+  startMesh,
+  waitFor,
+  webReachesApi,
+  type Mesh,
+} from './harness.ts';
+
+t.setTimeout(120_000);
+
+/** api-1's running proxy's inbound settings (from its admin `/config`). */
+async function apiInbound(mesh: Mesh): Promise<Record<string, unknown> | undefined> {
+  const port = (await mesh.status()).instances.find((i) => i.id === 'api-1')?.proxy?.adminPort;
+  if (port === undefined) return undefined;
+  const r = await httpGet(`http://127.0.0.1:${port}/config`);
+  const ib = (r.json as { snapshot?: { inbound: Record<string, unknown> } }).snapshot?.inbound;
+  if (!ib) return undefined;
+  const { localConnectTimeoutMs, localRequestTimeoutMs, maxInboundConnections } = ib;
+  return { localConnectTimeoutMs, localRequestTimeoutMs, maxInboundConnections };
+}
+
+t.test(
+  "api's service-defaults and its own definition set what api's proxy does with its app",
+  async (t) => {
+    const mesh = await startMesh(t);
+    const defs = consulDefinitions(mesh);
+    for (const [name, body] of Object.entries(defs)) await mesh.writeDefinition(name, body);
+    await putConfig(mesh, { Kind: 'proxy-defaults', Name: 'global', Config: { protocol: 'http' } });
+    const agent = mesh.startAgent();
+    t.teardown(() => agent.stop());
+    await waitFor('web to reach api', () => webReachesApi(mesh), 90_000, 100);
+
+    // Consul's field names, one in the snake_case Consul also accepts
+    await putConfig(mesh, {
+      Kind: 'service-defaults',
+      Name: 'api',
+      LocalRequestTimeoutMs: 1500,
+      max_inbound_connections: 50,
+    });
+    t.same(
+      await waitFor(
+        "api's proxy to apply them",
+        async () => {
+          const ib = await apiInbound(mesh);
+          return ib?.maxInboundConnections === 50 ? ib : null;
+        },
+        30_000,
+        100,
+      ),
+      { localConnectTimeoutMs: undefined, localRequestTimeoutMs: 1500, maxInboundConnections: 50 },
+    );
+
+    // the definition's proxy config wins, key by key
+    const api = defs['api.json'] as { service: { connect: { sidecar_service: object } } };
+    await mesh.writeDefinition('api.json', {
+      service: {
+        ...api.service,
+        connect: {
+          sidecar_service: {
+            ...api.service.connect.sidecar_service,
+            proxy: { config: { local_request_timeout_ms: 0, local_connect_timeout_ms: 400 } },
+          },
+        },
+      },
+    });
+    t.same(
+      await waitFor(
+        "api's proxy to apply its definition",
+        async () => {
+          const ib = await apiInbound(mesh);
+          return ib?.localConnectTimeoutMs === 400 ? ib : null;
+        },
+        30_000,
+        100,
+      ),
+      { localConnectTimeoutMs: 400, localRequestTimeoutMs: 0, maxInboundConnections: 50 },
+    );
+    t.ok(await waitFor('web to reach api', () => webReachesApi(mesh), 30_000, 100));
+
+    // a value Remora cannot use is reported and left out
+    await putConfig(mesh, { Kind: 'service-defaults', Name: 'api', MaxInboundConnections: -1 });
+    const problem = await waitFor(
+      'the problem in status',
+      async () =>
+        (await mesh.status()).problems.find((p) => /MaxInboundConnections/.test(p.message)),
+      30_000,
+      100,
+    );
+    t.equal(problem.code, 'REMORA_E_AGENT_CENTRAL_CONFIG_INVALID');
+    t.match(
+      problem.message,
+      'service-defaults of api: MaxInboundConnections must be a whole number from 0 to 1000000, got -1',
+    );
+    t.same(
+      await waitFor(
+        'the limit gone',
+        async () => {
+          const ib = await apiInbound(mesh);
+          return ib?.maxInboundConnections === undefined ? ib : null;
+        },
+        30_000,
+        100,
+      ),
+      { localConnectTimeoutMs: 400, localRequestTimeoutMs: 0, maxInboundConnections: undefined },
+    );
+  },
+);
+
+t.test('proxy-defaults AccessLogs: every proxy logs its calls to the file it names', async (t) => {
+  const mesh = await startMesh(t);
+  for (const [name, body] of Object.entries(consulDefinitions(mesh)))
+    await mesh.writeDefinition(name, body);
+  const dir = mkdtempSync(join(tmpdir(), 'remora-access-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'access.log');
+  await putConfig(mesh, {
+    Kind: 'proxy-defaults',
+    Name: 'global',
+    Config: { protocol: 'http' },
+    AccessLogs: {
+      Enabled: true,
+      Type: 'file',
+      Path: path,
+      JSONFormat: JSON.stringify({
+        direction: '%REMORA_DIRECTION%',
+        source: '%REMORA_SOURCE%',
+        destination: '%REMORA_DESTINATION%',
+        status: '%RESPONSE_CODE%',
+        upstream: '%UPSTREAM_CLUSTER%',
+      }),
+    },
+  });
+  const agent = mesh.startAgent();
+  t.teardown(() => agent.stop());
+  await waitFor('web to reach api', () => webReachesApi(mesh), 90_000, 100);
+  const logged = await waitFor(
+    'both sides of a call in the file',
+    async () => {
+      await webReachesApi(mesh);
+      const lines = existsSync(path)
+        ? readFileSync(path, 'utf8')
+            .split('\n')
+            .filter(Boolean)
+            .map((l) => JSON.parse(l) as Record<string, unknown>)
+        : [];
+      // calls made while api's sidecar was still starting were logged too (503): take a 200
+      const out = lines.find(
+        (l) => l.direction === 'outbound' && l.destination === 'api' && l.status === 200,
+      );
+      const inb = lines.find(
+        (l) => l.direction === 'inbound' && l.destination === 'api' && l.status === 200,
+      );
+      return out && inb ? { out, inb } : null;
+    },
+    30_000,
+    200,
+  );
+  t.same(
+    logged.out,
+    { direction: 'outbound', source: 'web', destination: 'api', status: 200, upstream: 'api' },
+    'in the JSONFormat',
+  );
+  t.same(logged.inb, {
+    direction: 'inbound',
+    source: 'web',
+    destination: 'api',
+    status: 200,
+    upstream: 'local_app',
+  });
+
+  // a format the proxies cannot apply: reported, and the lines go on in their own JSON
+  await putConfig(mesh, {
+    Kind: 'proxy-defaults',
+    Name: 'global',
+    Config: { protocol: 'http' },
+    AccessLogs: { Enabled: true, Type: 'file', Path: path, TextFormat: '%START_TIME% %COLOUR%' },
+  });
+  const problem = await waitFor(
+    'the format that cannot apply in status',
+    async () => (await mesh.status()).problems.find((p) => /%COLOUR%/.test(p.message)),
+    30_000,
+    100,
+  );
+  t.equal(problem.code, 'REMORA_E_AGENT_CENTRAL_CONFIG_INVALID');
+  await waitFor(
+    "a line in the proxies' own JSON",
+    async () => {
+      await webReachesApi(mesh);
+      return readFileSync(path, 'utf8').includes('"log":"access"');
+    },
+    30_000,
+    200,
+  );
+  t.pass('the logs stay on');
+});
