@@ -299,3 +299,45 @@ t.test(
     t.equal(m.maxInFlight(), 1, 'never two writes of the check in flight at once');
   },
 );
+
+t.test("no instance is given an exposed path's listener port as its sidecar port", async (t) => {
+  const registered = new Map<string, number>();
+  const consul: ConsulPort = {
+    async registerService(def) {
+      const sc = (def as { connect?: { sidecar_service: { port: number } } }).connect;
+      if (sc) registered.set(String(def.id), sc.sidecar_service.port);
+    },
+    async deregisterService() {},
+    async updateTtl() {},
+    watchConnect: () => ({ stop: () => undefined }),
+    watchServices: () => ({ stop: () => undefined }),
+    watchConfigEntries: createFakeConfigEntries().watchConfigEntries,
+  };
+  const expose = { paths: [{ path: '/metrics', local_path_port: 9102, listener_port: 21000 }] };
+  const host = await createHostDir(t, {
+    'a.json': {
+      service: { name: 'a', port: 8081, connect: { sidecar_service: { proxy: { expose } } } },
+    },
+    'b.json': { service: { name: 'b', port: 8082, connect: { sidecar_service: {} } } },
+  });
+  const clock = createClock();
+  const proxies = createFakeProxies({ events: [] });
+  t.teardown(() => proxies.close());
+  const agent = createAgent({
+    settings: host.settings(),
+    consul,
+    control: createFakeControl(clock),
+    processes: proxies.processes,
+    clock,
+    random: () => 0.5,
+    logger: createSilentLogger(),
+  });
+  t.teardown(() => agent.stop());
+  await agent.start();
+  await waitFor('both registered', () => registered.size === 2);
+  t.same(
+    [registered.get('a'), registered.get('b')].sort(),
+    [21001, 21002],
+    '21000, the first port of the range, is a listener of a: skipped',
+  );
+});
