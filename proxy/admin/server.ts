@@ -6,7 +6,12 @@ import { RemoraError } from '../../lib/errors/index.ts';
 import type { ProxySnapshot } from '../../lib/proxy-api/index.ts';
 import { DEFAULT_HEAD_LIMITS } from '../http/h1-parse.ts';
 import { serveH1 } from '../http/h1-server.ts';
-import type { ProxyRequest, ProxyResponse, RequestContext } from '../stages/types.ts';
+import {
+  newRequestContext,
+  type ProxyRequest,
+  type ProxyResponse,
+  type RequestContext,
+} from '../stages/types.ts';
 import type { Proxy } from '../proxy.ts';
 
 const REDACTED = '[redacted]';
@@ -42,20 +47,7 @@ function answer(status: number, contentType: string | null, text: string): Proxy
 const json = (status: number, value: unknown): ProxyResponse =>
   answer(status, 'application/json', `${JSON.stringify(value, null, 2)}\n`);
 
-const ADMIN_CONTEXT: RequestContext = {
-  direction: 'inbound',
-  peerSpiffeId: null,
-  source: 'admin',
-  destination: 'admin',
-  startMs: 0,
-  retries: 0,
-  endpointId: null,
-  aborted: false,
-  trace: null,
-  l4: null,
-  downstream: null,
-  upstream: null,
-};
+const ADMIN_CONTEXT: RequestContext = newRequestContext('inbound', 'admin', 'admin');
 
 export async function startAdminServer(o: {
   host: string;

@@ -80,6 +80,8 @@ export function createHashRing(): (
       if (points[mid]! < hash) lo = mid + 1;
       else hi = mid;
     }
+    // every endpoint eligible (the usual case): the first point clockwise is the answer
+    if (eligible.length === all.length) return owners[lo % points.length];
     const ok = new Set(eligible);
     for (let i = 0; i < points.length; i++) {
       const ep = owners[(lo + i) % points.length]!;

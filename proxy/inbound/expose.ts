@@ -18,7 +18,12 @@ import { dialTcp } from '../tls/dial.ts';
 import { createMetricsStage } from '../stages/metrics.ts';
 import { createErrorResponderStage } from '../stages/responder.ts';
 import { CLIENT_CERT_HEADER } from '../stages/headers.ts';
-import { composeStages, type Handler, type RequestContext } from '../stages/types.ts';
+import {
+  composeStages,
+  newRequestContext,
+  type Handler,
+  type RequestContext,
+} from '../stages/types.ts';
 import { loadHttp2 } from '../lazy.ts';
 import {
   endsStream,
@@ -58,20 +63,7 @@ export function createExposeSlot(env: ProxyEnv): ListenerSlot {
   const connectTimeout = () =>
     env.active().snapshot.inbound.localConnectTimeoutMs ?? DEFAULT_LOCAL_CONNECT_TIMEOUT_MS;
 
-  const newContext = (): RequestContext => ({
-    direction: 'exposed',
-    peerSpiffeId: null,
-    source: '-',
-    destination: service(),
-    startMs: 0,
-    retries: 0,
-    endpointId: null,
-    aborted: false,
-    trace: null,
-    l4: null,
-    downstream: null,
-    upstream: null,
-  });
+  const newContext = (): RequestContext => newRequestContext('exposed', '-', service());
 
   function h1Handler(b: Bound): Handler {
     const forward: Handler = async (req) => {

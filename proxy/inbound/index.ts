@@ -17,6 +17,7 @@ import { H1Pool } from '../http/h1-client.ts';
 import { MUX_ALPN, MUX_MAX_BODY_BYTES, serveMux } from '../http/mux-server.ts';
 import {
   composeStages,
+  newRequestContext,
   type ConnectionDecision,
   type Handler,
   type RequestContext,
@@ -297,20 +298,14 @@ export function createInbound(env: ProxyEnv): Inbound {
       );
       return;
     }
-    const newContext = (): RequestContext => ({
-      direction: 'inbound',
-      peerSpiffeId: peer.spiffeId,
-      source: peer.service,
-      destination,
-      startMs: 0,
-      retries: 0,
-      endpointId: null,
-      aborted: false,
-      trace: null,
-      l4: currentL4(),
-      downstream: socket,
-      upstream: appAddress(),
-    });
+    const newContext = (): RequestContext => {
+      const ctx = newRequestContext('inbound', peer.service, destination);
+      ctx.peerSpiffeId = peer.spiffeId;
+      ctx.l4 = currentL4();
+      ctx.downstream = socket;
+      ctx.upstream = appAddress();
+      return ctx;
+    };
     if (protocol === 'http2' || protocol === 'grpc' || socket.alpnProtocol === 'h2') {
       const c = serveInboundH2(socket, env, {
         newContext,

@@ -30,7 +30,7 @@ import {
   H2RequestBody,
   respondH2Error,
 } from '../http/h2-forward.ts';
-import { isIdempotent } from '../stages/types.ts';
+import { isIdempotent, newRequestContext } from '../stages/types.ts';
 import {
   composeStages,
   type Handler,
@@ -329,20 +329,7 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
     });
   };
 
-  const newContext = (): RequestContext => ({
-    direction: 'outbound',
-    peerSpiffeId: null,
-    source: self().service,
-    destination: name,
-    startMs: 0,
-    retries: 0,
-    endpointId: null,
-    aborted: false,
-    trace: null,
-    l4: null,
-    downstream: null,
-    upstream: null,
-  });
+  const newContext = (): RequestContext => newRequestContext('outbound', self().service, name);
 
   function track(socket: Socket, drain: () => void): void {
     const entry = { drain, socket };

@@ -33,6 +33,28 @@ export interface RequestContext {
   route?: RouteSettings;
 }
 
+/** A request's context before anything is known of it; the caller fills in what it knows. */
+export function newRequestContext(
+  direction: RequestContext['direction'],
+  source: string,
+  destination: string,
+): RequestContext {
+  return {
+    direction,
+    peerSpiffeId: null,
+    source,
+    destination,
+    startMs: 0,
+    retries: 0,
+    endpointId: null,
+    aborted: false,
+    trace: null,
+    l4: null,
+    downstream: null,
+    upstream: null,
+  };
+}
+
 /**
  * A route's own request timeout, retry count and header changes (Consul's service-router
  * `Destination`), and its split's answer header changes (applied in order).

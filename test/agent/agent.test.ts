@@ -110,10 +110,13 @@ interface FakeHost {
 /**
  * An agent over a real config dir and a real proxy socket, with Consul, the control plane and
  * the proxy process faked: the fake proxy acks each snapshot and says it is ready. `events`
- * gets the fake proxy's spawn, drain and signals.
+ * gets the fake proxy's spawn, drain and signals; `files` are the definitions (api-1 by default).
  */
-async function startHost(t: Test, consul: ConsulPort, events: string[]): Promise<FakeHost> {
-  const host = await createHostDir(t, {
+async function startHost(
+  t: Test,
+  consul: ConsulPort,
+  events: string[],
+  files: Record<string, unknown> = {
     'api.json': {
       service: {
         name: 'api',
@@ -122,7 +125,9 @@ async function startHost(t: Test, consul: ConsulPort, events: string[]): Promise
         connect: { sidecar_service: { port: 21001 } },
       },
     },
-  });
+  },
+): Promise<FakeHost> {
+  const host = await createHostDir(t, files);
   const clock = createClock();
   const proxies = createFakeProxies({ events });
   t.teardown(() => proxies.close());
@@ -314,26 +319,12 @@ t.test("no instance is given an exposed path's listener port as its sidecar port
     watchConfigEntries: createFakeConfigEntries().watchConfigEntries,
   };
   const expose = { paths: [{ path: '/metrics', local_path_port: 9102, listener_port: 21000 }] };
-  const host = await createHostDir(t, {
+  await startHost(t, consul, [], {
     'a.json': {
       service: { name: 'a', port: 8081, connect: { sidecar_service: { proxy: { expose } } } },
     },
     'b.json': { service: { name: 'b', port: 8082, connect: { sidecar_service: {} } } },
   });
-  const clock = createClock();
-  const proxies = createFakeProxies({ events: [] });
-  t.teardown(() => proxies.close());
-  const agent = createAgent({
-    settings: host.settings(),
-    consul,
-    control: createFakeControl(clock),
-    processes: proxies.processes,
-    clock,
-    random: () => 0.5,
-    logger: createSilentLogger(),
-  });
-  t.teardown(() => agent.stop());
-  await agent.start();
   await waitFor('both registered', () => registered.size === 2);
   t.same(
     [registered.get('a'), registered.get('b')].sort(),

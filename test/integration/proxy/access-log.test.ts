@@ -11,8 +11,8 @@ import { waitFor } from '../../../lib/util/index.ts';
 import type { AccessLogConfig } from '../../../lib/proxy-api/index.ts';
 import {
   request,
-  startEchoApp,
   startEchoTcp,
+  startH2Pair,
   startTwoSidecars,
   type Sidecar,
   type TwoSidecars,
@@ -54,26 +54,14 @@ async function logBoth(t: Test, m: TwoSidecars) {
   return { web, api };
 }
 
-/** An http2 pair whose api sidecar forwards to an h2c app answering with `head`. */
+/** An http2 pair whose app answers every stream with `head` and "ok". */
 async function h2Pair(t: Test, head: http2.OutgoingHttpHeaders): Promise<TwoSidecars> {
-  const h2app = http2.createServer();
-  h2app.on('stream', (stream) => {
+  const m = await startH2Pair((stream) => {
     stream.resume();
     stream.respond(head);
     stream.end('ok');
   });
-  h2app.listen(0, '127.0.0.1');
-  await new Promise((r) => h2app.once('listening', r));
-  const m = await startTwoSidecars({ protocol: 'http2', app: await startEchoApp() });
-  t.teardown(async () => {
-    await m.close();
-    h2app.close();
-  });
-  await m.api.apply({
-    ...m.api.snapshot,
-    version: m.api.snapshot.version + 1,
-    inbound: { ...m.api.snapshot.inbound, localAppPort: (h2app.address() as net.AddressInfo).port },
-  });
+  t.teardown(() => m.close());
   return m;
 }
 

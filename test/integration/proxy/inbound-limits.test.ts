@@ -7,8 +7,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import type { AddressInfo } from 'node:net';
-import { request, startEchoApp, startTwoSidecars, type Sidecar } from './mesh.ts';
+import { request, startEchoApp, startH2Pair, startTwoSidecars, type Sidecar } from './mesh.ts';
 
 /**
  * A port whose connects never complete: a child process listens with a backlog of 1 and then
@@ -76,28 +75,15 @@ t.test('local_request_timeout_ms bounds the wait for the app over HTTP/1.1', asy
 });
 
 t.test('local_request_timeout_ms bounds the wait for the app over HTTP/2', async (t) => {
-  const h2app = http2.createServer();
-  h2app.on('stream', (stream) => {
+  const m = await startH2Pair((stream) => {
     stream.resume();
     setTimeout(() => {
       if (!stream.destroyed) stream.respond({ ':status': 200 }, { endStream: false });
       if (!stream.destroyed) stream.end('late');
     }, 400);
   });
-  h2app.listen(0, '127.0.0.1');
-  await once(h2app, 'listening');
-  const appPort = (h2app.address() as AddressInfo).port;
-  const app = await startEchoApp();
-  const m = await startTwoSidecars({ protocol: 'http2', app });
-  t.teardown(async () => {
-    await m.close();
-    h2app.close();
-  });
-  await m.api.apply({
-    ...m.api.snapshot,
-    version: m.api.snapshot.version + 1,
-    inbound: { ...m.api.snapshot.inbound, localAppPort: appPort, localRequestTimeoutMs: 100 },
-  });
+  t.teardown(() => m.close());
+  await withInbound(m.api, { localRequestTimeoutMs: 100 });
   const client = http2.connect(`http://127.0.0.1:${m.port}`);
   client.on('error', () => {});
   t.teardown(() => client.close());

@@ -227,6 +227,32 @@ export async function startTwoSidecars(
   };
 }
 
+/**
+ * An `http2` pair whose api sidecar forwards to an h2c app that handles each stream with
+ * `onStream`; `close` stops the app too.
+ */
+export async function startH2Pair(
+  onStream: (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => void,
+): Promise<TwoSidecars> {
+  const h2app = http2.createServer();
+  h2app.on('stream', onStream);
+  h2app.listen(0, '127.0.0.1');
+  await once(h2app, 'listening');
+  const m = await startTwoSidecars({ protocol: 'http2' });
+  await m.api.apply({
+    ...m.api.snapshot,
+    version: m.api.snapshot.version + 1,
+    inbound: { ...m.api.snapshot.inbound, localAppPort: (h2app.address() as AddressInfo).port },
+  });
+  return {
+    ...m,
+    async close() {
+      await m.close();
+      h2app.close();
+    },
+  };
+}
+
 /** One HTTP/1.1 request with node:http (a fresh connection unless an agent is given). */
 export function request(
   url: string,

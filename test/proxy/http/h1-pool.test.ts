@@ -6,7 +6,7 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { H1Pool } from '../../../proxy/http/h1-client.ts';
 import { DEFAULT_HEAD_LIMITS } from '../../../proxy/http/h1-parse.ts';
-import type { ProxyRequest } from '../../../proxy/stages/types.ts';
+import { newRequestContext, type ProxyRequest } from '../../../proxy/stages/types.ts';
 import type { RemoraError } from '../../../lib/errors/index.ts';
 
 function req(method: string, id: string): ProxyRequest {
@@ -20,20 +20,7 @@ function req(method: string, id: string): ProxyRequest {
     body,
     bodyLength: body ? body.length : 0,
     upgrade: null,
-    ctx: {
-      direction: 'inbound',
-      peerSpiffeId: null,
-      source: 'web',
-      destination: 'api',
-      startMs: 0,
-      retries: 0,
-      endpointId: null,
-      aborted: false,
-      trace: null,
-      l4: null,
-      downstream: null,
-      upstream: null,
-    },
+    ctx: newRequestContext('inbound', 'web', 'api'),
   };
 }
 

@@ -2,7 +2,11 @@ import t from 'tap';
 import { RemoraError } from '../../../lib/errors/index.ts';
 import { RetryBudget, createRetryStage } from '../../../proxy/stages/retry.ts';
 import { BodyStream } from '../../../proxy/http/body.ts';
-import type { ProxyRequest, ProxyResponse } from '../../../proxy/stages/types.ts';
+import {
+  newRequestContext,
+  type ProxyRequest,
+  type ProxyResponse,
+} from '../../../proxy/stages/types.ts';
 
 let now = 0;
 const clock = { now: () => now, setTimeout, clearTimeout };
@@ -17,20 +21,7 @@ function req(method: string, body: ProxyRequest['body'] = null, bodyLength = -1)
     body,
     bodyLength,
     upgrade: null,
-    ctx: {
-      direction: 'outbound',
-      peerSpiffeId: null,
-      source: 'web',
-      destination: 'api',
-      startMs: 0,
-      retries: 0,
-      endpointId: null,
-      aborted: false,
-      trace: null,
-      l4: null,
-      downstream: null,
-      upstream: null,
-    },
+    ctx: newRequestContext('outbound', 'web', 'api'),
   };
 }
 
