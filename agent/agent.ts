@@ -44,6 +44,7 @@ import {
   sameDefinition,
   type DecodeResult,
   type ServiceDefinition,
+  type SidecarDefinition,
   type UpstreamDefinition,
 } from './definitions.ts';
 import { dataPaths, ensureDir, writeFileAtomic, writesSettled, type DataPaths } from './files.ts';
@@ -77,6 +78,7 @@ import {
   type TransparentStatus,
 } from './transparent/index.ts';
 import { derivedDestinations } from './transparent/derive.ts';
+import { rerouteCheck } from './expose-checks.ts';
 
 /** Default cap on the derived upstreams of all transparent instances (docs/transparent.md). */
 export const DEFAULT_TRANSPARENT_DERIVED_MAX = 128;
@@ -84,6 +86,10 @@ export const DEFAULT_TRANSPARENT_DERIVED_MAX = 128;
 /** Default range of the transparent listeners' ports on 127.0.0.1 (docs/transparent.md). */
 export const DEFAULT_TRANSPARENT_PORT_MIN = 15001;
 export const DEFAULT_TRANSPARENT_PORT_MAX = 15999;
+
+/** Default range of the listener ports of exposed checks (Consul's expose_min/max_port). */
+export const DEFAULT_EXPOSE_PORT_MIN = 21500;
+export const DEFAULT_EXPOSE_PORT_MAX = 21755;
 
 export interface AgentSettings {
   datacenter: string;
@@ -109,6 +115,9 @@ export interface AgentSettings {
   transparentPortMax?: number;
   /** Most derived upstreams of all transparent instances together (docs/transparent.md). */
   transparentDerivedMax?: number;
+  /** Range of the listener ports of exposed checks (`proxy.expose.checks`, docs/agent.md). */
+  exposePortMin?: number;
+  exposePortMax?: number;
   /** User whose connections the interception rules let pass (the proxies'); default: the agent's. */
   transparentProxyUid?: number;
 }
@@ -350,6 +359,10 @@ export function createAgent(o: AgentOptions): Agent {
     s.transparentPortMin ?? DEFAULT_TRANSPARENT_PORT_MIN,
     s.transparentPortMax ?? DEFAULT_TRANSPARENT_PORT_MAX,
   );
+  const exposePorts = createPortAllocator(
+    s.exposePortMin ?? DEFAULT_EXPOSE_PORT_MIN,
+    s.exposePortMax ?? DEFAULT_EXPOSE_PORT_MAX,
+  );
   const transparent: TransparentManager =
     o.transparent ??
     createTransparentManager({
@@ -554,7 +567,7 @@ export function createAgent(o: AgentOptions): Agent {
       tracing: s.tracing,
       ...transparentSnapshot(inst),
       ...accessLogsField(),
-      ...(sc.expose.length > 0 ? { expose: sc.expose } : {}),
+      ...exposeField(inst),
       ...meshTlsField(),
     };
   }
@@ -754,6 +767,7 @@ export function createAgent(o: AgentOptions): Agent {
     for (const i of instances.values()) {
       if (i.sidecarPort !== null) out.add(i.sidecarPort);
       for (const u of i.def.sidecar?.upstreams ?? []) if (u.localBindPort) out.add(u.localBindPort);
+      for (const p of i.def.sidecar?.expose ?? []) out.add(p.listenerPort);
     }
     return out;
   }
@@ -778,6 +792,84 @@ export function createAgent(o: AgentOptions): Agent {
         })),
       },
     };
+  }
+
+  /**
+   * The listener port of each of the instance's exposed check paths (`expose.checks`): the port
+   * of an explicit path serving the same, or one from `exposePortMin`–`exposePortMax` (stable
+   * while the agent runs); null when that range is full.
+   */
+  function checkListenerPorts(inst: Instance): (number | null)[] {
+    const sc = inst.def.sidecar;
+    if (!sc || sc.exposeChecks.length === 0) return [];
+    const keep = new Set<string>();
+    const ports = sc.exposeChecks.map((e) => {
+      const explicit = sc.expose.find(
+        (p) =>
+          p.path === e.path && p.localPathPort === e.localPathPort && p.protocol === e.protocol,
+      );
+      if (explicit) return explicit.listenerPort;
+      const key = `${inst.def.id}/${e.protocol}/${e.localPathPort}${e.path}`;
+      keep.add(key);
+      return exposePorts.get(key, reservedPorts());
+    });
+    exposePorts.retain(`${inst.def.id}/`, keep);
+    return ports;
+  }
+
+  /** Where a Consul agent reaches the sidecar's exposed listeners. */
+  function exposedAddress(sc: SidecarDefinition): string {
+    const bind = s.proxyBindAddress;
+    const wildcard = bind === '' || bind === '0.0.0.0' || bind === '::';
+    return sc.address ?? (s.advertiseAddress || (wildcard ? '127.0.0.1' : bind));
+  }
+
+  /**
+   * The definition as registered: with `expose.checks`, each exposed check path added to the
+   * sidecar's exposed paths, and its checks pointed at the sidecar's listener for it.
+   */
+  function withExposedChecks(inst: Instance, def: ServiceDefinition): ServiceDefinition {
+    const sc = def.sidecar;
+    if (!sc || sc.exposeChecks.length === 0) return def;
+    const ports = checkListenerPorts(inst);
+    const address = exposedAddress(sc);
+    const checks = [...def.checks];
+    const expose = [...sc.expose];
+    sc.exposeChecks.forEach((e, i) => {
+      const port = ports[i];
+      if (port === null || port === undefined) return;
+      if (!expose.some((p) => p.listenerPort === port))
+        expose.push({
+          path: e.path,
+          localPathPort: e.localPathPort,
+          listenerPort: port,
+          protocol: e.protocol,
+        });
+      for (const c of e.checks) checks[c] = rerouteCheck(checks[c]!, address, port);
+    });
+    return { ...def, checks, sidecar: { ...sc, expose } };
+  }
+
+  /** The snapshot's exposed paths: the definition's, then its checks'. */
+  function exposeField(inst: Instance): Pick<ProxySnapshot, 'expose'> {
+    const expose = withExposedChecks(inst, inst.def).sidecar?.expose ?? [];
+    return expose.length > 0 ? { expose } : {};
+  }
+
+  /** Reports the exposed check paths that found no free listener port. */
+  function reportUnplacedChecks(inst: Instance): void {
+    const sc = inst.def.sidecar;
+    checkListenerPorts(inst).forEach((port, i) => {
+      if (port !== null) return;
+      const e = sc!.exposeChecks[i]!;
+      problems.push(
+        new RemoraError(
+          'REMORA_E_AGENT_DEFINITION_NOT_APPLIED',
+          `service definition ${inst.def.source.file}: no free port left in ${s.exposePortMin ?? DEFAULT_EXPOSE_PORT_MIN}–${s.exposePortMax ?? DEFAULT_EXPOSE_PORT_MAX} to expose the check path ${e.path} of ${inst.def.id}; the check keeps probing the app directly; widen exposePortMin–exposePortMax or list the path under proxy.expose.paths`,
+          { file: inst.def.source.file, field: 'connect.sidecar_service.proxy.expose.checks' },
+        ),
+      );
+    });
   }
 
   /** Port of the Host-routing listener of a transparent instance's HTTP upstream. */
@@ -1172,7 +1264,7 @@ export function createAgent(o: AgentOptions): Agent {
     try {
       const ready = inst.def.sidecar ? proxyReady(inst.def.id) : true;
       await consul.registerService(
-        registrationFor(withUpstreamPorts(inst), {
+        registrationFor(withExposedChecks(inst, withUpstreamPorts(inst)), {
           node: s.node,
           sidecarPort: inst.sidecarPort,
           advertiseAddress: s.advertiseAddress,
@@ -1277,6 +1369,7 @@ export function createAgent(o: AgentOptions): Agent {
     for (const inst of instances.values()) {
       if (inst.def.sidecar?.port) used.add(inst.def.sidecar.port);
       for (const p of inst.def.sidecar?.expose ?? []) used.add(p.listenerPort);
+      for (const p of checkListenerPorts(inst)) if (p !== null) used.add(p);
     }
     for (const p of def.sidecar.expose) used.add(p.listenerPort);
     for (let p = s.sidecarPortMin; p <= s.sidecarPortMax; p++) if (!used.has(p)) return p;
@@ -1326,6 +1419,7 @@ export function createAgent(o: AgentOptions): Agent {
           ),
         );
       }
+      reportUnplacedChecks(inst);
       for (const u of def.sidecar.upstreams) discovery.acquire(u.destinationName, def.id);
       syncServicesWatch();
       refreshDerived(inst, false);
@@ -1413,6 +1507,7 @@ export function createAgent(o: AgentOptions): Agent {
       logger.info({ instance: id, step: 'stopped' }, `proxy of ${id} stopped`);
       if (inst.def.sidecar.transparent) await transparent.remove(id);
       transparentPorts.release(`${id}/`);
+      exposePorts.release(`${id}/`);
       for (const u of inst.def.sidecar.upstreams) discovery.release(u.destinationName, id);
       for (const name of inst.derived) discovery.release(name, derivedUser(id));
       inst.derived = [];
@@ -1454,6 +1549,7 @@ export function createAgent(o: AgentOptions): Agent {
         const old = inst.def;
         inst.def = d;
         if (d.sidecar?.port !== old.sidecar?.port) inst.sidecarPort = allocateSidecarPort(d);
+        reportUnplacedChecks(inst);
         for (const u of d.sidecar?.upstreams ?? []) discovery.acquire(u.destinationName, id);
         for (const u of old.sidecar?.upstreams ?? []) {
           if (!d.sidecar?.upstreams.some((x) => x.destinationName === u.destinationName))

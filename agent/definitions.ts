@@ -4,6 +4,7 @@
 // services of the same file are kept.
 import { isValidName } from '../lib/identity/index.ts';
 import { uidOfUser } from './transparent/users.ts';
+import { checkExposures, type CheckExposure } from './expose-checks.ts';
 import { RemoraError } from '../lib/errors/index.ts';
 import {
   DEFAULT_PROTOCOL,
@@ -79,6 +80,11 @@ export interface SidecarDefinition {
   inbound: InboundSettings;
   /** Paths of the app served in plain HTTP outside the mesh (`proxy.expose.paths`). */
   expose: ExposePath[];
+  /**
+   * With `proxy.expose.checks = true`, the service's HTTP and gRPC check paths the sidecar
+   * serves on ports the agent allocates, and the checks registered against them.
+   */
+  exposeChecks: CheckExposure[];
 }
 
 /**
@@ -466,6 +472,7 @@ function decodeSidecar(
   servicePort: number | undefined,
   servicePath: string,
   serviceTransparent: { value: boolean; field: string } | undefined,
+  checks: readonly Record<string, unknown>[],
   notes?: RemoraError[],
 ): SidecarDefinition {
   const proxy = sc.object('proxy');
@@ -513,7 +520,13 @@ function decodeSidecar(
     decodeUpstream(u, `${proxy!.fieldPath('upstreams')}[${i}]`, transparent),
   );
   const sidecarPort = sc.int('port', 1, 65535) ?? null;
-  const expose = decodeExpose(proxy?.object('expose'), sidecarPort, upstreams, notes);
+  const { paths: expose, checks: exposeChecks } = decodeExpose(
+    proxy?.object('expose'),
+    sidecarPort,
+    upstreams,
+    checks,
+    notes,
+  );
   const seen = new Map<number, number>();
   upstreams.forEach((u, i) => {
     if (u.localBindPort === 0) return;
@@ -540,38 +553,32 @@ function decodeSidecar(
     appUid,
     inbound,
     expose,
+    exposeChecks,
   };
 }
 
 /**
  * `proxy.expose`: each path of the app served in plain HTTP on its own listener port of the
- * sidecar's address. `checks = true` (Consul exposing HTTP checks by itself) is not applied and
- * says so in `notes`; the paths still are.
+ * sidecar's address, and with `checks = true` the paths of the service's HTTP and gRPC checks
+ * (their ports are the agent's to allocate).
  */
 function decodeExpose(
   e: Fields | undefined,
   sidecarPort: number | null,
   upstreams: readonly UpstreamDefinition[],
+  serviceChecks: readonly Record<string, unknown>[],
   notes: RemoraError[] | undefined,
-): ExposePath[] {
-  if (e === undefined) return [];
+): { paths: ExposePath[]; checks: CheckExposure[] } {
+  if (e === undefined) return { paths: [], checks: [] };
   const checks = e.raw('checks');
   if (checks !== undefined && checks !== null && typeof checks !== 'boolean')
     throw new FieldError(e.fieldPath('checks'), `must be true or false, got ${describe(checks)}`);
-  if (checks === true)
-    notes?.push(
-      new RemoraError(
-        'REMORA_E_AGENT_DEFINITION_NOT_APPLIED',
-        `${e.fieldPath('checks')} is not applied: Remora does not expose health checks by itself; list each check's path under ${e.fieldPath('paths')} and point the check at its listener_port`,
-        { field: e.fieldPath('checks') },
-      ),
-    );
   const where = e.fieldPath('paths');
   const used = new Map<number, string>();
   if (sidecarPort !== null) used.set(sidecarPort, 'the sidecar port');
   for (const u of upstreams)
     if (u.localBindPort !== 0) used.set(u.localBindPort, `the upstream ${u.destinationName}`);
-  return (e.array('paths') ?? []).map((raw, i) => {
+  const paths = (e.array('paths') ?? []).map((raw, i): ExposePath => {
     const path = `${where}[${i}]`;
     if (!isObj(raw)) throw new FieldError(path, `must be an object, got ${describe(raw)}`);
     const p = new Fields(raw, path);
@@ -594,6 +601,10 @@ function decodeExpose(
       protocol: p.oneOf('protocol', EXPOSE_PROTOCOLS) ?? 'http',
     };
   });
+  return {
+    paths,
+    checks: checks === true ? checkExposures(serviceChecks, e.fieldPath('checks'), notes) : [],
+  };
 }
 
 function decodeChecks(f: Fields): Record<string, unknown>[] {
@@ -660,6 +671,7 @@ function decodeService(
         'needs connect.sidecar_service (the proxy is what the traffic is steered to)',
       );
   }
+  const checks = decodeChecks(f);
   const serviceTransparent =
     typeof transparentRaw === 'boolean'
       ? { value: transparentRaw, field: f.fieldPath('transparent') }
@@ -671,8 +683,8 @@ function decodeService(
     port: port ?? 0,
     tags: tags as string[],
     meta,
-    checks: decodeChecks(f),
-    sidecar: sc ? decodeSidecar(sc, port, path, serviceTransparent, notes) : null,
+    checks,
+    sidecar: sc ? decodeSidecar(sc, port, path, serviceTransparent, checks, notes) : null,
     source: { file, index },
   };
 }

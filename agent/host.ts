@@ -219,6 +219,8 @@ export function createHostAgent(o: HostAgentOptions): HostAgent {
       transparentPortMin: c.transparentPortMin,
       transparentPortMax: c.transparentPortMax,
       transparentDerivedMax: c.transparentDerivedMax,
+      exposePortMin: c.exposePortMin,
+      exposePortMax: c.exposePortMax,
       ...(c.transparentProxyUid >= 0 ? { transparentProxyUid: c.transparentProxyUid } : {}),
     },
     consul,

@@ -332,3 +332,75 @@ t.test("no instance is given an exposed path's listener port as its sidecar port
     '21000, the first port of the range, is a listener of a: skipped',
   );
 });
+
+t.test(
+  'exposed checks take ports of their own range; past its end a check stays as it was',
+  async (t) => {
+    const registered = new Map<string, Record<string, unknown>>();
+    const consul: ConsulPort = {
+      async registerService(def) {
+        registered.set(String(def.id), def);
+      },
+      async deregisterService() {},
+      async updateTtl() {},
+      watchConnect: () => ({ stop: () => undefined }),
+      watchServices: () => ({ stop: () => undefined }),
+      watchConfigEntries: createFakeConfigEntries().watchConfigEntries,
+    };
+    const service = (name: string, port: number): unknown => ({
+      service: {
+        name,
+        port,
+        check: { name: 'ready', http: `http://127.0.0.1:${port}/ready?x=1`, interval: '5s' },
+        connect: { sidecar_service: { proxy: { expose: { checks: true } } } },
+      },
+    });
+    const host = await createHostDir(t, {
+      'a.json': service('a', 8081),
+      'b.json': service('b', 8082),
+      'c.json': service('c', 8083),
+    });
+    const clock = createClock();
+    const proxies = createFakeProxies({ events: [] });
+    t.teardown(() => proxies.close());
+    const agent = createAgent({
+      settings: host.settings({ exposePortMin: 21500, exposePortMax: 21501 }),
+      consul,
+      control: createFakeControl(clock),
+      processes: proxies.processes,
+      clock,
+      random: () => 0.5,
+      logger: createSilentLogger(),
+    });
+    t.teardown(() => agent.stop());
+    await agent.start();
+    await waitFor('all registered', () => registered.size === 3);
+    const checkOf = (id: string): unknown => (registered.get(id)!.checks as unknown[])[0];
+    const exposeOf = (id: string): unknown =>
+      (registered.get(id)!.connect as { sidecar_service: { proxy: { expose?: unknown } } })
+        .sidecar_service.proxy.expose;
+    const placed = ['a', 'b', 'c'].filter((id) => exposeOf(id) !== undefined);
+    t.equal(placed.length, 2, 'two ports in the range: two services get their check exposed');
+    const ports = placed.map((id) => {
+      const paths = (exposeOf(id) as { paths: { listener_port: number }[] }).paths;
+      t.match(paths, [{ path: '/ready', protocol: 'http' }]);
+      t.same(checkOf(id), {
+        name: 'ready',
+        http: `http://127.0.0.1:${paths[0]!.listener_port}/ready?x=1`,
+        interval: '5s',
+      });
+      return paths[0]!.listener_port;
+    });
+    t.same(ports.sort(), [21500, 21501]);
+    const [left] = ['a', 'b', 'c'].filter((id) => !placed.includes(id));
+    t.match(checkOf(left!), { http: /^http:\/\/127\.0\.0\.1:808\d\/ready\?x=1$/ }, 'unchanged');
+    t.match(agent.status().problems, [
+      {
+        code: 'REMORA_E_AGENT_DEFINITION_NOT_APPLIED',
+        message: new RegExp(
+          `no free port left in 21500–21501 to expose the check path /ready of ${left}`,
+        ),
+      },
+    ]);
+  },
+);

@@ -265,19 +265,46 @@ t.test(
       t.equal(r.problems[0]!.details.field, field);
       t.match(r.problems[0]!.message, reason);
     }
-    // exposing checks by itself is not done: said so, and the service runs with its paths
-    const checks = def({
-      checks: true,
-      paths: [{ path: '/m', local_path_port: 1, listener_port: 2 }],
-    });
-    t.equal(checks.services.length, 1);
-    t.equal(checks.services[0]!.sidecar!.expose.length, 1);
-    t.match(checks.problems, [
+    // checks = true: the service's HTTP and gRPC checks become exposed paths; the rest stays
+    const withChecks = decodeDefinitionFile(
+      JSON.stringify({
+        service: {
+          name: 'a',
+          port: 8080,
+          checks: [
+            { name: 'live', http: 'http://127.0.0.1:8080/health?deep=1', interval: '10s' },
+            { name: 'tls', http: 'https://127.0.0.1:8443/health', interval: '10s' },
+            { name: 'rpc', GRPC: '127.0.0.1:9090/api.v1', Interval: '10s' },
+            { name: 'port', tcp: '127.0.0.1:8080', interval: '10s' },
+          ],
+          connect: {
+            sidecar_service: {
+              proxy: {
+                expose: {
+                  checks: true,
+                  paths: [{ path: '/m', local_path_port: 1, listener_port: 2 }],
+                },
+              },
+            },
+          },
+        },
+      }),
+      'f.json',
+    );
+    t.equal(withChecks.services.length, 1, 'the service runs');
+    const sc = withChecks.services[0]!.sidecar!;
+    t.equal(sc.expose.length, 1, 'explicit paths as they are');
+    t.same(sc.exposeChecks, [
+      { checks: [0], path: '/health', localPathPort: 8080, protocol: 'http' },
+      { checks: [2], path: '/grpc.health.v1.Health/Check', localPathPort: 9090, protocol: 'http2' },
+    ]);
+    t.match(withChecks.problems, [
       {
         code: 'REMORA_E_AGENT_DEFINITION_NOT_APPLIED',
-        message: `service definition f.json: field ${p}.checks is not applied: Remora does not expose health checks by itself; list each check's path under ${p}.paths and point the check at its listener_port`,
+        message: `service definition f.json: field ${p}.checks is not applied to check 1 ("tls"): its URL is https, and an exposed listener speaks plain HTTP; the check keeps probing the app directly`,
       },
     ]);
+    t.same(def({ checks: false }).services[0]!.sidecar!.exposeChecks, [], 'off: none');
   },
 );
 

@@ -96,6 +96,16 @@ export const agentSchema = defineSchema(
       format: 'port',
       default: 15999,
     },
+    exposePortMin: {
+      doc: "First port of the range the agent allocates to exposed checks' listeners (proxy.expose.checks; Consul's expose_min_port); see docs/agent.md.",
+      format: 'port',
+      default: 21500,
+    },
+    exposePortMax: {
+      doc: "Last port of the exposed checks' listener range (Consul's expose_max_port).",
+      format: 'port',
+      default: 21755,
+    },
     transparentDerivedMax: {
       doc: "Most services the agent's transparent instances may call by their intentions (derived upstreams), all instances together; each one holds a blocking query to Consul. See docs/transparent.md.",
       format: 'nat',

@@ -16,9 +16,9 @@ export const AGENT_ERRORS = {
   },
   REMORA_E_AGENT_DEFINITION_NOT_APPLIED: {
     meaning:
-      'A service definition asks for something Remora accepts but does not do (such as `proxy.expose.checks`, Consul exposing HTTP checks through the sidecar by itself). The service is registered and served without it.',
+      'A service definition asks for something Remora accepts but does not do, or cannot do for one part of it (with `proxy.expose.checks`: an HTTPS check, a gRPC check over TLS, or no free port left in `exposePortMin`–`exposePortMax`). The service is registered and served without it; such a check keeps probing the app directly.',
     remedy:
-      "Do it the way the message says (for exposed checks: list the check's path under `proxy.expose.paths` and point the check at that listener_port), or remove the field to silence the report.",
+      "Do it the way the message says (for a check: serve it in plain HTTP or h2c, list its path under `proxy.expose.paths` with a listener_port of your choosing, or widen the agent's `exposePortMin`–`exposePortMax`), or remove the field to silence the report.",
   },
   REMORA_E_AGENT_DEFINITION_DUPLICATE: {
     meaning:

@@ -18,15 +18,25 @@ t.setTimeout(120_000);
 t.test("api's sidecar serves /health to a caller outside the mesh, and nothing else", async (t) => {
   const mesh = await startMesh(t);
   const listener = await freePort();
-  const api = apiDefinition(mesh.ports, 1) as { Service: { Connect: { SidecarService: object } } };
+  const checkPort = await freePort();
+  const api = apiDefinition(mesh.ports, 1) as {
+    Service: { Connect: { SidecarService: object }; Checks?: object[] };
+  };
   const sidecar = api.Service.Connect.SidecarService as { Proxy: Record<string, unknown> };
   sidecar.Proxy.Expose = {
     Checks: true,
     Paths: [{ Path: '/health', LocalPathPort: mesh.ports.api1App, ListenerPort: listener }],
   };
+  api.Service.Checks = [
+    { Name: 'api ready', HTTP: `http://127.0.0.1:${mesh.ports.api1App}/ready`, Interval: '1s' },
+  ];
   await mesh.writeDefinition('web.json', webDefinition(mesh.ports));
   await mesh.writeDefinition('api-1.json', api);
-  const agent = mesh.startAgent();
+  // a range of one port for the exposed checks' listeners
+  const agent = mesh.startAgent({
+    REMORA_AGENT_EXPOSE_PORT_MIN: String(checkPort),
+    REMORA_AGENT_EXPOSE_PORT_MAX: String(checkPort),
+  });
   t.teardown(() => agent.stop());
   await waitFor('web to reach api', () => webReachesApi(mesh), 60_000, 100);
 
@@ -45,13 +55,51 @@ t.test("api's sidecar serves /health to a caller outside the mesh, and nothing e
   const [entry] = (await mesh.healthy('api')) as (HealthEntry & {
     Service: { Proxy: { Expose?: unknown } };
   })[];
-  t.match(
+  t.same(
     entry!.Service.Proxy.Expose,
-    { Paths: [{ Path: '/health', LocalPathPort: mesh.ports.api1App, ListenerPort: listener }] },
-    'registered in Consul as Consul registers it',
+    {
+      Paths: [
+        {
+          Path: '/health',
+          LocalPathPort: mesh.ports.api1App,
+          ListenerPort: listener,
+          Protocol: 'http',
+        },
+        {
+          Path: '/ready',
+          LocalPathPort: mesh.ports.api1App,
+          ListenerPort: checkPort,
+          Protocol: 'http',
+        },
+      ],
+    },
+    "registered in Consul as Consul registers it, with the check's path on a port of the range",
   );
-  const note = (await mesh.status()).problems.find(
-    (p) => p.code === 'REMORA_E_AGENT_DEFINITION_NOT_APPLIED',
+
+  // Checks = true: the check is registered against the sidecar's listener and passes through it
+  const check = await waitFor(
+    'the api check to pass through the sidecar',
+    async () => {
+      const r = await httpGet(`${mesh.consul.url}/v1/health/checks/api`);
+      const c = (r.json as { Name: string; Status: string; Output: string }[]).find(
+        (x) => x.Name === 'api ready',
+      );
+      return c?.Status === 'passing' ? c : null;
+    },
+    30_000,
+    100,
   );
-  t.match(note?.message, /Proxy\.Expose\.Checks is not applied/, 'Checks = true is reported');
+  t.match(
+    check.Output,
+    `HTTP GET http://127.0.0.1:${checkPort}/ready: 200 OK`,
+    "Consul's probe went to the sidecar's listener, not to the app",
+  );
+  const ready = await httpGet(`http://127.0.0.1:${checkPort}/ready`);
+  t.match(ready.json, { service: 'api', instance: 'api-1', path: '/ready' });
+  const notReady = await httpGet(`http://127.0.0.1:${checkPort}/health`);
+  t.equal(notReady.status, 404, 'the check listener serves the check path only');
+  t.notOk(
+    (await mesh.status()).problems.some((p) => p.code === 'REMORA_E_AGENT_DEFINITION_NOT_APPLIED'),
+    'Checks = true is applied, not reported',
+  );
 });
