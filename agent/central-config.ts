@@ -20,11 +20,14 @@ import {
   ACCESS_LOG_TYPES,
   INBOUND_LIMITS,
   LOAD_BALANCER_POLICIES,
+  hashCookieProblem,
+  MAX_HASH_COOKIE_TTL_S,
   tlsOptions,
   tlsParamsProblem,
   type AccessLogConfig,
   type HeaderModifiers,
   type InboundSettings,
+  type HashCookie,
   type HashPolicy,
   type LoadBalancerPolicy,
   type MeshTlsConfig,
@@ -145,9 +148,39 @@ const RESOLVER_POLICIES: Record<string, LoadBalancerPolicy> = {
 const HASH_FIELDS = ['header', 'cookie', 'query_parameter'] as const;
 
 /**
+ * A cookie policy's `CookieConfig` as the proxies take it: with `Session` or a `TTL`, a caller
+ * that sends no cookie gets one made up (Envoy's behaviour); without either, none is made, as in
+ * Consul. A string when it cannot apply (the policy then hashes only cookies callers send).
+ */
+function hashCookieOf(v: unknown, name: string): HashCookie | null | string {
+  if (!isLayer(v)) return 'must be an object';
+  const session = v.Session === true;
+  const ttlMs = resolverDuration(v.TTL);
+  if (ttlMs === null) return `TTL ${JSON.stringify(v.TTL)} is not a duration`;
+  if (session && ttlMs !== undefined) return 'a session cookie cannot have a TTL';
+  if (!session && ttlMs === undefined) return null;
+  const ttlSeconds = session ? 0 : Math.max(1, Math.round(ttlMs! / 1000));
+  if (ttlSeconds > MAX_HASH_COOKIE_TTL_S) return `TTL ${JSON.stringify(v.TTL)} is above ten years`;
+  const path = v.Path === undefined || v.Path === '' ? undefined : v.Path;
+  if (path !== undefined && typeof path !== 'string') return 'Path must be a string';
+  const problem = hashCookieProblem(name, path);
+  if (problem !== null) return problem;
+  return path === undefined ? { ttlSeconds } : { ttlSeconds, path };
+}
+
+/** A cached cookie's settings back in Consul's `CookieConfig` shape (see `hashCookieOf`). */
+function cookieConfigOf(c: Record<string, unknown>): Record<string, unknown> {
+  const ttl = c.ttlSeconds;
+  return {
+    ...(ttl === 0 ? { Session: true } : { TTL: `${String(ttl)}s` }),
+    ...(c.path !== undefined ? { Path: c.path } : {}),
+  };
+}
+
+/**
  * `LoadBalancer.HashPolicies` as the proxies take them: each hashes on a named `Field` or on
  * `SourceIP`; one that cannot apply is reported and left out. A cookie is read when the caller
- * sends it; Consul's `CookieConfig` (the proxy making one up) is reported as not applied.
+ * sends it, and with a `CookieConfig` made up when it does not.
  */
 function hashPoliciesOf(
   v: unknown,
@@ -181,12 +214,19 @@ function hashPoliciesOf(
       typeof name === 'string' &&
       name !== ''
     ) {
-      out.push({ field: field as HashPolicy['field'], fieldValue: name, ...terminal });
-      if (isLayer(raw.CookieConfig) && Object.keys(raw.CookieConfig).length > 0)
-        found.set(
-          `${key}/HashPolicies/${i}/CookieConfig`,
-          `${at}.CookieConfig is not applied: Remora's proxies hash on the cookie when the caller sends it, and set none`,
-        );
+      const policy: HashPolicy = { field: field as HashPolicy['field'], fieldValue: name };
+      const config = raw.CookieConfig;
+      if (config !== undefined && config !== null) {
+        const cookie =
+          field === 'cookie' ? hashCookieOf(config, name) : 'it applies to Field cookie only';
+        if (typeof cookie === 'string')
+          found.set(
+            `${key}/HashPolicies/${i}/CookieConfig`,
+            `${at}.CookieConfig: ${cookie}; it is ignored, and no cookie is made up for callers without one`,
+          );
+        else if (cookie !== null) policy.cookie = cookie;
+      }
+      out.push({ ...policy, ...terminal });
     } else
       found.set(
         `${key}/HashPolicies/${i}`,
@@ -646,7 +686,13 @@ function checkedResolver(v: unknown): ResolverSettings | null {
   ) {
     const back = (v.hashPolicies as unknown[]).map((h) =>
       isLayer(h)
-        ? { Field: h.field, FieldValue: h.fieldValue, SourceIP: h.sourceIp, Terminal: h.terminal }
+        ? {
+            Field: h.field,
+            FieldValue: h.fieldValue,
+            SourceIP: h.sourceIp,
+            Terminal: h.terminal,
+            CookieConfig: isLayer(h.cookie) ? cookieConfigOf(h.cookie) : undefined,
+          }
         : h,
     );
     const policies = hashPoliciesOf(back, '', new Map(), '');

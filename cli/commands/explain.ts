@@ -19,7 +19,7 @@ import {
   type SplitShare,
 } from '../../agent/central-config.ts';
 import { createSilentLogger } from '../../lib/log/index.ts';
-import { compileRoute, type QueryMatch } from '../../lib/proxy-api/index.ts';
+import { compileRoute, type HashCookie, type QueryMatch } from '../../lib/proxy-api/index.ts';
 import {
   evaluateIntentions,
   sortIntentions,
@@ -133,6 +133,13 @@ async function destinationFacts(s: OperatorSession, service: string): Promise<De
   }
 }
 
+/** What a cookie policy does for callers without its cookie, in words (or nothing). */
+function madeUp(c: HashCookie | undefined): string {
+  if (c === undefined) return '';
+  const life = c.ttlSeconds === 0 ? 'for the session' : `for ${c.ttlSeconds}s`;
+  return ` (set ${life}${c.path !== undefined ? ` on ${c.path}` : ''} when a caller has none)`;
+}
+
 /** A resolver's settings in words, e.g. `connect timeout 2s, balancing least_request`. */
 function describeResolver(r: ResolverSettings | null): string {
   const parts: string[] = [];
@@ -140,7 +147,7 @@ function describeResolver(r: ResolverSettings | null): string {
   if (r?.requestTimeoutMs) parts.push(`request timeout ${r.requestTimeoutMs / 1000}s`);
   if (r?.loadBalancer) {
     const on = (r.hashPolicies ?? []).map((h) =>
-      h.sourceIp ? "the caller's address" : `${h.field} ${h.fieldValue}`,
+      h.sourceIp ? "the caller's address" : `${h.field} ${h.fieldValue}${madeUp(h.cookie)}`,
     );
     parts.push(`balancing ${r.loadBalancer}${on.length > 0 ? ` on ${on.join(', then ')}` : ''}`);
   }

@@ -219,6 +219,28 @@ function checkResolver(e: Obj): void {
   const policy = lb.Policy;
   if (policy !== undefined && (typeof policy !== 'string' || !RESOLVER_POLICIES.has(policy)))
     throw new HttpError(400, `Bad LoadBalancer policy: ${goQuote(policy)} is not supported`);
+  checkCookieConfigs(lb.HashPolicies);
+}
+
+/** Consul's checks of a hash policy's `CookieConfig` (only for a cookie; no TTL on a session one). */
+function checkCookieConfigs(policies: unknown): void {
+  if (!Array.isArray(policies)) return;
+  policies.forEach((hp: unknown, i) => {
+    if (!isObj(hp) || !isObj(hp.CookieConfig)) return;
+    if (hp.Field !== 'cookie')
+      throw new HttpError(
+        400,
+        `Bad LoadBalancer HashPolicy[${i}]: cookie_config provided for ${goQuote(hp.Field ?? '')}`,
+      );
+    const ttl = hp.CookieConfig.TTL;
+    const nonzeroTtl =
+      typeof ttl === 'number' ? ttl !== 0 : typeof ttl === 'string' && /[1-9]/.test(ttl);
+    if (hp.CookieConfig.Session === true && nonzeroTtl)
+      throw new HttpError(
+        400,
+        `Bad LoadBalancer HashPolicy[${i}]: a session cookie cannot have an associated TTL`,
+      );
+  });
 }
 
 type Obj = Record<string, unknown>;

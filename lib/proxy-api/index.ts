@@ -10,6 +10,8 @@ export {
   ACCESS_LOG_TYPES,
   EXPOSE_PROTOCOLS,
   exposePathProblem,
+  hashCookieProblem,
+  MAX_HASH_COOKIE_TTL_S,
 } from './snapshot.ts';
 export { attachFrameChannel } from './channel.ts';
 export type { FrameChannel, FrameChannelOptions } from './channel.ts';

@@ -19,6 +19,7 @@ import type {
   AccessLogConfig,
   Endpoint,
   ExposePath,
+  HashCookie,
   HashPolicy,
   HeaderModifiers,
   HttpRoute,
@@ -252,8 +253,35 @@ function decodeTarget(o: Obj, p: string): UpstreamTarget {
 export const HASH_FIELDS = ['header', 'cookie', 'query_parameter'] as const;
 
 /** A hash policy: a named request field, or the source address, not both. */
+/** Longest lifetime of a cookie consistent hashing sets: ten years, in seconds. */
+export const MAX_HASH_COOKIE_TTL_S = 315_360_000;
+
+/**
+ * Why a cookie name or `Path` cannot go into the `Set-Cookie` line consistent hashing writes
+ * (null: it can): either would otherwise let a config entry inject attributes or headers.
+ */
+export function hashCookieProblem(name: string, path: string | undefined): string | null {
+  if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(name))
+    return `the cookie name ${JSON.stringify(name)} is not a token (RFC 6265)`;
+  if (path !== undefined && !/^\/[\x21-\x3a\x3c-\x7e]*$/.test(path))
+    return `the cookie Path ${JSON.stringify(path)} must start with / and hold no ";", space or control character`;
+  return null;
+}
+
+function decodeHashCookie(v: unknown, p: string, name: string): HashCookie {
+  const o = obj(v, p, ['ttlSeconds', 'path']);
+  const c: HashCookie = {
+    ttlSeconds: num(o, 'ttlSeconds', p, { min: 0, max: MAX_HASH_COOKIE_TTL_S, int: true }),
+  };
+  const path = optStr(o, 'path', p);
+  if (path !== undefined) c.path = path;
+  const problem = hashCookieProblem(name, path);
+  if (problem !== null) fail(p, problem, v);
+  return c;
+}
+
 function decodeHashPolicy(v: unknown, p: string): HashPolicy {
-  const o = obj(v, p, ['field', 'fieldValue', 'sourceIp', 'terminal']);
+  const o = obj(v, p, ['field', 'fieldValue', 'sourceIp', 'terminal', 'cookie']);
   const h: HashPolicy = {};
   if (o.field !== undefined) {
     h.field = oneOf(o, 'field', p, HASH_FIELDS);
@@ -263,6 +291,10 @@ function decodeHashPolicy(v: unknown, p: string): HashPolicy {
   if ((h.field !== undefined) === (h.sourceIp === true))
     fail(p, 'must hash on a field or on sourceIp, one of them', v);
   if (o.terminal !== undefined) h.terminal = bool(o, 'terminal', p);
+  if (o.cookie !== undefined) {
+    if (h.field !== 'cookie') fail(`${p}.cookie`, 'is only for a cookie field', o.cookie);
+    h.cookie = decodeHashCookie(o.cookie, `${p}.cookie`, h.fieldValue!);
+  }
   return h;
 }
 

@@ -21,6 +21,18 @@ export interface HashPolicy {
   fieldValue?: string;
   sourceIp?: boolean;
   terminal?: boolean;
+  /**
+   * With `field: 'cookie'` (Consul's `CookieConfig` with a `TTL` or `Session`): a request
+   * without the cookie gets one made up, hashed on, and set in its answer, so the caller's next
+   * requests reach the same instance. `ttlSeconds` 0 is a session cookie (no `Max-Age`).
+   */
+  cookie?: HashCookie;
+}
+
+/** The cookie consistent hashing sets for a caller that sent none (see `HashPolicy.cookie`). */
+export interface HashCookie {
+  ttlSeconds: number;
+  path?: string;
 }
 
 export interface InstanceIdentity {

@@ -3,6 +3,7 @@
 // address), and goes to the first eligible endpoint clockwise from that hash on a ring where
 // each endpoint holds points in proportion to its weight. The same value reaches the same
 // instance while it is eligible; when one leaves, only its share of values moves.
+import { randomBytes } from 'node:crypto';
 import type { HashPolicy } from '../../lib/proxy-api/index.ts';
 import type { EndpointState } from './endpoints.ts';
 
@@ -97,6 +98,11 @@ export interface HashInputs {
   cookie(name: string): string | undefined;
   query(name: string): string | undefined;
   sourceIp(): string | undefined;
+  /**
+   * For a cookie policy with `cookie` settings whose cookie the request lacks: makes one up and
+   * returns its value (the caller sets it in the answer). Absent where no cookie can be set (TCP).
+   */
+  newCookie?(policy: HashPolicy): string;
 }
 
 /**
@@ -115,7 +121,8 @@ export function requestHash(
       : p.field === 'header'
         ? inputs.header(p.fieldValue!.toLowerCase())
         : p.field === 'cookie'
-          ? inputs.cookie(p.fieldValue!)
+          ? (inputs.cookie(p.fieldValue!) ??
+            (p.cookie !== undefined ? inputs.newCookie?.(p) : undefined))
           : inputs.query(p.fieldValue!);
     if (v === undefined) continue;
     const h = hash32(v);
@@ -123,6 +130,20 @@ export function requestHash(
     if (p.terminal) break;
   }
   return hash;
+}
+
+/**
+ * A made-up value for a cookie policy's cookie, and the `Set-Cookie` value that hands it to the
+ * caller: `HttpOnly`, with `Max-Age` unless it is a session cookie, and the policy's `Path`.
+ */
+export function newHashCookie(policy: HashPolicy): { value: string; setCookie: string } {
+  const value = randomBytes(8).toString('hex');
+  const c = policy.cookie!;
+  const attrs = [`${policy.fieldValue}=${value}`];
+  if (c.ttlSeconds > 0) attrs.push(`Max-Age=${c.ttlSeconds}`);
+  if (c.path !== undefined) attrs.push(`Path=${c.path}`);
+  attrs.push('HttpOnly');
+  return { value, setCookie: attrs.join('; ') };
 }
 
 /** A cookie's value in a `Cookie` header (`a=1; b=2`), or undefined. */

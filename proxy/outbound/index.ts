@@ -52,7 +52,13 @@ import {
 import { Cluster } from './cluster.ts';
 import { muxable } from '../http/mux-client.ts';
 import { createLimitedErrorLog } from '../log-limit.ts';
-import { cookieValue, queryValue, requestHash, type HashInputs } from '../balance/hash.ts';
+import {
+  cookieValue,
+  newHashCookie,
+  queryValue,
+  requestHash,
+  type HashInputs,
+} from '../balance/hash.ts';
 
 /** Hash inputs of something that has no request, only a caller's address (a TCP connection). */
 const NO_FIELDS = (sourceIp: () => string | undefined): HashInputs => ({
@@ -127,6 +133,16 @@ function routeSettings(
   };
 }
 
+/** Adds `name=value` to an HTTP/1.1 request's one `Cookie` field (RFC 6265 allows no second). */
+function addH1Cookie(headers: string[], kv: string): void {
+  for (let i = 0; i < headers.length; i += 2)
+    if (headers[i]!.toLowerCase() === 'cookie') {
+      headers[i + 1] = `${headers[i + 1]}; ${kv}`;
+      return;
+    }
+  headers.push('cookie', kv);
+}
+
 /** A target's upstream: the parent's listener settings, its own everything else. */
 function targetUpstream(parent: UpstreamConfig, t: UpstreamTarget): UpstreamConfig {
   return {
@@ -166,6 +182,13 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
       cookie: (n) => cookieValue(field('cookie'), n),
       query: (n) => queryValue(req.target, n),
       sourceIp: () => req.ctx.downstream?.remoteAddress,
+      // the made-up cookie rides the request too, so a retry hashes the same
+      newCookie: (p) => {
+        const c = newHashCookie(p);
+        addH1Cookie(req.headers, `${p.fieldValue}=${c.value}`);
+        (req.ctx.setCookies ??= []).push(c.setCookie);
+        return c.value;
+      },
     });
   };
   const forward: Handler = async (req) => {
@@ -200,6 +223,7 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
     ep.active--;
     observeLatency(ep, performance.now() - t0, now);
     cluster.outcome(ep, response.status < 500, now);
+    for (const c of req.ctx.setCookies ?? []) response.headers.push('set-cookie', c);
     return response;
   };
 
@@ -484,6 +508,10 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
     const idempotent = isIdempotent(String(headers[':method']));
     const body = new H2RequestBody(stream, endsStream(flags), res().maxBufferedBodyBytes);
     const policies = cluster.config.hashPolicies;
+    /** Answer header changes: the route's, then the cookies consistent hashing made up. */
+    const answerChanges: HeaderModifiers[] = route?.responseHeaders
+      ? [...route.responseHeaders]
+      : [];
     const hash =
       policies === undefined
         ? undefined
@@ -498,6 +526,17 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
             },
             query: (n) => queryValue(String(headers[':path'] ?? ''), n),
             sourceIp: () => stream.session?.socket?.remoteAddress,
+            newCookie: (p) => {
+              const c = newHashCookie(p);
+              // HTTP/2 carries each cookie in a field of its own
+              const kv = `${p.fieldValue}=${c.value}`;
+              const cur = headers.cookie as string | string[] | undefined;
+              headers.cookie = (
+                cur === undefined ? kv : [...(Array.isArray(cur) ? cur : [cur]), kv]
+              ) as string;
+              answerChanges.push({ add: { 'set-cookie': c.setCookie } });
+              return c.value;
+            },
           });
     cluster.budget.recordRequest(env.clock.now());
     /** Counts the answer the caller got, and logs it when access logs are on. */
@@ -571,7 +610,7 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
             // caller's (grpc-timeout), and a streaming server may send its head only with its
             // first message
             timeoutMs: route?.requestTimeoutMs ?? (grpc ? 0 : res().requestTimeoutMs),
-            ...(route?.responseHeaders ? { responseHeaders: route.responseHeaders } : {}),
+            ...(answerChanges.length > 0 ? { responseHeaders: answerChanges } : {}),
           });
           cluster.outcome(ep, status < 500, now);
           observeLatency(ep, performance.now() - start, now);

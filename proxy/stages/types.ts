@@ -31,6 +31,11 @@ export interface RequestContext {
   upstream: { readonly address: string; readonly port: number } | null;
   /** Outbound: what the route the request met sets over the upstream's own settings. */
   route?: RouteSettings;
+  /**
+   * Outbound: `Set-Cookie` values for the cookies consistent hashing made up for this request
+   * (a cookie policy with `cookie` settings, the caller sending none); the answer carries them.
+   */
+  setCookies?: string[];
 }
 
 /** A request's context before anything is known of it; the caller fills in what it knows. */

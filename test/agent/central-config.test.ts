@@ -360,9 +360,29 @@ t.test(
           LoadBalancer: {
             Policy: 'maglev',
             HashPolicies: [
-              { Field: 'cookie', FieldValue: 'sid', CookieConfig: { TTL: '1h' } },
+              { Field: 'cookie', FieldValue: 'sid', CookieConfig: { TTL: '1h', Path: '/' } },
               { Field: 'header' },
               { SourceIP: true, Terminal: true },
+            ],
+          },
+        },
+        {
+          Kind: SERVICE_RESOLVER,
+          Name: 'cookies',
+          LoadBalancer: {
+            Policy: 'ring_hash',
+            HashPolicies: [
+              { Field: 'cookie', FieldValue: 'a', CookieConfig: { Session: true } },
+              { Field: 'cookie', FieldValue: 'b', CookieConfig: { Path: '/only' } },
+              { Field: 'cookie', FieldValue: 'c', CookieConfig: { Session: true, TTL: '1m' } },
+              { Field: 'header', FieldValue: 'd', CookieConfig: { TTL: '1m' } },
+              { Field: 'cookie', FieldValue: 'e f', CookieConfig: { TTL: '1m' } },
+              {
+                Field: 'cookie',
+                FieldValue: 'g',
+                CookieConfig: { TTL: '1m', Path: '/; Domain=x' },
+              },
+              { Field: 'cookie', FieldValue: 'h', CookieConfig: { TTL: 'later' } },
             ],
           },
         },
@@ -388,10 +408,23 @@ t.test(
     t.same(c.resolver('sticky'), {
       loadBalancer: 'maglev',
       hashPolicies: [
-        { field: 'cookie', fieldValue: 'sid' },
+        { field: 'cookie', fieldValue: 'sid', cookie: { ttlSeconds: 3600, path: '/' } },
         { sourceIp: true, terminal: true },
       ],
     });
+    t.same(
+      c.resolver('cookies')?.hashPolicies,
+      [
+        { field: 'cookie', fieldValue: 'a', cookie: { ttlSeconds: 0 } },
+        { field: 'cookie', fieldValue: 'b' },
+        { field: 'cookie', fieldValue: 'c' },
+        { field: 'header', fieldValue: 'd' },
+        { field: 'cookie', fieldValue: 'e f' },
+        { field: 'cookie', fieldValue: 'g' },
+        { field: 'cookie', fieldValue: 'h' },
+      ],
+      'a session cookie; without Session or TTL none is made; each bad one hashes only what callers send',
+    );
     t.equal(c.resolver('web'), null, 'no resolver');
     t.same(
       c
@@ -399,13 +432,17 @@ t.test(
         .map((p) => p.message)
         .sort(),
       [
+        'service-resolver of cookies: LoadBalancer.HashPolicies[2].CookieConfig: a session cookie cannot have a TTL; it is ignored, and no cookie is made up for callers without one',
+        'service-resolver of cookies: LoadBalancer.HashPolicies[3].CookieConfig: it applies to Field cookie only; it is ignored, and no cookie is made up for callers without one',
+        'service-resolver of cookies: LoadBalancer.HashPolicies[4].CookieConfig: the cookie name "e f" is not a token (RFC 6265); it is ignored, and no cookie is made up for callers without one',
+        'service-resolver of cookies: LoadBalancer.HashPolicies[5].CookieConfig: the cookie Path "/; Domain=x" must start with / and hold no ";", space or control character; it is ignored, and no cookie is made up for callers without one',
+        'service-resolver of cookies: LoadBalancer.HashPolicies[6].CookieConfig: TTL "later" is not a duration; it is ignored, and no cookie is made up for callers without one',
         "service-resolver of lr: LeastRequestConfig.ChoiceCount 3 is not supported; Remora's proxies compare 2 instances",
         'service-resolver of odd: ConnectTimeout "soon" is not a duration from 1ms to 600s; callers keep their own',
         'service-resolver of odd: Failover["*"]: Datacenters ["dc2"] are not followed by Remora\'s agents, which resolve services in their own datacenter; it is ignored',
         'service-resolver of odd: LoadBalancer.HashPolicies apply to ring_hash or maglev only, not "random"; they are ignored',
         'service-resolver of odd: LoadBalancer.Policy "random" is not one Remora\'s proxies implement (round_robin, least_request, ring_hash, maglev); callers keep their own',
         'service-resolver of odd: RequestTimeout "2h" is not a duration from 1ms to 3600s; callers keep their own',
-        "service-resolver of sticky: LoadBalancer.HashPolicies[0].CookieConfig is not applied: Remora's proxies hash on the cookie when the caller sends it, and set none",
         'service-resolver of sticky: LoadBalancer.HashPolicies[1] must hash on a Field (header, cookie or query_parameter) with its FieldValue, or on SourceIP, one of them; it is ignored',
       ],
       'an empty Subsets map is not reported',
@@ -1178,7 +1215,11 @@ t.test('a resolver that hashes is cached with its hash policies', async (t) => {
     Name: 'api',
     LoadBalancer: {
       Policy: 'ring_hash',
-      HashPolicies: [{ Field: 'header', FieldValue: 'x-user', Terminal: true }],
+      HashPolicies: [
+        { Field: 'header', FieldValue: 'x-user', Terminal: true },
+        { Field: 'cookie', FieldValue: 'sid', CookieConfig: { TTL: '30m', Path: '/app' } },
+        { Field: 'cookie', FieldValue: 'tab', CookieConfig: { Session: true } },
+      ],
     },
   };
   const first = central(dir, createFakeConfigEntries({ [SERVICE_RESOLVER]: [sticky] }));
@@ -1189,6 +1230,10 @@ t.test('a resolver that hashes is cached with its hash policies', async (t) => {
   const again = central(dir, createFakeConfigEntries({}));
   t.same(again.c.resolver('api'), {
     loadBalancer: 'ring_hash',
-    hashPolicies: [{ field: 'header', fieldValue: 'x-user', terminal: true }],
+    hashPolicies: [
+      { field: 'header', fieldValue: 'x-user', terminal: true },
+      { field: 'cookie', fieldValue: 'sid', cookie: { ttlSeconds: 1800, path: '/app' } },
+      { field: 'cookie', fieldValue: 'tab', cookie: { ttlSeconds: 0 } },
+    ],
   });
 });

@@ -277,7 +277,11 @@ t.test(
       Name: 'api',
       LoadBalancer: {
         Policy: 'ring_hash',
-        HashPolicies: [{ Field: 'header', FieldValue: 'x-user' }, { SourceIP: true }],
+        HashPolicies: [
+          { Field: 'header', FieldValue: 'x-user' },
+          { Field: 'cookie', FieldValue: 'sid', CookieConfig: { TTL: '30m', Path: '/' } },
+          { SourceIP: true },
+        ],
       },
     });
     const hashed = await waitFor(
@@ -292,11 +296,15 @@ t.test(
       30_000,
       100,
     );
-    t.same(hashed.hashPolicies, [{ field: 'header', fieldValue: 'x-user' }, { sourceIp: true }]);
+    t.same(hashed.hashPolicies, [
+      { field: 'header', fieldValue: 'x-user' },
+      { field: 'cookie', fieldValue: 'sid', cookie: { ttlSeconds: 1800, path: '/' } },
+      { sourceIp: true },
+    ]);
     t.ok(await webReachesApi(mesh), 'calls go on, hashed');
     t.match(
       (await runRemora(['explain', 'web', 'api'], { env: cliEnv })).stdout,
-      "balancing ring_hash on header x-user, then the caller's address for every caller",
+      "balancing ring_hash on header x-user, then cookie sid (set for 1800s on / when a caller has none), then the caller's address for every caller",
     );
     await fetch(`${mesh.consul.url}/v1/config/service-resolver/api`, { method: 'DELETE' });
     await fetch(`${mesh.consul.url}/v1/config/service-defaults/web`, { method: 'DELETE' });

@@ -2,8 +2,16 @@
 // requests of one user (a header) to one instance, while users spread over the instances, and
 // a user whose instance leaves moves alone. Real sidecars, real mTLS, three api instances.
 import t from 'tap';
+import http2 from 'node:http2';
 import { createMeshCerts, makeUpstream } from '../../helpers/mesh-certs.ts';
-import { request, startEchoApp, startSidecar, type App, type Sidecar } from './mesh.ts';
+import {
+  request,
+  startEchoApp,
+  startH2AppSidecar,
+  startSidecar,
+  type App,
+  type Sidecar,
+} from './mesh.ts';
 
 t.test(
   'ring_hash on a header: one user, one instance; users spread; a leaving instance moves only its users',
@@ -59,5 +67,120 @@ t.test(
       if (first.get(u) === gone) t.not(now, gone, `${u} moved off the instance that left`);
       else t.equal(now, first.get(u), `${u} did not move`);
     }
+  },
+);
+
+t.test(
+  'ring_hash on a cookie the proxy makes up: a caller without one gets it, and its next calls reach the same instance',
+  async (t) => {
+    const mesh = createMeshCerts();
+    const apps: App[] = [];
+    const apis: Sidecar[] = [];
+    for (const name of ['api-a', 'api-b', 'api-c']) {
+      const app = await startEchoApp(name, (req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ app: name, cookie: req.headers.cookie ?? null }));
+      });
+      apps.push(app);
+      apis.push(await startSidecar(mesh, 'api', { appPort: app.port }));
+    }
+    const cookie = { ttlSeconds: 3600, path: '/' };
+    const upstream = makeUpstream(
+      mesh,
+      'api',
+      apis.map((a) => a.inboundPort),
+      { loadBalancer: 'ring_hash', hashPolicies: [{ field: 'cookie', fieldValue: 'sid', cookie }] },
+    );
+    const web = await startSidecar(mesh, 'web', { upstreams: [upstream] });
+    t.teardown(async () => {
+      await web.proxy.close();
+      for (const a of apis) await a.proxy.close();
+      for (const a of apps) await a.close();
+    });
+    const url = `http://127.0.0.1:${web.proxy.addresses().upstreams.api!.port}/`;
+    const call = async (headers: Record<string, string>) => {
+      const r = await request(url, { headers });
+      const body = JSON.parse(r.body) as { app: string; cookie: string | null };
+      return { ...body, setCookie: r.headers['set-cookie'] };
+    };
+
+    const used = new Set<string>();
+    for (let i = 0; i < 12; i++) {
+      // half the callers already carry another cookie: the made-up one joins it
+      const other: Record<string, string> = i % 2 === 1 ? { cookie: 'theme=dark' } : {};
+      const first = await call(other);
+      t.equal(first.setCookie?.length, 1, 'one Set-Cookie');
+      const m = /^sid=([0-9a-f]{16}); Max-Age=3600; Path=\/; HttpOnly$/.exec(
+        first.setCookie?.[0] ?? '',
+      );
+      t.ok(m, `the cookie's attributes (${first.setCookie?.[0]})`);
+      const sid = m![1]!;
+      t.equal(
+        first.cookie,
+        i % 2 === 1 ? `theme=dark; sid=${sid}` : `sid=${sid}`,
+        'the request that got the cookie carried it to the app, in its one Cookie field',
+      );
+      for (let k = 0; k < 3; k++) {
+        const next = await call({ cookie: `theme=dark; sid=${sid}` });
+        t.equal(next.app, first.app, 'a caller with the cookie stays on its instance');
+        t.equal(next.setCookie, undefined, 'and is not given another');
+      }
+      used.add(first.app);
+    }
+    t.ok(used.size >= 2, `new callers spread over the instances (${[...used].join(', ')})`);
+  },
+);
+
+t.test(
+  'the made-up cookie over HTTP/2: set in the answer, and its calls stay on one instance',
+  async (t) => {
+    const mesh = createMeshCerts();
+    const apis: { app: http2.Http2Server; sc: Sidecar }[] = [];
+    for (const name of ['api-a', 'api-b', 'api-c'])
+      apis.push(await startH2AppSidecar(mesh, 'api', () => name));
+    const upstream = makeUpstream(
+      mesh,
+      'api',
+      apis.map((a) => a.sc.inboundPort),
+      {
+        protocol: 'http2',
+        loadBalancer: 'ring_hash',
+        hashPolicies: [{ field: 'cookie', fieldValue: 'sid', cookie: { ttlSeconds: 0 } }],
+      },
+    );
+    const web = await startSidecar(mesh, 'web', { upstreams: [upstream] });
+    const client = http2.connect(`http://127.0.0.1:${web.proxy.addresses().upstreams.api!.port}`);
+    t.teardown(async () => {
+      client.close();
+      await web.proxy.close();
+      for (const a of apis) {
+        await a.sc.proxy.close();
+        a.app.close();
+      }
+    });
+    const call = (cookie?: string) =>
+      new Promise<{ app: string; setCookie: string[] | undefined }>((resolve, reject) => {
+        const s = client.request({ ':path': '/', ...(cookie ? { cookie } : {}) });
+        let setCookie: string[] | undefined;
+        let app = '';
+        s.on('response', (h) => (setCookie = h['set-cookie']));
+        s.setEncoding('utf8');
+        s.on('data', (d: string) => (app += d));
+        s.on('end', () => resolve({ app, setCookie }));
+        s.on('error', reject);
+      });
+    const used = new Set<string>();
+    for (let i = 0; i < 8; i++) {
+      const first = await call();
+      const m = /^sid=([0-9a-f]{16}); HttpOnly$/.exec(first.setCookie?.[0] ?? '');
+      t.ok(m, `a session cookie: no Max-Age, no Path (${first.setCookie?.[0]})`);
+      for (let k = 0; k < 3; k++) {
+        const next = await call(`sid=${m![1]}`);
+        t.equal(next.app, first.app, 'a caller with the cookie stays on its instance');
+        t.equal(next.setCookie, undefined, 'and is not given another');
+      }
+      used.add(first.app);
+    }
+    t.ok(used.size >= 2, `new callers spread over the instances (${[...used].join(', ')})`);
   },
 );

@@ -235,9 +235,38 @@ const decodingCases: Case[] = [
   ],
 ];
 
-t.test('a bad Redirect or Failover is refused with Consul’s message', async (t) => {
+const cookieCases: Case[] = [
+  [
+    'a CookieConfig on a header policy',
+    {
+      LoadBalancer: {
+        Policy: 'ring_hash',
+        HashPolicies: [
+          { Field: 'cookie', FieldValue: 'a' },
+          { Field: 'header', FieldValue: 'x', CookieConfig: { TTL: '1m' } },
+        ],
+      },
+    },
+    'Bad LoadBalancer HashPolicy[1]: cookie_config provided for "header"',
+  ],
+  [
+    'a session cookie with a TTL',
+    {
+      LoadBalancer: {
+        Policy: 'maglev',
+        HashPolicies: [
+          { Field: 'cookie', FieldValue: 'sid', CookieConfig: { Session: true, TTL: '10s' } },
+        ],
+      },
+    },
+    'Bad LoadBalancer HashPolicy[0]: a session cookie cannot have an associated TTL',
+  ],
+];
+
+t.test('a bad Redirect, Failover or CookieConfig is refused with Consul’s message', async (t) => {
   const dc = await startTestConsul(t);
-  for (const [what, body, want] of [...redirectCases, ...failoverCases, ...decodingCases]) {
+  const all = [...redirectCases, ...failoverCases, ...decodingCases, ...cookieCases];
+  for (const [what, body, want] of all) {
     const r = await put(dc.url, 'api', body);
     t.same([r.status, r.text], [400, want], what);
   }
@@ -269,6 +298,18 @@ t.test('a good Redirect or Failover is stored and read back as written', async (
   const dc = await startTestConsul(t);
   const good: [string, Json][] = [
     ['a redirect to another service', { Redirect: { Service: 'api-v2' } }],
+    [
+      'cookies made up by the proxies, with a TTL or for the session',
+      {
+        LoadBalancer: {
+          Policy: 'ring_hash',
+          HashPolicies: [
+            { Field: 'cookie', FieldValue: 'sid', CookieConfig: { TTL: '10s', Path: '/oven' } },
+            { Field: 'cookie', FieldValue: 'tab', CookieConfig: { Session: true, TTL: '0s' } },
+          ],
+        },
+      },
+    ],
     [
       'a redirect to a subset of another service (not checked here)',
       { Redirect: { Service: 'api-v2', ServiceSubset: 'canary' } },

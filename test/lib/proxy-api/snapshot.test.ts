@@ -40,6 +40,8 @@ t.test('a snapshot with consistent hashing decodes to an equal value', async (t)
   s.upstreams[0]!.loadBalancer = 'maglev';
   s.upstreams[0]!.hashPolicies = [
     { field: 'cookie', fieldValue: 'session', terminal: true },
+    { field: 'cookie', fieldValue: 'sid', cookie: { ttlSeconds: 3600, path: '/app' } },
+    { field: 'cookie', fieldValue: 'tab', cookie: { ttlSeconds: 0 } },
     { sourceIp: true },
   ];
   t.same(decodeProxySnapshot(JSON.parse(JSON.stringify(s))), s);
@@ -358,6 +360,46 @@ const cases: Array<[string, (s: any) => void, string]> = [
       s.upstreams[0].hashPolicies = [{ field: 'body', fieldValue: 'x' }];
     },
     'upstreams[0].hashPolicies[0].field',
+  ],
+  [
+    'a made-up cookie for a header policy',
+    (s) => {
+      s.upstreams[0].loadBalancer = 'ring_hash';
+      s.upstreams[0].hashPolicies = [
+        { field: 'header', fieldValue: 'x', cookie: { ttlSeconds: 1 } },
+      ];
+    },
+    'upstreams[0].hashPolicies[0].cookie',
+  ],
+  [
+    'a made-up cookie whose Path would add an attribute',
+    (s) => {
+      s.upstreams[0].loadBalancer = 'ring_hash';
+      s.upstreams[0].hashPolicies = [
+        { field: 'cookie', fieldValue: 'sid', cookie: { ttlSeconds: 1, path: '/; Secure' } },
+      ];
+    },
+    'upstreams[0].hashPolicies[0].cookie',
+  ],
+  [
+    'a made-up cookie whose name is no token',
+    (s) => {
+      s.upstreams[0].loadBalancer = 'ring_hash';
+      s.upstreams[0].hashPolicies = [
+        { field: 'cookie', fieldValue: 'sid\r\nx-evil: 1', cookie: { ttlSeconds: 1 } },
+      ];
+    },
+    'upstreams[0].hashPolicies[0].cookie',
+  ],
+  [
+    'a made-up cookie with a negative lifetime',
+    (s) => {
+      s.upstreams[0].loadBalancer = 'ring_hash';
+      s.upstreams[0].hashPolicies = [
+        { field: 'cookie', fieldValue: 'sid', cookie: { ttlSeconds: -1 } },
+      ];
+    },
+    'upstreams[0].hashPolicies[0].cookie.ttlSeconds',
   ],
   [
     'mesh TLS below TLS 1.2',

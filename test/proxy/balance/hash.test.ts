@@ -4,6 +4,7 @@ import {
   cookieValue,
   createHashRing,
   hash32,
+  newHashCookie,
   queryValue,
   requestHash,
   type HashInputs,
@@ -87,6 +88,46 @@ t.test('a request is hashed on what its policies find, combined in order', async
     hash32('s1'),
     'one that found nothing does not',
   );
+});
+
+t.test('a cookie policy with cookie settings makes one up for a request without it', async (t) => {
+  const made: string[] = [];
+  const policy = {
+    field: 'cookie' as const,
+    fieldValue: 'sid',
+    cookie: { ttlSeconds: 60, path: '/' },
+  };
+  const inputs = (sent?: string): HashInputs => ({
+    header: () => undefined,
+    cookie: () => sent,
+    query: () => undefined,
+    sourceIp: () => undefined,
+    newCookie: (p) => {
+      const c = newHashCookie(p);
+      made.push(c.setCookie);
+      return c.value;
+    },
+  });
+  t.equal(requestHash([policy], inputs('abc')), hash32('abc'), 'a sent cookie is hashed');
+  t.same(made, [], 'and none is made');
+  const h = requestHash([policy], inputs());
+  t.equal(made.length, 1, 'one made up');
+  const value = /^sid=([0-9a-f]{16}); Max-Age=60; Path=\/; HttpOnly$/.exec(made[0]!)?.[1];
+  t.ok(value, made[0]!);
+  t.equal(h, hash32(value!), 'the request is hashed on the value it will send next time');
+  const { cookie: _, ...plain } = policy;
+  t.equal(requestHash([plain], inputs()), undefined, 'without cookie settings: no cookie, no hash');
+  t.equal(made.length, 1);
+  t.equal(
+    newHashCookie({
+      field: 'cookie',
+      fieldValue: 'tab',
+      cookie: { ttlSeconds: 0 },
+    }).setCookie.replace(/=[0-9a-f]+;/, '=…;'),
+    'tab=…; HttpOnly',
+    'a session cookie has no Max-Age',
+  );
+  t.not(newHashCookie(policy).value, newHashCookie(policy).value, 'each caller gets its own');
 });
 
 t.test('cookies and query parameters are read as browsers and servers write them', async (t) => {
