@@ -72,6 +72,8 @@ export interface ConfigEntry {
   LocalConnectTimeoutMs?: unknown;
   LocalRequestTimeoutMs?: unknown;
   MaxInboundConnections?: unknown;
+  /** service-defaults: requests each instance admits (`InstanceLevel`, per route too). */
+  RateLimits?: unknown;
   /** service-resolver: timeouts for calls to the service (Go durations such as "5s"). */
   ConnectTimeout?: unknown;
   RequestTimeout?: unknown;

@@ -12,6 +12,8 @@ export {
   exposePathProblem,
   hashCookieProblem,
   MAX_HASH_COOKIE_TTL_S,
+  RATE_LIMIT_MAX,
+  MAX_RATE_LIMIT_ROUTES,
 } from './snapshot.ts';
 export { attachFrameChannel } from './channel.ts';
 export type { FrameChannel, FrameChannelOptions } from './channel.ts';

@@ -29,6 +29,9 @@ import type {
   Protocol,
   ProxySnapshot,
   QueryMatch,
+  RateLimit,
+  RateLimitConfig,
+  RouteRateLimit,
   ResilienceConfig,
   UpstreamTarget,
   TlsMaterial,
@@ -153,6 +156,7 @@ function decodeInbound(v: unknown): InboundConfig {
     'localAppPort',
     'protocol',
     ...INBOUND_KEYS,
+    'rateLimit',
   ]);
   const ib: InboundConfig = {
     bindAddress: str(o, 'bindAddress', p),
@@ -166,7 +170,53 @@ function decodeInbound(v: unknown): InboundConfig {
     const min = key === 'localConnectTimeoutMs' ? 1 : 0;
     ib[key] = num(o, key, p, { min, max: INBOUND_LIMITS[key], int: true });
   }
+  if (o.rateLimit !== undefined) ib.rateLimit = decodeRateLimits(o.rateLimit, `${p}.rateLimit`);
   return ib;
+}
+
+/** Most requests per second a bucket may admit, and most it may hold. */
+export const RATE_LIMIT_MAX = 1_000_000;
+/** Most routes with a bucket of their own. */
+export const MAX_RATE_LIMIT_ROUTES = 64;
+
+function decodeRateLimit<T extends RateLimit>(o: Obj, p: string, into: T): T {
+  into.requestsPerSecond = num(o, 'requestsPerSecond', p, { min: 0, max: RATE_LIMIT_MAX });
+  if (into.requestsPerSecond === 0) fail(`${p}.requestsPerSecond`, 'must be above 0', 0);
+  into.burst = num(o, 'burst', p, { min: 1, max: RATE_LIMIT_MAX, int: true });
+  return into;
+}
+
+function decodeRateLimits(v: unknown, p: string): RateLimitConfig {
+  const o = obj(v, p, ['instance', 'routes']);
+  const out: RateLimitConfig = {};
+  if (o.instance !== undefined) {
+    const at = `${p}.instance`;
+    out.instance = decodeRateLimit(obj(o.instance, at, ['requestsPerSecond', 'burst']), at, {
+      requestsPerSecond: 0,
+      burst: 0,
+    });
+  }
+  if (o.routes !== undefined) {
+    const routes = arr(o, 'routes', p);
+    if (routes.length > MAX_RATE_LIMIT_ROUTES)
+      fail(`${p}.routes`, `must hold at most ${MAX_RATE_LIMIT_ROUTES} routes`, routes.length);
+    out.routes = routes.map((r, i) => {
+      const at = `${p}.routes[${i}]`;
+      const ro = obj(r, at, ['pathExact', 'pathPrefix', 'pathRegex', 'requestsPerSecond', 'burst']);
+      const route = decodeRateLimit<RouteRateLimit>(ro, at, { requestsPerSecond: 0, burst: 0 });
+      const given = (['pathExact', 'pathPrefix', 'pathRegex'] as const).filter(
+        (k) => ro[k] !== undefined,
+      );
+      if (given.length !== 1) fail(at, 'must match on one of pathExact, pathPrefix, pathRegex', r);
+      const k = given[0]!;
+      const path = str(ro, k, at);
+      if (k === 'pathRegex') checkRegex(path, `${at}.pathRegex`);
+      else if (!path.startsWith('/')) fail(`${at}.${k}`, 'must start with /', path);
+      route[k] = path;
+      return route;
+    });
+  }
+  return out;
 }
 
 const INBOUND_KEYS = Object.keys(INBOUND_LIMITS) as Array<keyof typeof INBOUND_LIMITS>;

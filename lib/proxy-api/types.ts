@@ -69,12 +69,40 @@ export interface InboundConfig {
    * are closed as they arrive. No limit when absent or 0.
    */
   maxInboundConnections?: number;
+  /**
+   * Requests per second this instance admits over HTTP, HTTP/2 and gRPC (Consul's
+   * service-defaults `RateLimits.InstanceLevel`); no limit when absent.
+   */
+  rateLimit?: RateLimitConfig;
+}
+
+/** A token bucket: refilled at `requestsPerSecond`, holding at most `burst` requests. */
+export interface RateLimit {
+  requestsPerSecond: number;
+  burst: number;
+}
+
+/** A route's own bucket: the first whose path matches a request takes it. */
+export interface RouteRateLimit extends RateLimit {
+  /** One of the three, as in Consul: the whole path, its start, or a regex of the whole path. */
+  pathExact?: string;
+  pathPrefix?: string;
+  pathRegex?: string;
+}
+
+/**
+ * The instance's rate limits: `routes` are tried in order, a request no route matches takes the
+ * `instance` bucket (none: it is not limited).
+ */
+export interface RateLimitConfig {
+  instance?: RateLimit;
+  routes?: RouteRateLimit[];
 }
 
 /** What a service definition or a service-defaults entry may set of the inbound. */
 export type InboundSettings = Pick<
   InboundConfig,
-  'localConnectTimeoutMs' | 'localRequestTimeoutMs' | 'maxInboundConnections'
+  'localConnectTimeoutMs' | 'localRequestTimeoutMs' | 'maxInboundConnections' | 'rateLimit'
 >;
 
 export interface Endpoint {

@@ -101,6 +101,12 @@ export function createProxyMetrics(o: { defaultMetrics?: boolean } = {}) {
     labelNames: ['direction', 'reason'] as const,
     registers: [registry],
   });
+  const rateLimited = new Counter({
+    name: 'remora_proxy_rate_limited_total',
+    help: "Inbound requests answered 429 because the instance's rate limit was reached, by limit (instance, or a route's path).",
+    labelNames: ['limit'] as const,
+    registers: [registry],
+  });
   const accessLogDropped = new Counter({
     name: 'remora_proxy_access_log_dropped_total',
     help: 'Access log lines dropped: the output was more than 1 MiB behind, or the file could not be written.',
@@ -176,6 +182,7 @@ export function createProxyMetrics(o: { defaultMetrics?: boolean } = {}) {
     handshakeFailures,
     denials,
     refused,
+    rateLimited,
     accessLogDropped,
     inboundLimited,
     tunnelErrors,

@@ -10,7 +10,7 @@ import type {
 } from 'node:http2';
 import type { RemoraError } from '../../lib/errors/index.ts';
 import { describeError } from '../../lib/errors/index.ts';
-import { ERROR_HEADER } from '../stages/responder.ts';
+import { ERROR_HEADER, retryAfter } from '../stages/responder.ts';
 import { H2 } from '../lazy.ts';
 import { modifyH2Headers, type HeaderModifiers } from '../../lib/proxy-api/index.ts';
 
@@ -47,7 +47,15 @@ export function endsStream(flags: number | undefined): boolean {
   return flags !== undefined && (flags & NGHTTP2_FLAG_END_STREAM) !== 0;
 }
 
-/** Answers a stream with a coded error (gRPC callers also get grpc-status 14/7 and a message). */
+/** The gRPC status for a proxy answer: denied 7, over a rate limit 8, anything else 14. */
+function grpcStatusOf(status: number): string {
+  return status === 403 ? '7' : status === 429 ? '8' : '14';
+}
+
+/**
+ * Answers a stream with a coded error (gRPC callers get a grpc-status and the message instead,
+ * see `grpcStatusOf`).
+ */
 export function respondH2Error(stream: ServerHttp2Stream, err: RemoraError, grpc: boolean): void {
   if (stream.destroyed || stream.closed) return;
   const status = describeError(err.code).status ?? 502;
@@ -61,7 +69,7 @@ export function respondH2Error(stream: ServerHttp2Stream, err: RemoraError, grpc
       {
         ':status': 200,
         'content-type': 'application/grpc',
-        'grpc-status': status === 403 ? '7' : '14',
+        'grpc-status': grpcStatusOf(status),
         'grpc-message': encodeURIComponent(msg),
         [ERROR_HEADER]: err.code,
       },
@@ -69,10 +77,12 @@ export function respondH2Error(stream: ServerHttp2Stream, err: RemoraError, grpc
     );
     return;
   }
+  const after = retryAfter(err);
   stream.respond({
     ':status': status,
     'content-type': 'text/plain; charset=utf-8',
     [ERROR_HEADER]: err.code,
+    ...(after !== null ? { 'retry-after': after } : {}),
   });
   stream.end(`${msg}\n`);
 }

@@ -9,6 +9,7 @@ import { evaluateIntentions } from '../../lib/intentions/index.ts';
 import { RemoraError } from '../../lib/errors/index.ts';
 import type { ProxyEnv } from '../env.ts';
 import type { RequestContext } from '../stages/types.ts';
+import type { RateLimiter } from '../stages/rate-limit.ts';
 import { denialError } from '../stages/intentions.ts';
 import { CLIENT_CERT_HEADER } from '../stages/headers.ts';
 import {
@@ -90,6 +91,8 @@ export function serveInboundH2(
   o: {
     newContext: () => RequestContext;
     onDenied: (layer: 'l4' | 'l7', enforced: boolean) => void;
+    limiter: RateLimiter;
+    onLimited: (scope: string) => void;
   },
 ): { drain(): void } {
   const server = loadHttp2().createServer();
@@ -140,6 +143,13 @@ export function serveInboundH2(
         finish(403, 'REMORA_E_PROXY_INTENTION_DENIED');
         return;
       }
+    }
+    const limited = o.limiter.admit(String(headers[':path'] ?? ''), env.clock.now());
+    if (limited !== null) {
+      o.onLimited(String(limited.details.scope));
+      respondH2Error(stream, limited, grpc);
+      finish(429, limited.code);
+      return;
     }
     const self = env.active().snapshot.instance.spiffeId;
     delete headers[CLIENT_CERT_HEADER];

@@ -29,6 +29,7 @@ import { createAccessLogStage, roundMs, type AccessEntry } from '../access-log.t
 import type { RequestMeter } from '../admin/metrics.ts';
 import { createIntentionsStage } from '../stages/intentions.ts';
 import { createPeerIdentityStage } from '../stages/headers.ts';
+import { createRateLimiter, createRateLimitStage } from '../stages/rate-limit.ts';
 import { serveInboundH2 } from './h2.ts';
 import { serveTunnel, TUNNEL_ALPN } from '../tcp/tunnel.ts';
 import { createLimitedErrorLog } from '../log-limit.ts';
@@ -114,6 +115,8 @@ export function createInbound(env: ProxyEnv): Inbound {
   };
   const tracing = env.tracingStage('server', 'inbound');
   const logLimited = createLimitedErrorLog(env.logger);
+  const limiter = createRateLimiter(() => env.active().snapshot.inbound.rateLimit, service);
+  const onLimited = (scope: string) => env.metrics.rateLimited.labels(scope).inc();
   const stages: Stage[] = [
     createAccessLogStage(env.accessLog),
     // above the responder: denials and the answers the proxy makes up for errors are counted too
@@ -128,6 +131,8 @@ export function createInbound(env: ProxyEnv): Inbound {
       intentions: () => env.active().snapshot.intentions,
       onDenied: (layer, enforced) => env.metrics.denials.labels(layer, String(enforced)).inc(),
     }),
+    // below the intentions: a denied call takes no token
+    createRateLimitStage(limiter, () => env.clock.now(), onLimited),
     createPeerIdentityStage(() => env.active().snapshot.instance.spiffeId),
   ];
   const handler = composeStages(stages, forwardToApp);
@@ -310,6 +315,8 @@ export function createInbound(env: ProxyEnv): Inbound {
       const c = serveInboundH2(socket, env, {
         newContext,
         onDenied: (layer, enforced) => env.metrics.denials.labels(layer, String(enforced)).inc(),
+        limiter,
+        onLimited,
       });
       track(socket, c);
       return;

@@ -14,6 +14,7 @@ const REASONS: Record<number, string> = {
   408: 'Request Timeout',
   413: 'Content Too Large',
   417: 'Expectation Failed',
+  429: 'Too Many Requests',
   431: 'Request Header Fields Too Large',
   500: 'Internal Server Error',
   501: 'Not Implemented',
@@ -27,14 +28,23 @@ export function reasonPhrase(status: number): string {
   return REASONS[status] ?? 'Unknown';
 }
 
+/** When a coded error says the caller may try again (`details.retryAfterS`), in seconds. */
+export function retryAfter(err: RemoraError): string | null {
+  const s = err.details.retryAfterS;
+  return typeof s === 'number' ? String(s) : null;
+}
+
 /** The answer for a coded error (status from the catalog, 502 when the code has none). */
 export function errorResponse(err: RemoraError, status?: number): ProxyResponse {
   const s = status ?? describeError(err.code).status ?? 502;
   const body = Buffer.from(`${err.code}: ${err.message}\n`, 'utf8');
+  const headers = [ERROR_HEADER, err.code, 'content-type', 'text/plain; charset=utf-8'];
+  const after = retryAfter(err);
+  if (after !== null) headers.push('retry-after', after);
   return {
     status: s,
     reason: reasonPhrase(s),
-    headers: [ERROR_HEADER, err.code, 'content-type', 'text/plain; charset=utf-8'],
+    headers,
     body,
     bodyLength: body.length,
     errorCode: err.code,

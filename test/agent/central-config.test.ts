@@ -921,6 +921,82 @@ t.test("a service's inbound settings from its service-defaults, cached", async (
 });
 
 t.test(
+  "a service's RateLimits from its service-defaults: applied, bad parts said, cached",
+  async (t) => {
+    const dir = await dataDir(t);
+    const fake = createFakeConfigEntries({
+      [SERVICE_DEFAULTS]: [
+        {
+          Kind: SERVICE_DEFAULTS,
+          Name: 'api',
+          RateLimits: {
+            InstanceLevel: {
+              RequestsPerSecond: 100,
+              RequestsMaxBurst: 200,
+              Routes: [
+                { PathExact: '/login', RequestsPerSecond: 5 },
+                { PathPrefix: '/reports', RequestsPerSecond: 1, RequestsMaxBurst: 2 },
+                { PathRegex: '/items/[0-9]+', RequestsPerSecond: 10 },
+                { PathPrefix: 'reports', RequestsPerSecond: 1 },
+                { PathExact: '/a', PathPrefix: '/a', RequestsPerSecond: 1 },
+                { PathRegex: '(', RequestsPerSecond: 1 },
+                { PathExact: '/b' },
+                { PathExact: '/c', RequestsPerSecond: 1.5 },
+              ],
+            },
+          },
+        },
+        {
+          Kind: SERVICE_DEFAULTS,
+          Name: 'web',
+          RateLimits: { InstanceLevel: { RequestsMaxBurst: 5 } },
+        },
+        {
+          Kind: SERVICE_DEFAULTS,
+          Name: 'db',
+          RateLimits: { InstanceLevel: { RequestsPerSecond: 0 } },
+        },
+      ],
+    });
+    const { c } = central(dir, fake);
+    c.start();
+    t.teardown(() => c.stop());
+    await waitFor('the answers', () => c.synced());
+    const api = {
+      rateLimit: {
+        instance: { requestsPerSecond: 100, burst: 200 },
+        routes: [
+          { pathExact: '/login', requestsPerSecond: 5, burst: 5 },
+          { pathPrefix: '/reports', requestsPerSecond: 1, burst: 2 },
+          { pathRegex: '/items/[0-9]+', requestsPerSecond: 10, burst: 10 },
+        ],
+      },
+    };
+    t.same(c.inbound('api'), api, 'a burst defaults to the rate, as in Consul');
+    t.same(c.inbound('web'), null, 'a burst without a rate limits nothing');
+    t.same(c.inbound('db'), null, "0 is Consul's unset");
+    t.same(
+      c
+        .problems()
+        .map((p) => p.message)
+        .sort(),
+      [
+        'service-defaults of api: RateLimits.InstanceLevel.Routes[3].PathPrefix "reports" must start with /; it is ignored',
+        'service-defaults of api: RateLimits.InstanceLevel.Routes[4] must set one of PathExact, PathPrefix, PathRegex; it is ignored',
+        'service-defaults of api: RateLimits.InstanceLevel.Routes[5].PathRegex "(" is not a regular expression; it is ignored',
+        'service-defaults of api: RateLimits.InstanceLevel.Routes[6] sets no RequestsPerSecond; it is ignored',
+        'service-defaults of api: RateLimits.InstanceLevel.Routes[7] RequestsPerSecond must be a whole number from 1 to 1000000, got 1.5; it is ignored',
+        'service-defaults of web: RateLimits.InstanceLevel sets RequestsMaxBurst without RequestsPerSecond; it is ignored',
+      ],
+    );
+    c.stop();
+    await writesSettled();
+    const again = central(dir, createFakeConfigEntries({}));
+    t.same(again.c.inbound('api'), api, 'cached');
+  },
+);
+
+t.test(
   'proxy-defaults AccessLogs: where every proxy writes them, in which format, and what is not applied',
   async (t) => {
     const dir = await dataDir(t);

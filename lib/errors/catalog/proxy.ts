@@ -92,6 +92,13 @@ export const PROXY_ERRORS = {
       'Reduce the call rate or raise the circuit breaker limits (maxConnections, maxPendingRequests, maxRequests) for this upstream.',
     status: 503,
   },
+  REMORA_E_PROXY_RATE_LIMITED: {
+    meaning:
+      "The destination instance admits no more requests now: its service-defaults `RateLimits` (per instance, or for the request's path) were reached. The request did not reach the app. gRPC callers get status 8 (RESOURCE_EXHAUSTED).",
+    remedy:
+      "Retry after the `retry-after` seconds of the answer, spread the calls over time, or raise the service's `RateLimits.InstanceLevel` (or the route's) in its service-defaults; the limit is per instance, so more instances admit more.",
+    status: 429,
+  },
   REMORA_E_PROXY_BAD_REQUEST: {
     meaning:
       'The HTTP request is malformed or ambiguous (for example conflicting Content-Length and Transfer-Encoding) and was refused.',

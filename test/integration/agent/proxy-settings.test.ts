@@ -113,6 +113,42 @@ t.test(
       ),
       { localConnectTimeoutMs: 400, localRequestTimeoutMs: 0, maxInboundConnections: undefined },
     );
+
+    // RateLimits: api's proxy admits its burst, then answers 429 before the app
+    await putConfig(mesh, {
+      Kind: 'service-defaults',
+      Name: 'api',
+      RateLimits: { InstanceLevel: { RequestsPerSecond: 1, RequestsMaxBurst: 2 } },
+    });
+    await waitFor(
+      "api's proxy to apply the limit",
+      async () => {
+        const port = (await mesh.status()).instances.find((i) => i.id === 'api-1')?.proxy
+          ?.adminPort;
+        const r = await httpGet(`http://127.0.0.1:${port}/config`);
+        return (r.json as { snapshot?: { inbound: { rateLimit?: unknown } } }).snapshot?.inbound
+          .rateLimit;
+      },
+      30_000,
+      100,
+    );
+    // six calls in a row outrun one token a second after a burst of two
+    const answers = [];
+    for (let i = 0; i < 6; i++)
+      answers.push(await httpGet(`http://127.0.0.1:${mesh.ports.apiLocal}/`));
+    const limited = answers.filter((a) => a.status === 429);
+    t.ok(
+      limited.length >= 1,
+      `some calls were limited (${answers.map((a) => a.status).join(' ')})`,
+    );
+    t.match(
+      limited[0]?.body,
+      /^REMORA_E_PROXY_RATE_LIMITED: api admits 1 request per second \(burst 2/,
+    );
+    t.ok(
+      answers.slice(0, 2).every((a) => a.status === 200),
+      'the burst went through',
+    );
   },
 );
 

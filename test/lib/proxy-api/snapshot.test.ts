@@ -47,6 +47,19 @@ t.test('a snapshot with consistent hashing decodes to an equal value', async (t)
   t.same(decodeProxySnapshot(JSON.parse(JSON.stringify(s))), s);
 });
 
+t.test('a snapshot with rate limits decodes to an equal value', async (t) => {
+  const s = structuredClone(good);
+  s.inbound.rateLimit = {
+    instance: { requestsPerSecond: 0.5, burst: 10 },
+    routes: [
+      { pathExact: '/login', requestsPerSecond: 1, burst: 1 },
+      { pathPrefix: '/api/', requestsPerSecond: 100, burst: 200 },
+      { pathRegex: '/items/[0-9]+', requestsPerSecond: 5, burst: 5 },
+    ],
+  };
+  t.same(decodeProxySnapshot(JSON.parse(JSON.stringify(s))), s);
+});
+
 t.test('a snapshot with mesh TLS parameters decodes to an equal value', async (t) => {
   const s = {
     ...good,
@@ -400,6 +413,35 @@ const cases: Array<[string, (s: any) => void, string]> = [
       ];
     },
     'upstreams[0].hashPolicies[0].cookie.ttlSeconds',
+  ],
+  [
+    'a rate limit of no requests',
+    (s) => (s.inbound.rateLimit = { instance: { requestsPerSecond: 0, burst: 1 } }),
+    'inbound.rateLimit.instance.requestsPerSecond',
+  ],
+  [
+    'a rate limit without a burst',
+    (s) => (s.inbound.rateLimit = { instance: { requestsPerSecond: 1 } }),
+    'inbound.rateLimit.instance.burst',
+  ],
+  [
+    'a rate-limit route with two paths',
+    (s) =>
+      (s.inbound.rateLimit = {
+        routes: [{ pathExact: '/a', pathPrefix: '/a', requestsPerSecond: 1, burst: 1 }],
+      }),
+    'inbound.rateLimit.routes[0]',
+  ],
+  [
+    'a rate-limit route with no leading slash',
+    (s) =>
+      (s.inbound.rateLimit = { routes: [{ pathPrefix: 'a', requestsPerSecond: 1, burst: 1 }] }),
+    'inbound.rateLimit.routes[0].pathPrefix',
+  ],
+  [
+    'a rate-limit route with a bad regex',
+    (s) => (s.inbound.rateLimit = { routes: [{ pathRegex: '(', requestsPerSecond: 1, burst: 1 }] }),
+    'inbound.rateLimit.routes[0].pathRegex',
   ],
   [
     'mesh TLS below TLS 1.2',
