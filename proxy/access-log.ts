@@ -6,7 +6,8 @@
 // file cannot be written.
 import { createWriteStream, type WriteStream } from 'node:fs';
 import type { Writable } from 'node:stream';
-import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
+import type { IncomingHttpHeaders } from 'node:http2';
+import type { H2Downstream } from './http/h2-forward.ts';
 import { RemoraError } from '../lib/errors/index.ts';
 import { logError, type Logger } from '../lib/log/index.ts';
 import type { AccessLogConfig } from '../lib/proxy-api/index.ts';
@@ -57,7 +58,7 @@ export function h2Fields(
 /** What a custom format reads of an HTTP/2 or gRPC stream, when one is set. */
 export function h2Detail(
   log: AccessLog,
-  stream: ServerHttp2Stream,
+  stream: H2Downstream,
   headers: IncomingHttpHeaders,
   upstream: AccessDetail['upstream'],
   downstreamPeer: string | null,

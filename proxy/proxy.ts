@@ -16,6 +16,7 @@ import { buildTlsContexts, sameTlsMaterial } from './tls/identity.ts';
 import { createInbound, type Inbound } from './inbound/index.ts';
 import { MUX_ALPN } from './http/mux-server.ts';
 import { TUNNEL_ALPN } from './tcp/tunnel.ts';
+import { H2_TUNNEL_ALPN } from './http/h2-tunnel.ts';
 import { createUpstream, type Upstream } from './outbound/index.ts';
 import { createTracingSeam } from './tracing-seam.ts';
 import { createTransparentSlot } from './outbound/transparent.ts';
@@ -145,14 +146,16 @@ export function createProxy(o: CreateProxyOptions): Proxy {
       ...opts,
       requestCert: true,
       rejectUnauthorized: false, // verified per connection in inbound (counted by reason)
-      // h2 first, as ever; remora-mux/1 (a peer sidecar's HTTP upstream) only while this
-      // instance's inbound protocol is http, remora-tcp/1 (its TCP upstream) only while it is tcp
+      // each sidecar protocol only while this instance's inbound protocol is the one it carries:
+      // remora-h2/1 (a peer sidecar's HTTP/2 or gRPC upstream) for http2 and grpc, then h2 as
+      // ever, remora-mux/1 (an HTTP upstream) for http, remora-tcp/1 (a TCP upstream) for tcp
       ALPNCallback: ({ protocols }: { protocols: string[] }) => {
+        const inbound = active?.snapshot.inbound.protocol;
+        if (protocols.includes(H2_TUNNEL_ALPN) && (inbound === 'http2' || inbound === 'grpc'))
+          return H2_TUNNEL_ALPN;
         if (protocols.includes('h2')) return 'h2';
-        if (protocols.includes(MUX_ALPN) && active?.snapshot.inbound.protocol === 'http')
-          return MUX_ALPN;
-        if (protocols.includes(TUNNEL_ALPN) && active?.snapshot.inbound.protocol === 'tcp')
-          return TUNNEL_ALPN;
+        if (protocols.includes(MUX_ALPN) && inbound === 'http') return MUX_ALPN;
+        if (protocols.includes(TUNNEL_ALPN) && inbound === 'tcp') return TUNNEL_ALPN;
         return protocols.includes('http/1.1') ? 'http/1.1' : undefined;
       },
       handshakeTimeout: 10_000,

@@ -168,6 +168,11 @@ export function createProxyMetrics(o: { defaultMetrics?: boolean } = {}) {
     help: 'Inbound TCP tunnels (remora-tcp/1) closed because the peer broke the protocol; their streams were closed.',
     registers: [registry],
   });
+  const h2TunnelErrors = new Counter({
+    name: 'remora_proxy_h2_tunnel_errors_total',
+    help: 'Inbound HTTP/2 tunnels (remora-h2/1) closed because the peer broke the protocol; their streams were reset.',
+    registers: [registry],
+  });
   const endpointsGauge = new Gauge({
     name: 'remora_proxy_upstream_endpoints',
     help: 'Endpoints known per upstream, by state (active, ejected).',
@@ -186,6 +191,7 @@ export function createProxyMetrics(o: { defaultMetrics?: boolean } = {}) {
     accessLogDropped,
     inboundLimited,
     tunnelErrors,
+    h2TunnelErrors,
     retries,
     budgetExhausted,
     failovers,

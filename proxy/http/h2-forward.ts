@@ -1,13 +1,9 @@
 // HTTP/2 (and gRPC) forwarding between node:http2 streams: headers, body streaming both ways
 // with backpressure (pipe), trailers relayed end to end in both directions, and the request body
 // kept (up to a bound) so that a refused or reset attempt can be replayed on a new stream.
-import type {
-  ClientHttp2Session,
-  ClientHttp2Stream,
-  IncomingHttpHeaders,
-  OutgoingHttpHeaders,
-  ServerHttp2Stream,
-} from 'node:http2';
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http2';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { RemoraError } from '../../lib/errors/index.ts';
 import { describeError } from '../../lib/errors/index.ts';
 import { ERROR_HEADER, retryAfter } from '../stages/responder.ts';
@@ -31,6 +27,40 @@ const HOP = new Set([
   'http2-settings',
   'host',
 ]);
+
+/**
+ * What the forwarding code uses of a stream toward the upstream: node:http2's
+ * `ClientHttp2Stream`, or a `remora-h2/1` stream (h2-tunnel.ts).
+ */
+export interface H2Upstream extends Duplex {
+  readonly rstCode?: number | undefined;
+  close(code?: number): void;
+  sendTrailers(trailers: OutgoingHttpHeaders): void;
+}
+
+/** Where upstream streams are opened: a `ClientHttp2Session`, or a `remora-h2/1` connection. */
+export interface H2Session {
+  request(
+    headers: OutgoingHttpHeaders,
+    options?: { endStream?: boolean; waitForTrailers?: boolean },
+  ): H2Upstream;
+}
+
+/**
+ * What the forwarding code uses of a stream from the caller: node:http2's `ServerHttp2Stream`,
+ * or a `remora-h2/1` stream.
+ */
+export interface H2Downstream extends Duplex {
+  readonly headersSent: boolean;
+  readonly sentHeaders: OutgoingHttpHeaders;
+  readonly session?: { readonly socket?: Socket | null } | undefined;
+  respond(
+    headers: OutgoingHttpHeaders,
+    options?: { endStream?: boolean; waitForTrailers?: boolean },
+  ): void;
+  close(code?: number): void;
+  sendTrailers(trailers: OutgoingHttpHeaders): void;
+}
 
 function copyHeaders(h: IncomingHttpHeaders, drop: Set<string>): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
@@ -56,7 +86,7 @@ function grpcStatusOf(status: number): string {
  * Answers a stream with a coded error (gRPC callers get a grpc-status and the message instead,
  * see `grpcStatusOf`).
  */
-export function respondH2Error(stream: ServerHttp2Stream, err: RemoraError, grpc: boolean): void {
+export function respondH2Error(stream: H2Downstream, err: RemoraError, grpc: boolean): void {
   if (stream.destroyed || stream.closed) return;
   const status = describeError(err.code).status ?? 502;
   const msg = `${err.code}: ${err.message}`;
@@ -94,7 +124,7 @@ export function respondH2Error(stream: ServerHttp2Stream, err: RemoraError, grpc
  * backpressure) into the upstream stream attached last; nothing is read before the first one.
  */
 export class H2RequestBody {
-  readonly stream: ServerHttp2Stream;
+  readonly stream: H2Downstream;
   /** END_STREAM came with the request headers: no body, no trailers. */
   readonly empty: boolean;
   /** Body chunks so far; null once more than maxBuffered bytes went by (not replayable). */
@@ -103,10 +133,10 @@ export class H2RequestBody {
   trailers: OutgoingHttpHeaders | null = null;
   ended: boolean;
   readonly #max: number;
-  #target: ClientHttp2Stream | null = null;
+  #target: H2Upstream | null = null;
   #listening = false;
 
-  constructor(stream: ServerHttp2Stream, empty: boolean, maxBuffered: number) {
+  constructor(stream: H2Downstream, empty: boolean, maxBuffered: number) {
     this.stream = stream;
     this.empty = empty;
     this.ended = empty;
@@ -152,7 +182,7 @@ export class H2RequestBody {
   };
 
   /** Sends the body (what was kept, then the rest as it comes) to `up`. */
-  attach(up: ClientHttp2Stream): void {
+  attach(up: H2Upstream): void {
     if (this.empty) return;
     this.#target = up;
     up.on('wantTrailers', () => up.sendTrailers(this.trailers ?? {}));
@@ -170,7 +200,7 @@ export class H2RequestBody {
   }
 
   /** Stops feeding `up` (a failed attempt). */
-  detach(up: ClientHttp2Stream): void {
+  detach(up: H2Upstream): void {
     if (this.#target !== up) return;
     this.#target = null;
     up.off('drain', this.#onDrain);
@@ -222,14 +252,14 @@ export interface ForwardH2Options {
 export function forwardH2Stream(
   body: H2RequestBody,
   headers: IncomingHttpHeaders,
-  session: ClientHttp2Session,
+  session: H2Session,
   o: ForwardH2Options = {},
 ): Promise<number> {
   return new Promise((resolve, reject) => {
     const stream = body.stream;
     const reqHeaders = copyHeaders(headers, HOP);
     if (o.extra) Object.assign(reqHeaders, o.extra);
-    let up: ClientHttp2Stream;
+    let up: H2Upstream;
     try {
       up = body.empty
         ? session.request(reqHeaders, { endStream: true })

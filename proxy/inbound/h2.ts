@@ -18,6 +18,7 @@ import {
   H2AttemptError,
   H2RequestBody,
   respondH2Error,
+  type H2Downstream,
 } from '../http/h2-forward.ts';
 import { performance } from 'node:perf_hooks';
 import { h2Detail, h2Fields } from '../access-log.ts';
@@ -85,23 +86,22 @@ function headersRecordH2(h: IncomingHttpHeaders): Record<string, string | string
   return r;
 }
 
-export function serveInboundH2(
-  socket: TLSSocket,
+export interface InboundH2Options {
+  newContext: () => RequestContext;
+  onDenied: (layer: 'l4' | 'l7', enforced: boolean) => void;
+  limiter: RateLimiter;
+  onLimited: (scope: string) => void;
+}
+
+/**
+ * What happens to each stream from a peer sidecar, over node:http2 or `remora-h2/1`: L7
+ * intentions, the rate limit, then the local app over h2c.
+ */
+export function inboundH2Handler(
   env: ProxyEnv,
-  o: {
-    newContext: () => RequestContext;
-    onDenied: (layer: 'l4' | 'l7', enforced: boolean) => void;
-    limiter: RateLimiter;
-    onLimited: (scope: string) => void;
-  },
-): { drain(): void } {
-  const server = loadHttp2().createServer();
-  let session: ServerHttp2Session | null = null;
-  server.on('session', (s) => {
-    session = s;
-    s.on('error', () => {});
-  });
-  server.on('stream', (stream, headers, flags) => {
+  o: InboundH2Options,
+): (stream: H2Downstream, headers: IncomingHttpHeaders, flags: number) => void {
+  return (stream, headers, flags) => {
     stream.on('error', () => {});
     const ctx = o.newContext();
     const grpc = String(headers['content-type'] ?? '').startsWith('application/grpc');
@@ -181,7 +181,22 @@ export function serveInboundH2(
         finish(timedOut ? 504 : 502, e.code);
       },
     );
+  };
+}
+
+/** A peer sidecar's HTTP/2 connection (node:http2 over mTLS). */
+export function serveInboundH2(
+  socket: TLSSocket,
+  env: ProxyEnv,
+  o: InboundH2Options,
+): { drain(): void } {
+  const server = loadHttp2().createServer();
+  let session: ServerHttp2Session | null = null;
+  server.on('session', (s) => {
+    session = s;
+    s.on('error', () => {});
   });
+  server.on('stream', inboundH2Handler(env, o));
   server.emit('connection', socket);
   return {
     drain() {

@@ -30,7 +30,8 @@ import type { RequestMeter } from '../admin/metrics.ts';
 import { createIntentionsStage } from '../stages/intentions.ts';
 import { createPeerIdentityStage } from '../stages/headers.ts';
 import { createRateLimiter, createRateLimitStage } from '../stages/rate-limit.ts';
-import { serveInboundH2 } from './h2.ts';
+import { inboundH2Handler, serveInboundH2, type InboundH2Options } from './h2.ts';
+import { H2_TUNNEL_ALPN, serveH2Tunnel } from '../http/h2-tunnel.ts';
 import { serveTunnel, TUNNEL_ALPN } from '../tcp/tunnel.ts';
 import { createLimitedErrorLog } from '../log-limit.ts';
 import { DEFAULT_LOCAL_CONNECT_TIMEOUT_MS } from '../../lib/proxy-api/index.ts';
@@ -311,14 +312,33 @@ export function createInbound(env: ProxyEnv): Inbound {
       ctx.upstream = appAddress();
       return ctx;
     };
-    if (protocol === 'http2' || protocol === 'grpc' || socket.alpnProtocol === 'h2') {
-      const c = serveInboundH2(socket, env, {
-        newContext,
-        onDenied: (layer, enforced) => env.metrics.denials.labels(layer, String(enforced)).inc(),
-        limiter,
-        onLimited,
+    const h2Options: InboundH2Options = {
+      newContext,
+      onDenied: (layer, enforced) => env.metrics.denials.labels(layer, String(enforced)).inc(),
+      limiter,
+      onLimited,
+    };
+    if (socket.alpnProtocol === H2_TUNNEL_ALPN) {
+      // a peer sidecar's HTTP/2 and gRPC streams (docs/proxy.md, "HTTP/2 between sidecars")
+      const t = serveH2Tunnel(socket, {
+        onStream: inboundH2Handler(env, h2Options),
+        maxStreams: 1024,
+        idleTimeoutMs: env.limits.clientIdleTimeoutMs,
+        onProtocolError: (what) => {
+          env.metrics.h2TunnelErrors.inc();
+          logLimited(
+            new RemoraError('REMORA_E_PROXY_TUNNEL_PROTOCOL', `${what} from ${peer.service}`, {
+              source: peer.service,
+            }),
+            'inbound HTTP/2 tunnel closed',
+          );
+        },
       });
-      track(socket, c);
+      track(socket, t);
+      return;
+    }
+    if (protocol === 'http2' || protocol === 'grpc' || socket.alpnProtocol === 'h2') {
+      track(socket, serveInboundH2(socket, env, h2Options));
       return;
     }
     if (socket.alpnProtocol === MUX_ALPN) {

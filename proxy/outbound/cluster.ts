@@ -14,6 +14,8 @@ import { H1Pool } from '../http/h1-client.ts';
 import { MuxPool } from '../http/mux-client.ts';
 import { MUX_ALPN } from '../http/mux-server.ts';
 import { TUNNEL_ALPN, TunnelPool } from '../tcp/tunnel.ts';
+import { H2_TUNNEL_ALPN, H2TunnelPool } from '../http/h2-tunnel.ts';
+import type { H2Session } from '../http/h2-forward.ts';
 import { dialTls } from '../tls/dial.ts';
 import { ConnectionLimiter } from '../stages/limits.ts';
 import { RetryBudget } from '../stages/retry.ts';
@@ -30,6 +32,7 @@ export class Cluster {
   #pools = new Map<string, H1Pool>();
   #mux = new Map<string, MuxPool>();
   #tunnels = new Map<string, TunnelPool>();
+  #h2Tunnels = new Map<string, H2TunnelPool>();
   #h2 = new Map<string, ClientHttp2Session>();
   #env: ProxyEnv;
   /** Consistent hashing's ring (ring_hash, maglev), over every endpoint. */
@@ -65,7 +68,7 @@ export class Cluster {
         this.#pools.delete(id);
       }
     }
-    for (const pools of [this.#mux, this.#tunnels])
+    for (const pools of [this.#mux, this.#tunnels, this.#h2Tunnels])
       for (const [id, pool] of pools) {
         if (!live.has(id)) {
           pool.close();
@@ -88,7 +91,7 @@ export class Cluster {
    */
   tlsChanged(): void {
     this.sessions.clear();
-    for (const pools of [this.#mux, this.#tunnels]) {
+    for (const pools of [this.#mux, this.#tunnels, this.#h2Tunnels]) {
       for (const p of pools.values()) p.close();
       pools.clear();
     }
@@ -147,6 +150,8 @@ export class Cluster {
       this.#mux.delete(ep.id);
       this.#tunnels.get(ep.id)?.close();
       this.#tunnels.delete(ep.id);
+      this.#h2Tunnels.get(ep.id)?.close();
+      this.#h2Tunnels.delete(ep.id);
     }
   }
 
@@ -219,8 +224,26 @@ export class Cluster {
     return p;
   }
 
-  /** A multiplexed HTTP/2 session to an endpoint (created on first use). */
-  async h2Session(ep: EndpointState): Promise<ClientHttp2Session> {
+  /**
+   * Where an HTTP/2 stream to an endpoint is opened: a `remora-h2/1` connection (docs/proxy.md,
+   * "HTTP/2 between sidecars"), each carrying up to 256 streams before another one is opened;
+   * for a peer that does not speak it, one node:http2 session over mTLS.
+   */
+  async h2Session(ep: EndpointState): Promise<H2Session> {
+    let p = this.#h2Tunnels.get(ep.id);
+    if (p === undefined || p.closed) {
+      p = new H2TunnelPool({
+        maxStreamsPerConnection: 256,
+        idleTimeoutMs: this.config.resilience.idleTimeoutMs || 60_000,
+        dial: () => this.dial(ep, [H2_TUNNEL_ALPN, 'h2']),
+      });
+      this.#h2Tunnels.set(ep.id, p);
+    }
+    return (await p.connection()) ?? this.#nodeH2Session(ep);
+  }
+
+  /** A node:http2 session to an endpoint (created on first use). */
+  async #nodeH2Session(ep: EndpointState): Promise<ClientHttp2Session> {
     const cur = this.#h2.get(ep.id);
     if (cur && !cur.closed && !cur.destroyed) return cur;
     const socket = await this.dial(ep, ['h2']);
@@ -261,7 +284,9 @@ export class Cluster {
         ejectedUntil: e.ejectedUntil > now ? new Date(e.ejectedUntil).toISOString() : null,
         ejections: e.ejections,
         active: e.active,
-        tunnels: this.#tunnels.get(e.id)?.connections ?? 0,
+        tunnels:
+          (this.#tunnels.get(e.id)?.connections ?? 0) +
+          (this.#h2Tunnels.get(e.id)?.connections ?? 0),
         ewmaMs: Math.round(e.ewmaMs * 1000) / 1000,
         successes: e.successes,
         failures: e.failures,
@@ -278,5 +303,7 @@ export class Cluster {
     this.#mux.clear();
     for (const p of this.#tunnels.values()) p.close();
     this.#tunnels.clear();
+    for (const p of this.#h2Tunnels.values()) p.close();
+    this.#h2Tunnels.clear();
   }
 }

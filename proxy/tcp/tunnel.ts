@@ -24,13 +24,13 @@
 // used up its credit.
 import type { Socket } from 'node:net';
 import { RemoraError } from '../../lib/errors/index.ts';
-import { peerExpiry, SharedPool, type SharedPoolOptions } from '../outbound/shared-pool.ts';
+import { SharedPool, type SharedPoolOptions } from '../outbound/shared-pool.ts';
+import { FramedConnection, u32 } from './framed.ts';
 
 export const TUNNEL_ALPN = 'remora-tcp/1';
 /** What a side may send on one stream before the other confirms it delivered it. */
 export const STREAM_WINDOW = 256 * 1024;
 
-const HEADER = 9;
 /** Frame types (exported for tests that speak the protocol frame by frame). */
 export const OPEN = 1;
 export const ACCEPT = 2;
@@ -47,12 +47,6 @@ export const RST_DENIED = 2;
 export const RST_APP_UNAVAILABLE = 3;
 
 function noop(): void {}
-
-function u32(n: number): Buffer {
-  const b = Buffer.allocUnsafe(4);
-  b.writeUInt32BE(n, 0);
-  return b;
-}
 
 class Stream {
   readonly id: number;
@@ -84,96 +78,28 @@ class Stream {
   }
 }
 
-/** What both halves share: framing, per-stream flow control, half close and reset. */
-abstract class Tunnel {
-  readonly socket: Socket;
+/** What both halves share: per-stream flow control, half close and reset. */
+abstract class Tunnel extends FramedConnection {
   readonly streams = new Map<number, Stream>();
-  dead = false;
   /** When the last stream closed (for idle handling). */
   idleSince = performance.now();
-  /** When the peer last sent anything. */
-  lastRx = performance.now();
-  /**
-   * The peer's certificate expires then: no stream is opened over this connection afterwards,
-   * so a long-lived tunnel never outlives the identity it was authenticated with.
-   */
-  readonly expiresAt: number;
-  #out: Buffer[] = [];
-  #flushScheduled = false;
-  #ending = false;
-  #partial: Buffer | null = null;
-  /** The DATA frame being received: bytes left and their stream (undefined: discarded). */
-  #dataLeft = 0;
-  #dataStream: Stream | undefined;
 
   constructor(socket: Socket) {
-    this.socket = socket;
-    this.expiresAt = peerExpiry(socket);
-    socket.setNoDelay(true);
-    // a tunnel may sit with open but quiet streams for hours: let the kernel notice a dead peer
-    socket.setKeepAlive(true, 30_000);
-    socket.on('data', (c: Buffer) => this.#onData(c));
-    socket.on('error', () => this.gone());
-    socket.on('close', () => this.gone());
-    socket.on('end', () => this.gone());
+    super(socket, DATA);
   }
 
   protected abstract onControl(type: number, id: number, payload: Buffer): void;
   protected abstract onStreamClosed(st: Stream): void;
 
-  /** The peer broke the protocol: the connection and all its streams are closed. */
-  protected protocolError(_what: string): void {
-    this.socket.destroy();
-    this.gone();
-  }
-
-  protected gone(): void {
+  protected override gone(): void {
     if (this.dead) return;
-    this.dead = true;
-    this.#out = [];
-    this.socket.destroy();
+    super.gone();
     const streams = [...this.streams.values()];
     this.streams.clear();
     for (const st of streams) {
       st.local?.destroy();
       this.onStreamClosed(st);
     }
-  }
-
-  protected frame(type: number, id: number, payload?: Buffer): void {
-    if (this.dead || this.socket.writableEnded) return;
-    const h = Buffer.allocUnsafe(HEADER);
-    h[0] = type;
-    h.writeUInt32BE(id, 1);
-    h.writeUInt32BE(payload === undefined ? 0 : payload.length, 5);
-    this.#out.push(h);
-    if (payload !== undefined) this.#out.push(payload);
-    if (!this.#flushScheduled) {
-      this.#flushScheduled = true;
-      setImmediate(() => this.#flush());
-    }
-  }
-
-  /** Frames of one event-loop turn, whatever their stream, leave in one write. */
-  #flush(): void {
-    this.#flushScheduled = false;
-    const out = this.#out;
-    this.#out = [];
-    if (this.dead || this.socket.writableEnded) return;
-    if (out.length > 0) this.socket.write(out.length === 1 ? out[0]! : Buffer.concat(out));
-    if (this.#ending) this.socket.end();
-  }
-
-  /** This side ends the connection (no new streams; the peer sees it end). */
-  protected get ending(): boolean {
-    return this.#ending || this.socket.writableEnded;
-  }
-
-  /** Ends the connection once the frames already queued have been written. */
-  protected endSoon(): void {
-    if (this.#ending || this.dead) return;
-    this.#ending = true;
-    if (!this.#flushScheduled) this.socket.end();
   }
 
   protected reset(st: Stream, reason: number): void {
@@ -274,56 +200,29 @@ abstract class Tunnel {
     return new Stream(id, (s) => this.#written(s));
   }
 
-  #onData(chunk: Buffer): void {
-    this.lastRx = performance.now();
-    let buf = chunk;
-    if (this.#partial !== null) {
-      buf = Buffer.concat([this.#partial, chunk]);
-      this.#partial = null;
-    }
-    let i = 0;
-    while (i < buf.length && !this.dead) {
-      if (this.#dataLeft > 0) {
-        const n = Math.min(this.#dataLeft, buf.length - i);
-        const st = this.#dataStream;
-        if (st !== undefined && st.local !== null && this.streams.get(st.id) === st) {
-          st.written += n;
-          st.local.write(buf.subarray(i, i + n), st.onWritten);
-        }
-        this.#dataLeft -= n;
-        i += n;
-        continue;
-      }
-      if (buf.length - i < HEADER) {
-        this.#partial = Buffer.from(buf.subarray(i));
-        return;
-      }
-      const type = buf[i]!;
-      const id = buf.readUInt32BE(i + 1);
-      const len = buf.readUInt32BE(i + 5);
-      if (type === DATA) {
-        i += HEADER;
-        const st = this.streams.get(id);
-        if (st !== undefined) {
-          if (st.opening !== null) return this.protocolError(`DATA before ACCEPT on stream ${id}`);
-          if (st.gotFin) return this.protocolError(`DATA after FIN on stream ${id}`);
-          if (len > st.allowance)
-            return this.protocolError(`DATA beyond what was granted on stream ${id}`);
-          st.allowance -= len;
-        }
-        this.#dataStream = st;
-        this.#dataLeft = len;
-        continue;
-      }
-      if (len > 4) return this.protocolError(`control frame ${type} of ${len} bytes`);
-      if (buf.length - i < HEADER + len) {
-        this.#partial = Buffer.from(buf.subarray(i));
-        return;
-      }
-      const payload = buf.subarray(i + HEADER, i + HEADER + len);
-      i += HEADER + len;
-      this.#control(type, id, payload);
-    }
+  protected onDataFrame(id: number, len: number): string | null {
+    const st = this.streams.get(id);
+    if (st === undefined) return null; // reset meanwhile: its bytes are dropped
+    if (st.opening !== null) return `DATA before ACCEPT on stream ${id}`;
+    if (st.gotFin) return `DATA after FIN on stream ${id}`;
+    if (len > st.allowance) return `DATA beyond what was granted on stream ${id}`;
+    st.allowance -= len;
+    return null;
+  }
+
+  protected onDataBytes(id: number, bytes: Buffer): void {
+    const st = this.streams.get(id);
+    if (st === undefined || st.local === null) return;
+    st.written += bytes.length;
+    st.local.write(bytes, st.onWritten);
+  }
+
+  protected maxPayload(): number {
+    return 4;
+  }
+
+  protected onFrame(type: number, id: number, p: Buffer): void {
+    this.#control(type, id, p);
   }
 
   #control(type: number, id: number, p: Buffer): void {

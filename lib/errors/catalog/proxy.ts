@@ -158,7 +158,7 @@ export const PROXY_ERRORS = {
   },
   REMORA_E_PROXY_TUNNEL_PROTOCOL: {
     meaning:
-      'A peer sidecar broke the remora-tcp/1 tunnel protocol (for example sent data before its stream was accepted, or more than its window allows); the tunnel and the TCP connections it carried were closed.',
+      'A peer sidecar broke a tunnel protocol: remora-tcp/1 (for example sent data before its stream was accepted, or more than its window allows; the tunnel and the TCP connections it carried were closed) or remora-h2/1 (a head that is no JSON object of valid fields, data beyond the credit; the connection was closed and its HTTP/2 streams reset).',
     remedy:
       'Run the same Remora version on both sides; if the peer is not a Remora sidecar, find what holds the mesh certificate of the service named in the log.',
   },
