@@ -8,9 +8,10 @@
  * filters parse (lib/consul/filter.ts) and its default subset one of them, its `Redirect` and
  * `Failover` what Consul's checks allow (one of them, naming subsets that exist, never combining
  * what Consul keeps apart), a splitter's weights must add up to 100, and a router's matches must
- * be well formed. A value of the wrong type is refused first, as Consul's decoder runs before its
- * checks. Other kinds Consul knows are refused with a message naming what the embedded catalog
- * supports.
+ * be well formed, and the mesh entry's `TLS` and `TransparentProxy` (`MeshDestinationsOnly`,
+ * stored in Consul's spelling when written in snake_case) what Consul decodes. A value of the
+ * wrong type is refused first, as Consul's decoder runs before its checks. Other kinds Consul knows
+ * are refused with a message naming what the embedded catalog supports.
  */
 import { HttpError } from './http-error.ts';
 import { checkFilterSyntax } from '../consul/filter.ts';
@@ -66,6 +67,8 @@ const KEY_NAMES: Record<string, string> = {
   config: 'Config',
   meta: 'Meta',
   mode: 'Mode',
+  transparentproxy: 'TransparentProxy',
+  transparent_proxy: 'TransparentProxy',
   ...Object.fromEntries(
     ['LocalConnectTimeoutMs', 'LocalRequestTimeoutMs', 'MaxInboundConnections'].flatMap((k) => [
       [k.toLowerCase(), k],
@@ -133,6 +136,8 @@ export function decodeConfigEntry(
       );
     out.Name = MESH_NAME;
     checkMeshTls(out.TLS);
+    if (out.TransparentProxy !== undefined && out.TransparentProxy !== null)
+      out.TransparentProxy = meshTransparentProxy(out.TransparentProxy);
   }
   if (typeof out.Name !== 'string' || out.Name === '')
     throw new HttpError(400, `config entry of kind ${kind} is missing a Name`);
@@ -661,4 +666,31 @@ function checkMeshTls(tls: unknown): void {
         `TLS.${dir}: configuring CipherSuites is only supported for TLS 1.2 and earlier`,
       );
   }
+}
+
+/**
+ * The mesh entry's `TransparentProxy` as Consul decodes and stores it: `MeshDestinationsOnly` (or
+ * `mesh_destinations_only`, in any case) a boolean, no other key.
+ */
+function meshTransparentProxy(v: unknown): Obj {
+  if (!isObj(v))
+    throw new HttpError(400, 'Request decoding failed: TransparentProxy must be an object');
+  const out: Obj = {};
+  for (const [k, x] of Object.entries(v)) {
+    if (!['meshdestinationsonly', 'mesh_destinations_only'].includes(k.toLowerCase()))
+      throw new HttpError(400, `invalid config key ${JSON.stringify(`TransparentProxy.${k}`)}`);
+    if (Object.hasOwn(out, 'MeshDestinationsOnly'))
+      throw new HttpError(
+        400,
+        'Request decoding failed: TransparentProxy.MeshDestinationsOnly is given twice',
+      );
+    if (x === null) continue; // Go's zero value: false
+    if (typeof x !== 'boolean')
+      throw new HttpError(
+        400,
+        'Request decoding failed: TransparentProxy.MeshDestinationsOnly must be a bool',
+      );
+    out.MeshDestinationsOnly = x;
+  }
+  return out;
 }
