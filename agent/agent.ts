@@ -936,6 +936,8 @@ export function createAgent(o: AgentOptions): Agent {
       proxyUid: s.transparentProxyUid ?? process.getuid?.() ?? 0,
       ...(sc.appUid === null ? {} : { appUid: sc.appUid }),
       targets,
+      // the mesh entry's TransparentProxy.MeshDestinationsOnly: the app reaches only the mesh
+      ...(central.meshDestinationsOnly() ? { meshDestinationsOnly: true } : {}),
     };
   }
 
@@ -1737,6 +1739,7 @@ export function createAgent(o: AgentOptions): Agent {
                   active: false,
                   chains: [],
                   redirects: 0,
+                  meshDestinationsOnly: false,
                   lastError: null,
                 })
               : null,

@@ -373,6 +373,11 @@ export interface CentralConfig {
   accessLogs(): AccessLogConfig | null;
   /** The TLS versions and suites of every sidecar (the `mesh` entry's `TLS`); null when unset. */
   meshTls(): MeshTlsConfig | null;
+  /**
+   * The `mesh` entry's `TransparentProxy.MeshDestinationsOnly`: apps in transparent mode reach
+   * only mesh destinations (docs/transparent.md). False when unset or not a boolean.
+   */
+  meshDestinationsOnly(): boolean;
   /** What `destination`'s service-resolver sets for its callers; null when it has none. */
   resolver(destination: string): ResolverSettings | null;
   /** `destination`'s service-splitter shares (weights add up to 100); null when it has none. */
@@ -400,6 +405,8 @@ interface Protocols {
   accessLogs: AccessLogConfig | null;
   /** The `mesh` entry's `TLS`, checked; null when it sets nothing Remora applies. */
   meshTls: MeshTlsConfig | null;
+  /** The `mesh` entry's `TransparentProxy.MeshDestinationsOnly`, checked. */
+  meshDestinationsOnly: boolean;
   /** By destination service: its service-resolver's settings, checked. */
   resolvers: Record<string, ResolverSettings>;
   /** By destination service: its service-splitter's shares, checked. */
@@ -681,6 +688,33 @@ function meshTlsOf(v: unknown, found: Map<string, string>): MeshTlsConfig | null
   return Object.keys(out).length > 0 ? out : null;
 }
 
+/** `v[pascal]`, else Consul's snake_case alias of it (what an entry written as given may hold). */
+function aliased(v: Layer, pascal: string, snake: string): unknown {
+  return v[pascal] ?? v[snake];
+}
+
+/**
+ * The `mesh` entry's `TransparentProxy.MeshDestinationsOnly` (`transparent_proxy`,
+ * `mesh_destinations_only` in snake_case). Anything but a boolean is reported under `mesh…` and
+ * read as false: refusing every app's non-mesh connections on a typo would be an outage.
+ */
+function meshDestinationsOnlyOf(entry: unknown, found: Map<string, string>): boolean {
+  const tp = isLayer(entry) ? aliased(entry, 'TransparentProxy', 'transparent_proxy') : undefined;
+  if (tp === undefined || tp === null) return false;
+  const keep = 'apps in transparent mode keep reaching destinations outside the mesh';
+  if (!isLayer(tp)) {
+    found.set('mesh/tproxy', `mesh: TransparentProxy must be an object; ${keep}`);
+    return false;
+  }
+  const v = aliased(tp, 'MeshDestinationsOnly', 'mesh_destinations_only');
+  if (v === undefined || v === null || typeof v === 'boolean') return v === true;
+  found.set(
+    'mesh/tproxy',
+    `mesh: TransparentProxy.MeshDestinationsOnly must be true or false, got ${typeof v} ${JSON.stringify(v)}; it is read as false: ${keep}`,
+  );
+  return false;
+}
+
 /** A cached mesh TLS setting, checked again as Consul's answer would be. */
 function checkedMeshTls(v: unknown): MeshTlsConfig | null {
   if (!isLayer(v)) return null;
@@ -907,6 +941,7 @@ function readCache(path: string): Protocols | null {
       inbound,
       accessLogs: checkedAccessLogs(v.accessLogs),
       meshTls: checkedMeshTls(v.meshTls),
+      meshDestinationsOnly: v.meshDestinationsOnly === true,
       resolvers,
       splitters,
       routers,
@@ -1786,6 +1821,7 @@ export function createCentralConfig(o: {
     inbound: {},
     accessLogs: null,
     meshTls: null,
+    meshDestinationsOnly: false,
     resolvers: {},
     splitters: {},
     routers: {},
@@ -1889,8 +1925,9 @@ export function createCentralConfig(o: {
     const entry = entries.find((e) => e.Name === 'mesh') ?? entries[0];
     const found = new Map<string, string>();
     const meshTls = meshTlsOf(entry?.TLS, found);
+    const meshDestinationsOnly = meshDestinationsOnlyOf(entry, found);
     report(['mesh'], found);
-    set({ ...known, meshTls });
+    set({ ...known, meshTls, meshDestinationsOnly });
   }
 
   /**
@@ -1961,6 +1998,7 @@ export function createCentralConfig(o: {
     inbound: (service) => own(known.inbound, service),
     accessLogs: () => known.accessLogs,
     meshTls: () => known.meshTls,
+    meshDestinationsOnly: () => known.meshDestinationsOnly,
     resolver: (destination) => own(known.resolvers, destination),
     splitter: (destination) => own(known.splitters, destination),
     router: (destination) => own(known.routers, destination),

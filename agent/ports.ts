@@ -87,6 +87,8 @@ export interface ConfigEntry {
   PrioritizeByLocality?: unknown;
   /** mesh: the TLS versions and suites of every sidecar (`Incoming`, `Outgoing`). */
   TLS?: unknown;
+  /** mesh: `MeshDestinationsOnly` confines apps in transparent mode to mesh destinations. */
+  TransparentProxy?: unknown;
   /** service-splitter: `Weight` (percent) and `Service` of each share of the calls. */
   Splits?: unknown;
   /** service-router: `Match.HTTP` and `Destination` of each route, first match wins. */

@@ -1,7 +1,8 @@
 // The agent's transparent-interception manager (docs/transparent.md): installs, rebuilds and
-// removes each transparent instance's nat chains through an injectable CommandRunner. Every
-// iptables call goes through one queue, so two updates never interleave; a failure is recorded
-// per instance (shown by `remora status`) and never touches other instances.
+// removes each transparent instance's nat chains, and its filter chain while the mesh entry sets
+// `MeshDestinationsOnly`, through an injectable CommandRunner. Every iptables call goes through
+// one queue, so two updates never interleave; a failure is recorded per instance (shown by
+// `remora status`) and never touches other instances.
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { toRemoraError, type RemoraError } from '../../lib/errors/index.ts';
 import { logError, type Logger } from '../../lib/log/index.ts';
@@ -19,12 +20,14 @@ import {
   chainsFor,
   hasRules,
   installScript,
-  parseNatListing,
+  meshOnlyScript,
+  parseTableListing,
   removeScript,
   skippedTargets,
   staleChains,
   type Family,
-  type NatListing,
+  type Table,
+  type TableListing,
   type TransparentPlan,
 } from './rules.ts';
 
@@ -32,7 +35,9 @@ export {
   chainsFor,
   chainRules,
   installScript,
-  parseNatListing,
+  meshOnlyRules,
+  meshOnlyScript,
+  parseTableListing,
   removeScript,
   staleChains,
   nodeTag,
@@ -40,7 +45,7 @@ export {
   type RedirectTarget,
   type TransparentPlan,
   type InstanceChains,
-  type NatListing,
+  type TableListing,
 } from './rules.ts';
 export {
   createExecFileRunner,
@@ -58,13 +63,15 @@ export interface TransparentStatus {
   chains: string[];
   /** Number of redirect rules (inbound + outbound, owner guard excluded; IPv4 and IPv6). */
   redirects: number;
+  /** True while the filter chain of `MeshDestinationsOnly` is installed (non-mesh calls refused). */
+  meshDestinationsOnly: boolean;
   lastError: { code: string; message: string; at: string } | null;
 }
 
 export interface TransparentManager {
   /** Installs or rebuilds the rules of one instance (skipped when unchanged). */
   apply(plan: TransparentPlan): Promise<void>;
-  /** Removes one instance's chains and jumps. */
+  /** Removes one instance's chains and jumps (nat and filter). */
   remove(instanceId: string): Promise<void>;
   /**
    * Removes this node's REMORA chains of instances not in `keep` (start-up clean-up). With an empty
@@ -121,6 +128,12 @@ export function createTransparentManager(o: {
     string,
     { key: string; status: TransparentStatus; errorKey: string | null }
   >();
+  /**
+   * Instances this run knows to have no filter chain: the start-up clean-up found none, or their
+   * last plan without `meshDestinationsOnly` was applied. For the others a chain may be left by an
+   * earlier plan or an earlier run while the flag was on, so their filter table is looked at.
+   */
+  const noFilter = new Set<string>();
   let queue: Promise<void> = Promise.resolve();
 
   function enqueue(fn: () => Promise<void>): Promise<void> {
@@ -148,10 +161,10 @@ export function createTransparentManager(o: {
     return r.stdout;
   }
 
-  async function list(instance: string, family: Family): Promise<NatListing> {
-    const what = `list the ${TOOLS[family].label}nat table`;
-    return parseNatListing(
-      await run(instance, what, TOOLS[family].list, ['-w', '5', '-t', 'nat', '-S']),
+  async function list(instance: string, family: Family, table: Table): Promise<TableListing> {
+    const what = `list the ${TOOLS[family].label}${table} table`;
+    return parseTableListing(
+      await run(instance, what, TOOLS[family].list, ['-w', '5', '-t', table, '-S']),
     );
   }
 
@@ -170,16 +183,59 @@ export function createTransparentManager(o: {
     const entry = st ?? {
       key: '',
       errorKey: null,
-      status: { active: false, chains: [], redirects: 0, lastError: null },
+      status: {
+        active: false,
+        chains: [],
+        redirects: 0,
+        meshDestinationsOnly: false,
+        lastError: null,
+      },
     };
     entry.status.active = false;
     entry.status.lastError = { code: err.code, message: err.message, at };
     entry.key = ''; // retried on the next change
+    noFilter.delete(id); // a failed step may have left a filter chain, or not
     // log each distinct failure once, not on every endpoint change
     const errorKey = `${err.code}:${err.message}`;
     if (entry.errorKey !== errorKey) logError(logger, err, undefined, 'error');
     entry.errorKey = errorKey;
     state.set(id, entry);
+  }
+
+  /**
+   * Installs the instance's nat chains of one family, or removes them when the family needs none
+   * (IPv6 with no app port to guard and no IPv6 destination); returns the redirects installed.
+   */
+  async function applyNat(plan: TransparentPlan, family: Family): Promise<number> {
+    const chains = chainsFor(node, plan.instanceId);
+    const listing = await list(plan.instanceId, family, 'nat');
+    if (!hasRules(plan, family)) {
+      const script = removeScript([chains.inbound, chains.outbound], listing);
+      if (script !== null)
+        await restore(plan.instanceId, 'remove the %interception rules', family, script);
+      return 0;
+    }
+    mark(true);
+    const script = installScript(node, plan, listing, family);
+    await restore(plan.instanceId, 'install the %interception rules', family, script);
+    const rules = chainRules(plan, family);
+    // the owner guards are not redirects
+    return [...rules.inbound, ...rules.outbound].filter((r) => r.includes('REDIRECT')).length;
+  }
+
+  /** Installs the instance's filter chain of one family, or removes it when the plan has none. */
+  async function applyMeshOnly(plan: TransparentPlan, family: Family): Promise<void> {
+    const on = plan.meshDestinationsOnly === true;
+    const script = meshOnlyScript(
+      node,
+      plan,
+      await list(plan.instanceId, family, 'filter'),
+      family,
+    );
+    if (script === null) return;
+    if (on) mark(true);
+    const what = `${on ? 'install' : 'remove'} the %mesh-destinations-only rules`;
+    await restore(plan.instanceId, what, family, script);
   }
 
   return {
@@ -189,25 +245,12 @@ export function createTransparentManager(o: {
         const prev = state.get(plan.instanceId);
         if (prev && prev.key === key && prev.status.active) return;
         const chains = chainsFor(node, plan.instanceId);
+        const meshOnly = plan.meshDestinationsOnly === true;
         let redirects = 0;
         try {
           for (const family of families) {
-            const listing = await list(plan.instanceId, family);
-            if (!hasRules(plan, family)) {
-              // IPv6 with no app port to guard: only a chain left by an earlier plan goes
-              const script = removeScript([chains.inbound, chains.outbound], listing);
-              if (script !== null)
-                await restore(plan.instanceId, 'remove the %interception rules', family, script);
-              continue;
-            }
-            mark(true);
-            const script = installScript(node, plan, listing, family);
-            await restore(plan.instanceId, 'install the %interception rules', family, script);
-            const rules = chainRules(plan, family);
-            // the owner guards are not redirects
-            redirects += [...rules.inbound, ...rules.outbound].filter((r) =>
-              r.includes('REDIRECT'),
-            ).length;
+            redirects += await applyNat(plan, family);
+            if (meshOnly || !noFilter.has(plan.instanceId)) await applyMeshOnly(plan, family);
           }
         } catch (err) {
           fail(plan.instanceId, toRemoraError(err));
@@ -219,22 +262,27 @@ export function createTransparentManager(o: {
             { instance: plan.instanceId, skipped: skipped.map((t) => `${t.address}:${t.port}`) },
             `transparent mode for ${plan.instanceId}: destinations that are not ${families.length === 2 ? 'IP' : 'IPv4 '}addresses are not intercepted`,
           );
+        const installed = [chains.inbound, chains.outbound, ...(meshOnly ? [chains.meshOnly] : [])];
         logger.info(
           {
             instance: plan.instanceId,
-            chains: [chains.inbound, chains.outbound],
+            chains: installed,
             redirects,
             targets: plan.targets.length,
+            meshDestinationsOnly: meshOnly,
           },
           `transparent rules of ${plan.instanceId} installed`,
         );
+        if (meshOnly) noFilter.delete(plan.instanceId);
+        else noFilter.add(plan.instanceId);
         state.set(plan.instanceId, {
           key,
           errorKey: null,
           status: {
             active: true,
-            chains: [chains.inbound, chains.outbound],
+            chains: installed,
             redirects,
+            meshDestinationsOnly: meshOnly,
             lastError: null,
           },
         });
@@ -245,19 +293,25 @@ export function createTransparentManager(o: {
         const had = state.get(instanceId);
         state.delete(instanceId);
         const chains = chainsFor(node, instanceId);
+        const tables: [Table, string[], string][] = [
+          ['nat', [chains.inbound, chains.outbound], 'remove the %interception rules'],
+        ];
+        if (!noFilter.delete(instanceId))
+          tables.push(['filter', [chains.meshOnly], 'remove the %mesh-destinations-only rules']);
         try {
-          let removed = false;
+          const removed: string[] = [];
           for (const family of families) {
-            const listing = await list(instanceId, family);
-            const script = removeScript([chains.inbound, chains.outbound], listing);
-            if (script === null) continue;
-            await restore(instanceId, 'remove the %interception rules', family, script);
-            removed = true;
+            for (const [table, names, what] of tables) {
+              const script = removeScript(names, await list(instanceId, family, table), table);
+              if (script === null) continue;
+              await restore(instanceId, what, family, script);
+              removed.push(...names.filter((c) => !removed.includes(c)));
+            }
           }
           if ([...state.values()].every((s) => !s.status.active)) mark(false);
-          if (!removed) return;
+          if (removed.length === 0) return;
           logger.info(
-            { instance: instanceId, chains: [chains.inbound, chains.outbound] },
+            { instance: instanceId, chains: removed },
             `transparent rules of ${instanceId} removed`,
           );
         } catch (err) {
@@ -272,31 +326,45 @@ export function createTransparentManager(o: {
         if (kept.length === 0 && (!o.markerPath || !existsSync(o.markerPath))) return;
         const who = '(start-up clean-up)';
         let clean = true;
+        /** Filter chains seen, and in how many families the filter table could be listed. */
+        const filterChains = new Set<string>();
+        let filterListed = 0;
         for (const family of families) {
-          let listing: NatListing;
-          try {
-            listing = await list(who, family);
-          } catch (err) {
-            // an agent without transparent instances need not have iptables at all
-            if (kept.length > 0) logError(logger, toRemoraError(err), undefined, 'warn');
-            else logger.debug({ err: toRemoraError(err).message }, 'no nat table to clean up');
-            clean = false;
-            continue;
-          }
-          const stale = staleChains(node, listing, kept);
-          const script = removeScript(stale, listing);
-          if (script === null) continue;
-          try {
-            await restore(who, 'remove stale %chains', family, script);
-            logger.info(
-              { chains: stale, family: `IPv${family}` },
-              `removed ${stale.length} stale transparent chains`,
-            );
-          } catch (err) {
-            logError(logger, toRemoraError(err), undefined, 'warn');
-            clean = false;
+          for (const table of ['nat', 'filter'] as const) {
+            let listing: TableListing;
+            try {
+              listing = await list(who, family, table);
+            } catch (err) {
+              // an agent without transparent instances need not have iptables at all
+              if (kept.length > 0) logError(logger, toRemoraError(err), undefined, 'warn');
+              else
+                logger.debug({ err: toRemoraError(err).message }, `no ${table} table to clean up`);
+              clean = false;
+              continue;
+            }
+            if (table === 'filter') {
+              filterListed++;
+              for (const c of listing.chains) filterChains.add(c);
+            }
+            const stale = staleChains(node, listing, kept);
+            const script = removeScript(stale, listing, table);
+            if (script === null) continue;
+            try {
+              await restore(who, `remove stale %${table} chains`, family, script);
+              logger.info(
+                { chains: stale, family: `IPv${family}`, table },
+                `removed ${stale.length} stale transparent chains`,
+              );
+            } catch (err) {
+              logError(logger, toRemoraError(err), undefined, 'warn');
+              clean = false;
+            }
           }
         }
+        // the kept instances without a filter chain need no look at the filter table in apply()
+        if (filterListed === families.length)
+          for (const id of kept)
+            if (!filterChains.has(chainsFor(node, id).meshOnly)) noFilter.add(id);
         if (kept.length === 0 && clean) mark(false);
       });
     },

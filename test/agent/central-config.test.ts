@@ -199,6 +199,7 @@ t.test('a restarted agent knows the protocols before Consul answers', async (t) 
     inbound: {},
     accessLogs: null,
     meshTls: null,
+    meshDestinationsOnly: false,
     resolvers: { api: { connectTimeoutMs: 2500, loadBalancer: 'least_request' } },
     routers: {
       api: [
@@ -1283,6 +1284,70 @@ t.test("the mesh entry's TLS: applied, each bad direction left out and said, cac
   const again = central(dir, createFakeConfigEntries({}));
   t.same(again.c.meshTls(), { outgoing: { minVersion: 'TLSv1_3' } }, 'cached');
 });
+
+t.test(
+  "the mesh entry's TransparentProxy.MeshDestinationsOnly: followed, checked, cached",
+  async (t) => {
+    const dir = await dataDir(t);
+    const mesh = (entry: Record<string, unknown>) => [{ Kind: MESH, Name: 'mesh', ...entry }];
+    const fake = createFakeConfigEntries({
+      [MESH]: mesh({ TransparentProxy: { MeshDestinationsOnly: true } }),
+    });
+    const { c, changes } = central(dir, fake);
+    c.start();
+    t.teardown(() => c.stop());
+    await waitFor('the answers', () => c.synced());
+    t.equal(c.meshDestinationsOnly(), true);
+    const keep = 'apps in transparent mode keep reaching destinations outside the mesh';
+    const cases: [Record<string, unknown> | null, boolean, string[]][] = [
+      [null, false, []],
+      [{ TransparentProxy: {} }, false, []],
+      [{ TransparentProxy: { MeshDestinationsOnly: false } }, false, []],
+      [{ transparent_proxy: { mesh_destinations_only: true } }, true, []],
+      [{ TransparentProxy: { mesh_destinations_only: true } }, true, []],
+      [
+        { TransparentProxy: { MeshDestinationsOnly: 'yes' } },
+        false,
+        [
+          `mesh: TransparentProxy.MeshDestinationsOnly must be true or false, got string "yes"; it is read as false: ${keep}`,
+        ],
+      ],
+      [{ TransparentProxy: true }, false, [`mesh: TransparentProxy must be an object; ${keep}`]],
+      [
+        { TransparentProxy: { MeshDestinationsOnly: 1 }, TLS: 7 },
+        false,
+        [
+          'mesh: TLS must be an object; it is not applied',
+          `mesh: TransparentProxy.MeshDestinationsOnly must be true or false, got number 1; it is read as false: ${keep}`,
+        ],
+      ],
+    ];
+    for (const [given, want, problems] of cases) {
+      fake.set(MESH, given === null ? [] : mesh(given));
+      t.equal(c.meshDestinationsOnly(), want, JSON.stringify(given));
+      t.same(
+        c
+          .problems()
+          .map((p) => p.message)
+          .sort(),
+        problems,
+      );
+      t.ok(
+        c.problems().every((p) => p.code === 'REMORA_E_AGENT_CENTRAL_CONFIG_INVALID'),
+        'reported as the other bad entries',
+      );
+    }
+    const before = changes();
+    fake.set(MESH, mesh({ TransparentProxy: { MeshDestinationsOnly: true } }));
+    t.equal(changes(), before + 1, 'a change is acted on');
+    fake.set(MESH, mesh({ TransparentProxy: { MeshDestinationsOnly: true } }));
+    t.equal(changes(), before + 1, 'the same answer again is not');
+    c.stop();
+    await writesSettled();
+    const again = central(dir, createFakeConfigEntries({}));
+    t.equal(again.c.meshDestinationsOnly(), true, 'cached: a restarted agent applies it at once');
+  },
+);
 
 t.test('a resolver that hashes is cached with its hash policies', async (t) => {
   const dir = await dataDir(t);

@@ -152,7 +152,13 @@ t.test('a transparent instance gets ports, a snapshot field and rules that follo
     },
     remove: async (id) => void calls.push(`remove ${id}`),
     reconcile: async (keep) => void calls.push(`reconcile ${[...keep].join(',')}`),
-    status: () => ({ active: true, chains: ['A', 'B'], redirects: 3, lastError: null }),
+    status: () => ({
+      active: true,
+      chains: ['A', 'B'],
+      redirects: 3,
+      meshDestinationsOnly: false,
+      lastError: null,
+    }),
     idle: async () => undefined,
     ipv6: false,
   };
@@ -426,6 +432,32 @@ t.test(
     );
   },
 );
+
+t.test("the mesh entry's MeshDestinationsOnly reaches the rules, live", async (t) => {
+  const plans: TransparentPlan[] = [];
+  const mesh = (on: boolean) => [
+    { Kind: 'mesh', Name: 'mesh', TransparentProxy: { MeshDestinationsOnly: on } },
+  ];
+  const { agent, watchers, configEntries } = await transparentAgent(t, {
+    upstreams: [{ destination_name: 'api', config: { protocol: 'http' } }],
+    manager: quietManager(plans),
+    pid: 64_500,
+    config: { derive_upstreams: false },
+    configEntries: { mesh: mesh(true) },
+  });
+  await agent.start();
+  await waitFor('the upstream watched', () => watchers.has('api'));
+  watchers.get('api')!([entry('api-1', '10.0.0.12', 8080, 'http')]);
+  await waitFor('the rules', () => plans.length > 0);
+  t.equal(plans.at(-1)!.meshDestinationsOnly, true, 'the first plan refuses non-mesh calls');
+  const before = plans.length;
+  configEntries.set('mesh', mesh(false));
+  await waitFor('the rules rebuilt', () => plans.length > before);
+  t.notOk('meshDestinationsOnly' in plans.at(-1)!, 'turned off: the plan has no filter chain');
+  configEntries.set('mesh', []);
+  configEntries.set('mesh', mesh(true));
+  await waitFor('on again', () => plans.at(-1)!.meshDestinationsOnly === true);
+});
 
 t.test(
   "a new upstream's addresses are redirected only once the proxy listens for it",

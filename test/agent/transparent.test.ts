@@ -11,7 +11,9 @@ import {
   createPortAllocator,
   createTransparentManager,
   installScript,
-  parseNatListing,
+  meshOnlyRules,
+  meshOnlyScript,
+  parseTableListing,
   removeScript,
   staleChains,
   targetsFromEntries,
@@ -149,13 +151,13 @@ t.test('with app_user, only the calls of the app are redirected', async (t) => {
     3,
     'an app running as the proxies user gets no second guard',
   );
-  const script = installScript('vm1', { ...plan, appUid: 1001 }, parseNatListing(''));
+  const script = installScript('vm1', { ...plan, appUid: 1001 }, parseTableListing(''));
   t.match(script, /-m owner ! --uid-owner 1001 -m comment/);
 });
 
 t.test('the install script flushes both chains and adds each jump only once', async (t) => {
   const c = chainsFor('vm1', 'web-1');
-  const fresh = installScript('vm1', plan, parseNatListing(''));
+  const fresh = installScript('vm1', plan, parseTableListing(''));
   const lines = fresh.split('\n');
   t.equal(lines[0], '*nat');
   t.equal(lines[1], `:${c.inbound} - [0:0]`);
@@ -163,7 +165,7 @@ t.test('the install script flushes both chains and adds each jump only once', as
   t.ok(lines.includes(`-A PREROUTING -p tcp -j ${c.inbound}`));
   t.ok(lines.includes(`-A OUTPUT -p tcp -j ${c.outbound}`));
   t.equal(lines.at(-2), 'COMMIT');
-  const listing = parseNatListing(
+  const listing = parseTableListing(
     [
       '-P OUTPUT ACCEPT',
       `-N ${c.inbound}`,
@@ -182,7 +184,7 @@ t.test('stale chains of this node are removed with their jumps; others stay', as
   const keep = chainsFor('vm1', 'web-1');
   const gone = chainsFor('vm1', 'old-1');
   const other = chainsFor('vm2', 'old-1');
-  const listing = parseNatListing(
+  const listing = parseTableListing(
     [
       `-N ${keep.inbound}`,
       `-N ${keep.outbound}`,
@@ -210,13 +212,89 @@ t.test('stale chains of this node are removed with their jumps; others stay', as
   t.equal(removeScript([chainsFor('vm1', 'none').inbound], listing), null, 'nothing to remove');
 });
 
-/** A fake iptables: keeps the listing as text, records every call, can be told to fail. */
+t.test('MeshDestinationsOnly: a filter chain refuses what no redirect carries', async (t) => {
+  const rules = (p: TransparentPlan, family: 4 | 6) =>
+    meshOnlyRules(p, family).map((r) => r.join(' '));
+  t.same(
+    rules({ ...plan, appUid: 1001 }, 4),
+    [
+      '-m owner --uid-owner 998 -m comment --comment "remora: the proxies own traffic" -j RETURN',
+      '-m owner ! --uid-owner 1001 -m comment --comment "remora web-1: calls of its app only" -j RETURN',
+      '-d 127.0.0.0/8 -m comment --comment "remora web-1: the proxy and local services" -j RETURN',
+      '-m conntrack --ctdir REPLY -m comment --comment "remora web-1: answers to inbound connections" -j RETURN',
+      '-p tcp --dport 53 -m comment --comment "remora web-1: DNS over TCP" -j RETURN',
+      '-p tcp -m comment --comment "remora web-1: mesh destinations only" -j REJECT --reject-with tcp-reset',
+    ],
+    'the owner guards of the nat chain, then what passes, then a reset for the rest',
+  );
+  t.same(
+    rules(plan, 6),
+    [
+      '-m owner --uid-owner 998 -m comment --comment "remora: the proxies own traffic" -j RETURN',
+      '-d ::1/128 -m comment --comment "remora web-1: the proxy and local services" -j RETURN',
+      '-m conntrack --ctdir REPLY -m comment --comment "remora web-1: answers to inbound connections" -j RETURN',
+      '-p tcp --dport 53 -m comment --comment "remora web-1: DNS over TCP" -j RETURN',
+      '-p tcp -m comment --comment "remora web-1: mesh destinations only" -j REJECT --reject-with tcp-reset',
+    ],
+    'IPv6: redirected calls land on ::1; without app_user every user but the proxies is held',
+  );
+
+  const c = chainsFor('vm1', 'web-1');
+  t.match(c.meshOnly, /^REMORA-[0-9a-f]{4}-[0-9a-f]{8}-MESH$/);
+  t.ok(c.meshOnly.length <= 28);
+  const on = { ...plan, meshDestinationsOnly: true };
+  t.same(meshOnlyScript('vm1', on, parseTableListing(''))!.split('\n'), [
+    '*filter',
+    `:${c.meshOnly} - [0:0]`,
+    ...rules(plan, 4).map((r) => `-A ${c.meshOnly} ${r}`),
+    `-A OUTPUT -p tcp -j ${c.meshOnly}`,
+    'COMMIT',
+    '',
+  ]);
+  const installed = parseTableListing(
+    [`-N ${c.meshOnly}`, `-A OUTPUT -p tcp -j ${c.meshOnly}`].join('\n'),
+  );
+  t.notMatch(meshOnlyScript('vm1', on, installed), /-A OUTPUT/, 'no second jump');
+  t.same(
+    meshOnlyScript('vm1', plan, installed)!.split('\n'),
+    [
+      '*filter',
+      `-D OUTPUT -p tcp -j ${c.meshOnly}`,
+      `-F ${c.meshOnly}`,
+      `-X ${c.meshOnly}`,
+      'COMMIT',
+      '',
+    ],
+    'the flag off: the chain and its jump go',
+  );
+  t.equal(meshOnlyScript('vm1', plan, parseTableListing('')), null, 'off, and nothing to remove');
+  t.same(
+    staleChains('vm1', installed, []),
+    [c.meshOnly],
+    'a gone instance’s filter chain is stale',
+  );
+  t.same(staleChains('vm1', installed, ['web-1']), [], 'a kept instance’s is not');
+});
+
+/**
+ * A fake iptables: keeps each family's nat and filter listings as text, records every call, can be
+ * told to fail (every call, the IPv6 tools, or restores that write the filter table).
+ */
 function fakeIptables(
-  o: { fail?: { code: number; stderr: string } | 'ENOENT'; fail6?: 'ENOENT' } = {},
+  o: {
+    fail?: { code: number; stderr: string } | 'ENOENT';
+    fail6?: 'ENOENT';
+    failFilter?: { code: number; stderr: string };
+  } = {},
 ) {
   const calls: { command: string; args: string[]; input?: string }[] = [];
-  // one nat table per family, as iptables and ip6tables keep them
-  const tables = { 4: '-P PREROUTING ACCEPT\n-P OUTPUT ACCEPT\n', 6: '-P PREROUTING ACCEPT\n' };
+  // one nat and one filter table per family, as iptables and ip6tables keep them
+  const tables: Record<string, string> = {
+    '4/nat': '-P PREROUTING ACCEPT\n-P OUTPUT ACCEPT\n',
+    '6/nat': '-P PREROUTING ACCEPT\n',
+    '4/filter': '-P OUTPUT ACCEPT\n',
+    '6/filter': '-P OUTPUT ACCEPT\n',
+  };
   const runner: CommandRunner = async (command, args, input) => {
     calls.push({ command, args, ...(input !== undefined ? { input } : {}) });
     const family = command.startsWith('ip6') ? 6 : 4;
@@ -224,10 +302,14 @@ function fakeIptables(
       throw Object.assign(new Error(`spawn ${command} ENOENT`), { code: 'ENOENT' });
     if (o.fail) return { code: o.fail.code, stdout: '', stderr: o.fail.stderr };
     if (command === 'iptables' || command === 'ip6tables')
-      return { code: 0, stdout: tables[family], stderr: '' };
-    let listing = tables[family];
-    // apply the restore input to the text listing (enough for these tests)
+      return { code: 0, stdout: tables[`${family}/${args[args.indexOf('-t') + 1]}`]!, stderr: '' };
+    if (o.failFilter && input?.includes('*filter'))
+      return { code: o.failFilter.code, stdout: '', stderr: o.failFilter.stderr };
+    // apply the restore input to the text listings (enough for these tests)
+    let table = '';
     for (const line of (input ?? '').split('\n')) {
+      if (line.startsWith('*')) table = `${family}/${line.slice(1)}`;
+      let listing = tables[table] ?? '';
       const decl = /^:(\S+) /.exec(line);
       if (decl) {
         if (!listing.includes(`-N ${decl[1]}\n`)) listing += `-N ${decl[1]}\n`;
@@ -243,11 +325,15 @@ function fakeIptables(
           .filter((l) => !l.startsWith(`-A ${line.slice(3)} `))
           .join('\n');
       else if (line.startsWith('-X ')) listing = listing.replace(`-N ${line.slice(3)}\n`, '');
+      if (table) tables[table] = listing;
     }
-    tables[family] = listing;
     return { code: 0, stdout: '', stderr: '' };
   };
-  return { runner, calls, listing: (family: 4 | 6 = 4) => tables[family] };
+  return {
+    runner,
+    calls,
+    listing: (family: 4 | 6 = 4, table: 'nat' | 'filter' = 'nat') => tables[`${family}/${table}`]!,
+  };
 }
 
 /** A fake iptables, a marker path in a temporary dir, and a maker of managers sharing them. */
@@ -278,14 +364,18 @@ t.test(
     t.match(m.status('web-1'), { active: true, chains: [c.inbound, c.outbound], redirects: 3 });
     t.same(
       ipt.calls.map((x) => [x.command, ...x.args].join(' ')),
-      ['iptables -w 5 -t nat -S', 'iptables-restore -w 5 --noflush'],
-      'one listing and one atomic restore, never a shell',
+      ['iptables -w 5 -t nat -S', 'iptables-restore -w 5 --noflush', 'iptables -w 5 -t filter -S'],
+      'one listing and one atomic restore, never a shell; the first plan looks for a filter chain an earlier run may have left',
     );
     t.ok(existsSync(marker), 'the marker records that rules may be installed');
     await m.apply(plan);
-    t.equal(ipt.calls.length, 2, 'an unchanged plan runs nothing');
+    t.equal(ipt.calls.length, 3, 'an unchanged plan runs nothing');
     await m.apply({ ...plan, targets: plan.targets.slice(0, 1) });
-    t.equal(ipt.calls.length, 4, 'a changed plan rebuilds the chains');
+    t.equal(
+      ipt.calls.length,
+      5,
+      'a changed plan rebuilds the chains, and knows there is no filter chain',
+    );
     t.equal(ipt.listing().match(/-j REMORA-/g)?.length, 2, 'still one jump per chain');
     await m.remove('web-1');
     t.notMatch(ipt.listing(), /REMORA/, 'no REMORA chain or jump is left');
@@ -304,7 +394,8 @@ t.test('with IPv6, the same chains in ip6tables: app port and IPv6 destinations'
   t.match(m.status('web-1'), { active: true, redirects: 5 }, 'three IPv4 redirects, two IPv6');
   t.same(
     ipt.calls.map((x) => x.command),
-    ['iptables', 'iptables-restore', 'ip6tables', 'ip6tables-restore'],
+    ['iptables', 'iptables-restore', 'iptables', 'ip6tables', 'ip6tables-restore', 'ip6tables'],
+    'per family: nat listing and restore, a look at the filter table',
   );
   const v4 = ipt.listing(4);
   const v6 = ipt.listing(6);
@@ -334,6 +425,94 @@ t.test('with IPv6, the same chains in ip6tables: app port and IPv6 destinations'
   await m.apply({ ...dual, instanceId: 'web-2' });
   await m.remove('web-2');
   t.notMatch(ipt.listing(6), /REMORA/, 'remove() clears the IPv6 table too');
+});
+
+t.test('MeshDestinationsOnly on, off and cleaned up, in both families', async (t) => {
+  const { ipt, marker, mk } = managers(t, true);
+  const m = mk();
+  const c = chainsFor('vm1', 'web-1');
+  const on = { ...plan, appPort: 0, meshDestinationsOnly: true };
+  await m.apply(on);
+  t.match(m.status('web-1'), {
+    active: true,
+    chains: [c.inbound, c.outbound, c.meshOnly],
+    meshDestinationsOnly: true,
+  });
+  for (const family of [4, 6] as const) {
+    const filter = ipt.listing(family, 'filter');
+    t.match(filter, `-A OUTPUT -p tcp -j ${c.meshOnly}`, `IPv${family}: the jump`);
+    t.match(filter, /-j REJECT --reject-with tcp-reset/, `IPv${family}: the refusal`);
+  }
+  t.notMatch(ipt.listing(6), /REMORA/, 'IPv6 needs no nat chain here, but refuses all the same');
+
+  const before = ipt.calls.length;
+  await m.apply(plan);
+  t.match(m.status('web-1'), { active: true, chains: [c.inbound, c.outbound] });
+  t.equal(m.status('web-1')!.meshDestinationsOnly, false);
+  for (const family of [4, 6] as const)
+    t.notMatch(ipt.listing(family, 'filter'), /REMORA/, `IPv${family}: turning it off removes it`);
+  t.match(ipt.listing(), `-N ${c.outbound}`, 'the nat chains stay');
+  t.same(
+    ipt.calls.slice(before).map((x) => x.input?.split('\n')[0] ?? x.args.join(' ')),
+    [
+      '-w 5 -t nat -S',
+      '*nat',
+      '-w 5 -t filter -S',
+      '*filter',
+      '-w 5 -t nat -S',
+      '*nat',
+      '-w 5 -t filter -S',
+      '*filter',
+    ],
+  );
+  const off = ipt.calls.length;
+  await m.apply({ ...plan, targets: plan.targets.slice(1) });
+  t.notOk(
+    ipt.calls.slice(off).some((x) => x.args.includes('filter')),
+    'while off, a rebuild leaves the filter table alone',
+  );
+
+  // a restart while the flag was on, and the flag off when the new agent applies its plan
+  await m.apply(on);
+  const next = mk();
+  await next.reconcile(['web-1']);
+  t.match(
+    ipt.listing(4, 'filter'),
+    c.meshOnly,
+    'the start-up clean-up keeps a kept instance’s chain',
+  );
+  await next.apply(plan);
+  t.notMatch(ipt.listing(4, 'filter'), /REMORA/, 'its first plan without the flag removes it');
+  t.notMatch(ipt.listing(6, 'filter'), /REMORA/);
+
+  await next.apply(on);
+  await next.remove('web-1');
+  for (const family of [4, 6] as const)
+    for (const table of ['nat', 'filter'] as const)
+      t.notMatch(
+        ipt.listing(family, table),
+        /REMORA/,
+        `remove(): none left in IPv${family} ${table}`,
+      );
+  await next.apply({ ...on, instanceId: 'old-1' });
+  await mk().reconcile([]);
+  t.notMatch(ipt.listing(4, 'filter'), /REMORA/, 'stale filter chains go at start-up');
+  t.notMatch(ipt.listing(6, 'filter'), /REMORA/);
+  t.notOk(existsSync(marker));
+});
+
+t.test('a refused filter rule is the instance’s coded error; its redirects stay', async (t) => {
+  const { ipt, mk } = managers(t, false, {
+    failFilter: { code: 2, stderr: 'iptables-restore: line 3 failed\n' },
+  });
+  const m = mk();
+  await m.apply({ ...plan, meshDestinationsOnly: true });
+  const st = m.status('web-1')!;
+  t.equal(st.active, false);
+  t.equal(st.lastError?.code, 'REMORA_E_AGENT_TRANSPARENT_RULES');
+  t.match(st.lastError?.message, /cannot install the mesh-destinations-only rules/);
+  t.match(st.lastError?.message, /web-1 keeps running/);
+  t.match(ipt.listing(), chainsFor('vm1', 'web-1').outbound, 'the nat chains are in place');
 });
 
 t.test('without ip6tables on an IPv6 host, the instance says so; IPv4 rules stay', async (t) => {

@@ -12,7 +12,8 @@
 // On the client host, UNMODIFIED clients run as user `nobody`: curl calls http://api:8080/ (the
 // name resolves through /etc/netns/<ns>/hosts, which `ip netns exec` bind-mounts over /etc/hosts)
 // and a plain node net.connect script talks to echo's address 10.x.x.x:7000. Both are carried by
-// web-1's proxy over mTLS; intentions are enforced; the chains are gone once the agents stop.
+// web-1's proxy over mTLS; intentions are enforced; with the mesh entry's MeshDestinationsOnly
+// their plain connections outside the mesh are refused; the chains are gone once the agents stop.
 import t from 'tap';
 import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -324,13 +325,16 @@ if (reason) {
       const error = /x-remora-error: (\S+)/i.exec(head)?.[1] ?? null;
       return { status, body, error, raw: `${r.stdout}\n${r.stderr}` };
     };
-    /** A plain TCP client (node net.connect) as `nobody` on the client host: the echo it got. */
-    const tcpEcho = async (address: string, port: number) => {
+    /**
+     * A plain TCP client (node net.connect) on the client host, as `nobody` unless `as` says
+     * otherwise ([] for root): the echo it got, or `error: <code>`.
+     */
+    const tcpEcho = async (address: string, port: number, as: string[] = AS_NOBODY) => {
+      const argv = [...as, NODE];
       const r = await client!.run(
-        AS_NOBODY[0]!,
+        argv[0]!,
         [
-          ...AS_NOBODY.slice(1),
-          NODE,
+          ...argv.slice(1),
           '-e',
           `const s = require('node:net').connect(${port}, '${address}', () => s.write('hello mesh'));
            let got = '';
@@ -356,13 +360,15 @@ if (reason) {
             active: boolean;
             chains: string[];
             redirects: number;
+            meshDestinationsOnly: boolean;
             lastError: { code: string; message: string } | null;
           } | null;
         }[];
       };
     };
-    const natRules = async (host: LabHost, family: 4 | 6 = 4) =>
-      (await host.run(family === 4 ? 'iptables' : 'ip6tables', ['-t', 'nat', '-S'])).stdout;
+    const tableRules = async (host: LabHost, table: 'nat' | 'filter', family: 4 | 6 = 4) =>
+      (await host.run(family === 4 ? 'iptables' : 'ip6tables', ['-t', table, '-S'])).stdout;
+    const natRules = (host: LabHost, family: 4 | 6 = 4) => tableRules(host, 'nat', family);
 
     const active = async (host: LabHost, ids: string[]) => {
       const st = await status(host).catch(() => null);
@@ -605,6 +611,90 @@ if (reason) {
       t.equal(unknown.error, null, 'no proxy error: the call never reached a proxy');
     });
 
+    t.test(
+      "the mesh entry's MeshDestinationsOnly confines the apps to the mesh, live",
+      async (t) => {
+        // a plain echo server outside the mesh, on every address of the server host
+        start(server!, 'plain-echo', [NODE, join(root, 'examples/apps/echo.js')], {
+          PORT: '7070',
+          HOST: server!.ip6 ? '::' : '0.0.0.0',
+        });
+        const outside = [s, ...(server!.ip6 ? [server!.ip6] : [])];
+        await until(
+          'the plain echo server to answer nobody',
+          async () => (await tcpEcho(s, 7070)) === 'hello mesh',
+          10_000,
+        );
+        const meshEntry = async (on: boolean) => {
+          const r = await server!.node(
+            `const r = await fetch('http://${s}:8500/v1/config', { method: 'PUT', body: JSON.stringify(${JSON.stringify(
+              { Kind: 'mesh', TransparentProxy: { MeshDestinationsOnly: on } },
+            )}) }); process.stdout.write(String(r.status));`,
+          );
+          t.equal(r.stdout, '200', `the mesh entry written (MeshDestinationsOnly = ${on})`);
+        };
+        const meshOnly = async (id: string) =>
+          (await status(client!)).instances.find((i) => i.id === id)?.transparent
+            ?.meshDestinationsOnly;
+
+        await meshEntry(true);
+        await until(
+          'both instances of the client host to refuse non-mesh calls',
+          async () => (await meshOnly('web-1')) && (await meshOnly('billing-1')),
+          20_000,
+        );
+        for (const address of outside)
+          t.equal(
+            await tcpEcho(address, 7070),
+            'error: ECONNREFUSED',
+            `nobody's plain connection to ${address}:7070 is refused at once`,
+          );
+        t.equal(
+          await tcpEcho(s, 7070, AS_DAEMON),
+          'error: ECONNREFUSED',
+          "so is billing's app user's (each instance's own chain)",
+        );
+        t.equal(
+          await tcpEcho(s, 7070, []),
+          'hello mesh',
+          "root, the proxies' user, is not held: the agent and proxies reach Consul and NATS",
+        );
+        const api = await curl('http://api:8080/');
+        t.equal(api.status, 200, 'the mesh service still answers nobody');
+        t.match(api.body.peer, /\/svc\/web$/, 'over mTLS, as web');
+        const web = (await status(client!)).instances.find((i) => i.id === 'web-1')!;
+        const chain = web.transparent!.chains.find((c) => c.endsWith('-MESH'))!;
+        t.ok(chain, 'remora status lists the filter chain');
+        for (const family of client!.ip6 ? ([4, 6] as const) : ([4] as const))
+          t.match(
+            await tableRules(client!, 'filter', family),
+            `-A OUTPUT -p tcp -j ${chain}`,
+            `IPv${family}: the filter jump`,
+          );
+
+        await meshEntry(false);
+        await until(
+          'the filter rules to go',
+          async () => !(await tableRules(client!, 'filter')).includes('REMORA'),
+          20_000,
+        );
+        for (const address of outside)
+          t.equal(
+            await tcpEcho(address, 7070),
+            'hello mesh',
+            `turned off: nobody reaches ${address}:7070 again`,
+          );
+        t.equal(await meshOnly('web-1'), false, 'remora status says so');
+        // on again: the last test checks that the agents' stop removes the filter chains too
+        await meshEntry(true);
+        await until(
+          'the filter rules back',
+          async () => (await meshOnly('web-1')) === true,
+          20_000,
+        );
+      },
+    );
+
     t.test('intentions are enforced on intercepted calls', async (t) => {
       await Promise.all(
         ['api', 'echo'].map(async (dst) => {
@@ -647,12 +737,14 @@ if (reason) {
       );
       for (const host of [apihost!, client!, nopriv!]) {
         for (const family of host.ip6 ? ([4, 6] as const) : ([4] as const)) {
-          const rules = await natRules(host, family);
-          t.notMatch(
-            rules,
-            /REMORA/,
-            `${host.name}: ${rules.split('\n').length} IPv${family} nat lines, none REMORA`,
-          );
+          for (const table of ['nat', 'filter'] as const) {
+            const rules = await tableRules(host, table, family);
+            t.notMatch(
+              rules,
+              /REMORA/,
+              `${host.name}: ${rules.split('\n').length} IPv${family} ${table} lines, none REMORA`,
+            );
+          }
         }
       }
     });
