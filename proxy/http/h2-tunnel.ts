@@ -23,7 +23,7 @@
 import { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http2';
-import { FramedConnection, u32 } from '../tcp/framed.ts';
+import { DATA, StreamConnection, u32 } from '../tcp/framed.ts';
 import { SharedPool, type SharedPoolOptions } from '../outbound/shared-pool.ts';
 
 export const H2_TUNNEL_ALPN = 'remora-h2/1';
@@ -34,7 +34,7 @@ export const MAX_HEAD_BYTES = 64 * 1024;
 
 export const OPEN = 1;
 export const HEADERS = 2;
-export const DATA = 3;
+export { DATA };
 export const FIN = 4;
 export const RST = 5;
 export const CREDIT = 6;
@@ -299,15 +299,7 @@ export class H2TunnelStream extends Duplex {
 }
 
 /** What both halves share: streams, their DATA and flow control, trailers, FIN and RST. */
-abstract class H2Tunnel extends FramedConnection {
-  readonly streams = new Map<number, H2TunnelStream>();
-  /** When the last stream closed (for idle handling). */
-  idleSince = performance.now();
-
-  constructor(socket: Socket) {
-    super(socket, DATA);
-  }
-
+abstract class H2Tunnel extends StreamConnection<H2TunnelStream> {
   protected abstract onControl(type: number, id: number, payload: Buffer): void;
   protected abstract onIdle(): void;
 

@@ -6,6 +6,8 @@ import type { Socket } from 'node:net';
 import { peerExpiry } from '../outbound/shared-pool.ts';
 
 export const FRAME_HEADER = 9;
+/** The frame type whose payload is stream bytes (handed on piece by piece), in both protocols. */
+export const DATA = 3;
 
 export function u32(n: number): Buffer {
   const b = Buffer.allocUnsafe(4);
@@ -31,12 +33,8 @@ export abstract class FramedConnection {
   #dataLeft = 0;
   #dataId = 0;
 
-  /** The frame type whose payload is stream bytes (handed on piece by piece). */
-  readonly #dataType: number;
-
-  constructor(socket: Socket, dataType: number) {
+  constructor(socket: Socket) {
     this.socket = socket;
-    this.#dataType = dataType;
     this.expiresAt = peerExpiry(socket);
     socket.setNoDelay(true);
     // a connection may sit with open but quiet streams for hours: let the kernel notice a dead
@@ -130,7 +128,7 @@ export abstract class FramedConnection {
       const type = buf[i]!;
       const id = buf.readUInt32BE(i + 1);
       const len = buf.readUInt32BE(i + 5);
-      if (type === this.#dataType) {
+      if (type === DATA) {
         i += FRAME_HEADER;
         const problem = this.onDataFrame(id, len);
         if (problem !== null) return this.protocolError(problem);
@@ -149,4 +147,11 @@ export abstract class FramedConnection {
       this.onFrame(type, id, payload);
     }
   }
+}
+
+/** A framed connection that carries streams: them by number, and when the last one closed. */
+export abstract class StreamConnection<S> extends FramedConnection {
+  readonly streams = new Map<number, S>();
+  /** When the last stream closed (for idle handling). */
+  idleSince = performance.now();
 }

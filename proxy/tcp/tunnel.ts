@@ -25,7 +25,7 @@
 import type { Socket } from 'node:net';
 import { RemoraError } from '../../lib/errors/index.ts';
 import { SharedPool, type SharedPoolOptions } from '../outbound/shared-pool.ts';
-import { FramedConnection, u32 } from './framed.ts';
+import { DATA, StreamConnection, u32 } from './framed.ts';
 
 export const TUNNEL_ALPN = 'remora-tcp/1';
 /** What a side may send on one stream before the other confirms it delivered it. */
@@ -34,7 +34,7 @@ export const STREAM_WINDOW = 256 * 1024;
 /** Frame types (exported for tests that speak the protocol frame by frame). */
 export const OPEN = 1;
 export const ACCEPT = 2;
-export const DATA = 3;
+export { DATA };
 export const FIN = 4;
 export const RST = 5;
 export const CREDIT = 6;
@@ -79,15 +79,7 @@ class Stream {
 }
 
 /** What both halves share: per-stream flow control, half close and reset. */
-abstract class Tunnel extends FramedConnection {
-  readonly streams = new Map<number, Stream>();
-  /** When the last stream closed (for idle handling). */
-  idleSince = performance.now();
-
-  constructor(socket: Socket) {
-    super(socket, DATA);
-  }
-
+abstract class Tunnel extends StreamConnection<Stream> {
   protected abstract onControl(type: number, id: number, payload: Buffer): void;
   protected abstract onStreamClosed(st: Stream): void;
 

@@ -1,7 +1,12 @@
 import t, { type Test } from 'tap';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createAgent, readinessCheckId, registrationFor } from '../../agent/agent.ts';
+import {
+  createAgent,
+  readinessCheckId,
+  registrationFor,
+  type AgentSettings,
+} from '../../agent/agent.ts';
 import type { ConsulPort } from '../../agent/ports.ts';
 import { decodeDefinitionFile } from '../../agent/definitions.ts';
 import { createSilentLogger } from '../../lib/log/index.ts';
@@ -110,7 +115,8 @@ interface FakeHost {
 /**
  * An agent over a real config dir and a real proxy socket, with Consul, the control plane and
  * the proxy process faked: the fake proxy acks each snapshot and says it is ready. `events`
- * gets the fake proxy's spawn, drain and signals; `files` are the definitions (api-1 by default).
+ * gets the fake proxy's spawn, drain and signals; `files` are the definitions (api-1 by default);
+ * `settings` override the agent's.
  */
 async function startHost(
   t: Test,
@@ -126,13 +132,14 @@ async function startHost(
       },
     },
   },
+  settings: Partial<AgentSettings> = {},
 ): Promise<FakeHost> {
   const host = await createHostDir(t, files);
   const clock = createClock();
   const proxies = createFakeProxies({ events });
   t.teardown(() => proxies.close());
   const agent = createAgent({
-    settings: host.settings(),
+    settings: host.settings(settings),
     consul,
     control: createFakeControl(clock),
     processes: proxies.processes,
@@ -355,25 +362,13 @@ t.test(
         connect: { sidecar_service: { proxy: { expose: { checks: true } } } },
       },
     });
-    const host = await createHostDir(t, {
-      'a.json': service('a', 8081),
-      'b.json': service('b', 8082),
-      'c.json': service('c', 8083),
-    });
-    const clock = createClock();
-    const proxies = createFakeProxies({ events: [] });
-    t.teardown(() => proxies.close());
-    const agent = createAgent({
-      settings: host.settings({ exposePortMin: 21500, exposePortMax: 21501 }),
+    const { agent } = await startHost(
+      t,
       consul,
-      control: createFakeControl(clock),
-      processes: proxies.processes,
-      clock,
-      random: () => 0.5,
-      logger: createSilentLogger(),
-    });
-    t.teardown(() => agent.stop());
-    await agent.start();
+      [],
+      { 'a.json': service('a', 8081), 'b.json': service('b', 8082), 'c.json': service('c', 8083) },
+      { exposePortMin: 21500, exposePortMax: 21501 },
+    );
     await waitFor('all registered', () => registered.size === 3);
     const checkOf = (id: string): unknown => (registered.get(id)!.checks as unknown[])[0];
     const exposeOf = (id: string): unknown =>
