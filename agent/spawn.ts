@@ -29,12 +29,20 @@ export const DEFAULT_REMORA_BIN = fileURLToPath(new URL('../bin/remora.js', impo
  * agent does not keep the proxy's modules: a `remora proxy` that stops at once on a missing
  * snapshot file has loaded every module a running proxy loads, and Node writes their compiled
  * code at exit. Proxies started afterwards find it and never load the TypeScript stripper (about
- * 20 MB of memory each, for as long as they run). Costs about half a second, once per start.
+ * 30 MB of memory each, for as long as they run). Costs about half a second, once per start.
+ * The child runs with the proxies' V8 flags: V8 rejects code cached under other flags, and a
+ * proxy would compile (and strip) everything again.
  */
 export function warmProxyCompileCache(remoraBin: string = DEFAULT_REMORA_BIN): void {
   spawnSync(
     process.execPath,
-    [remoraBin, 'proxy', '--static-config', '/nonexistent/remora-compile-cache-warm-up.json'],
+    [
+      ...PROXY_NODE_OPTIONS,
+      remoraBin,
+      'proxy',
+      '--static-config',
+      '/nonexistent/remora-compile-cache-warm-up.json',
+    ],
     { stdio: 'ignore', timeout: 30_000 },
   );
 }

@@ -350,9 +350,16 @@ function warmCompileCache(ctx: PathContext): void {
   // a proxy that stops at once on a missing snapshot file: it has loaded every module of a
   // running proxy by then, and Node writes their compiled code at exit
   try {
+    // with the proxies' V8 flags, as the agent does: V8 rejects code cached under other flags
     execFileSync(
       process.execPath,
-      [REMORA_BIN, 'proxy', '--static-config', join(ctx.runDir, 'no-such-snapshot.json')],
+      [
+        ...PROXY_NODE_OPTIONS,
+        REMORA_BIN,
+        'proxy',
+        '--static-config',
+        join(ctx.runDir, 'no-such-snapshot.json'),
+      ],
       { stdio: 'pipe' },
     );
   } catch {

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createMeshCerts, makeSnapshot } from '../../helpers/mesh-certs.ts';
 import { reapOnExit } from '../../helpers/reaper.ts';
+import { PROXY_NODE_OPTIONS } from '../../../lib/proxy-api/index.ts';
 
 const BIN = fileURLToPath(new URL('../../../bin/remora.js', import.meta.url));
 
@@ -35,9 +36,20 @@ async function startProxy(
     `import { writeFileSync } from 'node:fs';
 process.on('exit', () => writeFileSync(${JSON.stringify(report)}, JSON.stringify(process.moduleLoadList)));`,
   );
+  // started as the agent starts proxies, with their V8 flags
   const child = spawn(
     process.execPath,
-    [BIN, 'proxy', '--static-config', snap, '--admin', '0', '--log-level', 'info'],
+    [
+      ...PROXY_NODE_OPTIONS,
+      BIN,
+      'proxy',
+      '--static-config',
+      snap,
+      '--admin',
+      '0',
+      '--log-level',
+      'info',
+    ],
     { env: { ...env, NODE_OPTIONS: `--import=${hook}` }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   reapOnExit(child); // killed even if this test is
