@@ -8,7 +8,7 @@ import type { UpstreamConfig } from '../../lib/proxy-api/index.ts';
 import type { ProxyEnv } from '../env.ts';
 import { reconcileEndpoints, type EndpointState } from '../balance/endpoints.ts';
 import { createPicker, type Picker } from '../balance/pickers.ts';
-import { createHashRing } from '../balance/hash.ts';
+import { createHashBalancer, type HashBalancer } from '../balance/hash.ts';
 import { eligibleEndpoints, isEjected, recordFailure, recordSuccess } from '../balance/outlier.ts';
 import { H1Pool } from '../http/h1-client.ts';
 import { MuxPool } from '../http/mux-client.ts';
@@ -35,14 +35,15 @@ export class Cluster {
   #h2Tunnels = new Map<string, H2TunnelPool>();
   #h2 = new Map<string, ClientHttp2Session>();
   #env: ProxyEnv;
-  /** Consistent hashing's ring (ring_hash, maglev), over every endpoint. */
-  #ring = createHashRing();
+  /** Consistent hashing's ring (ring_hash) or Maglev table (maglev), over every endpoint. */
+  #hash: HashBalancer;
 
   constructor(env: ProxyEnv, config: UpstreamConfig) {
     this.#env = env;
     this.name = config.destinationName;
     this.config = config;
     this.picker = createPicker(config.loadBalancer, env.random);
+    this.#hash = createHashBalancer(config.loadBalancer);
     this.budget = new RetryBudget(
       config.resilience.retryBudgetRatio,
       config.resilience.retryBudgetMinPerSec,
@@ -54,8 +55,10 @@ export class Cluster {
   }
 
   update(config: UpstreamConfig): void {
-    if (config.loadBalancer !== this.config.loadBalancer)
+    if (config.loadBalancer !== this.config.loadBalancer) {
       this.picker = createPicker(config.loadBalancer, this.#env.random);
+      this.#hash = createHashBalancer(config.loadBalancer);
+    }
     this.config = config;
     this.budget.ratio = config.resilience.retryBudgetRatio;
     this.budget.minPerSec = config.resilience.retryBudgetMinPerSec;
@@ -100,7 +103,7 @@ export class Cluster {
   /**
    * Picks an endpoint among the non-ejected ones, avoiding `exclude` (the endpoints a request
    * already tried) while another one is left; throws REMORA_E_PROXY_NO_ENDPOINTS. With `hash`
-   * (consistent hashing), the first of them clockwise from it on the ring.
+   * (consistent hashing), the one it lands on in the ring or Maglev table, or the next one there.
    */
   pick(
     now: number,
@@ -116,7 +119,7 @@ export class Cluster {
       eps.length === 0
         ? undefined
         : hash !== undefined && this.config.hashPolicies !== undefined
-          ? this.#ring(this.endpoints, eps, hash)
+          ? this.#hash(this.endpoints, eps, hash)
           : this.picker(eps, now);
     if (ep === undefined)
       throw new RemoraError(

@@ -1,8 +1,12 @@
-// Consistent hashing (docs/proxy.md, "Balancing"): an upstream balanced with ring_hash sends the
-// requests of one user (a header) to one instance, while users spread over the instances, and
-// a user whose instance leaves moves alone. Real sidecars, real mTLS, three api instances.
+// Consistent hashing (docs/proxy.md, "Balancing"): an upstream balanced with ring_hash or maglev
+// sends the requests of one user (a header) to one instance, where the ring or Maglev's table
+// puts that user, while users spread over the instances, and a user whose instance leaves
+// moves alone. Real sidecars, real mTLS, three api instances shared by one caller per policy.
 import t from 'tap';
 import http2 from 'node:http2';
+import { newEndpointState } from '../../../proxy/balance/endpoints.ts';
+import { createHashBalancer, hash32 } from '../../../proxy/balance/hash.ts';
+import type { Endpoint } from '../../../lib/proxy-api/index.ts';
 import { createMeshCerts, makeUpstream } from '../../helpers/mesh-certs.ts';
 import {
   request,
@@ -13,62 +17,90 @@ import {
   type Sidecar,
 } from './mesh.ts';
 
-t.test(
-  'ring_hash on a header: one user, one instance; users spread; a leaving instance moves only its users',
-  async (t) => {
-    const mesh = createMeshCerts();
-    const apps: App[] = [];
-    const apis: Sidecar[] = [];
-    for (const name of ['api-a', 'api-b', 'api-c']) {
-      const app = await startEchoApp(name);
-      apps.push(app);
-      apis.push(
-        await startSidecar(mesh, 'api', {
-          appPort: app.port,
-          intentions: { defaultPolicy: 'allow' },
-        }),
-      );
-    }
-    const upstream = makeUpstream(
-      mesh,
-      'api',
-      apis.map((a) => a.inboundPort),
-      { loadBalancer: 'ring_hash', hashPolicies: [{ field: 'header', fieldValue: 'X-User' }] },
+const NAMES = ['api-a', 'api-b', 'api-c'];
+const users = Array.from({ length: 24 }, (_, i) => `user-${i}`);
+const POLICIES = ['ring_hash', 'maglev'] as const;
+
+/**
+ * The app each user's requests should reach under `policy` over `endpoints` (the header's
+ * value hashed as the sidecar hashes it; endpoint `api-<i>` is app `NAMES[i - 1]`).
+ */
+function expected(policy: (typeof POLICIES)[number], endpoints: Endpoint[]): string[] {
+  const eps = endpoints.map(newEndpointState);
+  const balancer = createHashBalancer(policy);
+  return users.map((u) => NAMES[Number(balancer(eps, eps, hash32(u))!.id.slice(4)) - 1]!);
+}
+
+t.test('consistent hashing on a header through sidecars', async (t) => {
+  const mesh = createMeshCerts();
+  const apps: App[] = [];
+  const apis: Sidecar[] = [];
+  for (const name of NAMES) {
+    const app = await startEchoApp(name);
+    apps.push(app);
+    apis.push(
+      await startSidecar(mesh, 'api', {
+        appPort: app.port,
+        intentions: { defaultPolicy: 'allow' },
+      }),
     );
-    const web = await startSidecar(mesh, 'web', { upstreams: [upstream] });
-    t.teardown(async () => {
-      await web.proxy.close();
-      for (const a of apis) await a.proxy.close();
-      for (const a of apps) await a.close();
-    });
-    const port = web.proxy.addresses().upstreams.api!.port;
-    const served = async (user: string): Promise<string> => {
-      const r = await request(`http://127.0.0.1:${port}/`, { headers: { 'x-user': user } });
-      return (JSON.parse(r.body) as { app: string }).app;
-    };
+  }
+  t.teardown(async () => {
+    for (const a of apis) await a.proxy.close();
+    for (const a of apps) await a.close();
+  });
+  const ports = apis.map((a) => a.inboundPort);
+  const everyone = makeUpstream(mesh, 'api', ports).endpoints;
+  t.not(
+    expected('maglev', everyone).join(),
+    expected('ring_hash', everyone).join(),
+    'the ring and the table place these users differently (each case tells them apart)',
+  );
 
-    const users = Array.from({ length: 24 }, (_, i) => `user-${i}`);
-    const first = new Map<string, string>();
-    for (const u of users) first.set(u, await served(u));
-    for (const u of users) t.equal(await served(u), first.get(u), `${u} stays on its instance`);
-    const used = new Set(first.values());
-    t.ok(used.size >= 2, `users spread over the instances (${[...used].join(', ')})`);
+  for (const loadBalancer of POLICIES)
+    await t.test(
+      `${loadBalancer}: one user, one instance; users spread; a leaving instance moves only its users`,
+      async (t) => {
+        const upstream = makeUpstream(mesh, 'api', ports, {
+          loadBalancer,
+          hashPolicies: [{ field: 'header', fieldValue: 'X-User' }],
+        });
+        const web = await startSidecar(mesh, 'web', { upstreams: [upstream] });
+        t.teardown(() => web.proxy.close());
+        const port = web.proxy.addresses().upstreams.api!.port;
+        const served = async (user: string): Promise<string> => {
+          const r = await request(`http://127.0.0.1:${port}/`, { headers: { 'x-user': user } });
+          return (JSON.parse(r.body) as { app: string }).app;
+        };
 
-    // the instance of user-0 leaves the catalog: its users move, the others stay
-    const gone = first.get('user-0')!;
-    const idx = ['api-a', 'api-b', 'api-c'].indexOf(gone);
-    await web.apply({
-      ...web.snapshot,
-      version: web.snapshot.version + 1,
-      upstreams: [{ ...upstream, endpoints: upstream.endpoints.filter((_, i) => i !== idx) }],
-    });
-    for (const u of users) {
-      const now = await served(u);
-      if (first.get(u) === gone) t.not(now, gone, `${u} moved off the instance that left`);
-      else t.equal(now, first.get(u), `${u} did not move`);
-    }
-  },
-);
+        const first = new Map<string, string>();
+        for (const u of users) first.set(u, await served(u));
+        t.same(
+          users.map((u) => first.get(u)),
+          expected(loadBalancer, upstream.endpoints),
+          `each user where the ${loadBalancer === 'maglev' ? 'table' : 'ring'} puts it`,
+        );
+        for (const u of users) t.equal(await served(u), first.get(u), `${u} stays on its instance`);
+        const used = new Set(first.values());
+        t.ok(used.size >= 2, `users spread over the instances (${[...used].join(', ')})`);
+
+        // the instance of user-0 leaves the catalog: its users move, the others stay (Maglev
+        // moves about 0.1% of the others' slots with 3 instances; none of these 24 users)
+        const gone = first.get('user-0')!;
+        const idx = NAMES.indexOf(gone);
+        await web.apply({
+          ...web.snapshot,
+          version: web.snapshot.version + 1,
+          upstreams: [{ ...upstream, endpoints: upstream.endpoints.filter((_, i) => i !== idx) }],
+        });
+        for (const u of users) {
+          const now = await served(u);
+          if (first.get(u) === gone) t.not(now, gone, `${u} moved off the instance that left`);
+          else t.equal(now, first.get(u), `${u} did not move`);
+        }
+      },
+    );
+});
 
 t.test(
   'ring_hash on a cookie the proxy makes up: a caller without one gets it, and its next calls reach the same instance',
