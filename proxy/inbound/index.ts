@@ -124,7 +124,12 @@ export function createInbound(env: ProxyEnv): Inbound {
     createMetricsStage(inboundMeter),
     createErrorResponderStage({
       onError: (e) => {
-        if (e.code !== 'REMORA_E_PROXY_INTENTION_DENIED') logLimited(e, 'inbound request failed');
+        // denials and rate limits are the policy working: counted, not logged as failures
+        if (
+          e.code !== 'REMORA_E_PROXY_INTENTION_DENIED' &&
+          e.code !== 'REMORA_E_PROXY_RATE_LIMITED'
+        )
+          logLimited(e, 'inbound request failed');
       },
     }),
     ...(tracing ? [tracing] : []),

@@ -4,7 +4,6 @@
 // 429 REMORA_E_PROXY_RATE_LIMITED with `retry-after`, and never reaches the app.
 import { RemoraError } from '../../lib/errors/index.ts';
 import type { RateLimit, RateLimitConfig, RouteRateLimit } from '../../lib/proxy-api/index.ts';
-import { errorResponse } from './responder.ts';
 import type { Stage } from './types.ts';
 
 interface Bucket {
@@ -105,7 +104,10 @@ export function createRateLimiter(
   };
 }
 
-/** The HTTP/1.1 stage: a request over the limit is answered here, counted by `onLimited`. */
+/**
+ * The HTTP/1.1 stage: a request over the limit is counted by `onLimited` and rejected with the
+ * coded error, which the responder above answers (cancelling an unread body as for any error).
+ */
 export function createRateLimitStage(
   limiter: RateLimiter,
   now: () => number,
@@ -115,6 +117,6 @@ export function createRateLimitStage(
     const err = limiter.admit(req.target, now());
     if (err === null) return next(req);
     onLimited(String(err.details.scope));
-    return Promise.resolve(errorResponse(err));
+    return Promise.reject(err);
   };
 }

@@ -49,6 +49,14 @@ t.test(
       /^REMORA_E_PROXY_RATE_LIMITED: api admits 0\.05 requests per second \(burst 3; its service-defaults RateLimits\); retry after \d+ s/,
     );
     t.same(await statuses('/reports/daily?x=1', 2), [200, 429], "the route's own bucket of 1");
+    // a large upload over the limit (streamed, not buffered): refused before the app reads it
+    const before = m.app.hits;
+    const upload = await request(m.url('/orders'), {
+      method: 'POST',
+      body: Buffer.alloc(2 * 1024 * 1024, 'x'),
+    });
+    t.equal(upload.status, 429, 'a 2 MiB upload is refused');
+    t.equal(m.app.hits, before, 'and never reached the app');
     t.same(await statuses('/health', 5), [200, 200, 200, 200, 200], 'a generous route');
 
     // a snapshot that changes something else keeps the buckets: no new burst
@@ -59,11 +67,11 @@ t.test(
     t.same(await statuses('/reports', 3), [200, 200, 429], 'routes gone: the instance bucket');
 
     const text = await m.api.proxy.metrics.registry.metrics();
-    t.match(text, /remora_proxy_rate_limited_total\{limit="instance"\} [3-9]/);
+    t.match(text, /remora_proxy_rate_limited_total\{limit="instance"\} [4-9]/);
     t.match(text, /remora_proxy_rate_limited_total\{limit="\/reports\*"\} 1/);
     t.match(
       text,
-      /remora_proxy_requests_total\{direction="inbound",service="api",code="4xx"\} 6/,
+      /remora_proxy_requests_total\{direction="inbound",service="api",code="4xx"\} 7/,
       'counted as answers',
     );
   },
