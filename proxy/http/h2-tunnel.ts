@@ -23,7 +23,7 @@
 import { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http2';
-import { DATA, StreamConnection, u32 } from '../tcp/framed.ts';
+import { CREDIT, DATA, FIN, GOAWAY, OPEN, RST, StreamConnection, u32 } from '../tcp/framed.ts';
 import { SharedPool, type SharedPoolOptions } from '../outbound/shared-pool.ts';
 
 export const H2_TUNNEL_ALPN = 'remora-h2/1';
@@ -32,13 +32,8 @@ export const STREAM_WINDOW = 256 * 1024;
 /** The largest head or trailers a frame carries (node:http2's default header list size). */
 export const MAX_HEAD_BYTES = 64 * 1024;
 
-export const OPEN = 1;
+export { CREDIT, DATA, FIN, GOAWAY, OPEN, RST };
 export const HEADERS = 2;
-export { DATA };
-export const FIN = 4;
-export const RST = 5;
-export const CREDIT = 6;
-export const GOAWAY = 7;
 export const TRAILERS = 8;
 
 const END_STREAM = 1;

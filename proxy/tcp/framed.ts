@@ -6,8 +6,25 @@ import type { Socket } from 'node:net';
 import { peerExpiry } from '../outbound/shared-pool.ts';
 
 export const FRAME_HEADER = 9;
-/** The frame type whose payload is stream bytes (handed on piece by piece), in both protocols. */
+/**
+ * The frame types both protocols share (each adds its own type 2, and `remora-h2/1` type 8).
+ * DATA's payload is stream bytes, handed on piece by piece.
+ */
+export const OPEN = 1;
 export const DATA = 3;
+export const FIN = 4;
+export const RST = 5;
+export const CREDIT = 6;
+export const GOAWAY = 7;
+
+/** A frame as bytes (tests that speak a protocol frame by frame use it too). */
+export function encodeFrame(type: number, id: number, payload: Buffer = Buffer.alloc(0)): Buffer {
+  const h = Buffer.allocUnsafe(FRAME_HEADER);
+  h[0] = type;
+  h.writeUInt32BE(id, 1);
+  h.writeUInt32BE(payload.length, 5);
+  return Buffer.concat([h, payload]);
+}
 
 export function u32(n: number): Buffer {
   const b = Buffer.allocUnsafe(4);

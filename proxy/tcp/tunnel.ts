@@ -25,20 +25,15 @@
 import type { Socket } from 'node:net';
 import { RemoraError } from '../../lib/errors/index.ts';
 import { SharedPool, type SharedPoolOptions } from '../outbound/shared-pool.ts';
-import { DATA, StreamConnection, u32 } from './framed.ts';
+import { CREDIT, DATA, FIN, GOAWAY, OPEN, RST, StreamConnection, u32 } from './framed.ts';
 
 export const TUNNEL_ALPN = 'remora-tcp/1';
 /** What a side may send on one stream before the other confirms it delivered it. */
 export const STREAM_WINDOW = 256 * 1024;
 
 /** Frame types (exported for tests that speak the protocol frame by frame). */
-export const OPEN = 1;
+export { CREDIT, DATA, FIN, GOAWAY, OPEN, RST };
 export const ACCEPT = 2;
-export { DATA };
-export const FIN = 4;
-export const RST = 5;
-export const CREDIT = 6;
-export const GOAWAY = 7;
 
 export const RST_ABORTED = 0;
 /** Not processed (draining, stream limit): safe to open elsewhere. */

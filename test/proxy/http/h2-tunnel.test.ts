@@ -20,6 +20,7 @@ import {
   STREAM_WINDOW,
   type H2TunnelServerOptions,
 } from '../../../proxy/http/h2-tunnel.ts';
+import { encodeFrame as frame } from '../../../proxy/tcp/framed.ts';
 
 type OnStream = H2TunnelServerOptions['onStream'];
 
@@ -243,14 +244,6 @@ t.test('heads are checked as node:http2 would before sending them on', async (t)
   t.equal(ok({ 'x-a': 1 }), null, 'a number elsewhere');
   t.equal(ok(['x']), null, 'not an object');
 });
-
-function frame(type: number, id: number, payload: Buffer = Buffer.alloc(0)): Buffer {
-  const h = Buffer.alloc(9);
-  h[0] = type;
-  h.writeUInt32BE(id, 1);
-  h.writeUInt32BE(payload.length, 5);
-  return Buffer.concat([h, payload]);
-}
 
 function head(h: Record<string, string>): Buffer {
   return Buffer.concat([Buffer.of(0), Buffer.from(JSON.stringify(h))]);

@@ -23,20 +23,7 @@ import {
   STREAM_WINDOW,
   type TunnelServerConnection,
 } from '../../../proxy/tcp/tunnel.ts';
-
-function frame(type: number, id: number, payload: Buffer = Buffer.alloc(0)): Buffer {
-  const h = Buffer.alloc(9);
-  h[0] = type;
-  h.writeUInt32BE(id, 1);
-  h.writeUInt32BE(payload.length, 5);
-  return Buffer.concat([h, payload]);
-}
-
-function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(n, 0);
-  return b;
-}
+import { encodeFrame as frame, u32 } from '../../../proxy/tcp/framed.ts';
 
 interface Frame {
   type: number;
