@@ -223,6 +223,8 @@ interface Instance {
   derivedLimit: Warning | null;
   /** The shared-namespace warning last logged for it (so each change is logged once). */
   sharedWarning: Warning | null;
+  /** Set while the mesh confines every user of the host but the proxies (no `app_user`). */
+  confinedWarning: Warning | null;
   /** The readiness-check write in flight; writes are serialized so a late one never undoes a newer one. */
   checkWrite: Promise<void> | null;
   /** Set when the state changed while a write was in flight: the writer goes round once more. */
@@ -995,6 +997,24 @@ export function createAgent(o: AgentOptions): Agent {
     if (stopped || inst.stopping || !inst.transparentArmed) return;
     const plan = transparentPlan(inst);
     if (plan) void transparent.apply(plan);
+    checkConfined(inst, plan);
+  }
+
+  /**
+   * Without `app_user`, an instance's rules hold every user of the host but the proxies': with
+   * MeshDestinationsOnly, a Consul agent, package updates or monitoring on the host can then
+   * reach only mesh services. Said (once per change), as it is rarely meant on a shared host.
+   */
+  function checkConfined(inst: Instance, plan: TransparentPlan | null): void {
+    const confined = plan?.meshDestinationsOnly === true && plan.appUid === undefined;
+    inst.confinedWarning = keepWarning(
+      inst.confinedWarning,
+      'REMORA_E_AGENT_TRANSPARENT_HOST_CONFINED',
+      confined
+        ? `${inst.def.id} has no proxy.config.app_user while the mesh entry sets TransparentProxy.MeshDestinationsOnly: every process of this host but the proxies (a Consul agent, package updates, monitoring) can open TCP connections only to mesh services; set app_user to the user the app runs as (docs/transparent.md)`
+        : null,
+      { instance: inst.def.id },
+    );
   }
 
   // --- upstreams derived from intentions (docs/transparent.md) -------------------------------
@@ -1398,6 +1418,7 @@ export function createAgent(o: AgentOptions): Agent {
       listening: null,
       derivedLimit: null,
       sharedWarning: null,
+      confinedWarning: null,
       checkWrite: null,
       checkAgain: false,
       notReadyReason: 'proxy not ready',
@@ -1733,7 +1754,9 @@ export function createAgent(o: AgentOptions): Agent {
                 ...(failover.length > 0 ? { failover } : {}),
               };
             }),
-            warnings: [inst.derivedLimit, inst.sharedWarning].filter((w) => w !== null),
+            warnings: [inst.derivedLimit, inst.sharedWarning, inst.confinedWarning].filter(
+              (w) => w !== null,
+            ),
             transparent: inst.def.sidecar?.transparent
               ? (transparent.status(inst.def.id) ?? {
                   active: false,

@@ -450,13 +450,41 @@ t.test("the mesh entry's MeshDestinationsOnly reaches the rules, live", async (t
   watchers.get('api')!([entry('api-1', '10.0.0.12', 8080, 'http')]);
   await waitFor('the rules', () => plans.length > 0);
   t.equal(plans.at(-1)!.meshDestinationsOnly, true, 'the first plan refuses non-mesh calls');
+  const warnings = () => agent.status().instances[0]!.warnings.map((w) => w.code);
+  t.same(
+    warnings(),
+    ['REMORA_E_AGENT_TRANSPARENT_HOST_CONFINED'],
+    'without app_user, the whole host is confined: said',
+  );
+  t.match(agent.status().instances[0]!.warnings[0]!.message, /set app_user to the user the app/);
   const before = plans.length;
   configEntries.set('mesh', mesh(false));
   await waitFor('the rules rebuilt', () => plans.length > before);
   t.notOk('meshDestinationsOnly' in plans.at(-1)!, 'turned off: the plan has no filter chain');
+  t.same(warnings(), [], 'and the warning goes');
   configEntries.set('mesh', []);
   configEntries.set('mesh', mesh(true));
   await waitFor('on again', () => plans.at(-1)!.meshDestinationsOnly === true);
+});
+
+t.test('with app_user, MeshDestinationsOnly confines the app alone: no warning', async (t) => {
+  const plans: TransparentPlan[] = [];
+  const { agent, watchers } = await transparentAgent(t, {
+    upstreams: [{ destination_name: 'api', config: { protocol: 'http' } }],
+    manager: quietManager(plans),
+    pid: 64_510,
+    config: { derive_upstreams: false, app_user: 1001 },
+    configEntries: {
+      mesh: [{ Kind: 'mesh', Name: 'mesh', TransparentProxy: { MeshDestinationsOnly: true } }],
+    },
+  });
+  await agent.start();
+  await waitFor('the upstream watched', () => watchers.has('api'));
+  watchers.get('api')!([entry('api-1', '10.0.0.12', 8080, 'http')]);
+  await waitFor('the rules', () => plans.length > 0);
+  t.equal(plans.at(-1)!.meshDestinationsOnly, true);
+  t.equal(plans.at(-1)!.appUid, 1001);
+  t.same(agent.status().instances[0]!.warnings, []);
 });
 
 t.test(

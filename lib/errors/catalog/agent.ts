@@ -110,6 +110,12 @@ export const AGENT_ERRORS = {
     remedy:
       "Prefer a default-deny policy with intentions for what each service calls; or list the upstreams and set `proxy.config.derive_upstreams: false`; or raise `transparentDerivedMax` together with Consul's `limits.http_max_conns_per_client` (docs/transparent.md).",
   },
+  REMORA_E_AGENT_TRANSPARENT_HOST_CONFINED: {
+    meaning:
+      "The mesh entry sets `TransparentProxy.MeshDestinationsOnly` and a transparent instance has no `proxy.config.app_user`: its rules hold every user of the host but the proxies', so every other process (a Consul agent, package updates, monitoring) can open TCP connections only to loopback, DNS and mesh services. The rules are installed as asked.",
+    remedy:
+      'Set `proxy.config.app_user` to the user the app runs as, so only the app is confined; without it, run the app alone in its own network namespace (a container) where confining everything is meant (docs/transparent.md).',
+  },
   REMORA_E_AGENT_TRANSPARENT_SHARED: {
     meaning:
       "Several transparent instances of one agent share its network namespace, and not each has its own `proxy.config.app_user`: the rules match by destination, so a call to a service more than one of them reaches is carried by whichever instance's chain comes first, with that instance's identity, and intentions judge that identity.",
