@@ -449,7 +449,6 @@ class H2TunnelServer extends H2Tunnel {
   readonly o: H2TunnelServerOptions;
   #lastId = 0;
   #draining = false;
-  #timer: NodeJS.Timeout | null = null;
 
   constructor(socket: Socket, o: H2TunnelServerOptions) {
     super(socket);
@@ -478,32 +477,14 @@ class H2TunnelServer extends H2Tunnel {
     this.#lastId = id;
     const st = new H2TunnelStream(this, id);
     this.streams.set(id, st);
-    if (this.#timer !== null) clearTimeout(this.#timer);
-    this.#timer = null;
+    this.keepOpen();
     const end = (p[0]! & END_STREAM) !== 0;
     if (end) st.receiveFin();
     this.o.onStream(st, head, end ? NGHTTP2_FLAG_END_STREAM : 0);
   }
 
   protected onIdle(): void {
-    if (this.streams.size > 0) return;
-    if (this.#draining) {
-      this.endSoon();
-      return;
-    }
-    if (this.#timer === null && !this.dead) {
-      this.#timer = setTimeout(() => {
-        this.#timer = null;
-        if (this.streams.size === 0) this.endSoon();
-      }, this.o.idleTimeoutMs);
-      this.#timer.unref();
-    }
-  }
-
-  protected override gone(): void {
-    if (this.dead) return;
-    if (this.#timer !== null) clearTimeout(this.#timer);
-    super.gone();
+    this.endWhenIdle(this.#draining, this.o.idleTimeoutMs);
   }
 
   /** Takes no new streams (GOAWAY); open ones continue, then the connection ends. */

@@ -171,4 +171,36 @@ export abstract class StreamConnection<S> extends FramedConnection {
   readonly streams = new Map<number, S>();
   /** When the last stream closed (for idle handling). */
   idleSince = performance.now();
+  #idleTimer: NodeJS.Timeout | null = null;
+
+  /**
+   * A server half with no stream left: it ends now when draining, else once it stayed without
+   * streams for `idleTimeoutMs` (a stream opened meanwhile calls `keepOpen`).
+   */
+  protected endWhenIdle(draining: boolean, idleTimeoutMs: number): void {
+    if (this.streams.size > 0) return;
+    if (draining) {
+      this.endSoon();
+      return;
+    }
+    if (this.#idleTimer === null && !this.dead) {
+      this.#idleTimer = setTimeout(() => {
+        this.#idleTimer = null;
+        if (this.streams.size === 0) this.endSoon();
+      }, idleTimeoutMs);
+      this.#idleTimer.unref();
+    }
+  }
+
+  /** A stream opened: the idle timer stops. */
+  protected keepOpen(): void {
+    if (this.#idleTimer !== null) clearTimeout(this.#idleTimer);
+    this.#idleTimer = null;
+  }
+
+  protected override gone(): void {
+    if (this.dead) return;
+    this.keepOpen();
+    super.gone();
+  }
 }

@@ -414,7 +414,6 @@ class TunnelServer extends Tunnel {
   readonly o: TunnelServerOptions;
   #lastId = 0;
   #draining = false;
-  #timer: NodeJS.Timeout | null = null;
 
   constructor(socket: Socket, o: TunnelServerOptions) {
     super(socket);
@@ -444,7 +443,7 @@ class TunnelServer extends Tunnel {
       st.window = p.readUInt32BE(0);
       st.opening = 'server';
       this.streams.set(id, st);
-      this.#busy();
+      this.keepOpen();
       this.o.onStreamOpened();
       this.o.open().then(
         (app) => {
@@ -478,30 +477,9 @@ class TunnelServer extends Tunnel {
     if (this.streams.size === 0) this.#idle();
   }
 
-  protected override gone(): void {
-    if (this.dead) return;
-    if (this.#timer !== null) clearTimeout(this.#timer);
-    super.gone();
-  }
-
-  #busy(): void {
-    if (this.#timer !== null) clearTimeout(this.#timer);
-    this.#timer = null;
-  }
-
   #idle(): void {
     this.idleSince = performance.now();
-    if (this.#draining) {
-      this.endSoon();
-      return;
-    }
-    if (this.#timer === null && !this.dead) {
-      this.#timer = setTimeout(() => {
-        this.#timer = null;
-        if (this.streams.size === 0) this.endSoon();
-      }, this.o.idleTimeoutMs);
-      this.#timer.unref();
-    }
+    this.endWhenIdle(this.#draining, this.o.idleTimeoutMs);
   }
 
   drain(): void {

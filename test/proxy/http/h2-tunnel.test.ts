@@ -193,6 +193,21 @@ t.test('a stream opened while GOAWAY was on its way is refused, not processed', 
   first.close();
 });
 
+t.test('a server connection without streams for idleTimeoutMs is ended, not before', async (t) => {
+  const { client, gone } = await pair(
+    t,
+    (stream) => {
+      stream.respond({ ':status': 200 }, { endStream: true });
+    },
+    { idleTimeoutMs: 300 },
+  );
+  const up = client.request({ ':path': '/' }, { endStream: true });
+  await waitFor('the answer', () => up.destroyed);
+  const done = Date.now();
+  await waitFor('the idle connection ended', gone, 5000);
+  t.ok(Date.now() - done >= 250, 'after its idle time');
+});
+
 t.test('what a peer may not send closes the connection and is counted', async (t) => {
   const cases: [string, (port: number) => Buffer, RegExp][] = [
     ['a head that is no JSON', () => frame(OPEN, 1, Buffer.from('\x00{nope')), /bad request head/],
