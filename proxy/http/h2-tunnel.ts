@@ -67,6 +67,9 @@ function encodeHead(flags: number, headers: OutgoingHttpHeaders): Buffer {
   return out;
 }
 
+/** A field value node:http2 would send on: a string without CR, LF or NUL. */
+const goodValue = (s: unknown): boolean => typeof s === 'string' && !BAD_VALUE.test(s);
+
 /**
  * A head or trailers from the peer, checked as node:http2 would before sending it on: lower-case
  * names (known pseudo-fields only), string values without CR, LF or NUL (`:status` a number).
@@ -86,10 +89,7 @@ export function decodeHead(b: Buffer): IncomingHttpHeaders | null {
     if (k === ':status') {
       // node:http2 gives the status as a number
       if (!Number.isInteger(x) || (x as number) < 100 || (x as number) > 999) return null;
-    } else {
-      const ok = (s: unknown) => typeof s === 'string' && !BAD_VALUE.test(s);
-      if (Array.isArray(x) ? !x.every(ok) : !ok(x)) return null;
-    }
+    } else if (Array.isArray(x) ? !x.every(goodValue) : !goodValue(x)) return null;
     (out as Record<string, unknown>)[k] = x;
   }
   return out;

@@ -223,7 +223,8 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
     ep.active--;
     observeLatency(ep, performance.now() - t0, now);
     cluster.outcome(ep, response.status < 500, now);
-    for (const c of req.ctx.setCookies ?? []) response.headers.push('set-cookie', c);
+    const made = req.ctx.setCookies; // only when consistent hashing made a cookie up
+    if (made !== undefined) for (const c of made) response.headers.push('set-cookie', c);
     return response;
   };
 
