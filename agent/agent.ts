@@ -3,6 +3,7 @@
 // Everything external comes in through options so the agent can be embedded (`remora dev`)
 // and tested with fakes.
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { rm } from 'node:fs/promises';
 import { formatSpiffeId } from '../lib/identity/index.ts';
 import { RemoraError, toRemoraError, type ErrorCode } from '../lib/errors/index.ts';
@@ -21,6 +22,7 @@ import {
   type AccessLogConfig,
   type MeshTlsConfig,
   type HashPolicy,
+  type ExposePath,
 } from '../lib/proxy-api/index.ts';
 import {
   createCentralConfig,
@@ -819,6 +821,31 @@ export function createAgent(o: AgentOptions): Agent {
     return ports;
   }
 
+  /**
+   * The Consul agent's address, learnt before the first registration of an instance with
+   * `expose.checks`: its check listeners serve loopback and that address only (Consul's rule).
+   * Null until then; an address Consul does not give as an IP leaves them to loopback.
+   */
+  let consulAgentAddress: string | null = null;
+
+  async function learnConsulAgentAddress(): Promise<void> {
+    if (consulAgentAddress !== null || !consul.agentAddress) return;
+    const addr = await consul.agentAddress();
+    if (isIP(addr) === 0)
+      logger.warn(
+        { address: addr },
+        'the Consul agent gives no IP address of its own (/v1/agent/self Member.Addr); exposed check listeners serve loopback callers only',
+      );
+    consulAgentAddress = isIP(addr) === 0 ? '' : addr;
+    pushAll();
+  }
+
+  /** Who may call an exposed check listener: absent when the Consul port cannot tell. */
+  function checkSources(): Pick<ExposePath, 'allowSources'> {
+    if (!consul.agentAddress) return {};
+    return { allowSources: consulAgentAddress ? [consulAgentAddress] : [] };
+  }
+
   /** Where a Consul agent reaches the sidecar's exposed listeners. */
   function exposedAddress(sc: SidecarDefinition): string {
     const bind = s.proxyBindAddress;
@@ -846,6 +873,7 @@ export function createAgent(o: AgentOptions): Agent {
           localPathPort: e.localPathPort,
           listenerPort: port,
           protocol: e.protocol,
+          ...checkSources(),
         });
       for (const c of e.checks) checks[c] = rerouteCheck(checks[c]!, address, port);
     });
@@ -1284,6 +1312,7 @@ export function createAgent(o: AgentOptions): Agent {
     if (inst.regTimer) clock.clearTimeout(inst.regTimer);
     inst.regTimer = null;
     try {
+      if (inst.def.sidecar?.exposeChecks.length) await learnConsulAgentAddress();
       const ready = inst.def.sidecar ? proxyReady(inst.def.id) : true;
       await consul.registerService(
         registrationFor(withExposedChecks(inst, withUpstreamPorts(inst)), {

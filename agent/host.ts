@@ -67,6 +67,11 @@ export function createConsulPort(o: {
     registerService: (def) => client.agent.registerService(def),
     deregisterService: (id) => client.agent.deregisterService(id),
     updateTtl: (checkId, status, output) => client.agent.updateTtl(checkId, status, output),
+    async agentAddress() {
+      const self = (await client.agent.self()) as { Member?: { Addr?: unknown } };
+      const addr = self.Member?.Addr;
+      return typeof addr === 'string' ? addr : '';
+    },
     watchConnect(service, handlers) {
       const w = watchConnect(client, service, {
         onChange: (entries) => handlers.onChange(entries),

@@ -100,6 +100,11 @@ export interface ConsulPort {
   registerService(definition: Record<string, unknown>): Promise<void>;
   deregisterService(id: string): Promise<void>;
   updateTtl(checkId: string, status: CheckStatus, output: string): Promise<void>;
+  /**
+   * The Consul agent's own (LAN) address (`/v1/agent/self` `Member.Addr`), the source of its
+   * health probes. Without it, exposed check listeners are not confined to the Consul agent.
+   */
+  agentAddress?(): Promise<string>;
   /** A blocking-query watch; onChange gets every new healthy set, onError every failure. */
   watchConnect(
     service: string,

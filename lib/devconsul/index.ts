@@ -4,7 +4,7 @@
  * tests only; production runs real Consul.
  */
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { isIP, type AddressInfo } from 'node:net';
 import { RemoraError } from '../errors/index.ts';
 import { createSilentLogger, type Logger } from '../log/index.ts';
 import { createClock, type Clock } from '../util/index.ts';
@@ -76,6 +76,8 @@ export async function startDevConsul(opts: StartDevConsulOptions = {}): Promise<
     datacenter,
     nodeName,
     advertise: () => `${host}:${port}`,
+    // a catalog bound to one address probes from it; a wildcard one is taken as local
+    ...(isIP(host) !== 0 && host !== '0.0.0.0' && host !== '::' ? { memberAddress: host } : {}),
   });
   const server: Server = createServer((req, res) => {
     handler(req, res).catch((err: unknown) => {

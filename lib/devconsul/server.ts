@@ -71,6 +71,8 @@ export interface HandlerOptions {
   nodeName: string;
   /** The address the server listens on, reported by /v1/status/leader. */
   advertise: () => string;
+  /** `Member.Addr` of /v1/agent/self: where its probes come from (default 127.0.0.1). */
+  memberAddress?: string;
 }
 
 /** ConnectProxyConfig's omitempty fields vanish when unset, as in Consul's JSON. */
@@ -525,7 +527,7 @@ export function createHandler(o: HandlerOptions) {
           Coord: null,
           Member: {
             Name: o.nodeName,
-            Addr: '127.0.0.1',
+            Addr: o.memberAddress ?? '127.0.0.1',
             Port: 8301,
             Tags: { dc: o.datacenter, role: 'consul', build: '1.20.0' },
             Status: 1,

@@ -2,6 +2,7 @@
 // material parses, the key matches the certificate, the certificate carries the instance's SPIFFE
 // ID) so that a proxy can refuse a bad snapshot as a whole and keep serving the last good one.
 import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { isIP } from 'node:net';
 import { RemoraError } from '../errors/index.ts';
 import { parseSpiffeId, urisFromSubjectAltName } from '../identity/index.ts';
 import { headerNameProblem, headerValueProblem } from './header-modifiers.ts';
@@ -806,7 +807,7 @@ function decodeExpose(v: unknown, inbound: InboundConfig, seen: Map<string, stri
   const ports = new Map<number, number>();
   return v.map((x, i) => {
     const p = `expose[${i}]`;
-    const e = obj(x, p, ['path', 'localPathPort', 'listenerPort', 'protocol']);
+    const e = obj(x, p, ['path', 'localPathPort', 'listenerPort', 'protocol', 'allowSources']);
     const path = str(e, 'path', p);
     const problem = exposePathProblem(path);
     if (problem !== null) fail(`${p}.path`, problem, path);
@@ -825,7 +826,16 @@ function decodeExpose(v: unknown, inbound: InboundConfig, seen: Map<string, stri
       localPathPort,
       listenerPort,
       protocol: oneOf(e, 'protocol', p, EXPOSE_PROTOCOLS),
+      ...(e.allowSources !== undefined ? { allowSources: decodeSources(e, p) } : {}),
     };
+  });
+}
+
+function decodeSources(e: Obj, p: string): string[] {
+  return arr(e, 'allowSources', p).map((a, j) => {
+    if (typeof a !== 'string' || isIP(a) === 0)
+      fail(`${p}.allowSources[${j}]`, 'must be an IPv4 or IPv6 address', a);
+    return a;
   });
 }
 

@@ -334,6 +334,12 @@ export interface ExposePath {
   localPathPort: number;
   listenerPort: number;
   protocol: 'http' | 'http2';
+  /**
+   * When present, only connections from loopback and these addresses are served; any other is
+   * closed. The agent sets it on the paths of `expose.checks` to the Consul agent's own address,
+   * as Consul does: those listeners exist for its probes, not for everyone.
+   */
+  allowSources?: string[];
 }
 
 /**

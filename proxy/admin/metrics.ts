@@ -107,6 +107,11 @@ export function createProxyMetrics(o: { defaultMetrics?: boolean } = {}) {
     labelNames: ['limit'] as const,
     registers: [registry],
   });
+  const exposedRefused = new Counter({
+    name: 'remora_proxy_exposed_sources_refused_total',
+    help: "Connections to an exposed check listener (expose.checks) closed on arrival: they came neither from loopback nor from the Consul agent's address.",
+    registers: [registry],
+  });
   const accessLogDropped = new Counter({
     name: 'remora_proxy_access_log_dropped_total',
     help: 'Access log lines dropped: the output was more than 1 MiB behind, or the file could not be written.',
@@ -188,6 +193,7 @@ export function createProxyMetrics(o: { defaultMetrics?: boolean } = {}) {
     denials,
     refused,
     rateLimited,
+    exposedRefused,
     accessLogDropped,
     inboundLimited,
     tunnelErrors,

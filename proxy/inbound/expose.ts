@@ -55,6 +55,16 @@ function notExposed(path: string, exposed: string): RemoraError {
   );
 }
 
+/** Loopback (IPv4, IPv6, IPv4-mapped) or one of `allow`, compared without a `::ffff:` prefix. */
+export function sourceAllowed(address: string | undefined, allow: readonly string[]): boolean {
+  if (address === undefined) return false;
+  const a = address.startsWith('::ffff:') ? address.slice(7) : address;
+  if (a === '::1' || a.startsWith('127.')) return true;
+  return allow.some(
+    (x) => (x.startsWith('::ffff:') ? x.slice(7) : x).toLowerCase() === a.toLowerCase(),
+  );
+}
+
 export function createExposeSlot(env: ProxyEnv): ListenerSlot {
   let current = new Map<string, Bound>();
   const service = () => env.active().snapshot.instance.service;
@@ -162,6 +172,20 @@ export function createExposeSlot(env: ProxyEnv): ListenerSlot {
 
   function handleConnection(b: Bound, socket: Socket): void {
     socket.on('error', () => socket.destroy());
+    const allow = b.path.allowSources;
+    if (allow && !sourceAllowed(socket.remoteAddress, allow)) {
+      env.metrics.exposedRefused.inc();
+      logLimited(
+        new RemoraError(
+          'REMORA_E_PROXY_EXPOSED_SOURCE_REFUSED',
+          `a connection from ${socket.remoteAddress} to the exposed check path ${b.path.path} was closed: check listeners serve loopback and the Consul agent (${allow.join(', ') || 'address unknown yet'}) only; list the path under proxy.expose.paths to serve it to everyone`,
+          { path: b.path.path, source: socket.remoteAddress ?? '' },
+        ),
+        'exposed check path refused a caller',
+      );
+      socket.destroy();
+      return;
+    }
     const c: { drain(): void } =
       b.path.protocol === 'http2'
         ? serveH2(b, socket)

@@ -8,6 +8,7 @@ import {
   type AgentSettings,
 } from '../../agent/agent.ts';
 import type { ConsulPort } from '../../agent/ports.ts';
+import type { ProxySnapshot } from '../../lib/proxy-api/index.ts';
 import { decodeDefinitionFile } from '../../agent/definitions.ts';
 import { createSilentLogger } from '../../lib/log/index.ts';
 import { createClock, waitFor } from '../../lib/util/index.ts';
@@ -133,10 +134,11 @@ async function startHost(
     },
   },
   settings: Partial<AgentSettings> = {},
+  onSnapshot?: (s: ProxySnapshot) => void,
 ): Promise<FakeHost> {
   const host = await createHostDir(t, files);
   const clock = createClock();
-  const proxies = createFakeProxies({ events });
+  const proxies = createFakeProxies({ events, ...(onSnapshot ? { onSnapshot } : {}) });
   t.teardown(() => proxies.close());
   const agent = createAgent({
     settings: host.settings(settings),
@@ -339,6 +341,85 @@ t.test("no instance is given an exposed path's listener port as its sidecar port
     '21000, the first port of the range, is a listener of a: skipped',
   );
 });
+
+t.test(
+  "an exposed check's listener serves the Consul agent's address, learnt before it is registered",
+  async (t) => {
+    const order: string[] = [];
+    let selfFailures = 1;
+    const consul: ConsulPort = {
+      async registerService(def) {
+        order.push(`register ${String(def.id)}`);
+      },
+      async deregisterService() {},
+      async updateTtl() {},
+      async agentAddress() {
+        if (selfFailures-- > 0) throw new Error('connection refused');
+        order.push('agent/self');
+        return '10.0.0.5';
+      },
+      watchConnect: () => ({ stop: () => undefined }),
+      watchServices: () => ({ stop: () => undefined }),
+      watchConfigEntries: createFakeConfigEntries().watchConfigEntries,
+    };
+    const snapshots: ProxySnapshot[] = [];
+    const check = { name: 'ready', http: 'http://127.0.0.1:8081/ready', interval: '5s' };
+    await startHost(
+      t,
+      consul,
+      [],
+      {
+        'api.json': {
+          service: {
+            name: 'api',
+            id: 'api-1',
+            port: 8081,
+            check,
+            connect: {
+              sidecar_service: {
+                port: 21001,
+                proxy: {
+                  expose: {
+                    checks: true,
+                    paths: [{ path: '/metrics', local_path_port: 9102, listener_port: 21600 }],
+                  },
+                },
+              },
+            },
+          },
+        },
+      },
+      { exposePortMin: 21500, exposePortMax: 21500 },
+      (s) => snapshots.push(s),
+    );
+    await waitFor('api-1 registered', () => order.includes('register api-1'));
+    t.same(order, ['agent/self', 'register api-1'], "Consul's address first, despite a failure");
+    await waitFor('a snapshot with the address', () =>
+      snapshots.some((s) => s.expose?.some((p) => p.allowSources?.length)),
+    );
+    const last = snapshots.at(-1)!;
+    t.same(
+      last.expose,
+      [
+        { path: '/metrics', localPathPort: 9102, listenerPort: 21600, protocol: 'http' },
+        {
+          path: '/ready',
+          localPathPort: 8081,
+          listenerPort: 21500,
+          protocol: 'http',
+          allowSources: ['10.0.0.5'],
+        },
+      ],
+      'the check path is confined to the Consul agent; the listed path stays public',
+    );
+    t.notOk(
+      snapshots.some((s) =>
+        s.expose?.some((p) => p.path === '/ready' && p.allowSources === undefined),
+      ),
+      'no snapshot ever served the check path to everyone',
+    );
+  },
+);
 
 t.test(
   'exposed checks take ports of their own range; past its end a check stays as it was',

@@ -23,6 +23,8 @@ const root = new URL('../../', import.meta.url).pathname;
 const REMORA = join(root, 'bin/remora.js');
 const NODE = process.execPath;
 const DC = 'dc1';
+/** The one port of the agents' range for exposed check listeners. */
+const CHECK_PORT = 21600;
 
 interface Call {
   status?: number;
@@ -196,10 +198,22 @@ if (reason) {
               id: i.id,
               name: i.name,
               port: i.port,
+              // api-1's health check reaches its app (127.0.0.1 only) through its sidecar
+              ...(i.id === 'api-1'
+                ? {
+                    checks: [
+                      { name: 'api answers', http: `http://127.0.0.1:${i.port}/`, interval: '1s' },
+                    ],
+                  }
+                : {}),
               connect: {
                 sidecar_service: {
                   port: i.sidecar,
-                  proxy: { config: { protocol: 'http' }, upstreams },
+                  proxy: {
+                    config: { protocol: 'http' },
+                    upstreams,
+                    ...(i.id === 'api-1' ? { expose: { checks: true } } : {}),
+                  },
                 },
               },
             },
@@ -222,6 +236,8 @@ if (reason) {
           dataDir: join(dir, 'data'),
           advertiseAddress: host.ip,
           checkTtlMs: 3000,
+          exposePortMin: CHECK_PORT,
+          exposePortMax: CHECK_PORT,
         }),
       );
       start(
@@ -306,6 +322,42 @@ if (reason) {
         t.match(res.noCert, /^refused/, `TLS without a client certificate: ${res.noCert}`);
       },
     );
+
+    t.test("api-1's exposed health check serves the catalog's probes only", async (t) => {
+      const checks = await until(
+        "the catalog's probe of api-1 to pass through api-1's sidecar",
+        async () => {
+          const r = await server!.node(
+            `const r = await fetch('http://${s}:8500/v1/health/checks/api'); process.stdout.write(await r.text());`,
+          );
+          const all = JSON.parse(r.stdout || '[]') as Array<{
+            ServiceID: string;
+            Name: string;
+            Status: string;
+          }>;
+          const c = all.find((x) => x.ServiceID === 'api-1' && x.Name === 'api answers');
+          return c?.Status === 'passing' ? all : undefined;
+        },
+        60_000,
+      );
+      t.ok(checks, 'the HTTP check, probed from the catalog host, passes');
+      const probe = (host: LabHost) =>
+        host.node(
+          `try {
+             const r = await fetch('http://${vm2!.ip}:${CHECK_PORT}/', { signal: AbortSignal.timeout(4000) });
+             process.stdout.write('HTTP ' + r.status);
+           } catch (err) { process.stdout.write('refused: ' + String(err?.cause?.code ?? err?.cause?.message ?? err)); }
+           process.exit(0);`,
+        );
+      const fromCatalogHost = await probe(server!);
+      t.equal(fromCatalogHost.stdout, 'HTTP 200', "the Consul agent's address is served");
+      const fromOtherHost = await probe(ctr1!);
+      t.match(
+        fromOtherHost.stdout,
+        /^refused/,
+        `another host is refused on the check listener: ${fromOtherHost.stdout}`,
+      );
+    });
 
     t.test('calls are balanced across the api instances on two hosts', async (t) => {
       const calls = await callWeb(12);

@@ -156,6 +156,12 @@ export const PROXY_ERRORS = {
       "Call the path the port exposes, or add the path to the sidecar's `proxy.expose.paths` (with its own listener port); calls between services go through the mesh instead.",
     status: 404,
   },
+  REMORA_E_PROXY_EXPOSED_SOURCE_REFUSED: {
+    meaning:
+      "A connection reached a listener the agent opened for a health check (`proxy.expose.checks`) from an address that is neither loopback nor the Consul agent's; as in Consul, those listeners serve the Consul agent's probes only, so it was closed and counted in remora_proxy_exposed_sources_refused_total.",
+    remedy:
+      "Probe the check from the Consul agent (or the host itself); to serve the path to other callers (a monitoring system), list it under the sidecar's `proxy.expose.paths`, whose listeners are public.",
+  },
   REMORA_E_PROXY_TUNNEL_PROTOCOL: {
     meaning:
       'A peer sidecar broke a tunnel protocol: remora-tcp/1 (for example sent data before its stream was accepted, or more than its window allows; the tunnel and the TCP connections it carried were closed) or remora-h2/1 (a head that is no JSON object of valid fields, data beyond the credit; the connection was closed and its HTTP/2 streams reset).',

@@ -83,6 +83,13 @@ t.test('a snapshot with exposed paths decodes to an equal value', async (t) => {
     expose: [
       { path: '/metrics', localPathPort: 9102, listenerPort: 21500, protocol: 'http' as const },
       { path: '/health', localPathPort: 8080, listenerPort: 21501, protocol: 'http2' as const },
+      {
+        path: '/ready',
+        localPathPort: 8080,
+        listenerPort: 21502,
+        protocol: 'http' as const,
+        allowSources: ['10.0.0.5', 'fd00::5'],
+      },
     ],
   };
   t.same(decodeProxySnapshot(JSON.parse(JSON.stringify(s))), s);
@@ -479,6 +486,20 @@ const cases: Array<[string, (s: any) => void, string]> = [
     'an exposed path that is not absolute',
     (s) => (s.expose = [{ path: 'metrics', localPathPort: 1, listenerPort: 2, protocol: 'http' }]),
     'expose[0].path',
+  ],
+  [
+    'an exposed path allowed to a host name',
+    (s) =>
+      (s.expose = [
+        {
+          path: '/ready',
+          localPathPort: 1,
+          listenerPort: 2,
+          protocol: 'http',
+          allowSources: ['consul.local'],
+        },
+      ]),
+    'expose[0].allowSources[0]',
   ],
   [
     'an exposed path with a query string',
