@@ -17,6 +17,13 @@ import type { ConfigOf } from '../lib/config/index.ts';
 import type { agentSchema } from '../lib/config/schemas/agent.ts';
 import { createAgent, type Agent, type AgentStatus, type StopOptions } from './agent.ts';
 import { startAdminServer, type AdminServer } from './admin.ts';
+import { dataPaths } from './files.ts';
+import {
+  createProxyLogRotator,
+  pauseProxy,
+  resumeProxies,
+  type ProxyLogRotator,
+} from './proxy-logs.ts';
 import { createNatsControlPort } from './control-port.ts';
 import { createLazyControlPort } from './lazy-control.ts';
 import type { ConsulPort, ControlPort } from './ports.ts';
@@ -254,10 +261,22 @@ export function createHostAgent(o: HostAgentOptions): HostAgent {
   });
 
   let admin: AdminServer | null = null;
+  let logs: ProxyLogRotator | null = null;
   return {
     agent,
     async start() {
+      await resumeProxies(c.dataDir);
       await agent.start();
+      const paths = dataPaths(c.dataDir);
+      logs = createProxyLogRotator({
+        dataDir: c.dataDir,
+        maxBytes: c.proxyLogMaxBytes,
+        files: c.proxyLogFiles,
+        intervalMs: c.proxyLogCheckMs,
+        clock,
+        logger,
+        pause: (id) => pauseProxy(paths.proxyPid(id), id),
+      });
       try {
         admin = await startAdminServer({ port: c.adminPort, status: () => agent.status() });
         logger.info({ adminPort: admin.port }, `status on http://127.0.0.1:${admin.port}/status`);
@@ -277,6 +296,7 @@ export function createHostAgent(o: HostAgentOptions): HostAgent {
     reload: () => agent.reload(),
     async stop(options) {
       closing = true;
+      logs?.stop();
       await admin?.close();
       await agent.stop(options);
       stopConnecting();

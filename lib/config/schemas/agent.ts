@@ -1,6 +1,12 @@
 import { defineSchema } from '../define.ts';
 import { consulKeys, datacenterKeys, logKeys, natsKeys, tracingKeys } from './common.ts';
 
+/** A whole number of at least 1 (docs/config.md shows the format as `positive`). */
+function positive(v: unknown): void {
+  if (!Number.isInteger(v) || (v as number) < 1)
+    throw new Error('must be a whole number of at least 1');
+}
+
 export const agentSchema = defineSchema(
   'agent',
   'The per-host agent: registration, identity, discovery, proxy supervision.',
@@ -115,6 +121,21 @@ export const agentSchema = defineSchema(
       doc: "User ID whose connections the transparent interception rules let pass untouched (the proxies'); -1 means the agent's own user, which the proxies inherit. Applications must run as another user.",
       format: 'int',
       default: -1,
+    },
+    proxyLogMaxBytes: {
+      doc: "Size past which a proxy's output file (<dataDir>/instances/<id>/proxy.log: its log, and access logs of Type stdout) is rotated to proxy.log.1, in bytes; 0 never rotates (leave it to logrotate).",
+      format: 'nat',
+      default: 67108864,
+    },
+    proxyLogFiles: {
+      doc: 'Rotated copies of each proxy.log kept (proxy.log.1 … proxy.log.<n>), at least 1.',
+      format: positive,
+      default: 2,
+    },
+    proxyLogCheckMs: {
+      doc: 'How often the agent compares each proxy.log with proxyLogMaxBytes, in milliseconds.',
+      format: positive,
+      default: 30000,
     },
     keepProxies: {
       doc: 'On stop, leave registrations and proxies running for the next agent to adopt (upgrade restart) instead of draining them.',

@@ -71,6 +71,12 @@ export const AGENT_ERRORS = {
     meaning: 'A proxy refused a config snapshot and keeps serving its previous one.',
     remedy: "The message carries the proxy's reason; fix the definition it points to.",
   },
+  REMORA_E_AGENT_PROXY_LOG_ROTATION: {
+    meaning:
+      "The agent cannot rotate a proxy's `proxy.log` past `proxyLogMaxBytes` (a full disk, no permission in the instance directory); the proxy keeps writing to it, unbounded, and the agent tries again at its next check.",
+    remedy:
+      'Free disk space in the data directory, and let the agent user write in `<dataDir>/instances/<id>/`; or raise `proxyLogMaxBytes`.',
+  },
   REMORA_E_AGENT_ADMIN_UNREACHABLE: {
     meaning: "`remora status` cannot reach the agent's loopback admin endpoint.",
     remedy:

@@ -3,7 +3,7 @@
 // proxy-defaults AccessLogs reach running proxies. Real devconsul, nats-server, control, agent and
 // proxies.
 import t from 'tap';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -239,3 +239,59 @@ t.test('proxy-defaults AccessLogs: every proxy logs its calls to the file it nam
   );
   t.pass('the logs stay on');
 });
+
+t.test(
+  'AccessLogs to stdout: proxy.log is rotated past proxyLogMaxBytes, and no line is lost',
+  async (t) => {
+    const mesh = await startMesh(t);
+    for (const [name, body] of Object.entries(consulDefinitions(mesh)))
+      await mesh.writeDefinition(name, body);
+    await putConfig(mesh, {
+      Kind: 'proxy-defaults',
+      Name: 'global',
+      Config: { protocol: 'http' },
+      AccessLogs: { Enabled: true, Type: 'stdout' },
+    });
+    const agent = mesh.startAgent({
+      REMORA_AGENT_PROXY_LOG_MAX_BYTES: '8192',
+      REMORA_AGENT_PROXY_LOG_FILES: '100',
+      REMORA_AGENT_PROXY_LOG_CHECK_MS: '50',
+    });
+    t.teardown(() => agent.stop());
+    await waitFor('web to reach api', () => webReachesApi(mesh), 90_000, 100);
+    // calls through web's sidecar, each with its own path: one outbound line each in web's log
+    const CALLS = 300;
+    for (let i = 0; i < CALLS; i++) {
+      const r = await httpGet(`http://127.0.0.1:${mesh.ports.apiLocal}/rotation/${i}`);
+      if (r.status !== 200) t.fail(`call ${i} answered ${r.status}`);
+    }
+    const dir = join(mesh.dataDir, 'instances', 'web-1');
+    const files = () => readdirSync(dir).filter((f) => /^proxy\.log(\.\d+)?$/.test(f));
+    const logged = await waitFor(
+      'every call in the access lines of web-1',
+      () => {
+        const paths: string[] = [];
+        for (const f of files())
+          for (const line of readFileSync(join(dir, f), 'utf8').split('\n').filter(Boolean)) {
+            const l = JSON.parse(line) as { log?: string; path?: string; direction?: string };
+            if (
+              l.log === 'access' &&
+              l.direction === 'outbound' &&
+              l.path?.startsWith('/rotation/')
+            )
+              paths.push(l.path);
+          }
+        return paths.length >= CALLS ? paths : null;
+      },
+      10_000,
+      100,
+    );
+    const rotated = files().filter((f) => f !== 'proxy.log');
+    t.ok(rotated.length >= 3, `web-1's log was rotated (${rotated.length} copies)`);
+    for (const f of rotated) t.equal(statSync(join(dir, f)).mode & 0o777, 0o600, `${f} is 0600`);
+    t.equal(logged.length, CALLS, 'each call logged once: none lost, none copied twice');
+    t.equal(new Set(logged).size, CALLS);
+    t.ok(statSync(join(dir, 'proxy.log')).size < 8192 * 2, 'proxy.log stays near its bound');
+    t.ok(await webReachesApi(mesh), 'the paused and resumed proxies serve on');
+  },
+);
