@@ -51,12 +51,12 @@ function copyTailSync(src: number, dst: number, from: number, buf: Buffer): numb
   }
 }
 
-/** Rotates one log: shift the copies, copy it to `.1`, cut it to zero. Returns the bytes kept. */
+/** Rotates one log: shift the copies, copy it to `.1`, cut it to zero; the bytes kept. */
 async function rotate(
   path: string,
   files: number,
   pause: () => (() => void) | null,
-): Promise<number> {
+): Promise<{ bytes: number; paused: boolean }> {
   await rm(`${path}.${files}`, { force: true });
   for (let i = files - 1; i >= 1; i--)
     await rename(`${path}.${i}`, `${path}.${i + 1}`).catch((err: NodeJS.ErrnoException) => {
@@ -78,9 +78,9 @@ async function rotate(
       // ... then, the proxy paused, what it wrote meanwhile, and the cut, in one synchronous step
       const resume = pause();
       try {
-        const copied = copyTailSync(src.fd, dst.fd, pos, buf);
+        const bytes = copyTailSync(src.fd, dst.fd, pos, buf);
         ftruncateSync(src.fd, 0);
-        return copied;
+        return { bytes, paused: resume !== null };
       } finally {
         resume?.();
       }
@@ -114,10 +114,10 @@ export function createProxyLogRotator(o: ProxyLogRotatorOptions): ProxyLogRotato
       try {
         const st = await stat(path).catch(() => null);
         if (st === null || st.size <= o.maxBytes) continue;
-        const copied = await rotate(path, files, () => o.pause?.(id) ?? null);
+        const { bytes, paused } = await rotate(path, files, () => o.pause?.(id) ?? null);
         failing.delete(path);
         o.logger.info(
-          { instance: id, bytes: copied, file: `${path}.1` },
+          { instance: id, bytes, paused, file: `${path}.1` },
           `rotated the proxy log of ${id}`,
         );
       } catch (err) {
@@ -194,15 +194,17 @@ export function pauseProxy(pidFile: string, instance: string): (() => void) | nu
   return () => signalProcess(pid, 'SIGCONT');
 }
 
-/** The pid in `pidFile` when it runs the proxy of `instance`, else null. */
+/** The pid of the supervisor's pid file (`{pid, instance, …}`) when it runs the proxy of `instance`. */
 function proxyPid(pidFile: string, instance: string): number | null {
-  let pid: number;
+  let pid: unknown;
   try {
-    pid = Number(readFileSync(pidFile, 'utf8').trim());
+    pid = (JSON.parse(readFileSync(pidFile, 'utf8')) as { pid?: unknown }).pid;
   } catch {
     return null;
   }
-  return Number.isInteger(pid) && pid > 0 && isProxyProcess(pid, instance) ? pid : null;
+  return Number.isInteger(pid) && (pid as number) > 0 && isProxyProcess(pid as number, instance)
+    ? (pid as number)
+    : null;
 }
 
 /**

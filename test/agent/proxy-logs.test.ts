@@ -33,6 +33,14 @@ function dataDir(t: Test, id: string): { root: string; inst: string } {
   return { root, inst };
 }
 
+/** The pid file as the agent's supervisor writes it. */
+function writePidFile(inst: string, pid: number, instance: string): void {
+  writeFileSync(
+    join(inst, 'proxy.pid'),
+    JSON.stringify({ pid, instance, adminPort: 0, startedAt: new Date().toISOString() }),
+  );
+}
+
 /** Starts the fake proxy: LINES numbered lines to its stdout (proxy.log, O_APPEND), then exit. */
 function startWriter(inst: string, id: string): Promise<number | null> & { pid: number } {
   const fd = openSync(join(inst, 'proxy.log'), 'a', 0o600);
@@ -48,7 +56,7 @@ function startWriter(inst: string, id: string): Promise<number | null> & { pid: 
     stdio: ['ignore', fd, fd],
   });
   closeSync(fd);
-  writeFileSync(join(inst, 'proxy.pid'), String(child.pid));
+  writePidFile(inst, child.pid!, id);
   const done = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   return Object.assign(done, { pid: child.pid! });
 }
@@ -94,8 +102,12 @@ t.test('a proxy writing flat out loses no line and splits none across rotations'
   t.equal(await writer, 0, 'the writer finished');
   rotator.stop();
   await rotator.check();
-  const rotations = logs.filter((l) => l.includes('rotated the proxy log of api-1')).length;
-  t.ok(rotations >= 3, `the log was rotated while written (${rotations} times)`);
+  const rotations = logs.filter((l) => l.includes('rotated the proxy log of api-1'));
+  t.ok(rotations.length >= 3, `the log was rotated while written (${rotations.length} times)`);
+  t.ok(
+    rotations.every((l) => (JSON.parse(l) as { paused: boolean }).paused),
+    'the writer was paused for each cut',
+  );
   const { seqs, kept } = keptSequence(inst, 3);
   t.same(kept, ['proxy.log.3', 'proxy.log.2', 'proxy.log.1', 'proxy.log'], 'three copies kept');
   t.equal(seqs.at(-1), LINES - 1, 'the last line written is there');
@@ -122,7 +134,7 @@ t.test('resumeProxies wakes a proxy left paused by an agent that died mid-rotati
     { stdio: 'ignore' },
   );
   t.teardown(() => child.kill('SIGKILL'));
-  writeFileSync(join(inst, 'proxy.pid'), String(child.pid));
+  writePidFile(inst, child.pid!, 'api-1');
   const state = () => {
     const s = readFileSync(`/proc/${child.pid}/stat`, 'latin1');
     return s.slice(s.lastIndexOf(')') + 2, s.lastIndexOf(')') + 3);

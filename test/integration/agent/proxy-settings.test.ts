@@ -288,6 +288,15 @@ t.test(
     );
     const rotated = files().filter((f) => f !== 'proxy.log');
     t.ok(rotated.length >= 3, `web-1's log was rotated (${rotated.length} copies)`);
+    const notes = agent
+      .output()
+      .split('\n')
+      .filter((l) => l.includes('rotated the proxy log of web-1'));
+    t.ok(notes.length >= 3, 'the agent logged each rotation');
+    t.ok(
+      notes.every((l) => (JSON.parse(l) as { paused: boolean }).paused),
+      'web-1 was paused for each cut',
+    );
     for (const f of rotated) t.equal(statSync(join(dir, f)).mode & 0o777, 0o600, `${f} is 0600`);
     t.equal(logged.length, CALLS, 'each call logged once: none lost, none copied twice');
     t.equal(new Set(logged).size, CALLS);
