@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { createProxyLogRotator, pauseProxy, resumeProxies } from '../../agent/proxy-logs.ts';
-import { createLogger, createSilentLogger } from '../../lib/log/index.ts';
+import { createLogger, createSilentLogger, type Logger } from '../../lib/log/index.ts';
 import { createClock } from '../../lib/util/index.ts';
 
 const LINES = 30_000;
@@ -31,6 +31,19 @@ function dataDir(t: Test, id: string): { root: string; inst: string } {
   const inst = join(root, 'instances', id);
   mkdirSync(inst, { recursive: true });
   return { root, inst };
+}
+
+/** A logger whose lines land in `lines`. */
+function linesInto(lines: string[]): Logger {
+  return createLogger({
+    component: 'agent',
+    destination: new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        lines.push(chunk.toString());
+        cb();
+      },
+    }),
+  });
 }
 
 /** The pid file as the agent's supervisor writes it. */
@@ -86,15 +99,7 @@ t.test('a proxy writing flat out loses no line and splits none across rotations'
     files: 3,
     intervalMs: 5,
     clock: createClock(),
-    logger: createLogger({
-      component: 'agent',
-      destination: new Writable({
-        write(chunk: Buffer, _enc, cb) {
-          logs.push(chunk.toString());
-          cb();
-        },
-      }),
-    }),
+    logger: linesInto(logs),
     pause: (id) => pauseProxy(join(root, 'instances', id, 'proxy.pid'), id),
   });
   t.teardown(() => rotator.stop());
@@ -160,15 +165,7 @@ t.test(
       files: 1,
       intervalMs: 60_000,
       clock: createClock(),
-      logger: createLogger({
-        component: 'agent',
-        destination: new Writable({
-          write(chunk: Buffer, _enc, cb) {
-            logs.push(chunk.toString());
-            cb();
-          },
-        }),
-      }),
+      logger: linesInto(logs),
     });
     t.teardown(() => rotator.stop());
     await rotator.check();
