@@ -8,6 +8,7 @@ export const ERROR_HEADER = 'x-remora-error';
 const REASONS: Record<number, string> = {
   200: 'OK',
   400: 'Bad Request',
+  401: 'Unauthorized',
   403: 'Forbidden',
   404: 'Not Found',
   405: 'Method Not Allowed',
