@@ -25,6 +25,13 @@ function providerMap(providers: readonly JwtProvider[]): Map<string, JwtProvider
   return m;
 }
 
+export interface HeaderChanges {
+  readonly remove: readonly string[];
+  readonly add: readonly (readonly [string, string])[];
+}
+
+const NO_CHANGES: HeaderChanges = Object.freeze({ remove: [], add: [] });
+
 interface Verified {
   provider: JwtProvider;
   found: FoundJwt;
@@ -32,9 +39,10 @@ interface Verified {
 }
 
 export interface RequestJwt {
+  /** Checks a requirement; the request's tokens are looked at only when one is checked. */
   check: JwtCheck;
   /** Header names to drop and fields to add once the request is allowed. */
-  headerChanges(): { remove: string[]; add: [string, string][] };
+  headerChanges(): HeaderChanges;
 }
 
 /** Where a provider looks for tokens, for a person: `Authorization: Bearer <token>`. */
@@ -61,10 +69,11 @@ export function createRequestJwt(o: {
   nowMs: number;
   onFailure: (provider: string, reason: string) => void;
 }): RequestJwt {
-  const providers = providerMap(o.providers);
-  const results = new Map<string, { found: FoundJwt | null; v: JwtVerification | null }>();
-  const verified = new Map<string, Verified>();
+  // most L7 requests meet no JWT requirement: nothing is allocated until one is checked
+  let results: Map<string, { found: FoundJwt | null; v: JwtVerification | null }> | null = null;
+  let verified: Map<string, Verified> | null = null;
   function verifyFor(p: JwtProvider): { found: FoundJwt | null; v: JwtVerification | null } {
+    results ??= new Map();
     let r = results.get(p.name);
     if (r) return r;
     const found = findJwt(p.locations, o.headers, o.target);
@@ -72,10 +81,11 @@ export function createRequestJwt(o: {
     results.set(p.name, r);
     if (!found) o.onFailure(p.name, 'missing');
     else if (!r.v!.ok) o.onFailure(p.name, r.v!.failure);
-    else verified.set(p.name, { provider: p, found, payloadB64: r.v!.payloadB64 });
+    else (verified ??= new Map()).set(p.name, { provider: p, found, payloadB64: r.v!.payloadB64 });
     return r;
   }
   const check: JwtCheck = (req): JwtOutcome => {
+    const providers = providerMap(o.providers);
     for (const need of req.providers) {
       const p = providers.get(need.name);
       if (!p) {
@@ -115,6 +125,7 @@ export function createRequestJwt(o: {
     headerChanges() {
       const remove: string[] = [];
       const add: [string, string][] = [];
+      if (verified === null) return NO_CHANGES;
       for (const v of verified.values()) {
         if (v.found.header && !v.found.header.forward)
           remove.push(v.found.header.name.toLowerCase());
@@ -140,18 +151,20 @@ export function jwtDenialError(
 ): RemoraError {
   const j = d.jwt!;
   const code = j.kind === 'missing' ? 'REMORA_E_PROXY_JWT_MISSING' : 'REMORA_E_PROXY_JWT_INVALID';
+  // RFC 6750's challenge, as Envoy's JWT filter answers (no description: the body has it)
+  const challenge =
+    j.kind === 'missing'
+      ? `Bearer realm="${destination}"`
+      : `Bearer realm="${destination}", error="invalid_token"`;
   return new RemoraError(
     code,
     `${source} → ${destination} needs a valid JWT from provider ${j.provider}: ${d.reason}`,
-    { source, destination, provider: j.provider },
+    { source, destination, provider: j.provider, wwwAuthenticate: challenge },
   );
 }
 
 /** Applies header changes to a flattened [name, value, …] list, returning a new list. */
-export function changeH1Headers(
-  headers: readonly string[],
-  changes: { remove: string[]; add: [string, string][] },
-): string[] {
+export function changeH1Headers(headers: readonly string[], changes: HeaderChanges): string[] {
   if (changes.remove.length === 0 && changes.add.length === 0) return [...headers];
   const out: string[] = [];
   for (let i = 0; i < headers.length; i += 2)

@@ -87,6 +87,7 @@ t.test('HTTP/1.1: tokens decide, claims pick the permission, failures are 401', 
   const none = await request(m.url('/things'));
   t.equal(none.status, 401, 'no token: 401');
   t.equal(none.headers['x-remora-error'], 'REMORA_E_PROXY_JWT_MISSING');
+  t.equal(none.headers['www-authenticate'], 'Bearer realm="api"');
   t.match(none.body, /web → api needs a valid JWT from provider login/);
   t.match(none.body, /no token in header Authorization: Bearer <token>/);
 
@@ -94,6 +95,7 @@ t.test('HTTP/1.1: tokens decide, claims pick the permission, failures are 401', 
   const bad = await request(m.url('/things'), { headers: bearer(forged) });
   t.equal(bad.status, 401, 'a token signed by another key: 401');
   t.equal(bad.headers['x-remora-error'], 'REMORA_E_PROXY_JWT_INVALID');
+  t.equal(bad.headers['www-authenticate'], 'Bearer realm="api", error="invalid_token"');
   t.match(bad.body, /signature does not verify with the keys of provider login/);
   t.notOk(bad.body.includes(forged.split('.')[1]!), 'the answer does not echo the token');
 
@@ -200,6 +202,7 @@ t.test('HTTP/2 and gRPC: the same intentions hold per stream', async (t) => {
   const none = await call('/x');
   t.equal(none.status, 401);
   t.equal(none.headers['x-remora-error'], 'REMORA_E_PROXY_JWT_MISSING');
+  t.equal(none.headers['www-authenticate'], 'Bearer realm="api"');
   const reader = await call('/admin', {
     authorization: `Bearer ${signToken(issuerKey, claims({ role: 'reader' }))}`,
   });
