@@ -1973,11 +1973,19 @@ export function createCentralConfig(o: {
     };
   }
 
-  function watch(kind: string, onChange: (entries: ConfigEntry[]) => void): void {
+  /** Kinds a Consul refused as unknown (older than the kind), read as having no entries. */
+  const unknownKinds = new Set<string>();
+
+  /**
+   * `optional`: a kind older Consul versions do not know (`jwt-provider` came with 1.16); their
+   * 400 for it reads as no entries instead of an outage.
+   */
+  function watch(kind: string, onChange: (entries: ConfigEntry[]) => void, optional = false): void {
     handles.push(
       o.consul.watchConfigEntries(kind, {
         onChange(entries) {
           if (stopped) return;
+          unknownKinds.delete(kind);
           if ((errors.get(kind) ?? 0) > 0)
             o.logger.info({ kind }, `Consul answers again for ${kind}`);
           errors.set(kind, 0);
@@ -1987,6 +1995,18 @@ export function createCentralConfig(o: {
         },
         onError(err) {
           if (stopped) return;
+          if (optional && toRemoraError(err).details.status === 400) {
+            if (!unknownKinds.has(kind))
+              o.logger.info(
+                { kind },
+                `Consul does not know ${kind} config entries (a version before the kind); read as none`,
+              );
+            unknownKinds.add(kind);
+            answered.add(kind);
+            heard.add(kind);
+            onChange([]);
+            return;
+          }
           const n = errors.get(kind) ?? 0;
           errors.set(kind, n + 1);
           heard.add(kind);
@@ -2049,7 +2069,7 @@ export function createCentralConfig(o: {
       watch(SERVICE_SPLITTER, perService('splitters', 'p/', splitterShares));
       watch(SERVICE_ROUTER, perService('routers', 'o/', routerRoutes));
       watch(MESH, onMesh);
-      watch(JWT_PROVIDER, onJwtProviders);
+      watch(JWT_PROVIDER, onJwtProviders, true);
     },
     stop() {
       stopped = true;

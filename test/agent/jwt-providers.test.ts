@@ -11,6 +11,7 @@ import { waitFor } from '../../lib/util/index.ts';
 import { createFakeConfigEntries } from './fakes.ts';
 import { jwksBase64, makeKey } from '../helpers/jwt.ts';
 import type { ConfigEntry } from '../../agent/ports.ts';
+import { RemoraError } from '../../lib/errors/index.ts';
 
 const key = makeKey('ES256', 'k1');
 const key2 = makeKey('EdDSA', 'k2');
@@ -292,3 +293,36 @@ t.test('a key file is read when snapshots are built; an unreadable one is report
   t.match(p?.keysProblem, /cannot be read/);
   t.match(keeper.problems()[0]?.message, /jwt-provider file: cannot read .*jwks\.json/);
 });
+
+t.test(
+  'a Consul that does not know jwt-provider entries (before 1.16) is not an outage',
+  async (t) => {
+    const dir = await tempDir(t);
+    await ensureDir(dir);
+    const fake = createFakeConfigEntries({}, { held: true });
+    const c = createCentralConfig({
+      consul: { watchConfigEntries: fake.watchConfigEntries } as never,
+      paths: dataPaths(dir),
+      logger: createSilentLogger(),
+      onChange: () => {},
+    });
+    c.start();
+    t.teardown(() => c.stop());
+    const old = new RemoraError(
+      'REMORA_E_CONSUL_REQUEST_FAILED',
+      'Consul refused /v1/config/jwt-provider with 400: invalid config entry kind: jwt-provider',
+      { status: 400 },
+    );
+    fake.fail('jwt-provider', old);
+    for (const kind of fake.watching()) if (kind !== 'jwt-provider') fake.set(kind, []);
+    await waitFor('answers', () => c.synced());
+    t.same(c.jwtProviders(), [], 'read as no providers');
+    t.same(c.problems(), [], 'nothing to report');
+    // any other failure of the same watch is an outage, as for every kind
+    const down = new RemoraError('REMORA_E_CONSUL_REQUEST_FAILED', 'Consul refused with 500', {
+      status: 500,
+    });
+    fake.fail('jwt-provider', down);
+    t.equal(c.synced(), true, 'what Consul answered before still holds');
+  },
+);
