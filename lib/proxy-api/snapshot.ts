@@ -8,8 +8,8 @@ import { headerNameProblem, headerValueProblem } from './header-modifiers.ts';
 import { INBOUND_LIMITS } from './defaults.ts';
 import { compileAccessFormat } from '../access-log/format.ts';
 import { tlsParamsProblem, type MeshTlsConfig, type TlsParams } from './mesh-tls.ts';
-import { validateIntentionJwt } from '../intentions/validate.ts';
-import { jwkProblem } from '../jwt/verify.ts';
+import { validateIntentionJwt } from '../intentions/index.ts';
+import { jwkProblem } from '../jwt/index.ts';
 import type { JwtLocation, JwtProvider } from '../jwt/types.ts';
 import type { JsonWebKey } from 'node:crypto';
 import type {
