@@ -39,6 +39,8 @@ import {
   type RouteEntry,
   type Share,
 } from './central-config.ts';
+import { createJwksKeeper, type JwksKeeper } from './jwt-providers.ts';
+import type { JwtProvider } from '../lib/jwt/index.ts';
 import { createConfigDir, type ConfigDir } from './config-dir.ts';
 import {
   NODE_META_KEY,
@@ -453,6 +455,14 @@ export function createAgent(o: AgentOptions): Agent {
     },
   });
 
+  /** Key sets of jwt-provider entries; a remote set's new keys reach every proxy. */
+  const jwks: JwksKeeper = createJwksKeeper({
+    logger,
+    onChange() {
+      for (const inst of instances.values()) supervisor.push(inst.def.id);
+    },
+  });
+
   const central: CentralConfig = createCentralConfig({
     consul,
     paths,
@@ -573,7 +583,15 @@ export function createAgent(o: AgentOptions): Agent {
       ...accessLogsField(),
       ...exposeField(inst),
       ...meshTlsField(),
+      ...jwtProvidersField(),
     };
+  }
+
+  /** The jwt-provider entries with their keys, when Consul holds any (intentions refer to them). */
+  function jwtProvidersField(): { jwtProviders?: JwtProvider[] } {
+    const settings = central.jwtProviders();
+    const providers = jwks.providers(settings);
+    return providers.length > 0 ? { jwtProviders: providers } : {};
   }
 
   /** What calls are hashed on, for an upstream or target balanced by consistent hashing. */
@@ -1739,6 +1757,7 @@ export function createAgent(o: AgentOptions): Agent {
       catalogLeaving.clear();
       discovery.stop();
       central.stop();
+      jwks.stop();
       await transparent.idle();
       await supervisor.close();
       // caches and state written in the background land before the agent says it stopped
@@ -1798,7 +1817,7 @@ export function createAgent(o: AgentOptions): Agent {
           }))
           .sort((a, b) => (a.id < b.id ? -1 : 1)),
         upstreams: discovery.status(),
-        problems: [...problems, ...central.problems()].map((p) => ({
+        problems: [...problems, ...central.problems(), ...jwks.problems()].map((p) => ({
           code: p.code,
           message: p.message,
           file: p.details.file,

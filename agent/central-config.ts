@@ -8,7 +8,8 @@
 // Consul's resolver does), and its `Subsets` (instances picked by a filter) and `DefaultSubset`.
 // And a destination's `service-router` (which requests go to which service or subset) and
 // `service-splitter` (the share of its calls that goes to each, with header changes). Five
-// blocking watches, one per kind, serve every instance on the host; the last answer is cached in
+// blocking watches, one per kind, serve every instance on the host (and the `jwt-provider`
+// entries, agent/jwt-providers.ts); the last answer is cached in
 // the data directory so a restarted agent builds the same snapshots before Consul answers.
 import { readFileSync } from 'node:fs';
 import { RemoraError, toRemoraError } from '../lib/errors/index.ts';
@@ -46,6 +47,7 @@ import { asProtocol } from './transparent/derive.ts';
 import { knownProtocol } from '../lib/consul/protocol.ts';
 import { compileFilter, HEALTH_ENTRY_SCHEMA } from '../lib/consul/filter.ts';
 import { compileFullMatch, validateHttpMatch, type HttpMatch } from '../lib/intentions/index.ts';
+import { JWT_PROVIDER, jwtProviderSettings, type JwtProviderSettings } from './jwt-providers.ts';
 
 export const SERVICE_DEFAULTS = 'service-defaults';
 export const PROXY_DEFAULTS = 'proxy-defaults';
@@ -60,6 +62,7 @@ const KINDS = [
   SERVICE_SPLITTER,
   SERVICE_ROUTER,
   MESH,
+  JWT_PROVIDER,
 ];
 const CACHE_NAME = 'central-config';
 
@@ -384,6 +387,8 @@ export interface CentralConfig {
   splitter(destination: string): SplitShare[] | null;
   /** `destination`'s service-router routes, first match wins; null when it has none. */
   router(destination: string): RouteEntry[] | null;
+  /** The `jwt-provider` entries Remora can apply, checked (bad ones are left out and reported). */
+  jwtProviders(): JwtProviderSettings[];
   /** True once Consul answered every watch in this run. */
   synced(): boolean;
   /** Invalid protocol values seen in the entries (for `remora status`). */
@@ -413,6 +418,8 @@ interface Protocols {
   splitters: Record<string, SplitShare[]>;
   /** By destination service: its service-router's routes, checked. */
   routers: Record<string, RouteEntry[]>;
+  /** The `jwt-provider` entries as Consul gives them (without indexes), checked when used. */
+  jwtEntries: Layer[];
 }
 
 /**
@@ -945,6 +952,7 @@ function readCache(path: string): Protocols | null {
       resolvers,
       splitters,
       routers,
+      jwtEntries: Array.isArray(v.jwtEntries) ? v.jwtEntries.filter(isLayer) : [],
     };
   } catch {
     return null;
@@ -1825,8 +1833,10 @@ export function createCentralConfig(o: {
     resolvers: {},
     splitters: {},
     routers: {},
+    jwtEntries: [],
   };
   let settled = cached !== null;
+  let jwtChecked: { from: Layer[]; settings: JwtProviderSettings[] } | null = null;
   /** `known` changed before every kind was heard from, and the agent was not told yet. */
   let unannounced = false;
   const answered = new Set<string>();
@@ -1930,6 +1940,18 @@ export function createCentralConfig(o: {
     set({ ...known, meshTls, meshDestinationsOnly });
   }
 
+  function onJwtProviders(entries: ConfigEntry[]): void {
+    const found = new Map<string, string>();
+    const jwtEntries: Layer[] = [];
+    for (const e of [...entries].sort((a, b) => (a.Name < b.Name ? -1 : a.Name > b.Name ? 1 : 0))) {
+      const { CreateIndex: _c, ModifyIndex: _m, ...rest } = e as unknown as Layer;
+      jwtProviderSettings(rest, found);
+      jwtEntries.push(rest);
+    }
+    report(['j/'], found);
+    set({ ...known, jwtEntries });
+  }
+
   /**
    * The watch handler of a kind read per destination service: each entry through `read` (which
    * reports what it cannot apply in `found`), the problems under `prefix`, the result as `key`.
@@ -1951,11 +1973,19 @@ export function createCentralConfig(o: {
     };
   }
 
-  function watch(kind: string, onChange: (entries: ConfigEntry[]) => void): void {
+  /** Kinds a Consul refused as unknown (older than the kind), read as having no entries. */
+  const unknownKinds = new Set<string>();
+
+  /**
+   * `optional`: a kind older Consul versions do not know (`jwt-provider` came with 1.16); their
+   * 400 for it reads as no entries instead of an outage.
+   */
+  function watch(kind: string, onChange: (entries: ConfigEntry[]) => void, optional = false): void {
     handles.push(
       o.consul.watchConfigEntries(kind, {
         onChange(entries) {
           if (stopped) return;
+          unknownKinds.delete(kind);
           if ((errors.get(kind) ?? 0) > 0)
             o.logger.info({ kind }, `Consul answers again for ${kind}`);
           errors.set(kind, 0);
@@ -1965,6 +1995,18 @@ export function createCentralConfig(o: {
         },
         onError(err) {
           if (stopped) return;
+          if (optional && toRemoraError(err).details.status === 400) {
+            if (!unknownKinds.has(kind))
+              o.logger.info(
+                { kind },
+                `Consul does not know ${kind} config entries (a version before the kind); read as none`,
+              );
+            unknownKinds.add(kind);
+            answered.add(kind);
+            heard.add(kind);
+            onChange([]);
+            return;
+          }
           const n = errors.get(kind) ?? 0;
           errors.set(kind, n + 1);
           heard.add(kind);
@@ -2002,6 +2044,17 @@ export function createCentralConfig(o: {
     resolver: (destination) => own(known.resolvers, destination),
     splitter: (destination) => own(known.splitters, destination),
     router: (destination) => own(known.routers, destination),
+    jwtProviders() {
+      if (jwtChecked?.from !== known.jwtEntries) {
+        const settings: JwtProviderSettings[] = [];
+        for (const e of known.jwtEntries) {
+          const x = jwtProviderSettings(e);
+          if (x) settings.push(x);
+        }
+        jwtChecked = { from: known.jwtEntries, settings };
+      }
+      return jwtChecked.settings;
+    },
     settled: () => settled,
     synced: () => answered.size === KINDS.length,
     problems: () => [...invalid.values()],
@@ -2016,6 +2069,7 @@ export function createCentralConfig(o: {
       watch(SERVICE_SPLITTER, perService('splitters', 'p/', splitterShares));
       watch(SERVICE_ROUTER, perService('routers', 'o/', routerRoutes));
       watch(MESH, onMesh);
+      watch(JWT_PROVIDER, onJwtProviders, true);
     },
     stop() {
       stopped = true;

@@ -4,7 +4,11 @@
 import { SpanKind, SpanStatusCode, type Context, type Tracer } from '@opentelemetry/api';
 import { RemoraError, toRemoraError } from '../lib/errors/index.ts';
 import { formatSpiffeId } from '../lib/identity/index.ts';
-import type { Intention, IntentionsSnapshot } from '../lib/intentions/index.ts';
+import {
+  intentionJwtProviders,
+  type Intention,
+  type IntentionsSnapshot,
+} from '../lib/intentions/index.ts';
 import { servedProtocol } from '../lib/consul/protocol.ts';
 import { logError, type Logger } from '../lib/log/index.ts';
 import {
@@ -357,6 +361,7 @@ export function createControl(options: CreateControlOptions): Control {
   async function handleUpsert(data: Uint8Array) {
     const req = decodeIntentionUpsertRequestV1(data);
     requireOperator(req.operatorToken, 'intentions.upsert');
+    await refuseJwtOnTcp(req.intention);
     const doc = await updateDoc(consul.kv, keys.intentions, decodeIntentionsDoc, (current) =>
       upsertInDoc(
         current ?? emptyIntentionsDoc(config.defaultPolicy, config.auditMode),
@@ -384,6 +389,33 @@ export function createControl(options: CreateControlOptions): Control {
       intention: saved,
       ...(warnings.length ? { warnings } : {}),
     };
+  }
+
+  /**
+   * An intention requiring a JWT cannot apply to a destination that serves tcp (no requests, no
+   * tokens): refused before it is saved, when Consul says so in time. A destination not yet
+   * registered, or a slow Consul, lets it through (its proxies deny such connections).
+   */
+  async function refuseJwtOnTcp(i: Intention): Promise<void> {
+    if (intentionJwtProviders(i).length === 0 || i.destination === '*') return;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => {
+      timer = setTimeout(() => resolve('late'), INTENTION_WARNING_LOOKUP_MS);
+    });
+    let served: Awaited<ReturnType<typeof servedProtocol>> | 'late' = null;
+    try {
+      served = await Promise.race([servedProtocol(consul, i.destination), late]);
+    } catch (err) {
+      logError(logger, err, 'cannot read the protocol of an intention destination', 'warn');
+    } finally {
+      clearTimeout(timer);
+    }
+    if (served === 'late' || served?.protocol !== 'tcp') return;
+    throw new RemoraError(
+      'REMORA_E_INTENTIONS_INVALID',
+      `intention ${i.source} → ${i.destination} requires a JWT, but ${i.destination} serves tcp (${served.source}), where requests and their tokens cannot be checked. Set its protocol to http, http2 or grpc (Protocol = "http" in its service-defaults with consul config write, or proxy.config.protocol in its definition), or drop "jwt"`,
+      { source: i.source, destination: i.destination, field: 'jwt' },
+    );
   }
 
   /** What a saved intention will do that its author likely did not mean (never fails the save). */

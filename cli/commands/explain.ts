@@ -21,6 +21,7 @@ import {
 import { createSilentLogger } from '../../lib/log/index.ts';
 import { compileRoute, type HashCookie, type QueryMatch } from '../../lib/proxy-api/index.ts';
 import {
+  describeIntentionJwt,
   evaluateIntentions,
   sortIntentions,
   type HttpMatch,
@@ -352,9 +353,15 @@ export function registerExplain(program: Command, ctx: CliContext): void {
           destination === '*' ? Promise.resolve(null) : destinationFacts(s, destination),
         ]);
         const served = facts?.served ?? null;
+        // explain cannot see a caller's tokens: it assumes they verify, and lists what they need
         const request =
           opts.method !== undefined || opts.path !== undefined
-            ? { method: (opts.method ?? 'GET').toUpperCase(), path: opts.path ?? '/', headers: {} }
+            ? {
+                method: (opts.method ?? 'GET').toUpperCase(),
+                path: opts.path ?? '/',
+                headers: {},
+                jwt: () => ({ met: true }) as const,
+              }
             : undefined;
         const pair = { source, destination };
         const d = evaluateIntentions(snap, { ...pair, ...(request ? { request } : {}) });
@@ -413,7 +420,7 @@ export function registerExplain(program: Command, ctx: CliContext): void {
         if (d.needsRequest && !l7OnTcp)
           print(
             ctx,
-            '  L7 permissions decide each request; give --method and --path to evaluate one',
+            '  L7 permissions or JWT requirements decide each request; give --method and --path to evaluate one',
           );
         const relevant = sortIntentions(snap.intentions).filter(
           (i) =>
@@ -425,10 +432,29 @@ export function registerExplain(program: Command, ctx: CliContext): void {
           `  intentions that match this pair (precedence order; revision ${snap.revision}, default policy ${snap.defaultPolicy}):`,
         );
         if (relevant.length === 0) print(ctx, '    none');
-        for (const i of relevant)
+        let jwtRequired = false;
+        for (const i of relevant) {
           print(
             ctx,
             `    ${i.source} → ${i.destination}: ${i.action ?? `${i.permissions?.length ?? 0} L7 permission(s)`} (precedence ${i.precedence})`,
+          );
+          if (i.jwt) {
+            jwtRequired = true;
+            print(ctx, `      requires ${describeIntentionJwt(i.jwt)} on every request`);
+          }
+          for (const [n, p] of (i.permissions ?? []).entries())
+            if (p.jwt) {
+              jwtRequired = true;
+              print(
+                ctx,
+                `      permission #${n + 1} (${p.action}) requires ${describeIntentionJwt(p.jwt)}`,
+              );
+            }
+        }
+        if (jwtRequired)
+          print(
+            ctx,
+            '  this assumes each request carries the valid JWTs listed; one without them is answered 401 (x-remora-error: REMORA_E_PROXY_JWT_MISSING, or REMORA_E_PROXY_JWT_INVALID for a token that does not verify; remora explain --code <code>)',
           );
         if (l7OnTcp && enforced && !redirected) {
           print(ctx, `  the connection is closed before the app sees it (no HTTP answer)`);

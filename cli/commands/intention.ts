@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { RemoraError } from '../../lib/errors/index.ts';
 import {
+  describeIntentionJwt,
   evaluateIntentions,
   sortIntentions,
   validateIntention,
@@ -19,8 +20,20 @@ import { addOperatorOptions, withOperatorSession } from './control.ts';
 export const DENIED_EXIT_CODE = 2;
 
 function describeAction(i: Intention): string {
-  if (i.action) return i.action;
-  return `L7 (${i.permissions?.length ?? 0} permission${i.permissions?.length === 1 ? '' : 's'})`;
+  const jwt = i.jwt ? `, requires ${describeIntentionJwt(i.jwt)}` : '';
+  if (i.action) return `${i.action}${jwt}`;
+  return `L7 (${i.permissions?.length ?? 0} permission${i.permissions?.length === 1 ? '' : 's'}${jwt})`;
+}
+
+function parseJwt(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new RemoraError(
+      'REMORA_E_USAGE',
+      `--jwt is not valid JSON (${(err as Error).message}); pass an object like '{"providers":[{"name":"okta","verifyClaims":[{"path":["role"],"value":"admin"}]}]}'`,
+    );
+  }
 }
 
 function parsePermissions(text: string): unknown {
@@ -58,6 +71,10 @@ export function registerIntention(program: Command, ctx: CliContext): void {
       .option('--deny', 'create a deny intention')
       .option('--allow', 'create an allow intention (the default)')
       .option('--permissions <json>', 'L7 permissions as a JSON list (instead of allow/deny)')
+      .option(
+        '--jwt <json>',
+        'tokens every request must carry, as JSON: {"providers":[{"name":"<jwt-provider>","verifyClaims":[{"path":["role"],"value":"admin"}]}]} (HTTP destinations)',
+      )
       .option('--description <text>', 'free text shown by intention list'),
   ).action(
     async (
@@ -67,6 +84,7 @@ export function registerIntention(program: Command, ctx: CliContext): void {
         deny?: boolean;
         allow?: boolean;
         permissions?: string;
+        jwt?: string;
         description?: string;
         config?: string;
       },
@@ -82,6 +100,7 @@ export function registerIntention(program: Command, ctx: CliContext): void {
           );
         raw.permissions = parsePermissions(opts.permissions);
       } else raw.action = opts.deny ? 'deny' : 'allow';
+      if (opts.jwt !== undefined) raw.jwt = parseJwt(opts.jwt);
       if (opts.description !== undefined) raw.description = opts.description;
       const intention = validateIntention(raw, 'intention');
       await withOperatorSession(ctx, opts, async (s) => {

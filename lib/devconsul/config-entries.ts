@@ -1,7 +1,8 @@
 /**
  * Consul's configuration entries (`/v1/config`), the kinds Remora's agents read:
  * `service-defaults` (per service), `proxy-defaults` (one, named `global`), `mesh` (one, named
- * `mesh`), `service-resolver`, `service-splitter` and `service-router` (per service). Entries are stored as given, with the
+ * `mesh`), `service-resolver`, `service-splitter` and `service-router` (per service), and
+ * `jwt-provider` (per provider, checked as Consul checks it). Entries are stored as given, with the
  * keys Remora reads spelled Consul's way (`Kind`, `Name`, `Protocol`, `Config`, `Meta`) and the
  * protocol lowercased, as Consul normalizes it. What Consul checks is checked: a resolver's
  * timeouts must be durations, its balancing policy one Consul knows, its subsets DNS labels whose
@@ -23,6 +24,7 @@ export const CONFIG_KINDS = [
   'service-splitter',
   'service-router',
   'mesh',
+  'jwt-provider',
 ] as const;
 export type ConfigKind = (typeof CONFIG_KINDS)[number];
 
@@ -39,7 +41,6 @@ const OTHER_CONSUL_KINDS = new Set([
   'bound-api-gateway',
   'exported-services',
   'sameness-group',
-  'jwt-provider',
   'control-plane-request-limit',
   'rate-limit-ip-config',
 ]);
@@ -172,6 +173,7 @@ export function decodeConfigEntry(
   if (kind === 'service-resolver') checkResolver(out);
   if (kind === 'service-splitter') checkSplitter(out);
   if (kind === 'service-router') checkRouter(out);
+  if (kind === 'jwt-provider') checkJwtProvider(out);
   const config = out.Config as Record<string, unknown> | undefined | null;
   if (config && typeof config.protocol === 'string')
     out.Config = { ...config, protocol: config.protocol.toLowerCase() };
@@ -693,4 +695,65 @@ function meshTransparentProxy(v: unknown): Obj {
     out.MeshDestinationsOnly = x;
   }
   return out;
+}
+
+/**
+ * What Consul's jwt-provider checks refuse: no `JSONWebKeySet`, both or neither of `Local` and
+ * `Remote` (and of `Local.JWKS` and `Local.Filename`), a remote set without `URI`, a location
+ * with other than one of `Header`, `QueryParam`, `Cookie` or without a `Name`, `Forwarding`
+ * without `HeaderName`, a negative `ClockSkewSeconds`, and values of the wrong type.
+ */
+function checkJwtProvider(e: Obj): void {
+  const bad = (why: string): never => {
+    throw new HttpError(400, `invalid jwt-provider ${JSON.stringify(e.Name)}: ${why}`);
+  };
+  const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (e.Issuer !== undefined && typeof e.Issuer !== 'string') bad('Issuer must be a string');
+  if (
+    e.Audiences !== undefined &&
+    e.Audiences !== null &&
+    (!Array.isArray(e.Audiences) || !e.Audiences.every((a) => typeof a === 'string'))
+  )
+    bad('Audiences must be a list of strings');
+  const set = e.JSONWebKeySet;
+  if (!isObj(set)) return bad('JSONWebKeySet is required');
+  const local = set.Local;
+  const remote = set.Remote;
+  if ((local === undefined || local === null) === (remote === undefined || remote === null))
+    bad('set exactly one of JSONWebKeySet.Local and JSONWebKeySet.Remote');
+  if (local !== undefined && local !== null) {
+    if (!isObj(local)) return bad('JSONWebKeySet.Local must be an object');
+    const inline = typeof local.JWKS === 'string' && local.JWKS !== '';
+    const file = typeof local.Filename === 'string' && local.Filename !== '';
+    if (inline === file) bad('set exactly one of JSONWebKeySet.Local.JWKS and Local.Filename');
+  }
+  if (remote !== undefined && remote !== null) {
+    if (!isObj(remote)) return bad('JSONWebKeySet.Remote must be an object');
+    if (typeof remote.URI !== 'string' || remote.URI === '')
+      bad('JSONWebKeySet.Remote.URI is required');
+    if (remote.CacheDuration !== undefined && !isGoDuration(remote.CacheDuration))
+      bad('JSONWebKeySet.Remote.CacheDuration must be a duration');
+  }
+  if (e.Locations !== undefined && e.Locations !== null) {
+    if (!Array.isArray(e.Locations)) return bad('Locations must be a list');
+    e.Locations.forEach((l: unknown, i: number) => {
+      if (!isObj(l)) return bad(`Locations[${i}] must be an object`);
+      const kinds = ['Header', 'QueryParam', 'Cookie'].filter(
+        (k) => l[k] !== undefined && l[k] !== null,
+      );
+      if (kinds.length !== 1)
+        bad(`Locations[${i}] must set exactly one of Header, QueryParam and Cookie`);
+      const v = l[kinds[0]!];
+      if (!isObj(v) || typeof v.Name !== 'string' || v.Name === '')
+        bad(`Locations[${i}].${kinds[0]}.Name is required`);
+    });
+  }
+  if (e.Forwarding !== undefined && e.Forwarding !== null) {
+    const f = e.Forwarding;
+    if (!isObj(f) || typeof f.HeaderName !== 'string' || f.HeaderName === '')
+      bad('Forwarding.HeaderName is required');
+  }
+  const skew = e.ClockSkewSeconds;
+  if (skew !== undefined && (typeof skew !== 'number' || !Number.isInteger(skew) || skew < 0))
+    bad('ClockSkewSeconds must be a whole number ≥ 0');
 }

@@ -7,6 +7,7 @@ import type {
   HttpMatch,
   Intention,
   IntentionAction,
+  IntentionJwt,
   IntentionsSnapshot,
 } from './types.ts';
 
@@ -48,7 +49,22 @@ export interface RequestFacts {
   path: string;
   /** Header names in lower case (as Node's `IncomingMessage#headers` gives them). */
   headers: Readonly<Record<string, string | readonly string[] | undefined>>;
+  /**
+   * Checks the request's tokens against a JWT requirement (the proxy verifies them; absent, every
+   * requirement is unmet as if no token came).
+   */
+  jwt?: JwtCheck;
 }
+
+/**
+ * The result of a JWT requirement for one request. `missing`: no token for a provider;
+ * `invalid`: a token that does not verify; `claims`: a valid token without a claim required.
+ */
+export type JwtOutcome =
+  | { met: true }
+  | { met: false; kind: 'missing' | 'invalid' | 'claims'; provider: string; reason: string };
+
+export type JwtCheck = (requirement: IntentionJwt) => JwtOutcome;
 
 export interface EvaluationInput {
   source: string;
@@ -67,6 +83,12 @@ export interface IntentionDecision {
   reason: string;
   /** True when L7 permissions apply and each request must be decided (connection-level only). */
   needsRequest: boolean;
+  /**
+   * A denial a token would have changed: no token came for a provider a rule requires
+   * (`missing`), or a token did not verify (`invalid`, which denies whatever else matches). The
+   * proxy answers these 401 instead of 403.
+   */
+  jwt?: { kind: 'missing' | 'invalid'; provider: string; reason: string };
 }
 
 interface CompiledHeader {
@@ -78,6 +100,7 @@ interface CompiledPermission {
   index: number;
   action: IntentionAction;
   matches: (r: RequestFacts, path: string) => boolean;
+  jwt: IntentionJwt | null;
 }
 
 interface PairEntry {
@@ -149,6 +172,18 @@ export function compileHttpMatch(m: HttpMatch): (r: RequestFacts, path: string) 
   return (r, p) => checks.every((f) => f(r, p));
 }
 
+/** A JWT requirement for a person: `a JWT from okta with role = "admin"`, and so on. */
+export function describeIntentionJwt(jwt: IntentionJwt): string {
+  return jwt.providers
+    .map((p) => {
+      const claims = (p.verifyClaims ?? []).map(
+        (c) => `${c.path.join('.')} = ${JSON.stringify(c.value)}`,
+      );
+      return `a JWT from ${p.name}${claims.length ? ` with ${claims.join(' and ')}` : ''}`;
+    })
+    .join(' and ');
+}
+
 function describe(i: Intention): string {
   return `intention "${i.source}" → ${i.destination}`;
 }
@@ -188,19 +223,21 @@ function pairEntry(snapshot: IntentionsSnapshot, source: string, destination: st
         needsRequest: false,
       }),
     };
-  } else if (intention.permissions) {
+  } else if (intention.permissions || intention.jwt) {
     entry = {
       intention,
-      permissions: intention.permissions.map((p, index) => ({
-        index,
-        action: p.action,
-        matches: compileHttpMatch(p.http),
-      })),
+      permissions:
+        intention.permissions?.map((p, index) => ({
+          index,
+          action: p.action,
+          matches: compileHttpMatch(p.http),
+          jwt: p.jwt ?? null,
+        })) ?? null,
       l4: Object.freeze({
         allowed: true,
         enforced,
         decidedBy: intention,
-        reason: `${describe(intention)} has L7 permissions (precedence ${intention.precedence}); decided per request`,
+        reason: `${describe(intention)} ${intention.permissions ? 'has L7 permissions' : 'requires a JWT'} (precedence ${intention.precedence}); decided per request`,
         needsRequest: true,
       }),
     };
@@ -240,25 +277,87 @@ export function evaluateIntentions(
   input: EvaluationInput,
 ): IntentionDecision {
   const entry = pairEntry(snapshot, input.source, input.destination);
-  if (!entry.permissions || !input.request) return entry.l4;
-  const intention = entry.intention!;
-  const path = stripQuery(input.request.path);
-  for (const p of entry.permissions) {
-    if (p.matches(input.request, path)) {
-      return {
-        allowed: p.action === 'allow',
-        enforced: !snapshot.auditMode,
-        decidedBy: intention,
-        reason: `${describe(intention)} permission #${p.index + 1} ${p.action} (precedence ${intention.precedence})`,
-        needsRequest: false,
-      };
+  const intention = entry.intention;
+  if (!input.request || !entry.l4.needsRequest || intention === null) return entry.l4;
+  const request = input.request;
+  const enforced = !snapshot.auditMode;
+  const path = stripQuery(request.path);
+  const check = (req: IntentionJwt): JwtOutcome =>
+    request.jwt
+      ? request.jwt(req)
+      : {
+          met: false,
+          kind: 'missing',
+          provider: req.providers[0]!.name,
+          reason: 'no token verifier',
+        };
+  /** Why the last rule requiring a token did not match (for the default's reason). */
+  let unmet: Extract<JwtOutcome, { met: false }> | null = null;
+  const invalid = (o: Extract<JwtOutcome, { met: false }>, rule: string): IntentionDecision => ({
+    allowed: false,
+    enforced,
+    decidedBy: intention,
+    reason: `${rule} requires a valid JWT from provider ${o.provider}: ${o.reason}`,
+    needsRequest: false,
+    jwt: { kind: 'invalid', provider: o.provider, reason: o.reason },
+  });
+  const byDefault = (why: string): IntentionDecision => {
+    const allowed = snapshot.defaultPolicy === 'allow';
+    const d: IntentionDecision = {
+      allowed,
+      enforced,
+      decidedBy: null,
+      reason: `${why}; default policy ${snapshot.defaultPolicy}`,
+      needsRequest: false,
+    };
+    if (!allowed && unmet?.kind === 'missing')
+      d.jwt = { kind: 'missing', provider: unmet.provider, reason: unmet.reason };
+    return d;
+  };
+  if (intention.jwt) {
+    const o = check(intention.jwt);
+    if (!o.met) {
+      if (o.kind === 'invalid') return invalid(o, describe(intention));
+      unmet = o;
+      return byDefault(
+        `${describe(intention)} does not match: it requires a JWT from provider ${o.provider} (${o.reason})`,
+      );
     }
   }
-  return {
-    allowed: snapshot.defaultPolicy === 'allow',
-    enforced: !snapshot.auditMode,
-    decidedBy: null,
-    reason: `${describe(intention)}: no permission matches ${input.request.method} ${path}; default policy ${snapshot.defaultPolicy}`,
-    needsRequest: false,
-  };
+  if (!entry.permissions) {
+    const action = intention.action ?? snapshot.defaultPolicy;
+    return {
+      allowed: action === 'allow',
+      enforced,
+      decidedBy: intention,
+      reason: `${describe(intention)} ${action} with a valid JWT (precedence ${intention.precedence})`,
+      needsRequest: false,
+    };
+  }
+  const notes: string[] = [];
+  for (const p of entry.permissions) {
+    if (!p.matches(request, path)) continue;
+    if (p.jwt) {
+      const o = check(p.jwt);
+      if (!o.met) {
+        const rule = `${describe(intention)} permission #${p.index + 1}`;
+        if (o.kind === 'invalid') return invalid(o, rule);
+        unmet = o;
+        notes.push(
+          `permission #${p.index + 1} requires a JWT from provider ${o.provider} (${o.reason})`,
+        );
+        continue;
+      }
+    }
+    return {
+      allowed: p.action === 'allow',
+      enforced,
+      decidedBy: intention,
+      reason: `${describe(intention)} permission #${p.index + 1} ${p.action} (precedence ${intention.precedence})`,
+      needsRequest: false,
+    };
+  }
+  return byDefault(
+    `${describe(intention)}: no permission matches ${request.method} ${path}${notes.length ? ` (${notes.join('; ')})` : ''}`,
+  );
 }

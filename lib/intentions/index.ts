@@ -6,10 +6,14 @@ export type {
   IntentionAction,
   IntentionPermission,
   IntentionsSnapshot,
+  IntentionJwt,
+  JwtClaimRequirement,
+  JwtProviderRequirement,
 } from './types.ts';
 export {
   PAIR_CACHE_LIMIT,
   compileHttpMatch,
+  describeIntentionJwt,
   evaluateIntentions,
   precedenceOf,
   sortIntentions,
@@ -17,6 +21,8 @@ export {
   withPrecedence,
   type EvaluationInput,
   type IntentionDecision,
+  type JwtCheck,
+  type JwtOutcome,
   type RequestFacts,
 } from './evaluate.ts';
 export {
@@ -26,5 +32,7 @@ export {
   isIntentionName,
   validateHttpMatch,
   validateIntention,
+  validateIntentionJwt,
+  intentionJwtProviders,
   validateSnapshot,
 } from './validate.ts';

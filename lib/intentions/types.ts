@@ -23,9 +23,31 @@ export interface HttpMatch {
   header?: HeaderMatch[];
 }
 
+/** A claim a verified token must carry: the value at `path` (nested keys) is `value`, or a list holding it. */
+export interface JwtClaimRequirement {
+  path: string[];
+  value: string;
+}
+
+/** A token from the `jwt-provider` config entry `name` that must verify, with these claims. */
+export interface JwtProviderRequirement {
+  name: string;
+  verifyClaims?: JwtClaimRequirement[];
+}
+
+/**
+ * Consul's intention `JWT`: every provider listed must find a valid token on the request, or
+ * the intention (or permission) does not match it. HTTP only.
+ */
+export interface IntentionJwt {
+  providers: JwtProviderRequirement[];
+}
+
 export interface IntentionPermission {
   action: IntentionAction;
   http: HttpMatch;
+  /** Only with `action: allow`: the permission matches only requests with these tokens. */
+  jwt?: IntentionJwt;
 }
 
 export interface Intention {
@@ -37,6 +59,11 @@ export interface Intention {
   action?: IntentionAction;
   /** L7 rules evaluated in order, first match wins; absent for L4 intentions. */
   permissions?: IntentionPermission[];
+  /**
+   * Tokens every request must carry for this intention to match it (HTTP destinations only;
+   * not with `action: deny`).
+   */
+  jwt?: IntentionJwt;
   description?: string;
   /** Consul's precedence number (computed by lib/intentions, higher wins). */
   precedence?: number;

@@ -7,8 +7,11 @@ import type {
   HttpMatch,
   Intention,
   IntentionAction,
+  IntentionJwt,
   IntentionPermission,
   IntentionsSnapshot,
+  JwtClaimRequirement,
+  JwtProviderRequirement,
 } from './types.ts';
 
 export const MAX_PERMISSIONS = 100;
@@ -154,10 +157,109 @@ export function validateHttpMatch(v: unknown, where: string): HttpMatch {
   return m;
 }
 
+export const MAX_JWT_PROVIDERS = 8;
+export const MAX_JWT_CLAIMS = 16;
+/** A config entry name, as Consul allows for `jwt-provider` entries. */
+const PROVIDER_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+function readClaim(v: unknown, where: string): JwtClaimRequirement {
+  const o = asObject(v, where);
+  onlyKeys(o, ['path', 'value'], where);
+  if (
+    !Array.isArray(o.path) ||
+    o.path.length === 0 ||
+    o.path.length > 16 ||
+    !o.path.every((x) => typeof x === 'string' && x.length > 0 && x.length <= 256)
+  )
+    throw bad(
+      where,
+      `"path" must be a list of 1 to 16 claim names (["role"], or ["perms", "role"] for a nested claim), got ${JSON.stringify(o.path)}`,
+      { field: 'path' },
+    );
+  if (typeof o.value !== 'string' || o.value.length > 1024)
+    throw bad(
+      where,
+      `"value" must be a string (the claim's expected value), got ${JSON.stringify(o.value)}`,
+      {
+        field: 'value',
+      },
+    );
+  return { path: [...(o.path as string[])], value: o.value };
+}
+
+function readProvider(v: unknown, where: string): JwtProviderRequirement {
+  const o = asObject(v, where);
+  onlyKeys(o, ['name', 'verifyClaims'], where);
+  if (typeof o.name !== 'string' || !PROVIDER_NAME.test(o.name))
+    throw bad(
+      where,
+      `"name" must name a jwt-provider config entry (letters, digits, ".", "-", "_"), got ${JSON.stringify(o.name)}`,
+      { field: 'name' },
+    );
+  const p: JwtProviderRequirement = { name: o.name };
+  if (o.verifyClaims !== undefined) {
+    if (!Array.isArray(o.verifyClaims) || o.verifyClaims.length > MAX_JWT_CLAIMS)
+      throw bad(where, `"verifyClaims" must be a list of at most ${MAX_JWT_CLAIMS} claims`, {
+        field: 'verifyClaims',
+      });
+    if (o.verifyClaims.length > 0)
+      p.verifyClaims = o.verifyClaims.map((c, i) => readClaim(c, `${where}.verifyClaims[${i}]`));
+  }
+  return p;
+}
+
+/**
+ * Validates an intention's or a permission's `jwt` (Consul's `JWT`: `{ providers: [{ name,
+ * verifyClaims: [{ path, value }] }] }`); throws REMORA_E_INTENTIONS_INVALID naming `where`.
+ */
+export function validateIntentionJwt(v: unknown, where: string): IntentionJwt {
+  const o = asObject(v, where);
+  onlyKeys(o, ['providers'], where);
+  if (
+    !Array.isArray(o.providers) ||
+    o.providers.length === 0 ||
+    o.providers.length > MAX_JWT_PROVIDERS
+  )
+    throw bad(
+      where,
+      `"providers" must be a list of 1 to ${MAX_JWT_PROVIDERS} providers, like [{"name":"okta"}]`,
+      { field: 'providers' },
+    );
+  const seen = new Set<string>();
+  const providers = o.providers.map((p, i) => {
+    const r = readProvider(p, `${where}.providers[${i}]`);
+    if (seen.has(r.name))
+      throw bad(where, `provider ${JSON.stringify(r.name)} is listed twice; list each once`);
+    seen.add(r.name);
+    return r;
+  });
+  return { providers };
+}
+
+/** Every jwt-provider name an intention refers to (its own and its permissions'). */
+export function intentionJwtProviders(i: Intention): string[] {
+  const names = new Set<string>();
+  for (const p of i.jwt?.providers ?? []) names.add(p.name);
+  for (const perm of i.permissions ?? [])
+    for (const p of perm.jwt?.providers ?? []) names.add(p.name);
+  return [...names];
+}
+
+const JWT_ON_DENY =
+  'a JWT requirement only narrows an allow; on a deny a caller would escape it by sending no token. Put the deny without "jwt", or turn it into an allow that requires the token';
+
 function readPermission(v: unknown, where: string): IntentionPermission {
   const o = asObject(v, where);
-  onlyKeys(o, ['action', 'http'], where);
-  return { action: readAction(o.action, where), http: validateHttpMatch(o.http, `${where}.http`) };
+  onlyKeys(o, ['action', 'http', 'jwt'], where);
+  const p: IntentionPermission = {
+    action: readAction(o.action, where),
+    http: validateHttpMatch(o.http, `${where}.http`),
+  };
+  if (o.jwt !== undefined) {
+    if (p.action === 'deny') throw bad(where, `"jwt" is set on a deny permission: ${JWT_ON_DENY}`);
+    p.jwt = validateIntentionJwt(o.jwt, `${where}.jwt`);
+  }
+  return p;
 }
 
 /** Validates one intention (Consul's model) and returns a clean copy; throws REMORA_E_INTENTIONS_INVALID. */
@@ -170,6 +272,7 @@ export function validateIntention(value: unknown, where = 'intention'): Intentio
       'destination',
       'action',
       'permissions',
+      'jwt',
       'description',
       'precedence',
       'createdAt',
@@ -194,6 +297,10 @@ export function validateIntention(value: unknown, where = 'intention'): Intentio
     )
       throw bad(where, `"permissions" must be a list of 1 to ${MAX_PERMISSIONS} permissions`);
     i.permissions = o.permissions.map((p, n) => readPermission(p, `${where}.permissions[${n}]`));
+  }
+  if (o.jwt !== undefined) {
+    if (i.action === 'deny') throw bad(where, `"jwt" is set on a deny intention: ${JWT_ON_DENY}`);
+    i.jwt = validateIntentionJwt(o.jwt, `${where}.jwt`);
   }
   const description = optString(o, 'description', where, MAX_DESCRIPTION_LENGTH);
   if (description !== undefined) i.description = description;

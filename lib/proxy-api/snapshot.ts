@@ -9,10 +9,15 @@ import { headerNameProblem, headerValueProblem } from './header-modifiers.ts';
 import { INBOUND_LIMITS } from './defaults.ts';
 import { compileAccessFormat } from '../access-log/format.ts';
 import { tlsParamsProblem, type MeshTlsConfig, type TlsParams } from './mesh-tls.ts';
+import { validateIntentionJwt } from '../intentions/index.ts';
+import { jwkProblem } from '../jwt/index.ts';
+import type { JwtLocation, JwtProvider } from '../jwt/types.ts';
+import type { JsonWebKey } from 'node:crypto';
 import type {
   HeaderMatch,
   HttpMatch,
   Intention,
+  IntentionJwt,
   IntentionPermission,
   IntentionsSnapshot,
 } from '../intentions/types.ts';
@@ -647,6 +652,7 @@ function decodeIntention(v: unknown, p: string): Intention {
     'destination',
     'action',
     'permissions',
+    'jwt',
     'description',
     'precedence',
     'createdAt',
@@ -657,13 +663,16 @@ function decodeIntention(v: unknown, p: string): Intention {
   if (o.permissions !== undefined) {
     it.permissions = arr(o, 'permissions', p).map((x, i): IntentionPermission => {
       const pp = `${p}.permissions[${i}]`;
-      const po = obj(x, pp, ['action', 'http']);
-      return {
+      const po = obj(x, pp, ['action', 'http', 'jwt']);
+      const perm: IntentionPermission = {
         action: oneOf(po, 'action', pp, ['allow', 'deny'] as const),
         http: decodeHttpMatch(po.http, `${pp}.http`),
       };
+      if (po.jwt !== undefined) perm.jwt = decodeIntentionJwt(po.jwt, `${pp}.jwt`);
+      return perm;
     });
   }
+  if (o.jwt !== undefined) it.jwt = decodeIntentionJwt(o.jwt, `${p}.jwt`);
   if ((it.action === undefined) === (it.permissions === undefined))
     fail(p, 'must have exactly one of `action` and `permissions`');
   for (const k of ['description', 'createdAt', 'updatedAt'] as const) {
@@ -672,6 +681,94 @@ function decodeIntention(v: unknown, p: string): Intention {
   }
   if (o.precedence !== undefined) it.precedence = num(o, 'precedence', p, nat);
   return it;
+}
+
+function decodeIntentionJwt(v: unknown, p: string): IntentionJwt {
+  try {
+    return validateIntentionJwt(v, p);
+  } catch (err) {
+    return fail(p, (err as Error).message.replace(`${p}: `, ''));
+  }
+}
+
+function decodeJwtLocation(v: unknown, p: string): JwtLocation {
+  const o = obj(v, p, ['header', 'queryParam', 'cookie']);
+  const set = ['header', 'queryParam', 'cookie'].filter((k) => o[k] !== undefined);
+  if (set.length !== 1) fail(p, 'must set exactly one of header, queryParam and cookie');
+  if (o.header !== undefined) {
+    const hp = `${p}.header`;
+    const h = obj(o.header, hp, ['name', 'valuePrefix', 'forward']);
+    const name = str(h, 'name', hp);
+    const nameProblem = headerNameProblem(name);
+    if (nameProblem !== null) fail(`${hp}.name`, nameProblem, name);
+    const out: { name: string; valuePrefix?: string; forward?: boolean } = { name };
+    const prefix = optStr(h, 'valuePrefix', hp);
+    if (prefix !== undefined) out.valuePrefix = prefix;
+    if (h.forward !== undefined) out.forward = bool(h, 'forward', hp);
+    return { header: out };
+  }
+  if (o.queryParam !== undefined) {
+    const q = obj(o.queryParam, `${p}.queryParam`, ['name']);
+    return { queryParam: { name: str(q, 'name', `${p}.queryParam`) } };
+  }
+  const c = obj(o.cookie, `${p}.cookie`, ['name']);
+  return { cookie: { name: str(c, 'name', `${p}.cookie`) } };
+}
+
+function decodeJwtProvider(v: unknown, p: string): JwtProvider {
+  const o = obj(v, p, [
+    'name',
+    'issuer',
+    'audiences',
+    'keys',
+    'keysProblem',
+    'locations',
+    'forwarding',
+    'clockSkewSeconds',
+    'cacheSize',
+  ]);
+  const out: JwtProvider = {
+    name: str(o, 'name', p),
+    keys: arr(o, 'keys', p).map((k, i) => {
+      const problem = jwkProblem(k);
+      if (problem !== null) fail(`${p}.keys[${i}]`, problem);
+      return k as JsonWebKey;
+    }),
+    locations: arr(o, 'locations', p).map((l, i) => decodeJwtLocation(l, `${p}.locations[${i}]`)),
+    clockSkewSeconds: num(o, 'clockSkewSeconds', p, { min: 0, max: 86_400, int: true }),
+    cacheSize: num(o, 'cacheSize', p, { min: 0, max: 100_000, int: true }),
+  };
+  if (out.locations.length === 0) fail(`${p}.locations`, 'must not be empty');
+  const issuer = optStr(o, 'issuer', p);
+  if (issuer !== undefined) out.issuer = issuer;
+  const problem = optStr(o, 'keysProblem', p);
+  if (problem !== undefined) out.keysProblem = problem;
+  if (o.audiences !== undefined)
+    out.audiences = arr(o, 'audiences', p).map((a, i) =>
+      typeof a === 'string' ? a : fail(`${p}.audiences[${i}]`, 'must be a string', a),
+    );
+  if (o.forwarding !== undefined) {
+    const fp = `${p}.forwarding`;
+    const f = obj(o.forwarding, fp, ['headerName', 'padForwardPayloadHeader']);
+    const headerName = str(f, 'headerName', fp);
+    const nameProblem = headerNameProblem(headerName);
+    if (nameProblem !== null) fail(`${fp}.headerName`, nameProblem, headerName);
+    out.forwarding = { headerName };
+    if (f.padForwardPayloadHeader !== undefined)
+      out.forwarding.padForwardPayloadHeader = bool(f, 'padForwardPayloadHeader', fp);
+  }
+  return out;
+}
+
+function decodeJwtProviders(v: unknown): JwtProvider[] {
+  if (!Array.isArray(v)) fail('jwtProviders', 'must be an array', v);
+  const seen = new Set<string>();
+  return v.map((x, i) => {
+    const p = decodeJwtProvider(x, `jwtProviders[${i}]`);
+    if (seen.has(p.name)) fail(`jwtProviders[${i}].name`, 'is listed twice', p.name);
+    seen.add(p.name);
+    return p;
+  });
 }
 
 function decodeIntentions(v: unknown): IntentionsSnapshot {
@@ -720,6 +817,7 @@ export function decodeProxySnapshot(value: unknown): ProxySnapshot {
     'accessLogs',
     'expose',
     'meshTls',
+    'jwtProviders',
   ]);
   const version = num(o, 'version', 'snapshot', nat);
   const instance = decodeInstance(o.instance);
@@ -743,6 +841,7 @@ export function decodeProxySnapshot(value: unknown): ProxySnapshot {
     ...(o.accessLogs === undefined ? {} : { accessLogs: decodeAccessLogs(o.accessLogs) }),
     ...(o.expose === undefined ? {} : { expose: decodeExpose(o.expose, inbound, seen) }),
     ...(o.meshTls === undefined ? {} : { meshTls: decodeMeshTls(o.meshTls) }),
+    ...(o.jwtProviders === undefined ? {} : { jwtProviders: decodeJwtProviders(o.jwtProviders) }),
   };
   if (o.transparent === undefined)
     return { version, instance, inbound, upstreams, tls, intentions, tracing, ...logs };

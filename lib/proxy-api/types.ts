@@ -2,6 +2,7 @@
 // newline-delimited JSON frames; the proxy applies each atomically and answers with acks and
 // readiness. A static file with a `ProxySnapshot` serves the same purpose for debugging.
 import type { HttpMatch, IntentionsSnapshot } from '../intentions/types.ts';
+import type { JwtProvider } from '../jwt/types.ts';
 import type { MeshTlsConfig } from './mesh-tls.ts';
 
 export const PROXY_API_VERSION = 1;
@@ -320,6 +321,8 @@ export interface ProxySnapshot {
   expose?: ExposePath[];
   /** Absent unless Consul's `mesh` entry sets TLS versions or suites (lib/proxy-api/mesh-tls.ts). */
   meshTls?: MeshTlsConfig;
+  /** Absent unless Consul holds `jwt-provider` entries: what intentions' `jwt` refers to. */
+  jwtProviders?: JwtProvider[];
 }
 
 /**

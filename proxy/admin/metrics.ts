@@ -95,6 +95,12 @@ export function createProxyMetrics(o: { defaultMetrics?: boolean } = {}) {
     labelNames: ['layer', 'enforced'] as const,
     registers: [registry],
   });
+  const jwtFailures = new Counter({
+    name: 'remora_proxy_jwt_failures_total',
+    help: 'Inbound requests whose token did not satisfy an intention requiring a JWT, by jwt-provider and reason (missing, malformed, alg, unknown_key, bad_signature, expired, not_yet_valid, issuer, audience, no_keys, unknown_provider, claims).',
+    labelNames: ['provider', 'reason'] as const,
+    registers: [registry],
+  });
   const refused = new Counter({
     name: 'remora_proxy_http_refused_total',
     help: 'HTTP requests refused by the parser (malformed, smuggling attempts, oversized heads, slow heads).',
@@ -191,6 +197,7 @@ export function createProxyMetrics(o: { defaultMetrics?: boolean } = {}) {
     registry,
     handshakeFailures,
     denials,
+    jwtFailures,
     refused,
     rateLimited,
     exposedRefused,

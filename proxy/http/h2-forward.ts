@@ -6,7 +6,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { RemoraError } from '../../lib/errors/index.ts';
 import { describeError } from '../../lib/errors/index.ts';
-import { ERROR_HEADER, retryAfter } from '../stages/responder.ts';
+import { ERROR_HEADER, authChallenge, retryAfter } from '../stages/responder.ts';
 import { H2 } from '../lazy.ts';
 import { modifyH2Headers, type HeaderModifiers } from '../../lib/proxy-api/index.ts';
 
@@ -79,7 +79,7 @@ export function endsStream(flags: number | undefined): boolean {
 
 /** The gRPC status for a proxy answer: denied 7, over a rate limit 8, anything else 14. */
 function grpcStatusOf(status: number): string {
-  return status === 403 ? '7' : status === 429 ? '8' : '14';
+  return status === 403 ? '7' : status === 401 ? '16' : status === 429 ? '8' : '14';
 }
 
 /**
@@ -108,11 +108,13 @@ export function respondH2Error(stream: H2Downstream, err: RemoraError, grpc: boo
     return;
   }
   const after = retryAfter(err);
+  const challenge = authChallenge(err);
   stream.respond({
     ':status': status,
     'content-type': 'text/plain; charset=utf-8',
     [ERROR_HEADER]: err.code,
     ...(after !== null ? { 'retry-after': after } : {}),
+    ...(challenge !== null ? { 'www-authenticate': challenge } : {}),
   });
   stream.end(`${msg}\n`);
 }

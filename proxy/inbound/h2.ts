@@ -11,6 +11,7 @@ import type { ProxyEnv } from '../env.ts';
 import type { RequestContext } from '../stages/types.ts';
 import type { RateLimiter } from '../stages/rate-limit.ts';
 import { denialError } from '../stages/intentions.ts';
+import { createRequestJwt, jwtDenialError } from '../stages/jwt.ts';
 import { CLIENT_CERT_HEADER } from '../stages/headers.ts';
 import {
   endsStream,
@@ -124,17 +125,33 @@ export function inboundH2Handler(
     };
     let d = ctx.l4!;
     let layer: 'l4' | 'l7' = 'l4';
+    let jwt: ReturnType<typeof createRequestJwt> | null = null;
+    let jwtDenied = false;
     if (d.needsRequest) {
       layer = 'l7';
-      d = evaluateIntentions(env.active().snapshot.intentions, {
+      const plain = headersRecordH2(headers);
+      const path = String(headers[':path']);
+      jwt = createRequestJwt({
+        providers: env.active().snapshot.jwtProviders ?? [],
+        headers: plain,
+        target: path,
+        nowMs: env.clock.now(),
+        onFailure: (provider, reason) => env.metrics.jwtFailures.labels(provider, reason).inc(),
+      });
+      const full = evaluateIntentions(env.active().snapshot.intentions, {
         source: ctx.source,
         destination: ctx.destination,
-        request: {
-          method: String(headers[':method']),
-          path: String(headers[':path']),
-          headers: headersRecordH2(headers),
-        },
+        request: { method: String(headers[':method']), path, headers: plain, jwt: jwt.check },
       });
+      jwtDenied = full.jwt !== undefined;
+      d = full;
+      if (!full.allowed && full.enforced && full.jwt) {
+        o.onDenied(layer, true);
+        const err = jwtDenialError(ctx.source, ctx.destination, full);
+        respondH2Error(stream, err, grpc);
+        finish(401, err.code);
+        return;
+      }
     }
     if (!d.allowed) {
       o.onDenied(layer, d.enforced);
@@ -143,6 +160,11 @@ export function inboundH2Handler(
         finish(403, 'REMORA_E_PROXY_INTENTION_DENIED');
         return;
       }
+    }
+    if (jwt && !jwtDenied) {
+      const changes = jwt.headerChanges();
+      for (const n of changes.remove) delete headers[n];
+      for (const [n, v] of changes.add) headers[n.toLowerCase()] = v;
     }
     const limited = o.limiter.admit(String(headers[':path'] ?? ''), env.clock.now());
     if (limited !== null) {

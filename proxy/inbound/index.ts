@@ -127,7 +127,9 @@ export function createInbound(env: ProxyEnv): Inbound {
         // denials and rate limits are the policy working: counted, not logged as failures
         if (
           e.code !== 'REMORA_E_PROXY_INTENTION_DENIED' &&
-          e.code !== 'REMORA_E_PROXY_RATE_LIMITED'
+          e.code !== 'REMORA_E_PROXY_RATE_LIMITED' &&
+          e.code !== 'REMORA_E_PROXY_JWT_MISSING' &&
+          e.code !== 'REMORA_E_PROXY_JWT_INVALID'
         )
           logLimited(e, 'inbound request failed');
       },
@@ -136,6 +138,9 @@ export function createInbound(env: ProxyEnv): Inbound {
     createIntentionsStage({
       intentions: () => env.active().snapshot.intentions,
       onDenied: (layer, enforced) => env.metrics.denials.labels(layer, String(enforced)).inc(),
+      jwtProviders: () => env.active().snapshot.jwtProviders,
+      now: () => env.clock.now(),
+      onJwtFailure: (provider, reason) => env.metrics.jwtFailures.labels(provider, reason).inc(),
     }),
     // below the intentions: a denied call takes no token
     createRateLimitStage(limiter, () => env.clock.now(), onLimited),
@@ -209,7 +214,7 @@ export function createInbound(env: ProxyEnv): Inbound {
           source: peer.service,
           destination,
           reason: d.needsRequest
-            ? `${d.reason}, but ${destination} serves tcp, where requests cannot be checked; set its protocol to http (or give this source an L4 intention)`
+            ? `${d.reason}, but ${destination} serves tcp, where requests (and their tokens) cannot be checked; set its protocol to http (or give this source an L4 intention without jwt)`
             : d.reason,
         },
         'connection denied by intention',

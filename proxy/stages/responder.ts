@@ -8,6 +8,7 @@ export const ERROR_HEADER = 'x-remora-error';
 const REASONS: Record<number, string> = {
   200: 'OK',
   400: 'Bad Request',
+  401: 'Unauthorized',
   403: 'Forbidden',
   404: 'Not Found',
   405: 'Method Not Allowed',
@@ -34,6 +35,12 @@ export function retryAfter(err: RemoraError): string | null {
   return typeof s === 'number' ? String(s) : null;
 }
 
+/** The `www-authenticate` challenge of a 401 (`details.wwwAuthenticate`), or null. */
+export function authChallenge(err: RemoraError): string | null {
+  const c = err.details.wwwAuthenticate;
+  return typeof c === 'string' ? c : null;
+}
+
 /** The answer for a coded error (status from the catalog, 502 when the code has none). */
 export function errorResponse(err: RemoraError, status?: number): ProxyResponse {
   const s = status ?? describeError(err.code).status ?? 502;
@@ -41,6 +48,8 @@ export function errorResponse(err: RemoraError, status?: number): ProxyResponse 
   const headers = [ERROR_HEADER, err.code, 'content-type', 'text/plain; charset=utf-8'];
   const after = retryAfter(err);
   if (after !== null) headers.push('retry-after', after);
+  const challenge = authChallenge(err);
+  if (challenge !== null) headers.push('www-authenticate', challenge);
   return {
     status: s,
     reason: reasonPhrase(s),

@@ -200,6 +200,7 @@ t.test('a restarted agent knows the protocols before Consul answers', async (t) 
     accessLogs: null,
     meshTls: null,
     meshDestinationsOnly: false,
+    jwtEntries: [],
     resolvers: { api: { connectTimeoutMs: 2500, loadBalancer: 'least_request' } },
     routers: {
       api: [

@@ -70,6 +70,7 @@ async function remora(args: string[], env: Record<string, string> = {}) {
   };
   let exit = 0;
   let code: string | undefined;
+  let message = '';
   try {
     const argv = ['node', 'remora', ...args];
     await (await createProgram(ctx, argv)).parseAsync(argv);
@@ -78,9 +79,10 @@ async function remora(args: string[], env: Record<string, string> = {}) {
     else if (hasCode(err)) {
       exit = 1;
       code = err.code;
+      message = err.message;
     } else throw err;
   }
-  return { stdout, stderr, exit, code };
+  return { stdout, stderr, exit, code, message };
 }
 
 t.test('token create prints only the token and refuses bad arguments', async (t) => {
@@ -237,6 +239,57 @@ t.test('an L7 intention for a service that serves tcp is saved with a warning', 
   t.equal(slow.exit, 0, slow.stderr);
   t.match(slow.stdout, 'Created: web => ledger');
   t.equal(slow.stderr, '', 'no warning when Consul cannot tell in time');
+});
+
+t.test('an intention requiring a JWT is refused for a service that serves tcp', async (t) => {
+  const jwt = '{"providers":[{"name":"okta","verifyClaims":[{"path":["role"],"value":"admin"}]}]}';
+  const create = () => remora(['intention', 'create', 'web', 'vault', '--jwt', jwt]);
+  t.teardown(() => remora(['intention', 'delete', 'web', 'vault']));
+  const unknown = await create();
+  t.equal(unknown.exit, 0, 'vault has no sidecar registered yet: saved');
+  t.match(
+    unknown.stdout,
+    'Created: web => vault (allow, requires a JWT from okta with role = "admin"',
+  );
+
+  consul.services.push({
+    Node: 'n1',
+    ServiceID: 'vault-1-sidecar-proxy',
+    ServiceName: 'vault-sidecar-proxy',
+    ServiceProxy: { Config: {} },
+  });
+  t.teardown(() => void (consul.services = []));
+  const tcp = await create();
+  t.equal(tcp.code, 'REMORA_E_INTENTIONS_INVALID');
+  t.match(tcp.message, /requires a JWT, but vault serves tcp .*Set its protocol to http/);
+  const l7 = await remora([
+    'intention',
+    'create',
+    'web',
+    'vault',
+    '--permissions',
+    '[{"action":"allow","http":{"pathPrefix":"/"},"jwt":{"providers":[{"name":"okta"}]}}]',
+  ]);
+  t.equal(l7.code, 'REMORA_E_INTENTIONS_INVALID', 'a permission requiring a JWT too');
+
+  consul.services[0]!.ServiceProxy = { Config: { protocol: 'http' } };
+  t.equal((await create()).exit, 0, 'an http service takes it');
+  const explained = await remora(['explain', 'web', 'vault', '--method', 'GET', '--path', '/']);
+  t.match(explained.stdout, 'web → vault: allowed');
+  t.match(explained.stdout, 'requires a JWT from okta with role = "admin" on every request');
+  t.match(
+    explained.stdout,
+    /one without them is answered 401 \(x-remora-error: REMORA_E_PROXY_JWT_MISSING/,
+  );
+  t.equal(
+    (await remora(['intention', 'create', 'web', 'vault', '--jwt', '{'])).code,
+    'REMORA_E_USAGE',
+  );
+  t.equal(
+    (await remora(['intention', 'create', 'web', 'vault', '--deny', '--jwt', jwt])).code,
+    'REMORA_E_INTENTIONS_INVALID',
+    'never on a deny',
+  );
 });
 
 t.test('ca roots and ca rotate', async (t) => {

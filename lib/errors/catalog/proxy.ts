@@ -41,6 +41,20 @@ export const PROXY_ERRORS = {
       'Allow the call with `remora intention create <source> <destination>` if it is wanted; `remora explain <source> <destination>` shows the deciding rule.',
     status: 403,
   },
+  REMORA_E_PROXY_JWT_MISSING: {
+    meaning:
+      'The request carries no token for a jwt-provider that the intention (or L7 permission) allowing it requires, so no rule allows it; answered 401.',
+    remedy:
+      "Send a token from the provider the message names where its jwt-provider entry's `Locations` look (by default `Authorization: Bearer <token>`); `remora explain <source> <destination>` lists the JWT requirements.",
+    status: 401,
+  },
+  REMORA_E_PROXY_JWT_INVALID: {
+    meaning:
+      'The request carries a token that does not verify for a jwt-provider an intention requires: malformed, signed with an algorithm Remora refuses (`none`, HMAC) or a key not in the set, bad signature, expired, not yet valid, wrong issuer or audience, or the provider has no keys (yet); answered 401.',
+    remedy:
+      "Get a fresh token from the provider's issuer; if tokens are good, check the jwt-provider entry (`Issuer`, `Audiences`, `JSONWebKeySet`, `ClockSkewSeconds`) and `remora status` for problems reading it or fetching its keys. The message names the reason; tokens and keys are never logged.",
+    status: 401,
+  },
   REMORA_E_PROXY_NO_ENDPOINTS: {
     meaning: 'The upstream has no healthy endpoint (none known, or all ejected).',
     remedy:

@@ -592,3 +592,60 @@ for (const [what, fn, field] of cases) {
     }
   });
 }
+
+t.test('JWT providers and intention JWT requirements decode; bad ones are named', async (t) => {
+  const { makeKey } = await import('../../helpers/jwt.ts');
+  const key = makeKey('ES256');
+  const s = structuredClone(good);
+  s.intentions.intentions[0]!.jwt = {
+    providers: [{ name: 'okta', verifyClaims: [{ path: ['role'], value: 'admin' }] }],
+  };
+  s.intentions.intentions[0]!.permissions![0]!.jwt = { providers: [{ name: 'okta' }] };
+  s.jwtProviders = [
+    {
+      name: 'okta',
+      issuer: 'https://issuer.example',
+      audiences: ['api'],
+      keys: [key.jwk],
+      locations: [
+        { header: { name: 'Authorization', valuePrefix: 'Bearer ', forward: true } },
+        { queryParam: { name: 'token' } },
+        { cookie: { name: 'jwt' } },
+      ],
+      forwarding: { headerName: 'x-jwt-payload', padForwardPayloadHeader: true },
+      clockSkewSeconds: 30,
+      cacheSize: 100,
+    },
+    {
+      name: 'empty',
+      keys: [],
+      keysProblem: 'not fetched yet',
+      locations: [{ cookie: { name: 'a' } }],
+      clockSkewSeconds: 0,
+      cacheSize: 0,
+    },
+  ];
+  t.same(decodeProxySnapshot(JSON.parse(JSON.stringify(s))), s);
+  const bad: Array<[(x: any) => void, string]> = [
+    [(x) => (x.jwtProviders[0].keys = [{ kty: 'oct', k: 'c2VjcmV0' }]), 'jwtProviders[0].keys[0]'],
+    [(x) => (x.jwtProviders[0].locations = []), 'jwtProviders[0].locations'],
+    [
+      (x) => (x.jwtProviders[0].locations = [{ header: { name: 'a b' } }]),
+      'jwtProviders[0].locations[0].header.name',
+    ],
+    [(x) => (x.jwtProviders[1].name = 'okta'), 'jwtProviders[1].name'],
+    [(x) => (x.intentions.intentions[0].jwt = { providers: [] }), 'intentions.intentions[0].jwt'],
+  ];
+  for (const [mutate, field] of bad) {
+    const x: any = JSON.parse(JSON.stringify(s));
+    mutate(x);
+    t.throws(
+      () => decodeProxySnapshot(x),
+      {
+        code: 'REMORA_E_PROXY_SNAPSHOT_INVALID',
+        message: new RegExp(field.replace(/[[\].]/g, '\\$&')),
+      },
+      field,
+    );
+  }
+});
