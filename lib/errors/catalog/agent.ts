@@ -134,4 +134,16 @@ export const AGENT_ERRORS = {
     remedy:
       'Install util-linux, which provides `setpriv` (`apt-get install -y util-linux`), and restart the agent; or remove the CAP_NET_ADMIN grant if no instance uses `transparent`.',
   },
+  REMORA_E_AGENT_MTLS_PERMISSIVE_NOT_ALLOWED: {
+    meaning:
+      'An instance\'s `MutualTLSMode` is "permissive" (its definition\'s `proxy.mutual_tls_mode`, its service-defaults or proxy-defaults global), but the `mesh` entry does not set `AllowEnablingPermissiveMutualTLS = true` (it is unset, false, or was turned off since): its sidecar requires mTLS (strict), so callers outside the mesh are refused. Consul refuses to write such entries while the flag is off; one written before the flag was turned off is reported here.',
+    remedy:
+      'To let plain callers of the app\'s port through while they are onboarded, set `AllowEnablingPermissiveMutualTLS = true` in the mesh entry (`consul config write`); the agent applies permissive to new connections at once. Otherwise set `MutualTLSMode = "strict"` (or remove it) where the message says (docs/agent.md, "Permissive mutual TLS").',
+  },
+  REMORA_E_AGENT_MTLS_PERMISSIVE_NOT_TRANSPARENT: {
+    meaning:
+      'An instance\'s definition or its service-defaults set `MutualTLSMode = "permissive"`, but the instance is not transparent: permissive applies to plain callers that the inbound redirect of the app\'s port sends to the sidecar (as in Consul, where the mode is supported with transparent proxy only). Without the redirect, callers outside the mesh reach the app directly, so the sidecar stays strict.',
+    remedy:
+      'Set `transparent: true` (or `proxy.mode = "transparent"`) on the instance if its app\'s port should be redirected to the sidecar (docs/transparent.md); otherwise remove the permissive setting.',
+  },
 } as const satisfies Record<string, ErrorSpec>;
