@@ -4,6 +4,9 @@ import t, { type Test } from 'tap';
 import net from 'node:net';
 import tls from 'node:tls';
 import { once } from 'node:events';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createSilentLogger } from '../../../lib/log/index.ts';
 import { waitFor } from '../../../lib/util/index.ts';
 import { createProxy, type Proxy } from '../../../proxy/proxy.ts';
@@ -198,4 +201,31 @@ t.test('strict mode refuses a plain request; a snapshot switches new connections
   await waitFor('the second answer', () => openText.includes('/second'));
   t.pass('the plain connection opened in permissive mode kept working');
   t.match(await handshake(port), 'spiffe://', 'mTLS works throughout');
+});
+
+t.test('a plain connection is one access-log line, with no source identity', async (t) => {
+  const app = await startEchoApp();
+  t.teardown(() => app.close());
+  const { proxy, port, snapshot } = await startApi(t, app.port);
+  const dir = mkdtempSync(join(tmpdir(), 'remora-permissive-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'access.log');
+  await proxy.apply({ ...snapshot, version: 2, accessLogs: { type: 'file', path } });
+  const plain = await exchange(port, (s) => void s.write(GET), headDone);
+  t.match(plain, /^HTTP\/1\.1 200 /);
+  const read = () =>
+    existsSync(path)
+      ? readFileSync(path, 'utf8')
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as Record<string, unknown>)
+      : [];
+  await waitFor('the line', () => read().length >= 1);
+  t.match(read()[0], {
+    direction: 'inbound',
+    source: '-',
+    destination: 'api',
+    protocol: 'tcp',
+    bytesIn: GET.length,
+  });
 });
