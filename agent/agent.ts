@@ -30,6 +30,7 @@ import {
   flattenSplits,
   isWhole,
   parseTargetName,
+  resolveMutualTlsMode,
   resolveShares,
   resolveTarget,
   subsetExpr,
@@ -149,6 +150,11 @@ export interface InstanceStatus {
   certificate: IdentityStatus | null;
   /** The protocol the instance's proxy serves: its definition's, or Consul's config entries'. */
   protocol: string | null;
+  /**
+   * Whether its sidecar port also takes plain connections (docs/agent.md, "Permissive mutual
+   * TLS"), and what decided it: its definition, service-defaults, proxy-defaults, or the default.
+   */
+  mutualTls?: { mode: 'strict' | 'permissive'; source: string } | null;
   upstreams: {
     destination: string;
     localBindPort: number;
@@ -229,6 +235,8 @@ interface Instance {
   sharedWarning: Warning | null;
   /** Set while the mesh confines every user of the host but the proxies (no `app_user`). */
   confinedWarning: Warning | null;
+  /** Set while a permissive MutualTLSMode it was given does not apply (docs/agent.md). */
+  mtlsWarning: Warning | null;
   /** The readiness-check write in flight; writes are serialized so a late one never undoes a newer one. */
   checkWrite: Promise<void> | null;
   /** Set when the state changed while a write was in flight: the writer goes round once more. */
@@ -554,6 +562,10 @@ export function createAgent(o: AgentOptions): Agent {
         // the definition's proxy config wins over the service's service-defaults, key by key
         ...central.inbound(inst.def.name),
         ...sc.inbound,
+        // strict is left out: the default, and what an older proxy knows
+        ...(mutualTlsOf(inst).mode === 'permissive'
+          ? { mutualTlsMode: 'permissive' as const }
+          : {}),
       },
       upstreams: upstreams.map((u) => {
         const plan = plans.get(u.destinationName)!;
@@ -592,6 +604,27 @@ export function createAgent(o: AgentOptions): Agent {
     const settings = central.jwtProviders();
     const providers = jwks.providers(settings);
     return providers.length > 0 ? { jwtProviders: providers } : {};
+  }
+
+  /**
+   * The instance's mutual TLS mode (docs/agent.md, "Permissive mutual TLS"); a permissive one
+   * that does not apply is kept as the instance's warning, logged once per change.
+   */
+  function mutualTlsOf(inst: Instance): ReturnType<typeof resolveMutualTlsMode> {
+    const r = resolveMutualTlsMode({
+      instanceId: inst.def.id,
+      service: inst.def.name,
+      registration: inst.def.sidecar?.mutualTlsMode ?? null,
+      central: central.mutualTlsMode(inst.def.name),
+      allowPermissive: central.allowPermissiveMutualTls(),
+      transparent: inst.def.sidecar?.transparent === true,
+    });
+    const code = r.problem?.code ?? 'REMORA_E_AGENT_MTLS_PERMISSIVE_NOT_ALLOWED';
+    inst.mtlsWarning = keepWarning(inst.mtlsWarning, code, r.problem?.message ?? null, {
+      instance: inst.def.id,
+      source: r.source,
+    });
+    return r;
   }
 
   /** What calls are hashed on, for an upstream or target balanced by consistent hashing. */
@@ -1466,6 +1499,7 @@ export function createAgent(o: AgentOptions): Agent {
       derivedLimit: null,
       sharedWarning: null,
       confinedWarning: null,
+      mtlsWarning: null,
       checkWrite: null,
       checkAgain: false,
       notReadyReason: 'proxy not ready',
@@ -1785,6 +1819,9 @@ export function createAgent(o: AgentOptions): Agent {
             proxy: supervisor.status(inst.def.id),
             certificate: identity.status(inst.def.id),
             protocol: inst.def.sidecar ? inboundProtocol(inst) : null,
+            mutualTls: inst.def.sidecar
+              ? (({ mode, source }) => ({ mode, source }))(mutualTlsOf(inst))
+              : null,
             upstreams: upstreamsOf(inst).map((u) => {
               // where its calls go: the service, or where its resolver redirects them
               const main = resolveTarget(u.destinationName, undefined, resolverOf);
@@ -1802,9 +1839,12 @@ export function createAgent(o: AgentOptions): Agent {
                 ...(failover.length > 0 ? { failover } : {}),
               };
             }),
-            warnings: [inst.derivedLimit, inst.sharedWarning, inst.confinedWarning].filter(
-              (w) => w !== null,
-            ),
+            warnings: [
+              inst.derivedLimit,
+              inst.sharedWarning,
+              inst.confinedWarning,
+              inst.mtlsWarning,
+            ].filter((w) => w !== null),
             transparent: inst.def.sidecar?.transparent
               ? (transparent.status(inst.def.id) ?? {
                   active: false,

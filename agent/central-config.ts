@@ -34,6 +34,8 @@ import {
   type HashPolicy,
   type LoadBalancerPolicy,
   type MeshTlsConfig,
+  MUTUAL_TLS_MODES,
+  type MutualTlsMode,
   type Protocol,
   type QueryMatch,
   type RateLimit,
@@ -381,6 +383,14 @@ export interface CentralConfig {
    * only mesh destinations (docs/transparent.md). False when unset or not a boolean.
    */
   meshDestinationsOnly(): boolean;
+  /**
+   * The `MutualTLSMode` Consul's entries give `service`'s sidecars: its service-defaults', else
+   * proxy-defaults' (with where it comes from); null when neither sets one. Whether permissive
+   * may apply is `resolveMutualTlsMode`'s to say.
+   */
+  mutualTlsMode(service: string): { mode: MutualTlsMode; source: MutualTlsSource } | null;
+  /** The `mesh` entry's `AllowEnablingPermissiveMutualTLS`; false when unset. */
+  allowPermissiveMutualTls(): boolean;
   /** What `destination`'s service-resolver sets for its callers; null when it has none. */
   resolver(destination: string): ResolverSettings | null;
   /** `destination`'s service-splitter shares (weights add up to 100); null when it has none. */
@@ -412,6 +422,12 @@ interface Protocols {
   meshTls: MeshTlsConfig | null;
   /** The `mesh` entry's `TransparentProxy.MeshDestinationsOnly`, checked. */
   meshDestinationsOnly: boolean;
+  /** By service: the `MutualTLSMode` of its service-defaults, checked. */
+  mutualTls: Record<string, MutualTlsMode>;
+  /** proxy-defaults `MutualTLSMode`, checked; null when unset. */
+  globalMutualTls: MutualTlsMode | null;
+  /** The `mesh` entry's `AllowEnablingPermissiveMutualTLS`. */
+  allowPermissive: boolean;
   /** By destination service: its service-resolver's settings, checked. */
   resolvers: Record<string, ResolverSettings>;
   /** By destination service: its service-splitter's shares, checked. */
@@ -722,6 +738,121 @@ function meshDestinationsOnlyOf(entry: unknown, found: Map<string, string>): boo
   return false;
 }
 
+/**
+ * A `MutualTLSMode` value (Consul's `""` is unset): null when unset, or when it is none of
+ * strict and permissive, which is reported under `key` (strict applies: the safe reading).
+ */
+function mutualTlsOf(
+  v: unknown,
+  where: string,
+  found: Map<string, string>,
+  key: string,
+): MutualTlsMode | null {
+  if (v === undefined || v === null || v === '') return null;
+  const lower = typeof v === 'string' ? v.toLowerCase() : v;
+  if ((MUTUAL_TLS_MODES as readonly unknown[]).includes(lower)) return lower as MutualTlsMode;
+  found.set(
+    key,
+    `${where}: MutualTLSMode ${JSON.stringify(v)} is not one of "strict", "permissive"; it is ignored (its sidecars require mTLS unless something else sets permissive)`,
+  );
+  return null;
+}
+
+/**
+ * The `mesh` entry's `AllowEnablingPermissiveMutualTLS` (`allow_enabling_permissive_mutual_tls`).
+ * Anything but a boolean is reported and read as false: permissive is opt-in.
+ */
+function allowPermissiveOf(entry: unknown, found: Map<string, string>): boolean {
+  if (!isLayer(entry)) return false;
+  const v = aliased(
+    entry,
+    'AllowEnablingPermissiveMutualTLS',
+    'allow_enabling_permissive_mutual_tls',
+  );
+  if (v === undefined || v === null || typeof v === 'boolean') return v === true;
+  found.set(
+    'mesh/permissive',
+    `mesh: AllowEnablingPermissiveMutualTLS must be true or false, got ${typeof v} ${JSON.stringify(v)}; it is read as false: no sidecar accepts plain connections`,
+  );
+  return false;
+}
+
+/** Where an instance's `MutualTLSMode` comes from, first to last. */
+export type MutualTlsSource = 'registration' | 'service-defaults' | 'proxy-defaults' | 'default';
+
+/** An instance's mode, where it comes from, and why a permissive one is not applied (or null). */
+export interface MutualTlsResolution {
+  mode: MutualTlsMode;
+  source: MutualTlsSource;
+  /** What was asked for, when it differs from `mode`. */
+  asked?: MutualTlsMode;
+  problem: {
+    code:
+      | 'REMORA_E_AGENT_MTLS_PERMISSIVE_NOT_ALLOWED'
+      | 'REMORA_E_AGENT_MTLS_PERMISSIVE_NOT_TRANSPARENT';
+    message: string;
+  } | null;
+}
+
+/**
+ * The mutual TLS mode of one instance's sidecar, as Consul decides it: its registration's
+ * `proxy.mutual_tls_mode`, else its service-defaults' `MutualTLSMode`, else proxy-defaults', else
+ * strict. Permissive applies only when the `mesh` entry sets `AllowEnablingPermissiveMutualTLS`
+ * (else strict applies and the problem says how to get either), and only to a transparent
+ * instance: plain callers reach the sidecar only through its inbound redirect of the app's port
+ * (others reach the app directly; permissive would only open the sidecar port to plain
+ * connections). A mesh-wide proxy-defaults permissive is not reported for those.
+ */
+export function resolveMutualTlsMode(o: {
+  instanceId: string;
+  service: string;
+  registration: MutualTlsMode | null;
+  central: { mode: MutualTlsMode; source: MutualTlsSource } | null;
+  allowPermissive: boolean;
+  transparent: boolean;
+}): MutualTlsResolution {
+  const given = o.registration
+    ? { mode: o.registration, source: 'registration' as const }
+    : (o.central ?? { mode: 'strict' as const, source: 'default' as const });
+  if (given.mode === 'strict') return { ...given, problem: null };
+  const where =
+    given.source === 'registration'
+      ? `its definition's proxy.mutual_tls_mode`
+      : given.source === 'service-defaults'
+        ? `MutualTLSMode in service-defaults of ${o.service}`
+        : 'MutualTLSMode in proxy-defaults global';
+  const undo =
+    given.source === 'registration'
+      ? `remove proxy.mutual_tls_mode from ${o.instanceId}'s definition`
+      : given.source === 'service-defaults'
+        ? `set MutualTLSMode = "strict" in service-defaults of ${o.service}`
+        : 'set MutualTLSMode = "strict" in proxy-defaults global';
+  if (!o.allowPermissive)
+    return {
+      mode: 'strict',
+      source: given.source,
+      asked: 'permissive',
+      problem: {
+        code: 'REMORA_E_AGENT_MTLS_PERMISSIVE_NOT_ALLOWED',
+        message: `${o.instanceId}: ${where} is "permissive", but the mesh entry does not set AllowEnablingPermissiveMutualTLS = true; its sidecar requires mTLS (strict). To let plain callers of the app's port through while they are onboarded, set AllowEnablingPermissiveMutualTLS = true in the mesh entry; otherwise ${undo}`,
+      },
+    };
+  if (!o.transparent)
+    return {
+      mode: 'strict',
+      source: given.source,
+      asked: 'permissive',
+      problem:
+        given.source === 'proxy-defaults'
+          ? null
+          : {
+              code: 'REMORA_E_AGENT_MTLS_PERMISSIVE_NOT_TRANSPARENT',
+              message: `${o.instanceId}: ${where} is "permissive", which applies to transparent instances only (plain callers reach the sidecar through the redirect of the app's port); ${o.instanceId} is not transparent, so its callers outside the mesh reach its app directly and its sidecar requires mTLS (strict). Set transparent: true (proxy.mode = "transparent") to redirect them, or ${undo}`,
+            },
+    };
+  return { ...given, problem: null };
+}
+
 /** A cached mesh TLS setting, checked again as Consul's answer would be. */
 function checkedMeshTls(v: unknown): MeshTlsConfig | null {
   if (!isLayer(v)) return null;
@@ -949,6 +1080,9 @@ function readCache(path: string): Protocols | null {
       accessLogs: checkedAccessLogs(v.accessLogs),
       meshTls: checkedMeshTls(v.meshTls),
       meshDestinationsOnly: v.meshDestinationsOnly === true,
+      mutualTls: keepChecked(v.mutualTls, (x) => mutualTlsOf(x, '', new Map(), '')),
+      globalMutualTls: mutualTlsOf(v.globalMutualTls, '', new Map(), ''),
+      allowPermissive: v.allowPermissive === true,
       resolvers,
       splitters,
       routers,
@@ -1830,6 +1964,9 @@ export function createCentralConfig(o: {
     accessLogs: null,
     meshTls: null,
     meshDestinationsOnly: false,
+    mutualTls: {},
+    globalMutualTls: null,
+    allowPermissive: false,
     resolvers: {},
     splitters: {},
     routers: {},
@@ -1902,19 +2039,27 @@ export function createCentralConfig(o: {
     const services: Record<string, Protocol> = {};
     const upstreams: Protocols['upstreams'] = {};
     const inbound: Protocols['inbound'] = {};
+    const mutualTls: Protocols['mutualTls'] = {};
     const found = new Map<string, string>();
     for (const e of entries) {
       const u = upstreamConfig(e, found);
       if (u) upstreams[e.Name] = u;
       const ib = inboundOf(e, { map: found, name: e.Name });
       if (Object.keys(ib).length > 0) inbound[e.Name] = ib;
+      const mtls = mutualTlsOf(
+        aliased(e as unknown as Layer, 'MutualTLSMode', 'mutual_tls_mode'),
+        `service-defaults of ${e.Name}`,
+        found,
+        `t/${e.Name}`,
+      );
+      if (mtls) mutualTls[e.Name] = mtls;
       if (e.Protocol === undefined || e.Protocol === '') continue;
       const p = knownProtocol(e.Protocol);
       if (p) services[e.Name] = p;
       else found.set(`s/${e.Name}`, invalidMessage(`service-defaults of ${e.Name}`, e.Protocol));
     }
-    report(['s/', 'u/', 'i/'], found);
-    set({ ...known, services, upstreams, inbound });
+    report(['s/', 'u/', 'i/', 't/'], found);
+    set({ ...known, services, upstreams, inbound, mutualTls });
   }
 
   function onProxyDefaults(entries: ConfigEntry[]): void {
@@ -1927,8 +2072,16 @@ export function createCentralConfig(o: {
       if (!global) found.set('global', invalidMessage('proxy-defaults global', raw));
     }
     const accessLogs = accessLogsOf(entry?.AccessLogs, found);
+    const globalMutualTls = entry
+      ? mutualTlsOf(
+          aliased(entry as unknown as Layer, 'MutualTLSMode', 'mutual_tls_mode'),
+          'proxy-defaults global',
+          found,
+          'global/mtls',
+        )
+      : null;
     report(['global', 'logs'], found);
-    set({ ...known, global, accessLogs });
+    set({ ...known, global, accessLogs, globalMutualTls });
   }
 
   function onMesh(entries: ConfigEntry[]): void {
@@ -1936,8 +2089,9 @@ export function createCentralConfig(o: {
     const found = new Map<string, string>();
     const meshTls = meshTlsOf(entry?.TLS, found);
     const meshDestinationsOnly = meshDestinationsOnlyOf(entry, found);
+    const allowPermissive = allowPermissiveOf(entry, found);
     report(['mesh'], found);
-    set({ ...known, meshTls, meshDestinationsOnly });
+    set({ ...known, meshTls, meshDestinationsOnly, allowPermissive });
   }
 
   function onJwtProviders(entries: ConfigEntry[]): void {
@@ -2041,6 +2195,14 @@ export function createCentralConfig(o: {
     accessLogs: () => known.accessLogs,
     meshTls: () => known.meshTls,
     meshDestinationsOnly: () => known.meshDestinationsOnly,
+    mutualTlsMode(service) {
+      const own_ = own(known.mutualTls, service);
+      if (own_) return { mode: own_, source: 'service-defaults' };
+      return known.globalMutualTls
+        ? { mode: known.globalMutualTls, source: 'proxy-defaults' }
+        : null;
+    },
+    allowPermissiveMutualTls: () => known.allowPermissive,
     resolver: (destination) => own(known.resolvers, destination),
     splitter: (destination) => own(known.splitters, destination),
     router: (destination) => own(known.routers, destination),

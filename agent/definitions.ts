@@ -13,6 +13,8 @@ import {
   EXPOSE_PROTOCOLS,
   exposePathProblem,
   INBOUND_LIMITS,
+  MUTUAL_TLS_MODES,
+  type MutualTlsMode,
   type ExposePath,
   type HashPolicy,
   type InboundSettings,
@@ -60,6 +62,11 @@ export interface SidecarDefinition {
   upstreams: UpstreamDefinition[];
   /** Transparent interception (`transparent: true` or Consul's `proxy.mode = "transparent"`). */
   transparent: boolean;
+  /**
+   * Consul's `proxy.mutual_tls_mode` of the sidecar registration (`MutualTLSMode`); null when
+   * absent or `""`: service-defaults, then proxy-defaults decide (docs/agent.md).
+   */
+  mutualTlsMode: MutualTlsMode | null;
   /** Ports whose inbound traffic is not redirected (`proxy.config.exclude_inbound_ports`). */
   excludeInboundPorts: number[];
   /**
@@ -487,6 +494,11 @@ function decodeSidecar(
     }
   }
   const transparent = serviceTransparent?.value ?? mode === 'transparent';
+  // Consul's "" is unset, like an absent field
+  const mtls =
+    proxy?.raw('mutual_tls_mode') === ''
+      ? undefined
+      : proxy?.oneOf('mutual_tls_mode', MUTUAL_TLS_MODES);
   const excludeInboundPorts = (cfg?.array('exclude_inbound_ports') ?? []).map((p, i) => {
     if (typeof p !== 'number' || !Number.isInteger(p) || p < 1 || p > 65535)
       throw new FieldError(
@@ -548,6 +560,7 @@ function decodeSidecar(
     protocolGiven: givenProtocol !== undefined,
     upstreams,
     transparent,
+    mutualTlsMode: mtls ?? null,
     excludeInboundPorts,
     deriveUpstreams: transparent && derive !== false,
     appUid,

@@ -89,6 +89,10 @@ export interface ConfigEntry {
   TLS?: unknown;
   /** mesh: `MeshDestinationsOnly` confines apps in transparent mode to mesh destinations. */
   TransparentProxy?: unknown;
+  /** mesh: whether service-defaults and proxy-defaults may set `MutualTLSMode = "permissive"`. */
+  AllowEnablingPermissiveMutualTLS?: unknown;
+  /** service-defaults, proxy-defaults: `strict` or `permissive` (docs/agent.md). */
+  MutualTLSMode?: unknown;
   /** service-splitter: `Weight` (percent) and `Service` of each share of the calls. */
   Splits?: unknown;
   /** service-router: `Match.HTTP` and `Destination` of each route, first match wins. */

@@ -23,6 +23,7 @@ import { createTransparentSlot } from './outbound/transparent.ts';
 import { createLimitedErrorLog } from './log-limit.ts';
 import { createAccessLog } from './access-log.ts';
 import { createExposeSlot } from './inbound/expose.ts';
+import { createPermissiveGate, type PermissiveGate } from './inbound/permissive.ts';
 
 export interface ProxyStatus {
   ready: boolean;
@@ -39,6 +40,11 @@ export interface CreateProxyOptions {
   metrics?: ProxyMetrics;
   /** Set false to build the stacks without the tracing seam at all. */
   tracing?: boolean;
+  /**
+   * Permissive mutual TLS: how long a new connection may stay silent before it is taken as
+   * plain (`DEFAULT_SNIFF_TIMEOUT_MS`).
+   */
+  sniffTimeoutMs?: number;
 }
 
 export interface Proxy {
@@ -100,7 +106,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
   const metrics = o.metrics ?? createProxyMetrics();
   let active: ActiveConfig | null = null;
   let draining = false;
-  let inboundListener: Listener<null> | null = null;
+  let inboundListener: Listener<PermissiveGate> | null = null;
   let inbound: Inbound | null = null;
   const upstreams = new Map<string, Listener<Upstream>>();
   const seam = createTracingSeam(logger);
@@ -222,7 +228,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
     const created: Array<Listener<unknown>> = [];
     const ib = snapshot.inbound;
     const ibKey = `${ib.bindAddress}:${ib.bindPort}`;
-    let newInbound: Listener<null> | null = null;
+    let newInbound: Listener<PermissiveGate> | null = null;
     const sameInbound =
       inboundListener !== null &&
       (inboundListener.key === ibKey ||
@@ -236,8 +242,14 @@ export function createProxy(o: CreateProxyOptions): Proxy {
       active = next; // listeners created below read TLS options from here
       if (!sameInbound) {
         const server = inboundServer();
+        // plain connections reach `inbound` only while the snapshot says permissive
+        const gate = createPermissiveGate(server, {
+          onPlain: (sock) => (inbound ? inbound.handlePlain(sock) : sock.destroy()),
+          ...(o.sniffTimeoutMs === undefined ? {} : { sniffTimeoutMs: o.sniffTimeoutMs }),
+        });
+        gate.set(ib.mutualTlsMode === 'permissive');
         await listen(server, ib.bindAddress, ib.bindPort, `inbound ${snapshot.instance.service}`);
-        newInbound = { key: ibKey, server, part: null };
+        newInbound = { key: ibKey, server, part: gate };
         created.push(newInbound);
       }
       for (const u of snapshot.upstreams) {
@@ -277,8 +289,11 @@ export function createProxy(o: CreateProxyOptions): Proxy {
       (inboundListener.server as tls.Server).setSecureContext(tlsContexts.serverOptions);
     }
     // connections past the limit are closed as they arrive (Node counts them before the handshake)
-    if (inboundListener !== null)
+    if (inboundListener !== null) {
       inboundListener.server.maxConnections = ib.maxInboundConnections || Infinity;
+      // new connections only: open ones keep the mode they were taken in
+      inboundListener.part.set(ib.mutualTlsMode === 'permissive');
+    }
     for (const [name, l] of upstreams) {
       const want = wantUp.get(name);
       const replaced = newUps.find((n) => n.part.cluster.name === name);

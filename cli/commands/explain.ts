@@ -54,6 +54,39 @@ interface DestinationFacts {
   resolvers: Map<string, ResolverSettings>;
   /** Its service-router routes and everyone's service-splitter shares, as agents read them. */
   traffic: Traffic | null;
+  /** What its config entries make of its sidecars' mutual TLS, when they ask for permissive. */
+  mutualTls?: string | null;
+}
+
+/** The config entry fields `mutualTlsNote` reads. */
+interface MutualTlsEntry {
+  MutualTLSMode?: unknown;
+  AllowEnablingPermissiveMutualTLS?: unknown;
+}
+
+/**
+ * One line on `service`'s sidecars when its service-defaults (else proxy-defaults global) set
+ * `MutualTLSMode = "permissive"`, as agents read it (docs/agent.md, "Permissive mutual TLS"):
+ * applied with the mesh entry's flag, to transparent instances; reported and strict without it.
+ * Null when the entries leave the sidecars strict (an instance's definition may still differ).
+ */
+export function mutualTlsNote(
+  service: string,
+  serviceDefaults: MutualTlsEntry | undefined,
+  proxyDefaults: MutualTlsEntry | undefined,
+  mesh: MutualTlsEntry | undefined,
+): string | null {
+  const mode = (e: MutualTlsEntry | undefined) =>
+    typeof e?.MutualTLSMode === 'string' && e.MutualTLSMode !== ''
+      ? e.MutualTLSMode.toLowerCase()
+      : null;
+  const own = mode(serviceDefaults);
+  const given = own ?? mode(proxyDefaults);
+  if (given !== 'permissive') return null;
+  const where = own ? `its service-defaults` : 'proxy-defaults global';
+  if (mesh?.AllowEnablingPermissiveMutualTLS !== true)
+    return `${service}'s sidecars require mTLS: MutualTLSMode is permissive in ${where}, but the mesh entry does not set AllowEnablingPermissiveMutualTLS = true, so it is not applied`;
+  return `${service}'s transparent instances also take plain connections (MutualTLSMode permissive, ${where}): callers outside the mesh reach its app with no intention checked; what follows applies to mesh callers only`;
 }
 
 interface Traffic {
@@ -79,12 +112,16 @@ async function destinationFacts(s: OperatorSession, service: string): Promise<De
     timeoutMs: EXPLAIN_PROTOCOL_LOOKUP_MS,
   });
   try {
-    const [served, resolvers, splitters, routers] = await Promise.all([
-      servedProtocol(consul, service),
-      consul.config.list('service-resolver').catch(() => null),
-      consul.config.list('service-splitter').catch(() => null),
-      consul.config.list('service-router').catch(() => null),
-    ]);
+    const [served, resolvers, splitters, routers, defaults, proxyDefaults, mesh] =
+      await Promise.all([
+        servedProtocol(consul, service),
+        consul.config.list('service-resolver').catch(() => null),
+        consul.config.list('service-splitter').catch(() => null),
+        consul.config.list('service-router').catch(() => null),
+        consul.config.list('service-defaults').catch(() => null),
+        consul.config.list('proxy-defaults').catch(() => null),
+        consul.config.list('mesh').catch(() => null),
+      ]);
     const entry = resolvers?.entries.find((e) => e.Name === service);
     const ignored = new Map<string, string>();
     // every splitter and resolver is read as agents read it; the lines shown are the destination's own
@@ -120,6 +157,13 @@ async function destinationFacts(s: OperatorSession, service: string): Promise<De
       resolver: entry ? { settings, ignored: [...ignored.values()] } : null,
       resolvers: traffic.resolvers,
       traffic: traffic.hasSplitter || router ? traffic : null,
+      mutualTls: mutualTlsNote(
+        service,
+        // entries as Consul stores them; the note reads two optional fields
+        defaults?.entries.find((e) => e.Name === service) as MutualTlsEntry | undefined,
+        proxyDefaults?.entries.find((e) => e.Name === 'global') as MutualTlsEntry | undefined,
+        mesh?.entries[0] as MutualTlsEntry | undefined,
+      ),
     };
   } catch (err) {
     // the client's message names the address and the way out
@@ -401,6 +445,7 @@ export function registerExplain(program: Command, ctx: CliContext): void {
             ctx,
             `  ${destination} serves: ${typeof served === 'string' ? `unknown (${served})` : `${served.protocol} (${SOURCE_WORDS[served.source]})`}`,
           );
+        if (facts?.mutualTls) print(ctx, `  ${facts.mutualTls}`);
         if (facts?.resolver) {
           print(
             ctx,

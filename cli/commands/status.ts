@@ -91,6 +91,14 @@ export function renderStatus(s: AgentStatus, now: number): string {
       if (parts.length > 0) chains.push(`${i.id} → ${u.destination}: ${parts.join('; ')}`);
     }
   if (chains.length > 0) out.push('', ...chains);
+  // permissive mutual TLS is a hole on purpose, for onboarding: said while it lasts
+  const permissive = s.instances
+    .filter((i) => i.mutualTls?.mode === 'permissive')
+    .map(
+      (i) =>
+        `${i.id}: mutual TLS permissive (by ${i.mutualTls!.source === 'registration' ? 'its definition' : i.mutualTls!.source}): plain connections to its app's port reach the app without mTLS or intentions`,
+    );
+  if (permissive.length > 0) out.push('', ...permissive);
   const errors: string[] = [];
   for (const i of s.instances) {
     for (const e of [

@@ -70,6 +70,10 @@ const KEY_NAMES: Record<string, string> = {
   mode: 'Mode',
   transparentproxy: 'TransparentProxy',
   transparent_proxy: 'TransparentProxy',
+  mutualtlsmode: 'MutualTLSMode',
+  mutual_tls_mode: 'MutualTLSMode',
+  allowenablingpermissivemutualtls: 'AllowEnablingPermissiveMutualTLS',
+  allow_enabling_permissive_mutual_tls: 'AllowEnablingPermissiveMutualTLS',
   ...Object.fromEntries(
     ['LocalConnectTimeoutMs', 'LocalRequestTimeoutMs', 'MaxInboundConnections'].flatMap((k) => [
       [k.toLowerCase(), k],
@@ -139,7 +143,16 @@ export function decodeConfigEntry(
     checkMeshTls(out.TLS);
     if (out.TransparentProxy !== undefined && out.TransparentProxy !== null)
       out.TransparentProxy = meshTransparentProxy(out.TransparentProxy);
+    const allow = out.AllowEnablingPermissiveMutualTLS;
+    if (allow === null)
+      delete out.AllowEnablingPermissiveMutualTLS; // Go's zero value: false
+    else if (allow !== undefined && typeof allow !== 'boolean')
+      throw new HttpError(
+        400,
+        'Request decoding failed: AllowEnablingPermissiveMutualTLS must be a bool',
+      );
   }
+  checkMutualTlsMode(kind, out);
   if (typeof out.Name !== 'string' || out.Name === '')
     throw new HttpError(400, `config entry of kind ${kind} is missing a Name`);
   if (kind === 'proxy-defaults' && out.Name !== PROXY_DEFAULTS_NAME)
@@ -632,6 +645,46 @@ export function checkRoutingProtocol(name: string, protocol: string): void {
   throw new HttpError(
     400,
     `discovery chain ${JSON.stringify(name)} uses a protocol ${JSON.stringify(protocol)} that does not permit advanced routing or splitting behavior`,
+  );
+}
+
+/** Consul's `MutualTLSMode` values; `""` is unset. */
+const MUTUAL_TLS_MODES = ['', 'strict', 'permissive'];
+
+/**
+ * `MutualTLSMode` of service-defaults and proxy-defaults, checked as Consul checks it: a string,
+ * one of `""`, `strict`, `permissive` (case matters, as in Consul); no other kind has it.
+ */
+function checkMutualTlsMode(kind: ConfigKind, e: Obj): void {
+  const v = e.MutualTLSMode;
+  if (v === undefined || v === null) return;
+  if (kind !== 'service-defaults' && kind !== 'proxy-defaults')
+    throw new HttpError(400, 'invalid config key "MutualTLSMode"');
+  if (typeof v !== 'string')
+    throw new HttpError(400, 'Request decoding failed: MutualTLSMode must be a string');
+  if (!MUTUAL_TLS_MODES.includes(v))
+    throw new HttpError(
+      400,
+      `Invalid MutualTLSMode ${goQuote(v)}. Must be one of "", "strict", or "permissive".`,
+    );
+}
+
+/**
+ * Consul's gate on a write: service-defaults or proxy-defaults may set `MutualTLSMode =
+ * "permissive"` only while the mesh entry (`mesh`, or none) sets
+ * `AllowEnablingPermissiveMutualTLS`. Turning the flag off later is allowed: entries already
+ * written keep their mode (agents report it and apply strict; docs/agent.md).
+ */
+export function checkPermissiveAllowed(
+  entry: Obj & { Kind: ConfigKind },
+  mesh: Obj | undefined,
+): void {
+  if (entry.Kind !== 'service-defaults' && entry.Kind !== 'proxy-defaults') return;
+  if (entry.MutualTLSMode !== 'permissive') return;
+  if (mesh?.AllowEnablingPermissiveMutualTLS === true) return;
+  throw new HttpError(
+    400,
+    'cannot set MutualTLSMode=permissive because AllowEnablingPermissiveMutualTLS=false in the mesh config entry',
   );
 }
 

@@ -21,6 +21,7 @@ import type {
   IntentionPermission,
   IntentionsSnapshot,
 } from '../intentions/types.ts';
+import { MUTUAL_TLS_MODES } from './types.ts';
 import type {
   AccessLogConfig,
   Endpoint,
@@ -163,6 +164,7 @@ function decodeInbound(v: unknown): InboundConfig {
     'protocol',
     ...INBOUND_KEYS,
     'rateLimit',
+    'mutualTlsMode',
   ]);
   const ib: InboundConfig = {
     bindAddress: str(o, 'bindAddress', p),
@@ -177,6 +179,8 @@ function decodeInbound(v: unknown): InboundConfig {
     ib[key] = num(o, key, p, { min, max: INBOUND_LIMITS[key], int: true });
   }
   if (o.rateLimit !== undefined) ib.rateLimit = decodeRateLimits(o.rateLimit, `${p}.rateLimit`);
+  if (o.mutualTlsMode !== undefined)
+    ib.mutualTlsMode = oneOf(o, 'mutualTlsMode', p, MUTUAL_TLS_MODES);
   return ib;
 }
 

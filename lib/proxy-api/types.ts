@@ -56,6 +56,12 @@ export interface InboundConfig {
   localAppPort: number;
   protocol: Protocol;
   /**
+   * `permissive` (Consul's `MutualTLSMode`): the sidecar port also takes plain (non-TLS)
+   * connections, which a transparent instance's rules send there from the app's port, and pipes
+   * them to the local app as TCP, without intentions. Absent: strict, mTLS only.
+   */
+  mutualTlsMode?: MutualTlsMode;
+  /**
    * How long the proxy waits for a connection to the local app (Consul's
    * `local_connect_timeout_ms`); `DEFAULT_LOCAL_CONNECT_TIMEOUT_MS` when absent.
    */
@@ -99,6 +105,10 @@ export interface RateLimitConfig {
   instance?: RateLimit;
   routes?: RouteRateLimit[];
 }
+
+/** Consul's `MutualTLSMode` values (`""` is unset): whether a sidecar requires mTLS. */
+export type MutualTlsMode = 'strict' | 'permissive';
+export const MUTUAL_TLS_MODES: readonly MutualTlsMode[] = ['strict', 'permissive'];
 
 /** What a service definition or a service-defaults entry may set of the inbound. */
 export type InboundSettings = Pick<

@@ -128,6 +128,11 @@ export function createProxyMetrics(o: { defaultMetrics?: boolean } = {}) {
     help: 'Connections to the sidecar port closed on arrival because it already held max_inbound_connections.',
     registers: [registry],
   });
+  const plainConnections = new Counter({
+    name: 'remora_proxy_inbound_plain_connections_total',
+    help: 'Plain (non-TLS) connections the sidecar port took in permissive mutual TLS mode and piped to the local app, without identity or intentions.',
+    registers: [registry],
+  });
   const retries = new Counter({
     name: 'remora_proxy_retries_total',
     help: 'Retried attempts, by upstream and reason (connect, reset, timeout, status_5xx, status_route: a status its route retries on, status_grpc: a gRPC status its route retries on).',
@@ -203,6 +208,7 @@ export function createProxyMetrics(o: { defaultMetrics?: boolean } = {}) {
     exposedRefused,
     accessLogDropped,
     inboundLimited,
+    plainConnections,
     tunnelErrors,
     h2TunnelErrors,
     retries,

@@ -16,10 +16,14 @@ import type { Proxy } from '../proxy.ts';
 
 const REDACTED = '[redacted]';
 
-/** The snapshot as /config shows it: the private key and exporter headers never leave. */
+/**
+ * The snapshot as /config shows it: the private key and exporter headers never leave; the
+ * inbound's mutual TLS mode is spelled out (the agent leaves strict, the default, out).
+ */
 export function redactSnapshot(s: ProxySnapshot): unknown {
   return {
     ...s,
+    inbound: { ...s.inbound, mutualTlsMode: s.inbound.mutualTlsMode ?? 'strict' },
     tls: { ...s.tls, keyPem: REDACTED },
     tracing: {
       ...s.tracing,

@@ -4,6 +4,7 @@
 //   → tcp: a tunnel's streams (L4 decision per stream) or a splice, each to its own app connection
 //   | http: strict HTTP/1.1 server → stages below → pooled app connections
 //   | http2/grpc: see h2.ts
+// In permissive mode (permissive.ts) plain connections skip all of it: piped to the app as TCP.
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { TLSSocket } from 'node:tls';
@@ -39,6 +40,11 @@ import { DEFAULT_LOCAL_CONNECT_TIMEOUT_MS } from '../../lib/proxy-api/index.ts';
 export interface Inbound {
   /** A TLS connection finished its handshake on the sidecar port. */
   handleConnection(socket: TLSSocket): void;
+  /**
+   * A plain (non-TLS) connection on the sidecar port in permissive mode: piped to the local app
+   * as TCP, with no identity and no intentions (docs/proxy.md, "Permissive mutual TLS").
+   */
+  handlePlain(socket: Socket): void;
   /** Called after a new snapshot was applied. */
   update(): void;
   drain(): void;
@@ -51,7 +57,7 @@ const APP_POOL_IDLE_MS = 30_000;
 export function createInbound(env: ProxyEnv): Inbound {
   const connectTimeout = () =>
     env.active().snapshot.inbound.localConnectTimeoutMs ?? DEFAULT_LOCAL_CONNECT_TIMEOUT_MS;
-  const conns = new Set<{ drain(): void; socket: TLSSocket }>();
+  const conns = new Set<{ drain(): void; socket: Socket }>();
   let appKey = '';
   let appPool: H1Pool | null = null;
   const service = () => env.active().snapshot.instance.service;
@@ -152,7 +158,7 @@ export function createInbound(env: ProxyEnv): Inbound {
    * Drained and closed with the proxy. `counted`: one connection in the metrics (a tunnel's
    * streams are counted one by one instead).
    */
-  function track(socket: TLSSocket, c: { drain(): void }, counted = true): void {
+  function track(socket: Socket, c: { drain(): void }, counted = true): void {
     const entry = { drain: () => c.drain(), socket };
     conns.add(entry);
     const g = counted ? env.metrics.connections.labels('inbound', service()) : null;
@@ -375,8 +381,47 @@ export function createInbound(env: ProxyEnv): Inbound {
     track(socket, c);
   }
 
+  function handlePlain(socket: Socket): void {
+    socket.on('error', () => socket.destroy());
+    env.metrics.plainConnections.inc();
+    track(socket, { drain: () => {} });
+    const ib = env.active().snapshot.inbound;
+    const target = `local app ${ib.localAppAddress}:${ib.localAppPort}`;
+    const start = performance.now();
+    const line = (app: Socket | null, error?: string) => {
+      if (!env.accessLog.enabled) return;
+      env.accessLog.write(
+        {
+          direction: 'inbound',
+          source: '-',
+          destination: service(),
+          protocol: 'tcp',
+          ...(error ? { error } : {}),
+          durationMs: roundMs(performance.now() - start),
+          bytesIn: app?.bytesWritten ?? 0,
+          bytesOut: app?.bytesRead ?? 0,
+        },
+        env.accessLog.detailed ? { downstream: socket, upstream: appAddress() } : undefined,
+      );
+    };
+    dialTcp(ib.localAppAddress, ib.localAppPort, connectTimeout(), target).then(
+      (app) => {
+        if (socket.destroyed) return app.destroy();
+        app.once('close', () => line(app));
+        spliceSockets(socket, app);
+      },
+      (err: unknown) => {
+        const e = toRemoraError(err);
+        line(null, e.code);
+        logLimited(e, 'inbound plain connection: local app unreachable');
+        socket.destroy();
+      },
+    );
+  }
+
   return {
     handleConnection,
+    handlePlain,
     update() {
       currentAppPool();
     },

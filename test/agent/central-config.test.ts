@@ -8,6 +8,7 @@ import {
   failoverTargets,
   followRedirects,
   parseTargetName,
+  resolveMutualTlsMode,
   resolverSettings,
   resolveShares,
   resolveTarget,
@@ -201,6 +202,9 @@ t.test('a restarted agent knows the protocols before Consul answers', async (t) 
     meshTls: null,
     meshDestinationsOnly: false,
     jwtEntries: [],
+    mutualTls: {},
+    globalMutualTls: null,
+    allowPermissive: false,
     resolvers: { api: { connectTimeoutMs: 2500, loadBalancer: 'least_request' } },
     routers: {
       api: [
@@ -1378,4 +1382,184 @@ t.test('a resolver that hashes is cached with its hash policies', async (t) => {
       { field: 'cookie', fieldValue: 'tab', cookie: { ttlSeconds: 0 } },
     ],
   });
+});
+
+t.test(
+  'MutualTLSMode from service-defaults, else proxy-defaults; the mesh gate; checked and cached',
+  async (t) => {
+    const dir = await dataDir(t);
+    const fake = createFakeConfigEntries({
+      [SERVICE_DEFAULTS]: [
+        { Kind: SERVICE_DEFAULTS, Name: 'api', MutualTLSMode: 'permissive' },
+        { Kind: SERVICE_DEFAULTS, Name: 'db', MutualTLSMode: 'strict' },
+        { Kind: SERVICE_DEFAULTS, Name: 'web', Protocol: 'http' },
+        { Kind: SERVICE_DEFAULTS, Name: 'odd', MutualTLSMode: 'lenient' },
+      ],
+      [PROXY_DEFAULTS]: [{ Kind: PROXY_DEFAULTS, Name: 'global', MutualTLSMode: 'permissive' }],
+      [MESH]: [{ Kind: MESH, Name: 'mesh', AllowEnablingPermissiveMutualTLS: true }],
+    });
+    const { c, changes } = central(dir, fake);
+    c.start();
+    t.teardown(() => c.stop());
+    await waitFor('the answers', () => c.synced());
+    t.same(c.mutualTlsMode('api'), { mode: 'permissive', source: 'service-defaults' });
+    t.same(c.mutualTlsMode('db'), { mode: 'strict', source: 'service-defaults' });
+    t.same(
+      c.mutualTlsMode('web'),
+      { mode: 'permissive', source: 'proxy-defaults' },
+      'a service-defaults entry without the field leaves it to proxy-defaults',
+    );
+    t.same(c.mutualTlsMode('odd'), { mode: 'permissive', source: 'proxy-defaults' });
+    t.equal(c.allowPermissiveMutualTls(), true);
+    t.same(
+      c.problems().map((p) => [p.code, p.message]),
+      [
+        [
+          'REMORA_E_AGENT_CENTRAL_CONFIG_INVALID',
+          'service-defaults of odd: MutualTLSMode "lenient" is not one of "strict", "permissive"; it is ignored (its sidecars require mTLS unless something else sets permissive)',
+        ],
+      ],
+    );
+
+    const before = changes();
+    fake.set(MESH, [{ Kind: MESH, Name: 'mesh', AllowEnablingPermissiveMutualTLS: false }]);
+    t.equal(c.allowPermissiveMutualTls(), false, 'turning the flag off is followed');
+    t.equal(changes(), before + 1, 'and acted on');
+    fake.set(MESH, [
+      {
+        Kind: MESH,
+        Name: 'mesh',
+        ...({ allow_enabling_permissive_mutual_tls: true } as Record<string, unknown>),
+      },
+    ]);
+    t.equal(c.allowPermissiveMutualTls(), true, 'snake_case, as an entry written as given holds');
+    fake.set(MESH, [{ Kind: MESH, Name: 'mesh', AllowEnablingPermissiveMutualTLS: 'yes' }]);
+    t.equal(c.allowPermissiveMutualTls(), false, 'anything but a boolean is read as false');
+    t.ok(
+      c
+        .problems()
+        .some((p) =>
+          p.message.startsWith(
+            'mesh: AllowEnablingPermissiveMutualTLS must be true or false, got string "yes"; it is read as false',
+          ),
+        ),
+      'and reported',
+    );
+    fake.set(MESH, [{ Kind: MESH, Name: 'mesh', AllowEnablingPermissiveMutualTLS: true }]);
+    fake.set(PROXY_DEFAULTS, [{ Kind: PROXY_DEFAULTS, Name: 'global' }]);
+    t.equal(c.mutualTlsMode('web'), null, 'neither entry sets one');
+
+    c.stop();
+    await writesSettled();
+    const again = central(dir, createFakeConfigEntries({}, { held: true }));
+    t.same(
+      again.c.mutualTlsMode('api'),
+      { mode: 'permissive', source: 'service-defaults' },
+      'cached: a restarted agent applies it before Consul answers',
+    );
+    t.equal(again.c.allowPermissiveMutualTls(), true, 'the mesh gate too');
+  },
+);
+
+t.test(
+  "an instance's mutual TLS mode: its definition, then service-defaults, proxy-defaults, strict",
+  (t) => {
+    const base = {
+      instanceId: 'api-1',
+      service: 'api',
+      registration: null,
+      central: null,
+      allowPermissive: true,
+      transparent: true,
+    } as const;
+    t.same(resolveMutualTlsMode(base), { mode: 'strict', source: 'default', problem: null });
+    t.same(
+      resolveMutualTlsMode({ ...base, central: { mode: 'permissive', source: 'proxy-defaults' } }),
+      { mode: 'permissive', source: 'proxy-defaults', problem: null },
+    );
+    t.same(
+      resolveMutualTlsMode({
+        ...base,
+        registration: 'strict',
+        central: { mode: 'permissive', source: 'service-defaults' },
+      }),
+      { mode: 'strict', source: 'registration', problem: null },
+      "the definition's proxy.mutual_tls_mode wins over the entries",
+    );
+    t.same(
+      resolveMutualTlsMode({
+        ...base,
+        registration: 'permissive',
+        central: { mode: 'strict', source: 'service-defaults' },
+      }),
+      { mode: 'permissive', source: 'registration', problem: null },
+    );
+    t.end();
+  },
+);
+
+t.test(
+  'permissive without the mesh flag is reported, naming the way out, and strict applies',
+  (t) => {
+    const base = {
+      instanceId: 'api-1',
+      service: 'api',
+      registration: null,
+      allowPermissive: false,
+      transparent: true,
+    } as const;
+    const bySd = resolveMutualTlsMode({
+      ...base,
+      central: { mode: 'permissive', source: 'service-defaults' },
+    });
+    t.equal(bySd.mode, 'strict');
+    t.equal(bySd.asked, 'permissive');
+    t.equal(bySd.problem?.code, 'REMORA_E_AGENT_MTLS_PERMISSIVE_NOT_ALLOWED');
+    t.equal(
+      bySd.problem?.message,
+      'api-1: MutualTLSMode in service-defaults of api is "permissive", but the mesh entry does not set AllowEnablingPermissiveMutualTLS = true; its sidecar requires mTLS (strict). To let plain callers of the app\'s port through while they are onboarded, set AllowEnablingPermissiveMutualTLS = true in the mesh entry; otherwise set MutualTLSMode = "strict" in service-defaults of api',
+    );
+    const byReg = resolveMutualTlsMode({ ...base, registration: 'permissive', central: null });
+    t.match(byReg.problem?.message, /its definition's proxy\.mutual_tls_mode is "permissive"/);
+    t.match(byReg.problem?.message, /remove proxy\.mutual_tls_mode from api-1's definition$/);
+    const byPd = resolveMutualTlsMode({
+      ...base,
+      central: { mode: 'permissive', source: 'proxy-defaults' },
+    });
+    t.equal(byPd.mode, 'strict');
+    t.match(byPd.problem?.message, /set MutualTLSMode = "strict" in proxy-defaults global$/);
+    t.same(
+      resolveMutualTlsMode({ ...base, central: { mode: 'strict', source: 'service-defaults' } }),
+      { mode: 'strict', source: 'service-defaults', problem: null },
+      'strict needs no flag',
+    );
+    t.end();
+  },
+);
+
+t.test('permissive applies to transparent instances only', (t) => {
+  const base = {
+    instanceId: 'api-1',
+    service: 'api',
+    registration: null,
+    allowPermissive: true,
+    transparent: false,
+  } as const;
+  const r = resolveMutualTlsMode({
+    ...base,
+    central: { mode: 'permissive', source: 'service-defaults' },
+  });
+  t.equal(r.mode, 'strict');
+  t.equal(r.problem?.code, 'REMORA_E_AGENT_MTLS_PERMISSIVE_NOT_TRANSPARENT');
+  t.match(r.problem?.message, /api-1 is not transparent/);
+  const global = resolveMutualTlsMode({
+    ...base,
+    central: { mode: 'permissive', source: 'proxy-defaults' },
+  });
+  t.same(
+    [global.mode, global.problem],
+    ['strict', null],
+    'a mesh-wide proxy-defaults permissive is not reported for every explicit-mode instance',
+  );
+  t.end();
 });

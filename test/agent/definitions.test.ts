@@ -448,3 +448,24 @@ t.test(
     t.equal(checkUpstreamLayer([1], 'X'), 'X must be an object');
   },
 );
+
+t.test("a sidecar's proxy.mutual_tls_mode is read as Consul's registration field", (t) => {
+  const def = (proxy: Record<string, unknown>) =>
+    decodeDefinitionFile(
+      JSON.stringify({
+        service: { name: 'api', port: 8080, connect: { sidecar_service: { proxy } } },
+      }),
+      'api.json',
+    );
+  t.equal(def({ mutual_tls_mode: 'permissive' }).services[0]?.sidecar?.mutualTlsMode, 'permissive');
+  t.equal(def({ MutualTLSMode: 'strict' }).services[0]?.sidecar?.mutualTlsMode, 'strict');
+  t.equal(def({ mutual_tls_mode: '' }).services[0]?.sidecar?.mutualTlsMode, null, '"" is unset');
+  t.equal(def({}).services[0]?.sidecar?.mutualTlsMode, null);
+  const bad = def({ mutual_tls_mode: 'lenient' });
+  t.equal(bad.services.length, 0, 'a bad value skips the service, as other bad fields do');
+  t.match(
+    bad.problems[0]?.message,
+    /mutual_tls_mode must be one of strict, permissive, got "lenient"/,
+  );
+  t.end();
+});

@@ -1208,3 +1208,51 @@ t.test(
     );
   },
 );
+
+t.test(
+  "service-defaults' permissive MutualTLSMode reaches the proxy only while the mesh allows it",
+  async (t) => {
+    const plans: TransparentPlan[] = [];
+    const mesh = (allow: boolean) => [
+      { Kind: 'mesh', Name: 'mesh', AllowEnablingPermissiveMutualTLS: allow },
+    ];
+    const { agent, watchers, snapshots, configEntries } = await transparentAgent(t, {
+      upstreams: [{ destination_name: 'api', config: { protocol: 'http' } }],
+      manager: quietManager(plans),
+      pid: 64_700,
+      config: { derive_upstreams: false },
+      configEntries: {
+        mesh: mesh(true),
+        'service-defaults': [
+          { Kind: 'service-defaults', Name: 'web', MutualTLSMode: 'permissive' },
+        ],
+      },
+    });
+    await agent.start();
+    await waitFor('the upstream watched', () => watchers.has('api'));
+    watchers.get('api')!([entry('api-1', '10.0.0.12', 8080, 'http')]);
+    await waitFor('a snapshot', () => snapshots.length > 0);
+    t.equal(snapshots.at(-1)!.inbound.mutualTlsMode, 'permissive', 'the proxy takes plain callers');
+    const web = () => agent.status().instances[0]!;
+    t.same(web().mutualTls, { mode: 'permissive', source: 'service-defaults' });
+    t.same(web().warnings, []);
+
+    // the flag turned off while web is permissive: said, and strict applies at once
+    const before = snapshots.length;
+    configEntries.set('mesh', mesh(false));
+    await waitFor('a new snapshot', () => snapshots.length > before);
+    t.notOk('mutualTlsMode' in snapshots.at(-1)!.inbound, 'strict (the default) is left out');
+    t.same(web().mutualTls, { mode: 'strict', source: 'service-defaults' });
+    t.same(
+      web().warnings.map((w) => w.code),
+      ['REMORA_E_AGENT_MTLS_PERMISSIVE_NOT_ALLOWED'],
+    );
+    t.match(web().warnings[0]!.message, /set AllowEnablingPermissiveMutualTLS = true in the mesh/);
+
+    const again = snapshots.length;
+    configEntries.set('mesh', mesh(true));
+    await waitFor('permissive again', () => snapshots.length > again);
+    t.equal(snapshots.at(-1)!.inbound.mutualTlsMode, 'permissive');
+    t.same(web().warnings, [], 'and the warning goes');
+  },
+);

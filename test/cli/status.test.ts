@@ -136,3 +136,44 @@ t.test(
     t.notMatch(out, /web-1 → db/, 'an upstream with neither is not listed');
   },
 );
+
+t.test(
+  'remora status says which instances take plain connections (permissive mutual TLS)',
+  async (t) => {
+    const instance = (id: string, mutualTls: AgentStatus['instances'][number]['mutualTls']) => ({
+      id,
+      service: id.replace(/-\d+$/, ''),
+      file: `/etc/remora/services.d/${id}.json`,
+      sidecarPort: 21001,
+      registered: true,
+      registrationError: null,
+      proxy: null,
+      certificate: null,
+      protocol: 'http',
+      mutualTls,
+      upstreams: [],
+      warnings: [],
+      transparent: null,
+    });
+    const status: AgentStatus = {
+      node: 'client',
+      datacenter: 'dc1',
+      startedAt: '2026-11-28T05:00:00.000Z',
+      waitingFor: [],
+      trustBundle: { known: true, live: true, lastError: null },
+      intentions: { known: true, live: true, lastError: null, revision: 4 },
+      instances: [
+        instance('api-1', { mode: 'permissive', source: 'service-defaults' }),
+        instance('web-1', { mode: 'strict', source: 'default' }),
+      ],
+      upstreams: [],
+      problems: [],
+    };
+    const out = renderStatus(status, Date.parse('2026-11-28T06:00:00.000Z'));
+    t.match(
+      out,
+      "api-1: mutual TLS permissive (by service-defaults): plain connections to its app's port reach the app without mTLS or intentions",
+    );
+    t.notMatch(out, /web-1: mutual TLS/, 'a strict instance is not singled out');
+  },
+);

@@ -48,7 +48,7 @@ const reason =
 if (reason) {
   t.plan(0, `lab skipped: ${reason}`);
 } else {
-  t.setTimeout(120_000);
+  t.setTimeout(180_000);
   t.test('transparent interception across three hosts', async (t) => {
     const t0 = Date.now();
     const phase = (what: string) => t.comment(`${what} after ${Date.now() - t0} ms`);
@@ -356,6 +356,7 @@ if (reason) {
           id: string;
           proxy: { adminPort: number | null; ready: boolean } | null;
           warnings: { code: string; message: string }[];
+          mutualTls?: { mode: string; source: string } | null;
           transparent: {
             active: boolean;
             chains: string[];
@@ -603,6 +604,82 @@ if (reason) {
       const api6 = await natRules(apihost!, 6);
       t.match(api6, /--dport 8080 .*-j REDIRECT --to-ports 21000/, 'api’s IPv6 inbound redirect');
     });
+
+    t.test(
+      'permissive mutual TLS lets a host outside the mesh reach api while the mesh flag allows it',
+      async (t) => {
+        // the server host runs no agent: a caller outside the mesh, calling api's port by address
+        const plainFromServer = () => curl(`http://${apihost!.ip}:8080/`, server, ['env']);
+        const write = async (path: string, method: string, body?: unknown) => {
+          const r = await server!.node(
+            `const r = await fetch('http://${s}:8500${path}', { method: '${method}'${
+              body === undefined ? '' : `, body: JSON.stringify(${JSON.stringify(body)})`
+            } }); process.stdout.write(r.status + ' ' + (await r.text()));`,
+          );
+          return r.stdout;
+        };
+        const permissive = { Kind: 'service-defaults', Name: 'api', MutualTLSMode: 'permissive' };
+        const api1 = async () => (await status(apihost!)).instances.find((i) => i.id === 'api-1');
+
+        t.match(
+          await write('/v1/config', 'PUT', permissive),
+          /^400 cannot set MutualTLSMode=permissive because AllowEnablingPermissiveMutualTLS=false/,
+          'without the mesh flag the catalog refuses the entry, as Consul does',
+        );
+        t.equal(
+          await write('/v1/config', 'PUT', {
+            Kind: 'mesh',
+            AllowEnablingPermissiveMutualTLS: true,
+          }),
+          '200 true',
+        );
+        t.equal(await write('/v1/config', 'PUT', permissive), '200 true');
+        await until(
+          "api-1's agent to apply permissive",
+          async () => (await api1())?.mutualTls?.mode === 'permissive',
+          20_000,
+        );
+        let plain = await plainFromServer();
+        await until(
+          'the plain caller to reach the app (the snapshot reaches the proxy)',
+          async () => (plain = await plainFromServer()).status === 200,
+          10_000,
+        );
+        t.equal(plain.status, 200, "the host outside the mesh reaches api's app through its port");
+        t.notOk(plain.body.peer, 'with no mesh identity');
+        const mesh = await curl('http://api:8080/');
+        t.equal(mesh.status, 200, 'the mesh caller still gets through');
+        t.match(mesh.body.peer, /\/svc\/web$/, 'over mTLS, as web');
+
+        // the flag turned off while api is permissive: reported, and strict at once
+        t.equal(await write('/v1/config', 'PUT', { Kind: 'mesh' }), '200 true');
+        await until(
+          'api-1 strict again, with the reason in its status',
+          async () => {
+            const a = await api1();
+            return (
+              a?.mutualTls?.mode === 'strict' &&
+              a.warnings.some((w) => w.code === 'REMORA_E_AGENT_MTLS_PERMISSIVE_NOT_ALLOWED')
+            );
+          },
+          20_000,
+        );
+        await until(
+          'the plain caller refused again',
+          async () => (await plainFromServer()).status !== 200,
+          10_000,
+        );
+        t.pass('strict again: the plain caller no longer reaches the app');
+        t.equal((await curl('http://api:8080/')).status, 200, 'the mesh is untouched');
+        t.equal(await write('/v1/config/service-defaults/api', 'DELETE'), '200 {}');
+        await until(
+          'the warning gone with the entry',
+          async () =>
+            (await api1())?.warnings.every((w) => !w.code.startsWith('REMORA_E_AGENT_MTLS_')),
+          20_000,
+        );
+      },
+    );
 
     t.test('traffic to destinations outside the mesh passes untouched', async (t) => {
       const r = await curl(`http://${s}:8500/v1/status/leader`);

@@ -46,6 +46,7 @@ function raw(port: number, text: string, quietMs = 300): Promise<string> {
 
 const SNAPSHOT = {
   version: 3,
+  inbound: { protocol: 'http' },
   tls: { certPem: 'CERT', keyPem: '-----BEGIN PRIVATE KEY-----secret', rootsPem: [] },
   tracing: { endpoint: 'http://collector:4318', sampleRatio: 1, headers: { authorization: 'x' } },
 } as unknown as ProxySnapshot;
@@ -78,6 +79,7 @@ t.test('endpoints answer with status, type and length a client can rely on', asy
   t.notMatch(body, 'secret', 'the private key never leaves the proxy');
   t.match(JSON.parse(body), {
     snapshot: {
+      inbound: { mutualTlsMode: 'strict' },
       tls: { keyPem: '[redacted]' },
       tracing: { headers: { authorization: '[redacted]' } },
     },
