@@ -23,6 +23,7 @@ import { createTransparentSlot } from './outbound/transparent.ts';
 import { createLimitedErrorLog } from './log-limit.ts';
 import { createAccessLog } from './access-log.ts';
 import { createExposeSlot } from './inbound/expose.ts';
+import { createIngressSlot } from './outbound/ingress.ts';
 
 export interface ProxyStatus {
   ready: boolean;
@@ -52,6 +53,8 @@ export interface Proxy {
     upstreams: Record<string, AddressInfo>;
     /** The exposed-path listeners, by path. */
     exposed: Record<string, AddressInfo>;
+    /** An ingress gateway's listeners, by `<bindAddress>:<bindPort>` as the snapshot names them. */
+    ingress: Record<string, AddressInfo>;
   };
   clusters(): unknown[];
   certs(): unknown;
@@ -139,6 +142,8 @@ export function createProxy(o: CreateProxyOptions): Proxy {
   );
 
   const exposed = createExposeSlot(env);
+  // an ingress gateway's listeners hand calls to upstreams that have none of their own
+  const ingress = createIngressSlot(env, (name) => upstreams.get(name)?.part);
 
   function inboundServer(): Server {
     const opts = active!.tls.serverOptions;
@@ -232,16 +237,20 @@ export function createProxy(o: CreateProxyOptions): Proxy {
     const savedActive = active;
     let transparentSwitch: { commit(): void; abort(): void } | undefined;
     let exposeSwitch: { commit(): void; abort(): void } | undefined;
+    let ingressSwitch: { commit(): void; abort(): void } | undefined;
+    // an ingress gateway has no inbound mTLS listener: nothing in the mesh calls it
+    const gateway = snapshot.ingress !== undefined;
     try {
       active = next; // listeners created below read TLS options from here
-      if (!sameInbound) {
+      if (!sameInbound && !gateway) {
         const server = inboundServer();
         await listen(server, ib.bindAddress, ib.bindPort, `inbound ${snapshot.instance.service}`);
         newInbound = { key: ibKey, server, part: null };
         created.push(newInbound);
       }
       for (const u of snapshot.upstreams) {
-        const key = `${u.localBindAddress}:${u.localBindPort}`;
+        const key =
+          u.listener === false ? 'no listener' : `${u.localBindAddress}:${u.localBindPort}`;
         const cur = upstreams.get(u.destinationName);
         if (
           cur &&
@@ -252,16 +261,24 @@ export function createProxy(o: CreateProxyOptions): Proxy {
         const server = net.createServer({ noDelay: true });
         const part = createUpstream(env, u);
         server.on('connection', (s) => part.handleConnection(s));
-        await listen(server, u.localBindAddress, u.localBindPort, `upstream ${u.destinationName}`);
+        if (u.listener !== false)
+          await listen(
+            server,
+            u.localBindAddress,
+            u.localBindPort,
+            `upstream ${u.destinationName}`,
+          );
         const l = { key, server, part };
         newUps.push(l);
         created.push(l);
       }
       transparentSwitch = await transparent.prepare(snapshot, listen);
       exposeSwitch = await exposed.prepare(snapshot, listen);
+      ingressSwitch = await ingress.prepare(snapshot, listen);
     } catch (err) {
       active = savedActive;
       transparentSwitch?.abort();
+      exposeSwitch?.abort();
       for (const l of created) closeServer(l.server);
       for (const l of newUps) l.part.close();
       throw err;
@@ -270,7 +287,10 @@ export function createProxy(o: CreateProxyOptions): Proxy {
     // 2. switch
     if (inbound === null) inbound = createInbound(env);
     inbound.update();
-    if (newInbound !== null) {
+    if (gateway && inboundListener !== null) {
+      closeServer(inboundListener.server);
+      inboundListener = null;
+    } else if (newInbound !== null) {
       if (inboundListener) closeServer(inboundListener.server);
       inboundListener = newInbound;
     } else if (tlsChanged && inboundListener !== null) {
@@ -294,6 +314,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
     for (const l of newUps) upstreams.set(l.part.cluster.name, l);
     transparentSwitch?.commit();
     exposeSwitch?.commit();
+    ingressSwitch?.commit();
     for (const l of upstreams.values())
       for (const c of l.part.clusters()) {
         const ejected = c.endpoints.filter((e) => e.ejectedUntil > now).length;
@@ -308,7 +329,8 @@ export function createProxy(o: CreateProxyOptions): Proxy {
         version: snapshot.version,
         upstreams: snapshot.upstreams.length,
         tlsChanged,
-        inboundPort: (inboundListener!.server.address() as AddressInfo).port,
+        inboundPort: (inboundListener?.server.address() as AddressInfo | null)?.port ?? null,
+        ...(gateway ? { ingressListeners: snapshot.ingress!.listeners.length } : {}),
       },
       'snapshot applied',
     );
@@ -331,7 +353,10 @@ export function createProxy(o: CreateProxyOptions): Proxy {
         reason: 'certificate expired',
         draining,
       };
-    if (inboundListener === null || !inboundListener.server.listening)
+    if (
+      active.snapshot.ingress === undefined &&
+      (inboundListener === null || !inboundListener.server.listening)
+    )
       return {
         ready: false,
         appliedVersion: active.snapshot.version,
@@ -342,7 +367,11 @@ export function createProxy(o: CreateProxyOptions): Proxy {
   }
 
   function openConnections(): number {
-    let n = (inbound?.connections ?? 0) + transparent.connections + exposed.connections;
+    let n =
+      (inbound?.connections ?? 0) +
+      transparent.connections +
+      exposed.connections +
+      ingress.connections;
     for (const l of upstreams.values()) n += l.part.connections;
     return n;
   }
@@ -355,6 +384,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
       for (const l of upstreams.values()) closeServer(l.server);
       transparent.drain();
       exposed.drain();
+      ingress.drain();
     }
     const until = clock.now() + deadlineMs;
     for (;;) {
@@ -378,6 +408,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
     upstreams.clear();
     transparent.close();
     exposed.close();
+    ingress.close();
     inbound?.close();
     env.accessLog.close();
     await seam.shutdown();
@@ -392,11 +423,13 @@ export function createProxy(o: CreateProxyOptions): Proxy {
     metrics,
     addresses() {
       const ups: Record<string, AddressInfo> = {};
-      for (const [name, l] of upstreams) ups[name] = l.server.address() as AddressInfo;
+      for (const [name, l] of upstreams)
+        if (l.server.listening) ups[name] = l.server.address() as AddressInfo;
       return {
         inbound: (inboundListener?.server.address() as AddressInfo | null) ?? null,
         upstreams: ups,
         exposed: exposed.addresses(),
+        ingress: ingress.addresses(),
       };
     },
     clusters() {
