@@ -190,6 +190,8 @@ t.test('outside callers reach mesh services through an ingress gateway', async (
     30_000,
   );
   t.equal(denied.headers['x-remora-error'], 'REMORA_E_PROXY_INTENTION_DENIED', 'api: 403');
+  const explain = await runRemora(['explain', 'ingress', 'api'], { env });
+  t.match(explain.stdout, /ingress → api: DENIED/, '`remora explain ingress api` says why');
   t.equal(
     await waitFor(
       'the tcp denial',

@@ -240,25 +240,37 @@ t.test('outside calls reach services through the gateway by Host and over TCP', 
 
   const h2 = http2.connect(`http://127.0.0.1:${h2Port}`);
   t.teardown(() => h2.close());
-  const stream = (authority: string) =>
-    new Promise<{ status: number; body: string; error?: string }>((resolve, reject) => {
-      const s = h2.request({ ':path': '/x', ':authority': authority });
-      let status = 0;
-      let error: string | undefined;
-      let out = '';
-      s.on('response', (h) => {
-        status = Number(h[':status']);
-        error = h['x-remora-error'] as string | undefined;
-      });
-      s.on('data', (d: Buffer) => (out += d.toString()));
-      s.on('end', () => resolve({ status, body: out, ...(error ? { error } : {}) }));
-      s.on('error', reject);
-      s.end();
-    });
+  const stream = (authority: string, headers: Record<string, string> = {}) =>
+    new Promise<{ status: number; body: string; error?: string; grpc?: string }>(
+      (resolve, reject) => {
+        const s = h2.request({ ':path': '/x', ':authority': authority, ...headers });
+        let status = 0;
+        let error: string | undefined;
+        let grpc: string | undefined;
+        let out = '';
+        s.on('response', (h) => {
+          status = Number(h[':status']);
+          error = h['x-remora-error'] as string | undefined;
+          grpc = h['grpc-status'] as string | undefined;
+        });
+        s.on('data', (d: Buffer) => (out += d.toString()));
+        s.on('end', () =>
+          resolve({ status, body: out, ...(error ? { error } : {}), ...(grpc ? { grpc } : {}) }),
+        );
+        s.on('error', reject);
+        s.end();
+      },
+    );
   const g = await stream('greeter.ingress.example.com');
   t.same([g.status, g.body], [200, 'h2 /x'], 'an h2c stream reaches greeter by :authority');
   const gu = await stream('other.example.com');
   t.same([gu.status, gu.error], [404, 'REMORA_E_PROXY_INGRESS_UNKNOWN_HOST']);
+  const gg = await stream('other.example.com', { 'content-type': 'application/grpc' });
+  t.same(
+    [gg.status, gg.grpc, gg.error],
+    [200, '12', 'REMORA_E_PROXY_INGRESS_UNKNOWN_HOST'],
+    'a gRPC caller gets UNIMPLEMENTED in a trailers-only answer',
+  );
 
   // a changed entry: the tcp listener goes, a new http listener comes, the rest keeps serving
   await gw.apply({
