@@ -710,6 +710,7 @@ export function createAgent(o: AgentOptions): Agent {
       const p = planIngress(d.entry, {
         gateway: inst.def.name,
         protocolOf: destinationProtocol,
+        wildcardProtocolOf: (n) => central.protocol(n) ?? DEFAULT_PROTOCOL,
         catalog: catalogServices,
       });
       problems.push(...d.problems, ...p.problems);

@@ -196,6 +196,11 @@ export function planIngress(
   o: {
     gateway: string;
     protocolOf(service: string): Protocol;
+    /**
+     * The protocol `*` picks services by: Consul's service-defaults and proxy-defaults (as
+     * Consul's wildcard does); `protocolOf` when absent.
+     */
+    wildcardProtocolOf?(service: string): Protocol;
     /** The catalog's service names (`*` services), null while unknown. */
     catalog: readonly string[] | null;
   },
@@ -208,7 +213,7 @@ export function planIngress(
     const services: PlannedService[] = [];
     const add = (s: IngressServiceEntry, name: string, wildcard: boolean): void => {
       const where = `ingress-gateway ${entry.name} listener ${l.port}`;
-      const protocol = o.protocolOf(name);
+      const protocol = (wildcard ? (o.wildcardProtocolOf ?? o.protocolOf) : o.protocolOf)(name);
       if (protocol !== l.protocol) {
         // a wildcard reaches the services of the listener's protocol only, as in Consul
         if (!wildcard)
