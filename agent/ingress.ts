@@ -213,7 +213,8 @@ export function planIngress(
     const services: PlannedService[] = [];
     const add = (s: IngressServiceEntry, name: string, wildcard: boolean): void => {
       const where = `ingress-gateway ${entry.name} listener ${l.port}`;
-      const protocol = (wildcard ? (o.wildcardProtocolOf ?? o.protocolOf) : o.protocolOf)(name);
+      const protocol =
+        wildcard && o.wildcardProtocolOf ? o.wildcardProtocolOf(name) : o.protocolOf(name);
       if (protocol !== l.protocol) {
         // a wildcard reaches the services of the listener's protocol only, as in Consul
         if (!wildcard)
