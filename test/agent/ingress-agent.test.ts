@@ -114,7 +114,7 @@ t.test('the gateway’s snapshot follows its entry and the catalog', async (t) =
       return { stop: () => undefined };
     },
     watchServices(h) {
-      services = h.onChange;
+      services = (names) => h.onChange(names);
       queueMicrotask(() => h.onChange(['api', 'db', 'ingress']));
       return { stop: () => undefined };
     },
