@@ -424,7 +424,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
     addresses() {
       const ups: Record<string, AddressInfo> = {};
       for (const [name, l] of upstreams)
-        if (l.server.listening) ups[name] = l.server.address() as AddressInfo;
+        if (l.part.cluster.config.listener !== false) ups[name] = l.server.address() as AddressInfo;
       return {
         inbound: (inboundListener?.server.address() as AddressInfo | null) ?? null,
         upstreams: ups,
