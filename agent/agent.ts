@@ -627,184 +627,6 @@ export function createAgent(o: AgentOptions): Agent {
     };
   }
 
-  // --- ingress gateways (docs/gateways.md) ----------------------------------------------------
-  /** The `ingress-gateway` entries by name; null until Consul answered (or failed) once. */
-  let ingressEntries: Map<string, Record<string, unknown>> | null = null;
-  let ingressWatch: { stop(): void } | null = null;
-  let ingressErrors = 0;
-
-  /** Where a gateway's listeners bind: its definition's address, else the proxies' bind address. */
-  function gatewayBindAddress(inst: Instance): string {
-    return inst.def.address ?? s.proxyBindAddress;
-  }
-
-  /** Discovery user of a gateway's services. */
-  function ingressUser(id: string): string {
-    return `${id}/ingress`;
-  }
-
-  /** The watch of the entries runs while the agent runs a gateway. */
-  function syncIngressWatch(): void {
-    const needed =
-      !stopped &&
-      [...instances.values()].some((i) => !i.stopping && i.def.kind === INGRESS_GATEWAY);
-    if (needed && !ingressWatch) {
-      ingressWatch = consul.watchConfigEntries(INGRESS_GATEWAY, {
-        onChange(entries) {
-          if (stopped) return;
-          if (ingressErrors > 0)
-            logger.info({ kind: INGRESS_GATEWAY }, 'Consul answers again for ingress-gateway');
-          ingressErrors = 0;
-          ingressEntries = new Map(
-            entries.map((e) => [e.Name, e as unknown as Record<string, unknown>]),
-          );
-          pushGateways();
-        },
-        onError(err) {
-          if (stopped) return;
-          if (ingressErrors++ % 20 === 0)
-            logError(
-              logger,
-              new RemoraError(
-                'REMORA_E_AGENT_CONSUL_UNAVAILABLE',
-                `cannot watch Consul's ingress-gateway config entries: ${toRemoraError(err).message}; gateways keep the listeners last applied`,
-                { kind: INGRESS_GATEWAY },
-                { cause: err },
-              ),
-              undefined,
-              'warn',
-            );
-          // a gateway that never heard of its entry starts without listeners rather than never
-          if (ingressEntries === null) {
-            ingressEntries = new Map();
-            pushGateways();
-          }
-        },
-      });
-    } else if (!needed && ingressWatch) {
-      ingressWatch.stop();
-      ingressWatch = null;
-      ingressEntries = null;
-    }
-  }
-
-  function pushGateways(): void {
-    for (const inst of instances.values())
-      if (inst.def.kind === INGRESS_GATEWAY) supervisor.push(inst.def.id);
-  }
-
-  /**
-   * A gateway's listeners from its entry, as far as they apply; what does not is reported once
-   * per change (REMORA_E_AGENT_INGRESS_NOT_APPLIED) and listed by `remora status`.
-   */
-  function ingressPlan(inst: Instance): PlannedListener[] {
-    const raw = ingressEntries?.get(inst.def.name);
-    const problems: string[] = [];
-    let listeners: PlannedListener[] = [];
-    if (ingressEntries !== null && raw === undefined)
-      problems.push(
-        `ingress gateway ${inst.def.id} has no ingress-gateway config entry named ${inst.def.name}, so it has no listener; write one (consul config write), docs/gateways.md`,
-      );
-    if (raw !== undefined) {
-      const d = decodeIngressEntry(raw);
-      const p = planIngress(d.entry, {
-        gateway: inst.def.name,
-        protocolOf: destinationProtocol,
-        wildcardProtocolOf: (n) => central.protocol(n) ?? DEFAULT_PROTOCOL,
-        catalog: catalogServices,
-      });
-      problems.push(...d.problems, ...p.problems);
-      listeners = p.listeners;
-    }
-    const was = inst.ingressProblems;
-    for (const m of problems)
-      if (!was.includes(m))
-        logError(
-          logger,
-          new RemoraError('REMORA_E_AGENT_INGRESS_NOT_APPLIED', m, { instance: inst.def.id }),
-          undefined,
-          'warn',
-        );
-    inst.ingressProblems = problems;
-    return listeners;
-  }
-
-  /** A gateway's services as upstreams without listeners of their own, followed in discovery. */
-  function gatewayUpstreams(inst: Instance): UpstreamDefinition[] {
-    const planned = ingressPlan(inst);
-    const services = new Map<
-      string,
-      { protocol: Protocol; limits: PlannedListener['services'][number]['limits'] }
-    >();
-    for (const l of planned)
-      for (const svc of l.services)
-        if (!services.has(svc.name))
-          services.set(svc.name, { protocol: l.protocol, limits: svc.limits });
-    const names = [...services.keys()].sort();
-    if (!inst.stopping && follow(inst.ingress, names, ingressUser(inst.def.id)))
-      inst.ingress = names;
-    const out: UpstreamDefinition[] = [];
-    for (const [name, { protocol, limits }] of services) {
-      // a wildcard's services are reached once Consul lists a sidecar of theirs
-      if (!discovery.listed(name) && !isNamed(inst, name)) continue;
-      const layers = central.upstreamLayers(inst.def.name, name);
-      const base = layers.length === 0 ? DEFAULT_RESILIENCE : layeredResilience(layers);
-      out.push(
-        withResolver({
-          destinationName: name,
-          localBindAddress: '127.0.0.1',
-          localBindPort: 0,
-          protocol,
-          protocolGiven: true,
-          loadBalancer: defaultLoadBalancer(protocol),
-          loadBalancerGiven: false,
-          resilience: {
-            ...base,
-            circuitBreaker: {
-              maxConnections: limits.maxConnections ?? base.circuitBreaker.maxConnections,
-              maxPendingRequests:
-                limits.maxPendingRequests ?? base.circuitBreaker.maxPendingRequests,
-              maxRequests: limits.maxConcurrentRequests ?? base.circuitBreaker.maxRequests,
-            },
-          },
-          config: null,
-        }),
-      );
-    }
-    return out.sort((a, b) => (a.destinationName < b.destinationName ? -1 : 1));
-  }
-
-  /** True when the gateway's entry names `service` itself (not only through `*`). */
-  function isNamed(inst: Instance, service: string): boolean {
-    const raw = ingressEntries?.get(inst.def.name);
-    if (raw === undefined) return false;
-    return decodeIngressEntry(raw).entry.listeners.some((l) =>
-      l.services.some((x) => x.name === service),
-    );
-  }
-
-  /** The snapshot's listeners: those of the plan whose services made it into the upstreams. */
-  function ingressField(inst: Instance, upstreams: UpstreamDefinition[]): IngressConfig {
-    const have = new Set(upstreams.map((u) => u.destinationName));
-    const bindAddress = gatewayBindAddress(inst);
-    const listeners = ingressPlan(inst)
-      .map((l) => ({
-        bindAddress,
-        bindPort: l.port,
-        protocol: l.protocol,
-        services: l.services
-          .filter((x) => have.has(x.name))
-          .map((x) => ({
-            upstream: x.name,
-            hosts: x.hosts,
-            ...(x.requestHeaders ? { requestHeaders: x.requestHeaders } : {}),
-            ...(x.responseHeaders ? { responseHeaders: x.responseHeaders } : {}),
-          })),
-      }))
-      .filter((l) => l.services.length > 0);
-    return { listeners };
-  }
-
   /** What calls are hashed on, for an upstream or target balanced by consistent hashing. */
   function hashPoliciesField(u: UpstreamDefinition): { hashPolicies?: HashPolicy[] } {
     const hashing = u.loadBalancer === 'ring_hash' || u.loadBalancer === 'maglev';
@@ -1298,6 +1120,184 @@ export function createAgent(o: AgentOptions): Agent {
   /** Discovery user of an instance's derived upstreams (kept apart from its explicit ones). */
   function derivedUser(id: string): string {
     return `${id}/derived`;
+  }
+
+  // --- ingress gateways (docs/gateways.md) ----------------------------------------------------
+  /** The `ingress-gateway` entries by name; null until Consul answered (or failed) once. */
+  let ingressEntries: Map<string, Record<string, unknown>> | null = null;
+  let ingressWatch: { stop(): void } | null = null;
+  let ingressErrors = 0;
+
+  /** Where a gateway's listeners bind: its definition's address, else the proxies' bind address. */
+  function gatewayBindAddress(inst: Instance): string {
+    return inst.def.address ?? s.proxyBindAddress;
+  }
+
+  /** Discovery user of a gateway's services. */
+  function ingressUser(id: string): string {
+    return `${id}/ingress`;
+  }
+
+  /** The watch of the entries runs while the agent runs a gateway. */
+  function syncIngressWatch(): void {
+    const needed =
+      !stopped &&
+      [...instances.values()].some((i) => !i.stopping && i.def.kind === INGRESS_GATEWAY);
+    if (needed && !ingressWatch) {
+      ingressWatch = consul.watchConfigEntries(INGRESS_GATEWAY, {
+        onChange(entries) {
+          if (stopped) return;
+          if (ingressErrors > 0)
+            logger.info({ kind: INGRESS_GATEWAY }, 'Consul answers again for ingress-gateway');
+          ingressErrors = 0;
+          ingressEntries = new Map(
+            entries.map((e) => [e.Name, e as unknown as Record<string, unknown>]),
+          );
+          pushGateways();
+        },
+        onError(err) {
+          if (stopped) return;
+          if (ingressErrors++ % 20 === 0)
+            logError(
+              logger,
+              new RemoraError(
+                'REMORA_E_AGENT_CONSUL_UNAVAILABLE',
+                `cannot watch Consul's ingress-gateway config entries: ${toRemoraError(err).message}; gateways keep the listeners last applied`,
+                { kind: INGRESS_GATEWAY },
+                { cause: err },
+              ),
+              undefined,
+              'warn',
+            );
+          // a gateway that never heard of its entry starts without listeners rather than never
+          if (ingressEntries === null) {
+            ingressEntries = new Map();
+            pushGateways();
+          }
+        },
+      });
+    } else if (!needed && ingressWatch) {
+      ingressWatch.stop();
+      ingressWatch = null;
+      ingressEntries = null;
+    }
+  }
+
+  function pushGateways(): void {
+    for (const inst of instances.values())
+      if (inst.def.kind === INGRESS_GATEWAY) supervisor.push(inst.def.id);
+  }
+
+  /**
+   * A gateway's listeners from its entry, as far as they apply; what does not is reported once
+   * per change (REMORA_E_AGENT_INGRESS_NOT_APPLIED) and listed by `remora status`.
+   */
+  function ingressPlan(inst: Instance): PlannedListener[] {
+    const raw = ingressEntries?.get(inst.def.name);
+    const problems: string[] = [];
+    let listeners: PlannedListener[] = [];
+    if (ingressEntries !== null && raw === undefined)
+      problems.push(
+        `ingress gateway ${inst.def.id} has no ingress-gateway config entry named ${inst.def.name}, so it has no listener; write one (consul config write), docs/gateways.md`,
+      );
+    if (raw !== undefined) {
+      const d = decodeIngressEntry(raw);
+      const p = planIngress(d.entry, {
+        gateway: inst.def.name,
+        protocolOf: destinationProtocol,
+        wildcardProtocolOf: (n) => central.protocol(n) ?? DEFAULT_PROTOCOL,
+        catalog: catalogServices,
+      });
+      problems.push(...d.problems, ...p.problems);
+      listeners = p.listeners;
+    }
+    const was = inst.ingressProblems;
+    for (const m of problems)
+      if (!was.includes(m))
+        logError(
+          logger,
+          new RemoraError('REMORA_E_AGENT_INGRESS_NOT_APPLIED', m, { instance: inst.def.id }),
+          undefined,
+          'warn',
+        );
+    inst.ingressProblems = problems;
+    return listeners;
+  }
+
+  /** A gateway's services as upstreams without listeners of their own, followed in discovery. */
+  function gatewayUpstreams(inst: Instance): UpstreamDefinition[] {
+    const planned = ingressPlan(inst);
+    const services = new Map<
+      string,
+      { protocol: Protocol; limits: PlannedListener['services'][number]['limits'] }
+    >();
+    for (const l of planned)
+      for (const svc of l.services)
+        if (!services.has(svc.name))
+          services.set(svc.name, { protocol: l.protocol, limits: svc.limits });
+    const names = [...services.keys()].sort();
+    if (!inst.stopping && follow(inst.ingress, names, ingressUser(inst.def.id)))
+      inst.ingress = names;
+    const out: UpstreamDefinition[] = [];
+    for (const [name, { protocol, limits }] of services) {
+      // a wildcard's services are reached once Consul lists a sidecar of theirs
+      if (!discovery.listed(name) && !isNamed(inst, name)) continue;
+      const layers = central.upstreamLayers(inst.def.name, name);
+      const base = layers.length === 0 ? DEFAULT_RESILIENCE : layeredResilience(layers);
+      out.push(
+        withResolver({
+          destinationName: name,
+          localBindAddress: '127.0.0.1',
+          localBindPort: 0,
+          protocol,
+          protocolGiven: true,
+          loadBalancer: defaultLoadBalancer(protocol),
+          loadBalancerGiven: false,
+          resilience: {
+            ...base,
+            circuitBreaker: {
+              maxConnections: limits.maxConnections ?? base.circuitBreaker.maxConnections,
+              maxPendingRequests:
+                limits.maxPendingRequests ?? base.circuitBreaker.maxPendingRequests,
+              maxRequests: limits.maxConcurrentRequests ?? base.circuitBreaker.maxRequests,
+            },
+          },
+          config: null,
+        }),
+      );
+    }
+    return out.sort((a, b) => (a.destinationName < b.destinationName ? -1 : 1));
+  }
+
+  /** True when the gateway's entry names `service` itself (not only through `*`). */
+  function isNamed(inst: Instance, service: string): boolean {
+    const raw = ingressEntries?.get(inst.def.name);
+    if (raw === undefined) return false;
+    return decodeIngressEntry(raw).entry.listeners.some((l) =>
+      l.services.some((x) => x.name === service),
+    );
+  }
+
+  /** The snapshot's listeners: those of the plan whose services made it into the upstreams. */
+  function ingressField(inst: Instance, upstreams: UpstreamDefinition[]): IngressConfig {
+    const have = new Set(upstreams.map((u) => u.destinationName));
+    const bindAddress = gatewayBindAddress(inst);
+    const listeners = ingressPlan(inst)
+      .map((l) => ({
+        bindAddress,
+        bindPort: l.port,
+        protocol: l.protocol,
+        services: l.services
+          .filter((x) => have.has(x.name))
+          .map((x) => ({
+            upstream: x.name,
+            hosts: x.hosts,
+            ...(x.requestHeaders ? { requestHeaders: x.requestHeaders } : {}),
+            ...(x.responseHeaders ? { responseHeaders: x.responseHeaders } : {}),
+          })),
+      }))
+      .filter((l) => l.services.length > 0);
+    return { listeners };
   }
 
   // --- protocols (docs/agent.md, "Protocols") ------------------------------------------------

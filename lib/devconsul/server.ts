@@ -12,12 +12,8 @@ import {
   decodeBody,
   serviceDefinitionSpec,
 } from './decode.ts';
-import {
-  checkIngressProtocols,
-  checkRoutingProtocol,
-  configKind,
-  decodeConfigEntry,
-} from './config-entries.ts';
+import { checkRoutingProtocol, configKind, decodeConfigEntry } from './config-entries.ts';
+import { checkIngressGateway, checkIngressProtocols } from './ingress-gateway.ts';
 import { NS_PER_MS, parseGoDuration } from './duration.ts';
 import { HttpError } from './http-error.ts';
 import { KV_MAX_VALUE_SIZE } from './catalog.ts';
@@ -347,7 +343,10 @@ export function createHandler(o: HandlerOptions) {
     const entry = decodeConfigEntry((await ctx.body()).toString('utf8'));
     if (entry.Kind === 'service-splitter' || entry.Kind === 'service-router')
       checkRoutingProtocol(entry.Name, protocolOf(entry.Name));
-    if (entry.Kind === 'ingress-gateway') checkIngressProtocols(entry, protocolOf);
+    if (entry.Kind === 'ingress-gateway') {
+      checkIngressGateway(entry);
+      checkIngressProtocols(entry, protocolOf);
+    }
     return { json: catalog.configPut(entry, cas) };
   }
 

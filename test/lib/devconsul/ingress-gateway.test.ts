@@ -2,10 +2,16 @@
 // Consul refuses it (listener shape, hosts, and a service whose protocol is not its listener's).
 import t from 'tap';
 import { decodeConfigEntry } from '../../../lib/devconsul/config-entries.ts';
+import { checkIngressGateway } from '../../../lib/devconsul/ingress-gateway.ts';
 import { startTestConsul } from '../../helpers/devconsul.ts';
 
-const decode = (entry: Record<string, unknown>) =>
-  decodeConfigEntry(JSON.stringify({ Kind: 'ingress-gateway', Name: 'ingress', ...entry }));
+const decode = (entry: Record<string, unknown>) => {
+  const e = decodeConfigEntry(
+    JSON.stringify({ Kind: 'ingress-gateway', Name: 'ingress', ...entry }),
+  );
+  checkIngressGateway(e);
+  return e;
+};
 
 async function call(url: string, method: string, path: string, body?: unknown) {
   const r = await fetch(url + path, {
