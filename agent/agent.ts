@@ -23,6 +23,7 @@ import {
   type MeshTlsConfig,
   type HashPolicy,
   type ExposePath,
+  type IngressConfig,
 } from '../lib/proxy-api/index.ts';
 import {
   createCentralConfig,
@@ -84,6 +85,12 @@ import {
 } from './transparent/index.ts';
 import { derivedDestinations } from './transparent/derive.ts';
 import { rerouteCheck } from './expose-checks.ts';
+import {
+  decodeIngressEntry,
+  INGRESS_GATEWAY,
+  planIngress,
+  type PlannedListener,
+} from './ingress.ts';
 
 /** Default cap on the derived upstreams of all transparent instances (docs/transparent.md). */
 export const DEFAULT_TRANSPARENT_DERIVED_MAX = 128;
@@ -176,6 +183,10 @@ export interface InstanceStatus {
   warnings: { code: string; message: string; at: string }[];
   /** Transparent interception state; null for an instance that does not ask for it. */
   transparent: TransparentStatus | null;
+  /** `ingress-gateway` for an ingress gateway (absent for a service and its sidecar). */
+  kind?: 'ingress-gateway';
+  /** An ingress gateway's listeners as applied from its entry (docs/gateways.md). */
+  listeners?: { port: number; protocol: string; services: { name: string; hosts: string[] }[] }[];
 }
 
 export interface AgentStatus {
@@ -243,6 +254,10 @@ interface Instance {
   checkAgain: boolean;
   /** Why the proxy last said it is not ready (the check's output). */
   notReadyReason: string;
+  /** An ingress gateway's services followed in discovery (sorted). */
+  ingress: string[];
+  /** What of an ingress gateway's entry does not apply (logged once each). */
+  ingressProblems: string[];
 }
 
 /**
@@ -279,6 +294,11 @@ export function readinessCheckId(instanceId: string): string {
   return `remora-ready:${sidecarId(instanceId)}`;
 }
 
+/** ID of the TTL check of an ingress gateway: on the gateway service itself (it has no sidecar). */
+export function gatewayCheckId(instanceId: string): string {
+  return `remora-ready:${instanceId}`;
+}
+
 /** The Consul registration body (snake_case JSON) for an instance and its sidecar. */
 export function registrationFor(
   def: ServiceDefinition,
@@ -291,6 +311,29 @@ export function registrationFor(
   },
 ): Record<string, unknown> {
   const meta = { ...def.meta, [NODE_META_KEY]: o.node };
+  if (def.kind === INGRESS_GATEWAY) {
+    // as Consul holds one: the gateway is the service (kind ingress-gateway), no sidecar; its
+    // readiness check is the proxy's
+    const address = def.address ?? (o.advertiseAddress || null);
+    return {
+      kind: INGRESS_GATEWAY,
+      id: def.id,
+      name: def.name,
+      port: def.port,
+      tags: def.tags,
+      meta,
+      ...(address ? { address } : {}),
+      checks: [
+        ...def.checks,
+        {
+          CheckID: gatewayCheckId(def.id),
+          Name: 'Remora ingress gateway ready',
+          TTL: `${Math.max(1, Math.round(o.checkTtlMs / 1000))}s`,
+          Status: o.ready ? 'passing' : 'critical',
+        },
+      ],
+    };
+  }
   const body: Record<string, unknown> = {
     id: def.id,
     name: def.name,
@@ -454,6 +497,7 @@ export function createAgent(o: AgentOptions): Agent {
         if (
           inst.derived.includes(service) ||
           inst.targets.includes(service) ||
+          inst.ingress.includes(service) ||
           inst.def.sidecar?.upstreams.some((u) => u.destinationName === service)
         ) {
           supervisor.push(inst.def.id);
@@ -535,6 +579,9 @@ export function createAgent(o: AgentOptions): Agent {
     const cert = identity.get(id);
     const policy = intentions.current();
     if (!inst || !sc || inst.sidecarPort === null || !bundle || !cert || !policy) return null;
+    // a gateway's listeners are not guessed either: it starts with its entry's
+    const gateway = inst.def.kind === INGRESS_GATEWAY;
+    if (gateway && ingressEntries === null) return null;
     // an upstream whose endpoints are not known yet would reach the proxy as an empty set
     const upstreams = upstreamsOf(inst);
     const plans = new Map(upstreams.map((u) => [u.destinationName, planOf(inst, u)]));
@@ -554,7 +601,8 @@ export function createAgent(o: AgentOptions): Agent {
         spiffeId: cert.spiffeId,
       },
       inbound: {
-        bindAddress: s.proxyBindAddress,
+        // a gateway binds nothing here (no mTLS listener): its registered address and port
+        bindAddress: gateway ? gatewayBindAddress(inst) : s.proxyBindAddress,
         bindPort: inst.sidecarPort,
         localAppAddress: sc.localServiceAddress,
         localAppPort: sc.localServicePort,
@@ -586,6 +634,8 @@ export function createAgent(o: AgentOptions): Agent {
           resilience: u.resilience,
           endpoints: endpointsOf(main.service, main.subset),
           ...trafficFields(u, plan, bundle.trustDomain),
+          // a gateway's services are reached through its listeners only
+          ...(gateway ? { listener: false as const } : {}),
         };
       }),
       tls: { certPem: cert.certPem, keyPem: cert.keyPem, rootsPem: bundle.roots.map((r) => r.pem) },
@@ -596,6 +646,7 @@ export function createAgent(o: AgentOptions): Agent {
       ...exposeField(inst),
       ...meshTlsField(),
       ...jwtProvidersField(),
+      ...(gateway ? { ingress: ingressField(inst, upstreams) } : {}),
     };
   }
 
@@ -1122,6 +1173,184 @@ export function createAgent(o: AgentOptions): Agent {
     return `${id}/derived`;
   }
 
+  // --- ingress gateways (docs/gateways.md) ----------------------------------------------------
+  /** The `ingress-gateway` entries by name; null until Consul answered (or failed) once. */
+  let ingressEntries: Map<string, Record<string, unknown>> | null = null;
+  let ingressWatch: { stop(): void } | null = null;
+  let ingressErrors = 0;
+
+  /** Where a gateway's listeners bind: its definition's address, else the proxies' bind address. */
+  function gatewayBindAddress(inst: Instance): string {
+    return inst.def.address ?? s.proxyBindAddress;
+  }
+
+  /** Discovery user of a gateway's services. */
+  function ingressUser(id: string): string {
+    return `${id}/ingress`;
+  }
+
+  /** The watch of the entries runs while the agent runs a gateway. */
+  function syncIngressWatch(): void {
+    const needed =
+      !stopped &&
+      [...instances.values()].some((i) => !i.stopping && i.def.kind === INGRESS_GATEWAY);
+    if (needed && !ingressWatch) {
+      ingressWatch = consul.watchConfigEntries(INGRESS_GATEWAY, {
+        onChange(entries) {
+          if (stopped) return;
+          if (ingressErrors > 0)
+            logger.info({ kind: INGRESS_GATEWAY }, 'Consul answers again for ingress-gateway');
+          ingressErrors = 0;
+          ingressEntries = new Map(
+            entries.map((e) => [e.Name, e as unknown as Record<string, unknown>]),
+          );
+          pushGateways();
+        },
+        onError(err) {
+          if (stopped) return;
+          if (ingressErrors++ % 20 === 0)
+            logError(
+              logger,
+              new RemoraError(
+                'REMORA_E_AGENT_CONSUL_UNAVAILABLE',
+                `cannot watch Consul's ingress-gateway config entries: ${toRemoraError(err).message}; gateways keep the listeners last applied`,
+                { kind: INGRESS_GATEWAY },
+                { cause: err },
+              ),
+              undefined,
+              'warn',
+            );
+          // a gateway that never heard of its entry starts without listeners rather than never
+          if (ingressEntries === null) {
+            ingressEntries = new Map();
+            pushGateways();
+          }
+        },
+      });
+    } else if (!needed && ingressWatch) {
+      ingressWatch.stop();
+      ingressWatch = null;
+      ingressEntries = null;
+    }
+  }
+
+  function pushGateways(): void {
+    for (const inst of instances.values())
+      if (inst.def.kind === INGRESS_GATEWAY) supervisor.push(inst.def.id);
+  }
+
+  /**
+   * A gateway's listeners from its entry, as far as they apply; what does not is reported once
+   * per change (REMORA_E_AGENT_INGRESS_NOT_APPLIED) and listed by `remora status`.
+   */
+  function ingressPlan(inst: Instance): PlannedListener[] {
+    const raw = ingressEntries?.get(inst.def.name);
+    const problems: string[] = [];
+    let listeners: PlannedListener[] = [];
+    if (ingressEntries !== null && raw === undefined)
+      problems.push(
+        `ingress gateway ${inst.def.id} has no ingress-gateway config entry named ${inst.def.name}, so it has no listener; write one (consul config write), docs/gateways.md`,
+      );
+    if (raw !== undefined) {
+      const d = decodeIngressEntry(raw);
+      const p = planIngress(d.entry, {
+        gateway: inst.def.name,
+        protocolOf: destinationProtocol,
+        wildcardProtocolOf: (n) => central.protocol(n) ?? DEFAULT_PROTOCOL,
+        catalog: catalogServices,
+      });
+      problems.push(...d.problems, ...p.problems);
+      listeners = p.listeners;
+    }
+    const was = inst.ingressProblems;
+    for (const m of problems)
+      if (!was.includes(m))
+        logError(
+          logger,
+          new RemoraError('REMORA_E_AGENT_INGRESS_NOT_APPLIED', m, { instance: inst.def.id }),
+          undefined,
+          'warn',
+        );
+    inst.ingressProblems = problems;
+    return listeners;
+  }
+
+  /** A gateway's services as upstreams without listeners of their own, followed in discovery. */
+  function gatewayUpstreams(inst: Instance): UpstreamDefinition[] {
+    const planned = ingressPlan(inst);
+    const services = new Map<
+      string,
+      { protocol: Protocol; limits: PlannedListener['services'][number]['limits'] }
+    >();
+    for (const l of planned)
+      for (const svc of l.services)
+        if (!services.has(svc.name))
+          services.set(svc.name, { protocol: l.protocol, limits: svc.limits });
+    const names = [...services.keys()].sort();
+    if (!inst.stopping && follow(inst.ingress, names, ingressUser(inst.def.id)))
+      inst.ingress = names;
+    const out: UpstreamDefinition[] = [];
+    for (const [name, { protocol, limits }] of services) {
+      // a wildcard's services are reached once Consul lists a sidecar of theirs
+      if (!discovery.listed(name) && !isNamed(inst, name)) continue;
+      const layers = central.upstreamLayers(inst.def.name, name);
+      const base = layers.length === 0 ? DEFAULT_RESILIENCE : layeredResilience(layers);
+      out.push(
+        withResolver({
+          destinationName: name,
+          localBindAddress: '127.0.0.1',
+          localBindPort: 0,
+          protocol,
+          protocolGiven: true,
+          loadBalancer: defaultLoadBalancer(protocol),
+          loadBalancerGiven: false,
+          resilience: {
+            ...base,
+            circuitBreaker: {
+              maxConnections: limits.maxConnections ?? base.circuitBreaker.maxConnections,
+              maxPendingRequests:
+                limits.maxPendingRequests ?? base.circuitBreaker.maxPendingRequests,
+              maxRequests: limits.maxConcurrentRequests ?? base.circuitBreaker.maxRequests,
+            },
+          },
+          config: null,
+        }),
+      );
+    }
+    return out.sort((a, b) => (a.destinationName < b.destinationName ? -1 : 1));
+  }
+
+  /** True when the gateway's entry names `service` itself (not only through `*`). */
+  function isNamed(inst: Instance, service: string): boolean {
+    const raw = ingressEntries?.get(inst.def.name);
+    if (raw === undefined) return false;
+    return decodeIngressEntry(raw).entry.listeners.some((l) =>
+      l.services.some((x) => x.name === service),
+    );
+  }
+
+  /** The snapshot's listeners: those of the plan whose services made it into the upstreams. */
+  function ingressField(inst: Instance, upstreams: UpstreamDefinition[]): IngressConfig {
+    const have = new Set(upstreams.map((u) => u.destinationName));
+    const bindAddress = gatewayBindAddress(inst);
+    const listeners = ingressPlan(inst)
+      .map((l) => ({
+        bindAddress,
+        bindPort: l.port,
+        protocol: l.protocol,
+        services: l.services
+          .filter((x) => have.has(x.name))
+          .map((x) => ({
+            upstream: x.name,
+            hosts: x.hosts,
+            ...(x.requestHeaders ? { requestHeaders: x.requestHeaders } : {}),
+            ...(x.responseHeaders ? { responseHeaders: x.responseHeaders } : {}),
+          })),
+      }))
+      .filter((l) => l.services.length > 0);
+    return { listeners };
+  }
+
   // --- protocols (docs/agent.md, "Protocols") ------------------------------------------------
   /**
    * The protocol of calls to `service` when the caller names none: what its sidecars were
@@ -1187,6 +1416,7 @@ export function createAgent(o: AgentOptions): Agent {
 
   /** Explicit upstreams, then the derived ones whose sidecars Consul has listed. */
   function upstreamsOf(inst: Instance): UpstreamDefinition[] {
+    if (inst.def.kind === INGRESS_GATEWAY) return gatewayUpstreams(inst);
     const source = inst.def.name;
     const explicit = (inst.def.sidecar?.upstreams ?? []).map((u) => resolved(source, u));
     const derived: UpstreamDefinition[] = [];
@@ -1215,7 +1445,9 @@ export function createAgent(o: AgentOptions): Agent {
   function syncServicesWatch(): void {
     const needed =
       !stopped &&
-      [...instances.values()].some((i) => !i.stopping && i.def.sidecar?.deriveUpstreams);
+      [...instances.values()].some(
+        (i) => !i.stopping && (i.def.sidecar?.deriveUpstreams || i.def.kind === INGRESS_GATEWAY),
+      );
     if (needed && !servicesWatch) {
       servicesWatch = consul.watchServices({
         onChange(names) {
@@ -1244,6 +1476,8 @@ export function createAgent(o: AgentOptions): Agent {
             0o600,
           ).catch((err: unknown) => logError(logger, err, 'cannot cache the service list', 'warn'));
           for (const inst of instances.values()) refreshDerived(inst, true);
+          // a gateway's `*` services are the catalog's
+          pushGateways();
         },
         onError(err) {
           if (servicesErrors++ % 20 !== 0) return;
@@ -1353,6 +1587,13 @@ export function createAgent(o: AgentOptions): Agent {
     return { code: e.code, message: e.message, at: new Date(clock.now()).toISOString() };
   }
 
+  /** The readiness check of an instance: its sidecar's, or a gateway's own. */
+  function checkIdOf(inst: Instance): string {
+    return inst.def.kind === INGRESS_GATEWAY
+      ? gatewayCheckId(inst.def.id)
+      : readinessCheckId(inst.def.id);
+  }
+
   function proxyReady(id: string): boolean {
     return supervisor.status(id)?.ready ?? false;
   }
@@ -1424,7 +1665,7 @@ export function createAgent(o: AgentOptions): Agent {
           inst.checkAgain = false;
           const ready = proxyReady(inst.def.id);
           await consul.updateTtl(
-            readinessCheckId(inst.def.id),
+            checkIdOf(inst),
             ready ? 'passing' : 'critical',
             ready ? 'proxy ready' : inst.notReadyReason,
           );
@@ -1503,6 +1744,8 @@ export function createAgent(o: AgentOptions): Agent {
       checkWrite: null,
       checkAgain: false,
       notReadyReason: 'proxy not ready',
+      ingress: [],
+      ingressProblems: [],
     };
     instances.set(def.id, inst);
     logger.info(
@@ -1527,6 +1770,7 @@ export function createAgent(o: AgentOptions): Agent {
       for (const u of def.sidecar.upstreams) discovery.acquire(u.destinationName, def.id);
       syncServicesWatch();
       refreshDerived(inst, false);
+      syncIngressWatch();
       void identity
         .add({ id: def.id, service: def.name })
         .catch((err: unknown) => logError(logger, err));
@@ -1567,7 +1811,7 @@ export function createAgent(o: AgentOptions): Agent {
       // a readiness write in flight lands first, so the critical status below is the last word
       await inst.checkWrite?.catch(() => undefined);
       await consul
-        .updateTtl(readinessCheckId(id), 'critical', `stopping: ${why}`)
+        .updateTtl(checkIdOf(inst), 'critical', `stopping: ${why}`)
         .catch((err: unknown) =>
           logError(logger, err, `cannot fail the readiness check of ${id}`, 'warn'),
         );
@@ -1617,6 +1861,8 @@ export function createAgent(o: AgentOptions): Agent {
       inst.derived = [];
       for (const name of inst.targets) discovery.release(name, targetUser(id));
       inst.targets = [];
+      for (const name of inst.ingress) discovery.release(name, ingressUser(id));
+      inst.ingress = [];
       // the room it leaves goes to instances that were over the limit
       for (const other of instances.values())
         if (other !== inst && other.derivedLimit) refreshDerived(other, true);
@@ -1624,6 +1870,7 @@ export function createAgent(o: AgentOptions): Agent {
     }
     instances.delete(id);
     syncServicesWatch();
+    syncIngressWatch();
     checkSharedAll();
   }
 
@@ -1636,7 +1883,11 @@ export function createAgent(o: AgentOptions): Agent {
     for (const [id, inst] of instances) {
       const d = next.get(id);
       if (!d) removals.push(stopInstance(id, 'definition removed'));
-      else if (d.name !== inst.def.name || !!d.sidecar !== !!inst.def.sidecar) {
+      else if (
+        d.name !== inst.def.name ||
+        !!d.sidecar !== !!inst.def.sidecar ||
+        d.kind !== inst.def.kind
+      ) {
         removals.push(
           stopInstance(id, 'definition changed service name').then(() => startInstance(d)),
         );
@@ -1845,6 +2096,16 @@ export function createAgent(o: AgentOptions): Agent {
               inst.confinedWarning,
               inst.mtlsWarning,
             ].filter((w) => w !== null),
+            ...(inst.def.kind === INGRESS_GATEWAY
+              ? {
+                  kind: INGRESS_GATEWAY,
+                  listeners: ingressField(inst, upstreamsOf(inst)).listeners.map((l) => ({
+                    port: l.bindPort,
+                    protocol: l.protocol,
+                    services: l.services.map((x) => ({ name: x.upstream, hosts: x.hosts })),
+                  })),
+                }
+              : {}),
             transparent: inst.def.sidecar?.transparent
               ? (transparent.status(inst.def.id) ?? {
                   active: false,
@@ -1857,7 +2118,19 @@ export function createAgent(o: AgentOptions): Agent {
           }))
           .sort((a, b) => (a.id < b.id ? -1 : 1)),
         upstreams: discovery.status(),
-        problems: [...problems, ...central.problems(), ...jwks.problems()].map((p) => ({
+        problems: [
+          ...problems,
+          ...central.problems(),
+          ...jwks.problems(),
+          ...[...instances.values()].flatMap((i) =>
+            i.ingressProblems.map(
+              (m) =>
+                new RemoraError('REMORA_E_AGENT_INGRESS_NOT_APPLIED', m, {
+                  file: i.def.source.file,
+                }),
+            ),
+          ),
+        ].map((p) => ({
           code: p.code,
           message: p.message,
           file: p.details.file,

@@ -1595,7 +1595,7 @@ function queryMatches(v: unknown, where: string): QueryMatch[] {
  * Checked header changes, from Consul's spelling (`Add`, `Set`, `Remove`) or from the cache's;
  * null when empty; throws naming `where` and the field that cannot be changed.
  */
-function headerModifiers(v: unknown, where: string): HeaderModifiers | null {
+export function headerModifiers(v: unknown, where: string): HeaderModifiers | null {
   if (!isLayer(v)) throw new Error(`${where} must be an object with Add, Set and Remove`);
   const get = (k: string): unknown => v[k] ?? v[k.toLowerCase()];
   const out: HeaderModifiers = {};

@@ -114,8 +114,14 @@ export interface ServiceDefinition {
   meta: Record<string, string>;
   /** Consul check definitions for the application, passed through unchanged. */
   checks: Record<string, unknown>[];
-  /** null when the service has no `connect.sidecar_service`: registered, but no proxy. */
+  /**
+   * null when the service has no `connect.sidecar_service`: registered, but no proxy. For an
+   * ingress gateway, the proxy's settings (no app, no upstreams of its own: its
+   * `ingress-gateway` entry gives them).
+   */
   sidecar: SidecarDefinition | null;
+  /** `ingress-gateway` for an ingress gateway (`"kind": "ingress-gateway"`, docs/gateways.md). */
+  kind?: 'ingress-gateway';
   /** Where it came from, for messages. */
   source: { file: string; index: number };
 }
@@ -657,6 +663,20 @@ function decodeService(
     );
   }
   const port = f.int('port', 1, 65535);
+  const kind = f.string('kind');
+  if (kind !== undefined && kind !== '' && kind !== 'typical') {
+    if (kind !== 'ingress-gateway')
+      throw new FieldError(
+        f.fieldPath('kind'),
+        `${JSON.stringify(kind)} is not supported; Remora runs services, their sidecars and ingress gateways ("ingress-gateway"); terminating and mesh gateways are not built`,
+      );
+    for (const key of ['connect', 'transparent'])
+      if (f.has(key))
+        throw new FieldError(
+          f.fieldPath(key),
+          'cannot be set on an ingress gateway: its listeners and services come from its ingress-gateway config entry',
+        );
+  }
   const tags = f.array('tags') ?? [];
   tags.forEach((t, i) => {
     if (typeof t !== 'string')
@@ -685,6 +705,27 @@ function decodeService(
       );
   }
   const checks = decodeChecks(f);
+  if (kind === 'ingress-gateway') {
+    tags.forEach((t, i) => {
+      if (typeof t !== 'string')
+        throw new FieldError(
+          `${f.fieldPath('tags')}[${i}]`,
+          `must be a string, got ${describe(t)}`,
+        );
+    });
+    return {
+      id,
+      name: serviceName,
+      address: address(f, 'address') ?? null,
+      port: port ?? 0,
+      tags: tags as string[],
+      meta,
+      checks,
+      sidecar: gatewayProxy(port ?? 0),
+      kind: 'ingress-gateway',
+      source: { file, index },
+    };
+  }
   const serviceTransparent =
     typeof transparentRaw === 'boolean'
       ? { value: transparentRaw, field: f.fieldPath('transparent') }
@@ -699,6 +740,27 @@ function decodeService(
     checks,
     sidecar: sc ? decodeSidecar(sc, port, path, serviceTransparent, checks, notes) : null,
     source: { file, index },
+  };
+}
+
+/** An ingress gateway's proxy settings: no app, no upstreams of its own, no interception. */
+function gatewayProxy(port: number): SidecarDefinition {
+  return {
+    port,
+    address: null,
+    localServiceAddress: '127.0.0.1',
+    localServicePort: port,
+    protocol: DEFAULT_PROTOCOL,
+    protocolGiven: true,
+    upstreams: [],
+    transparent: false,
+    excludeInboundPorts: [],
+    deriveUpstreams: false,
+    appUid: null,
+    inbound: {},
+    expose: [],
+    exposeChecks: [],
+    mutualTlsMode: null,
   };
 }
 

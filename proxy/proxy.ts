@@ -24,6 +24,7 @@ import { createLimitedErrorLog } from './log-limit.ts';
 import { createAccessLog } from './access-log.ts';
 import { createExposeSlot } from './inbound/expose.ts';
 import { createPermissiveGate, type PermissiveGate } from './inbound/permissive.ts';
+import { createIngressSlot } from './outbound/ingress.ts';
 
 export interface ProxyStatus {
   ready: boolean;
@@ -58,6 +59,8 @@ export interface Proxy {
     upstreams: Record<string, AddressInfo>;
     /** The exposed-path listeners, by path. */
     exposed: Record<string, AddressInfo>;
+    /** An ingress gateway's listeners, by `<bindAddress>:<bindPort>` as the snapshot names them. */
+    ingress: Record<string, AddressInfo>;
   };
   clusters(): unknown[];
   certs(): unknown;
@@ -145,6 +148,8 @@ export function createProxy(o: CreateProxyOptions): Proxy {
   );
 
   const exposed = createExposeSlot(env);
+  // an ingress gateway's listeners hand calls to upstreams that have none of their own
+  const ingress = createIngressSlot(env, (name) => upstreams.get(name)?.part);
 
   function inboundServer(): Server {
     const opts = active!.tls.serverOptions;
@@ -238,9 +243,12 @@ export function createProxy(o: CreateProxyOptions): Proxy {
     const savedActive = active;
     let transparentSwitch: { commit(): void; abort(): void } | undefined;
     let exposeSwitch: { commit(): void; abort(): void } | undefined;
+    let ingressSwitch: { commit(): void; abort(): void } | undefined;
+    // an ingress gateway has no inbound mTLS listener: nothing in the mesh calls it
+    const gateway = snapshot.ingress !== undefined;
     try {
       active = next; // listeners created below read TLS options from here
-      if (!sameInbound) {
+      if (!sameInbound && !gateway) {
         const server = inboundServer();
         // plain connections reach `inbound` only while the snapshot says permissive
         const gate = createPermissiveGate(server, {
@@ -253,7 +261,8 @@ export function createProxy(o: CreateProxyOptions): Proxy {
         created.push(newInbound);
       }
       for (const u of snapshot.upstreams) {
-        const key = `${u.localBindAddress}:${u.localBindPort}`;
+        const key =
+          u.listener === false ? 'no listener' : `${u.localBindAddress}:${u.localBindPort}`;
         const cur = upstreams.get(u.destinationName);
         if (
           cur &&
@@ -264,16 +273,24 @@ export function createProxy(o: CreateProxyOptions): Proxy {
         const server = net.createServer({ noDelay: true });
         const part = createUpstream(env, u);
         server.on('connection', (s) => part.handleConnection(s));
-        await listen(server, u.localBindAddress, u.localBindPort, `upstream ${u.destinationName}`);
+        if (u.listener !== false)
+          await listen(
+            server,
+            u.localBindAddress,
+            u.localBindPort,
+            `upstream ${u.destinationName}`,
+          );
         const l = { key, server, part };
         newUps.push(l);
         created.push(l);
       }
       transparentSwitch = await transparent.prepare(snapshot, listen);
       exposeSwitch = await exposed.prepare(snapshot, listen);
+      ingressSwitch = await ingress.prepare(snapshot, listen);
     } catch (err) {
       active = savedActive;
       transparentSwitch?.abort();
+      exposeSwitch?.abort();
       for (const l of created) closeServer(l.server);
       for (const l of newUps) l.part.close();
       throw err;
@@ -282,7 +299,10 @@ export function createProxy(o: CreateProxyOptions): Proxy {
     // 2. switch
     if (inbound === null) inbound = createInbound(env);
     inbound.update();
-    if (newInbound !== null) {
+    if (gateway && inboundListener !== null) {
+      closeServer(inboundListener.server);
+      inboundListener = null;
+    } else if (newInbound !== null) {
       if (inboundListener) closeServer(inboundListener.server);
       inboundListener = newInbound;
     } else if (tlsChanged && inboundListener !== null) {
@@ -309,6 +329,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
     for (const l of newUps) upstreams.set(l.part.cluster.name, l);
     transparentSwitch?.commit();
     exposeSwitch?.commit();
+    ingressSwitch?.commit();
     for (const l of upstreams.values())
       for (const c of l.part.clusters()) {
         const ejected = c.endpoints.filter((e) => e.ejectedUntil > now).length;
@@ -323,7 +344,8 @@ export function createProxy(o: CreateProxyOptions): Proxy {
         version: snapshot.version,
         upstreams: snapshot.upstreams.length,
         tlsChanged,
-        inboundPort: (inboundListener!.server.address() as AddressInfo).port,
+        inboundPort: (inboundListener?.server.address() as AddressInfo | null)?.port ?? null,
+        ...(gateway ? { ingressListeners: snapshot.ingress!.listeners.length } : {}),
       },
       'snapshot applied',
     );
@@ -346,7 +368,10 @@ export function createProxy(o: CreateProxyOptions): Proxy {
         reason: 'certificate expired',
         draining,
       };
-    if (inboundListener === null || !inboundListener.server.listening)
+    if (
+      active.snapshot.ingress === undefined &&
+      (inboundListener === null || !inboundListener.server.listening)
+    )
       return {
         ready: false,
         appliedVersion: active.snapshot.version,
@@ -357,7 +382,11 @@ export function createProxy(o: CreateProxyOptions): Proxy {
   }
 
   function openConnections(): number {
-    let n = (inbound?.connections ?? 0) + transparent.connections + exposed.connections;
+    let n =
+      (inbound?.connections ?? 0) +
+      transparent.connections +
+      exposed.connections +
+      ingress.connections;
     for (const l of upstreams.values()) n += l.part.connections;
     return n;
   }
@@ -370,6 +399,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
       for (const l of upstreams.values()) closeServer(l.server);
       transparent.drain();
       exposed.drain();
+      ingress.drain();
     }
     const until = clock.now() + deadlineMs;
     for (;;) {
@@ -393,6 +423,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
     upstreams.clear();
     transparent.close();
     exposed.close();
+    ingress.close();
     inbound?.close();
     env.accessLog.close();
     await seam.shutdown();
@@ -407,11 +438,13 @@ export function createProxy(o: CreateProxyOptions): Proxy {
     metrics,
     addresses() {
       const ups: Record<string, AddressInfo> = {};
-      for (const [name, l] of upstreams) ups[name] = l.server.address() as AddressInfo;
+      for (const [name, l] of upstreams)
+        if (l.part.cluster.config.listener !== false) ups[name] = l.server.address() as AddressInfo;
       return {
         inbound: (inboundListener?.server.address() as AddressInfo | null) ?? null,
         upstreams: ups,
         exposed: exposed.addresses(),
+        ingress: ingress.addresses(),
       };
     },
     clusters() {

@@ -53,7 +53,7 @@ export function renderStatus(s: AgentStatus, now: number): string {
     rows.push([
       i.id,
       i.service,
-      i.protocol ?? '-',
+      i.kind ?? i.protocol ?? '-',
       i.sidecarPort === null ? '-' : String(i.sidecarPort),
       i.registered ? 'yes' : 'no',
       i.proxy?.pid == null ? '-' : String(i.proxy.pid),
@@ -75,7 +75,8 @@ export function renderStatus(s: AgentStatus, now: number): string {
         .map((x) =>
           x
             .replace(/\/derived$/, ' (by intentions)')
-            .replace(/\/targets$/, ' (routes, splits, redirect, failover)'),
+            .replace(/\/targets$/, ' (routes, splits, redirect, failover)')
+            .replace(/\/ingress$/, ' (ingress gateway)'),
         )
         .join(','),
     ]);
@@ -99,6 +100,15 @@ export function renderStatus(s: AgentStatus, now: number): string {
         `${i.id}: mutual TLS permissive (by ${i.mutualTls!.source === 'registration' ? 'its definition' : i.mutualTls!.source}): plain connections to its app's port reach the app without mTLS or intentions`,
     );
   if (permissive.length > 0) out.push('', ...permissive);
+  // an ingress gateway's listeners as applied from its entry (docs/gateways.md)
+  for (const i of s.instances) {
+    if (i.kind !== 'ingress-gateway') continue;
+    const ls = (i.listeners ?? []).map(
+      (l) =>
+        `  port ${l.port} ${l.protocol} → ${l.services.map((x) => (x.hosts.length > 0 ? `${x.name} (${x.hosts.join(', ')})` : x.name)).join(', ')}`,
+    );
+    out.push('', `ingress gateway ${i.id}:`, ...(ls.length > 0 ? ls : ['  no listener']));
+  }
   const errors: string[] = [];
   for (const i of s.instances) {
     for (const e of [

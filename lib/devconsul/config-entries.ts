@@ -25,13 +25,13 @@ export const CONFIG_KINDS = [
   'service-router',
   'mesh',
   'jwt-provider',
+  'ingress-gateway',
 ] as const;
 export type ConfigKind = (typeof CONFIG_KINDS)[number];
 
 /** Kinds real Consul accepts that the embedded catalog does not implement. */
 const OTHER_CONSUL_KINDS = new Set([
   'service-intentions',
-  'ingress-gateway',
   'terminating-gateway',
   'api-gateway',
   'http-route',
@@ -74,6 +74,9 @@ const KEY_NAMES: Record<string, string> = {
   mutual_tls_mode: 'MutualTLSMode',
   allowenablingpermissivemutualtls: 'AllowEnablingPermissiveMutualTLS',
   allow_enabling_permissive_mutual_tls: 'AllowEnablingPermissiveMutualTLS',
+  listeners: 'Listeners',
+  defaults: 'Defaults',
+  tls: 'TLS',
   ...Object.fromEntries(
     ['LocalConnectTimeoutMs', 'LocalRequestTimeoutMs', 'MaxInboundConnections'].flatMap((k) => [
       [k.toLowerCase(), k],
@@ -273,7 +276,7 @@ const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !
  * lone surrogate as the U+FFFD Go's JSON decoder makes of it. A value that is not a string (a
  * policy of the wrong type) is shown as JSON.
  */
-function goQuote(v: unknown): string {
+export function goQuote(v: unknown): string {
   if (typeof v !== 'string') return JSON.stringify(v);
   const named: Record<string, string> = {
     '\x07': '\\a',

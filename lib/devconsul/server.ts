@@ -19,6 +19,7 @@ import {
   decodeConfigEntry,
   MESH_NAME,
 } from './config-entries.ts';
+import { checkIngressGateway, checkIngressProtocols } from './ingress-gateway.ts';
 import { NS_PER_MS, parseGoDuration } from './duration.ts';
 import { HttpError } from './http-error.ts';
 import { KV_MAX_VALUE_SIZE } from './catalog.ts';
@@ -349,6 +350,10 @@ export function createHandler(o: HandlerOptions) {
     if (entry.Kind === 'service-splitter' || entry.Kind === 'service-router')
       checkRoutingProtocol(entry.Name, protocolOf(entry.Name));
     checkPermissiveAllowed(entry, catalog.configGet('mesh', MESH_NAME));
+    if (entry.Kind === 'ingress-gateway') {
+      checkIngressGateway(entry);
+      checkIngressProtocols(entry, protocolOf);
+    }
     return { json: catalog.configPut(entry, cas) };
   }
 

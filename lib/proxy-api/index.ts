@@ -10,6 +10,7 @@ export {
   ACCESS_LOG_TYPES,
   EXPOSE_PROTOCOLS,
   exposePathProblem,
+  ingressHostProblem,
   hashCookieProblem,
   MAX_HASH_COOKIE_TTL_S,
   RATE_LIMIT_MAX,

@@ -31,6 +31,9 @@ import type {
   HeaderModifiers,
   HttpRoute,
   InboundConfig,
+  IngressConfig,
+  IngressListener,
+  IngressService,
   InstanceIdentity,
   LoadBalancerPolicy,
   Protocol,
@@ -403,6 +406,7 @@ function decodeUpstream(v: unknown, p: string): UpstreamConfig {
     'routes',
     'splits',
     'targets',
+    'listener',
   ]);
   const t = decodeTarget(o, p);
   const u: UpstreamConfig = {
@@ -417,6 +421,10 @@ function decodeUpstream(v: unknown, p: string): UpstreamConfig {
   };
   if (t.hashPolicies !== undefined) u.hashPolicies = t.hashPolicies;
   if (t.failover !== undefined) u.failover = t.failover;
+  if (o.listener !== undefined) {
+    if (o.listener !== false) fail(`${p}.listener`, 'must be false when present', o.listener);
+    u.listener = false;
+  }
   if (o.routes !== undefined || o.splits !== undefined || o.targets !== undefined)
     decodeTraffic(o, p, u);
   checkFailover(u, p);
@@ -822,6 +830,7 @@ export function decodeProxySnapshot(value: unknown): ProxySnapshot {
     'expose',
     'meshTls',
     'jwtProviders',
+    'ingress',
   ]);
   const version = num(o, 'version', 'snapshot', nat);
   const instance = decodeInstance(o.instance);
@@ -831,7 +840,7 @@ export function decodeProxySnapshot(value: unknown): ProxySnapshot {
   );
   const seen = new Map<string, string>();
   for (const [i, u] of upstreams.entries()) {
-    if (u.localBindPort === 0) continue;
+    if (u.localBindPort === 0 || u.listener === false) continue;
     const key = `${u.localBindAddress}:${u.localBindPort}`;
     const other = seen.get(key);
     if (other !== undefined)
@@ -846,6 +855,7 @@ export function decodeProxySnapshot(value: unknown): ProxySnapshot {
     ...(o.expose === undefined ? {} : { expose: decodeExpose(o.expose, inbound, seen) }),
     ...(o.meshTls === undefined ? {} : { meshTls: decodeMeshTls(o.meshTls) }),
     ...(o.jwtProviders === undefined ? {} : { jwtProviders: decodeJwtProviders(o.jwtProviders) }),
+    ...(o.ingress === undefined ? {} : { ingress: decodeIngress(o.ingress, upstreams, seen) }),
   };
   if (o.transparent === undefined)
     return { version, instance, inbound, upstreams, tls, intentions, tracing, ...logs };
@@ -982,4 +992,93 @@ function decodeTransparent(v: unknown): TransparentConfig {
     });
   const http = listeners('http');
   return o.forward === undefined ? { http } : { http, forward: listeners('forward') };
+}
+
+/** Listeners one gateway may hold, at most; and hosts per service. */
+const MAX_INGRESS_LISTENERS = 256;
+const MAX_INGRESS_HOSTS = 256;
+
+/**
+ * A Host pattern of an ingress service, or the reason it is not one: a DNS name (lower case, no
+ * port), `*.` then a name, a name then `.*`, or `*`.
+ */
+export function ingressHostProblem(host: string): string | null {
+  if (host === '*') return null;
+  let name = host;
+  if (name.startsWith('*.')) name = name.slice(2);
+  else if (name.endsWith('.*')) name = name.slice(0, -2);
+  if (name.includes('*'))
+    return 'may hold a wildcard only as its whole first label (*.example.com) or last one (api.ingress.*)';
+  if (name.length === 0 || name.length > 253 || name !== name.toLowerCase())
+    return 'must be a lower-case DNS name';
+  for (const label of name.split('.'))
+    if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(label))
+      return `must be a DNS name (label ${JSON.stringify(label)} is not one)`;
+  return null;
+}
+
+function decodeIngress(
+  v: unknown,
+  upstreams: readonly UpstreamConfig[],
+  seen: Map<string, string>,
+): IngressConfig {
+  const o = obj(v, 'ingress', ['listeners']);
+  const list = arr(o, 'listeners', 'ingress');
+  if (list.length > MAX_INGRESS_LISTENERS)
+    fail('ingress.listeners', `must hold at most ${MAX_INGRESS_LISTENERS} listeners`, list.length);
+  const names = new Map(upstreams.map((u) => [u.destinationName, u]));
+  const listeners = list.map((x, i): IngressListener => {
+    const p = `ingress.listeners[${i}]`;
+    const l = obj(x, p, ['bindAddress', 'bindPort', 'protocol', 'services']);
+    const bindAddress = str(l, 'bindAddress', p);
+    const bindPort = num(l, 'bindPort', p, port);
+    const protocol = oneOf(l, 'protocol', p, PROTOCOLS);
+    const key = `${bindAddress}:${bindPort}`;
+    const other = seen.get(key);
+    if (bindPort !== 0 && other !== undefined)
+      fail(`${p}.bindPort`, `is already used by ${other}`, key);
+    seen.set(key, `ingress listener ${i}`);
+    const raw = arr(l, 'services', p);
+    if (raw.length === 0) fail(`${p}.services`, 'must not be empty');
+    if (protocol === 'tcp' && raw.length !== 1)
+      fail(`${p}.services`, 'must hold exactly one service on a tcp listener', raw.length);
+    const services = raw.map((y, j): IngressService => {
+      const sp = `${p}.services[${j}]`;
+      const s = obj(y, sp, ['upstream', 'hosts', 'requestHeaders', 'responseHeaders']);
+      const upstream = str(s, 'upstream', sp);
+      const u = names.get(upstream);
+      if (u === undefined) fail(`${sp}.upstream`, 'names no upstream of this snapshot', upstream);
+      if (u.protocol !== protocol)
+        fail(`${sp}.upstream`, `is ${u.protocol}, the listener ${protocol}`, upstream);
+      const hosts = arr(s, 'hosts', sp).map((h, k) => {
+        if (typeof h !== 'string') fail(`${sp}.hosts[${k}]`, 'must be a string', h);
+        const problem = ingressHostProblem(h);
+        if (problem !== null) fail(`${sp}.hosts[${k}]`, problem, h);
+        return h;
+      });
+      if (hosts.length > MAX_INGRESS_HOSTS)
+        fail(`${sp}.hosts`, `must hold at most ${MAX_INGRESS_HOSTS} hosts`, hosts.length);
+      if (protocol === 'tcp' && hosts.length > 0)
+        fail(`${sp}.hosts`, 'must be empty on a tcp listener', hosts);
+      const out: IngressService = { upstream, hosts };
+      if (s.requestHeaders !== undefined)
+        out.requestHeaders = decodeHeaderModifiers(s.requestHeaders, `${sp}.requestHeaders`);
+      if (s.responseHeaders !== undefined)
+        out.responseHeaders = decodeHeaderModifiers(s.responseHeaders, `${sp}.responseHeaders`);
+      return out;
+    });
+    if (protocol !== 'tcp') {
+      const taken = new Map<string, number>();
+      services.forEach((s, j) => {
+        for (const h of s.hosts) {
+          const was = taken.get(h);
+          if (was !== undefined && was !== j)
+            fail(`${p}.services[${j}].hosts`, `repeats a host of services[${was}]`, h);
+          taken.set(h, j);
+        }
+      });
+    }
+    return { bindAddress, bindPort, protocol, services };
+  });
+  return { listeners };
 }

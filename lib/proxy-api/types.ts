@@ -184,6 +184,12 @@ export interface UpstreamConfig {
    * (none healthy in Consul, or every one ejected). Absent: no failover.
    */
   failover?: string[];
+  /**
+   * False: the upstream has no listener of its own (`localBindAddress`/`localBindPort` unused);
+   * only an ingress gateway's listeners hand it calls (`ProxySnapshot.ingress`). Absent: it
+   * listens on `localBindAddress:localBindPort`.
+   */
+  listener?: false;
 }
 
 /** One route of a service-router. */
@@ -314,6 +320,39 @@ export interface TransparentConfig {
   forward?: TransparentForwardListener[];
 }
 
+/**
+ * An ingress gateway's listener (Consul's `ingress-gateway` entry, docs/gateways.md): plain
+ * HTTP, h2c or TCP from outside the mesh on `bindAddress:bindPort`, carried on by the upstream
+ * a service names (over mTLS, with the gateway's identity).
+ */
+export interface IngressListener {
+  bindAddress: string;
+  bindPort: number;
+  protocol: Protocol;
+  /** tcp: exactly one, every connection goes to it; others: picked per request by Host. */
+  services: IngressService[];
+}
+
+export interface IngressService {
+  /** The upstream (its `destinationName`) that carries the calls; it has `listener: false`. */
+  upstream: string;
+  /**
+   * The Host values (lower case, no port) routed to it on an HTTP, HTTP/2 or gRPC listener: a
+   * name, `*.` and a suffix (one or more labels before it), a prefix and `.*`, or `*` (any).
+   * Empty on a tcp listener.
+   */
+  hosts: string[];
+  /** Changes to the requests' headers before they leave the gateway. */
+  requestHeaders?: HeaderModifiers;
+  /** Changes to the answers' headers before the outside caller sees them. */
+  responseHeaders?: HeaderModifiers;
+}
+
+/** An ingress gateway's listeners; a snapshot with it has no inbound mTLS listener. */
+export interface IngressConfig {
+  listeners: IngressListener[];
+}
+
 export interface ProxySnapshot {
   /** Increases with every change the agent sends. */
   version: number;
@@ -333,6 +372,11 @@ export interface ProxySnapshot {
   meshTls?: MeshTlsConfig;
   /** Absent unless Consul holds `jwt-provider` entries: what intentions' `jwt` refers to. */
   jwtProviders?: JwtProvider[];
+  /**
+   * Present for an ingress gateway (docs/gateways.md): its listeners. The proxy then binds no
+   * inbound mTLS listener; `inbound` names the gateway's registered address and port only.
+   */
+  ingress?: IngressConfig;
 }
 
 /**

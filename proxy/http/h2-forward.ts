@@ -79,7 +79,16 @@ export function endsStream(flags: number | undefined): boolean {
 
 /** The gRPC status for a proxy answer: denied 7, over a rate limit 8, anything else 14. */
 function grpcStatusOf(status: number): string {
-  return status === 403 ? '7' : status === 401 ? '16' : status === 429 ? '8' : '14';
+  // gRPC's own mapping of HTTP statuses: 404 (a gateway's unknown :authority) is UNIMPLEMENTED
+  return status === 403
+    ? '7'
+    : status === 401
+      ? '16'
+      : status === 429
+        ? '8'
+        : status === 404
+          ? '12'
+          : '14';
 }
 
 /**

@@ -73,6 +73,21 @@ export interface Upstream {
   handleConnection(socket: Socket): void;
   /** An HTTP/1.1 request through this upstream's whole outbound stack. */
   handleRequest: Handler;
+  /**
+   * An HTTP/1.1 request as its own listener takes one: its service-router and splitter first
+   * (an ingress gateway's listeners hand requests over this way).
+   */
+  handleRoutedRequest: Handler;
+  /**
+   * An HTTP/2 or gRPC stream as its own listener takes one: routes and splits first, then
+   * `extra`'s answer header changes after theirs (an ingress gateway's).
+   */
+  handleRoutedH2Stream(
+    stream: ServerHttp2Stream,
+    headers: IncomingHttpHeaders,
+    flags: number,
+    extra?: RouteSettings,
+  ): void;
   /** An HTTP/2 or gRPC stream through this upstream's outbound path (`route`: its route's). */
   handleH2Stream(
     stream: ServerHttp2Stream,
@@ -473,28 +488,42 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
     if (h2server) return h2server;
     const server = loadHttp2().createServer();
     server.on('session', (s) => s.on('error', () => {}));
-    server.on('stream', (stream, headers, flags) => {
-      stream.on('error', () => {});
-      let splits = cluster.config.splits;
-      let route: HttpRoute | null = null;
-      if (routes.length > 0) {
-        const path = String(headers[':path'] ?? '/');
-        route = routeFor({ method: String(headers[':method']), path, headers });
-        if (route !== null) {
-          splits = route.splits;
-          if (route.prefixRewrite !== undefined) headers[':path'] = rewritePath(path, route);
-          if (route.requestHeaders !== undefined) modifyH2Headers(headers, route.requestHeaders);
-        }
-      }
-      const split = pickSplit(splits);
-      if (split?.requestHeaders !== undefined) modifyH2Headers(headers, split.requestHeaders);
-      const settings = routeSettings(route, split);
-      const to = failoverOf(targetOf(split));
-      if (to === null) handleH2Stream(stream, headers, flags, settings);
-      else to.handleH2Stream(stream, headers, flags, settings);
-    });
+    server.on('stream', (stream, headers, flags) => routeH2Stream(stream, headers, flags));
     h2server = server;
     return server;
+  }
+
+  function routeH2Stream(
+    stream: ServerHttp2Stream,
+    headers: IncomingHttpHeaders,
+    flags: number,
+    extra?: RouteSettings,
+  ): void {
+    stream.on('error', () => {});
+    let splits = cluster.config.splits;
+    let route: HttpRoute | null = null;
+    if (routes.length > 0) {
+      const path = String(headers[':path'] ?? '/');
+      route = routeFor({ method: String(headers[':method']), path, headers });
+      if (route !== null) {
+        splits = route.splits;
+        if (route.prefixRewrite !== undefined) headers[':path'] = rewritePath(path, route);
+        if (route.requestHeaders !== undefined) modifyH2Headers(headers, route.requestHeaders);
+      }
+    }
+    const split = pickSplit(splits);
+    if (split?.requestHeaders !== undefined) modifyH2Headers(headers, split.requestHeaders);
+    const own = routeSettings(route, split);
+    const settings =
+      extra?.responseHeaders === undefined
+        ? own
+        : {
+            ...own,
+            responseHeaders: [...(own?.responseHeaders ?? []), ...extra.responseHeaders],
+          };
+    const to = failoverOf(targetOf(split));
+    if (to === null) handleH2Stream(stream, headers, flags, settings);
+    else to.handleH2Stream(stream, headers, flags, settings);
   }
 
   function handleH2Stream(
@@ -680,7 +709,9 @@ export function createUpstream(env: ProxyEnv, initial: UpstreamConfig): Upstream
     cluster,
     handleConnection,
     handleRequest: handler,
+    handleRoutedRequest: dispatch,
     handleH2Stream,
+    handleRoutedH2Stream: routeH2Stream,
     update(config) {
       cluster.update(config);
       syncTargets(config);

@@ -134,6 +134,12 @@ export const AGENT_ERRORS = {
     remedy:
       'Fix the entry the message names (`consul config write`): a protocol is one of tcp, http, http2 or grpc, and upstream settings follow docs/agent.md ("Upstream settings from service-defaults"), a service-resolver may set ConnectTimeout, RequestTimeout, LoadBalancer.Policy (round_robin, least_request), Subsets (DNS-label names, filters in Consul\'s filter language) and a DefaultSubset among them, a Redirect or a Failover (not both) to services and subsets of this datacenter, routes and splits name subsets their service\'s resolver defines (docs/agent.md, "Routes and traffic splits", "Subsets" and "Redirect and failover"), an access log format uses the operators docs/proxy.md lists ("Formats"), the mesh entry\'s `TransparentProxy.MeshDestinationsOnly` is true or false (docs/transparent.md, "Mesh destinations only"), and a jwt-provider entry follows docs/agent.md ("JWT providers"). Values in the service definition win over service-defaults and proxy-defaults; a service-resolver wins over the definition.',
   },
+  REMORA_E_AGENT_INGRESS_NOT_APPLIED: {
+    meaning:
+      "A part of an ingress gateway's `ingress-gateway` entry cannot be applied by the agent that runs the gateway: the entry is missing or malformed (the gateway then has no listener), a listener repeats a port or has a protocol Remora does not serve, a service's protocol differs from its listener's, a `tcp` listener has other than one service or a `*` service, hosts are set on a `tcp` listener or with `*`, a host is not a DNS name (with at most a leading `*.` or trailing `.*` wildcard) or is taken by two services of one listener, or the entry sets gateway `TLS` (not built: TLS on the gateway's listeners). The listener or service named is left out; the rest of the gateway keeps serving.",
+    remedy:
+      'Fix the entry the message names (`consul config write`), following docs/gateways.md; `remora status` lists the problems until the entry is fixed.',
+  },
   REMORA_E_AGENT_CAPABILITY_INHERITED: {
     meaning:
       'The agent holds CAP_NET_ADMIN (for transparent interception) but cannot start its proxies without it, because `setpriv` is not installed: every proxy inherits the capability.',

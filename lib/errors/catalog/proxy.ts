@@ -163,6 +163,13 @@ export const PROXY_ERRORS = {
       'Call the service by its Consul name (http://api:8080/ or http://api.service.consul/), or add the service to the upstreams of the calling instance.',
     status: 421,
   },
+  REMORA_E_PROXY_INGRESS_UNKNOWN_HOST: {
+    meaning:
+      "A call reached an HTTP, HTTP/2 or gRPC listener of an ingress gateway with a Host (or :authority) that none of the listener's services takes: neither one of their `Hosts` nor the default `<service>.ingress.*`.",
+    remedy:
+      'Call the gateway with a Host the listener routes (e.g. `curl -H "Host: api.ingress.example.com" http://gateway:8080/`), or add the host to the service\'s `Hosts` in the ingress-gateway entry (docs/gateways.md).',
+    status: 404,
+  },
   REMORA_E_PROXY_PATH_NOT_EXPOSED: {
     meaning:
       "A plain-HTTP request reached one of the sidecar's exposed-path listeners (`proxy.expose.paths`) for a path it does not expose: each such port serves one path of the app and nothing else.",

@@ -10,6 +10,7 @@ const SERVICE_DEFAULTS_DOC = doc('docs/connect/config-entries/service-defaults.m
 const SERVICE_RESOLVER_DOC = doc('docs/reference/config-entry/service-resolver.mdx');
 const SERVICE_SPLITTER_DOC = doc('docs/reference/config-entry/service-splitter.mdx');
 const SERVICE_ROUTER_DOC = doc('docs/reference/config-entry/service-router.mdx');
+const INGRESS_GATEWAY_DOC = doc('docs/connect/config-entries/ingress-gateway.mdx');
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- raw API bodies are probed field by field
 type Json = Record<string, any>;
@@ -358,5 +359,65 @@ t.test(
     );
     t.equal(rewrite.status, 400, 'a PrefixRewrite without PathPrefix or PathExact');
     await nothingStored(t, 'service-router', name);
+  },
+);
+
+t.test(
+  `an ingress-gateway keeps its listeners; its http services must speak http ${INGRESS_GATEWAY_DOC}`,
+  async (t) => {
+    const name = `${p}-ingress`;
+    const svc = `${p}-ingress-api`;
+    t.teardown(async () => {
+      await api('DELETE', `/v1/config/ingress-gateway/${name}`);
+      await api('DELETE', `/v1/config/service-defaults/${svc}`);
+    });
+    const listeners = [
+      { Port: 18080, Protocol: 'http', Services: [{ Name: svc, Hosts: ['api.example.com'] }] },
+    ];
+    const tcp = await api('PUT', '/v1/config', {
+      Kind: 'ingress-gateway',
+      Name: name,
+      Listeners: listeners,
+    });
+    t.equal(tcp.status, 400, 'a service that is tcp (no service-defaults) on an http listener');
+    await api('PUT', '/v1/config', { Kind: 'service-defaults', Name: svc, Protocol: 'http' });
+    const put = await api('PUT', '/v1/config', {
+      Kind: 'ingress-gateway',
+      Name: name,
+      Listeners: listeners,
+    });
+    t.equal(put.status, 200, put.text);
+    const e = (await api('GET', `/v1/config/ingress-gateway/${name}`)).json<Json>();
+    t.match(e, { Kind: 'ingress-gateway', Name: name, Listeners: listeners });
+  },
+);
+
+t.test(
+  `an ingress-gateway listener Consul cannot serve is refused ${INGRESS_GATEWAY_DOC}`,
+  async (t) => {
+    const tcp = (services: Json[]) => ({ Listeners: [{ Port: 19000, Services: services }] });
+    await refusesEach(t, 'ingress-gateway', `${p}-badingress`, [
+      ['two services on a tcp listener', tcp([{ Name: 'a' }, { Name: 'b' }])],
+      ['a wildcard on a tcp listener', tcp([{ Name: '*' }])],
+      ['hosts on a tcp listener', tcp([{ Name: 'a', Hosts: ['a.example.com'] }])],
+      ['a listener without services', tcp([])],
+      [
+        'two listeners on one port',
+        {
+          Listeners: [
+            { Port: 19000, Services: [{ Name: 'a' }] },
+            { Port: 19000, Services: [{ Name: 'b' }] },
+          ],
+        },
+      ],
+      [
+        'a wildcard in the middle of a host',
+        {
+          Listeners: [
+            { Port: 19002, Protocol: 'http', Services: [{ Name: 'a', Hosts: ['a.*.com'] }] },
+          ],
+        },
+      ],
+    ]);
   },
 );

@@ -1,0 +1,220 @@
+// An agent running an ingress gateway, with fakes for Consul, control and the proxy: its
+// registration, and the snapshot built from its ingress-gateway entry (listeners, upstreams
+// without listeners, the gateway's identity), following entry and catalog changes.
+import t from 'tap';
+import { createAgent, gatewayCheckId, registrationFor } from '../../agent/agent.ts';
+import type { ConnectEntry, ConsulPort } from '../../agent/ports.ts';
+import type { ProxySnapshot } from '../../lib/proxy-api/index.ts';
+import { decodeDefinitionFile } from '../../agent/definitions.ts';
+import { createSilentLogger } from '../../lib/log/index.ts';
+import { createClock, waitFor } from '../../lib/util/index.ts';
+import {
+  createFakeConfigEntries,
+  createFakeControl,
+  createFakeProxies,
+  createHostDir,
+} from './fakes.ts';
+
+t.test(
+  'a gateway is registered as Consul holds one: kind, no sidecar, its own check',
+  async (t) => {
+    const def = decodeDefinitionFile(
+      JSON.stringify({
+        service: { kind: 'ingress-gateway', name: 'ingress', port: 8443, meta: { team: 'edge' } },
+      }),
+      'gw.json',
+    ).services[0]!;
+    const body = registrationFor(def, {
+      node: 'n1',
+      sidecarPort: 8443,
+      advertiseAddress: '10.0.0.5',
+      checkTtlMs: 30_000,
+      ready: false,
+    });
+    t.same(body, {
+      kind: 'ingress-gateway',
+      id: 'ingress',
+      name: 'ingress',
+      port: 8443,
+      tags: [],
+      meta: { team: 'edge', 'remora-node': 'n1' },
+      address: '10.0.0.5',
+      checks: [
+        {
+          CheckID: 'remora-ready:ingress',
+          Name: 'Remora ingress gateway ready',
+          TTL: '30s',
+          Status: 'critical',
+        },
+      ],
+    });
+  },
+);
+
+function connectEntry(service: string, port: number, protocol: string): ConnectEntry {
+  return {
+    Node: { Node: 'n2', Address: '10.0.0.9' },
+    Service: {
+      ID: `${service}-1-sidecar-proxy`,
+      Service: `${service}-sidecar-proxy`,
+      Address: '10.0.0.9',
+      Port: port,
+      Proxy: {
+        DestinationServiceID: `${service}-1`,
+        DestinationServiceName: service,
+        Config: { protocol },
+      },
+    },
+  };
+}
+
+t.test('the gateway’s snapshot follows its entry and the catalog', async (t) => {
+  const events: string[] = [];
+  const registered: Record<string, unknown>[] = [];
+  const catalog: Record<string, [number, string]> = {
+    api: [21001, 'http'],
+    web: [21002, 'http'],
+    db: [21003, 'tcp'],
+  };
+  const entries = createFakeConfigEntries({
+    // `*` picks services by these, as Consul's wildcard does
+    'service-defaults': ['api', 'web'].map((Name) => ({
+      Kind: 'service-defaults',
+      Name,
+      Protocol: 'http',
+    })),
+    'ingress-gateway': [
+      {
+        Kind: 'ingress-gateway',
+        Name: 'ingress',
+        Listeners: [
+          {
+            Port: 8080,
+            Protocol: 'http',
+            Services: [{ Name: 'api', Hosts: ['api.example.com'], MaxConcurrentRequests: 9 }],
+          },
+          { Port: 9000, Protocol: 'tcp', Services: [{ Name: 'db' }] },
+          { Port: 9001, Protocol: 'tcp', Services: [{ Name: 'api' }] },
+        ],
+      } as never,
+    ],
+  });
+  let services: ((names: string[]) => void) | null = null;
+  const consul: ConsulPort = {
+    async registerService(def) {
+      registered.push(def);
+    },
+    async deregisterService() {},
+    async updateTtl(id, status) {
+      events.push(`ttl ${id} ${status}`);
+    },
+    watchConnect(service, h) {
+      const c = catalog[service];
+      queueMicrotask(() => h.onChange(c ? [connectEntry(service, c[0], c[1])] : []));
+      return { stop: () => undefined };
+    },
+    watchServices(h) {
+      services = (names) => h.onChange(names);
+      queueMicrotask(() => h.onChange(['api', 'db', 'ingress']));
+      return { stop: () => undefined };
+    },
+    watchConfigEntries: entries.watchConfigEntries,
+  };
+  const host = await createHostDir(t, {
+    'gw.json': { service: { kind: 'ingress-gateway', name: 'ingress', port: 8443 } },
+  });
+  const clock = createClock();
+  let last: ProxySnapshot | null = null;
+  const proxies = createFakeProxies({ onSnapshot: (s) => (last = s) });
+  t.teardown(() => proxies.close());
+  const agent = createAgent({
+    settings: host.settings({ proxyBindAddress: '127.0.0.1' }),
+    consul,
+    control: createFakeControl(clock),
+    processes: proxies.processes,
+    clock,
+    random: () => 0.5,
+    logger: createSilentLogger(),
+  });
+  t.teardown(() => agent.stop());
+  await agent.start();
+  const snap = (): ProxySnapshot => last!;
+  await waitFor('a snapshot', () => last !== null);
+  t.equal(snap().instance.service, 'ingress');
+  t.match(snap().instance.spiffeId, /\/svc\/ingress$/, 'the gateway’s own identity');
+  t.same(
+    snap().upstreams.map((u) => [u.destinationName, u.protocol, u.listener, u.endpoints.length]),
+    [
+      ['api', 'http', false, 1],
+      ['db', 'tcp', false, 1],
+    ],
+    'each service an upstream without a listener of its own, with its endpoints',
+  );
+  t.equal(snap().upstreams[0]!.resilience.circuitBreaker.maxRequests, 9, 'the entry’s limit');
+  t.match(snap().upstreams[0]!.destinationSpiffeId, /\/svc\/api$/);
+  t.same(snap().ingress, {
+    listeners: [
+      {
+        bindAddress: '127.0.0.1',
+        bindPort: 8080,
+        protocol: 'http',
+        services: [{ upstream: 'api', hosts: ['api.example.com'] }],
+      },
+      {
+        bindAddress: '127.0.0.1',
+        bindPort: 9000,
+        protocol: 'tcp',
+        services: [{ upstream: 'db', hosts: [] }],
+      },
+    ],
+  });
+  await waitFor('the gateway check passing', () =>
+    events.includes(`ttl ${gatewayCheckId('ingress')} passing`),
+  );
+  t.equal(registered[0]?.kind, 'ingress-gateway');
+  const problems = agent
+    .status()
+    .problems.filter((p) => p.code === 'REMORA_E_AGENT_INGRESS_NOT_APPLIED');
+  t.equal(problems.length, 1, 'api on a tcp listener is reported');
+  t.match(problems[0]?.message, /service api is http .* the listener tcp; api is left out/);
+  const gw = agent.status().instances[0]!;
+  t.equal(gw.kind, 'ingress-gateway');
+  t.same(
+    gw.upstreams.map((u) => u.destination),
+    ['api', 'db'],
+  );
+
+  // the entry changes: a wildcard listener; the catalog then lists web
+  entries.set('ingress-gateway', [
+    {
+      Kind: 'ingress-gateway',
+      Name: 'ingress',
+      Listeners: [{ Port: 8081, Protocol: 'http', Services: [{ Name: '*' }] }],
+    } as never,
+  ]);
+  await waitFor('the wildcard listener', () => snap().ingress?.listeners[0]?.bindPort === 8081);
+  t.same(snap().ingress?.listeners[0]?.services, [{ upstream: 'api', hosts: ['api.ingress.*'] }]);
+  t.same(
+    snap().upstreams.map((u) => u.destinationName),
+    ['api'],
+    'db (tcp) is not reached by an http wildcard, and its listener is gone',
+  );
+  services!(['api', 'db', 'ingress', 'web', 'web-sidecar-proxy']);
+  await waitFor('web reached by the wildcard', () => snap().upstreams.length === 2);
+  t.same(
+    snap().ingress?.listeners[0]?.services.map((s) => s.upstream),
+    ['api', 'web'],
+  );
+  t.same(
+    agent.status().problems.filter((p) => p.code === 'REMORA_E_AGENT_INGRESS_NOT_APPLIED'),
+    [],
+  );
+
+  // the entry is deleted: no listener, said
+  entries.set('ingress-gateway', []);
+  await waitFor('no listener', () => snap().ingress?.listeners.length === 0);
+  t.match(
+    agent.status().problems.find((p) => p.code === 'REMORA_E_AGENT_INGRESS_NOT_APPLIED')?.message,
+    /has no ingress-gateway config entry named ingress/,
+  );
+});
