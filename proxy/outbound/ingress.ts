@@ -16,6 +16,7 @@ import {
 } from '../../lib/proxy-api/index.ts';
 import type { ProxyEnv } from '../env.ts';
 import { loadHttp2 } from '../lazy.ts';
+import { createListenerSet } from './listener-set.ts';
 import { serveH1 } from '../http/h1-server.ts';
 import { respondH2Error } from '../http/h2-forward.ts';
 import { errorResponse } from '../stages/responder.ts';
@@ -222,8 +223,7 @@ export function createIngressSlot(
   env: ProxyEnv,
   upstream: (name: string) => Upstream | undefined,
 ): IngressSlot {
-  let current = new Map<string, Bound>();
-  const all = () => [...current.values()];
+  const set = createListenerSet<Bound>();
   return {
     async prepare(snapshot, listen) {
       const next = new Map<string, Bound>();
@@ -233,7 +233,7 @@ export function createIngressSlot(
         for (const l of snapshot.ingress?.listeners ?? []) {
           // a listener whose protocol changed is a new one (its connections speak the old one)
           const key = `${l.bindAddress}:${l.bindPort}/${l.protocol}`;
-          const have = current.get(key);
+          const have = set.current.get(key);
           if (have) {
             next.set(key, have);
             updates.push([have, l]);
@@ -251,43 +251,21 @@ export function createIngressSlot(
           next.set(key, b);
         }
       } catch (err) {
-        for (const b of created) b.server.close();
+        set.discard(created);
         throw err;
       }
-      return {
-        commit() {
-          for (const [b, l] of updates) b.config = l;
-          for (const [key, b] of current) {
-            if (next.has(key)) continue;
-            b.server.close();
-            b.part.drain();
-          }
-          current = next;
-        },
-        abort() {
-          for (const b of created) b.server.close();
-        },
-      };
+      return set.switchTo(next, created, () => {
+        for (const [b, l] of updates) b.config = l;
+      });
     },
-    drain() {
-      for (const b of all()) {
-        b.server.close();
-        b.part.drain();
-      }
-    },
-    close() {
-      for (const b of all()) {
-        b.server.close();
-        b.part.drain();
-      }
-      current = new Map();
-    },
+    drain: () => set.drain(),
+    close: () => set.close(),
     get connections() {
-      return all().reduce((n, b) => n + b.part.connections, 0);
+      return set.connections;
     },
     addresses() {
       const out: Record<string, AddressInfo> = {};
-      for (const b of all())
+      for (const b of set.all())
         out[`${b.config.bindAddress}:${b.config.bindPort}`] = b.server.address() as AddressInfo;
       return out;
     },

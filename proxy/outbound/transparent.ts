@@ -13,6 +13,7 @@ import net, { type AddressInfo, type Server, type Socket } from 'node:net';
 import type { ProxySnapshot } from '../../lib/proxy-api/index.ts';
 import type { ProxyEnv } from '../env.ts';
 import type { Upstream } from './index.ts';
+import { createListenerSet } from './listener-set.ts';
 
 export const UNKNOWN_HOST = 'REMORA_E_PROXY_TRANSPARENT_UNKNOWN_HOST';
 /** A request head larger than this is not routed (the HTTP stack allows 16 KiB too). */
@@ -177,8 +178,7 @@ export function createTransparentSlot(
   upstreams: (name: string) => Upstream | undefined,
   upstream: (name: string) => Upstream | undefined,
 ): ListenerSlot {
-  let current = new Map<string, Bound>();
-  const all = () => [...current.values()];
+  const set = createListenerSet<Bound>();
   return {
     async prepare(snapshot, listen) {
       const wanted = [
@@ -190,7 +190,7 @@ export function createTransparentSlot(
       try {
         for (const l of wanted) {
           const key = `${l.kind}:${l.bindAddress}:${l.bindPort}:${l.upstream}`;
-          const have = current.get(key);
+          const have = set.current.get(key);
           if (have) {
             next.set(key, have);
             continue;
@@ -209,43 +209,20 @@ export function createTransparentSlot(
           next.set(key, b);
         }
       } catch (err) {
-        for (const b of created) b.server.close();
+        set.discard(created);
         throw err;
       }
-      return {
-        commit() {
-          for (const [key, b] of current) {
-            if (next.has(key)) continue;
-            b.server.close();
-            b.part.drain();
-          }
-          current = next;
-        },
-        abort() {
-          for (const b of created) b.server.close();
-        },
-      };
+      return set.switchTo(next, created);
     },
-    drain() {
-      for (const b of all()) {
-        b.server.close();
-        b.part.drain();
-      }
-    },
-    close() {
-      for (const b of all()) {
-        b.server.close();
-        b.part.drain();
-      }
-      current = new Map();
-    },
+    drain: () => set.drain(),
+    close: () => set.close(),
     get connections() {
-      return all().reduce((n, b) => n + b.part.connections, 0);
+      return set.connections;
     },
     addresses() {
       // the first listener of each upstream: its HTTP one on 127.0.0.1, as the agent lists them
       const out: Record<string, AddressInfo> = {};
-      for (const b of all()) out[b.upstream] ??= b.server.address() as AddressInfo;
+      for (const b of set.all()) out[b.upstream] ??= b.server.address() as AddressInfo;
       return out;
     },
   };
