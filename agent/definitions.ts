@@ -705,32 +705,7 @@ function decodeService(
       );
   }
   const checks = decodeChecks(f);
-  if (kind === 'ingress-gateway') {
-    tags.forEach((t, i) => {
-      if (typeof t !== 'string')
-        throw new FieldError(
-          `${f.fieldPath('tags')}[${i}]`,
-          `must be a string, got ${describe(t)}`,
-        );
-    });
-    return {
-      id,
-      name: serviceName,
-      address: address(f, 'address') ?? null,
-      port: port ?? 0,
-      tags: tags as string[],
-      meta,
-      checks,
-      sidecar: gatewayProxy(port ?? 0),
-      kind: 'ingress-gateway',
-      source: { file, index },
-    };
-  }
-  const serviceTransparent =
-    typeof transparentRaw === 'boolean'
-      ? { value: transparentRaw, field: f.fieldPath('transparent') }
-      : undefined;
-  return {
+  const common = {
     id,
     name: serviceName,
     address: address(f, 'address') ?? null,
@@ -738,8 +713,17 @@ function decodeService(
     tags: tags as string[],
     meta,
     checks,
-    sidecar: sc ? decodeSidecar(sc, port, path, serviceTransparent, checks, notes) : null,
     source: { file, index },
+  };
+  if (kind === 'ingress-gateway')
+    return { ...common, sidecar: gatewayProxy(port ?? 0), kind: 'ingress-gateway' };
+  const serviceTransparent =
+    typeof transparentRaw === 'boolean'
+      ? { value: transparentRaw, field: f.fieldPath('transparent') }
+      : undefined;
+  return {
+    ...common,
+    sidecar: sc ? decodeSidecar(sc, port, path, serviceTransparent, checks, notes) : null,
   };
 }
 
