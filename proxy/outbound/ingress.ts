@@ -21,7 +21,7 @@ import { serveH1 } from '../http/h1-server.ts';
 import { respondH2Error } from '../http/h2-forward.ts';
 import { errorResponse } from '../stages/responder.ts';
 import { newRequestContext, type Handler } from '../stages/types.ts';
-import type { ListenFn } from './transparent.ts';
+import type { ListenerSlot } from './transparent.ts';
 import type { Upstream } from './index.ts';
 
 export const INGRESS_UNKNOWN_HOST = 'REMORA_E_PROXY_INGRESS_UNKNOWN_HOST';
@@ -205,24 +205,11 @@ interface Bound {
   config: IngressListener;
 }
 
-export interface IngressSlot {
-  /**
-   * Binds the listeners the snapshot's `ingress` asks for that are not bound yet (throws when
-   * one cannot be, closing those it bound); `commit` switches to the new set and closes the rest.
-   */
-  prepare(snapshot: ProxySnapshot, listen: ListenFn): Promise<{ commit(): void; abort(): void }>;
-  drain(): void;
-  close(): void;
-  readonly connections: number;
-  /** Bound addresses, by `<bindAddress>:<bindPort>` as the snapshot names them. */
-  addresses(): Record<string, AddressInfo>;
-}
-
 /** `upstream(name)`: the current upstream of exactly that name. */
 export function createIngressSlot(
   env: ProxyEnv,
   upstream: (name: string) => Upstream | undefined,
-): IngressSlot {
+): ListenerSlot {
   const set = createListenerSet<Bound>();
   return {
     async prepare(snapshot, listen) {

@@ -144,7 +144,8 @@ function forwardTo(upstream: () => Upstream | undefined): TransparentHttp {
 export type ListenFn = (server: Server, host: string, port: number, what: string) => Promise<void>;
 
 /**
- * Listeners a snapshot part asks for (transparent ones, exposed paths), held across snapshots;
+ * Listeners a snapshot part asks for (transparent ones, exposed paths, an ingress gateway's),
+ * held across snapshots;
  * proxy.ts calls it at its apply steps.
  */
 export interface ListenerSlot {
@@ -158,7 +159,7 @@ export interface ListenerSlot {
   drain(): void;
   close(): void;
   readonly connections: number;
-  /** Bound addresses, by upstream (transparent) or by path (exposed). */
+  /** Bound addresses: by upstream (transparent), by path (exposed), by listener (ingress). */
   addresses(): Record<string, AddressInfo>;
 }
 
