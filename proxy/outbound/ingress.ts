@@ -12,7 +12,6 @@ import {
   modifyH2Headers,
   type IngressListener,
   type IngressService,
-  type ProxySnapshot,
 } from '../../lib/proxy-api/index.ts';
 import type { ProxyEnv } from '../env.ts';
 import { loadHttp2 } from '../lazy.ts';
