@@ -285,15 +285,24 @@ export function createJwksKeeper(o: {
   const fetchText =
     o.fetchText ??
     (async (uri: string, timeoutMs: number) => {
-      const r = await got(uri, {
+      // read as a stream, so an endless or huge answer is cut at the bound, not held whole
+      const stream = got.stream(uri, {
         timeout: { request: timeoutMs },
         retry: { limit: 0 },
         headers: { accept: 'application/json' },
         followRedirect: true,
       });
-      if (r.body.length > MAX_JWKS_BYTES)
-        throw new Error(`the answer is larger than ${MAX_JWKS_BYTES} bytes`);
-      return r.body;
+      const chunks: Buffer[] = [];
+      let bytes = 0;
+      for await (const chunk of stream as AsyncIterable<Buffer>) {
+        bytes += chunk.length;
+        if (bytes > MAX_JWKS_BYTES) {
+          stream.destroy();
+          throw new Error(`the answer is larger than ${MAX_JWKS_BYTES} bytes`);
+        }
+        chunks.push(chunk);
+      }
+      return Buffer.concat(chunks).toString('utf8');
     });
 
   function note(key: string, message: string | null): void {

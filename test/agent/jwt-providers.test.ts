@@ -275,6 +275,26 @@ t.test(
   },
 );
 
+t.test('a remote answer past 1 MiB is cut and reported, not kept whole', async (t) => {
+  // 2 MiB of a JSON string: a key set no one publishes, or a URI pointing at the wrong thing
+  const srv = await jwksServer(t, () => [
+    200,
+    JSON.stringify({ keys: [], pad: 'x'.repeat(2 << 20) }),
+  ]);
+  const keeper = createJwksKeeper({ logger: createSilentLogger(), onChange: () => {} });
+  t.teardown(() => keeper.stop());
+  const settings = [
+    jwtProviderSettings({
+      Name: 'huge',
+      JSONWebKeySet: { Remote: { URI: srv.uri, CacheDuration: '1m', RequestTimeoutMs: 2000 } },
+    })!,
+  ];
+  keeper.providers(settings);
+  await waitFor('the fetch reported', () => keeper.problems().length === 1, 5000);
+  t.match(keeper.problems()[0]?.message, /huge: cannot fetch its keys .*larger than 1048576 bytes/);
+  t.same(keeper.providers(settings)[0]?.keys, [], 'no keys from it');
+});
+
 t.test('a key file is read when snapshots are built; an unreadable one is reported', async (t) => {
   const dir = await tempDir(t);
   const file = join(dir, 'jwks.json');
