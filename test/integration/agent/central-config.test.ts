@@ -13,7 +13,7 @@ import {
   type Mesh,
 } from './harness.ts';
 
-t.setTimeout(120_000);
+t.setTimeout(180_000);
 
 interface Resilience {
   connectTimeoutMs: number;

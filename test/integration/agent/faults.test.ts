@@ -1,6 +1,9 @@
 import t from 'tap';
 import { apiDefinition, startMesh, waitFor, webDefinition, webReachesApi } from './harness.ts';
 
+// two meshes, each waiting out a part that is down: 40 s on a quiet CI box
+t.setTimeout(120_000);
+
 t.test(
   'an agent started while NATS is down waits, says so, and converges when NATS returns',
   async (t) => {
