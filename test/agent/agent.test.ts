@@ -1,23 +1,12 @@
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import {
-  createAgent,
-  readinessCheckId,
-  registrationFor,
-  type AgentSettings,
-} from '../../agent/agent.ts';
+import { readinessCheckId, registrationFor } from '../../agent/agent.ts';
 import type { ConsulPort } from '../../agent/ports.ts';
 import type { ProxySnapshot } from '../../lib/proxy-api/index.ts';
 import { decodeDefinitionFile } from '../../agent/definitions.ts';
-import { createSilentLogger } from '../../lib/log/index.ts';
-import { createClock, waitFor } from '../../lib/util/index.ts';
-import {
-  createFakeConfigEntries,
-  createFakeControl,
-  createFakeProxies,
-  createHostDir,
-} from './fakes.ts';
+import { waitFor } from '../../lib/util/index.ts';
+import { createFakeConfigEntries, startHost } from './fakes.ts';
 
 t.test('the registration carries the node meta, the sidecar and its readiness check', async (t) => {
   const def = decodeDefinitionFile(
@@ -105,58 +94,6 @@ t.test('the registration carries the node meta, the sidecar and its readiness ch
     "an upstream without a protocol is registered without one: Consul's config entries decide",
   );
 });
-
-interface FakeHost {
-  agent: ReturnType<typeof createAgent>;
-  configDir: string;
-  /** Sends a status frame from the (fake) proxy of the instance. */
-  proxyStatus(ready: boolean, reason?: string): void;
-}
-
-/**
- * An agent over a real config dir and a real proxy socket, with Consul, the control plane and
- * the proxy process faked: the fake proxy acks each snapshot and says it is ready. `events`
- * gets the fake proxy's spawn, drain and signals; `files` are the definitions (api-1 by default);
- * `settings` override the agent's.
- */
-async function startHost(
-  t: Test,
-  consul: ConsulPort,
-  events: string[],
-  files: Record<string, unknown> = {
-    'api.json': {
-      service: {
-        name: 'api',
-        id: 'api-1',
-        port: 8081,
-        connect: { sidecar_service: { port: 21001 } },
-      },
-    },
-  },
-  settings: Partial<AgentSettings> = {},
-  onSnapshot?: (s: ProxySnapshot) => void,
-): Promise<FakeHost> {
-  const host = await createHostDir(t, files);
-  const clock = createClock();
-  const proxies = createFakeProxies({ events, ...(onSnapshot ? { onSnapshot } : {}) });
-  t.teardown(() => proxies.close());
-  const agent = createAgent({
-    settings: host.settings(settings),
-    consul,
-    control: createFakeControl(clock),
-    processes: proxies.processes,
-    clock,
-    random: () => 0.5,
-    logger: createSilentLogger(),
-  });
-  t.teardown(() => agent.stop());
-  await agent.start();
-  return {
-    agent,
-    configDir: host.configDir,
-    proxyStatus: (ready, reason) => proxies.status(ready, reason),
-  };
-}
 
 t.test(
   'a removed definition is stopped in order: fail readiness, deregister, drain, stop',

@@ -4,8 +4,9 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Test } from 'tap';
-import type { AgentSettings } from '../../agent/agent.ts';
-import type { Clock } from '../../lib/util/index.ts';
+import { createAgent, type AgentSettings } from '../../agent/agent.ts';
+import { createClock, type Clock } from '../../lib/util/index.ts';
+import { createSilentLogger } from '../../lib/log/index.ts';
 import {
   createCsr,
   createRootCa,
@@ -287,5 +288,57 @@ export function createFakeConfigEntries(
       watchers.get(kind)?.onError(err);
     },
     watching: () => [...watchers.keys()].sort(),
+  };
+}
+
+export interface FakeHost {
+  agent: ReturnType<typeof createAgent>;
+  configDir: string;
+  /** Sends a status frame from the (fake) proxy of the instance. */
+  proxyStatus(ready: boolean, reason?: string): void;
+}
+
+/**
+ * An agent over a real config dir and a real proxy socket, with Consul, the control plane and
+ * the proxy process faked: the fake proxy acks each snapshot and says it is ready. `events`
+ * gets the fake proxy's spawn, drain and signals; `files` are the definitions (api-1 by default);
+ * `settings` override the agent's.
+ */
+export async function startHost(
+  t: Test,
+  consul: ConsulPort,
+  events: string[],
+  files: Record<string, unknown> = {
+    'api.json': {
+      service: {
+        name: 'api',
+        id: 'api-1',
+        port: 8081,
+        connect: { sidecar_service: { port: 21001 } },
+      },
+    },
+  },
+  settings: Partial<AgentSettings> = {},
+  onSnapshot?: (s: ProxySnapshot) => void,
+): Promise<FakeHost> {
+  const host = await createHostDir(t, files);
+  const clock = createClock();
+  const proxies = createFakeProxies({ events, ...(onSnapshot ? { onSnapshot } : {}) });
+  t.teardown(() => proxies.close());
+  const agent = createAgent({
+    settings: host.settings(settings),
+    consul,
+    control: createFakeControl(clock),
+    processes: proxies.processes,
+    clock,
+    random: () => 0.5,
+    logger: createSilentLogger(),
+  });
+  t.teardown(() => agent.stop());
+  await agent.start();
+  return {
+    agent,
+    configDir: host.configDir,
+    proxyStatus: (ready, reason) => proxies.status(ready, reason),
   };
 }

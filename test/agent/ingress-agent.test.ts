@@ -2,18 +2,12 @@
 // registration, and the snapshot built from its ingress-gateway entry (listeners, upstreams
 // without listeners, the gateway's identity), following entry and catalog changes.
 import t from 'tap';
-import { createAgent, gatewayCheckId, registrationFor } from '../../agent/agent.ts';
+import { gatewayCheckId, registrationFor } from '../../agent/agent.ts';
 import type { ConnectEntry, ConsulPort } from '../../agent/ports.ts';
 import type { ProxySnapshot } from '../../lib/proxy-api/index.ts';
 import { decodeDefinitionFile } from '../../agent/definitions.ts';
-import { createSilentLogger } from '../../lib/log/index.ts';
-import { createClock, waitFor } from '../../lib/util/index.ts';
-import {
-  createFakeConfigEntries,
-  createFakeControl,
-  createFakeProxies,
-  createHostDir,
-} from './fakes.ts';
+import { waitFor } from '../../lib/util/index.ts';
+import { createFakeConfigEntries, startHost } from './fakes.ts';
 
 t.test(
   'a gateway is registered as Consul holds one: kind, no sidecar, its own check',
@@ -120,24 +114,15 @@ t.test('the gateway’s snapshot follows its entry and the catalog', async (t) =
     },
     watchConfigEntries: entries.watchConfigEntries,
   };
-  const host = await createHostDir(t, {
-    'gw.json': { service: { kind: 'ingress-gateway', name: 'ingress', port: 8443 } },
-  });
-  const clock = createClock();
   let last: ProxySnapshot | null = null;
-  const proxies = createFakeProxies({ onSnapshot: (s) => (last = s) });
-  t.teardown(() => proxies.close());
-  const agent = createAgent({
-    settings: host.settings({ proxyBindAddress: '127.0.0.1' }),
+  const { agent } = await startHost(
+    t,
     consul,
-    control: createFakeControl(clock),
-    processes: proxies.processes,
-    clock,
-    random: () => 0.5,
-    logger: createSilentLogger(),
-  });
-  t.teardown(() => agent.stop());
-  await agent.start();
+    [],
+    { 'gw.json': { service: { kind: 'ingress-gateway', name: 'ingress', port: 8443 } } },
+    { proxyBindAddress: '127.0.0.1' },
+    (s) => (last = s),
+  );
   const snap = (): ProxySnapshot => last!;
   await waitFor('a snapshot', () => last !== null);
   t.equal(snap().instance.service, 'ingress');
