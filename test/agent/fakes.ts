@@ -65,6 +65,43 @@ export function createFakeClock(start = Date.UTC(2026, 10, 27)): FakeClock {
   };
 }
 
+export interface JumpClock extends Clock {
+  /** Moves time forward by `ms` at once: the timers now due fire, the others keep running. */
+  jump(ms: number): void;
+}
+
+/** Real time and real timers, plus jumps ahead, for a test that must not sit through a long wait. */
+export function createJumpClock(): JumpClock {
+  let offset = 0;
+  const timers = new Map<NodeJS.Timeout, { at: number; fn: () => void }>();
+  const now = () => Date.now() + offset;
+  return {
+    now,
+    setTimeout(fn, ms) {
+      const entry = { at: now() + ms, fn };
+      const h = setTimeout(() => {
+        timers.delete(h);
+        fn();
+      }, ms);
+      timers.set(h, entry);
+      return h;
+    },
+    clearTimeout(h) {
+      timers.delete(h);
+      clearTimeout(h);
+    },
+    jump(ms) {
+      offset += ms;
+      const due = [...timers].filter(([, e]) => e.at <= now()).sort((a, b) => a[1].at - b[1].at);
+      for (const [h, e] of due) {
+        timers.delete(h);
+        clearTimeout(h);
+        e.fn();
+      }
+    },
+  };
+}
+
 /** A CA that signs like control does (no token checks). */
 export function createFakeCa(
   now: number,

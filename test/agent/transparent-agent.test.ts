@@ -10,7 +10,7 @@ import type { ConfigEntry, ConnectEntry, ConsulPort, ControlPort } from '../../a
 import type { TransparentManager, TransparentPlan } from '../../agent/transparent/index.ts';
 import { createLogger, createSilentLogger } from '../../lib/log/index.ts';
 import { Writable } from 'node:stream';
-import { createClock, waitFor, type Clock } from '../../lib/util/index.ts';
+import { waitFor, type Clock } from '../../lib/util/index.ts';
 import type { IntentionsSnapshot } from '../../lib/intentions/index.ts';
 import type { ProxySnapshot } from '../../lib/proxy-api/index.ts';
 import {
@@ -18,6 +18,7 @@ import {
   createFakeControl,
   createFakeProxies,
   createHostDir,
+  createJumpClock,
 } from './fakes.ts';
 
 const entry = (id: string, address: string, port: number, protocol?: string): ConnectEntry => ({
@@ -94,7 +95,7 @@ async function transparentAgent(
       return { stop: () => (catalog.report = null) };
     },
   };
-  const clock = createClock();
+  const clock = createJumpClock();
   const snapshots: ProxySnapshot[] = [];
   const proxies = createFakeProxies({
     pid: o.pid,
@@ -138,6 +139,7 @@ async function transparentAgent(
     snapshots,
     catalog,
     configEntries,
+    clock,
     configDir: host.configDir,
   };
 }
@@ -528,7 +530,7 @@ t.test(
 t.test(
   'over transparentDerivedMax, the first services are kept and the rest reported',
   async (t) => {
-    const { agent, watchers, catalog } = await transparentAgent(t, {
+    const { agent, watchers, catalog, clock } = await transparentAgent(t, {
       upstreams: [],
       manager: quietManager([]),
       pid: 66_000,
@@ -548,12 +550,16 @@ t.test(
     });
     // db leaves the catalog: it is held for the grace (a restarted Consul re-lists its
     // services within seconds), then its room goes to ledger
-    const left = Date.now();
+    const left = clock.now();
     catalog.report!(['cache', 'ledger', 'web']);
-    await new Promise((r) => setTimeout(r, 1000));
-    t.ok(watchers.has('db') && !watchers.has('ledger'), 'db still held a second later');
-    await waitFor('ledger watched once db is gone', () => watchers.has('ledger'), 25_000);
-    t.ok(Date.now() - left >= EMPTY_AFTER_OUTAGE_GRACE_MS - 50, 'after the grace');
+    await new Promise((r) => setTimeout(r, 300));
+    t.ok(watchers.has('db') && !watchers.has('ledger'), 'db still held a moment later');
+    clock.jump(EMPTY_AFTER_OUTAGE_GRACE_MS - 400);
+    await new Promise((r) => setTimeout(r, 100));
+    t.ok(watchers.has('db') && !watchers.has('ledger'), 'db still held just before the grace ends');
+    clock.jump(400);
+    await waitFor('ledger watched once db is gone', () => watchers.has('ledger'));
+    t.ok(clock.now() - left >= EMPTY_AFTER_OUTAGE_GRACE_MS, 'after the grace');
     t.notOk(watchers.has('db'));
     t.same(agent.status().instances[0]!.warnings, [], 'no longer over the limit');
   },
