@@ -614,6 +614,7 @@ export function createAgent(o: AgentOptions): Agent {
         ...(mutualTlsOf(inst).mode === 'permissive'
           ? { mutualTlsMode: 'permissive' as const }
           : {}),
+        ...(central.sanitizeClientCert() ? { sanitizeClientCert: true } : {}),
       },
       upstreams: upstreams.map((u) => {
         const plan = plans.get(u.destinationName)!;

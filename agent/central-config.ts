@@ -391,6 +391,11 @@ export interface CentralConfig {
   mutualTlsMode(service: string): { mode: MutualTlsMode; source: MutualTlsSource } | null;
   /** The `mesh` entry's `AllowEnablingPermissiveMutualTLS`; false when unset. */
   allowPermissiveMutualTls(): boolean;
+  /**
+   * The `mesh` entry's `HTTP.SanitizeXForwardedClientCert`: sidecars hand their apps no
+   * `x-forwarded-client-cert`. False when unset or not a boolean.
+   */
+  sanitizeClientCert(): boolean;
   /** What `destination`'s service-resolver sets for its callers; null when it has none. */
   resolver(destination: string): ResolverSettings | null;
   /** `destination`'s service-splitter shares (weights add up to 100); null when it has none. */
@@ -428,6 +433,8 @@ interface Protocols {
   globalMutualTls: MutualTlsMode | null;
   /** The `mesh` entry's `AllowEnablingPermissiveMutualTLS`. */
   allowPermissive: boolean;
+  /** The `mesh` entry's `HTTP.SanitizeXForwardedClientCert`. */
+  sanitizeClientCert: boolean;
   /** By destination service: its service-resolver's settings, checked. */
   resolvers: Record<string, ResolverSettings>;
   /** By destination service: its service-splitter's shares, checked. */
@@ -777,6 +784,28 @@ function allowPermissiveOf(entry: unknown, found: Map<string, string>): boolean 
   return false;
 }
 
+/**
+ * The `mesh` entry's `HTTP.SanitizeXForwardedClientCert` (`http`, `sanitize_x_forwarded_client_cert`
+ * in snake_case). Anything but a boolean is reported and read as false, Consul's default: the apps
+ * keep getting the caller's identity.
+ */
+function sanitizeClientCertOf(entry: unknown, found: Map<string, string>): boolean {
+  const http = isLayer(entry) ? aliased(entry, 'HTTP', 'http') : undefined;
+  if (http === undefined || http === null) return false;
+  const keep = "apps keep getting the caller's identity in x-forwarded-client-cert";
+  if (!isLayer(http)) {
+    found.set('mesh/http', `mesh: HTTP must be an object; ${keep}`);
+    return false;
+  }
+  const v = aliased(http, 'SanitizeXForwardedClientCert', 'sanitize_x_forwarded_client_cert');
+  if (v === undefined || v === null || typeof v === 'boolean') return v === true;
+  found.set(
+    'mesh/http',
+    `mesh: HTTP.SanitizeXForwardedClientCert must be true or false, got ${typeof v} ${JSON.stringify(v)}; it is read as false: ${keep}`,
+  );
+  return false;
+}
+
 /** Where an instance's `MutualTLSMode` comes from, first to last. */
 export type MutualTlsSource = 'registration' | 'service-defaults' | 'proxy-defaults' | 'default';
 
@@ -1083,6 +1112,7 @@ function readCache(path: string): Protocols | null {
       mutualTls: keepChecked(v.mutualTls, (x) => mutualTlsOf(x, '', new Map(), '')),
       globalMutualTls: mutualTlsOf(v.globalMutualTls, '', new Map(), ''),
       allowPermissive: v.allowPermissive === true,
+      sanitizeClientCert: v.sanitizeClientCert === true,
       resolvers,
       splitters,
       routers,
@@ -1967,6 +1997,7 @@ export function createCentralConfig(o: {
     mutualTls: {},
     globalMutualTls: null,
     allowPermissive: false,
+    sanitizeClientCert: false,
     resolvers: {},
     splitters: {},
     routers: {},
@@ -2090,8 +2121,9 @@ export function createCentralConfig(o: {
     const meshTls = meshTlsOf(entry?.TLS, found);
     const meshDestinationsOnly = meshDestinationsOnlyOf(entry, found);
     const allowPermissive = allowPermissiveOf(entry, found);
+    const sanitizeClientCert = sanitizeClientCertOf(entry, found);
     report(['mesh'], found);
-    set({ ...known, meshTls, meshDestinationsOnly, allowPermissive });
+    set({ ...known, meshTls, meshDestinationsOnly, allowPermissive, sanitizeClientCert });
   }
 
   function onJwtProviders(entries: ConfigEntry[]): void {
@@ -2203,6 +2235,7 @@ export function createCentralConfig(o: {
         : null;
     },
     allowPermissiveMutualTls: () => known.allowPermissive,
+    sanitizeClientCert: () => known.sanitizeClientCert,
     resolver: (destination) => own(known.resolvers, destination),
     splitter: (destination) => own(known.splitters, destination),
     router: (destination) => own(known.routers, destination),

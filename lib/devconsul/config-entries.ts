@@ -77,6 +77,7 @@ const KEY_NAMES: Record<string, string> = {
   listeners: 'Listeners',
   defaults: 'Defaults',
   tls: 'TLS',
+  http: 'HTTP',
   ...Object.fromEntries(
     ['LocalConnectTimeoutMs', 'LocalRequestTimeoutMs', 'MaxInboundConnections'].flatMap((k) => [
       [k.toLowerCase(), k],
@@ -146,6 +147,7 @@ export function decodeConfigEntry(
     checkMeshTls(out.TLS);
     if (out.TransparentProxy !== undefined && out.TransparentProxy !== null)
       out.TransparentProxy = meshTransparentProxy(out.TransparentProxy);
+    if (out.HTTP !== undefined && out.HTTP !== null) out.HTTP = meshHttp(out.HTTP);
     const allow = out.AllowEnablingPermissiveMutualTLS;
     if (allow === null)
       delete out.AllowEnablingPermissiveMutualTLS; // Go's zero value: false
@@ -749,6 +751,36 @@ function meshTransparentProxy(v: unknown): Obj {
         'Request decoding failed: TransparentProxy.MeshDestinationsOnly must be a bool',
       );
     out.MeshDestinationsOnly = x;
+  }
+  return out;
+}
+
+/**
+ * The mesh entry's `HTTP` as Consul decodes and stores it: `SanitizeXForwardedClientCert` (or
+ * `sanitize_x_forwarded_client_cert`, in any case) a boolean, no other key.
+ */
+function meshHttp(v: unknown): Obj {
+  if (!isObj(v)) throw new HttpError(400, 'Request decoding failed: HTTP must be an object');
+  const out: Obj = {};
+  for (const [k, x] of Object.entries(v)) {
+    if (
+      !['sanitizexforwardedclientcert', 'sanitize_x_forwarded_client_cert'].includes(
+        k.toLowerCase(),
+      )
+    )
+      throw new HttpError(400, `invalid config key ${JSON.stringify(`HTTP.${k}`)}`);
+    if (Object.hasOwn(out, 'SanitizeXForwardedClientCert'))
+      throw new HttpError(
+        400,
+        'Request decoding failed: HTTP.SanitizeXForwardedClientCert is given twice',
+      );
+    if (x === null) continue; // Go's zero value: false
+    if (typeof x !== 'boolean')
+      throw new HttpError(
+        400,
+        'Request decoding failed: HTTP.SanitizeXForwardedClientCert must be a bool',
+      );
+    out.SanitizeXForwardedClientCert = x;
   }
   return out;
 }

@@ -168,6 +168,7 @@ function decodeInbound(v: unknown): InboundConfig {
     ...INBOUND_KEYS,
     'rateLimit',
     'mutualTlsMode',
+    'sanitizeClientCert',
   ]);
   const ib: InboundConfig = {
     bindAddress: str(o, 'bindAddress', p),
@@ -184,6 +185,7 @@ function decodeInbound(v: unknown): InboundConfig {
   if (o.rateLimit !== undefined) ib.rateLimit = decodeRateLimits(o.rateLimit, `${p}.rateLimit`);
   if (o.mutualTlsMode !== undefined)
     ib.mutualTlsMode = oneOf(o, 'mutualTlsMode', p, MUTUAL_TLS_MODES);
+  if (o.sanitizeClientCert !== undefined) ib.sanitizeClientCert = bool(o, 'sanitizeClientCert', p);
   return ib;
 }
 

@@ -62,6 +62,12 @@ export interface InboundConfig {
    */
   mutualTlsMode?: MutualTlsMode;
   /**
+   * True: the app gets no `x-forwarded-client-cert` (the `mesh` entry's
+   * `HTTP.SanitizeXForwardedClientCert`); one a caller sent is removed all the same. Absent: the
+   * proxy sets it to the verified caller's identity.
+   */
+  sanitizeClientCert?: boolean;
+  /**
    * How long the proxy waits for a connection to the local app (Consul's
    * `local_connect_timeout_ms`); `DEFAULT_LOCAL_CONNECT_TIMEOUT_MS` when absent.
    */

@@ -173,12 +173,14 @@ export function inboundH2Handler(
       finish(429, limited.code);
       return;
     }
-    const self = env.active().snapshot.instance.spiffeId;
+    const { instance, inbound } = env.active().snapshot;
     delete headers[CLIENT_CERT_HEADER];
     const body = new H2RequestBody(stream, endsStream(flags), 0);
-    const timeoutMs = env.active().snapshot.inbound.localRequestTimeoutMs ?? 0;
+    const timeoutMs = inbound.localRequestTimeoutMs ?? 0;
     forwardH2Stream(body, headers, appSession(env), {
-      extra: { [CLIENT_CERT_HEADER]: `By=${self};URI=${ctx.peerSpiffeId}` },
+      ...(inbound.sanitizeClientCert === true
+        ? {}
+        : { extra: { [CLIENT_CERT_HEADER]: `By=${instance.spiffeId};URI=${ctx.peerSpiffeId}` } }),
       timeoutMs,
     }).then(
       (status) => finish(status),

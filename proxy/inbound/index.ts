@@ -150,7 +150,10 @@ export function createInbound(env: ProxyEnv): Inbound {
     }),
     // below the intentions: a denied call takes no token
     createRateLimitStage(limiter, () => env.clock.now(), onLimited),
-    createPeerIdentityStage(() => env.active().snapshot.instance.spiffeId),
+    createPeerIdentityStage(
+      () => env.active().snapshot.instance.spiffeId,
+      () => env.active().snapshot.inbound.sanitizeClientCert === true,
+    ),
   ];
   const handler = composeStages(stages, forwardToApp);
 

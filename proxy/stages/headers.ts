@@ -5,9 +5,10 @@ export const CLIENT_CERT_HEADER = 'x-forwarded-client-cert';
 
 /**
  * Replaces any client-supplied `x-forwarded-client-cert` with the verified peer identity, so the
- * local app can trust it.
+ * local app can trust it; with `sanitize()` true (the mesh entry's
+ * `HTTP.SanitizeXForwardedClientCert`) the app gets none at all.
  */
-export function createPeerIdentityStage(self: () => string): Stage {
+export function createPeerIdentityStage(self: () => string, sanitize: () => boolean): Stage {
   // the value is the same for every request of a peer: built again only when an ID changes
   let lastSelf = '';
   let lastPeer = '';
@@ -32,7 +33,8 @@ export function createPeerIdentityStage(self: () => string): Stage {
         i -= 2;
       }
     }
-    if (req.ctx.peerSpiffeId !== null) h.push(CLIENT_CERT_HEADER, value(req.ctx.peerSpiffeId));
+    if (req.ctx.peerSpiffeId !== null && !sanitize())
+      h.push(CLIENT_CERT_HEADER, value(req.ctx.peerSpiffeId));
     return next(req);
   };
 }

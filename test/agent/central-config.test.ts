@@ -205,6 +205,7 @@ t.test('a restarted agent knows the protocols before Consul answers', async (t) 
     mutualTls: {},
     globalMutualTls: null,
     allowPermissive: false,
+    sanitizeClientCert: false,
     resolvers: { api: { connectTimeoutMs: 2500, loadBalancer: 'least_request' } },
     routers: {
       api: [
@@ -1351,6 +1352,52 @@ t.test(
     await writesSettled();
     const again = central(dir, createFakeConfigEntries({}));
     t.equal(again.c.meshDestinationsOnly(), true, 'cached: a restarted agent applies it at once');
+  },
+);
+
+t.test(
+  "the mesh entry's HTTP.SanitizeXForwardedClientCert: followed, checked, cached",
+  async (t) => {
+    const dir = await dataDir(t);
+    const mesh = (entry: Record<string, unknown>) => [{ Kind: MESH, Name: 'mesh', ...entry }];
+    const fake = createFakeConfigEntries({
+      [MESH]: mesh({ HTTP: { SanitizeXForwardedClientCert: true } }),
+    });
+    const { c, changes } = central(dir, fake);
+    c.start();
+    t.teardown(() => c.stop());
+    await waitFor('the answers', () => c.synced());
+    t.equal(c.sanitizeClientCert(), true);
+    const keep = "apps keep getting the caller's identity in x-forwarded-client-cert";
+    const cases: [Record<string, unknown> | null, boolean, string[]][] = [
+      [null, false, []],
+      [{ HTTP: {} }, false, []],
+      [{ HTTP: { SanitizeXForwardedClientCert: false } }, false, []],
+      [{ http: { sanitize_x_forwarded_client_cert: true } }, true, []],
+      [
+        { HTTP: { SanitizeXForwardedClientCert: 'true' } },
+        false,
+        [
+          `mesh: HTTP.SanitizeXForwardedClientCert must be true or false, got string "true"; it is read as false: ${keep}`,
+        ],
+      ],
+      [{ HTTP: [] }, false, [`mesh: HTTP must be an object; ${keep}`]],
+    ];
+    for (const [given, want, problems] of cases) {
+      fake.set(MESH, given === null ? [] : mesh(given));
+      t.equal(c.sanitizeClientCert(), want, JSON.stringify(given));
+      t.same(
+        c.problems().map((p) => [p.code, p.message]),
+        problems.map((m) => ['REMORA_E_AGENT_CENTRAL_CONFIG_INVALID', m]),
+      );
+    }
+    const before = changes();
+    fake.set(MESH, mesh({ HTTP: { SanitizeXForwardedClientCert: true } }));
+    t.equal(changes(), before + 1, 'a change is acted on');
+    c.stop();
+    await writesSettled();
+    const again = central(dir, createFakeConfigEntries({}, { held: true }));
+    t.equal(again.c.sanitizeClientCert(), true, 'cached: a restarted agent applies it at once');
   },
 );
 

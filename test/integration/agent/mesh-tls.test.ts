@@ -35,7 +35,7 @@ function speaksTls12(port: number): Promise<boolean> {
   });
 }
 
-t.test("the mesh entry's TLS minimum reaches every running proxy", async (t) => {
+t.test("the mesh entry's TLS minimum and HTTP settings reach every running proxy", async (t) => {
   const mesh = await startMesh(t);
   await mesh.writeDefinition('web.json', webDefinition(mesh.ports));
   await mesh.writeDefinition('api-1.json', apiDefinition(mesh.ports, 1));
@@ -72,4 +72,18 @@ t.test("the mesh entry's TLS minimum reaches every running proxy", async (t) => 
   t.equal(problem.code, 'REMORA_E_AGENT_CENTRAL_CONFIG_INVALID');
   await waitFor('TLS 1.2 again', () => speaksTls12(mesh.ports.api1Sidecar), 30_000, 200);
   t.ok(await webReachesApi(mesh), 'calls go on');
+  t.match((await webReachesApi(mesh))?.api?.peer, /\/svc\/web$/, "api's app is told who called");
+
+  await putConfig(mesh, {
+    Kind: 'mesh',
+    Name: 'mesh',
+    HTTP: { SanitizeXForwardedClientCert: true },
+  });
+  await waitFor(
+    "api's app to get no x-forwarded-client-cert",
+    async () => (await webReachesApi(mesh))?.api?.peer === null,
+    30_000,
+    200,
+  );
+  t.pass('with HTTP.SanitizeXForwardedClientCert, no longer');
 });

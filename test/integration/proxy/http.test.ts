@@ -3,7 +3,16 @@ import http from 'node:http';
 import net from 'node:net';
 import { waitFor } from '../../../lib/util/index.ts';
 import { createMeshCerts, makeUpstream } from '../../helpers/mesh-certs.ts';
-import { rawExchange, request, startEchoApp, startSidecar, startTwoSidecars } from './mesh.ts';
+import http2 from 'node:http2';
+import {
+  rawExchange,
+  request,
+  startEchoApp,
+  startH2Pair,
+  startSidecar,
+  startTwoSidecars,
+  type Sidecar,
+} from './mesh.ts';
 
 t.test(
   'a call through two sidecars over mTLS reaches the app with the caller identity',
@@ -30,6 +39,44 @@ t.test(
   },
 );
 
+t.test(
+  "SanitizeXForwardedClientCert: the app gets no x-forwarded-client-cert, not even a caller's, over HTTP/1.1 and HTTP/2",
+  async (t) => {
+    const sanitize = (sc: Sidecar, on: boolean) =>
+      sc.apply({
+        ...sc.snapshot,
+        version: sc.snapshot.version + 1,
+        inbound: { ...sc.snapshot.inbound, sanitizeClientCert: on },
+      });
+    const m = await startTwoSidecars();
+    t.teardown(() => m.close());
+    const seen = async () =>
+      (
+        JSON.parse(
+          (await request(m.url('/'), { headers: { 'x-forwarded-client-cert': 'spoofed' } })).body,
+        ) as { xfcc: string | null }
+      ).xfcc;
+    t.match(await seen(), /URI=spiffe:\/\/.*\/svc\/web$/, 'set by default');
+    await sanitize(m.api, true);
+    t.equal(await seen(), null, 'none once the mesh entry says so');
+    await sanitize(m.api, false);
+    t.match(await seen(), /URI=spiffe:/, 'and back, live');
+
+    const h2 = await startH2Pair((stream, headers) => {
+      stream.respond({ ':status': 200 });
+      stream.end(String(headers['x-forwarded-client-cert'] ?? 'none'));
+    });
+    t.teardown(() => h2.close());
+    await sanitize(h2.api, true);
+    const client = http2.connect(h2.url(''));
+    t.teardown(() => client.close());
+    const req = client.request({ ':path': '/', 'x-forwarded-client-cert': 'spoofed' });
+    let body = '';
+    req.on('data', (c: Buffer) => (body += c.toString()));
+    await new Promise((r) => req.on('end', r));
+    t.equal(body, 'none', 'none over HTTP/2 either');
+  },
+);
 t.test('a call denied by an intention gets 403 naming the intention', async (t) => {
   const m = await startTwoSidecars({
     intentions: {

@@ -1,4 +1,4 @@
-// The mesh entry's TransparentProxy in the embedded catalog: decoded as Consul decodes it (either
+// The mesh entry's TransparentProxy and HTTP in the embedded catalog: decoded as Consul decodes it (either
 // spelling, stored in Consul's), and refused where Consul refuses it. And permissive mutual TLS:
 // `MutualTLSMode` checked, and refused while the mesh entry does not allow it, as Consul does.
 import t from 'tap';
@@ -47,6 +47,32 @@ t.test('what Consul refuses in TransparentProxy is refused', async (t) => {
   for (const [given, message] of cases)
     t.throws(() => decode(given), new HttpError(400, message), JSON.stringify(given));
 });
+
+t.test(
+  'HTTP.SanitizeXForwardedClientCert is stored in Consul’s spelling, and checked',
+  async (t) => {
+    for (const given of [
+      { HTTP: { SanitizeXForwardedClientCert: true } },
+      { http: { sanitize_x_forwarded_client_cert: true } },
+    ])
+      t.same(
+        decode(given),
+        { Kind: 'mesh', Name: 'mesh', HTTP: { SanitizeXForwardedClientCert: true } },
+        JSON.stringify(given),
+      );
+    t.same(decode({ HTTP: { SanitizeXForwardedClientCert: null } }).HTTP, {}, 'null: false');
+    const cases: [Record<string, unknown>, string][] = [
+      [{ HTTP: 'on' }, 'Request decoding failed: HTTP must be an object'],
+      [
+        { HTTP: { SanitizeXForwardedClientCert: 1 } },
+        'Request decoding failed: HTTP.SanitizeXForwardedClientCert must be a bool',
+      ],
+      [{ HTTP: { Incoming: {} } }, 'invalid config key "HTTP.Incoming"'],
+    ];
+    for (const [given, message] of cases)
+      t.throws(() => decode(given), new HttpError(400, message), JSON.stringify(given));
+  },
+);
 
 t.test(
   'MutualTLSMode and AllowEnablingPermissiveMutualTLS are decoded as Consul decodes them',
