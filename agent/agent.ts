@@ -23,6 +23,7 @@ import {
   type MeshTlsConfig,
   type HashPolicy,
   type ExposePath,
+  type MetricsListener,
   type IngressConfig,
 } from '../lib/proxy-api/index.ts';
 import {
@@ -248,6 +249,8 @@ interface Instance {
   confinedWarning: Warning | null;
   /** Set while a permissive MutualTLSMode it was given does not apply (docs/agent.md). */
   mtlsWarning: Warning | null;
+  /** Set while the /metrics listener it asks for cannot be given (its port is taken). */
+  metricsWarning: Warning | null;
   /** The readiness-check write in flight; writes are serialized so a late one never undoes a newer one. */
   checkWrite: Promise<void> | null;
   /** Set when the state changed while a write was in flight: the writer goes round once more. */
@@ -648,6 +651,7 @@ export function createAgent(o: AgentOptions): Agent {
       ...meshTlsField(),
       ...jwtProvidersField(),
       ...(gateway ? { ingress: ingressField(inst, upstreams) } : {}),
+      ...metricsField(inst),
     };
   }
 
@@ -868,15 +872,68 @@ export function createAgent(o: AgentOptions): Agent {
   }
 
   // --- transparent interception (docs/transparent.md) ---------------------------------------
-  /** Ports no transparent listener may take: explicit upstream listeners and sidecar ports. */
-  function reservedPorts(): Set<number> {
+  /**
+   * Ports no listener the agent allocates may take: sidecar ports, explicit upstream listeners,
+   * exposed paths and (with `withMetrics`) the public /metrics listeners asked for.
+   */
+  function reservedPorts(withMetrics = true): Set<number> {
     const out = new Set<number>();
     for (const i of instances.values()) {
       if (i.sidecarPort !== null) out.add(i.sidecarPort);
       for (const u of i.def.sidecar?.upstreams ?? []) if (u.localBindPort) out.add(u.localBindPort);
       for (const p of i.def.sidecar?.expose ?? []) out.add(p.listenerPort);
+      const m = withMetrics ? wantedMetrics(i) : null;
+      if (m) out.add(m.bindPort);
     }
     return out;
+  }
+
+  // --- public /metrics listeners (envoy_prometheus_bind_addr; docs/agent.md) -----------------
+  /** The /metrics listener an instance asks for: its definition's, else proxy-defaults'. */
+  function wantedMetrics(inst: Instance): MetricsListener | null {
+    const sc = inst.def.sidecar;
+    return sc ? (sc.metrics ?? central.metricsBind()) : null;
+  }
+
+  /**
+   * The instance's /metrics listener, unless its port is one the host's sidecars, upstream
+   * listeners, exposed paths or check listeners use, or one an instance with an earlier ID asks
+   * for too (a prox-defaults setting on a host of several instances): two listeners cannot share
+   * a port, so that instance serves none and says why.
+   */
+  function metricsField(inst: Instance): { metrics?: MetricsListener } {
+    const want = wantedMetrics(inst);
+    let problem: string | null = null;
+    if (want) {
+      const where = `${inst.def.id}: envoy_prometheus_bind_addr ${want.bindAddress}:${want.bindPort}`;
+      const taken = reservedPorts(false);
+      for (const i of instances.values())
+        for (const p of checkListenerPorts(i)) if (p !== null) taken.add(p);
+      const earlier = [...instances.values()]
+        .filter((o) => o !== inst && !o.stopping && o.def.id < inst.def.id)
+        .find((o) => wantedMetrics(o)?.bindPort === want.bindPort);
+      if (taken.has(want.bindPort))
+        problem = `${where}: port ${want.bindPort} is already a listener of this host's sidecars (a sidecar port, an upstream, an exposed path or check); its proxy serves /metrics on its loopback admin API only. Set another port in its proxy config (or in proxy-defaults' Config)`;
+      else if (earlier)
+        problem = `${where}: ${earlier.def.id} on this host serves /metrics on port ${want.bindPort} already; ${inst.def.id}'s proxy serves it on its loopback admin API only. Give each instance its own port in its definition's proxy config`;
+    }
+    inst.metricsWarning = keepWarning(
+      inst.metricsWarning,
+      'REMORA_E_AGENT_METRICS_PORT_TAKEN',
+      problem,
+      { instance: inst.def.id, port: want?.bindPort },
+    );
+    return want && problem === null ? { metrics: want } : {};
+  }
+
+  /**
+   * After instances came or went: those whose /metrics listener may now be granted or taken
+   * get a new snapshot.
+   */
+  function checkMetricsAll(): void {
+    for (const inst of instances.values())
+      if (!inst.stopping && (wantedMetrics(inst) || inst.metricsWarning))
+        supervisor.push(inst.def.id);
   }
 
   /** The upstream's listener port: its `local_bind_port`, or one the agent allocates. */
@@ -1712,10 +1769,13 @@ export function createAgent(o: AgentOptions): Agent {
     const used = new Set([...instances.values()].map((i) => i.sidecarPort));
     for (const inst of instances.values()) {
       if (inst.def.sidecar?.port) used.add(inst.def.sidecar.port);
+      const m = wantedMetrics(inst);
+      if (m) used.add(m.bindPort);
       for (const p of inst.def.sidecar?.expose ?? []) used.add(p.listenerPort);
       for (const p of checkListenerPorts(inst)) if (p !== null) used.add(p);
     }
     for (const p of def.sidecar.expose) used.add(p.listenerPort);
+    if (def.sidecar.metrics) used.add(def.sidecar.metrics.bindPort);
     for (let p = s.sidecarPortMin; p <= s.sidecarPortMax; p++) if (!used.has(p)) return p;
     return null;
   }
@@ -1742,6 +1802,7 @@ export function createAgent(o: AgentOptions): Agent {
       sharedWarning: null,
       confinedWarning: null,
       mtlsWarning: null,
+      metricsWarning: null,
       checkWrite: null,
       checkAgain: false,
       notReadyReason: 'proxy not ready',
@@ -1873,6 +1934,7 @@ export function createAgent(o: AgentOptions): Agent {
     syncServicesWatch();
     syncIngressWatch();
     checkSharedAll();
+    checkMetricsAll();
   }
 
   async function apply(result: DecodeResult): Promise<void> {
@@ -1928,6 +1990,7 @@ export function createAgent(o: AgentOptions): Agent {
       }
     }
     checkSharedAll();
+    checkMetricsAll();
     if (firstLoad) {
       firstLoad = false;
       // chains left by an earlier run for instances that are no longer transparent
@@ -2096,6 +2159,7 @@ export function createAgent(o: AgentOptions): Agent {
               inst.sharedWarning,
               inst.confinedWarning,
               inst.mtlsWarning,
+              inst.metricsWarning,
             ].filter((w) => w !== null),
             ...(inst.def.kind === INGRESS_GATEWAY
               ? {

@@ -11,6 +11,7 @@
 // blocking watches, one per kind, serve every instance on the host (and the `jwt-provider`
 // entries, agent/jwt-providers.ts); the last answer is cached in
 // the data directory so a restarted agent builds the same snapshots before Consul answers.
+import { isIP } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { RemoraError, toRemoraError } from '../lib/errors/index.ts';
 import { logError, type Logger } from '../lib/log/index.ts';
@@ -34,6 +35,7 @@ import {
   type HashPolicy,
   type LoadBalancerPolicy,
   type MeshTlsConfig,
+  type MetricsListener,
   MUTUAL_TLS_MODES,
   type MutualTlsMode,
   type Protocol,
@@ -42,7 +44,13 @@ import {
   type RateLimitConfig,
   type TlsParams,
 } from '../lib/proxy-api/index.ts';
-import { checkUpstreamLayer, durationMs, INBOUND_FIELDS } from './definitions.ts';
+import {
+  checkUpstreamLayer,
+  durationMs,
+  INBOUND_FIELDS,
+  METRICS_BIND_KEY,
+  metricsBindOf,
+} from './definitions.ts';
 import { writeFileAtomic, type DataPaths } from './files.ts';
 import type { ConfigEntry, ConsulPort } from './ports.ts';
 import { asProtocol } from './transparent/derive.ts';
@@ -391,6 +399,8 @@ export interface CentralConfig {
   mutualTlsMode(service: string): { mode: MutualTlsMode; source: MutualTlsSource } | null;
   /** The `mesh` entry's `AllowEnablingPermissiveMutualTLS`; false when unset. */
   allowPermissiveMutualTls(): boolean;
+  /** proxy-defaults `Config.envoy_prometheus_bind_addr`: every proxy's public /metrics; null when unset. */
+  metricsBind(): MetricsListener | null;
   /**
    * The `mesh` entry's `HTTP.SanitizeXForwardedClientCert`: sidecars hand their apps no
    * `x-forwarded-client-cert`. False when unset or not a boolean.
@@ -435,6 +445,8 @@ interface Protocols {
   allowPermissive: boolean;
   /** The `mesh` entry's `HTTP.SanitizeXForwardedClientCert`. */
   sanitizeClientCert: boolean;
+  /** proxy-defaults `Config.envoy_prometheus_bind_addr`, checked. */
+  metricsBind: MetricsListener | null;
   /** By destination service: its service-resolver's settings, checked. */
   resolvers: Record<string, ResolverSettings>;
   /** By destination service: its service-splitter's shares, checked. */
@@ -892,6 +904,16 @@ function checkedMeshTls(v: unknown): MeshTlsConfig | null {
   return meshTlsOf({ Incoming: back(v.incoming), Outgoing: back(v.outgoing) }, new Map());
 }
 
+/** A cached `envoy_prometheus_bind_addr`, checked again. */
+function checkedMetricsBind(v: unknown): MetricsListener | null {
+  if (!isLayer(v)) return null;
+  const address = String(v.bindAddress);
+  const m = metricsBindOf(
+    `${isIP(address) === 6 ? `[${address}]` : address}:${String(v.bindPort)}`,
+  );
+  return typeof m === 'string' ? null : m;
+}
+
 /** A cached AccessLogs setting, checked again as Consul's answer would be. */
 function checkedAccessLogs(v: unknown): AccessLogConfig | null {
   if (!isLayer(v)) return null;
@@ -1113,6 +1135,7 @@ function readCache(path: string): Protocols | null {
       globalMutualTls: mutualTlsOf(v.globalMutualTls, '', new Map(), ''),
       allowPermissive: v.allowPermissive === true,
       sanitizeClientCert: v.sanitizeClientCert === true,
+      metricsBind: checkedMetricsBind(v.metricsBind),
       resolvers,
       splitters,
       routers,
@@ -1998,6 +2021,7 @@ export function createCentralConfig(o: {
     globalMutualTls: null,
     allowPermissive: false,
     sanitizeClientCert: false,
+    metricsBind: null,
     resolvers: {},
     splitters: {},
     routers: {},
@@ -2111,8 +2135,19 @@ export function createCentralConfig(o: {
           'global/mtls',
         )
       : null;
+    const metricsRaw = entry?.Config?.[METRICS_BIND_KEY];
+    let metricsBind: MetricsListener | null = null;
+    if (metricsRaw !== undefined && metricsRaw !== null && metricsRaw !== '') {
+      const m = metricsBindOf(metricsRaw);
+      if (typeof m === 'string')
+        found.set(
+          'global/metrics',
+          `proxy-defaults global: Config.${METRICS_BIND_KEY} ${m}; no proxy serves /metrics beyond its loopback admin API unless its definition sets it`,
+        );
+      else metricsBind = m;
+    }
     report(['global', 'logs'], found);
-    set({ ...known, global, accessLogs, globalMutualTls });
+    set({ ...known, global, accessLogs, globalMutualTls, metricsBind });
   }
 
   function onMesh(entries: ConfigEntry[]): void {
@@ -2236,6 +2271,7 @@ export function createCentralConfig(o: {
     },
     allowPermissiveMutualTls: () => known.allowPermissive,
     sanitizeClientCert: () => known.sanitizeClientCert,
+    metricsBind: () => known.metricsBind,
     resolver: (destination) => own(known.resolvers, destination),
     splitter: (destination) => own(known.splitters, destination),
     router: (destination) => own(known.routers, destination),

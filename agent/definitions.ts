@@ -19,9 +19,11 @@ import {
   type HashPolicy,
   type InboundSettings,
   type LoadBalancerPolicy,
+  type MetricsListener,
   type Protocol,
   type ResilienceConfig,
 } from '../lib/proxy-api/index.ts';
+import { isIP } from 'node:net';
 
 export interface UpstreamDefinition {
   destinationName: string;
@@ -92,6 +94,11 @@ export interface SidecarDefinition {
    * serves on ports the agent allocates, and the checks registered against them.
    */
   exposeChecks: CheckExposure[];
+  /**
+   * Where the proxy also serves `/metrics` for scrapers on other hosts
+   * (`proxy.config.envoy_prometheus_bind_addr`); null: proxy-defaults decide, else none.
+   */
+  metrics: MetricsListener | null;
 }
 
 /**
@@ -460,6 +467,24 @@ function decodeUpstream(raw: Json, path: string, transparent: boolean): Upstream
 }
 
 /** `proxy.config.app_user`: a user name of this host or a numeric uid; null when absent. */
+/** Consul's proxy config key for the proxy's public `/metrics` listener. */
+export const METRICS_BIND_KEY = 'envoy_prometheus_bind_addr';
+
+/**
+ * An `envoy_prometheus_bind_addr` value: `<IP>:<port>` (`[<IPv6>]:<port>` for IPv6), as Envoy
+ * takes it; a string saying what is wrong otherwise.
+ */
+export function metricsBindOf(v: unknown): MetricsListener | string {
+  const want = 'must be "<IP address>:<port>" (e.g. "0.0.0.0:20200", "[::]:20200")';
+  if (typeof v !== 'string') return `${want}, got ${describe(v)}`;
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(v);
+  const host = m?.[1] ?? m?.[2];
+  const port = Number(m?.[3]);
+  if (!m || !host || isIP(host) !== (m[1] ? 6 : 4) || port < 1 || port > 65535)
+    return `${want}, got ${JSON.stringify(v)}`;
+  return { bindAddress: host, bindPort: port };
+}
+
 function decodeAppUser(cfg: Fields | undefined): number | null {
   const raw = cfg?.raw('app_user');
   if (raw === undefined) return null;
@@ -521,6 +546,12 @@ function decodeSidecar(
     );
   }
   const appUid = decodeAppUser(cfg);
+  const metricsBind = cfg?.raw(METRICS_BIND_KEY);
+  const metrics =
+    metricsBind === undefined || metricsBind === null || metricsBind === ''
+      ? null
+      : metricsBindOf(metricsBind);
+  if (typeof metrics === 'string') throw new FieldError(cfg!.fieldPath(METRICS_BIND_KEY), metrics);
   const inbound: InboundSettings = {};
   for (const [key, name, , min] of INBOUND_FIELDS) {
     const v = cfg?.int(name, min, INBOUND_LIMITS[key]);
@@ -573,6 +604,7 @@ function decodeSidecar(
     inbound,
     expose,
     exposeChecks,
+    metrics,
   };
 }
 
@@ -744,6 +776,7 @@ function gatewayProxy(port: number): SidecarDefinition {
     inbound: {},
     expose: [],
     exposeChecks: [],
+    metrics: null,
     mutualTlsMode: null,
   };
 }

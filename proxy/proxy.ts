@@ -23,6 +23,7 @@ import { createTransparentSlot } from './outbound/transparent.ts';
 import { createLimitedErrorLog } from './log-limit.ts';
 import { createAccessLog } from './access-log.ts';
 import { createExposeSlot } from './inbound/expose.ts';
+import { createMetricsListenerSlot } from './admin/metrics-listener.ts';
 import { createPermissiveGate, type PermissiveGate } from './inbound/permissive.ts';
 import { createIngressSlot } from './outbound/ingress.ts';
 
@@ -61,6 +62,8 @@ export interface Proxy {
     exposed: Record<string, AddressInfo>;
     /** An ingress gateway's listeners, by `<bindAddress>:<bindPort>` as the snapshot names them. */
     ingress: Record<string, AddressInfo>;
+    /** The public /metrics listener (`envoy_prometheus_bind_addr`), once bound. */
+    metrics: AddressInfo | null;
   };
   clusters(): unknown[];
   certs(): unknown;
@@ -148,6 +151,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
   );
 
   const exposed = createExposeSlot(env);
+  const publicMetrics = createMetricsListenerSlot({ metrics, logger });
   // an ingress gateway's listeners hand calls to upstreams that have none of their own
   const ingress = createIngressSlot(env, (name) => upstreams.get(name)?.part);
 
@@ -330,6 +334,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
     transparentSwitch?.commit();
     exposeSwitch?.commit();
     ingressSwitch?.commit();
+    publicMetrics.sync(snapshot.metrics);
     for (const l of upstreams.values())
       for (const c of l.part.clusters()) {
         const ejected = c.endpoints.filter((e) => e.ejectedUntil > now).length;
@@ -424,6 +429,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
     transparent.close();
     exposed.close();
     ingress.close();
+    publicMetrics.close();
     inbound?.close();
     env.accessLog.close();
     await seam.shutdown();
@@ -445,6 +451,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
         upstreams: ups,
         exposed: exposed.addresses(),
         ingress: ingress.addresses(),
+        metrics: publicMetrics.address(),
       };
     },
     clusters() {

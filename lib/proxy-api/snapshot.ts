@@ -36,6 +36,7 @@ import type {
   IngressService,
   InstanceIdentity,
   LoadBalancerPolicy,
+  MetricsListener,
   Protocol,
   ProxySnapshot,
   QueryMatch,
@@ -833,6 +834,7 @@ export function decodeProxySnapshot(value: unknown): ProxySnapshot {
     'meshTls',
     'jwtProviders',
     'ingress',
+    'metrics',
   ]);
   const version = num(o, 'version', 'snapshot', nat);
   const instance = decodeInstance(o.instance);
@@ -858,6 +860,7 @@ export function decodeProxySnapshot(value: unknown): ProxySnapshot {
     ...(o.meshTls === undefined ? {} : { meshTls: decodeMeshTls(o.meshTls) }),
     ...(o.jwtProviders === undefined ? {} : { jwtProviders: decodeJwtProviders(o.jwtProviders) }),
     ...(o.ingress === undefined ? {} : { ingress: decodeIngress(o.ingress, upstreams, seen) }),
+    ...(o.metrics === undefined ? {} : { metrics: decodeMetricsListener(o.metrics) }),
   };
   if (o.transparent === undefined)
     return { version, instance, inbound, upstreams, tls, intentions, tracing, ...logs };
@@ -944,6 +947,13 @@ function decodeExpose(v: unknown, inbound: InboundConfig, seen: Map<string, stri
       ...(e.allowSources !== undefined ? { allowSources: decodeSources(e, p) } : {}),
     };
   });
+}
+
+function decodeMetricsListener(v: unknown): MetricsListener {
+  const o = obj(v, 'metrics', ['bindAddress', 'bindPort']);
+  const bindAddress = str(o, 'bindAddress', 'metrics');
+  if (isIP(bindAddress) === 0) fail('metrics.bindAddress', 'must be an IP address', bindAddress);
+  return { bindAddress, bindPort: num(o, 'bindPort', 'metrics', port) };
 }
 
 function decodeSources(e: Obj, p: string): string[] {

@@ -383,6 +383,19 @@ export interface ProxySnapshot {
    * inbound mTLS listener; `inbound` names the gateway's registered address and port only.
    */
   ingress?: IngressConfig;
+  /**
+   * Absent unless the instance's proxy config or proxy-defaults set `envoy_prometheus_bind_addr`:
+   * where the proxy also serves its `/metrics`, in plain HTTP, for a Prometheus server on another
+   * host (the admin listener stays on loopback).
+   */
+  metrics?: MetricsListener;
+}
+
+/** A plain-HTTP listener that serves `GET /metrics` and nothing else. */
+export interface MetricsListener {
+  /** An IP address (`0.0.0.0` or `::` for every interface). */
+  bindAddress: string;
+  bindPort: number;
 }
 
 /**

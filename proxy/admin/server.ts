@@ -13,6 +13,7 @@ import {
   type RequestContext,
 } from '../stages/types.ts';
 import type { Proxy } from '../proxy.ts';
+import type { ProxyMetrics } from './metrics.ts';
 
 const REDACTED = '[redacted]';
 
@@ -37,7 +38,7 @@ export interface AdminServer {
   close(): Promise<void>;
 }
 
-function answer(status: number, contentType: string | null, text: string): ProxyResponse {
+export function answer(status: number, contentType: string | null, text: string): ProxyResponse {
   const body = Buffer.from(text, 'utf8');
   return {
     status,
@@ -83,12 +84,7 @@ export async function startAdminServer(o: {
           : answer(503, 'text/plain', `not ready: ${s.reason}\n`);
       }
       case '/metrics':
-        try {
-          const text = await proxy.metrics.registry.metrics();
-          return answer(200, proxy.metrics.registry.contentType, text);
-        } catch {
-          return answer(500, null, '');
-        }
+        return metricsAnswer(proxy.metrics);
       case '/config': {
         const s = proxy.snapshot;
         return json(
@@ -109,19 +105,8 @@ export async function startAdminServer(o: {
     }
   }
 
-  const sockets = new Set<Socket>();
-  const server = net.createServer((socket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-    serveH1(socket, {
-      handler: handle,
-      limits: DEFAULT_HEAD_LIMITS,
-      headerTimeoutMs: 10_000,
-      idleTimeoutMs: 30_000,
-      newContext: () => ({ ...ADMIN_CONTEXT }),
-      onRefused: () => {},
-    });
-  });
+  const plain = createPlainServer(handle);
+  const server = plain.server;
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) =>
       reject(
@@ -138,8 +123,46 @@ export async function startAdminServer(o: {
     port: (server.address() as AddressInfo).port,
     close: () =>
       new Promise((resolve) => {
-        for (const s of sockets) s.destroy();
+        plain.destroySockets();
         server.close(() => resolve());
       }),
+  };
+}
+
+/** The proxy's metrics in Prometheus text (the admin API's and the public listener's). */
+export async function metricsAnswer(metrics: ProxyMetrics): Promise<ProxyResponse> {
+  try {
+    return answer(200, metrics.registry.contentType, await metrics.registry.metrics());
+  } catch {
+    return answer(500, null, '');
+  }
+}
+
+/**
+ * A plain HTTP/1.1 server (the proxy's own parser, its default head limits) answering with
+ * `handle`; `destroySockets` ends every connection it holds.
+ */
+export function createPlainServer(handle: (req: ProxyRequest) => Promise<ProxyResponse>): {
+  server: net.Server;
+  destroySockets(): void;
+} {
+  const sockets = new Set<Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    serveH1(socket, {
+      handler: handle,
+      limits: DEFAULT_HEAD_LIMITS,
+      headerTimeoutMs: 10_000,
+      idleTimeoutMs: 30_000,
+      newContext: () => ({ ...ADMIN_CONTEXT }),
+      onRefused: () => {},
+    });
+  });
+  return {
+    server,
+    destroySockets() {
+      for (const s of sockets) s.destroy();
+    },
   };
 }

@@ -206,6 +206,7 @@ t.test('a restarted agent knows the protocols before Consul answers', async (t) 
     globalMutualTls: null,
     allowPermissive: false,
     sanitizeClientCert: false,
+    metricsBind: null,
     resolvers: { api: { connectTimeoutMs: 2500, loadBalancer: 'least_request' } },
     routers: {
       api: [

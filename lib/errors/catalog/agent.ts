@@ -116,6 +116,12 @@ export const AGENT_ERRORS = {
     remedy:
       "Prefer a default-deny policy with intentions for what each service calls; or list the upstreams and set `proxy.config.derive_upstreams: false`; or raise `transparentDerivedMax` together with Consul's `limits.http_max_conns_per_client` (docs/transparent.md).",
   },
+  REMORA_E_AGENT_METRICS_PORT_TAKEN: {
+    meaning:
+      "An instance's `envoy_prometheus_bind_addr` (from its definition's proxy config or from proxy-defaults' `Config`) names a port this host's sidecars already use, or one an instance with an earlier ID asks for too (a proxy-defaults setting on a host running several instances): its proxy serves `/metrics` on its loopback admin API only. Its traffic is not affected.",
+    remedy:
+      "Give each instance of the host its own port: set `envoy_prometheus_bind_addr` in each definition's `connect.sidecar_service.proxy.config` (it wins over proxy-defaults'), away from sidecar ports, upstream listeners and exposed paths (docs/agent.md).",
+  },
   REMORA_E_AGENT_TRANSPARENT_HOST_CONFINED: {
     meaning:
       "The mesh entry sets `TransparentProxy.MeshDestinationsOnly` and a transparent instance has no `proxy.config.app_user`: its rules hold every user of the host but the proxies', so every other process (a Consul agent, package updates, monitoring) can open TCP connections only to loopback, DNS and mesh services. The rules are installed as asked.",

@@ -30,6 +30,12 @@ export const PROXY_ERRORS = {
     remedy:
       'Free the port (another process holds it) or change the sidecar port / local_bind_port in the service definition.',
   },
+  REMORA_E_PROXY_METRICS_LISTEN_FAILED: {
+    meaning:
+      "The proxy could not bind the public /metrics listener its `envoy_prometheus_bind_addr` asks for (the port is taken, or the address is not the host's). The sidecar serves its traffic without it and tries again every 10 s.",
+    remedy:
+      "Free the port (another process, or another instance of the host with the same setting), or set another `envoy_prometheus_bind_addr` in the definition's proxy config or in proxy-defaults' Config.",
+  },
   REMORA_E_PROXY_NOT_READY: {
     meaning: 'The proxy has no applied snapshot yet (no certificate, no listeners).',
     remedy: 'Wait for the agent to send a snapshot; `remora status` shows whether the agent runs.',

@@ -6,6 +6,7 @@ import t from 'tap';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort } from '../../helpers/nats.ts';
 import {
   consulDefinitions,
   httpGet,
@@ -60,15 +61,22 @@ t.test(
       { localConnectTimeoutMs: undefined, localRequestTimeoutMs: 1500, maxInboundConnections: 50 },
     );
 
-    // the definition's proxy config wins, key by key
+    // the definition's proxy config wins, key by key; and a public /metrics for scrapers
     const api = defs['api.json'] as { service: { connect: { sidecar_service: object } } };
+    const metricsPort = await freePort();
     await mesh.writeDefinition('api.json', {
       service: {
         ...api.service,
         connect: {
           sidecar_service: {
             ...api.service.connect.sidecar_service,
-            proxy: { config: { local_request_timeout_ms: 0, local_connect_timeout_ms: 400 } },
+            proxy: {
+              config: {
+                local_request_timeout_ms: 0,
+                local_connect_timeout_ms: 400,
+                envoy_prometheus_bind_addr: `127.0.0.1:${metricsPort}`,
+              },
+            },
           },
         },
       },
@@ -86,6 +94,25 @@ t.test(
       { localConnectTimeoutMs: 400, localRequestTimeoutMs: 0, maxInboundConnections: 50 },
     );
     t.ok(await waitFor('web to reach api', () => webReachesApi(mesh), 30_000, 100));
+    const scraped = await waitFor(
+      "api's proxy to serve /metrics on envoy_prometheus_bind_addr",
+      async () => {
+        const r = await httpGet(`http://127.0.0.1:${metricsPort}/metrics`).catch(() => null);
+        return r?.status === 200 ? r.body : null;
+      },
+      30_000,
+      100,
+    );
+    t.match(
+      scraped,
+      /^remora_proxy_requests_total\{direction="inbound",service="api",code="2xx"\} [1-9]/m,
+      'with the calls it took',
+    );
+    t.equal(
+      (await httpGet(`http://127.0.0.1:${metricsPort}/config`)).status,
+      404,
+      'and nothing else of the admin API',
+    );
 
     // a value Remora cannot use is reported and left out
     await putConfig(mesh, { Kind: 'service-defaults', Name: 'api', MaxInboundConnections: -1 });
