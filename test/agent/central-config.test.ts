@@ -1402,6 +1402,27 @@ t.test(
   },
 );
 
+t.test("proxy-defaults' envoy_prometheus_bind_addr is cached, IPv6 too", async (t) => {
+  const dir = await dataDir(t);
+  const fake = createFakeConfigEntries({
+    [PROXY_DEFAULTS]: [
+      {
+        Kind: PROXY_DEFAULTS,
+        Name: 'global',
+        Config: { envoy_prometheus_bind_addr: '[::]:20200' },
+      },
+    ],
+  });
+  const { c } = central(dir, fake);
+  c.start();
+  await waitFor('the answers', () => c.synced());
+  t.same(c.metricsBind(), { bindAddress: '::', bindPort: 20200 });
+  c.stop();
+  await writesSettled();
+  const again = central(dir, createFakeConfigEntries({}, { held: true }));
+  t.same(again.c.metricsBind(), { bindAddress: '::', bindPort: 20200 }, 'before Consul answers');
+});
+
 t.test('a resolver that hashes is cached with its hash policies', async (t) => {
   const dir = await dataDir(t);
   const sticky = {
