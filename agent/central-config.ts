@@ -736,25 +736,48 @@ function aliased(v: Layer, pascal: string, snake: string): unknown {
 }
 
 /**
- * The `mesh` entry's `TransparentProxy.MeshDestinationsOnly` (`transparent_proxy`,
- * `mesh_destinations_only` in snake_case). Anything but a boolean is reported under `mesh…` and
- * read as false: refusing every app's non-mesh connections on a typo would be an outage.
+ * A flag of the `mesh` entry inside one of its objects, e.g. `TransparentProxy.MeshDestinationsOnly`
+ * (Pascal or snake_case names for each). Anything but a boolean is reported under `key` and read
+ * as false; `keep` says what false means for the mesh.
  */
-function meshDestinationsOnlyOf(entry: unknown, found: Map<string, string>): boolean {
-  const tp = isLayer(entry) ? aliased(entry, 'TransparentProxy', 'transparent_proxy') : undefined;
-  if (tp === undefined || tp === null) return false;
-  const keep = 'apps in transparent mode keep reaching destinations outside the mesh';
-  if (!isLayer(tp)) {
-    found.set('mesh/tproxy', `mesh: TransparentProxy must be an object; ${keep}`);
+function meshFlagOf(
+  entry: unknown,
+  names: { object: [string, string]; flag: [string, string] },
+  key: string,
+  keep: string,
+  found: Map<string, string>,
+): boolean {
+  const obj = isLayer(entry) ? aliased(entry, ...names.object) : undefined;
+  if (obj === undefined || obj === null) return false;
+  const [objectName] = names.object;
+  if (!isLayer(obj)) {
+    found.set(key, `mesh: ${objectName} must be an object; ${keep}`);
     return false;
   }
-  const v = aliased(tp, 'MeshDestinationsOnly', 'mesh_destinations_only');
+  const v = aliased(obj, ...names.flag);
   if (v === undefined || v === null || typeof v === 'boolean') return v === true;
   found.set(
-    'mesh/tproxy',
-    `mesh: TransparentProxy.MeshDestinationsOnly must be true or false, got ${typeof v} ${JSON.stringify(v)}; it is read as false: ${keep}`,
+    key,
+    `mesh: ${objectName}.${names.flag[0]} must be true or false, got ${typeof v} ${JSON.stringify(v)}; it is read as false: ${keep}`,
   );
   return false;
+}
+
+/**
+ * The `mesh` entry's `TransparentProxy.MeshDestinationsOnly`: false on a bad value, as refusing
+ * every app's non-mesh connections on a typo would be an outage.
+ */
+function meshDestinationsOnlyOf(entry: unknown, found: Map<string, string>): boolean {
+  return meshFlagOf(
+    entry,
+    {
+      object: ['TransparentProxy', 'transparent_proxy'],
+      flag: ['MeshDestinationsOnly', 'mesh_destinations_only'],
+    },
+    'mesh/tproxy',
+    'apps in transparent mode keep reaching destinations outside the mesh',
+    found,
+  );
 }
 
 /**
@@ -797,25 +820,20 @@ function allowPermissiveOf(entry: unknown, found: Map<string, string>): boolean 
 }
 
 /**
- * The `mesh` entry's `HTTP.SanitizeXForwardedClientCert` (`http`, `sanitize_x_forwarded_client_cert`
- * in snake_case). Anything but a boolean is reported and read as false, Consul's default: the apps
- * keep getting the caller's identity.
+ * The `mesh` entry's `HTTP.SanitizeXForwardedClientCert`: false on a bad value, Consul's default
+ * (the apps keep getting the caller's identity).
  */
 function sanitizeClientCertOf(entry: unknown, found: Map<string, string>): boolean {
-  const http = isLayer(entry) ? aliased(entry, 'HTTP', 'http') : undefined;
-  if (http === undefined || http === null) return false;
-  const keep = "apps keep getting the caller's identity in x-forwarded-client-cert";
-  if (!isLayer(http)) {
-    found.set('mesh/http', `mesh: HTTP must be an object; ${keep}`);
-    return false;
-  }
-  const v = aliased(http, 'SanitizeXForwardedClientCert', 'sanitize_x_forwarded_client_cert');
-  if (v === undefined || v === null || typeof v === 'boolean') return v === true;
-  found.set(
+  return meshFlagOf(
+    entry,
+    {
+      object: ['HTTP', 'http'],
+      flag: ['SanitizeXForwardedClientCert', 'sanitize_x_forwarded_client_cert'],
+    },
     'mesh/http',
-    `mesh: HTTP.SanitizeXForwardedClientCert must be true or false, got ${typeof v} ${JSON.stringify(v)}; it is read as false: ${keep}`,
+    "apps keep getting the caller's identity in x-forwarded-client-cert",
+    found,
   );
-  return false;
 }
 
 /** Where an instance's `MutualTLSMode` comes from, first to last. */

@@ -146,8 +146,19 @@ export function decodeConfigEntry(
     out.Name = MESH_NAME;
     checkMeshTls(out.TLS);
     if (out.TransparentProxy !== undefined && out.TransparentProxy !== null)
-      out.TransparentProxy = meshTransparentProxy(out.TransparentProxy);
-    if (out.HTTP !== undefined && out.HTTP !== null) out.HTTP = meshHttp(out.HTTP);
+      out.TransparentProxy = meshFlagObject(
+        out.TransparentProxy,
+        'TransparentProxy',
+        'MeshDestinationsOnly',
+        'mesh_destinations_only',
+      );
+    if (out.HTTP !== undefined && out.HTTP !== null)
+      out.HTTP = meshFlagObject(
+        out.HTTP,
+        'HTTP',
+        'SanitizeXForwardedClientCert',
+        'sanitize_x_forwarded_client_cert',
+      );
     const allow = out.AllowEnablingPermissiveMutualTLS;
     if (allow === null)
       delete out.AllowEnablingPermissiveMutualTLS; // Go's zero value: false
@@ -729,58 +740,21 @@ function checkMeshTls(tls: unknown): void {
 }
 
 /**
- * The mesh entry's `TransparentProxy` as Consul decodes and stores it: `MeshDestinationsOnly` (or
- * `mesh_destinations_only`, in any case) a boolean, no other key.
+ * An object of the mesh entry holding one flag, as Consul decodes and stores it: the flag (in
+ * Pascal or snake_case, any letter case) a boolean or null (Go's zero value, false), no other key.
  */
-function meshTransparentProxy(v: unknown): Obj {
-  if (!isObj(v))
-    throw new HttpError(400, 'Request decoding failed: TransparentProxy must be an object');
+function meshFlagObject(v: unknown, object: string, flag: string, snake: string): Obj {
+  if (!isObj(v)) throw new HttpError(400, `Request decoding failed: ${object} must be an object`);
   const out: Obj = {};
   for (const [k, x] of Object.entries(v)) {
-    if (!['meshdestinationsonly', 'mesh_destinations_only'].includes(k.toLowerCase()))
-      throw new HttpError(400, `invalid config key ${JSON.stringify(`TransparentProxy.${k}`)}`);
-    if (Object.hasOwn(out, 'MeshDestinationsOnly'))
-      throw new HttpError(
-        400,
-        'Request decoding failed: TransparentProxy.MeshDestinationsOnly is given twice',
-      );
-    if (x === null) continue; // Go's zero value: false
+    if (![flag.toLowerCase(), snake].includes(k.toLowerCase()))
+      throw new HttpError(400, `invalid config key ${JSON.stringify(`${object}.${k}`)}`);
+    if (Object.hasOwn(out, flag))
+      throw new HttpError(400, `Request decoding failed: ${object}.${flag} is given twice`);
+    if (x === null) continue;
     if (typeof x !== 'boolean')
-      throw new HttpError(
-        400,
-        'Request decoding failed: TransparentProxy.MeshDestinationsOnly must be a bool',
-      );
-    out.MeshDestinationsOnly = x;
-  }
-  return out;
-}
-
-/**
- * The mesh entry's `HTTP` as Consul decodes and stores it: `SanitizeXForwardedClientCert` (or
- * `sanitize_x_forwarded_client_cert`, in any case) a boolean, no other key.
- */
-function meshHttp(v: unknown): Obj {
-  if (!isObj(v)) throw new HttpError(400, 'Request decoding failed: HTTP must be an object');
-  const out: Obj = {};
-  for (const [k, x] of Object.entries(v)) {
-    if (
-      !['sanitizexforwardedclientcert', 'sanitize_x_forwarded_client_cert'].includes(
-        k.toLowerCase(),
-      )
-    )
-      throw new HttpError(400, `invalid config key ${JSON.stringify(`HTTP.${k}`)}`);
-    if (Object.hasOwn(out, 'SanitizeXForwardedClientCert'))
-      throw new HttpError(
-        400,
-        'Request decoding failed: HTTP.SanitizeXForwardedClientCert is given twice',
-      );
-    if (x === null) continue; // Go's zero value: false
-    if (typeof x !== 'boolean')
-      throw new HttpError(
-        400,
-        'Request decoding failed: HTTP.SanitizeXForwardedClientCert must be a bool',
-      );
-    out.SanitizeXForwardedClientCert = x;
+      throw new HttpError(400, `Request decoding failed: ${object}.${flag} must be a bool`);
+    out[flag] = x;
   }
   return out;
 }

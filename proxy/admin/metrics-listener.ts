@@ -7,7 +7,7 @@ import type { AddressInfo, Server } from 'node:net';
 import { RemoraError } from '../../lib/errors/index.ts';
 import { logError, type Logger } from '../../lib/log/index.ts';
 import type { MetricsListener } from '../../lib/proxy-api/index.ts';
-import type { ProxyRequest, ProxyResponse } from '../stages/types.ts';
+import type { ProxyResponse } from '../stages/types.ts';
 import type { ProxyMetrics } from './metrics.ts';
 import { answer, createPlainServer, metricsAnswer } from './server.ts';
 
@@ -33,15 +33,8 @@ export function createMetricsListenerSlot(o: {
   // the last failure logged, so a port that stays taken is said once, not every retry
   let failed: string | null = null;
 
-  async function handle(req: ProxyRequest): Promise<ProxyResponse> {
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
-      const res = answer(405, null, '');
-      res.headers.push('allow', 'GET');
-      return res;
-    }
-    const q = req.target.indexOf('?');
-    if ((q === -1 ? req.target : req.target.slice(0, q)) === '/metrics')
-      return metricsAnswer(o.metrics);
+  async function handle(path: string): Promise<ProxyResponse> {
+    if (path === '/metrics') return metricsAnswer(o.metrics);
     return answer(404, 'text/plain', 'not found: this port serves /metrics only\n');
   }
 

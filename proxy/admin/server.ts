@@ -67,14 +67,8 @@ export async function startAdminServer(o: {
     );
   const { proxy } = o;
 
-  async function handle(req: ProxyRequest): Promise<ProxyResponse> {
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
-      const res = answer(405, null, '');
-      res.headers.push('allow', 'GET');
-      return res;
-    }
-    const q = req.target.indexOf('?');
-    switch (q === -1 ? req.target : req.target.slice(0, q)) {
+  async function handle(path: string): Promise<ProxyResponse> {
+    switch (path) {
       case '/live':
         return answer(200, 'text/plain', 'live\n');
       case '/ready': {
@@ -139,19 +133,29 @@ export async function metricsAnswer(metrics: ProxyMetrics): Promise<ProxyRespons
 }
 
 /**
- * A plain HTTP/1.1 server (the proxy's own parser, its default head limits) answering with
- * `handle`; `destroySockets` ends every connection it holds.
+ * A plain HTTP/1.1 server (the proxy's own parser, its default head limits) answering GET and
+ * HEAD requests with `handle(path)` (the target without its query string), others with 405;
+ * `destroySockets` ends every connection it holds.
  */
-export function createPlainServer(handle: (req: ProxyRequest) => Promise<ProxyResponse>): {
+export function createPlainServer(handle: (path: string) => Promise<ProxyResponse>): {
   server: net.Server;
   destroySockets(): void;
 } {
+  const handler = (req: ProxyRequest): Promise<ProxyResponse> => {
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      const res = answer(405, null, '');
+      res.headers.push('allow', 'GET');
+      return Promise.resolve(res);
+    }
+    const q = req.target.indexOf('?');
+    return handle(q === -1 ? req.target : req.target.slice(0, q));
+  };
   const sockets = new Set<Socket>();
   const server = net.createServer((socket) => {
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
     serveH1(socket, {
-      handler: handle,
+      handler,
       limits: DEFAULT_HEAD_LIMITS,
       headerTimeoutMs: 10_000,
       idleTimeoutMs: 30_000,
