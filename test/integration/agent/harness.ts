@@ -8,7 +8,9 @@ import { join } from 'node:path';
 import { request } from 'node:http';
 import { startNatsServer, freePort, type NatsServerHandle } from '../../helpers/nats.ts';
 import { startDevConsulProcess, type DevConsulProcess } from '../../helpers/devconsul.ts';
-import { REMORA_BIN, runRemora } from '../../helpers/cli.ts';
+import { REMORA_BIN } from '../../helpers/cli.ts';
+import { connectNats, createToken } from '../../../lib/nats/index.ts';
+import { createSilentLogger } from '../../../lib/log/index.ts';
 import { reapOnExit, reapProxiesOnExit } from '../../helpers/reaper.ts';
 import { waitFor } from '../../../lib/util/index.ts';
 import type { AgentStatus } from '../../../agent/index.ts';
@@ -367,20 +369,31 @@ export async function startMesh(
     await rm(base, { recursive: true, force: true });
   });
 
-  // control is up once it answers on NATS; then a node token for this host
-  await waitFor(
-    'remora control to create the CA and serve tokens',
-    async () => {
-      const r = await runRemora(['token', 'create', 'node-a', '*'], {
-        env: { REMORA_CLI_NATS_SERVERS: nats.url, REMORA_CLI_OPERATOR_TOKEN: OPERATOR_TOKEN },
-        timeoutMs: 60_000,
-      });
-      if (r.code === 0 && r.stdout.trim()) mesh.token = r.stdout.trim();
-      return mesh.token;
-    },
-    90_000,
-    250,
-  );
+  // control is up once it answers on NATS; then a node token for this host (asked over one NATS
+  // connection of this process: a CLI process per attempt cost seconds per mesh on a busy box;
+  // the CLI's own token command is tested in test/control/cli.test.ts)
+  const nc = await connectNats({
+    servers: nats.url,
+    name: 'remora-test',
+    logger: createSilentLogger(),
+  });
+  try {
+    mesh.token = await waitFor(
+      'remora control to create the CA and serve tokens',
+      async () => {
+        try {
+          return (await createToken(nc, 'dc1', OPERATOR_TOKEN, { node: 'node-a', services: ['*'] }))
+            .token;
+        } catch {
+          return null; // not serving yet
+        }
+      },
+      90_000,
+      100,
+    );
+  } finally {
+    await nc.close();
+  }
 
   const P = mesh.ports;
   mesh.startApp('api', { PORT: String(P.api1App), INSTANCE_ID: 'api-1' });
