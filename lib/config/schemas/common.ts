@@ -87,7 +87,7 @@ export function consulKeys() {
         default: '',
       },
       dnsDomains: {
-        doc: "Consul's DNS domains, its `domain` then its `alt_domain` (comma-separated in the environment): an ingress gateway with TLS gets a certificate for *.ingress.<domain> and *.ingress.<dc>.<domain> of each (docs/gateways.md); control and the agents must agree.",
+        doc: "Consul's DNS domains, its `domain` then its `alt_domain` (comma-separated in the environment): an ingress gateway with TLS gets a certificate for `*.ingress.<domain>` and `*.ingress.<dc>.<domain>` of each (docs/gateways.md); control and the agents must agree.",
         format: Array,
         default: ['consul'],
       },
