@@ -193,7 +193,13 @@ export interface InstanceStatus {
   /** `ingress-gateway` for an ingress gateway (absent for a service and its sidecar). */
   kind?: 'ingress-gateway';
   /** An ingress gateway's listeners as applied from its entry (docs/gateways.md). */
-  listeners?: { port: number; protocol: string; services: { name: string; hosts: string[] }[] }[];
+  listeners?: {
+    port: number;
+    protocol: string;
+    /** True when the listener serves TLS (docs/gateways.md, "TLS"). */
+    tls?: boolean;
+    services: { name: string; hosts: string[] }[];
+  }[];
 }
 
 export interface AgentStatus {
@@ -2141,6 +2147,7 @@ export function createAgent(o: AgentOptions): Agent {
                   listeners: ingressField(inst, upstreamsOf(inst)).listeners.map((l) => ({
                     port: l.bindPort,
                     protocol: l.protocol,
+                    ...(l.tls ? { tls: true } : {}),
                     services: l.services.map((x) => ({ name: x.upstream, hosts: x.hosts })),
                   })),
                 }

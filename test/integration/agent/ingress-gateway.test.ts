@@ -328,6 +328,15 @@ t.test('outside callers reach mesh services through an ingress gateway', async (
     'the listener whose TLS cannot be served is named, with its field',
   );
   t.match(problems.sds.message, /TLS\.SDS asks for certificates from an external SDS server/);
+  const tlsStatus = await runRemora(
+    ['status', '--agent-admin', `http://127.0.0.1:${mesh.adminPort}`],
+    { env },
+  );
+  t.match(
+    tlsStatus.stdout,
+    new RegExp(`port ${httpPort} http over TLS → api \\(api\\.example\\.com\\)`),
+    '`remora status` says the listener serves TLS',
+  );
   t.equal(
     await tcpExchange(badPort, 'GET / HTTP/1.1\r\n\r\n'),
     null,
