@@ -19,12 +19,14 @@ function field(o: Obj, pascal: string): unknown {
 
 const LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
-/** True for a DNS name a certificate can carry: labels, a `*` only as the whole first label. */
+/**
+ * True for a DNS name a certificate can carry: lower-case labels, a `*` only as the whole first
+ * label of a name with more (`*.example.com`; `*` alone is no name).
+ */
 export function isSanDnsName(name: string): boolean {
   if (name.length === 0 || name.length > 253) return false;
   const labels = name.split('.');
-  if (labels.length < 2) return false;
-  return labels.every((l, i) => (i === 0 && l === '*' ? true : LABEL.test(l)));
+  return labels.every((l, i) => (i === 0 && l === '*' ? labels.length > 1 : LABEL.test(l)));
 }
 
 function enabled(tls: unknown): boolean {

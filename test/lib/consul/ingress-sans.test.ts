@@ -51,7 +51,8 @@ t.test(
 );
 
 t.test('what a certificate can carry as a DNS name', async (t) => {
-  for (const ok of ['a.example.com', '*.example.com', 'x-1.y']) t.ok(isSanDnsName(ok), ok);
-  for (const bad of ['*', 'localhost', 'a.*', 'a.*.com', '-a.com', 'a..com', 'A.com', ''])
+  for (const ok of ['a.example.com', '*.example.com', 'x-1.y', 'localhost'])
+    t.ok(isSanDnsName(ok), ok);
+  for (const bad of ['*', 'a.*', 'a.*.com', '-a.com', 'a..com', 'A.com', ''])
     t.notOk(isSanDnsName(bad), bad);
 });
