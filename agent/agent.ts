@@ -85,9 +85,11 @@ import {
   type TransparentStatus,
 } from './transparent/index.ts';
 import { derivedDestinations } from './transparent/derive.ts';
+import { ingressDnsSans } from '../lib/consul/ingress-sans.ts';
 import { rerouteCheck } from './expose-checks.ts';
 import {
   decodeIngressEntry,
+  type IngressProblem,
   INGRESS_GATEWAY,
   planIngress,
   type PlannedListener,
@@ -133,6 +135,11 @@ export interface AgentSettings {
   exposePortMax?: number;
   /** User whose connections the interception rules let pass (the proxies'); default: the agent's. */
   transparentProxyUid?: number;
+  /**
+   * Consul's DNS domains (`consul.dnsDomains`): an ingress gateway with TLS asks for
+   * `*.ingress.<domain>` and `*.ingress.<dc>.<domain>` of each. Default `['consul']`.
+   */
+  consulDnsDomains?: readonly string[];
 }
 
 export interface AgentOptions {
@@ -187,7 +194,13 @@ export interface InstanceStatus {
   /** `ingress-gateway` for an ingress gateway (absent for a service and its sidecar). */
   kind?: 'ingress-gateway';
   /** An ingress gateway's listeners as applied from its entry (docs/gateways.md). */
-  listeners?: { port: number; protocol: string; services: { name: string; hosts: string[] }[] }[];
+  listeners?: {
+    port: number;
+    protocol: string;
+    /** True when the listener serves TLS (docs/gateways.md, "TLS"). */
+    tls?: boolean;
+    services: { name: string; hosts: string[] }[];
+  }[];
 }
 
 export interface AgentStatus {
@@ -260,7 +273,7 @@ interface Instance {
   /** An ingress gateway's services followed in discovery (sorted). */
   ingress: string[];
   /** What of an ingress gateway's entry does not apply (logged once each). */
-  ingressProblems: string[];
+  ingressProblems: IngressProblem[];
 }
 
 /**
@@ -483,6 +496,7 @@ export function createAgent(o: AgentOptions): Agent {
     random: o.random,
     logger,
     onChange: (id) => supervisor.push(id),
+    dnsNames: (id) => gatewayDnsNames(id),
     registered(id) {
       // an adopted proxy's instance is still listed from before; its registration waits for the proxy
       const inst = instances.get(id);
@@ -1294,7 +1308,27 @@ export function createAgent(o: AgentOptions): Agent {
 
   function pushGateways(): void {
     for (const inst of instances.values())
-      if (inst.def.kind === INGRESS_GATEWAY) supervisor.push(inst.def.id);
+      if (inst.def.kind === INGRESS_GATEWAY) {
+        // a changed entry may change the names its certificate must cover
+        identity.namesChanged(inst.def.id);
+        supervisor.push(inst.def.id);
+      }
+  }
+
+  /**
+   * The DNS names a gateway's certificate covers (docs/gateways.md, "TLS"): derived from its
+   * entry as control derives them; [] for any other instance, null while the entry is unknown.
+   */
+  function gatewayDnsNames(id: string): string[] | null {
+    const inst = instances.get(id);
+    if (inst?.def.kind !== INGRESS_GATEWAY) return [];
+    if (ingressEntries === null) return null;
+    const raw = ingressEntries.get(inst.def.name);
+    if (raw === undefined) return [];
+    return ingressDnsSans(raw, {
+      datacenter: s.datacenter,
+      domains: s.consulDnsDomains ?? ['consul'],
+    });
   }
 
   /**
@@ -1303,11 +1337,18 @@ export function createAgent(o: AgentOptions): Agent {
    */
   function ingressPlan(inst: Instance): PlannedListener[] {
     const raw = ingressEntries?.get(inst.def.name);
-    const problems: string[] = [];
+    const problems: IngressProblem[] = [];
+    const notApplied = (message: string): IngressProblem => ({
+      code: 'REMORA_E_AGENT_INGRESS_NOT_APPLIED',
+      message,
+      field: '',
+    });
     let listeners: PlannedListener[] = [];
     if (ingressEntries !== null && raw === undefined)
       problems.push(
-        `ingress gateway ${inst.def.id} has no ingress-gateway config entry named ${inst.def.name}, so it has no listener; write one (consul config write), docs/gateways.md`,
+        notApplied(
+          `ingress gateway ${inst.def.id} has no ingress-gateway config entry named ${inst.def.name}, so it has no listener; write one (consul config write), docs/gateways.md`,
+        ),
       );
     if (raw !== undefined) {
       const d = decodeIngressEntry(raw);
@@ -1317,15 +1358,18 @@ export function createAgent(o: AgentOptions): Agent {
         wildcardProtocolOf: (n) => central.protocol(n) ?? DEFAULT_PROTOCOL,
         catalog: catalogServices,
       });
-      problems.push(...d.problems, ...p.problems);
+      problems.push(...d.coded, ...[...d.problems, ...p.problems].map(notApplied));
       listeners = p.listeners;
     }
     const was = inst.ingressProblems;
     for (const m of problems)
-      if (!was.includes(m))
+      if (!was.some((w) => w.code === m.code && w.message === m.message))
         logError(
           logger,
-          new RemoraError('REMORA_E_AGENT_INGRESS_NOT_APPLIED', m, { instance: inst.def.id }),
+          new RemoraError(m.code, m.message, {
+            instance: inst.def.id,
+            ...(m.field ? { field: m.field } : {}),
+          }),
           undefined,
           'warn',
         );
@@ -1404,6 +1448,7 @@ export function createAgent(o: AgentOptions): Agent {
             ...(x.requestHeaders ? { requestHeaders: x.requestHeaders } : {}),
             ...(x.responseHeaders ? { responseHeaders: x.responseHeaders } : {}),
           })),
+        ...(l.tls ? { tls: l.tls } : {}),
       }))
       .filter((l) => l.services.length > 0);
     return { listeners };
@@ -2167,6 +2212,7 @@ export function createAgent(o: AgentOptions): Agent {
                   listeners: ingressField(inst, upstreamsOf(inst)).listeners.map((l) => ({
                     port: l.bindPort,
                     protocol: l.protocol,
+                    ...(l.tls ? { tls: true } : {}),
                     services: l.services.map((x) => ({ name: x.upstream, hosts: x.hosts })),
                   })),
                 }
@@ -2190,8 +2236,9 @@ export function createAgent(o: AgentOptions): Agent {
           ...[...instances.values()].flatMap((i) =>
             i.ingressProblems.map(
               (m) =>
-                new RemoraError('REMORA_E_AGENT_INGRESS_NOT_APPLIED', m, {
+                new RemoraError(m.code, m.message, {
                   file: i.def.source.file,
+                  ...(m.field ? { field: m.field } : {}),
                 }),
             ),
           ),

@@ -233,6 +233,7 @@ export function createHostAgent(o: HostAgentOptions): HostAgent {
       transparentDerivedMax: c.transparentDerivedMax,
       exposePortMin: c.exposePortMin,
       exposePortMax: c.exposePortMax,
+      consulDnsDomains: c.consul.dnsDomains,
       ...(c.transparentProxyUid >= 0 ? { transparentProxyUid: c.transparentProxyUid } : {}),
     },
     consul,

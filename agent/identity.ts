@@ -16,6 +16,8 @@ export interface WorkloadCert {
   keyPem: string;
   certPem: string;
   spiffeId: string;
+  /** DNS SANs (an ingress gateway's with TLS listeners; docs/gateways.md). */
+  dnsNames: string[];
   notBefore: number;
   notAfter: number;
 }
@@ -40,6 +42,11 @@ export interface IdentityManagerOptions {
   logger: Logger;
   /** Called whenever an instance's certificate changes. */
   onChange(instanceId: string): void;
+  /**
+   * The DNS names an instance's certificate must carry besides its SPIFFE ID (an ingress
+   * gateway's), null while not known yet (the certificate at hand keeps its names). Absent: none.
+   */
+  dnsNames?(instanceId: string): string[] | null;
   generateKey?: () => KeyPair;
   /**
    * False while Consul does not list the instance yet. Control signs only for an instance the
@@ -78,6 +85,8 @@ export interface IdentityManager {
   requestIfMissing(id: string): void;
   /** The trust bundle became known: request what was waiting for it, replace certificates of another trust domain. */
   trustBundleKnown(): void;
+  /** The DNS names of an instance may have changed: a certificate without exactly them is replaced now. */
+  namesChanged(id: string): void;
   stop(): void;
 }
 
@@ -150,6 +159,7 @@ export function createIdentityManager(options: IdentityManagerOptions): Identity
         keyPem,
         certPem: pem,
         spiffeId,
+        dnsNames: info.dnsNames,
         notBefore: info.notBefore.getTime(),
         notAfter: info.notAfter.getTime(),
       };
@@ -180,8 +190,18 @@ export function createIdentityManager(options: IdentityManagerOptions): Identity
         logger.debug({ instance: m.id, reason }, `${m.id} waits for its registration in Consul`);
         return;
       }
-      const csr = createCsr({ keyPem: key.keyPem, publicKeyPem: key.publicKeyPem, spiffeId });
-      logger.info({ instance: m.id, reason }, `requesting a certificate for ${m.id} (${spiffeId})`);
+      // names not known yet (a gateway's entry unread): those of the certificate at hand
+      const dnsNames = options.dnsNames?.(m.id) ?? m.cert?.dnsNames ?? [];
+      const csr = createCsr({
+        keyPem: key.keyPem,
+        publicKeyPem: key.publicKeyPem,
+        spiffeId,
+        ...(dnsNames.length > 0 ? { dnsNames } : {}),
+      });
+      logger.info(
+        { instance: m.id, reason, ...(dnsNames.length > 0 ? { dnsNames } : {}) },
+        `requesting a certificate for ${m.id} (${spiffeId})`,
+      );
       const signed = await options.sign({ service: m.service, serviceId: m.id, csr });
       if (m.removed || stopped) return;
       const info = inspectCert(signed.cert);
@@ -198,6 +218,7 @@ export function createIdentityManager(options: IdentityManagerOptions): Identity
         keyPem: key.keyPem,
         certPem,
         spiffeId,
+        dnsNames: info.dnsNames,
         notBefore: info.notBefore.getTime(),
         notAfter: info.notAfter.getTime(),
       };
@@ -250,6 +271,14 @@ export function createIdentityManager(options: IdentityManagerOptions): Identity
     }
   }
 
+  /** True unless the instance's names are known and differ from those of its certificate. */
+  function namesMatch(m: Managed): boolean {
+    const want = options.dnsNames?.(m.id) ?? null;
+    if (want === null || m.cert === null) return true;
+    const have = m.cert.dnsNames;
+    return have.length === want.length && want.every((n) => have.includes(n));
+  }
+
   function hasAgentCode(err: unknown): boolean {
     const code = (err as { code?: unknown } | null)?.code;
     return (
@@ -284,6 +313,7 @@ export function createIdentityManager(options: IdentityManagerOptions): Identity
         schedule(m, renewalTime(m.cert.notBefore, m.cert.notAfter, options.random()));
         options.onChange(id);
         if (td === null) return;
+        if (!namesMatch(m)) void request(m, 'DNS names changed');
       } else if (!m.inFlight) {
         // (a registration that landed while the files were read may have asked already)
         await request(m, 'new instance');
@@ -335,6 +365,13 @@ export function createIdentityManager(options: IdentityManagerOptions): Identity
           void request(m, 'trust bundle known');
         }
       }
+    },
+    namesChanged(id) {
+      const m = managed.get(id);
+      if (!m || namesMatch(m)) return;
+      m.attempt = 0;
+      // a request in flight asked with the old names: `request` asks again after it
+      void request(m, 'DNS names changed');
     },
     stop() {
       stopped = true;

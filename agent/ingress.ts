@@ -2,7 +2,14 @@
 // its listeners, each with the services it reaches and the Host values that pick them. Nothing
 // here throws: what cannot be applied is left out and reported (REMORA_E_AGENT_INGRESS_NOT_APPLIED),
 // the rest of the gateway keeps serving.
-import { ingressHostProblem, type HeaderModifiers, type Protocol } from '../lib/proxy-api/index.ts';
+import {
+  ingressHostProblem,
+  ingressTlsProblem,
+  type HeaderModifiers,
+  type IngressTlsParams,
+  type Protocol,
+} from '../lib/proxy-api/index.ts';
+import type { ErrorCode } from '../lib/errors/index.ts';
 import { isValidName } from '../lib/identity/index.ts';
 import { headerModifiers } from './central-config.ts';
 
@@ -29,12 +36,21 @@ export interface IngressListenerEntry {
   port: number;
   protocol: Protocol;
   services: IngressServiceEntry[];
+  /** The listener's TLS (gateway's, then the listener's own keys over it); null: plain. */
+  tls: IngressTlsParams | null;
 }
 
 export interface IngressEntry {
   name: string;
   listeners: IngressListenerEntry[];
   defaults: IngressLimits;
+}
+
+/** A problem of the entry's TLS, with its own code (the others are NOT_APPLIED sentences). */
+export interface IngressProblem {
+  code: ErrorCode;
+  message: string;
+  field: string;
 }
 
 type Obj = Record<string, unknown>;
@@ -49,6 +65,87 @@ function field(o: Obj, pascal: string): unknown {
 }
 
 const LISTENER_PROTOCOLS: readonly Protocol[] = ['tcp', 'http', 'http2', 'grpc'];
+
+/** A key of a `TLS` block by Consul's name or its alias (`tls_min_version`, `cipher_suites`). */
+function tlsField(o: Obj, pascal: string, alias: string): unknown {
+  return o[pascal] ?? o[alias] ?? o[pascal.toLowerCase()];
+}
+
+interface TlsBlock {
+  enabled: boolean;
+  minVersion?: string;
+  maxVersion?: string;
+  cipherSuites?: string[];
+  sds: boolean;
+}
+
+/** A `TLS` block as written (absent or not an object: nothing set). */
+function tlsBlock(v: unknown): TlsBlock {
+  if (!isObj(v)) return { enabled: false, sds: false };
+  const out: TlsBlock = { enabled: tlsField(v, 'Enabled', 'enabled') === true, sds: false };
+  const min = tlsField(v, 'TLSMinVersion', 'tls_min_version');
+  const max = tlsField(v, 'TLSMaxVersion', 'tls_max_version');
+  const suites = tlsField(v, 'CipherSuites', 'cipher_suites');
+  if (typeof min === 'string' && min !== '') out.minVersion = min;
+  if (typeof max === 'string' && max !== '') out.maxVersion = max;
+  if (Array.isArray(suites) && suites.length > 0) out.cipherSuites = suites.map(String);
+  const sds = tlsField(v, 'SDS', 'sds');
+  out.sds = isObj(sds) && Object.values(sds).some((x) => x !== undefined && x !== null && x !== '');
+  return out;
+}
+
+const TLS_KEYS = {
+  TLSMinVersion: 'minVersion',
+  TLSMaxVersion: 'maxVersion',
+  CipherSuites: 'cipherSuites',
+} as const;
+
+/**
+ * A listener's TLS as Consul resolves it: on when the gateway's or the listener's `Enabled` is
+ * (a listener cannot turn the gateway's off: false is also what "unset" reads as, in Consul
+ * too), the listener's versions and suites over the gateway's. A minimum below TLS 1.2 is raised
+ * to TLSv1_2; what cannot be served leaves the listener out (never served in plain instead).
+ */
+function listenerTls(
+  gateway: TlsBlock,
+  listener: TlsBlock,
+  at: string,
+  where: string,
+  port: number,
+  coded: IngressProblem[],
+): IngressTlsParams | null | 'refused' {
+  if (!gateway.enabled && !listener.enabled) return null;
+  const merged: IngressTlsParams = {};
+  const from: Record<string, string> = {};
+  for (const key of ['TLSMinVersion', 'TLSMaxVersion', 'CipherSuites'] as const) {
+    const k = TLS_KEYS[key];
+    const own = listener[k];
+    const v = own ?? gateway[k];
+    if (v === undefined) continue;
+    (merged as Record<string, unknown>)[k] = v;
+    from[key] = own !== undefined ? `${where}.TLS.${key}` : `${at} TLS.${key}`;
+  }
+  const problem = ingressTlsProblem(merged);
+  if (problem !== null) {
+    coded.push({
+      code: 'REMORA_E_AGENT_INGRESS_TLS_INVALID',
+      field: from[problem.key]!,
+      message: `${from[problem.key]!} ${problem.reason}; the TLS listener on port ${port} is left out (it is not served in plain instead)`,
+    });
+    return 'refused';
+  }
+  const min = merged.minVersion;
+  if (min === 'TLSv1_0' || min === 'TLSv1_1') {
+    coded.push({
+      code: 'REMORA_E_AGENT_INGRESS_NOT_APPLIED',
+      field: from.TLSMinVersion!,
+      message: `${from.TLSMinVersion!} ${min} is below TLS 1.2, the oldest version the gateway serves; port ${port} takes TLSv1_2 and later — set TLSv1_2 to say so`,
+    });
+    merged.minVersion = 'TLSv1_2';
+  } else if (min === 'TLS_AUTO') delete merged.minVersion;
+  if (merged.maxVersion === 'TLS_AUTO') delete merged.maxVersion;
+  return merged;
+}
 
 function limitsOf(o: Obj, where: string, problems: string[]): IngressLimits {
   const out: IngressLimits = {};
@@ -74,14 +171,28 @@ function limitsOf(o: Obj, where: string, problems: string[]): IngressLimits {
  * An entry's listeners and services, each one that cannot apply left out with a problem (a
  * sentence naming the entry, the field and the reason).
  */
-export function decodeIngressEntry(raw: Obj): { entry: IngressEntry; problems: string[] } {
+export function decodeIngressEntry(raw: Obj): {
+  entry: IngressEntry;
+  problems: string[];
+  /** TLS problems, each with its code and the entry's field. */
+  coded: IngressProblem[];
+} {
   const name = typeof raw.Name === 'string' ? raw.Name : '';
   const at = `ingress-gateway ${name}`;
   const problems: string[] = [];
-  const tls = field(raw, 'TLS');
-  if (isObj(tls) && field(tls, 'Enabled') === true)
-    problems.push(
-      `${at}: TLS on the gateway's listeners is not built in Remora; the listeners serve plain HTTP and TCP`,
+  const coded: IngressProblem[] = [];
+  const gatewayTls = tlsBlock(raw.TLS ?? raw.tls);
+  const sds = (fieldName: string, what: string): void => {
+    coded.push({
+      code: 'REMORA_E_AGENT_INGRESS_SDS_UNSUPPORTED',
+      field: fieldName,
+      message: `${fieldName} asks for certificates from an external SDS server, which Remora does not support; ${what}`,
+    });
+  };
+  if (gatewayTls.sds)
+    sds(
+      `${at} TLS.SDS`,
+      "TLS listeners serve the gateway's certificate from the mesh CA instead (TLS.Enabled turns them on)",
     );
   const defaultsRaw = field(raw, 'Defaults');
   const defaults = isObj(defaultsRaw) ? limitsOf(defaultsRaw, `${at} Defaults`, problems) : {};
@@ -106,11 +217,14 @@ export function decodeIngressEntry(raw: Obj): { entry: IngressEntry; problems: s
       return problems.push(
         `${where}.Protocol ${JSON.stringify(p)} is not one of tcp, http, http2, grpc; the listener on port ${port} is left out`,
       );
-    const lt = field(l, 'TLS');
-    if (isObj(lt) && field(lt, 'Enabled') === true)
-      problems.push(
-        `${where}.TLS: TLS on the gateway's listeners is not built in Remora; port ${port} serves plain ${protocol as string}`,
+    const ownTls = tlsBlock(l.TLS ?? l.tls);
+    if (ownTls.sds)
+      sds(
+        `${where}.TLS.SDS`,
+        `port ${port} serves the gateway's certificate from the mesh CA instead when TLS is enabled`,
       );
+    const tls = listenerTls(gatewayTls, ownTls, at, where, port, coded);
+    if (tls === 'refused') return;
     const svcs = field(l, 'Services');
     const services: IngressServiceEntry[] = [];
     (Array.isArray(svcs) ? svcs : []).forEach((s: unknown, j) => {
@@ -137,6 +251,12 @@ export function decodeIngressEntry(raw: Obj): { entry: IngressEntry; problems: s
       if (bad !== undefined)
         return problems.push(
           `${sw}.Hosts: ${JSON.stringify(bad)} ${ingressHostProblem(bad)!}; ${sn} is left out`,
+        );
+      const st = s.TLS ?? s.tls;
+      if (isObj(st) && tlsBlock(st).sds)
+        sds(
+          `${sw}.TLS.SDS`,
+          `${sn} is served with its listener's certificate (the gateway's, from the mesh CA)`,
         );
       const out: IngressServiceEntry = { name: sn, hosts, limits: limitsOf(s, sw, problems) };
       for (const [key, to] of [
@@ -165,9 +285,9 @@ export function decodeIngressEntry(raw: Obj): { entry: IngressEntry; problems: s
         `${where} is tcp and names the wildcard service "*", which only HTTP, HTTP/2 and gRPC listeners can route; port ${port} is left out`,
       );
     ports.add(port);
-    listeners.push({ port, protocol: protocol as Protocol, services });
+    listeners.push({ port, protocol: protocol as Protocol, services, tls });
   });
-  return { entry: { name, listeners, defaults }, problems };
+  return { entry: { name, listeners, defaults }, problems, coded };
 }
 
 /** A service a planned listener reaches, its hosts filled in. */
@@ -183,6 +303,8 @@ export interface PlannedListener {
   port: number;
   protocol: Protocol;
   services: PlannedService[];
+  /** Null: plain. */
+  tls: IngressTlsParams | null;
 }
 
 /**
@@ -264,7 +386,8 @@ export function planIngress(
         add(s, name, true);
       }
     }
-    if (services.length > 0) listeners.push({ port: l.port, protocol: l.protocol, services });
+    if (services.length > 0)
+      listeners.push({ port: l.port, protocol: l.protocol, services, tls: l.tls });
   }
   return { listeners, problems };
 }

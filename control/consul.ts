@@ -19,6 +19,8 @@ export interface CatalogServiceEntry {
   ServiceID: string;
   ServiceName: string;
   ServiceMeta?: Record<string, string> | null;
+  /** `ingress-gateway` for an ingress gateway (DNS SANs are granted to those only). */
+  ServiceKind?: string;
   /** A sidecar's proxy settings; `Config.protocol` is the protocol it was registered with. */
   ServiceProxy?: { Config?: Record<string, unknown> | null } | null;
 }
@@ -29,6 +31,8 @@ export interface ConfigEntry {
   Name: string;
   Protocol?: unknown;
   Config?: Record<string, unknown>;
+  /** Any other field of the entry (an ingress-gateway's `TLS`, `Listeners`). */
+  [field: string]: unknown;
 }
 
 export interface ControlCatalog {

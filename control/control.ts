@@ -10,6 +10,7 @@ import {
   type IntentionsSnapshot,
 } from '../lib/intentions/index.ts';
 import { servedProtocol } from '../lib/consul/protocol.ts';
+import { ingressDnsSans } from '../lib/consul/ingress-sans.ts';
 import { logError, type Logger } from '../lib/log/index.ts';
 import {
   CONTROL_QUEUE_GROUP,
@@ -45,7 +46,7 @@ import {
   rotateCaState,
   type CaState,
 } from './ca-state.ts';
-import { consulUnavailable, type ControlConsul } from './consul.ts';
+import { consulUnavailable, type CatalogServiceEntry, type ControlConsul } from './consul.ts';
 import {
   decodeIntentionsDoc,
   deleteFromDoc,
@@ -68,6 +69,7 @@ export const MAX_RSA_BITS = 4096;
 export const DEFAULT_REFRESH_INTERVAL_MS = 30_000;
 /** Consul Meta key naming the node an instance runs on. */
 export const NODE_META_KEY = 'remora-node';
+export const INGRESS_GATEWAY_KIND = 'ingress-gateway';
 
 /** The keys of the control config this module reads (the loaded convict object satisfies it). */
 export interface ControlConfig {
@@ -82,6 +84,11 @@ export interface ControlConfig {
   auditMode: boolean;
   refreshIntervalMs?: number;
   metricsPort?: number;
+  /**
+   * Consul's DNS domains (its `domain`, then `alt_domain`): the wildcard names an ingress
+   * gateway's certificate may carry. Default `['consul']`.
+   */
+  consulDnsDomains?: readonly string[];
 }
 
 export interface ControlTracing {
@@ -222,29 +229,80 @@ export function createControl(options: CreateControlOptions): Control {
 
   // ------------------------------------------------------------ handlers
 
-  async function checkCatalog(service: string, node: string): Promise<void> {
+  async function checkCatalog(service: string, node: string): Promise<CatalogServiceEntry[]> {
     let entries;
     try {
       entries = await consul.catalog.service(service);
     } catch (err) {
       throw consulUnavailable(err, `list instances of ${service} in the Consul catalog`);
     }
-    if (!entries.some((e) => e.ServiceMeta?.[NODE_META_KEY] === node))
+    const mine = entries.filter((e) => e.ServiceMeta?.[NODE_META_KEY] === node);
+    if (mine.length === 0)
       throw new RemoraError(
         'REMORA_E_CONTROL_SERVICE_NOT_ON_NODE',
         `Consul lists no instance of ${service} with Meta ${NODE_META_KEY}=${node}; register it on that node with the agent, then retry`,
         { service, node, instances: entries.length },
+      );
+    return mine;
+  }
+
+  /**
+   * DNS SANs are granted to an ingress gateway only (Consul lists the service with Kind
+   * ingress-gateway on the node), and only the names its ingress-gateway entry derives (read
+   * here from Consul, not taken from the request): docs/gateways.md, "What control checks".
+   */
+  async function checkDnsSans(
+    service: string,
+    node: string,
+    dnsNames: readonly string[],
+    mine: readonly CatalogServiceEntry[],
+  ): Promise<void> {
+    const refuse = (why: string, details: Record<string, unknown> = {}): never => {
+      throw new RemoraError(
+        'REMORA_E_CONTROL_CSR_DNS_SAN_NOT_ALLOWED',
+        `CSR for ${service} asks for DNS names (${dnsNames.slice(0, 4).join(', ')}${dnsNames.length > 4 ? ', …' : ''}), but ${why}`,
+        { service, node, dnsNames: dnsNames.slice(0, 8), ...details },
+      );
+    };
+    if (!mine.some((e) => e.ServiceKind === INGRESS_GATEWAY_KIND))
+      refuse(
+        `${service} on ${node} is not an ingress gateway; only an ingress gateway's certificate carries DNS names — make the CSR with only the SPIFFE ID`,
+      );
+    if (!consul.config) refuse('control cannot read config entries from Consul to check them');
+    let entries;
+    try {
+      entries = (await consul.config!.list(INGRESS_GATEWAY_KIND)).entries;
+    } catch (err) {
+      throw consulUnavailable(err, `read ingress-gateway ${service} from Consul`);
+    }
+    const entry = entries.find((e) => e.Name === service);
+    if (entry === undefined)
+      refuse(`Consul holds no ingress-gateway entry named ${service}; write one with TLS enabled`);
+    const allowed = ingressDnsSans(entry as unknown as Record<string, unknown>, {
+      datacenter: config.datacenter,
+      domains: config.consulDnsDomains ?? ['consul'],
+    });
+    if (allowed.length === 0)
+      refuse(
+        `the ingress-gateway entry ${service} enables no TLS (TLS.Enabled, gateway or listener)`,
+      );
+    const outside = dnsNames.filter((n) => !allowed.includes(n));
+    if (outside.length > 0)
+      refuse(
+        `${outside.slice(0, 4).join(', ')} ${outside.length === 1 ? 'is' : 'are'} not derived from the ingress-gateway entry ${service} (it allows ${allowed.slice(0, 6).join(', ')}${allowed.length > 6 ? ', …' : ''}); add the host to a service's Hosts, or check that control and the agent agree on consul.dnsDomains`,
+        { outside: outside.slice(0, 8) },
       );
   }
 
   function checkCsr(req: SignRequestV1, spiffeId: string) {
     const parsed = parseCsr(req.csr);
     const info = parsed.info;
-    const sans = [...info.uris, ...info.dnsNames, ...info.ipAddresses];
+    // DNS names are checked apart (checkDnsSans): only an ingress gateway's, from its entry
+    const sans = [...info.uris, ...info.ipAddresses];
     if (info.otherSanCount > 0 || sans.length !== 1 || info.uris[0] !== spiffeId)
       throw new RemoraError(
         'REMORA_E_CONTROL_CSR_SAN_MISMATCH',
-        `CSR for ${req.service} must hold exactly one SAN, ${spiffeId}; it holds ${sans.length + info.otherSanCount} (${sans.slice(0, 4).join(', ') || 'none'})`,
+        `CSR for ${req.service} must hold exactly one URI SAN, ${spiffeId}, and no IP address; it holds ${sans.length + info.otherSanCount} (${sans.slice(0, 4).join(', ') || 'none'})`,
         { service: req.service, expected: spiffeId, sans: sans.slice(0, 8) },
       );
     if (info.keyType !== 'rsa' || info.keyBits < MIN_RSA_BITS || info.keyBits > MAX_RSA_BITS)
@@ -273,12 +331,15 @@ export function createControl(options: CreateControlOptions): Control {
       service: req.service,
     });
     const csr = checkCsr(req, spiffeId);
-    await checkCatalog(req.service, req.node);
+    const mine = await checkCatalog(req.service, req.node);
+    const dnsNames = csr.info.dnsNames.map((n) => n.toLowerCase());
+    if (dnsNames.length > 0) await checkDnsSans(req.service, req.node, dnsNames, mine);
     const root = activeRoot(st.ca);
     const leaf = issueLeaf({
       ca: root,
       csr,
       spiffeId,
+      ...(dnsNames.length > 0 ? { dnsNames } : {}),
       ttlMs: leafTtlMs,
       now: clock.now(),
     });
@@ -291,6 +352,7 @@ export function createControl(options: CreateControlOptions): Control {
         serial: leaf.serial,
         rootId: root.id,
         notAfter: leaf.notAfter.toISOString(),
+        ...(dnsNames.length > 0 ? { dnsNames: dnsNames.length } : {}),
       },
       'issued workload certificate',
     );

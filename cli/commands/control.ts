@@ -74,7 +74,11 @@ export function registerControl(program: Command, ctx: CliContext): void {
       const consul = createConsulClient(consulClientOptions(config.consul, logger));
       const control = createControl({
         // the schema restricts defaultPolicy to allow|deny
-        config: { ...config, defaultPolicy: config.defaultPolicy as 'allow' | 'deny' },
+        config: {
+          ...config,
+          defaultPolicy: config.defaultPolicy as 'allow' | 'deny',
+          consulDnsDomains: config.consul.dnsDomains,
+        },
         nats: nc,
         consul,
         clock: createClock(),

@@ -105,7 +105,7 @@ export function renderStatus(s: AgentStatus, now: number): string {
     if (i.kind !== 'ingress-gateway') continue;
     const ls = (i.listeners ?? []).map(
       (l) =>
-        `  port ${l.port} ${l.protocol} → ${l.services.map((x) => (x.hosts.length > 0 ? `${x.name} (${x.hosts.join(', ')})` : x.name)).join(', ')}`,
+        `  port ${l.port} ${l.protocol}${l.tls ? ' over TLS' : ''} → ${l.services.map((x) => (x.hosts.length > 0 ? `${x.name} (${x.hosts.join(', ')})` : x.name)).join(', ')}`,
     );
     out.push('', `ingress gateway ${i.id}:`, ...(ls.length > 0 ? ls : ['  no listener']));
   }

@@ -2,7 +2,7 @@
 // Demo `api` app: answers every HTTP request with its instance ID and the identities its proxy
 // vouches for in `x-forwarded-client-cert` (Envoy's format, set by the inbound proxy): `peer` is
 // the caller's SPIFFE ID (URI=…), `self` this service's own (By=…, what the caller's proxy
-// verified). Dependency-free.
+// verified), and the X-Forwarded-For / X-Forwarded-Proto an ingress gateway adds. Dependency-free.
 //   PORT=8081 INSTANCE_ID=api-1 node examples/apps/api.js
 import { createServer } from 'node:http';
 
@@ -23,6 +23,8 @@ const server = createServer((req, res) => {
     path: req.url,
     peer: xfcc(req, 'URI'),
     self: xfcc(req, 'By'),
+    forwardedFor: req.headers['x-forwarded-for'] ?? null,
+    forwardedProto: req.headers['x-forwarded-proto'] ?? null,
   });
   res.writeHead(200, { 'content-type': 'application/json' }).end(`${body}\n`);
 });

@@ -40,6 +40,7 @@ export {
   type ProtocolSource,
   type ServedProtocol,
 } from './protocol.ts';
+export { ingressDnsSans, ingressTlsEnabled, isSanDnsName } from './ingress-sans.ts';
 export type {
   AgentCheck,
   AgentService,

@@ -51,6 +51,157 @@ function ingressKeys(v: unknown, what: string): Obj {
 
 const INGRESS_PROTOCOLS = ['tcp', 'http', 'http2', 'grpc'];
 
+/** Keys of a `TLS` block and of its `SDS`, by lower-case and alias names. */
+const TLS_KEYS: Record<string, string> = {
+  enabled: 'Enabled',
+  tlsminversion: 'TLSMinVersion',
+  tls_min_version: 'TLSMinVersion',
+  tlsmaxversion: 'TLSMaxVersion',
+  tls_max_version: 'TLSMaxVersion',
+  ciphersuites: 'CipherSuites',
+  cipher_suites: 'CipherSuites',
+  sds: 'SDS',
+  clustername: 'ClusterName',
+  cluster_name: 'ClusterName',
+  certresource: 'CertResource',
+  cert_resource: 'CertResource',
+};
+
+/** Consul's TLS version names (types.TLSVersion), in the order it lists them. */
+const TLS_VERSIONS = ['TLS_AUTO', 'TLSv1_0', 'TLSv1_1', 'TLSv1_2', 'TLSv1_3'];
+const TLS_ORDER: Record<string, number> = { TLSv1_0: 1, TLSv1_1: 2, TLSv1_2: 3, TLSv1_3: 4 };
+
+/** The TLS 1.2 suites Consul accepts for Envoy (types.envoyTLSCipherSuiteStrings). */
+const ENVOY_CIPHER_SUITES = new Set(
+  ['ECDHE_ECDSA', 'ECDHE_RSA']
+    .flatMap((kx) => [
+      `TLS_${kx}_WITH_AES_128_GCM_SHA256`,
+      `TLS_${kx}_WITH_CHACHA20_POLY1305_SHA256`,
+      `TLS_${kx}_WITH_AES_128_CBC_SHA`,
+      `TLS_${kx}_WITH_AES_256_GCM_SHA384`,
+      `TLS_${kx}_WITH_AES_256_CBC_SHA`,
+    ])
+    .concat([
+      'TLS_RSA_WITH_AES_128_GCM_SHA256',
+      'TLS_RSA_WITH_AES_128_CBC_SHA',
+      'TLS_RSA_WITH_AES_256_GCM_SHA384',
+      'TLS_RSA_WITH_AES_256_CBC_SHA',
+    ]),
+);
+
+interface GatewayTls {
+  Enabled?: boolean;
+  TLSMinVersion?: string;
+  TLSMaxVersion?: string;
+  CipherSuites?: string[];
+  SDS?: { ClusterName?: string; CertResource?: string };
+}
+
+/** A `TLS` block (gateway, listener or service) decoded as Consul's JSON decoder does. */
+function tlsBlock(v: unknown, what: string, service = false): GatewayTls {
+  const fail = (m: string): never => {
+    throw new HttpError(400, `Request decoding failed: ${what}${m}`);
+  };
+  if (!isObj(v)) return fail(' must be an object');
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(v)) {
+    const key = TLS_KEYS[k.toLowerCase()];
+    if (key === undefined || key === 'ClusterName' || key === 'CertResource')
+      throw new HttpError(400, `invalid config key ${JSON.stringify(`${what}.${k}`)}`);
+    if (service && key !== 'SDS')
+      throw new HttpError(400, `invalid config key ${JSON.stringify(`${what}.${k}`)}`);
+    if (x === null) continue;
+    if (key === 'Enabled' && typeof x !== 'boolean') fail('.Enabled must be a bool');
+    if ((key === 'TLSMinVersion' || key === 'TLSMaxVersion') && typeof x !== 'string')
+      fail(`.${key} must be a string`);
+    if (key === 'CipherSuites' && (!Array.isArray(x) || x.some((c) => typeof c !== 'string')))
+      fail('.CipherSuites must be a list of strings');
+    if (key === 'SDS') {
+      if (!isObj(x)) fail('.SDS must be an object');
+      const sds: Record<string, string> = {};
+      for (const [sk, sx] of Object.entries(x as Obj)) {
+        const skey = TLS_KEYS[sk.toLowerCase()];
+        if (skey !== 'ClusterName' && skey !== 'CertResource')
+          throw new HttpError(400, `invalid config key ${JSON.stringify(`${what}.SDS.${sk}`)}`);
+        if (sx === null) continue;
+        if (typeof sx !== 'string') fail(`.SDS.${skey} must be a string`);
+        sds[skey] = sx as string;
+      }
+      out.SDS = sds;
+      continue;
+    }
+    out[key] = x;
+  }
+  return out;
+}
+
+/** Consul's validateTLSConfig for a gateway or listener `TLS`. */
+function checkTlsParams(tls: GatewayTls): void {
+  const fail = (m: string): never => {
+    throw new HttpError(400, m);
+  };
+  const min = tls.TLSMinVersion ?? '';
+  const max = tls.TLSMaxVersion ?? '';
+  for (const v of [min, max])
+    if (v !== '' && !TLS_VERSIONS.includes(v))
+      fail(
+        `no matching TLS version found for ${v}, please specify one of [${TLS_VERSIONS.join(', ')}]`,
+      );
+  if (
+    min !== '' &&
+    max !== '' &&
+    TLS_ORDER[min] &&
+    TLS_ORDER[max] &&
+    TLS_ORDER[max] < TLS_ORDER[min]
+  )
+    fail(`configuring max version ${max} less than the configured min version ${min} is invalid`);
+  const suites = tls.CipherSuites ?? [];
+  if (suites.length === 0) return;
+  if (min === 'TLSv1_3')
+    fail(
+      `configuring CipherSuites is only applicable to connections negotiated with TLS 1.2 or earlier, TLSMinVersion is set to ${min}`,
+    );
+  const unknown = suites.filter((c) => !ENVOY_CIPHER_SUITES.has(c));
+  if (unknown.length > 0) fail(`no matching Envoy TLS cipher suite found for ${unknown.join(',')}`);
+}
+
+/** Consul's validateServiceSDS: the SDS settings a service inherits must be complete. */
+function checkServiceSds(
+  gw: GatewayTls,
+  listener: GatewayTls | undefined,
+  svc: { name: string; hosts: string[]; tls: GatewayTls | undefined },
+  port: number,
+): void {
+  const fail = (m: string): never => {
+    throw new HttpError(400, m);
+  };
+  const gwCluster = (gw.SDS?.ClusterName ?? '') !== '';
+  const gwCert = (gw.SDS?.CertResource ?? '') !== '';
+  if (gw.SDS !== undefined && !gwCluster && gwCert)
+    fail('TLS.SDS.ClusterName is required if CertResource is set');
+  const lisCert = (listener?.SDS?.CertResource ?? '') !== '';
+  const lisCluster = (listener?.SDS?.ClusterName ?? '') !== '';
+  if (gwCluster && !gwCert && !lisCert)
+    fail(
+      `TLS.SDS.CertResource is required if ClusterName is set for gateway (listener on port ${port})`,
+    );
+  if (lisCluster && !lisCert)
+    fail(
+      `TLS.SDS.CertResource is required if ClusterName is set for listener (listener on port ${port})`,
+    );
+  if (lisCert && !lisCluster && !gwCluster)
+    fail(`TLS.SDS.ClusterName is required if CertResource is set (listener on port ${port})`);
+  const svcCert = (svc.tls?.SDS?.CertResource ?? '') !== '';
+  if (svcCert && svc.hosts.length < 1)
+    fail(
+      `A service specifying TLS.SDS.CertResource must have at least one item in Hosts (service ${goQuote(svc.name)} on listener on port ${port})`,
+    );
+  if (svcCert && (svc.tls?.SDS?.ClusterName ?? '') === '' && !lisCluster && !gwCluster)
+    fail(
+      `TLS.SDS.ClusterName is required if CertResource is set (service ${goQuote(svc.name)} on listener on port ${port})`,
+    );
+}
+
 /** A host of an ingress service as Consul's check sees it: a DNS name, `*` only as the leftmost label. */
 function ingressHostOk(host: string): boolean {
   if (host === '*') return true;
@@ -60,10 +211,12 @@ function ingressHostOk(host: string): boolean {
 }
 
 /**
- * Consul's checks of an ingress-gateway entry: listeners with distinct ports and a known
- * protocol, at least one service each; a tcp listener holds exactly one service, not `*`;
- * hosts only on HTTP-like listeners, never for `*`, DNS names with a wildcard only as the
- * leftmost label, unique within a listener. Keys are stored in Consul's spelling and protocols
+ * Consul's checks of an ingress-gateway entry: the gateway's and each listener's `TLS` (known
+ * TLS versions, the maximum not below the minimum, Envoy's TLS 1.2 suites and only when TLS 1.2
+ * can be spoken, complete `SDS` settings), listeners with distinct ports and a known protocol,
+ * at least one service each; a tcp listener holds exactly one service, not `*`; hosts only on
+ * HTTP-like listeners, never for `*`, DNS names with a wildcard only as the leftmost label (`*`
+ * alone unless the gateway's TLS is enabled), unique within a listener. Keys are stored in Consul's spelling and protocols
  * lower-cased. (Whether each service speaks its listener's protocol is checked at the write,
  * against the stored service-defaults: `checkIngressProtocols`.)
  */
@@ -71,6 +224,9 @@ export function checkIngressGateway(e: Obj): void {
   const fail = (m: string): never => {
     throw new HttpError(400, m);
   };
+  const gwTls: GatewayTls = e.TLS === undefined || e.TLS === null ? {} : tlsBlock(e.TLS, 'TLS');
+  if (e.TLS !== undefined && e.TLS !== null) e.TLS = gwTls;
+  checkTlsParams(gwTls);
   if (e.Listeners === undefined || e.Listeners === null) e.Listeners = [];
   if (!Array.isArray(e.Listeners)) fail('Request decoding failed: Listeners must be a list');
   const ports = new Set<number>();
@@ -99,6 +255,12 @@ export function checkIngressGateway(e: Obj): void {
       fail(
         `Multiple services per listener are only supported for L7 protocols, 'http', 'grpc' and 'http2' (listener on port ${String(port)})`,
       );
+    let lisTls: GatewayTls | undefined;
+    if (l.TLS !== undefined && l.TLS !== null) {
+      lisTls = tlsBlock(l.TLS, `Listeners[${i}].TLS`);
+      l.TLS = lisTls;
+      checkTlsParams(lisTls);
+    }
     const hostsSeen = new Set<string>();
     l.Services = list.map((rs, j) => {
       const s = ingressKeys(rs, `Listeners[${i}].Services[${j}]`);
@@ -114,6 +276,11 @@ export function checkIngressGateway(e: Obj): void {
           `Request decoding failed: Listeners[${i}].Services[${j}].Hosts must be a list of strings`,
         );
       const hs = hosts as string[];
+      let svcTls: GatewayTls | undefined;
+      if (s.TLS !== undefined && s.TLS !== null) {
+        svcTls = tlsBlock(s.TLS, `Listeners[${i}].Services[${j}].TLS`, true);
+        s.TLS = svcTls;
+      }
       if (hs.length > 0 && protocol === 'tcp')
         fail(
           `Associating hosts to a service is not supported for the tcp protocol (listener on port ${String(port)})`,
@@ -122,18 +289,28 @@ export function checkIngressGateway(e: Obj): void {
         fail(
           `Associating hosts to a wildcard service is not supported (listener on port ${String(port)})`,
         );
+      checkServiceSds(
+        gwTls,
+        lisTls,
+        { name: s.Name as string, hosts: hs, tls: svcTls },
+        port as number,
+      );
       for (const h of hs) {
+        if (hostsSeen.has(h))
+          fail(
+            `Hosts must be unique within a specific listener (listener on port ${String(port)})`,
+          );
+        hostsSeen.add(h);
+        if (h === '*' && gwTls.Enabled === true)
+          fail(
+            "Host '*' is not allowed when TLS is enabled, all hosts must be valid DNS records to add as a DNSSAN",
+          );
         if (!ingressHostOk(h))
           fail(
             h.includes('*')
               ? `Host ${goQuote(h)} is not valid, a wildcard specifier is only allowed as the leftmost label`
               : `Host ${goQuote(h)} must be a valid DNS hostname`,
           );
-        if (hostsSeen.has(h))
-          fail(
-            `Hosts must be unique within a specific listener (listener on port ${String(port)})`,
-          );
-        hostsSeen.add(h);
       }
       return s;
     });

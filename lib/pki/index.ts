@@ -61,6 +61,8 @@ export interface CertInfo {
   notBefore: Date;
   notAfter: Date;
   uris: string[];
+  /** DNS SANs (an ingress gateway's certificate carries the names it is reached by). */
+  dnsNames: string[];
   isCa: boolean;
   /** SHA-256 of the DER, lowercase hex (the root ID for CA certificates). */
   fingerprint: string;
@@ -160,20 +162,25 @@ export function createRootCa(options: {
   };
 }
 
-/** A CSR carrying exactly one URI SAN (the SPIFFE ID), signed with the workload key. */
+/**
+ * A CSR carrying one URI SAN (the SPIFFE ID), signed with the workload key; an ingress gateway's
+ * also carries the DNS names its listeners are reached by (`dnsNames`, docs/gateways.md).
+ */
 export function createCsr(options: {
   keyPem: string;
   publicKeyPem: string;
   spiffeId: string;
+  dnsNames?: readonly string[];
 }): string {
   const csr = forge.pki.createCertificationRequest();
   csr.publicKey = forgePublicKey(options.publicKeyPem);
   csr.setSubject([]);
+  const altNames = [
+    { type: 6, value: options.spiffeId },
+    ...(options.dnsNames ?? []).map((value) => ({ type: 2, value })),
+  ];
   csr.setAttributes([
-    {
-      name: 'extensionRequest',
-      extensions: [{ name: 'subjectAltName', altNames: [{ type: 6, value: options.spiffeId }] }],
-    },
+    { name: 'extensionRequest', extensions: [{ name: 'subjectAltName', altNames }] },
   ]);
   // CSR self-signature: forge needs its own key object; the key never leaves this process
   const pk = forge.pki.privateKeyFromPem(
@@ -352,15 +359,17 @@ function caMaterial(ca: Pick<RootCa, 'certPem' | 'keyPem'>): CaMaterial {
 }
 
 /**
- * Issues a workload leaf for a CSR whose SAN has already been authorized: one URI SAN (the
- * SPIFFE ID), serverAuth + clientAuth, notBefore = now − 1 min. Give `csr` (from `parseCsr`) to
- * skip parsing the CSR again; otherwise `csrPem` is parsed and verified here.
+ * Issues a workload leaf for a CSR whose SANs have already been authorized: one URI SAN (the
+ * SPIFFE ID) and `dnsNames` (an ingress gateway's), serverAuth + clientAuth, notBefore = now −
+ * 1 min. Give `csr` (from `parseCsr`) to skip parsing the CSR again; otherwise `csrPem` is
+ * parsed and verified here.
  */
 export function issueLeaf(options: {
   ca: Pick<RootCa, 'certPem' | 'keyPem'>;
   csrPem?: string;
   csr?: ParsedCsr;
   spiffeId: string;
+  dnsNames?: readonly string[];
   ttlMs: number;
   now: number;
 }): IssuedLeaf {
@@ -382,7 +391,14 @@ export function issueLeaf(options: {
     basic,
     usage,
     extUsage,
-    { name: 'subjectAltName', critical: true, altNames: [{ type: 6, value: options.spiffeId }] },
+    {
+      name: 'subjectAltName',
+      critical: true,
+      altNames: [
+        { type: 6, value: options.spiffeId },
+        ...(options.dnsNames ?? []).map((value) => ({ type: 2, value })),
+      ],
+    },
     parsed.keyId === undefined
       ? { name: 'subjectKeyIdentifier' }
       : {
@@ -427,6 +443,10 @@ export function inspectCert(certPem: string): CertInfo {
     notBefore: new Date(x.validFrom),
     notAfter: new Date(x.validTo),
     uris: urisFromSubjectAltName(x.subjectAltName),
+    dnsNames: (x.subjectAltName ?? '')
+      .split(', ')
+      .filter((part) => part.startsWith('DNS:'))
+      .map((part) => part.slice(4)),
     isCa: x.ca,
     fingerprint: sha256Hex(x.raw),
   };

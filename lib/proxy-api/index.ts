@@ -1,6 +1,14 @@
 export * from './types.ts';
 export { CIPHER_SUITES, tlsOptions, tlsParamsProblem } from './mesh-tls.ts';
 export type { MeshTlsConfig, TlsParams } from './mesh-tls.ts';
+export {
+  CONSUL_TLS_VERSIONS,
+  INGRESS_CIPHER_SUITES,
+  ingressTlsOptions,
+  ingressTlsProblem,
+  type IngressTlsKey,
+  type IngressTlsParams,
+} from './ingress-tls.ts';
 export { encodeFrame, FrameDecoder, decodeAgentFrame, decodeProxyFrame } from './frames.ts';
 export type { FrameDecoderOptions } from './frames.ts';
 export {

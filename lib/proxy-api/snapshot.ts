@@ -9,6 +9,7 @@ import { headerNameProblem, headerValueProblem } from './header-modifiers.ts';
 import { INBOUND_LIMITS } from './defaults.ts';
 import { compileAccessFormat } from '../access-log/format.ts';
 import { tlsParamsProblem, type MeshTlsConfig, type TlsParams } from './mesh-tls.ts';
+import { ingressTlsProblem, type IngressTlsParams } from './ingress-tls.ts';
 import { validateIntentionJwt } from '../intentions/index.ts';
 import { jwkProblem } from '../jwt/index.ts';
 import type { JwtLocation, JwtProvider } from '../jwt/types.ts';
@@ -1041,7 +1042,7 @@ function decodeIngress(
   const names = new Map(upstreams.map((u) => [u.destinationName, u]));
   const listeners = list.map((x, i): IngressListener => {
     const p = `ingress.listeners[${i}]`;
-    const l = obj(x, p, ['bindAddress', 'bindPort', 'protocol', 'services']);
+    const l = obj(x, p, ['bindAddress', 'bindPort', 'protocol', 'services', 'tls']);
     const bindAddress = str(l, 'bindAddress', p);
     const bindPort = num(l, 'bindPort', p, port);
     const protocol = oneOf(l, 'protocol', p, PROTOCOLS);
@@ -1090,7 +1091,36 @@ function decodeIngress(
         }
       });
     }
-    return { bindAddress, bindPort, protocol, services };
+    const tls = l.tls === undefined ? undefined : decodeIngressTls(l.tls, `${p}.tls`);
+    return { bindAddress, bindPort, protocol, services, ...(tls ? { tls } : {}) };
   });
   return { listeners };
+}
+
+const SNAPSHOT_TLS_KEYS = {
+  TLSMinVersion: 'minVersion',
+  TLSMaxVersion: 'maxVersion',
+  CipherSuites: 'cipherSuites',
+} as const;
+
+/** A TLS listener's parameters: TLSv1_2 or TLSv1_3 only (the agent raised older minimums). */
+function decodeIngressTls(v: unknown, p: string): IngressTlsParams {
+  const d = obj(v, p, ['minVersion', 'maxVersion', 'cipherSuites']);
+  const out: IngressTlsParams = {};
+  for (const key of ['minVersion', 'maxVersion'] as const) {
+    const x = optStr(d, key, p);
+    if (x === undefined) continue;
+    if (x !== 'TLSv1_2' && x !== 'TLSv1_3') fail(`${p}.${key}`, 'must be TLSv1_2 or TLSv1_3', x);
+    out[key] = x;
+  }
+  if (d.cipherSuites !== undefined)
+    out.cipherSuites = arr(d, 'cipherSuites', p).map((s, i) =>
+      typeof s === 'string' ? s : fail(`${p}.cipherSuites[${i}]`, 'must be a string', s),
+    );
+  const problem = ingressTlsProblem(out);
+  if (problem !== null) {
+    const key = SNAPSHOT_TLS_KEYS[problem.key];
+    fail(`${p}.${key}`, problem.reason, out[key]);
+  }
+  return out;
 }

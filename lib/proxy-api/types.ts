@@ -2,6 +2,7 @@
 // newline-delimited JSON frames; the proxy applies each atomically and answers with acks and
 // readiness. A static file with a `ProxySnapshot` serves the same purpose for debugging.
 import type { HttpMatch, IntentionsSnapshot } from '../intentions/types.ts';
+import type { IngressTlsParams } from './ingress-tls.ts';
 import type { JwtProvider } from '../jwt/types.ts';
 import type { MeshTlsConfig } from './mesh-tls.ts';
 
@@ -337,6 +338,12 @@ export interface IngressListener {
   protocol: Protocol;
   /** tcp: exactly one, every connection goes to it; others: picked per request by Host. */
   services: IngressService[];
+  /**
+   * Present when the listener terminates TLS (the entry's `TLS.Enabled`, gateway or listener):
+   * it serves the snapshot's `tls` certificate (the gateway's, with its DNS names) with these
+   * versions and suites; absent: plain HTTP, h2c or TCP.
+   */
+  tls?: IngressTlsParams;
 }
 
 export interface IngressService {

@@ -85,7 +85,7 @@ export function createProxyMetrics(o: { defaultMetrics?: boolean } = {}) {
   });
   const handshakeFailures = new Counter({
     name: 'remora_proxy_tls_handshake_failures_total',
-    help: 'Inbound mTLS handshakes refused, by reason (no_client_cert, expired, not_yet_valid, unknown_ca, bad_identity, protocol, other).',
+    help: "TLS handshakes refused, by direction (inbound: the mTLS listener; ingress: an ingress gateway's TLS listeners) and reason (no_client_cert, expired, not_yet_valid, unknown_ca, bad_identity, protocol, other).",
     labelNames: ['direction', 'reason'] as const,
     registers: [registry],
   });

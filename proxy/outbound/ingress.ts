@@ -1,17 +1,26 @@
 // An ingress gateway's listeners (docs/gateways.md): calls from outside the mesh arrive in
-// plain HTTP/1.1, h2c or TCP on a port of the gateway's address and are handed to an upstream,
-// whose own outbound stack (routes, splits, balancing, retries, mTLS to the destination's
-// SPIFFE ID with the gateway's certificate) carries them on. An HTTP listener picks the upstream
-// per request (per stream for HTTP/2 and gRPC) by its Host; a TCP listener hands every
-// connection to its one upstream.
+// HTTP/1.1, HTTP/2 or TCP — plain, or over TLS terminated here with the gateway's certificate —
+// on a port of the gateway's address and are handed to an upstream, whose own outbound stack
+// (routes, splits, balancing, retries, mTLS to the destination's SPIFFE ID with the gateway's
+// certificate) carries them on. An HTTP listener picks the upstream per request (per stream for
+// HTTP/2 and gRPC) by its Host, after adding X-Forwarded-For and X-Forwarded-Proto; a TCP
+// listener hands every connection to its one upstream.
 import net, { type AddressInfo, type Server, type Socket } from 'node:net';
-import type { Http2Server, IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
+import tls, { type SecureContext, type TLSSocket } from 'node:tls';
+import type {
+  Http2SecureServer,
+  Http2Server,
+  IncomingHttpHeaders,
+  ServerHttp2Stream,
+} from 'node:http2';
 import { RemoraError } from '../../lib/errors/index.ts';
 import {
+  ingressTlsOptions,
   modifyH1Headers,
   modifyH2Headers,
   type IngressListener,
   type IngressService,
+  type TlsMaterial,
 } from '../../lib/proxy-api/index.ts';
 import type { ProxyEnv } from '../env.ts';
 import { loadHttp2 } from '../lazy.ts';
@@ -86,6 +95,77 @@ function unknownHost(listener: IngressListener, host: string | null): RemoraErro
   );
 }
 
+/** How long an outside caller has to finish its TLS handshake. */
+export const INGRESS_TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
+
+/** The address a connection came from, an IPv4-mapped IPv6 one as IPv4 (as Envoy writes it). */
+function clientAddress(socket: { remoteAddress?: string | undefined } | null): string | null {
+  const a = socket?.remoteAddress;
+  if (a === undefined || a === '') return null;
+  return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
+}
+
+const isTls = (socket: unknown): boolean => (socket as { encrypted?: unknown })?.encrypted === true;
+
+/**
+ * X-Forwarded-For and X-Forwarded-Proto of a request from outside the mesh, as an Envoy edge
+ * proxy with no trusted hop (`use_remote_address`, `xff_num_trusted_hops` 0) sets them: the
+ * caller's address appended to what it sent, the scheme of its connection to the gateway in
+ * place of what it sent.
+ */
+export function forwardedH1(headers: string[], address: string | null, proto: string): void {
+  const chain: string[] = [];
+  let w = 0;
+  for (let i = 0; i < headers.length; i += 2) {
+    const n = headers[i]!.toLowerCase();
+    if (n === 'x-forwarded-for') {
+      chain.push(headers[i + 1]!.trim());
+      continue;
+    }
+    if (n === 'x-forwarded-proto') continue;
+    headers[w++] = headers[i]!;
+    headers[w++] = headers[i + 1]!;
+  }
+  headers.length = w;
+  if (address !== null) chain.push(address);
+  const xff = chain.filter((v) => v !== '').join(', ');
+  if (xff !== '') headers.push('x-forwarded-for', xff);
+  headers.push('x-forwarded-proto', proto);
+}
+
+function forwardedH2(headers: IncomingHttpHeaders, address: string | null, proto: string): void {
+  const had = headers['x-forwarded-for'];
+  const chain = (Array.isArray(had) ? had : had === undefined ? [] : [had]).map((v) => v.trim());
+  if (address !== null) chain.push(address);
+  const xff = chain.filter((v) => v !== '').join(', ');
+  if (xff !== '') headers['x-forwarded-for'] = xff;
+  headers['x-forwarded-proto'] = proto;
+}
+
+/** Node's TLS server options for a listener: the gateway's certificate, the listener's TLS. */
+function tlsServerOptions(m: TlsMaterial, l: IngressListener): tls.SecureContextOptions {
+  return { cert: m.certPem, key: m.keyPem, ...ingressTlsOptions(l.tls ?? {}) };
+}
+
+/**
+ * The secure context a TLS listener serves with: the gateway's certificate (which carries the
+ * DNS names of its entry) and the listener's versions and suites. Built again only when one of
+ * them changes: a renewed certificate reaches new handshakes, open connections keep theirs.
+ */
+function createTlsContexts(): (m: TlsMaterial, l: IngressListener) => SecureContext {
+  const cache = new Map<string, { material: string; ctx: SecureContext }>();
+  return (m, l) => {
+    const params = JSON.stringify(l.tls ?? {});
+    const material = m.certPem + m.keyPem;
+    const hit = cache.get(params);
+    if (hit !== undefined && hit.material === material) return hit.ctx;
+    const ctx = tls.createSecureContext(tlsServerOptions(m, l));
+    if (cache.size > 64) cache.clear();
+    cache.set(params, { material, ctx });
+    return ctx;
+  };
+}
+
 interface Part {
   handleConnection(socket: Socket): void;
   drain(): void;
@@ -100,6 +180,7 @@ function createListenerPart(
   env: ProxyEnv,
   config: () => IngressListener,
   upstream: (name: string) => Upstream | undefined,
+  secureContext: (m: TlsMaterial, l: IngressListener) => SecureContext,
 ): Part {
   const conns = new Set<{ socket: Socket; drain(): void }>();
   const track = (socket: Socket, drain: () => void): void => {
@@ -109,6 +190,11 @@ function createListenerPart(
   };
 
   const refused = (): void => env.metrics.refused.labels('outbound', 'ingress_unknown_host').inc();
+  // a handshake that fails (no shared version, suite or ALPN protocol; not TLS at all)
+  const handshakeFailed = (err: NodeJS.ErrnoException): void =>
+    env.metrics.handshakeFailures
+      .labels('ingress', /SSL|TLS/.test(err.code ?? '') ? 'protocol' : 'other')
+      .inc();
 
   const handler: Handler = async (req) => {
     const l = config();
@@ -120,10 +206,36 @@ function createListenerPart(
       return errorResponse(unknownHost(l, req.host));
     }
     req.ctx.destination = svc.upstream;
+    const from = req.ctx.downstream;
+    forwardedH1(req.headers, clientAddress(from), isTls(from) ? 'https' : 'http');
     if (svc.requestHeaders !== undefined) modifyH1Headers(req.headers, svc.requestHeaders);
     const res = await up.handleRoutedRequest(req);
     if (svc.responseHeaders !== undefined) modifyH1Headers(res.headers, svc.responseHeaders);
     return res;
+  };
+
+  const onStream = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number) => {
+    stream.on('error', () => {});
+    const l = config();
+    const raw = headers[':authority'] ?? headers.host;
+    const host = hostName(typeof raw === 'string' ? raw : undefined);
+    const svc = host === null ? null : matchIngressHost(l.services, host);
+    const up = svc === null ? undefined : upstream(svc.upstream);
+    if (svc === null || up === undefined) {
+      refused();
+      const grpc = String(headers['content-type'] ?? '').startsWith('application/grpc');
+      respondH2Error(stream, unknownHost(l, typeof raw === 'string' ? raw : null), grpc);
+      return;
+    }
+    const from = stream.session?.socket;
+    forwardedH2(headers, clientAddress(from ?? null), isTls(from) ? 'https' : 'http');
+    if (svc.requestHeaders !== undefined) modifyH2Headers(headers, svc.requestHeaders);
+    up.handleRoutedH2Stream(
+      stream,
+      headers,
+      flags,
+      svc.responseHeaders === undefined ? undefined : { responseHeaders: [svc.responseHeaders] },
+    );
   };
 
   let h2server: Http2Server | null = null;
@@ -131,61 +243,93 @@ function createListenerPart(
     if (h2server) return h2server;
     const server = loadHttp2().createServer();
     server.on('session', (s) => s.on('error', () => {}));
-    server.on(
-      'stream',
-      (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number) => {
-        stream.on('error', () => {});
-        const l = config();
-        const raw = headers[':authority'] ?? headers.host;
-        const host = hostName(typeof raw === 'string' ? raw : undefined);
-        const svc = host === null ? null : matchIngressHost(l.services, host);
-        const up = svc === null ? undefined : upstream(svc.upstream);
-        if (svc === null || up === undefined) {
-          refused();
-          const grpc = String(headers['content-type'] ?? '').startsWith('application/grpc');
-          respondH2Error(stream, unknownHost(l, typeof raw === 'string' ? raw : null), grpc);
-          return;
-        }
-        if (svc.requestHeaders !== undefined) modifyH2Headers(headers, svc.requestHeaders);
-        up.handleRoutedH2Stream(
-          stream,
-          headers,
-          flags,
-          svc.responseHeaders === undefined
-            ? undefined
-            : { responseHeaders: [svc.responseHeaders] },
-        );
-      },
-    );
+    server.on('stream', onStream);
     h2server = server;
     return server;
   };
 
+  // HTTP/2 over TLS: a secure server of its own (node:http2 does the handshake and ALPN h2 on
+  // the raw connection); its context follows the certificate and the listener's parameters
+  let h2secure: { server: Http2SecureServer; ctx: SecureContext } | null = null;
+  const h2tls = (ctx: SecureContext, l: IngressListener): Http2SecureServer => {
+    if (h2secure !== null) {
+      if (h2secure.ctx !== ctx) {
+        h2secure.server.setSecureContext(tlsServerOptions(env.active().snapshot.tls, l));
+        h2secure.ctx = ctx;
+      }
+      return h2secure.server;
+    }
+    const server = loadHttp2().createSecureServer({
+      ...tlsServerOptions(env.active().snapshot.tls, l),
+      handshakeTimeout: INGRESS_TLS_HANDSHAKE_TIMEOUT_MS,
+    });
+    server.on('session', (s) => s.on('error', () => {}));
+    server.on('stream', onStream);
+    server.on('tlsClientError', (err: NodeJS.ErrnoException) => handshakeFailed(err));
+    h2secure = { server, ctx };
+    return server;
+  };
+
+  /** Serves a connection (plain, or TLS once its handshake is done) as its listener says. */
+  function serve(socket: Socket, l: IngressListener): void {
+    if (l.protocol === 'tcp') {
+      const up = upstream(l.services[0]!.upstream);
+      if (up === undefined) socket.destroy();
+      else up.handleConnection(socket); // tracked (and drained) by the upstream
+      return;
+    }
+    if (l.protocol === 'http2' || l.protocol === 'grpc') {
+      track(socket, () => {});
+      h2().emit('connection', socket);
+      return;
+    }
+    const self = env.active().snapshot.instance.service;
+    const c = serveH1(socket, {
+      handler,
+      limits: env.limits,
+      headerTimeoutMs: env.limits.headerTimeoutMs,
+      idleTimeoutMs: env.limits.clientIdleTimeoutMs,
+      newContext: () => newRequestContext('outbound', self, ''),
+      onRefused: (_s, reason) => env.metrics.refused.labels('outbound', reason).inc(),
+    });
+    track(socket, () => c.drain());
+  }
+
   return {
     handleConnection(socket) {
       socket.on('error', () => socket.destroy());
+      // the listener as it is now: a flip to or from TLS applies to the next connection
       const l = config();
-      if (l.protocol === 'tcp') {
-        const up = upstream(l.services[0]!.upstream);
-        if (up === undefined) socket.destroy();
-        else up.handleConnection(socket); // tracked (and drained) by the upstream
+      if (l.tls === undefined) {
+        serve(socket, l);
         return;
       }
+      const ctx = secureContext(env.active().snapshot.tls, l);
       if (l.protocol === 'http2' || l.protocol === 'grpc') {
+        // ALPN h2 only, as its plain twin speaks h2c only
         track(socket, () => {});
-        h2().emit('connection', socket);
+        h2tls(ctx, l).emit('connection', socket);
         return;
       }
-      const self = env.active().snapshot.instance.service;
-      const c = serveH1(socket, {
-        handler,
-        limits: env.limits,
-        headerTimeoutMs: env.limits.headerTimeoutMs,
-        idleTimeoutMs: env.limits.clientIdleTimeoutMs,
-        newContext: () => newRequestContext('outbound', self, ''),
-        onRefused: (_s, reason) => env.metrics.refused.labels('outbound', reason).inc(),
+      const secure: TLSSocket = new tls.TLSSocket(socket, {
+        isServer: true,
+        secureContext: ctx,
+        ...(l.protocol === 'http' ? { ALPNProtocols: ['http/1.1'] } : {}),
       });
-      track(socket, () => c.drain());
+      let secured = false;
+      const timer = setTimeout(() => secure.destroy(), INGRESS_TLS_HANDSHAKE_TIMEOUT_MS);
+      timer.unref();
+      secure.on('error', (err: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        if (!secured) handshakeFailed(err);
+        secure.destroy();
+      });
+      secure.once('secure', () => {
+        secured = true;
+        clearTimeout(timer);
+        serve(secure, l);
+      });
+      socket.once('close', () => clearTimeout(timer));
     },
     drain() {
       for (const c of conns) c.drain();
@@ -210,6 +354,7 @@ export function createIngressSlot(
   upstream: (name: string) => Upstream | undefined,
 ): ListenerSlot {
   const set = createListenerSet<Bound>();
+  const secureContext = createTlsContexts();
   return {
     async prepare(snapshot, listen) {
       const next = new Map<string, Bound>();
@@ -228,7 +373,7 @@ export function createIngressSlot(
           const b: Bound = {
             key,
             server: net.createServer({ noDelay: true }),
-            part: createListenerPart(env, () => b.config, upstream),
+            part: createListenerPart(env, () => b.config, upstream, secureContext),
             config: l,
           };
           b.server.on('connection', (s) => b.part.handleConnection(s));

@@ -117,8 +117,10 @@ export function createFakeCa(
     ca,
     bundle,
     sign(csr: string, at: number, ttlMs = 72 * 3600_000): SignedCert {
-      const spiffeId = inspectCsr(csr).uris[0]!;
-      const leaf = issueLeaf({ ca, csrPem: csr, spiffeId, ttlMs, now: at });
+      const info = inspectCsr(csr);
+      const spiffeId = info.uris[0]!;
+      const dnsNames = info.dnsNames;
+      const leaf = issueLeaf({ ca, csrPem: csr, spiffeId, dnsNames, ttlMs, now: at });
       return {
         cert: leaf.certPem,
         chain: [ca.certPem],

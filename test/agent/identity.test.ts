@@ -11,7 +11,11 @@ import { waitFor } from '../../lib/util/index.ts';
 
 async function setup(
   t: { teardown(fn: () => unknown): void },
-  opts: { failFirst?: number; registered?: (id: string) => boolean } = {},
+  opts: {
+    failFirst?: number;
+    registered?: (id: string) => boolean;
+    dnsNames?: (id: string) => string[] | null;
+  } = {},
 ) {
   const dir = await mkdtemp(join(tmpdir(), 'remora-id-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
@@ -41,6 +45,7 @@ async function setup(
       logger: createSilentLogger(),
       onChange: (id) => changes.push(id),
       ...(opts.registered ? { registered: opts.registered } : {}),
+      ...(opts.dnsNames ? { dnsNames: opts.dnsNames } : {}),
     });
   return {
     dir,
@@ -221,3 +226,49 @@ t.test('a registration that lands while the files are read asks once, not twice'
   t.equal(s.calls.length, 1, 'one certificate issued');
   im.stop();
 });
+
+t.test(
+  "a gateway's certificate carries its DNS names, and is replaced when they change, not before they are known",
+  async (t) => {
+    let names: string[] | null = null;
+    const s = await setup(t, { dnsNames: () => names });
+    const im = s.make();
+    await im.add({ id: 'ingress', service: 'ingress' });
+    t.same(im.get('ingress')!.dnsNames, [], 'names unknown yet: the identity alone');
+    names = ['*.ingress.consul', 'api.example.com'];
+    im.namesChanged('ingress');
+    await waitFor('the certificate with its names', () => im.get('ingress')!.dnsNames.length === 2);
+    const pem = await readFile(join(s.dir, 'instances/ingress/cert.pem'), 'utf8');
+    t.same(inspectCert(pem).dnsNames, names, 'written with its names');
+    const calls = s.calls.length;
+    im.namesChanged('ingress');
+    await settle();
+    t.equal(s.calls.length, calls, 'the same names: no new certificate');
+    s.clock.advance(9 * 3600_000);
+    await waitFor('the renewal', () => s.calls.length > calls);
+    await settle();
+    t.same(im.get('ingress')!.dnsNames, names, 'a renewal keeps them');
+    im.stop();
+
+    names = null;
+    const again = s.make();
+    await again.add({ id: 'ingress', service: 'ingress' });
+    t.same(
+      again.get('ingress')!.dnsNames,
+      ['*.ingress.consul', 'api.example.com'],
+      'after a restart, the names on disk stay while the entry is unknown',
+    );
+    const before = s.calls.length;
+    again.namesChanged('ingress');
+    await settle();
+    t.equal(s.calls.length, before, 'and nothing is asked for');
+    names = ['*.ingress.consul'];
+    again.namesChanged('ingress');
+    await waitFor(
+      'the certificate without the host',
+      () => again.get('ingress')!.dnsNames.length === 1,
+    );
+    t.pass('a host dropped from the entry leaves the certificate');
+    again.stop();
+  },
+);

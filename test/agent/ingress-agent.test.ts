@@ -2,6 +2,7 @@
 // registration, and the snapshot built from its ingress-gateway entry (listeners, upstreams
 // without listeners, the gateway's identity), following entry and catalog changes.
 import t from 'tap';
+import { X509Certificate } from 'node:crypto';
 import { gatewayCheckId, registrationFor } from '../../agent/agent.ts';
 import type { ConnectEntry, ConsulPort } from '../../agent/ports.ts';
 import type { ProxySnapshot } from '../../lib/proxy-api/index.ts';
@@ -194,6 +195,47 @@ t.test('the gateway’s snapshot follows its entry and the catalog', async (t) =
     agent.status().problems.filter((p) => p.code === 'REMORA_E_AGENT_INGRESS_NOT_APPLIED'),
     [],
   );
+
+  // TLS: the listener carries its parameters, the certificate the entry's names
+  entries.set('ingress-gateway', [
+    {
+      Kind: 'ingress-gateway',
+      Name: 'ingress',
+      TLS: { Enabled: true, TLSMinVersion: 'TLSv1_2' },
+      Listeners: [
+        {
+          Port: 8443,
+          Protocol: 'http',
+          Services: [{ Name: 'api', Hosts: ['api.example.com'] }],
+        },
+        {
+          Port: 8444,
+          Protocol: 'http',
+          TLS: { CipherSuites: ['TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256'] },
+          Services: [{ Name: 'web' }],
+        },
+      ],
+    } as never,
+  ]);
+  const names = ['*.ingress.consul', '*.ingress.dc1.consul', 'api.example.com'];
+  const sans = (pem: string) => new X509Certificate(pem).subjectAltName ?? '';
+  await waitFor('the certificate with the entry’s names', () =>
+    names.every((n) => sans(snap().tls.certPem).includes(`DNS:${n}`)),
+  );
+  t.match(sans(snap().tls.certPem), /^URI:spiffe:\/\/.*\/svc\/ingress, DNS:/, 'and its identity');
+  t.same(
+    snap().ingress?.listeners.map((l) => [l.bindPort, l.tls]),
+    [[8443, { minVersion: 'TLSv1_2' }]],
+    'the listener whose suites cannot serve an RSA certificate is left out',
+  );
+  t.match(
+    agent.status().problems.find((p) => p.code === 'REMORA_E_AGENT_INGRESS_TLS_INVALID'),
+    {
+      field: 'ingress-gateway ingress Listeners[1].TLS.CipherSuites',
+      message: /only ECDSA suites.*port 8444 is left out/,
+    },
+  );
+  t.match(agent.status().instances[0]?.listeners, [{ port: 8443, tls: true }]);
 
   // the entry is deleted: no listener, said
   entries.set('ingress-gateway', []);

@@ -44,8 +44,9 @@ t.test('an entry in either spelling gives its listeners, services, hosts and lim
             responseHeaders: { remove: ['x-debug'] },
           },
         ],
+        tls: null,
       },
-      { port: 9000, protocol: 'tcp', services: [{ name: 'db', hosts: [], limits: {} }] },
+      { port: 9000, protocol: 'tcp', services: [{ name: 'db', hosts: [], limits: {} }], tls: null },
     ],
   });
   const snake = decodeIngressEntry({
@@ -54,7 +55,7 @@ t.test('an entry in either spelling gives its listeners, services, hosts and lim
     listeners: [{ port: 9000, services: [{ name: 'db' }] }],
   });
   t.same(snake.entry.listeners, [
-    { port: 9000, protocol: 'tcp', services: [{ name: 'db', hosts: [], limits: {} }] },
+    { port: 9000, protocol: 'tcp', services: [{ name: 'db', hosts: [], limits: {} }], tls: null },
   ]);
 });
 
@@ -62,7 +63,6 @@ t.test('what cannot apply is left out and said; the rest stays', async (t) => {
   const { entry, problems } = decodeIngressEntry({
     Kind: 'ingress-gateway',
     Name: 'ingress',
-    TLS: { Enabled: true },
     Listeners: [
       { Port: 8080, Protocol: 'http', Services: [{ Name: 'api' }] },
       { Port: 8080, Protocol: 'http', Services: [{ Name: 'web' }] },
@@ -92,7 +92,6 @@ t.test('what cannot apply is left out and said; the rest stays', async (t) => {
     'the listeners and services that apply',
   );
   const expected = [
-    /TLS on the gateway's listeners is not built/,
     /Listeners\[1\]\.Port 8080 is already a listener's/,
     /Listeners\[2\]\.Port must be a port/,
     /"udp" is not one of tcp, http, http2, grpc/,
@@ -113,6 +112,102 @@ t.test('what cannot apply is left out and said; the rest stays', async (t) => {
     'ingress-gateway x: Listeners must be a list; the gateway has no listener',
   ]);
 });
+
+t.test(
+  "a listener's TLS: the gateway's, the listener's own keys over it; what cannot be served leaves the listener out with the field named",
+  async (t) => {
+    const http = (port: number, tls?: Record<string, unknown>, extra: object = {}) => ({
+      Port: port,
+      Protocol: 'http',
+      Services: [{ Name: `s${port}`, ...extra }],
+      ...(tls ? { TLS: tls } : {}),
+    });
+    const d = decodeIngressEntry({
+      Kind: 'ingress-gateway',
+      Name: 'ingress',
+      TLS: {
+        Enabled: true,
+        TLSMinVersion: 'TLSv1_2',
+        CipherSuites: ['TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256'],
+      },
+      Listeners: [
+        http(8001),
+        http(8002, { TLSMinVersion: 'TLSv1_3', CipherSuites: [] }),
+        http(8003, { Enabled: false, tls_max_version: 'TLSv1_2' }),
+        http(8004, { TLSMaxVersion: 'TLSv1_9' }),
+        http(8005, { CipherSuites: ['TLS_NOPE'] }),
+        http(8006, { CipherSuites: ['TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256'] }),
+        http(8007, { TLSMinVersion: 'TLSv1_0' }),
+        http(8008, { SDS: { ClusterName: 'sds', CertResource: 'cert' } }),
+        http(8009, undefined, {
+          TLS: { SDS: { CertResource: 'api-cert' } },
+          Hosts: ['a.example.com'],
+        }),
+        {
+          Port: 9000,
+          Protocol: 'tcp',
+          Services: [{ Name: 'db' }],
+          TLS: { TLSMaxVersion: 'TLSv1_2' },
+        },
+      ],
+    });
+    const suites = ['TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256'];
+    t.same(
+      d.entry.listeners.map((l) => [l.port, l.tls]),
+      [
+        [8001, { minVersion: 'TLSv1_2', cipherSuites: suites }],
+        [8003, { minVersion: 'TLSv1_2', maxVersion: 'TLSv1_2', cipherSuites: suites }],
+        [8007, { minVersion: 'TLSv1_2', cipherSuites: suites }],
+        [8008, { minVersion: 'TLSv1_2', cipherSuites: suites }],
+        [8009, { minVersion: 'TLSv1_2', cipherSuites: suites }],
+        [9000, { minVersion: 'TLSv1_2', maxVersion: 'TLSv1_2', cipherSuites: suites }],
+      ],
+      'TLS listeners; a listener cannot turn the gateway’s TLS off (as in Consul); tcp listeners terminate TLS too',
+    );
+    t.same(d.problems, []);
+    const byField = Object.fromEntries(d.coded.map((p) => [p.field, p]));
+    t.match(byField['ingress-gateway ingress Listeners[3].TLS.TLSMaxVersion'], {
+      code: 'REMORA_E_AGENT_INGRESS_TLS_INVALID',
+      message: /"TLSv1_9" is not a TLS version; use one of TLS_AUTO.*port 8004 is left out/,
+    });
+    t.match(byField['ingress-gateway ingress Listeners[4].TLS.CipherSuites'], {
+      code: 'REMORA_E_AGENT_INGRESS_TLS_INVALID',
+      message: /"TLS_NOPE" is not a suite the gateway can use/,
+    });
+    t.match(byField['ingress-gateway ingress Listeners[5].TLS.CipherSuites'], {
+      code: 'REMORA_E_AGENT_INGRESS_TLS_INVALID',
+      message: /only ECDSA suites.*RSA key/,
+    });
+    t.match(byField['ingress-gateway ingress Listeners[6].TLS.TLSMinVersion'], {
+      code: 'REMORA_E_AGENT_INGRESS_NOT_APPLIED',
+      message: /TLSv1_0 is below TLS 1.2.*port 8007 takes TLSv1_2/,
+    });
+    t.match(byField['ingress-gateway ingress Listeners[7].TLS.SDS'], {
+      code: 'REMORA_E_AGENT_INGRESS_SDS_UNSUPPORTED',
+      message: /external SDS server, which Remora does not support/,
+    });
+    t.match(byField['ingress-gateway ingress Listeners[8].Services[0].TLS.SDS'], {
+      code: 'REMORA_E_AGENT_INGRESS_SDS_UNSUPPORTED',
+    });
+    t.match(byField['ingress-gateway ingress TLS.CipherSuites'], {
+      code: 'REMORA_E_AGENT_INGRESS_TLS_INVALID',
+      message: /cannot be set with TLSMinVersion TLSv1_3.*port 8002 is left out/,
+    });
+    t.equal(d.coded.length, 7);
+    const gatewayBad = decodeIngressEntry({
+      Kind: 'ingress-gateway',
+      Name: 'gw',
+      TLS: { Enabled: true, TLSMinVersion: 'TLSv1_3', TLSMaxVersion: 'TLSv1_2' },
+      Listeners: [http(8001), http(8002, { TLSMinVersion: 'TLSv1_2' })],
+    });
+    t.same(
+      gatewayBad.entry.listeners.map((l) => l.port),
+      [8002],
+      "the gateway's bad value leaves out the listeners that take it",
+    );
+    t.equal(gatewayBad.coded[0]?.field, 'ingress-gateway gw TLS.TLSMaxVersion');
+  },
+);
 
 t.test('the plan fills in default hosts, expands * and checks protocols', async (t) => {
   const protocols: Record<string, Protocol> = {

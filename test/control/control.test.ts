@@ -168,8 +168,14 @@ t.test(
     const extraSan = createCsrWithSans({ ...keys, uris: [id('web')], dnsNames: ['evil.example'] });
     t.equal(
       await codeOf(requestSign(nc, 'dc1', { ...good, csr: extraSan })),
+      'REMORA_E_CONTROL_CSR_DNS_SAN_NOT_ALLOWED',
+      'a DNS SAN for a service that is no ingress gateway',
+    );
+    const twoUris = createCsrWithSans({ ...keys, uris: [id('web'), id('batch-a')] });
+    t.equal(
+      await codeOf(requestSign(nc, 'dc1', { ...good, csr: twoUris })),
       'REMORA_E_CONTROL_CSR_SAN_MISMATCH',
-      'extra SAN',
+      'a second URI SAN',
     );
     const wrongSan = createCsr({ ...keys, spiffeId: id('api') });
     t.equal(
@@ -488,3 +494,107 @@ t.test('a request carrying W3C trace context gets a control span in the same tra
   t.equal(span.spanContext().traceId, traceId);
   t.equal(span.parentSpanContext?.spanId, parentId);
 });
+
+t.test(
+  "an ingress gateway's certificate carries the DNS names its entry derives, and no other",
+  async (t) => {
+    const consul = createFakeConsul();
+    const run = await startControls(1, consul, fakeClock(), {
+      consulDnsDomains: ['consul', 'alt.example'],
+    });
+    t.teardown(() => run.stop());
+    consul.services.push(
+      {
+        Node: 'node-1',
+        ServiceID: 'ingress',
+        ServiceName: 'ingress',
+        ServiceKind: 'ingress-gateway',
+        ServiceMeta: { 'remora-node': 'node-1' },
+      },
+      {
+        Node: 'node-1',
+        ServiceID: 'web-1',
+        ServiceName: 'web',
+        ServiceKind: '',
+        ServiceMeta: { 'remora-node': 'node-1' },
+      },
+    );
+    const entry = (tls: boolean) => ({
+      Kind: 'ingress-gateway',
+      Name: 'ingress',
+      Listeners: [
+        {
+          Port: 8443,
+          Protocol: 'http',
+          ...(tls ? { TLS: { Enabled: true } } : {}),
+          Services: [{ Name: 'api', Hosts: ['api.example.com'] }, { Name: 'web' }],
+        },
+      ],
+    });
+    consul.configEntries.set('ingress-gateway', [entry(true)]);
+    const { token } = await createToken(nc, 'dc1', OP, {
+      node: 'node-1',
+      services: ['ingress', 'web'],
+    });
+    const roots = await requestRoots(nc, 'dc1');
+    const id = (svc: string) =>
+      formatSpiffeId({ trustDomain: roots.trustDomain, datacenter: 'dc1', service: svc });
+    const keys = generateKeyPair();
+    const ask = (service: string, dnsNames: string[]) =>
+      requestSign(nc, 'dc1', {
+        node: 'node-1',
+        token,
+        service,
+        serviceId: service,
+        csr: createCsr({ ...keys, spiffeId: id(service), dnsNames }),
+      });
+    const names = [
+      '*.ingress.consul',
+      '*.ingress.dc1.consul',
+      '*.ingress.alt.example',
+      '*.ingress.dc1.alt.example',
+      'api.example.com',
+    ];
+    const leaf = await ask('ingress', names);
+    const x = new X509Certificate(leaf.cert);
+    t.equal(
+      x.subjectAltName,
+      [`URI:${id('ingress')}`, ...names.map((n) => `DNS:${n}`)].join(', '),
+      'the SPIFFE ID and the names asked for',
+    );
+    t.equal(x.checkHost('api.example.com'), 'api.example.com', 'a TLS client accepts its Host');
+    t.equal(x.checkHost('web.ingress.dc1.consul'), '*.ingress.dc1.consul', 'and a default name');
+    t.equal(x.checkHost('evil.example.com'), undefined, 'not a name it was not given');
+    t.ok(verifyLeaf(leaf.cert, [roots.roots[0]!.pem], Date.now()));
+    t.ok(await ask('ingress', ['api.example.com']), 'a subset is granted too');
+
+    t.equal(
+      await codeOf(ask('ingress', ['api.example.com', 'evil.example.com'])),
+      'REMORA_E_CONTROL_CSR_DNS_SAN_NOT_ALLOWED',
+      'a name the entry does not derive',
+    );
+    t.equal(
+      await codeOf(ask('ingress', ['*.example.com'])),
+      'REMORA_E_CONTROL_CSR_DNS_SAN_NOT_ALLOWED',
+      'a wildcard wider than a host',
+    );
+    t.equal(
+      await codeOf(ask('web', ['web.ingress.consul'])),
+      'REMORA_E_CONTROL_CSR_DNS_SAN_NOT_ALLOWED',
+      'a service that is not an ingress gateway',
+    );
+    consul.configEntries.set('ingress-gateway', [entry(false)]);
+    t.equal(
+      await codeOf(ask('ingress', ['api.example.com'])),
+      'REMORA_E_CONTROL_CSR_DNS_SAN_NOT_ALLOWED',
+      'an entry that enables no TLS',
+    );
+    t.ok(await ask('ingress', []), 'without DNS names the gateway gets its identity as ever');
+    consul.configEntries.set('ingress-gateway', []);
+    t.equal(
+      await codeOf(ask('ingress', ['api.example.com'])),
+      'REMORA_E_CONTROL_CSR_DNS_SAN_NOT_ALLOWED',
+      'no entry at all',
+    );
+  },
+);

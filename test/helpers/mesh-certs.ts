@@ -25,7 +25,10 @@ export interface MeshCerts {
   ca: RootCa;
   spiffeIdFor(service: string): string;
   /** A leaf for `service` signed by this CA (or another one), valid from `now` for `ttlMs`. */
-  leaf(service: string, options?: { ttlMs?: number; now?: number; ca?: RootCa }): MeshLeaf;
+  leaf(
+    service: string,
+    options?: { ttlMs?: number; now?: number; ca?: RootCa; dnsNames?: string[] },
+  ): MeshLeaf;
   /** A second, unrelated CA for the same trust domain (a "foreign" CA). */
   otherCa(): RootCa;
   /** One leaf per service, made on first use and reused (RSA key generation is slow). */
@@ -52,6 +55,7 @@ export function createMeshCerts(options: { datacenter?: string; now?: number } =
         ca: o.ca ?? ca,
         csrPem,
         spiffeId,
+        ...(o.dnsNames ? { dnsNames: o.dnsNames } : {}),
         ttlMs: o.ttlMs ?? 3600_000,
         now: o.now ?? Date.now(),
       });

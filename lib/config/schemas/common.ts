@@ -86,6 +86,11 @@ export function consulKeys() {
         format: String,
         default: '',
       },
+      dnsDomains: {
+        doc: "Consul's DNS domains, its `domain` then its `alt_domain` (comma-separated in the environment): an ingress gateway with TLS gets a certificate for `*.ingress.<domain>` and `*.ingress.<dc>.<domain>` of each (docs/gateways.md); control and the agents must agree.",
+        format: Array,
+        default: ['consul'],
+      },
       maxResponseBytes: {
         doc: 'Bytes read of one Consul answer at most (at least 1024); a larger answer is refused with REMORA_E_CONSUL_RESPONSE_TOO_LARGE instead of being buffered.',
         format: 'nat',

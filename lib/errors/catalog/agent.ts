@@ -142,7 +142,7 @@ export const AGENT_ERRORS = {
   },
   REMORA_E_AGENT_INGRESS_NOT_APPLIED: {
     meaning:
-      "A part of an ingress gateway's `ingress-gateway` entry cannot be applied by the agent that runs the gateway: the entry is missing or malformed (the gateway then has no listener), a listener repeats a port or has a protocol Remora does not serve, a service's protocol differs from its listener's, a `tcp` listener has other than one service or a `*` service, hosts are set on a `tcp` listener or with `*`, a host is not a DNS name (with at most a leading `*.` or trailing `.*` wildcard) or is taken by two services of one listener, or the entry sets gateway `TLS` (not built: TLS on the gateway's listeners). The listener or service named is left out; the rest of the gateway keeps serving.",
+      "A part of an ingress gateway's `ingress-gateway` entry cannot be applied by the agent that runs the gateway: the entry is missing or malformed (the gateway then has no listener), a listener repeats a port or has a protocol Remora does not serve, a service's protocol differs from its listener's, a `tcp` listener has other than one service or a `*` service, hosts are set on a `tcp` listener or with `*`, a host is not a DNS name (with at most a leading `*.` or trailing `.*` wildcard) or is taken by two services of one listener, or a TLS listener's `TLSMinVersion` is below TLS 1.2 (it is raised to TLSv1_2). The listener or service named is left out; the rest of the gateway keeps serving.",
     remedy:
       'Fix the entry the message names (`consul config write`), following docs/gateways.md; `remora status` lists the problems until the entry is fixed.',
   },
@@ -169,5 +169,17 @@ export const AGENT_ERRORS = {
       'An instance\'s definition or its service-defaults set `MutualTLSMode = "permissive"`, but the instance is not transparent: permissive applies to plain callers that the inbound redirect of the app\'s port sends to the sidecar (as in Consul, where the mode is supported with transparent proxy only). Without the redirect, callers outside the mesh reach the app directly, so the sidecar stays strict.',
     remedy:
       'Set `transparent: true` (or `proxy.mode = "transparent"`) on the instance if its app\'s port should be redirected to the sidecar (docs/transparent.md); otherwise remove the permissive setting.',
+  },
+  REMORA_E_AGENT_INGRESS_TLS_INVALID: {
+    meaning:
+      "A TLS listener of an ingress gateway's entry cannot be served as written: `TLSMinVersion`/`TLSMaxVersion` is not a TLS version, the maximum is below TLS 1.2 or below the minimum, `CipherSuites` names a suite Node cannot use, is set with TLSv1_3 as the minimum, or names only ECDSA suites (the gateway's certificate has an RSA key). The message names the field (the listener's own `TLS`, else the gateway's). That listener is left out — never served in plain instead; the others keep serving.",
+    remedy:
+      'Fix the field the message names (`consul config write`), following docs/gateways.md ("TLS"): versions TLSv1_2 or TLSv1_3, suites from the list in the message.',
+  },
+  REMORA_E_AGENT_INGRESS_SDS_UNSUPPORTED: {
+    meaning:
+      "An ingress gateway's entry sets `TLS.SDS` (gateway, listener or service): certificates from an external SDS server, which Remora does not support. The rest of the entry applies: TLS listeners serve the gateway's certificate from the mesh CA.",
+    remedy:
+      'Drop the `SDS` block and let callers trust the mesh CA root (docs/gateways.md, "TLS"), or terminate TLS with your own certificate in front of the gateway.',
   },
 } as const satisfies Record<string, ErrorSpec>;

@@ -61,4 +61,10 @@ export const CONTROL_ERRORS = {
     meaning: 'No intention exists for the given source and destination.',
     remedy: 'List the existing intentions with `remora intention list`.',
   },
+  REMORA_E_CONTROL_CSR_DNS_SAN_NOT_ALLOWED: {
+    meaning:
+      "A CSR asks for DNS SANs control does not grant: only an ingress gateway (Consul lists the service with Kind ingress-gateway on the requesting node) gets DNS names, only while its ingress-gateway entry enables TLS, and only the names derived from that entry (`*.ingress.<domain>`, `*.ingress.<dc>.<domain>` for Consul's DNS domains, and its services' `Hosts`).",
+    remedy:
+      'Let the agent make the CSR (it asks for exactly the names of the entry); check that the entry names the host (`consul config read -kind ingress-gateway -name <gateway>`) and that control and the agent agree on `consul.dnsDomains`.',
+  },
 } as const satisfies Record<string, ErrorSpec>;

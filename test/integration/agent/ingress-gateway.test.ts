@@ -1,10 +1,12 @@
 // An ingress gateway run by a real agent (docs/gateways.md): real devconsul, nats-server,
 // control, agent, proxies and demo apps. A caller outside the mesh reaches api through the
 // gateway by Host and echo through a TCP listener; intentions decide with the gateway's identity;
-// an unknown Host gets the coded 404; a changed entry applies live.
+// an unknown Host gets the coded 404; a changed entry applies live; with TLS enabled, a caller
+// trusting the mesh root (`remora ca roots --pem`) reaches api over HTTPS by a host of the entry.
 import t from 'tap';
 import net from 'node:net';
 import { request } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { runRemora } from '../../helpers/cli.ts';
 import { freePort } from '../../helpers/nats.ts';
 import {
@@ -31,6 +33,33 @@ function get(port: number, host: string, path = '/'): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = request(
       { host: '127.0.0.1', port, path, headers: { host }, agent: false, timeout: 5000 },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** One HTTPS GET to the gateway's port for `host` (SNI and Host), trusting only `ca`. */
+function httpsGet(port: number, host: string, ca: string): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(
+      {
+        host: '127.0.0.1',
+        port,
+        path: '/',
+        servername: host,
+        headers: { host },
+        ca,
+        agent: false,
+        timeout: 5000,
+      },
       (res) => {
         let body = '';
         res.setEncoding('utf8');
@@ -130,6 +159,11 @@ t.test('outside callers reach mesh services through an ingress gateway', async (
   );
   const one = await get(httpPort, 'api.example.com');
   t.equal(one.headers['x-entered-by'], 'ingress', 'the entry’s response header change applied');
+  t.match(
+    JSON.parse(one.body),
+    { forwardedFor: '127.0.0.1', forwardedProto: 'http' },
+    'the app sees the caller in X-Forwarded-For and http in X-Forwarded-Proto',
+  );
 
   const unknown = await get(httpPort, 'nosuch.example.com');
   t.equal(unknown.status, 404, 'an unknown Host is answered 404');
@@ -236,26 +270,77 @@ t.test('outside callers reach mesh services through an ingress gateway', async (
     'the kept listener serves on',
   );
 
-  // an entry with a part Remora does not build: reported, the rest keeps serving
+  // TLS on the gateway's listeners: its certificate from the mesh CA covers the entry's hosts;
+  // an SDS block is reported, not served; a listener whose TLS cannot be served is left out
+  const [badPort] = [await freePort()];
   await putConfig(mesh, {
     Kind: 'ingress-gateway',
     Name: 'ingress',
-    TLS: { Enabled: true },
+    TLS: { Enabled: true, SDS: { ClusterName: 'sds-cluster', CertResource: 'gateway-cert' } },
     Listeners: [
       { Port: httpPort, Protocol: 'http', Services: [{ Name: 'api', Hosts: ['api.example.com'] }] },
+      {
+        Port: badPort,
+        Protocol: 'http',
+        TLS: { TLSMaxVersion: 'TLSv1_1' },
+        Services: [{ Name: 'api', Hosts: ['api.example.com'] }],
+      },
     ],
   });
-  const problem = await waitFor(
-    'the problem in the status',
-    async () =>
-      (await mesh.status()).problems.find((p) => p.code === 'REMORA_E_AGENT_INGRESS_NOT_APPLIED'),
+  const roots = await runRemora(['ca', 'roots', '--pem'], { env });
+  t.match(roots.stdout, /^-----BEGIN CERTIFICATE-----/, '`remora ca roots --pem` gives the root');
+  const overTls = await waitFor(
+    'api over HTTPS through the gateway',
+    () => httpsGet(httpPort, 'api.example.com', roots.stdout).catch(() => null),
+    60_000,
+    200,
+  ).catch(async (err: unknown) => {
+    t.comment(await logs());
+    throw err;
+  });
+  t.equal(overTls.status, 200, 'a caller trusting the mesh root gets in by a host of the entry');
+  t.match(
+    JSON.parse(overTls.body),
+    { instance: 'api-1', peer: /\/svc\/ingress$/, forwardedProto: 'https' },
+    'api answers the gateway; the app sees X-Forwarded-Proto https',
+  );
+  t.equal(
+    await get(httpPort, 'api.example.com').then(
+      (r) => r.status,
+      () => 'refused',
+    ),
+    'refused',
+    'plain HTTP is no longer served on the TLS port',
+  );
+  const problems = await waitFor(
+    'the TLS problems in the status',
+    async () => {
+      const p = (await mesh.status()).problems;
+      const invalid = p.find((x) => x.code === 'REMORA_E_AGENT_INGRESS_TLS_INVALID');
+      const sds = p.find((x) => x.code === 'REMORA_E_AGENT_INGRESS_SDS_UNSUPPORTED');
+      return invalid && sds ? { invalid, sds } : null;
+    },
     30_000,
   );
-  t.match(problem.message, /TLS on the gateway's listeners is not built/);
+  t.match(
+    problems.invalid.message,
+    /Listeners\[1\]\.TLS\.TLSMaxVersion TLSv1_1 is below TLS 1\.2.*port \d+ is left out/,
+    'the listener whose TLS cannot be served is named, with its field',
+  );
+  t.match(problems.sds.message, /TLS\.SDS asks for certificates from an external SDS server/);
+  const tlsStatus = await runRemora(
+    ['status', '--agent-admin', `http://127.0.0.1:${mesh.adminPort}`],
+    { env },
+  );
+  t.match(
+    tlsStatus.stdout,
+    new RegExp(`port ${httpPort} http over TLS → api \\(api\\.example\\.com\\)`),
+    '`remora status` says the listener serves TLS',
+  );
   t.equal(
-    await apiThroughGateway(httpPort, 'api.example.com'),
-    spiffe,
-    'the gateway serves on in plain HTTP',
+    await tcpExchange(badPort, 'GET / HTTP/1.1\r\n\r\n'),
+    null,
+    'that listener is not served, not even in plain',
   );
   await agent.stop();
 });

@@ -91,6 +91,105 @@ t.test('what Consul refuses in an ingress-gateway entry is refused', async (t) =
   );
 });
 
+t.test("the entry's TLS is checked and refused where Consul refuses it", async (t) => {
+  const http = (services: unknown[] = [{ Name: 'a' }], tls?: unknown) => ({
+    Port: 8443,
+    Protocol: 'http',
+    Services: services,
+    ...(tls === undefined ? {} : { TLS: tls }),
+  });
+  const cases: [Record<string, unknown>, RegExp][] = [
+    [
+      { TLS: { Enabled: true, TLSMinVersion: 'TLSv9' }, Listeners: [http()] },
+      /no matching TLS version found for TLSv9, please specify one of \[TLS_AUTO, TLSv1_0, TLSv1_1, TLSv1_2, TLSv1_3\]/,
+    ],
+    [
+      { Listeners: [http(undefined, { TLSMinVersion: 'TLSv1_3', TLSMaxVersion: 'TLSv1_2' })] },
+      /configuring max version TLSv1_2 less than the configured min version TLSv1_3 is invalid/,
+    ],
+    [
+      { Listeners: [http(undefined, { CipherSuites: ['TLS_NOPE', 'TLS_RSA_WITH_RC4_128_SHA'] })] },
+      /no matching Envoy TLS cipher suite found for TLS_NOPE,TLS_RSA_WITH_RC4_128_SHA/,
+    ],
+    [
+      {
+        TLS: {
+          TLSMinVersion: 'TLSv1_3',
+          CipherSuites: ['TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256'],
+        },
+        Listeners: [http()],
+      },
+      /configuring CipherSuites is only applicable to connections negotiated with TLS 1.2 or earlier, TLSMinVersion is set to TLSv1_3/,
+    ],
+    [
+      { TLS: { Enabled: true }, Listeners: [http([{ Name: 'a', Hosts: ['*'] }])] },
+      /Host '\*' is not allowed when TLS is enabled, all hosts must be valid DNS records to add as a DNSSAN/,
+    ],
+    [
+      { TLS: { SDS: { CertResource: 'cert' } }, Listeners: [http()] },
+      /TLS\.SDS\.ClusterName is required if CertResource is set$/,
+    ],
+    [
+      { TLS: { SDS: { ClusterName: 'sds' } }, Listeners: [http()] },
+      /TLS\.SDS\.CertResource is required if ClusterName is set for gateway \(listener on port 8443\)/,
+    ],
+    [
+      {
+        TLS: { SDS: { ClusterName: 'sds', CertResource: 'c' } },
+        Listeners: [http([{ Name: 'a', TLS: { SDS: { CertResource: 'a-cert' } } }])],
+      },
+      /A service specifying TLS\.SDS\.CertResource must have at least one item in Hosts \(service "a" on listener on port 8443\)/,
+    ],
+    [{ Listeners: [http(undefined, { Enabled: 'yes' })] }, /Enabled must be a bool/],
+    [
+      { Listeners: [http(undefined, { Sni: 'x' })] },
+      /invalid config key "Listeners\[0\]\.TLS\.Sni"/,
+    ],
+  ];
+  for (const [entry, re] of cases) t.throws(() => decode(entry), re, JSON.stringify(entry));
+
+  const ok = decode({
+    tls: {
+      enabled: true,
+      tls_min_version: 'TLSv1_0',
+      cipher_suites: ['TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256'],
+    },
+    Listeners: [
+      http([{ Name: 'a', Hosts: ['a.example.com'] }], { TLSMaxVersion: 'TLSv1_2' }),
+      { Port: 9443, Protocol: 'tcp', Services: [{ Name: 'db' }], TLS: { Enabled: true } },
+    ],
+  });
+  t.same(
+    ok.TLS,
+    {
+      Enabled: true,
+      TLSMinVersion: 'TLSv1_0',
+      CipherSuites: ['TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256'],
+    },
+    'stored in Consul’s spelling',
+  );
+  t.same(
+    (ok.Listeners as { TLS?: unknown }[]).map((l) => l.TLS),
+    [{ TLSMaxVersion: 'TLSv1_2' }, { Enabled: true }],
+  );
+  t.doesNotThrow(
+    () => decode({ Listeners: [http([{ Name: 'a', Hosts: ['*'] }], { Enabled: true })] }),
+    "a * host with a listener's TLS only (Consul checks the gateway's Enabled)",
+  );
+  t.doesNotThrow(
+    () =>
+      decode({
+        TLS: { SDS: { ClusterName: 'sds' } },
+        Listeners: [
+          http([{ Name: 'a', Hosts: ['a.example.com'], TLS: { SDS: { CertResource: 'a' } } }], {
+            SDS: { CertResource: 'listener-cert' },
+          }),
+        ],
+      }),
+    'SDS complete across the gateway, the listener and a service',
+  );
+});
+
 t.test('a write whose service speaks another protocol than its listener is refused', async (t) => {
   const dc = await startTestConsul(t);
   const entry = {

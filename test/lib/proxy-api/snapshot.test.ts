@@ -77,6 +77,57 @@ t.test('a snapshot with mesh TLS parameters decodes to an equal value', async (t
   t.same(decodeProxySnapshot(JSON.parse(JSON.stringify(s))), s);
 });
 
+/** A gateway's snapshot: `api` reached through one ingress listener (TLS when `tls` is given). */
+function gateway(tls?: Record<string, unknown>): any {
+  const s: any = structuredClone(good);
+  s.upstreams[0].listener = false;
+  s.upstreams[0].protocol = 'http';
+  s.ingress = {
+    listeners: [
+      {
+        bindAddress: '127.0.0.1',
+        bindPort: 8443,
+        protocol: 'http',
+        services: [{ upstream: 'api', hosts: ['api.example.com'] }],
+        ...(tls ? { tls } : {}),
+      },
+    ],
+  };
+  return s;
+}
+
+t.test(
+  "a gateway's TLS listener decodes to an equal value; bad TLS is refused by field",
+  async (t) => {
+    for (const tls of [
+      {},
+      { minVersion: 'TLSv1_3' },
+      { maxVersion: 'TLSv1_2', cipherSuites: ['TLS_RSA_WITH_AES_128_GCM_SHA256'] },
+    ]) {
+      const s = gateway(tls);
+      t.same(decodeProxySnapshot(JSON.parse(JSON.stringify(s))), s, JSON.stringify(tls));
+    }
+    for (const [tls, field] of [
+      [{ minVersion: 'TLSv1_0' }, 'minVersion'],
+      [{ maxVersion: 'TLS_AUTO' }, 'maxVersion'],
+      [{ cipherSuites: ['TLS_RSA_WITH_RC4_128_SHA'] }, 'cipherSuites'],
+      [
+        { minVersion: 'TLSv1_3', cipherSuites: ['TLS_RSA_WITH_AES_128_GCM_SHA256'] },
+        'cipherSuites',
+      ],
+      [{ sni: 'x' }, 'sni'],
+    ] as const)
+      t.throws(
+        () => decodeProxySnapshot(JSON.parse(JSON.stringify(gateway(tls)))),
+        {
+          code: 'REMORA_E_PROXY_SNAPSHOT_INVALID',
+          message: new RegExp(`ingress\\.listeners\\[0\\]\\.tls\\.${field}`),
+        },
+        JSON.stringify(tls),
+      );
+  },
+);
+
 t.test('a snapshot with exposed paths decodes to an equal value', async (t) => {
   const s = {
     ...good,
