@@ -13,7 +13,7 @@ export const agentSchema = defineSchema(
   {
     ...datacenterKeys(),
     ...natsKeys(),
-    ...consulKeys(),
+    ...consulKeys({ dnsDomains: true }),
     ...logKeys(),
     ...tracingKeys(),
     node: {

@@ -1,3 +1,4 @@
+import convict from 'convict';
 import type { ConfigTree } from '../define.ts';
 
 /** Keys every long-running program shares. Each call returns fresh objects. */
@@ -67,7 +68,34 @@ export function natsKeys() {
   } satisfies ConfigTree;
 }
 
-export function consulKeys() {
+/**
+ * Consul's DNS domains: one or more names of letters, digits and hyphens, dot-separated; in the
+ * environment, comma-separated.
+ */
+convict.addFormat({
+  name: 'dns-domains',
+  coerce: (v: unknown) => (typeof v === 'string' ? v.split(',').map((d) => d.trim()) : v),
+  validate(v: unknown) {
+    const label = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i;
+    if (!Array.isArray(v) || v.length === 0)
+      throw new Error('must list at least one domain (Consul\'s default is "consul")');
+    for (const d of v)
+      if (
+        typeof d !== 'string' ||
+        !d
+          .replace(/\.$/, '')
+          .split('.')
+          .every((l) => label.test(l))
+      )
+        throw new Error(`${JSON.stringify(d)} is not a DNS domain (labels of letters, digits, -)`);
+  },
+});
+
+/**
+ * The Consul client's keys; with `dnsDomains`, Consul's DNS domains too (control and the agent
+ * derive an ingress gateway's certificate names from them).
+ */
+export function consulKeys(o: { dnsDomains?: boolean } = {}) {
   return {
     consul: {
       address: {
@@ -86,16 +114,20 @@ export function consulKeys() {
         format: String,
         default: '',
       },
-      dnsDomains: {
-        doc: "Consul's DNS domains, its `domain` then its `alt_domain` (comma-separated in the environment): an ingress gateway with TLS gets a certificate for `*.ingress.<domain>` and `*.ingress.<dc>.<domain>` of each (docs/gateways.md); control and the agents must agree.",
-        format: Array,
-        default: ['consul'],
-      },
       maxResponseBytes: {
         doc: 'Bytes read of one Consul answer at most (at least 1024); a larger answer is refused with REMORA_E_CONSUL_RESPONSE_TOO_LARGE instead of being buffered.',
         format: 'nat',
         default: 64 * 1024 * 1024,
       },
+      ...(o.dnsDomains
+        ? {
+            dnsDomains: {
+              doc: "Consul's DNS domains, its `domain` then its `alt_domain` (comma-separated in the environment): an ingress gateway with TLS gets a certificate for `*.ingress.<domain>` and `*.ingress.<dc>.<domain>` of each (docs/gateways.md); control and the agents must agree.",
+              format: 'dns-domains',
+              default: ['consul'],
+            },
+          }
+        : {}),
     },
   } satisfies ConfigTree;
 }

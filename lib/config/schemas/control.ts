@@ -7,7 +7,7 @@ export const controlSchema = defineSchema(
   {
     ...datacenterKeys(),
     ...natsKeys(),
-    ...consulKeys(),
+    ...consulKeys({ dnsDomains: true }),
     ...logKeys(),
     ...tracingKeys(),
     kvPrefix: {

@@ -165,3 +165,21 @@ t.test('docs/config.md is generated from the schemas and current', async (t) => 
     writeFileSync(join(root, 'docs/config.md'), fresh);
   t.equal(onDisk, fresh, 'docs/config.md is stale: run `npm run docs`');
 });
+
+t.test('consul.dnsDomains: comma-separated in the environment, each a DNS domain', async (t) => {
+  const env = (v: string) => ({
+    REMORA_CONTROL_CONSUL_DNS_DOMAINS: v,
+    REMORA_CONTROL_OPERATOR_TOKEN: 'x'.repeat(32),
+  });
+  const domains = (v: string) => loadConfig(controlSchema, { env: env(v) }).consul.dnsDomains;
+  t.same(domains('consul, example.org'), ['consul', 'example.org']);
+  t.same(domains('consul.'), ['consul.'], 'a trailing dot is a domain too');
+  t.match(
+    problemsOf(() => loadConfig(controlSchema, { env: env('bad domain') })),
+    [{ key: 'consul.dnsDomains', reason: /"bad domain" is not a DNS domain/ }],
+  );
+  t.match(
+    problemsOf(() => loadConfig(controlSchema, { env: env('consul,,x') })),
+    [{ key: 'consul.dnsDomains', reason: /"" is not a DNS domain/ }],
+  );
+});
