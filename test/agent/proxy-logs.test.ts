@@ -1,6 +1,6 @@
 // Proxy logs stay bounded: a real process that looks like a proxy (its command line names
 // `proxy --instance <id>`, its output appended to proxy.log as the agent's spawner does) writes
-// numbered lines as fast as it can while the rotator cuts its log. Every line it wrote must be
+// numbered lines in tight bursts, 1 ms apart, while the rotator cuts its log every 64 KiB. Every line it wrote must be
 // found once, whole, in order, in the files kept.
 import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { createProxyLogRotator, pauseProxy, resumeProxies } from '../../agent/proxy-logs.ts';
 import { createLogger, createSilentLogger, type Logger } from '../../lib/log/index.ts';
-import { createClock } from '../../lib/util/index.ts';
+import { createClock, waitFor } from '../../lib/util/index.ts';
 
 const LINES = 30_000;
 
@@ -54,15 +54,24 @@ function writePidFile(inst: string, pid: number, instance: string): void {
   );
 }
 
-/** Starts the fake proxy: LINES numbered lines to its stdout (proxy.log, O_APPEND), then exit. */
-function startWriter(inst: string, id: string): Promise<number | null> & { pid: number } {
+/**
+ * Starts the fake proxy: LINES numbered lines to its stdout (proxy.log, O_APPEND), then it
+ * creates `<inst>/written` and, with `stay`, lives on (as a proxy does) until killed, else exits.
+ */
+function startWriter(
+  inst: string,
+  id: string,
+  stay = false,
+): Promise<number | null> & { pid: number; kill(): void } {
   const fd = openSync(join(inst, 'proxy.log'), 'a', 0o600);
   const script = `const fs = require('node:fs');
     const pad = 'x'.repeat(40);
     let i = 0;
     const burst = () => {
       for (let n = 0; n < 50 && i < ${LINES}; n++, i++) fs.writeSync(1, JSON.stringify({ seq: i, pad }) + '\\n');
-      if (i < ${LINES}) setImmediate(burst);
+      if (i < ${LINES}) return void setTimeout(burst, 1); // ~0.6 s of writing: many cuts
+      fs.writeFileSync(${JSON.stringify(join(inst, 'written'))}, '');
+      if (${stay}) setInterval(() => {}, 1000);
     };
     burst();`;
   const child = spawn(process.execPath, ['-e', script, 'proxy', '--instance', id], {
@@ -71,7 +80,7 @@ function startWriter(inst: string, id: string): Promise<number | null> & { pid: 
   closeSync(fd);
   writePidFile(inst, child.pid!, id);
   const done = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return Object.assign(done, { pid: child.pid! });
+  return Object.assign(done, { pid: child.pid!, kill: () => child.kill('SIGKILL') });
 }
 
 /** Sequence numbers of the lines of the kept files, oldest first; throws on a line not whole. */
@@ -103,10 +112,14 @@ t.test('a proxy writing flat out loses no line and splits none across rotations'
     pause: (id) => pauseProxy(join(root, 'instances', id, 'proxy.pid'), id),
   });
   t.teardown(() => rotator.stop());
-  const writer = startWriter(inst, 'api-1');
-  t.equal(await writer, 0, 'the writer finished');
+  // the writer lives on once done, as a proxy does: the last cut below pauses it too
+  const writer = startWriter(inst, 'api-1', true);
+  t.teardown(() => writer.kill());
+  await waitFor('the writer to finish', () => existsSync(join(inst, 'written')), 120_000);
   rotator.stop();
   await rotator.check();
+  writer.kill();
+  await writer;
   const rotations = logs.filter((l) => l.includes('rotated the proxy log of api-1'));
   t.ok(rotations.length >= 3, `the log was rotated while written (${rotations.length} times)`);
   t.ok(
