@@ -5,8 +5,8 @@
 // trusting the mesh root (`remora ca roots --pem`) reaches api over HTTPS by a host of the entry.
 import t from 'tap';
 import net from 'node:net';
-import { request } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import { request, type ClientRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest, type RequestOptions } from 'node:https';
 import { runRemora } from '../../helpers/cli.ts';
 import { freePort } from '../../helpers/nats.ts';
 import {
@@ -28,50 +28,31 @@ interface Answer {
   body: string;
 }
 
-/** One GET to the gateway's port with `host` as its Host header, on a fresh connection. */
-function get(port: number, host: string, path = '/'): Promise<Answer> {
+/** One GET with `send` (node:http's or node:https's request), on a fresh connection. */
+function getWith(
+  send: (o: RequestOptions, cb: (res: IncomingMessage) => void) => ClientRequest,
+  options: RequestOptions,
+): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const req = request(
-      { host: '127.0.0.1', port, path, headers: { host }, agent: false, timeout: 5000 },
-      (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => (body += d));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
-      },
-    );
+    const req = send({ path: '/', agent: false, timeout: 5000, ...options }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+    });
     req.on('timeout', () => req.destroy(new Error('timed out')));
     req.on('error', reject);
     req.end();
   });
 }
 
+/** One GET to the gateway's port with `host` as its Host header. */
+const get = (port: number, host: string, path = '/'): Promise<Answer> =>
+  getWith(request, { host: '127.0.0.1', port, path, headers: { host } });
+
 /** One HTTPS GET to the gateway's port for `host` (SNI and Host), trusting only `ca`. */
-function httpsGet(port: number, host: string, ca: string): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const req = httpsRequest(
-      {
-        host: '127.0.0.1',
-        port,
-        path: '/',
-        servername: host,
-        headers: { host },
-        ca,
-        agent: false,
-        timeout: 5000,
-      },
-      (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => (body += d));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
-      },
-    );
-    req.on('timeout', () => req.destroy(new Error('timed out')));
-    req.on('error', reject);
-    req.end();
-  });
-}
+const httpsGet = (port: number, host: string, ca: string): Promise<Answer> =>
+  getWith(httpsRequest, { host: '127.0.0.1', port, servername: host, headers: { host }, ca });
 
 /** What a TCP connection to `port` gets back for `text`: the echo, or null when it is closed. */
 function tcpExchange(port: number, text: string): Promise<string | null> {
