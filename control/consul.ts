@@ -19,6 +19,8 @@ export interface CatalogServiceEntry {
   ServiceID: string;
   ServiceName: string;
   ServiceMeta?: Record<string, string> | null;
+  /** `terminating-gateway`, `ingress-gateway`, `connect-proxy`; empty for a typical service. */
+  ServiceKind?: string;
   /** A sidecar's proxy settings; `Config.protocol` is the protocol it was registered with. */
   ServiceProxy?: { Config?: Record<string, unknown> | null } | null;
 }
@@ -29,6 +31,8 @@ export interface ConfigEntry {
   Name: string;
   Protocol?: unknown;
   Config?: Record<string, unknown>;
+  /** terminating-gateway: the services the gateway links (`Name`, possibly `*`). */
+  Services?: unknown;
 }
 
 export interface ControlCatalog {
