@@ -1,0 +1,268 @@
+// A terminating gateway run by a real agent (docs/gateways.md, "Terminating gateways"): real
+// devconsul, nats-server, control, agent and proxies. Services outside the mesh — a plain HTTP
+// app, a TCP echo and a mutual-TLS HTTPS server, registered in Consul by hand without sidecars —
+// are reached by a mesh caller only through the gateway: its upstreams resolve to the gateway
+// (Consul's health/connect answers), the gateway presents each service's identity, decides
+// intentions with the service as destination and originates plain TCP or TLS.
+import t from 'tap';
+import net from 'node:net';
+import http from 'node:http';
+import https from 'node:https';
+import type { TLSSocket } from 'node:tls';
+import { writeFile, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runRemora } from '../../helpers/cli.ts';
+import { freePort } from '../../helpers/nats.ts';
+import { createMeshCerts } from '../../helpers/mesh-certs.ts';
+import { OPERATOR_TOKEN, httpGet, putConfig, startMesh, waitFor, type Mesh } from './harness.ts';
+
+t.setTimeout(180_000);
+
+function cliEnv(mesh: Mesh): Record<string, string> {
+  return {
+    REMORA_CLI_NATS_SERVERS: mesh.nats.url,
+    REMORA_CLI_CONSUL_ADDRESS: mesh.consul.url,
+    REMORA_CLI_OPERATOR_TOKEN: OPERATOR_TOKEN,
+  };
+}
+
+/** What a TCP connection to `port` gets back for `text`: the echo, or null when it is closed. */
+function tcpExchange(port: number, text: string): Promise<string | null> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1', () => s.write(text));
+    let out = '';
+    s.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.length >= text.length) s.end();
+    });
+    s.on('error', () => resolve(null));
+    s.on('close', () => resolve(out === '' ? null : out));
+    s.setTimeout(5000, () => s.destroy());
+  });
+}
+
+async function register(mesh: Mesh, body: object): Promise<void> {
+  const r = await fetch(`${mesh.consul.url}/v1/agent/service/register`, {
+    method: 'PUT',
+    body: JSON.stringify(body),
+  });
+  if (r.status !== 200) throw new Error(`register refused: ${r.status} ${await r.text()}`);
+}
+
+t.test('mesh callers reach services outside the mesh through a terminating gateway', async (t) => {
+  const mesh = await startMesh(t);
+  const dir = await mkdtemp(join(tmpdir(), 'remora-tgw-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const certs = createMeshCerts();
+  const server = certs.leaf('secure-db');
+  const client = certs.leaf('gateway-client');
+  await writeFile(join(dir, 'ca.pem'), certs.ca.certPem);
+  await writeFile(join(dir, 'client.pem'), client.certPem);
+  await writeFile(join(dir, 'client-key.pem'), client.keyPem);
+
+  // the apps outside the mesh: plain HTTP, TCP echo, HTTPS that wants a client certificate
+  const seen: { path: string; tls: boolean }[] = [];
+  const plainApp = http.createServer((req, res) => {
+    seen.push({ path: req.url ?? '', tls: false });
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify({ app: 'legacy', path: req.url }));
+  });
+  const echoApp = net.createServer((s) => s.pipe(s));
+  const tlsApp = https.createServer(
+    {
+      cert: server.certPem,
+      key: server.keyPem,
+      ca: certs.ca.certPem,
+      requestCert: true,
+      rejectUnauthorized: true,
+    },
+    (req, res) => {
+      seen.push({ path: req.url ?? '', tls: true });
+      const peer = (req.socket as TLSSocket).getPeerCertificate();
+      res.end(JSON.stringify({ app: 'secure', client: peer.subjectaltname ?? null }));
+    },
+  );
+  const listen = (s: net.Server) =>
+    new Promise<number>((resolve) =>
+      s.listen(0, '127.0.0.1', () => resolve((s.address() as net.AddressInfo).port)),
+    );
+  const [plainPort, echoPort, tlsPort] = [
+    await listen(plainApp),
+    await listen(echoApp),
+    await listen(tlsApp),
+  ];
+  t.teardown(() => {
+    plainApp.closeAllConnections();
+    tlsApp.closeAllConnections();
+    for (const s of [plainApp, echoApp, tlsApp]) s.close();
+  });
+  // registered by hand, as a legacy database would be: no sidecar, no remora-node
+  await register(mesh, { Name: 'legacy', ID: 'legacy-1', Address: '127.0.0.1', Port: plainPort });
+  await register(mesh, { Name: 'ledger', ID: 'ledger-1', Address: '127.0.0.1', Port: echoPort });
+  await register(mesh, { Name: 'secure', ID: 'secure-1', Address: '127.0.0.1', Port: tlsPort });
+  await putConfig(mesh, { Kind: 'service-defaults', Name: 'legacy', Protocol: 'http' });
+  await putConfig(mesh, { Kind: 'service-defaults', Name: 'secure', Protocol: 'http' });
+  const missing = join(dir, 'no-such-ca.pem');
+  const entry = (services: object[]) =>
+    putConfig(mesh, { Kind: 'terminating-gateway', Name: 'tgw', Services: services });
+  const linked = [
+    { Name: 'legacy' },
+    {
+      Name: 'secure',
+      CAFile: join(dir, 'ca.pem'),
+      CertFile: join(dir, 'client.pem'),
+      KeyFile: join(dir, 'client-key.pem'),
+    },
+    { Name: 'broken', CAFile: missing },
+  ];
+  await entry([...linked, { Name: 'ledger' }]);
+
+  const [gwPort, callerApp, callerSidecar, legacyLocal, ledgerLocal, secureLocal] = [
+    await freePort(),
+    await freePort(),
+    await freePort(),
+    await freePort(),
+    await freePort(),
+    await freePort(),
+  ];
+  await mesh.writeDefinition('tgw.json', {
+    service: { kind: 'terminating-gateway', name: 'tgw', port: gwPort },
+  });
+  // the caller's app is this test: it calls through its sidecar's upstream listeners
+  await mesh.writeDefinition('caller.json', {
+    service: {
+      name: 'caller',
+      port: callerApp,
+      connect: {
+        sidecar_service: {
+          port: callerSidecar,
+          proxy: {
+            upstreams: [
+              { destination_name: 'legacy', local_bind_port: legacyLocal },
+              { destination_name: 'ledger', local_bind_port: ledgerLocal },
+              { destination_name: 'secure', local_bind_port: secureLocal },
+            ],
+          },
+        },
+      },
+    },
+  });
+  const agent = mesh.startAgent();
+  const logs = async () => `${agent.output().slice(-4000)}\n${await mesh.proxyLogs()}`;
+  const get = (port: number, path = '/') =>
+    httpGet(`http://127.0.0.1:${port}${path}`).catch(() => null);
+
+  const first = await waitFor(
+    'legacy through the gateway',
+    async () => {
+      const r = await get(legacyLocal, '/orders?id=7');
+      return r?.status === 200 ? r : null;
+    },
+    60_000,
+    200,
+  ).catch(async (err: unknown) => {
+    t.comment(await logs());
+    throw err;
+  });
+  t.same(first.json, { app: 'legacy', path: '/orders?id=7' }, 'the plain app answers');
+  t.same(seen.at(-1), { path: '/orders?id=7', tls: false }, 'reached over plain TCP');
+
+  // Consul lists the gateway for the linked service, as it would
+  const connect = (await httpGet(`${mesh.consul.url}/v1/health/connect/legacy?passing`)).json as {
+    Service: { ID: string; Kind: string; Port: number };
+  }[];
+  t.same(
+    connect.map((e) => [e.Service.ID, e.Service.Kind, e.Service.Port]),
+    [['tgw', 'terminating-gateway', gwPort]],
+    'health/connect/legacy answers with the gateway',
+  );
+
+  t.equal(
+    await waitFor('ledger through the gateway', () => tcpExchange(ledgerLocal, 'ping'), 30_000),
+    'ping',
+    'TCP reaches the echo outside the mesh',
+  );
+
+  const secure = await waitFor(
+    'secure through the gateway',
+    async () => {
+      const r = await get(secureLocal, '/balance');
+      return r?.status === 200 ? r : null;
+    },
+    30_000,
+  );
+  t.match(
+    secure.json,
+    { app: 'secure', client: /spiffe:\/\/.*\/svc\/gateway-client/ },
+    'TLS originated with the entry’s CA, and its client certificate presented',
+  );
+
+  // the gateway presents the linked service's identity: the caller's sidecar accepted it for
+  // legacy, and the service with an unreadable CA file is left out, named, the rest serving
+  const status = await mesh.status();
+  const gw = status.instances.find((i) => i.id === 'tgw');
+  t.equal(gw?.kind, 'terminating-gateway', 'the agent’s status lists the gateway');
+  t.same(
+    gw?.linked?.map((l) => [l.name, l.origination, l.certificate, l.error?.code ?? null]),
+    [
+      ['broken', 'tls', true, 'REMORA_E_AGENT_TERMINATING_TLS_FILE'],
+      ['ledger', 'plain', true, null],
+      ['legacy', 'plain', true, null],
+      ['secure', 'mtls', true, null],
+    ],
+  );
+  const fileProblem = status.problems.find((p) => p.code === 'REMORA_E_AGENT_TERMINATING_TLS_FILE');
+  t.match(fileProblem?.message, `CAFile ${missing} of broken cannot be read`, 'naming the file');
+  const cli = await runRemora(['status', '--agent-admin', `http://127.0.0.1:${mesh.adminPort}`], {
+    env: cliEnv(mesh),
+  });
+  t.match(
+    cli.stdout,
+    [
+      'terminating gateway tgw:',
+      '  broken tcp, TLS to 0 instances — not served: REMORA_E_AGENT_TERMINATING_TLS_FILE',
+      '  ledger tcp, plain TCP to 1 instance',
+      '  legacy http, plain TCP to 1 instance',
+      '  secure http, mutual TLS to 1 instance',
+    ].join('\n'),
+    '`remora status` lists the linked services',
+  );
+
+  // intentions decide with the linked service as the destination
+  const env = cliEnv(mesh);
+  t.equal(
+    (await runRemora(['intention', 'create', 'caller', 'legacy', '--deny'], { env })).code,
+    0,
+  );
+  const denied = await waitFor(
+    'the denial to apply',
+    async () => {
+      const r = await get(legacyLocal);
+      return r?.status === 403 ? r : null;
+    },
+    30_000,
+  );
+  t.match(
+    denied.body,
+    /intention denies caller → legacy/,
+    'a denied call gets 403 with its reason',
+  );
+  const calls = seen.length;
+  t.equal((await get(secureLocal))?.status, 200, 'the other services keep serving');
+  t.equal(seen.length, calls + 1, 'the denied call never reached legacy');
+
+  // a changed entry applies live: ledger unlinked, its connections refused
+  await entry(linked);
+  t.equal(
+    await waitFor(
+      'ledger to be unlinked',
+      async () => ((await tcpExchange(ledgerLocal, 'x')) === null ? 'closed' : null),
+      30_000,
+    ),
+    'closed',
+    'an unlinked service is no longer reached',
+  );
+  t.equal((await get(secureLocal))?.status, 200, 'the gateway serves on');
+  await agent.stop();
+});
