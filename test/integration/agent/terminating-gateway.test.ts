@@ -252,6 +252,40 @@ t.test('mesh callers reach services outside the mesh through a terminating gatew
   t.equal((await get(secureLocal))?.status, 200, 'the other services keep serving');
   t.equal(seen.length, calls + 1, 'the denied call never reached legacy');
 
+  // L7: the gateway checks each request against legacy's permissions (legacy is http)
+  const permissions = JSON.stringify([
+    { action: 'allow', http: { pathPrefix: '/public' } },
+    { action: 'deny', http: { pathPrefix: '/' } },
+  ]);
+  t.equal(
+    (
+      await runRemora(['intention', 'create', 'caller', 'legacy', '--permissions', permissions], {
+        env,
+      })
+    ).code,
+    0,
+  );
+  const open = await waitFor(
+    'the L7 intention to apply',
+    async () => {
+      const r = await get(legacyLocal, '/public/menu');
+      return r?.status === 200 ? r : null;
+    },
+    30_000,
+  );
+  t.same(
+    open.json,
+    { app: 'legacy', path: '/public/menu' },
+    'a request its permissions allow passes',
+  );
+  const closed = await get(legacyLocal, '/admin');
+  t.equal(closed?.status, 403, 'one they deny is refused by the gateway');
+  t.match(closed?.body, /intention denies caller → legacy/);
+  t.notOk(
+    seen.some((x) => x.path === '/admin'),
+    'and never reaches legacy',
+  );
+
   // a changed entry applies live: ledger unlinked, its connections refused
   await entry(linked);
   t.equal(
