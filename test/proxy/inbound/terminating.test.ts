@@ -9,6 +9,7 @@ import { createTerminatingSet } from '../../../proxy/inbound/terminating.ts';
 import { freePort } from '../../helpers/nats.ts';
 import { createMeshCerts } from '../../helpers/mesh-certs.ts';
 import { hasCode } from '../../../lib/errors/index.ts';
+import { waitFor } from '../../../lib/util/index.ts';
 import type { TerminatingService } from '../../../lib/proxy-api/index.ts';
 
 const limits = { maxHeaderBytes: 16384, maxHeaders: 100 } as never;
@@ -89,7 +90,7 @@ t.test('instances in turn, the next one when a connection is refused', async (t)
     .commit();
   const target = set.byService('legacy')!;
   for (let i = 0; i < 3; i += 1) (await target.dial(1000)).destroy();
-  await new Promise((r) => setTimeout(r, 50));
+  await waitFor('three connections taken', () => seen.length === 3);
   t.same(seen.sort(), [1, 1, 2], 'the dead instance is skipped, the others share the calls');
   set.prepare({ services: [service({ endpoints: [endpoint(dead)] })] }, [], undefined).commit();
   t.equal(await codeOf(set.byService('legacy')!.dial(1000)), 'REMORA_E_PROXY_CONNECT_FAILED');
