@@ -1535,7 +1535,7 @@ export function createAgent(o: AgentOptions): Agent {
       out.push({
         service: p.name,
         sni: meshSni(leaf.spiffeId),
-        protocol: p.protocol === 'http' ? 'http' : 'tcp',
+        protocol: p.protocol,
         certPem: leaf.certPem,
         keyPem: leaf.keyPem,
         endpoints: discovery.endpoints(ext),

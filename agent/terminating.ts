@@ -99,8 +99,7 @@ export interface PlannedTerminatingService extends OriginationFiles {
 /**
  * The services a gateway serves: named ones with their own settings, `*` expanded to every
  * other service of `catalog` with the wildcard's (a named service's settings replace the
- * wildcard's whole, as in Consul), and services left out (with a problem) whose protocol the
- * gateway does not carry.
+ * wildcard's whole, as in Consul), each with its protocol.
  */
 export function planTerminating(
   entry: TerminatingEntry,
@@ -113,25 +112,18 @@ export function planTerminating(
 ): { services: PlannedTerminatingService[]; problems: string[] } {
   const problems: string[] = [];
   const out: PlannedTerminatingService[] = [];
-  const add = (s: TerminatingServiceEntry, name: string, wildcard: boolean): void => {
+  const add = (s: TerminatingServiceEntry, name: string): void => {
     const protocol = o.protocolOf(name);
-    if (protocol !== 'tcp' && protocol !== 'http') {
-      if (!wildcard)
-        problems.push(
-          `terminating-gateway ${entry.name}: service ${name} is ${protocol} (its service-defaults or proxy-defaults); a terminating gateway carries tcp and http only, so ${name} is left out — set its protocol to http or tcp`,
-        );
-      return;
-    }
     const { name: _n, ...files } = s;
     out.push({ name, protocol, ...files });
   };
-  for (const s of entry.services) if (s.name !== '*') add(s, s.name, false);
+  for (const s of entry.services) if (s.name !== '*') add(s, s.name);
   const wildcard = entry.services.find((s) => s.name === '*');
   if (wildcard)
     for (const name of o.catalog ?? []) {
       if (name === o.gateway || name === 'consul' || name.endsWith('-sidecar-proxy')) continue;
       if (entry.services.some((x) => x.name === name)) continue;
-      add(wildcard, name, true);
+      add(wildcard, name);
     }
   out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   return { services: out, problems };

@@ -1101,7 +1101,7 @@ function decodeTerminating(v: unknown): TerminatingConfig {
     const sni = str(s, 'sni', p).toLowerCase();
     if (snis.has(sni)) fail(`${p}.sni`, 'repeats an SNI', sni);
     snis.add(sni);
-    const protocol = oneOf(s, 'protocol', p, ['tcp', 'http'] as const);
+    const protocol = oneOf(s, 'protocol', p, PROTOCOLS);
     const certPem = str(s, 'certPem', p);
     const keyPem = str(s, 'keyPem', p);
     const x509 = parseCert(certPem, `${p}.certPem`);

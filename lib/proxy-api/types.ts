@@ -375,7 +375,7 @@ export interface TerminatingService {
   service: string;
   /** The SNI mesh callers send for it (`<service>.default.<dc>.internal.<trust-domain>`). */
   sni: string;
-  protocol: 'tcp' | 'http';
+  protocol: Protocol;
   /** Its leaf (URI SAN: its SPIFFE ID) and key, issued to the gateway. */
   certPem: string;
   keyPem: string;

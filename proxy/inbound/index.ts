@@ -367,6 +367,7 @@ export function createInbound(env: ProxyEnv, terminating?: TerminatingSet): Inbo
     };
     const h2Options: InboundH2Options = {
       newContext,
+      ...(linked ? { session: () => linked.h2Session(connectTimeout()) } : {}),
       onDenied: (layer, enforced) => env.metrics.denials.labels(layer, String(enforced)).inc(),
       limiter,
       onLimited,

@@ -2,8 +2,10 @@
 // certificate presented for each (picked by the SNI mesh callers send), and the way to the
 // service outside the mesh — its healthy catalog instances, in turn, over plain TCP or TLS the
 // gateway originates with the entry's CA, client certificate and SNI.
-import type { Socket } from 'node:net';
+import net, { type Socket } from 'node:net';
 import { isIP } from 'node:net';
+import type { ClientHttp2Session } from 'node:http2';
+import { loadHttp2 } from '../lazy.ts';
 import tls, { type SecureContext } from 'node:tls';
 import { RemoraError } from '../../lib/errors/index.ts';
 import {
@@ -11,6 +13,7 @@ import {
   type Endpoint,
   type MeshTlsConfig,
   type OriginationTls,
+  type Protocol,
   type TerminatingConfig,
   type TerminatingService,
 } from '../../lib/proxy-api/index.ts';
@@ -24,11 +27,13 @@ const POOL_IDLE_MS = 30_000;
 /** One linked service as the inbound side serves it. */
 export interface TerminatingTarget {
   readonly service: string;
-  readonly protocol: 'tcp' | 'http';
+  readonly protocol: Protocol;
   /** Opens a connection to one of its instances (the next in turn; the others on failure). */
   dial(timeoutMs: number): Promise<Socket>;
   /** Keep-alive connections to its instances, for HTTP. */
   pool(timeoutMs: number): H1Pool;
+  /** An HTTP/2 session to one of its instances (h2c, or h2 over the originated TLS). */
+  h2Session(timeoutMs: number): ClientHttp2Session;
   /** The instance the last connection went to (access logs). */
   readonly address: { address: string; port: number };
 }
@@ -108,7 +113,7 @@ export function createTerminatingSet(o: { limits: HttpLimits }): TerminatingSet 
 
 class Target implements TerminatingTarget {
   readonly service: string;
-  readonly protocol: 'tcp' | 'http';
+  readonly protocol: Protocol;
   readonly key: string;
   endpoints: Endpoint[] = [];
   address = { address: '', port: 0 };
@@ -116,6 +121,7 @@ class Target implements TerminatingTarget {
   #context: SecureContext | null = null;
   #next = 0;
   #pool: H1Pool | null = null;
+  #h2: ClientHttp2Session | null = null;
   #limits: HttpLimits;
 
   constructor(s: TerminatingService, key: string, limits: HttpLimits) {
@@ -208,8 +214,65 @@ class Target implements TerminatingTarget {
     return this.#pool;
   }
 
+  h2Session(timeoutMs: number): ClientHttp2Session {
+    const cur = this.#h2;
+    if (cur && !cur.closed && !cur.destroyed) return cur;
+    const list = this.endpoints;
+    if (list.length === 0)
+      throw new RemoraError(
+        'REMORA_E_PROXY_NO_ENDPOINTS',
+        `${this.service} (outside the mesh, through this terminating gateway) has no healthy instance in Consul`,
+        { upstream: this.service },
+      );
+    // one session at a time, to the next instance in turn when it is opened again
+    const ep = list[this.#next++ % list.length]!;
+    this.address = { address: ep.address, port: ep.port };
+    const target = `${this.service} instance ${ep.id} (${ep.address}:${ep.port})`;
+    const t = this.#tls;
+    const context = this.#context;
+    const authority = `${isIP(ep.address) === 6 ? `[${ep.address}]` : ep.address}:${ep.port}`;
+    const session = loadHttp2().connect(`${t ? 'https' : 'http'}://${authority}`, {
+      createConnection: () => {
+        const servername = t?.sni ?? (isIP(ep.address) ? undefined : ep.address);
+        const socket =
+          t && context
+            ? tls.connect({
+                host: ep.address,
+                port: ep.port,
+                secureContext: context,
+                rejectUnauthorized: true,
+                ALPNProtocols: ['h2'],
+                ...(servername ? { servername } : {}),
+                ...(t.sni ? {} : { checkServerIdentity: () => undefined }),
+              })
+            : net.connect({ host: ep.address, port: ep.port, noDelay: true });
+        const timer = setTimeout(
+          () =>
+            socket.destroy(
+              new RemoraError(
+                'REMORA_E_PROXY_CONNECT_TIMEOUT',
+                `connecting to ${target} took longer than ${timeoutMs} ms`,
+                { target },
+              ),
+            ),
+          timeoutMs,
+        );
+        const done = () => clearTimeout(timer);
+        socket.once(t ? 'secureConnect' : 'connect', done);
+        socket.once('close', done);
+        return socket;
+      },
+    });
+    session.on('error', () => {});
+    session.unref();
+    this.#h2 = session;
+    return session;
+  }
+
   close(): void {
     this.#pool?.close();
     this.#pool = null;
+    this.#h2?.close();
+    this.#h2 = null;
   }
 }

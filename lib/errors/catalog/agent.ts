@@ -166,7 +166,7 @@ export const AGENT_ERRORS = {
   },
   REMORA_E_AGENT_TERMINATING_NOT_APPLIED: {
     meaning:
-      "A part of a terminating gateway's `terminating-gateway` entry cannot be applied by the agent that runs the gateway: the entry is missing or malformed (the gateway then links no service), a service is named twice or is not a service name, `CertFile` or `KeyFile` is set without the other two TLS files, or a linked service's protocol is one the gateway does not carry (http2, grpc). The service named is left out; the gateway keeps serving the others.",
+      "A part of a terminating gateway's `terminating-gateway` entry cannot be applied by the agent that runs the gateway: the entry is missing or malformed (the gateway then links no service), a service is named twice, is the gateway itself or is not a service name, or `CertFile` or `KeyFile` is set without the other two TLS files. The service named is left out; the gateway keeps serving the others.",
     remedy:
       'Fix the entry the message names (`consul config write`), following docs/gateways.md ("Terminating gateways"); `remora status` lists the problems until the entry is fixed.',
   },

@@ -8,6 +8,7 @@ import t from 'tap';
 import net from 'node:net';
 import http from 'node:http';
 import https from 'node:https';
+import http2 from 'node:http2';
 import type { TLSSocket } from 'node:tls';
 import { writeFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -69,6 +70,10 @@ t.test('mesh callers reach services outside the mesh through a terminating gatew
     res.end(JSON.stringify({ app: 'legacy', path: req.url }));
   });
   const echoApp = net.createServer((s) => s.pipe(s));
+  const h2App = http2.createServer((req, res) => {
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify({ app: 'feed', version: req.httpVersion, path: req.url }));
+  });
   const tlsApp = https.createServer(
     {
       cert: server.certPem,
@@ -87,15 +92,16 @@ t.test('mesh callers reach services outside the mesh through a terminating gatew
     new Promise<number>((resolve) =>
       s.listen(0, '127.0.0.1', () => resolve((s.address() as net.AddressInfo).port)),
     );
-  const [plainPort, echoPort, tlsPort] = [
+  const [plainPort, echoPort, tlsPort, h2Port] = [
     await listen(plainApp),
     await listen(echoApp),
     await listen(tlsApp),
+    await listen(h2App),
   ];
   t.teardown(() => {
     plainApp.closeAllConnections();
     tlsApp.closeAllConnections();
-    for (const s of [plainApp, echoApp, tlsApp]) s.close();
+    for (const s of [plainApp, echoApp, tlsApp, h2App]) s.close();
   });
   // registered by hand, as a legacy database would be: no sidecar, no remora-node
   await register(mesh, { Name: 'legacy', ID: 'legacy-1', Address: '127.0.0.1', Port: plainPort });
@@ -103,6 +109,8 @@ t.test('mesh callers reach services outside the mesh through a terminating gatew
   await register(mesh, { Name: 'secure', ID: 'secure-1', Address: '127.0.0.1', Port: tlsPort });
   await putConfig(mesh, { Kind: 'service-defaults', Name: 'legacy', Protocol: 'http' });
   await putConfig(mesh, { Kind: 'service-defaults', Name: 'secure', Protocol: 'http' });
+  await register(mesh, { Name: 'feed', ID: 'feed-1', Address: '127.0.0.1', Port: h2Port });
+  await putConfig(mesh, { Kind: 'service-defaults', Name: 'feed', Protocol: 'http2' });
   const missing = join(dir, 'no-such-ca.pem');
   const entry = (services: object[]) =>
     putConfig(mesh, { Kind: 'terminating-gateway', Name: 'tgw', Services: services });
@@ -115,10 +123,12 @@ t.test('mesh callers reach services outside the mesh through a terminating gatew
       KeyFile: join(dir, 'client-key.pem'),
     },
     { Name: 'broken', CAFile: missing },
+    { Name: 'feed' },
   ];
   await entry([...linked, { Name: 'ledger' }]);
 
-  const [gwPort, callerApp, callerSidecar, legacyLocal, ledgerLocal, secureLocal] = [
+  const [gwPort, callerApp, callerSidecar, legacyLocal, ledgerLocal, secureLocal, feedLocal] = [
+    await freePort(),
     await freePort(),
     await freePort(),
     await freePort(),
@@ -142,6 +152,7 @@ t.test('mesh callers reach services outside the mesh through a terminating gatew
               { destination_name: 'legacy', local_bind_port: legacyLocal },
               { destination_name: 'ledger', local_bind_port: ledgerLocal },
               { destination_name: 'secure', local_bind_port: secureLocal },
+              { destination_name: 'feed', local_bind_port: feedLocal },
             ],
           },
         },
@@ -198,6 +209,35 @@ t.test('mesh callers reach services outside the mesh through a terminating gatew
     'TLS originated with the entry’s CA, and its client certificate presented',
   );
 
+  // HTTP/2 (h2c from the caller's app, h2c to the service outside the mesh)
+  const h2get = (port: number, path: string) =>
+    new Promise<{ status: number; body: string } | null>((resolve) => {
+      const c = http2.connect(`http://127.0.0.1:${port}`);
+      c.on('error', () => resolve(null));
+      const req = c.request({ ':path': path });
+      let body = '';
+      let status = 0;
+      req.on('response', (h) => (status = Number(h[':status'])));
+      req.setEncoding('utf8');
+      req.on('data', (d: string) => (body += d));
+      req.on('end', () => (c.close(), resolve({ status, body })));
+      req.on('error', () => (c.close(), resolve(null)));
+      req.end();
+    });
+  const feed = await waitFor(
+    'feed through the gateway over HTTP/2',
+    async () => {
+      const r = await h2get(feedLocal, '/items');
+      return r?.status === 200 ? r : null;
+    },
+    30_000,
+  );
+  t.same(
+    JSON.parse(feed.body),
+    { app: 'feed', version: '2.0', path: '/items' },
+    'HTTP/2 reaches it',
+  );
+
   // the gateway presents the linked service's identity: the caller's sidecar accepted it for
   // legacy, and the service with an unreadable CA file is left out, named, the rest serving
   const status = await mesh.status();
@@ -207,6 +247,7 @@ t.test('mesh callers reach services outside the mesh through a terminating gatew
     gw?.linked?.map((l) => [l.name, l.origination, l.certificate, l.error?.code ?? null]),
     [
       ['broken', 'tls', true, 'REMORA_E_AGENT_TERMINATING_TLS_FILE'],
+      ['feed', 'plain', true, null],
       ['ledger', 'plain', true, null],
       ['legacy', 'plain', true, null],
       ['secure', 'mtls', true, null],
@@ -222,6 +263,7 @@ t.test('mesh callers reach services outside the mesh through a terminating gatew
     [
       'terminating gateway tgw:',
       '  broken tcp, TLS to 0 instances — not served: REMORA_E_AGENT_TERMINATING_TLS_FILE',
+      '  feed http2, plain TCP to 1 instance',
       '  ledger tcp, plain TCP to 1 instance',
       '  legacy http, plain TCP to 1 instance',
       '  secure http, mutual TLS to 1 instance',

@@ -4,6 +4,7 @@
 import t from 'tap';
 import net from 'node:net';
 import tls from 'node:tls';
+import http2 from 'node:http2';
 import { X509Certificate } from 'node:crypto';
 import { createTerminatingSet } from '../../../proxy/inbound/terminating.ts';
 import { freePort } from '../../helpers/nats.ts';
@@ -153,3 +154,48 @@ t.test(
     );
   },
 );
+
+t.test('HTTP/2 to a service outside the mesh: h2c, or h2 over the originated TLS', async (t) => {
+  const server = certs.leaf('h2-server');
+  const plain = http2.createServer((_req, res) => res.end('h2c'));
+  const secure = http2.createSecureServer(
+    { cert: server.certPem, key: server.keyPem },
+    (_req, res) => res.end('h2 over TLS'),
+  );
+  const [pp, sp] = [await listen(plain), await listen(secure)];
+  t.teardown(() => (plain.close(), secure.close()));
+  const set = createTerminatingSet({ limits });
+  t.teardown(() => set.close());
+  const get = (session: http2.ClientHttp2Session) =>
+    new Promise<string>((resolve, reject) => {
+      const req = session.request({ ':path': '/' });
+      let body = '';
+      req.setEncoding('utf8');
+      req.on('data', (d: string) => (body += d));
+      req.on('end', () => resolve(body));
+      req.on('error', reject);
+      req.end();
+    });
+  set
+    .prepare(
+      {
+        services: [
+          service({ service: 'a', sni: 'a', protocol: 'http2', endpoints: [endpoint(pp)] }),
+          service({
+            service: 'b',
+            sni: 'b',
+            protocol: 'grpc',
+            endpoints: [endpoint(sp)],
+            tls: { caPem: certs.ca.certPem },
+          }),
+        ],
+      },
+      [],
+      undefined,
+    )
+    .commit();
+  t.equal(await get(set.byService('a')!.h2Session(1000)), 'h2c');
+  const b = set.byService('b')!.h2Session(1000);
+  t.equal(await get(b), 'h2 over TLS');
+  t.equal(set.byService('b')!.h2Session(1000), b, 'one session, reused');
+});
