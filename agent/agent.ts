@@ -285,6 +285,11 @@ interface Instance {
   terminating: string[];
   /** What of a terminating gateway's entry does not apply (logged once each). */
   terminatingProblems: RemoraError[];
+  /**
+   * Linked services whose leaf is being loaded from disk (or asked for the first time): the
+   * gateway's snapshot waits for them, so a restarted agent never sends one without them.
+   */
+  leavesLoading: Set<string>;
 }
 
 /**
@@ -612,6 +617,10 @@ export function createAgent(o: AgentOptions): Agent {
     if (gateway && ingressEntries === null) return null;
     const terminating = inst.def.kind === TERMINATING_GATEWAY;
     if (terminating && terminatingEntries === null) return null;
+    if (terminating) {
+      terminatingPlan(inst);
+      if (inst.leavesLoading.size > 0) return null;
+    }
     // an upstream whose endpoints are not known yet would reach the proxy as an empty set
     const upstreams = upstreamsOf(inst);
     const plans = new Map(upstreams.map((u) => [u.destinationName, planOf(inst, u)]));
@@ -1505,14 +1514,20 @@ export function createAgent(o: AgentOptions): Agent {
         inst.terminating = names;
         for (const n of prev) if (!names.includes(n)) identity.remove(leafId(inst.def.id, n));
         for (const n of names)
-          if (!prev.includes(n))
+          if (!prev.includes(n)) {
+            inst.leavesLoading.add(n);
             void identity
               .add({
                 id: leafId(inst.def.id, n),
                 service: n,
                 gateway: { name: inst.def.name, instanceId: inst.def.id },
               })
-              .catch((err: unknown) => logError(logger, err));
+              .catch((err: unknown) => logError(logger, err))
+              .finally(() => {
+                inst.leavesLoading.delete(n);
+                supervisor.push(inst.def.id);
+              });
+          }
       }
     }
     // (a service whose files cannot be read is left out of the snapshot, not of the plan)
@@ -1970,6 +1985,7 @@ export function createAgent(o: AgentOptions): Agent {
       ingressProblems: [],
       terminating: [],
       terminatingProblems: [],
+      leavesLoading: new Set(),
     };
     instances.set(def.id, inst);
     logger.info(
