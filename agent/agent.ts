@@ -2285,6 +2285,11 @@ export function createAgent(o: AgentOptions): Agent {
       }
       servicesWatch?.stop();
       servicesWatch = null;
+      // with keepProxies the gateways were not stopped: their entries' watches end here
+      ingressWatch?.stop();
+      ingressWatch = null;
+      terminatingWatch?.stop();
+      terminatingWatch = null;
       for (const timer of catalogLeaving.values()) clock.clearTimeout(timer);
       catalogLeaving.clear();
       discovery.stop();

@@ -159,7 +159,9 @@ t.test('mesh callers reach services outside the mesh through a terminating gatew
       },
     },
   });
-  const agent = mesh.startAgent();
+  // the readiness TTL outlasts the restart below (an agent boots slowly on a loaded box)
+  const agentEnv = { REMORA_AGENT_CHECK_TTL_MS: '120000' };
+  const agent = mesh.startAgent(agentEnv, ['--keep-proxies']);
   const logs = async () => `${agent.output().slice(-4000)}\n${await mesh.proxyLogs()}`;
   const get = (port: number, path = '/') =>
     httpGet(`http://127.0.0.1:${port}${path}`).catch(() => null);
@@ -340,5 +342,39 @@ t.test('mesh callers reach services outside the mesh through a terminating gatew
     'an unlinked service is no longer reached',
   );
   t.equal((await get(secureLocal))?.status, 200, 'the gateway serves on');
-  await agent.stop();
+
+  // an agent restart: the next agent adopts the gateway's proxy, which serves throughout
+  const pids = await mesh.proxyPids();
+  let stop = false;
+  let ok = 0;
+  const failures: string[] = [];
+  const load = (async () => {
+    const until = Date.now() + 150_000;
+    while (!stop && Date.now() < until) {
+      const r = await get(secureLocal, '/during-restart');
+      if (r?.status === 200) ok += 1;
+      else failures.push(r ? `HTTP ${r.status}: ${r.body.slice(0, 200)}` : 'no answer');
+    }
+  })();
+  await waitFor('calls before the restart', () => ok >= 10, 30_000);
+  t.equal(await agent.stop('SIGTERM'), 0, 'the agent exits, leaving its proxies');
+  const second = mesh.startAgent(agentEnv, ['--keep-proxies']);
+  t.teardown(() => second.stop());
+  await waitFor(
+    'the new agent to adopt the gateway',
+    async () => {
+      const s = await mesh.status().catch(() => null);
+      const gw = s?.instances.find((i) => i.id === 'tgw');
+      return gw?.proxy?.adopted && gw.proxy.ready && gw.registered ? gw : null;
+    },
+    60_000,
+    100,
+  );
+  const after = ok;
+  await waitFor('calls after the adoption', () => ok >= after + 10, 30_000);
+  stop = true;
+  await load;
+  t.same(failures, [], 'no call failed across the restart');
+  t.same(await mesh.proxyPids(), pids, 'the same proxies serve');
+  await second.stop();
 });
