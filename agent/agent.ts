@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { rm } from 'node:fs/promises';
-import { formatSpiffeId } from '../lib/identity/index.ts';
+import { formatSpiffeId, meshSni } from '../lib/identity/index.ts';
 import { RemoraError, toRemoraError, type ErrorCode } from '../lib/errors/index.ts';
 import { logError, type Logger } from '../lib/log/index.ts';
 import { backoffDelay, type Clock } from '../lib/util/index.ts';
@@ -25,6 +25,8 @@ import {
   type ExposePath,
   type MetricsListener,
   type IngressConfig,
+  type TerminatingConfig,
+  type TerminatingService,
 } from '../lib/proxy-api/index.ts';
 import {
   createCentralConfig,
@@ -65,6 +67,7 @@ import {
 import {
   createDiscovery,
   EMPTY_AFTER_OUTAGE_GRACE_MS,
+  externalName,
   type Discovery,
   type UpstreamStatus,
 } from './discovery.ts';
@@ -94,6 +97,13 @@ import {
   planIngress,
   type PlannedListener,
 } from './ingress.ts';
+import {
+  decodeTerminatingEntry,
+  planTerminating,
+  readOriginationTls,
+  TERMINATING_GATEWAY,
+  type PlannedTerminatingService,
+} from './terminating.ts';
 
 /** Default cap on the derived upstreams of all transparent instances (docs/transparent.md). */
 export const DEFAULT_TRANSPARENT_DERIVED_MAX = 128;
@@ -191,8 +201,8 @@ export interface InstanceStatus {
   warnings: { code: string; message: string; at: string }[];
   /** Transparent interception state; null for an instance that does not ask for it. */
   transparent: TransparentStatus | null;
-  /** `ingress-gateway` for an ingress gateway (absent for a service and its sidecar). */
-  kind?: 'ingress-gateway';
+  /** The gateway kind for a gateway (absent for a service and its sidecar). */
+  kind?: 'ingress-gateway' | 'terminating-gateway';
   /** An ingress gateway's listeners as applied from its entry (docs/gateways.md). */
   listeners?: {
     port: number;
@@ -200,6 +210,19 @@ export interface InstanceStatus {
     /** True when the listener serves TLS (docs/gateways.md, "TLS"). */
     tls?: boolean;
     services: { name: string; hosts: string[] }[];
+  }[];
+  /** A terminating gateway's linked services as applied from its entry (docs/gateways.md). */
+  linked?: {
+    name: string;
+    protocol: string;
+    /** plain TCP, one-way TLS (CAFile) or mutual TLS (CAFile, CertFile, KeyFile). */
+    origination: 'plain' | 'tls' | 'mtls';
+    /** Its healthy catalog instances the gateway forwards to. */
+    endpoints: number;
+    /** Whether the gateway holds its certificate (and so serves it). */
+    certificate: boolean;
+    /** Why it is not served, when it is not. */
+    error?: { code: string; message: string };
   }[];
 }
 
@@ -274,6 +297,15 @@ interface Instance {
   ingress: string[];
   /** What of an ingress gateway's entry does not apply (logged once each). */
   ingressProblems: IngressProblem[];
+  /** A terminating gateway's linked services: leaves managed, instances followed (sorted). */
+  terminating: string[];
+  /** What of a terminating gateway's entry does not apply (logged once each). */
+  terminatingProblems: RemoraError[];
+  /**
+   * Linked services whose leaf is being loaded from disk (or asked for the first time): the
+   * gateway's snapshot waits for them, so a restarted agent never sends one without them.
+   */
+  leavesLoading: Set<string>;
 }
 
 /**
@@ -327,12 +359,12 @@ export function registrationFor(
   },
 ): Record<string, unknown> {
   const meta = { ...def.meta, [NODE_META_KEY]: o.node };
-  if (def.kind === INGRESS_GATEWAY) {
-    // as Consul holds one: the gateway is the service (kind ingress-gateway), no sidecar; its
-    // readiness check is the proxy's
+  if (def.kind !== undefined) {
+    // as Consul holds one: the gateway is the service (kind ingress-gateway or
+    // terminating-gateway), no sidecar; its readiness check is the proxy's
     const address = def.address ?? (o.advertiseAddress || null);
     return {
-      kind: INGRESS_GATEWAY,
+      kind: def.kind,
       id: def.id,
       name: def.name,
       port: def.port,
@@ -343,7 +375,7 @@ export function registrationFor(
         ...def.checks,
         {
           CheckID: gatewayCheckId(def.id),
-          Name: 'Remora ingress gateway ready',
+          Name: `Remora ${def.kind === INGRESS_GATEWAY ? 'ingress' : 'terminating'} gateway ready`,
           TTL: `${Math.max(1, Math.round(o.checkTtlMs / 1000))}s`,
           Status: o.ready ? 'passing' : 'critical',
         },
@@ -495,11 +527,11 @@ export function createAgent(o: AgentOptions): Agent {
     clock,
     random: o.random,
     logger,
-    onChange: (id) => supervisor.push(id),
+    onChange: (id) => supervisor.push(ownerOf(id)),
     dnsNames: (id) => gatewayDnsNames(id),
     registered(id) {
       // an adopted proxy's instance is still listed from before; its registration waits for the proxy
-      const inst = instances.get(id);
+      const inst = instances.get(ownerOf(id));
       return inst !== undefined && (inst.registered || inst.holdRegistration);
     },
   });
@@ -515,6 +547,7 @@ export function createAgent(o: AgentOptions): Agent {
           inst.derived.includes(service) ||
           inst.targets.includes(service) ||
           inst.ingress.includes(service) ||
+          inst.terminating.some((n) => externalName(n) === service) ||
           inst.def.sidecar?.upstreams.some((u) => u.destinationName === service)
         ) {
           supervisor.push(inst.def.id);
@@ -599,6 +632,12 @@ export function createAgent(o: AgentOptions): Agent {
     // a gateway's listeners are not guessed either: it starts with its entry's
     const gateway = inst.def.kind === INGRESS_GATEWAY;
     if (gateway && ingressEntries === null) return null;
+    const terminating = inst.def.kind === TERMINATING_GATEWAY;
+    if (terminating && terminatingEntries === null) return null;
+    if (terminating) {
+      terminatingPlan(inst);
+      if (inst.leavesLoading.size > 0) return null;
+    }
     // an upstream whose endpoints are not known yet would reach the proxy as an empty set
     const upstreams = upstreamsOf(inst);
     const plans = new Map(upstreams.map((u) => [u.destinationName, planOf(inst, u)]));
@@ -619,7 +658,7 @@ export function createAgent(o: AgentOptions): Agent {
       },
       inbound: {
         // a gateway binds nothing here (no mTLS listener): its registered address and port
-        bindAddress: gateway ? gatewayBindAddress(inst) : s.proxyBindAddress,
+        bindAddress: gateway || terminating ? gatewayBindAddress(inst) : s.proxyBindAddress,
         bindPort: inst.sidecarPort,
         localAppAddress: sc.localServiceAddress,
         localAppPort: sc.localServicePort,
@@ -665,6 +704,7 @@ export function createAgent(o: AgentOptions): Agent {
       ...meshTlsField(),
       ...jwtProvidersField(),
       ...(gateway ? { ingress: ingressField(inst, upstreams) } : {}),
+      ...(terminating ? { terminating: terminatingField(inst) } : {}),
       ...metricsField(inst),
     };
   }
@@ -1454,6 +1494,201 @@ export function createAgent(o: AgentOptions): Agent {
     return { listeners };
   }
 
+  // --- terminating gateways (docs/gateways.md, "Terminating gateways") ----------------------
+  /** The `terminating-gateway` entries by name; null until Consul answered (or failed) once. */
+  let terminatingEntries: Map<string, Record<string, unknown>> | null = null;
+  let terminatingWatch: { stop(): void } | null = null;
+  let terminatingErrors = 0;
+
+  /** The identity-manager ID of a gateway's leaf for a linked service (its key's directory). */
+  function leafId(gatewayId: string, service: string): string {
+    return `${gatewayId}/linked/${service}`;
+  }
+
+  /** The instance an identity belongs to: itself, or the gateway of a linked service's leaf. */
+  function ownerOf(id: string): string {
+    const at = id.indexOf('/linked/');
+    return at === -1 ? id : id.slice(0, at);
+  }
+
+  /** Discovery user of a terminating gateway's linked services. */
+  function terminatingUser(id: string): string {
+    return `${id}/terminating`;
+  }
+
+  /** The watch of the entries runs while the agent runs a terminating gateway. */
+  function syncTerminatingWatch(): void {
+    const needed =
+      !stopped &&
+      [...instances.values()].some((i) => !i.stopping && i.def.kind === TERMINATING_GATEWAY);
+    if (needed && !terminatingWatch) {
+      terminatingWatch = consul.watchConfigEntries(TERMINATING_GATEWAY, {
+        onChange(entries) {
+          if (stopped) return;
+          if (terminatingErrors > 0)
+            logger.info(
+              { kind: TERMINATING_GATEWAY },
+              'Consul answers again for terminating-gateway',
+            );
+          terminatingErrors = 0;
+          terminatingEntries = new Map(
+            entries.map((e) => [e.Name, e as unknown as Record<string, unknown>]),
+          );
+          pushTerminating();
+        },
+        onError(err) {
+          if (stopped) return;
+          if (terminatingErrors++ % 20 === 0)
+            logError(
+              logger,
+              new RemoraError(
+                'REMORA_E_AGENT_CONSUL_UNAVAILABLE',
+                `cannot watch Consul's terminating-gateway config entries: ${toRemoraError(err).message}; gateways keep the services last applied`,
+                { kind: TERMINATING_GATEWAY },
+                { cause: err },
+              ),
+              undefined,
+              'warn',
+            );
+          if (terminatingEntries === null) {
+            terminatingEntries = new Map();
+            pushTerminating();
+          }
+        },
+      });
+    } else if (!needed && terminatingWatch) {
+      terminatingWatch.stop();
+      terminatingWatch = null;
+      terminatingEntries = null;
+    }
+  }
+
+  function pushTerminating(): void {
+    for (const inst of instances.values())
+      if (inst.def.kind === TERMINATING_GATEWAY && !inst.stopping) {
+        terminatingPlan(inst);
+        supervisor.push(inst.def.id);
+      }
+  }
+
+  /**
+   * A terminating gateway's linked services from its entry, as far as they apply; what does not
+   * is reported once per change (REMORA_E_AGENT_TERMINATING_NOT_APPLIED). Each linked service
+   * gets its leaf (asked of control for the gateway) and its healthy instances followed.
+   */
+  function terminatingPlan(inst: Instance): PlannedTerminatingService[] {
+    const raw = terminatingEntries?.get(inst.def.name);
+    const messages: string[] = [];
+    let services: PlannedTerminatingService[] = [];
+    if (terminatingEntries !== null && raw === undefined)
+      messages.push(
+        `terminating gateway ${inst.def.id} has no terminating-gateway config entry named ${inst.def.name}, so it links no service; write one (consul config write), docs/gateways.md`,
+      );
+    if (raw !== undefined) {
+      const d = decodeTerminatingEntry(raw);
+      const p = planTerminating(d.entry, {
+        gateway: inst.def.name,
+        protocolOf: (n) => central.protocol(n) ?? DEFAULT_PROTOCOL,
+        catalog: catalogServices,
+      });
+      messages.push(...d.problems, ...p.problems);
+      services = p.services;
+    }
+    const problems = messages.map(
+      (m) =>
+        new RemoraError('REMORA_E_AGENT_TERMINATING_NOT_APPLIED', m, { instance: inst.def.id }),
+    );
+    // the TLS files of each service, read on this host: one that cannot be read leaves that
+    // service out
+    for (const svc of services) {
+      try {
+        readOriginationTls(inst.def.name, svc);
+      } catch (err) {
+        problems.push(toRemoraError(err));
+      }
+    }
+    const was = inst.terminatingProblems.map((e) => e.message);
+    for (const e of problems) if (!was.includes(e.message)) logError(logger, e, undefined, 'warn');
+    inst.terminatingProblems = problems;
+    if (!inst.stopping) {
+      const names = services.map((x) => x.name).sort();
+      const prev = inst.terminating;
+      if (follow(prev.map(externalName), names.map(externalName), terminatingUser(inst.def.id))) {
+        inst.terminating = names;
+        for (const n of prev) if (!names.includes(n)) identity.remove(leafId(inst.def.id, n));
+        for (const n of names)
+          if (!prev.includes(n)) {
+            inst.leavesLoading.add(n);
+            void identity
+              .add({
+                id: leafId(inst.def.id, n),
+                service: n,
+                gateway: { name: inst.def.name, instanceId: inst.def.id },
+              })
+              .catch((err: unknown) => logError(logger, err))
+              .finally(() => {
+                inst.leavesLoading.delete(n);
+                supervisor.push(inst.def.id);
+              });
+          }
+      }
+    }
+    // (a service whose files cannot be read is left out of the snapshot, not of the plan)
+    return services;
+  }
+
+  /** The snapshot's linked services: those with a leaf and known instances. */
+  function terminatingField(inst: Instance): TerminatingConfig {
+    const out: TerminatingService[] = [];
+    for (const p of terminatingPlan(inst)) {
+      const leaf = identity.get(leafId(inst.def.id, p.name));
+      const ext = externalName(p.name);
+      if (!leaf || !discovery.settled(ext)) continue;
+      let tls;
+      try {
+        tls = readOriginationTls(inst.def.name, p);
+      } catch {
+        continue; // reported by the plan; a file that went away since
+      }
+      out.push({
+        service: p.name,
+        sni: meshSni(leaf.spiffeId),
+        protocol: p.protocol,
+        certPem: leaf.certPem,
+        keyPem: leaf.keyPem,
+        endpoints: discovery.endpoints(ext),
+        ...(tls ? { tls } : {}),
+      });
+    }
+    return { services: out };
+  }
+
+  /** `remora status`'s view of a terminating gateway's linked services. */
+  function linkedStatus(inst: Instance): NonNullable<InstanceStatus['linked']> {
+    const planned = new Map(terminatingPlan(inst).map((p) => [p.name, p]));
+    const fileErrors = inst.terminatingProblems.filter(
+      (e) => e.code === 'REMORA_E_AGENT_TERMINATING_TLS_FILE',
+    );
+    return inst.terminating.map((name) => {
+      const p = planned.get(name);
+      const cert = identity.status(leafId(inst.def.id, name));
+      const fileError = fileErrors.find((e) => e.details.service === name);
+      const error = fileError
+        ? { code: fileError.code, message: fileError.message }
+        : !cert?.spiffeId && cert?.lastError
+          ? { code: cert.lastError.code, message: cert.lastError.message }
+          : null;
+      return {
+        name,
+        protocol: p?.protocol ?? central.protocol(name) ?? DEFAULT_PROTOCOL,
+        origination: p?.certFile ? 'mtls' : p?.caFile || p?.sni ? 'tls' : 'plain',
+        endpoints: discovery.endpoints(externalName(name)).length,
+        certificate: cert?.spiffeId !== null && cert?.spiffeId !== undefined && !cert.expired,
+        ...(error ? { error } : {}),
+      };
+    });
+  }
+
   // --- protocols (docs/agent.md, "Protocols") ------------------------------------------------
   /**
    * The protocol of calls to `service` when the caller names none: what its sidecars were
@@ -1549,7 +1784,7 @@ export function createAgent(o: AgentOptions): Agent {
     const needed =
       !stopped &&
       [...instances.values()].some(
-        (i) => !i.stopping && (i.def.sidecar?.deriveUpstreams || i.def.kind === INGRESS_GATEWAY),
+        (i) => !i.stopping && (i.def.sidecar?.deriveUpstreams || i.def.kind !== undefined),
       );
     if (needed && !servicesWatch) {
       servicesWatch = consul.watchServices({
@@ -1581,6 +1816,7 @@ export function createAgent(o: AgentOptions): Agent {
           for (const inst of instances.values()) refreshDerived(inst, true);
           // a gateway's `*` services are the catalog's
           pushGateways();
+          pushTerminating();
         },
         onError(err) {
           if (servicesErrors++ % 20 !== 0) return;
@@ -1692,7 +1928,7 @@ export function createAgent(o: AgentOptions): Agent {
 
   /** The readiness check of an instance: its sidecar's, or a gateway's own. */
   function checkIdOf(inst: Instance): string {
-    return inst.def.kind === INGRESS_GATEWAY
+    return inst.def.kind !== undefined
       ? gatewayCheckId(inst.def.id)
       : readinessCheckId(inst.def.id);
   }
@@ -1732,6 +1968,7 @@ export function createAgent(o: AgentOptions): Agent {
       inst.regAttempt = 0;
       inst.registrationError = null;
       if (inst.def.sidecar) identity.requestIfMissing(inst.def.id);
+      for (const n of inst.terminating) identity.requestIfMissing(leafId(inst.def.id, n));
     } catch (err) {
       inst.registered = false;
       const e = new RemoraError(
@@ -1853,6 +2090,9 @@ export function createAgent(o: AgentOptions): Agent {
       notReadyReason: 'proxy not ready',
       ingress: [],
       ingressProblems: [],
+      terminating: [],
+      terminatingProblems: [],
+      leavesLoading: new Set(),
     };
     instances.set(def.id, inst);
     logger.info(
@@ -1878,6 +2118,7 @@ export function createAgent(o: AgentOptions): Agent {
       syncServicesWatch();
       refreshDerived(inst, false);
       syncIngressWatch();
+      syncTerminatingWatch();
       void identity
         .add({ id: def.id, service: def.name })
         .catch((err: unknown) => logError(logger, err));
@@ -1970,6 +2211,11 @@ export function createAgent(o: AgentOptions): Agent {
       inst.targets = [];
       for (const name of inst.ingress) discovery.release(name, ingressUser(id));
       inst.ingress = [];
+      for (const name of inst.terminating) {
+        discovery.release(externalName(name), terminatingUser(id));
+        identity.remove(leafId(id, name));
+      }
+      inst.terminating = [];
       // the room it leaves goes to instances that were over the limit
       for (const other of instances.values())
         if (other !== inst && other.derivedLimit) refreshDerived(other, true);
@@ -1978,6 +2224,7 @@ export function createAgent(o: AgentOptions): Agent {
     instances.delete(id);
     syncServicesWatch();
     syncIngressWatch();
+    syncTerminatingWatch();
     checkSharedAll();
     checkMetricsAll();
   }
@@ -2147,6 +2394,11 @@ export function createAgent(o: AgentOptions): Agent {
       }
       servicesWatch?.stop();
       servicesWatch = null;
+      // with keepProxies the gateways were not stopped: their entries' watches end here
+      ingressWatch?.stop();
+      ingressWatch = null;
+      terminatingWatch?.stop();
+      terminatingWatch = null;
       for (const timer of catalogLeaving.values()) clock.clearTimeout(timer);
       catalogLeaving.clear();
       discovery.stop();
@@ -2217,6 +2469,9 @@ export function createAgent(o: AgentOptions): Agent {
                   })),
                 }
               : {}),
+            ...(inst.def.kind === TERMINATING_GATEWAY
+              ? { kind: TERMINATING_GATEWAY, linked: linkedStatus(inst) }
+              : {}),
             transparent: inst.def.sidecar?.transparent
               ? (transparent.status(inst.def.id) ?? {
                   active: false,
@@ -2239,6 +2494,15 @@ export function createAgent(o: AgentOptions): Agent {
                 new RemoraError(m.code, m.message, {
                   file: i.def.source.file,
                   ...(m.field ? { field: m.field } : {}),
+                }),
+            ),
+          ),
+          ...[...instances.values()].flatMap((i) =>
+            i.terminatingProblems.map(
+              (e) =>
+                new RemoraError(e.code, e.message, {
+                  file: i.def.source.file,
+                  field: e.details.field,
                 }),
             ),
           ),

@@ -111,6 +111,9 @@ export const INBOUND_FIELDS = [
   ['maxInboundConnections', 'max_inbound_connections', 'MaxInboundConnections', 0],
 ] as const satisfies ReadonlyArray<readonly [keyof InboundSettings, string, string, number]>;
 
+/** The gateway kinds the agent runs (docs/gateways.md). */
+export type GatewayKind = 'ingress-gateway' | 'terminating-gateway';
+
 export interface ServiceDefinition {
   /** Consul service ID of the instance (defaults to the name). */
   id: string;
@@ -127,8 +130,11 @@ export interface ServiceDefinition {
    * `ingress-gateway` entry gives them).
    */
   sidecar: SidecarDefinition | null;
-  /** `ingress-gateway` for an ingress gateway (`"kind": "ingress-gateway"`, docs/gateways.md). */
-  kind?: 'ingress-gateway';
+  /**
+   * `ingress-gateway` or `terminating-gateway` for a gateway (`"kind"`, docs/gateways.md);
+   * absent for a service.
+   */
+  kind?: GatewayKind;
   /** Where it came from, for messages. */
   source: { file: string; index: number };
 }
@@ -697,17 +703,24 @@ function decodeService(
   const port = f.int('port', 1, 65535);
   const kind = f.string('kind');
   if (kind !== undefined && kind !== '' && kind !== 'typical') {
-    if (kind !== 'ingress-gateway')
+    if (kind !== 'ingress-gateway' && kind !== 'terminating-gateway')
       throw new FieldError(
         f.fieldPath('kind'),
-        `${JSON.stringify(kind)} is not supported; Remora runs services, their sidecars and ingress gateways ("ingress-gateway"); terminating and mesh gateways are not built`,
+        `${JSON.stringify(kind)} is not supported; Remora runs services, their sidecars, ingress gateways ("ingress-gateway") and terminating gateways ("terminating-gateway"); mesh and API gateways are not built`,
       );
     for (const key of ['connect', 'transparent'])
       if (f.has(key))
         throw new FieldError(
           f.fieldPath(key),
-          'cannot be set on an ingress gateway: its listeners and services come from its ingress-gateway config entry',
+          kind === 'ingress-gateway'
+            ? 'cannot be set on an ingress gateway: its listeners and services come from its ingress-gateway config entry'
+            : 'cannot be set on a terminating gateway: the services it links come from its terminating-gateway config entry',
         );
+    if (kind === 'terminating-gateway' && port === undefined)
+      throw new FieldError(
+        f.fieldPath('port'),
+        'is required on a terminating gateway: mesh callers reach it there (its mTLS listener); set "port"',
+      );
   }
   const tags = f.array('tags') ?? [];
   tags.forEach((t, i) => {
@@ -747,8 +760,8 @@ function decodeService(
     checks,
     source: { file, index },
   };
-  if (kind === 'ingress-gateway')
-    return { ...common, sidecar: gatewayProxy(port ?? 0), kind: 'ingress-gateway' };
+  if (kind === 'ingress-gateway' || kind === 'terminating-gateway')
+    return { ...common, sidecar: gatewayProxy(port ?? 0), kind };
   const serviceTransparent =
     typeof transparentRaw === 'boolean'
       ? { value: transparentRaw, field: f.fieldPath('transparent') }

@@ -91,6 +91,22 @@ export function endpointsFromEntries(entries: readonly ConnectEntry[]): Endpoint
  */
 export const EMPTY_AFTER_OUTAGE_GRACE_MS = 15_000;
 
+/**
+ * Prefix of the discovery name of a service followed by its own healthy instances
+ * (`/v1/health/service/<name>?passing`), not its sidecars: what a terminating gateway reaches.
+ * `+` is in no service name.
+ */
+export const EXTERNAL_PREFIX = 'external+';
+
+/** The discovery name of `service`'s own healthy instances. */
+export function externalName(service: string): string {
+  return EXTERNAL_PREFIX + service;
+}
+
+function isExternal(name: string): boolean {
+  return name.startsWith(EXTERNAL_PREFIX);
+}
+
 interface Watch {
   service: string;
   users: Set<string>;
@@ -178,7 +194,15 @@ export function createDiscovery(o: {
     } catch {
       // never seen a sidecar of it
     }
-    w.handle = o.consul.watchConnect(w.service, {
+    // a service outside the mesh (a terminating gateway's): its own healthy instances
+    const external = isExternal(w.service);
+    const watch: ConsulPort['watchConnect'] = external
+      ? (_name, h) =>
+          o.consul.watchService
+            ? o.consul.watchService(w.service.slice(EXTERNAL_PREFIX.length), h)
+            : (h.onError(new Error('this Consul port cannot watch health/service')), { stop() {} })
+      : (name, h) => o.consul.watchConnect(name, h);
+    w.handle = watch(w.service, {
       onChange(entries) {
         if (stopped || watches.get(w.service) !== w) return;
         const next = entries;

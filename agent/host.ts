@@ -6,6 +6,7 @@ import {
   consulClientOptions,
   watchConfigEntries,
   watchConnect,
+  watchService,
   watchServices,
 } from '../lib/consul/index.ts';
 import { connectNats } from '../lib/nats/index.ts';
@@ -81,6 +82,15 @@ export function createConsulPort(o: {
     },
     watchConnect(service, handlers) {
       const w = watchConnect(client, service, {
+        onChange: (entries) => handlers.onChange(entries),
+        onError: (err) => handlers.onError(err),
+        logger: o.logger,
+        random: o.random,
+      });
+      return { stop: () => w.stop() };
+    },
+    watchService(service, handlers) {
+      const w = watchService(client, service, {
         onChange: (entries) => handlers.onChange(entries),
         onError: (err) => handlers.onError(err),
         logger: o.logger,

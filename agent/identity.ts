@@ -34,7 +34,13 @@ export interface IdentityManagerOptions {
   paths: DataPaths;
   datacenter: string;
   /** Sends the CSR to control; rejects while NATS or control are down. */
-  sign(req: { service: string; serviceId: string; csr: string }): Promise<SignedCert>;
+  sign(req: {
+    service: string;
+    serviceId: string;
+    csr: string;
+    /** A terminating gateway's leaf for a linked service: the gateway's name. */
+    gateway?: string;
+  }): Promise<SignedCert>;
   /** The trust domain once the roots are known; null before. */
   trustDomain(): string | null;
   clock: Clock;
@@ -60,6 +66,8 @@ export interface IdentityManagerOptions {
 interface Managed {
   id: string;
   service: string;
+  /** A terminating gateway's leaf of a linked service: the gateway instance it is for. */
+  gateway: { name: string; instanceId: string } | null;
   key: KeyPair | null;
   cert: WorkloadCert | null;
   renewAt: number | null;
@@ -74,8 +82,16 @@ interface Managed {
 }
 
 export interface IdentityManager {
-  /** Starts managing an instance: loads its key and certificate from disk or obtains them. */
-  add(instance: { id: string; service: string }): Promise<void>;
+  /**
+   * Starts managing an instance: loads its key and certificate from disk or obtains them. With
+   * `gateway`, a terminating gateway's leaf of `service` (a service it links): asked for with
+   * the gateway instance's ID and name, under an `id` of its own.
+   */
+  add(instance: {
+    id: string;
+    service: string;
+    gateway?: { name: string; instanceId: string };
+  }): Promise<void>;
   remove(id: string): void;
   get(id: string): WorkloadCert | null;
   status(id: string): IdentityStatus | null;
@@ -202,7 +218,11 @@ export function createIdentityManager(options: IdentityManagerOptions): Identity
         { instance: m.id, reason, ...(dnsNames.length > 0 ? { dnsNames } : {}) },
         `requesting a certificate for ${m.id} (${spiffeId})`,
       );
-      const signed = await options.sign({ service: m.service, serviceId: m.id, csr });
+      const signed = await options.sign(
+        m.gateway
+          ? { service: m.service, serviceId: m.gateway.instanceId, gateway: m.gateway.name, csr }
+          : { service: m.service, serviceId: m.id, csr },
+      );
       if (m.removed || stopped) return;
       const info = inspectCert(signed.cert);
       if (!info.uris.includes(spiffeId)) {
@@ -289,11 +309,12 @@ export function createIdentityManager(options: IdentityManagerOptions): Identity
   }
 
   return {
-    async add({ id, service }) {
+    async add({ id, service, gateway }) {
       if (managed.has(id)) return;
       const m: Managed = {
         id,
         service,
+        gateway: gateway ?? null,
         key: null,
         cert: null,
         renewAt: null,

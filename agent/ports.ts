@@ -19,7 +19,13 @@ export interface SignedCert {
 
 /** The control plane over NATS (DESIGN §4). Every call may reject while NATS or control is down. */
 export interface ControlPort {
-  sign(req: { service: string; serviceId: string; csr: string }): Promise<SignedCert>;
+  sign(req: {
+    service: string;
+    serviceId: string;
+    csr: string;
+    /** A terminating gateway's leaf for a linked service: the gateway's name. */
+    gateway?: string;
+  }): Promise<SignedCert>;
   roots(): Promise<TrustBundle>;
   intentions(): Promise<IntentionsSnapshot>;
   onRootsChanged(fn: (bundle: TrustBundle) => void): () => void;
@@ -111,6 +117,14 @@ export interface ConsulPort {
   agentAddress?(): Promise<string>;
   /** A blocking-query watch; onChange gets every new healthy set, onError every failure. */
   watchConnect(
+    service: string,
+    handlers: { onChange(entries: ConnectEntry[]): void; onError(err: unknown): void },
+  ): { stop(): void };
+  /**
+   * A blocking-query watch of a service's own healthy instances (`/v1/health/service/<name>?passing`),
+   * for the services outside the mesh a terminating gateway reaches. Absent: not supported.
+   */
+  watchService?(
     service: string,
     handlers: { onChange(entries: ConnectEntry[]): void; onError(err: unknown): void },
   ): { stop(): void };

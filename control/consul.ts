@@ -19,7 +19,10 @@ export interface CatalogServiceEntry {
   ServiceID: string;
   ServiceName: string;
   ServiceMeta?: Record<string, string> | null;
-  /** `ingress-gateway` for an ingress gateway (DNS SANs are granted to those only). */
+  /**
+   * `terminating-gateway`, `ingress-gateway`, `connect-proxy`; empty for a typical service (DNS
+   * SANs are granted to ingress gateways only).
+   */
   ServiceKind?: string;
   /** A sidecar's proxy settings; `Config.protocol` is the protocol it was registered with. */
   ServiceProxy?: { Config?: Record<string, unknown> | null } | null;
@@ -31,6 +34,8 @@ export interface ConfigEntry {
   Name: string;
   Protocol?: unknown;
   Config?: Record<string, unknown>;
+  /** terminating-gateway: the services the gateway links (`Name`, possibly `*`). */
+  Services?: unknown;
   /** Any other field of the entry (an ingress-gateway's `TLS`, `Listeners`). */
   [field: string]: unknown;
 }

@@ -294,6 +294,67 @@ export function createControl(options: CreateControlOptions): Control {
       );
   }
 
+  /**
+   * A terminating gateway's leaf for a linked service (docs/gateways.md): the requesting
+   * instance is a terminating gateway named `gateway` on `node`, and its `terminating-gateway`
+   * entry links `service` by name, or by `*` while the catalog lists the service.
+   */
+  async function checkGatewayLink(req: SignRequestV1, gateway: string): Promise<void> {
+    const refuse = (why: string) =>
+      new RemoraError(
+        'REMORA_E_CONTROL_GATEWAY_SERVICE_NOT_LINKED',
+        `terminating gateway ${gateway} (${req.serviceId} on ${req.node}) may not get a certificate for ${req.service}: ${why}`,
+        { gateway, service: req.service, serviceId: req.serviceId, node: req.node },
+      );
+    if (req.service === gateway)
+      throw refuse('a gateway gets its own certificate without `gateway`');
+    let entries: CatalogServiceEntry[];
+    try {
+      entries = await consul.catalog.service(gateway);
+    } catch (err) {
+      throw consulUnavailable(err, `list instances of ${gateway} in the Consul catalog`);
+    }
+    const own = entries.find(
+      (e) => e.ServiceID === req.serviceId && e.ServiceMeta?.[NODE_META_KEY] === req.node,
+    );
+    if (own === undefined)
+      throw new RemoraError(
+        'REMORA_E_CONTROL_SERVICE_NOT_ON_NODE',
+        `Consul lists no instance ${req.serviceId} of ${gateway} with Meta ${NODE_META_KEY}=${req.node}; register the gateway on that node with the agent, then retry`,
+        { service: gateway, node: req.node, instances: entries.length },
+      );
+    if (own.ServiceKind !== 'terminating-gateway')
+      throw refuse(
+        `Consul lists ${req.serviceId} as ${own.ServiceKind ? `a ${own.ServiceKind}` : 'a typical service'}, not a terminating gateway`,
+      );
+    if (!consul.config) throw refuse('control cannot read Consul config entries');
+    let linked: unknown;
+    try {
+      const list = await consul.config.list('terminating-gateway');
+      linked = list.entries.find((e) => e.Name === gateway)?.Services;
+    } catch (err) {
+      throw consulUnavailable(err, 'read the terminating-gateway config entries');
+    }
+    const names = (Array.isArray(linked) ? linked : []).map((x: unknown) =>
+      typeof x === 'object' && x !== null ? (x as Record<string, unknown>).Name : undefined,
+    );
+    if (names.includes(req.service)) return;
+    if (names.includes('*')) {
+      let listed: CatalogServiceEntry[];
+      try {
+        listed = await consul.catalog.service(req.service);
+      } catch (err) {
+        throw consulUnavailable(err, `list instances of ${req.service} in the Consul catalog`);
+      }
+      // Consul's wildcard links the typical services of the catalog
+      if (listed.some((e) => !e.ServiceKind)) return;
+      throw refuse(`its entry links "*", but the catalog lists no instance of ${req.service}`);
+    }
+    throw refuse(
+      `its terminating-gateway entry ${linked === undefined ? 'does not exist' : `links ${names.filter((n) => typeof n === 'string').join(', ') || 'no service'}`}; add ${req.service} to its Services`,
+    );
+  }
+
   function checkCsr(req: SignRequestV1, spiffeId: string) {
     const parsed = parseCsr(req.csr);
     const info = parsed.info;
@@ -331,9 +392,26 @@ export function createControl(options: CreateControlOptions): Control {
       service: req.service,
     });
     const csr = checkCsr(req, spiffeId);
-    const mine = await checkCatalog(req.service, req.node);
     const dnsNames = csr.info.dnsNames.map((n) => n.toLowerCase());
-    if (dnsNames.length > 0) await checkDnsSans(req.service, req.node, dnsNames, mine);
+    if (req.gateway === undefined) {
+      const mine = await checkCatalog(req.service, req.node);
+      if (dnsNames.length > 0) await checkDnsSans(req.service, req.node, dnsNames, mine);
+    } else {
+      if (dnsNames.length > 0)
+        throw new RemoraError(
+          'REMORA_E_CONTROL_CSR_DNS_SAN_NOT_ALLOWED',
+          `CSR for ${req.service} through the terminating gateway ${req.gateway} asks for DNS names (${dnsNames.slice(0, 4).join(', ')}); a linked service's certificate carries only its SPIFFE ID — make the CSR without DNS names`,
+          { service: req.service, gateway: req.gateway, dnsNames: dnsNames.slice(0, 8) },
+        );
+      // the gateway's token must cover the gateway too (Consul: service:write on both)
+      if (!serviceMatchesGlobs(req.gateway, claims.services))
+        throw new RemoraError(
+          'REMORA_E_CONTROL_SERVICE_NOT_ALLOWED',
+          `node token of ${req.node} allows ${claims.services.join(', ')}, not the gateway ${req.gateway}; create a token that covers it: remora token create ${req.node} ${[...claims.services, req.gateway].join(' ')}`,
+          { node: req.node, service: req.gateway, globs: claims.services },
+        );
+      await checkGatewayLink(req, req.gateway);
+    }
     const root = activeRoot(st.ca);
     const leaf = issueLeaf({
       ca: root,
@@ -349,6 +427,7 @@ export function createControl(options: CreateControlOptions): Control {
         node: req.node,
         service: req.service,
         serviceId: req.serviceId,
+        ...(req.gateway === undefined ? {} : { gateway: req.gateway }),
         serial: leaf.serial,
         rootId: root.id,
         notAfter: leaf.notAfter.toISOString(),

@@ -14,6 +14,7 @@ import { createProxyMetrics, type ProxyMetrics } from './admin/metrics.ts';
 import { DEFAULT_HTTP_LIMITS, type ActiveConfig, type HttpLimits, type ProxyEnv } from './env.ts';
 import { buildTlsContexts, sameTlsMaterial } from './tls/identity.ts';
 import { createInbound, type Inbound } from './inbound/index.ts';
+import { createTerminatingSet } from './inbound/terminating.ts';
 import { MUX_ALPN } from './http/mux-server.ts';
 import { TUNNEL_ALPN } from './tcp/tunnel.ts';
 import { H2_TUNNEL_ALPN } from './http/h2-tunnel.ts';
@@ -154,18 +155,25 @@ export function createProxy(o: CreateProxyOptions): Proxy {
   const publicMetrics = createMetricsListenerSlot({ metrics, logger });
   // an ingress gateway's listeners hand calls to upstreams that have none of their own
   const ingress = createIngressSlot(env, (name) => upstreams.get(name)?.part);
+  // a terminating gateway's linked services, served on the inbound listener by SNI
+  const terminating = createTerminatingSet({ limits: env.limits });
 
   function inboundServer(): Server {
     const opts = active!.tls.serverOptions;
     const server = tls.createServer({
       ...opts,
+      // a terminating gateway presents the certificate of the linked service the SNI names
+      SNICallback: (name, cb) => cb(null, terminating.context(name)),
       requestCert: true,
       rejectUnauthorized: false, // verified per connection in inbound (counted by reason)
       // each sidecar protocol only while this instance's inbound protocol is the one it carries:
       // remora-h2/1 (a peer sidecar's HTTP/2 or gRPC upstream) for http2 and grpc, then h2 as
       // ever, remora-mux/1 (an HTTP upstream) for http, remora-tcp/1 (a TCP upstream) for tcp
-      ALPNCallback: ({ protocols }: { protocols: string[] }) => {
-        const inbound = active?.snapshot.inbound.protocol;
+      ALPNCallback: ({ protocols, servername }: { protocols: string[]; servername?: string }) => {
+        const inbound =
+          active?.snapshot.terminating !== undefined
+            ? terminating.target(servername)?.protocol
+            : active?.snapshot.inbound.protocol;
         if (protocols.includes(H2_TUNNEL_ALPN) && (inbound === 'http2' || inbound === 'grpc'))
           return H2_TUNNEL_ALPN;
         if (protocols.includes('h2')) return 'h2';
@@ -248,6 +256,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
     let transparentSwitch: { commit(): void; abort(): void } | undefined;
     let exposeSwitch: { commit(): void; abort(): void } | undefined;
     let ingressSwitch: { commit(): void; abort(): void } | undefined;
+    let terminatingSwitch: { commit(): void } | undefined;
     // an ingress gateway has no inbound mTLS listener: nothing in the mesh calls it
     const gateway = snapshot.ingress !== undefined;
     try {
@@ -288,6 +297,11 @@ export function createProxy(o: CreateProxyOptions): Proxy {
         newUps.push(l);
         created.push(l);
       }
+      terminatingSwitch = terminating.prepare(
+        snapshot.terminating,
+        snapshot.tls.rootsPem,
+        snapshot.meshTls,
+      );
       transparentSwitch = await transparent.prepare(snapshot, listen);
       exposeSwitch = await exposed.prepare(snapshot, listen);
       ingressSwitch = await ingress.prepare(snapshot, listen);
@@ -301,7 +315,8 @@ export function createProxy(o: CreateProxyOptions): Proxy {
     }
 
     // 2. switch
-    if (inbound === null) inbound = createInbound(env);
+    terminatingSwitch?.commit();
+    if (inbound === null) inbound = createInbound(env, terminating);
     inbound.update();
     if (gateway && inboundListener !== null) {
       closeServer(inboundListener.server);
@@ -431,6 +446,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
     ingress.close();
     publicMetrics.close();
     inbound?.close();
+    terminating.close();
     env.accessLog.close();
     await seam.shutdown();
   }

@@ -66,7 +66,10 @@ export function renderStatus(s: AgentStatus, now: number): string {
   const ups = [['UPSTREAM', 'ENDPOINTS', 'SYNCED', 'USED BY']];
   for (const u of s.upstreams)
     ups.push([
-      u.service,
+      // a terminating gateway's service outside the mesh is followed by its own instances
+      u.service.startsWith('external+')
+        ? `${u.service.slice('external+'.length)} (outside the mesh)`
+        : u.service,
       String(u.endpoints),
       u.synced ? 'yes' : 'no',
       // an upstream a transparent instance derives from intentions (docs/transparent.md), or a
@@ -76,7 +79,8 @@ export function renderStatus(s: AgentStatus, now: number): string {
           x
             .replace(/\/derived$/, ' (by intentions)')
             .replace(/\/targets$/, ' (routes, splits, redirect, failover)')
-            .replace(/\/ingress$/, ' (ingress gateway)'),
+            .replace(/\/ingress$/, ' (ingress gateway)')
+            .replace(/\/terminating$/, ' (terminating gateway)'),
         )
         .join(','),
     ]);
@@ -108,6 +112,15 @@ export function renderStatus(s: AgentStatus, now: number): string {
         `  port ${l.port} ${l.protocol}${l.tls ? ' over TLS' : ''} → ${l.services.map((x) => (x.hosts.length > 0 ? `${x.name} (${x.hosts.join(', ')})` : x.name)).join(', ')}`,
     );
     out.push('', `ingress gateway ${i.id}:`, ...(ls.length > 0 ? ls : ['  no listener']));
+  }
+  // a terminating gateway's linked services (docs/gateways.md, "Terminating gateways")
+  for (const i of s.instances) {
+    if (i.kind !== 'terminating-gateway') continue;
+    const ls = (i.linked ?? []).map(
+      (l) =>
+        `  ${l.name} ${l.protocol}, ${l.origination === 'plain' ? 'plain TCP' : l.origination === 'tls' ? 'TLS' : 'mutual TLS'} to ${l.endpoints} instance${l.endpoints === 1 ? '' : 's'}${l.error ? ` — not served: ${l.error.code}` : l.certificate ? '' : ' — waiting for its certificate'}`,
+    );
+    out.push('', `terminating gateway ${i.id}:`, ...(ls.length > 0 ? ls : ['  links no service']));
   }
   const errors: string[] = [];
   for (const i of s.instances) {

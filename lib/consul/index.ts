@@ -11,6 +11,7 @@ export {
 } from './client.ts';
 export {
   watchConnect,
+  watchService,
   watchServices,
   watchConfigEntries,
   DEFAULT_WATCH_WAIT_SECONDS,

@@ -267,6 +267,32 @@ export function watchConnect(
 }
 
 /**
+ * Watches a service's own healthy instances (`/v1/health/service/<service>?passing`), as
+ * `watchConnect` does its sidecars: for services outside the mesh a terminating gateway reaches.
+ */
+export function watchService(
+  client: ConsulClient,
+  service: string,
+  opts: WatchConnectOptions,
+): ConnectWatch {
+  const passing = opts.passing ?? true;
+  return watchBlocking<ServiceEntry[]>(
+    {
+      name: service,
+      kept: 'last known instances',
+      fields: { service },
+      size: (entries) => entries?.length ?? 0,
+    },
+    async (o) => {
+      const res = await client.health.service(service, { passing, ...o });
+      return { value: res.entries, index: res.index };
+    },
+    connectFingerprint,
+    opts,
+  );
+}
+
+/**
  * Watches the catalog's service list (`/v1/catalog/services`): `onChange` gets every service
  * name with its tags, first once Consul answers and then whenever names or tags change.
  */

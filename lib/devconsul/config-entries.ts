@@ -26,13 +26,13 @@ export const CONFIG_KINDS = [
   'mesh',
   'jwt-provider',
   'ingress-gateway',
+  'terminating-gateway',
 ] as const;
 export type ConfigKind = (typeof CONFIG_KINDS)[number];
 
 /** Kinds real Consul accepts that the embedded catalog does not implement. */
 const OTHER_CONSUL_KINDS = new Set([
   'service-intentions',
-  'terminating-gateway',
   'api-gateway',
   'http-route',
   'tcp-route',

@@ -20,6 +20,7 @@ import {
   MESH_NAME,
 } from './config-entries.ts';
 import { checkIngressGateway, checkIngressProtocols } from './ingress-gateway.ts';
+import { checkTerminatingGateway, gatewaysLinking } from './terminating-gateway.ts';
 import { NS_PER_MS, parseGoDuration } from './duration.ts';
 import { HttpError } from './http-error.ts';
 import { KV_MAX_VALUE_SIZE } from './catalog.ts';
@@ -306,14 +307,12 @@ export function createHandler(o: HandlerOptions) {
     const tags = ctx.query.getAll('tag');
     const qo = parseQuery(ctx, true);
     const filter = filterParam(ctx, HEALTH_ENTRY_SCHEMA);
-    const indexOf = connect
-      ? () => catalog.connectViewIndex(name)
-      : () => catalog.serviceViewIndex(name);
+    const indexOf = connect ? () => connectIndex(name) : () => catalog.serviceViewIndex(name);
     return indexed(
       ctx,
       indexOf,
       () => {
-        const list = connect ? catalog.connectInstances(name) : catalog.instances(name);
+        const list = connect ? connectInstances(name) : catalog.instances(name);
         const entries = [];
         for (const s of list) {
           if (!hasTags(s, tags)) continue;
@@ -330,6 +329,40 @@ export function createHandler(o: HandlerOptions) {
       },
       qo,
     );
+  }
+
+  /**
+   * The instances that take mesh calls for `name`, as Consul's connect view lists them: its
+   * sidecars and Connect-native instances, then the terminating gateways that link it.
+   */
+  function connectInstances(name: string): ServiceRecord[] {
+    const gateways = linkingGateways(name).flatMap((g) =>
+      catalog.instances(g).filter((s) => s.Kind === 'terminating-gateway'),
+    );
+    return [...catalog.connectInstances(name), ...gateways];
+  }
+
+  function linkingGateways(name: string): string[] {
+    const entries = catalog.configList('terminating-gateway');
+    if (entries.length === 0) return [];
+    return gatewaysLinking(entries, name, (n) => catalog.instances(n).some((s) => s.Kind === ''));
+  }
+
+  /**
+   * The index of `name`'s connect view: its own, moved on by a write of a terminating-gateway
+   * entry, a change of a gateway that links it, and (for `*`) of the catalog's service list.
+   */
+  function connectIndex(name: string): number {
+    const own = catalog.connectViewIndex(name);
+    if (catalog.configList('terminating-gateway').length === 0)
+      return Math.max(own, catalog.configKindIndex('terminating-gateway'));
+    let index = Math.max(
+      own,
+      catalog.configKindIndex('terminating-gateway'),
+      catalog.servicesIndex(),
+    );
+    for (const g of linkingGateways(name)) index = Math.max(index, catalog.serviceViewIndex(g));
+    return index;
   }
 
   // ------------------------------------------------------------------ config entries
@@ -350,6 +383,7 @@ export function createHandler(o: HandlerOptions) {
     if (entry.Kind === 'service-splitter' || entry.Kind === 'service-router')
       checkRoutingProtocol(entry.Name, protocolOf(entry.Name));
     checkPermissiveAllowed(entry, catalog.configGet('mesh', MESH_NAME));
+    if (entry.Kind === 'terminating-gateway') checkTerminatingGateway(entry);
     if (entry.Kind === 'ingress-gateway') {
       checkIngressGateway(entry);
       checkIngressProtocols(entry, protocolOf);
@@ -757,10 +791,9 @@ export function createHandler(o: HandlerOptions) {
         const tags = ctx.query.getAll('tag');
         return indexed(
           ctx,
-          () => catalog.connectViewIndex(name),
+          () => connectIndex(name),
           () => ({
-            json: catalog
-              .connectInstances(name)
+            json: connectInstances(name)
               .filter((s) => hasTags(s, tags))
               .map(catalogService),
           }),

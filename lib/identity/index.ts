@@ -73,6 +73,16 @@ export function parseSpiffeId(uri: string): SpiffeId {
   return { trustDomain: m[1]!, namespace: m[2]!, datacenter: m[3]!, service: m[4]! };
 }
 
+/**
+ * The TLS SNI a mesh caller sends for a workload identity, Consul's shape:
+ * `<service>.default.<dc>.internal.<trust-domain>` (lower case). A sidecar ignores it; a
+ * terminating gateway picks the service (and the certificate it presents) by it.
+ */
+export function meshSni(spiffeId: string): string {
+  const id = parseSpiffeId(spiffeId);
+  return `${id.service}.${id.namespace}.${id.datacenter}.internal.${id.trustDomain}`.toLowerCase();
+}
+
 /** The trust domain's own SPIFFE ID, carried by root certificates. */
 export function trustDomainUri(trustDomain: string): string {
   return `spiffe://${trustDomain}`;

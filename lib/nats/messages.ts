@@ -69,6 +69,12 @@ export interface SignRequestV1 {
   serviceId: string;
   /** PEM PKCS#10 with exactly one URI SAN: the service's SPIFFE ID. */
   csr: string;
+  /**
+   * Set by a terminating gateway asking for a leaf of a service it links (docs/gateways.md):
+   * the gateway's service name; `serviceId` is then the gateway instance's ID and `service`
+   * the linked service. Absent for an instance's own certificate.
+   */
+  gateway?: string;
 }
 
 export interface SignResponseV1 {
@@ -161,7 +167,7 @@ export function decodeEmptyRequestV1(data: Data, what = 'request'): EmptyRequest
 
 export function decodeSignRequestV1(data: Data): SignRequestV1 {
   const w = 'ca.sign request';
-  const o = request(data, w, ['v', 'node', 'token', 'service', 'serviceId', 'csr']);
+  const o = request(data, w, ['v', 'node', 'token', 'service', 'serviceId', 'csr', 'gateway']);
   return {
     v: 1,
     node: readString(o, 'node', w, nodeRule),
@@ -173,6 +179,7 @@ export function decodeSignRequestV1(data: Data): SignRequestV1 {
       patternHint: 'a Consul service ID (printable, no spaces)',
     }),
     csr: readString(o, 'csr', w, { maxLength: MAX_CSR_LENGTH }),
+    ...(o.gateway === undefined ? {} : { gateway: readString(o, 'gateway', w, serviceRule) }),
   };
 }
 

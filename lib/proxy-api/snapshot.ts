@@ -36,6 +36,9 @@ import type {
   IngressListener,
   IngressService,
   InstanceIdentity,
+  OriginationTls,
+  TerminatingConfig,
+  TerminatingService,
   LoadBalancerPolicy,
   MetricsListener,
   Protocol,
@@ -836,6 +839,7 @@ export function decodeProxySnapshot(value: unknown): ProxySnapshot {
     'jwtProviders',
     'ingress',
     'metrics',
+    'terminating',
   ]);
   const version = num(o, 'version', 'snapshot', nat);
   const instance = decodeInstance(o.instance);
@@ -862,6 +866,7 @@ export function decodeProxySnapshot(value: unknown): ProxySnapshot {
     ...(o.jwtProviders === undefined ? {} : { jwtProviders: decodeJwtProviders(o.jwtProviders) }),
     ...(o.ingress === undefined ? {} : { ingress: decodeIngress(o.ingress, upstreams, seen) }),
     ...(o.metrics === undefined ? {} : { metrics: decodeMetricsListener(o.metrics) }),
+    ...(o.terminating === undefined ? {} : { terminating: decodeTerminating(o.terminating) }),
   };
   if (o.transparent === undefined)
     return { version, instance, inbound, upstreams, tls, intentions, tracing, ...logs };
@@ -1123,4 +1128,46 @@ function decodeIngressTls(v: unknown, p: string): IngressTlsParams {
     fail(`${p}.${key}`, problem.reason, out[key]);
   }
   return out;
+}
+
+function decodeTerminating(v: unknown): TerminatingConfig {
+  const o = obj(v, 'terminating', ['services']);
+  const names = new Set<string>();
+  const snis = new Set<string>();
+  const services = arr(o, 'services', 'terminating').map((x, i): TerminatingService => {
+    const p = `terminating.services[${i}]`;
+    const s = obj(x, p, ['service', 'sni', 'protocol', 'certPem', 'keyPem', 'endpoints', 'tls']);
+    const service = str(s, 'service', p);
+    if (names.has(service)) fail(`${p}.service`, 'repeats a service', service);
+    names.add(service);
+    const sni = str(s, 'sni', p).toLowerCase();
+    if (snis.has(sni)) fail(`${p}.sni`, 'repeats an SNI', sni);
+    snis.add(sni);
+    const protocol = oneOf(s, 'protocol', p, PROTOCOLS);
+    const certPem = str(s, 'certPem', p);
+    const keyPem = str(s, 'keyPem', p);
+    const x509 = parseCert(certPem, `${p}.certPem`);
+    try {
+      if (!x509.checkPrivateKey(createPrivateKey(keyPem))) throw new Error('mismatch');
+    } catch {
+      fail(`${p}.keyPem`, 'must be the private key of certPem');
+    }
+    const endpoints = arr(s, 'endpoints', p).map((e, j) =>
+      decodeEndpoint(e, `${p}.endpoints[${j}]`),
+    );
+    const out: TerminatingService = { service, sni, protocol, certPem, keyPem, endpoints };
+    if (s.tls !== undefined) {
+      const t = obj(s.tls, `${p}.tls`, ['caPem', 'certPem', 'keyPem', 'sni']);
+      const tls: OriginationTls = {};
+      for (const k of ['caPem', 'certPem', 'keyPem', 'sni'] as const) {
+        const val = optStr(t, k, `${p}.tls`);
+        if (val !== undefined) tls[k] = val;
+      }
+      if ((tls.certPem === undefined) !== (tls.keyPem === undefined))
+        fail(`${p}.tls`, 'must hold both certPem and keyPem, or neither');
+      out.tls = tls;
+    }
+    return out;
+  });
+  return { services };
 }

@@ -366,6 +366,43 @@ export interface IngressConfig {
   listeners: IngressListener[];
 }
 
+/**
+ * The TLS a terminating gateway originates to an external service: the CA its server
+ * certificate must chain to (else Node's default CAs), the client certificate and key of mutual
+ * TLS, and the SNI (else none for an address, the endpoint's name otherwise).
+ */
+export interface OriginationTls {
+  caPem?: string;
+  certPem?: string;
+  keyPem?: string;
+  sni?: string;
+}
+
+/**
+ * A service outside the mesh a terminating gateway links (docs/gateways.md): mesh callers reach
+ * it through the gateway's mTLS listener, asking by SNI (`meshSni` of its SPIFFE ID); the
+ * gateway presents `certPem` (the service's identity), applies intentions with the service as
+ * destination and forwards to its healthy catalog `endpoints`.
+ */
+export interface TerminatingService {
+  service: string;
+  /** The SNI mesh callers send for it (`<service>.default.<dc>.internal.<trust-domain>`). */
+  sni: string;
+  protocol: Protocol;
+  /** Its leaf (URI SAN: its SPIFFE ID) and key, issued to the gateway. */
+  certPem: string;
+  keyPem: string;
+  /** Its healthy catalog instances (addresses of the service itself, no sidecar). */
+  endpoints: Endpoint[];
+  /** Absent: plain TCP to the endpoints. */
+  tls?: OriginationTls;
+}
+
+/** A terminating gateway's linked services; the inbound listener serves them by SNI. */
+export interface TerminatingConfig {
+  services: TerminatingService[];
+}
+
 export interface ProxySnapshot {
   /** Increases with every change the agent sends. */
   version: number;
@@ -390,6 +427,11 @@ export interface ProxySnapshot {
    * inbound mTLS listener; `inbound` names the gateway's registered address and port only.
    */
   ingress?: IngressConfig;
+  /**
+   * Present for a terminating gateway (docs/gateways.md): the services it links. The inbound
+   * listener then serves each by the SNI of the handshake, with that service's certificate.
+   */
+  terminating?: TerminatingConfig;
   /**
    * Absent unless the instance's proxy config or proxy-defaults set `envoy_prometheus_bind_addr`:
    * where the proxy also serves its `/metrics`, in plain HTTP, for a Prometheus server on another

@@ -18,7 +18,7 @@ import type { ProxyMetrics } from './metrics.ts';
 const REDACTED = '[redacted]';
 
 /**
- * The snapshot as /config shows it: the private key and exporter headers never leave; the
+ * The snapshot as /config shows it: the private keys and exporter headers never leave; the
  * inbound's mutual TLS mode is spelled out (the agent leaves strict, the default, out).
  */
 export function redactSnapshot(s: ProxySnapshot): unknown {
@@ -26,6 +26,20 @@ export function redactSnapshot(s: ProxySnapshot): unknown {
     ...s,
     inbound: { ...s.inbound, mutualTlsMode: s.inbound.mutualTlsMode ?? 'strict' },
     tls: { ...s.tls, keyPem: REDACTED },
+    // a terminating gateway's linked services: their leaves' keys and the origination keys
+    ...(s.terminating
+      ? {
+          terminating: {
+            services: s.terminating.services.map((x) => ({
+              ...x,
+              keyPem: REDACTED,
+              ...(x.tls
+                ? { tls: { ...x.tls, ...(x.tls.keyPem ? { keyPem: REDACTED } : {}) } }
+                : {}),
+            })),
+          },
+        }
+      : {}),
     tracing: {
       ...s.tracing,
       headers: Object.fromEntries(Object.keys(s.tracing.headers).map((k) => [k, REDACTED])),

@@ -89,6 +89,8 @@ function headersRecordH2(h: IncomingHttpHeaders): Record<string, string | string
 
 export interface InboundH2Options {
   newContext: () => RequestContext;
+  /** Where the streams go instead of the local app (a terminating gateway's linked service). */
+  session?: () => ClientHttp2Session;
   onDenied: (layer: 'l4' | 'l7', enforced: boolean) => void;
   limiter: RateLimiter;
   onLimited: (scope: string) => void;
@@ -177,7 +179,20 @@ export function inboundH2Handler(
     delete headers[CLIENT_CERT_HEADER];
     const body = new H2RequestBody(stream, endsStream(flags), 0);
     const timeoutMs = inbound.localRequestTimeoutMs ?? 0;
-    forwardH2Stream(body, headers, appSession(env), {
+    let session: ClientHttp2Session;
+    try {
+      session = o.session ? o.session() : appSession(env);
+    } catch (err) {
+      // a terminating gateway's service without an instance to take the stream
+      const e =
+        err instanceof RemoraError
+          ? err
+          : new RemoraError('REMORA_E_PROXY_APP_UNAVAILABLE', String(err));
+      respondH2Error(stream, e, grpc);
+      finish(503, e.code);
+      return;
+    }
+    forwardH2Stream(body, headers, session, {
       ...(inbound.sanitizeClientCert === true
         ? {}
         : { extra: { [CLIENT_CERT_HEADER]: `By=${instance.spiffeId};URI=${ctx.peerSpiffeId}` } }),
@@ -199,7 +214,7 @@ export function inboundH2Handler(
             )
           : new RemoraError(
               'REMORA_E_PROXY_APP_UNAVAILABLE',
-              `local app did not answer: ${(err as Error).message}`,
+              `${o.session ? `${ctx.destination} (outside the mesh)` : 'local app'} did not answer: ${(err as Error).message}`,
             );
         respondH2Error(stream, e, grpc);
         finish(timedOut ? 504 : 502, e.code);

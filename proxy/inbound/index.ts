@@ -36,6 +36,7 @@ import { H2_TUNNEL_ALPN, serveH2Tunnel } from '../http/h2-tunnel.ts';
 import { serveTunnel, TUNNEL_ALPN } from '../tcp/tunnel.ts';
 import { createLimitedErrorLog } from '../log-limit.ts';
 import { DEFAULT_LOCAL_CONNECT_TIMEOUT_MS } from '../../lib/proxy-api/index.ts';
+import type { TerminatingSet, TerminatingTarget } from './terminating.ts';
 
 export interface Inbound {
   /** A TLS connection finished its handshake on the sidecar port. */
@@ -54,7 +55,11 @@ export interface Inbound {
 
 const APP_POOL_IDLE_MS = 30_000;
 
-export function createInbound(env: ProxyEnv): Inbound {
+/**
+ * `terminating`: a terminating gateway's linked services (the snapshot's `terminating`): each
+ * connection then goes to the service its SNI asks for, not to a local app.
+ */
+export function createInbound(env: ProxyEnv, terminating?: TerminatingSet): Inbound {
   const connectTimeout = () =>
     env.active().snapshot.inbound.localConnectTimeoutMs ?? DEFAULT_LOCAL_CONNECT_TIMEOUT_MS;
   const conns = new Set<{ drain(): void; socket: Socket }>();
@@ -96,6 +101,15 @@ export function createInbound(env: ProxyEnv): Inbound {
   }
 
   const forwardToApp: Handler = async (req) => {
+    // a terminating gateway's request goes to the linked service it was made for
+    const linked =
+      env.active().snapshot.terminating !== undefined
+        ? terminating?.byService(req.ctx.destination)
+        : undefined;
+    if (linked) {
+      req.ctx.upstream = linked.address;
+      return linked.pool(connectTimeout()).request(req, 0);
+    }
     const pool = currentAppPool();
     try {
       return await pool.request(req, env.active().snapshot.inbound.localRequestTimeoutMs ?? 0);
@@ -183,7 +197,25 @@ export function createInbound(env: ProxyEnv): Inbound {
       socket.destroy();
       return;
     }
-    const destination = snapshot.instance.service;
+    // a terminating gateway serves the linked service the handshake's SNI asked for
+    let linked: TerminatingTarget | undefined;
+    if (snapshot.terminating !== undefined) {
+      linked = terminating?.target(socket.servername);
+      if (linked === undefined) {
+        env.metrics.handshakeFailures.labels('inbound', 'bad_identity').inc();
+        logLimited(
+          new RemoraError(
+            'REMORA_E_PROXY_TERMINATING_UNKNOWN_SERVICE',
+            `${peer.service} asked this terminating gateway for ${socket.servername ? JSON.stringify(socket.servername) : 'no service (no SNI)'}, which it does not link now; the connection is closed`,
+            { source: peer.service, sni: socket.servername || null },
+          ),
+          'inbound connection refused',
+        );
+        socket.destroy();
+        return;
+      }
+    }
+    const destination = linked ? linked.service : snapshot.instance.service;
     const decide = (intentions: IntentionsSnapshot): ConnectionDecision => {
       const d = evaluateIntentions(intentions, { source: peer.service, destination });
       return {
@@ -205,7 +237,10 @@ export function createInbound(env: ProxyEnv): Inbound {
       }
       return l4;
     };
-    const protocol = snapshot.inbound.protocol;
+    const protocol = linked ? linked.protocol : snapshot.inbound.protocol;
+    /** Where this connection's calls go: the local app, or the linked service's instance. */
+    const upstreamOf = (): { address: string; port: number } =>
+      linked ? linked.address : appAddress();
     /**
      * The L4 decision for a new TCP connection (or tunnel stream), counted and logged. An
      * intention with L7 permissions cannot be checked on a byte stream, so it denies here, as
@@ -235,17 +270,19 @@ export function createInbound(env: ProxyEnv): Inbound {
       env.accessLog.write(
         { direction: 'inbound', source: peer.service, destination, protocol: 'tcp', ...fields },
         env.accessLog.detailed
-          ? { downstream: socket, upstream: appAddress(), downstreamPeer: peer.spiffeId }
+          ? { downstream: socket, upstream: upstreamOf(), downstreamPeer: peer.spiffeId }
           : undefined,
       );
     const dialApp = (): Promise<Socket> => {
       const ib = env.active().snapshot.inbound;
-      const dialed = dialTcp(
-        ib.localAppAddress,
-        ib.localAppPort,
-        connectTimeout(),
-        `local app ${ib.localAppAddress}:${ib.localAppPort}`,
-      );
+      const dialed = linked
+        ? linked.dial(connectTimeout())
+        : dialTcp(
+            ib.localAppAddress,
+            ib.localAppPort,
+            connectTimeout(),
+            `local app ${ib.localAppAddress}:${ib.localAppPort}`,
+          );
       if (!env.accessLog.enabled) return dialed;
       // one line per TCP connection (or tunnel stream) when its app connection closes
       const start = performance.now();
@@ -328,11 +365,12 @@ export function createInbound(env: ProxyEnv): Inbound {
       ctx.peerSpiffeId = peer.spiffeId;
       ctx.l4 = currentL4();
       ctx.downstream = socket;
-      ctx.upstream = appAddress();
+      ctx.upstream = upstreamOf();
       return ctx;
     };
     const h2Options: InboundH2Options = {
       newContext,
+      ...(linked ? { session: () => linked.h2Session(connectTimeout()) } : {}),
       onDenied: (layer, enforced) => env.metrics.denials.labels(layer, String(enforced)).inc(),
       limiter,
       onLimited,

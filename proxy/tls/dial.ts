@@ -4,6 +4,7 @@ import net, { type Socket } from 'node:net';
 import tls, { type SecureContext, type TLSSocket } from 'node:tls';
 import { RemoraError } from '../../lib/errors/index.ts';
 import { classifyDialError, expectSpiffeId } from './identity.ts';
+import { meshSni } from '../../lib/identity/index.ts';
 
 export function dialTcp(
   host: string,
@@ -58,6 +59,8 @@ export function dialTls(o: TlsDialOptions): Promise<TLSSocket> {
       secureContext: o.context,
       checkServerIdentity: expectSpiffeId(o.expectedSpiffeId),
       rejectUnauthorized: true,
+      // Consul's SNI for the destination: a terminating gateway picks the service by it
+      servername: sniOf(o.expectedSpiffeId),
       ...({ noDelay: true } as object),
       ...(o.alpn ? { ALPNProtocols: o.alpn } : {}),
       ...(session ? { session } : {}),
@@ -91,3 +94,16 @@ export function dialTls(o: TlsDialOptions): Promise<TLSSocket> {
 }
 
 function noop(): void {}
+
+const snis = new Map<string, string>();
+
+/** The SNI of a destination's SPIFFE ID (memoized: one per destination). */
+function sniOf(spiffeId: string): string {
+  let sni = snis.get(spiffeId);
+  if (sni === undefined) {
+    sni = meshSni(spiffeId);
+    if (snis.size > 4096) snis.clear();
+    snis.set(spiffeId, sni);
+  }
+  return sni;
+}

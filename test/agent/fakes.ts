@@ -333,6 +333,8 @@ export function createFakeConfigEntries(
 export interface FakeHost {
   agent: ReturnType<typeof createAgent>;
   configDir: string;
+  /** The agent's data directory (keys, certificates, caches). */
+  dataDir: string;
   /** Sends a status frame from the (fake) proxy of the instance. */
   proxyStatus(ready: boolean, reason?: string): void;
 }
@@ -359,6 +361,8 @@ export async function startHost(
   },
   settings: Partial<AgentSettings> = {},
   onSnapshot?: (s: ProxySnapshot) => void,
+  /** Wraps the fake control plane (to watch or refuse its requests). */
+  wrapControl: (control: ControlPort) => ControlPort = (c) => c,
 ): Promise<FakeHost> {
   const host = await createHostDir(t, files);
   const clock = createClock();
@@ -367,7 +371,7 @@ export async function startHost(
   const agent = createAgent({
     settings: host.settings(settings),
     consul,
-    control: createFakeControl(clock),
+    control: wrapControl(createFakeControl(clock)),
     processes: proxies.processes,
     clock,
     random: () => 0.5,
@@ -378,6 +382,7 @@ export async function startHost(
   return {
     agent,
     configDir: host.configDir,
+    dataDir: host.settings().dataDir,
     proxyStatus: (ready, reason) => proxies.status(ready, reason),
   };
 }

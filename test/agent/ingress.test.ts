@@ -296,10 +296,10 @@ t.test('a definition of kind ingress-gateway runs a proxy without app or sidecar
     withSidecar.problems[0]?.message,
     /field service.connect cannot be set on an ingress gateway/,
   );
-  const terminating = decodeDefinitionFile(
-    JSON.stringify({ service: { kind: 'terminating-gateway', name: 'out' } }),
+  const mesh = decodeDefinitionFile(
+    JSON.stringify({ service: { kind: 'mesh-gateway', name: 'out' } }),
     'gw.json',
   );
-  t.match(terminating.problems[0]?.message, /"terminating-gateway" is not supported/);
-  t.equal(terminating.problems[0]?.code, 'REMORA_E_AGENT_DEFINITION_INVALID');
+  t.match(mesh.problems[0]?.message, /"mesh-gateway" is not supported/);
+  t.equal(mesh.problems[0]?.code, 'REMORA_E_AGENT_DEFINITION_INVALID');
 });

@@ -182,4 +182,16 @@ export const AGENT_ERRORS = {
     remedy:
       'Drop the `SDS` block and let callers trust the mesh CA root (docs/gateways.md, "TLS"), or terminate TLS with your own certificate in front of the gateway.',
   },
+  REMORA_E_AGENT_TERMINATING_NOT_APPLIED: {
+    meaning:
+      "A part of a terminating gateway's `terminating-gateway` entry cannot be applied by the agent that runs the gateway: the entry is missing or malformed (the gateway then links no service), a service is named twice, is the gateway itself or is not a service name, or `CertFile` or `KeyFile` is set without the other two TLS files. The service named is left out; the gateway keeps serving the others.",
+    remedy:
+      'Fix the entry the message names (`consul config write`), following docs/gateways.md ("Terminating gateways"); `remora status` lists the problems until the entry is fixed.',
+  },
+  REMORA_E_AGENT_TERMINATING_TLS_FILE: {
+    meaning:
+      "A `CAFile`, `CertFile` or `KeyFile` of a service in a terminating gateway's entry cannot be read on the gateway's host (missing, unreadable, or not PEM), so the gateway cannot originate TLS to that external service. That service is left out until the file can be read; the gateway keeps serving its other services.",
+    remedy:
+      'Put the file the message names on the host that runs the gateway, readable by the agent (a PEM certificate, CA bundle or private key), or fix the path in the entry; the agent reads it again on the next change or `remora agent` reload (SIGHUP).',
+  },
 } as const satisfies Record<string, ErrorSpec>;

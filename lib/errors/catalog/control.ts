@@ -67,4 +67,10 @@ export const CONTROL_ERRORS = {
     remedy:
       'Let the agent make the CSR (it asks for exactly the names of the entry); check that the entry names the host (`consul config read -kind ingress-gateway -name <gateway>`) and that control and the agent agree on `consul.dnsDomains`.',
   },
+  REMORA_E_CONTROL_GATEWAY_SERVICE_NOT_LINKED: {
+    meaning:
+      'A terminating gateway asked for a certificate of a service its `terminating-gateway` config entry does not link (by name, or by `*` for a service the catalog lists), or the requesting service instance is not a terminating gateway on that node.',
+    remedy:
+      'Link the service in the gateway\'s entry (`consul config write`, docs/gateways.md "Terminating gateways"); the gateway obtains the certificate once the entry names it.',
+  },
 } as const satisfies Record<string, ErrorSpec>;

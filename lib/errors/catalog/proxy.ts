@@ -207,4 +207,10 @@ export const PROXY_ERRORS = {
     remedy:
       'Add instances, or raise MaxInboundConnections in the service-defaults entry (max_inbound_connections in the sidecar proxy config).',
   },
+  REMORA_E_PROXY_TERMINATING_UNKNOWN_SERVICE: {
+    meaning:
+      'A mesh caller reached a terminating gateway asking (by TLS SNI) for a service the gateway does not link now, so the handshake was refused.',
+    remedy:
+      "Link the service in the gateway's `terminating-gateway` entry, or check `remora status` on the gateway's host for why it is left out.",
+  },
 } as const satisfies Record<string, ErrorSpec>;

@@ -106,6 +106,49 @@ t.test(`health/connect returns the sidecar proxies of a destination ${HEALTH_DOC
 });
 
 t.test(
+  `health/connect of a service a terminating gateway links returns the gateway ${doc('docs/connect/gateways/terminating-gateway.mdx')}`,
+  async (t) => {
+    const name = `${p}-tg`;
+    const gw = `${p}-tgw`;
+    t.teardown(async () => {
+      await api('DELETE', `/v1/config/terminating-gateway/${gw}`);
+      await api('PUT', `/v1/agent/service/deregister/${name}-1`);
+      await api('PUT', `/v1/agent/service/deregister/${gw}-1`);
+    });
+    // a service registered without a sidecar, and the gateway, as a gateway's agent registers it
+    t.equal(
+      (await api('PUT', '/v1/agent/service/register', { Name: name, ID: `${name}-1`, Port: 5432 }))
+        .status,
+      200,
+    );
+    const reg = await api('PUT', '/v1/agent/service/register', {
+      Kind: 'terminating-gateway',
+      Name: gw,
+      ID: `${gw}-1`,
+      Port: 8443,
+    });
+    t.equal(reg.status, 200);
+    t.same((await api('GET', `/v1/health/connect/${name}`)).json(), [], 'not linked yet');
+    const put = await api('PUT', '/v1/config', {
+      Kind: 'terminating-gateway',
+      Name: gw,
+      Services: [{ Name: name }],
+    });
+    t.equal(put.status, 200);
+    const linked = (await api('GET', `/v1/health/connect/${name}`)).json<Json[]>();
+    t.same(
+      linked.map((e) => [e.Service.ID, e.Service.Kind, e.Service.Service, e.Service.Port]),
+      [[`${gw}-1`, 'terminating-gateway', gw, 8443]],
+    );
+    t.same(
+      (await api('GET', `/v1/health/service/${name}`)).json<Json[]>().map((e) => e.Service.ID),
+      [`${name}-1`],
+      'health/service still lists the service itself',
+    );
+  },
+);
+
+t.test(
   `blocking endpoints send X-Consul-Index (never 0) and leader headers ${BLOCKING_DOC}`,
   async (t) => {
     const r = await api('GET', `/v1/health/service/${p}-nothing`);

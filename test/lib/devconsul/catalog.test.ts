@@ -262,11 +262,11 @@ t.test(
   async (t) => {
     const dc = await startTestConsul(t);
     const gateway = await call(dc.url, 'PUT', '/v1/config', {
-      Kind: 'terminating-gateway',
+      Kind: 'api-gateway',
       Name: 'web',
     });
     t.equal(gateway.status, 400);
-    t.match(gateway.text, /does not implement config entries of kind "terminating-gateway"/);
+    t.match(gateway.text, /does not implement config entries of kind "api-gateway"/);
     t.match(
       gateway.text,
       /service-defaults, proxy-defaults, service-resolver, service-splitter, service-router/,

@@ -157,3 +157,57 @@ t.test('a non-loopback admin address is refused with the key and value', async (
     { code: 'REMORA_E_CONFIG_INVALID', details: { key: 'admin.host', value: '0.0.0.0' } },
   );
 });
+
+t.test("a terminating gateway's /config shows no key of its linked services", async (t) => {
+  const snapshot = {
+    ...SNAPSHOT,
+    terminating: {
+      services: [
+        {
+          service: 'legacy',
+          sni: 'legacy.default.dc1.internal.x.remora',
+          protocol: 'tcp',
+          certPem: 'LEAF',
+          keyPem: '-----BEGIN PRIVATE KEY-----leaf-secret',
+          endpoints: [],
+          tls: {
+            caPem: 'CA',
+            certPem: 'CLIENT',
+            keyPem: '-----BEGIN PRIVATE KEY-----client-secret',
+          },
+        },
+        {
+          service: 'plain',
+          sni: 'plain.x',
+          protocol: 'tcp',
+          certPem: 'L2',
+          keyPem: 'k2-secret',
+          endpoints: [],
+        },
+      ],
+    },
+  } as unknown as ProxySnapshot;
+  const admin = await startAdminServer({
+    host: '127.0.0.1',
+    port: 0,
+    proxy: fakeProxy({ ready: true, snapshot }),
+  });
+  t.teardown(() => admin.close());
+  const body = await (await fetch(`http://127.0.0.1:${admin.port}/config`)).text();
+  t.notMatch(body, 'secret', 'neither the leaves’ keys nor the client key leave the proxy');
+  t.match(JSON.parse(body), {
+    snapshot: {
+      terminating: {
+        services: [
+          {
+            service: 'legacy',
+            certPem: 'LEAF',
+            keyPem: '[redacted]',
+            tls: { caPem: 'CA', certPem: 'CLIENT', keyPem: '[redacted]' },
+          },
+          { service: 'plain', keyPem: '[redacted]' },
+        ],
+      },
+    },
+  });
+});
