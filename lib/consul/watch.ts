@@ -249,21 +249,7 @@ export function watchConnect(
   service: string,
   opts: WatchConnectOptions,
 ): ConnectWatch {
-  const passing = opts.passing ?? true;
-  return watchBlocking<ServiceEntry[]>(
-    {
-      name: service,
-      kept: 'last known endpoints',
-      fields: { service },
-      size: (entries) => entries?.length ?? 0,
-    },
-    async (o) => {
-      const res = await client.health.connect(service, { passing, ...o });
-      return { value: res.entries, index: res.index };
-    },
-    connectFingerprint,
-    opts,
-  );
+  return watchHealth(client, 'connect', service, opts);
 }
 
 /**
@@ -275,16 +261,26 @@ export function watchService(
   service: string,
   opts: WatchConnectOptions,
 ): ConnectWatch {
+  return watchHealth(client, 'service', service, opts);
+}
+
+/** A blocking watch of `/v1/health/<what>/<service>`, keeping the last known entries. */
+function watchHealth(
+  client: ConsulClient,
+  what: 'connect' | 'service',
+  service: string,
+  opts: WatchConnectOptions,
+): ConnectWatch {
   const passing = opts.passing ?? true;
   return watchBlocking<ServiceEntry[]>(
     {
       name: service,
-      kept: 'last known instances',
+      kept: what === 'connect' ? 'last known endpoints' : 'last known instances',
       fields: { service },
       size: (entries) => entries?.length ?? 0,
     },
     async (o) => {
-      const res = await client.health.service(service, { passing, ...o });
+      const res = await client.health[what](service, { passing, ...o });
       return { value: res.entries, index: res.index };
     },
     connectFingerprint,

@@ -17,8 +17,7 @@ import {
   type TerminatingConfig,
   type TerminatingService,
 } from '../../lib/proxy-api/index.ts';
-import { dialTcp } from '../tls/dial.ts';
-import { classifyDialError } from '../tls/identity.ts';
+import { dialTcp, settleDial } from '../tls/dial.ts';
 import { H1Pool } from '../http/h1-client.ts';
 import type { HttpLimits } from '../env.ts';
 
@@ -166,41 +165,18 @@ class Target implements TerminatingTarget {
     const t = this.#tls;
     if (!t || !this.#context) return dialTcp(ep.address, ep.port, timeoutMs, target);
     const context = this.#context;
-    return new Promise((resolve, reject) => {
-      // SNI: the entry's, checked against the server's certificate (Consul's strict SAN match);
-      // without one, the instance's name when it has one, and the chain alone is verified
-      const servername = t.sni ?? (isIP(ep.address) ? undefined : ep.address);
-      const s = tls.connect({
-        host: ep.address,
-        port: ep.port,
-        secureContext: context,
-        rejectUnauthorized: true,
-        ...(servername ? { servername } : {}),
-        ...(t.sni ? {} : { checkServerIdentity: () => undefined }),
-      });
-      const timer = setTimeout(() => {
-        s.destroy();
-        reject(
-          new RemoraError(
-            'REMORA_E_PROXY_CONNECT_TIMEOUT',
-            `connecting to ${target} took longer than ${timeoutMs} ms`,
-            { target },
-          ),
-        );
-      }, timeoutMs);
-      s.once('secureConnect', () => {
-        clearTimeout(timer);
-        s.removeAllListeners('error');
-        s.on('error', () => {});
-        s.setNoDelay(true);
-        resolve(s);
-      });
-      s.once('error', (err) => {
-        clearTimeout(timer);
-        s.destroy();
-        reject(classifyDialError(err, target));
-      });
+    // SNI: the entry's, checked against the server's certificate (Consul's strict SAN match);
+    // without one, the instance's name when it has one, and the chain alone is verified
+    const servername = t.sni ?? (isIP(ep.address) ? undefined : ep.address);
+    const s = tls.connect({
+      host: ep.address,
+      port: ep.port,
+      secureContext: context,
+      rejectUnauthorized: true,
+      ...(servername ? { servername } : {}),
+      ...(t.sni ? {} : { checkServerIdentity: () => undefined }),
     });
+    return settleDial(s, 'secureConnect', timeoutMs, target);
   }
 
   pool(timeoutMs: number): H1Pool {

@@ -12,8 +12,20 @@ export function dialTcp(
   timeoutMs: number,
   target: string,
 ): Promise<Socket> {
+  return settleDial(net.connect({ host, port, noDelay: true }), 'connect', timeoutMs, target);
+}
+
+/**
+ * A connection being opened, as a promise: resolved once `ready` fires (its later errors are
+ * the user's to handle), rejected with a coded error when it fails or takes over `timeoutMs`.
+ */
+export function settleDial<S extends Socket>(
+  s: S,
+  ready: 'connect' | 'secureConnect',
+  timeoutMs: number,
+  target: string,
+): Promise<S> {
   return new Promise((resolve, reject) => {
-    const s = net.connect({ host, port, noDelay: true });
     const timer = setTimeout(() => {
       s.destroy();
       reject(
@@ -24,14 +36,16 @@ export function dialTcp(
         ),
       );
     }, timeoutMs);
-    s.once('connect', () => {
+    s.once(ready, () => {
       clearTimeout(timer);
       s.removeAllListeners('error');
       s.on('error', noop);
+      s.setNoDelay(true);
       resolve(s);
     });
     s.once('error', (err) => {
       clearTimeout(timer);
+      s.destroy();
       reject(classifyDialError(err, target));
     });
   });
