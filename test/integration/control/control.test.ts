@@ -286,13 +286,22 @@ t.test('the control plane end to end', async (t) => {
         'REMORA_E_NATS_MESSAGE_INVALID',
       ],
       [
-        'extra SAN',
+        'extra URI SAN',
+        () =>
+          requestSign(nc, 'dc1', {
+            ...good,
+            csr: createCsrWithSans({ ...keys, uris: [id('web'), id('api')] }),
+          }),
+        'REMORA_E_CONTROL_CSR_SAN_MISMATCH',
+      ],
+      [
+        'a DNS SAN for a service that is not an ingress gateway',
         () =>
           requestSign(nc, 'dc1', {
             ...good,
             csr: createCsrWithSans({ ...keys, uris: [id('web')], dnsNames: ['web.example'] }),
           }),
-        'REMORA_E_CONTROL_CSR_SAN_MISMATCH',
+        'REMORA_E_CONTROL_CSR_DNS_SAN_NOT_ALLOWED',
       ],
       [
         'wrong SAN',
