@@ -294,9 +294,27 @@ t.test(
     }
     const dir = join(mesh.dataDir, 'instances', 'web-1');
     const files = () => readdirSync(dir).filter((f) => /^proxy\.log(\.\d+)?$/.test(f));
+    // the rotator runs on: the files are read once they stand still (the same names and sizes
+    // at two polls in a row), so that no line moves from one to another while they are read
+    let last = '';
+    const still = (): boolean => {
+      let now: string;
+      try {
+        now = files()
+          .sort()
+          .map((f) => `${f}:${statSync(join(dir, f)).size}`)
+          .join(' ');
+      } catch {
+        now = ''; // a file renamed between the listing and its size: not still
+      }
+      const same = now !== '' && now === last;
+      last = now;
+      return same;
+    };
     const logged = await waitFor(
-      'every call in the access lines of web-1',
+      'every call in the access lines of web-1, its files standing still',
       () => {
+        if (!still()) return null;
         const paths: string[] = [];
         for (const f of files())
           for (const line of readFileSync(join(dir, f), 'utf8').split('\n').filter(Boolean)) {
@@ -310,8 +328,8 @@ t.test(
           }
         return paths.length >= CALLS ? paths : null;
       },
-      10_000,
-      100,
+      20_000,
+      150,
     );
     const rotated = files().filter((f) => f !== 'proxy.log');
     t.ok(rotated.length >= 3, `web-1's log was rotated (${rotated.length} copies)`);
