@@ -10,7 +10,7 @@ import { logError, type Logger } from '../lib/log/index.ts';
 import type { Clock } from '../lib/util/index.ts';
 import { readFileOrNull, writeFileAtomic, type DataPaths } from './files.ts';
 import { renewalTime, signRetryDelay } from './renewal.ts';
-import type { SignedCert } from './ports.ts';
+import type { ControlPort } from './ports.ts';
 
 export interface WorkloadCert {
   keyPem: string;
@@ -34,13 +34,7 @@ export interface IdentityManagerOptions {
   paths: DataPaths;
   datacenter: string;
   /** Sends the CSR to control; rejects while NATS or control are down. */
-  sign(req: {
-    service: string;
-    serviceId: string;
-    csr: string;
-    /** A terminating gateway's leaf for a linked service: the gateway's name. */
-    gateway?: string;
-  }): Promise<SignedCert>;
+  sign: ControlPort['sign'];
   /** The trust domain once the roots are known; null before. */
   trustDomain(): string | null;
   clock: Clock;

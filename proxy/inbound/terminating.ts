@@ -137,14 +137,17 @@ class Target implements TerminatingTarget {
       });
   }
 
+  #noEndpoints(): RemoraError {
+    return new RemoraError(
+      'REMORA_E_PROXY_NO_ENDPOINTS',
+      `${this.service} (outside the mesh, through this terminating gateway) has no healthy instance in Consul`,
+      { upstream: this.service },
+    );
+  }
+
   async dial(timeoutMs: number): Promise<Socket> {
     const list = this.endpoints;
-    if (list.length === 0)
-      throw new RemoraError(
-        'REMORA_E_PROXY_NO_ENDPOINTS',
-        `${this.service} (outside the mesh, through this terminating gateway) has no healthy instance in Consul`,
-        { upstream: this.service },
-      );
+    if (list.length === 0) throw this.#noEndpoints();
     let last: unknown;
     // every instance at most once, starting with the next in turn
     for (let i = 0; i < Math.min(list.length, 3); i += 1) {
@@ -194,12 +197,7 @@ class Target implements TerminatingTarget {
     const cur = this.#h2;
     if (cur && !cur.closed && !cur.destroyed) return cur;
     const list = this.endpoints;
-    if (list.length === 0)
-      throw new RemoraError(
-        'REMORA_E_PROXY_NO_ENDPOINTS',
-        `${this.service} (outside the mesh, through this terminating gateway) has no healthy instance in Consul`,
-        { upstream: this.service },
-      );
+    if (list.length === 0) throw this.#noEndpoints();
     // one session at a time, to the next instance in turn when it is opened again
     const ep = list[this.#next++ % list.length]!;
     this.address = { address: ep.address, port: ep.port };

@@ -11,6 +11,7 @@ import {
   waitFor,
   webReachesApi,
   type Mesh,
+  cliEnv,
 } from './harness.ts';
 
 t.setTimeout(180_000);
@@ -60,14 +61,6 @@ async function webApiUpstream(
 }
 
 /** The environment the operator CLI needs to reach `mesh` (NATS, Consul, the operator token). */
-function cliEnv(mesh: Mesh): Record<string, string> {
-  return {
-    REMORA_CLI_NATS_SERVERS: mesh.nats.url,
-    REMORA_CLI_CONSUL_ADDRESS: mesh.consul.url,
-    REMORA_CLI_OPERATOR_TOKEN: OPERATOR_TOKEN,
-  };
-}
-
 /**
  * web and api as `definitions` writes them, and the demo app on api2App registered as a service
  * of its own, api-v2, all speaking http (proxy-defaults); the agent started.

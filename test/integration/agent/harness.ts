@@ -2,6 +2,7 @@
 // `remora devconsul`, real `remora control`, real `remora agent` with real proxies, and the
 // demo apps from examples/apps. Everything started here is stopped by PID in teardown.
 import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -465,6 +466,30 @@ export async function webReachesApi(mesh: Mesh): Promise<WebAnswer | null> {
   } catch {
     return null;
   }
+}
+
+/** The `remora` CLI's environment for this mesh, with the operator token. */
+export function cliEnv(mesh: Mesh): Record<string, string> {
+  return {
+    REMORA_CLI_NATS_SERVERS: mesh.nats.url,
+    REMORA_CLI_CONSUL_ADDRESS: mesh.consul.url,
+    REMORA_CLI_OPERATOR_TOKEN: OPERATOR_TOKEN,
+  };
+}
+
+/** What a TCP connection to `port` gets back for `text`: the echo, or null when it is closed. */
+export function tcpExchange(port: number, text: string): Promise<string | null> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1', () => s.write(text));
+    let out = '';
+    s.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.length >= text.length) s.end();
+    });
+    s.on('error', () => resolve(null));
+    s.on('close', () => resolve(out === '' ? null : out));
+    s.setTimeout(5000, () => s.destroy());
+  });
 }
 
 export { waitFor, startProc, REMORA_BIN };

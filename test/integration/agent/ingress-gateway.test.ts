@@ -4,20 +4,19 @@
 // an unknown Host gets the coded 404; a changed entry applies live; with TLS enabled, a caller
 // trusting the mesh root (`remora ca roots --pem`) reaches api over HTTPS by a host of the entry.
 import t from 'tap';
-import net from 'node:net';
 import { request, type ClientRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest, type RequestOptions } from 'node:https';
 import { runRemora } from '../../helpers/cli.ts';
 import { freePort } from '../../helpers/nats.ts';
 import {
-  OPERATOR_TOKEN,
   apiDefinition,
   echoDefinition,
   httpGet,
   putConfig,
   startMesh,
   waitFor,
-  type Mesh,
+  cliEnv,
+  tcpExchange,
 } from './harness.ts';
 
 t.setTimeout(180_000);
@@ -54,21 +53,6 @@ const get = (port: number, host: string, path = '/'): Promise<Answer> =>
 const httpsGet = (port: number, host: string, ca: string): Promise<Answer> =>
   getWith(httpsRequest, { host: '127.0.0.1', port, servername: host, headers: { host }, ca });
 
-/** What a TCP connection to `port` gets back for `text`: the echo, or null when it is closed. */
-function tcpExchange(port: number, text: string): Promise<string | null> {
-  return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1', () => s.write(text));
-    let out = '';
-    s.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.length >= text.length) s.end();
-    });
-    s.on('error', () => resolve(null));
-    s.on('close', () => resolve(out === '' ? null : out));
-    s.setTimeout(5000, () => s.destroy());
-  });
-}
-
 async function apiThroughGateway(port: number, host: string): Promise<string | null> {
   try {
     const r = await get(port, host);
@@ -78,14 +62,6 @@ async function apiThroughGateway(port: number, host: string): Promise<string | n
   } catch {
     return null;
   }
-}
-
-function cliEnv(mesh: Mesh): Record<string, string> {
-  return {
-    REMORA_CLI_NATS_SERVERS: mesh.nats.url,
-    REMORA_CLI_CONSUL_ADDRESS: mesh.consul.url,
-    REMORA_CLI_OPERATOR_TOKEN: OPERATOR_TOKEN,
-  };
 }
 
 t.test('outside callers reach mesh services through an ingress gateway', async (t) => {

@@ -16,32 +16,17 @@ import { join } from 'node:path';
 import { runRemora } from '../../helpers/cli.ts';
 import { freePort } from '../../helpers/nats.ts';
 import { createMeshCerts } from '../../helpers/mesh-certs.ts';
-import { OPERATOR_TOKEN, httpGet, putConfig, startMesh, waitFor, type Mesh } from './harness.ts';
+import {
+  httpGet,
+  putConfig,
+  startMesh,
+  waitFor,
+  type Mesh,
+  cliEnv,
+  tcpExchange,
+} from './harness.ts';
 
 t.setTimeout(180_000);
-
-function cliEnv(mesh: Mesh): Record<string, string> {
-  return {
-    REMORA_CLI_NATS_SERVERS: mesh.nats.url,
-    REMORA_CLI_CONSUL_ADDRESS: mesh.consul.url,
-    REMORA_CLI_OPERATOR_TOKEN: OPERATOR_TOKEN,
-  };
-}
-
-/** What a TCP connection to `port` gets back for `text`: the echo, or null when it is closed. */
-function tcpExchange(port: number, text: string): Promise<string | null> {
-  return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1', () => s.write(text));
-    let out = '';
-    s.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.length >= text.length) s.end();
-    });
-    s.on('error', () => resolve(null));
-    s.on('close', () => resolve(out === '' ? null : out));
-    s.setTimeout(5000, () => s.destroy());
-  });
-}
 
 async function register(mesh: Mesh, body: object): Promise<void> {
   const r = await fetch(`${mesh.consul.url}/v1/agent/service/register`, {
