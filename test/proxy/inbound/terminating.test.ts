@@ -15,11 +15,8 @@ import { hasCode } from '../../../lib/errors/index.ts';
 import { waitFor } from '../../../lib/util/index.ts';
 import type { TerminatingService } from '../../../lib/proxy-api/index.ts';
 import { DEFAULT_HTTP_LIMITS } from '../../../proxy/env.ts';
-import {
-  newRequestContext,
-  type ProxyRequest,
-  type ProxyResponse,
-} from '../../../proxy/stages/types.ts';
+import type { ProxyRequest, ProxyResponse } from '../../../proxy/stages/types.ts';
+import { proxyRequest } from '../../helpers/proxy-request.ts';
 
 const limits = { maxHeaderBytes: 16384, maxHeaders: 100 } as never;
 const certs = createMeshCerts();
@@ -209,17 +206,7 @@ t.test('HTTP/2 to a service outside the mesh: h2c, or h2 over the originated TLS
 });
 
 function request(method: string, body: Buffer | null = null): ProxyRequest {
-  return {
-    method,
-    target: '/',
-    host: 'legacy',
-    versionMinor: 1,
-    headers: ['host', 'legacy'],
-    body,
-    bodyLength: body ? body.length : 0,
-    upgrade: null,
-    ctx: newRequestContext('inbound', 'web', 'legacy'),
-  };
+  return proxyRequest({ method, host: 'legacy', body, destination: 'legacy' });
 }
 
 async function statusOf(p: Promise<ProxyResponse>): Promise<number | string> {
