@@ -1650,17 +1650,49 @@ export function createAgent(o: AgentOptions): Agent {
       } catch {
         continue; // reported by the plan; a file that went away since
       }
+      const sni = meshSni(leaf.spiffeId);
       out.push({
         service: p.name,
-        sni: meshSni(leaf.spiffeId),
+        sni,
         protocol: p.protocol,
         certPem: leaf.certPem,
         keyPem: leaf.keyPem,
         endpoints: discovery.endpoints(ext),
         ...(tls ? { tls } : {}),
+        ...gatewayResolverFields(p.name, ext, sni),
       });
     }
     return { services: out };
+  }
+
+  /**
+   * What a linked service's service-resolver sets at the gateway, as Consul's gateway clusters
+   * and routes take it: `ConnectTimeout`, `RequestTimeout`, `LoadBalancer` and `Subsets` (each
+   * served by `<subset>.<sni>`, to the instances its filter keeps). Its redirect, failover and
+   * default subset are the callers' to follow; values that cannot apply were left out (and
+   * reported) by the central config, the rest of the entry applies.
+   */
+  function gatewayResolverFields(
+    service: string,
+    ext: string,
+    sni: string,
+  ): Pick<
+    TerminatingService,
+    'connectTimeoutMs' | 'requestTimeoutMs' | 'loadBalancer' | 'subsets'
+  > {
+    const r = central.resolver(service);
+    if (r === null) return {};
+    const subsets = Object.entries(r.subsets ?? {}).map(([name, expr]) => ({
+      name,
+      sni: `${name}.${sni}`,
+      endpoints: discovery.select(ext, subsetFilter(expr)),
+    }));
+    return {
+      ...(r.connectTimeoutMs !== undefined ? { connectTimeoutMs: r.connectTimeoutMs } : {}),
+      ...(r.requestTimeoutMs !== undefined ? { requestTimeoutMs: r.requestTimeoutMs } : {}),
+      ...(r.loadBalancer !== undefined ? { loadBalancer: r.loadBalancer } : {}),
+      ...(subsets.length > 0 ? { subsets } : {}),
+    };
   }
 
   /** `remora status`'s view of a terminating gateway's linked services. */

@@ -9,7 +9,7 @@ import { X509Certificate } from 'node:crypto';
 import { RemoraError, toRemoraError } from '../lib/errors/index.ts';
 import type { Logger } from '../lib/log/index.ts';
 import { createClock, type Clock } from '../lib/util/index.ts';
-import type { ProxySnapshot } from '../lib/proxy-api/index.ts';
+import { DEFAULT_LOCAL_CONNECT_TIMEOUT_MS, type ProxySnapshot } from '../lib/proxy-api/index.ts';
 import { createProxyMetrics, type ProxyMetrics } from './admin/metrics.ts';
 import { DEFAULT_HTTP_LIMITS, type ActiveConfig, type HttpLimits, type ProxyEnv } from './env.ts';
 import { buildTlsContexts, sameTlsMaterial } from './tls/identity.ts';
@@ -156,7 +156,20 @@ export function createProxy(o: CreateProxyOptions): Proxy {
   // an ingress gateway's listeners hand calls to upstreams that have none of their own
   const ingress = createIngressSlot(env, (name) => upstreams.get(name)?.part);
   // a terminating gateway's linked services, served on the inbound listener by SNI
-  const terminating = createTerminatingSet({ limits: env.limits });
+  const terminating = createTerminatingSet({
+    limits: env.limits,
+    clock: env.clock,
+    random: env.random,
+    connectTimeoutMs: () =>
+      env.active().snapshot.inbound.localConnectTimeoutMs ?? DEFAULT_LOCAL_CONNECT_TIMEOUT_MS,
+    onEjected(service, endpoint, until) {
+      env.metrics.ejections.labels(service).inc();
+      env.logger.warn(
+        { upstream: service, endpoint, until: new Date(until).toISOString() },
+        'instance outside the mesh ejected after consecutive failures',
+      );
+    },
+  });
 
   function inboundServer(): Server {
     const opts = active!.tls.serverOptions;

@@ -39,6 +39,7 @@ import type {
   OriginationTls,
   TerminatingConfig,
   TerminatingService,
+  TerminatingSubset,
   LoadBalancerPolicy,
   MetricsListener,
   Protocol,
@@ -1136,7 +1137,19 @@ function decodeTerminating(v: unknown): TerminatingConfig {
   const snis = new Set<string>();
   const services = arr(o, 'services', 'terminating').map((x, i): TerminatingService => {
     const p = `terminating.services[${i}]`;
-    const s = obj(x, p, ['service', 'sni', 'protocol', 'certPem', 'keyPem', 'endpoints', 'tls']);
+    const s = obj(x, p, [
+      'service',
+      'sni',
+      'protocol',
+      'certPem',
+      'keyPem',
+      'endpoints',
+      'tls',
+      'connectTimeoutMs',
+      'requestTimeoutMs',
+      'loadBalancer',
+      'subsets',
+    ]);
     const service = str(s, 'service', p);
     if (names.has(service)) fail(`${p}.service`, 'repeats a service', service);
     names.add(service);
@@ -1167,6 +1180,25 @@ function decodeTerminating(v: unknown): TerminatingConfig {
         fail(`${p}.tls`, 'must hold both certPem and keyPem, or neither');
       out.tls = tls;
     }
+    for (const k of ['connectTimeoutMs', 'requestTimeoutMs'] as const)
+      if (s[k] !== undefined) out[k] = num(s, k, p, { min: 1, int: true });
+    if (s.loadBalancer !== undefined)
+      out.loadBalancer = oneOf(s, 'loadBalancer', p, LOAD_BALANCER_POLICIES);
+    if (s.subsets !== undefined)
+      out.subsets = arr(s, 'subsets', p).map((y, j): TerminatingSubset => {
+        const q = `${p}.subsets[${j}]`;
+        const b = obj(y, q, ['name', 'sni', 'endpoints']);
+        const sni = str(b, 'sni', q).toLowerCase();
+        if (snis.has(sni)) fail(`${q}.sni`, 'repeats an SNI', sni);
+        snis.add(sni);
+        return {
+          name: str(b, 'name', q),
+          sni,
+          endpoints: arr(b, 'endpoints', q).map((e, k) =>
+            decodeEndpoint(e, `${q}.endpoints[${k}]`),
+          ),
+        };
+      });
     return out;
   });
   return { services };

@@ -396,6 +396,23 @@ export interface TerminatingService {
   endpoints: Endpoint[];
   /** Absent: plain TCP to the endpoints. */
   tls?: OriginationTls;
+  /** Its service-resolver's `ConnectTimeout`; absent: the gateway's local connect timeout. */
+  connectTimeoutMs?: number;
+  /** Its service-resolver's `RequestTimeout`, for HTTP/1.1 requests; absent: none. */
+  requestTimeoutMs?: number;
+  /** Its service-resolver's `LoadBalancer.Policy`; absent: round robin. */
+  loadBalancer?: LoadBalancerPolicy;
+  /** Its service-resolver's subsets, each asked for by its own SNI and sent to its instances. */
+  subsets?: TerminatingSubset[];
+}
+
+/** A subset of a linked service (Consul's `<subset>.<service>.…` SNI and cluster). */
+export interface TerminatingSubset {
+  name: string;
+  /** `<subset>.` and the service's SNI. */
+  sni: string;
+  /** The service's healthy instances its `Filter` keeps. */
+  endpoints: Endpoint[];
 }
 
 /** A terminating gateway's linked services; the inbound listener serves them by SNI. */

@@ -102,14 +102,8 @@ export function createInbound(env: ProxyEnv, terminating?: TerminatingSet): Inbo
 
   const forwardToApp: Handler = async (req) => {
     // a terminating gateway's request goes to the linked service it was made for
-    const linked =
-      env.active().snapshot.terminating !== undefined
-        ? terminating?.byService(req.ctx.destination)
-        : undefined;
-    if (linked) {
-      req.ctx.upstream = linked.address;
-      return linked.pool(connectTimeout()).request(req, 0);
-    }
+    const linked = req.ctx.linked;
+    if (linked !== undefined) return linked(req);
     const pool = currentAppPool();
     try {
       return await pool.request(req, env.active().snapshot.inbound.localRequestTimeoutMs ?? 0);
@@ -276,7 +270,7 @@ export function createInbound(env: ProxyEnv, terminating?: TerminatingSet): Inbo
     const dialApp = (): Promise<Socket> => {
       const ib = env.active().snapshot.inbound;
       const dialed = linked
-        ? linked.dial(connectTimeout())
+        ? linked.dial()
         : dialTcp(
             ib.localAppAddress,
             ib.localAppPort,
@@ -366,11 +360,16 @@ export function createInbound(env: ProxyEnv, terminating?: TerminatingSet): Inbo
       ctx.l4 = currentL4();
       ctx.downstream = socket;
       ctx.upstream = upstreamOf();
+      // the service (or subset) the SNI names now: a changed resolver or entry applies to the
+      // next request of a keep-alive connection
+      if (linked) ctx.linked = (terminating?.target(socket.servername) ?? linked).request;
       return ctx;
     };
     const h2Options: InboundH2Options = {
       newContext,
-      ...(linked ? { session: () => linked.h2Session(connectTimeout()) } : {}),
+      ...(linked
+        ? { session: () => (terminating?.target(socket.servername) ?? linked).h2Session() }
+        : {}),
       onDenied: (layer, enforced) => env.metrics.denials.labels(layer, String(enforced)).inc(),
       limiter,
       onLimited,

@@ -1,7 +1,9 @@
 // A terminating gateway's linked services (docs/gateways.md, "Terminating gateways"): the
-// certificate presented for each (picked by the SNI mesh callers send), and the way to the
-// service outside the mesh — its healthy catalog instances, in turn, over plain TCP or TLS the
-// gateway originates with the entry's CA, client certificate and SNI.
+// certificate presented for each (picked by the SNI mesh callers send: the service's, or one of
+// its resolver subsets'), and the way to the service outside the mesh — its healthy catalog
+// instances (the subset's only), balanced by its resolver's policy with passive outlier ejection
+// and retries where safe, over plain TCP or TLS the gateway originates with the entry's CA,
+// client certificate and SNI.
 import net, { type Socket } from 'node:net';
 import { isIP } from 'node:net';
 import type { ClientHttp2Session } from 'node:http2';
@@ -16,24 +18,60 @@ import {
   type Protocol,
   type TerminatingConfig,
   type TerminatingService,
+  DEFAULT_LOCAL_CONNECT_TIMEOUT_MS,
+  DEFAULT_RESILIENCE,
 } from '../../lib/proxy-api/index.ts';
+import { createClock, type Clock } from '../../lib/util/index.ts';
 import { dialTcp, settleDial } from '../tls/dial.ts';
 import { H1Pool } from '../http/h1-client.ts';
 import type { HttpLimits } from '../env.ts';
+import { reconcileEndpoints, type EndpointState } from '../balance/endpoints.ts';
+import { createPicker, type Picker } from '../balance/pickers.ts';
+import {
+  eligibleEndpoints,
+  recordFailure,
+  recordSuccess,
+  type OutlierPolicy,
+} from '../balance/outlier.ts';
+import { createRetryStage, RetryBudget } from '../stages/retry.ts';
+import type { Handler, ProxyRequest, ProxyResponse } from '../stages/types.ts';
 
 const POOL_IDLE_MS = 30_000;
 
-/** One linked service as the inbound side serves it. */
+/**
+ * Envoy's outlier detection defaults, which Consul gives a gateway's clusters
+ * (`OutlierDetection: {}`): ejected after 5 consecutive failures, for 30 s (longer each time),
+ * at most 10 % of the instances at once — always one.
+ */
+export const GATEWAY_OUTLIER: OutlierPolicy = Object.freeze({
+  consecutiveFailures: 5,
+  baseEjectionMs: 30_000,
+  maxEjectionPercent: 10,
+});
+
+/** Attempts of a request beyond the first, each on another instance when there is one. */
+export const GATEWAY_MAX_RETRIES = 2;
+
+/** One linked service (or one subset of it) as the inbound side serves it. */
 export interface TerminatingTarget {
   readonly service: string;
+  /** The resolver subset its SNI named; undefined for the whole service. */
+  readonly subset: string | undefined;
   readonly protocol: Protocol;
-  /** Opens a connection to one of its instances (the next in turn; the others on failure). */
-  dial(timeoutMs: number): Promise<Socket>;
-  /** Keep-alive connections to its instances, for HTTP. */
-  pool(timeoutMs: number): H1Pool;
+  /**
+   * Opens a connection to one of its instances (picked by its policy among those not ejected;
+   * another one on failure). `timeoutMs`: the connect timeout when its resolver sets none.
+   */
+  dial(timeoutMs?: number): Promise<Socket>;
+  /**
+   * Sends an HTTP/1.1 request to one of its instances, over keep-alive connections, retried on
+   * another where safe: a failed connection for any method, and for idempotent ones a reset, a
+   * timeout or a 5xx (the retry stage's rules, under a budget); a POST is never sent twice.
+   */
+  readonly request: Handler;
   /** An HTTP/2 session to one of its instances (h2c, or h2 over the originated TLS). */
-  h2Session(timeoutMs: number): ClientHttp2Session;
-  /** The instance the last connection went to (access logs). */
+  h2Session(timeoutMs?: number): ClientHttp2Session;
+  /** The instance the last connection or request went to (access logs). */
   readonly address: { address: string; port: number };
 }
 
@@ -49,11 +87,21 @@ export interface TerminatingSet {
   ): { commit(): void };
   /** The certificate to present for an SNI; undefined for none linked (the default one). */
   context(servername: string): SecureContext | undefined;
-  /** The service an SNI asks for; undefined when not linked (or no SNI). */
+  /** The service (or subset) an SNI asks for; undefined when not linked (or no SNI). */
   target(servername: string | false | null | undefined): TerminatingTarget | undefined;
-  /** A service by name (HTTP requests carry it as their destination). */
+  /** A service by name, all of its instances. */
   byService(service: string): TerminatingTarget | undefined;
   close(): void;
+}
+
+export interface TerminatingSetOptions {
+  limits: HttpLimits;
+  clock?: Clock;
+  random?: () => number;
+  /** The connect timeout of a service whose resolver sets none (the gateway's local one). */
+  connectTimeoutMs?: () => number;
+  /** An instance was ejected after consecutive failures. */
+  onEjected?: (service: string, endpoint: string, untilMs: number) => void;
 }
 
 interface Entry {
@@ -62,8 +110,24 @@ interface Entry {
   target: Target;
 }
 
-export function createTerminatingSet(o: { limits: HttpLimits }): TerminatingSet {
+interface Shared {
+  limits: HttpLimits;
+  clock: Clock;
+  random: () => number;
+  connectTimeoutMs: () => number;
+  onEjected: (service: string, endpoint: string, untilMs: number) => void;
+}
+
+export function createTerminatingSet(o: TerminatingSetOptions): TerminatingSet {
+  const shared: Shared = {
+    limits: o.limits,
+    clock: o.clock ?? createClock(),
+    random: o.random ?? Math.random,
+    connectTimeoutMs: o.connectTimeoutMs ?? (() => DEFAULT_LOCAL_CONNECT_TIMEOUT_MS),
+    onEjected: o.onEjected ?? (() => {}),
+  };
   let bySni = new Map<string, Entry>();
+  /** By service, and by `service/subset`. */
   let byName = new Map<string, Entry>();
 
   return {
@@ -83,12 +147,20 @@ export function createTerminatingSet(o: { limits: HttpLimits }): TerminatingSet 
                 ...tlsOptions(mesh?.incoming),
               });
         const targetKey = JSON.stringify([s.protocol, s.tls ?? null]);
-        const target =
-          was && was.target.key === targetKey ? was.target : new Target(s, targetKey, o.limits);
-        target.endpoints = s.endpoints;
-        const e = { key, context, target };
-        nextSni.set(s.sni.toLowerCase(), e);
-        nextName.set(s.service, e);
+        const add = (name: string, sni: string, subset: string | undefined, eps: Endpoint[]) => {
+          const prev = byName.get(name);
+          const target =
+            prev && prev.target.key === targetKey
+              ? prev.target
+              : new Target(s, subset, targetKey, shared);
+          target.update(s, eps);
+          const e = { key, context, target };
+          nextSni.set(sni.toLowerCase(), e);
+          nextName.set(name, e);
+        };
+        add(s.service, s.sni, undefined, s.endpoints);
+        for (const sub of s.subsets ?? [])
+          add(`${s.service}/${sub.name}`, sub.sni, sub.name, sub.endpoints);
       }
       return {
         commit() {
@@ -112,58 +184,151 @@ export function createTerminatingSet(o: { limits: HttpLimits }): TerminatingSet 
 
 class Target implements TerminatingTarget {
   readonly service: string;
+  readonly subset: string | undefined;
   readonly protocol: Protocol;
   readonly key: string;
-  endpoints: Endpoint[] = [];
+  readonly request: Handler;
+  endpoints: EndpointState[] = [];
   address = { address: '', port: 0 };
+  #connectTimeoutMs: number | undefined;
+  #requestTimeoutMs = 0;
+  #policy: TerminatingService['loadBalancer'] = 'round_robin';
+  #picker: Picker;
   #tls: OriginationTls | undefined;
   #context: SecureContext | null = null;
-  #next = 0;
-  #pool: H1Pool | null = null;
+  #pools = new Map<string, H1Pool>();
   #h2: ClientHttp2Session | null = null;
-  #limits: HttpLimits;
+  #o: Shared;
 
-  constructor(s: TerminatingService, key: string, limits: HttpLimits) {
+  constructor(s: TerminatingService, subset: string | undefined, key: string, o: Shared) {
     this.service = s.service;
+    this.subset = subset;
     this.protocol = s.protocol;
     this.key = key;
     this.#tls = s.tls;
-    this.#limits = limits;
+    this.#o = o;
+    this.#picker = createPicker('round_robin', o.random);
     if (s.tls)
       this.#context = tls.createSecureContext({
         ...(s.tls.caPem ? { ca: s.tls.caPem } : {}),
         ...(s.tls.certPem ? { cert: s.tls.certPem } : {}),
         ...(s.tls.keyPem ? { key: s.tls.keyPem } : {}),
       });
+    const r = DEFAULT_RESILIENCE;
+    const budget = new RetryBudget(r.retryBudgetRatio, r.retryBudgetMinPerSec);
+    this.request = createRetryStage({
+      clock: o.clock,
+      budget,
+      maxRetries: () => GATEWAY_MAX_RETRIES,
+      maxBufferedBodyBytes: () => r.maxBufferedBodyBytes,
+    })((req) => this.#attempt(req));
+  }
+
+  /** Its settings and instances of a new snapshot; pools of instances that left are closed. */
+  update(s: TerminatingService, endpoints: Endpoint[]): void {
+    this.#connectTimeoutMs = s.connectTimeoutMs;
+    this.#requestTimeoutMs = s.requestTimeoutMs ?? 0;
+    const policy = s.loadBalancer ?? 'round_robin';
+    if (policy !== this.#policy) {
+      this.#policy = policy;
+      this.#picker = createPicker(policy, this.#o.random);
+    }
+    this.endpoints = reconcileEndpoints(this.endpoints, endpoints);
+    const live = new Set(this.endpoints.map((e) => e.id));
+    for (const [id, pool] of this.#pools)
+      if (!live.has(id)) {
+        pool.close();
+        this.#pools.delete(id);
+      }
   }
 
   #noEndpoints(): RemoraError {
+    const what = this.subset === undefined ? '' : ` in its subset ${this.subset}`;
     return new RemoraError(
       'REMORA_E_PROXY_NO_ENDPOINTS',
-      `${this.service} (outside the mesh, through this terminating gateway) has no healthy instance in Consul`,
+      `${this.service} (outside the mesh, through this terminating gateway) has no healthy instance${what} in Consul`,
       { upstream: this.service },
     );
   }
 
-  async dial(timeoutMs: number): Promise<Socket> {
-    const list = this.endpoints;
-    if (list.length === 0) throw this.#noEndpoints();
+  /** An instance among those not ejected (all when every one is), avoiding `avoid` if it can. */
+  #pick(avoid: string | null): EndpointState {
+    const now = this.#o.clock.now();
+    let eps = eligibleEndpoints(this.endpoints, now);
+    if (avoid !== null && eps.length > 1) eps = eps.filter((e) => e.id !== avoid);
+    const ep = this.#picker(eps, now);
+    if (ep === undefined) throw this.#noEndpoints();
+    this.address = { address: ep.address, port: ep.port };
+    return ep;
+  }
+
+  /** Records an attempt's outcome for outlier ejection. */
+  #outcome(ep: EndpointState, ok: boolean): void {
+    if (ok) return recordSuccess(ep);
+    const now = this.#o.clock.now();
+    if (recordFailure(ep, this.endpoints, GATEWAY_OUTLIER, now))
+      this.#o.onEjected(this.service, ep.id, ep.ejectedUntil);
+  }
+
+  #timeout(fallbackMs: number | undefined): number {
+    return this.#connectTimeoutMs ?? fallbackMs ?? this.#o.connectTimeoutMs();
+  }
+
+  async dial(timeoutMs?: number): Promise<Socket> {
+    if (this.endpoints.length === 0) throw this.#noEndpoints();
+    const ms = this.#timeout(timeoutMs);
     let last: unknown;
-    // every instance at most once, starting with the next in turn
-    for (let i = 0; i < Math.min(list.length, 3); i += 1) {
-      const ep = list[this.#next++ % list.length]!;
-      this.address = { address: ep.address, port: ep.port };
+    let avoid: string | null = null;
+    // up to three instances, another one after each failed connection
+    for (let i = 0; i < Math.min(this.endpoints.length, 3); i += 1) {
+      const ep = this.#pick(avoid);
+      avoid = ep.id;
       try {
-        return await this.#dialOne(ep, timeoutMs);
+        const socket = await this.#dialOne(ep, ms);
+        this.#outcome(ep, true);
+        return socket;
       } catch (err) {
         last = err;
+        this.#outcome(ep, false);
         if ((err as { code?: string }).code === 'REMORA_E_PROXY_UPSTREAM_IDENTITY') break;
       }
     }
     throw last;
   }
 
-  #dialOne(ep: Endpoint, timeoutMs: number): Promise<Socket> {
+  /** One attempt of an HTTP/1.1 request (the retry stage above makes the others). */
+  async #attempt(req: ProxyRequest): Promise<ProxyResponse> {
+    const ep = this.#pick(req.ctx.retries > 0 ? req.ctx.endpointId : null);
+    req.ctx.endpointId = ep.id;
+    req.ctx.upstream = this.address;
+    ep.active++;
+    try {
+      const res = await this.#pool(ep).request(req, this.#requestTimeoutMs);
+      this.#outcome(ep, res.status < 500);
+      return res;
+    } catch (err) {
+      this.#outcome(ep, false);
+      throw err;
+    } finally {
+      ep.active--;
+    }
+  }
+
+  #pool(ep: EndpointState): H1Pool {
+    let p = this.#pools.get(ep.id);
+    if (p === undefined || p.closed) {
+      p = new H1Pool({
+        target: `${this.service} instance ${ep.id} (outside the mesh)`,
+        limits: this.#o.limits,
+        idleTimeoutMs: POOL_IDLE_MS,
+        dial: () => this.#dialOne(ep, this.#timeout(undefined)),
+      });
+      this.#pools.set(ep.id, p);
+    }
+    return p;
+  }
+
+  #dialOne(ep: EndpointState, timeoutMs: number): Promise<Socket> {
     const target = `${this.service} instance ${ep.id} (${ep.address}:${ep.port})`;
     const t = this.#tls;
     if (!t || !this.#context) return dialTcp(ep.address, ep.port, timeoutMs, target);
@@ -182,25 +347,12 @@ class Target implements TerminatingTarget {
     return settleDial(s, 'secureConnect', timeoutMs, target);
   }
 
-  pool(timeoutMs: number): H1Pool {
-    if (this.#pool === null || this.#pool.closed)
-      this.#pool = new H1Pool({
-        target: `${this.service} (outside the mesh)`,
-        limits: this.#limits,
-        idleTimeoutMs: POOL_IDLE_MS,
-        dial: () => this.dial(timeoutMs),
-      });
-    return this.#pool;
-  }
-
-  h2Session(timeoutMs: number): ClientHttp2Session {
+  h2Session(timeoutMs?: number): ClientHttp2Session {
     const cur = this.#h2;
     if (cur && !cur.closed && !cur.destroyed) return cur;
-    const list = this.endpoints;
-    if (list.length === 0) throw this.#noEndpoints();
-    // one session at a time, to the next instance in turn when it is opened again
-    const ep = list[this.#next++ % list.length]!;
-    this.address = { address: ep.address, port: ep.port };
+    // one session at a time, to another instance when it is opened again
+    const ep = this.#pick(null);
+    const ms = this.#timeout(timeoutMs);
     const target = `${this.service} instance ${ep.id} (${ep.address}:${ep.port})`;
     const t = this.#tls;
     const context = this.#context;
@@ -225,15 +377,22 @@ class Target implements TerminatingTarget {
             socket.destroy(
               new RemoraError(
                 'REMORA_E_PROXY_CONNECT_TIMEOUT',
-                `connecting to ${target} took longer than ${timeoutMs} ms`,
+                `connecting to ${target} took longer than ${ms} ms`,
                 { target },
               ),
             ),
-          timeoutMs,
+          ms,
         );
-        const done = () => clearTimeout(timer);
-        socket.once(t ? 'secureConnect' : 'connect', done);
-        socket.once('close', done);
+        let connected = false;
+        socket.once(t ? 'secureConnect' : 'connect', () => {
+          connected = true;
+          clearTimeout(timer);
+          this.#outcome(ep, true);
+        });
+        socket.once('close', () => {
+          clearTimeout(timer);
+          if (!connected) this.#outcome(ep, false);
+        });
         return socket;
       },
     });
@@ -244,8 +403,8 @@ class Target implements TerminatingTarget {
   }
 
   close(): void {
-    this.#pool?.close();
-    this.#pool = null;
+    for (const p of this.#pools.values()) p.close();
+    this.#pools.clear();
     this.#h2?.close();
     this.#h2 = null;
   }

@@ -36,6 +36,11 @@ export interface RequestContext {
    * (a cookie policy with `cookie` settings, the caller sending none); the answer carries them.
    */
   setCookies?: string[];
+  /**
+   * Inbound at a terminating gateway: sends the request to the linked service (or resolver
+   * subset) its connection's SNI asked for, instead of to a local app.
+   */
+  linked?: Handler;
 }
 
 /** A request's context before anything is known of it; the caller fills in what it knows. */

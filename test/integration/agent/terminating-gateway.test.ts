@@ -10,7 +10,8 @@ import http from 'node:http';
 import https from 'node:https';
 import http2 from 'node:http2';
 import type { TLSSocket } from 'node:tls';
-import { writeFile, mkdtemp, rm } from 'node:fs/promises';
+import { X509Certificate } from 'node:crypto';
+import { writeFile, readFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runRemora } from '../../helpers/cli.ts';
@@ -34,6 +35,21 @@ async function register(mesh: Mesh, body: object): Promise<void> {
     body: JSON.stringify(body),
   });
   if (r.status !== 200) throw new Error(`register refused: ${r.status} ${await r.text()}`);
+}
+
+/** A POST's status, null when it got no answer. */
+function post(port: number, path: string): Promise<number | null> {
+  return new Promise((resolve) => {
+    const req = http.request(
+      { host: '127.0.0.1', port, path, method: 'POST', agent: false },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? null));
+      },
+    );
+    req.on('error', () => resolve(null));
+    req.end('x');
+  });
 }
 
 t.test('mesh callers reach services outside the mesh through a terminating gateway', async (t) => {
@@ -314,6 +330,89 @@ t.test('mesh callers reach services outside the mesh through a terminating gatew
     seen.some((x) => x.path === '/admin'),
     'and never reaches legacy',
   );
+
+  // legacy's resolver applies at the gateway, live: a subset, served by its own SNI (as a
+  // Consul caller sends it) and forwarded to its instances only
+  const v2seen: string[] = [];
+  const v2App = http.createServer((req, res) => {
+    v2seen.push(req.url ?? '');
+    res.end(JSON.stringify({ app: 'legacy-v2', path: req.url }));
+  });
+  const v2Port = await listen(v2App);
+  t.teardown(() => (v2App.closeAllConnections(), v2App.close()));
+  await register(mesh, {
+    Name: 'legacy',
+    ID: 'legacy-2',
+    Address: '127.0.0.1',
+    Port: v2Port,
+    Meta: { version: 'v2' },
+  });
+  await putConfig(mesh, {
+    Kind: 'service-resolver',
+    Name: 'legacy',
+    ConnectTimeout: '2s',
+    Subsets: { v2: { Filter: 'Service.Meta.version == v2' } },
+  });
+  const callerDir = join(mesh.dataDir, 'instances', 'caller');
+  const [callerCert, callerKey] = [
+    await readFile(join(callerDir, 'cert.pem'), 'utf8'),
+    await readFile(join(callerDir, 'key.pem'), 'utf8'),
+  ];
+  const trustDomain = /spiffe:\/\/([^/]+)\//.exec(
+    new X509Certificate(callerCert).subjectAltName ?? '',
+  )![1]!;
+  const viaSni = (sni: string, path: string) =>
+    new Promise<string | null>((resolve) => {
+      const req = https.get(
+        {
+          host: '127.0.0.1',
+          port: gwPort,
+          path,
+          servername: sni,
+          cert: callerCert,
+          key: callerKey,
+          rejectUnauthorized: false,
+          agent: false,
+        },
+        (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (d: string) => (body += d));
+          res.on('end', () => resolve(res.statusCode === 200 ? body : null));
+        },
+      );
+      req.on('error', () => resolve(null));
+    });
+  const subsetSni = `v2.legacy.default.dc1.internal.${trustDomain}`;
+  await waitFor(
+    'the v2 subset served by its SNI',
+    () => viaSni(subsetSni, '/public/v2'),
+    30_000,
+  ).catch(async (err: unknown) => {
+    t.comment(await logs());
+    throw err;
+  });
+  const plainBefore = seen.length;
+  for (let i = 0; i < 4; i += 1)
+    t.match(await viaSni(subsetSni, `/public/v2-${i}`), /legacy-v2/, 'the subset answers');
+  t.equal(seen.length, plainBefore, 'the instance outside the subset got none of its calls');
+
+  // one instance killed, the other healthy: calls still succeed (retried on the other one,
+  // then the dead one ejected), POSTs included
+  await waitFor(
+    'both instances serving legacy',
+    async () =>
+      v2seen.some((p) => p.startsWith('/public/both'))
+        ? true
+        : (await get(legacyLocal, '/public/both'), null),
+    30_000,
+  );
+  v2App.closeAllConnections();
+  await new Promise((r) => v2App.close(r));
+  const afterKill: (number | null)[] = [];
+  for (let i = 0; i < 10; i += 1)
+    afterKill.push(await post(legacyLocal, `/public/after-kill-${i}`));
+  t.same(afterKill, Array(10).fill(200), 'every call after the kill succeeds');
 
   // a changed entry applies live: ledger unlinked, its connections refused
   await entry(linked);

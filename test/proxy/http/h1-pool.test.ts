@@ -6,22 +6,13 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { H1Pool } from '../../../proxy/http/h1-client.ts';
 import { DEFAULT_HEAD_LIMITS } from '../../../proxy/http/h1-parse.ts';
-import { newRequestContext, type ProxyRequest } from '../../../proxy/stages/types.ts';
+import type { ProxyRequest } from '../../../proxy/stages/types.ts';
+import { proxyRequest } from '../../helpers/proxy-request.ts';
 import type { RemoraError } from '../../../lib/errors/index.ts';
 
 function req(method: string, id: string): ProxyRequest {
   const body = method === 'POST' ? Buffer.from(`{"id":"${id}"}`) : null;
-  return {
-    method,
-    target: `/orders?id=${id}`,
-    host: 'app',
-    versionMinor: 1,
-    headers: ['host', 'app'],
-    body,
-    bodyLength: body ? body.length : 0,
-    upgrade: null,
-    ctx: newRequestContext('inbound', 'web', 'api'),
-  };
+  return proxyRequest({ method, target: `/orders?id=${id}`, host: 'app', body });
 }
 
 /**

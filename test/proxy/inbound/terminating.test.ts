@@ -1,9 +1,11 @@
 // A terminating gateway's way to services outside the mesh (proxy/inbound/terminating.ts): the
-// certificate picked by SNI, instances taken in turn with the next one on a refused connection,
-// and TLS originated with the entry's CA, client certificate and SNI (strict name check).
+// certificate picked by SNI (the service's or a resolver subset's), instances taken in turn with
+// the next one on a refused connection, ejected after consecutive failures, the resolver's
+// timeouts, and TLS originated with the entry's CA, client certificate and SNI (strict name check).
 import t from 'tap';
 import net from 'node:net';
 import tls from 'node:tls';
+import http from 'node:http';
 import http2 from 'node:http2';
 import { X509Certificate } from 'node:crypto';
 import { createTerminatingSet } from '../../../proxy/inbound/terminating.ts';
@@ -12,6 +14,9 @@ import { createMeshCerts } from '../../helpers/mesh-certs.ts';
 import { hasCode } from '../../../lib/errors/index.ts';
 import { waitFor } from '../../../lib/util/index.ts';
 import type { TerminatingService } from '../../../lib/proxy-api/index.ts';
+import { DEFAULT_HTTP_LIMITS } from '../../../proxy/env.ts';
+import type { ProxyRequest, ProxyResponse } from '../../../proxy/stages/types.ts';
+import { proxyRequest } from '../../helpers/proxy-request.ts';
 
 const limits = { maxHeaderBytes: 16384, maxHeaders: 100 } as never;
 const certs = createMeshCerts();
@@ -199,3 +204,184 @@ t.test('HTTP/2 to a service outside the mesh: h2c, or h2 over the originated TLS
   t.equal(await get(b), 'h2 over TLS');
   t.equal(set.byService('b')!.h2Session(1000), b, 'one session, reused');
 });
+
+function request(method: string, body: Buffer | null = null): ProxyRequest {
+  return proxyRequest({ method, host: 'legacy', body, destination: 'legacy' });
+}
+
+async function statusOf(p: Promise<ProxyResponse>): Promise<number | string> {
+  try {
+    const res = await p;
+    if (res.body !== null && !Buffer.isBuffer(res.body)) await res.body.collect(1 << 20);
+    return res.status;
+  } catch (err) {
+    return hasCode(err) ? err.code : String(err);
+  }
+}
+
+/** An HTTP app outside the mesh that names itself and counts the requests it got, by method. */
+async function app(name: string, status = 200) {
+  const got: string[] = [];
+  const server = http.createServer((req, res) => {
+    got.push(req.method ?? '');
+    req.resume();
+    req.on('end', () => {
+      res.statusCode = status;
+      res.end(name);
+    });
+  });
+  const port = await listen(server);
+  return { got, server, port };
+}
+
+t.test('a subset SNI reaches only its instances; the service SNI all of them', async (t) => {
+  const v1 = await app('v1');
+  const v2 = await app('v2');
+  t.teardown(() => (v1.server.close(), v2.server.close()));
+  const set = createTerminatingSet({ limits: DEFAULT_HTTP_LIMITS });
+  t.teardown(() => set.close());
+  const sni = 'legacy.default.dc1.internal.x.remora';
+  set
+    .prepare(
+      {
+        services: [
+          service({
+            protocol: 'http',
+            endpoints: [endpoint(v1.port), endpoint(v2.port)],
+            subsets: [{ name: 'v2', sni: `V2.${sni}`, endpoints: [endpoint(v2.port)] }],
+          }),
+        ],
+      },
+      [certs.ca.certPem],
+      undefined,
+    )
+    .commit();
+  const sub = set.target(`v2.${sni}`)!;
+  t.equal(sub.service, 'legacy', 'the subset serves its service');
+  t.equal(sub.subset, 'v2');
+  t.equal(set.context(`v2.${sni}`), set.context(sni), 'with the service’s certificate');
+  for (let i = 0; i < 4; i += 1) t.equal(await statusOf(sub.request(request('GET'))), 200);
+  t.same([v1.got.length, v2.got.length], [0, 4], 'every call of the subset went to v2');
+  for (let i = 0; i < 4; i += 1) await set.target(sni)!.request(request('GET'));
+  t.same([v1.got.length, v2.got.length], [2, 6], 'the service’s calls went to both, in turn');
+  t.equal(set.target(`v3.${sni}`), undefined, 'a subset the resolver does not define: none');
+  // the resolver drops the subset: its SNI is no longer served
+  set.prepare({ services: [service({ protocol: 'http' })] }, [], undefined).commit();
+  t.equal(set.target(`v2.${sni}`), undefined, 'a removed subset is no longer served');
+});
+
+t.test('the resolver’s ConnectTimeout and RequestTimeout bound the calls', async (t) => {
+  // an address that drops SYNs is not portable; a server that never answers stands for slow
+  const slow = http.createServer(() => {});
+  const port = await listen(slow);
+  t.teardown(() => (slow.closeAllConnections(), slow.close()));
+  const set = createTerminatingSet({ limits: DEFAULT_HTTP_LIMITS });
+  t.teardown(() => set.close());
+  set
+    .prepare(
+      {
+        services: [
+          service({ protocol: 'http', endpoints: [endpoint(port)], requestTimeoutMs: 150 }),
+        ],
+      },
+      [],
+      undefined,
+    )
+    .commit();
+  const start = performance.now();
+  t.equal(
+    await statusOf(set.byService('legacy')!.request(request('POST', Buffer.from('x')))),
+    'REMORA_E_PROXY_REQUEST_TIMEOUT',
+    'a request the instance does not answer in time fails with a timeout',
+  );
+  t.ok(performance.now() - start < 2000, 'after the RequestTimeout, not the default');
+  // ConnectTimeout: a TLS server that never completes the handshake
+  const silent = net.createServer(() => {});
+  const sp = await listen(silent);
+  t.teardown(() => silent.close());
+  set
+    .prepare(
+      {
+        services: [
+          service({
+            endpoints: [endpoint(sp)],
+            tls: { caPem: certs.ca.certPem },
+            connectTimeoutMs: 100,
+          }),
+        ],
+      },
+      [],
+      undefined,
+    )
+    .commit();
+  const at = performance.now();
+  t.equal(
+    await codeOf(set.byService('legacy')!.dial(10_000)),
+    'REMORA_E_PROXY_CONNECT_TIMEOUT',
+    'the resolver’s ConnectTimeout wins over the gateway’s own',
+  );
+  t.ok(performance.now() - at < 2000);
+});
+
+t.test(
+  'a dead instance: calls retried on another, then it is ejected; a POST is never sent twice',
+  async (t) => {
+    const live = await app('live');
+    const failing = await app('failing', 503);
+    const dead = await freePort();
+    t.teardown(() => (live.server.close(), failing.server.close()));
+    const now = 1_000_000;
+    const ejected: string[] = [];
+    const set = createTerminatingSet({
+      limits: DEFAULT_HTTP_LIMITS,
+      clock: { now: () => now, setTimeout, clearTimeout },
+      onEjected: (service, id) => ejected.push(`${service}/${id}`),
+    });
+    t.teardown(() => set.close());
+    set
+      .prepare(
+        {
+          services: [
+            service({
+              protocol: 'http',
+              endpoints: [endpoint(dead, 'dead'), endpoint(live.port, 'live')],
+            }),
+          ],
+        },
+        [],
+        undefined,
+      )
+      .commit();
+    const target = set.byService('legacy')!;
+    for (let i = 0; i < 10; i += 1)
+      t.equal(
+        await statusOf(target.request(request(i % 2 ? 'POST' : 'GET', Buffer.from('x')))),
+        200,
+      );
+    t.equal(live.got.length, 10, 'every call answered by the live instance, POSTs included');
+    t.same(ejected, ['legacy/dead'], 'the dead one ejected after 5 failed connections');
+    t.equal((await target.dial()).destroy().destroyed, true, 'TCP connects to the live one');
+    // a 5xx is no connection failure: a POST that got one is not sent again, a GET is
+    set
+      .prepare(
+        {
+          services: [
+            service({
+              protocol: 'http',
+              endpoints: [endpoint(failing.port, 'failing'), endpoint(live.port, 'live')],
+              loadBalancer: 'round_robin',
+            }),
+          ],
+        },
+        [],
+        undefined,
+      )
+      .commit();
+    const before = failing.got.length;
+    const answers: (number | string)[] = [];
+    for (let i = 0; i < 4; i += 1)
+      answers.push(await statusOf(target.request(request('POST', Buffer.from('x')))));
+    t.same(answers.sort(), [200, 200, 503, 503], 'the POSTs the failing instance got answer 503');
+    t.equal(failing.got.length - before, 2, 'each POST sent once');
+  },
+);
