@@ -689,7 +689,7 @@ export function createAgent(o: AgentOptions): Agent {
           loadBalancer: u.loadBalancer,
           ...hashPoliciesField(u),
           resilience: u.resilience,
-          endpoints: endpointsOf(main.service, main.subset),
+          endpoints: endpointsOf(main.service, main.subset, bundle.trustDomain),
           ...trafficFields(u, plan, bundle.trustDomain),
           // a gateway's services are reached through its listeners only
           ...(gateway ? { listener: false as const } : {}),
@@ -849,15 +849,22 @@ export function createAgent(o: AgentOptions): Agent {
 
   /**
    * The endpoints calls for `service` reach: those of `subset` (or of the resolver's default
-   * subset) when its resolver defines it, else every healthy instance.
+   * subset) when its resolver defines it, else every healthy instance. A service linked by
+   * terminating gateways is reached through them: the gateway applies the subset's filter to the
+   * instances outside the mesh, asked for by the subset's SNI (`trustDomain` given), as Consul's
+   * callers do.
    */
-  function endpointsOf(service: string, subset?: string): Endpoint[] {
+  function endpointsOf(service: string, subset?: string, trustDomain?: string): Endpoint[] {
     const r = central.resolver(service);
     const name = subset ?? r?.defaultSubset;
     const expr = subsetExpr(r, name);
-    return expr === undefined
-      ? discovery.endpoints(service)
-      : discovery.select(service, subsetFilter(expr));
+    if (expr === undefined) return discovery.endpoints(service);
+    if (!discovery.behindGateway(service)) return discovery.select(service, subsetFilter(expr));
+    const gateways = discovery.endpoints(service);
+    if (trustDomain === undefined) return gateways;
+    const spiffeId = formatSpiffeId({ trustDomain, datacenter: s.datacenter, service });
+    const sni = `${name}.${meshSni(spiffeId)}`;
+    return gateways.map((e) => ({ ...e, sni }));
   }
 
   /**
@@ -918,7 +925,7 @@ export function createAgent(o: AgentOptions): Agent {
           loadBalancer: r.loadBalancer,
           ...hashPoliciesField(r),
           resilience: r.resilience,
-          endpoints: endpointsOf(service, subset),
+          endpoints: endpointsOf(service, subset, trustDomain),
           ...(fo.length > 0 ? { failover: fo } : {}),
         };
       }),

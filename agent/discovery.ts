@@ -30,6 +30,11 @@ export interface Discovery {
    * while only an older agent's cache, which holds no entries, is known.
    */
   select(service: string, keep: (entry: ConnectEntry) => boolean): Endpoint[];
+  /**
+   * True when Consul lists terminating gateways for the service (it is linked from outside the
+   * mesh): a subset is then the gateway's to pick, asked for by its SNI.
+   */
+  behindGateway(service: string): boolean;
   /** True once the set is known: from the cache, from Consul, or Consul answered with an error. */
   settled(service: string): boolean;
   /** The addresses clients dial for the service (transparent mode); known once Consul answered. */
@@ -324,6 +329,15 @@ export function createDiscovery(o: {
       const w = watches.get(service);
       if (!w) return [];
       return w.entries ? endpointsFromEntries(w.entries.filter(keep)) : w.endpoints;
+    },
+    behindGateway(service) {
+      const entries = watches.get(service)?.entries;
+      return (
+        entries !== undefined &&
+        entries !== null &&
+        entries.length > 0 &&
+        entries.every((e) => e.Service.Kind === 'terminating-gateway')
+      );
     },
     settled: (service) => watches.get(service)?.settled ?? false,
     targets: (service) => watches.get(service)?.targets ?? [],

@@ -43,6 +43,8 @@ export interface ConnectEntry {
   Service: {
     ID: string;
     Service: string;
+    /** `terminating-gateway` when the service is outside the mesh and this its gateway. */
+    Kind?: string;
     Address: string;
     Port: number;
     Tags?: string[];

@@ -286,13 +286,15 @@ function decodeResilience(v: unknown, p: string): ResilienceConfig {
 }
 
 function decodeEndpoint(v: unknown, p: string): Endpoint {
-  const o = obj(v, p, ['id', 'address', 'port', 'weight', 'node']);
+  const o = obj(v, p, ['id', 'address', 'port', 'weight', 'node', 'sni']);
+  const sni = o.sni === undefined ? undefined : str(o, 'sni', p);
   return {
     id: str(o, 'id', p),
     address: str(o, 'address', p),
     port: num(o, 'port', p, { ...port, min: 1 }),
     weight: num(o, 'weight', p, { min: 1, max: 1_000_000, int: true }),
     node: str(o, 'node', p, { empty: true }),
+    ...(sni !== undefined ? { sni } : {}),
   };
 }
 

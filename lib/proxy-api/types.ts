@@ -131,6 +131,12 @@ export interface Endpoint {
   port: number;
   weight: number;
   node: string;
+  /**
+   * The SNI to send instead of the destination's: set when the endpoint is a terminating
+   * gateway and the call is for a subset of the linked service (`<subset>.<service>.…`, as
+   * Consul's callers ask the gateway for it). Absent: the destination's SNI.
+   */
+  sni?: string;
 }
 
 export interface ResilienceConfig {

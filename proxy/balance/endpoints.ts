@@ -8,6 +8,8 @@ export interface EndpointState {
   port: number;
   weight: number;
   node: string;
+  /** The SNI sent to it instead of the destination's (a terminating gateway's subset). */
+  readonly sni: string | undefined;
   /** Requests (or connections, for TCP) in flight. */
   active: number;
   /** Peak-EWMA of latency in ms; starts at 0 (unknown endpoints look fast and get tried). */
@@ -33,6 +35,7 @@ export function newEndpointState(e: Endpoint): EndpointState {
     port: e.port,
     weight: e.weight,
     node: e.node,
+    sni: e.sni,
     active: 0,
     ewmaMs: 0,
     ewmaAt: 0,
@@ -46,7 +49,10 @@ export function newEndpointState(e: Endpoint): EndpointState {
   };
 }
 
-/** Reconciles endpoint states with a new list, keeping the state of endpoints that stay. */
+/**
+ * Reconciles endpoint states with a new list, keeping the state of endpoints that stay; an
+ * endpoint whose address, port or SNI changed gets a new state (and its owner new connections).
+ */
 export function reconcileEndpoints(
   old: readonly EndpointState[],
   next: readonly Endpoint[],
@@ -54,7 +60,8 @@ export function reconcileEndpoints(
   const byId = new Map(old.map((e) => [e.id, e]));
   return next.map((e) => {
     const s = byId.get(e.id);
-    if (!s || s.address !== e.address || s.port !== e.port) return newEndpointState(e);
+    if (!s || s.address !== e.address || s.port !== e.port || s.sni !== e.sni)
+      return newEndpointState(e);
     s.weight = e.weight;
     s.node = e.node;
     return s;

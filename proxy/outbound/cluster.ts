@@ -63,8 +63,11 @@ export class Cluster {
     this.budget.ratio = config.resilience.retryBudgetRatio;
     this.budget.minPerSec = config.resilience.retryBudgetMinPerSec;
     this.limiter.limits = config.resilience.circuitBreaker;
+    const before = new Set(this.endpoints);
     this.endpoints = reconcileEndpoints(this.endpoints, config.endpoints);
-    const live = new Set(this.endpoints.map((e) => e.id));
+    // connections stay with endpoints that kept their state; one that moved (another address,
+    // port or SNI under the same ID) gets new ones
+    const live = new Set(this.endpoints.filter((e) => before.has(e)).map((e) => e.id));
     for (const [id, pool] of this.#pools) {
       if (!live.has(id)) {
         pool.close();
@@ -164,6 +167,7 @@ export class Cluster {
       port: ep.port,
       context: this.#env.active().tls.clientContext,
       expectedSpiffeId: this.config.destinationSpiffeId,
+      ...(ep.sni !== undefined ? { sni: ep.sni } : {}),
       timeoutMs: this.config.resilience.connectTimeoutMs,
       target: `${this.name} endpoint ${ep.id} (${ep.address}:${ep.port})`,
       sessions: this.sessions,

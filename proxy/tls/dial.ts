@@ -56,6 +56,8 @@ export interface TlsDialOptions {
   port: number;
   context: SecureContext;
   expectedSpiffeId: string;
+  /** Sent instead of the SNI of `expectedSpiffeId` (a terminating gateway's subset). */
+  sni?: string;
   timeoutMs: number;
   target: string;
   alpn?: string[];
@@ -74,7 +76,7 @@ export function dialTls(o: TlsDialOptions): Promise<TLSSocket> {
       checkServerIdentity: expectSpiffeId(o.expectedSpiffeId),
       rejectUnauthorized: true,
       // Consul's SNI for the destination: a terminating gateway picks the service by it
-      servername: sniOf(o.expectedSpiffeId),
+      servername: o.sni ?? sniOf(o.expectedSpiffeId),
       ...({ noDelay: true } as object),
       ...(o.alpn ? { ALPNProtocols: o.alpn } : {}),
       ...(session ? { session } : {}),

@@ -194,6 +194,22 @@ t.test("a service's protocol: from its sidecars, kept at zero instances, cached"
   t.equal(again.protocol('api'), 'grpc', 'a restarted agent knows it before Consul answers');
 });
 
+t.test('a service linked by terminating gateways is known as behind them', async (t) => {
+  const gateway = (id: string, port: number): ConnectEntry => {
+    const e = entry(id, port);
+    return { ...e, Service: { ...e.Service, Kind: 'terminating-gateway' } };
+  };
+  const { d, consul } = setup(t);
+  t.notOk(d.behindGateway('api'), 'not before Consul answers');
+  consul().onChange([entry('api-1', 21001)]);
+  t.notOk(d.behindGateway('api'), 'its own sidecars');
+  consul().onChange([gateway('tgw-1', 8443), gateway('tgw-2', 8444)]);
+  t.ok(d.behindGateway('api'), 'every entry a terminating gateway');
+  consul().onChange([]);
+  t.notOk(d.behindGateway('api'), 'none listed');
+  t.notOk(d.behindGateway('web'), 'a service not followed');
+});
+
 t.test(
   'sidecars registered without a protocol: listed, protocol left to Consul config',
   async (t) => {

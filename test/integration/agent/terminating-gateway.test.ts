@@ -397,6 +397,35 @@ t.test('mesh callers reach services outside the mesh through a terminating gatew
     t.match(await viaSni(subsetSni, `/public/v2-${i}`), /legacy-v2/, 'the subset answers');
   t.equal(seen.length, plainBefore, 'the instance outside the subset got none of its calls');
 
+  // a Remora caller reaches the subset too: a route to it makes the caller's sidecar ask the
+  // gateway for the subset by its SNI (the gateway applies the filter, not the caller)
+  await putConfig(mesh, {
+    Kind: 'service-router',
+    Name: 'legacy',
+    Routes: [
+      { Match: { HTTP: { PathPrefix: '/public/v2only' } }, Destination: { ServiceSubset: 'v2' } },
+    ],
+  });
+  const routed = await waitFor(
+    'a route to the subset through the caller',
+    async () => {
+      const r = await get(legacyLocal, '/public/v2only/x');
+      return r?.status === 200 && (r.json as { app?: string }).app === 'legacy-v2' ? r : null;
+    },
+    30_000,
+  ).catch(async (err: unknown) => {
+    t.comment(await logs());
+    t.comment(JSON.stringify((await httpGet(`http://127.0.0.1:${mesh.adminPort}/status`)).json));
+    throw err;
+  });
+  t.match(routed.json, { app: 'legacy-v2' }, 'the route reaches the subset through the gateway');
+  const plainBeforeRoute = seen.length;
+  for (let i = 0; i < 4; i += 1) {
+    const r = await get(legacyLocal, `/public/v2only/${i}`);
+    t.match(r?.json, { app: 'legacy-v2' }, 'every routed call lands in the subset');
+  }
+  t.equal(seen.length, plainBeforeRoute, 'none reached the instance outside the subset');
+
   // one instance killed, the other healthy: calls still succeed (retried on the other one,
   // then the dead one ejected), POSTs included
   await waitFor(

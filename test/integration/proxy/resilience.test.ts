@@ -185,6 +185,33 @@ t.test('retries go to endpoints the request has not tried yet', async (t) => {
   }
 });
 
+t.test('an endpoint re-registered at another address under its ID is reached there', async (t) => {
+  const mesh = createMeshCerts();
+  const [oldApp, newApp] = [await startEchoApp('api-old'), await startEchoApp('api-new')];
+  const oldSc = await startSidecar(mesh, 'api', { appPort: oldApp.port });
+  const newSc = await startSidecar(mesh, 'api', { appPort: newApp.port });
+  const web = await startSidecar(mesh, 'web', {
+    upstreams: [makeUpstream(mesh, 'api', [oldSc.inboundPort])],
+  });
+  t.teardown(async () => {
+    await web.proxy.close();
+    await Promise.all([oldSc.proxy.close(), newSc.proxy.close()]);
+    await Promise.all([oldApp.close(), newApp.close()]);
+  });
+  const url = `http://127.0.0.1:${web.proxy.addresses().upstreams.api!.port}/`;
+  t.match(JSON.parse((await request(url)).body), { app: 'api-old' });
+  // the same endpoint ID (api-1), now at the other sidecar's port: the connections web keeps
+  // to the old address are not used for it any more
+  await web.apply({
+    ...web.snapshot,
+    version: web.snapshot.version + 1,
+    upstreams: [makeUpstream(mesh, 'api', [newSc.inboundPort])],
+  });
+  const after = [];
+  for (let i = 0; i < 4; i++) after.push(JSON.parse((await request(url)).body).app);
+  t.same(after, ['api-new', 'api-new', 'api-new', 'api-new'], 'every call reaches the new address');
+});
+
 t.test('circuit breakers answer overflow with a coded 503', async (t) => {
   let release: () => void = () => {};
   const gate = new Promise<void>((r) => (release = r));

@@ -188,6 +188,13 @@ t.test('a tcp upstream with failover targets decodes to an equal value', async (
   t.same(decodeProxySnapshot(JSON.parse(JSON.stringify(s))), s);
 });
 
+t.test("an endpoint with a gateway subset's SNI decodes to an equal value", async (t) => {
+  const s = mutate((s) => {
+    s.upstreams[0].endpoints[0].sni = 'v2.api.default.dc1.internal.example.consul';
+  });
+  t.same(decodeProxySnapshot(JSON.parse(JSON.stringify(s))), s);
+});
+
 /** The split of `withSplit`, and one route on web's api upstream. */
 function withRoute(route: Record<string, unknown>): (s: any) => void {
   return (s) => {
@@ -618,6 +625,11 @@ const cases: Array<[string, (s: any) => void, string]> = [
     'a negative connection limit',
     (s) => (s.inbound.maxInboundConnections = -1),
     'inbound.maxInboundConnections',
+  ],
+  [
+    'an endpoint SNI that is empty',
+    (s) => (s.upstreams[0].endpoints[0].sni = ''),
+    'upstreams[0].endpoints[0].sni',
   ],
   [
     'an inbound key it does not know',

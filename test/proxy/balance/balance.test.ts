@@ -71,6 +71,11 @@ t.test(
     t.equal(next[0], e[0]);
     t.equal(next[0]!.weight, 3);
     t.not(next[1], e[1]);
+    const viaSubset = reconcileEndpoints(next, [
+      { id: 'e0', address: '127.0.0.1', port: 1000, weight: 3, node: 'n', sni: 'v2.api.x' },
+    ]);
+    t.not(viaSubset[0], next[0], 'another SNI: a new state (and new connections)');
+    t.equal(viaSubset[0]!.sni, 'v2.api.x');
   },
 );
 
