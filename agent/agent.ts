@@ -1666,6 +1666,7 @@ export function createAgent(o: AgentOptions): Agent {
         keyPem: leaf.keyPem,
         endpoints: discovery.endpoints(ext),
         ...(tls ? { tls } : {}),
+        ...(p.disableAutoHostRewrite === true ? { disableAutoHostRewrite: true as const } : {}),
         ...gatewayResolverFields(p.name, ext, sni),
       });
     }

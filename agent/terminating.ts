@@ -22,6 +22,11 @@ export interface OriginationFiles {
 export interface TerminatingServiceEntry extends OriginationFiles {
   /** A service name, or `*` (every typical service of the catalog). */
   name: string;
+  /**
+   * `DisableAutoHostRewrite`: keep the caller's Host header. Otherwise, as Consul's gateway
+   * does, an HTTP request to an instance registered by hostname carries that hostname as Host.
+   */
+  disableAutoHostRewrite?: boolean;
 }
 
 export interface TerminatingEntry {
@@ -80,6 +85,12 @@ export function decodeTerminatingEntry(raw: Obj): { entry: TerminatingEntry; pro
         );
       out[to] = v;
     }
+    const keepHost = field(s, 'DisableAutoHostRewrite', 'disable_auto_host_rewrite');
+    if (keepHost !== undefined && keepHost !== null && typeof keepHost !== 'boolean')
+      return problems.push(
+        `${where}.DisableAutoHostRewrite must be true or false, got ${JSON.stringify(keepHost)}; ${sn} is left out`,
+      );
+    if (keepHost === true) out.disableAutoHostRewrite = true;
     if ((out.certFile || out.keyFile) && !(out.caFile && out.certFile && out.keyFile))
       return problems.push(
         `${where}: ${sn} sets ${out.certFile ? 'CertFile' : 'KeyFile'} without all of CAFile, CertFile and KeyFile (mutual TLS needs the three; CAFile alone is one-way TLS); ${sn} is left out`,
@@ -94,6 +105,7 @@ export function decodeTerminatingEntry(raw: Obj): { entry: TerminatingEntry; pro
 export interface PlannedTerminatingService extends OriginationFiles {
   name: string;
   protocol: Protocol;
+  disableAutoHostRewrite?: boolean;
 }
 
 /**
@@ -114,8 +126,8 @@ export function planTerminating(
   const out: PlannedTerminatingService[] = [];
   const add = (s: TerminatingServiceEntry, name: string): void => {
     const protocol = o.protocolOf(name);
-    const { name: _n, ...files } = s;
-    out.push({ name, protocol, ...files });
+    const { name: _n, ...settings } = s;
+    out.push({ name, protocol, ...settings });
   };
   for (const s of entry.services) if (s.name !== '*') add(s, s.name);
   const wildcard = entry.services.find((s) => s.name === '*');

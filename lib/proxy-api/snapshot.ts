@@ -1151,6 +1151,7 @@ function decodeTerminating(v: unknown): TerminatingConfig {
       'requestTimeoutMs',
       'loadBalancer',
       'subsets',
+      'disableAutoHostRewrite',
     ]);
     const service = str(s, 'service', p);
     if (names.has(service)) fail(`${p}.service`, 'repeats a service', service);
@@ -1186,6 +1187,11 @@ function decodeTerminating(v: unknown): TerminatingConfig {
       if (s[k] !== undefined) out[k] = num(s, k, p, { min: 1, int: true });
     if (s.loadBalancer !== undefined)
       out.loadBalancer = oneOf(s, 'loadBalancer', p, LOAD_BALANCER_POLICIES);
+    if (s.disableAutoHostRewrite !== undefined) {
+      if (s.disableAutoHostRewrite !== true)
+        fail(`${p}.disableAutoHostRewrite`, 'must be true when given', s.disableAutoHostRewrite);
+      out.disableAutoHostRewrite = true;
+    }
     if (s.subsets !== undefined)
       out.subsets = arr(s, 'subsets', p).map((y, j): TerminatingSubset => {
         const q = `${p}.subsets[${j}]`;

@@ -410,6 +410,12 @@ export interface TerminatingService {
   loadBalancer?: LoadBalancerPolicy;
   /** Its service-resolver's subsets, each asked for by its own SNI and sent to its instances. */
   subsets?: TerminatingSubset[];
+  /**
+   * The entry's `DisableAutoHostRewrite`: the caller's Host (`:authority`) is kept. Absent: an
+   * instance registered by hostname gets requests with that hostname as Host, as from Consul's
+   * gateway (Envoy's `auto_host_rewrite`).
+   */
+  disableAutoHostRewrite?: true;
 }
 
 /** A subset of a linked service (Consul's `<subset>.<service>.…` SNI and cluster). */

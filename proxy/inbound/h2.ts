@@ -89,8 +89,11 @@ function headersRecordH2(h: IncomingHttpHeaders): Record<string, string | string
 
 export interface InboundH2Options {
   newContext: () => RequestContext;
-  /** Where the streams go instead of the local app (a terminating gateway's linked service). */
-  session?: () => ClientHttp2Session;
+  /**
+   * Where the streams go instead of the local app (a terminating gateway's linked service), and
+   * the `:authority` they carry there (undefined: the caller's).
+   */
+  session?: () => { session: ClientHttp2Session; authority: string | undefined };
   onDenied: (layer: 'l4' | 'l7', enforced: boolean) => void;
   limiter: RateLimiter;
   onLimited: (scope: string) => void;
@@ -180,8 +183,10 @@ export function inboundH2Handler(
     const body = new H2RequestBody(stream, endsStream(flags), 0);
     const timeoutMs = inbound.localRequestTimeoutMs ?? 0;
     let session: ClientHttp2Session;
+    let authority: string | undefined;
     try {
-      session = o.session ? o.session() : appSession(env);
+      if (o.session) ({ session, authority } = o.session());
+      else session = appSession(env);
     } catch (err) {
       // a terminating gateway's service without an instance to take the stream
       const e =
@@ -192,10 +197,12 @@ export function inboundH2Handler(
       finish(503, e.code);
       return;
     }
+    const extra: Record<string, string> = {};
+    if (inbound.sanitizeClientCert !== true)
+      extra[CLIENT_CERT_HEADER] = `By=${instance.spiffeId};URI=${ctx.peerSpiffeId}`;
+    if (authority !== undefined) extra[':authority'] = authority;
     forwardH2Stream(body, headers, session, {
-      ...(inbound.sanitizeClientCert === true
-        ? {}
-        : { extra: { [CLIENT_CERT_HEADER]: `By=${instance.spiffeId};URI=${ctx.peerSpiffeId}` } }),
+      ...(Object.keys(extra).length > 0 ? { extra } : {}),
       timeoutMs,
     }).then(
       (status) => finish(status),

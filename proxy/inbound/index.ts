@@ -368,7 +368,12 @@ export function createInbound(env: ProxyEnv, terminating?: TerminatingSet): Inbo
     const h2Options: InboundH2Options = {
       newContext,
       ...(linked
-        ? { session: () => (terminating?.target(socket.servername) ?? linked).h2Session() }
+        ? {
+            session: () => {
+              const target = terminating?.target(socket.servername) ?? linked;
+              return { session: target.h2Session(), authority: target.h2Authority() };
+            },
+          }
         : {}),
       onDenied: (layer, enforced) => env.metrics.denials.labels(layer, String(enforced)).inc(),
       limiter,

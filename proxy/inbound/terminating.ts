@@ -71,6 +71,11 @@ export interface TerminatingTarget {
   readonly request: Handler;
   /** An HTTP/2 session to one of its instances (h2c, or h2 over the originated TLS). */
   h2Session(timeoutMs?: number): ClientHttp2Session;
+  /**
+   * The `:authority` streams on that session carry: the instance's hostname when it was
+   * registered by one (Consul's automatic Host rewrite); undefined to keep the caller's.
+   */
+  h2Authority(): string | undefined;
   /** The instance the last connection or request went to (access logs). */
   readonly address: { address: string; port: number };
 }
@@ -198,6 +203,8 @@ class Target implements TerminatingTarget {
   #context: SecureContext | null = null;
   #pools = new Map<string, H1Pool>();
   #h2: ClientHttp2Session | null = null;
+  #h2Host: string | undefined;
+  #rewriteHost = true;
   #o: Shared;
 
   constructor(s: TerminatingService, subset: string | undefined, key: string, o: Shared) {
@@ -228,6 +235,7 @@ class Target implements TerminatingTarget {
   update(s: TerminatingService, endpoints: Endpoint[]): void {
     this.#connectTimeoutMs = s.connectTimeoutMs;
     this.#requestTimeoutMs = s.requestTimeoutMs ?? 0;
+    this.#rewriteHost = s.disableAutoHostRewrite !== true;
     const policy = s.loadBalancer ?? 'round_robin';
     if (policy !== this.#policy) {
       this.#policy = policy;
@@ -296,11 +304,23 @@ class Target implements TerminatingTarget {
     throw last;
   }
 
+  /**
+   * The Host an instance gets: its hostname when it was registered by one (Envoy's
+   * `auto_host_rewrite`, which Consul sets on a gateway's routes: an external HTTPS API behind a
+   * name often serves only that name), unless the entry disables it; undefined to keep the
+   * caller's. An instance registered by address keeps the caller's Host, as in Envoy.
+   */
+  #hostFor(ep: EndpointState): string | undefined {
+    return this.#rewriteHost && isIP(ep.address) === 0 ? ep.address : undefined;
+  }
+
   /** One attempt of an HTTP/1.1 request (the retry stage above makes the others). */
   async #attempt(req: ProxyRequest): Promise<ProxyResponse> {
     const ep = this.#pick(req.ctx.retries > 0 ? req.ctx.endpointId : null);
     req.ctx.endpointId = ep.id;
     req.ctx.upstream = this.address;
+    const host = this.#hostFor(ep);
+    if (host !== undefined) setHost(req, host);
     ep.active++;
     try {
       const res = await this.#pool(ep).request(req, this.#requestTimeoutMs);
@@ -399,7 +419,12 @@ class Target implements TerminatingTarget {
     session.on('error', () => {});
     session.unref();
     this.#h2 = session;
+    this.#h2Host = this.#hostFor(ep);
     return session;
+  }
+
+  h2Authority(): string | undefined {
+    return this.#h2Host;
   }
 
   close(): void {
@@ -408,4 +433,17 @@ class Target implements TerminatingTarget {
     this.#h2?.close();
     this.#h2 = null;
   }
+}
+
+/** Replaces the request's Host header (every one; added when it had none). */
+function setHost(req: ProxyRequest, host: string): void {
+  const h = req.headers;
+  let found = false;
+  for (let i = 0; i < h.length; i += 2)
+    if (h[i]!.toLowerCase() === 'host') {
+      h[i + 1] = host;
+      found = true;
+    }
+  if (!found) h.push('host', host);
+  req.host = host;
 }

@@ -55,12 +55,15 @@ t.test(
         { Name: 'ok' },
         { Name: 'half', CertFile: '/c.pem', KeyFile: '/k.pem' },
         { Name: 'typed', CAFile: 7 },
+        { Name: 'host', DisableAutoHostRewrite: 'yes' },
+        { Name: 'keep', disable_auto_host_rewrite: true },
       ],
     });
     t.same(
       entry.services.map((s) => s.name),
-      ['ok'],
+      ['ok', 'keep'],
     );
+    t.equal(entry.services[1]!.disableAutoHostRewrite, true, 'snake_case read too');
     t.match(problems, [
       /Services\[1\] must be an object/,
       /Services\[2\]\.Name must be a service name or "\*", got "bad name!"/,
@@ -68,6 +71,7 @@ t.test(
       /Services\[4\]\.Name ok is linked twice/,
       /Services\[5\]: half sets CertFile without all of CAFile, CertFile and KeyFile/,
       /Services\[6\]\.CAFile must be a string, got 7; typed is left out/,
+      /Services\[7\]\.DisableAutoHostRewrite must be true or false, got "yes"; host is left out/,
     ]);
     t.match(decodeTerminatingEntry({ Name: 'tgw', Services: { Name: 'x' } }).problems, [
       /Services must be a list; the gateway links no service/,

@@ -385,3 +385,86 @@ t.test(
     t.equal(failing.got.length - before, 2, 'each POST sent once');
   },
 );
+
+t.test(
+  'an instance registered by hostname gets it as Host unless the entry disables the rewrite',
+  async (t) => {
+    const hosts: string[] = [];
+    const h1 = http.createServer((req, res) => {
+      hosts.push(`h1 ${req.headers.host}`);
+      res.end('ok');
+    });
+    const h2 = http2.createServer((req, res) => {
+      hosts.push(`h2 ${req.headers[':authority']}`);
+      res.end('ok');
+    });
+    const [p1, p2] = [await listen(h1), await listen(h2)];
+    t.teardown(() => (h1.close(), h2.close()));
+    const set = createTerminatingSet({ limits: DEFAULT_HTTP_LIMITS });
+    t.teardown(() => set.close());
+    const byName = (port: number) => ({ ...endpoint(port), address: 'localhost' });
+    const apply = (disable: boolean, address: (port: number) => ReturnType<typeof endpoint>) =>
+      set
+        .prepare(
+          {
+            services: [
+              service({
+                service: 'a',
+                sni: 'a',
+                protocol: 'http',
+                endpoints: [address(p1)],
+                ...(disable ? { disableAutoHostRewrite: true as const } : {}),
+              }),
+              service({
+                service: 'b',
+                sni: 'b',
+                protocol: 'http2',
+                endpoints: [address(p2)],
+                ...(disable ? { disableAutoHostRewrite: true as const } : {}),
+              }),
+            ],
+          },
+          [],
+          undefined,
+        )
+        .commit();
+    const h2Get = async () => {
+      const target = set.byService('b')!;
+      const session = target.h2Session(1000);
+      const authority = target.h2Authority();
+      await new Promise<void>((resolve, reject) => {
+        const req = session.request({
+          ':path': '/',
+          ':authority': authority ?? 'b.virtual.consul',
+        });
+        req.resume();
+        req.on('end', resolve);
+        req.on('error', reject);
+        req.end();
+      });
+      session.close();
+    };
+    const call = async () => {
+      t.equal(await statusOf(set.byService('a')!.request(request('GET'))), 200);
+      await h2Get();
+    };
+    apply(false, byName);
+    await call();
+    apply(true, byName);
+    await call();
+    apply(false, endpoint);
+    await call();
+    t.same(
+      hosts,
+      [
+        'h1 localhost',
+        'h2 localhost',
+        'h1 legacy',
+        'h2 b.virtual.consul',
+        'h1 legacy',
+        'h2 b.virtual.consul',
+      ],
+      "rewritten to the instance's hostname; kept when disabled, and for an instance registered by address",
+    );
+  },
+);
