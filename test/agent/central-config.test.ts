@@ -207,6 +207,8 @@ t.test('a restarted agent knows the protocols before Consul answers', async (t) 
     allowPermissive: false,
     sanitizeClientCert: false,
     metricsBind: null,
+    expose: {},
+    globalExpose: null,
     resolvers: { api: { connectTimeoutMs: 2500, loadBalancer: 'least_request' } },
     routers: {
       api: [
