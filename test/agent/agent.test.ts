@@ -358,20 +358,28 @@ t.test(
   },
 );
 
+/** A Consul that keeps the last registration of each service ID in `registered`. */
+function recordingConsul(
+  registered: Map<string, Record<string, unknown>>,
+  entries = createFakeConfigEntries(),
+): ConsulPort {
+  return {
+    async registerService(def) {
+      registered.set(String(def.id), def);
+    },
+    async deregisterService() {},
+    async updateTtl() {},
+    watchConnect: () => ({ stop: () => undefined }),
+    watchServices: () => ({ stop: () => undefined }),
+    watchConfigEntries: entries.watchConfigEntries,
+  };
+}
+
 t.test(
   'exposed checks take ports of their own range; past its end a check stays as it was',
   async (t) => {
     const registered = new Map<string, Record<string, unknown>>();
-    const consul: ConsulPort = {
-      async registerService(def) {
-        registered.set(String(def.id), def);
-      },
-      async deregisterService() {},
-      async updateTtl() {},
-      watchConnect: () => ({ stop: () => undefined }),
-      watchServices: () => ({ stop: () => undefined }),
-      watchConfigEntries: createFakeConfigEntries().watchConfigEntries,
-    };
+    const consul = recordingConsul(registered);
     const service = (name: string, port: number): unknown => ({
       service: {
         name,
@@ -438,16 +446,7 @@ t.test(
         },
       ],
     });
-    const consul: ConsulPort = {
-      async registerService(def) {
-        registered.set(String(def.id), def);
-      },
-      async deregisterService() {},
-      async updateTtl() {},
-      watchConnect: () => ({ stop: () => undefined }),
-      watchServices: () => ({ stop: () => undefined }),
-      watchConfigEntries: entries.watchConfigEntries,
-    };
+    const consul = recordingConsul(registered, entries);
     const service = (name: string, port: number, sidecarPort: number): unknown => ({
       service: {
         name,

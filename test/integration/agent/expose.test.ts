@@ -2,7 +2,7 @@
 // `proxy.expose.paths` (or an `Expose` of proxy-defaults and service-defaults, written while the
 // agent runs) reaches Consul's registration and the running proxy, which serves the path in plain
 // HTTP to a caller outside the mesh. Real agent, devconsul, NATS, control, proxies.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { freePort } from '../../helpers/nats.ts';
 import {
   apiDefinition,
@@ -13,34 +13,66 @@ import {
   webDefinition,
   webReachesApi,
   type HealthEntry,
+  type Mesh,
 } from './harness.ts';
 
 t.setTimeout(120_000);
 
-t.test("api's sidecar serves /health to a caller outside the mesh, and nothing else", async (t) => {
-  const mesh = await startMesh(t);
-  const listener = await freePort();
-  const checkPort = await freePort();
+/**
+ * Runs the agent with web and api-1, whose check probes /ready (and whose sidecar has `expose`,
+ * when given), with a range of one port (`checkPort`) for exposed checks' listeners; returns once
+ * web reaches api.
+ */
+async function startApiWithCheck(
+  t: Test,
+  mesh: Mesh,
+  checkPort: number,
+  expose?: object,
+): Promise<void> {
   const api = apiDefinition(mesh.ports, 1) as {
-    Service: { Connect: { SidecarService: object }; Checks?: object[] };
+    Service: { Connect: { SidecarService: { Proxy: Record<string, unknown> } }; Checks?: object[] };
   };
-  const sidecar = api.Service.Connect.SidecarService as { Proxy: Record<string, unknown> };
-  sidecar.Proxy.Expose = {
-    Checks: true,
-    Paths: [{ Path: '/health', LocalPathPort: mesh.ports.api1App, ListenerPort: listener }],
-  };
+  if (expose) api.Service.Connect.SidecarService.Proxy.Expose = expose;
   api.Service.Checks = [
     { Name: 'api ready', HTTP: `http://127.0.0.1:${mesh.ports.api1App}/ready`, Interval: '1s' },
   ];
   await mesh.writeDefinition('web.json', webDefinition(mesh.ports));
   await mesh.writeDefinition('api-1.json', api);
-  // a range of one port for the exposed checks' listeners
   const agent = mesh.startAgent({
     REMORA_AGENT_EXPOSE_PORT_MIN: String(checkPort),
     REMORA_AGENT_EXPOSE_PORT_MAX: String(checkPort),
   });
   t.teardown(() => agent.stop());
   await waitFor('web to reach api', () => webReachesApi(mesh), 60_000, 100);
+}
+
+/** The `Expose` of api-1's sidecar as Consul's catalog shows it. */
+async function registeredExpose(mesh: Mesh): Promise<unknown> {
+  const [entry] = (await mesh.healthy('api')) as (HealthEntry & {
+    Service: { Proxy: { Expose?: unknown } };
+  })[];
+  return entry!.Service.Proxy.Expose;
+}
+
+/** Consul's registration of api-1's /health on `listener` and its /ready check on `checkPort`. */
+function healthAndReady(mesh: Mesh, listener: number, checkPort: number): object {
+  const path = (Path: string, ListenerPort: number) => ({
+    Path,
+    LocalPathPort: mesh.ports.api1App,
+    ListenerPort,
+    Protocol: 'http',
+  });
+  return { Paths: [path('/health', listener), path('/ready', checkPort)] };
+}
+
+t.test("api's sidecar serves /health to a caller outside the mesh, and nothing else", async (t) => {
+  const mesh = await startMesh(t);
+  const listener = await freePort();
+  const checkPort = await freePort();
+  await startApiWithCheck(t, mesh, checkPort, {
+    Checks: true,
+    Paths: [{ Path: '/health', LocalPathPort: mesh.ports.api1App, ListenerPort: listener }],
+  });
 
   const health = await waitFor(
     'the exposed path to answer',
@@ -54,27 +86,9 @@ t.test("api's sidecar serves /health to a caller outside the mesh, and nothing e
   t.equal(other.status, 404);
   t.match(other.body, /^REMORA_E_PROXY_PATH_NOT_EXPOSED: \/v1\/orders is not exposed/);
 
-  const [entry] = (await mesh.healthy('api')) as (HealthEntry & {
-    Service: { Proxy: { Expose?: unknown } };
-  })[];
   t.same(
-    entry!.Service.Proxy.Expose,
-    {
-      Paths: [
-        {
-          Path: '/health',
-          LocalPathPort: mesh.ports.api1App,
-          ListenerPort: listener,
-          Protocol: 'http',
-        },
-        {
-          Path: '/ready',
-          LocalPathPort: mesh.ports.api1App,
-          ListenerPort: checkPort,
-          Protocol: 'http',
-        },
-      ],
-    },
+    await registeredExpose(mesh),
+    healthAndReady(mesh, listener, checkPort),
     "registered in Consul as Consul registers it, with the check's path on a port of the range",
   );
 
@@ -112,18 +126,7 @@ t.test(
     const mesh = await startMesh(t);
     const listener = await freePort();
     const checkPort = await freePort();
-    const api = apiDefinition(mesh.ports, 1) as { Service: { Checks?: object[] } };
-    api.Service.Checks = [
-      { Name: 'api ready', HTTP: `http://127.0.0.1:${mesh.ports.api1App}/ready`, Interval: '1s' },
-    ];
-    await mesh.writeDefinition('web.json', webDefinition(mesh.ports));
-    await mesh.writeDefinition('api-1.json', api);
-    const agent = mesh.startAgent({
-      REMORA_AGENT_EXPOSE_PORT_MIN: String(checkPort),
-      REMORA_AGENT_EXPOSE_PORT_MAX: String(checkPort),
-    });
-    t.teardown(() => agent.stop());
-    await waitFor('web to reach api', () => webReachesApi(mesh), 60_000, 100);
+    await startApiWithCheck(t, mesh, checkPort);
     const apiCheck = async () => {
       const r = await httpGet(`${mesh.consul.url}/v1/health/checks/api`);
       return (r.json as { Name: string; Status: string; Output: string }[]).find(
@@ -159,27 +162,9 @@ t.test(
       100,
     );
     t.match(check.Output, `HTTP GET http://127.0.0.1:${checkPort}/ready: 200 OK`);
-    const [entry] = (await mesh.healthy('api')) as (HealthEntry & {
-      Service: { Proxy: { Expose?: unknown } };
-    })[];
     t.same(
-      entry!.Service.Proxy.Expose,
-      {
-        Paths: [
-          {
-            Path: '/health',
-            LocalPathPort: mesh.ports.api1App,
-            ListenerPort: listener,
-            Protocol: 'http',
-          },
-          {
-            Path: '/ready',
-            LocalPathPort: mesh.ports.api1App,
-            ListenerPort: checkPort,
-            Protocol: 'http',
-          },
-        ],
-      },
+      await registeredExpose(mesh),
+      healthAndReady(mesh, listener, checkPort),
       'the registration in Consul carries the merged paths',
     );
 
@@ -226,10 +211,7 @@ t.test(
       100,
     );
     t.match(back.Output, `:${mesh.ports.api1App}/ready`);
-    const [after] = (await mesh.healthy('api')) as (HealthEntry & {
-      Service: { Proxy: { Expose?: unknown } };
-    })[];
-    t.same(after!.Service.Proxy.Expose, {}, 'nothing exposed in the registration either');
+    t.same(await registeredExpose(mesh), {}, 'nothing exposed in the registration either');
     t.same(
       (await mesh.status()).problems.filter(
         (p) => p.code === 'REMORA_E_AGENT_CENTRAL_CONFIG_INVALID',

@@ -2,18 +2,8 @@
 // decodes it (either spelling, stored in Consul's JSON one), refused where Consul's decoder
 // refuses it, and otherwise stored unchecked, as Consul stores it (the agents report bad values).
 import t from 'tap';
-import { startTestConsul } from '../../helpers/devconsul.ts';
-import { decodeConfigEntry } from '../../../lib/devconsul/config-entries.ts';
+import { decodeEntry as entry, startTestConsul } from '../../helpers/devconsul.ts';
 import { HttpError } from '../../../lib/devconsul/http-error.ts';
-
-const entry = (kind: string, body: Record<string, unknown>) =>
-  decodeConfigEntry(
-    JSON.stringify({
-      Kind: kind,
-      Name: kind === 'proxy-defaults' ? 'global' : kind === 'mesh' ? 'mesh' : 'api',
-      ...body,
-    }),
-  );
 
 t.test("Expose is stored in Consul's spelling, zero values left out", async (t) => {
   const stored = {
