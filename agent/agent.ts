@@ -1134,9 +1134,11 @@ export function createAgent(o: AgentOptions): Agent {
       for (const u of o.def.sidecar.upstreams)
         if (u.localBindPort)
           held.set(u.localBindPort, `the upstream ${u.destinationName} of ${id}`);
-      for (const p of checkListenerPorts(o))
-        if (p !== null) held.set(p, `a check listener of ${id}`);
       const w = wantedExpose(o.def);
+      const pathPorts = new Set(w.paths.map((p) => p.listenerPort));
+      // a check served on one of its paths' ports is held as that path is
+      for (const p of checkListenerPorts(o))
+        if (p !== null && !pathPorts.has(p)) held.set(p, `a check listener of ${id}`);
       if (w.pathsFrom === 'definition' || id < inst.def.id)
         for (const p of w.paths) held.set(p.listenerPort, `the exposed path ${p.path} of ${id}`);
     }
@@ -1162,7 +1164,7 @@ export function createAgent(o: AgentOptions): Agent {
       const holder = held.get(p.listenerPort);
       if (holder !== undefined)
         problems.push(
-          `${inst.def.id}: ${where}: ListenerPort ${p.listenerPort} of ${p.path} is already ${holder}; that path is not exposed. Set another ListenerPort in the entry`,
+          `${inst.def.id}: ${where}: ListenerPort ${p.listenerPort} of ${p.path} is already ${holder}; that path is not exposed (nor a check on it). Set another ListenerPort in the entry`,
         );
       return holder === undefined;
     });
@@ -1183,9 +1185,12 @@ export function createAgent(o: AgentOptions): Agent {
     const ports = checkListenerPorts(inst);
     const address = exposedAddress(sc);
     const checks = [...def.checks];
+    // a check served on a path left out for its taken port keeps probing the app
+    const taken = new Set(wanted.paths.map((p) => p.listenerPort));
+    for (const p of expose) taken.delete(p.listenerPort);
     wanted.checks.forEach((e, i) => {
       const port = ports[i];
-      if (port === null || port === undefined) return;
+      if (port === null || port === undefined || taken.has(port)) return;
       if (!expose.some((p) => p.listenerPort === port))
         expose.push({
           path: e.path,

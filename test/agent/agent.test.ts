@@ -498,7 +498,7 @@ t.test(
       [
         [
           'REMORA_E_AGENT_CENTRAL_CONFIG_INVALID',
-          'web-1: Expose.Paths of service-defaults of web: ListenerPort 21001 of /metrics is already the sidecar port of api-1; that path is not exposed. Set another ListenerPort in the entry',
+          'web-1: Expose.Paths of service-defaults of web: ListenerPort 21001 of /metrics is already the sidecar port of api-1; that path is not exposed (nor a check on it). Set another ListenerPort in the entry',
         ],
       ],
       'a path whose port is taken is said, and only that path is left out',
@@ -524,5 +524,61 @@ t.test(
     await waitFor('web no longer reported', () =>
       agent.status().instances.every((i) => i.warnings.length === 0),
     );
+  },
+);
+
+t.test(
+  "a proxy-defaults path two instances of the host ask for: the earlier ID's, with its check",
+  async (t) => {
+    const registered = new Map<string, Record<string, unknown>>();
+    const entries = createFakeConfigEntries({
+      'proxy-defaults': [
+        {
+          Kind: 'proxy-defaults',
+          Name: 'global',
+          Expose: {
+            Checks: true,
+            Paths: [{ Path: '/ready', LocalPathPort: 8081, ListenerPort: 21600 }],
+          },
+        },
+      ],
+    });
+    const instance = (id: string, sidecarPort: number): unknown => ({
+      service: {
+        name: 'api',
+        id,
+        port: 8081,
+        check: { name: 'ready', http: 'http://127.0.0.1:8081/ready', interval: '5s' },
+        connect: { sidecar_service: { port: sidecarPort } },
+      },
+    });
+    const { agent } = await startHost(
+      t,
+      recordingConsul(registered, entries),
+      [],
+      { 'api-1.json': instance('api-1', 21001), 'api-2.json': instance('api-2', 21002) },
+      { exposePortMin: 21500, exposePortMax: 21509 },
+    );
+    await waitFor('both registered', () => registered.size === 2);
+    const sidecarOf = (id: string) =>
+      (registered.get(id)!.connect as { sidecar_service: { proxy: { expose?: unknown } } })
+        .sidecar_service.proxy;
+    const checkOf = (id: string): unknown => (registered.get(id)!.checks as unknown[])[0];
+    t.same(sidecarOf('api-1').expose, {
+      paths: [{ path: '/ready', local_path_port: 8081, listener_port: 21600, protocol: 'http' }],
+    });
+    t.match(checkOf('api-1'), { http: 'http://127.0.0.1:21600/ready' }, 'its check on that path');
+    t.equal(sidecarOf('api-2').expose, undefined, 'api-2 exposes nothing on 21600');
+    t.match(checkOf('api-2'), { http: 'http://127.0.0.1:8081/ready' }, 'its check probes the app');
+    await waitFor('api-2 reported', () =>
+      agent.status().instances.some((i) => i.id === 'api-2' && i.warnings.length > 0),
+    );
+    t.match(agent.status().instances.find((i) => i.id === 'api-2')!.warnings, [
+      {
+        code: 'REMORA_E_AGENT_CENTRAL_CONFIG_INVALID',
+        message: /ListenerPort 21600 of \/ready is already the exposed path \/ready of api-1/,
+      },
+    ]);
+    t.same(agent.status().instances.find((i) => i.id === 'api-1')!.warnings, [], 'api-1 is not');
   },
 );
