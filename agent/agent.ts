@@ -89,7 +89,8 @@ import {
 } from './transparent/index.ts';
 import { derivedDestinations } from './transparent/derive.ts';
 import { ingressDnsSans } from '../lib/consul/ingress-sans.ts';
-import { rerouteCheck } from './expose-checks.ts';
+import { checkExposures, rerouteCheck, type CheckExposure } from './expose-checks.ts';
+import { exposeSourceName, mergeExpose, type MergedExpose } from './central-expose.ts';
 import {
   decodeIngressEntry,
   type IngressProblem,
@@ -287,6 +288,12 @@ interface Instance {
   mtlsWarning: Warning | null;
   /** Set while the /metrics listener it asks for cannot be given (its port is taken). */
   metricsWarning: Warning | null;
+  /** Set while a path Consul's entries expose cannot be served (its listener port is taken). */
+  exposeWarning: Warning | null;
+  /** Set while checks Consul's entries expose (`Expose.Checks`) cannot all be served. */
+  exposeChecksWarning: Warning | null;
+  /** The exposed paths and checks of its last registration (see `exposeKey`). */
+  registeredExpose: string | null;
   /** The readiness-check write in flight; writes are serialized so a late one never undoes a newer one. */
   checkWrite: Promise<void> | null;
   /** Set when the state changed while a write was in flight: the writer goes round once more. */
@@ -576,6 +583,8 @@ export function createAgent(o: AgentOptions): Agent {
         supervisor.push(inst.def.id);
         syncTransparent(inst);
       }
+      // an Expose block changes what the sidecar registration carries
+      reregisterExposed();
     },
   });
 
@@ -942,7 +951,7 @@ export function createAgent(o: AgentOptions): Agent {
     for (const i of instances.values()) {
       if (i.sidecarPort !== null) out.add(i.sidecarPort);
       for (const u of i.def.sidecar?.upstreams ?? []) if (u.localBindPort) out.add(u.localBindPort);
-      for (const p of i.def.sidecar?.expose ?? []) out.add(p.listenerPort);
+      for (const p of wantedExpose(i.def).paths) out.add(p.listenerPort);
       const m = withMetrics ? wantedMetrics(i) : null;
       if (m) out.add(m.bindPort);
     }
@@ -993,8 +1002,18 @@ export function createAgent(o: AgentOptions): Agent {
    */
   function checkMetricsAll(): void {
     for (const inst of instances.values())
-      if (!inst.stopping && (wantedMetrics(inst) || inst.metricsWarning))
+      if (
+        !inst.stopping &&
+        (wantedMetrics(inst) || inst.metricsWarning || exposesFromEntries(inst))
+      )
         supervisor.push(inst.def.id);
+    reregisterExposed();
+  }
+
+  /** True when Consul's entries give the instance exposed paths (whose ports may clash). */
+  function exposesFromEntries(inst: Instance): boolean {
+    const from = wantedExpose(inst.def).pathsFrom;
+    return from === 'service-defaults' || from === 'proxy-defaults' || inst.exposeWarning !== null;
   }
 
   /** The upstream's listener port: its `local_bind_port`, or one the agent allocates. */
@@ -1025,11 +1044,11 @@ export function createAgent(o: AgentOptions): Agent {
    * while the agent runs); null when that range is full.
    */
   function checkListenerPorts(inst: Instance): (number | null)[] {
-    const sc = inst.def.sidecar;
-    if (!sc || sc.exposeChecks.length === 0) return [];
+    const wanted = wantedExpose(inst.def);
+    if (wanted.checks.length === 0) return [];
     const keep = new Set<string>();
-    const ports = sc.exposeChecks.map((e) => {
-      const explicit = sc.expose.find(
+    const ports = wanted.checks.map((e) => {
+      const explicit = wanted.paths.find(
         (p) =>
           p.path === e.path && p.localPathPort === e.localPathPort && p.protocol === e.protocol,
       );
@@ -1075,19 +1094,110 @@ export function createAgent(o: AgentOptions): Agent {
   }
 
   /**
-   * The definition as registered: with `expose.checks`, each exposed check path added to the
-   * sidecar's exposed paths, and its checks pointed at the sidecar's listener for it.
+   * The exposed paths and checks an instance asks for: its definition's `proxy.expose` merged
+   * with the `Expose` of its service-defaults and of proxy-defaults, as Consul merges them
+   * (agent/central-expose.ts; a gateway's are its definition's). Checks from an entry are read
+   * from the definition's checks here; what of them cannot be exposed is said in `notes`.
+   */
+  function wantedExpose(
+    def: ServiceDefinition,
+    notes?: RemoraError[],
+  ): MergedExpose & { checks: CheckExposure[] } {
+    const sc = def.sidecar;
+    if (!sc) return { paths: [], pathsFrom: null, checksFrom: null, checks: [] };
+    const entries =
+      def.kind === undefined
+        ? central.expose(def.name)
+        : { serviceDefaults: null, proxyDefaults: null };
+    const m = mergeExpose({
+      definition: { paths: sc.expose, checks: sc.exposeChecksGiven },
+      ...entries,
+    });
+    const from = m.checksFrom;
+    const checks =
+      from === null
+        ? []
+        : from === 'definition'
+          ? sc.exposeChecks
+          : checkExposures(
+              def.checks,
+              `${def.id}: Expose.Checks of ${exposeSourceName(from, def.name)}`,
+              notes,
+            );
+    return { ...m, checks };
+  }
+
+  /**
+   * The listener ports an instance other than `inst` holds, with what holds them: a path an
+   * entry gives `inst` may not take one (the instance with the earlier ID keeps a port two
+   * entries' paths ask for, as for /metrics listeners).
+   */
+  function portsHeldAgainst(inst: Instance): Map<number, string> {
+    const held = new Map<number, string>();
+    for (const o of instances.values()) {
+      if (o === inst || o.stopping || !o.def.sidecar) continue;
+      const id = o.def.id;
+      if (o.sidecarPort !== null) held.set(o.sidecarPort, `the sidecar port of ${id}`);
+      for (const u of o.def.sidecar.upstreams)
+        if (u.localBindPort)
+          held.set(u.localBindPort, `the upstream ${u.destinationName} of ${id}`);
+      const w = wantedExpose(o.def);
+      const pathPorts = new Set(w.paths.map((p) => p.listenerPort));
+      // a check served on one of its paths' ports is held as that path is
+      for (const p of checkListenerPorts(o))
+        if (p !== null && !pathPorts.has(p)) held.set(p, `a check listener of ${id}`);
+      if (w.pathsFrom === 'definition' || id < inst.def.id)
+        for (const p of w.paths) held.set(p.listenerPort, `the exposed path ${p.path} of ${id}`);
+    }
+    return held;
+  }
+
+  /**
+   * The instance's exposed paths that apply, with why each other one does not: a path an entry
+   * gives whose listener port is its sidecar port, one of its upstreams' or another instance's
+   * listener is left out (the definition's own were checked when it was read).
+   */
+  function exposedPaths(inst: Instance): { paths: ExposePath[]; problems: string[] } {
+    const wanted = wantedExpose(inst.def);
+    if (wanted.pathsFrom === null || wanted.pathsFrom === 'definition')
+      return { paths: wanted.paths, problems: [] };
+    const held = portsHeldAgainst(inst);
+    if (inst.sidecarPort !== null) held.set(inst.sidecarPort, 'its sidecar port');
+    for (const u of withUpstreamPorts(inst).sidecar?.upstreams ?? [])
+      if (u.localBindPort) held.set(u.localBindPort, `its upstream ${u.destinationName}`);
+    const where = `Expose.Paths of ${exposeSourceName(wanted.pathsFrom, inst.def.name)}`;
+    const problems: string[] = [];
+    const paths = wanted.paths.filter((p) => {
+      const holder = held.get(p.listenerPort);
+      if (holder !== undefined)
+        problems.push(
+          `${inst.def.id}: ${where}: ListenerPort ${p.listenerPort} of ${p.path} is already ${holder}; that path is not exposed (nor a check on it). Set another ListenerPort in the entry`,
+        );
+      return holder === undefined;
+    });
+    return { paths, problems };
+  }
+
+  /**
+   * The definition as registered: its exposed paths those that apply (`exposedPaths`), and with
+   * `checks` each exposed check path added to them and its checks pointed at the sidecar's
+   * listener for it.
    */
   function withExposedChecks(inst: Instance, def: ServiceDefinition): ServiceDefinition {
     const sc = def.sidecar;
-    if (!sc || sc.exposeChecks.length === 0) return def;
+    if (!sc) return def;
+    const wanted = wantedExpose(inst.def);
+    const expose = exposedPaths(inst).paths;
+    if (wanted.checks.length === 0) return withPaths(def, expose);
     const ports = checkListenerPorts(inst);
     const address = exposedAddress(sc);
     const checks = [...def.checks];
-    const expose = [...sc.expose];
-    sc.exposeChecks.forEach((e, i) => {
+    // a check served on a path left out for its taken port keeps probing the app
+    const taken = new Set(wanted.paths.map((p) => p.listenerPort));
+    for (const p of expose) taken.delete(p.listenerPort);
+    wanted.checks.forEach((e, i) => {
       const port = ports[i];
-      if (port === null || port === undefined) return;
+      if (port === null || port === undefined || taken.has(port)) return;
       if (!expose.some((p) => p.listenerPort === port))
         expose.push({
           path: e.path,
@@ -1098,18 +1208,57 @@ export function createAgent(o: AgentOptions): Agent {
         });
       for (const c of e.checks) checks[c] = rerouteCheck(checks[c]!, address, port);
     });
-    return { ...def, checks, sidecar: { ...sc, expose } };
+    return { ...withPaths(def, expose), checks };
   }
 
-  /** The snapshot's exposed paths: the definition's, then its checks'. */
+  function withPaths(def: ServiceDefinition, expose: ExposePath[]): ServiceDefinition {
+    return { ...def, sidecar: { ...def.sidecar!, expose: [...expose] } };
+  }
+
+  /** The snapshot's exposed paths: the definition's (or an entry's), then its checks'. */
   function exposeField(inst: Instance): Pick<ProxySnapshot, 'expose'> {
+    checkExposeEntries(inst);
     const expose = withExposedChecks(inst, inst.def).sidecar?.expose ?? [];
     return expose.length > 0 ? { expose } : {};
   }
 
-  /** Reports the exposed check paths that found no free listener port. */
+  /**
+   * Keeps the instance's warnings about what Consul's entries expose: paths whose port is taken,
+   * and checks an entry's `Expose.Checks` cannot serve through the sidecar (logged once each).
+   */
+  function checkExposeEntries(inst: Instance): void {
+    const { problems: taken } = exposedPaths(inst);
+    inst.exposeWarning = keepWarning(
+      inst.exposeWarning,
+      'REMORA_E_AGENT_CENTRAL_CONFIG_INVALID',
+      taken.length > 0 ? taken.join('; ') : null,
+      { instance: inst.def.id },
+    );
+    const notes: RemoraError[] = [];
+    const wanted = wantedExpose(inst.def, notes);
+    const unplaced =
+      wanted.checksFrom === 'definition'
+        ? []
+        : checkListenerPorts(inst).flatMap((port, i) =>
+            port === null
+              ? [
+                  `${inst.def.id}: no free port left in ${s.exposePortMin ?? DEFAULT_EXPOSE_PORT_MIN}–${s.exposePortMax ?? DEFAULT_EXPOSE_PORT_MAX} to expose the check path ${wanted.checks[i]!.path}; the check keeps probing the app directly; widen exposePortMin–exposePortMax`,
+                ]
+              : [],
+          );
+    const messages = [...notes.map((n) => n.message), ...unplaced];
+    inst.exposeChecksWarning = keepWarning(
+      inst.exposeChecksWarning,
+      'REMORA_E_AGENT_DEFINITION_NOT_APPLIED',
+      messages.length > 0 ? messages.join('; ') : null,
+      { instance: inst.def.id },
+    );
+  }
+
+  /** Reports the exposed check paths of its definition that found no free listener port. */
   function reportUnplacedChecks(inst: Instance): void {
     const sc = inst.def.sidecar;
+    if (wantedExpose(inst.def).checksFrom !== 'definition') return;
     checkListenerPorts(inst).forEach((port, i) => {
       if (port !== null) return;
       const e = sc!.exposeChecks[i]!;
@@ -1121,6 +1270,24 @@ export function createAgent(o: AgentOptions): Agent {
         ),
       );
     });
+  }
+
+  /** What a registration carries of exposed paths and checks (not who may call them). */
+  function exposeKey(inst: Instance): string {
+    const def = withExposedChecks(inst, inst.def);
+    const paths = (def.sidecar?.expose ?? []).map(({ allowSources: _, ...p }) => p);
+    return JSON.stringify({ paths, checks: def.checks });
+  }
+
+  /**
+   * Registers again the instances whose exposed paths or checks changed since their last
+   * registration (an entry's `Expose` written, changed or deleted; an instance that came or went
+   * and freed or took a port).
+   */
+  function reregisterExposed(): void {
+    for (const inst of instances.values())
+      if (inst.registered && !inst.stopping && exposeKey(inst) !== inst.registeredExpose)
+        void register(inst);
   }
 
   /** Port of the Host-routing listener of a transparent instance's HTTP upstream. */
@@ -1983,8 +2150,9 @@ export function createAgent(o: AgentOptions): Agent {
     if (inst.regTimer) clock.clearTimeout(inst.regTimer);
     inst.regTimer = null;
     try {
-      if (inst.def.sidecar?.exposeChecks.length) await learnConsulAgentAddress();
+      if (wantedExpose(inst.def).checks.length) await learnConsulAgentAddress();
       const ready = inst.def.sidecar ? proxyReady(inst.def.id) : true;
+      inst.registeredExpose = exposeKey(inst);
       await consul.registerService(
         registrationFor(withExposedChecks(inst, withUpstreamPorts(inst)), {
           node: s.node,
@@ -2030,6 +2198,9 @@ export function createAgent(o: AgentOptions): Agent {
     } finally {
       inst.registering = false;
     }
+    // an entry changed while the registration was on its way
+    if (inst.registered && !inst.stopping && exposeKey(inst) !== inst.registeredExpose)
+      void register(inst);
   }
 
   /**
@@ -2093,10 +2264,10 @@ export function createAgent(o: AgentOptions): Agent {
       if (inst.def.sidecar?.port) used.add(inst.def.sidecar.port);
       const m = wantedMetrics(inst);
       if (m) used.add(m.bindPort);
-      for (const p of inst.def.sidecar?.expose ?? []) used.add(p.listenerPort);
+      for (const p of wantedExpose(inst.def).paths) used.add(p.listenerPort);
       for (const p of checkListenerPorts(inst)) if (p !== null) used.add(p);
     }
-    for (const p of def.sidecar.expose) used.add(p.listenerPort);
+    for (const p of wantedExpose(def).paths) used.add(p.listenerPort);
     if (def.sidecar.metrics) used.add(def.sidecar.metrics.bindPort);
     for (let p = s.sidecarPortMin; p <= s.sidecarPortMax; p++) if (!used.has(p)) return p;
     return null;
@@ -2125,6 +2296,9 @@ export function createAgent(o: AgentOptions): Agent {
       confinedWarning: null,
       mtlsWarning: null,
       metricsWarning: null,
+      exposeWarning: null,
+      exposeChecksWarning: null,
+      registeredExpose: null,
       checkWrite: null,
       checkAgain: false,
       notReadyReason: 'proxy not ready',
@@ -2497,6 +2671,8 @@ export function createAgent(o: AgentOptions): Agent {
               inst.confinedWarning,
               inst.mtlsWarning,
               inst.metricsWarning,
+              inst.exposeWarning,
+              inst.exposeChecksWarning,
             ].filter((w) => w !== null),
             ...(inst.def.kind === INGRESS_GATEWAY
               ? {

@@ -29,6 +29,7 @@ import {
   tlsOptions,
   tlsParamsProblem,
   type AccessLogConfig,
+  type ExposePath,
   type HeaderModifiers,
   type InboundSettings,
   type HashCookie,
@@ -58,6 +59,7 @@ import { knownProtocol } from '../lib/consul/protocol.ts';
 import { compileFilter, HEALTH_ENTRY_SCHEMA } from '../lib/consul/filter.ts';
 import { compileFullMatch, validateHttpMatch, type HttpMatch } from '../lib/intentions/index.ts';
 import { JWT_PROVIDER, jwtProviderSettings, type JwtProviderSettings } from './jwt-providers.ts';
+import { consulExposeOf, exposeLayerOf, type ExposeLayer } from './central-expose.ts';
 
 export const SERVICE_DEFAULTS = 'service-defaults';
 export const PROXY_DEFAULTS = 'proxy-defaults';
@@ -402,6 +404,14 @@ export interface CentralConfig {
   /** proxy-defaults `Config.envoy_prometheus_bind_addr`: every proxy's public /metrics; null when unset. */
   metricsBind(): MetricsListener | null;
   /**
+   * The `Expose` blocks of `service`'s service-defaults and of proxy-defaults, checked (each
+   * null when unset); the agent merges them under the definition's (agent/central-expose.ts).
+   */
+  expose(service: string): {
+    serviceDefaults: ExposeLayer | null;
+    proxyDefaults: ExposeLayer | null;
+  };
+  /**
    * The `mesh` entry's `HTTP.SanitizeXForwardedClientCert`: sidecars hand their apps no
    * `x-forwarded-client-cert`. False when unset or not a boolean.
    */
@@ -447,6 +457,10 @@ interface Protocols {
   sanitizeClientCert: boolean;
   /** proxy-defaults `Config.envoy_prometheus_bind_addr`, checked. */
   metricsBind: MetricsListener | null;
+  /** By service: the `Expose` of its service-defaults, checked. */
+  expose: Record<string, ExposeLayer>;
+  /** proxy-defaults `Expose`, checked; null when unset. */
+  globalExpose: ExposeLayer | null;
   /** By destination service: its service-resolver's settings, checked. */
   resolvers: Record<string, ResolverSettings>;
   /** By destination service: its service-splitter's shares, checked. */
@@ -932,6 +946,13 @@ function checkedMetricsBind(v: unknown): MetricsListener | null {
   return typeof m === 'string' ? null : m;
 }
 
+/** A cached `Expose` layer, checked again as Consul's answer would be. */
+function checkedExpose(v: unknown): ExposeLayer | null {
+  if (!isLayer(v)) return null;
+  const paths = Array.isArray(v.paths) ? (v.paths.filter(isLayer) as unknown as ExposePath[]) : [];
+  return exposeLayerOf(consulExposeOf({ checks: v.checks === true, paths }), '', '', new Map());
+}
+
 /** A cached AccessLogs setting, checked again as Consul's answer would be. */
 function checkedAccessLogs(v: unknown): AccessLogConfig | null {
   if (!isLayer(v)) return null;
@@ -1154,6 +1175,8 @@ function readCache(path: string): Protocols | null {
       allowPermissive: v.allowPermissive === true,
       sanitizeClientCert: v.sanitizeClientCert === true,
       metricsBind: checkedMetricsBind(v.metricsBind),
+      expose: keepChecked(v.expose, checkedExpose),
+      globalExpose: checkedExpose(v.globalExpose),
       resolvers,
       splitters,
       routers,
@@ -2040,6 +2063,8 @@ export function createCentralConfig(o: {
     allowPermissive: false,
     sanitizeClientCert: false,
     metricsBind: null,
+    expose: {},
+    globalExpose: null,
     resolvers: {},
     splitters: {},
     routers: {},
@@ -2113,8 +2138,16 @@ export function createCentralConfig(o: {
     const upstreams: Protocols['upstreams'] = {};
     const inbound: Protocols['inbound'] = {};
     const mutualTls: Protocols['mutualTls'] = {};
+    const expose: Protocols['expose'] = {};
     const found = new Map<string, string>();
     for (const e of entries) {
+      const ex = exposeLayerOf(
+        aliased(e as unknown as Layer, 'Expose', 'expose'),
+        `service-defaults of ${e.Name}`,
+        `e/${e.Name}`,
+        found,
+      );
+      if (ex) expose[e.Name] = ex;
       const u = upstreamConfig(e, found);
       if (u) upstreams[e.Name] = u;
       const ib = inboundOf(e, { map: found, name: e.Name });
@@ -2131,8 +2164,8 @@ export function createCentralConfig(o: {
       if (p) services[e.Name] = p;
       else found.set(`s/${e.Name}`, invalidMessage(`service-defaults of ${e.Name}`, e.Protocol));
     }
-    report(['s/', 'u/', 'i/', 't/'], found);
-    set({ ...known, services, upstreams, inbound, mutualTls });
+    report(['s/', 'u/', 'i/', 't/', 'e/'], found);
+    set({ ...known, services, upstreams, inbound, mutualTls, expose });
   }
 
   function onProxyDefaults(entries: ConfigEntry[]): void {
@@ -2164,8 +2197,16 @@ export function createCentralConfig(o: {
         );
       else metricsBind = m;
     }
+    const globalExpose = entry
+      ? exposeLayerOf(
+          aliased(entry as unknown as Layer, 'Expose', 'expose'),
+          'proxy-defaults global',
+          'global/expose',
+          found,
+        )
+      : null;
     report(['global', 'logs'], found);
-    set({ ...known, global, accessLogs, globalMutualTls, metricsBind });
+    set({ ...known, global, accessLogs, globalMutualTls, metricsBind, globalExpose });
   }
 
   function onMesh(entries: ConfigEntry[]): void {
@@ -2290,6 +2331,10 @@ export function createCentralConfig(o: {
     allowPermissiveMutualTls: () => known.allowPermissive,
     sanitizeClientCert: () => known.sanitizeClientCert,
     metricsBind: () => known.metricsBind,
+    expose: (service) => ({
+      serviceDefaults: own(known.expose, service),
+      proxyDefaults: known.globalExpose,
+    }),
     resolver: (destination) => own(known.resolvers, destination),
     splitter: (destination) => own(known.splitters, destination),
     router: (destination) => own(known.routers, destination),

@@ -95,6 +95,11 @@ export interface SidecarDefinition {
    */
   exposeChecks: CheckExposure[];
   /**
+   * The definition's own `proxy.expose.checks = true` (service-defaults and proxy-defaults may
+   * also set it: agent/central-expose.ts).
+   */
+  exposeChecksGiven: boolean;
+  /**
    * Where the proxy also serves `/metrics` for scrapers on other hosts
    * (`proxy.config.envoy_prometheus_bind_addr`); null: proxy-defaults decide, else none.
    */
@@ -575,13 +580,11 @@ function decodeSidecar(
     decodeUpstream(u, `${proxy!.fieldPath('upstreams')}[${i}]`, transparent),
   );
   const sidecarPort = sc.int('port', 1, 65535) ?? null;
-  const { paths: expose, checks: exposeChecks } = decodeExpose(
-    proxy?.object('expose'),
-    sidecarPort,
-    upstreams,
-    checks,
-    notes,
-  );
+  const {
+    paths: expose,
+    checks: exposeChecks,
+    checksGiven: exposeChecksGiven,
+  } = decodeExpose(proxy?.object('expose'), sidecarPort, upstreams, checks, notes);
   const seen = new Map<number, number>();
   upstreams.forEach((u, i) => {
     if (u.localBindPort === 0) return;
@@ -610,6 +613,7 @@ function decodeSidecar(
     inbound,
     expose,
     exposeChecks,
+    exposeChecksGiven,
     metrics,
   };
 }
@@ -625,8 +629,8 @@ function decodeExpose(
   upstreams: readonly UpstreamDefinition[],
   serviceChecks: readonly Record<string, unknown>[],
   notes: RemoraError[] | undefined,
-): { paths: ExposePath[]; checks: CheckExposure[] } {
-  if (e === undefined) return { paths: [], checks: [] };
+): { paths: ExposePath[]; checks: CheckExposure[]; checksGiven: boolean } {
+  if (e === undefined) return { paths: [], checks: [], checksGiven: false };
   const checks = e.raw('checks');
   if (checks !== undefined && checks !== null && typeof checks !== 'boolean')
     throw new FieldError(e.fieldPath('checks'), `must be true or false, got ${describe(checks)}`);
@@ -661,6 +665,7 @@ function decodeExpose(
   return {
     paths,
     checks: checks === true ? checkExposures(serviceChecks, e.fieldPath('checks'), notes) : [],
+    checksGiven: checks === true,
   };
 }
 
@@ -789,6 +794,7 @@ function gatewayProxy(port: number): SidecarDefinition {
     inbound: {},
     expose: [],
     exposeChecks: [],
+    exposeChecksGiven: false,
     metrics: null,
     mutualTlsMode: null,
   };

@@ -74,6 +74,8 @@ export interface ConfigEntry {
   Config?: Record<string, unknown>;
   /** proxy-defaults: whether and where every proxy writes access logs. */
   AccessLogs?: unknown;
+  /** service-defaults and proxy-defaults: paths and checks sidecars expose (`Checks`, `Paths`). */
+  Expose?: unknown;
   /** service-defaults: settings for the service's upstreams (`Defaults`, `Overrides`). */
   UpstreamConfig?: unknown;
   /** service-defaults: what the service's own proxies do with its app and their port. */

@@ -10,7 +10,8 @@
  * `Failover` what Consul's checks allow (one of them, naming subsets that exist, never combining
  * what Consul keeps apart), a splitter's weights must add up to 100, and a router's matches must
  * be well formed, and the mesh entry's `TLS` and `TransparentProxy` (`MeshDestinationsOnly`,
- * stored in Consul's spelling when written in snake_case) what Consul decodes. A value of the
+ * stored in Consul's spelling when written in snake_case) what Consul decodes, as is the `Expose`
+ * block of service-defaults and proxy-defaults (types only, as Consul). A value of the
  * wrong type is refused first, as Consul's decoder runs before its checks. Other kinds Consul knows
  * are refused with a message naming what the embedded catalog supports.
  */
@@ -72,6 +73,7 @@ const KEY_NAMES: Record<string, string> = {
   transparent_proxy: 'TransparentProxy',
   mutualtlsmode: 'MutualTLSMode',
   mutual_tls_mode: 'MutualTLSMode',
+  expose: 'Expose',
   allowenablingpermissivemutualtls: 'AllowEnablingPermissiveMutualTLS',
   allow_enabling_permissive_mutual_tls: 'AllowEnablingPermissiveMutualTLS',
   listeners: 'Listeners',
@@ -169,6 +171,7 @@ export function decodeConfigEntry(
       );
   }
   checkMutualTlsMode(kind, out);
+  if (out.Expose !== undefined) out.Expose = decodeExpose(kind, out.Expose);
   if (typeof out.Name !== 'string' || out.Name === '')
     throw new HttpError(400, `config entry of kind ${kind} is missing a Name`);
   if (kind === 'proxy-defaults' && out.Name !== PROXY_DEFAULTS_NAME)
@@ -662,6 +665,92 @@ export function checkRoutingProtocol(name: string, protocol: string): void {
     400,
     `discovery chain ${JSON.stringify(name)} uses a protocol ${JSON.stringify(protocol)} that does not permit advanced routing or splitting behavior`,
   );
+}
+
+type FieldType = 'string' | 'int' | 'bool';
+
+/** The fields of Consul's `ExposePath`, by their JSON name, and the snake_case it also decodes. */
+const EXPOSE_PATH_FIELDS: Record<string, FieldType> = {
+  ListenerPort: 'int',
+  Path: 'string',
+  LocalPathPort: 'int',
+  Protocol: 'string',
+  ParsedFromCheck: 'bool',
+};
+const EXPOSE_PATH_ALIASES: Record<string, string> = {
+  listener_port: 'ListenerPort',
+  local_path_port: 'LocalPathPort',
+  parsed_from_check: 'ParsedFromCheck',
+};
+
+/**
+ * The fields of `v` by their JSON name (matched whatever their case, or by a snake_case alias);
+ * a key that names none is Consul's unused key, refused with its dotted name.
+ */
+function fieldsOf(
+  v: Obj,
+  where: string,
+  names: readonly string[],
+  aliases: Record<string, string> = {},
+): Obj {
+  const out: Obj = {};
+  for (const [k, x] of Object.entries(v)) {
+    const name = names.find((n) => n.toLowerCase() === k.toLowerCase()) ?? aliases[k.toLowerCase()];
+    if (name === undefined) throw new HttpError(400, `invalid config key "${where}.${k}"`);
+    if (Object.hasOwn(out, name))
+      throw new HttpError(400, `Request decoding failed: ${where}.${name} is given twice`);
+    if (x !== null) out[name] = x;
+  }
+  return out;
+}
+
+/** A value of one of Go's plain types, or the decoder's refusal naming it. */
+function typed(v: unknown, type: FieldType, where: string): unknown {
+  const ok =
+    type === 'int'
+      ? typeof v === 'number' && Number.isInteger(v)
+      : typeof v === (type === 'bool' ? 'boolean' : 'string');
+  if (!ok)
+    throw new HttpError(
+      400,
+      `Request decoding failed: ${where} must be ${type === 'int' ? 'an integer' : `a ${type}`}`,
+    );
+  return v;
+}
+
+/**
+ * The `Expose` block of service-defaults and proxy-defaults, decoded as Consul decodes it
+ * (`Checks`, `Paths` of `Path`, `LocalPathPort`, `ListenerPort`, `Protocol`) and stored in its
+ * JSON spelling, zero values left out. Consul checks only the types here: a path not starting
+ * with `/` or a port out of range is stored, and the agents report it (docs/agent.md).
+ */
+function decodeExpose(kind: ConfigKind, v: unknown): Obj {
+  if (kind !== 'service-defaults' && kind !== 'proxy-defaults')
+    throw new HttpError(400, 'invalid config key "Expose"');
+  if (v === null) return {};
+  if (!isObj(v)) throw new HttpError(400, 'Request decoding failed: Expose must be an object');
+  const e = fieldsOf(v, 'Expose', ['Checks', 'Paths']);
+  const out: Obj = {};
+  if (e.Checks !== undefined && typed(e.Checks, 'bool', 'Expose.Checks') === true)
+    out.Checks = true;
+  if (e.Paths === undefined) return out;
+  if (!Array.isArray(e.Paths))
+    throw new HttpError(400, 'Request decoding failed: Expose.Paths must be an array');
+  const paths = e.Paths.map((raw: unknown, i) => {
+    const where = `Expose.Paths[${i}]`;
+    if (!isObj(raw))
+      throw new HttpError(400, `Request decoding failed: ${where} must be an object`);
+    const p = fieldsOf(raw, where, Object.keys(EXPOSE_PATH_FIELDS), EXPOSE_PATH_ALIASES);
+    const path: Obj = {};
+    for (const [name, type] of Object.entries(EXPOSE_PATH_FIELDS)) {
+      if (p[name] === undefined) continue;
+      const x = typed(p[name], type, `${where}.${name}`);
+      if (x !== '' && x !== 0 && x !== false) path[name] = x;
+    }
+    return path;
+  });
+  if (paths.length > 0) out.Paths = paths;
+  return out;
 }
 
 /** Consul's `MutualTLSMode` values; `""` is unset. */

@@ -358,20 +358,28 @@ t.test(
   },
 );
 
+/** A Consul that keeps the last registration of each service ID in `registered`. */
+function recordingConsul(
+  registered: Map<string, Record<string, unknown>>,
+  entries = createFakeConfigEntries(),
+): ConsulPort {
+  return {
+    async registerService(def) {
+      registered.set(String(def.id), def);
+    },
+    async deregisterService() {},
+    async updateTtl() {},
+    watchConnect: () => ({ stop: () => undefined }),
+    watchServices: () => ({ stop: () => undefined }),
+    watchConfigEntries: entries.watchConfigEntries,
+  };
+}
+
 t.test(
   'exposed checks take ports of their own range; past its end a check stays as it was',
   async (t) => {
     const registered = new Map<string, Record<string, unknown>>();
-    const consul: ConsulPort = {
-      async registerService(def) {
-        registered.set(String(def.id), def);
-      },
-      async deregisterService() {},
-      async updateTtl() {},
-      watchConnect: () => ({ stop: () => undefined }),
-      watchServices: () => ({ stop: () => undefined }),
-      watchConfigEntries: createFakeConfigEntries().watchConfigEntries,
-    };
+    const consul = recordingConsul(registered);
     const service = (name: string, port: number): unknown => ({
       service: {
         name,
@@ -415,5 +423,162 @@ t.test(
         ),
       },
     ]);
+  },
+);
+
+t.test(
+  "service-defaults' and proxy-defaults' Expose reach the snapshot, the checks and the registration, live",
+  async (t) => {
+    const registered = new Map<string, Record<string, unknown>>();
+    const entries = createFakeConfigEntries({
+      'proxy-defaults': [{ Kind: 'proxy-defaults', Name: 'global', Expose: { Checks: true } }],
+      'service-defaults': [
+        {
+          Kind: 'service-defaults',
+          Name: 'api',
+          Expose: { Paths: [{ Path: '/metrics', LocalPathPort: 9102, ListenerPort: 21600 }] },
+        },
+        {
+          Kind: 'service-defaults',
+          Name: 'web',
+          // api-1's sidecar port
+          Expose: { Paths: [{ Path: '/metrics', LocalPathPort: 9103, ListenerPort: 21001 }] },
+        },
+      ],
+    });
+    const consul = recordingConsul(registered, entries);
+    const service = (name: string, port: number, sidecarPort: number): unknown => ({
+      service: {
+        name,
+        id: `${name}-1`,
+        port,
+        check: { name: 'ready', http: `http://127.0.0.1:${port}/ready`, interval: '5s' },
+        connect: { sidecar_service: { port: sidecarPort } },
+      },
+    });
+    const snapshots: ProxySnapshot[] = [];
+    const { agent } = await startHost(
+      t,
+      consul,
+      [],
+      { 'api.json': service('api', 8081, 21001), 'web.json': service('web', 8082, 21002) },
+      { exposePortMin: 21500, exposePortMax: 21509 },
+      (s) => snapshots.push(s),
+    );
+    const apiReg = () => registered.get('api-1');
+    const exposeOf = (r: Record<string, unknown> | undefined): unknown =>
+      (r?.connect as { sidecar_service: { proxy: { expose?: unknown } } } | undefined)
+        ?.sidecar_service.proxy.expose;
+    await waitFor('api registered with its paths', () => exposeOf(apiReg()) !== undefined);
+    t.same(
+      exposeOf(apiReg()),
+      {
+        paths: [
+          { path: '/metrics', local_path_port: 9102, listener_port: 21600, protocol: 'http' },
+          { path: '/ready', local_path_port: 8081, listener_port: 21500, protocol: 'http' },
+        ],
+      },
+      "service-defaults' path, then the check's that proxy-defaults' Checks exposes",
+    );
+    t.same(
+      (apiReg()!.checks as unknown[])[0],
+      { name: 'ready', http: 'http://127.0.0.1:21500/ready', interval: '5s' },
+      'the check probes the sidecar',
+    );
+    await waitFor('an api snapshot with both paths', () =>
+      snapshots.some((s) => s.instance.id === 'api-1' && s.expose?.length === 2),
+    );
+
+    await waitFor('web reported', () =>
+      agent.status().instances.some((i) => i.id === 'web-1' && i.warnings.length > 0),
+    );
+    const web = agent.status().instances.find((i) => i.id === 'web-1')!;
+    t.same(
+      web.warnings.map((w) => [w.code, w.message]),
+      [
+        [
+          'REMORA_E_AGENT_CENTRAL_CONFIG_INVALID',
+          'web-1: Expose.Paths of service-defaults of web: ListenerPort 21001 of /metrics is already the sidecar port of api-1; that path is not exposed (nor a check on it). Set another ListenerPort in the entry',
+        ],
+      ],
+      'a path whose port is taken is said, and only that path is left out',
+    );
+    t.match(
+      exposeOf(registered.get('web-1')),
+      { paths: [{ path: '/ready', listener_port: 21501 }] },
+      "web's check is exposed all the same",
+    );
+
+    entries.set('service-defaults', []);
+    entries.set('proxy-defaults', []);
+    await waitFor('api registered again without them', () => exposeOf(apiReg()) === undefined);
+    t.same(
+      (apiReg()!.checks as unknown[])[0],
+      { name: 'ready', http: 'http://127.0.0.1:8081/ready', interval: '5s' },
+      'deleted entries: the check probes the app again',
+    );
+    await waitFor(
+      'an api snapshot without exposed paths',
+      () => snapshots.filter((s) => s.instance.id === 'api-1').at(-1)?.expose === undefined,
+    );
+    await waitFor('web no longer reported', () =>
+      agent.status().instances.every((i) => i.warnings.length === 0),
+    );
+  },
+);
+
+t.test(
+  "a proxy-defaults path two instances of the host ask for: the earlier ID's, with its check",
+  async (t) => {
+    const registered = new Map<string, Record<string, unknown>>();
+    const entries = createFakeConfigEntries({
+      'proxy-defaults': [
+        {
+          Kind: 'proxy-defaults',
+          Name: 'global',
+          Expose: {
+            Checks: true,
+            Paths: [{ Path: '/ready', LocalPathPort: 8081, ListenerPort: 21600 }],
+          },
+        },
+      ],
+    });
+    const instance = (id: string, sidecarPort: number): unknown => ({
+      service: {
+        name: 'api',
+        id,
+        port: 8081,
+        check: { name: 'ready', http: 'http://127.0.0.1:8081/ready', interval: '5s' },
+        connect: { sidecar_service: { port: sidecarPort } },
+      },
+    });
+    const { agent } = await startHost(
+      t,
+      recordingConsul(registered, entries),
+      [],
+      { 'api-1.json': instance('api-1', 21001), 'api-2.json': instance('api-2', 21002) },
+      { exposePortMin: 21500, exposePortMax: 21509 },
+    );
+    await waitFor('both registered', () => registered.size === 2);
+    const sidecarOf = (id: string) =>
+      (registered.get(id)!.connect as { sidecar_service: { proxy: { expose?: unknown } } })
+        .sidecar_service.proxy;
+    const checkOf = (id: string): unknown => (registered.get(id)!.checks as unknown[])[0];
+    t.same(sidecarOf('api-1').expose, {
+      paths: [{ path: '/ready', local_path_port: 8081, listener_port: 21600, protocol: 'http' }],
+    });
+    t.match(checkOf('api-1'), { http: 'http://127.0.0.1:21600/ready' }, 'its check on that path');
+    t.equal(sidecarOf('api-2').expose, undefined, 'api-2 exposes nothing on 21600');
+    t.match(checkOf('api-2'), { http: 'http://127.0.0.1:8081/ready' }, 'its check probes the app');
+    await waitFor('api-2 reported', () =>
+      agent.status().instances.some((i) => i.id === 'api-2' && i.warnings.length > 0),
+    );
+    t.match(agent.status().instances.find((i) => i.id === 'api-2')!.warnings, [
+      {
+        code: 'REMORA_E_AGENT_CENTRAL_CONFIG_INVALID',
+        message: /ListenerPort 21600 of \/ready is already the exposed path \/ready of api-1/,
+      },
+    ]);
+    t.same(agent.status().instances.find((i) => i.id === 'api-1')!.warnings, [], 'api-1 is not');
   },
 );

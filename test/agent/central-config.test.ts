@@ -207,6 +207,8 @@ t.test('a restarted agent knows the protocols before Consul answers', async (t) 
     allowPermissive: false,
     sanitizeClientCert: false,
     metricsBind: null,
+    expose: {},
+    globalExpose: null,
     resolvers: { api: { connectTimeoutMs: 2500, loadBalancer: 'least_request' } },
     routers: {
       api: [
@@ -1632,3 +1634,81 @@ t.test('permissive applies to transparent instances only', (t) => {
   );
   t.end();
 });
+
+t.test(
+  'Expose of service-defaults and proxy-defaults: followed live, checked, reported and cached',
+  async (t) => {
+    const dir = await dataDir(t);
+    const health = { Path: '/health', LocalPathPort: 8080, ListenerPort: 21500 };
+    const fake = createFakeConfigEntries({
+      [SERVICE_DEFAULTS]: [
+        { Kind: SERVICE_DEFAULTS, Name: 'api', Expose: { Paths: [health] } },
+        { Kind: SERVICE_DEFAULTS, Name: 'odd', Expose: { Paths: [{ ...health, Path: 'health' }] } },
+      ],
+      [PROXY_DEFAULTS]: [{ Kind: PROXY_DEFAULTS, Name: 'global', Expose: { Checks: true } }],
+    });
+    const { c, changes } = central(dir, fake);
+    c.start();
+    t.teardown(() => c.stop());
+    await waitFor('the answers', () => c.synced());
+    const apiPath = { path: '/health', localPathPort: 8080, listenerPort: 21500, protocol: 'http' };
+    t.same(c.expose('api'), {
+      serviceDefaults: { checks: false, paths: [apiPath] },
+      proxyDefaults: { checks: true },
+    });
+    t.same(c.expose('web'), { serviceDefaults: null, proxyDefaults: { checks: true } });
+    t.same(
+      c.problems().map((p) => [p.code, p.message]),
+      [
+        [
+          'REMORA_E_AGENT_CENTRAL_CONFIG_INVALID',
+          `service-defaults of odd: Expose.Paths[0] Path must start with /, got "health"; that path is not exposed (the entry's other paths are)`,
+        ],
+      ],
+      'a bad path is reported, coded',
+    );
+
+    const before = changes();
+    fake.set(PROXY_DEFAULTS, [
+      {
+        Kind: PROXY_DEFAULTS,
+        Name: 'global',
+        ...({ expose: { checks: 'true', paths: [{ ...health, ListenerPort: 0 }] } } as Record<
+          string,
+          unknown
+        >),
+      },
+    ]);
+    t.equal(changes(), before + 1, 'a changed entry is acted on');
+    t.same(c.expose('web').proxyDefaults, { checks: false, paths: [] }, 'bad values left out');
+    t.same(
+      c
+        .problems()
+        .map((p) => p.message)
+        .filter((m) => m.startsWith('proxy-defaults')),
+      [
+        'proxy-defaults global: Expose.Checks must be true or false, got "true"; it is read as false (checks keep probing the app directly)',
+        "proxy-defaults global: Expose.Paths[0] ListenerPort must be a port from 1 to 65535, got 0; that path is not exposed (the entry's other paths are)",
+      ],
+    );
+    fake.set(SERVICE_DEFAULTS, [
+      { Kind: SERVICE_DEFAULTS, Name: 'api', Expose: { Paths: [health] } },
+    ]);
+    t.notOk(
+      c.problems().some((p) => p.message.startsWith('service-defaults of odd')),
+      'a fixed (deleted) entry is no longer reported',
+    );
+    fake.set(PROXY_DEFAULTS, []);
+    t.same(c.expose('web'), { serviceDefaults: null, proxyDefaults: null }, 'deleted: nothing');
+    t.same(c.problems(), [], 'and nothing reported');
+
+    c.stop();
+    await writesSettled();
+    const again = central(dir, createFakeConfigEntries({}, { held: true }));
+    t.same(
+      again.c.expose('api').serviceDefaults,
+      { checks: false, paths: [apiPath] },
+      'cached: a restarted agent exposes the path before Consul answers',
+    );
+  },
+);

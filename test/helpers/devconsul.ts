@@ -4,6 +4,7 @@ import {
   type DevConsul,
   type StartDevConsulOptions,
 } from '../../lib/devconsul/index.ts';
+import { decodeConfigEntry } from '../../lib/devconsul/config-entries.ts';
 import { REMORA_BIN } from './cli.ts';
 import { freePort } from './nats.ts';
 import { reapOnExit } from './reaper.ts';
@@ -19,6 +20,17 @@ export async function startTestConsul(
   const dc = await startDevConsul({ port: 0, ...opts });
   t.teardown(() => dc.close());
   return dc;
+}
+
+/** A config entry of `kind` (named as that kind requires, else `api`) decoded as a write is. */
+export function decodeEntry(kind: string, body: Record<string, unknown>) {
+  return decodeConfigEntry(
+    JSON.stringify({
+      Kind: kind,
+      Name: kind === 'proxy-defaults' ? 'global' : kind === 'mesh' ? 'mesh' : 'api',
+      ...body,
+    }),
+  );
 }
 
 export interface DevConsulProcess {

@@ -2,7 +2,7 @@
 // spelling, stored in Consul's), and refused where Consul refuses it. And permissive mutual TLS:
 // `MutualTLSMode` checked, and refused while the mesh entry does not allow it, as Consul does.
 import t from 'tap';
-import { startTestConsul } from '../../helpers/devconsul.ts';
+import { decodeEntry, startTestConsul } from '../../helpers/devconsul.ts';
 import { decodeConfigEntry } from '../../../lib/devconsul/config-entries.ts';
 import { HttpError } from '../../../lib/devconsul/http-error.ts';
 
@@ -77,20 +77,16 @@ t.test(
 t.test(
   'MutualTLSMode and AllowEnablingPermissiveMutualTLS are decoded as Consul decodes them',
   async (t) => {
-    const entry = (kind: string, body: Record<string, unknown>) =>
-      decodeConfigEntry(
-        JSON.stringify({
-          Kind: kind,
-          Name: kind === 'proxy-defaults' ? 'global' : kind === 'mesh' ? 'mesh' : 'api',
-          ...body,
-        }),
-      );
     t.equal(
-      entry('service-defaults', { mutual_tls_mode: 'permissive' }).MutualTLSMode,
+      decodeEntry('service-defaults', { mutual_tls_mode: 'permissive' }).MutualTLSMode,
       'permissive',
     );
-    t.equal(entry('proxy-defaults', { MutualTLSMode: 'strict' }).MutualTLSMode, 'strict');
-    t.equal(entry('service-defaults', { MutualTLSMode: '' }).MutualTLSMode, '', '"" is unset');
+    t.equal(decodeEntry('proxy-defaults', { MutualTLSMode: 'strict' }).MutualTLSMode, 'strict');
+    t.equal(
+      decodeEntry('service-defaults', { MutualTLSMode: '' }).MutualTLSMode,
+      '',
+      '"" is unset',
+    );
     t.equal(
       decode({ allow_enabling_permissive_mutual_tls: true }).AllowEnablingPermissiveMutualTLS,
       true,
@@ -119,7 +115,7 @@ t.test(
       ],
     ];
     for (const [kind, body, message] of cases)
-      t.throws(() => entry(kind, body), new HttpError(400, message), JSON.stringify(body));
+      t.throws(() => decodeEntry(kind, body), new HttpError(400, message), JSON.stringify(body));
   },
 );
 
