@@ -90,10 +90,15 @@ function headersRecordH2(h: IncomingHttpHeaders): Record<string, string | string
 export interface InboundH2Options {
   newContext: () => RequestContext;
   /**
-   * Where the streams go instead of the local app (a terminating gateway's linked service), and
-   * the `:authority` they carry there (undefined: the caller's).
+   * Where the streams go instead of the local app (a terminating gateway's linked service), the
+   * `:authority` they carry there (undefined: the caller's), and how long a stream may wait for
+   * its response head (its resolver's `RequestTimeout`; undefined: the inbound's local one).
    */
-  session?: () => { session: ClientHttp2Session; authority: string | undefined };
+  session?: () => {
+    session: ClientHttp2Session;
+    authority: string | undefined;
+    timeoutMs: number | undefined;
+  };
   onDenied: (layer: 'l4' | 'l7', enforced: boolean) => void;
   limiter: RateLimiter;
   onLimited: (scope: string) => void;
@@ -181,12 +186,15 @@ export function inboundH2Handler(
     const { instance, inbound } = env.active().snapshot;
     delete headers[CLIENT_CERT_HEADER];
     const body = new H2RequestBody(stream, endsStream(flags), 0);
-    const timeoutMs = inbound.localRequestTimeoutMs ?? 0;
+    let timeoutMs = inbound.localRequestTimeoutMs ?? 0;
     let session: ClientHttp2Session;
     let authority: string | undefined;
     try {
-      if (o.session) ({ session, authority } = o.session());
-      else session = appSession(env);
+      if (o.session) {
+        const linked = o.session();
+        ({ session, authority } = linked);
+        if (linked.timeoutMs !== undefined) timeoutMs = linked.timeoutMs;
+      } else session = appSession(env);
     } catch (err) {
       // a terminating gateway's service without an instance to take the stream
       const e =
@@ -217,7 +225,9 @@ export function inboundH2Handler(
         const e = timedOut
           ? new RemoraError(
               'REMORA_E_PROXY_REQUEST_TIMEOUT',
-              `local app sent no response within ${timeoutMs} ms (local_request_timeout_ms)`,
+              o.session
+                ? `${ctx.destination} (outside the mesh) sent no response within ${timeoutMs} ms (its service-resolver's RequestTimeout, else local_request_timeout_ms)`
+                : `local app sent no response within ${timeoutMs} ms (local_request_timeout_ms)`,
             )
           : new RemoraError(
               'REMORA_E_PROXY_APP_UNAVAILABLE',

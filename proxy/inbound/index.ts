@@ -371,7 +371,11 @@ export function createInbound(env: ProxyEnv, terminating?: TerminatingSet): Inbo
         ? {
             session: () => {
               const target = terminating?.target(socket.servername) ?? linked;
-              return { session: target.h2Session(), authority: target.h2Authority() };
+              return {
+                session: target.h2Session(),
+                authority: target.h2Authority(),
+                timeoutMs: target.requestTimeoutMs,
+              };
             },
           }
         : {}),

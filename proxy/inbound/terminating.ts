@@ -76,6 +76,8 @@ export interface TerminatingTarget {
    * registered by one (Consul's automatic Host rewrite); undefined to keep the caller's.
    */
   h2Authority(): string | undefined;
+  /** Its resolver's `RequestTimeout` in ms; undefined when it sets none. */
+  readonly requestTimeoutMs: number | undefined;
   /** The instance the last connection or request went to (access logs). */
   readonly address: { address: string; port: number };
 }
@@ -425,6 +427,10 @@ class Target implements TerminatingTarget {
 
   h2Authority(): string | undefined {
     return this.#h2Host;
+  }
+
+  get requestTimeoutMs(): number | undefined {
+    return this.#requestTimeoutMs > 0 ? this.#requestTimeoutMs : undefined;
   }
 
   close(): void {

@@ -71,9 +71,14 @@ t.test('mesh callers reach services outside the mesh through a terminating gatew
     res.end(JSON.stringify({ app: 'legacy', path: req.url }));
   });
   const echoApp = net.createServer((s) => s.pipe(s));
+  const slowTimers = new Set<NodeJS.Timeout>();
   const h2App = http2.createServer((req, res) => {
     res.setHeader('content-type', 'application/json');
-    res.end(JSON.stringify({ app: 'feed', version: req.httpVersion, path: req.url }));
+    const answer = () =>
+      res.end(JSON.stringify({ app: 'feed', version: req.httpVersion, path: req.url }));
+    if (req.url !== '/slow') return answer();
+    const timer = setTimeout(() => (slowTimers.delete(timer), answer()), 2_000);
+    slowTimers.add(timer);
   });
   const tlsApp = https.createServer(
     {
@@ -102,6 +107,7 @@ t.test('mesh callers reach services outside the mesh through a terminating gatew
   t.teardown(() => {
     plainApp.closeAllConnections();
     tlsApp.closeAllConnections();
+    for (const timer of slowTimers) clearTimeout(timer);
     for (const s of [plainApp, echoApp, tlsApp, h2App]) s.close();
   });
   // registered by hand, as a legacy database would be: no sidecar, no remora-node
@@ -240,6 +246,18 @@ t.test('mesh callers reach services outside the mesh through a terminating gatew
     { app: 'feed', version: '2.0', path: '/items' },
     'HTTP/2 reaches it',
   );
+  // feed's resolver bounds its streams at the gateway: one whose answer takes 2 s gets a 504
+  await putConfig(mesh, { Kind: 'service-resolver', Name: 'feed', RequestTimeout: '300ms' });
+  const slow = await waitFor(
+    "feed's RequestTimeout applied at the gateway",
+    async () => {
+      const r = await h2get(feedLocal, '/slow');
+      return r?.status === 504 ? r : null;
+    },
+    30_000,
+  );
+  t.match(slow.body, /REMORA_E_PROXY_REQUEST_TIMEOUT/, 'a stream past it: 504, coded');
+  t.equal((await h2get(feedLocal, '/items'))?.status, 200, 'the others are answered');
 
   // the gateway presents the linked service's identity: the caller's sidecar accepted it for
   // legacy, and the service with an unreadable CA file is left out, named, the rest serving
