@@ -162,6 +162,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
     random: env.random,
     connectTimeoutMs: () =>
       env.active().snapshot.inbound.localConnectTimeoutMs ?? DEFAULT_LOCAL_CONNECT_TIMEOUT_MS,
+    onOverflow: (service, what) => env.metrics.overflows.labels(service, what).inc(),
     onEjected(service, endpoint, until) {
       env.metrics.ejections.labels(service).inc();
       env.logger.warn(

@@ -34,6 +34,12 @@ import {
   type OutlierPolicy,
 } from '../balance/outlier.ts';
 import { createRetryStage, RetryBudget } from '../stages/retry.ts';
+import {
+  ConnectionLimiter,
+  createActiveRequestsStage,
+  type BreakerLimits,
+  type Overflow,
+} from '../stages/limits.ts';
 import type { Handler, ProxyRequest, ProxyResponse } from '../stages/types.ts';
 
 const POOL_IDLE_MS = 30_000;
@@ -51,6 +57,17 @@ export const GATEWAY_OUTLIER: OutlierPolicy = Object.freeze({
 
 /** Attempts of a request beyond the first, each on another instance when there is one. */
 export const GATEWAY_MAX_RETRIES = 2;
+
+/**
+ * Envoy's default circuit-breaker thresholds, which a Consul gateway's clusters carry: per linked
+ * service (or subset), connections to its instances, requests waiting for one, and requests in
+ * flight. Beyond them a call is refused at once (`REMORA_E_PROXY_OVERLOADED`, 503).
+ */
+export const GATEWAY_CIRCUIT_BREAKER: BreakerLimits = Object.freeze({
+  maxConnections: 1024,
+  maxPendingRequests: 1024,
+  maxRequests: 1024,
+});
 
 /** One linked service (or one subset of it) as the inbound side serves it. */
 export interface TerminatingTarget {
@@ -109,6 +126,10 @@ export interface TerminatingSetOptions {
   connectTimeoutMs?: () => number;
   /** An instance was ejected after consecutive failures. */
   onEjected?: (service: string, endpoint: string, untilMs: number) => void;
+  /** A call was refused by a circuit breaker. */
+  onOverflow?: (service: string, what: Overflow) => void;
+  /** The circuit breakers' thresholds (Envoy's defaults unless given). */
+  circuitBreaker?: BreakerLimits;
 }
 
 interface Entry {
@@ -123,6 +144,8 @@ interface Shared {
   random: () => number;
   connectTimeoutMs: () => number;
   onEjected: (service: string, endpoint: string, untilMs: number) => void;
+  onOverflow: (service: string, what: Overflow) => void;
+  circuitBreaker: BreakerLimits;
 }
 
 export function createTerminatingSet(o: TerminatingSetOptions): TerminatingSet {
@@ -132,6 +155,8 @@ export function createTerminatingSet(o: TerminatingSetOptions): TerminatingSet {
     random: o.random ?? Math.random,
     connectTimeoutMs: o.connectTimeoutMs ?? (() => DEFAULT_LOCAL_CONNECT_TIMEOUT_MS),
     onEjected: o.onEjected ?? (() => {}),
+    onOverflow: o.onOverflow ?? (() => {}),
+    circuitBreaker: o.circuitBreaker ?? GATEWAY_CIRCUIT_BREAKER,
   };
   let bySni = new Map<string, Entry>();
   /** By service, and by `service/subset`. */
@@ -208,6 +233,8 @@ class Target implements TerminatingTarget {
   #h2Host: string | undefined;
   #rewriteHost = true;
   #o: Shared;
+  /** Connections to its instances, and the requests waiting for one (circuit breakers). */
+  readonly #limiter: ConnectionLimiter;
 
   constructor(s: TerminatingService, subset: string | undefined, key: string, o: Shared) {
     this.service = s.service;
@@ -223,14 +250,25 @@ class Target implements TerminatingTarget {
         ...(s.tls.certPem ? { cert: s.tls.certPem } : {}),
         ...(s.tls.keyPem ? { key: s.tls.keyPem } : {}),
       });
+    const name = subset === undefined ? s.service : `${s.service}/${subset}`;
+    this.#limiter = new ConnectionLimiter(name, o.circuitBreaker, (what) =>
+      o.onOverflow(name, what),
+    );
     const r = DEFAULT_RESILIENCE;
     const budget = new RetryBudget(r.retryBudgetRatio, r.retryBudgetMinPerSec);
-    this.request = createRetryStage({
+    const active = createActiveRequestsStage({
+      upstream: name,
+      limits: () => o.circuitBreaker,
+      onOverflow: (what) => o.onOverflow(name, what),
+      counter: { active: 0 },
+    });
+    const retry = createRetryStage({
       clock: o.clock,
       budget,
       maxRetries: () => GATEWAY_MAX_RETRIES,
       maxBufferedBodyBytes: () => r.maxBufferedBodyBytes,
-    })((req) => this.#attempt(req));
+    });
+    this.request = active(retry((req) => this.#attempt(req)));
   }
 
   /** Its settings and instances of a new snapshot; pools of instances that left are closed. */
@@ -287,6 +325,13 @@ class Target implements TerminatingTarget {
   async dial(timeoutMs?: number): Promise<Socket> {
     if (this.endpoints.length === 0) throw this.#noEndpoints();
     const ms = this.#timeout(timeoutMs);
+    // a connection slot first (the circuit breakers), given back when the socket closes
+    while (!this.#limiter.tryOpen()) await this.#limiter.wait(ms);
+    return this.#limiter.dialOpened(() => this.#dialAny(ms));
+  }
+
+  /** A connection to one of its instances, another one after each failed connection. */
+  async #dialAny(ms: number): Promise<Socket> {
     let last: unknown;
     let avoid: string | null = null;
     // up to three instances, another one after each failed connection
@@ -343,6 +388,8 @@ class Target implements TerminatingTarget {
         target: `${this.service} instance ${ep.id} (outside the mesh)`,
         limits: this.#o.limits,
         idleTimeoutMs: POOL_IDLE_MS,
+        limiter: this.#limiter,
+        pendingTimeoutMs: this.#timeout(undefined),
         dial: () => this.#dialOne(ep, this.#timeout(undefined)),
       });
       this.#pools.set(ep.id, p);

@@ -468,3 +468,46 @@ t.test(
     );
   },
 );
+
+t.test('circuit breakers bound the calls to the instances outside the mesh', async (t) => {
+  let release: (() => void) | null = null;
+  const slow = http.createServer((req, res) => {
+    req.resume();
+    release = () => res.end('late');
+  });
+  const echo = net.createServer((s) => s.pipe(s));
+  const [hp, tp] = [await listen(slow), await listen(echo)];
+  t.teardown(() => (slow.closeAllConnections(), slow.close(), echo.close()));
+  const overflows: string[] = [];
+  const set = createTerminatingSet({
+    limits: DEFAULT_HTTP_LIMITS,
+    circuitBreaker: { maxConnections: 1, maxPendingRequests: 0, maxRequests: 1 },
+    onOverflow: (service, what) => overflows.push(`${service} ${what}`),
+  });
+  t.teardown(() => set.close());
+  set
+    .prepare(
+      {
+        services: [
+          service({ service: 'web', sni: 'web', protocol: 'http', endpoints: [endpoint(hp)] }),
+          service({ service: 'db', sni: 'db', protocol: 'tcp', endpoints: [endpoint(tp)] }),
+        ],
+      },
+      [],
+      undefined,
+    )
+    .commit();
+  const web = set.byService('web')!;
+  const first = web.request(request('GET'));
+  await waitFor('the first request at the app', () => release !== null);
+  t.equal(await statusOf(web.request(request('GET'))), 'REMORA_E_PROXY_OVERLOADED');
+  release!();
+  t.equal(await statusOf(first), 200, 'the one in flight is answered');
+
+  const db = set.byService('db')!;
+  const socket = await db.dial(1000);
+  t.equal(await codeOf(db.dial(1000)), 'REMORA_E_PROXY_OVERLOADED', 'a second connection refused');
+  socket.destroy();
+  await waitFor('the slot given back', async () => (await codeOf(db.dial(1000))) === undefined);
+  t.same([...new Set(overflows)], ['web requests', 'db connections'], 'each refusal reported');
+});
