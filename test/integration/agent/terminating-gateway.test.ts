@@ -74,6 +74,13 @@ t.test('mesh callers reach services outside the mesh through a terminating gatew
   const slowTimers = new Set<NodeJS.Timeout>();
   const h2App = http2.createServer((req, res) => {
     res.setHeader('content-type', 'application/json');
+    if (req.headers['content-type'] === 'application/grpc') {
+      // a gRPC method: one length-prefixed message back, the status in trailers
+      req.resume();
+      res.setHeader('content-type', 'application/grpc');
+      res.addTrailers({ 'grpc-status': '0', 'x-method': req.url ?? '' });
+      return res.end(Buffer.from([0, 0, 0, 0, 2, 0x08, 0x01]));
+    }
     const answer = () =>
       res.end(JSON.stringify({ app: 'feed', version: req.httpVersion, path: req.url }));
     if (req.url !== '/slow') return answer();
@@ -118,6 +125,8 @@ t.test('mesh callers reach services outside the mesh through a terminating gatew
   await putConfig(mesh, { Kind: 'service-defaults', Name: 'secure', Protocol: 'http' });
   await register(mesh, { Name: 'feed', ID: 'feed-1', Address: '127.0.0.1', Port: h2Port });
   await putConfig(mesh, { Kind: 'service-defaults', Name: 'feed', Protocol: 'http2' });
+  await register(mesh, { Name: 'rpc', ID: 'rpc-1', Address: '127.0.0.1', Port: h2Port });
+  await putConfig(mesh, { Kind: 'service-defaults', Name: 'rpc', Protocol: 'grpc' });
   const missing = join(dir, 'no-such-ca.pem');
   const entry = (services: object[]) =>
     putConfig(mesh, { Kind: 'terminating-gateway', Name: 'tgw', Services: services });
@@ -131,6 +140,7 @@ t.test('mesh callers reach services outside the mesh through a terminating gatew
     },
     { Name: 'broken', CAFile: missing },
     { Name: 'feed' },
+    { Name: 'rpc' },
   ];
   await entry([...linked, { Name: 'ledger' }]);
 
@@ -143,6 +153,7 @@ t.test('mesh callers reach services outside the mesh through a terminating gatew
     await freePort(),
     await freePort(),
   ];
+  const rpcLocal = await freePort();
   await mesh.writeDefinition('tgw.json', {
     service: { kind: 'terminating-gateway', name: 'tgw', port: gwPort },
   });
@@ -160,6 +171,7 @@ t.test('mesh callers reach services outside the mesh through a terminating gatew
               { destination_name: 'ledger', local_bind_port: ledgerLocal },
               { destination_name: 'secure', local_bind_port: secureLocal },
               { destination_name: 'feed', local_bind_port: feedLocal },
+              { destination_name: 'rpc', local_bind_port: rpcLocal },
             ],
           },
         },
@@ -246,6 +258,47 @@ t.test('mesh callers reach services outside the mesh through a terminating gatew
     { app: 'feed', version: '2.0', path: '/items' },
     'HTTP/2 reaches it',
   );
+  // gRPC (grpc service, h2c to the server outside the mesh): the message and the trailers
+  const rpc = await waitFor(
+    'a gRPC call through the gateway',
+    () =>
+      new Promise<{ status: string; body: number; trailers: http2.IncomingHttpHeaders } | null>(
+        (resolve) => {
+          const c = http2.connect(`http://127.0.0.1:${rpcLocal}`);
+          c.on('error', () => resolve(null));
+          const req = c.request({
+            ':method': 'POST',
+            ':path': '/pkg.Things/Get',
+            'content-type': 'application/grpc',
+            te: 'trailers',
+          });
+          let body = 0;
+          let trailers: http2.IncomingHttpHeaders = {};
+          req.on('data', (d: Buffer) => (body += d.length));
+          req.on('trailers', (h) => (trailers = h));
+          req.on('end', () => {
+            c.close();
+            resolve(
+              trailers['grpc-status'] === '0'
+                ? { status: String(trailers['grpc-status']), body, trailers }
+                : null,
+            );
+          });
+          req.on('error', () => (c.close(), resolve(null)));
+          req.end(Buffer.from([0, 0, 0, 0, 0]));
+        },
+      ),
+    30_000,
+  ).catch(async (err: unknown) => {
+    t.comment(await logs());
+    throw err;
+  });
+  t.same(
+    { body: rpc.body, method: rpc.trailers['x-method'] },
+    { body: 7, method: '/pkg.Things/Get' },
+    'gRPC reaches it: the message and the trailers come back',
+  );
+
   // feed's resolver bounds its streams at the gateway: one whose answer takes 2 s gets a 504
   await putConfig(mesh, { Kind: 'service-resolver', Name: 'feed', RequestTimeout: '300ms' });
   const slow = await waitFor(
@@ -271,6 +324,7 @@ t.test('mesh callers reach services outside the mesh through a terminating gatew
       ['feed', 'plain', true, null],
       ['ledger', 'plain', true, null],
       ['legacy', 'plain', true, null],
+      ['rpc', 'plain', true, null],
       ['secure', 'mtls', true, null],
     ],
   );
@@ -287,6 +341,7 @@ t.test('mesh callers reach services outside the mesh through a terminating gatew
       '  feed http2, plain TCP to 1 instance',
       '  ledger tcp, plain TCP to 1 instance',
       '  legacy http, plain TCP to 1 instance',
+      '  rpc grpc, plain TCP to 1 instance',
       '  secure http, mutual TLS to 1 instance',
     ].join('\n'),
     '`remora status` lists the linked services',
