@@ -895,14 +895,33 @@ export function decodeDefinitionFile(text: string, file: string): DecodeResult {
 }
 
 /**
- * Merges the services of several files (in file-name order): an instance ID or an upstream
- * local port used twice keeps its first definition and reports the later one.
+ * The ports a definition's proxy listens on at the host's proxy address: its sidecar port when
+ * given and its exposed paths' listener ports, each with what it is.
+ */
+function hostListeners(s: ServiceDefinition): [number, string][] {
+  const sc = s.sidecar;
+  if (!sc) return [];
+  return [
+    ...(sc.port !== null && sc.port !== 0
+      ? [[sc.port, 'its sidecar port'] as [number, string]]
+      : []),
+    ...sc.expose.map((p): [number, string] => [p.listenerPort, `its exposed path ${p.path}`]),
+  ];
+}
+
+/**
+ * Merges the services of several files (in file-name order): an instance ID, an upstream local
+ * port, or a port its proxy listens on (sidecar port, exposed path) used twice on the host keeps
+ * its first definition and reports the later one.
  */
 export function mergeDefinitions(results: readonly DecodeResult[]): DecodeResult {
   const services: ServiceDefinition[] = [];
   const problems: RemoraError[] = [];
   const ids = new Map<string, ServiceDefinition>();
   const ports = new Map<string, ServiceDefinition>();
+  /** Ports the proxies listen on at the proxy address, and upstream ports by number. */
+  const listening = new Map<number, { id: string; what: string }>();
+  const upstreamNumbers = new Map<number, { id: string; what: string }>();
   for (const r of results) {
     problems.push(...r.problems);
     for (const s of r.services) {
@@ -923,10 +942,36 @@ export function mergeDefinitions(results: readonly DecodeResult[]): DecodeResult
         );
         continue;
       }
-      const clash = (s.sidecar?.upstreams ?? [])
-        .filter((u) => u.localBindPort !== 0)
+      const upstreamPorts = (s.sidecar?.upstreams ?? []).filter((u) => u.localBindPort !== 0);
+      const clash = upstreamPorts
         .map((u) => `${u.localBindAddress}:${u.localBindPort}`)
         .find((k) => ports.has(k));
+      // a listener on the proxy address takes its port on every address, loopback included
+      const taken = [
+        ...hostListeners(s).map(([port, what]) => ({ port, what, field: 'port' })),
+        ...upstreamPorts.map((u) => ({
+          port: u.localBindPort,
+          what: `its upstream listener for ${u.destinationName}`,
+          field: 'local_bind_port',
+        })),
+      ].find((l) => listening.has(l.port) || (l.field === 'port' && upstreamNumbers.has(l.port)));
+      if (clash === undefined && taken !== undefined) {
+        const other = listening.get(taken.port) ?? upstreamNumbers.get(taken.port)!;
+        problems.push(
+          new RemoraError(
+            'REMORA_E_AGENT_DEFINITION_DUPLICATE',
+            `service definition ${s.source.file}: port ${taken.port}, ${taken.what} of ${s.id}, is already ${other.what} of ${other.id}; this one is skipped (give each listener of the host its own port)`,
+            {
+              file: s.source.file,
+              field: taken.field,
+              reason: 'duplicate',
+              value: taken.port,
+              other: other.id,
+            },
+          ),
+        );
+        continue;
+      }
       if (clash) {
         problems.push(
           new RemoraError(
@@ -938,8 +983,15 @@ export function mergeDefinitions(results: readonly DecodeResult[]): DecodeResult
         continue;
       }
       ids.set(s.id, s);
-      for (const u of (s.sidecar?.upstreams ?? []).filter((x) => x.localBindPort !== 0))
+      for (const u of upstreamPorts) {
         ports.set(`${u.localBindAddress}:${u.localBindPort}`, s);
+        upstreamNumbers.set(u.localBindPort, {
+          id: s.id,
+          what: `the upstream listener for ${u.destinationName}`,
+        });
+      }
+      for (const [port, what] of hostListeners(s))
+        listening.set(port, { id: s.id, what: what.replace(/^its /, 'the ') });
       services.push(s);
     }
   }

@@ -326,6 +326,51 @@ t.test('duplicate instance IDs across files keep the first and report the second
   t.equal(m.problems[0]!.details.file, '2.json');
 });
 
+t.test(
+  'a port two definitions listen on (sidecar, exposed path, upstream) keeps the first',
+  async (t) => {
+    const file = (name: string, sidecar: object) =>
+      decodeDefinitionFile(
+        JSON.stringify({ service: { name, port: 8080, connect: { sidecar_service: sidecar } } }),
+        `${name}.json`,
+      );
+    const expose = (port: number) => ({
+      proxy: {
+        expose: { paths: [{ path: '/health', local_path_port: 8080, listener_port: port }] },
+      },
+    });
+    const m = mergeDefinitions([
+      file('a', { port: 21000, ...expose(21500) }),
+      file('b', expose(21500)),
+      file('c', { port: 21500 }),
+      file('d', {
+        port: 21001,
+        proxy: { upstreams: [{ destination_name: 'x', local_bind_port: 21000 }] },
+      }),
+      file('e', { ...expose(21600) }),
+      file('f', { proxy: { upstreams: [{ destination_name: 'y', local_bind_port: 9191 }] } }),
+      file('g', { port: 9191 }),
+    ]);
+    t.same(
+      m.services.map((s) => s.id),
+      ['a', 'e', 'f'],
+    );
+    t.same(
+      m.problems.map((p) => [p.code, p.details.file, p.details.field, p.details.value]),
+      [
+        ['REMORA_E_AGENT_DEFINITION_DUPLICATE', 'b.json', 'port', 21500],
+        ['REMORA_E_AGENT_DEFINITION_DUPLICATE', 'c.json', 'port', 21500],
+        ['REMORA_E_AGENT_DEFINITION_DUPLICATE', 'd.json', 'local_bind_port', 21000],
+        ['REMORA_E_AGENT_DEFINITION_DUPLICATE', 'g.json', 'port', 9191],
+      ],
+    );
+    t.match(
+      m.problems[0]!.message,
+      'port 21500, its exposed path /health of b, is already the exposed path /health of a; this one is skipped',
+    );
+  },
+);
+
 // --- properties -----------------------------------------------------------------------------
 
 const nameArb = fc.stringMatching(/^[a-z][a-z0-9-]{0,20}$/);

@@ -22,9 +22,9 @@ export const AGENT_ERRORS = {
   },
   REMORA_E_AGENT_DEFINITION_DUPLICATE: {
     meaning:
-      'Two definitions use the same service instance ID (or the same local port); the later one is skipped.',
+      "Two definitions use the same service instance ID, or the same port on the host (an upstream `local_bind_port`, a sidecar `port`, an exposed path's `listener_port`); the later one is skipped.",
     remedy:
-      'Give each instance a unique `id` and each upstream a unique `local_bind_port` on the host.',
+      'Give each instance a unique `id`, and each upstream, sidecar and exposed path its own port on the host.',
   },
   REMORA_E_AGENT_DATA_DIR: {
     meaning:
