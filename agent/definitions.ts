@@ -911,17 +911,16 @@ function hostListeners(s: ServiceDefinition): [number, string][] {
 
 /**
  * Merges the services of several files (in file-name order): an instance ID, an upstream local
- * port, or a port its proxy listens on (sidecar port, exposed path) used twice on the host keeps
- * its first definition and reports the later one.
+ * address and port, or a port the proxies listen on at the proxy address (sidecar port, exposed
+ * path) used twice on the host keeps its first definition and reports the later one.
  */
 export function mergeDefinitions(results: readonly DecodeResult[]): DecodeResult {
   const services: ServiceDefinition[] = [];
   const problems: RemoraError[] = [];
   const ids = new Map<string, ServiceDefinition>();
   const ports = new Map<string, ServiceDefinition>();
-  /** Ports the proxies listen on at the proxy address, and upstream ports by number. */
+  /** Ports the proxies listen on at the proxy address (sidecar ports, exposed paths). */
   const listening = new Map<number, { id: string; what: string }>();
-  const upstreamNumbers = new Map<number, { id: string; what: string }>();
   for (const r of results) {
     problems.push(...r.problems);
     for (const s of r.services) {
@@ -946,26 +945,20 @@ export function mergeDefinitions(results: readonly DecodeResult[]): DecodeResult
       const clash = upstreamPorts
         .map((u) => `${u.localBindAddress}:${u.localBindPort}`)
         .find((k) => ports.has(k));
-      // a listener on the proxy address takes its port on every address, loopback included
-      const taken = [
-        ...hostListeners(s).map(([port, what]) => ({ port, what, field: 'port' })),
-        ...upstreamPorts.map((u) => ({
-          port: u.localBindPort,
-          what: `its upstream listener for ${u.destinationName}`,
-          field: 'local_bind_port',
-        })),
-      ].find((l) => listening.has(l.port) || (l.field === 'port' && upstreamNumbers.has(l.port)));
+      // every proxy of the host listens on the same proxy address: one port, one listener
+      const taken = hostListeners(s).find(([port]) => listening.has(port));
       if (clash === undefined && taken !== undefined) {
-        const other = listening.get(taken.port) ?? upstreamNumbers.get(taken.port)!;
+        const [port, what] = taken;
+        const other = listening.get(port)!;
         problems.push(
           new RemoraError(
             'REMORA_E_AGENT_DEFINITION_DUPLICATE',
-            `service definition ${s.source.file}: port ${taken.port}, ${taken.what} of ${s.id}, is already ${other.what} of ${other.id}; this one is skipped (give each listener of the host its own port)`,
+            `service definition ${s.source.file}: port ${port}, ${what} of ${s.id}, is already ${other.what} of ${other.id}; this one is skipped (give each listener of the host its own port)`,
             {
               file: s.source.file,
-              field: taken.field,
+              field: 'port',
               reason: 'duplicate',
-              value: taken.port,
+              value: port,
               other: other.id,
             },
           ),
@@ -983,13 +976,7 @@ export function mergeDefinitions(results: readonly DecodeResult[]): DecodeResult
         continue;
       }
       ids.set(s.id, s);
-      for (const u of upstreamPorts) {
-        ports.set(`${u.localBindAddress}:${u.localBindPort}`, s);
-        upstreamNumbers.set(u.localBindPort, {
-          id: s.id,
-          what: `the upstream listener for ${u.destinationName}`,
-        });
-      }
+      for (const u of upstreamPorts) ports.set(`${u.localBindAddress}:${u.localBindPort}`, s);
       for (const [port, what] of hostListeners(s))
         listening.set(port, { id: s.id, what: what.replace(/^its /, 'the ') });
       services.push(s);
