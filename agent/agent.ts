@@ -3,6 +3,7 @@
 // Everything external comes in through options so the agent can be embedded (`remora dev`)
 // and tested with fakes.
 import { readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { isIP } from 'node:net';
 import { rm } from 'node:fs/promises';
 import { formatSpiffeId, meshSni } from '../lib/identity/index.ts';
@@ -309,6 +310,11 @@ interface Instance {
   /** What of a terminating gateway's entry does not apply (logged once each). */
   terminatingProblems: RemoraError[];
   /**
+   * The TLS files its linked services originate with, and a digest of their contents when its
+   * last snapshot read them: a file rotated on disk is seen within a TTL refresh.
+   */
+  originationFiles: { paths: string[]; digest: string } | null;
+  /**
    * Linked services whose leaf is being loaded from disk (or asked for the first time): the
    * gateway's snapshot waits for them, so a restarted agent never sends one without them.
    */
@@ -460,6 +466,7 @@ export function createAgent(o: AgentOptions): Agent {
   const unsubscribe: (() => void)[] = [];
   let problems: RemoraError[] = [];
   let ttlTimer: NodeJS.Timeout | null = null;
+  let filesTimer: NodeJS.Timeout | null = null;
   let waitTimer: NodeJS.Timeout | null = null;
   let lastWaiting = '';
   let started = false;
@@ -1784,6 +1791,10 @@ export function createAgent(o: AgentOptions): Agent {
     const was = inst.terminatingProblems.map((e) => e.message);
     for (const e of problems) if (!was.includes(e.message)) logError(logger, e, undefined, 'warn');
     inst.terminatingProblems = problems;
+    const paths = services.flatMap((x) =>
+      [x.caFile, x.certFile, x.keyFile].filter((f): f is string => f !== undefined),
+    );
+    inst.originationFiles = paths.length > 0 ? { paths, digest: filesDigest(paths) } : null;
     if (!inst.stopping) {
       const names = services.map((x) => x.name).sort();
       const prev = inst.terminating;
@@ -2246,6 +2257,23 @@ export function createAgent(o: AgentOptions): Agent {
     });
   }
 
+  /**
+   * Pushes a new snapshot to each terminating gateway whose TLS files changed on disk since its
+   * last one read them (a rotated client certificate, a fixed CA file, a file gone).
+   */
+  function checkOriginationFiles(): void {
+    for (const inst of instances.values()) {
+      const files = inst.originationFiles;
+      if (inst.stopping || files === null || filesDigest(files.paths) === files.digest) continue;
+      logger.info(
+        { instance: inst.def.id },
+        "a terminating gateway's TLS file changed on disk; its linked services are reconfigured",
+      );
+      supervisor.push(inst.def.id);
+    }
+    if (!stopped) filesTimer = clock.setTimeout(checkOriginationFiles, ORIGINATION_FILES_POLL_MS);
+  }
+
   function refreshChecks(): void {
     for (const inst of instances.values()) {
       if (inst.stopping) continue;
@@ -2306,6 +2334,7 @@ export function createAgent(o: AgentOptions): Agent {
       ingressProblems: [],
       terminating: [],
       terminatingProblems: [],
+      originationFiles: null,
       leavesLoading: new Set(),
     };
     instances.set(def.id, inst);
@@ -2579,6 +2608,7 @@ export function createAgent(o: AgentOptions): Agent {
       await applying;
       if (s.watchDebounceMs > 0) configDir.watch();
       refreshChecks();
+      filesTimer = clock.setTimeout(checkOriginationFiles, ORIGINATION_FILES_POLL_MS);
       reportWaiting();
       logger.info({ instances: instances.size, configDir: s.configDir }, 'agent started');
     },
@@ -2592,6 +2622,7 @@ export function createAgent(o: AgentOptions): Agent {
       await applying;
       stopped = true;
       if (ttlTimer) clock.clearTimeout(ttlTimer);
+      if (filesTimer) clock.clearTimeout(filesTimer);
       if (waitTimer) clock.clearTimeout(waitTimer);
       for (const inst of instances.values()) if (inst.regTimer) clock.clearTimeout(inst.regTimer);
       for (const u of unsubscribe) u();
@@ -2731,4 +2762,21 @@ export function createAgent(o: AgentOptions): Agent {
       };
     },
   };
+}
+
+/** How often the TLS files of terminating gateways are read to see them change. */
+const ORIGINATION_FILES_POLL_MS = 5_000;
+
+/** A digest of files' contents (one that cannot be read, by its error), to see them change. */
+function filesDigest(paths: readonly string[]): string {
+  const h = createHash('sha256');
+  for (const p of paths) {
+    try {
+      h.update(readFileSync(p));
+    } catch (err) {
+      h.update(`unreadable: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    }
+    h.update('\0');
+  }
+  return h.digest('hex');
 }

@@ -229,6 +229,24 @@ t.test('mesh callers reach services outside the mesh through a terminating gatew
     { app: 'secure', client: /spiffe:\/\/.*\/svc\/gateway-client/ },
     'TLS originated with the entry’s CA, and its client certificate presented',
   );
+  // the client certificate rotated on disk (key first, then certificate, as a renewal script
+  // would): the gateway presents the new one on its next connections, with no restart
+  const rotated = certs.leaf('gateway-client-2');
+  await writeFile(join(dir, 'client-key.pem'), rotated.keyPem);
+  await writeFile(join(dir, 'client.pem'), rotated.certPem);
+  await waitFor(
+    'the rotated client certificate presented',
+    async () => {
+      const r = await get(secureLocal, '/balance');
+      const client = (r?.json as { client?: string } | undefined)?.client ?? '';
+      return /\/svc\/gateway-client-2/.test(client) ? r : null;
+    },
+    30_000,
+  ).catch(async (err: unknown) => {
+    t.comment(await logs());
+    throw err;
+  });
+  t.pass('a client certificate rotated on disk is presented without a restart');
 
   // HTTP/2 (h2c from the caller's app, h2c to the service outside the mesh)
   const h2get = (port: number, path: string) =>
