@@ -310,10 +310,10 @@ interface Instance {
   /** What of a terminating gateway's entry does not apply (logged once each). */
   terminatingProblems: RemoraError[];
   /**
-   * The TLS files its linked services originate with, and a digest of their contents when its
-   * last snapshot read them: a file rotated on disk is seen within a TTL refresh.
+   * Its linked services that originate TLS with files, and a digest of what its last plan read
+   * of them (`readOrigination`): a file rotated on disk is seen at the next poll.
    */
-  originationFiles: { paths: string[]; digest: string } | null;
+  origination: { services: PlannedTerminatingService[]; digest: string } | null;
   /**
    * Linked services whose leaf is being loaded from disk (or asked for the first time): the
    * gateway's snapshot waits for them, so a restarted agent never sends one without them.
@@ -1781,20 +1781,13 @@ export function createAgent(o: AgentOptions): Agent {
     );
     // the TLS files of each service, read on this host: one that cannot be read leaves that
     // service out
-    for (const svc of services) {
-      try {
-        readOriginationTls(inst.def.name, svc);
-      } catch (err) {
-        problems.push(toRemoraError(err));
-      }
-    }
+    const withFiles = services.filter((x) => x.caFile || x.certFile || x.keyFile);
+    const read = readOrigination(inst.def.name, withFiles);
+    problems.push(...read.problems);
     const was = inst.terminatingProblems.map((e) => e.message);
     for (const e of problems) if (!was.includes(e.message)) logError(logger, e, undefined, 'warn');
     inst.terminatingProblems = problems;
-    const paths = services.flatMap((x) =>
-      [x.caFile, x.certFile, x.keyFile].filter((f): f is string => f !== undefined),
-    );
-    inst.originationFiles = paths.length > 0 ? { paths, digest: filesDigest(paths) } : null;
+    inst.origination = withFiles.length > 0 ? { services: withFiles, digest: read.digest } : null;
     if (!inst.stopping) {
       const names = services.map((x) => x.name).sort();
       const prev = inst.terminating;
@@ -2263,8 +2256,9 @@ export function createAgent(o: AgentOptions): Agent {
    */
   function checkOriginationFiles(): void {
     for (const inst of instances.values()) {
-      const files = inst.originationFiles;
-      if (inst.stopping || files === null || filesDigest(files.paths) === files.digest) continue;
+      const o = inst.origination;
+      if (inst.stopping || o === null) continue;
+      if (readOrigination(inst.def.name, o.services).digest === o.digest) continue;
       logger.info(
         { instance: inst.def.id },
         "a terminating gateway's TLS file changed on disk; its linked services are reconfigured",
@@ -2334,7 +2328,7 @@ export function createAgent(o: AgentOptions): Agent {
       ingressProblems: [],
       terminating: [],
       terminatingProblems: [],
-      originationFiles: null,
+      origination: null,
       leavesLoading: new Set(),
     };
     instances.set(def.id, inst);
@@ -2767,16 +2761,26 @@ export function createAgent(o: AgentOptions): Agent {
 /** How often the TLS files of terminating gateways are read to see them change. */
 const ORIGINATION_FILES_POLL_MS = 5_000;
 
-/** A digest of files' contents (one that cannot be read, by its error), to see them change. */
-function filesDigest(paths: readonly string[]): string {
+/**
+ * What a gateway's linked services originate TLS with, read from this host's files now: the
+ * files that cannot be read (their services are left out), and a digest of it all to see a
+ * file change.
+ */
+function readOrigination(
+  gateway: string,
+  services: readonly PlannedTerminatingService[],
+): { problems: RemoraError[]; digest: string } {
   const h = createHash('sha256');
-  for (const p of paths) {
+  const problems: RemoraError[] = [];
+  for (const svc of services) {
     try {
-      h.update(readFileSync(p));
+      h.update(JSON.stringify(readOriginationTls(gateway, svc)));
     } catch (err) {
-      h.update(`unreadable: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+      const e = toRemoraError(err);
+      problems.push(e);
+      h.update(e.message);
     }
     h.update('\0');
   }
-  return h.digest('hex');
+  return { problems, digest: h.digest('hex') };
 }
