@@ -209,10 +209,7 @@ export function inboundH2Handler(
     if (inbound.sanitizeClientCert !== true)
       extra[CLIENT_CERT_HEADER] = `By=${instance.spiffeId};URI=${ctx.peerSpiffeId}`;
     if (authority !== undefined) extra[':authority'] = authority;
-    forwardH2Stream(body, headers, session, {
-      ...(Object.keys(extra).length > 0 ? { extra } : {}),
-      timeoutMs,
-    }).then(
+    forwardH2Stream(body, headers, session, { extra, timeoutMs }).then(
       (status) => finish(status),
       (err: unknown) => {
         if (err instanceof H2AttemptError && err.kind === 'refused') {
