@@ -184,6 +184,20 @@ t.test('mesh callers reach services outside the mesh through a terminating gatew
   const logs = async () => `${agent.output().slice(-4000)}\n${await mesh.proxyLogs()}`;
   const get = (port: number, path = '/') =>
     httpGet(`http://127.0.0.1:${port}${path}`).catch(() => null);
+  /** Calls until an answer has `status` (30 s at most), and gives that answer. */
+  const answered = <R extends { status: number }>(
+    what: string,
+    call: () => Promise<R | null>,
+    status = 200,
+  ) =>
+    waitFor(
+      what,
+      async () => {
+        const r = await call();
+        return r?.status === status ? r : null;
+      },
+      30_000,
+    );
 
   const first = await waitFor(
     'legacy through the gateway',
@@ -216,14 +230,7 @@ t.test('mesh callers reach services outside the mesh through a terminating gatew
     'TCP reaches the echo outside the mesh',
   );
 
-  const secure = await waitFor(
-    'secure through the gateway',
-    async () => {
-      const r = await get(secureLocal, '/balance');
-      return r?.status === 200 ? r : null;
-    },
-    30_000,
-  );
+  const secure = await answered('secure through the gateway', () => get(secureLocal, '/balance'));
   t.match(
     secure.json,
     { app: 'secure', client: /spiffe:\/\/.*\/svc\/gateway-client/ },
@@ -263,13 +270,8 @@ t.test('mesh callers reach services outside the mesh through a terminating gatew
       req.on('error', () => (c.close(), resolve(null)));
       req.end();
     });
-  const feed = await waitFor(
-    'feed through the gateway over HTTP/2',
-    async () => {
-      const r = await h2get(feedLocal, '/items');
-      return r?.status === 200 ? r : null;
-    },
-    30_000,
+  const feed = await answered('feed through the gateway over HTTP/2', () =>
+    h2get(feedLocal, '/items'),
   );
   t.same(
     JSON.parse(feed.body),
@@ -319,13 +321,10 @@ t.test('mesh callers reach services outside the mesh through a terminating gatew
 
   // feed's resolver bounds its streams at the gateway: one whose answer takes 2 s gets a 504
   await putConfig(mesh, { Kind: 'service-resolver', Name: 'feed', RequestTimeout: '300ms' });
-  const slow = await waitFor(
+  const slow = await answered(
     "feed's RequestTimeout applied at the gateway",
-    async () => {
-      const r = await h2get(feedLocal, '/slow');
-      return r?.status === 504 ? r : null;
-    },
-    30_000,
+    () => h2get(feedLocal, '/slow'),
+    504,
   );
   t.match(slow.body, /REMORA_E_PROXY_REQUEST_TIMEOUT/, 'a stream past it: 504, coded');
   t.equal((await h2get(feedLocal, '/items'))?.status, 200, 'the others are answered');
@@ -401,14 +400,7 @@ t.test('mesh callers reach services outside the mesh through a terminating gatew
     ).code,
     0,
   );
-  const open = await waitFor(
-    'the L7 intention to apply',
-    async () => {
-      const r = await get(legacyLocal, '/public/menu');
-      return r?.status === 200 ? r : null;
-    },
-    30_000,
-  );
+  const open = await answered('the L7 intention to apply', () => get(legacyLocal, '/public/menu'));
   t.same(
     open.json,
     { app: 'legacy', path: '/public/menu' },

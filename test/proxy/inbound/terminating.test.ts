@@ -407,22 +407,20 @@ t.test(
       set
         .prepare(
           {
-            services: [
+            services: (
+              [
+                ['a', 'http', p1],
+                ['b', 'http2', p2],
+              ] as const
+            ).map(([name, protocol, port]) =>
               service({
-                service: 'a',
-                sni: 'a',
-                protocol: 'http',
-                endpoints: [address(p1)],
+                service: name,
+                sni: name,
+                protocol,
+                endpoints: [address(port)],
                 ...(disable ? { disableAutoHostRewrite: true as const } : {}),
               }),
-              service({
-                service: 'b',
-                sni: 'b',
-                protocol: 'http2',
-                endpoints: [address(p2)],
-                ...(disable ? { disableAutoHostRewrite: true as const } : {}),
-              }),
-            ],
+            ),
           },
           [],
           undefined,
