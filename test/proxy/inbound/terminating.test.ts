@@ -509,3 +509,45 @@ t.test('circuit breakers bound the calls to the instances outside the mesh', asy
   await waitFor('the slot given back', async () => (await codeOf(db.dial(1000))) === undefined);
   t.same([...new Set(overflows)], ['web requests', 'db connections'], 'each refusal reported');
 });
+
+t.test(
+  "the resolver's LoadBalancer picks the instance: least request avoids a busy one",
+  async (t) => {
+    const held: http.ServerResponse[] = [];
+    const busy = http.createServer((req, res) => (req.resume(), held.push(res)));
+    const free = await app('free');
+    const bp = await listen(busy);
+    t.teardown(() => (busy.closeAllConnections(), busy.close(), free.server.close()));
+    const set = createTerminatingSet({ limits: DEFAULT_HTTP_LIMITS, random: () => 0.5 });
+    t.teardown(() => set.close());
+    const apply = (loadBalancer: 'round_robin' | 'least_request') =>
+      set
+        .prepare(
+          {
+            services: [
+              service({
+                protocol: 'http',
+                endpoints: [endpoint(bp), endpoint(free.port)],
+                loadBalancer,
+              }),
+            ],
+          },
+          [],
+          undefined,
+        )
+        .commit();
+    const sni = 'legacy.default.dc1.internal.x.remora';
+    // round robin: two calls, one to each instance; the busy one holds its call
+    apply('round_robin');
+    const target = set.target(sni)!;
+    const first = [target.request(request('GET')), target.request(request('GET'))];
+    await waitFor('round robin reached both', () => held.length === 1 && free.got.length === 1);
+    // least request: the busy instance has a call in flight, every new one goes to the idle one
+    apply('least_request');
+    for (let i = 0; i < 4; i += 1) t.equal(await statusOf(target.request(request('GET'))), 200);
+    t.equal(free.got.length, 5, 'least request: every call to the idle instance');
+    t.equal(held.length, 1, 'none more to the busy one');
+    held[0]!.end('late');
+    t.same(await Promise.all(first.map(statusOf)), [200, 200], 'the held call is answered too');
+  },
+);
