@@ -1,7 +1,36 @@
-// The agent's loopback status endpoint, read by `remora status`.
-import { createServer, type Server } from 'node:http';
+// The agent's loopback admin endpoint: `GET /status` for `remora status`, and
+// `POST /proxies/restart` for `remora restart-proxies`. It takes JSON only, which a web page
+// cannot send to it without a CORS preflight this server never answers.
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { AgentStatus } from './agent.ts';
+import type { HandoverResult } from './supervisor.ts';
+
+/** Upper bound of a request body (a list of instance IDs). */
+const MAX_BODY_BYTES = 64 * 1024;
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req as AsyncIterable<Buffer>) {
+    size += c.length;
+    if (size > MAX_BODY_BYTES) throw new Error(`the body is over ${MAX_BODY_BYTES} bytes`);
+    chunks.push(c);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  return text.trim() === '' ? {} : JSON.parse(text);
+}
+
+/** The instance IDs of a restart request, or why the body is not one. */
+function restartIds(body: unknown): string[] | string {
+  if (typeof body !== 'object' || body === null || Array.isArray(body))
+    return 'the body must be a JSON object, e.g. {"instances": ["web-1"]} or {} for all';
+  const ids = (body as { instances?: unknown }).instances;
+  if (ids === undefined) return [];
+  if (!Array.isArray(ids) || !ids.every((x) => typeof x === 'string' && x !== ''))
+    return '`instances` must be a list of instance IDs';
+  return ids as string[];
+}
 
 export interface AdminServer {
   port: number;
@@ -11,9 +40,18 @@ export interface AdminServer {
 export async function startAdminServer(o: {
   port: number;
   status(): AgentStatus;
+  restartProxies?: (ids: readonly string[]) => Promise<HandoverResult[]>;
 }): Promise<AdminServer> {
   const server: Server = createServer((req, res) => {
     const url = req.url?.split('?')[0];
+    if (url === '/proxies/restart' && o.restartProxies) {
+      void restart(req, o.restartProxies).then(({ status, body }) =>
+        res
+          .writeHead(status, { 'content-type': 'application/json' })
+          .end(`${JSON.stringify(body, null, 2)}\n`),
+      );
+      return;
+    }
     if (req.method !== 'GET') {
       res.writeHead(405, { allow: 'GET' }).end();
       return;
@@ -39,4 +77,26 @@ export async function startAdminServer(o: {
         server.close(() => resolve());
       }),
   };
+}
+
+async function restart(
+  req: IncomingMessage,
+  restartProxies: (ids: readonly string[]) => Promise<HandoverResult[]>,
+): Promise<{ status: number; body: unknown }> {
+  const refuse = (status: number, message: string) => ({
+    status,
+    body: { error: { code: 'REMORA_E_USAGE', message } },
+  });
+  if (req.method !== 'POST') return refuse(405, 'use POST /proxies/restart');
+  if (!/^application\/json\b/.test(req.headers['content-type'] ?? ''))
+    return refuse(415, 'send the request as content-type: application/json');
+  let body: unknown;
+  try {
+    body = await readJson(req);
+  } catch (err) {
+    return refuse(400, `cannot read the request: ${(err as Error).message}`);
+  }
+  const ids = restartIds(body);
+  if (typeof ids === 'string') return refuse(400, ids);
+  return { status: 200, body: { results: await restartProxies(ids) } };
 }

@@ -74,6 +74,7 @@ import {
 } from './discovery.ts';
 import {
   createSupervisor,
+  type HandoverResult,
   type ProcessOps,
   type ProxyStatus,
   type Supervisor,
@@ -250,6 +251,12 @@ export interface Agent {
   /** Re-reads the definition directory (SIGHUP). */
   reload(): Promise<void>;
   stop(options?: StopOptions): Promise<void>;
+  /**
+   * Replaces the proxies of the given instances (all when none is given), one after another,
+   * each without a gap: the new proxy shares the old one's ports until it is ready, then the old
+   * one drains (docs/operations.md, "Restarting proxies without a gap").
+   */
+  restartProxies(ids?: readonly string[]): Promise<HandoverResult[]>;
   status(): AgentStatus;
   readonly paths: DataPaths;
 }
@@ -2609,6 +2616,15 @@ export function createAgent(o: AgentOptions): Agent {
     async reload() {
       await configDir.load();
       await applying;
+    },
+    async restartProxies(ids) {
+      const wanted = ids && ids.length > 0 ? [...ids] : [...instances.keys()].sort();
+      const results: HandoverResult[] = [];
+      for (const id of wanted) {
+        if (stopped) break;
+        results.push(await supervisor.handover(id, s.drainTimeoutMs));
+      }
+      return results;
     },
     async stop(options = {}) {
       if (stopped) return;

@@ -289,7 +289,11 @@ export function createHostAgent(o: HostAgentOptions): HostAgent {
         pause: (id) => pauseProxy(paths.proxyPid(id), id),
       });
       try {
-        admin = await startAdminServer({ port: c.adminPort, status: () => agent.status() });
+        admin = await startAdminServer({
+          port: c.adminPort,
+          status: () => agent.status(),
+          restartProxies: (ids) => agent.restartProxies(ids),
+        });
         logger.info({ adminPort: admin.port }, `status on http://127.0.0.1:${admin.port}/status`);
       } catch (err) {
         logError(

@@ -28,3 +28,4 @@ export { renewalTime } from './renewal.ts';
 export { startAdminServer } from './admin.ts';
 export type { ConsulPort, ControlPort, TrustBundle, SignedCert, ConnectEntry } from './ports.ts';
 export type { SpawnProxy, SpawnProxyRequest } from './spawn.ts';
+export type { HandoverResult } from './supervisor.ts';

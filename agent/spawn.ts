@@ -17,6 +17,8 @@ export interface SpawnProxyRequest {
   socketPath: string;
   adminPort: number;
   logFile: string;
+  /** A successor taking over from the instance's running proxy (`--takeover`). */
+  takeover?: boolean;
 }
 
 export type SpawnProxy = (req: SpawnProxyRequest) => SpawnedProxy;
@@ -57,6 +59,7 @@ export function proxyArgs(req: SpawnProxyRequest): string[] {
     req.socketPath,
     '--admin',
     String(req.adminPort),
+    ...(req.takeover === true ? ['--takeover'] : []),
   ];
 }
 

@@ -25,6 +25,8 @@ export const RESTART_MAX_MS = 10_000;
 export const RESTART_RESET_AFTER_MS = 30_000;
 export const HELLO_TIMEOUT_MS = 20_000;
 const LIVENESS_POLL_MS = 500;
+/** How long a successor proxy may take to connect, bind and say it is ready. */
+export const HANDOVER_TIMEOUT_MS = 30_000;
 
 export interface ProcessOps {
   spawn: SpawnProxy;
@@ -85,6 +87,34 @@ interface Proc {
   lastExit: ProxyStatus['lastExit'];
   lastError: ProxyStatus['lastError'];
   exitWaiters: (() => void)[];
+  /** The proxy taking over from this one (`handover`), until it is ready or has failed. */
+  successor: Successor | null;
+}
+
+/** A second proxy for an instance, started to take over from the running one. */
+interface Successor {
+  pid: number;
+  adminPort: number;
+  channel: FrameChannel<AgentFrame> | null;
+  /** The snapshot sent to it, and whether it applied it. */
+  sent: SentRecord | null;
+  body: Omit<ProxySnapshot, 'version'> | null;
+  applied: boolean;
+  ready: boolean;
+  timer: NodeJS.Timeout | null;
+  /** How long the old proxy may drain once this one has taken over. */
+  drainMs: number;
+  settle(why: string | null): void;
+}
+
+/** What `handover` did for one instance. */
+export interface HandoverResult {
+  instance: string;
+  ok: boolean;
+  /** The proxy that served before, and the one serving now (the same one when it failed). */
+  oldPid: number | null;
+  newPid: number | null;
+  error?: { code: string; message: string };
 }
 
 export interface SupervisorOptions {
@@ -115,6 +145,13 @@ export interface Supervisor {
   push(instance: string): void;
   /** Asks a proxy to drain; resolves when it exited or the deadline passed. */
   drain(instance: string, deadlineMs: number): Promise<boolean>;
+  /**
+   * Replaces the instance's running proxy without a gap: starts a successor that shares its
+   * ports (`remora proxy --takeover`), sends it the current snapshot, and once it is ready asks
+   * the old one to drain within `drainMs`. The instance stays ready throughout; on any failure
+   * the successor is stopped and the old proxy keeps serving.
+   */
+  handover(instance: string, drainMs: number, timeoutMs?: number): Promise<HandoverResult>;
   /** Stops the proxy (SIGTERM, then SIGKILL) and forgets it. */
   stop(instance: string): Promise<void>;
   /** Forgets the proxy but leaves it running (agent upgrade). */
@@ -169,9 +206,14 @@ export function createSupervisor(o: SupervisorOptions): Supervisor {
     await writeFileAtomic(paths.proxyPid(p.instance), JSON.stringify(body), 0o600);
   }
 
-  async function pickAdminPort(p: Proc): Promise<number> {
+  async function pickAdminPort(p: Proc, keepOwn = false): Promise<number> {
     if (o.adminPortBase === 0) return 0;
-    const used = new Set([...procs.values()].filter((q) => q !== p).map((q) => q.adminPort));
+    const used = new Set(
+      [...procs.values()].flatMap((q) => [
+        ...(q !== p || keepOwn ? [q.adminPort] : []),
+        ...(q.successor ? [q.successor.adminPort] : []),
+      ]),
+    );
     for (let port = o.adminPortBase; port < Math.min(65536, o.adminPortBase + 1000); port++) {
       if (!used.has(port) && (await canBind(port))) return port;
     }
@@ -268,6 +310,7 @@ export function createSupervisor(o: SupervisorOptions): Supervisor {
   function exited(p: Proc, code: number | null, signal: string | null): void {
     if (p.pid === null) return;
     p.lastExit = { code, signal, at: new Date(clock.now()).toISOString() };
+    failSuccessor(p, 'the running proxy exited during the handover');
     p.pid = null;
     p.channel?.close();
     p.channel = null;
@@ -366,6 +409,179 @@ export function createSupervisor(o: SupervisorOptions): Supervisor {
     }
   }
 
+  // --- handover: a successor takes over from the running proxy ------------------------------
+
+  function failSuccessor(p: Proc, why: string): void {
+    const succ = p.successor;
+    if (!succ) return;
+    p.successor = null;
+    if (succ.timer) clock.clearTimeout(succ.timer);
+    succ.channel?.close();
+    if (succ.pid > 0 && ops.isProxy(succ.pid, p.instance)) void killAndWait(succ.pid, 2000);
+    succ.settle(why);
+  }
+
+  function attachSuccessor(p: Proc, succ: Successor, channel: FrameChannel<AgentFrame>): void {
+    succ.channel = channel;
+    const body = o.snapshotFor(p.instance);
+    if (!body) {
+      failSuccessor(p, 'its snapshot is not complete (certificate, roots or endpoints missing)');
+      return;
+    }
+    const version =
+      Math.max(p.sent?.version ?? 0, p.appliedVersion ?? 0, p.pendingHash?.version ?? 0) + 1;
+    succ.sent = { version, hash: hashSnapshot(body) };
+    succ.body = body;
+    channel.send({ v: 1, type: 'snapshot', snapshot: { version, ...body } });
+  }
+
+  function onSuccessorFrame(p: Proc, succ: Successor, f: ProxyFrame): void {
+    if (f.type === 'ack' && f.version === succ.sent?.version) {
+      if (!f.ok) {
+        const shared =
+          f.error.code === 'REMORA_E_PROXY_LISTEN_FAILED'
+            ? ' (a proxy started before Remora shared its ports cannot be taken over: stop and start its instance instead)'
+            : '';
+        failSuccessor(p, `it refused the snapshot: ${f.error.code}: ${f.error.message}${shared}`);
+        return;
+      }
+      succ.applied = true;
+    } else if (f.type === 'status') {
+      succ.ready = f.ready;
+    }
+    if (succ.applied && succ.ready) promote(p, succ);
+  }
+
+  function promote(p: Proc, succ: Successor): void {
+    const old = { pid: p.pid, channel: p.channel, ownChild: p.ownChild };
+    p.successor = null;
+    if (succ.timer) clock.clearTimeout(succ.timer);
+    p.pid = succ.pid;
+    p.ownChild = true;
+    p.channel = succ.channel;
+    p.adminPort = succ.adminPort;
+    p.sent = succ.sent;
+    p.appliedVersion = succ.sent!.version;
+    p.pendingHash = null;
+    p.pendingBody = null;
+    p.adopted = false;
+    p.state = 'running';
+    writePid(p).catch((err: unknown) =>
+      logError(logger, err, `cannot record the pid of ${p.instance}'s proxy`, 'warn'),
+    );
+    writeFileAtomic(
+      `${paths.instanceDir(p.instance)}/snapshot.json`,
+      JSON.stringify(p.sent),
+      0o600,
+    ).catch(() => undefined);
+    logger.info(
+      { instance: p.instance, oldPid: old.pid, pid: p.pid, adminPort: p.adminPort },
+      `proxy for ${p.instance} taken over by pid ${p.pid}; pid ${old.pid} drains`,
+    );
+    if (succ.body) o.onApplied?.(p.instance, succ.body);
+    succ.settle(null);
+    send(p); // something may have changed while the successor started
+    if (old.pid !== null) void retire(p.instance, old.pid, old.channel, succ.drainMs);
+  }
+
+  /** The old proxy after a handover: drains (its listeners close first), then exits. */
+  async function retire(
+    instance: string,
+    pid: number,
+    channel: FrameChannel<AgentFrame> | null,
+    drainMs: number,
+  ): Promise<void> {
+    if (!channel?.send({ v: 1, type: 'drain', deadlineMs: drainMs })) ops.signal(pid, 'SIGTERM');
+    const deadline = Date.now() + drainMs + 2000;
+    while (ops.isAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+    if (ops.isProxy(pid, instance)) await killAndWait(pid, 1000);
+    channel?.close();
+  }
+
+  async function handover(
+    instance: string,
+    drainMs: number,
+    timeoutMs = HANDOVER_TIMEOUT_MS,
+  ): Promise<HandoverResult> {
+    const p = procs.get(instance);
+    const refuse = (message: string): HandoverResult => {
+      const e = new RemoraError(
+        'REMORA_E_AGENT_PROXY_HANDOVER_FAILED',
+        `cannot restart the proxy of ${instance}: ${message}`,
+        { instance },
+      );
+      if (p) p.lastError = stamp(e.code, e.message);
+      logError(logger, e, undefined, 'warn');
+      return {
+        instance,
+        ok: false,
+        oldPid: p?.pid ?? null,
+        newPid: p?.pid ?? null,
+        error: { code: e.code, message: e.message },
+      };
+    };
+    if (!p) return refuse('no proxy runs for it on this host');
+    if (p.successor) return refuse('a restart of this proxy is already under way');
+    if (p.state !== 'running' || p.pid === null || !p.channel || !p.ready)
+      return refuse(
+        `its proxy is not running and ready (${p.readyReason ?? p.state}); the agent restarts it by itself`,
+      );
+    const oldPid = p.pid;
+    let settle: (why: string | null) => void = () => {};
+    const outcome = new Promise<string | null>((resolve) => (settle = resolve));
+    // taken at once, so a second restart of the instance is refused while this one prepares
+    const succ: Successor = {
+      pid: 0,
+      adminPort: 0,
+      channel: null,
+      sent: null,
+      body: null,
+      applied: false,
+      ready: false,
+      timer: null,
+      drainMs,
+      settle,
+    };
+    p.successor = succ;
+    succ.timer = clock.setTimeout(() => {
+      succ.timer = null;
+      failSuccessor(p, `the new proxy was not ready within ${timeoutMs} ms`);
+    }, timeoutMs);
+    succ.adminPort = await pickAdminPort(p, true);
+    if (p.successor === succ) {
+      try {
+        const spawned = ops.spawn({
+          instance,
+          socketPath: paths.socket,
+          adminPort: succ.adminPort,
+          logFile: paths.proxyLog(instance),
+          takeover: true,
+        });
+        succ.pid = spawned.pid;
+        logger.info(
+          { instance, oldPid, pid: succ.pid },
+          `restarting the proxy for ${instance}: pid ${succ.pid} takes over from pid ${oldPid}`,
+        );
+        spawned.onExit((code, signal) => {
+          if (p.successor === succ)
+            failSuccessor(
+              p,
+              `the new proxy exited (code ${code}, signal ${signal}) before it was ready`,
+            );
+          else if (p.pid === succ.pid) exited(p, code, signal);
+        });
+      } catch (err) {
+        failSuccessor(p, `cannot start a new proxy: ${(err as Error).message}`);
+      }
+    }
+    const why = await outcome;
+    if (why !== null) {
+      const r = refuse(`${why}; pid ${oldPid} keeps serving`);
+      return { ...r, oldPid, newPid: p.pid };
+    }
+    return { instance, ok: true, oldPid, newPid: p.pid };
+  }
+
   function bind(p: Proc, channel: FrameChannel<AgentFrame>, hello: HelloFrame): void {
     if (p.channel && p.channel !== channel) p.channel.close();
     if (p.timer) {
@@ -425,6 +641,13 @@ export function createSupervisor(o: SupervisorOptions): Supervisor {
           clearTimeout(helloTimer);
           instance = f.instance;
           const p = procs.get(f.instance);
+          const succ = p?.successor;
+          if (p && succ && succ.pid === f.pid && succ.channel === null) {
+            proc = p;
+            succ.adminPort = f.adminPort;
+            attachSuccessor(p, succ, channel);
+            return;
+          }
           if (p && p.state !== 'stopping' && p.state !== 'stopped') {
             proc = p;
             bind(p, channel, f);
@@ -436,6 +659,8 @@ export function createSupervisor(o: SupervisorOptions): Supervisor {
         }
         const p = proc ?? procs.get(instance);
         if (p && p.channel === channel) onFrame(p, f);
+        else if (p?.successor && p.successor.channel === channel)
+          onSuccessorFrame(p, p.successor, f);
         else {
           const w = waiting.get(instance);
           if (w?.channel === channel && f.type === 'status') {
@@ -455,6 +680,8 @@ export function createSupervisor(o: SupervisorOptions): Supervisor {
         const w = waiting.get(instance);
         if (w?.channel === channel) waiting.delete(instance);
         const p = procs.get(instance);
+        if (p?.successor && p.successor.channel === channel)
+          failSuccessor(p, 'the new proxy disconnected before it was ready');
         if (!p || p.channel !== channel) return;
         p.channel = null;
         p.pendingHash = null;
@@ -539,6 +766,7 @@ export function createSupervisor(o: SupervisorOptions): Supervisor {
       lastExit: null,
       lastError: null,
       exitWaiters: [],
+      successor: null,
     };
   }
 
@@ -577,10 +805,12 @@ export function createSupervisor(o: SupervisorOptions): Supervisor {
       const p = procs.get(instance);
       if (p) send(p);
     },
+    handover,
     async drain(instance, deadlineMs) {
       const p = procs.get(instance);
       if (!p || p.pid === null) return true;
       p.state = 'stopping';
+      failSuccessor(p, 'the instance is stopping');
       if (p.timer) clock.clearTimeout(p.timer);
       const pid = p.pid;
       const gone = new Promise<void>((resolve) => p.exitWaiters.push(resolve));
@@ -597,6 +827,7 @@ export function createSupervisor(o: SupervisorOptions): Supervisor {
       const p = procs.get(instance);
       if (!p) return;
       p.state = 'stopping';
+      failSuccessor(p, 'the instance is stopping');
       if (p.timer) clock.clearTimeout(p.timer);
       const pid = p.pid;
       if (pid !== null && ops.isProxy(pid, instance)) await killAndWait(pid, 3000);
@@ -611,6 +842,7 @@ export function createSupervisor(o: SupervisorOptions): Supervisor {
     release(instance) {
       const p = procs.get(instance);
       if (!p) return;
+      failSuccessor(p, 'the agent is stopping');
       p.state = 'stopped';
       if (p.timer) clock.clearTimeout(p.timer);
       p.channel?.close();
@@ -652,6 +884,7 @@ export function createSupervisor(o: SupervisorOptions): Supervisor {
     instances: () => [...procs.keys()],
     async close() {
       closed = true;
+      for (const p of procs.values()) failSuccessor(p, 'the agent is stopping');
       if (poll) clock.clearTimeout(poll);
       for (const p of procs.values()) if (p.timer) clock.clearTimeout(p.timer);
       for (const w of waiting.values()) w.channel.close();

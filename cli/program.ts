@@ -17,6 +17,8 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
   token: async () => (await import('./commands/token.ts')).registerToken,
   ca: async () => (await import('./commands/ca.ts')).registerCa,
   status: async () => (await import('./commands/status.ts')).registerStatus,
+  'restart-proxies': async () =>
+    (await import('./commands/restart-proxies.ts')).registerRestartProxies,
   explain: async () => (await import('./commands/explain.ts')).registerExplain,
   traces: async () => (await import('./commands/traces.ts')).registerTraces,
 };

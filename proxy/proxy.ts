@@ -27,6 +27,7 @@ import { createExposeSlot } from './inbound/expose.ts';
 import { createMetricsListenerSlot } from './admin/metrics-listener.ts';
 import { createPermissiveGate, type PermissiveGate } from './inbound/permissive.ts';
 import { createIngressSlot } from './outbound/ingress.ts';
+import { bindShareable } from './listen.ts';
 
 export interface ProxyStatus {
   ready: boolean;
@@ -48,6 +49,11 @@ export interface CreateProxyOptions {
    * plain (`DEFAULT_SNIFF_TIMEOUT_MS`).
    */
   sniffTimeoutMs?: number;
+  /**
+   * This proxy takes over from the instance's running proxy (`remora proxy --takeover`): the
+   * listeners of its first snapshot join that proxy's ports instead of requiring them free.
+   */
+  takeover?: boolean;
 }
 
 export interface Proxy {
@@ -79,28 +85,25 @@ interface Listener<T> {
   part: T;
 }
 
-function listen(server: Server, host: string, port: number, what: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onError = (err: NodeJS.ErrnoException) => {
-      reject(
-        new RemoraError(
-          'REMORA_E_PROXY_LISTEN_FAILED',
-          `cannot listen on ${host}:${port} for ${what}: ${err.code ?? err.message}`,
-          {
-            host,
-            port,
-            what,
-          },
-        ),
-      );
-    };
-    server.once('error', onError);
-    server.listen({ host, port, backlog: 1024 }, () => {
-      server.off('error', onError);
-      server.on('error', () => {});
-      resolve();
-    });
-  });
+/** Binds a listener; a taken port is refused with a coded error naming what wanted it. */
+async function listen(
+  server: Server,
+  host: string,
+  port: number,
+  what: string,
+  join: boolean,
+): Promise<void> {
+  try {
+    await bindShareable(server, host, port, join);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new RemoraError(
+      'REMORA_E_PROXY_LISTEN_FAILED',
+      `cannot listen on ${host}:${port} for ${what}: ${e.code ?? e.message}`,
+      { host, port, what },
+    );
+  }
+  server.on('error', () => {});
 }
 
 function closeServer(s: Server): void {
@@ -113,6 +116,10 @@ export function createProxy(o: CreateProxyOptions): Proxy {
   const metrics = o.metrics ?? createProxyMetrics();
   let active: ActiveConfig | null = null;
   let draining = false;
+  // a successor's first snapshot joins its predecessor's ports (proxy/listen.ts)
+  let joining = o.takeover === true;
+  const bind = (server: Server, host: string, port: number, what: string): Promise<void> =>
+    listen(server, host, port, what, joining);
   let inboundListener: Listener<PermissiveGate> | null = null;
   let inbound: Inbound | null = null;
   const upstreams = new Map<string, Listener<Upstream>>();
@@ -283,7 +290,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
           ...(o.sniffTimeoutMs === undefined ? {} : { sniffTimeoutMs: o.sniffTimeoutMs }),
         });
         gate.set(ib.mutualTlsMode === 'permissive');
-        await listen(server, ib.bindAddress, ib.bindPort, `inbound ${snapshot.instance.service}`);
+        await bind(server, ib.bindAddress, ib.bindPort, `inbound ${snapshot.instance.service}`);
         newInbound = { key: ibKey, server, part: gate };
         created.push(newInbound);
       }
@@ -301,12 +308,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
         const part = createUpstream(env, u);
         server.on('connection', (s) => part.handleConnection(s));
         if (u.listener !== false)
-          await listen(
-            server,
-            u.localBindAddress,
-            u.localBindPort,
-            `upstream ${u.destinationName}`,
-          );
+          await bind(server, u.localBindAddress, u.localBindPort, `upstream ${u.destinationName}`);
         const l = { key, server, part };
         newUps.push(l);
         created.push(l);
@@ -316,9 +318,9 @@ export function createProxy(o: CreateProxyOptions): Proxy {
         snapshot.tls.rootsPem,
         snapshot.meshTls,
       );
-      transparentSwitch = await transparent.prepare(snapshot, listen);
-      exposeSwitch = await exposed.prepare(snapshot, listen);
-      ingressSwitch = await ingress.prepare(snapshot, listen);
+      transparentSwitch = await transparent.prepare(snapshot, bind);
+      exposeSwitch = await exposed.prepare(snapshot, bind);
+      ingressSwitch = await ingress.prepare(snapshot, bind);
     } catch (err) {
       active = savedActive;
       transparentSwitch?.abort();
@@ -329,6 +331,8 @@ export function createProxy(o: CreateProxyOptions): Proxy {
     }
 
     // 2. switch
+    const joined = joining;
+    joining = false;
     terminatingSwitch?.commit();
     if (inbound === null) inbound = createInbound(env, terminating);
     inbound.update();
@@ -363,7 +367,7 @@ export function createProxy(o: CreateProxyOptions): Proxy {
     transparentSwitch?.commit();
     exposeSwitch?.commit();
     ingressSwitch?.commit();
-    publicMetrics.sync(snapshot.metrics);
+    publicMetrics.sync(snapshot.metrics, joined);
     for (const l of upstreams.values())
       for (const c of l.part.clusters()) {
         const ejected = c.endpoints.filter((e) => e.ejectedUntil > now).length;

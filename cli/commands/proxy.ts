@@ -38,6 +38,10 @@ export function registerProxy(program: Command, ctx: CliContext): void {
       'serve a fixed snapshot instead of the agent stream (debugging)',
     )
     .option('--admin <port>', 'admin port on 127.0.0.1', (v) => Number(v))
+    .option(
+      '--takeover',
+      "take over from the instance's running proxy: share its ports until it has drained (the agent's restart-proxies)",
+    )
     .option('--log-level <level>', 'minimum log level')
     .action(
       async (opts: {
@@ -47,6 +51,7 @@ export function registerProxy(program: Command, ctx: CliContext): void {
         staticConfig?: string;
         admin?: number;
         logLevel?: string;
+        takeover?: boolean;
       }) => {
         const config = loadProgramConfig(proxySchema, ctx, opts.config, {
           instance: opts.instance,
@@ -71,7 +76,12 @@ export function registerProxy(program: Command, ctx: CliContext): void {
           base: { instance },
         });
         const clock = createClock();
-        const proxy = createProxy({ logger, clock, limits: config.http });
+        const proxy = createProxy({
+          logger,
+          clock,
+          limits: config.http,
+          takeover: opts.takeover === true,
+        });
         const admin = await startAdminServer({
           host: config.admin.host,
           port: config.admin.port,

@@ -146,6 +146,44 @@ export function renderStatus(s: AgentStatus, now: number): string {
   return out.join('\n');
 }
 
+/**
+ * Calls the agent's loopback admin endpoint (`agentAdmin`); the parsed JSON answer. An agent
+ * that cannot be reached, or answers with an error, is a coded error naming the URL.
+ */
+export async function callAgentAdmin(
+  base: string,
+  path: string,
+  init: { method?: string; body?: unknown; timeoutMs?: number } = {},
+): Promise<unknown> {
+  const url = `${base.replace(/\/+$/, '')}${path}`;
+  let res: Response;
+  try {
+    res = await fetch(url, {
+      method: init.method ?? 'GET',
+      signal: AbortSignal.timeout(init.timeoutMs ?? 5000),
+      ...(init.body === undefined
+        ? {}
+        : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(init.body) }),
+    });
+  } catch (err) {
+    throw new RemoraError(
+      'REMORA_E_AGENT_ADMIN_UNREACHABLE',
+      `cannot reach the agent at ${url}: ${(err as Error).message}; is \`remora agent\` running here, and does --agent-admin match its adminPort?`,
+      { url },
+    );
+  }
+  const body: unknown = await res.json().catch(() => null);
+  if (!res.ok) {
+    const why = (body as { error?: { message?: string } } | null)?.error?.message;
+    throw new RemoraError(
+      'REMORA_E_AGENT_ADMIN_UNREACHABLE',
+      `the agent at ${url} answered HTTP ${res.status}${why ? `: ${why}` : ''}; is --agent-admin the agent's adminPort, and the agent as new as this CLI?`,
+      { url, status: res.status },
+    );
+  }
+  return body;
+}
+
 export function registerStatus(program: Command, ctx: CliContext): void {
   program
     .command('status')
@@ -159,19 +197,7 @@ export function registerStatus(program: Command, ctx: CliContext): void {
       const config = loadProgramConfig(cliSchema, ctx, opts.config, {
         agentAdmin: opts.agentAdmin,
       });
-      const url = `${config.agentAdmin.replace(/\/+$/, '')}/status`;
-      let status: AgentStatus;
-      try {
-        const res = await fetch(url, { signal: AbortSignal.timeout(5000) });
-        if (!res.ok) throw new Error(`HTTP ${res.status}`);
-        status = (await res.json()) as AgentStatus;
-      } catch (err) {
-        throw new RemoraError(
-          'REMORA_E_AGENT_ADMIN_UNREACHABLE',
-          `cannot read the agent status at ${url}: ${(err as Error).message}; is \`remora agent\` running here, and does --agent-admin match its adminPort?`,
-          { url },
-        );
-      }
+      const status = (await callAgentAdmin(config.agentAdmin, '/status')) as AgentStatus;
       print(ctx, opts.json ? JSON.stringify(status, null, 2) : renderStatus(status, Date.now()));
     });
 }

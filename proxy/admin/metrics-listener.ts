@@ -10,13 +10,17 @@ import type { MetricsListener } from '../../lib/proxy-api/index.ts';
 import type { ProxyResponse } from '../stages/types.ts';
 import type { ProxyMetrics } from './metrics.ts';
 import { answer, createPlainServer, metricsAnswer } from './server.ts';
+import { bindShareable } from '../listen.ts';
 
 /** How long a listener that could not bind waits before trying again. */
 export const METRICS_RETRY_MS = 10_000;
 
 export interface MetricsListenerSlot {
-  /** Binds, moves or closes the listener to match the snapshot's `metrics` (absent: none). */
-  sync(want: MetricsListener | undefined): void;
+  /**
+   * Binds, moves or closes the listener to match the snapshot's `metrics` (absent: none); with
+   * `join`, a port the instance's previous proxy holds is shared (proxy/listen.ts).
+   */
+  sync(want: MetricsListener | undefined, join?: boolean): void;
   address(): AddressInfo | null;
   close(): void;
 }
@@ -48,50 +52,52 @@ export function createMetricsListenerSlot(o: {
     bound = null;
   }
 
-  function bind(want: MetricsListener, wantKey: string): void {
+  function bind(want: MetricsListener, wantKey: string, join: boolean): void {
     const plain = createPlainServer(handle);
-    plain.server.once('error', (err: NodeJS.ErrnoException) => {
-      if (key !== wantKey) return;
-      const why = err.code ?? err.message;
-      if (failed !== `${wantKey} ${why}`) {
-        failed = `${wantKey} ${why}`;
-        logError(
-          o.logger,
-          new RemoraError(
-            'REMORA_E_PROXY_METRICS_LISTEN_FAILED',
-            `cannot listen on ${wantKey} for /metrics (envoy_prometheus_bind_addr): ${why}; the sidecar serves on without it and tries again every ${retryMs / 1000} s. Free the port, or set another envoy_prometheus_bind_addr`,
-            { address: want.bindAddress, port: want.bindPort, reason: why },
-          ),
+    bindShareable(plain.server, want.bindAddress, want.bindPort, join).then(
+      () => {
+        if (key !== wantKey) {
+          plain.server.close();
+          return;
+        }
+        bound = plain;
+        failed = null;
+        o.logger.info(
+          { address: want.bindAddress, port: (plain.server.address() as AddressInfo).port },
+          'serving /metrics for scrapers',
         );
-      }
-      retry = setTimeout(() => {
-        retry = null;
-        if (key === wantKey && bound === null) bind(want, wantKey);
-      }, retryMs);
-      retry.unref();
-    });
-    plain.server.listen(want.bindPort, want.bindAddress, () => {
-      if (key !== wantKey) {
-        plain.server.close();
-        return;
-      }
-      bound = plain;
-      failed = null;
-      o.logger.info(
-        { address: want.bindAddress, port: (plain.server.address() as AddressInfo).port },
-        'serving /metrics for scrapers',
-      );
-    });
+      },
+      (err: NodeJS.ErrnoException) => {
+        if (key !== wantKey) return;
+        const why = err.code ?? err.message;
+        if (failed !== `${wantKey} ${why}`) {
+          failed = `${wantKey} ${why}`;
+          logError(
+            o.logger,
+            new RemoraError(
+              'REMORA_E_PROXY_METRICS_LISTEN_FAILED',
+              `cannot listen on ${wantKey} for /metrics (envoy_prometheus_bind_addr): ${why}; the sidecar serves on without it and tries again every ${retryMs / 1000} s. Free the port, or set another envoy_prometheus_bind_addr`,
+              { address: want.bindAddress, port: want.bindPort, reason: why },
+            ),
+          );
+        }
+        retry = setTimeout(() => {
+          retry = null;
+          if (key === wantKey && bound === null) bind(want, wantKey, false);
+        }, retryMs);
+        retry.unref();
+      },
+    );
   }
 
   return {
-    sync(want) {
+    sync(want, join = false) {
       const wantKey = want ? `${want.bindAddress}:${want.bindPort}` : null;
       if (wantKey === key) return;
       stop();
       key = wantKey;
       failed = null;
-      if (want && wantKey) bind(want, wantKey);
+      if (want && wantKey) bind(want, wantKey, join);
     },
     address: () => (bound?.server.address() as AddressInfo | null) ?? null,
     close() {

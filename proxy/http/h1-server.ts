@@ -41,6 +41,8 @@ export interface H1ServerConnection {
 
 const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
 const SMALL_BODY = 16 * 1024;
+/** How long a draining proxy keeps an idle keep-alive connection for a last request. */
+export const DRAIN_IDLE_LINGER_MS = 500;
 
 const ST_HEAD = 0;
 const ST_BODY = 1; // reading a request body while the handler runs
@@ -441,12 +443,18 @@ export function serveH1(socket: Socket, o: H1ServerOptions): H1ServerConnection 
 
   return {
     drain() {
+      if (draining) return;
       draining = true;
-      if (state === ST_HEAD && !responding && (buf === null || buf.length === 0)) {
-        socket.end();
-        state = ST_CLOSED;
-        clearTimeout(timer);
-      }
+      // An idle keep-alive connection is closed a moment later, not at once: a client sending
+      // on it meanwhile is answered (with `Connection: close`) instead of finding it closed
+      // under its request, which it could not tell from a failure.
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        if (state === ST_HEAD && !responding && (buf === null || buf.length === 0)) {
+          socket.end();
+          state = ST_CLOSED;
+        }
+      }, DRAIN_IDLE_LINGER_MS);
     },
     get idle() {
       return state === ST_HEAD && !responding && (buf === null || buf.length === 0);

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { connect } from 'node:net';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createSupervisor, type ProcessOps } from '../../agent/supervisor.ts';
@@ -21,6 +21,7 @@ function fakeProxy(
   instance: string,
   pid: number,
   appliedVersion: number | null = null,
+  refuse = false,
 ) {
   const snapshots: number[] = [];
   const drains: number[] = [];
@@ -31,7 +32,10 @@ function fakeProxy(
     // the snapshot body here is a placeholder, so only the frame shape is checked
     decode: (v) => v as AgentFrame,
     onFrame(f) {
-      if (f.type === 'snapshot') {
+      if (f.type === 'snapshot' && refuse) {
+        const error = { code: 'REMORA_E_PROXY_LISTEN_FAILED', message: 'cannot listen on …' };
+        ch.send({ v: 1, type: 'ack', version: f.snapshot.version, ok: false, error });
+      } else if (f.type === 'snapshot') {
         snapshots.push(f.snapshot.version);
         applied = f.snapshot.version;
         ch.send({ v: 1, type: 'ack', version: f.snapshot.version, ok: true });
@@ -84,13 +88,17 @@ async function setup(t: { teardown(fn: () => unknown): void }) {
   const exits = new Map<number, (code: number | null, signal: string | null) => void>();
   const proxies: ReturnType<typeof fakeProxy>[] = [];
   t.teardown(() => proxies.forEach((p) => p.close()));
+  // how a successor started by a handover behaves: serves, refuses its snapshot, never connects
+  const successors = { mode: 'serve' as 'serve' | 'refuse' | 'silent' };
   const ops: ProcessOps = {
     spawn(req) {
       const pid = nextPid++;
       alive.add(pid);
       spawned.push(req);
+      if (req.takeover && successors.mode === 'silent') return { pid, onExit: () => {} };
+      const refuse = req.takeover === true && successors.mode === 'refuse';
       // the "process" connects like a real proxy would
-      setImmediate(() => proxies.push(fakeProxy(req.socketPath, req.instance, pid)));
+      setImmediate(() => proxies.push(fakeProxy(req.socketPath, req.instance, pid, null, refuse)));
       return { pid, onExit: (fn) => exits.set(pid, fn) };
     },
     isAlive: (pid) => alive.has(pid),
@@ -117,7 +125,7 @@ async function setup(t: { teardown(fn: () => unknown): void }) {
     alive.delete(pid);
     exits.get(pid)?.(null, 'SIGKILL');
   };
-  return { paths, spawned, ready, make, crash, proxies, alive };
+  return { paths, spawned, ready, make, crash, proxies, alive, successors };
 }
 
 t.test('a new instance gets a proxy that receives its snapshot and reports ready', async (t) => {
@@ -237,4 +245,91 @@ t.test('a proxy stopped while its restart is being prepared is not started', asy
   await new Promise((r) => setTimeout(r, 200));
   t.equal(s.spawned.length, 1, 'no second proxy was started');
   t.equal(sup.status('api-1'), null, 'the instance is gone');
+});
+
+t.test(
+  'a handover hands the instance to a successor once it is ready; the old proxy drains',
+  async (t) => {
+    const s = await setup(t);
+    const sup = s.make();
+    await sup.listen();
+    t.teardown(() => sup.close());
+    await sup.ensure('api-1');
+    await waitFor('ready', () => sup.status('api-1')?.ready);
+    const oldPid = sup.status('api-1')!.pid!;
+    const r = await sup.handover('api-1', 100);
+    t.match(r, { instance: 'api-1', ok: true, oldPid, newPid: oldPid + 1 });
+    t.equal(s.spawned[1]!.takeover, true, 'the successor is started to share the ports');
+    t.same(s.proxies[1]!.snapshots, [2], 'the successor got the snapshot, as the next version');
+    t.match(sup.status('api-1'), { pid: oldPid + 1, ready: true, state: 'running', restarts: 0 });
+    t.same(s.ready, [['api-1', true]], 'the instance never stopped being ready');
+    await waitFor('the old proxy asked to drain', () => s.proxies[0]!.drains.length === 1);
+    t.same(s.proxies[0]!.drains, [100]);
+    await waitFor('the old proxy gone', () => !s.alive.has(oldPid), 5000);
+    t.equal(s.spawned.length, 2, 'its exit is not taken for a crash');
+    await writesSettled();
+    const pidFile = JSON.parse(await readFile(s.paths.proxyPid('api-1'), 'utf8')) as {
+      pid: number;
+    };
+    t.equal(pidFile.pid, oldPid + 1, 'the next agent adopts the successor');
+  },
+);
+
+t.test('a successor that cannot take the ports is stopped; the old proxy serves on', async (t) => {
+  const s = await setup(t);
+  const sup = s.make();
+  await sup.listen();
+  t.teardown(() => sup.close());
+  await sup.ensure('api-1');
+  await waitFor('ready', () => sup.status('api-1')?.ready);
+  const oldPid = sup.status('api-1')!.pid!;
+  s.successors.mode = 'refuse';
+  const r = await sup.handover('api-1', 100);
+  t.match(r, {
+    ok: false,
+    oldPid,
+    newPid: oldPid,
+    error: { code: 'REMORA_E_AGENT_PROXY_HANDOVER_FAILED' },
+  });
+  t.match(r.error!.message, /refused the snapshot: REMORA_E_PROXY_LISTEN_FAILED/);
+  t.match(r.error!.message, /stop and start its instance instead/);
+  t.match(r.error!.message, new RegExp(`pid ${oldPid} keeps serving`));
+  t.notOk(s.alive.has(oldPid + 1), 'the successor was stopped');
+  t.match(sup.status('api-1'), { pid: oldPid, ready: true });
+  t.same(s.proxies[0]!.drains, [], 'the old proxy was not asked to drain');
+  t.same(s.ready, [['api-1', true]]);
+});
+
+t.test('a successor that never connects is given up after the timeout', async (t) => {
+  const s = await setup(t);
+  const sup = s.make();
+  await sup.listen();
+  t.teardown(() => sup.close());
+  await sup.ensure('api-1');
+  await waitFor('ready', () => sup.status('api-1')?.ready);
+  s.successors.mode = 'silent';
+  const r = await sup.handover('api-1', 100, 200);
+  t.match(r.error?.message, /the new proxy was not ready within 200 ms/);
+  t.notOk(s.alive.has(r.oldPid! + 1), 'the successor was stopped');
+  t.equal(sup.status('api-1')!.pid, r.oldPid);
+});
+
+t.test('a handover is refused without a ready proxy, and one at a time', async (t) => {
+  const s = await setup(t);
+  const sup = s.make();
+  await sup.listen();
+  t.teardown(() => sup.close());
+  t.match(await sup.handover('nope', 100), {
+    ok: false,
+    error: { message: /no proxy runs for it on this host/ },
+  });
+  await sup.ensure('api-1');
+  await waitFor('ready', () => sup.status('api-1')?.ready);
+  s.successors.mode = 'silent';
+  const first = sup.handover('api-1', 100, 300);
+  t.match(await sup.handover('api-1', 100), {
+    ok: false,
+    error: { message: /a restart of this proxy is already under way/ },
+  });
+  t.equal((await first).ok, false);
 });

@@ -71,6 +71,12 @@ export const AGENT_ERRORS = {
     meaning: 'A proxy refused a config snapshot and keeps serving its previous one.',
     remedy: "The message carries the proxy's reason; fix the definition it points to.",
   },
+  REMORA_E_AGENT_PROXY_HANDOVER_FAILED: {
+    meaning:
+      "`remora restart-proxies` could not hand an instance's traffic to a new proxy: the instance has no running and ready proxy, a restart of it is under way, or the new proxy did not start, bind the running one's ports or become ready in time. The running proxy keeps serving; nothing was dropped.",
+    remedy:
+      'The message names the step; read `<dataDir>/instances/<id>/proxy.log`. A proxy started by a Remora that did not share its ports cannot be taken over: stop and start its instance (remove and restore its definition) once.',
+  },
   REMORA_E_AGENT_PROXY_LOG_ROTATION: {
     meaning:
       "The agent cannot rotate a proxy's `proxy.log` past `proxyLogMaxBytes` (a full disk, no permission in the instance directory); the proxy keeps writing to it, unbounded, and the agent tries again at its next check.",
