@@ -17,8 +17,6 @@ import { RemoraError, toRemoraError } from '../lib/errors/index.ts';
 import { logError, type Logger } from '../lib/log/index.ts';
 import { compileAccessFormat } from '../lib/access-log/format.ts';
 import {
-  headerNameProblem,
-  headerValueProblem,
   ACCESS_LOG_TYPES,
   INBOUND_LIMITS,
   LOAD_BALANCER_POLICIES,
@@ -47,7 +45,6 @@ import {
 } from '../lib/proxy-api/index.ts';
 import {
   checkUpstreamLayer,
-  durationMs,
   INBOUND_FIELDS,
   METRICS_BIND_KEY,
   metricsBindOf,
@@ -56,10 +53,20 @@ import { writeFileAtomic, type DataPaths } from './files.ts';
 import type { ConfigEntry, ConsulPort } from './ports.ts';
 import { asProtocol } from './transparent/derive.ts';
 import { knownProtocol } from '../lib/consul/protocol.ts';
-import { compileFilter, HEALTH_ENTRY_SCHEMA } from '../lib/consul/filter.ts';
 import { compileFullMatch, validateHttpMatch, type HttpMatch } from '../lib/intentions/index.ts';
 import { JWT_PROVIDER, jwtProviderSettings, type JwtProviderSettings } from './jwt-providers.ts';
 import { consulExposeOf, exposeLayerOf, type ExposeLayer } from './central-expose.ts';
+import { aliased, isLayer, own, resolverDuration, type Layer } from './central-config/entry.ts';
+import {
+  checkedSubsetName,
+  SUBSET_NAME,
+  subsetField,
+  subsetFilter,
+} from './central-config/subsets.ts';
+import { cachedModifiers, headerModifiers } from './central-config/headers.ts';
+
+export { subsetFilter } from './central-config/subsets.ts';
+export { headerModifiers } from './central-config/headers.ts';
 
 export const SERVICE_DEFAULTS = 'service-defaults';
 export const PROXY_DEFAULTS = 'proxy-defaults';
@@ -112,9 +119,6 @@ export interface ResolverTarget {
   subset?: string;
 }
 
-/** Consul's rule for subset names: a DNS label. */
-const SUBSET_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
-
 /**
  * The name of a route or split target: the service, or one subset of it (`api/v2`). Neither a
  * service name nor a subset name holds a `/` (names travel in Consul's URL paths; subsets are
@@ -140,20 +144,6 @@ export function subsetExpr(
 ): string | undefined {
   const subsets = r?.subsets;
   return subsets && name !== undefined && Object.hasOwn(subsets, name) ? subsets[name] : undefined;
-}
-
-/** A subset filter compiled once per expression (snapshots are built often, filters rarely change). */
-const compiledFilters = new Map<string, (entry: unknown) => boolean>();
-
-/** `expr` compiled against Consul's health entry fields; throws FilterError. */
-export function subsetFilter(expr: string): (entry: unknown) => boolean {
-  let f = compiledFilters.get(expr);
-  if (!f) {
-    f = expr.trim() === '' ? () => true : compileFilter(expr, HEALTH_ENTRY_SCHEMA);
-    if (compiledFilters.size >= 1024) compiledFilters.clear();
-    compiledFilters.set(expr, f);
-  }
-  return f;
 }
 
 /** Consul's policies that Remora's proxies implement, by Consul's name. */
@@ -431,8 +421,6 @@ export interface CentralConfig {
   start(): void;
   stop(): void;
 }
-
-type Layer = Record<string, unknown>;
 
 interface Protocols {
   services: Record<string, Protocol>;
@@ -742,11 +730,6 @@ function meshTlsOf(v: unknown, found: Map<string, string>): MeshTlsConfig | null
     return null;
   }
   return Object.keys(out).length > 0 ? out : null;
-}
-
-/** `v[pascal]`, else Consul's snake_case alias of it (what an entry written as given may hold). */
-function aliased(v: Layer, pascal: string, snake: string): unknown {
-  return v[pascal] ?? v[snake];
 }
 
 /**
@@ -1103,22 +1086,6 @@ function cachedTarget(v: unknown): ResolverTarget | null {
     : null;
 }
 
-/** True when `o[key]` is absent or header changes that still check. */
-function cachedModifiers(o: Layer, key: string): boolean {
-  if (o[key] === undefined) return true;
-  try {
-    return headerModifiers(o[key], key) !== null;
-  } catch {
-    return false;
-  }
-}
-
-/** A cached subset name, or throws (the caller drops what holds it). */
-function checkedSubsetName(v: unknown): string {
-  if (typeof v !== 'string' || !SUBSET_NAME.test(v)) throw new Error('bad subset');
-  return v;
-}
-
 /** A cached InboundSettings under the service-defaults field names, to be checked as Consul's. */
 function cachedInboundFields(x: Layer): Layer {
   const out: Layer = {};
@@ -1187,17 +1154,6 @@ function readCache(path: string): Protocols | null {
   }
 }
 
-/**
- * `rec[key]`, or null: own keys only, so that a service named `constructor` or `toString` finds
- * no entry instead of Object's.
- */
-function own<T>(rec: Readonly<Record<string, T>>, key: string): T | null {
-  return Object.hasOwn(rec, key) ? (rec[key] ?? null) : null;
-}
-
-const isLayer = (v: unknown): v is Layer =>
-  typeof v === 'object' && v !== null && !Array.isArray(v);
-
 /** A service-defaults entry's UpstreamConfig, with each bad layer reported and left out. */
 function upstreamConfig(
   e: ConfigEntry,
@@ -1236,23 +1192,6 @@ function upstreamConfig(
       if (layer) overrides[name] = layer;
     });
   return defaults === null && Object.keys(overrides).length === 0 ? null : { defaults, overrides };
-}
-
-/**
- * A Consul duration field in milliseconds: a Go duration string ("5s", "1m30s") or a number of
- * nanoseconds (how Consul's API also accepts it). Undefined when unset or zero (Consul's "use the
- * default"), null when it is not a duration.
- */
-function resolverDuration(v: unknown): number | undefined | null {
-  if (v === undefined || v === null || v === '' || v === 0) return undefined;
-  const ms =
-    typeof v === 'string'
-      ? durationMs(v)
-      : typeof v === 'number' && Number.isFinite(v) && v > 0
-        ? Math.round(v / 1e6)
-        : null;
-  if (ms === null) return null;
-  return ms === 0 ? undefined : ms;
 }
 
 /**
@@ -1600,26 +1539,6 @@ function routeRetryOn(
   return { statuses: sorted(out), grpc: sorted(grpc) };
 }
 
-/**
- * The `ServiceSubset` of a share or route destination: a DNS label, or undefined (none, or a bad
- * one, reported: the calls go to the service's default subset).
- */
-function subsetField(
-  item: Layer,
-  key: string,
-  where: string,
-  found: Map<string, string>,
-): string | undefined {
-  const v = item.ServiceSubset;
-  if (v === undefined || v === null || v === '') return undefined;
-  if (typeof v === 'string' && SUBSET_NAME.test(v)) return v;
-  found.set(
-    `${key}/ServiceSubset`,
-    `${where}.ServiceSubset ${JSON.stringify(v)} is not a subset name (a DNS label); it is ignored`,
-  );
-  return undefined;
-}
-
 /** Consul's header match fields, by the name the intentions' match language gives them. */
 const HEADER_FIELDS = [
   ['Name', 'name'],
@@ -1683,40 +1602,6 @@ function queryMatches(v: unknown, where: string): QueryMatch[] {
       throw new Error(`${at} should only contain one of Present, Exact, or Regex`);
     return q;
   });
-}
-
-/**
- * Checked header changes, from Consul's spelling (`Add`, `Set`, `Remove`) or from the cache's;
- * null when empty; throws naming `where` and the field that cannot be changed.
- */
-export function headerModifiers(v: unknown, where: string): HeaderModifiers | null {
-  if (!isLayer(v)) throw new Error(`${where} must be an object with Add, Set and Remove`);
-  const get = (k: string): unknown => v[k] ?? v[k.toLowerCase()];
-  const out: HeaderModifiers = {};
-  const name = (n: unknown, at: string): string => {
-    const problem = typeof n === 'string' ? headerNameProblem(n) : 'is not a string';
-    if (problem !== null) throw new Error(`${at} ${JSON.stringify(n)} ${problem}`);
-    return (n as string).toLowerCase();
-  };
-  for (const k of ['Add', 'Set'] as const) {
-    const fields = get(k);
-    if (fields === undefined || fields === null) continue;
-    if (!isLayer(fields)) throw new Error(`${where}.${k} must be a map of field names to values`);
-    const m: Record<string, string> = {};
-    for (const [n, val] of Object.entries(fields)) {
-      const at = `${where}.${k}`;
-      const problem = typeof val === 'string' ? headerValueProblem(val) : 'is not a string';
-      if (problem !== null) throw new Error(`${at}: the value of ${JSON.stringify(n)} ${problem}`);
-      m[name(n, at)] = val as string;
-    }
-    if (Object.keys(m).length > 0) out[k === 'Add' ? 'add' : 'set'] = m;
-  }
-  const remove = get('Remove');
-  if (remove !== undefined && remove !== null) {
-    if (!Array.isArray(remove)) throw new Error(`${where}.Remove must be a list of field names`);
-    if (remove.length > 0) out.remove = remove.map((n: unknown) => name(n, `${where}.Remove`));
-  }
-  return Object.keys(out).length > 0 ? out : null;
 }
 
 /**
