@@ -32,7 +32,6 @@ import {
   MUTUAL_TLS_MODES,
   type MutualTlsMode,
   type Protocol,
-  type QueryMatch,
   type RateLimit,
   type RateLimitConfig,
   type TlsParams,
@@ -47,25 +46,27 @@ import { writeFileAtomic, type DataPaths } from './files.ts';
 import type { ConfigEntry, ConsulPort } from './ports.ts';
 import { asProtocol } from './transparent/derive.ts';
 import { knownProtocol } from '../lib/consul/protocol.ts';
-import { compileFullMatch, validateHttpMatch, type HttpMatch } from '../lib/intentions/index.ts';
 import { JWT_PROVIDER, jwtProviderSettings, type JwtProviderSettings } from './jwt-providers.ts';
 import { consulExposeOf, exposeLayerOf, type ExposeLayer } from './central-expose.ts';
-import { aliased, isLayer, own, resolverDuration, type Layer } from './central-config/entry.ts';
-import { checkedSubsetName, SUBSET_NAME, subsetField } from './central-config/subsets.ts';
-import { cachedModifiers, headerModifiers } from './central-config/headers.ts';
+import { aliased, isLayer, own, type Layer } from './central-config/entry.ts';
 import {
   checkedResolver,
   resolverSettings,
   subsetExpr,
-  TIMEOUT_LIMITS_MS,
   type ResolverSettings,
   type ResolverTarget,
 } from './central-config/resolver.ts';
+import { checkedSplits, splitterShares, type SplitShare } from './central-config/splitter.ts';
+import { checkedRoutes, routerRoutes, type RouteEntry } from './central-config/router.ts';
 
 export { subsetFilter } from './central-config/subsets.ts';
 export { headerModifiers } from './central-config/headers.ts';
 export { resolverSettings, subsetExpr } from './central-config/resolver.ts';
 export type { ResolverSettings, ResolverTarget } from './central-config/resolver.ts';
+export { splitterShares } from './central-config/splitter.ts';
+export type { SplitShare } from './central-config/splitter.ts';
+export { routerRoutes } from './central-config/router.ts';
+export type { RouteEntry } from './central-config/router.ts';
 
 export const SERVICE_DEFAULTS = 'service-defaults';
 export const PROXY_DEFAULTS = 'proxy-defaults';
@@ -103,23 +104,6 @@ export function parseTargetName(name: string): { service: string; subset?: strin
 const MAX_REDIRECTS = 16;
 
 /**
- * One share of a service-splitter: `weight` percent of the calls go to `service` (to its
- * `subset` when one is named).
- */
-export interface SplitShare {
-  service: string;
-  weight: number;
-  subset?: string;
-  /** Changes to the share's requests (`RequestHeaders`), after its route's. */
-  requestHeaders?: HeaderModifiers;
-  /** Changes to their answers (`ResponseHeaders`), after its route's. */
-  responseHeaders?: HeaderModifiers;
-}
-
-/** Split fields Remora does not implement, by what happens to the share instead. */
-const UNSUPPORTED_SPLIT_FIELDS = ['Namespace', 'Partition'] as const;
-
-/**
  * One share of the calls after flattening: `weight` percent go to `target` (a service, or a
  * subset of one: `targetName`), with the header changes of the split that named it.
  */
@@ -129,72 +113,6 @@ export interface Share {
   requestHeaders?: HeaderModifiers;
   responseHeaders?: HeaderModifiers;
 }
-
-/** One route of a service-router: requests that meet `match` go to `service`. */
-export interface RouteEntry {
-  match: HttpMatch;
-  /** Query parameter tests (Consul's `QueryParam`). */
-  query?: QueryMatch[];
-  service: string;
-  /** The subset of `service` the requests go to (`ServiceSubset`), past its splitter. */
-  subset?: string;
-  /** Replaces the matched path prefix (or exact path) before the request is forwarded. */
-  prefixRewrite?: string;
-  /** The route's request timeout (`RequestTimeout`), over its service's own. */
-  requestTimeoutMs?: number;
-  /** The route's retries at most (`NumRetries`), over its service's own. */
-  maxRetries?: number;
-  /**
-   * Answer statuses the route's idempotent requests are also retried on (`RetryOnStatusCodes`,
-   * `RetryOn` "retriable-4xx"), besides Remora's own rules.
-   */
-  retryOn?: number[];
-  /**
-   * gRPC status codes its gRPC streams are retried on, whatever their method, when the answer is
-   * trailers-only (`RetryOn` "cancelled", "deadline-exceeded", "internal", "resource-exhausted",
-   * "unavailable").
-   */
-  retryOnGrpc?: number[];
-  /** Changes to its requests' headers (`RequestHeaders`). */
-  requestHeaders?: HeaderModifiers;
-  /** Changes to its answers' headers (`ResponseHeaders`). */
-  responseHeaders?: HeaderModifiers;
-}
-
-/** The most retries a route may ask for (a proxy's `maxRetries` limit). */
-const MAX_ROUTE_RETRIES = 10;
-
-/** Route destination fields Remora does not implement: the route applies without them. */
-const UNSUPPORTED_ROUTE_FIELDS = ['Namespace', 'Partition', 'IdleTimeout'] as const;
-
-/**
- * Envoy's retry conditions a route's `RetryOn` may name, by what Remora does for them: the
- * statuses they add, or none when Remora's own rules already retry them (connect failures for
- * any method; 5xx answers, resets, refused streams and timeouts for idempotent ones).
- */
-const RETRY_ON: Record<string, number[]> = {
-  '5xx': [],
-  'gateway-error': [],
-  reset: [],
-  'connect-failure': [],
-  'refused-stream': [],
-  'retriable-status-codes': [],
-  'retriable-4xx': [409],
-};
-
-/** Envoy's gRPC retry conditions, by the gRPC status code each retries on. */
-const GRPC_RETRY_ON: Record<string, number> = {
-  cancelled: 1,
-  'deadline-exceeded': 4,
-  'resource-exhausted': 8,
-  internal: 13,
-  unavailable: 14,
-};
-
-/** The most statuses a route may retry on. */
-const MAX_RETRY_STATUSES = 32;
-
-const MAX_REQUEST_TIMEOUT_MS = TIMEOUT_LIMITS_MS.requestTimeoutMs;
 
 export interface CentralConfig {
   /** The protocol Consul's entries give `service`, or null when they give none (or none is known yet). */
@@ -792,75 +710,6 @@ function checkedAccessLogs(v: unknown): AccessLogConfig | null {
   );
 }
 
-/** Keeps only well-formed routes (a cache file is trusted no more than Consul). */
-function checkedRoutes(v: unknown): RouteEntry[] | null {
-  if (!Array.isArray(v) || v.length === 0) return null;
-  try {
-    return v.map((r: unknown, i): RouteEntry => {
-      if (!isLayer(r) || typeof r.service !== 'string' || r.service === '') throw new Error('bad');
-      const out: RouteEntry = {
-        match: validateHttpMatch(r.match, `route ${i}`),
-        service: r.service,
-      };
-      if (r.query !== undefined) out.query = queryMatches(r.query, `route ${i}`);
-      if (r.subset !== undefined) out.subset = checkedSubsetName(r.subset);
-      const ms = r.requestTimeoutMs;
-      if (Number.isInteger(ms) && (ms as number) >= 1 && (ms as number) <= MAX_REQUEST_TIMEOUT_MS)
-        out.requestTimeoutMs = ms as number;
-      const n = r.maxRetries;
-      if (Number.isInteger(n) && (n as number) >= 0 && (n as number) <= MAX_ROUTE_RETRIES)
-        out.maxRetries = n as number;
-      if (
-        Array.isArray(r.retryOn) &&
-        r.retryOn.length <= MAX_RETRY_STATUSES &&
-        r.retryOn.every(isStatus)
-      )
-        out.retryOn = r.retryOn;
-      if (
-        Array.isArray(r.retryOnGrpc) &&
-        r.retryOnGrpc.every((c) => Object.values(GRPC_RETRY_ON).includes(c as number))
-      )
-        out.retryOnGrpc = r.retryOnGrpc as number[];
-      if (typeof r.prefixRewrite === 'string') out.prefixRewrite = r.prefixRewrite;
-      for (const k of ['requestHeaders', 'responseHeaders'] as const) {
-        const m = r[k] === undefined ? null : headerModifiers(r[k], `route ${i}`);
-        if (m) out[k] = m;
-      }
-      return out;
-    });
-  } catch {
-    return null;
-  }
-}
-
-/** An HTTP status a route may retry on. */
-function isStatus(v: unknown): v is number {
-  return Number.isInteger(v) && (v as number) >= 100 && (v as number) <= 599;
-}
-
-/** Weights are percentages to two decimals, as Consul keeps them; their sum is 100. */
-function sumsTo100(shares: readonly SplitShare[]): boolean {
-  return Math.abs(shares.reduce((n, s) => n + s.weight, 0) - 100) <= 0.01;
-}
-
-/** Keeps only a well-formed list of shares (a cache file is trusted no more than Consul). */
-function checkedSplits(v: unknown): SplitShare[] | null {
-  if (!Array.isArray(v) || v.length === 0) return null;
-  const ok = v.every(
-    (s: unknown) =>
-      isLayer(s) &&
-      typeof s.service === 'string' &&
-      s.service !== '' &&
-      typeof s.weight === 'number' &&
-      s.weight >= 0 &&
-      s.weight <= 100 &&
-      (s.subset === undefined || (typeof s.subset === 'string' && SUBSET_NAME.test(s.subset))) &&
-      cachedModifiers(s, 'requestHeaders') &&
-      cachedModifiers(s, 'responseHeaders'),
-  );
-  return ok && sumsTo100(v as SplitShare[]) ? (v as SplitShare[]) : null;
-}
-
 /** A cached InboundSettings under the service-defaults field names, to be checked as Consul's. */
 function cachedInboundFields(x: Layer): Layer {
   const out: Layer = {};
@@ -967,284 +816,6 @@ function upstreamConfig(
       if (layer) overrides[name] = layer;
     });
   return defaults === null && Object.keys(overrides).length === 0 ? null : { defaults, overrides };
-}
-
-/**
- * A service-splitter entry's shares, or null (reported in `found`) when it cannot be applied as
- * a whole: no list of splits, a share without a weight from 0 to 100, or weights that do not add
- * up to 100. What Remora does not implement in a share (another namespace or partition) is
- * reported, and the share goes to the named service as it is.
- */
-export function splitterShares(e: ConfigEntry, found: Map<string, string>): SplitShare[] | null {
-  const where = `service-splitter of ${e.Name}`;
-  const ignored = `the splitter is ignored and every call goes to ${e.Name}`;
-  const list = e.Splits;
-  if (!Array.isArray(list) || list.length === 0) {
-    found.set(`p/${e.Name}`, `${where}: Splits must be a non-empty list; ${ignored}`);
-    return null;
-  }
-  const out: SplitShare[] = [];
-  for (const [i, item] of list.entries()) {
-    const w: unknown = isLayer(item) ? item.Weight : undefined;
-    const svc: unknown = isLayer(item) ? (item.Service ?? '') : undefined;
-    if (typeof w !== 'number' || !(w >= 0 && w <= 100) || typeof svc !== 'string') {
-      found.set(
-        `p/${e.Name}`,
-        `${where}: Splits[${i}] needs a Weight from 0 to 100 and a Service name; ${ignored}`,
-      );
-      return null;
-    }
-    const service = svc === '' ? e.Name : svc;
-    const subset = subsetField(item as Layer, `p/${e.Name}/${i}`, `${where}: Splits[${i}]`, found);
-    const changes: Pick<SplitShare, 'requestHeaders' | 'responseHeaders'> = {};
-    for (const field of ['RequestHeaders', 'ResponseHeaders'] as const) {
-      const raw = (item as Layer)[field];
-      if (raw === undefined || raw === null) continue;
-      try {
-        const m = headerModifiers(raw, `${where}: Splits[${i}].${field}`);
-        if (m) changes[field === 'RequestHeaders' ? 'requestHeaders' : 'responseHeaders'] = m;
-      } catch (err) {
-        found.set(
-          `p/${e.Name}/${i}/${field}`,
-          `${(err as Error).message}; the share applies without these header changes`,
-        );
-      }
-    }
-    for (const field of UNSUPPORTED_SPLIT_FIELDS) {
-      const v = (item as Layer)[field];
-      if (v === undefined || v === null || v === '' || v === 'default') continue;
-      if (isLayer(v) && Object.keys(v).length === 0) continue;
-      found.set(
-        `p/${e.Name}/${i}/${field}`,
-        `${where}: Splits[${i}].${field} is not implemented by Remora's agents; it is ignored, and the share goes to every healthy instance of ${service}`,
-      );
-    }
-    out.push({
-      service,
-      weight: Math.round(w * 100) / 100,
-      ...(subset ? { subset } : {}),
-      ...changes,
-    });
-  }
-  if (!sumsTo100(out)) {
-    const sum = out.reduce((n, s) => n + s.weight, 0);
-    found.set(`p/${e.Name}`, `${where}: the weights add up to ${sum}, not 100; ${ignored}`);
-    return null;
-  }
-  return out;
-}
-
-/**
- * The statuses a route destination's `RetryOnStatusCodes` and `RetryOn` add to Remora's own retry
- * rules, sorted; what Remora cannot apply is reported (`RetryOnConnectFailure` is Remora's rule
- * already).
- */
-function routeRetryOn(
-  dest: Layer,
-  key: string,
-  where: string,
-  found: Map<string, string>,
-): { statuses: number[]; grpc: number[] } {
-  const out = new Set<number>();
-  const grpc = new Set<number>();
-  const codes = dest.RetryOnStatusCodes;
-  if (codes !== undefined && codes !== null) {
-    if (Array.isArray(codes) && codes.every(isStatus) && codes.length <= MAX_RETRY_STATUSES)
-      for (const c of codes) out.add(c);
-    else
-      found.set(
-        `${key}/RetryOnStatusCodes`,
-        `${where}.RetryOnStatusCodes ${JSON.stringify(codes)} is not a list of at most ${MAX_RETRY_STATUSES} HTTP statuses (100–599); the route retries by Remora's own rules`,
-      );
-  }
-  const on = dest.RetryOn;
-  if (on !== undefined && on !== null) {
-    const list: unknown[] = Array.isArray(on) ? on : [on];
-    const known = (c: unknown): c is string => typeof c === 'string' && Object.hasOwn(RETRY_ON, c);
-    const isGrpc = (c: unknown): c is string =>
-      typeof c === 'string' && Object.hasOwn(GRPC_RETRY_ON, c);
-    for (const c of list.filter(known)) for (const st of RETRY_ON[c]!) out.add(st);
-    for (const c of list.filter(isGrpc)) grpc.add(GRPC_RETRY_ON[c]!);
-    const unknown = list.filter((c) => !known(c) && !isGrpc(c));
-    if (unknown.length > 0)
-      found.set(
-        `${key}/RetryOn`,
-        `${where}.RetryOn ${unknown.map((c) => JSON.stringify(c)).join(', ')} is not a condition Remora's proxies implement (${[...Object.keys(RETRY_ON), ...Object.keys(GRPC_RETRY_ON)].join(', ')}); it is ignored`,
-      );
-  }
-  const sorted = (x: Set<number>) => [...x].sort((a, b) => a - b);
-  return { statuses: sorted(out), grpc: sorted(grpc) };
-}
-
-/** Consul's header match fields, by the name the intentions' match language gives them. */
-const HEADER_FIELDS = [
-  ['Name', 'name'],
-  ['Present', 'present'],
-  ['Exact', 'exact'],
-  ['Prefix', 'prefix'],
-  ['Suffix', 'suffix'],
-  ['Regex', 'regex'],
-  ['Invert', 'invert'],
-] as const;
-
-/** A route's `Match.HTTP` in the intentions' match language (unchecked); absent keys left out. */
-function routeMatch(http: Layer): Record<string, unknown> {
-  const m: Record<string, unknown> = {};
-  for (const [from, to] of [
-    ['PathExact', 'pathExact'],
-    ['PathPrefix', 'pathPrefix'],
-    ['PathRegex', 'pathRegex'],
-  ] as const)
-    if (http[from] !== undefined && http[from] !== null && http[from] !== '') m[to] = http[from];
-  const methods = http.Methods;
-  if (Array.isArray(methods) && methods.length > 0)
-    m.methods = methods.map((x: unknown) => (typeof x === 'string' ? x.toUpperCase() : x));
-  const header = http.Header;
-  if (Array.isArray(header) && header.length > 0)
-    m.header = header.map((h: unknown) => {
-      if (!isLayer(h)) return h;
-      const out: Record<string, unknown> = {};
-      for (const [from, to] of HEADER_FIELDS)
-        if (h[from] !== undefined && h[from] !== null && h[from] !== '' && h[from] !== false)
-          out[to] = h[from];
-      return out;
-    });
-  return m;
-}
-
-/**
- * Checked query parameter tests, from Consul's spelling (`Name`, `Present`, `Exact`, `Regex`)
- * or from the cache's; throws naming `where` and the problem.
- */
-function queryMatches(v: unknown, where: string): QueryMatch[] {
-  if (!Array.isArray(v)) throw new Error(`${where}: QueryParam must be a list`);
-  return v.map((x: unknown, i) => {
-    const at = `${where}.QueryParam[${i}]`;
-    if (!isLayer(x)) throw new Error(`${at} must be an object`);
-    const get = (k: string) => x[k] ?? x[k.toLowerCase()];
-    const name = get('Name');
-    if (typeof name !== 'string' || name === '') throw new Error(`${at} needs a Name`);
-    const q: QueryMatch = { name };
-    const present = get('Present');
-    const exact = get('Exact');
-    const regex = get('Regex');
-    // Consul's Present is "matches when present"; false only means it is not set
-    if (present === true) q.present = true;
-    if (typeof exact === 'string' && exact !== '') q.exact = exact;
-    if (typeof regex === 'string' && regex !== '') {
-      compileFullMatch(regex, at);
-      q.regex = regex;
-    }
-    if (Object.keys(q).length > 2)
-      throw new Error(`${at} should only contain one of Present, Exact, or Regex`);
-    return q;
-  });
-}
-
-/**
- * A service-router entry's routes, each route Remora cannot apply left out and reported in
- * `found`: a match that does not validate, a `PrefixRewrite` without a path match. Destination
- * fields Remora does not implement are reported and the route applies without them.
- */
-export function routerRoutes(e: ConfigEntry, found: Map<string, string>): RouteEntry[] | null {
-  const where = `service-router of ${e.Name}`;
-  const list = e.Routes;
-  if (list === undefined || list === null) return null;
-  if (!Array.isArray(list)) {
-    found.set(`o/${e.Name}`, `${where}: Routes must be a list; the router is ignored`);
-    return null;
-  }
-  const out: RouteEntry[] = [];
-  for (const [i, item] of list.entries()) {
-    const at = `${where}: Routes[${i}]`;
-    const skip = (why: string) =>
-      found.set(`o/${e.Name}/${i}`, `${at} ${why}; the route is ignored`);
-    const m: unknown = isLayer(item) ? item.Match : undefined;
-    const http: unknown = isLayer(m) ? m.HTTP : undefined;
-    if (!isLayer(item) || (m != null && !isLayer(m)) || (http != null && !isLayer(http))) {
-      skip('must be an object with Match.HTTP and Destination objects');
-      continue;
-    }
-    const rawQuery = isLayer(http) ? http.QueryParam : undefined;
-    const raw = isLayer(http) ? routeMatch(http) : {};
-    let match: HttpMatch;
-    let query: QueryMatch[] = [];
-    try {
-      if (rawQuery !== undefined && rawQuery !== null) query = queryMatches(rawQuery, 'Match.HTTP');
-      match =
-        Object.keys(raw).length === 0 ? { pathPrefix: '/' } : validateHttpMatch(raw, 'Match.HTTP');
-    } catch (err) {
-      skip(`has a bad match (${(err as Error).message})`);
-      continue;
-    }
-    const d = item.Destination;
-    const dest = isLayer(d) ? d : {};
-    const service = typeof dest.Service === 'string' && dest.Service !== '' ? dest.Service : e.Name;
-    const subset = subsetField(dest, `o/${e.Name}/${i}`, `${at}.Destination`, found);
-    const route: RouteEntry = {
-      match,
-      ...(query.length > 0 ? { query } : {}),
-      service,
-      ...(subset ? { subset } : {}),
-    };
-    const rewrite = dest.PrefixRewrite;
-    if (typeof rewrite === 'string' && rewrite !== '') {
-      if (match.pathPrefix === undefined && match.pathExact === undefined) {
-        skip('sets PrefixRewrite without a PathPrefix or PathExact match');
-        continue;
-      }
-      route.prefixRewrite = rewrite;
-    }
-    const timeout = resolverDuration(dest.RequestTimeout);
-    if (timeout === null || (timeout !== undefined && timeout > MAX_REQUEST_TIMEOUT_MS))
-      found.set(
-        `o/${e.Name}/${i}/RequestTimeout`,
-        `${at}.Destination.RequestTimeout ${JSON.stringify(dest.RequestTimeout)} is not a duration from 1ms to ${MAX_REQUEST_TIMEOUT_MS / 1000}s; the route keeps ${service}'s own`,
-      );
-    else if (timeout !== undefined) route.requestTimeoutMs = timeout;
-    const retries = dest.NumRetries;
-    if (retries !== undefined && retries !== null && retries !== 0) {
-      if (
-        Number.isInteger(retries) &&
-        (retries as number) > 0 &&
-        (retries as number) <= MAX_ROUTE_RETRIES
-      )
-        route.maxRetries = retries as number;
-      else
-        found.set(
-          `o/${e.Name}/${i}/NumRetries`,
-          `${at}.Destination.NumRetries ${JSON.stringify(retries)} is not a whole number from 0 to ${MAX_ROUTE_RETRIES}; the route keeps ${service}'s own`,
-        );
-    }
-    const retryOn = routeRetryOn(dest, `o/${e.Name}/${i}`, `${at}.Destination`, found);
-    if (retryOn.statuses.length > 0) route.retryOn = retryOn.statuses;
-    if (retryOn.grpc.length > 0) route.retryOnGrpc = retryOn.grpc;
-    for (const field of ['RequestHeaders', 'ResponseHeaders'] as const) {
-      if (dest[field] === undefined || dest[field] === null) continue;
-      try {
-        const m = headerModifiers(dest[field], `${at}.Destination.${field}`);
-        if (m) route[field === 'RequestHeaders' ? 'requestHeaders' : 'responseHeaders'] = m;
-      } catch (err) {
-        found.set(
-          `o/${e.Name}/${i}/${field}`,
-          `${(err as Error).message}; the route applies without these header changes`,
-        );
-      }
-    }
-    for (const field of UNSUPPORTED_ROUTE_FIELDS) {
-      const v = dest[field];
-      if (v === undefined || v === null || v === '' || v === 0 || v === false || v === 'default')
-        continue;
-      if ((Array.isArray(v) && v.length === 0) || (isLayer(v) && Object.keys(v).length === 0))
-        continue;
-      found.set(
-        `o/${e.Name}/${i}/${field}`,
-        `${at}.Destination.${field} is not implemented by Remora's agents; it is ignored, and the route sends its requests to every healthy instance of ${service}`,
-      );
-    }
-    out.push(route);
-  }
-  return out.length > 0 ? out : null;
 }
 
 /**
