@@ -21,19 +21,15 @@ import {
   INBOUND_LIMITS,
   RATE_LIMIT_MAX,
   MAX_RATE_LIMIT_ROUTES,
-  tlsOptions,
-  tlsParamsProblem,
   type AccessLogConfig,
   type ExposePath,
   type InboundSettings,
   type MeshTlsConfig,
   type MetricsListener,
-  MUTUAL_TLS_MODES,
   type MutualTlsMode,
   type Protocol,
   type RateLimit,
   type RateLimitConfig,
-  type TlsParams,
 } from '../lib/proxy-api/index.ts';
 import {
   checkUpstreamLayer,
@@ -56,6 +52,14 @@ import {
 import { checkedSplits, splitterShares, type SplitShare } from './central-config/splitter.ts';
 import { checkedRoutes, routerRoutes, type RouteEntry } from './central-config/router.ts';
 import { danglingSubsets, redirectLoop } from './central-config/chain.ts';
+import {
+  allowPermissiveOf,
+  checkedMeshTls,
+  meshDestinationsOnlyOf,
+  meshTlsOf,
+  sanitizeClientCertOf,
+} from './central-config/mesh.ts';
+import { mutualTlsOf, type MutualTlsSource } from './central-config/mutual-tls.ts';
 
 export { subsetFilter } from './central-config/subsets.ts';
 export { headerModifiers } from './central-config/headers.ts';
@@ -78,6 +82,8 @@ export {
   targetName,
 } from './central-config/chain.ts';
 export type { Share } from './central-config/chain.ts';
+export { resolveMutualTlsMode } from './central-config/mutual-tls.ts';
+export type { MutualTlsResolution, MutualTlsSource } from './central-config/mutual-tls.ts';
 
 export const SERVICE_DEFAULTS = 'service-defaults';
 export const PROXY_DEFAULTS = 'proxy-defaults';
@@ -392,272 +398,6 @@ function accessFormatOf(
     return {};
   }
   return spec;
-}
-
-const TLS_DIRECTIONS = [
-  ['incoming', 'Incoming'],
-  ['outgoing', 'Outgoing'],
-] as const;
-
-/**
- * The `mesh` entry's `TLS` as the proxies take it: each direction's `TLSMinVersion`,
- * `TLSMaxVersion` and `CipherSuites`, checked as the proxies check them. A direction that cannot
- * apply is reported under `mesh…` and left out (Remora's TLS 1.2 to 1.3 with OpenSSL's suites);
- * so are both when the mesh could not talk to itself with them.
- */
-function meshTlsOf(v: unknown, found: Map<string, string>): MeshTlsConfig | null {
-  const where = 'mesh: TLS';
-  if (v === undefined || v === null) return null;
-  if (!isLayer(v)) {
-    found.set('mesh', `${where} must be an object; it is not applied`);
-    return null;
-  }
-  const out: MeshTlsConfig = {};
-  for (const [dir, Dir] of TLS_DIRECTIONS) {
-    const d = v[Dir];
-    if (d === undefined || d === null) continue;
-    const at = `${where}.${Dir}`;
-    const keep = `; ${at} is not applied (TLS 1.2 to 1.3 with OpenSSL's suites instead)`;
-    if (!isLayer(d)) {
-      found.set(`mesh/${dir}`, `${at} must be an object${keep}`);
-      continue;
-    }
-    const params: TlsParams = {};
-    const keys = { minVersion: 'TLSMinVersion', maxVersion: 'TLSMaxVersion' } as const;
-    let bad: string | null = null;
-    for (const [key, field] of Object.entries(keys) as [keyof typeof keys, string][]) {
-      const x = d[field];
-      if (x === undefined || x === null || x === '') continue;
-      if (typeof x === 'string') params[key] = x;
-      else bad = `${at}.${field} must be a string, got ${JSON.stringify(x)}`;
-    }
-    const suites = d.CipherSuites;
-    if (Array.isArray(suites) && suites.length > 0) {
-      if (suites.every((s) => typeof s === 'string')) params.cipherSuites = suites;
-      else bad = `${at}.CipherSuites must be a list of suite names`;
-    } else if (suites !== undefined && suites !== null && !Array.isArray(suites))
-      bad = `${at}.CipherSuites must be a list of suite names`;
-    const problem = bad === null ? tlsParamsProblem(params) : null;
-    if (bad === null && problem !== null) {
-      const field = {
-        minVersion: 'TLSMinVersion',
-        maxVersion: 'TLSMaxVersion',
-        cipherSuites: 'CipherSuites',
-      }[problem.key];
-      bad = `${at}.${field} ${problem.reason}`;
-    }
-    if (bad !== null) {
-      found.set(`mesh/${dir}`, `${bad}${keep}`);
-      continue;
-    }
-    if (Object.keys(params).length > 0) out[dir] = params;
-  }
-  // every proxy takes both directions: they must meet, or no sidecar could reach another
-  const inc = tlsOptions(out.incoming);
-  const outg = tlsOptions(out.outgoing);
-  const rank = (x: string) => (x === 'TLSv1.3' ? 3 : 2);
-  const lo = Math.max(rank(inc.minVersion), rank(outg.minVersion));
-  const hi = Math.min(rank(inc.maxVersion), rank(outg.maxVersion));
-  const disjointSuites =
-    hi === 2 &&
-    inc.ciphers !== undefined &&
-    outg.ciphers !== undefined &&
-    !inc.ciphers.split(':').some((c) => outg.ciphers!.split(':').includes(c));
-  if (lo > hi || disjointSuites) {
-    found.set(
-      'mesh/both',
-      `${where}: Incoming and Outgoing share no ${lo > hi ? 'TLS version' : 'TLS 1.2 suite'}, so no sidecar could reach another; neither is applied (TLS 1.2 to 1.3 with OpenSSL's suites instead)`,
-    );
-    return null;
-  }
-  return Object.keys(out).length > 0 ? out : null;
-}
-
-/**
- * A flag of the `mesh` entry inside one of its objects, e.g. `TransparentProxy.MeshDestinationsOnly`
- * (Pascal or snake_case names for each). Anything but a boolean is reported under `key` and read
- * as false; `keep` says what false means for the mesh.
- */
-function meshFlagOf(
-  entry: unknown,
-  names: { object: [string, string]; flag: [string, string] },
-  key: string,
-  keep: string,
-  found: Map<string, string>,
-): boolean {
-  const obj = isLayer(entry) ? aliased(entry, ...names.object) : undefined;
-  if (obj === undefined || obj === null) return false;
-  const [objectName] = names.object;
-  if (!isLayer(obj)) {
-    found.set(key, `mesh: ${objectName} must be an object; ${keep}`);
-    return false;
-  }
-  const v = aliased(obj, ...names.flag);
-  if (v === undefined || v === null || typeof v === 'boolean') return v === true;
-  found.set(
-    key,
-    `mesh: ${objectName}.${names.flag[0]} must be true or false, got ${typeof v} ${JSON.stringify(v)}; it is read as false: ${keep}`,
-  );
-  return false;
-}
-
-/**
- * The `mesh` entry's `TransparentProxy.MeshDestinationsOnly`: false on a bad value, as refusing
- * every app's non-mesh connections on a typo would be an outage.
- */
-function meshDestinationsOnlyOf(entry: unknown, found: Map<string, string>): boolean {
-  return meshFlagOf(
-    entry,
-    {
-      object: ['TransparentProxy', 'transparent_proxy'],
-      flag: ['MeshDestinationsOnly', 'mesh_destinations_only'],
-    },
-    'mesh/tproxy',
-    'apps in transparent mode keep reaching destinations outside the mesh',
-    found,
-  );
-}
-
-/**
- * A `MutualTLSMode` value (Consul's `""` is unset): null when unset, or when it is none of
- * strict and permissive, which is reported under `key` (strict applies: the safe reading).
- */
-function mutualTlsOf(
-  v: unknown,
-  where: string,
-  found: Map<string, string>,
-  key: string,
-): MutualTlsMode | null {
-  if (v === undefined || v === null || v === '') return null;
-  const lower = typeof v === 'string' ? v.toLowerCase() : v;
-  if ((MUTUAL_TLS_MODES as readonly unknown[]).includes(lower)) return lower as MutualTlsMode;
-  found.set(
-    key,
-    `${where}: MutualTLSMode ${JSON.stringify(v)} is not one of "strict", "permissive"; it is ignored (its sidecars require mTLS unless something else sets permissive)`,
-  );
-  return null;
-}
-
-/**
- * The `mesh` entry's `AllowEnablingPermissiveMutualTLS` (`allow_enabling_permissive_mutual_tls`).
- * Anything but a boolean is reported and read as false: permissive is opt-in.
- */
-function allowPermissiveOf(entry: unknown, found: Map<string, string>): boolean {
-  if (!isLayer(entry)) return false;
-  const v = aliased(
-    entry,
-    'AllowEnablingPermissiveMutualTLS',
-    'allow_enabling_permissive_mutual_tls',
-  );
-  if (v === undefined || v === null || typeof v === 'boolean') return v === true;
-  found.set(
-    'mesh/permissive',
-    `mesh: AllowEnablingPermissiveMutualTLS must be true or false, got ${typeof v} ${JSON.stringify(v)}; it is read as false: no sidecar accepts plain connections`,
-  );
-  return false;
-}
-
-/**
- * The `mesh` entry's `HTTP.SanitizeXForwardedClientCert`: false on a bad value, Consul's default
- * (the apps keep getting the caller's identity).
- */
-function sanitizeClientCertOf(entry: unknown, found: Map<string, string>): boolean {
-  return meshFlagOf(
-    entry,
-    {
-      object: ['HTTP', 'http'],
-      flag: ['SanitizeXForwardedClientCert', 'sanitize_x_forwarded_client_cert'],
-    },
-    'mesh/http',
-    "apps keep getting the caller's identity in x-forwarded-client-cert",
-    found,
-  );
-}
-
-/** Where an instance's `MutualTLSMode` comes from, first to last. */
-export type MutualTlsSource = 'registration' | 'service-defaults' | 'proxy-defaults' | 'default';
-
-/** An instance's mode, where it comes from, and why a permissive one is not applied (or null). */
-export interface MutualTlsResolution {
-  mode: MutualTlsMode;
-  source: MutualTlsSource;
-  /** What was asked for, when it differs from `mode`. */
-  asked?: MutualTlsMode;
-  problem: {
-    code:
-      | 'REMORA_E_AGENT_MTLS_PERMISSIVE_NOT_ALLOWED'
-      | 'REMORA_E_AGENT_MTLS_PERMISSIVE_NOT_TRANSPARENT';
-    message: string;
-  } | null;
-}
-
-/**
- * The mutual TLS mode of one instance's sidecar, as Consul decides it: its registration's
- * `proxy.mutual_tls_mode`, else its service-defaults' `MutualTLSMode`, else proxy-defaults', else
- * strict. Permissive applies only when the `mesh` entry sets `AllowEnablingPermissiveMutualTLS`
- * (else strict applies and the problem says how to get either), and only to a transparent
- * instance: plain callers reach the sidecar only through its inbound redirect of the app's port
- * (others reach the app directly; permissive would only open the sidecar port to plain
- * connections). A mesh-wide proxy-defaults permissive is not reported for those.
- */
-export function resolveMutualTlsMode(o: {
-  instanceId: string;
-  service: string;
-  registration: MutualTlsMode | null;
-  central: { mode: MutualTlsMode; source: MutualTlsSource } | null;
-  allowPermissive: boolean;
-  transparent: boolean;
-}): MutualTlsResolution {
-  const given = o.registration
-    ? { mode: o.registration, source: 'registration' as const }
-    : (o.central ?? { mode: 'strict' as const, source: 'default' as const });
-  if (given.mode === 'strict') return { ...given, problem: null };
-  const where =
-    given.source === 'registration'
-      ? `its definition's proxy.mutual_tls_mode`
-      : given.source === 'service-defaults'
-        ? `MutualTLSMode in service-defaults of ${o.service}`
-        : 'MutualTLSMode in proxy-defaults global';
-  const undo =
-    given.source === 'registration'
-      ? `remove proxy.mutual_tls_mode from ${o.instanceId}'s definition`
-      : given.source === 'service-defaults'
-        ? `set MutualTLSMode = "strict" in service-defaults of ${o.service}`
-        : 'set MutualTLSMode = "strict" in proxy-defaults global';
-  if (!o.allowPermissive)
-    return {
-      mode: 'strict',
-      source: given.source,
-      asked: 'permissive',
-      problem: {
-        code: 'REMORA_E_AGENT_MTLS_PERMISSIVE_NOT_ALLOWED',
-        message: `${o.instanceId}: ${where} is "permissive", but the mesh entry does not set AllowEnablingPermissiveMutualTLS = true; its sidecar requires mTLS (strict). To let plain callers of the app's port through while they are onboarded, set AllowEnablingPermissiveMutualTLS = true in the mesh entry; otherwise ${undo}`,
-      },
-    };
-  if (!o.transparent)
-    return {
-      mode: 'strict',
-      source: given.source,
-      asked: 'permissive',
-      problem:
-        given.source === 'proxy-defaults'
-          ? null
-          : {
-              code: 'REMORA_E_AGENT_MTLS_PERMISSIVE_NOT_TRANSPARENT',
-              message: `${o.instanceId}: ${where} is "permissive", which applies to transparent instances only (plain callers reach the sidecar through the redirect of the app's port); ${o.instanceId} is not transparent, so its callers outside the mesh reach its app directly and its sidecar requires mTLS (strict). Set transparent: true (proxy.mode = "transparent") to redirect them, or ${undo}`,
-            },
-    };
-  return { ...given, problem: null };
-}
-
-/** A cached mesh TLS setting, checked again as Consul's answer would be. */
-function checkedMeshTls(v: unknown): MeshTlsConfig | null {
-  if (!isLayer(v)) return null;
-  const back = (p: unknown) =>
-    isLayer(p)
-      ? { TLSMinVersion: p.minVersion, TLSMaxVersion: p.maxVersion, CipherSuites: p.cipherSuites }
-      : undefined;
-  return meshTlsOf({ Incoming: back(v.incoming), Outgoing: back(v.outgoing) }, new Map());
 }
 
 /** A cached `envoy_prometheus_bind_addr`, checked again. */
