@@ -15,12 +15,7 @@ import { isIP } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { RemoraError, toRemoraError } from '../lib/errors/index.ts';
 import { logError, type Logger } from '../lib/log/index.ts';
-import { compileAccessFormat } from '../lib/access-log/format.ts';
 import {
-  ACCESS_LOG_TYPES,
-  INBOUND_LIMITS,
-  RATE_LIMIT_MAX,
-  MAX_RATE_LIMIT_ROUTES,
   type AccessLogConfig,
   type ExposePath,
   type InboundSettings,
@@ -28,15 +23,8 @@ import {
   type MetricsListener,
   type MutualTlsMode,
   type Protocol,
-  type RateLimit,
-  type RateLimitConfig,
 } from '../lib/proxy-api/index.ts';
-import {
-  checkUpstreamLayer,
-  INBOUND_FIELDS,
-  METRICS_BIND_KEY,
-  metricsBindOf,
-} from './definitions.ts';
+import { checkUpstreamLayer, METRICS_BIND_KEY, metricsBindOf } from './definitions.ts';
 import { writeFileAtomic, type DataPaths } from './files.ts';
 import type { ConfigEntry, ConsulPort } from './ports.ts';
 import { asProtocol } from './transparent/derive.ts';
@@ -60,6 +48,13 @@ import {
   sanitizeClientCertOf,
 } from './central-config/mesh.ts';
 import { mutualTlsOf, type MutualTlsSource } from './central-config/mutual-tls.ts';
+import {
+  cachedInboundFields,
+  inboundOf,
+  upstreamConfig,
+  type UpstreamLayers,
+} from './central-config/service-defaults.ts';
+import { accessLogsOf, checkedAccessLogs } from './central-config/access-logs.ts';
 
 export { subsetFilter } from './central-config/subsets.ts';
 export { headerModifiers } from './central-config/headers.ts';
@@ -173,7 +168,7 @@ interface Protocols {
   services: Record<string, Protocol>;
   global: Protocol | null;
   /** By source service: its UpstreamConfig, checked. */
-  upstreams: Record<string, { defaults: Layer | null; overrides: Record<string, Layer> }>;
+  upstreams: Record<string, UpstreamLayers>;
   /** By service: the inbound settings of its service-defaults, checked. */
   inbound: Record<string, InboundSettings>;
   /** proxy-defaults `AccessLogs`, checked; null when off. */
@@ -206,200 +201,6 @@ interface Protocols {
   jwtEntries: Layer[];
 }
 
-/**
- * The inbound settings of a service-defaults entry; a value that is no whole number in range is
- * left out, with its problem in `found` (when given). 0 is Consul's "not set".
- */
-function inboundOf(
-  e: ConfigEntry | Layer,
-  found?: { map: Map<string, string>; name: string },
-): InboundSettings {
-  const out: InboundSettings = {};
-  for (const [key, , field, min] of INBOUND_FIELDS) {
-    const v = e[field];
-    if (v === undefined || v === null || v === 0) continue;
-    const max = INBOUND_LIMITS[key];
-    if (typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max) out[key] = v;
-    else
-      found?.map.set(
-        `i/${found.name}/${field}`,
-        `service-defaults of ${found.name}: ${field} must be a whole number from ${min} to ${max}, got ${JSON.stringify(v)}; it is ignored`,
-      );
-  }
-  const rateLimit = rateLimitsOf(e.RateLimits, (what, why) =>
-    found?.map.set(
-      `i/${found.name}/RateLimits${what}`,
-      `service-defaults of ${found.name}: RateLimits.InstanceLevel${what} ${why}; it is ignored`,
-    ),
-  );
-  if (rateLimit !== null) out.rateLimit = rateLimit;
-  return out;
-}
-
-const RATE_PATHS = ['PathExact', 'PathPrefix', 'PathRegex'] as const;
-
-/**
- * One bucket of `RateLimits.InstanceLevel` (the instance's, or a route's): `RequestsMaxBurst`
- * defaults to `RequestsPerSecond`, as in Consul. Null when unset; a string when it cannot apply.
- */
-function rateLimitOf(v: Layer): RateLimit | null | string {
-  const rps = v.RequestsPerSecond;
-  const burst = v.RequestsMaxBurst;
-  const unset = (x: unknown) => x === undefined || x === null || x === 0;
-  if (unset(rps)) return unset(burst) ? null : 'sets RequestsMaxBurst without RequestsPerSecond';
-  const whole = (x: unknown) =>
-    Number.isInteger(x) && (x as number) >= 1 && (x as number) <= RATE_LIMIT_MAX;
-  if (!whole(rps))
-    return `RequestsPerSecond must be a whole number from 1 to ${RATE_LIMIT_MAX}, got ${JSON.stringify(rps)}`;
-  if (!unset(burst) && !whole(burst))
-    return `RequestsMaxBurst must be a whole number from 1 to ${RATE_LIMIT_MAX}, got ${JSON.stringify(burst)}`;
-  return {
-    requestsPerSecond: rps as number,
-    burst: unset(burst) ? (rps as number) : (burst as number),
-  };
-}
-
-/**
- * A service-defaults entry's `RateLimits.InstanceLevel` as the service's proxies apply it; each
- * part that cannot apply is passed to `report` (field, why) and left out. Null when it limits
- * nothing.
- */
-function rateLimitsOf(
-  v: unknown,
-  report: (what: string, why: string) => void,
-): RateLimitConfig | null {
-  if (v === undefined || v === null) return null;
-  const il = isLayer(v) ? v.InstanceLevel : undefined;
-  if (il === undefined || il === null) return null;
-  if (!isLayer(il)) {
-    report('', 'must be an object');
-    return null;
-  }
-  const out: RateLimitConfig = {};
-  const instance = rateLimitOf(il);
-  if (typeof instance === 'string') report('', instance);
-  else if (instance !== null) out.instance = instance;
-  const routes = il.Routes ?? [];
-  if (!Array.isArray(routes)) report('.Routes', 'must be a list');
-  else
-    routes.forEach((r: unknown, i) => {
-      const at = `.Routes[${i}]`;
-      if (!isLayer(r)) return report(at, 'must be an object');
-      const given = RATE_PATHS.filter((k) => typeof r[k] === 'string' && r[k] !== '');
-      if (given.length !== 1) return report(at, 'must set one of PathExact, PathPrefix, PathRegex');
-      const k = given[0]!;
-      const path = r[k] as string;
-      if (k !== 'PathRegex' && !path.startsWith('/'))
-        return report(`${at}.${k}`, `${JSON.stringify(path)} must start with /`);
-      if (k === 'PathRegex') {
-        try {
-          new RegExp(path);
-        } catch {
-          return report(`${at}.PathRegex`, `${JSON.stringify(path)} is not a regular expression`);
-        }
-      }
-      const limit = rateLimitOf(r);
-      if (limit === null) return report(at, 'sets no RequestsPerSecond');
-      if (typeof limit === 'string') return report(at, limit);
-      const field =
-        k === 'PathExact' ? 'pathExact' : k === 'PathPrefix' ? 'pathPrefix' : 'pathRegex';
-      (out.routes ??= []).push({ [field]: path, ...limit });
-      if (out.routes.length > MAX_RATE_LIMIT_ROUTES) {
-        out.routes.pop();
-        report(at, `is past the ${MAX_RATE_LIMIT_ROUTES} routes a proxy keeps`);
-      }
-    });
-  return out.instance === undefined && out.routes === undefined ? null : out;
-}
-
-/** A cached `RateLimitConfig` back in service-defaults' `RateLimits` shape. */
-function consulRateLimits(c: RateLimitConfig): Layer {
-  const back = (l: RateLimit) => ({
-    RequestsPerSecond: l.requestsPerSecond,
-    RequestsMaxBurst: l.burst,
-  });
-  return {
-    InstanceLevel: {
-      ...(c.instance ? back(c.instance) : {}),
-      Routes: (c.routes ?? []).map((r) => ({
-        ...(r.pathExact !== undefined ? { PathExact: r.pathExact } : {}),
-        ...(r.pathPrefix !== undefined ? { PathPrefix: r.pathPrefix } : {}),
-        ...(r.pathRegex !== undefined ? { PathRegex: r.pathRegex } : {}),
-        ...back(r),
-      })),
-    },
-  };
-}
-
-/**
- * proxy-defaults `AccessLogs` as the proxies take it: null unless `Enabled`; what Remora cannot
- * apply is reported in `found` under `logs…` (a bad type or path turns the logs off, a custom
- * format is not applied).
- */
-function accessLogsOf(v: unknown, found: Map<string, string>): AccessLogConfig | null {
-  const where = 'proxy-defaults global: AccessLogs';
-  if (v === undefined || v === null) return null;
-  if (!isLayer(v)) {
-    found.set('logs', `${where} must be an object; access logs stay off`);
-    return null;
-  }
-  if (v.Enabled !== true) return null;
-  const type = v.Type === undefined || v.Type === '' ? 'stdout' : v.Type;
-  if (!(ACCESS_LOG_TYPES as readonly unknown[]).includes(type)) {
-    found.set(
-      'logs/type',
-      `${where}.Type ${JSON.stringify(type)} is not one of stdout, stderr, file; access logs stay off`,
-    );
-    return null;
-  }
-  const format = accessFormatOf(v, where, found);
-  if (type !== 'file') return { type: type as AccessLogConfig['type'], ...format };
-  const path = v.Path;
-  if (typeof path !== 'string' || !path.startsWith('/') || path.includes('\0')) {
-    found.set(
-      'logs/path',
-      `${where}.Path must be an absolute file path for Type file, got ${JSON.stringify(path ?? null)}; access logs stay off`,
-    );
-    return null;
-  }
-  return { type, path, ...format };
-}
-
-/**
- * `TextFormat` or `JSONFormat`, checked the way the proxies compile it. A format they cannot
- * apply is reported and left out: the logs stay on in the proxies' own JSON lines.
- */
-function accessFormatOf(
-  v: Record<string, unknown>,
-  where: string,
-  found: Map<string, string>,
-): { textFormat?: string; jsonFormat?: string } {
-  const given = (k: string) => (v[k] === undefined || v[k] === '' ? undefined : v[k]);
-  const text = given('TextFormat');
-  const json = given('JSONFormat');
-  if (text === undefined && json === undefined) return {};
-  const key = json === undefined ? 'TextFormat' : 'JSONFormat';
-  const keep = '; the proxies write their own JSON lines instead (docs/proxy.md, "Access logs")';
-  if (
-    (text !== undefined && typeof text !== 'string') ||
-    (json !== undefined && typeof json !== 'string')
-  ) {
-    found.set('logs/format', `${where}.${key} must be a string${keep}`);
-    return {};
-  }
-  const spec = {
-    ...(text === undefined ? {} : { textFormat: text }),
-    ...(json === undefined ? {} : { jsonFormat: json }),
-  };
-  try {
-    compileAccessFormat(spec);
-  } catch (err) {
-    found.set('logs/format', `${where}: ${(err as Error).message}${keep}`);
-    return {};
-  }
-  return spec;
-}
-
 /** A cached `envoy_prometheus_bind_addr`, checked again. */
 function checkedMetricsBind(v: unknown): MetricsListener | null {
   if (!isLayer(v)) return null;
@@ -415,29 +216,6 @@ function checkedExpose(v: unknown): ExposeLayer | null {
   if (!isLayer(v)) return null;
   const paths = Array.isArray(v.paths) ? (v.paths.filter(isLayer) as unknown as ExposePath[]) : [];
   return exposeLayerOf(consulExposeOf({ checks: v.checks === true, paths }), '', '', new Map());
-}
-
-/** A cached AccessLogs setting, checked again as Consul's answer would be. */
-function checkedAccessLogs(v: unknown): AccessLogConfig | null {
-  if (!isLayer(v)) return null;
-  return accessLogsOf(
-    {
-      Enabled: true,
-      Type: v.type,
-      Path: v.path,
-      TextFormat: v.textFormat,
-      JSONFormat: v.jsonFormat,
-    },
-    new Map(),
-  );
-}
-
-/** A cached InboundSettings under the service-defaults field names, to be checked as Consul's. */
-function cachedInboundFields(x: Layer): Layer {
-  const out: Layer = {};
-  for (const [key, , field] of INBOUND_FIELDS) out[field] = x[key];
-  if (isLayer(x.rateLimit)) out.RateLimits = consulRateLimits(x.rateLimit);
-  return out;
 }
 
 /** The entries of a cached map that `check` keeps (checked copies), by the same names. */
@@ -498,46 +276,6 @@ function readCache(path: string): Protocols | null {
   } catch {
     return null;
   }
-}
-
-/** A service-defaults entry's UpstreamConfig, with each bad layer reported and left out. */
-function upstreamConfig(
-  e: ConfigEntry,
-  found: Map<string, string>,
-): Protocols['upstreams'][string] | null {
-  const uc = e.UpstreamConfig;
-  if (uc === undefined || uc === null) return null;
-  const where = `service-defaults of ${e.Name}: UpstreamConfig`;
-  if (!isLayer(uc)) {
-    found.set(`u/${e.Name}`, `${where} must be an object; it is ignored`);
-    return null;
-  }
-  const check = (layer: unknown, path: string, key: string): Layer | null => {
-    const problem = checkUpstreamLayer(layer, path);
-    if (problem === null) return layer as Layer;
-    found.set(key, `service-defaults of ${e.Name}: ${problem}; that part is ignored`);
-    return null;
-  };
-  const defaults =
-    uc.Defaults === undefined || uc.Defaults === null
-      ? null
-      : check(uc.Defaults, 'UpstreamConfig.Defaults', `u/${e.Name}/defaults`);
-  const overrides: Record<string, Layer> = {};
-  const list = uc.Overrides ?? [];
-  if (!Array.isArray(list))
-    found.set(`u/${e.Name}/overrides`, `${where}.Overrides must be a list; it is ignored`);
-  else
-    list.forEach((item: unknown, i) => {
-      const name = isLayer(item) ? item.Name : undefined;
-      if (typeof name !== 'string' || name === '') {
-        found.set(`u/${e.Name}/${i}`, `${where}.Overrides[${i}] has no Name; it is ignored`);
-        return;
-      }
-      const { Name: _name, ...rest } = item as Layer;
-      const layer = check(rest, `UpstreamConfig.Overrides[${i}]`, `u/${e.Name}/${i}`);
-      if (layer) overrides[name] = layer;
-    });
-  return defaults === null && Object.keys(overrides).length === 0 ? null : { defaults, overrides };
 }
 
 /** `danglingSubsets` of every service with a splitter or a router, and redirect loops. */
