@@ -48,6 +48,9 @@ REMORA_AGENT_NODE=$node_name
 REMORA_AGENT_NODE_TOKEN=$(consul kv get "$TOKENS_KV/$node_name")
 ENV
 install_file "$REMORA_HOME/systemd/remora-agent.service" /etc/systemd/system/remora-agent.service 0644 root:root remora-agent.service
+# queued connections move to a proxy's successor during `remora restart-proxies`
+install_file "$REMORA_HOME/systemd/remora-sysctl.conf" /etc/sysctl.d/60-remora.conf 0644
+sysctl -q -p /etc/sysctl.d/60-remora.conf
 apply_units remora-agent.service
 # A changed service definition needs no restart: the agent re-reads services.d on SIGHUP.
 systemctl reload remora-agent.service
