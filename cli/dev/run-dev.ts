@@ -380,6 +380,7 @@ export function renderNextSteps(mesh: DevMesh, config: DevConfig): string {
     `  REMORA_CLI_NATS_SERVERS=${mesh.natsUrl} REMORA_CLI_CONSUL_ADDRESS=${mesh.consulUrl} npx remora explain web api   # the deciding rule, and the protocol api serves`,
     `  ${env} npx remora intention delete web api && ${env} npx remora intention create web api`,
     `  REMORA_CLI_AGENT_ADMIN=http://127.0.0.1:${mesh.agentAdminPort} npx remora status   # instances, proxies, certificates, endpoints`,
+    `  REMORA_CLI_AGENT_ADMIN=http://127.0.0.1:${mesh.agentAdminPort} npx remora restart-proxies   # every proxy replaced without a gap (an upgrade)`,
     `  curl -s -X PUT ${mesh.consulUrl}/v1/config -d '${CANARY_RESOLVER}'   # only api-1 (version v1) answers now`,
     `  curl -s -X PUT '${mesh.consulUrl}/v1/agent/service/maintenance/api-1-sidecar-proxy?enable=true&reason=demo'   # api-1 out of service: calls fail over to api-2 (v2); enable=false brings it back`,
     '',

@@ -196,6 +196,30 @@ t.test('remora dev brings up the demo mesh and stops cleanly', async (t) => {
     );
   });
 
+  t.test('the printed restart-proxies replaces every proxy; web answers throughout', async (t) => {
+    const admin = /^\s+REMORA_CLI_AGENT_ADMIN=(\S+) npx remora restart-proxies/m.exec(out);
+    t.ok(admin, 'the ready output shows how to restart the proxies');
+    let stop = false;
+    const answers: number[] = [];
+    const calls = (async () => {
+      for (let i = 0; i < 2000 && !stop; i++) answers.push((await call(url)).status);
+    })();
+    const r = await runRemora(['restart-proxies'], {
+      env: { REMORA_CLI_AGENT_ADMIN: admin![1]! },
+      timeoutMs: 120_000,
+    });
+    stop = true;
+    await calls;
+    t.equal(r.code, 0, r.stdout + r.stderr);
+    t.equal(r.stdout.match(/: restarted — pid \d+ took over from pid \d+/g)?.length, 4, r.stdout);
+    t.ok(answers.length > 0, `${answers.length} calls during the restart`);
+    t.same(
+      answers.filter((s) => s !== 200),
+      [],
+      'every call during the restart was answered 200',
+    );
+  });
+
   t.test('killing an api instance keeps web answering', async (t) => {
     // other tests may run demo apps at the same time: only this mesh's children count
     const api1 = processesMentioning('examples/apps/api.js').filter((pid) => {
