@@ -3,6 +3,7 @@
 // cannot send to it without a CORS preflight this server never answers.
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { readFileSync } from 'node:fs';
 import type { AgentStatus } from './agent.ts';
 import type { HandoverResult } from './supervisor.ts';
 
@@ -41,11 +42,13 @@ export async function startAdminServer(o: {
   port: number;
   status(): AgentStatus;
   restartProxies?: (ids: readonly string[]) => Promise<HandoverResult[]>;
+  /** Something the operator should know about restarts on this host, or null. */
+  restartNote?: () => string | null;
 }): Promise<AdminServer> {
   const server: Server = createServer((req, res) => {
     const url = req.url?.split('?')[0];
     if (url === '/proxies/restart' && o.restartProxies) {
-      void restart(req, o.restartProxies).then(({ status, body }) =>
+      void restart(req, o.restartProxies, o.restartNote).then(({ status, body }) =>
         res
           .writeHead(status, { 'content-type': 'application/json' })
           .end(`${JSON.stringify(body, null, 2)}\n`),
@@ -82,6 +85,7 @@ export async function startAdminServer(o: {
 async function restart(
   req: IncomingMessage,
   restartProxies: (ids: readonly string[]) => Promise<HandoverResult[]>,
+  note: (() => string | null) | undefined,
 ): Promise<{ status: number; body: unknown }> {
   const refuse = (status: number, message: string) => ({
     status,
@@ -98,5 +102,23 @@ async function restart(
   }
   const ids = restartIds(body);
   if (typeof ids === 'string') return refuse(400, ids);
-  return { status: 200, body: { results: await restartProxies(ids) } };
+  const results = await restartProxies(ids);
+  const said = note?.() ?? null;
+  return { status: 200, body: said === null ? { results } : { results, note: said } };
+}
+
+/**
+ * The restart note of a Linux host: whether connections queued on an old proxy's listeners move
+ * to its successor when it closes them (`net.ipv4.tcp_migrate_req`), read from `path`.
+ */
+export function migrateNote(path = '/proc/sys/net/ipv4/tcp_migrate_req'): string | null {
+  let value: string;
+  try {
+    value = readFileSync(path, 'utf8').trim();
+  } catch {
+    return null; // not Linux, or a kernel before 5.14: nothing to say that would help
+  }
+  return value === '0'
+    ? "net.ipv4.tcp_migrate_req is 0 on this host: connections still queued on an old proxy's listeners when it closed them were reset, not moved to the new proxy; set it to 1 (systemd/remora-sysctl.conf, docs/operations.md)"
+    : null;
 }

@@ -17,7 +17,7 @@ import { backoffDelay, createClock, type Clock } from '../lib/util/index.ts';
 import type { ConfigOf } from '../lib/config/index.ts';
 import type { agentSchema } from '../lib/config/schemas/agent.ts';
 import { createAgent, type Agent, type AgentStatus, type StopOptions } from './agent.ts';
-import { startAdminServer, type AdminServer } from './admin.ts';
+import { migrateNote, startAdminServer, type AdminServer } from './admin.ts';
 import { dataPaths } from './files.ts';
 import {
   createProxyLogRotator,
@@ -293,6 +293,7 @@ export function createHostAgent(o: HostAgentOptions): HostAgent {
           port: c.adminPort,
           status: () => agent.status(),
           restartProxies: (ids) => agent.restartProxies(ids),
+          restartNote: () => migrateNote(),
         });
         logger.info({ adminPort: admin.port }, `status on http://127.0.0.1:${admin.port}/status`);
       } catch (err) {

@@ -453,7 +453,7 @@ export function createSupervisor(o: SupervisorOptions): Supervisor {
   }
 
   function promote(p: Proc, succ: Successor): void {
-    const old = { pid: p.pid, channel: p.channel, ownChild: p.ownChild };
+    const old = { pid: p.pid, channel: p.channel };
     p.successor = null;
     if (succ.timer) clock.clearTimeout(succ.timer);
     p.pid = succ.pid;

@@ -28,7 +28,7 @@ export function registerRestartProxies(program: Command, ctx: CliContext): void 
     .argument('[instances...]', 'instance IDs (default: every instance of this host)')
     .option('-c, --config <file>', 'JSON config file (see docs/config.md, section remora cli)')
     .option('--agent-admin <url>', "URL of the agent's admin endpoint, e.g. http://127.0.0.1:18999")
-    .option('--json', 'print the raw results')
+    .option('--json', 'print the raw answer (results, and a note when the host has one)')
     .action(
       async (
         instances: string[],
@@ -41,10 +41,12 @@ export function registerRestartProxies(program: Command, ctx: CliContext): void 
           method: 'POST',
           body: { instances },
           timeoutMs: RESTART_WAIT_MS,
-        })) as { results: HandoverResult[] };
+        })) as { results: HandoverResult[]; note?: string };
         print(
           ctx,
-          opts.json ? JSON.stringify(answer.results, null, 2) : renderRestarts(answer.results),
+          opts.json
+            ? JSON.stringify(answer, null, 2)
+            : renderRestarts(answer.results) + (answer.note ? `\nnote: ${answer.note}` : ''),
         );
         if (answer.results.some((r) => !r.ok)) throw new CliExit(1);
       },
