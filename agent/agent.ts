@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { isIP } from 'node:net';
 import { rm } from 'node:fs/promises';
 import { formatSpiffeId, meshSni } from '../lib/identity/index.ts';
-import { RemoraError, toRemoraError, type ErrorCode } from '../lib/errors/index.ts';
+import { RemoraError, toRemoraError } from '../lib/errors/index.ts';
 import { logError, type Logger } from '../lib/log/index.ts';
 import { backoffDelay, type Clock } from '../lib/util/index.ts';
 import type { IntentionsSnapshot } from '../lib/intentions/types.ts';
@@ -22,7 +22,6 @@ import {
   type UpstreamConfig,
   type AccessLogConfig,
   type MeshTlsConfig,
-  type HashPolicy,
   type ExposePath,
   type MetricsListener,
   type IngressConfig,
@@ -79,6 +78,14 @@ import {
   type Supervisor,
 } from './supervisor.ts';
 import type { ConsulPort, ControlPort, TrustBundle } from './ports.ts';
+import { createProtocols, hashPoliciesField, listenerKey } from './protocols.ts';
+import {
+  createWarningKeeper,
+  follow,
+  gatewayBindAddress,
+  newInstance,
+  type Instance,
+} from './instance.ts';
 import {
   createExecFileRunner,
   createPortAllocator,
@@ -254,73 +261,6 @@ export interface Agent {
   readonly paths: DataPaths;
 }
 
-type Warning = InstanceStatus['warnings'][number];
-
-interface Instance {
-  def: ServiceDefinition;
-  sidecarPort: number | null;
-  registered: boolean;
-  registering: boolean;
-  regAttempt: number;
-  regTimer: NodeJS.Timeout | null;
-  registrationError: InstanceStatus['registrationError'];
-  stopping: boolean;
-  /** True while an adopted proxy has not said it is ready yet: registering now would flip it to critical. */
-  holdRegistration: boolean;
-  /** Transparent rules are installed once the proxy was ready (so nothing is steered to no listener). */
-  transparentArmed: boolean;
-  /** Services this transparent instance calls by its intentions, not by `upstreams` (sorted). */
-  derived: string[];
-  /** Services its upstreams' routes and splits send calls to, besides the upstreams (sorted). */
-  targets: string[];
-  /**
-   * Upstreams (with their listener kind) of the last snapshot the proxy applied in this run:
-   * only their addresses are redirected. Null until one is (an adopted proxy keeps every
-   * upstream's rules meanwhile).
-   */
-  listening: ReadonlySet<string> | null;
-  /** Set while intentions allow more services than `transparentDerivedMax` leaves room for. */
-  derivedLimit: Warning | null;
-  /** The shared-namespace warning last logged for it (so each change is logged once). */
-  sharedWarning: Warning | null;
-  /** Set while the mesh confines every user of the host but the proxies (no `app_user`). */
-  confinedWarning: Warning | null;
-  /** Set while a permissive MutualTLSMode it was given does not apply (docs/agent.md). */
-  mtlsWarning: Warning | null;
-  /** Set while the /metrics listener it asks for cannot be given (its port is taken). */
-  metricsWarning: Warning | null;
-  /** Set while a path Consul's entries expose cannot be served (its listener port is taken). */
-  exposeWarning: Warning | null;
-  /** Set while checks Consul's entries expose (`Expose.Checks`) cannot all be served. */
-  exposeChecksWarning: Warning | null;
-  /** The exposed paths and checks of its last registration (see `exposeKey`). */
-  registeredExpose: string | null;
-  /** The readiness-check write in flight; writes are serialized so a late one never undoes a newer one. */
-  checkWrite: Promise<void> | null;
-  /** Set when the state changed while a write was in flight: the writer goes round once more. */
-  checkAgain: boolean;
-  /** Why the proxy last said it is not ready (the check's output). */
-  notReadyReason: string;
-  /** An ingress gateway's services followed in discovery (sorted). */
-  ingress: string[];
-  /** What of an ingress gateway's entry does not apply (logged once each). */
-  ingressProblems: IngressProblem[];
-  /** A terminating gateway's linked services: leaves managed, instances followed (sorted). */
-  terminating: string[];
-  /** What of a terminating gateway's entry does not apply (logged once each). */
-  terminatingProblems: RemoraError[];
-  /**
-   * Its linked services that originate TLS with files, and a digest of what its last plan read
-   * of them (`readOrigination`): a file rotated on disk is seen at the next poll.
-   */
-  origination: { services: PlannedTerminatingService[]; digest: string } | null;
-  /**
-   * Linked services whose leaf is being loaded from disk (or asked for the first time): the
-   * gateway's snapshot waits for them, so a restarted agent never sends one without them.
-   */
-  leavesLoading: Set<string>;
-}
-
 /**
  * Where an upstream's calls go by Consul's service-router and service-splitter: each route
  * with its shares (percent by target, with a split's header changes), and the shares of the calls no route matches (null: all
@@ -473,6 +413,7 @@ export function createAgent(o: AgentOptions): Agent {
   let stopped = false;
   let firstLoad = true;
   const startedAt = new Date(clock.now()).toISOString();
+  const keepWarning = createWarningKeeper({ logger, clock });
   let applying: Promise<void> = Promise.resolve();
   const transparentPorts = createPortAllocator(
     s.transparentPortMin ?? DEFAULT_TRANSPARENT_PORT_MIN,
@@ -595,6 +536,8 @@ export function createAgent(o: AgentOptions): Agent {
     },
   });
 
+  const protocols = createProtocols({ central, discovery });
+
   const supervisor: Supervisor = createSupervisor({
     paths,
     ops: o.processes,
@@ -674,11 +617,14 @@ export function createAgent(o: AgentOptions): Agent {
       },
       inbound: {
         // a gateway binds nothing here (no mTLS listener): its registered address and port
-        bindAddress: gateway || terminating ? gatewayBindAddress(inst) : s.proxyBindAddress,
+        bindAddress:
+          gateway || terminating
+            ? gatewayBindAddress(inst, s.proxyBindAddress)
+            : s.proxyBindAddress,
         bindPort: inst.sidecarPort,
         localAppAddress: sc.localServiceAddress,
         localAppPort: sc.localServicePort,
-        protocol: inboundProtocol(inst),
+        protocol: protocols.inboundProtocol(inst),
         // the definition's proxy config wins over the service's service-defaults, key by key
         ...central.inbound(inst.def.name),
         ...sc.inbound,
@@ -753,12 +699,6 @@ export function createAgent(o: AgentOptions): Agent {
     return r;
   }
 
-  /** What calls are hashed on, for an upstream or target balanced by consistent hashing. */
-  function hashPoliciesField(u: UpstreamDefinition): { hashPolicies?: HashPolicy[] } {
-    const hashing = u.loadBalancer === 'ring_hash' || u.loadBalancer === 'maglev';
-    return hashing && u.hashPolicies ? { hashPolicies: u.hashPolicies } : {};
-  }
-
   /** The `mesh` entry's TLS versions and suites, when it sets any. */
   function meshTlsField(): { meshTls?: MeshTlsConfig } {
     const tls = central.meshTls();
@@ -780,7 +720,7 @@ export function createAgent(o: AgentOptions): Agent {
   /** Instance/destination pairs whose router or splitter was reported as not applying. */
   const trafficIgnored = new Set<string>();
 
-  const resolverOf = (n: string) => central.resolver(n);
+  const { resolverOf } = protocols;
 
   /**
    * Where `u`'s calls go: the target its own cluster serves (after its resolver's redirects),
@@ -895,18 +835,7 @@ export function createAgent(o: AgentOptions): Agent {
       for (const n of plan.targets.keys()) next.add(parseTargetName(n).service);
     }
     const sorted = [...next].sort();
-    if (follow(inst.targets, sorted, targetUser(inst.def.id))) inst.targets = sorted;
-  }
-
-  /**
-   * Moves `user`'s discovery watches from the services `prev` to those of `next` (both sorted);
-   * false when they are the same.
-   */
-  function follow(prev: readonly string[], next: readonly string[], user: string): boolean {
-    if (next.length === prev.length && next.every((n, i) => n === prev[i])) return false;
-    for (const n of next) if (!prev.includes(n)) discovery.acquire(n, user);
-    for (const n of prev) if (!next.includes(n)) discovery.release(n, user);
-    return true;
+    if (follow(discovery, inst.targets, sorted, targetUser(inst.def.id))) inst.targets = sorted;
   }
 
   /**
@@ -933,7 +862,7 @@ export function createAgent(o: AgentOptions): Agent {
       targets: [...plan.targets.keys()].sort().map((n) => {
         const { service, subset } = parseTargetName(n);
         // the caller's settings, with the target's own service-resolver over them
-        const r = withResolver({ ...u, destinationName: service });
+        const r = protocols.withResolver({ ...u, destinationName: service });
         const fo = plan.targets.get(n)!;
         return {
           destinationName: n,
@@ -1402,19 +1331,6 @@ export function createAgent(o: AgentOptions): Agent {
     for (const i of instances.values()) checkShared(i);
   }
 
-  /** The warning to keep for `message` (null: none); each new one is logged once. */
-  function keepWarning(
-    prev: Warning | null,
-    code: ErrorCode,
-    message: string | null,
-    details: Record<string, unknown>,
-  ): Warning | null {
-    if (message === (prev?.message ?? null)) return prev;
-    if (message === null) return null;
-    logError(logger, new RemoraError(code, message, details), undefined, 'warn');
-    return { code, message, at: new Date(clock.now()).toISOString() };
-  }
-
   /** Installs or updates an instance's rules once its proxy has been ready. */
   function syncTransparent(inst: Instance): void {
     if (stopped || inst.stopping || !inst.transparentArmed) return;
@@ -1471,11 +1387,6 @@ export function createAgent(o: AgentOptions): Agent {
   let ingressEntries: Map<string, Record<string, unknown>> | null = null;
   let ingressWatch: { stop(): void } | null = null;
   let ingressErrors = 0;
-
-  /** Where a gateway's listeners bind: its definition's address, else the proxies' bind address. */
-  function gatewayBindAddress(inst: Instance): string {
-    return inst.def.address ?? s.proxyBindAddress;
-  }
 
   /** Discovery user of a gateway's services. */
   function ingressUser(id: string): string {
@@ -1575,7 +1486,7 @@ export function createAgent(o: AgentOptions): Agent {
       const d = decodeIngressEntry(raw);
       const p = planIngress(d.entry, {
         gateway: inst.def.name,
-        protocolOf: destinationProtocol,
+        protocolOf: (n) => protocols.destinationProtocol(n),
         wildcardProtocolOf: (n) => central.protocol(n) ?? DEFAULT_PROTOCOL,
         catalog: catalogServices,
       });
@@ -1610,7 +1521,7 @@ export function createAgent(o: AgentOptions): Agent {
         if (!services.has(svc.name))
           services.set(svc.name, { protocol: l.protocol, limits: svc.limits });
     const names = [...services.keys()].sort();
-    if (!inst.stopping && follow(inst.ingress, names, ingressUser(inst.def.id)))
+    if (!inst.stopping && follow(discovery, inst.ingress, names, ingressUser(inst.def.id)))
       inst.ingress = names;
     const out: UpstreamDefinition[] = [];
     for (const [name, { protocol, limits }] of services) {
@@ -1619,7 +1530,7 @@ export function createAgent(o: AgentOptions): Agent {
       const layers = central.upstreamLayers(inst.def.name, name);
       const base = layers.length === 0 ? DEFAULT_RESILIENCE : layeredResilience(layers);
       out.push(
-        withResolver({
+        protocols.withResolver({
           destinationName: name,
           localBindAddress: '127.0.0.1',
           localBindPort: 0,
@@ -1655,7 +1566,7 @@ export function createAgent(o: AgentOptions): Agent {
   /** The snapshot's listeners: those of the plan whose services made it into the upstreams. */
   function ingressField(inst: Instance, upstreams: UpstreamDefinition[]): IngressConfig {
     const have = new Set(upstreams.map((u) => u.destinationName));
-    const bindAddress = gatewayBindAddress(inst);
+    const bindAddress = gatewayBindAddress(inst, s.proxyBindAddress);
     const listeners = ingressPlan(inst)
       .map((l) => ({
         bindAddress,
@@ -1791,7 +1702,14 @@ export function createAgent(o: AgentOptions): Agent {
     if (!inst.stopping) {
       const names = services.map((x) => x.name).sort();
       const prev = inst.terminating;
-      if (follow(prev.map(externalName), names.map(externalName), terminatingUser(inst.def.id))) {
+      if (
+        follow(
+          discovery,
+          prev.map(externalName),
+          names.map(externalName),
+          terminatingUser(inst.def.id),
+        )
+      ) {
         inst.terminating = names;
         for (const n of prev) if (!names.includes(n)) identity.remove(leafId(inst.def.id, n));
         for (const n of names)
@@ -1900,81 +1818,18 @@ export function createAgent(o: AgentOptions): Agent {
     });
   }
 
-  // --- protocols (docs/agent.md, "Protocols") ------------------------------------------------
-  /**
-   * The protocol of calls to `service` when the caller names none: what its sidecars were
-   * registered with, else Consul's service-defaults or proxy-defaults, else `tcp`.
-   */
-  function destinationProtocol(service: string): Protocol {
-    return discovery.protocol(service) ?? central.protocol(service) ?? DEFAULT_PROTOCOL;
-  }
-
-  /** The instance's own protocol: its definition's, else Consul's config entries', else `tcp`. */
-  function inboundProtocol(inst: Instance): Protocol {
-    const sc = inst.def.sidecar;
-    if (sc?.protocolGiven) return sc.protocol;
-    return central.protocol(inst.def.name) ?? DEFAULT_PROTOCOL;
-  }
-
-  /**
-   * What the proxy listens on for an upstream: an HTTP one on the Host-routing listener, others
-   * on their own port, so a protocol change moves the rules only once the proxy has acked it.
-   */
-  function listenerKey(u: { destinationName: string; protocol: string }): string {
-    return `${u.destinationName}/${u.protocol === 'http' ? 'http' : 'port'}`;
-  }
-
-  /** An upstream with its protocol (and the balancer that follows from it) resolved. */
-  function resolved(source: string, u: UpstreamDefinition): UpstreamDefinition {
-    // the caller's service-defaults UpstreamConfig, under the upstream's own `config`
-    const layers = central.upstreamLayers(source, u.destinationName);
-    let out =
-      layers.length === 0
-        ? u
-        : { ...u, resilience: layeredResilience(u.config ? [...layers, u.config] : layers) };
-    const protocol = u.protocolGiven ? u.protocol : destinationProtocol(u.destinationName);
-    if (protocol !== u.protocol)
-      out = {
-        ...out,
-        protocol,
-        loadBalancer: u.loadBalancerGiven ? u.loadBalancer : defaultLoadBalancer(protocol),
-      };
-    return withResolver(out);
-  }
-
-  /**
-   * The destination's service-resolver over whatever the caller set: its timeouts and balancing
-   * policy apply to every caller, as Consul's resolver does.
-   */
-  function withResolver(u: UpstreamDefinition): UpstreamDefinition {
-    // a redirected service's calls take the settings of the resolver they end at, as in Consul
-    const to = parseTargetName(resolveTarget(u.destinationName, undefined, resolverOf)).service;
-    const r = central.resolver(to);
-    if (!r) return u;
-    return {
-      ...u,
-      ...(r.loadBalancer ? { loadBalancer: r.loadBalancer } : {}),
-      ...(r.hashPolicies ? { hashPolicies: r.hashPolicies } : {}),
-      resilience: {
-        ...u.resilience,
-        ...(r.connectTimeoutMs ? { connectTimeoutMs: r.connectTimeoutMs } : {}),
-        ...(r.requestTimeoutMs ? { requestTimeoutMs: r.requestTimeoutMs } : {}),
-      },
-    };
-  }
-
   /** Explicit upstreams, then the derived ones whose sidecars Consul has listed. */
   function upstreamsOf(inst: Instance): UpstreamDefinition[] {
     if (inst.def.kind === INGRESS_GATEWAY) return gatewayUpstreams(inst);
     const source = inst.def.name;
-    const explicit = (inst.def.sidecar?.upstreams ?? []).map((u) => resolved(source, u));
+    const explicit = (inst.def.sidecar?.upstreams ?? []).map((u) => protocols.resolved(source, u));
     const derived: UpstreamDefinition[] = [];
     for (const name of inst.derived) {
       if (!discovery.listed(name)) continue;
-      const protocol = destinationProtocol(name);
+      const protocol = protocols.destinationProtocol(name);
       const layers = central.upstreamLayers(source, name);
       derived.push(
-        withResolver({
+        protocols.withResolver({
           destinationName: name,
           localBindAddress: '127.0.0.1',
           localBindPort: 0,
@@ -2073,7 +1928,7 @@ export function createAgent(o: AgentOptions): Agent {
         }),
       );
     const id = inst.def.id;
-    if (!follow(inst.derived, next, derivedUser(id))) return;
+    if (!follow(discovery, inst.derived, next, derivedUser(id))) return;
     inst.derived = next;
     logger.info(
       { instance: id, derived: next },
@@ -2299,38 +2154,7 @@ export function createAgent(o: AgentOptions): Agent {
     def: ServiceDefinition,
     previousPort: number | null = null,
   ): Promise<void> {
-    const inst: Instance = {
-      def,
-      sidecarPort: previousPort ?? allocateSidecarPort(def),
-      registered: false,
-      registering: false,
-      regAttempt: 0,
-      regTimer: null,
-      registrationError: null,
-      stopping: false,
-      holdRegistration: false,
-      transparentArmed: false,
-      derived: [],
-      targets: [],
-      listening: null,
-      derivedLimit: null,
-      sharedWarning: null,
-      confinedWarning: null,
-      mtlsWarning: null,
-      metricsWarning: null,
-      exposeWarning: null,
-      exposeChecksWarning: null,
-      registeredExpose: null,
-      checkWrite: null,
-      checkAgain: false,
-      notReadyReason: 'proxy not ready',
-      ingress: [],
-      ingressProblems: [],
-      terminating: [],
-      terminatingProblems: [],
-      origination: null,
-      leavesLoading: new Set(),
-    };
+    const inst = newInstance(def, previousPort ?? allocateSidecarPort(def));
     instances.set(def.id, inst);
     logger.info(
       { instance: def.id, service: def.name, file: def.source.file },
@@ -2669,7 +2493,7 @@ export function createAgent(o: AgentOptions): Agent {
             registrationError: inst.registrationError,
             proxy: supervisor.status(inst.def.id),
             certificate: identity.status(inst.def.id),
-            protocol: inst.def.sidecar ? inboundProtocol(inst) : null,
+            protocol: inst.def.sidecar ? protocols.inboundProtocol(inst) : null,
             mutualTls: inst.def.sidecar
               ? (({ mode, source }) => ({ mode, source }))(mutualTlsOf(inst))
               : null,
