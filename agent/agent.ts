@@ -2,7 +2,7 @@
 // certificates, intentions, upstream endpoints and one supervised proxy per instance out.
 // Everything external comes in through options so the agent can be embedded (`remora dev`)
 // and tested with fakes.
-import { readFileSync } from 'node:fs';
+import {} from 'node:fs';
 import { createHash } from 'node:crypto';
 import { isIP } from 'node:net';
 import { rm } from 'node:fs/promises';
@@ -15,11 +15,9 @@ import {
   DEFAULT_PROTOCOL,
   DEFAULT_RESILIENCE,
   defaultLoadBalancer,
-  type Endpoint,
   type Protocol,
   type ProxySnapshot,
   type TracingConfig,
-  type UpstreamConfig,
   type AccessLogConfig,
   type MeshTlsConfig,
   type ExposePath,
@@ -31,18 +29,11 @@ import {
 import {
   createCentralConfig,
   failoverTargets,
-  flattenSplits,
-  isWhole,
   parseTargetName,
   resolveMutualTlsMode,
-  resolveShares,
   resolveTarget,
-  subsetExpr,
   subsetFilter,
-  targetName,
   type CentralConfig,
-  type RouteEntry,
-  type Share,
 } from './central-config.ts';
 import { createJwksKeeper, type JwksKeeper } from './jwt-providers.ts';
 import type { JwtProvider } from '../lib/jwt/index.ts';
@@ -64,13 +55,7 @@ import {
   type Mirror,
   type MirrorStatus,
 } from './control-state.ts';
-import {
-  createDiscovery,
-  EMPTY_AFTER_OUTAGE_GRACE_MS,
-  externalName,
-  type Discovery,
-  type UpstreamStatus,
-} from './discovery.ts';
+import { createDiscovery, externalName, type Discovery, type UpstreamStatus } from './discovery.ts';
 import {
   createSupervisor,
   type ProcessOps,
@@ -79,6 +64,8 @@ import {
 } from './supervisor.ts';
 import type { ConsulPort, ControlPort, TrustBundle } from './ports.ts';
 import { createProtocols, hashPoliciesField, listenerKey } from './protocols.ts';
+import { createTrafficPlan } from './traffic-plan.ts';
+import { createCatalogServices } from './catalog-services.ts';
 import {
   createWarningKeeper,
   follow,
@@ -259,30 +246,6 @@ export interface Agent {
   stop(options?: StopOptions): Promise<void>;
   status(): AgentStatus;
   readonly paths: DataPaths;
-}
-
-/**
- * Where an upstream's calls go by Consul's service-router and service-splitter: each route
- * with its shares (percent by target, with a split's header changes), and the shares of the calls no route matches (null: all
- * to the upstream's destination).
- */
-interface Traffic {
-  routes: Array<Omit<RouteEntry, 'service' | 'subset'> & { shares: Share[] }>;
-  shares: Share[] | null;
-}
-
-/**
- * What an upstream's calls reach by Consul's discovery-chain entries. Target names are
- * `targetName`s; the upstream's own name stands for `main`.
- */
-interface Plan {
-  /** The target the upstream's own cluster serves: its service, or where its resolver redirects. */
-  main: string;
-  traffic: Traffic | null;
-  /** The upstream's failover targets, in order. */
-  failover: string[];
-  /** Every other target its routes, shares and failovers name, with the target's own failover. */
-  targets: Map<string, string[]>;
 }
 
 /** Consul ID of an instance's sidecar (Consul's own naming). */
@@ -537,6 +500,31 @@ export function createAgent(o: AgentOptions): Agent {
   });
 
   const protocols = createProtocols({ central, discovery });
+  const traffic = createTrafficPlan({
+    datacenter: s.datacenter,
+    logger,
+    central,
+    discovery,
+    protocols,
+  });
+
+  const catalog = createCatalogServices({
+    consul,
+    clock,
+    logger,
+    paths,
+    instances,
+    isStopped: () => stopped,
+    onChange() {
+      for (const inst of instances.values()) refreshDerived(inst, true);
+      // a gateway's `*` services are the catalog's
+      pushGateways();
+      pushTerminating();
+    },
+    onLeft() {
+      for (const inst of instances.values()) refreshDerived(inst, true);
+    },
+  });
 
   const supervisor: Supervisor = createSupervisor({
     paths,
@@ -599,8 +587,8 @@ export function createAgent(o: AgentOptions): Agent {
     }
     // an upstream whose endpoints are not known yet would reach the proxy as an empty set
     const upstreams = upstreamsOf(inst);
-    const plans = new Map(upstreams.map((u) => [u.destinationName, planOf(inst, u)]));
-    followTargets(inst, plans);
+    const plans = new Map(upstreams.map((u) => [u.destinationName, traffic.planOf(inst, u)]));
+    traffic.followTargets(inst, plans);
     if (!upstreams.every((u) => discovery.settled(u.destinationName))) return null;
     if (!inst.targets.every((n) => discovery.settled(n))) return null;
     // what Consul's config entries decide is not guessed: no proxy starts as tcp and turns http
@@ -651,8 +639,8 @@ export function createAgent(o: AgentOptions): Agent {
           loadBalancer: u.loadBalancer,
           ...hashPoliciesField(u),
           resilience: u.resilience,
-          endpoints: endpointsOf(main.service, main.subset, bundle.trustDomain),
-          ...trafficFields(u, plan, bundle.trustDomain),
+          endpoints: traffic.endpointsOf(main.service, main.subset, bundle.trustDomain),
+          ...traffic.trafficFields(u, plan, bundle.trustDomain),
           // a gateway's services are reached through its listeners only
           ...(gateway ? { listener: false as const } : {}),
         };
@@ -709,172 +697,6 @@ export function createAgent(o: AgentOptions): Agent {
   function accessLogsField(): { accessLogs?: AccessLogConfig } {
     const logs = central.accessLogs();
     return logs ? { accessLogs: logs } : {};
-  }
-
-  // --- routes and splits (docs/agent.md, "Routes and traffic splits") -----------------------
-  /** Discovery user of an instance's route and split targets (kept apart from its upstreams). */
-  function targetUser(id: string): string {
-    return `${id}/targets`;
-  }
-
-  /** Instance/destination pairs whose router or splitter was reported as not applying. */
-  const trafficIgnored = new Set<string>();
-
-  const { resolverOf } = protocols;
-
-  /**
-   * Where `u`'s calls go: the target its own cluster serves (after its resolver's redirects),
-   * its routes and shares, and the failover targets of each (docs/agent.md, "Redirect and
-   * failover").
-   */
-  function planOf(inst: Instance, u: UpstreamDefinition): Plan {
-    const dest = u.destinationName;
-    const main = resolveTarget(dest, undefined, resolverOf);
-    const alias = (n: string) => (n === main ? dest : n);
-    const traffic = trafficOf(inst, u, alias);
-    const failoverOf = (n: string) =>
-      failoverTargets(n === dest ? main : n, resolverOf)
-        .map(alias)
-        .filter((x) => x !== n);
-    const targets = new Map<string, string[]>();
-    for (const sh of traffic?.shares ?? []) targets.set(sh.target, []);
-    for (const r of traffic?.routes ?? []) for (const sh of r.shares) targets.set(sh.target, []);
-    targets.delete(dest);
-    for (const n of targets.keys()) targets.set(n, failoverOf(n));
-    const failover = failoverOf(dest);
-    // failover targets that are no share's: reached only by failing over, they do not fail over
-    for (const n of [...failover, ...[...targets.values()].flat()])
-      if (n !== dest && !targets.has(n)) targets.set(n, []);
-    return { main, traffic, failover, targets };
-  }
-
-  /**
-   * Where calls to `u` go by Consul's service-router and service-splitter entries: each route
-   * with the shares of its service (that service's splitter, flattened), and the shares of the
-   * calls no route matches, each target named by `alias` (the upstream's own target by its
-   * name). Null when every call goes to `u` itself, or when `u` is a tcp upstream, whose calls
-   * carry no request to route (reported once).
-   */
-  function trafficOf(
-    inst: Instance,
-    u: UpstreamDefinition,
-    alias: (target: string) => string,
-  ): Traffic | null {
-    const dest = u.destinationName;
-    const router = central.router(dest);
-    const kinds = [router && 'service-router', central.splitter(dest) && 'service-splitter'];
-    const named = kinds.filter(Boolean).join(' and ');
-    if (named === '') return null;
-    const key = `${inst.def.id}/${dest}`;
-    if (u.protocol === 'tcp') {
-      if (!trafficIgnored.has(key)) {
-        trafficIgnored.add(key);
-        logError(
-          logger,
-          new RemoraError(
-            'REMORA_E_AGENT_CENTRAL_CONFIG_INVALID',
-            `${named} of ${dest} does not apply to ${inst.def.id}'s calls: its upstream ${dest} is tcp, and only http, http2 and grpc calls can be routed or split; set the protocol in ${dest}'s service-defaults`,
-            { instance: inst.def.id, upstream: dest },
-          ),
-          undefined,
-          'warn',
-        );
-      }
-      return null;
-    }
-    trafficIgnored.delete(key);
-    const splitter = (n: string) => central.splitter(n);
-    const resolved = (shares: readonly Share[]) =>
-      resolveShares(shares, resolverOf).map((sh) => ({ ...sh, target: alias(sh.target) }));
-    const routes = (router ?? []).map(({ service, subset, ...r }) => ({
-      ...r,
-      // a route naming a subset goes to it past the service's splitter, as in Consul
-      shares: resolved(
-        (subset === undefined ? flattenSplits(service, splitter) : null) ?? [
-          { target: targetName(service, subset), weight: 100 },
-        ],
-      ),
-    }));
-    const flat = flattenSplits(dest, splitter);
-    const shares = flat && resolved(flat);
-    const whole = shares !== null && isWhole(shares, dest);
-    return routes.length === 0 && (shares === null || whole)
-      ? null
-      : { routes, shares: whole ? null : shares };
-  }
-
-  /**
-   * The endpoints calls for `service` reach: those of `subset` (or of the resolver's default
-   * subset) when its resolver defines it, else every healthy instance. A service linked by
-   * terminating gateways is reached through them: the gateway applies the subset's filter to the
-   * instances outside the mesh, asked for by the subset's SNI (`trustDomain` given), as Consul's
-   * callers do.
-   */
-  function endpointsOf(service: string, subset?: string, trustDomain?: string): Endpoint[] {
-    const r = central.resolver(service);
-    const name = subset ?? r?.defaultSubset;
-    const expr = subsetExpr(r, name);
-    if (expr === undefined) return discovery.endpoints(service);
-    if (!discovery.behindGateway(service)) return discovery.select(service, subsetFilter(expr));
-    const gateways = discovery.endpoints(service);
-    if (trustDomain === undefined) return gateways;
-    const spiffeId = formatSpiffeId({ trustDomain, datacenter: s.datacenter, service });
-    const sni = `${name}.${meshSni(spiffeId)}`;
-    return gateways.map((e) => ({ ...e, sni }));
-  }
-
-  /**
-   * Follows (in discovery) the services the instance's redirects, routes, splits and failovers
-   * send calls to.
-   */
-  function followTargets(inst: Instance, plans: Map<string, Plan>): void {
-    const next = new Set<string>();
-    for (const [dest, plan] of plans) {
-      const main = parseTargetName(plan.main).service;
-      if (main !== dest) next.add(main);
-      for (const n of plan.targets.keys()) next.add(parseTargetName(n).service);
-    }
-    const sorted = [...next].sort();
-    if (follow(discovery, inst.targets, sorted, targetUser(inst.def.id))) inst.targets = sorted;
-  }
-
-  /**
-   * The snapshot fields of `u`'s routes, split and failover, and each other target's settings.
-   */
-  function trafficFields(
-    u: UpstreamDefinition,
-    plan: Plan,
-    trustDomain: string,
-  ): Partial<Pick<UpstreamConfig, 'routes' | 'splits' | 'targets' | 'failover'>> {
-    const t = plan.traffic;
-    const failover = plan.failover.length > 0 ? { failover: plan.failover } : {};
-    if (t === null && plan.targets.size === 0) return failover;
-    const toSplits = (shares: Share[]) =>
-      shares.map(({ target, ...rest }) => ({ service: target, ...rest }));
-    return {
-      ...(t !== null && t.routes.length > 0
-        ? {
-            routes: t.routes.map(({ shares, ...r }) => ({ ...r, splits: toSplits(shares) })),
-          }
-        : {}),
-      ...(t?.shares ? { splits: toSplits(t.shares) } : {}),
-      ...failover,
-      targets: [...plan.targets.keys()].sort().map((n) => {
-        const { service, subset } = parseTargetName(n);
-        // the caller's settings, with the target's own service-resolver over them
-        const r = protocols.withResolver({ ...u, destinationName: service });
-        const fo = plan.targets.get(n)!;
-        return {
-          destinationName: n,
-          destinationSpiffeId: formatSpiffeId({ trustDomain, datacenter: s.datacenter, service }),
-          loadBalancer: r.loadBalancer,
-          ...hashPoliciesField(r),
-          resilience: r.resilience,
-          endpoints: endpointsOf(service, subset, trustDomain),
-          ...(fo.length > 0 ? { failover: fo } : {}),
-        };
-      }),
-    };
   }
 
   // --- transparent interception (docs/transparent.md) ---------------------------------------
@@ -1357,26 +1179,6 @@ export function createAgent(o: AgentOptions): Agent {
   }
 
   // --- upstreams derived from intentions (docs/transparent.md) -------------------------------
-  /** The catalog's service names: from Consul's watch, or the cache of an earlier run. */
-  let catalogServices: string[] | null = readCachedServices();
-  let servicesWatch: { stop(): void } | null = null;
-  let servicesErrors = 0;
-  /**
-   * Names that just left the catalog's list, still candidates for EMPTY_AFTER_OUTAGE_GRACE_MS: a
-   * restarted Consul agent lists its services again within seconds, and dropping their
-   * listeners and rules meanwhile would send calls around the mesh.
-   */
-  const catalogLeaving = new Map<string, NodeJS.Timeout>();
-
-  function readCachedServices(): string[] | null {
-    try {
-      const v = JSON.parse(readFileSync(paths.cache('catalog-services'), 'utf8')) as unknown;
-      return Array.isArray(v) && v.every((x) => typeof x === 'string') ? v : null;
-    } catch {
-      return null;
-    }
-  }
-
   /** Discovery user of an instance's derived upstreams (kept apart from its explicit ones). */
   function derivedUser(id: string): string {
     return `${id}/derived`;
@@ -1488,7 +1290,7 @@ export function createAgent(o: AgentOptions): Agent {
         gateway: inst.def.name,
         protocolOf: (n) => protocols.destinationProtocol(n),
         wildcardProtocolOf: (n) => central.protocol(n) ?? DEFAULT_PROTOCOL,
-        catalog: catalogServices,
+        catalog: catalog.services(),
       });
       problems.push(...d.coded, ...[...d.problems, ...p.problems].map(notApplied));
       listeners = p.listeners;
@@ -1681,7 +1483,7 @@ export function createAgent(o: AgentOptions): Agent {
       const p = planTerminating(d.entry, {
         gateway: inst.def.name,
         protocolOf: (n) => central.protocol(n) ?? DEFAULT_PROTOCOL,
-        catalog: catalogServices,
+        catalog: catalog.services(),
       });
       messages.push(...d.problems, ...p.problems);
       services = p.services;
@@ -1845,66 +1647,6 @@ export function createAgent(o: AgentOptions): Agent {
     return derived.length === 0 ? explicit : [...explicit, ...derived];
   }
 
-  /** The catalog watch runs while some instance derives upstreams. */
-  function syncServicesWatch(): void {
-    const needed =
-      !stopped &&
-      [...instances.values()].some(
-        (i) => !i.stopping && (i.def.sidecar?.deriveUpstreams || i.def.kind !== undefined),
-      );
-    if (needed && !servicesWatch) {
-      servicesWatch = consul.watchServices({
-        onChange(names) {
-          if (stopped) return;
-          const next = new Set(names);
-          for (const name of catalogServices ?? []) {
-            if (next.has(name) || catalogLeaving.has(name)) continue;
-            catalogLeaving.set(
-              name,
-              clock.setTimeout(() => {
-                catalogLeaving.delete(name);
-                for (const inst of instances.values()) refreshDerived(inst, true);
-              }, EMPTY_AFTER_OUTAGE_GRACE_MS),
-            );
-          }
-          for (const name of next) {
-            const timer = catalogLeaving.get(name);
-            if (timer === undefined) continue;
-            clock.clearTimeout(timer);
-            catalogLeaving.delete(name);
-          }
-          catalogServices = [...names].sort();
-          writeFileAtomic(
-            paths.cache('catalog-services'),
-            JSON.stringify(catalogServices),
-            0o600,
-          ).catch((err: unknown) => logError(logger, err, 'cannot cache the service list', 'warn'));
-          for (const inst of instances.values()) refreshDerived(inst, true);
-          // a gateway's `*` services are the catalog's
-          pushGateways();
-          pushTerminating();
-        },
-        onError(err) {
-          if (servicesErrors++ % 20 !== 0) return;
-          logError(
-            logger,
-            new RemoraError(
-              'REMORA_E_AGENT_CONSUL_UNAVAILABLE',
-              `cannot watch the catalog's services: ${toRemoraError(err).message}; derived upstreams stay as they are`,
-              {},
-              { cause: err },
-            ),
-            undefined,
-            'warn',
-          );
-        },
-      });
-    } else if (!needed && servicesWatch) {
-      servicesWatch.stop();
-      servicesWatch = null;
-    }
-  }
-
   /**
    * Recomputes the services an instance calls by its intentions and follows them in discovery.
    * Until both the intentions and the service list are known, the instance keeps what it has.
@@ -1912,18 +1654,19 @@ export function createAgent(o: AgentOptions): Agent {
   function refreshDerived(inst: Instance, push: boolean): void {
     const sc = inst.def.sidecar;
     const policy = intentions.current();
+    const services = catalog.services();
     let next: string[];
     if (!sc?.deriveUpstreams || inst.stopping) {
       next = [];
       inst.derivedLimit = null;
-    } else if (!policy || catalogServices === null) return;
+    } else if (!policy || services === null) return;
     else
       next = withinDerivedLimit(
         inst,
         derivedDestinations({
           source: inst.def.name,
           explicit: new Set(sc.upstreams.map((u) => u.destinationName)),
-          services: [...catalogServices, ...catalogLeaving.keys()],
+          services: [...services, ...catalog.leaving()],
           policy,
         }),
       );
@@ -2176,7 +1919,7 @@ export function createAgent(o: AgentOptions): Agent {
       }
       reportUnplacedChecks(inst);
       for (const u of def.sidecar.upstreams) discovery.acquire(u.destinationName, def.id);
-      syncServicesWatch();
+      catalog.sync();
       refreshDerived(inst, false);
       syncIngressWatch();
       syncTerminatingWatch();
@@ -2268,8 +2011,7 @@ export function createAgent(o: AgentOptions): Agent {
       for (const u of inst.def.sidecar.upstreams) discovery.release(u.destinationName, id);
       for (const name of inst.derived) discovery.release(name, derivedUser(id));
       inst.derived = [];
-      for (const name of inst.targets) discovery.release(name, targetUser(id));
-      inst.targets = [];
+      traffic.release(inst);
       for (const name of inst.ingress) discovery.release(name, ingressUser(id));
       inst.ingress = [];
       for (const name of inst.terminating) {
@@ -2283,7 +2025,7 @@ export function createAgent(o: AgentOptions): Agent {
       identity.remove(id);
     }
     instances.delete(id);
-    syncServicesWatch();
+    catalog.sync();
     syncIngressWatch();
     syncTerminatingWatch();
     checkSharedAll();
@@ -2332,7 +2074,7 @@ export function createAgent(o: AgentOptions): Agent {
         );
         inst.registered = false;
         void register(inst);
-        syncServicesWatch();
+        catalog.sync();
         refreshDerived(inst, false);
         supervisor.push(id);
         retainPorts(inst);
@@ -2455,15 +2197,13 @@ export function createAgent(o: AgentOptions): Agent {
       } else {
         await Promise.all([...instances.keys()].map((id) => stopInstance(id, 'agent stopping')));
       }
-      servicesWatch?.stop();
-      servicesWatch = null;
+      catalog.stop();
       // with keepProxies the gateways were not stopped: their entries' watches end here
       ingressWatch?.stop();
       ingressWatch = null;
       terminatingWatch?.stop();
       terminatingWatch = null;
-      for (const timer of catalogLeaving.values()) clock.clearTimeout(timer);
-      catalogLeaving.clear();
+      catalog.clearLeaving();
       discovery.stop();
       central.stop();
       jwks.stop();
@@ -2499,15 +2239,15 @@ export function createAgent(o: AgentOptions): Agent {
               : null,
             upstreams: upstreamsOf(inst).map((u) => {
               // where its calls go: the service, or where its resolver redirects them
-              const main = resolveTarget(u.destinationName, undefined, resolverOf);
+              const main = resolveTarget(u.destinationName, undefined, protocols.resolverOf);
               const { service, subset } = parseTargetName(main);
               const st = discovery.status().find((x) => x.service === service);
-              const failover = failoverTargets(main, resolverOf);
+              const failover = failoverTargets(main, protocols.resolverOf);
               return {
                 destination: u.destinationName,
                 localBindPort: u.localBindPort,
                 protocol: u.protocol,
-                endpoints: st ? endpointsOf(service, subset).length : 0,
+                endpoints: st ? traffic.endpointsOf(service, subset).length : 0,
                 synced: st?.synced ?? false,
                 derived: inst.derived.includes(u.destinationName),
                 ...(main !== u.destinationName ? { redirectedTo: main } : {}),
