@@ -2,29 +2,22 @@
 // certificates, intentions, upstream endpoints and one supervised proxy per instance out.
 // Everything external comes in through options so the agent can be embedded (`remora dev`)
 // and tested with fakes.
-import {} from 'node:fs';
-import { createHash } from 'node:crypto';
 import { isIP } from 'node:net';
 import { rm } from 'node:fs/promises';
-import { formatSpiffeId, meshSni } from '../lib/identity/index.ts';
+import { formatSpiffeId } from '../lib/identity/index.ts';
 import { RemoraError, toRemoraError } from '../lib/errors/index.ts';
 import { logError, type Logger } from '../lib/log/index.ts';
 import { backoffDelay, type Clock } from '../lib/util/index.ts';
 import type { IntentionsSnapshot } from '../lib/intentions/types.ts';
 import {
-  DEFAULT_PROTOCOL,
   DEFAULT_RESILIENCE,
   defaultLoadBalancer,
-  type Protocol,
   type ProxySnapshot,
   type TracingConfig,
   type AccessLogConfig,
   type MeshTlsConfig,
   type ExposePath,
   type MetricsListener,
-  type IngressConfig,
-  type TerminatingConfig,
-  type TerminatingService,
 } from '../lib/proxy-api/index.ts';
 import {
   createCentralConfig,
@@ -32,7 +25,6 @@ import {
   parseTargetName,
   resolveMutualTlsMode,
   resolveTarget,
-  subsetFilter,
   type CentralConfig,
 } from './central-config.ts';
 import { createJwksKeeper, type JwksKeeper } from './jwt-providers.ts';
@@ -66,6 +58,8 @@ import type { ConsulPort, ControlPort, TrustBundle } from './ports.ts';
 import { createProtocols, hashPoliciesField, listenerKey } from './protocols.ts';
 import { createTrafficPlan } from './traffic-plan.ts';
 import { createCatalogServices } from './catalog-services.ts';
+import { createIngressGateways } from './ingress-gateways.ts';
+import { createTerminatingGateways, leafId, ownerOf } from './terminating-gateways.ts';
 import {
   createWarningKeeper,
   follow,
@@ -83,23 +77,10 @@ import {
   type TransparentStatus,
 } from './transparent/index.ts';
 import { derivedDestinations } from './transparent/derive.ts';
-import { ingressDnsSans } from '../lib/consul/ingress-sans.ts';
 import { checkExposures, rerouteCheck, type CheckExposure } from './expose-checks.ts';
 import { exposeSourceName, mergeExpose, type MergedExpose } from './central-expose.ts';
-import {
-  decodeIngressEntry,
-  type IngressProblem,
-  INGRESS_GATEWAY,
-  planIngress,
-  type PlannedListener,
-} from './ingress.ts';
-import {
-  decodeTerminatingEntry,
-  planTerminating,
-  readOriginationTls,
-  TERMINATING_GATEWAY,
-  type PlannedTerminatingService,
-} from './terminating.ts';
+import { INGRESS_GATEWAY } from './ingress.ts';
+import { TERMINATING_GATEWAY } from './terminating.ts';
 
 /** Default cap on the derived upstreams of all transparent instances (docs/transparent.md). */
 export const DEFAULT_TRANSPARENT_DERIVED_MAX = 128;
@@ -369,7 +350,6 @@ export function createAgent(o: AgentOptions): Agent {
   const unsubscribe: (() => void)[] = [];
   let problems: RemoraError[] = [];
   let ttlTimer: NodeJS.Timeout | null = null;
-  let filesTimer: NodeJS.Timeout | null = null;
   let waitTimer: NodeJS.Timeout | null = null;
   let lastWaiting = '';
   let started = false;
@@ -446,7 +426,7 @@ export function createAgent(o: AgentOptions): Agent {
     random: o.random,
     logger,
     onChange: (id) => supervisor.push(ownerOf(id)),
-    dnsNames: (id) => gatewayDnsNames(id),
+    dnsNames: (id) => ingress.dnsNames(id),
     registered(id) {
       // an adopted proxy's instance is still listed from before; its registration waits for the proxy
       const inst = instances.get(ownerOf(id));
@@ -518,8 +498,8 @@ export function createAgent(o: AgentOptions): Agent {
     onChange() {
       for (const inst of instances.values()) refreshDerived(inst, true);
       // a gateway's `*` services are the catalog's
-      pushGateways();
-      pushTerminating();
+      ingress.push();
+      terminating.push();
     },
     onLeft() {
       for (const inst of instances.values()) refreshDerived(inst, true);
@@ -569,6 +549,33 @@ export function createAgent(o: AgentOptions): Agent {
     },
   });
 
+  const ingress = createIngressGateways({
+    settings: s,
+    consul,
+    logger,
+    instances,
+    central,
+    discovery,
+    identity,
+    supervisor,
+    protocols,
+    catalog,
+    isStopped: () => stopped,
+  });
+
+  const terminating = createTerminatingGateways({
+    consul,
+    clock,
+    logger,
+    instances,
+    central,
+    discovery,
+    identity,
+    supervisor,
+    catalog,
+    isStopped: () => stopped,
+  });
+
   function snapshotFor(id: string): Omit<ProxySnapshot, 'version'> | null {
     const inst = instances.get(id);
     const sc = inst?.def.sidecar;
@@ -578,11 +585,11 @@ export function createAgent(o: AgentOptions): Agent {
     if (!inst || !sc || inst.sidecarPort === null || !bundle || !cert || !policy) return null;
     // a gateway's listeners are not guessed either: it starts with its entry's
     const gateway = inst.def.kind === INGRESS_GATEWAY;
-    if (gateway && ingressEntries === null) return null;
-    const terminating = inst.def.kind === TERMINATING_GATEWAY;
-    if (terminating && terminatingEntries === null) return null;
-    if (terminating) {
-      terminatingPlan(inst);
+    if (gateway && !ingress.known()) return null;
+    const isTerminating = inst.def.kind === TERMINATING_GATEWAY;
+    if (isTerminating && !terminating.known()) return null;
+    if (isTerminating) {
+      terminating.plan(inst);
       if (inst.leavesLoading.size > 0) return null;
     }
     // an upstream whose endpoints are not known yet would reach the proxy as an empty set
@@ -606,7 +613,7 @@ export function createAgent(o: AgentOptions): Agent {
       inbound: {
         // a gateway binds nothing here (no mTLS listener): its registered address and port
         bindAddress:
-          gateway || terminating
+          gateway || isTerminating
             ? gatewayBindAddress(inst, s.proxyBindAddress)
             : s.proxyBindAddress,
         bindPort: inst.sidecarPort,
@@ -653,8 +660,8 @@ export function createAgent(o: AgentOptions): Agent {
       ...exposeField(inst),
       ...meshTlsField(),
       ...jwtProvidersField(),
-      ...(gateway ? { ingress: ingressField(inst, upstreams) } : {}),
-      ...(terminating ? { terminating: terminatingField(inst) } : {}),
+      ...(gateway ? { ingress: ingress.field(inst, upstreams) } : {}),
+      ...(isTerminating ? { terminating: terminating.field(inst) } : {}),
       ...metricsField(inst),
     };
   }
@@ -1184,445 +1191,9 @@ export function createAgent(o: AgentOptions): Agent {
     return `${id}/derived`;
   }
 
-  // --- ingress gateways (docs/gateways.md) ----------------------------------------------------
-  /** The `ingress-gateway` entries by name; null until Consul answered (or failed) once. */
-  let ingressEntries: Map<string, Record<string, unknown>> | null = null;
-  let ingressWatch: { stop(): void } | null = null;
-  let ingressErrors = 0;
-
-  /** Discovery user of a gateway's services. */
-  function ingressUser(id: string): string {
-    return `${id}/ingress`;
-  }
-
-  /** The watch of the entries runs while the agent runs a gateway. */
-  function syncIngressWatch(): void {
-    const needed =
-      !stopped &&
-      [...instances.values()].some((i) => !i.stopping && i.def.kind === INGRESS_GATEWAY);
-    if (needed && !ingressWatch) {
-      ingressWatch = consul.watchConfigEntries(INGRESS_GATEWAY, {
-        onChange(entries) {
-          if (stopped) return;
-          if (ingressErrors > 0)
-            logger.info({ kind: INGRESS_GATEWAY }, 'Consul answers again for ingress-gateway');
-          ingressErrors = 0;
-          ingressEntries = new Map(
-            entries.map((e) => [e.Name, e as unknown as Record<string, unknown>]),
-          );
-          pushGateways();
-        },
-        onError(err) {
-          if (stopped) return;
-          if (ingressErrors++ % 20 === 0)
-            logError(
-              logger,
-              new RemoraError(
-                'REMORA_E_AGENT_CONSUL_UNAVAILABLE',
-                `cannot watch Consul's ingress-gateway config entries: ${toRemoraError(err).message}; gateways keep the listeners last applied`,
-                { kind: INGRESS_GATEWAY },
-                { cause: err },
-              ),
-              undefined,
-              'warn',
-            );
-          // a gateway that never heard of its entry starts without listeners rather than never
-          if (ingressEntries === null) {
-            ingressEntries = new Map();
-            pushGateways();
-          }
-        },
-      });
-    } else if (!needed && ingressWatch) {
-      ingressWatch.stop();
-      ingressWatch = null;
-      ingressEntries = null;
-    }
-  }
-
-  function pushGateways(): void {
-    for (const inst of instances.values())
-      if (inst.def.kind === INGRESS_GATEWAY) {
-        // a changed entry may change the names its certificate must cover
-        identity.namesChanged(inst.def.id);
-        supervisor.push(inst.def.id);
-      }
-  }
-
-  /**
-   * The DNS names a gateway's certificate covers (docs/gateways.md, "TLS"): derived from its
-   * entry as control derives them; [] for any other instance, null while the entry is unknown.
-   */
-  function gatewayDnsNames(id: string): string[] | null {
-    const inst = instances.get(id);
-    if (inst?.def.kind !== INGRESS_GATEWAY) return [];
-    if (ingressEntries === null) return null;
-    const raw = ingressEntries.get(inst.def.name);
-    if (raw === undefined) return [];
-    return ingressDnsSans(raw, {
-      datacenter: s.datacenter,
-      domains: s.consulDnsDomains ?? ['consul'],
-    });
-  }
-
-  /**
-   * A gateway's listeners from its entry, as far as they apply; what does not is reported once
-   * per change (REMORA_E_AGENT_INGRESS_NOT_APPLIED) and listed by `remora status`.
-   */
-  function ingressPlan(inst: Instance): PlannedListener[] {
-    const raw = ingressEntries?.get(inst.def.name);
-    const problems: IngressProblem[] = [];
-    const notApplied = (message: string): IngressProblem => ({
-      code: 'REMORA_E_AGENT_INGRESS_NOT_APPLIED',
-      message,
-      field: '',
-    });
-    let listeners: PlannedListener[] = [];
-    if (ingressEntries !== null && raw === undefined)
-      problems.push(
-        notApplied(
-          `ingress gateway ${inst.def.id} has no ingress-gateway config entry named ${inst.def.name}, so it has no listener; write one (consul config write), docs/gateways.md`,
-        ),
-      );
-    if (raw !== undefined) {
-      const d = decodeIngressEntry(raw);
-      const p = planIngress(d.entry, {
-        gateway: inst.def.name,
-        protocolOf: (n) => protocols.destinationProtocol(n),
-        wildcardProtocolOf: (n) => central.protocol(n) ?? DEFAULT_PROTOCOL,
-        catalog: catalog.services(),
-      });
-      problems.push(...d.coded, ...[...d.problems, ...p.problems].map(notApplied));
-      listeners = p.listeners;
-    }
-    const was = inst.ingressProblems;
-    for (const m of problems)
-      if (!was.some((w) => w.code === m.code && w.message === m.message))
-        logError(
-          logger,
-          new RemoraError(m.code, m.message, {
-            instance: inst.def.id,
-            ...(m.field ? { field: m.field } : {}),
-          }),
-          undefined,
-          'warn',
-        );
-    inst.ingressProblems = problems;
-    return listeners;
-  }
-
-  /** A gateway's services as upstreams without listeners of their own, followed in discovery. */
-  function gatewayUpstreams(inst: Instance): UpstreamDefinition[] {
-    const planned = ingressPlan(inst);
-    const services = new Map<
-      string,
-      { protocol: Protocol; limits: PlannedListener['services'][number]['limits'] }
-    >();
-    for (const l of planned)
-      for (const svc of l.services)
-        if (!services.has(svc.name))
-          services.set(svc.name, { protocol: l.protocol, limits: svc.limits });
-    const names = [...services.keys()].sort();
-    if (!inst.stopping && follow(discovery, inst.ingress, names, ingressUser(inst.def.id)))
-      inst.ingress = names;
-    const out: UpstreamDefinition[] = [];
-    for (const [name, { protocol, limits }] of services) {
-      // a wildcard's services are reached once Consul lists a sidecar of theirs
-      if (!discovery.listed(name) && !isNamed(inst, name)) continue;
-      const layers = central.upstreamLayers(inst.def.name, name);
-      const base = layers.length === 0 ? DEFAULT_RESILIENCE : layeredResilience(layers);
-      out.push(
-        protocols.withResolver({
-          destinationName: name,
-          localBindAddress: '127.0.0.1',
-          localBindPort: 0,
-          protocol,
-          protocolGiven: true,
-          loadBalancer: defaultLoadBalancer(protocol),
-          loadBalancerGiven: false,
-          resilience: {
-            ...base,
-            circuitBreaker: {
-              maxConnections: limits.maxConnections ?? base.circuitBreaker.maxConnections,
-              maxPendingRequests:
-                limits.maxPendingRequests ?? base.circuitBreaker.maxPendingRequests,
-              maxRequests: limits.maxConcurrentRequests ?? base.circuitBreaker.maxRequests,
-            },
-          },
-          config: null,
-        }),
-      );
-    }
-    return out.sort((a, b) => (a.destinationName < b.destinationName ? -1 : 1));
-  }
-
-  /** True when the gateway's entry names `service` itself (not only through `*`). */
-  function isNamed(inst: Instance, service: string): boolean {
-    const raw = ingressEntries?.get(inst.def.name);
-    if (raw === undefined) return false;
-    return decodeIngressEntry(raw).entry.listeners.some((l) =>
-      l.services.some((x) => x.name === service),
-    );
-  }
-
-  /** The snapshot's listeners: those of the plan whose services made it into the upstreams. */
-  function ingressField(inst: Instance, upstreams: UpstreamDefinition[]): IngressConfig {
-    const have = new Set(upstreams.map((u) => u.destinationName));
-    const bindAddress = gatewayBindAddress(inst, s.proxyBindAddress);
-    const listeners = ingressPlan(inst)
-      .map((l) => ({
-        bindAddress,
-        bindPort: l.port,
-        protocol: l.protocol,
-        services: l.services
-          .filter((x) => have.has(x.name))
-          .map((x) => ({
-            upstream: x.name,
-            hosts: x.hosts,
-            ...(x.requestHeaders ? { requestHeaders: x.requestHeaders } : {}),
-            ...(x.responseHeaders ? { responseHeaders: x.responseHeaders } : {}),
-          })),
-        ...(l.tls ? { tls: l.tls } : {}),
-      }))
-      .filter((l) => l.services.length > 0);
-    return { listeners };
-  }
-
-  // --- terminating gateways (docs/gateways.md, "Terminating gateways") ----------------------
-  /** The `terminating-gateway` entries by name; null until Consul answered (or failed) once. */
-  let terminatingEntries: Map<string, Record<string, unknown>> | null = null;
-  let terminatingWatch: { stop(): void } | null = null;
-  let terminatingErrors = 0;
-
-  /** The identity-manager ID of a gateway's leaf for a linked service (its key's directory). */
-  function leafId(gatewayId: string, service: string): string {
-    return `${gatewayId}/linked/${service}`;
-  }
-
-  /** The instance an identity belongs to: itself, or the gateway of a linked service's leaf. */
-  function ownerOf(id: string): string {
-    const at = id.indexOf('/linked/');
-    return at === -1 ? id : id.slice(0, at);
-  }
-
-  /** Discovery user of a terminating gateway's linked services. */
-  function terminatingUser(id: string): string {
-    return `${id}/terminating`;
-  }
-
-  /** The watch of the entries runs while the agent runs a terminating gateway. */
-  function syncTerminatingWatch(): void {
-    const needed =
-      !stopped &&
-      [...instances.values()].some((i) => !i.stopping && i.def.kind === TERMINATING_GATEWAY);
-    if (needed && !terminatingWatch) {
-      terminatingWatch = consul.watchConfigEntries(TERMINATING_GATEWAY, {
-        onChange(entries) {
-          if (stopped) return;
-          if (terminatingErrors > 0)
-            logger.info(
-              { kind: TERMINATING_GATEWAY },
-              'Consul answers again for terminating-gateway',
-            );
-          terminatingErrors = 0;
-          terminatingEntries = new Map(
-            entries.map((e) => [e.Name, e as unknown as Record<string, unknown>]),
-          );
-          pushTerminating();
-        },
-        onError(err) {
-          if (stopped) return;
-          if (terminatingErrors++ % 20 === 0)
-            logError(
-              logger,
-              new RemoraError(
-                'REMORA_E_AGENT_CONSUL_UNAVAILABLE',
-                `cannot watch Consul's terminating-gateway config entries: ${toRemoraError(err).message}; gateways keep the services last applied`,
-                { kind: TERMINATING_GATEWAY },
-                { cause: err },
-              ),
-              undefined,
-              'warn',
-            );
-          if (terminatingEntries === null) {
-            terminatingEntries = new Map();
-            pushTerminating();
-          }
-        },
-      });
-    } else if (!needed && terminatingWatch) {
-      terminatingWatch.stop();
-      terminatingWatch = null;
-      terminatingEntries = null;
-    }
-  }
-
-  function pushTerminating(): void {
-    for (const inst of instances.values())
-      if (inst.def.kind === TERMINATING_GATEWAY && !inst.stopping) {
-        terminatingPlan(inst);
-        supervisor.push(inst.def.id);
-      }
-  }
-
-  /**
-   * A terminating gateway's linked services from its entry, as far as they apply; what does not
-   * is reported once per change (REMORA_E_AGENT_TERMINATING_NOT_APPLIED). Each linked service
-   * gets its leaf (asked of control for the gateway) and its healthy instances followed.
-   */
-  function terminatingPlan(inst: Instance): PlannedTerminatingService[] {
-    const raw = terminatingEntries?.get(inst.def.name);
-    const messages: string[] = [];
-    let services: PlannedTerminatingService[] = [];
-    if (terminatingEntries !== null && raw === undefined)
-      messages.push(
-        `terminating gateway ${inst.def.id} has no terminating-gateway config entry named ${inst.def.name}, so it links no service; write one (consul config write), docs/gateways.md`,
-      );
-    if (raw !== undefined) {
-      const d = decodeTerminatingEntry(raw);
-      const p = planTerminating(d.entry, {
-        gateway: inst.def.name,
-        protocolOf: (n) => central.protocol(n) ?? DEFAULT_PROTOCOL,
-        catalog: catalog.services(),
-      });
-      messages.push(...d.problems, ...p.problems);
-      services = p.services;
-    }
-    const problems = messages.map(
-      (m) =>
-        new RemoraError('REMORA_E_AGENT_TERMINATING_NOT_APPLIED', m, { instance: inst.def.id }),
-    );
-    // the TLS files of each service, read on this host: one that cannot be read leaves that
-    // service out
-    const withFiles = services.filter((x) => x.caFile || x.certFile || x.keyFile);
-    const read = readOrigination(inst.def.name, withFiles);
-    problems.push(...read.problems);
-    const was = inst.terminatingProblems.map((e) => e.message);
-    for (const e of problems) if (!was.includes(e.message)) logError(logger, e, undefined, 'warn');
-    inst.terminatingProblems = problems;
-    inst.origination = withFiles.length > 0 ? { services: withFiles, digest: read.digest } : null;
-    if (!inst.stopping) {
-      const names = services.map((x) => x.name).sort();
-      const prev = inst.terminating;
-      if (
-        follow(
-          discovery,
-          prev.map(externalName),
-          names.map(externalName),
-          terminatingUser(inst.def.id),
-        )
-      ) {
-        inst.terminating = names;
-        for (const n of prev) if (!names.includes(n)) identity.remove(leafId(inst.def.id, n));
-        for (const n of names)
-          if (!prev.includes(n)) {
-            inst.leavesLoading.add(n);
-            void identity
-              .add({
-                id: leafId(inst.def.id, n),
-                service: n,
-                gateway: { name: inst.def.name, instanceId: inst.def.id },
-              })
-              .catch((err: unknown) => logError(logger, err))
-              .finally(() => {
-                inst.leavesLoading.delete(n);
-                supervisor.push(inst.def.id);
-              });
-          }
-      }
-    }
-    // (a service whose files cannot be read is left out of the snapshot, not of the plan)
-    return services;
-  }
-
-  /** The snapshot's linked services: those with a leaf and known instances. */
-  function terminatingField(inst: Instance): TerminatingConfig {
-    const out: TerminatingService[] = [];
-    for (const p of terminatingPlan(inst)) {
-      const leaf = identity.get(leafId(inst.def.id, p.name));
-      const ext = externalName(p.name);
-      if (!leaf || !discovery.settled(ext)) continue;
-      let tls;
-      try {
-        tls = readOriginationTls(inst.def.name, p);
-      } catch {
-        continue; // reported by the plan; a file that went away since
-      }
-      const sni = meshSni(leaf.spiffeId);
-      out.push({
-        service: p.name,
-        sni,
-        protocol: p.protocol,
-        certPem: leaf.certPem,
-        keyPem: leaf.keyPem,
-        endpoints: discovery.endpoints(ext),
-        ...(tls ? { tls } : {}),
-        ...(p.disableAutoHostRewrite === true ? { disableAutoHostRewrite: true as const } : {}),
-        ...gatewayResolverFields(p.name, ext, sni),
-      });
-    }
-    return { services: out };
-  }
-
-  /**
-   * What a linked service's service-resolver sets at the gateway, as Consul's gateway clusters
-   * and routes take it: `ConnectTimeout`, `RequestTimeout`, `LoadBalancer` and `Subsets` (each
-   * served by `<subset>.<sni>`, to the instances its filter keeps). Its redirect, failover and
-   * default subset are the callers' to follow; values that cannot apply were left out (and
-   * reported) by the central config, the rest of the entry applies.
-   */
-  function gatewayResolverFields(
-    service: string,
-    ext: string,
-    sni: string,
-  ): Pick<
-    TerminatingService,
-    'connectTimeoutMs' | 'requestTimeoutMs' | 'loadBalancer' | 'subsets'
-  > {
-    const r = central.resolver(service);
-    if (r === null) return {};
-    const subsets = Object.entries(r.subsets ?? {}).map(([name, expr]) => ({
-      name,
-      sni: `${name}.${sni}`,
-      endpoints: discovery.select(ext, subsetFilter(expr)),
-    }));
-    return {
-      ...(r.connectTimeoutMs !== undefined ? { connectTimeoutMs: r.connectTimeoutMs } : {}),
-      ...(r.requestTimeoutMs !== undefined ? { requestTimeoutMs: r.requestTimeoutMs } : {}),
-      ...(r.loadBalancer !== undefined ? { loadBalancer: r.loadBalancer } : {}),
-      ...(subsets.length > 0 ? { subsets } : {}),
-    };
-  }
-
-  /** `remora status`'s view of a terminating gateway's linked services. */
-  function linkedStatus(inst: Instance): NonNullable<InstanceStatus['linked']> {
-    const planned = new Map(terminatingPlan(inst).map((p) => [p.name, p]));
-    const fileErrors = inst.terminatingProblems.filter(
-      (e) => e.code === 'REMORA_E_AGENT_TERMINATING_TLS_FILE',
-    );
-    return inst.terminating.map((name) => {
-      const p = planned.get(name);
-      const cert = identity.status(leafId(inst.def.id, name));
-      const fileError = fileErrors.find((e) => e.details.service === name);
-      const error = fileError
-        ? { code: fileError.code, message: fileError.message }
-        : !cert?.spiffeId && cert?.lastError
-          ? { code: cert.lastError.code, message: cert.lastError.message }
-          : null;
-      return {
-        name,
-        protocol: p?.protocol ?? central.protocol(name) ?? DEFAULT_PROTOCOL,
-        origination: p?.certFile ? 'mtls' : p?.caFile || p?.sni ? 'tls' : 'plain',
-        endpoints: discovery.endpoints(externalName(name)).length,
-        certificate: cert?.spiffeId !== null && cert?.spiffeId !== undefined && !cert.expired,
-        ...(error ? { error } : {}),
-      };
-    });
-  }
-
   /** Explicit upstreams, then the derived ones whose sidecars Consul has listed. */
   function upstreamsOf(inst: Instance): UpstreamDefinition[] {
-    if (inst.def.kind === INGRESS_GATEWAY) return gatewayUpstreams(inst);
+    if (inst.def.kind === INGRESS_GATEWAY) return ingress.upstreams(inst);
     const source = inst.def.name;
     const explicit = (inst.def.sidecar?.upstreams ?? []).map((u) => protocols.resolved(source, u));
     const derived: UpstreamDefinition[] = [];
@@ -1848,24 +1419,6 @@ export function createAgent(o: AgentOptions): Agent {
     });
   }
 
-  /**
-   * Pushes a new snapshot to each terminating gateway whose TLS files changed on disk since its
-   * last one read them (a rotated client certificate, a fixed CA file, a file gone).
-   */
-  function checkOriginationFiles(): void {
-    for (const inst of instances.values()) {
-      const o = inst.origination;
-      if (inst.stopping || o === null) continue;
-      if (readOrigination(inst.def.name, o.services).digest === o.digest) continue;
-      logger.info(
-        { instance: inst.def.id },
-        "a terminating gateway's TLS file changed on disk; its linked services are reconfigured",
-      );
-      supervisor.push(inst.def.id);
-    }
-    if (!stopped) filesTimer = clock.setTimeout(checkOriginationFiles, ORIGINATION_FILES_POLL_MS);
-  }
-
   function refreshChecks(): void {
     for (const inst of instances.values()) {
       if (inst.stopping) continue;
@@ -1921,8 +1474,8 @@ export function createAgent(o: AgentOptions): Agent {
       for (const u of def.sidecar.upstreams) discovery.acquire(u.destinationName, def.id);
       catalog.sync();
       refreshDerived(inst, false);
-      syncIngressWatch();
-      syncTerminatingWatch();
+      ingress.sync();
+      terminating.sync();
       void identity
         .add({ id: def.id, service: def.name })
         .catch((err: unknown) => logError(logger, err));
@@ -2012,13 +1565,8 @@ export function createAgent(o: AgentOptions): Agent {
       for (const name of inst.derived) discovery.release(name, derivedUser(id));
       inst.derived = [];
       traffic.release(inst);
-      for (const name of inst.ingress) discovery.release(name, ingressUser(id));
-      inst.ingress = [];
-      for (const name of inst.terminating) {
-        discovery.release(externalName(name), terminatingUser(id));
-        identity.remove(leafId(id, name));
-      }
-      inst.terminating = [];
+      ingress.release(inst);
+      terminating.release(inst);
       // the room it leaves goes to instances that were over the limit
       for (const other of instances.values())
         if (other !== inst && other.derivedLimit) refreshDerived(other, true);
@@ -2026,8 +1574,8 @@ export function createAgent(o: AgentOptions): Agent {
     }
     instances.delete(id);
     catalog.sync();
-    syncIngressWatch();
-    syncTerminatingWatch();
+    ingress.sync();
+    terminating.sync();
     checkSharedAll();
     checkMetricsAll();
   }
@@ -2168,7 +1716,7 @@ export function createAgent(o: AgentOptions): Agent {
       await applying;
       if (s.watchDebounceMs > 0) configDir.watch();
       refreshChecks();
-      filesTimer = clock.setTimeout(checkOriginationFiles, ORIGINATION_FILES_POLL_MS);
+      terminating.pollFiles();
       reportWaiting();
       logger.info({ instances: instances.size, configDir: s.configDir }, 'agent started');
     },
@@ -2182,7 +1730,7 @@ export function createAgent(o: AgentOptions): Agent {
       await applying;
       stopped = true;
       if (ttlTimer) clock.clearTimeout(ttlTimer);
-      if (filesTimer) clock.clearTimeout(filesTimer);
+      terminating.stopPollingFiles();
       if (waitTimer) clock.clearTimeout(waitTimer);
       for (const inst of instances.values()) if (inst.regTimer) clock.clearTimeout(inst.regTimer);
       for (const u of unsubscribe) u();
@@ -2199,10 +1747,8 @@ export function createAgent(o: AgentOptions): Agent {
       }
       catalog.stop();
       // with keepProxies the gateways were not stopped: their entries' watches end here
-      ingressWatch?.stop();
-      ingressWatch = null;
-      terminatingWatch?.stop();
-      terminatingWatch = null;
+      ingress.stop();
+      terminating.stop();
       catalog.clearLeaving();
       discovery.stop();
       central.stop();
@@ -2266,7 +1812,7 @@ export function createAgent(o: AgentOptions): Agent {
             ...(inst.def.kind === INGRESS_GATEWAY
               ? {
                   kind: INGRESS_GATEWAY,
-                  listeners: ingressField(inst, upstreamsOf(inst)).listeners.map((l) => ({
+                  listeners: ingress.field(inst, upstreamsOf(inst)).listeners.map((l) => ({
                     port: l.bindPort,
                     protocol: l.protocol,
                     ...(l.tls ? { tls: true } : {}),
@@ -2275,7 +1821,7 @@ export function createAgent(o: AgentOptions): Agent {
                 }
               : {}),
             ...(inst.def.kind === TERMINATING_GATEWAY
-              ? { kind: TERMINATING_GATEWAY, linked: linkedStatus(inst) }
+              ? { kind: TERMINATING_GATEWAY, linked: terminating.linkedStatus(inst) }
               : {}),
             transparent: inst.def.sidecar?.transparent
               ? (transparent.status(inst.def.id) ?? {
@@ -2320,31 +1866,4 @@ export function createAgent(o: AgentOptions): Agent {
       };
     },
   };
-}
-
-/** How often the TLS files of terminating gateways are read to see them change. */
-const ORIGINATION_FILES_POLL_MS = 5_000;
-
-/**
- * What a gateway's linked services originate TLS with, read from this host's files now: the
- * files that cannot be read (their services are left out), and a digest of it all to see a
- * file change.
- */
-function readOrigination(
-  gateway: string,
-  services: readonly PlannedTerminatingService[],
-): { problems: RemoraError[]; digest: string } {
-  const h = createHash('sha256');
-  const problems: RemoraError[] = [];
-  for (const svc of services) {
-    try {
-      h.update(JSON.stringify(readOriginationTls(gateway, svc)));
-    } catch (err) {
-      const e = toRemoraError(err);
-      problems.push(e);
-      h.update(e.message);
-    }
-    h.update('\0');
-  }
-  return { problems, digest: h.digest('hex') };
 }
