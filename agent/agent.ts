@@ -2,7 +2,6 @@
 // certificates, intentions, upstream endpoints and one supervised proxy per instance out.
 // Everything external comes in through options so the agent can be embedded (`remora dev`)
 // and tested with fakes.
-import { isIP } from 'node:net';
 import { rm } from 'node:fs/promises';
 import { formatSpiffeId } from '../lib/identity/index.ts';
 import { RemoraError, toRemoraError } from '../lib/errors/index.ts';
@@ -16,8 +15,6 @@ import {
   type TracingConfig,
   type AccessLogConfig,
   type MeshTlsConfig,
-  type ExposePath,
-  type MetricsListener,
 } from '../lib/proxy-api/index.ts';
 import {
   createCentralConfig,
@@ -36,7 +33,6 @@ import {
   sameDefinition,
   type DecodeResult,
   type ServiceDefinition,
-  type SidecarDefinition,
   type UpstreamDefinition,
 } from './definitions.ts';
 import { dataPaths, ensureDir, writeFileAtomic, writesSettled, type DataPaths } from './files.ts';
@@ -60,6 +56,9 @@ import { createTrafficPlan } from './traffic-plan.ts';
 import { createCatalogServices } from './catalog-services.ts';
 import { createIngressGateways } from './ingress-gateways.ts';
 import { createTerminatingGateways, leafId, ownerOf } from './terminating-gateways.ts';
+import { createListenerPorts } from './listener-ports.ts';
+import { createExposedPaths, wantedExpose } from './exposed-paths.ts';
+import { createMetricsListeners } from './metrics-listeners.ts';
 import {
   createWarningKeeper,
   follow,
@@ -69,7 +68,6 @@ import {
 } from './instance.ts';
 import {
   createExecFileRunner,
-  createPortAllocator,
   createTransparentManager,
   type RedirectTarget,
   type TransparentManager,
@@ -77,21 +75,14 @@ import {
   type TransparentStatus,
 } from './transparent/index.ts';
 import { derivedDestinations } from './transparent/derive.ts';
-import { checkExposures, rerouteCheck, type CheckExposure } from './expose-checks.ts';
-import { exposeSourceName, mergeExpose, type MergedExpose } from './central-expose.ts';
 import { INGRESS_GATEWAY } from './ingress.ts';
 import { TERMINATING_GATEWAY } from './terminating.ts';
 
 /** Default cap on the derived upstreams of all transparent instances (docs/transparent.md). */
 export const DEFAULT_TRANSPARENT_DERIVED_MAX = 128;
 
-/** Default range of the transparent listeners' ports on 127.0.0.1 (docs/transparent.md). */
-export const DEFAULT_TRANSPARENT_PORT_MIN = 15001;
-export const DEFAULT_TRANSPARENT_PORT_MAX = 15999;
-
-/** Default range of the listener ports of exposed checks (Consul's expose_min/max_port). */
-export const DEFAULT_EXPOSE_PORT_MIN = 21500;
-export const DEFAULT_EXPOSE_PORT_MAX = 21755;
+export { DEFAULT_TRANSPARENT_PORT_MAX, DEFAULT_TRANSPARENT_PORT_MIN } from './listener-ports.ts';
+export { DEFAULT_EXPOSE_PORT_MAX, DEFAULT_EXPOSE_PORT_MIN } from './exposed-paths.ts';
 
 export interface AgentSettings {
   datacenter: string;
@@ -358,14 +349,6 @@ export function createAgent(o: AgentOptions): Agent {
   const startedAt = new Date(clock.now()).toISOString();
   const keepWarning = createWarningKeeper({ logger, clock });
   let applying: Promise<void> = Promise.resolve();
-  const transparentPorts = createPortAllocator(
-    s.transparentPortMin ?? DEFAULT_TRANSPARENT_PORT_MIN,
-    s.transparentPortMax ?? DEFAULT_TRANSPARENT_PORT_MAX,
-  );
-  const exposePorts = createPortAllocator(
-    s.exposePortMin ?? DEFAULT_EXPOSE_PORT_MIN,
-    s.exposePortMax ?? DEFAULT_EXPOSE_PORT_MAX,
-  );
   const transparent: TransparentManager =
     o.transparent ??
     createTransparentManager({
@@ -576,6 +559,26 @@ export function createAgent(o: AgentOptions): Agent {
     isStopped: () => stopped,
   });
 
+  const ports = createListenerPorts({ settings: s, instances, central });
+  const exposed = createExposedPaths({
+    settings: s,
+    consul,
+    logger,
+    instances,
+    central,
+    ports,
+    keepWarning,
+    pushAll,
+  });
+  const metrics = createMetricsListeners({
+    instances,
+    central,
+    ports,
+    keepWarning,
+    supervisor,
+    reregisterExposed,
+  });
+
   function snapshotFor(id: string): Omit<ProxySnapshot, 'version'> | null {
     const inst = instances.get(id);
     const sc = inst?.def.sidecar;
@@ -641,7 +644,7 @@ export function createAgent(o: AgentOptions): Agent {
             service: main.service,
           }),
           localBindAddress: u.localBindAddress,
-          localBindPort: upstreamPort(inst, u.destinationName, u.localBindPort),
+          localBindPort: ports.upstreamPort(inst, u.destinationName, u.localBindPort),
           protocol: u.protocol,
           loadBalancer: u.loadBalancer,
           ...hashPoliciesField(u),
@@ -657,12 +660,12 @@ export function createAgent(o: AgentOptions): Agent {
       tracing: s.tracing,
       ...transparentSnapshot(inst),
       ...accessLogsField(),
-      ...exposeField(inst),
+      ...exposed.exposeField(inst),
       ...meshTlsField(),
       ...jwtProvidersField(),
       ...(gateway ? { ingress: ingress.field(inst, upstreams) } : {}),
       ...(isTerminating ? { terminating: terminating.field(inst) } : {}),
-      ...metricsField(inst),
+      ...metrics.metricsField(inst),
     };
   }
 
@@ -708,356 +711,14 @@ export function createAgent(o: AgentOptions): Agent {
 
   // --- transparent interception (docs/transparent.md) ---------------------------------------
   /**
-   * Ports no listener the agent allocates may take: sidecar ports, explicit upstream listeners,
-   * exposed paths and (with `withMetrics`) the public /metrics listeners asked for.
-   */
-  function reservedPorts(withMetrics = true): Set<number> {
-    const out = new Set<number>();
-    for (const i of instances.values()) {
-      if (i.sidecarPort !== null) out.add(i.sidecarPort);
-      for (const u of i.def.sidecar?.upstreams ?? []) if (u.localBindPort) out.add(u.localBindPort);
-      for (const p of wantedExpose(i.def).paths) out.add(p.listenerPort);
-      const m = withMetrics ? wantedMetrics(i) : null;
-      if (m) out.add(m.bindPort);
-    }
-    return out;
-  }
-
-  // --- public /metrics listeners (envoy_prometheus_bind_addr; docs/agent.md) -----------------
-  /** The /metrics listener an instance asks for: its definition's, else proxy-defaults'. */
-  function wantedMetrics(inst: Instance): MetricsListener | null {
-    const sc = inst.def.sidecar;
-    return sc ? (sc.metrics ?? central.metricsBind()) : null;
-  }
-
-  /**
-   * The instance's /metrics listener, unless its port is one the host's sidecars, upstream
-   * listeners, exposed paths or check listeners use, or one an instance with an earlier ID asks
-   * for too (a prox-defaults setting on a host of several instances): two listeners cannot share
-   * a port, so that instance serves none and says why.
-   */
-  function metricsField(inst: Instance): { metrics?: MetricsListener } {
-    const want = wantedMetrics(inst);
-    let problem: string | null = null;
-    if (want) {
-      const where = `${inst.def.id}: envoy_prometheus_bind_addr ${want.bindAddress}:${want.bindPort}`;
-      const taken = reservedPorts(false);
-      for (const i of instances.values())
-        for (const p of checkListenerPorts(i)) if (p !== null) taken.add(p);
-      const earlier = [...instances.values()]
-        .filter((o) => o !== inst && !o.stopping && o.def.id < inst.def.id)
-        .find((o) => wantedMetrics(o)?.bindPort === want.bindPort);
-      if (taken.has(want.bindPort))
-        problem = `${where}: port ${want.bindPort} is already a listener of this host's sidecars (a sidecar port, an upstream, an exposed path or check); its proxy serves /metrics on its loopback admin API only. Set another port in its proxy config (or in proxy-defaults' Config)`;
-      else if (earlier)
-        problem = `${where}: ${earlier.def.id} on this host serves /metrics on port ${want.bindPort} already; ${inst.def.id}'s proxy serves it on its loopback admin API only. Give each instance its own port in its definition's proxy config`;
-    }
-    inst.metricsWarning = keepWarning(
-      inst.metricsWarning,
-      'REMORA_E_AGENT_METRICS_PORT_TAKEN',
-      problem,
-      { instance: inst.def.id, port: want?.bindPort },
-    );
-    return want && problem === null ? { metrics: want } : {};
-  }
-
-  /**
-   * After instances came or went: those whose /metrics listener may now be granted or taken
-   * get a new snapshot.
-   */
-  function checkMetricsAll(): void {
-    for (const inst of instances.values())
-      if (
-        !inst.stopping &&
-        (wantedMetrics(inst) || inst.metricsWarning || exposesFromEntries(inst))
-      )
-        supervisor.push(inst.def.id);
-    reregisterExposed();
-  }
-
-  /** True when Consul's entries give the instance exposed paths (whose ports may clash). */
-  function exposesFromEntries(inst: Instance): boolean {
-    const from = wantedExpose(inst.def).pathsFrom;
-    return from === 'service-defaults' || from === 'proxy-defaults' || inst.exposeWarning !== null;
-  }
-
-  /** The upstream's listener port: its `local_bind_port`, or one the agent allocates. */
-  function upstreamPort(inst: Instance, destination: string, given: number): number {
-    if (given !== 0) return given;
-    return transparentPorts.get(`${inst.def.id}/upstream/${destination}`, reservedPorts()) ?? 0;
-  }
-
-  /** The definition with the allocated upstream ports filled in (Consul wants a nonzero port). */
-  function withUpstreamPorts(inst: Instance): ServiceDefinition {
-    const sc = inst.def.sidecar;
-    if (!sc?.upstreams.some((u) => u.localBindPort === 0)) return inst.def;
-    return {
-      ...inst.def,
-      sidecar: {
-        ...sc,
-        upstreams: sc.upstreams.map((u) => ({
-          ...u,
-          localBindPort: upstreamPort(inst, u.destinationName, u.localBindPort),
-        })),
-      },
-    };
-  }
-
-  /**
-   * The listener port of each of the instance's exposed check paths (`expose.checks`): the port
-   * of an explicit path serving the same, or one from `exposePortMin`–`exposePortMax` (stable
-   * while the agent runs); null when that range is full.
-   */
-  function checkListenerPorts(inst: Instance): (number | null)[] {
-    const wanted = wantedExpose(inst.def);
-    if (wanted.checks.length === 0) return [];
-    const keep = new Set<string>();
-    const ports = wanted.checks.map((e) => {
-      const explicit = wanted.paths.find(
-        (p) =>
-          p.path === e.path && p.localPathPort === e.localPathPort && p.protocol === e.protocol,
-      );
-      if (explicit) return explicit.listenerPort;
-      const key = `${inst.def.id}/${e.protocol}/${e.localPathPort}${e.path}`;
-      keep.add(key);
-      return exposePorts.get(key, reservedPorts());
-    });
-    exposePorts.retain(`${inst.def.id}/`, keep);
-    return ports;
-  }
-
-  /**
-   * The Consul agent's address, learnt before the first registration of an instance with
-   * `expose.checks`: its check listeners serve loopback and that address only (Consul's rule).
-   * Null until then; an address Consul does not give as an IP leaves them to loopback.
-   */
-  let consulAgentAddress: string | null = null;
-
-  async function learnConsulAgentAddress(): Promise<void> {
-    if (consulAgentAddress !== null || !consul.agentAddress) return;
-    const addr = await consul.agentAddress();
-    if (isIP(addr) === 0)
-      logger.warn(
-        { address: addr },
-        'the Consul agent gives no IP address of its own (/v1/agent/self Member.Addr); exposed check listeners serve loopback callers only',
-      );
-    consulAgentAddress = isIP(addr) === 0 ? '' : addr;
-    pushAll();
-  }
-
-  /** Who may call an exposed check listener: absent when the Consul port cannot tell. */
-  function checkSources(): Pick<ExposePath, 'allowSources'> {
-    if (!consul.agentAddress) return {};
-    return { allowSources: consulAgentAddress ? [consulAgentAddress] : [] };
-  }
-
-  /** Where a Consul agent reaches the sidecar's exposed listeners. */
-  function exposedAddress(sc: SidecarDefinition): string {
-    const bind = s.proxyBindAddress;
-    const wildcard = bind === '' || bind === '0.0.0.0' || bind === '::';
-    return sc.address ?? (s.advertiseAddress || (wildcard ? '127.0.0.1' : bind));
-  }
-
-  /**
-   * The exposed paths and checks an instance asks for: its definition's `proxy.expose` merged
-   * with the `Expose` of its service-defaults and of proxy-defaults, as Consul merges them
-   * (agent/central-expose.ts; a gateway's are its definition's). Checks from an entry are read
-   * from the definition's checks here; what of them cannot be exposed is said in `notes`.
-   */
-  function wantedExpose(
-    def: ServiceDefinition,
-    notes?: RemoraError[],
-  ): MergedExpose & { checks: CheckExposure[] } {
-    const sc = def.sidecar;
-    if (!sc) return { paths: [], pathsFrom: null, checksFrom: null, checks: [] };
-    const entries =
-      def.kind === undefined
-        ? central.expose(def.name)
-        : { serviceDefaults: null, proxyDefaults: null };
-    const m = mergeExpose({
-      definition: { paths: sc.expose, checks: sc.exposeChecksGiven },
-      ...entries,
-    });
-    const from = m.checksFrom;
-    const checks =
-      from === null
-        ? []
-        : from === 'definition'
-          ? sc.exposeChecks
-          : checkExposures(
-              def.checks,
-              `${def.id}: Expose.Checks of ${exposeSourceName(from, def.name)}`,
-              notes,
-            );
-    return { ...m, checks };
-  }
-
-  /**
-   * The listener ports an instance other than `inst` holds, with what holds them: a path an
-   * entry gives `inst` may not take one (the instance with the earlier ID keeps a port two
-   * entries' paths ask for, as for /metrics listeners).
-   */
-  function portsHeldAgainst(inst: Instance): Map<number, string> {
-    const held = new Map<number, string>();
-    for (const o of instances.values()) {
-      if (o === inst || o.stopping || !o.def.sidecar) continue;
-      const id = o.def.id;
-      if (o.sidecarPort !== null) held.set(o.sidecarPort, `the sidecar port of ${id}`);
-      for (const u of o.def.sidecar.upstreams)
-        if (u.localBindPort)
-          held.set(u.localBindPort, `the upstream ${u.destinationName} of ${id}`);
-      const w = wantedExpose(o.def);
-      const pathPorts = new Set(w.paths.map((p) => p.listenerPort));
-      // a check served on one of its paths' ports is held as that path is
-      for (const p of checkListenerPorts(o))
-        if (p !== null && !pathPorts.has(p)) held.set(p, `a check listener of ${id}`);
-      if (w.pathsFrom === 'definition' || id < inst.def.id)
-        for (const p of w.paths) held.set(p.listenerPort, `the exposed path ${p.path} of ${id}`);
-    }
-    return held;
-  }
-
-  /**
-   * The instance's exposed paths that apply, with why each other one does not: a path an entry
-   * gives whose listener port is its sidecar port, one of its upstreams' or another instance's
-   * listener is left out (the definition's own were checked when it was read).
-   */
-  function exposedPaths(inst: Instance): { paths: ExposePath[]; problems: string[] } {
-    const wanted = wantedExpose(inst.def);
-    if (wanted.pathsFrom === null || wanted.pathsFrom === 'definition')
-      return { paths: wanted.paths, problems: [] };
-    const held = portsHeldAgainst(inst);
-    if (inst.sidecarPort !== null) held.set(inst.sidecarPort, 'its sidecar port');
-    for (const u of withUpstreamPorts(inst).sidecar?.upstreams ?? [])
-      if (u.localBindPort) held.set(u.localBindPort, `its upstream ${u.destinationName}`);
-    const where = `Expose.Paths of ${exposeSourceName(wanted.pathsFrom, inst.def.name)}`;
-    const problems: string[] = [];
-    const paths = wanted.paths.filter((p) => {
-      const holder = held.get(p.listenerPort);
-      if (holder !== undefined)
-        problems.push(
-          `${inst.def.id}: ${where}: ListenerPort ${p.listenerPort} of ${p.path} is already ${holder}; that path is not exposed (nor a check on it). Set another ListenerPort in the entry`,
-        );
-      return holder === undefined;
-    });
-    return { paths, problems };
-  }
-
-  /**
-   * The definition as registered: its exposed paths those that apply (`exposedPaths`), and with
-   * `checks` each exposed check path added to them and its checks pointed at the sidecar's
-   * listener for it.
-   */
-  function withExposedChecks(inst: Instance, def: ServiceDefinition): ServiceDefinition {
-    const sc = def.sidecar;
-    if (!sc) return def;
-    const wanted = wantedExpose(inst.def);
-    const expose = exposedPaths(inst).paths;
-    if (wanted.checks.length === 0) return withPaths(def, expose);
-    const ports = checkListenerPorts(inst);
-    const address = exposedAddress(sc);
-    const checks = [...def.checks];
-    // a check served on a path left out for its taken port keeps probing the app
-    const taken = new Set(wanted.paths.map((p) => p.listenerPort));
-    for (const p of expose) taken.delete(p.listenerPort);
-    wanted.checks.forEach((e, i) => {
-      const port = ports[i];
-      if (port === null || port === undefined || taken.has(port)) return;
-      if (!expose.some((p) => p.listenerPort === port))
-        expose.push({
-          path: e.path,
-          localPathPort: e.localPathPort,
-          listenerPort: port,
-          protocol: e.protocol,
-          ...checkSources(),
-        });
-      for (const c of e.checks) checks[c] = rerouteCheck(checks[c]!, address, port);
-    });
-    return { ...withPaths(def, expose), checks };
-  }
-
-  function withPaths(def: ServiceDefinition, expose: ExposePath[]): ServiceDefinition {
-    return { ...def, sidecar: { ...def.sidecar!, expose: [...expose] } };
-  }
-
-  /** The snapshot's exposed paths: the definition's (or an entry's), then its checks'. */
-  function exposeField(inst: Instance): Pick<ProxySnapshot, 'expose'> {
-    checkExposeEntries(inst);
-    const expose = withExposedChecks(inst, inst.def).sidecar?.expose ?? [];
-    return expose.length > 0 ? { expose } : {};
-  }
-
-  /**
-   * Keeps the instance's warnings about what Consul's entries expose: paths whose port is taken,
-   * and checks an entry's `Expose.Checks` cannot serve through the sidecar (logged once each).
-   */
-  function checkExposeEntries(inst: Instance): void {
-    const { problems: taken } = exposedPaths(inst);
-    inst.exposeWarning = keepWarning(
-      inst.exposeWarning,
-      'REMORA_E_AGENT_CENTRAL_CONFIG_INVALID',
-      taken.length > 0 ? taken.join('; ') : null,
-      { instance: inst.def.id },
-    );
-    const notes: RemoraError[] = [];
-    const wanted = wantedExpose(inst.def, notes);
-    const unplaced =
-      wanted.checksFrom === 'definition'
-        ? []
-        : checkListenerPorts(inst).flatMap((port, i) =>
-            port === null
-              ? [
-                  `${inst.def.id}: no free port left in ${s.exposePortMin ?? DEFAULT_EXPOSE_PORT_MIN}–${s.exposePortMax ?? DEFAULT_EXPOSE_PORT_MAX} to expose the check path ${wanted.checks[i]!.path}; the check keeps probing the app directly; widen exposePortMin–exposePortMax`,
-                ]
-              : [],
-          );
-    const messages = [...notes.map((n) => n.message), ...unplaced];
-    inst.exposeChecksWarning = keepWarning(
-      inst.exposeChecksWarning,
-      'REMORA_E_AGENT_DEFINITION_NOT_APPLIED',
-      messages.length > 0 ? messages.join('; ') : null,
-      { instance: inst.def.id },
-    );
-  }
-
-  /** Reports the exposed check paths of its definition that found no free listener port. */
-  function reportUnplacedChecks(inst: Instance): void {
-    const sc = inst.def.sidecar;
-    if (wantedExpose(inst.def).checksFrom !== 'definition') return;
-    checkListenerPorts(inst).forEach((port, i) => {
-      if (port !== null) return;
-      const e = sc!.exposeChecks[i]!;
-      problems.push(
-        new RemoraError(
-          'REMORA_E_AGENT_DEFINITION_NOT_APPLIED',
-          `service definition ${inst.def.source.file}: no free port left in ${s.exposePortMin ?? DEFAULT_EXPOSE_PORT_MIN}–${s.exposePortMax ?? DEFAULT_EXPOSE_PORT_MAX} to expose the check path ${e.path} of ${inst.def.id}; the check keeps probing the app directly; widen exposePortMin–exposePortMax or list the path under proxy.expose.paths`,
-          { file: inst.def.source.file, field: 'connect.sidecar_service.proxy.expose.checks' },
-        ),
-      );
-    });
-  }
-
-  /** What a registration carries of exposed paths and checks (not who may call them). */
-  function exposeKey(inst: Instance): string {
-    const def = withExposedChecks(inst, inst.def);
-    const paths = (def.sidecar?.expose ?? []).map(({ allowSources: _, ...p }) => p);
-    return JSON.stringify({ paths, checks: def.checks });
-  }
-
-  /**
    * Registers again the instances whose exposed paths or checks changed since their last
    * registration (an entry's `Expose` written, changed or deleted; an instance that came or went
    * and freed or took a port).
    */
   function reregisterExposed(): void {
     for (const inst of instances.values())
-      if (inst.registered && !inst.stopping && exposeKey(inst) !== inst.registeredExpose)
+      if (inst.registered && !inst.stopping && exposed.exposeKey(inst) !== inst.registeredExpose)
         void register(inst);
-  }
-
-  /** Port of the Host-routing listener of a transparent instance's HTTP upstream. */
-  function httpListenerPort(inst: Instance, destination: string): number | null {
-    return transparentPorts.get(`${inst.def.id}/http/${destination}`, reservedPorts());
   }
 
   /**
@@ -1073,7 +734,7 @@ export function createAgent(o: AgentOptions): Agent {
     const http = upstreams
       .filter((u) => u.protocol === 'http')
       .flatMap((u) => {
-        const port = httpListenerPort(inst, u.destinationName);
+        const port = ports.httpListenerPort(inst, u.destinationName);
         if (port === null) return [];
         return addresses.map((a) => ({
           bindAddress: a,
@@ -1087,7 +748,7 @@ export function createAgent(o: AgentOptions): Agent {
           // an upstream listening on IPv6 already (`local_bind_address` ::1 or ::) needs no twin
           .filter((u) => u.protocol !== 'http' && !u.localBindAddress.includes(':'))
           .flatMap((u) => {
-            const port = upstreamPort(inst, u.destinationName, u.localBindPort);
+            const port = ports.upstreamPort(inst, u.destinationName, u.localBindPort);
             return port === 0
               ? []
               : [{ bindAddress: '::1', bindPort: port, upstream: u.destinationName }];
@@ -1105,8 +766,8 @@ export function createAgent(o: AgentOptions): Agent {
       if (inst.listening && !inst.listening.has(listenerKey(u))) continue;
       const toPort =
         u.protocol === 'http'
-          ? httpListenerPort(inst, u.destinationName)
-          : upstreamPort(inst, u.destinationName, u.localBindPort);
+          ? ports.httpListenerPort(inst, u.destinationName)
+          : ports.upstreamPort(inst, u.destinationName, u.localBindPort);
       if (!toPort) continue;
       for (const t of discovery.targets(u.destinationName))
         targets.push({ service: u.destinationName, address: t.address, port: t.port, toPort });
@@ -1248,7 +909,7 @@ export function createAgent(o: AgentOptions): Agent {
       { instance: id, derived: next },
       `${id} calls ${next.length === 0 ? 'no service' : next.join(', ')} by its intentions`,
     );
-    retainPorts(inst);
+    ports.retainPorts(inst);
     if (push) {
       supervisor.push(id);
       syncTransparent(inst);
@@ -1285,19 +946,6 @@ export function createAgent(o: AgentOptions): Agent {
     return kept;
   }
 
-  /** Ports of upstreams that are gone go back to the range. */
-  function retainPorts(inst: Instance): void {
-    const id = inst.def.id;
-    const names = [
-      ...(inst.def.sidecar?.upstreams ?? []).map((u) => u.destinationName),
-      ...inst.derived,
-    ];
-    transparentPorts.retain(
-      `${id}/`,
-      new Set(names.flatMap((n) => [`${id}/upstream/${n}`, `${id}/http/${n}`])),
-    );
-  }
-
   function pushAll(): void {
     for (const id of instances.keys()) supervisor.push(id);
   }
@@ -1323,11 +971,11 @@ export function createAgent(o: AgentOptions): Agent {
     if (inst.regTimer) clock.clearTimeout(inst.regTimer);
     inst.regTimer = null;
     try {
-      if (wantedExpose(inst.def).checks.length) await learnConsulAgentAddress();
+      if (wantedExpose(central, inst.def).checks.length) await exposed.learnConsulAgentAddress();
       const ready = inst.def.sidecar ? proxyReady(inst.def.id) : true;
-      inst.registeredExpose = exposeKey(inst);
+      inst.registeredExpose = exposed.exposeKey(inst);
       await consul.registerService(
-        registrationFor(withExposedChecks(inst, withUpstreamPorts(inst)), {
+        registrationFor(exposed.withExposedChecks(inst, ports.withUpstreamPorts(inst)), {
           node: s.node,
           sidecarPort: inst.sidecarPort,
           advertiseAddress: s.advertiseAddress,
@@ -1372,7 +1020,7 @@ export function createAgent(o: AgentOptions): Agent {
       inst.registering = false;
     }
     // an entry changed while the registration was on its way
-    if (inst.registered && !inst.stopping && exposeKey(inst) !== inst.registeredExpose)
+    if (inst.registered && !inst.stopping && exposed.exposeKey(inst) !== inst.registeredExpose)
       void register(inst);
   }
 
@@ -1429,28 +1077,11 @@ export function createAgent(o: AgentOptions): Agent {
       ttlTimer = clock.setTimeout(refreshChecks, Math.max(250, Math.floor(s.checkTtlMs / 3)));
   }
 
-  function allocateSidecarPort(def: ServiceDefinition): number | null {
-    if (!def.sidecar) return null;
-    if (def.sidecar.port !== null) return def.sidecar.port;
-    const used = new Set([...instances.values()].map((i) => i.sidecarPort));
-    for (const inst of instances.values()) {
-      if (inst.def.sidecar?.port) used.add(inst.def.sidecar.port);
-      const m = wantedMetrics(inst);
-      if (m) used.add(m.bindPort);
-      for (const p of wantedExpose(inst.def).paths) used.add(p.listenerPort);
-      for (const p of checkListenerPorts(inst)) if (p !== null) used.add(p);
-    }
-    for (const p of wantedExpose(def).paths) used.add(p.listenerPort);
-    if (def.sidecar.metrics) used.add(def.sidecar.metrics.bindPort);
-    for (let p = s.sidecarPortMin; p <= s.sidecarPortMax; p++) if (!used.has(p)) return p;
-    return null;
-  }
-
   async function startInstance(
     def: ServiceDefinition,
     previousPort: number | null = null,
   ): Promise<void> {
-    const inst = newInstance(def, previousPort ?? allocateSidecarPort(def));
+    const inst = newInstance(def, previousPort ?? ports.allocateSidecarPort(def));
     instances.set(def.id, inst);
     logger.info(
       { instance: def.id, service: def.name, file: def.source.file },
@@ -1470,7 +1101,7 @@ export function createAgent(o: AgentOptions): Agent {
           ),
         );
       }
-      reportUnplacedChecks(inst);
+      problems.push(...exposed.unplacedChecks(inst));
       for (const u of def.sidecar.upstreams) discovery.acquire(u.destinationName, def.id);
       catalog.sync();
       refreshDerived(inst, false);
@@ -1559,8 +1190,7 @@ export function createAgent(o: AgentOptions): Agent {
       await supervisor.stop(id);
       logger.info({ instance: id, step: 'stopped' }, `proxy of ${id} stopped`);
       if (inst.def.sidecar.transparent) await transparent.remove(id);
-      transparentPorts.release(`${id}/`);
-      exposePorts.release(`${id}/`);
+      ports.release(id);
       for (const u of inst.def.sidecar.upstreams) discovery.release(u.destinationName, id);
       for (const name of inst.derived) discovery.release(name, derivedUser(id));
       inst.derived = [];
@@ -1577,7 +1207,7 @@ export function createAgent(o: AgentOptions): Agent {
     ingress.sync();
     terminating.sync();
     checkSharedAll();
-    checkMetricsAll();
+    metrics.checkMetricsAll();
   }
 
   async function apply(result: DecodeResult): Promise<void> {
@@ -1609,8 +1239,8 @@ export function createAgent(o: AgentOptions): Agent {
         // same identity: re-register and send the proxy a new snapshot, keep the process
         const old = inst.def;
         inst.def = d;
-        if (d.sidecar?.port !== old.sidecar?.port) inst.sidecarPort = allocateSidecarPort(d);
-        reportUnplacedChecks(inst);
+        if (d.sidecar?.port !== old.sidecar?.port) inst.sidecarPort = ports.allocateSidecarPort(d);
+        problems.push(...exposed.unplacedChecks(inst));
         for (const u of d.sidecar?.upstreams ?? []) discovery.acquire(u.destinationName, id);
         for (const u of old.sidecar?.upstreams ?? []) {
           if (!d.sidecar?.upstreams.some((x) => x.destinationName === u.destinationName))
@@ -1625,7 +1255,7 @@ export function createAgent(o: AgentOptions): Agent {
         catalog.sync();
         refreshDerived(inst, false);
         supervisor.push(id);
-        retainPorts(inst);
+        ports.retainPorts(inst);
         if (old.sidecar?.transparent && !d.sidecar?.transparent) void transparent.remove(id);
         else syncTransparent(inst);
       } else {
@@ -1633,7 +1263,7 @@ export function createAgent(o: AgentOptions): Agent {
       }
     }
     checkSharedAll();
-    checkMetricsAll();
+    metrics.checkMetricsAll();
     if (firstLoad) {
       firstLoad = false;
       // chains left by an earlier run for instances that are no longer transparent
