@@ -6,11 +6,9 @@ import { rm } from 'node:fs/promises';
 import { formatSpiffeId } from '../lib/identity/index.ts';
 import { RemoraError, toRemoraError } from '../lib/errors/index.ts';
 import { logError, type Logger } from '../lib/log/index.ts';
-import { backoffDelay, type Clock } from '../lib/util/index.ts';
+import { type Clock } from '../lib/util/index.ts';
 import type { IntentionsSnapshot } from '../lib/intentions/types.ts';
 import {
-  DEFAULT_RESILIENCE,
-  defaultLoadBalancer,
   type ProxySnapshot,
   type TracingConfig,
   type AccessLogConfig,
@@ -27,14 +25,7 @@ import {
 import { createJwksKeeper, type JwksKeeper } from './jwt-providers.ts';
 import type { JwtProvider } from '../lib/jwt/index.ts';
 import { createConfigDir, type ConfigDir } from './config-dir.ts';
-import {
-  NODE_META_KEY,
-  layeredResilience,
-  sameDefinition,
-  type DecodeResult,
-  type ServiceDefinition,
-  type UpstreamDefinition,
-} from './definitions.ts';
+import { sameDefinition, type DecodeResult, type ServiceDefinition } from './definitions.ts';
 import { dataPaths, ensureDir, writeFileAtomic, writesSettled, type DataPaths } from './files.ts';
 import { createIdentityManager, type IdentityManager, type IdentityStatus } from './identity.ts';
 import {
@@ -55,34 +46,27 @@ import { createProtocols, hashPoliciesField, listenerKey } from './protocols.ts'
 import { createTrafficPlan } from './traffic-plan.ts';
 import { createCatalogServices } from './catalog-services.ts';
 import { createIngressGateways } from './ingress-gateways.ts';
-import { createTerminatingGateways, leafId, ownerOf } from './terminating-gateways.ts';
+import { createTerminatingGateways, ownerOf } from './terminating-gateways.ts';
 import { createListenerPorts } from './listener-ports.ts';
-import { createExposedPaths, wantedExpose } from './exposed-paths.ts';
+import { createExposedPaths } from './exposed-paths.ts';
 import { createMetricsListeners } from './metrics-listeners.ts';
-import {
-  createWarningKeeper,
-  follow,
-  gatewayBindAddress,
-  newInstance,
-  type Instance,
-} from './instance.ts';
+import { createRegistration } from './registration.ts';
+import { createUpstreams } from './upstreams.ts';
+import { createInterception } from './transparent-interception.ts';
+import { createWarningKeeper, gatewayBindAddress, newInstance, type Instance } from './instance.ts';
 import {
   createExecFileRunner,
   createTransparentManager,
-  type RedirectTarget,
   type TransparentManager,
-  type TransparentPlan,
   type TransparentStatus,
 } from './transparent/index.ts';
-import { derivedDestinations } from './transparent/derive.ts';
 import { INGRESS_GATEWAY } from './ingress.ts';
 import { TERMINATING_GATEWAY } from './terminating.ts';
 
-/** Default cap on the derived upstreams of all transparent instances (docs/transparent.md). */
-export const DEFAULT_TRANSPARENT_DERIVED_MAX = 128;
-
+export { DEFAULT_TRANSPARENT_DERIVED_MAX } from './upstreams.ts';
 export { DEFAULT_TRANSPARENT_PORT_MAX, DEFAULT_TRANSPARENT_PORT_MIN } from './listener-ports.ts';
 export { DEFAULT_EXPOSE_PORT_MAX, DEFAULT_EXPOSE_PORT_MIN } from './exposed-paths.ts';
+export { gatewayCheckId, readinessCheckId, registrationFor, sidecarId } from './registration.ts';
 
 export interface AgentSettings {
   datacenter: string;
@@ -220,127 +204,12 @@ export interface Agent {
   readonly paths: DataPaths;
 }
 
-/** Consul ID of an instance's sidecar (Consul's own naming). */
-export function sidecarId(instanceId: string): string {
-  return `${instanceId}-sidecar-proxy`;
-}
-
-/** ID of the TTL check that tells Consul whether the instance's proxy is ready. */
-export function readinessCheckId(instanceId: string): string {
-  return `remora-ready:${sidecarId(instanceId)}`;
-}
-
-/** ID of the TTL check of an ingress gateway: on the gateway service itself (it has no sidecar). */
-export function gatewayCheckId(instanceId: string): string {
-  return `remora-ready:${instanceId}`;
-}
-
-/** The Consul registration body (snake_case JSON) for an instance and its sidecar. */
-export function registrationFor(
-  def: ServiceDefinition,
-  o: {
-    node: string;
-    sidecarPort: number | null;
-    advertiseAddress: string;
-    checkTtlMs: number;
-    ready: boolean;
-  },
-): Record<string, unknown> {
-  const meta = { ...def.meta, [NODE_META_KEY]: o.node };
-  if (def.kind !== undefined) {
-    // as Consul holds one: the gateway is the service (kind ingress-gateway or
-    // terminating-gateway), no sidecar; its readiness check is the proxy's
-    const address = def.address ?? (o.advertiseAddress || null);
-    return {
-      kind: def.kind,
-      id: def.id,
-      name: def.name,
-      port: def.port,
-      tags: def.tags,
-      meta,
-      ...(address ? { address } : {}),
-      checks: [
-        ...def.checks,
-        {
-          CheckID: gatewayCheckId(def.id),
-          Name: `Remora ${def.kind === INGRESS_GATEWAY ? 'ingress' : 'terminating'} gateway ready`,
-          TTL: `${Math.max(1, Math.round(o.checkTtlMs / 1000))}s`,
-          Status: o.ready ? 'passing' : 'critical',
-        },
-      ],
-    };
-  }
-  const body: Record<string, unknown> = {
-    id: def.id,
-    name: def.name,
-    port: def.port,
-    tags: def.tags,
-    meta,
-  };
-  if (def.address) body.address = def.address;
-  if (def.checks.length > 0) body.checks = def.checks;
-  if (def.sidecar && o.sidecarPort !== null) {
-    const sc = def.sidecar;
-    const sidecar: Record<string, unknown> = {
-      id: sidecarId(def.id),
-      name: `${def.name}-sidecar-proxy`,
-      port: o.sidecarPort,
-      // Consul's sidecar_service inherits the parent's tags and meta unless it sets its own; this
-      // one sets the node key, so it carries the parent's meta itself (resolver subsets filter
-      // the sidecars' entries on them)
-      tags: def.tags,
-      meta,
-      checks: [
-        {
-          CheckID: readinessCheckId(def.id),
-          Name: 'Remora proxy ready',
-          TTL: `${Math.max(1, Math.round(o.checkTtlMs / 1000))}s`,
-          Status: o.ready ? 'passing' : 'critical',
-        },
-      ],
-      proxy: {
-        destination_service_name: def.name,
-        destination_service_id: def.id,
-        local_service_address: sc.localServiceAddress,
-        local_service_port: sc.localServicePort,
-        // only what the definition says: consumers resolve the rest from Consul's config
-        // entries themselves, so a changed service-defaults needs no re-registration
-        ...(sc.protocolGiven ? { config: { protocol: sc.protocol } } : {}),
-        upstreams: sc.upstreams.map((u) => ({
-          destination_type: 'service',
-          destination_name: u.destinationName,
-          local_bind_address: u.localBindAddress,
-          local_bind_port: u.localBindPort,
-          ...(u.protocolGiven ? { config: { protocol: u.protocol } } : {}),
-        })),
-        ...(sc.expose.length > 0
-          ? {
-              expose: {
-                paths: sc.expose.map((p) => ({
-                  path: p.path,
-                  local_path_port: p.localPathPort,
-                  listener_port: p.listenerPort,
-                  protocol: p.protocol,
-                })),
-              },
-            }
-          : {}),
-      },
-    };
-    const address = sc.address ?? (o.advertiseAddress || null);
-    if (address) sidecar.address = address;
-    body.connect = { sidecar_service: sidecar };
-  }
-  return body;
-}
-
 export function createAgent(o: AgentOptions): Agent {
   const { settings: s, consul, control, clock, logger } = o;
   const paths = dataPaths(s.dataDir);
   const instances = new Map<string, Instance>();
   const unsubscribe: (() => void)[] = [];
   let problems: RemoraError[] = [];
-  let ttlTimer: NodeJS.Timeout | null = null;
   let waitTimer: NodeJS.Timeout | null = null;
   let lastWaiting = '';
   let started = false;
@@ -395,7 +264,7 @@ export function createAgent(o: AgentOptions): Agent {
         'intentions updated',
       );
       // an instance whose derived upstreams changed is pushed and gets its rules rebuilt
-      for (const inst of instances.values()) refreshDerived(inst, true);
+      for (const inst of instances.values()) upstreams.refreshDerived(inst, true);
       pushAll();
     },
   });
@@ -432,7 +301,7 @@ export function createAgent(o: AgentOptions): Agent {
           inst.def.sidecar?.upstreams.some((u) => u.destinationName === service)
         ) {
           supervisor.push(inst.def.id);
-          syncTransparent(inst);
+          interception.sync(inst);
         }
       }
     },
@@ -455,10 +324,10 @@ export function createAgent(o: AgentOptions): Agent {
       // a protocol an instance did not name itself may have changed: new snapshots and rules
       for (const inst of instances.values()) {
         supervisor.push(inst.def.id);
-        syncTransparent(inst);
+        interception.sync(inst);
       }
       // an Expose block changes what the sidecar registration carries
-      reregisterExposed();
+      registration.reregisterExposed();
     },
   });
 
@@ -479,13 +348,13 @@ export function createAgent(o: AgentOptions): Agent {
     instances,
     isStopped: () => stopped,
     onChange() {
-      for (const inst of instances.values()) refreshDerived(inst, true);
+      for (const inst of instances.values()) upstreams.refreshDerived(inst, true);
       // a gateway's `*` services are the catalog's
       ingress.push();
       terminating.push();
     },
     onLeft() {
-      for (const inst of instances.values()) refreshDerived(inst, true);
+      for (const inst of instances.values()) upstreams.refreshDerived(inst, true);
     },
   });
 
@@ -505,7 +374,7 @@ export function createAgent(o: AgentOptions): Agent {
       const was = inst.listening;
       if (was && names.length === was.size && names.every((n) => was.has(n))) return;
       inst.listening = new Set(names);
-      syncTransparent(inst);
+      interception.sync(inst);
     },
     onReadyChange(id, ready, reason) {
       logger.info(
@@ -514,10 +383,10 @@ export function createAgent(o: AgentOptions): Agent {
       );
       const inst = instances.get(id);
       if (inst && !ready) inst.notReadyReason = reason;
-      if (inst && !inst.stopping) syncCheck(inst);
+      if (inst && !inst.stopping) registration.syncCheck(inst);
       if (inst && ready && !inst.transparentArmed) {
         inst.transparentArmed = true;
-        syncTransparent(inst);
+        interception.sync(inst);
       }
     },
   });
@@ -570,13 +439,54 @@ export function createAgent(o: AgentOptions): Agent {
     keepWarning,
     pushAll,
   });
+  const registration = createRegistration({
+    settings: s,
+    consul,
+    clock,
+    random: o.random,
+    logger,
+    instances,
+    central,
+    supervisor,
+    identity,
+    exposed,
+    ports,
+    isStopped: () => stopped,
+  });
   const metrics = createMetricsListeners({
     instances,
     central,
     ports,
     keepWarning,
     supervisor,
-    reregisterExposed,
+    registration,
+  });
+
+  const upstreams = createUpstreams({
+    settings: s,
+    logger,
+    instances,
+    intentions,
+    discovery,
+    central,
+    protocols,
+    catalog,
+    ingress,
+    ports,
+    supervisor,
+    keepWarning,
+    syncTransparent: (inst) => interception.sync(inst),
+  });
+  const interception = createInterception({
+    settings: s,
+    instances,
+    transparent,
+    discovery,
+    central,
+    ports,
+    upstreams,
+    keepWarning,
+    isStopped: () => stopped,
   });
 
   function snapshotFor(id: string): Omit<ProxySnapshot, 'version'> | null {
@@ -596,10 +506,10 @@ export function createAgent(o: AgentOptions): Agent {
       if (inst.leavesLoading.size > 0) return null;
     }
     // an upstream whose endpoints are not known yet would reach the proxy as an empty set
-    const upstreams = upstreamsOf(inst);
-    const plans = new Map(upstreams.map((u) => [u.destinationName, traffic.planOf(inst, u)]));
+    const list = upstreams.upstreamsOf(inst);
+    const plans = new Map(list.map((u) => [u.destinationName, traffic.planOf(inst, u)]));
     traffic.followTargets(inst, plans);
-    if (!upstreams.every((u) => discovery.settled(u.destinationName))) return null;
+    if (!list.every((u) => discovery.settled(u.destinationName))) return null;
     if (!inst.targets.every((n) => discovery.settled(n))) return null;
     // what Consul's config entries decide is not guessed: no proxy starts as tcp and turns http
     // a moment later (known once Consul answered or failed, or from the cache)
@@ -632,7 +542,7 @@ export function createAgent(o: AgentOptions): Agent {
           : {}),
         ...(central.sanitizeClientCert() ? { sanitizeClientCert: true } : {}),
       },
-      upstreams: upstreams.map((u) => {
+      upstreams: list.map((u) => {
         const plan = plans.get(u.destinationName)!;
         // a redirected upstream keeps its name and listener, and reaches the redirect's target
         const main = parseTargetName(plan.main);
@@ -658,12 +568,12 @@ export function createAgent(o: AgentOptions): Agent {
       tls: { certPem: cert.certPem, keyPem: cert.keyPem, rootsPem: bundle.roots.map((r) => r.pem) },
       intentions: policy,
       tracing: s.tracing,
-      ...transparentSnapshot(inst),
+      ...interception.snapshotField(inst),
       ...accessLogsField(),
       ...exposed.exposeField(inst),
       ...meshTlsField(),
       ...jwtProvidersField(),
-      ...(gateway ? { ingress: ingress.field(inst, upstreams) } : {}),
+      ...(gateway ? { ingress: ingress.field(inst, list) } : {}),
       ...(isTerminating ? { terminating: terminating.field(inst) } : {}),
       ...metrics.metricsField(inst),
     };
@@ -709,372 +619,8 @@ export function createAgent(o: AgentOptions): Agent {
     return logs ? { accessLogs: logs } : {};
   }
 
-  // --- transparent interception (docs/transparent.md) ---------------------------------------
-  /**
-   * Registers again the instances whose exposed paths or checks changed since their last
-   * registration (an entry's `Expose` written, changed or deleted; an instance that came or went
-   * and freed or took a port).
-   */
-  function reregisterExposed(): void {
-    for (const inst of instances.values())
-      if (inst.registered && !inst.stopping && exposed.exposeKey(inst) !== inst.registeredExpose)
-        void register(inst);
-  }
-
-  /**
-   * The proxy's transparent listeners. IPv4 rules redirect to 127.0.0.1, IPv6 rules to ::1: with
-   * IPv6 rules, each Host-routing listener has a twin on ::1, and so has each other upstream's
-   * listener (a `forward` listener handing connections to it).
-   */
-  function transparentSnapshot(inst: Instance): Pick<ProxySnapshot, 'transparent'> {
-    const sc = inst.def.sidecar;
-    if (!sc?.transparent) return {};
-    const addresses = transparent.ipv6 ? ['127.0.0.1', '::1'] : ['127.0.0.1'];
-    const upstreams = upstreamsOf(inst);
-    const http = upstreams
-      .filter((u) => u.protocol === 'http')
-      .flatMap((u) => {
-        const port = ports.httpListenerPort(inst, u.destinationName);
-        if (port === null) return [];
-        return addresses.map((a) => ({
-          bindAddress: a,
-          bindPort: port,
-          upstream: u.destinationName,
-        }));
-      });
-    const forward = !transparent.ipv6
-      ? []
-      : upstreams
-          // an upstream listening on IPv6 already (`local_bind_address` ::1 or ::) needs no twin
-          .filter((u) => u.protocol !== 'http' && !u.localBindAddress.includes(':'))
-          .flatMap((u) => {
-            const port = ports.upstreamPort(inst, u.destinationName, u.localBindPort);
-            return port === 0
-              ? []
-              : [{ bindAddress: '::1', bindPort: port, upstream: u.destinationName }];
-          });
-    if (http.length === 0 && forward.length === 0) return {};
-    return { transparent: forward.length === 0 ? { http } : { http, forward } };
-  }
-
-  function transparentPlan(inst: Instance): TransparentPlan | null {
-    const sc = inst.def.sidecar;
-    if (!sc?.transparent || inst.sidecarPort === null) return null;
-    const targets: RedirectTarget[] = [];
-    for (const u of upstreamsOf(inst)) {
-      // a new upstream's addresses are redirected once the proxy listens for it
-      if (inst.listening && !inst.listening.has(listenerKey(u))) continue;
-      const toPort =
-        u.protocol === 'http'
-          ? ports.httpListenerPort(inst, u.destinationName)
-          : ports.upstreamPort(inst, u.destinationName, u.localBindPort);
-      if (!toPort) continue;
-      for (const t of discovery.targets(u.destinationName))
-        targets.push({ service: u.destinationName, address: t.address, port: t.port, toPort });
-    }
-    return {
-      instanceId: inst.def.id,
-      // an excluded app port keeps taking plain traffic (e.g. a port published to the outside)
-      appPort: sc.excludeInboundPorts.includes(inst.def.port) ? 0 : inst.def.port,
-      sidecarPort: inst.sidecarPort,
-      proxyUid: s.transparentProxyUid ?? process.getuid?.() ?? 0,
-      ...(sc.appUid === null ? {} : { appUid: sc.appUid }),
-      targets,
-      // the mesh entry's TransparentProxy.MeshDestinationsOnly: the app reaches only the mesh
-      ...(central.meshDestinationsOnly() ? { meshDestinationsOnly: true } : {}),
-    };
-  }
-
-  /**
-   * Transparent instances of one agent share its network namespace, and rules match by
-   * destination: unless each redirects only its own app's user, a call to a service several of
-   * them reach is carried by whichever chain comes first, with that instance's identity.
-   */
-  function checkShared(inst: Instance): void {
-    const others = [...instances.values()].filter(
-      (i) => i !== inst && !i.stopping && i.def.sidecar?.transparent,
-    );
-    const uid = inst.def.sidecar?.appUid ?? null;
-    const clash =
-      !inst.def.sidecar?.transparent || inst.stopping
-        ? []
-        : others.filter(
-            (i) =>
-              uid === null ||
-              (i.def.sidecar?.appUid ?? null) === null ||
-              i.def.sidecar?.appUid === uid,
-          );
-    const message =
-      clash.length === 0
-        ? null
-        : `${inst.def.id} and ${clash.map((i) => i.def.id).join(', ')} intercept calls in one network namespace without each its own proxy.config.app_user: a call to a service more than one of them reaches is carried by whichever chain comes first, with that instance's identity; set app_user to the user each app runs as (docs/transparent.md)`;
-    inst.sharedWarning = keepWarning(
-      inst.sharedWarning,
-      'REMORA_E_AGENT_TRANSPARENT_SHARED',
-      message,
-      { instance: inst.def.id },
-    );
-  }
-
-  /** The shared-namespace check depends only on the instances and their definitions. */
-  function checkSharedAll(): void {
-    for (const i of instances.values()) checkShared(i);
-  }
-
-  /** Installs or updates an instance's rules once its proxy has been ready. */
-  function syncTransparent(inst: Instance): void {
-    if (stopped || inst.stopping || !inst.transparentArmed) return;
-    const plan = transparentPlan(inst);
-    if (plan) void transparent.apply(plan);
-    checkConfined(inst, plan);
-  }
-
-  /**
-   * Without `app_user`, an instance's rules hold every user of the host but the proxies': with
-   * MeshDestinationsOnly, a Consul agent, package updates or monitoring on the host can then
-   * reach only mesh services. Said (once per change), as it is rarely meant on a shared host.
-   */
-  function checkConfined(inst: Instance, plan: TransparentPlan | null): void {
-    const confined = plan?.meshDestinationsOnly === true && plan.appUid === undefined;
-    inst.confinedWarning = keepWarning(
-      inst.confinedWarning,
-      'REMORA_E_AGENT_TRANSPARENT_HOST_CONFINED',
-      confined
-        ? `${inst.def.id} has no proxy.config.app_user while the mesh entry sets TransparentProxy.MeshDestinationsOnly: every process of this host but the proxies (a Consul agent, package updates, monitoring) can open TCP connections only to mesh services; set app_user to the user the app runs as (docs/transparent.md)`
-        : null,
-      { instance: inst.def.id },
-    );
-  }
-
-  // --- upstreams derived from intentions (docs/transparent.md) -------------------------------
-  /** Discovery user of an instance's derived upstreams (kept apart from its explicit ones). */
-  function derivedUser(id: string): string {
-    return `${id}/derived`;
-  }
-
-  /** Explicit upstreams, then the derived ones whose sidecars Consul has listed. */
-  function upstreamsOf(inst: Instance): UpstreamDefinition[] {
-    if (inst.def.kind === INGRESS_GATEWAY) return ingress.upstreams(inst);
-    const source = inst.def.name;
-    const explicit = (inst.def.sidecar?.upstreams ?? []).map((u) => protocols.resolved(source, u));
-    const derived: UpstreamDefinition[] = [];
-    for (const name of inst.derived) {
-      if (!discovery.listed(name)) continue;
-      const protocol = protocols.destinationProtocol(name);
-      const layers = central.upstreamLayers(source, name);
-      derived.push(
-        protocols.withResolver({
-          destinationName: name,
-          localBindAddress: '127.0.0.1',
-          localBindPort: 0,
-          protocol,
-          protocolGiven: false,
-          loadBalancer: defaultLoadBalancer(protocol),
-          loadBalancerGiven: false,
-          resilience: layers.length === 0 ? DEFAULT_RESILIENCE : layeredResilience(layers),
-          config: null,
-        }),
-      );
-    }
-    return derived.length === 0 ? explicit : [...explicit, ...derived];
-  }
-
-  /**
-   * Recomputes the services an instance calls by its intentions and follows them in discovery.
-   * Until both the intentions and the service list are known, the instance keeps what it has.
-   */
-  function refreshDerived(inst: Instance, push: boolean): void {
-    const sc = inst.def.sidecar;
-    const policy = intentions.current();
-    const services = catalog.services();
-    let next: string[];
-    if (!sc?.deriveUpstreams || inst.stopping) {
-      next = [];
-      inst.derivedLimit = null;
-    } else if (!policy || services === null) return;
-    else
-      next = withinDerivedLimit(
-        inst,
-        derivedDestinations({
-          source: inst.def.name,
-          explicit: new Set(sc.upstreams.map((u) => u.destinationName)),
-          services: [...services, ...catalog.leaving()],
-          policy,
-        }),
-      );
-    const id = inst.def.id;
-    if (!follow(discovery, inst.derived, next, derivedUser(id))) return;
-    inst.derived = next;
-    logger.info(
-      { instance: id, derived: next },
-      `${id} calls ${next.length === 0 ? 'no service' : next.join(', ')} by its intentions`,
-    );
-    ports.retainPorts(inst);
-    if (push) {
-      supervisor.push(id);
-      syncTransparent(inst);
-    }
-  }
-
-  /**
-   * The first of `wanted` (sorted) that fit under `transparentDerivedMax`, all instances
-   * together: a service another instance derives already costs nothing more. The rest is
-   * reported once per change, and in `remora status`.
-   */
-  function withinDerivedLimit(inst: Instance, wanted: string[]): string[] {
-    const max = s.transparentDerivedMax ?? DEFAULT_TRANSPARENT_DERIVED_MAX;
-    const others = new Set<string>();
-    for (const i of instances.values()) if (i !== inst) for (const n of i.derived) others.add(n);
-    let room = Math.max(0, max - others.size);
-    const kept: string[] = [];
-    const left: string[] = [];
-    for (const name of wanted) {
-      if (others.has(name)) kept.push(name);
-      else if (room > 0) {
-        kept.push(name);
-        room -= 1;
-      } else left.push(name);
-    }
-    const message =
-      left.length === 0
-        ? null
-        : `${inst.def.id}: intentions allow ${wanted.length} services but transparentDerivedMax (${max}) leaves room for ${kept.length}; not intercepted: ${left.slice(0, 10).join(', ')}${left.length > 10 ? `, … (${left.length} in all)` : ''}`;
-    inst.derivedLimit = keepWarning(inst.derivedLimit, 'REMORA_E_AGENT_DERIVED_LIMIT', message, {
-      instance: inst.def.id,
-      left: left.length,
-    });
-    return kept;
-  }
-
   function pushAll(): void {
     for (const id of instances.keys()) supervisor.push(id);
-  }
-
-  function stamp(e: RemoraError): { code: string; message: string; at: string } {
-    return { code: e.code, message: e.message, at: new Date(clock.now()).toISOString() };
-  }
-
-  /** The readiness check of an instance: its sidecar's, or a gateway's own. */
-  function checkIdOf(inst: Instance): string {
-    return inst.def.kind !== undefined
-      ? gatewayCheckId(inst.def.id)
-      : readinessCheckId(inst.def.id);
-  }
-
-  function proxyReady(id: string): boolean {
-    return supervisor.status(id)?.ready ?? false;
-  }
-
-  async function register(inst: Instance): Promise<void> {
-    if (stopped || inst.stopping || inst.registering) return;
-    inst.registering = true;
-    if (inst.regTimer) clock.clearTimeout(inst.regTimer);
-    inst.regTimer = null;
-    try {
-      if (wantedExpose(central, inst.def).checks.length) await exposed.learnConsulAgentAddress();
-      const ready = inst.def.sidecar ? proxyReady(inst.def.id) : true;
-      inst.registeredExpose = exposed.exposeKey(inst);
-      await consul.registerService(
-        registrationFor(exposed.withExposedChecks(inst, ports.withUpstreamPorts(inst)), {
-          node: s.node,
-          sidecarPort: inst.sidecarPort,
-          advertiseAddress: s.advertiseAddress,
-          checkTtlMs: s.checkTtlMs,
-          ready,
-        }),
-      );
-      if (inst.stopping) return;
-      // the registration carried the readiness read before it was sent; the proxy may have
-      // changed its mind since, so the check is written again with the state as it is now
-      if (inst.def.sidecar) await writeCheck(inst);
-      if (!inst.registered || inst.regAttempt > 0) {
-        logger.info(
-          { instance: inst.def.id, sidecarPort: inst.sidecarPort },
-          `registered ${inst.def.id} in Consul`,
-        );
-      }
-      inst.registered = true;
-      inst.regAttempt = 0;
-      inst.registrationError = null;
-      if (inst.def.sidecar) identity.requestIfMissing(inst.def.id);
-      for (const n of inst.terminating) identity.requestIfMissing(leafId(inst.def.id, n));
-    } catch (err) {
-      inst.registered = false;
-      const e = new RemoraError(
-        'REMORA_E_AGENT_CONSUL_UNAVAILABLE',
-        `cannot register ${inst.def.id} with Consul: ${toRemoraError(err).message}; retrying`,
-        { instance: inst.def.id },
-        { cause: err },
-      );
-      inst.registrationError = stamp(e);
-      if (inst.regAttempt % 10 === 0) logError(logger, e, undefined, 'warn');
-      const delay = backoffDelay(inst.regAttempt, { baseMs: 250, maxMs: 10_000, random: o.random });
-      inst.regAttempt += 1;
-      if (!stopped && !inst.stopping) {
-        inst.regTimer = clock.setTimeout(() => {
-          inst.regTimer = null;
-          void register(inst);
-        }, delay);
-      }
-    } finally {
-      inst.registering = false;
-    }
-    // an entry changed while the registration was on its way
-    if (inst.registered && !inst.stopping && exposed.exposeKey(inst) !== inst.registeredExpose)
-      void register(inst);
-  }
-
-  /**
-   * Writes the instance's readiness check with the proxy's readiness as it is when the write is
-   * sent. One write at a time per instance: a change during a write sends one more, so two writes
-   * can never reach Consul in the wrong order and leave a stale status behind.
-   */
-  function writeCheck(inst: Instance): Promise<void> {
-    inst.checkAgain = true;
-    inst.checkWrite ??= (async () => {
-      try {
-        while (inst.checkAgain && !inst.stopping && !stopped) {
-          inst.checkAgain = false;
-          const ready = proxyReady(inst.def.id);
-          await consul.updateTtl(
-            checkIdOf(inst),
-            ready ? 'passing' : 'critical',
-            ready ? 'proxy ready' : inst.notReadyReason,
-          );
-        }
-      } finally {
-        inst.checkWrite = null;
-      }
-    })();
-    return inst.checkWrite;
-  }
-
-  /** Brings the readiness check up to date; registers first when the instance is not registered. */
-  function syncCheck(inst: Instance): void {
-    if (!inst.def.sidecar) return;
-    if (!inst.registered) {
-      // a registration in flight writes the check itself once Consul has the service; if that
-      // write is already under way, it goes round once more with the new state
-      if (inst.checkWrite) inst.checkAgain = true;
-      else if (!inst.registering && !inst.regTimer && !inst.holdRegistration) void register(inst);
-      return;
-    }
-    writeCheck(inst).catch((err: unknown) => {
-      // Consul restarted or lost the registration: register again (idempotent)
-      inst.registered = false;
-      inst.registrationError = stamp(toRemoraError(err));
-      void register(inst);
-    });
-  }
-
-  function refreshChecks(): void {
-    for (const inst of instances.values()) {
-      if (inst.stopping) continue;
-      if (inst.def.sidecar) syncCheck(inst);
-      else if (!inst.registered && !inst.registering && !inst.regTimer) void register(inst);
-    }
-    if (!stopped)
-      ttlTimer = clock.setTimeout(refreshChecks, Math.max(250, Math.floor(s.checkTtlMs / 3)));
   }
 
   async function startInstance(
@@ -1104,7 +650,7 @@ export function createAgent(o: AgentOptions): Agent {
       problems.push(...exposed.unplacedChecks(inst));
       for (const u of def.sidecar.upstreams) discovery.acquire(u.destinationName, def.id);
       catalog.sync();
-      refreshDerived(inst, false);
+      upstreams.refreshDerived(inst, false);
       ingress.sync();
       terminating.sync();
       void identity
@@ -1117,16 +663,17 @@ export function createAgent(o: AgentOptions): Agent {
         // re-registration does not flip a serving instance to critical
         inst.holdRegistration = true;
         identity.requestIfMissing(def.id);
-        void waitUntil(() => proxyReady(def.id) || inst.stopping || stopped, s.adoptTimeoutMs).then(
-          () => {
-            inst.holdRegistration = false;
-            return register(inst);
-          },
-        );
+        void waitUntil(
+          () => registration.proxyReady(def.id) || inst.stopping || stopped,
+          s.adoptTimeoutMs,
+        ).then(() => {
+          inst.holdRegistration = false;
+          return registration.register(inst);
+        });
         return;
       }
     }
-    void register(inst);
+    void registration.register(inst);
   }
 
   async function waitUntil(check: () => boolean, timeoutMs: number): Promise<void> {
@@ -1147,7 +694,7 @@ export function createAgent(o: AgentOptions): Agent {
       // a readiness write in flight lands first, so the critical status below is the last word
       await inst.checkWrite?.catch(() => undefined);
       await consul
-        .updateTtl(checkIdOf(inst), 'critical', `stopping: ${why}`)
+        .updateTtl(registration.checkIdOf(inst), 'critical', `stopping: ${why}`)
         .catch((err: unknown) =>
           logError(logger, err, `cannot fail the readiness check of ${id}`, 'warn'),
         );
@@ -1191,22 +738,20 @@ export function createAgent(o: AgentOptions): Agent {
       logger.info({ instance: id, step: 'stopped' }, `proxy of ${id} stopped`);
       if (inst.def.sidecar.transparent) await transparent.remove(id);
       ports.release(id);
-      for (const u of inst.def.sidecar.upstreams) discovery.release(u.destinationName, id);
-      for (const name of inst.derived) discovery.release(name, derivedUser(id));
-      inst.derived = [];
+      upstreams.release(inst);
       traffic.release(inst);
       ingress.release(inst);
       terminating.release(inst);
       // the room it leaves goes to instances that were over the limit
       for (const other of instances.values())
-        if (other !== inst && other.derivedLimit) refreshDerived(other, true);
+        if (other !== inst && other.derivedLimit) upstreams.refreshDerived(other, true);
       identity.remove(id);
     }
     instances.delete(id);
     catalog.sync();
     ingress.sync();
     terminating.sync();
-    checkSharedAll();
+    interception.checkSharedAll();
     metrics.checkMetricsAll();
   }
 
@@ -1251,18 +796,18 @@ export function createAgent(o: AgentOptions): Agent {
           `definition of ${id} changed; updating registration and proxy config`,
         );
         inst.registered = false;
-        void register(inst);
+        void registration.register(inst);
         catalog.sync();
-        refreshDerived(inst, false);
+        upstreams.refreshDerived(inst, false);
         supervisor.push(id);
         ports.retainPorts(inst);
         if (old.sidecar?.transparent && !d.sidecar?.transparent) void transparent.remove(id);
-        else syncTransparent(inst);
+        else interception.sync(inst);
       } else {
         inst.def = d; // source position may have moved
       }
     }
-    checkSharedAll();
+    interception.checkSharedAll();
     metrics.checkMetricsAll();
     if (firstLoad) {
       firstLoad = false;
@@ -1345,7 +890,7 @@ export function createAgent(o: AgentOptions): Agent {
       await configDir.load();
       await applying;
       if (s.watchDebounceMs > 0) configDir.watch();
-      refreshChecks();
+      registration.refreshChecks();
       terminating.pollFiles();
       reportWaiting();
       logger.info({ instances: instances.size, configDir: s.configDir }, 'agent started');
@@ -1359,7 +904,7 @@ export function createAgent(o: AgentOptions): Agent {
       configDir.close();
       await applying;
       stopped = true;
-      if (ttlTimer) clock.clearTimeout(ttlTimer);
+      registration.stop();
       terminating.stopPollingFiles();
       if (waitTimer) clock.clearTimeout(waitTimer);
       for (const inst of instances.values()) if (inst.regTimer) clock.clearTimeout(inst.regTimer);
@@ -1413,7 +958,7 @@ export function createAgent(o: AgentOptions): Agent {
             mutualTls: inst.def.sidecar
               ? (({ mode, source }) => ({ mode, source }))(mutualTlsOf(inst))
               : null,
-            upstreams: upstreamsOf(inst).map((u) => {
+            upstreams: upstreams.upstreamsOf(inst).map((u) => {
               // where its calls go: the service, or where its resolver redirects them
               const main = resolveTarget(u.destinationName, undefined, protocols.resolverOf);
               const { service, subset } = parseTargetName(main);
@@ -1442,12 +987,14 @@ export function createAgent(o: AgentOptions): Agent {
             ...(inst.def.kind === INGRESS_GATEWAY
               ? {
                   kind: INGRESS_GATEWAY,
-                  listeners: ingress.field(inst, upstreamsOf(inst)).listeners.map((l) => ({
-                    port: l.bindPort,
-                    protocol: l.protocol,
-                    ...(l.tls ? { tls: true } : {}),
-                    services: l.services.map((x) => ({ name: x.upstream, hosts: x.hosts })),
-                  })),
+                  listeners: ingress
+                    .field(inst, upstreams.upstreamsOf(inst))
+                    .listeners.map((l) => ({
+                      port: l.bindPort,
+                      protocol: l.protocol,
+                      ...(l.tls ? { tls: true } : {}),
+                      services: l.services.map((x) => ({ name: x.upstream, hosts: x.hosts })),
+                    })),
                 }
               : {}),
             ...(inst.def.kind === TERMINATING_GATEWAY

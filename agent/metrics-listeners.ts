@@ -5,6 +5,7 @@ import type { CentralConfig } from './central-config.ts';
 import { wantedExpose } from './exposed-paths.ts';
 import type { Instance, KeepWarning } from './instance.ts';
 import type { ListenerPorts } from './listener-ports.ts';
+import type { Registration } from './registration.ts';
 import type { Supervisor } from './supervisor.ts';
 
 /** The /metrics listener an instance asks for: its definition's, else proxy-defaults'. */
@@ -23,7 +24,7 @@ export interface MetricsListenersContext {
   keepWarning: KeepWarning;
   supervisor: Pick<Supervisor, 'push'>;
   /** Registers again the instances whose exposed paths or checks changed. */
-  reregisterExposed(): void;
+  registration: Pick<Registration, 'reregisterExposed'>;
 }
 
 export interface MetricsListeners {
@@ -78,7 +79,7 @@ export function createMetricsListeners(ctx: MetricsListenersContext): MetricsLis
         (wantedMetrics(central, inst) || inst.metricsWarning || exposesFromEntries(inst))
       )
         supervisor.push(inst.def.id);
-    ctx.reregisterExposed();
+    ctx.registration.reregisterExposed();
   }
 
   /** True when Consul's entries give the instance exposed paths (whose ports may clash). */
