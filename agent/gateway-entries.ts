@@ -2,11 +2,14 @@
 // docs/gateways.md), watched in Consul while the agent runs a gateway of that kind.
 import { RemoraError, toRemoraError } from '../lib/errors/index.ts';
 import { logError, type Logger } from '../lib/log/index.ts';
+import type { Instance } from './instance.ts';
 import type { ConsulPort } from './ports.ts';
 
 export interface GatewayEntriesContext {
   consul: Pick<ConsulPort, 'watchConfigEntries'>;
   logger: Logger;
+  instances: ReadonlyMap<string, Instance>;
+  /** The gateways' `kind` (their definitions' and their entries'). */
   kind: string;
   /** What the gateways keep while Consul does not answer ("listeners", "services"). */
   keeps: string;
@@ -18,19 +21,21 @@ export interface GatewayEntriesContext {
 export interface GatewayEntries {
   /** The entries by name; null until Consul answered (or failed) once. */
   current(): Map<string, Record<string, unknown>> | null;
-  /** Starts the watch when `needed`, or stops it (and forgets the entries) when not. */
-  sync(needed: boolean): void;
+  /** The watch runs while the agent runs a gateway of the kind (its entries are forgotten then). */
+  sync(): void;
   /** Stops the watch (the agent stops). */
   stop(): void;
 }
 
 export function watchGatewayEntries(o: GatewayEntriesContext): GatewayEntries {
-  const { consul, logger, kind } = o;
+  const { consul, logger, instances, kind } = o;
   let entries: Map<string, Record<string, unknown>> | null = null;
   let watch: { stop(): void } | null = null;
   let errors = 0;
 
-  function sync(needed: boolean): void {
+  function sync(): void {
+    const needed =
+      !o.isStopped() && [...instances.values()].some((i) => !i.stopping && i.def.kind === kind);
     if (needed && !watch) {
       watch = consul.watchConfigEntries(kind, {
         onChange(next) {
@@ -54,7 +59,8 @@ export function watchGatewayEntries(o: GatewayEntriesContext): GatewayEntries {
               undefined,
               'warn',
             );
-          // a gateway that never heard of its entry starts without listeners rather than never
+          // a gateway that never heard of its entry starts without listeners (or linked
+          // services) rather than never
           if (entries === null) {
             entries = new Map();
             o.onChange();

@@ -76,18 +76,12 @@ export function createIngressGateways(o: IngressGatewaysContext): IngressGateway
   const entries = watchGatewayEntries({
     consul,
     logger,
+    instances,
     kind: INGRESS_GATEWAY,
     keeps: 'listeners',
     isStopped: () => o.isStopped(),
     onChange: push,
   });
-
-  function sync(): void {
-    entries.sync(
-      !o.isStopped() &&
-        [...instances.values()].some((i) => !i.stopping && i.def.kind === INGRESS_GATEWAY),
-    );
-  }
 
   function push(): void {
     for (const inst of instances.values())
@@ -245,7 +239,7 @@ export function createIngressGateways(o: IngressGatewaysContext): IngressGateway
   }
 
   return {
-    sync,
+    sync: () => entries.sync(),
     push,
     known: () => entries.current() !== null,
     dnsNames,

@@ -114,19 +114,13 @@ export function createTerminatingGateways(o: TerminatingGatewaysContext): Termin
   const entries = watchGatewayEntries({
     consul,
     logger,
+    instances,
     kind: TERMINATING_GATEWAY,
     keeps: 'services',
     isStopped: () => o.isStopped(),
     onChange: push,
   });
   let filesTimer: NodeJS.Timeout | null = null;
-
-  function sync(): void {
-    entries.sync(
-      !o.isStopped() &&
-        [...instances.values()].some((i) => !i.stopping && i.def.kind === TERMINATING_GATEWAY),
-    );
-  }
 
   function push(): void {
     for (const inst of instances.values())
@@ -321,7 +315,7 @@ export function createTerminatingGateways(o: TerminatingGatewaysContext): Termin
   }
 
   return {
-    sync,
+    sync: () => entries.sync(),
     push,
     known: () => entries.current() !== null,
     plan,
