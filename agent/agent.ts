@@ -2,61 +2,14 @@
 // certificates, intentions, upstream endpoints and one supervised proxy per instance out.
 // Everything external comes in through options so the agent can be embedded (`remora dev`)
 // and tested with fakes.
-import { readFileSync } from 'node:fs';
-import { createHash } from 'node:crypto';
-import { isIP } from 'node:net';
 import { rm } from 'node:fs/promises';
-import { formatSpiffeId, meshSni } from '../lib/identity/index.ts';
-import { RemoraError, toRemoraError, type ErrorCode } from '../lib/errors/index.ts';
 import { logError, type Logger } from '../lib/log/index.ts';
-import { backoffDelay, type Clock } from '../lib/util/index.ts';
+import type { Clock } from '../lib/util/index.ts';
 import type { IntentionsSnapshot } from '../lib/intentions/types.ts';
-import {
-  DEFAULT_PROTOCOL,
-  DEFAULT_RESILIENCE,
-  defaultLoadBalancer,
-  type Endpoint,
-  type Protocol,
-  type ProxySnapshot,
-  type TracingConfig,
-  type UpstreamConfig,
-  type AccessLogConfig,
-  type MeshTlsConfig,
-  type HashPolicy,
-  type ExposePath,
-  type MetricsListener,
-  type IngressConfig,
-  type TerminatingConfig,
-  type TerminatingService,
-} from '../lib/proxy-api/index.ts';
-import {
-  createCentralConfig,
-  failoverTargets,
-  flattenSplits,
-  isWhole,
-  parseTargetName,
-  resolveMutualTlsMode,
-  resolveShares,
-  resolveTarget,
-  subsetExpr,
-  subsetFilter,
-  targetName,
-  type CentralConfig,
-  type RouteEntry,
-  type Share,
-} from './central-config.ts';
+import type { TracingConfig } from '../lib/proxy-api/index.ts';
+import { createCentralConfig, type CentralConfig } from './central-config.ts';
 import { createJwksKeeper, type JwksKeeper } from './jwt-providers.ts';
-import type { JwtProvider } from '../lib/jwt/index.ts';
 import { createConfigDir, type ConfigDir } from './config-dir.ts';
-import {
-  NODE_META_KEY,
-  layeredResilience,
-  sameDefinition,
-  type DecodeResult,
-  type ServiceDefinition,
-  type SidecarDefinition,
-  type UpstreamDefinition,
-} from './definitions.ts';
 import { dataPaths, ensureDir, writeFileAtomic, writesSettled, type DataPaths } from './files.ts';
 import { createIdentityManager, type IdentityManager, type IdentityStatus } from './identity.ts';
 import {
@@ -65,13 +18,7 @@ import {
   type Mirror,
   type MirrorStatus,
 } from './control-state.ts';
-import {
-  createDiscovery,
-  EMPTY_AFTER_OUTAGE_GRACE_MS,
-  externalName,
-  type Discovery,
-  type UpstreamStatus,
-} from './discovery.ts';
+import { createDiscovery, externalName, type Discovery, type UpstreamStatus } from './discovery.ts';
 import {
   createSupervisor,
   type HandoverResult,
@@ -80,44 +27,32 @@ import {
   type Supervisor,
 } from './supervisor.ts';
 import type { ConsulPort, ControlPort, TrustBundle } from './ports.ts';
+import { createProtocols, listenerKey } from './protocols.ts';
+import { createTrafficPlan } from './traffic-plan.ts';
+import { createCatalogServices } from './catalog-services.ts';
+import { createIngressGateways } from './ingress-gateways.ts';
+import { createTerminatingGateways, ownerOf } from './terminating-gateways.ts';
+import { createListenerPorts } from './listener-ports.ts';
+import { createExposedPaths } from './exposed-paths.ts';
+import { createMetricsListeners } from './metrics-listeners.ts';
+import { createRegistration } from './registration.ts';
+import { createUpstreams } from './upstreams.ts';
+import { createInterception } from './transparent-interception.ts';
+import { createProxySnapshots } from './proxy-snapshot.ts';
+import { createInstanceLifecycle } from './instance-lifecycle.ts';
+import { createAgentStatus } from './agent-status.ts';
+import { createWarningKeeper, type Instance } from './instance.ts';
 import {
   createExecFileRunner,
-  createPortAllocator,
   createTransparentManager,
-  type RedirectTarget,
   type TransparentManager,
-  type TransparentPlan,
   type TransparentStatus,
 } from './transparent/index.ts';
-import { derivedDestinations } from './transparent/derive.ts';
-import { ingressDnsSans } from '../lib/consul/ingress-sans.ts';
-import { checkExposures, rerouteCheck, type CheckExposure } from './expose-checks.ts';
-import { exposeSourceName, mergeExpose, type MergedExpose } from './central-expose.ts';
-import {
-  decodeIngressEntry,
-  type IngressProblem,
-  INGRESS_GATEWAY,
-  planIngress,
-  type PlannedListener,
-} from './ingress.ts';
-import {
-  decodeTerminatingEntry,
-  planTerminating,
-  readOriginationTls,
-  TERMINATING_GATEWAY,
-  type PlannedTerminatingService,
-} from './terminating.ts';
 
-/** Default cap on the derived upstreams of all transparent instances (docs/transparent.md). */
-export const DEFAULT_TRANSPARENT_DERIVED_MAX = 128;
-
-/** Default range of the transparent listeners' ports on 127.0.0.1 (docs/transparent.md). */
-export const DEFAULT_TRANSPARENT_PORT_MIN = 15001;
-export const DEFAULT_TRANSPARENT_PORT_MAX = 15999;
-
-/** Default range of the listener ports of exposed checks (Consul's expose_min/max_port). */
-export const DEFAULT_EXPOSE_PORT_MIN = 21500;
-export const DEFAULT_EXPOSE_PORT_MAX = 21755;
+export { DEFAULT_TRANSPARENT_DERIVED_MAX } from './upstreams.ts';
+export { DEFAULT_TRANSPARENT_PORT_MAX, DEFAULT_TRANSPARENT_PORT_MIN } from './listener-ports.ts';
+export { DEFAULT_EXPOSE_PORT_MAX, DEFAULT_EXPOSE_PORT_MIN } from './exposed-paths.ts';
+export { gatewayCheckId, readinessCheckId, registrationFor, sidecarId } from './registration.ts';
 
 export interface AgentSettings {
   datacenter: string;
@@ -261,234 +196,16 @@ export interface Agent {
   readonly paths: DataPaths;
 }
 
-type Warning = InstanceStatus['warnings'][number];
-
-interface Instance {
-  def: ServiceDefinition;
-  sidecarPort: number | null;
-  registered: boolean;
-  registering: boolean;
-  regAttempt: number;
-  regTimer: NodeJS.Timeout | null;
-  registrationError: InstanceStatus['registrationError'];
-  stopping: boolean;
-  /** True while an adopted proxy has not said it is ready yet: registering now would flip it to critical. */
-  holdRegistration: boolean;
-  /** Transparent rules are installed once the proxy was ready (so nothing is steered to no listener). */
-  transparentArmed: boolean;
-  /** Services this transparent instance calls by its intentions, not by `upstreams` (sorted). */
-  derived: string[];
-  /** Services its upstreams' routes and splits send calls to, besides the upstreams (sorted). */
-  targets: string[];
-  /**
-   * Upstreams (with their listener kind) of the last snapshot the proxy applied in this run:
-   * only their addresses are redirected. Null until one is (an adopted proxy keeps every
-   * upstream's rules meanwhile).
-   */
-  listening: ReadonlySet<string> | null;
-  /** Set while intentions allow more services than `transparentDerivedMax` leaves room for. */
-  derivedLimit: Warning | null;
-  /** The shared-namespace warning last logged for it (so each change is logged once). */
-  sharedWarning: Warning | null;
-  /** Set while the mesh confines every user of the host but the proxies (no `app_user`). */
-  confinedWarning: Warning | null;
-  /** Set while a permissive MutualTLSMode it was given does not apply (docs/agent.md). */
-  mtlsWarning: Warning | null;
-  /** Set while the /metrics listener it asks for cannot be given (its port is taken). */
-  metricsWarning: Warning | null;
-  /** Set while a path Consul's entries expose cannot be served (its listener port is taken). */
-  exposeWarning: Warning | null;
-  /** Set while checks Consul's entries expose (`Expose.Checks`) cannot all be served. */
-  exposeChecksWarning: Warning | null;
-  /** The exposed paths and checks of its last registration (see `exposeKey`). */
-  registeredExpose: string | null;
-  /** The readiness-check write in flight; writes are serialized so a late one never undoes a newer one. */
-  checkWrite: Promise<void> | null;
-  /** Set when the state changed while a write was in flight: the writer goes round once more. */
-  checkAgain: boolean;
-  /** Why the proxy last said it is not ready (the check's output). */
-  notReadyReason: string;
-  /** An ingress gateway's services followed in discovery (sorted). */
-  ingress: string[];
-  /** What of an ingress gateway's entry does not apply (logged once each). */
-  ingressProblems: IngressProblem[];
-  /** A terminating gateway's linked services: leaves managed, instances followed (sorted). */
-  terminating: string[];
-  /** What of a terminating gateway's entry does not apply (logged once each). */
-  terminatingProblems: RemoraError[];
-  /**
-   * Its linked services that originate TLS with files, and a digest of what its last plan read
-   * of them (`readOrigination`): a file rotated on disk is seen at the next poll.
-   */
-  origination: { services: PlannedTerminatingService[]; digest: string } | null;
-  /**
-   * Linked services whose leaf is being loaded from disk (or asked for the first time): the
-   * gateway's snapshot waits for them, so a restarted agent never sends one without them.
-   */
-  leavesLoading: Set<string>;
-}
-
-/**
- * Where an upstream's calls go by Consul's service-router and service-splitter: each route
- * with its shares (percent by target, with a split's header changes), and the shares of the calls no route matches (null: all
- * to the upstream's destination).
- */
-interface Traffic {
-  routes: Array<Omit<RouteEntry, 'service' | 'subset'> & { shares: Share[] }>;
-  shares: Share[] | null;
-}
-
-/**
- * What an upstream's calls reach by Consul's discovery-chain entries. Target names are
- * `targetName`s; the upstream's own name stands for `main`.
- */
-interface Plan {
-  /** The target the upstream's own cluster serves: its service, or where its resolver redirects. */
-  main: string;
-  traffic: Traffic | null;
-  /** The upstream's failover targets, in order. */
-  failover: string[];
-  /** Every other target its routes, shares and failovers name, with the target's own failover. */
-  targets: Map<string, string[]>;
-}
-
-/** Consul ID of an instance's sidecar (Consul's own naming). */
-export function sidecarId(instanceId: string): string {
-  return `${instanceId}-sidecar-proxy`;
-}
-
-/** ID of the TTL check that tells Consul whether the instance's proxy is ready. */
-export function readinessCheckId(instanceId: string): string {
-  return `remora-ready:${sidecarId(instanceId)}`;
-}
-
-/** ID of the TTL check of an ingress gateway: on the gateway service itself (it has no sidecar). */
-export function gatewayCheckId(instanceId: string): string {
-  return `remora-ready:${instanceId}`;
-}
-
-/** The Consul registration body (snake_case JSON) for an instance and its sidecar. */
-export function registrationFor(
-  def: ServiceDefinition,
-  o: {
-    node: string;
-    sidecarPort: number | null;
-    advertiseAddress: string;
-    checkTtlMs: number;
-    ready: boolean;
-  },
-): Record<string, unknown> {
-  const meta = { ...def.meta, [NODE_META_KEY]: o.node };
-  if (def.kind !== undefined) {
-    // as Consul holds one: the gateway is the service (kind ingress-gateway or
-    // terminating-gateway), no sidecar; its readiness check is the proxy's
-    const address = def.address ?? (o.advertiseAddress || null);
-    return {
-      kind: def.kind,
-      id: def.id,
-      name: def.name,
-      port: def.port,
-      tags: def.tags,
-      meta,
-      ...(address ? { address } : {}),
-      checks: [
-        ...def.checks,
-        {
-          CheckID: gatewayCheckId(def.id),
-          Name: `Remora ${def.kind === INGRESS_GATEWAY ? 'ingress' : 'terminating'} gateway ready`,
-          TTL: `${Math.max(1, Math.round(o.checkTtlMs / 1000))}s`,
-          Status: o.ready ? 'passing' : 'critical',
-        },
-      ],
-    };
-  }
-  const body: Record<string, unknown> = {
-    id: def.id,
-    name: def.name,
-    port: def.port,
-    tags: def.tags,
-    meta,
-  };
-  if (def.address) body.address = def.address;
-  if (def.checks.length > 0) body.checks = def.checks;
-  if (def.sidecar && o.sidecarPort !== null) {
-    const sc = def.sidecar;
-    const sidecar: Record<string, unknown> = {
-      id: sidecarId(def.id),
-      name: `${def.name}-sidecar-proxy`,
-      port: o.sidecarPort,
-      // Consul's sidecar_service inherits the parent's tags and meta unless it sets its own; this
-      // one sets the node key, so it carries the parent's meta itself (resolver subsets filter
-      // the sidecars' entries on them)
-      tags: def.tags,
-      meta,
-      checks: [
-        {
-          CheckID: readinessCheckId(def.id),
-          Name: 'Remora proxy ready',
-          TTL: `${Math.max(1, Math.round(o.checkTtlMs / 1000))}s`,
-          Status: o.ready ? 'passing' : 'critical',
-        },
-      ],
-      proxy: {
-        destination_service_name: def.name,
-        destination_service_id: def.id,
-        local_service_address: sc.localServiceAddress,
-        local_service_port: sc.localServicePort,
-        // only what the definition says: consumers resolve the rest from Consul's config
-        // entries themselves, so a changed service-defaults needs no re-registration
-        ...(sc.protocolGiven ? { config: { protocol: sc.protocol } } : {}),
-        upstreams: sc.upstreams.map((u) => ({
-          destination_type: 'service',
-          destination_name: u.destinationName,
-          local_bind_address: u.localBindAddress,
-          local_bind_port: u.localBindPort,
-          ...(u.protocolGiven ? { config: { protocol: u.protocol } } : {}),
-        })),
-        ...(sc.expose.length > 0
-          ? {
-              expose: {
-                paths: sc.expose.map((p) => ({
-                  path: p.path,
-                  local_path_port: p.localPathPort,
-                  listener_port: p.listenerPort,
-                  protocol: p.protocol,
-                })),
-              },
-            }
-          : {}),
-      },
-    };
-    const address = sc.address ?? (o.advertiseAddress || null);
-    if (address) sidecar.address = address;
-    body.connect = { sidecar_service: sidecar };
-  }
-  return body;
-}
-
 export function createAgent(o: AgentOptions): Agent {
   const { settings: s, consul, control, clock, logger } = o;
   const paths = dataPaths(s.dataDir);
   const instances = new Map<string, Instance>();
   const unsubscribe: (() => void)[] = [];
-  let problems: RemoraError[] = [];
-  let ttlTimer: NodeJS.Timeout | null = null;
-  let filesTimer: NodeJS.Timeout | null = null;
-  let waitTimer: NodeJS.Timeout | null = null;
-  let lastWaiting = '';
   let started = false;
   let stopped = false;
-  let firstLoad = true;
   const startedAt = new Date(clock.now()).toISOString();
+  const keepWarning = createWarningKeeper({ logger, clock });
   let applying: Promise<void> = Promise.resolve();
-  const transparentPorts = createPortAllocator(
-    s.transparentPortMin ?? DEFAULT_TRANSPARENT_PORT_MIN,
-    s.transparentPortMax ?? DEFAULT_TRANSPARENT_PORT_MAX,
-  );
-  const exposePorts = createPortAllocator(
-    s.exposePortMin ?? DEFAULT_EXPOSE_PORT_MIN,
-    s.exposePortMax ?? DEFAULT_EXPOSE_PORT_MAX,
-  );
   const transparent: TransparentManager =
     o.transparent ??
     createTransparentManager({
@@ -535,7 +252,7 @@ export function createAgent(o: AgentOptions): Agent {
         'intentions updated',
       );
       // an instance whose derived upstreams changed is pushed and gets its rules rebuilt
-      for (const inst of instances.values()) refreshDerived(inst, true);
+      for (const inst of instances.values()) upstreams.refreshDerived(inst, true);
       pushAll();
     },
   });
@@ -549,7 +266,7 @@ export function createAgent(o: AgentOptions): Agent {
     random: o.random,
     logger,
     onChange: (id) => supervisor.push(ownerOf(id)),
-    dnsNames: (id) => gatewayDnsNames(id),
+    dnsNames: (id) => ingress.dnsNames(id),
     registered(id) {
       // an adopted proxy's instance is still listed from before; its registration waits for the proxy
       const inst = instances.get(ownerOf(id));
@@ -572,7 +289,7 @@ export function createAgent(o: AgentOptions): Agent {
           inst.def.sidecar?.upstreams.some((u) => u.destinationName === service)
         ) {
           supervisor.push(inst.def.id);
-          syncTransparent(inst);
+          interception.sync(inst);
         }
       }
     },
@@ -595,10 +312,40 @@ export function createAgent(o: AgentOptions): Agent {
       // a protocol an instance did not name itself may have changed: new snapshots and rules
       for (const inst of instances.values()) {
         supervisor.push(inst.def.id);
-        syncTransparent(inst);
+        interception.sync(inst);
       }
       // an Expose block changes what the sidecar registration carries
-      reregisterExposed();
+      registration.reregisterExposed();
+    },
+  });
+
+  // The agent's parts, each given what it uses. The callbacks above reach parts created below
+  // (ingress, upstreams, interception, registration, snapshots, lifecycle): none of them runs
+  // before the agent starts.
+  const protocols = createProtocols({ central, discovery });
+  const traffic = createTrafficPlan({
+    datacenter: s.datacenter,
+    logger,
+    central,
+    discovery,
+    protocols,
+  });
+
+  const catalog = createCatalogServices({
+    consul,
+    clock,
+    logger,
+    paths,
+    instances,
+    isStopped: () => stopped,
+    onChange() {
+      for (const inst of instances.values()) upstreams.refreshDerived(inst, true);
+      // a gateway's `*` services are the catalog's
+      ingress.push();
+      terminating.push();
+    },
+    onLeft() {
+      for (const inst of instances.values()) upstreams.refreshDerived(inst, true);
     },
   });
 
@@ -610,7 +357,7 @@ export function createAgent(o: AgentOptions): Agent {
     logger,
     adoptTimeoutMs: s.adoptTimeoutMs,
     adminPortBase: s.adminPortBase,
-    snapshotFor,
+    snapshotFor: (id) => snapshots.snapshotFor(id),
     onApplied(id, snapshot) {
       const inst = instances.get(id);
       if (!inst) return;
@@ -618,7 +365,7 @@ export function createAgent(o: AgentOptions): Agent {
       const was = inst.listening;
       if (was && names.length === was.size && names.every((n) => was.has(n))) return;
       inst.listening = new Set(names);
-      syncTransparent(inst);
+      interception.sync(inst);
     },
     onReadyChange(id, ready, reason) {
       logger.info(
@@ -627,10 +374,10 @@ export function createAgent(o: AgentOptions): Agent {
       );
       const inst = instances.get(id);
       if (inst && !ready) inst.notReadyReason = reason;
-      if (inst && !inst.stopping) syncCheck(inst);
+      if (inst && !inst.stopping) registration.syncCheck(inst);
       if (inst && ready && !inst.transparentArmed) {
         inst.transparentArmed = true;
-        syncTransparent(inst);
+        interception.sync(inst);
       }
     },
   });
@@ -640,1957 +387,170 @@ export function createAgent(o: AgentOptions): Agent {
     debounceMs: s.watchDebounceMs,
     onLoad: (result) => {
       applying = applying
-        .then(() => apply(result))
+        .then(() => lifecycle.apply(result))
         .catch((err: unknown) => logError(logger, err, 'applying definitions failed'));
     },
   });
 
-  function snapshotFor(id: string): Omit<ProxySnapshot, 'version'> | null {
-    const inst = instances.get(id);
-    const sc = inst?.def.sidecar;
-    const bundle = roots.current();
-    const cert = identity.get(id);
-    const policy = intentions.current();
-    if (!inst || !sc || inst.sidecarPort === null || !bundle || !cert || !policy) return null;
-    // a gateway's listeners are not guessed either: it starts with its entry's
-    const gateway = inst.def.kind === INGRESS_GATEWAY;
-    if (gateway && ingressEntries === null) return null;
-    const terminating = inst.def.kind === TERMINATING_GATEWAY;
-    if (terminating && terminatingEntries === null) return null;
-    if (terminating) {
-      terminatingPlan(inst);
-      if (inst.leavesLoading.size > 0) return null;
-    }
-    // an upstream whose endpoints are not known yet would reach the proxy as an empty set
-    const upstreams = upstreamsOf(inst);
-    const plans = new Map(upstreams.map((u) => [u.destinationName, planOf(inst, u)]));
-    followTargets(inst, plans);
-    if (!upstreams.every((u) => discovery.settled(u.destinationName))) return null;
-    if (!inst.targets.every((n) => discovery.settled(n))) return null;
-    // what Consul's config entries decide is not guessed: no proxy starts as tcp and turns http
-    // a moment later (known once Consul answered or failed, or from the cache)
-    if (!central.settled()) return null;
-    return {
-      instance: {
-        id,
-        service: inst.def.name,
-        datacenter: s.datacenter,
-        node: s.node,
-        trustDomain: bundle.trustDomain,
-        spiffeId: cert.spiffeId,
-      },
-      inbound: {
-        // a gateway binds nothing here (no mTLS listener): its registered address and port
-        bindAddress: gateway || terminating ? gatewayBindAddress(inst) : s.proxyBindAddress,
-        bindPort: inst.sidecarPort,
-        localAppAddress: sc.localServiceAddress,
-        localAppPort: sc.localServicePort,
-        protocol: inboundProtocol(inst),
-        // the definition's proxy config wins over the service's service-defaults, key by key
-        ...central.inbound(inst.def.name),
-        ...sc.inbound,
-        // strict is left out: the default, and what an older proxy knows
-        ...(mutualTlsOf(inst).mode === 'permissive'
-          ? { mutualTlsMode: 'permissive' as const }
-          : {}),
-        ...(central.sanitizeClientCert() ? { sanitizeClientCert: true } : {}),
-      },
-      upstreams: upstreams.map((u) => {
-        const plan = plans.get(u.destinationName)!;
-        // a redirected upstream keeps its name and listener, and reaches the redirect's target
-        const main = parseTargetName(plan.main);
-        return {
-          destinationName: u.destinationName,
-          destinationSpiffeId: formatSpiffeId({
-            trustDomain: bundle.trustDomain,
-            datacenter: s.datacenter,
-            service: main.service,
-          }),
-          localBindAddress: u.localBindAddress,
-          localBindPort: upstreamPort(inst, u.destinationName, u.localBindPort),
-          protocol: u.protocol,
-          loadBalancer: u.loadBalancer,
-          ...hashPoliciesField(u),
-          resilience: u.resilience,
-          endpoints: endpointsOf(main.service, main.subset, bundle.trustDomain),
-          ...trafficFields(u, plan, bundle.trustDomain),
-          // a gateway's services are reached through its listeners only
-          ...(gateway ? { listener: false as const } : {}),
-        };
-      }),
-      tls: { certPem: cert.certPem, keyPem: cert.keyPem, rootsPem: bundle.roots.map((r) => r.pem) },
-      intentions: policy,
-      tracing: s.tracing,
-      ...transparentSnapshot(inst),
-      ...accessLogsField(),
-      ...exposeField(inst),
-      ...meshTlsField(),
-      ...jwtProvidersField(),
-      ...(gateway ? { ingress: ingressField(inst, upstreams) } : {}),
-      ...(terminating ? { terminating: terminatingField(inst) } : {}),
-      ...metricsField(inst),
-    };
-  }
-
-  /** The jwt-provider entries with their keys, when Consul holds any (intentions refer to them). */
-  function jwtProvidersField(): { jwtProviders?: JwtProvider[] } {
-    const settings = central.jwtProviders();
-    const providers = jwks.providers(settings);
-    return providers.length > 0 ? { jwtProviders: providers } : {};
-  }
-
-  /**
-   * The instance's mutual TLS mode (docs/agent.md, "Permissive mutual TLS"); a permissive one
-   * that does not apply is kept as the instance's warning, logged once per change.
-   */
-  function mutualTlsOf(inst: Instance): ReturnType<typeof resolveMutualTlsMode> {
-    const r = resolveMutualTlsMode({
-      instanceId: inst.def.id,
-      service: inst.def.name,
-      registration: inst.def.sidecar?.mutualTlsMode ?? null,
-      central: central.mutualTlsMode(inst.def.name),
-      allowPermissive: central.allowPermissiveMutualTls(),
-      transparent: inst.def.sidecar?.transparent === true,
-    });
-    const code = r.problem?.code ?? 'REMORA_E_AGENT_MTLS_PERMISSIVE_NOT_ALLOWED';
-    inst.mtlsWarning = keepWarning(inst.mtlsWarning, code, r.problem?.message ?? null, {
-      instance: inst.def.id,
-      source: r.source,
-    });
-    return r;
-  }
-
-  /** What calls are hashed on, for an upstream or target balanced by consistent hashing. */
-  function hashPoliciesField(u: UpstreamDefinition): { hashPolicies?: HashPolicy[] } {
-    const hashing = u.loadBalancer === 'ring_hash' || u.loadBalancer === 'maglev';
-    return hashing && u.hashPolicies ? { hashPolicies: u.hashPolicies } : {};
-  }
-
-  /** The `mesh` entry's TLS versions and suites, when it sets any. */
-  function meshTlsField(): { meshTls?: MeshTlsConfig } {
-    const tls = central.meshTls();
-    return tls ? { meshTls: tls } : {};
-  }
-
-  /** proxy-defaults `AccessLogs`, when on (an absent field keeps older proxies working). */
-  function accessLogsField(): { accessLogs?: AccessLogConfig } {
-    const logs = central.accessLogs();
-    return logs ? { accessLogs: logs } : {};
-  }
-
-  // --- routes and splits (docs/agent.md, "Routes and traffic splits") -----------------------
-  /** Discovery user of an instance's route and split targets (kept apart from its upstreams). */
-  function targetUser(id: string): string {
-    return `${id}/targets`;
-  }
-
-  /** Instance/destination pairs whose router or splitter was reported as not applying. */
-  const trafficIgnored = new Set<string>();
-
-  const resolverOf = (n: string) => central.resolver(n);
-
-  /**
-   * Where `u`'s calls go: the target its own cluster serves (after its resolver's redirects),
-   * its routes and shares, and the failover targets of each (docs/agent.md, "Redirect and
-   * failover").
-   */
-  function planOf(inst: Instance, u: UpstreamDefinition): Plan {
-    const dest = u.destinationName;
-    const main = resolveTarget(dest, undefined, resolverOf);
-    const alias = (n: string) => (n === main ? dest : n);
-    const traffic = trafficOf(inst, u, alias);
-    const failoverOf = (n: string) =>
-      failoverTargets(n === dest ? main : n, resolverOf)
-        .map(alias)
-        .filter((x) => x !== n);
-    const targets = new Map<string, string[]>();
-    for (const sh of traffic?.shares ?? []) targets.set(sh.target, []);
-    for (const r of traffic?.routes ?? []) for (const sh of r.shares) targets.set(sh.target, []);
-    targets.delete(dest);
-    for (const n of targets.keys()) targets.set(n, failoverOf(n));
-    const failover = failoverOf(dest);
-    // failover targets that are no share's: reached only by failing over, they do not fail over
-    for (const n of [...failover, ...[...targets.values()].flat()])
-      if (n !== dest && !targets.has(n)) targets.set(n, []);
-    return { main, traffic, failover, targets };
-  }
-
-  /**
-   * Where calls to `u` go by Consul's service-router and service-splitter entries: each route
-   * with the shares of its service (that service's splitter, flattened), and the shares of the
-   * calls no route matches, each target named by `alias` (the upstream's own target by its
-   * name). Null when every call goes to `u` itself, or when `u` is a tcp upstream, whose calls
-   * carry no request to route (reported once).
-   */
-  function trafficOf(
-    inst: Instance,
-    u: UpstreamDefinition,
-    alias: (target: string) => string,
-  ): Traffic | null {
-    const dest = u.destinationName;
-    const router = central.router(dest);
-    const kinds = [router && 'service-router', central.splitter(dest) && 'service-splitter'];
-    const named = kinds.filter(Boolean).join(' and ');
-    if (named === '') return null;
-    const key = `${inst.def.id}/${dest}`;
-    if (u.protocol === 'tcp') {
-      if (!trafficIgnored.has(key)) {
-        trafficIgnored.add(key);
-        logError(
-          logger,
-          new RemoraError(
-            'REMORA_E_AGENT_CENTRAL_CONFIG_INVALID',
-            `${named} of ${dest} does not apply to ${inst.def.id}'s calls: its upstream ${dest} is tcp, and only http, http2 and grpc calls can be routed or split; set the protocol in ${dest}'s service-defaults`,
-            { instance: inst.def.id, upstream: dest },
-          ),
-          undefined,
-          'warn',
-        );
-      }
-      return null;
-    }
-    trafficIgnored.delete(key);
-    const splitter = (n: string) => central.splitter(n);
-    const resolved = (shares: readonly Share[]) =>
-      resolveShares(shares, resolverOf).map((sh) => ({ ...sh, target: alias(sh.target) }));
-    const routes = (router ?? []).map(({ service, subset, ...r }) => ({
-      ...r,
-      // a route naming a subset goes to it past the service's splitter, as in Consul
-      shares: resolved(
-        (subset === undefined ? flattenSplits(service, splitter) : null) ?? [
-          { target: targetName(service, subset), weight: 100 },
-        ],
-      ),
-    }));
-    const flat = flattenSplits(dest, splitter);
-    const shares = flat && resolved(flat);
-    const whole = shares !== null && isWhole(shares, dest);
-    return routes.length === 0 && (shares === null || whole)
-      ? null
-      : { routes, shares: whole ? null : shares };
-  }
-
-  /**
-   * The endpoints calls for `service` reach: those of `subset` (or of the resolver's default
-   * subset) when its resolver defines it, else every healthy instance. A service linked by
-   * terminating gateways is reached through them: the gateway applies the subset's filter to the
-   * instances outside the mesh, asked for by the subset's SNI (`trustDomain` given), as Consul's
-   * callers do.
-   */
-  function endpointsOf(service: string, subset?: string, trustDomain?: string): Endpoint[] {
-    const r = central.resolver(service);
-    const name = subset ?? r?.defaultSubset;
-    const expr = subsetExpr(r, name);
-    if (expr === undefined) return discovery.endpoints(service);
-    if (!discovery.behindGateway(service)) return discovery.select(service, subsetFilter(expr));
-    const gateways = discovery.endpoints(service);
-    if (trustDomain === undefined) return gateways;
-    const spiffeId = formatSpiffeId({ trustDomain, datacenter: s.datacenter, service });
-    const sni = `${name}.${meshSni(spiffeId)}`;
-    return gateways.map((e) => ({ ...e, sni }));
-  }
-
-  /**
-   * Follows (in discovery) the services the instance's redirects, routes, splits and failovers
-   * send calls to.
-   */
-  function followTargets(inst: Instance, plans: Map<string, Plan>): void {
-    const next = new Set<string>();
-    for (const [dest, plan] of plans) {
-      const main = parseTargetName(plan.main).service;
-      if (main !== dest) next.add(main);
-      for (const n of plan.targets.keys()) next.add(parseTargetName(n).service);
-    }
-    const sorted = [...next].sort();
-    if (follow(inst.targets, sorted, targetUser(inst.def.id))) inst.targets = sorted;
-  }
-
-  /**
-   * Moves `user`'s discovery watches from the services `prev` to those of `next` (both sorted);
-   * false when they are the same.
-   */
-  function follow(prev: readonly string[], next: readonly string[], user: string): boolean {
-    if (next.length === prev.length && next.every((n, i) => n === prev[i])) return false;
-    for (const n of next) if (!prev.includes(n)) discovery.acquire(n, user);
-    for (const n of prev) if (!next.includes(n)) discovery.release(n, user);
-    return true;
-  }
-
-  /**
-   * The snapshot fields of `u`'s routes, split and failover, and each other target's settings.
-   */
-  function trafficFields(
-    u: UpstreamDefinition,
-    plan: Plan,
-    trustDomain: string,
-  ): Partial<Pick<UpstreamConfig, 'routes' | 'splits' | 'targets' | 'failover'>> {
-    const t = plan.traffic;
-    const failover = plan.failover.length > 0 ? { failover: plan.failover } : {};
-    if (t === null && plan.targets.size === 0) return failover;
-    const toSplits = (shares: Share[]) =>
-      shares.map(({ target, ...rest }) => ({ service: target, ...rest }));
-    return {
-      ...(t !== null && t.routes.length > 0
-        ? {
-            routes: t.routes.map(({ shares, ...r }) => ({ ...r, splits: toSplits(shares) })),
-          }
-        : {}),
-      ...(t?.shares ? { splits: toSplits(t.shares) } : {}),
-      ...failover,
-      targets: [...plan.targets.keys()].sort().map((n) => {
-        const { service, subset } = parseTargetName(n);
-        // the caller's settings, with the target's own service-resolver over them
-        const r = withResolver({ ...u, destinationName: service });
-        const fo = plan.targets.get(n)!;
-        return {
-          destinationName: n,
-          destinationSpiffeId: formatSpiffeId({ trustDomain, datacenter: s.datacenter, service }),
-          loadBalancer: r.loadBalancer,
-          ...hashPoliciesField(r),
-          resilience: r.resilience,
-          endpoints: endpointsOf(service, subset, trustDomain),
-          ...(fo.length > 0 ? { failover: fo } : {}),
-        };
-      }),
-    };
-  }
-
-  // --- transparent interception (docs/transparent.md) ---------------------------------------
-  /**
-   * Ports no listener the agent allocates may take: sidecar ports, explicit upstream listeners,
-   * exposed paths and (with `withMetrics`) the public /metrics listeners asked for.
-   */
-  function reservedPorts(withMetrics = true): Set<number> {
-    const out = new Set<number>();
-    for (const i of instances.values()) {
-      if (i.sidecarPort !== null) out.add(i.sidecarPort);
-      for (const u of i.def.sidecar?.upstreams ?? []) if (u.localBindPort) out.add(u.localBindPort);
-      for (const p of wantedExpose(i.def).paths) out.add(p.listenerPort);
-      const m = withMetrics ? wantedMetrics(i) : null;
-      if (m) out.add(m.bindPort);
-    }
-    return out;
-  }
-
-  // --- public /metrics listeners (envoy_prometheus_bind_addr; docs/agent.md) -----------------
-  /** The /metrics listener an instance asks for: its definition's, else proxy-defaults'. */
-  function wantedMetrics(inst: Instance): MetricsListener | null {
-    const sc = inst.def.sidecar;
-    return sc ? (sc.metrics ?? central.metricsBind()) : null;
-  }
-
-  /**
-   * The instance's /metrics listener, unless its port is one the host's sidecars, upstream
-   * listeners, exposed paths or check listeners use, or one an instance with an earlier ID asks
-   * for too (a prox-defaults setting on a host of several instances): two listeners cannot share
-   * a port, so that instance serves none and says why.
-   */
-  function metricsField(inst: Instance): { metrics?: MetricsListener } {
-    const want = wantedMetrics(inst);
-    let problem: string | null = null;
-    if (want) {
-      const where = `${inst.def.id}: envoy_prometheus_bind_addr ${want.bindAddress}:${want.bindPort}`;
-      const taken = reservedPorts(false);
-      for (const i of instances.values())
-        for (const p of checkListenerPorts(i)) if (p !== null) taken.add(p);
-      const earlier = [...instances.values()]
-        .filter((o) => o !== inst && !o.stopping && o.def.id < inst.def.id)
-        .find((o) => wantedMetrics(o)?.bindPort === want.bindPort);
-      if (taken.has(want.bindPort))
-        problem = `${where}: port ${want.bindPort} is already a listener of this host's sidecars (a sidecar port, an upstream, an exposed path or check); its proxy serves /metrics on its loopback admin API only. Set another port in its proxy config (or in proxy-defaults' Config)`;
-      else if (earlier)
-        problem = `${where}: ${earlier.def.id} on this host serves /metrics on port ${want.bindPort} already; ${inst.def.id}'s proxy serves it on its loopback admin API only. Give each instance its own port in its definition's proxy config`;
-    }
-    inst.metricsWarning = keepWarning(
-      inst.metricsWarning,
-      'REMORA_E_AGENT_METRICS_PORT_TAKEN',
-      problem,
-      { instance: inst.def.id, port: want?.bindPort },
-    );
-    return want && problem === null ? { metrics: want } : {};
-  }
-
-  /**
-   * After instances came or went: those whose /metrics listener may now be granted or taken
-   * get a new snapshot.
-   */
-  function checkMetricsAll(): void {
-    for (const inst of instances.values())
-      if (
-        !inst.stopping &&
-        (wantedMetrics(inst) || inst.metricsWarning || exposesFromEntries(inst))
-      )
-        supervisor.push(inst.def.id);
-    reregisterExposed();
-  }
-
-  /** True when Consul's entries give the instance exposed paths (whose ports may clash). */
-  function exposesFromEntries(inst: Instance): boolean {
-    const from = wantedExpose(inst.def).pathsFrom;
-    return from === 'service-defaults' || from === 'proxy-defaults' || inst.exposeWarning !== null;
-  }
-
-  /** The upstream's listener port: its `local_bind_port`, or one the agent allocates. */
-  function upstreamPort(inst: Instance, destination: string, given: number): number {
-    if (given !== 0) return given;
-    return transparentPorts.get(`${inst.def.id}/upstream/${destination}`, reservedPorts()) ?? 0;
-  }
-
-  /** The definition with the allocated upstream ports filled in (Consul wants a nonzero port). */
-  function withUpstreamPorts(inst: Instance): ServiceDefinition {
-    const sc = inst.def.sidecar;
-    if (!sc?.upstreams.some((u) => u.localBindPort === 0)) return inst.def;
-    return {
-      ...inst.def,
-      sidecar: {
-        ...sc,
-        upstreams: sc.upstreams.map((u) => ({
-          ...u,
-          localBindPort: upstreamPort(inst, u.destinationName, u.localBindPort),
-        })),
-      },
-    };
-  }
-
-  /**
-   * The listener port of each of the instance's exposed check paths (`expose.checks`): the port
-   * of an explicit path serving the same, or one from `exposePortMin`–`exposePortMax` (stable
-   * while the agent runs); null when that range is full.
-   */
-  function checkListenerPorts(inst: Instance): (number | null)[] {
-    const wanted = wantedExpose(inst.def);
-    if (wanted.checks.length === 0) return [];
-    const keep = new Set<string>();
-    const ports = wanted.checks.map((e) => {
-      const explicit = wanted.paths.find(
-        (p) =>
-          p.path === e.path && p.localPathPort === e.localPathPort && p.protocol === e.protocol,
-      );
-      if (explicit) return explicit.listenerPort;
-      const key = `${inst.def.id}/${e.protocol}/${e.localPathPort}${e.path}`;
-      keep.add(key);
-      return exposePorts.get(key, reservedPorts());
-    });
-    exposePorts.retain(`${inst.def.id}/`, keep);
-    return ports;
-  }
-
-  /**
-   * The Consul agent's address, learnt before the first registration of an instance with
-   * `expose.checks`: its check listeners serve loopback and that address only (Consul's rule).
-   * Null until then; an address Consul does not give as an IP leaves them to loopback.
-   */
-  let consulAgentAddress: string | null = null;
-
-  async function learnConsulAgentAddress(): Promise<void> {
-    if (consulAgentAddress !== null || !consul.agentAddress) return;
-    const addr = await consul.agentAddress();
-    if (isIP(addr) === 0)
-      logger.warn(
-        { address: addr },
-        'the Consul agent gives no IP address of its own (/v1/agent/self Member.Addr); exposed check listeners serve loopback callers only',
-      );
-    consulAgentAddress = isIP(addr) === 0 ? '' : addr;
-    pushAll();
-  }
-
-  /** Who may call an exposed check listener: absent when the Consul port cannot tell. */
-  function checkSources(): Pick<ExposePath, 'allowSources'> {
-    if (!consul.agentAddress) return {};
-    return { allowSources: consulAgentAddress ? [consulAgentAddress] : [] };
-  }
-
-  /** Where a Consul agent reaches the sidecar's exposed listeners. */
-  function exposedAddress(sc: SidecarDefinition): string {
-    const bind = s.proxyBindAddress;
-    const wildcard = bind === '' || bind === '0.0.0.0' || bind === '::';
-    return sc.address ?? (s.advertiseAddress || (wildcard ? '127.0.0.1' : bind));
-  }
-
-  /**
-   * The exposed paths and checks an instance asks for: its definition's `proxy.expose` merged
-   * with the `Expose` of its service-defaults and of proxy-defaults, as Consul merges them
-   * (agent/central-expose.ts; a gateway's are its definition's). Checks from an entry are read
-   * from the definition's checks here; what of them cannot be exposed is said in `notes`.
-   */
-  function wantedExpose(
-    def: ServiceDefinition,
-    notes?: RemoraError[],
-  ): MergedExpose & { checks: CheckExposure[] } {
-    const sc = def.sidecar;
-    if (!sc) return { paths: [], pathsFrom: null, checksFrom: null, checks: [] };
-    const entries =
-      def.kind === undefined
-        ? central.expose(def.name)
-        : { serviceDefaults: null, proxyDefaults: null };
-    const m = mergeExpose({
-      definition: { paths: sc.expose, checks: sc.exposeChecksGiven },
-      ...entries,
-    });
-    const from = m.checksFrom;
-    const checks =
-      from === null
-        ? []
-        : from === 'definition'
-          ? sc.exposeChecks
-          : checkExposures(
-              def.checks,
-              `${def.id}: Expose.Checks of ${exposeSourceName(from, def.name)}`,
-              notes,
-            );
-    return { ...m, checks };
-  }
-
-  /**
-   * The listener ports an instance other than `inst` holds, with what holds them: a path an
-   * entry gives `inst` may not take one (the instance with the earlier ID keeps a port two
-   * entries' paths ask for, as for /metrics listeners).
-   */
-  function portsHeldAgainst(inst: Instance): Map<number, string> {
-    const held = new Map<number, string>();
-    for (const o of instances.values()) {
-      if (o === inst || o.stopping || !o.def.sidecar) continue;
-      const id = o.def.id;
-      if (o.sidecarPort !== null) held.set(o.sidecarPort, `the sidecar port of ${id}`);
-      for (const u of o.def.sidecar.upstreams)
-        if (u.localBindPort)
-          held.set(u.localBindPort, `the upstream ${u.destinationName} of ${id}`);
-      const w = wantedExpose(o.def);
-      const pathPorts = new Set(w.paths.map((p) => p.listenerPort));
-      // a check served on one of its paths' ports is held as that path is
-      for (const p of checkListenerPorts(o))
-        if (p !== null && !pathPorts.has(p)) held.set(p, `a check listener of ${id}`);
-      if (w.pathsFrom === 'definition' || id < inst.def.id)
-        for (const p of w.paths) held.set(p.listenerPort, `the exposed path ${p.path} of ${id}`);
-    }
-    return held;
-  }
-
-  /**
-   * The instance's exposed paths that apply, with why each other one does not: a path an entry
-   * gives whose listener port is its sidecar port, one of its upstreams' or another instance's
-   * listener is left out (the definition's own were checked when it was read).
-   */
-  function exposedPaths(inst: Instance): { paths: ExposePath[]; problems: string[] } {
-    const wanted = wantedExpose(inst.def);
-    if (wanted.pathsFrom === null || wanted.pathsFrom === 'definition')
-      return { paths: wanted.paths, problems: [] };
-    const held = portsHeldAgainst(inst);
-    if (inst.sidecarPort !== null) held.set(inst.sidecarPort, 'its sidecar port');
-    for (const u of withUpstreamPorts(inst).sidecar?.upstreams ?? [])
-      if (u.localBindPort) held.set(u.localBindPort, `its upstream ${u.destinationName}`);
-    const where = `Expose.Paths of ${exposeSourceName(wanted.pathsFrom, inst.def.name)}`;
-    const problems: string[] = [];
-    const paths = wanted.paths.filter((p) => {
-      const holder = held.get(p.listenerPort);
-      if (holder !== undefined)
-        problems.push(
-          `${inst.def.id}: ${where}: ListenerPort ${p.listenerPort} of ${p.path} is already ${holder}; that path is not exposed (nor a check on it). Set another ListenerPort in the entry`,
-        );
-      return holder === undefined;
-    });
-    return { paths, problems };
-  }
-
-  /**
-   * The definition as registered: its exposed paths those that apply (`exposedPaths`), and with
-   * `checks` each exposed check path added to them and its checks pointed at the sidecar's
-   * listener for it.
-   */
-  function withExposedChecks(inst: Instance, def: ServiceDefinition): ServiceDefinition {
-    const sc = def.sidecar;
-    if (!sc) return def;
-    const wanted = wantedExpose(inst.def);
-    const expose = exposedPaths(inst).paths;
-    if (wanted.checks.length === 0) return withPaths(def, expose);
-    const ports = checkListenerPorts(inst);
-    const address = exposedAddress(sc);
-    const checks = [...def.checks];
-    // a check served on a path left out for its taken port keeps probing the app
-    const taken = new Set(wanted.paths.map((p) => p.listenerPort));
-    for (const p of expose) taken.delete(p.listenerPort);
-    wanted.checks.forEach((e, i) => {
-      const port = ports[i];
-      if (port === null || port === undefined || taken.has(port)) return;
-      if (!expose.some((p) => p.listenerPort === port))
-        expose.push({
-          path: e.path,
-          localPathPort: e.localPathPort,
-          listenerPort: port,
-          protocol: e.protocol,
-          ...checkSources(),
-        });
-      for (const c of e.checks) checks[c] = rerouteCheck(checks[c]!, address, port);
-    });
-    return { ...withPaths(def, expose), checks };
-  }
-
-  function withPaths(def: ServiceDefinition, expose: ExposePath[]): ServiceDefinition {
-    return { ...def, sidecar: { ...def.sidecar!, expose: [...expose] } };
-  }
-
-  /** The snapshot's exposed paths: the definition's (or an entry's), then its checks'. */
-  function exposeField(inst: Instance): Pick<ProxySnapshot, 'expose'> {
-    checkExposeEntries(inst);
-    const expose = withExposedChecks(inst, inst.def).sidecar?.expose ?? [];
-    return expose.length > 0 ? { expose } : {};
-  }
-
-  /**
-   * Keeps the instance's warnings about what Consul's entries expose: paths whose port is taken,
-   * and checks an entry's `Expose.Checks` cannot serve through the sidecar (logged once each).
-   */
-  function checkExposeEntries(inst: Instance): void {
-    const { problems: taken } = exposedPaths(inst);
-    inst.exposeWarning = keepWarning(
-      inst.exposeWarning,
-      'REMORA_E_AGENT_CENTRAL_CONFIG_INVALID',
-      taken.length > 0 ? taken.join('; ') : null,
-      { instance: inst.def.id },
-    );
-    const notes: RemoraError[] = [];
-    const wanted = wantedExpose(inst.def, notes);
-    const unplaced =
-      wanted.checksFrom === 'definition'
-        ? []
-        : checkListenerPorts(inst).flatMap((port, i) =>
-            port === null
-              ? [
-                  `${inst.def.id}: no free port left in ${s.exposePortMin ?? DEFAULT_EXPOSE_PORT_MIN}–${s.exposePortMax ?? DEFAULT_EXPOSE_PORT_MAX} to expose the check path ${wanted.checks[i]!.path}; the check keeps probing the app directly; widen exposePortMin–exposePortMax`,
-                ]
-              : [],
-          );
-    const messages = [...notes.map((n) => n.message), ...unplaced];
-    inst.exposeChecksWarning = keepWarning(
-      inst.exposeChecksWarning,
-      'REMORA_E_AGENT_DEFINITION_NOT_APPLIED',
-      messages.length > 0 ? messages.join('; ') : null,
-      { instance: inst.def.id },
-    );
-  }
-
-  /** Reports the exposed check paths of its definition that found no free listener port. */
-  function reportUnplacedChecks(inst: Instance): void {
-    const sc = inst.def.sidecar;
-    if (wantedExpose(inst.def).checksFrom !== 'definition') return;
-    checkListenerPorts(inst).forEach((port, i) => {
-      if (port !== null) return;
-      const e = sc!.exposeChecks[i]!;
-      problems.push(
-        new RemoraError(
-          'REMORA_E_AGENT_DEFINITION_NOT_APPLIED',
-          `service definition ${inst.def.source.file}: no free port left in ${s.exposePortMin ?? DEFAULT_EXPOSE_PORT_MIN}–${s.exposePortMax ?? DEFAULT_EXPOSE_PORT_MAX} to expose the check path ${e.path} of ${inst.def.id}; the check keeps probing the app directly; widen exposePortMin–exposePortMax or list the path under proxy.expose.paths`,
-          { file: inst.def.source.file, field: 'connect.sidecar_service.proxy.expose.checks' },
-        ),
-      );
-    });
-  }
-
-  /** What a registration carries of exposed paths and checks (not who may call them). */
-  function exposeKey(inst: Instance): string {
-    const def = withExposedChecks(inst, inst.def);
-    const paths = (def.sidecar?.expose ?? []).map(({ allowSources: _, ...p }) => p);
-    return JSON.stringify({ paths, checks: def.checks });
-  }
-
-  /**
-   * Registers again the instances whose exposed paths or checks changed since their last
-   * registration (an entry's `Expose` written, changed or deleted; an instance that came or went
-   * and freed or took a port).
-   */
-  function reregisterExposed(): void {
-    for (const inst of instances.values())
-      if (inst.registered && !inst.stopping && exposeKey(inst) !== inst.registeredExpose)
-        void register(inst);
-  }
-
-  /** Port of the Host-routing listener of a transparent instance's HTTP upstream. */
-  function httpListenerPort(inst: Instance, destination: string): number | null {
-    return transparentPorts.get(`${inst.def.id}/http/${destination}`, reservedPorts());
-  }
-
-  /**
-   * The proxy's transparent listeners. IPv4 rules redirect to 127.0.0.1, IPv6 rules to ::1: with
-   * IPv6 rules, each Host-routing listener has a twin on ::1, and so has each other upstream's
-   * listener (a `forward` listener handing connections to it).
-   */
-  function transparentSnapshot(inst: Instance): Pick<ProxySnapshot, 'transparent'> {
-    const sc = inst.def.sidecar;
-    if (!sc?.transparent) return {};
-    const addresses = transparent.ipv6 ? ['127.0.0.1', '::1'] : ['127.0.0.1'];
-    const upstreams = upstreamsOf(inst);
-    const http = upstreams
-      .filter((u) => u.protocol === 'http')
-      .flatMap((u) => {
-        const port = httpListenerPort(inst, u.destinationName);
-        if (port === null) return [];
-        return addresses.map((a) => ({
-          bindAddress: a,
-          bindPort: port,
-          upstream: u.destinationName,
-        }));
-      });
-    const forward = !transparent.ipv6
-      ? []
-      : upstreams
-          // an upstream listening on IPv6 already (`local_bind_address` ::1 or ::) needs no twin
-          .filter((u) => u.protocol !== 'http' && !u.localBindAddress.includes(':'))
-          .flatMap((u) => {
-            const port = upstreamPort(inst, u.destinationName, u.localBindPort);
-            return port === 0
-              ? []
-              : [{ bindAddress: '::1', bindPort: port, upstream: u.destinationName }];
-          });
-    if (http.length === 0 && forward.length === 0) return {};
-    return { transparent: forward.length === 0 ? { http } : { http, forward } };
-  }
-
-  function transparentPlan(inst: Instance): TransparentPlan | null {
-    const sc = inst.def.sidecar;
-    if (!sc?.transparent || inst.sidecarPort === null) return null;
-    const targets: RedirectTarget[] = [];
-    for (const u of upstreamsOf(inst)) {
-      // a new upstream's addresses are redirected once the proxy listens for it
-      if (inst.listening && !inst.listening.has(listenerKey(u))) continue;
-      const toPort =
-        u.protocol === 'http'
-          ? httpListenerPort(inst, u.destinationName)
-          : upstreamPort(inst, u.destinationName, u.localBindPort);
-      if (!toPort) continue;
-      for (const t of discovery.targets(u.destinationName))
-        targets.push({ service: u.destinationName, address: t.address, port: t.port, toPort });
-    }
-    return {
-      instanceId: inst.def.id,
-      // an excluded app port keeps taking plain traffic (e.g. a port published to the outside)
-      appPort: sc.excludeInboundPorts.includes(inst.def.port) ? 0 : inst.def.port,
-      sidecarPort: inst.sidecarPort,
-      proxyUid: s.transparentProxyUid ?? process.getuid?.() ?? 0,
-      ...(sc.appUid === null ? {} : { appUid: sc.appUid }),
-      targets,
-      // the mesh entry's TransparentProxy.MeshDestinationsOnly: the app reaches only the mesh
-      ...(central.meshDestinationsOnly() ? { meshDestinationsOnly: true } : {}),
-    };
-  }
-
-  /**
-   * Transparent instances of one agent share its network namespace, and rules match by
-   * destination: unless each redirects only its own app's user, a call to a service several of
-   * them reach is carried by whichever chain comes first, with that instance's identity.
-   */
-  function checkShared(inst: Instance): void {
-    const others = [...instances.values()].filter(
-      (i) => i !== inst && !i.stopping && i.def.sidecar?.transparent,
-    );
-    const uid = inst.def.sidecar?.appUid ?? null;
-    const clash =
-      !inst.def.sidecar?.transparent || inst.stopping
-        ? []
-        : others.filter(
-            (i) =>
-              uid === null ||
-              (i.def.sidecar?.appUid ?? null) === null ||
-              i.def.sidecar?.appUid === uid,
-          );
-    const message =
-      clash.length === 0
-        ? null
-        : `${inst.def.id} and ${clash.map((i) => i.def.id).join(', ')} intercept calls in one network namespace without each its own proxy.config.app_user: a call to a service more than one of them reaches is carried by whichever chain comes first, with that instance's identity; set app_user to the user each app runs as (docs/transparent.md)`;
-    inst.sharedWarning = keepWarning(
-      inst.sharedWarning,
-      'REMORA_E_AGENT_TRANSPARENT_SHARED',
-      message,
-      { instance: inst.def.id },
-    );
-  }
-
-  /** The shared-namespace check depends only on the instances and their definitions. */
-  function checkSharedAll(): void {
-    for (const i of instances.values()) checkShared(i);
-  }
-
-  /** The warning to keep for `message` (null: none); each new one is logged once. */
-  function keepWarning(
-    prev: Warning | null,
-    code: ErrorCode,
-    message: string | null,
-    details: Record<string, unknown>,
-  ): Warning | null {
-    if (message === (prev?.message ?? null)) return prev;
-    if (message === null) return null;
-    logError(logger, new RemoraError(code, message, details), undefined, 'warn');
-    return { code, message, at: new Date(clock.now()).toISOString() };
-  }
-
-  /** Installs or updates an instance's rules once its proxy has been ready. */
-  function syncTransparent(inst: Instance): void {
-    if (stopped || inst.stopping || !inst.transparentArmed) return;
-    const plan = transparentPlan(inst);
-    if (plan) void transparent.apply(plan);
-    checkConfined(inst, plan);
-  }
-
-  /**
-   * Without `app_user`, an instance's rules hold every user of the host but the proxies': with
-   * MeshDestinationsOnly, a Consul agent, package updates or monitoring on the host can then
-   * reach only mesh services. Said (once per change), as it is rarely meant on a shared host.
-   */
-  function checkConfined(inst: Instance, plan: TransparentPlan | null): void {
-    const confined = plan?.meshDestinationsOnly === true && plan.appUid === undefined;
-    inst.confinedWarning = keepWarning(
-      inst.confinedWarning,
-      'REMORA_E_AGENT_TRANSPARENT_HOST_CONFINED',
-      confined
-        ? `${inst.def.id} has no proxy.config.app_user while the mesh entry sets TransparentProxy.MeshDestinationsOnly: every process of this host but the proxies (a Consul agent, package updates, monitoring) can open TCP connections only to mesh services; set app_user to the user the app runs as (docs/transparent.md)`
-        : null,
-      { instance: inst.def.id },
-    );
-  }
-
-  // --- upstreams derived from intentions (docs/transparent.md) -------------------------------
-  /** The catalog's service names: from Consul's watch, or the cache of an earlier run. */
-  let catalogServices: string[] | null = readCachedServices();
-  let servicesWatch: { stop(): void } | null = null;
-  let servicesErrors = 0;
-  /**
-   * Names that just left the catalog's list, still candidates for EMPTY_AFTER_OUTAGE_GRACE_MS: a
-   * restarted Consul agent lists its services again within seconds, and dropping their
-   * listeners and rules meanwhile would send calls around the mesh.
-   */
-  const catalogLeaving = new Map<string, NodeJS.Timeout>();
-
-  function readCachedServices(): string[] | null {
-    try {
-      const v = JSON.parse(readFileSync(paths.cache('catalog-services'), 'utf8')) as unknown;
-      return Array.isArray(v) && v.every((x) => typeof x === 'string') ? v : null;
-    } catch {
-      return null;
-    }
-  }
-
-  /** Discovery user of an instance's derived upstreams (kept apart from its explicit ones). */
-  function derivedUser(id: string): string {
-    return `${id}/derived`;
-  }
-
-  // --- ingress gateways (docs/gateways.md) ----------------------------------------------------
-  /** The `ingress-gateway` entries by name; null until Consul answered (or failed) once. */
-  let ingressEntries: Map<string, Record<string, unknown>> | null = null;
-  let ingressWatch: { stop(): void } | null = null;
-  let ingressErrors = 0;
-
-  /** Where a gateway's listeners bind: its definition's address, else the proxies' bind address. */
-  function gatewayBindAddress(inst: Instance): string {
-    return inst.def.address ?? s.proxyBindAddress;
-  }
-
-  /** Discovery user of a gateway's services. */
-  function ingressUser(id: string): string {
-    return `${id}/ingress`;
-  }
-
-  /** The watch of the entries runs while the agent runs a gateway. */
-  function syncIngressWatch(): void {
-    const needed =
-      !stopped &&
-      [...instances.values()].some((i) => !i.stopping && i.def.kind === INGRESS_GATEWAY);
-    if (needed && !ingressWatch) {
-      ingressWatch = consul.watchConfigEntries(INGRESS_GATEWAY, {
-        onChange(entries) {
-          if (stopped) return;
-          if (ingressErrors > 0)
-            logger.info({ kind: INGRESS_GATEWAY }, 'Consul answers again for ingress-gateway');
-          ingressErrors = 0;
-          ingressEntries = new Map(
-            entries.map((e) => [e.Name, e as unknown as Record<string, unknown>]),
-          );
-          pushGateways();
-        },
-        onError(err) {
-          if (stopped) return;
-          if (ingressErrors++ % 20 === 0)
-            logError(
-              logger,
-              new RemoraError(
-                'REMORA_E_AGENT_CONSUL_UNAVAILABLE',
-                `cannot watch Consul's ingress-gateway config entries: ${toRemoraError(err).message}; gateways keep the listeners last applied`,
-                { kind: INGRESS_GATEWAY },
-                { cause: err },
-              ),
-              undefined,
-              'warn',
-            );
-          // a gateway that never heard of its entry starts without listeners rather than never
-          if (ingressEntries === null) {
-            ingressEntries = new Map();
-            pushGateways();
-          }
-        },
-      });
-    } else if (!needed && ingressWatch) {
-      ingressWatch.stop();
-      ingressWatch = null;
-      ingressEntries = null;
-    }
-  }
-
-  function pushGateways(): void {
-    for (const inst of instances.values())
-      if (inst.def.kind === INGRESS_GATEWAY) {
-        // a changed entry may change the names its certificate must cover
-        identity.namesChanged(inst.def.id);
-        supervisor.push(inst.def.id);
-      }
-  }
-
-  /**
-   * The DNS names a gateway's certificate covers (docs/gateways.md, "TLS"): derived from its
-   * entry as control derives them; [] for any other instance, null while the entry is unknown.
-   */
-  function gatewayDnsNames(id: string): string[] | null {
-    const inst = instances.get(id);
-    if (inst?.def.kind !== INGRESS_GATEWAY) return [];
-    if (ingressEntries === null) return null;
-    const raw = ingressEntries.get(inst.def.name);
-    if (raw === undefined) return [];
-    return ingressDnsSans(raw, {
-      datacenter: s.datacenter,
-      domains: s.consulDnsDomains ?? ['consul'],
-    });
-  }
-
-  /**
-   * A gateway's listeners from its entry, as far as they apply; what does not is reported once
-   * per change (REMORA_E_AGENT_INGRESS_NOT_APPLIED) and listed by `remora status`.
-   */
-  function ingressPlan(inst: Instance): PlannedListener[] {
-    const raw = ingressEntries?.get(inst.def.name);
-    const problems: IngressProblem[] = [];
-    const notApplied = (message: string): IngressProblem => ({
-      code: 'REMORA_E_AGENT_INGRESS_NOT_APPLIED',
-      message,
-      field: '',
-    });
-    let listeners: PlannedListener[] = [];
-    if (ingressEntries !== null && raw === undefined)
-      problems.push(
-        notApplied(
-          `ingress gateway ${inst.def.id} has no ingress-gateway config entry named ${inst.def.name}, so it has no listener; write one (consul config write), docs/gateways.md`,
-        ),
-      );
-    if (raw !== undefined) {
-      const d = decodeIngressEntry(raw);
-      const p = planIngress(d.entry, {
-        gateway: inst.def.name,
-        protocolOf: destinationProtocol,
-        wildcardProtocolOf: (n) => central.protocol(n) ?? DEFAULT_PROTOCOL,
-        catalog: catalogServices,
-      });
-      problems.push(...d.coded, ...[...d.problems, ...p.problems].map(notApplied));
-      listeners = p.listeners;
-    }
-    const was = inst.ingressProblems;
-    for (const m of problems)
-      if (!was.some((w) => w.code === m.code && w.message === m.message))
-        logError(
-          logger,
-          new RemoraError(m.code, m.message, {
-            instance: inst.def.id,
-            ...(m.field ? { field: m.field } : {}),
-          }),
-          undefined,
-          'warn',
-        );
-    inst.ingressProblems = problems;
-    return listeners;
-  }
-
-  /** A gateway's services as upstreams without listeners of their own, followed in discovery. */
-  function gatewayUpstreams(inst: Instance): UpstreamDefinition[] {
-    const planned = ingressPlan(inst);
-    const services = new Map<
-      string,
-      { protocol: Protocol; limits: PlannedListener['services'][number]['limits'] }
-    >();
-    for (const l of planned)
-      for (const svc of l.services)
-        if (!services.has(svc.name))
-          services.set(svc.name, { protocol: l.protocol, limits: svc.limits });
-    const names = [...services.keys()].sort();
-    if (!inst.stopping && follow(inst.ingress, names, ingressUser(inst.def.id)))
-      inst.ingress = names;
-    const out: UpstreamDefinition[] = [];
-    for (const [name, { protocol, limits }] of services) {
-      // a wildcard's services are reached once Consul lists a sidecar of theirs
-      if (!discovery.listed(name) && !isNamed(inst, name)) continue;
-      const layers = central.upstreamLayers(inst.def.name, name);
-      const base = layers.length === 0 ? DEFAULT_RESILIENCE : layeredResilience(layers);
-      out.push(
-        withResolver({
-          destinationName: name,
-          localBindAddress: '127.0.0.1',
-          localBindPort: 0,
-          protocol,
-          protocolGiven: true,
-          loadBalancer: defaultLoadBalancer(protocol),
-          loadBalancerGiven: false,
-          resilience: {
-            ...base,
-            circuitBreaker: {
-              maxConnections: limits.maxConnections ?? base.circuitBreaker.maxConnections,
-              maxPendingRequests:
-                limits.maxPendingRequests ?? base.circuitBreaker.maxPendingRequests,
-              maxRequests: limits.maxConcurrentRequests ?? base.circuitBreaker.maxRequests,
-            },
-          },
-          config: null,
-        }),
-      );
-    }
-    return out.sort((a, b) => (a.destinationName < b.destinationName ? -1 : 1));
-  }
-
-  /** True when the gateway's entry names `service` itself (not only through `*`). */
-  function isNamed(inst: Instance, service: string): boolean {
-    const raw = ingressEntries?.get(inst.def.name);
-    if (raw === undefined) return false;
-    return decodeIngressEntry(raw).entry.listeners.some((l) =>
-      l.services.some((x) => x.name === service),
-    );
-  }
-
-  /** The snapshot's listeners: those of the plan whose services made it into the upstreams. */
-  function ingressField(inst: Instance, upstreams: UpstreamDefinition[]): IngressConfig {
-    const have = new Set(upstreams.map((u) => u.destinationName));
-    const bindAddress = gatewayBindAddress(inst);
-    const listeners = ingressPlan(inst)
-      .map((l) => ({
-        bindAddress,
-        bindPort: l.port,
-        protocol: l.protocol,
-        services: l.services
-          .filter((x) => have.has(x.name))
-          .map((x) => ({
-            upstream: x.name,
-            hosts: x.hosts,
-            ...(x.requestHeaders ? { requestHeaders: x.requestHeaders } : {}),
-            ...(x.responseHeaders ? { responseHeaders: x.responseHeaders } : {}),
-          })),
-        ...(l.tls ? { tls: l.tls } : {}),
-      }))
-      .filter((l) => l.services.length > 0);
-    return { listeners };
-  }
-
-  // --- terminating gateways (docs/gateways.md, "Terminating gateways") ----------------------
-  /** The `terminating-gateway` entries by name; null until Consul answered (or failed) once. */
-  let terminatingEntries: Map<string, Record<string, unknown>> | null = null;
-  let terminatingWatch: { stop(): void } | null = null;
-  let terminatingErrors = 0;
-
-  /** The identity-manager ID of a gateway's leaf for a linked service (its key's directory). */
-  function leafId(gatewayId: string, service: string): string {
-    return `${gatewayId}/linked/${service}`;
-  }
-
-  /** The instance an identity belongs to: itself, or the gateway of a linked service's leaf. */
-  function ownerOf(id: string): string {
-    const at = id.indexOf('/linked/');
-    return at === -1 ? id : id.slice(0, at);
-  }
-
-  /** Discovery user of a terminating gateway's linked services. */
-  function terminatingUser(id: string): string {
-    return `${id}/terminating`;
-  }
-
-  /** The watch of the entries runs while the agent runs a terminating gateway. */
-  function syncTerminatingWatch(): void {
-    const needed =
-      !stopped &&
-      [...instances.values()].some((i) => !i.stopping && i.def.kind === TERMINATING_GATEWAY);
-    if (needed && !terminatingWatch) {
-      terminatingWatch = consul.watchConfigEntries(TERMINATING_GATEWAY, {
-        onChange(entries) {
-          if (stopped) return;
-          if (terminatingErrors > 0)
-            logger.info(
-              { kind: TERMINATING_GATEWAY },
-              'Consul answers again for terminating-gateway',
-            );
-          terminatingErrors = 0;
-          terminatingEntries = new Map(
-            entries.map((e) => [e.Name, e as unknown as Record<string, unknown>]),
-          );
-          pushTerminating();
-        },
-        onError(err) {
-          if (stopped) return;
-          if (terminatingErrors++ % 20 === 0)
-            logError(
-              logger,
-              new RemoraError(
-                'REMORA_E_AGENT_CONSUL_UNAVAILABLE',
-                `cannot watch Consul's terminating-gateway config entries: ${toRemoraError(err).message}; gateways keep the services last applied`,
-                { kind: TERMINATING_GATEWAY },
-                { cause: err },
-              ),
-              undefined,
-              'warn',
-            );
-          if (terminatingEntries === null) {
-            terminatingEntries = new Map();
-            pushTerminating();
-          }
-        },
-      });
-    } else if (!needed && terminatingWatch) {
-      terminatingWatch.stop();
-      terminatingWatch = null;
-      terminatingEntries = null;
-    }
-  }
-
-  function pushTerminating(): void {
-    for (const inst of instances.values())
-      if (inst.def.kind === TERMINATING_GATEWAY && !inst.stopping) {
-        terminatingPlan(inst);
-        supervisor.push(inst.def.id);
-      }
-  }
-
-  /**
-   * A terminating gateway's linked services from its entry, as far as they apply; what does not
-   * is reported once per change (REMORA_E_AGENT_TERMINATING_NOT_APPLIED). Each linked service
-   * gets its leaf (asked of control for the gateway) and its healthy instances followed.
-   */
-  function terminatingPlan(inst: Instance): PlannedTerminatingService[] {
-    const raw = terminatingEntries?.get(inst.def.name);
-    const messages: string[] = [];
-    let services: PlannedTerminatingService[] = [];
-    if (terminatingEntries !== null && raw === undefined)
-      messages.push(
-        `terminating gateway ${inst.def.id} has no terminating-gateway config entry named ${inst.def.name}, so it links no service; write one (consul config write), docs/gateways.md`,
-      );
-    if (raw !== undefined) {
-      const d = decodeTerminatingEntry(raw);
-      const p = planTerminating(d.entry, {
-        gateway: inst.def.name,
-        protocolOf: (n) => central.protocol(n) ?? DEFAULT_PROTOCOL,
-        catalog: catalogServices,
-      });
-      messages.push(...d.problems, ...p.problems);
-      services = p.services;
-    }
-    const problems = messages.map(
-      (m) =>
-        new RemoraError('REMORA_E_AGENT_TERMINATING_NOT_APPLIED', m, { instance: inst.def.id }),
-    );
-    // the TLS files of each service, read on this host: one that cannot be read leaves that
-    // service out
-    const withFiles = services.filter((x) => x.caFile || x.certFile || x.keyFile);
-    const read = readOrigination(inst.def.name, withFiles);
-    problems.push(...read.problems);
-    const was = inst.terminatingProblems.map((e) => e.message);
-    for (const e of problems) if (!was.includes(e.message)) logError(logger, e, undefined, 'warn');
-    inst.terminatingProblems = problems;
-    inst.origination = withFiles.length > 0 ? { services: withFiles, digest: read.digest } : null;
-    if (!inst.stopping) {
-      const names = services.map((x) => x.name).sort();
-      const prev = inst.terminating;
-      if (follow(prev.map(externalName), names.map(externalName), terminatingUser(inst.def.id))) {
-        inst.terminating = names;
-        for (const n of prev) if (!names.includes(n)) identity.remove(leafId(inst.def.id, n));
-        for (const n of names)
-          if (!prev.includes(n)) {
-            inst.leavesLoading.add(n);
-            void identity
-              .add({
-                id: leafId(inst.def.id, n),
-                service: n,
-                gateway: { name: inst.def.name, instanceId: inst.def.id },
-              })
-              .catch((err: unknown) => logError(logger, err))
-              .finally(() => {
-                inst.leavesLoading.delete(n);
-                supervisor.push(inst.def.id);
-              });
-          }
-      }
-    }
-    // (a service whose files cannot be read is left out of the snapshot, not of the plan)
-    return services;
-  }
-
-  /** The snapshot's linked services: those with a leaf and known instances. */
-  function terminatingField(inst: Instance): TerminatingConfig {
-    const out: TerminatingService[] = [];
-    for (const p of terminatingPlan(inst)) {
-      const leaf = identity.get(leafId(inst.def.id, p.name));
-      const ext = externalName(p.name);
-      if (!leaf || !discovery.settled(ext)) continue;
-      let tls;
-      try {
-        tls = readOriginationTls(inst.def.name, p);
-      } catch {
-        continue; // reported by the plan; a file that went away since
-      }
-      const sni = meshSni(leaf.spiffeId);
-      out.push({
-        service: p.name,
-        sni,
-        protocol: p.protocol,
-        certPem: leaf.certPem,
-        keyPem: leaf.keyPem,
-        endpoints: discovery.endpoints(ext),
-        ...(tls ? { tls } : {}),
-        ...(p.disableAutoHostRewrite === true ? { disableAutoHostRewrite: true as const } : {}),
-        ...gatewayResolverFields(p.name, ext, sni),
-      });
-    }
-    return { services: out };
-  }
-
-  /**
-   * What a linked service's service-resolver sets at the gateway, as Consul's gateway clusters
-   * and routes take it: `ConnectTimeout`, `RequestTimeout`, `LoadBalancer` and `Subsets` (each
-   * served by `<subset>.<sni>`, to the instances its filter keeps). Its redirect, failover and
-   * default subset are the callers' to follow; values that cannot apply were left out (and
-   * reported) by the central config, the rest of the entry applies.
-   */
-  function gatewayResolverFields(
-    service: string,
-    ext: string,
-    sni: string,
-  ): Pick<
-    TerminatingService,
-    'connectTimeoutMs' | 'requestTimeoutMs' | 'loadBalancer' | 'subsets'
-  > {
-    const r = central.resolver(service);
-    if (r === null) return {};
-    const subsets = Object.entries(r.subsets ?? {}).map(([name, expr]) => ({
-      name,
-      sni: `${name}.${sni}`,
-      endpoints: discovery.select(ext, subsetFilter(expr)),
-    }));
-    return {
-      ...(r.connectTimeoutMs !== undefined ? { connectTimeoutMs: r.connectTimeoutMs } : {}),
-      ...(r.requestTimeoutMs !== undefined ? { requestTimeoutMs: r.requestTimeoutMs } : {}),
-      ...(r.loadBalancer !== undefined ? { loadBalancer: r.loadBalancer } : {}),
-      ...(subsets.length > 0 ? { subsets } : {}),
-    };
-  }
-
-  /** `remora status`'s view of a terminating gateway's linked services. */
-  function linkedStatus(inst: Instance): NonNullable<InstanceStatus['linked']> {
-    const planned = new Map(terminatingPlan(inst).map((p) => [p.name, p]));
-    const fileErrors = inst.terminatingProblems.filter(
-      (e) => e.code === 'REMORA_E_AGENT_TERMINATING_TLS_FILE',
-    );
-    return inst.terminating.map((name) => {
-      const p = planned.get(name);
-      const cert = identity.status(leafId(inst.def.id, name));
-      const fileError = fileErrors.find((e) => e.details.service === name);
-      const error = fileError
-        ? { code: fileError.code, message: fileError.message }
-        : !cert?.spiffeId && cert?.lastError
-          ? { code: cert.lastError.code, message: cert.lastError.message }
-          : null;
-      return {
-        name,
-        protocol: p?.protocol ?? central.protocol(name) ?? DEFAULT_PROTOCOL,
-        origination: p?.certFile ? 'mtls' : p?.caFile || p?.sni ? 'tls' : 'plain',
-        endpoints: discovery.endpoints(externalName(name)).length,
-        certificate: cert?.spiffeId !== null && cert?.spiffeId !== undefined && !cert.expired,
-        ...(error ? { error } : {}),
-      };
-    });
-  }
-
-  // --- protocols (docs/agent.md, "Protocols") ------------------------------------------------
-  /**
-   * The protocol of calls to `service` when the caller names none: what its sidecars were
-   * registered with, else Consul's service-defaults or proxy-defaults, else `tcp`.
-   */
-  function destinationProtocol(service: string): Protocol {
-    return discovery.protocol(service) ?? central.protocol(service) ?? DEFAULT_PROTOCOL;
-  }
-
-  /** The instance's own protocol: its definition's, else Consul's config entries', else `tcp`. */
-  function inboundProtocol(inst: Instance): Protocol {
-    const sc = inst.def.sidecar;
-    if (sc?.protocolGiven) return sc.protocol;
-    return central.protocol(inst.def.name) ?? DEFAULT_PROTOCOL;
-  }
-
-  /**
-   * What the proxy listens on for an upstream: an HTTP one on the Host-routing listener, others
-   * on their own port, so a protocol change moves the rules only once the proxy has acked it.
-   */
-  function listenerKey(u: { destinationName: string; protocol: string }): string {
-    return `${u.destinationName}/${u.protocol === 'http' ? 'http' : 'port'}`;
-  }
-
-  /** An upstream with its protocol (and the balancer that follows from it) resolved. */
-  function resolved(source: string, u: UpstreamDefinition): UpstreamDefinition {
-    // the caller's service-defaults UpstreamConfig, under the upstream's own `config`
-    const layers = central.upstreamLayers(source, u.destinationName);
-    let out =
-      layers.length === 0
-        ? u
-        : { ...u, resilience: layeredResilience(u.config ? [...layers, u.config] : layers) };
-    const protocol = u.protocolGiven ? u.protocol : destinationProtocol(u.destinationName);
-    if (protocol !== u.protocol)
-      out = {
-        ...out,
-        protocol,
-        loadBalancer: u.loadBalancerGiven ? u.loadBalancer : defaultLoadBalancer(protocol),
-      };
-    return withResolver(out);
-  }
-
-  /**
-   * The destination's service-resolver over whatever the caller set: its timeouts and balancing
-   * policy apply to every caller, as Consul's resolver does.
-   */
-  function withResolver(u: UpstreamDefinition): UpstreamDefinition {
-    // a redirected service's calls take the settings of the resolver they end at, as in Consul
-    const to = parseTargetName(resolveTarget(u.destinationName, undefined, resolverOf)).service;
-    const r = central.resolver(to);
-    if (!r) return u;
-    return {
-      ...u,
-      ...(r.loadBalancer ? { loadBalancer: r.loadBalancer } : {}),
-      ...(r.hashPolicies ? { hashPolicies: r.hashPolicies } : {}),
-      resilience: {
-        ...u.resilience,
-        ...(r.connectTimeoutMs ? { connectTimeoutMs: r.connectTimeoutMs } : {}),
-        ...(r.requestTimeoutMs ? { requestTimeoutMs: r.requestTimeoutMs } : {}),
-      },
-    };
-  }
-
-  /** Explicit upstreams, then the derived ones whose sidecars Consul has listed. */
-  function upstreamsOf(inst: Instance): UpstreamDefinition[] {
-    if (inst.def.kind === INGRESS_GATEWAY) return gatewayUpstreams(inst);
-    const source = inst.def.name;
-    const explicit = (inst.def.sidecar?.upstreams ?? []).map((u) => resolved(source, u));
-    const derived: UpstreamDefinition[] = [];
-    for (const name of inst.derived) {
-      if (!discovery.listed(name)) continue;
-      const protocol = destinationProtocol(name);
-      const layers = central.upstreamLayers(source, name);
-      derived.push(
-        withResolver({
-          destinationName: name,
-          localBindAddress: '127.0.0.1',
-          localBindPort: 0,
-          protocol,
-          protocolGiven: false,
-          loadBalancer: defaultLoadBalancer(protocol),
-          loadBalancerGiven: false,
-          resilience: layers.length === 0 ? DEFAULT_RESILIENCE : layeredResilience(layers),
-          config: null,
-        }),
-      );
-    }
-    return derived.length === 0 ? explicit : [...explicit, ...derived];
-  }
-
-  /** The catalog watch runs while some instance derives upstreams. */
-  function syncServicesWatch(): void {
-    const needed =
-      !stopped &&
-      [...instances.values()].some(
-        (i) => !i.stopping && (i.def.sidecar?.deriveUpstreams || i.def.kind !== undefined),
-      );
-    if (needed && !servicesWatch) {
-      servicesWatch = consul.watchServices({
-        onChange(names) {
-          if (stopped) return;
-          const next = new Set(names);
-          for (const name of catalogServices ?? []) {
-            if (next.has(name) || catalogLeaving.has(name)) continue;
-            catalogLeaving.set(
-              name,
-              clock.setTimeout(() => {
-                catalogLeaving.delete(name);
-                for (const inst of instances.values()) refreshDerived(inst, true);
-              }, EMPTY_AFTER_OUTAGE_GRACE_MS),
-            );
-          }
-          for (const name of next) {
-            const timer = catalogLeaving.get(name);
-            if (timer === undefined) continue;
-            clock.clearTimeout(timer);
-            catalogLeaving.delete(name);
-          }
-          catalogServices = [...names].sort();
-          writeFileAtomic(
-            paths.cache('catalog-services'),
-            JSON.stringify(catalogServices),
-            0o600,
-          ).catch((err: unknown) => logError(logger, err, 'cannot cache the service list', 'warn'));
-          for (const inst of instances.values()) refreshDerived(inst, true);
-          // a gateway's `*` services are the catalog's
-          pushGateways();
-          pushTerminating();
-        },
-        onError(err) {
-          if (servicesErrors++ % 20 !== 0) return;
-          logError(
-            logger,
-            new RemoraError(
-              'REMORA_E_AGENT_CONSUL_UNAVAILABLE',
-              `cannot watch the catalog's services: ${toRemoraError(err).message}; derived upstreams stay as they are`,
-              {},
-              { cause: err },
-            ),
-            undefined,
-            'warn',
-          );
-        },
-      });
-    } else if (!needed && servicesWatch) {
-      servicesWatch.stop();
-      servicesWatch = null;
-    }
-  }
-
-  /**
-   * Recomputes the services an instance calls by its intentions and follows them in discovery.
-   * Until both the intentions and the service list are known, the instance keeps what it has.
-   */
-  function refreshDerived(inst: Instance, push: boolean): void {
-    const sc = inst.def.sidecar;
-    const policy = intentions.current();
-    let next: string[];
-    if (!sc?.deriveUpstreams || inst.stopping) {
-      next = [];
-      inst.derivedLimit = null;
-    } else if (!policy || catalogServices === null) return;
-    else
-      next = withinDerivedLimit(
-        inst,
-        derivedDestinations({
-          source: inst.def.name,
-          explicit: new Set(sc.upstreams.map((u) => u.destinationName)),
-          services: [...catalogServices, ...catalogLeaving.keys()],
-          policy,
-        }),
-      );
-    const id = inst.def.id;
-    if (!follow(inst.derived, next, derivedUser(id))) return;
-    inst.derived = next;
-    logger.info(
-      { instance: id, derived: next },
-      `${id} calls ${next.length === 0 ? 'no service' : next.join(', ')} by its intentions`,
-    );
-    retainPorts(inst);
-    if (push) {
-      supervisor.push(id);
-      syncTransparent(inst);
-    }
-  }
-
-  /**
-   * The first of `wanted` (sorted) that fit under `transparentDerivedMax`, all instances
-   * together: a service another instance derives already costs nothing more. The rest is
-   * reported once per change, and in `remora status`.
-   */
-  function withinDerivedLimit(inst: Instance, wanted: string[]): string[] {
-    const max = s.transparentDerivedMax ?? DEFAULT_TRANSPARENT_DERIVED_MAX;
-    const others = new Set<string>();
-    for (const i of instances.values()) if (i !== inst) for (const n of i.derived) others.add(n);
-    let room = Math.max(0, max - others.size);
-    const kept: string[] = [];
-    const left: string[] = [];
-    for (const name of wanted) {
-      if (others.has(name)) kept.push(name);
-      else if (room > 0) {
-        kept.push(name);
-        room -= 1;
-      } else left.push(name);
-    }
-    const message =
-      left.length === 0
-        ? null
-        : `${inst.def.id}: intentions allow ${wanted.length} services but transparentDerivedMax (${max}) leaves room for ${kept.length}; not intercepted: ${left.slice(0, 10).join(', ')}${left.length > 10 ? `, … (${left.length} in all)` : ''}`;
-    inst.derivedLimit = keepWarning(inst.derivedLimit, 'REMORA_E_AGENT_DERIVED_LIMIT', message, {
-      instance: inst.def.id,
-      left: left.length,
-    });
-    return kept;
-  }
-
-  /** Ports of upstreams that are gone go back to the range. */
-  function retainPorts(inst: Instance): void {
-    const id = inst.def.id;
-    const names = [
-      ...(inst.def.sidecar?.upstreams ?? []).map((u) => u.destinationName),
-      ...inst.derived,
-    ];
-    transparentPorts.retain(
-      `${id}/`,
-      new Set(names.flatMap((n) => [`${id}/upstream/${n}`, `${id}/http/${n}`])),
-    );
-  }
+  const ingress = createIngressGateways({
+    settings: s,
+    consul,
+    logger,
+    instances,
+    central,
+    discovery,
+    identity,
+    supervisor,
+    protocols,
+    catalog,
+    isStopped: () => stopped,
+  });
+
+  const terminating = createTerminatingGateways({
+    consul,
+    clock,
+    logger,
+    instances,
+    central,
+    discovery,
+    identity,
+    supervisor,
+    catalog,
+    isStopped: () => stopped,
+  });
+
+  const ports = createListenerPorts({ settings: s, instances, central });
+  const exposed = createExposedPaths({
+    settings: s,
+    consul,
+    logger,
+    instances,
+    central,
+    ports,
+    keepWarning,
+    pushAll,
+  });
+  const registration = createRegistration({
+    settings: s,
+    consul,
+    clock,
+    random: o.random,
+    logger,
+    instances,
+    central,
+    supervisor,
+    identity,
+    exposed,
+    ports,
+    isStopped: () => stopped,
+  });
+  const metrics = createMetricsListeners({
+    instances,
+    central,
+    ports,
+    keepWarning,
+    supervisor,
+    registration,
+  });
+
+  const upstreams = createUpstreams({
+    settings: s,
+    logger,
+    instances,
+    intentions,
+    discovery,
+    central,
+    protocols,
+    catalog,
+    ingress,
+    ports,
+    supervisor,
+    keepWarning,
+    syncTransparent: (inst) => interception.sync(inst),
+  });
+  const interception = createInterception({
+    settings: s,
+    instances,
+    transparent,
+    discovery,
+    central,
+    ports,
+    upstreams,
+    keepWarning,
+    isStopped: () => stopped,
+  });
+
+  const snapshots = createProxySnapshots({
+    settings: s,
+    instances,
+    roots,
+    intentions,
+    identity,
+    discovery,
+    central,
+    jwks,
+    protocols,
+    traffic,
+    upstreams,
+    ingress,
+    terminating,
+    ports,
+    interception,
+    exposed,
+    metrics,
+    keepWarning,
+  });
+
+  const lifecycle = createInstanceLifecycle({
+    settings: s,
+    consul,
+    clock,
+    logger,
+    paths,
+    instances,
+    supervisor,
+    identity,
+    discovery,
+    transparent,
+    catalog,
+    ports,
+    exposed,
+    registration,
+    upstreams,
+    traffic,
+    ingress,
+    terminating,
+    interception,
+    metrics,
+    isStopped: () => stopped,
+  });
+
+  const report = createAgentStatus({
+    settings: s,
+    clock,
+    logger,
+    startedAt,
+    instances,
+    roots,
+    intentions,
+    identity,
+    discovery,
+    central,
+    jwks,
+    supervisor,
+    transparent,
+    protocols,
+    traffic,
+    upstreams,
+    ingress,
+    terminating,
+    snapshots,
+    lifecycle,
+    isStopped: () => stopped,
+  });
 
   function pushAll(): void {
     for (const id of instances.keys()) supervisor.push(id);
-  }
-
-  function stamp(e: RemoraError): { code: string; message: string; at: string } {
-    return { code: e.code, message: e.message, at: new Date(clock.now()).toISOString() };
-  }
-
-  /** The readiness check of an instance: its sidecar's, or a gateway's own. */
-  function checkIdOf(inst: Instance): string {
-    return inst.def.kind !== undefined
-      ? gatewayCheckId(inst.def.id)
-      : readinessCheckId(inst.def.id);
-  }
-
-  function proxyReady(id: string): boolean {
-    return supervisor.status(id)?.ready ?? false;
-  }
-
-  async function register(inst: Instance): Promise<void> {
-    if (stopped || inst.stopping || inst.registering) return;
-    inst.registering = true;
-    if (inst.regTimer) clock.clearTimeout(inst.regTimer);
-    inst.regTimer = null;
-    try {
-      if (wantedExpose(inst.def).checks.length) await learnConsulAgentAddress();
-      const ready = inst.def.sidecar ? proxyReady(inst.def.id) : true;
-      inst.registeredExpose = exposeKey(inst);
-      await consul.registerService(
-        registrationFor(withExposedChecks(inst, withUpstreamPorts(inst)), {
-          node: s.node,
-          sidecarPort: inst.sidecarPort,
-          advertiseAddress: s.advertiseAddress,
-          checkTtlMs: s.checkTtlMs,
-          ready,
-        }),
-      );
-      if (inst.stopping) return;
-      // the registration carried the readiness read before it was sent; the proxy may have
-      // changed its mind since, so the check is written again with the state as it is now
-      if (inst.def.sidecar) await writeCheck(inst);
-      if (!inst.registered || inst.regAttempt > 0) {
-        logger.info(
-          { instance: inst.def.id, sidecarPort: inst.sidecarPort },
-          `registered ${inst.def.id} in Consul`,
-        );
-      }
-      inst.registered = true;
-      inst.regAttempt = 0;
-      inst.registrationError = null;
-      if (inst.def.sidecar) identity.requestIfMissing(inst.def.id);
-      for (const n of inst.terminating) identity.requestIfMissing(leafId(inst.def.id, n));
-    } catch (err) {
-      inst.registered = false;
-      const e = new RemoraError(
-        'REMORA_E_AGENT_CONSUL_UNAVAILABLE',
-        `cannot register ${inst.def.id} with Consul: ${toRemoraError(err).message}; retrying`,
-        { instance: inst.def.id },
-        { cause: err },
-      );
-      inst.registrationError = stamp(e);
-      if (inst.regAttempt % 10 === 0) logError(logger, e, undefined, 'warn');
-      const delay = backoffDelay(inst.regAttempt, { baseMs: 250, maxMs: 10_000, random: o.random });
-      inst.regAttempt += 1;
-      if (!stopped && !inst.stopping) {
-        inst.regTimer = clock.setTimeout(() => {
-          inst.regTimer = null;
-          void register(inst);
-        }, delay);
-      }
-    } finally {
-      inst.registering = false;
-    }
-    // an entry changed while the registration was on its way
-    if (inst.registered && !inst.stopping && exposeKey(inst) !== inst.registeredExpose)
-      void register(inst);
-  }
-
-  /**
-   * Writes the instance's readiness check with the proxy's readiness as it is when the write is
-   * sent. One write at a time per instance: a change during a write sends one more, so two writes
-   * can never reach Consul in the wrong order and leave a stale status behind.
-   */
-  function writeCheck(inst: Instance): Promise<void> {
-    inst.checkAgain = true;
-    inst.checkWrite ??= (async () => {
-      try {
-        while (inst.checkAgain && !inst.stopping && !stopped) {
-          inst.checkAgain = false;
-          const ready = proxyReady(inst.def.id);
-          await consul.updateTtl(
-            checkIdOf(inst),
-            ready ? 'passing' : 'critical',
-            ready ? 'proxy ready' : inst.notReadyReason,
-          );
-        }
-      } finally {
-        inst.checkWrite = null;
-      }
-    })();
-    return inst.checkWrite;
-  }
-
-  /** Brings the readiness check up to date; registers first when the instance is not registered. */
-  function syncCheck(inst: Instance): void {
-    if (!inst.def.sidecar) return;
-    if (!inst.registered) {
-      // a registration in flight writes the check itself once Consul has the service; if that
-      // write is already under way, it goes round once more with the new state
-      if (inst.checkWrite) inst.checkAgain = true;
-      else if (!inst.registering && !inst.regTimer && !inst.holdRegistration) void register(inst);
-      return;
-    }
-    writeCheck(inst).catch((err: unknown) => {
-      // Consul restarted or lost the registration: register again (idempotent)
-      inst.registered = false;
-      inst.registrationError = stamp(toRemoraError(err));
-      void register(inst);
-    });
-  }
-
-  /**
-   * Pushes a new snapshot to each terminating gateway whose TLS files changed on disk since its
-   * last one read them (a rotated client certificate, a fixed CA file, a file gone).
-   */
-  function checkOriginationFiles(): void {
-    for (const inst of instances.values()) {
-      const o = inst.origination;
-      if (inst.stopping || o === null) continue;
-      if (readOrigination(inst.def.name, o.services).digest === o.digest) continue;
-      logger.info(
-        { instance: inst.def.id },
-        "a terminating gateway's TLS file changed on disk; its linked services are reconfigured",
-      );
-      supervisor.push(inst.def.id);
-    }
-    if (!stopped) filesTimer = clock.setTimeout(checkOriginationFiles, ORIGINATION_FILES_POLL_MS);
-  }
-
-  function refreshChecks(): void {
-    for (const inst of instances.values()) {
-      if (inst.stopping) continue;
-      if (inst.def.sidecar) syncCheck(inst);
-      else if (!inst.registered && !inst.registering && !inst.regTimer) void register(inst);
-    }
-    if (!stopped)
-      ttlTimer = clock.setTimeout(refreshChecks, Math.max(250, Math.floor(s.checkTtlMs / 3)));
-  }
-
-  function allocateSidecarPort(def: ServiceDefinition): number | null {
-    if (!def.sidecar) return null;
-    if (def.sidecar.port !== null) return def.sidecar.port;
-    const used = new Set([...instances.values()].map((i) => i.sidecarPort));
-    for (const inst of instances.values()) {
-      if (inst.def.sidecar?.port) used.add(inst.def.sidecar.port);
-      const m = wantedMetrics(inst);
-      if (m) used.add(m.bindPort);
-      for (const p of wantedExpose(inst.def).paths) used.add(p.listenerPort);
-      for (const p of checkListenerPorts(inst)) if (p !== null) used.add(p);
-    }
-    for (const p of wantedExpose(def).paths) used.add(p.listenerPort);
-    if (def.sidecar.metrics) used.add(def.sidecar.metrics.bindPort);
-    for (let p = s.sidecarPortMin; p <= s.sidecarPortMax; p++) if (!used.has(p)) return p;
-    return null;
-  }
-
-  async function startInstance(
-    def: ServiceDefinition,
-    previousPort: number | null = null,
-  ): Promise<void> {
-    const inst: Instance = {
-      def,
-      sidecarPort: previousPort ?? allocateSidecarPort(def),
-      registered: false,
-      registering: false,
-      regAttempt: 0,
-      regTimer: null,
-      registrationError: null,
-      stopping: false,
-      holdRegistration: false,
-      transparentArmed: false,
-      derived: [],
-      targets: [],
-      listening: null,
-      derivedLimit: null,
-      sharedWarning: null,
-      confinedWarning: null,
-      mtlsWarning: null,
-      metricsWarning: null,
-      exposeWarning: null,
-      exposeChecksWarning: null,
-      registeredExpose: null,
-      checkWrite: null,
-      checkAgain: false,
-      notReadyReason: 'proxy not ready',
-      ingress: [],
-      ingressProblems: [],
-      terminating: [],
-      terminatingProblems: [],
-      origination: null,
-      leavesLoading: new Set(),
-    };
-    instances.set(def.id, inst);
-    logger.info(
-      { instance: def.id, service: def.name, file: def.source.file },
-      `instance ${def.id} defined`,
-    );
-    if (def.sidecar) {
-      if (inst.sidecarPort === null) {
-        problems.push(
-          new RemoraError(
-            'REMORA_E_AGENT_DEFINITION_INVALID',
-            `service definition ${def.source.file}: no free sidecar port left in ${s.sidecarPortMin}–${s.sidecarPortMax} for ${def.id}; set connect.sidecar_service.port`,
-            {
-              file: def.source.file,
-              field: 'connect.sidecar_service.port',
-              reason: 'no free port',
-            },
-          ),
-        );
-      }
-      reportUnplacedChecks(inst);
-      for (const u of def.sidecar.upstreams) discovery.acquire(u.destinationName, def.id);
-      syncServicesWatch();
-      refreshDerived(inst, false);
-      syncIngressWatch();
-      syncTerminatingWatch();
-      void identity
-        .add({ id: def.id, service: def.name })
-        .catch((err: unknown) => logError(logger, err));
-      await supervisor.ensure(def.id);
-      const st = supervisor.status(def.id);
-      if (st?.adopted) {
-        // a proxy that outlived the previous agent: register once it says it is ready, so the
-        // re-registration does not flip a serving instance to critical
-        inst.holdRegistration = true;
-        identity.requestIfMissing(def.id);
-        void waitUntil(() => proxyReady(def.id) || inst.stopping || stopped, s.adoptTimeoutMs).then(
-          () => {
-            inst.holdRegistration = false;
-            return register(inst);
-          },
-        );
-        return;
-      }
-    }
-    void register(inst);
-  }
-
-  async function waitUntil(check: () => boolean, timeoutMs: number): Promise<void> {
-    const deadline = clock.now() + timeoutMs;
-    while (!check() && clock.now() < deadline) {
-      await new Promise<void>((resolve) => clock.setTimeout(resolve, 25));
-    }
-  }
-
-  /** Fail readiness → deregister → drain (bounded) → stop the proxy. */
-  async function stopInstance(id: string, why: string): Promise<void> {
-    const inst = instances.get(id);
-    if (!inst) return;
-    inst.stopping = true;
-    if (inst.regTimer) clock.clearTimeout(inst.regTimer);
-    logger.info({ instance: id, why }, `stopping ${id}: failing readiness`);
-    if (inst.def.sidecar) {
-      // a readiness write in flight lands first, so the critical status below is the last word
-      await inst.checkWrite?.catch(() => undefined);
-      await consul
-        .updateTtl(checkIdOf(inst), 'critical', `stopping: ${why}`)
-        .catch((err: unknown) =>
-          logError(logger, err, `cannot fail the readiness check of ${id}`, 'warn'),
-        );
-    }
-    await consul
-      .deregisterService(id)
-      .then(() =>
-        logger.info({ instance: id, step: 'deregistered' }, `deregistered ${id} from Consul`),
-      )
-      .catch((err: unknown) =>
-        logError(
-          logger,
-          new RemoraError(
-            'REMORA_E_AGENT_CONSUL_UNAVAILABLE',
-            `cannot deregister ${id}: ${toRemoraError(err).message}`,
-            { instance: id },
-          ),
-          undefined,
-          'warn',
-        ),
-      );
-    if (inst.def.sidecar) {
-      logger.info(
-        { instance: id, step: 'draining', deadlineMs: s.drainTimeoutMs },
-        `draining the proxy of ${id}`,
-      );
-      const drained = await supervisor.drain(id, s.drainTimeoutMs);
-      if (!drained) {
-        logError(
-          logger,
-          new RemoraError(
-            'REMORA_E_AGENT_DRAIN_TIMEOUT',
-            `proxy of ${id} did not finish draining within ${s.drainTimeoutMs} ms; stopping it`,
-            { instance: id },
-          ),
-          undefined,
-          'warn',
-        );
-      }
-      await supervisor.stop(id);
-      logger.info({ instance: id, step: 'stopped' }, `proxy of ${id} stopped`);
-      if (inst.def.sidecar.transparent) await transparent.remove(id);
-      transparentPorts.release(`${id}/`);
-      exposePorts.release(`${id}/`);
-      for (const u of inst.def.sidecar.upstreams) discovery.release(u.destinationName, id);
-      for (const name of inst.derived) discovery.release(name, derivedUser(id));
-      inst.derived = [];
-      for (const name of inst.targets) discovery.release(name, targetUser(id));
-      inst.targets = [];
-      for (const name of inst.ingress) discovery.release(name, ingressUser(id));
-      inst.ingress = [];
-      for (const name of inst.terminating) {
-        discovery.release(externalName(name), terminatingUser(id));
-        identity.remove(leafId(id, name));
-      }
-      inst.terminating = [];
-      // the room it leaves goes to instances that were over the limit
-      for (const other of instances.values())
-        if (other !== inst && other.derivedLimit) refreshDerived(other, true);
-      identity.remove(id);
-    }
-    instances.delete(id);
-    syncServicesWatch();
-    syncIngressWatch();
-    syncTerminatingWatch();
-    checkSharedAll();
-    checkMetricsAll();
-  }
-
-  async function apply(result: DecodeResult): Promise<void> {
-    if (stopped) return;
-    problems = [...result.problems];
-    for (const p of result.problems) logError(logger, p, undefined, 'warn');
-    const next = new Map(result.services.map((d) => [d.id, d]));
-    const removals: Promise<void>[] = [];
-    for (const [id, inst] of instances) {
-      const d = next.get(id);
-      if (!d) removals.push(stopInstance(id, 'definition removed'));
-      else if (
-        d.name !== inst.def.name ||
-        !!d.sidecar !== !!inst.def.sidecar ||
-        d.kind !== inst.def.kind
-      ) {
-        removals.push(
-          stopInstance(id, 'definition changed service name').then(() => startInstance(d)),
-        );
-        next.delete(id);
-      }
-    }
-    await Promise.all(removals);
-    for (const [id, d] of next) {
-      const inst = instances.get(id);
-      if (!inst) {
-        await startInstance(d);
-      } else if (!sameDefinition(inst.def, d)) {
-        // same identity: re-register and send the proxy a new snapshot, keep the process
-        const old = inst.def;
-        inst.def = d;
-        if (d.sidecar?.port !== old.sidecar?.port) inst.sidecarPort = allocateSidecarPort(d);
-        reportUnplacedChecks(inst);
-        for (const u of d.sidecar?.upstreams ?? []) discovery.acquire(u.destinationName, id);
-        for (const u of old.sidecar?.upstreams ?? []) {
-          if (!d.sidecar?.upstreams.some((x) => x.destinationName === u.destinationName))
-            discovery.release(u.destinationName, id);
-        }
-        logger.info(
-          { instance: id },
-          `definition of ${id} changed; updating registration and proxy config`,
-        );
-        inst.registered = false;
-        void register(inst);
-        syncServicesWatch();
-        refreshDerived(inst, false);
-        supervisor.push(id);
-        retainPorts(inst);
-        if (old.sidecar?.transparent && !d.sidecar?.transparent) void transparent.remove(id);
-        else syncTransparent(inst);
-      } else {
-        inst.def = d; // source position may have moved
-      }
-    }
-    checkSharedAll();
-    checkMetricsAll();
-    if (firstLoad) {
-      firstLoad = false;
-      // chains left by an earlier run for instances that are no longer transparent
-      void transparent.reconcile(
-        [...instances.values()].filter((i) => i.def.sidecar?.transparent).map((i) => i.def.id),
-      );
-      // proxies left running for instances no definition asks for any more
-      for (const id of await supervisor.strays(new Set(instances.keys()))) {
-        logger.info(
-          { instance: id },
-          `proxy for ${id} has no definition any more; deregistering and stopping it`,
-        );
-        await consul.deregisterService(id).catch(() => undefined);
-        await supervisor.ensure(id);
-        await supervisor.drain(id, s.drainTimeoutMs);
-        await supervisor.stop(id);
-        await rm(paths.instanceDir(id), { recursive: true, force: true });
-      }
-    }
-  }
-
-  function waitingFor(): string[] {
-    const out: string[] = [];
-    const rs = roots.status();
-    const is = intentions.status();
-    if (!rs.live)
-      out.push(
-        rs.known ? 'control (trust bundle; using the cached one)' : 'control: the trust bundle',
-      );
-    if (!is.live)
-      out.push(
-        is.known ? 'control (intentions; using the cached ones)' : 'control: the intentions',
-      );
-    const unregistered = [...instances.values()]
-      .filter((i) => !i.registered && !i.stopping)
-      .map((i) => i.def.id);
-    if (unregistered.length > 0) out.push(`Consul: registration of ${unregistered.join(', ')}`);
-    const noCert = [...instances.values()]
-      .filter((i) => i.def.sidecar && !identity.get(i.def.id))
-      .map((i) => i.def.id);
-    if (noCert.length > 0) out.push(`control: certificates for ${noCert.join(', ')}`);
-    const unsynced = discovery
-      .status()
-      .filter((u) => !u.synced)
-      .map((u) => u.service);
-    if (unsynced.length > 0) out.push(`Consul: endpoints of ${unsynced.join(', ')}`);
-    if (!central.synced())
-      out.push(
-        central.settled()
-          ? 'Consul (config entries; using the protocols last known)'
-          : 'Consul: config entries (service-defaults, proxy-defaults, service-resolver, service-splitter, service-router)',
-      );
-    return out;
-  }
-
-  function reportWaiting(): void {
-    const w = waitingFor();
-    const key = w.join('; ');
-    if (key !== lastWaiting) {
-      if (w.length > 0) logger.warn({ waitingFor: w }, `waiting for ${key}`);
-      else if (lastWaiting) logger.info('all dependencies reachable; converged');
-      lastWaiting = key;
-    }
-    if (!stopped) waitTimer = clock.setTimeout(reportWaiting, 2000);
   }
 
   return {
@@ -2608,9 +568,9 @@ export function createAgent(o: AgentOptions): Agent {
       await configDir.load();
       await applying;
       if (s.watchDebounceMs > 0) configDir.watch();
-      refreshChecks();
-      filesTimer = clock.setTimeout(checkOriginationFiles, ORIGINATION_FILES_POLL_MS);
-      reportWaiting();
+      registration.refreshChecks();
+      terminating.pollFiles();
+      report.reportWaiting();
       logger.info({ instances: instances.size, configDir: s.configDir }, 'agent started');
     },
     async reload() {
@@ -2631,9 +591,9 @@ export function createAgent(o: AgentOptions): Agent {
       configDir.close();
       await applying;
       stopped = true;
-      if (ttlTimer) clock.clearTimeout(ttlTimer);
-      if (filesTimer) clock.clearTimeout(filesTimer);
-      if (waitTimer) clock.clearTimeout(waitTimer);
+      registration.stop();
+      terminating.stopPollingFiles();
+      report.stopReporting();
       for (const inst of instances.values()) if (inst.regTimer) clock.clearTimeout(inst.regTimer);
       for (const u of unsubscribe) u();
       roots.stop();
@@ -2645,17 +605,15 @@ export function createAgent(o: AgentOptions): Agent {
         );
         for (const id of instances.keys()) supervisor.release(id);
       } else {
-        await Promise.all([...instances.keys()].map((id) => stopInstance(id, 'agent stopping')));
+        await Promise.all(
+          [...instances.keys()].map((id) => lifecycle.stopInstance(id, 'agent stopping')),
+        );
       }
-      servicesWatch?.stop();
-      servicesWatch = null;
+      catalog.stop();
       // with keepProxies the gateways were not stopped: their entries' watches end here
-      ingressWatch?.stop();
-      ingressWatch = null;
-      terminatingWatch?.stop();
-      terminatingWatch = null;
-      for (const timer of catalogLeaving.values()) clock.clearTimeout(timer);
-      catalogLeaving.clear();
+      ingress.stop();
+      terminating.stop();
+      catalog.clearLeaving();
       discovery.stop();
       central.stop();
       jwks.stop();
@@ -2666,137 +624,6 @@ export function createAgent(o: AgentOptions): Agent {
       await rm(paths.agentPid, { force: true });
       logger.info('agent stopped');
     },
-    status() {
-      const bundle = intentions.current();
-      return {
-        node: s.node,
-        datacenter: s.datacenter,
-        startedAt,
-        waitingFor: waitingFor(),
-        trustBundle: roots.status(),
-        intentions: { ...intentions.status(), revision: bundle?.revision ?? null },
-        instances: [...instances.values()]
-          .map((inst) => ({
-            id: inst.def.id,
-            service: inst.def.name,
-            file: inst.def.source.file,
-            sidecarPort: inst.sidecarPort,
-            registered: inst.registered,
-            registrationError: inst.registrationError,
-            proxy: supervisor.status(inst.def.id),
-            certificate: identity.status(inst.def.id),
-            protocol: inst.def.sidecar ? inboundProtocol(inst) : null,
-            mutualTls: inst.def.sidecar
-              ? (({ mode, source }) => ({ mode, source }))(mutualTlsOf(inst))
-              : null,
-            upstreams: upstreamsOf(inst).map((u) => {
-              // where its calls go: the service, or where its resolver redirects them
-              const main = resolveTarget(u.destinationName, undefined, resolverOf);
-              const { service, subset } = parseTargetName(main);
-              const st = discovery.status().find((x) => x.service === service);
-              const failover = failoverTargets(main, resolverOf);
-              return {
-                destination: u.destinationName,
-                localBindPort: u.localBindPort,
-                protocol: u.protocol,
-                endpoints: st ? endpointsOf(service, subset).length : 0,
-                synced: st?.synced ?? false,
-                derived: inst.derived.includes(u.destinationName),
-                ...(main !== u.destinationName ? { redirectedTo: main } : {}),
-                ...(failover.length > 0 ? { failover } : {}),
-              };
-            }),
-            warnings: [
-              inst.derivedLimit,
-              inst.sharedWarning,
-              inst.confinedWarning,
-              inst.mtlsWarning,
-              inst.metricsWarning,
-              inst.exposeWarning,
-              inst.exposeChecksWarning,
-            ].filter((w) => w !== null),
-            ...(inst.def.kind === INGRESS_GATEWAY
-              ? {
-                  kind: INGRESS_GATEWAY,
-                  listeners: ingressField(inst, upstreamsOf(inst)).listeners.map((l) => ({
-                    port: l.bindPort,
-                    protocol: l.protocol,
-                    ...(l.tls ? { tls: true } : {}),
-                    services: l.services.map((x) => ({ name: x.upstream, hosts: x.hosts })),
-                  })),
-                }
-              : {}),
-            ...(inst.def.kind === TERMINATING_GATEWAY
-              ? { kind: TERMINATING_GATEWAY, linked: linkedStatus(inst) }
-              : {}),
-            transparent: inst.def.sidecar?.transparent
-              ? (transparent.status(inst.def.id) ?? {
-                  active: false,
-                  chains: [],
-                  redirects: 0,
-                  meshDestinationsOnly: false,
-                  lastError: null,
-                })
-              : null,
-          }))
-          .sort((a, b) => (a.id < b.id ? -1 : 1)),
-        upstreams: discovery.status(),
-        problems: [
-          ...problems,
-          ...central.problems(),
-          ...jwks.problems(),
-          ...[...instances.values()].flatMap((i) =>
-            i.ingressProblems.map(
-              (m) =>
-                new RemoraError(m.code, m.message, {
-                  file: i.def.source.file,
-                  ...(m.field ? { field: m.field } : {}),
-                }),
-            ),
-          ),
-          ...[...instances.values()].flatMap((i) =>
-            i.terminatingProblems.map(
-              (e) =>
-                new RemoraError(e.code, e.message, {
-                  file: i.def.source.file,
-                  field: e.details.field,
-                }),
-            ),
-          ),
-        ].map((p) => ({
-          code: p.code,
-          message: p.message,
-          file: p.details.file,
-          field: p.details.field,
-        })),
-      };
-    },
+    status: () => report.status(),
   };
-}
-
-/** How often the TLS files of terminating gateways are read to see them change. */
-const ORIGINATION_FILES_POLL_MS = 5_000;
-
-/**
- * What a gateway's linked services originate TLS with, read from this host's files now: the
- * files that cannot be read (their services are left out), and a digest of it all to see a
- * file change.
- */
-function readOrigination(
-  gateway: string,
-  services: readonly PlannedTerminatingService[],
-): { problems: RemoraError[]; digest: string } {
-  const h = createHash('sha256');
-  const problems: RemoraError[] = [];
-  for (const svc of services) {
-    try {
-      h.update(JSON.stringify(readOriginationTls(gateway, svc)));
-    } catch (err) {
-      const e = toRemoraError(err);
-      problems.push(e);
-      h.update(e.message);
-    }
-    h.update('\0');
-  }
-  return { problems, digest: h.digest('hex') };
 }
