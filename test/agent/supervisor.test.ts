@@ -247,16 +247,21 @@ t.test('a proxy stopped while its restart is being prepared is not started', asy
   t.equal(sup.status('api-1'), null, 'the instance is gone');
 });
 
+/** A supervisor whose api-1 proxy runs and is ready: what a handover starts from. */
+async function servingApi(t: { teardown(fn: () => unknown): void }) {
+  const s = await setup(t);
+  const sup = s.make();
+  await sup.listen();
+  t.teardown(() => sup.close());
+  await sup.ensure('api-1');
+  await waitFor('ready', () => sup.status('api-1')?.ready);
+  return { s, sup, oldPid: sup.status('api-1')!.pid! };
+}
+
 t.test(
   'a handover hands the instance to a successor once it is ready; the old proxy drains',
   async (t) => {
-    const s = await setup(t);
-    const sup = s.make();
-    await sup.listen();
-    t.teardown(() => sup.close());
-    await sup.ensure('api-1');
-    await waitFor('ready', () => sup.status('api-1')?.ready);
-    const oldPid = sup.status('api-1')!.pid!;
+    const { s, sup, oldPid } = await servingApi(t);
     const r = await sup.handover('api-1', 100);
     t.match(r, { instance: 'api-1', ok: true, oldPid, newPid: oldPid + 1 });
     t.equal(s.spawned[1]!.takeover, true, 'the successor is started to share the ports');
@@ -276,13 +281,7 @@ t.test(
 );
 
 t.test('a successor that cannot take the ports is stopped; the old proxy serves on', async (t) => {
-  const s = await setup(t);
-  const sup = s.make();
-  await sup.listen();
-  t.teardown(() => sup.close());
-  await sup.ensure('api-1');
-  await waitFor('ready', () => sup.status('api-1')?.ready);
-  const oldPid = sup.status('api-1')!.pid!;
+  const { s, sup, oldPid } = await servingApi(t);
   s.successors.mode = 'refuse';
   const r = await sup.handover('api-1', 100);
   t.match(r, {
@@ -301,12 +300,7 @@ t.test('a successor that cannot take the ports is stopped; the old proxy serves 
 });
 
 t.test('a successor that never connects is given up after the timeout', async (t) => {
-  const s = await setup(t);
-  const sup = s.make();
-  await sup.listen();
-  t.teardown(() => sup.close());
-  await sup.ensure('api-1');
-  await waitFor('ready', () => sup.status('api-1')?.ready);
+  const { s, sup } = await servingApi(t);
   s.successors.mode = 'silent';
   const r = await sup.handover('api-1', 100, 200);
   t.match(r.error?.message, /the new proxy was not ready within 200 ms/);

@@ -453,6 +453,44 @@ export async function putConfig(mesh: Mesh, entry: object): Promise<void> {
   if ((await r.text()).trim() !== 'true') throw new Error(`config write refused: ${r.status}`);
 }
 
+/** Calls through web → api by `workers` callers, one request at a time each, until stopped. */
+export interface WebLoad {
+  readonly ok: number;
+  readonly failures: string[];
+  /** Stops the callers and waits for their last requests. */
+  stop(): Promise<void>;
+}
+
+/** Starts a load through web → api, bounded in count and time (`limitMs`). */
+export function startWebLoad(mesh: Mesh, workers = 1, limitMs = 120_000): WebLoad {
+  let stopped = false;
+  let ok = 0;
+  const failures: string[] = [];
+  const deadline = Date.now() + limitMs;
+  const worker = async () => {
+    for (let i = 0; i < 20_000 && !stopped && Date.now() < deadline; i++) {
+      try {
+        const r = await callWeb(mesh);
+        if (r.status === 200) ok += 1;
+        else failures.push(`HTTP ${r.status}: ${r.body.slice(0, 200)}`);
+      } catch (err) {
+        failures.push((err as Error).message);
+      }
+    }
+  };
+  const all = Promise.all(Array.from({ length: workers }, () => worker()));
+  return {
+    get ok() {
+      return ok;
+    },
+    failures,
+    async stop() {
+      stopped = true;
+      await all;
+    },
+  };
+}
+
 export async function callWeb(mesh: Mesh, path = '/'): Promise<HttpResult> {
   return httpGet(`http://127.0.0.1:${mesh.ports.webApp}${path}`);
 }

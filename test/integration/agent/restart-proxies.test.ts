@@ -4,8 +4,8 @@ import { isProcessAlive } from '../../../agent/spawn.ts';
 import { runRemora } from '../../helpers/cli.ts';
 import {
   apiDefinition,
-  callWeb,
   startMesh,
+  startWebLoad,
   waitFor,
   webDefinition,
   webReachesApi,
@@ -29,22 +29,9 @@ t.test(
 
     // load: four callers, each one request at a time over the web app's keep-alive connections
     // to its sidecar, bounded in count and time
+    const load = startWebLoad(mesh, 4);
     let stop = false;
-    let ok = 0;
-    const failures: string[] = [];
     const deadline = Date.now() + 120_000;
-    const worker = async () => {
-      for (let i = 0; i < 20_000 && !stop && Date.now() < deadline; i++) {
-        try {
-          const r = await callWeb(mesh);
-          if (r.status === 200) ok += 1;
-          else failures.push(`HTTP ${r.status}: ${r.body.slice(0, 200)}`);
-        } catch (err) {
-          failures.push((err as Error).message);
-        }
-      }
-    };
-    const load = Promise.all([worker(), worker(), worker(), worker()]);
     // Consul's view of api, sampled while the proxies are replaced
     let unhealthy = 0;
     let samples = 0;
@@ -56,7 +43,7 @@ t.test(
       }
     })();
 
-    await waitFor('requests before the restart', () => ok >= 40, 30_000);
+    await waitFor('requests before the restart', () => load.ok >= 40, 30_000);
     const admin = `http://127.0.0.1:${mesh.adminPort}`;
     const r = await runRemora(['restart-proxies', '--agent-admin', admin], { timeoutMs: 120_000 });
     t.equal(r.code, 0, `restart-proxies succeeds\n${r.stdout}${r.stderr}`);
@@ -83,13 +70,13 @@ t.test(
       30_000,
       100,
     );
-    const more = ok;
-    await waitFor('requests after the restart', () => ok >= more + 40, 30_000);
+    const more = load.ok;
+    await waitFor('requests after the restart', () => load.ok >= more + 40, 30_000);
     stop = true;
-    await Promise.all([load, watch]);
+    await Promise.all([load.stop(), watch]);
 
-    t.same(failures, [], 'no request failed');
-    t.ok(ok > 80, `${ok} requests succeeded`);
+    t.same(load.failures, [], 'no request failed');
+    t.ok(load.ok > 80, `${load.ok} requests succeeded`);
     t.ok(samples > 5, `Consul sampled ${samples} times`);
     t.equal(unhealthy, 0, 'api-1 stayed healthy in Consul throughout');
     const status = await mesh.status();

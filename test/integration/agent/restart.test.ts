@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import { isProcessAlive } from '../../../agent/spawn.ts';
 import {
   apiDefinition,
-  callWeb,
   startMesh,
+  startWebLoad,
   waitFor,
   webDefinition,
   webReachesApi,
@@ -30,29 +30,15 @@ t.test(
     t.same(Object.keys(pidsBefore).sort(), ['api-1', 'web-1']);
 
     // light load: one request at a time, bounded in count and time
-    let stop = false;
-    let ok = 0;
-    const failures: string[] = [];
-    const deadline = Date.now() + 120_000;
-    const load = (async () => {
-      for (let i = 0; i < 20_000 && !stop && Date.now() < deadline; i++) {
-        try {
-          const r = await callWeb(mesh);
-          if (r.status === 200) ok += 1;
-          else failures.push(`HTTP ${r.status}: ${r.body.slice(0, 200)}`);
-        } catch (err) {
-          failures.push((err as Error).message);
-        }
-      }
-    })();
+    const load = startWebLoad(mesh);
 
-    await waitFor('some requests before the restart', () => ok >= 20, 30_000);
+    await waitFor('some requests before the restart', () => load.ok >= 20, 30_000);
     t.equal(await first.stop('SIGTERM'), 0, 'the first agent exits cleanly');
     t.match(first.output(), /proxies and registrations stay for the next agent/);
     for (const [id, pid] of Object.entries(pidsBefore))
       t.ok(isProcessAlive(pid), `proxy of ${id} outlives the agent`);
-    const during = ok;
-    await waitFor('requests while no agent runs', () => ok >= during + 20, 30_000);
+    const during = load.ok;
+    await waitFor('requests while no agent runs', () => load.ok >= during + 20, 30_000);
     // api-1's certificate file is lost while its proxy runs: the next agent adopts the proxy
     // and asks for a new one without waiting for the proxy's registration
     const certFile = join(mesh.dataDir, 'instances', 'api-1', 'cert.pem');
@@ -81,13 +67,12 @@ t.test(
       100,
     );
     t.not(renewed, lostCert, 'a new certificate was issued for the adopted instance');
-    const after = ok;
-    await waitFor('requests after the adoption', () => ok >= after + 20, 30_000);
-    stop = true;
-    await load;
+    const after = load.ok;
+    await waitFor('requests after the adoption', () => load.ok >= after + 20, 30_000);
+    await load.stop();
 
-    t.same(failures, [], 'no request failed');
-    t.ok(ok > 60, `${ok} requests succeeded`);
+    t.same(load.failures, [], 'no request failed');
+    t.ok(load.ok > 60, `${load.ok} requests succeeded`);
     t.same(await mesh.proxyPids(), pidsBefore, 'the same proxy processes serve, none was started');
     for (const i of status.instances) t.equal(i.proxy?.restarts, 0, `${i.id}: no restart`);
     t.equal((await mesh.healthy('api')).length, 1, 'api-1 stays healthy in Consul');
