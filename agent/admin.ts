@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { readFileSync } from 'node:fs';
 import type { AgentStatus } from './agent.ts';
 import type { HandoverResult } from './supervisor.ts';
+import { toRemoraError } from '../lib/errors/index.ts';
 
 /** Upper bound of a request body (a list of instance IDs). */
 const MAX_BODY_BYTES = 64 * 1024;
@@ -102,7 +103,14 @@ async function restart(
   }
   const ids = restartIds(body);
   if (typeof ids === 'string') return refuse(400, ids);
-  const results = await restartProxies(ids);
+  let results: HandoverResult[];
+  try {
+    results = await restartProxies(ids);
+  } catch (err) {
+    // the agent answers with what went wrong instead of leaving the CLI to time out
+    const e = toRemoraError(err);
+    return { status: 500, body: { error: { code: e.code, message: e.message } } };
+  }
   const said = note?.() ?? null;
   return { status: 200, body: said === null ? { results } : { results, note: said } };
 }

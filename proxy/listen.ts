@@ -19,7 +19,7 @@ function checkFree(host: string, port: number): Promise<void> {
 /**
  * Binds `server` on host:port with SO_REUSEPORT. With `join` (a successor taking over from the
  * instance's running proxy) the port may be held by that proxy; without it, it must be free.
- * Rejects with the bind error.
+ * Rejects with the bind error; once bound, the server's later errors are absorbed.
  */
 export async function bindShareable(
   server: Server,
@@ -32,6 +32,9 @@ export async function bindShareable(
     server.once('error', reject);
     server.listen({ host, port, backlog: 1024, reusePort: port !== 0 }, () => {
       server.off('error', reject);
+      // a listening server's later errors (EMFILE on accept) must not end the process; the
+      // connections it keeps serving are what matters
+      server.on('error', () => {});
       resolve();
     });
   });

@@ -103,7 +103,6 @@ async function listen(
       { host, port, what },
     );
   }
-  server.on('error', () => {});
 }
 
 function closeServer(s: Server): void {

@@ -72,3 +72,23 @@ t.test('migrateNote says so only where the kernel would reset queued connections
   t.equal(migrateNote(file), null);
   t.equal(migrateNote(join(dir, 'missing')), null, 'a kernel without the setting: nothing said');
 });
+
+t.test(
+  'a restart that throws is answered 500 with its code; the endpoint keeps serving',
+  async (t) => {
+    const admin = await startAdminServer({
+      port: 0,
+      status: () => ({ node: 'n1' }) as unknown as AgentStatus,
+      restartProxies: () => Promise.reject(new Error('boom')),
+    });
+    t.teardown(() => admin.close());
+    const r = await fetch(`http://127.0.0.1:${admin.port}/proxies/restart`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{}',
+    });
+    t.equal(r.status, 500);
+    t.match(await r.json(), { error: { code: /^REMORA_E_/, message: /boom/ } });
+    t.equal((await fetch(`http://127.0.0.1:${admin.port}/live`)).status, 200);
+  },
+);

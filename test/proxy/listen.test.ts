@@ -53,3 +53,13 @@ t.test('a port held without sharing cannot be joined (a proxy from before)', asy
   const port = (plain.address() as AddressInfo).port;
   await t.rejects(bindShareable(named('new'), '127.0.0.1', port, true), { code: 'EADDRINUSE' });
 });
+
+t.test('a bound listener outlives a later server error (EMFILE on accept)', async (t) => {
+  const server = named('up');
+  await bindShareable(server, '127.0.0.1', 0, false);
+  t.teardown(() => server.close());
+  t.doesNotThrow(() =>
+    server.emit('error', Object.assign(new Error('accept'), { code: 'EMFILE' })),
+  );
+  t.equal(await ask((server.address() as AddressInfo).port), 'up', 'it still serves');
+});
