@@ -128,6 +128,17 @@ async function setup(t: { teardown(fn: () => unknown): void }) {
   return { paths, spawned, ready, make, crash, proxies, alive, successors };
 }
 
+/** A supervisor whose api-1 proxy runs and is ready: where most tests start. */
+async function servingApi(t: { teardown(fn: () => unknown): void }) {
+  const s = await setup(t);
+  const sup = s.make();
+  await sup.listen();
+  t.teardown(() => sup.close());
+  await sup.ensure('api-1');
+  await waitFor('ready', () => sup.status('api-1')?.ready);
+  return { s, sup, oldPid: sup.status('api-1')!.pid! };
+}
+
 t.test('a new instance gets a proxy that receives its snapshot and reports ready', async (t) => {
   const s = await setup(t);
   const sup = s.make();
@@ -144,13 +155,7 @@ t.test('a new instance gets a proxy that receives its snapshot and reports ready
 });
 
 t.test('a crashed proxy is restarted and readiness fails while it is down', async (t) => {
-  const s = await setup(t);
-  const sup = s.make();
-  await sup.listen();
-  t.teardown(() => sup.close());
-  await sup.ensure('api-1');
-  await waitFor('ready', () => sup.status('api-1')?.ready);
-  const pid = sup.status('api-1')!.pid!;
+  const { s, sup, oldPid: pid } = await servingApi(t);
   s.crash(pid);
   t.equal(sup.status('api-1')!.ready, false);
   await waitFor('a new proxy', () => s.spawned.length === 2 && sup.status('api-1')?.ready);
@@ -202,13 +207,7 @@ t.test('a proxy that connects before its instance is defined is bound when it is
 });
 
 t.test('drain asks the proxy and stop ends it', async (t) => {
-  const s = await setup(t);
-  const sup = s.make();
-  await sup.listen();
-  t.teardown(() => sup.close());
-  await sup.ensure('api-1');
-  await waitFor('ready', () => sup.status('api-1')?.ready);
-  const pid = sup.status('api-1')!.pid!;
+  const { s, sup, oldPid: pid } = await servingApi(t);
   const drained = sup.drain('api-1', 100);
   await waitFor('the drain frame', () => s.proxies[0]!.drains.length === 1);
   s.crash(pid); // the proxy exits once drained
@@ -246,17 +245,6 @@ t.test('a proxy stopped while its restart is being prepared is not started', asy
   t.equal(s.spawned.length, 1, 'no second proxy was started');
   t.equal(sup.status('api-1'), null, 'the instance is gone');
 });
-
-/** A supervisor whose api-1 proxy runs and is ready: what a handover starts from. */
-async function servingApi(t: { teardown(fn: () => unknown): void }) {
-  const s = await setup(t);
-  const sup = s.make();
-  await sup.listen();
-  t.teardown(() => sup.close());
-  await sup.ensure('api-1');
-  await waitFor('ready', () => sup.status('api-1')?.ready);
-  return { s, sup, oldPid: sup.status('api-1')!.pid! };
-}
 
 t.test(
   'a handover hands the instance to a successor once it is ready; the old proxy drains',
