@@ -84,7 +84,8 @@ export const AGENT_ERRORS = {
       'Free disk space in the data directory, and let the agent user write in `<dataDir>/instances/<id>/`; or raise `proxyLogMaxBytes`.',
   },
   REMORA_E_AGENT_ADMIN_UNREACHABLE: {
-    meaning: "`remora status` cannot reach the agent's loopback admin endpoint.",
+    meaning:
+      "`remora status` or `remora restart-proxies` cannot reach the agent's loopback admin endpoint, or it answered with an error (the message carries the agent's reason).",
     remedy:
       'Check that `remora agent` runs on this host and that `agentAdmin` (or `--agent-admin`) matches its `adminPort`.',
   },
